@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+)
+
+// run builds the command tree and executes it with args.
+func run(ctx context.Context, args []string) error {
+	root := &cobra.Command{
+		Use:           "portcullis",
+		Short:         "Zero Trust control point for AI agents and their MCP tools",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       mcpproxy.Version,
+	}
+	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd())
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// source says where a command's configuration comes from.
+type source struct {
+	config  string
+	dev     bool
+	dataDir string
+}
+
+func (s *source) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&s.config, "config", "c", "", "configuration file")
+	cmd.Flags().BoolVar(&s.dev, "dev", false, "use the embedded development configuration")
+	cmd.Flags().StringVar(&s.dataDir, "data-dir", "", "data directory (overrides the configuration; default for --dev: "+config.DefaultDataDir+")")
+}
+
+// load returns the configuration the flags select.
+func (s *source) load() (*config.Config, error) {
+	switch {
+	case s.dev && s.config != "":
+		return nil, errors.New("give either --config or --dev, not both")
+	case s.dev:
+		dir := s.dataDir
+		if dir == "" {
+			dir = config.DefaultDataDir
+		}
+		return gateway.DevConfig(dir)
+	case s.config != "":
+		c, err := config.Load(s.config)
+		if err != nil {
+			return nil, err
+		}
+		if s.dataDir != "" {
+			c.DataDir = s.dataDir
+		}
+		return c, nil
+	}
+	return nil, errors.New("no configuration: give --config FILE, or --dev for the embedded defaults")
+}
+
+func newLogger(w io.Writer, c *config.Config) *slog.Logger {
+	level := slog.LevelInfo
+	switch c.Log.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+)
+
+func serveCmd() *cobra.Command {
+	var src source
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway",
+		Long: "Run the gateway. With --dev it needs nothing else: SQLite and keys in the data\n" +
+			"directory, a built-in demo upstream, the default policy, and a printed agent token.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Listen.Address = listen
+			}
+			log := newLogger(os.Stderr, cfg)
+			opts := gateway.Options{Log: log, Namespaced: true}
+			if src.dev {
+				opts.Policies = []policy.Source{policy.DefaultSource()}
+			}
+			g, err := gateway.New(cfg, opts)
+			if err != nil {
+				return err
+			}
+			if err := g.Listen(); err != nil {
+				return err
+			}
+			if src.dev {
+				if err := printDevBanner(cmd, g, cfg); err != nil {
+					return err
+				}
+			}
+			return g.Run(cmd.Context())
+		},
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&listen, "listen", "", "agent listener address (overrides the configuration)")
+	return cmd
+}
+
+func printDevBanner(cmd *cobra.Command, g *gateway.Gateway, cfg *config.Config) error {
+	raw, claims, err := g.IssueToken(cmd.Context(), gateway.DevAgent, cfg.Auth.DefaultTTL.D())
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, `
+Portcullis development gateway (embedded defaults; not for production)
+
+  MCP endpoint   http://%s/mcp   (streamable HTTP)
+  admin          http://%s/metrics  /healthz  /readyz
+  data           %s
+  agent          %s, token valid until %s
+                 (a new one: portcullis token issue --dev --agent %s)
+
+  Authorization: Bearer %s
+
+`, g.AgentAddr(), g.AdminAddr(), gateway.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
+	return nil
+}

@@ -1,0 +1,99 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// Event types. docs/audit-events.md documents each one and its fields.
+const (
+	TypeDecision = "decision"          // a policy decision on an agent request (allow or deny)
+	TypeAuthn    = "authn"             // an authentication failure at the gateway
+	TypeProtocol = "protocol"          // a message refused before policy (limits, unknown method, malformed)
+	TypeUpstream = "upstream"          // an upstream started, stopped, crashed or changed its lists
+	TypeServer   = "server_request"    // a request from an upstream towards an agent (sampling, ...)
+	TypeToken    = "token_issued"      // an agent token was minted
+	TypeLifecyle = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+)
+
+// Outcomes.
+const (
+	OutcomeAllow = "allow"
+	OutcomeDeny  = "deny"
+	OutcomeError = "error"
+	OutcomeInfo  = "info"
+)
+
+// Event is one audit record. Fields irrelevant to a type are left empty and
+// omitted from the encoding.
+type Event struct {
+	Seq  int64     `json:"seq,omitempty"`
+	Time time.Time `json:"time"`
+	Type string    `json:"type"`
+	// Outcome is deny unless the action was allowed (see NewEvent).
+	Outcome string `json:"outcome"`
+
+	Agent      string `json:"agent,omitempty"`
+	User       string `json:"user,omitempty"`
+	Task       string `json:"task,omitempty"`
+	Credential string `json:"credential_id,omitempty"`
+	SessionID  string `json:"session_id,omitempty"`
+	RequestID  string `json:"request_id,omitempty"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+
+	Method   string `json:"method,omitempty"`
+	Action   string `json:"action,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Upstream string `json:"upstream,omitempty"`
+
+	Code          string   `json:"code,omitempty"`
+	Policies      []string `json:"policies,omitempty"`
+	Reasons       []string `json:"reasons,omitempty"`
+	Errors        []string `json:"errors,omitempty"`
+	PolicyVersion string   `json:"policy_version,omitempty"`
+	// ArgumentsSHA256 identifies the exact arguments without storing them.
+	ArgumentsSHA256 string `json:"arguments_sha256,omitempty"`
+	// LatencyMicros is the gateway's decision time (for decisions) or the
+	// upstream round trip (for upstream outcomes).
+	LatencyMicros int64  `json:"latency_us,omitempty"`
+	Detail        string `json:"detail,omitempty"`
+}
+
+// NewEvent returns an event of type t whose outcome is deny until the caller
+// sets otherwise.
+func NewEvent(t string, now time.Time) *Event {
+	return &Event{Type: t, Time: now.UTC(), Outcome: OutcomeDeny}
+}
+
+func (e *Event) row() (store.EventRow, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return store.EventRow{}, fmt.Errorf("encode event: %w", err)
+	}
+	return store.EventRow{Time: e.Time, Type: e.Type, RequestID: e.RequestID, Agent: e.Agent, SessionID: e.SessionID, Body: b}, nil
+}
+
+// Decode parses a stored event.
+func Decode(r store.EventRow) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(r.Body, &e); err != nil {
+		return nil, fmt.Errorf("decode event %d: %w", r.Seq, err)
+	}
+	e.Seq = r.Seq
+	return &e, nil
+}
+
+// WriteNow appends one event directly, for processes that do not run a
+// Recorder (the CLI). The token or change it records is not released unless
+// this succeeds.
+func WriteNow(ctx context.Context, a Appender, e *Event) error {
+	row, err := e.row()
+	if err != nil {
+		return err
+	}
+	return a.AppendEvents(ctx, []store.EventRow{row})
+}

@@ -1,0 +1,365 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Version is the only configuration schema version this build reads.
+const Version = 1
+
+// Defaults, named so that documentation and code agree.
+const (
+	DefaultListenAddress = "127.0.0.1:8470"
+	DefaultAdminAddress  = "127.0.0.1:8471"
+	DefaultDataDir       = "portcullis-data"
+	DefaultIssuer        = "portcullis"
+	DefaultAudience      = "portcullis-gateway"
+	DefaultTokenTTL      = 10 * time.Minute
+	DefaultMaxTokenTTL   = time.Hour
+	DefaultCallTimeout   = 60 * time.Second
+)
+
+// MaxConfigBytes bounds the size of a configuration file.
+const MaxConfigBytes = 1 << 20
+
+// Config is the whole Portcullis configuration file.
+type Config struct {
+	Version   int        `json:"version"`
+	DataDir   string     `json:"data_dir,omitempty"`
+	Listen    Listen     `json:"listen,omitempty"`
+	Auth      Auth       `json:"auth,omitempty"`
+	Policy    Policy     `json:"policy,omitempty"`
+	Agents    []Agent    `json:"agents,omitempty"`
+	Upstreams []Upstream `json:"upstreams,omitempty"`
+	Limits    Limits     `json:"limits,omitempty"`
+	Log       Log        `json:"log,omitempty"`
+
+	// dir is the directory of the file the config was loaded from; relative
+	// paths in the file are resolved against it.
+	dir string
+}
+
+// Listen holds the network addresses Portcullis serves on.
+type Listen struct {
+	// Address serves MCP (streamable HTTP) for agents at /mcp.
+	Address string `json:"address,omitempty"`
+	// Admin serves /metrics, /healthz and /readyz. It is separate so that the
+	// agent-facing listener exposes nothing but MCP.
+	Admin string `json:"admin,omitempty"`
+}
+
+// Auth configures how agents authenticate.
+type Auth struct {
+	Issuer     string   `json:"issuer,omitempty"`
+	Audience   string   `json:"audience,omitempty"`
+	MaxTTL     Duration `json:"max_ttl,omitempty"`
+	DefaultTTL Duration `json:"default_ttl,omitempty"`
+}
+
+// Policy names the Cedar policy files or directories.
+type Policy struct {
+	Paths []string `json:"paths,omitempty"`
+}
+
+// Agent declares an agent that may hold credentials.
+type Agent struct {
+	Name  string   `json:"name"`
+	Roles []string `json:"roles,omitempty"`
+}
+
+// Upstream is one MCP tool server behind the gateway. Exactly one of Stdio,
+// HTTP and Builtin is set.
+type Upstream struct {
+	Name    string       `json:"name"`
+	Stdio   *StdioServer `json:"stdio,omitempty"`
+	HTTP    *HTTPServer  `json:"http,omitempty"`
+	Builtin string       `json:"builtin,omitempty"`
+	// CallTimeout bounds one call to this upstream; zero means the global limit.
+	CallTimeout Duration `json:"call_timeout,omitempty"`
+	// MaxConcurrentCalls bounds in-flight calls to this upstream.
+	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+}
+
+// StdioServer launches a local MCP server. Its environment is exactly Env:
+// nothing is inherited from Portcullis' own environment.
+type StdioServer struct {
+	Command string           `json:"command"`
+	Args    []string         `json:"args,omitempty"`
+	Dir     string           `json:"dir,omitempty"`
+	Env     map[string]Value `json:"env,omitempty"`
+	// InheritEnv names variables copied from Portcullis' own environment
+	// (typically PATH, so that interpreters such as node can be found).
+	InheritEnv []string `json:"inherit_env,omitempty"`
+}
+
+// HTTPServer is a remote MCP server over streamable HTTP.
+type HTTPServer struct {
+	URL     string           `json:"url"`
+	Headers map[string]Value `json:"headers,omitempty"`
+}
+
+// Value is a configuration value that may be a secret. Secret values must be
+// references (FromEnv or FromFile), never inline.
+type Value struct {
+	Value    string `json:"value,omitempty"`
+	FromEnv  string `json:"from_env,omitempty"`
+	FromFile string `json:"from_file,omitempty"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `json:"level,omitempty"`
+	Format string `json:"format,omitempty"`
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	agentRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	sensitiveN = regexp.MustCompile(`(?i)(auth|token|secret|passw|key|cookie|credential|session)`)
+)
+
+// Load reads, strictly decodes and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if n > MaxConfigBytes {
+		return nil, fmt.Errorf("read config: file exceeds %d bytes", MaxConfigBytes)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve config path: %w", err)
+	}
+	return Parse(buf.Bytes(), filepath.Dir(abs))
+}
+
+// Parse strictly decodes YAML, applies defaults and validates. dir is the base
+// for relative paths.
+func Parse(data []byte, dir string) (*Config, error) {
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("parse config: exceeds %d bytes", MaxConfigBytes)
+	}
+	var c Config
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c.dir = dir
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Listen.Address == "" {
+		c.Listen.Address = DefaultListenAddress
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = DefaultAdminAddress
+	}
+	if c.Auth.Issuer == "" {
+		c.Auth.Issuer = DefaultIssuer
+	}
+	if c.Auth.Audience == "" {
+		c.Auth.Audience = DefaultAudience
+	}
+	if c.Auth.MaxTTL == 0 {
+		c.Auth.MaxTTL = Duration(DefaultMaxTokenTTL)
+	}
+	if c.Auth.DefaultTTL == 0 {
+		c.Auth.DefaultTTL = Duration(DefaultTokenTTL)
+	}
+	c.Limits.applyDefaults()
+}
+
+// Validate reports every problem it finds, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Version != Version {
+		add("version: must be %d, got %d", Version, c.Version)
+	}
+	if c.Auth.MaxTTL.D() > 24*time.Hour {
+		add("auth.max_ttl: %s exceeds 24h; agent credentials are minutes, not days", c.Auth.MaxTTL.D())
+	}
+	if c.Auth.DefaultTTL > c.Auth.MaxTTL {
+		add("auth.default_ttl: exceeds auth.max_ttl")
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Agents {
+		if !agentRE.MatchString(a.Name) {
+			add("agents[%d].name: %q must match %s", i, a.Name, agentRE)
+		}
+		if seen[a.Name] {
+			add("agents[%d].name: duplicate %q", i, a.Name)
+		}
+		seen[a.Name] = true
+		for _, r := range a.Roles {
+			if !agentRE.MatchString(r) {
+				add("agents[%d].roles: %q must match %s", i, r, agentRE)
+			}
+		}
+	}
+	upSeen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
+		if upSeen[u.Name] {
+			add("upstreams[%d].name: duplicate %q", i, u.Name)
+		}
+		upSeen[u.Name] = true
+	}
+	errs = append(errs, c.Limits.validate()...)
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		add("log.format: %q is not json or text", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func (u *Upstream) validate(at string) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(at+"."+format, a...)) }
+	if !nameRE.MatchString(u.Name) {
+		add("name: %q must match %s (no underscores: %q separates upstream and tool)", u.Name, nameRE, NamespaceSeparator)
+	}
+	kinds := 0
+	if u.Stdio != nil {
+		kinds++
+		if u.Stdio.Command == "" {
+			add("stdio.command: required")
+		}
+		for _, k := range u.Stdio.InheritEnv {
+			if !envNameRE.MatchString(k) {
+				add("stdio.inherit_env: %q is not a valid variable name", k)
+			}
+		}
+		for k, v := range u.Stdio.Env {
+			if !envNameRE.MatchString(k) {
+				add("stdio.env: %q is not a valid variable name", k)
+			}
+			if err := v.validate(k); err != nil {
+				add("stdio.env.%s: %v", k, err)
+			}
+		}
+	}
+	if u.HTTP != nil {
+		kinds++
+		if !strings.HasPrefix(u.HTTP.URL, "https://") && !strings.HasPrefix(u.HTTP.URL, "http://") {
+			add("http.url: %q must be an http(s) URL", u.HTTP.URL)
+		}
+		for k, v := range u.HTTP.Headers {
+			if err := v.validate(k); err != nil {
+				add("http.headers.%s: %v", k, err)
+			}
+		}
+	}
+	if u.Builtin != "" {
+		kinds++
+		if u.Builtin != "demo" {
+			add("builtin: %q is unknown (known: demo)", u.Builtin)
+		}
+	}
+	if kinds != 1 {
+		add("exactly one of stdio, http, builtin must be set")
+	}
+	if u.CallTimeout < 0 || u.MaxConcurrentCalls < 0 {
+		add("call_timeout and max_concurrent_calls must not be negative")
+	}
+	return errs
+}
+
+// NamespaceSeparator joins an upstream's name and its tool or prompt name.
+const NamespaceSeparator = "__"
+
+func (v Value) validate(name string) error {
+	n := 0
+	for _, s := range []string{v.Value, v.FromEnv, v.FromFile} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("exactly one of value, from_env, from_file must be set")
+	}
+	if v.Value != "" && sensitiveN.MatchString(name) {
+		return fmt.Errorf("%q looks like a secret: give it with from_env or from_file, never inline", name)
+	}
+	return nil
+}
+
+// Resolve returns the value, reading references. The result may be a secret:
+// callers must not log it.
+func (v Value) Resolve(baseDir string) (string, error) {
+	switch {
+	case v.FromEnv != "":
+		s, ok := os.LookupEnv(v.FromEnv)
+		if !ok {
+			return "", fmt.Errorf("resolve value: environment variable %s is not set", v.FromEnv)
+		}
+		return s, nil
+	case v.FromFile != "":
+		p := v.FromFile
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(baseDir, p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("resolve value: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	default:
+		return v.Value, nil
+	}
+}
+
+// Path resolves p relative to the configuration file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// Dir is the directory relative paths are resolved against.
+func (c *Config) Dir() string { return c.dir }
+
+// SetDir sets the base directory for relative paths (for built-in configs).
+func (c *Config) SetDir(dir string) { c.dir = dir }
+
+// Agent returns the declared agent with the given name.
+func (c *Config) Agent(name string) (Agent, bool) {
+	for _, a := range c.Agents {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Agent{}, false
+}

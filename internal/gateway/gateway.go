@@ -1,0 +1,326 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/metrics"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// Files in the data directory.
+const (
+	KeyFile   = "keys/token-signing.pem"
+	StoreFile = "portcullis.db"
+	DemoDir   = "demo"
+)
+
+// Gateway is a configured daemon, ready to Run.
+type Gateway struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	dataDir  string
+	store    *store.SQLite
+	recorder *audit.Recorder
+	engine   *policy.Engine
+	key      *token.SigningKey
+	authn    *TokenAuthenticator
+	proxy    *mcpproxy.Proxy
+	metrics  *metrics.Metrics
+
+	agentLn net.Listener
+	adminLn net.Listener
+}
+
+// Options are what the daemon needs beyond the configuration file.
+type Options struct {
+	Log *slog.Logger
+	// Policies, if set, replaces the configured policy paths (serve --dev).
+	Policies []policy.Source
+	// Namespaced is false only for `wrap` of a single server.
+	Namespaced bool
+	// Principal, if set, replaces HTTP token authentication as the source of
+	// each request's principal (the stdio front of `wrap`).
+	Principal mcpproxy.PrincipalFunc
+}
+
+// DataDir resolves the configured data directory.
+func DataDir(cfg *config.Config) string { return cfg.Path(cfg.DataDir) }
+
+// LoadPolicies reads the configured policy sources; with no paths the
+// bundle is empty and everything is denied.
+func LoadPolicies(cfg *config.Config) ([]policy.Source, error) {
+	paths := make([]string, len(cfg.Policy.Paths))
+	for i, p := range cfg.Policy.Paths {
+		paths[i] = cfg.Path(p)
+	}
+	return policy.ReadSources(paths)
+}
+
+// New opens the store and keys, compiles the policy and builds the proxy.
+// Upstreams are not started until Run.
+func New(cfg *config.Config, opts Options) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: DataDir(cfg), metrics: metrics.New()}
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	srcs := opts.Policies
+	if srcs == nil {
+		var err error
+		if srcs, err = LoadPolicies(cfg); err != nil {
+			return nil, err
+		}
+	}
+	set, err := policy.Compile(srcs)
+	if err != nil {
+		return nil, fmt.Errorf("compile policy: %w", err)
+	}
+	g.engine = policy.NewEngine(set)
+	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, KeyFile)); err != nil {
+		return nil, err
+	}
+	v := token.NewVerifier(g.key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
+	g.authn = NewTokenAuthenticator(v, cfg.Agents, nil)
+	if g.store, err = store.Open(filepath.Join(g.dataDir, StoreFile)); err != nil {
+		return nil, err
+	}
+	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
+	g.recorder.OnWrite = g.metrics.AuditWrite
+	principal := opts.Principal
+	if principal == nil {
+		principal = mcpproxy.PrincipalFromTokenInfo
+	}
+	g.proxy = mcpproxy.New(mcpproxy.Options{
+		Decider:    g.engine,
+		Recorder:   g.recorder,
+		Principal:  principal,
+		Metrics:    g.metrics,
+		Limits:     cfg.Limits,
+		Namespaced: opts.Namespaced,
+		Log:        g.log.With("component", "proxy"),
+	})
+	for _, u := range cfg.Upstreams {
+		dial, err := g.dialer(u)
+		if err != nil {
+			g.store.Close()
+			return nil, err
+		}
+		g.proxy.AddUpstream(u, dial)
+	}
+	return g, nil
+}
+
+func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
+	log := g.log.With("component", "upstream", "upstream", u.Name)
+	switch {
+	case u.Stdio != nil:
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), log), nil
+	case u.HTTP != nil:
+		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir()), nil
+	case u.Builtin == "demo":
+		d, err := demo.New(filepath.Join(g.dataDir, DemoDir))
+		if err != nil {
+			return nil, err
+		}
+		return mcpproxy.InProcessDialer(d.MCPServer), nil
+	}
+	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+// Proxy returns the enforcement point (for `wrap` and tests).
+func (g *Gateway) Proxy() *mcpproxy.Proxy { return g.proxy }
+
+// Key returns the token-signing key.
+func (g *Gateway) Key() *token.SigningKey { return g.key }
+
+// Authenticator returns the agent authenticator.
+func (g *Gateway) Authenticator() *TokenAuthenticator { return g.authn }
+
+// Listen binds the agent and admin listeners, so that callers know the
+// addresses (":0" picks free ports) before Run.
+func (g *Gateway) Listen() error {
+	var err error
+	if g.agentLn, err = net.Listen("tcp", g.cfg.Listen.Address); err != nil {
+		return fmt.Errorf("listen for agents: %w", err)
+	}
+	if g.adminLn, err = net.Listen("tcp", g.cfg.Listen.Admin); err != nil {
+		g.agentLn.Close()
+		return fmt.Errorf("listen for admin: %w", err)
+	}
+	return nil
+}
+
+// AgentAddr is the bound agent listener address.
+func (g *Gateway) AgentAddr() string { return g.agentLn.Addr().String() }
+
+// AdminAddr is the bound admin listener address.
+func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
+
+// Run serves until ctx ends, then shuts down in order (see the package doc).
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.agentLn == nil {
+		if err := g.Listen(); err != nil {
+			return err
+		}
+	}
+	bg := g.startBackground()
+	agentSrv := &http.Server{Handler: g.agentMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	adminSrv := &http.Server{Handler: g.adminMux(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{agentSrv, g.agentLn}, {adminSrv, g.adminLn}} {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- serve(s.srv, s.ln) }()
+	}
+	g.log.Info("gateway serving", "agents", "http://"+g.AgentAddr()+"/mcp", "admin", "http://"+g.AdminAddr(), "policy", g.engine.Version())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	g.drain(agentSrv)
+	adminSrv.Close()
+	wg.Wait()
+	return errors.Join(runErr, bg.stop())
+}
+
+// RunStdio serves one agent over in/out (`wrap`) until the agent closes its
+// end or ctx ends, then shuts down in order.
+func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer) error {
+	bg := g.startBackground()
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := g.proxy.WaitReady(readyCtx)
+	cancel()
+	if err != nil {
+		g.log.Warn("serving before every upstream is ready", "err", err)
+	}
+	err = g.proxy.ServeStdio(ctx, in, out)
+	return errors.Join(err, bg.stop())
+}
+
+// background is what runs behind the fronts: the audit recorder and the
+// upstream supervisors.
+type background struct {
+	g             *Gateway
+	stopUpstreams context.CancelFunc
+	stopRecorder  context.CancelFunc
+	upDone        chan struct{}
+	recDone       chan struct{}
+}
+
+func (g *Gateway) startBackground() *background {
+	recCtx, stopRecorder := context.WithCancel(context.Background())
+	upCtx, stopUpstreams := context.WithCancel(context.Background())
+	b := &background{g: g, stopUpstreams: stopUpstreams, stopRecorder: stopRecorder, upDone: make(chan struct{}), recDone: make(chan struct{})}
+	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
+	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
+	g.lifecycle("started")
+	return b
+}
+
+// stop stops upstreams, then flushes the recorder, then closes the store.
+func (b *background) stop() error {
+	b.stopUpstreams()
+	<-b.upDone
+	b.g.lifecycle("stopped")
+	b.stopRecorder()
+	<-b.recDone
+	err := b.g.store.Close()
+	b.g.log.Info("gateway stopped")
+	return err
+}
+
+func serve(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// drain stops accepting agent connections and waits (up to the grace
+// period) for in-flight calls to finish before closing what remains, such as
+// idle SSE streams.
+func (g *Gateway) drain(s *http.Server) {
+	grace := g.cfg.Limits.ShutdownGrace.D()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	go s.Shutdown(ctx)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for g.proxy.InFlight() > 0 {
+		select {
+		case <-ctx.Done():
+			g.log.Warn("shutdown grace expired with calls in flight", "in_flight", g.proxy.InFlight())
+			s.Close()
+			return
+		case <-tick.C:
+		}
+	}
+	s.Close()
+}
+
+func (g *Gateway) lifecycle(what string) {
+	e := audit.NewEvent(audit.TypeLifecyle, time.Now())
+	e.Outcome, e.Code, e.PolicyVersion = audit.OutcomeInfo, what, g.engine.Version()
+	if err := g.recorder.Submit(e); err != nil {
+		g.log.Error("audit lifecycle event", "err", err)
+	}
+}
+
+func (g *Gateway) agentMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
+	mux.HandleFunc("/.well-known/jwks.json", g.serveJWKS)
+	return mux
+}
+
+func (g *Gateway) adminMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", g.serveReady)
+	return mux
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var problems []string
+	if err := g.store.Ping(ctx); err != nil {
+		problems = append(problems, "store: "+err.Error())
+	}
+	for _, u := range g.proxy.Upstreams() {
+		if !u.Healthy() {
+			problems = append(problems, "upstream "+u.Name+": down")
+		}
+	}
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
+		}
+		return
+	}
+	w.Write([]byte("ready\n"))
+}

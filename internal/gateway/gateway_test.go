@@ -1,0 +1,325 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+const demoConfig = `
+version: 1
+data_dir: DIR/data
+policy:
+  paths: [DIR/policy.cedar]
+agents:
+  - name: reader
+    roles: [readers]
+  - name: mailer
+    roles: [readers, mailers]
+  - name: nobody
+upstreams:
+  - name: demo
+    builtin: demo
+`
+
+const demoPolicy = `
+@id("readers-read")
+permit (principal in Role::"readers", action == Action::"call_tool", resource in Upstream::"demo")
+when { resource.read_only_hint };
+
+@id("readers-resources")
+permit (principal in Role::"readers", action == Action::"read_resource", resource in Upstream::"demo");
+
+@id("mailers-send")
+permit (principal in Role::"mailers", action == Action::"call_tool", resource == Tool::"demo__send_message");
+
+@id("mail-domain")
+@reason("recipient outside example.com")
+forbid (principal, action == Action::"call_tool", resource == Tool::"demo__send_message")
+unless { context.arguments has to && context.arguments.to like "*@example.com" };
+`
+
+func startDemo(t *testing.T) *harness {
+	return startGateway(t, demoConfig, map[string]string{"policy.cedar": demoPolicy})
+}
+
+func TestToolsListIsFilteredByPolicy(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	for _, tc := range []struct {
+		agent string
+		want  []string
+	}{
+		{"reader", []string{"demo__list_files", "demo__read_file", "demo__search_files"}},
+		{"mailer", []string{"demo__list_files", "demo__read_file", "demo__search_files", "demo__send_message"}},
+		{"nobody", nil},
+	} {
+		got := toolNames(t, h.mustConnect(tc.agent))
+		slices.Sort(got)
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%s sees tools (-want +got):\n%s", tc.agent, diff)
+		}
+	}
+	e := h.findEvent(func(e *audit.Event) bool { return e.Method == "tools/list" && e.Agent == "nobody" })
+	if e == nil || e.Detail != "0 of 4 visible" || e.PolicyVersion == "" {
+		t.Errorf("tools/list event = %+v", e)
+	}
+}
+
+func TestAllowedCallReturnsExactlyWhatTheUpstreamReturned(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("reader")
+	args := map[string]any{"path": "notes/meeting.txt"}
+	got, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__read_file", Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The same call straight to the demo server, without the gateway.
+	d, err := demo.New(filepath.Join(h.g.dataDir, DemoDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	if _, err := d.MCPServer().Connect(ctx, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := mcp.NewClient(&mcp.Implementation{Name: "direct"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	want, err := direct.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(want)
+	if string(gb) != string(wb) {
+		t.Errorf("through gateway:\n%s\ndirect:\n%s", gb, wb)
+	}
+	e := h.findEvent(func(e *audit.Event) bool { return e.Target == "demo__read_file" })
+	if e == nil || e.Outcome != audit.OutcomeAllow || e.Agent != "reader" || e.SessionID != s.ID() ||
+		!slices.Contains(e.Policies, "readers-read") || e.ArgumentsSHA256 == "" || e.RequestID == "" {
+		t.Errorf("decision event = %+v", e)
+	}
+}
+
+func TestDeniedCallHasNoEffectUpstream(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	outbox := filepath.Join(h.g.dataDir, DemoDir, "outbox.jsonl")
+	ctx := context.Background()
+
+	// A reader may not send at all; the tool is hidden and a call is denied.
+	_, err := h.mustConnect("reader").CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "a@example.com", "body": "hi"}})
+	assertDenied(t, err, "no_permit")
+
+	// A mailer may send only inside example.com.
+	m := h.mustConnect("mailer")
+	_, err = m.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "eve@evil.test", "body": "secrets"}})
+	assertDenied(t, err, "forbidden_by_policy")
+	if _, err := os.Stat(outbox); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("denied sends reached the upstream: outbox exists (%v)", err)
+	}
+	res, err := m.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "hello"}})
+	if err != nil || res.IsError {
+		t.Fatalf("allowed send: %v %+v", err, res)
+	}
+	b, err := os.ReadFile(outbox)
+	if err != nil || strings.Count(string(b), "\n") != 1 || !strings.Contains(string(b), "bob@example.com") {
+		t.Fatalf("outbox = %q, %v; want exactly the allowed message", b, err)
+	}
+	e := h.findEvent(func(e *audit.Event) bool { return e.Code == "forbidden_by_policy" })
+	if e == nil || e.Agent != "mailer" || !slices.Contains(e.Policies, "mail-domain") ||
+		!slices.Contains(e.Reasons, "recipient outside example.com") || e.Outcome != audit.OutcomeDeny {
+		t.Errorf("denial event = %+v", e)
+	}
+}
+
+func assertDenied(t *testing.T, err error, reason string) {
+	t.Helper()
+	var we *jsonrpc.Error
+	if !errors.As(err, &we) {
+		t.Fatalf("err = %v, want a JSON-RPC denial", err)
+	}
+	if we.Code != mcpproxy.CodeDenied {
+		t.Fatalf("code = %d, want %d (%v)", we.Code, mcpproxy.CodeDenied, err)
+	}
+	var data map[string]string
+	if err := json.Unmarshal(we.Data, &data); err != nil {
+		t.Fatalf("denial data %q: %v", we.Data, err)
+	}
+	if data["reason"] != reason || data["request_id"] == "" {
+		t.Fatalf("denial data = %v, want reason %q and a request ID", data, reason)
+	}
+	if strings.Contains(we.Message, "@id") || strings.Contains(string(we.Data), "mail-domain") {
+		t.Fatalf("denial leaks policy internals: %v", err)
+	}
+}
+
+func TestUnauthenticatedAndBadCredentialsAreRefused(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	good := h.token("reader", time.Minute)
+	parts := strings.Split(good, ".")
+	tampered := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
+
+	// A token signed by another key (another gateway's data directory).
+	other := startDemo(t)
+	foreign := other.token("reader", time.Minute)
+
+	for name, tok := range map[string]string{
+		"none": "", "garbage": "not-a-token", "tampered": tampered, "foreign": foreign,
+	} {
+		resp, body := h.post(tok, init, nil)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "unauthenticated") {
+			t.Errorf("%s: status %d body %q, want 401", name, resp.StatusCode, body)
+		}
+	}
+	if _, err := h.connect(""); err == nil {
+		t.Error("Go SDK client connected without a token")
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeAuthn }); e == nil || e.Outcome != audit.OutcomeDeny || e.RemoteAddr == "" {
+		t.Errorf("authn refusal event = %+v", e)
+	}
+}
+
+// expiredToken mints a token for reader that expired an hour ago, with the
+// gateway's own key.
+func expiredToken(t *testing.T, h *harness) string {
+	t.Helper()
+	past := func() time.Time { return time.Now().Add(-time.Hour) }
+	iss, err := token.NewIssuer(h.g.key, h.cfg.Auth.Issuer, h.cfg.Auth.Audience, time.Hour, past)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := iss.Issue("reader", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestExpiredTokenIsRefusedMidSession(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s, err := h.connect(h.token("reader", time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ListTools(context.Background(), nil); err != nil {
+		t.Fatalf("fresh token: %v", err)
+	}
+	resp, _ := h.post(expiredToken(t, h), `{"jsonrpc":"2.0","id":1,"method":"ping"}`, map[string]string{"Mcp-Session-Id": s.ID()})
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("expired token: status %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestSessionCannotBeUsedByAnotherAgent(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("mailer")
+	// The reader presents the mailer's session ID with its own valid token.
+	resp, body := h.post(h.token("reader", time.Minute), `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`,
+		map[string]string{"Mcp-Session-Id": s.ID(), "Mcp-Protocol-Version": "2025-06-18"})
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, "demo__send_message") {
+		t.Fatalf("hijacked session listed the mailer's tools: %s", body)
+	}
+}
+
+func TestUnknownMethodsAndMalformedMessagesAreRefused(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	tok := h.token("reader", time.Minute)
+	deep := strings.Repeat("[", 100) + strings.Repeat("]", 100)
+	big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + strings.Repeat("a", 5<<20) + `"}}`
+	batch := "[" + strings.TrimSuffix(strings.Repeat(`{"jsonrpc":"2.0","id":1,"method":"ping"},`, 20), ",") + "]"
+	for name, tc := range map[string]struct {
+		body   string
+		status int
+		reason string
+	}{
+		"unknown method":      {`{"jsonrpc":"2.0","id":3,"method":"admin/shutdown"}`, http.StatusOK, "method_not_allowed"},
+		"sampling from agent": {`{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}`, http.StatusOK, "method_not_allowed"},
+		"not json":            {`{"jsonrpc":`, http.StatusBadRequest, "malformed"},
+		"wrong version":       {`{"jsonrpc":"1.0","id":1,"method":"ping"}`, http.StatusBadRequest, "malformed"},
+		"too deep":            {deep, http.StatusBadRequest, "message_too_deep"},
+		"too large":           {big, http.StatusRequestEntityTooLarge, "message_too_large"},
+		"batch too big":       {batch, http.StatusBadRequest, "batch_too_large"},
+	} {
+		resp, body := h.post(tok, tc.body, nil)
+		if resp.StatusCode != tc.status || !strings.Contains(body, tc.reason) {
+			t.Errorf("%s: status %d body %.200q; want %d with %q", name, resp.StatusCode, body, tc.status, tc.reason)
+		}
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeProtocol && e.Method == "admin/shutdown" }); e == nil || e.Agent != "reader" {
+		t.Errorf("protocol refusal event = %+v", e)
+	}
+}
+
+func TestOversizeArgumentsAreRefusedBeforePolicy(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("reader")
+	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": strings.Repeat("x", 300<<10)}})
+	assertDenied(t, err, mcpproxy.ReasonArgumentsTooBig)
+	_, err = s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__no_such_tool", Arguments: map[string]any{}})
+	assertDenied(t, err, mcpproxy.ReasonUnknownTarget)
+}
+
+func TestResourcesAreDecidedAndRelayed(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	ctx := context.Background()
+	res, err := h.mustConnect("reader").ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo:///notes/todo.txt"})
+	if err != nil || len(res.Contents) != 1 || !strings.Contains(res.Contents[0].Text, "threat model") {
+		t.Fatalf("read resource: %v %+v", err, res)
+	}
+	_, err = h.mustConnect("nobody").ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo:///notes/todo.txt"})
+	assertDenied(t, err, "no_permit")
+	_, err = h.mustConnect("reader").ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///etc/passwd"})
+	assertDenied(t, err, mcpproxy.ReasonUnknownTarget)
+}
+
+func TestEveryDecisionCarriesAttribution(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("mailer")
+	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@evil.test", "body": "b"}})
+	var decisions int
+	for _, e := range h.events() {
+		if e.Type != audit.TypeDecision || e.Action != "call_tool" {
+			continue
+		}
+		decisions++
+		if e.Agent != "mailer" || e.Credential == "" || e.SessionID == "" || e.RequestID == "" ||
+			e.PolicyVersion != h.g.engine.Version() || e.Target == "" || e.Method != "tools/call" {
+			t.Errorf("event lacks attribution: %+v", e)
+		}
+	}
+	if decisions != 2 {
+		t.Errorf("%d call decisions recorded, want 2", decisions)
+	}
+}

@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// harness runs a real gateway on loopback for one test.
+type harness struct {
+	t    *testing.T
+	g    *Gateway
+	cfg  *config.Config
+	dir  string
+	url  string
+	stop func()
+}
+
+// startGateway writes configYAML (with DATA and DIR replaced by the test's
+// directories) and the given policy files, then starts a gateway and waits
+// until its upstreams are connected.
+func startGateway(t *testing.T, configYAML string, policies map[string]string) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range policies {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	configYAML = strings.ReplaceAll(configYAML, "DIR", dir)
+	path := filepath.Join(dir, "portcullis.yaml")
+	if err := os.WriteFile(path, []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("load config: %v", err)
+	}
+	cfg.Listen.Address, cfg.Listen.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, err := New(cfg, Options{Log: log, Namespaced: true})
+	if err != nil {
+		t.Fatalf("new gateway: %v", err)
+	}
+	if err := g.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	h := &harness{t: t, g: g, cfg: cfg, dir: dir, url: "http://" + g.AgentAddr() + "/mcp"}
+	stopped := false
+	h.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway run: %v", err)
+		}
+	}
+	t.Cleanup(h.stop)
+	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer rcancel()
+	if err := g.proxy.WaitReady(rctx); err != nil {
+		t.Fatalf("upstreams not ready: %v", err)
+	}
+	return h
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func (h *harness) token(agent string, ttl time.Duration) string {
+	h.t.Helper()
+	raw, _, err := h.g.IssueToken(context.Background(), agent, ttl)
+	if err != nil {
+		h.t.Fatalf("issue token: %v", err)
+	}
+	return raw
+}
+
+// connect opens a Go SDK client session through the gateway with token.
+func (h *harness) connect(token string) (*mcp.ClientSession, error) {
+	return h.connectWith(token, nil)
+}
+
+func (h *harness) connectWith(token string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, opts)
+	httpc := &http.Client{Transport: bearer{token: token}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: httpc, MaxRetries: -1}, nil)
+	if err == nil {
+		h.t.Cleanup(func() { s.Close() })
+	}
+	return s, err
+}
+
+func (h *harness) mustConnect(agent string) *mcp.ClientSession {
+	h.t.Helper()
+	s, err := h.connect(h.token(agent, 5*time.Minute))
+	if err != nil {
+		h.t.Fatalf("connect as %s: %v", agent, err)
+	}
+	return s
+}
+
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// events reads the audit log (the gateway keeps writing while we read:
+// SQLite in WAL mode allows it).
+func (h *harness) events() []*audit.Event {
+	h.t.Helper()
+	st, err := store.Open(filepath.Join(h.g.dataDir, StoreFile))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer st.Close()
+	rows, err := st.Events(context.Background(), store.EventQuery{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []*audit.Event
+	for _, r := range rows {
+		e, err := audit.Decode(r)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// findEvent returns the first event matching f, polling briefly for events
+// that are written in the background.
+func (h *harness) findEvent(f func(*audit.Event) bool) *audit.Event {
+	h.t.Helper()
+	for i := 0; i < 100; i++ {
+		for _, e := range h.events() {
+			if f(e) {
+				return e
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// post sends one raw JSON-RPC body to the gateway.
+func (h *harness) post(token, body string, header map[string]string) (*http.Response, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, h.url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func toolNames(t *testing.T, s *mcp.ClientSession) []string {
+	t.Helper()
+	res, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatalf("list tools: %v", err)
+	}
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	return names
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,23 @@
+package identity
+
+import "time"
+
+// Principal is an authenticated agent acting in a request.
+type Principal struct {
+	// Agent is the agent's configured name.
+	Agent string
+	// SPIFFEID is the agent's SPIFFE ID, when it authenticated with an SVID.
+	SPIFFEID string
+	// Roles are the agent's configured roles.
+	Roles []string
+	// User is the human the agent acts for, when known.
+	User string
+	// Task is the task the agent works on, when its credential is task-scoped.
+	Task string
+	// CredentialID identifies the credential (a token's jti); never the secret.
+	CredentialID string
+	// Method names how the principal authenticated ("token").
+	Method string
+	// Expires is when the credential stops being valid.
+	Expires time.Time
+}

@@ -1,0 +1,135 @@
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the set of gateway metrics.
+type Metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	decisions   *prometheus.CounterVec
+	decisionLat prometheus.Histogram
+	callLat     *prometheus.HistogramVec
+	upstreamUp  *prometheus.GaugeVec
+	restarts    *prometheus.CounterVec
+	auditWrites *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
+	sessions    prometheus.Gauge
+}
+
+// New creates the metrics in a fresh registry, with Go runtime and process
+// collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_requests_total", Help: "MCP requests from agents, by method.",
+		}, []string{"method"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_decisions_total", Help: "Policy decisions, by action and outcome.",
+		}, []string{"action", "outcome"}),
+		decisionLat: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "portcullis_decision_seconds", Help: "Time to authorise one request (policy plus durable audit write).",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3},
+		}),
+		callLat: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_upstream_call_seconds", Help: "Upstream round-trip time, by upstream and result.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2.5, 14),
+		}, []string{"upstream", "result"}),
+		upstreamUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portcullis_upstream_up", Help: "1 when the upstream has a live session.",
+		}, []string{"upstream"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_upstream_restarts_total", Help: "Upstream restarts after an exit.",
+		}, []string{"upstream"}),
+		auditWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_audit_events_total", Help: "Audit events written, by result.",
+		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_refusals_total", Help: "Messages refused before policy, by reason.",
+		}, []string{"reason"}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portcullis_agent_sessions", Help: "Open agent sessions.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
+		m.auditWrites, m.refusals, m.sessions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
+}
+
+// Request counts one agent request.
+func (m *Metrics) Request(method string) {
+	if m != nil {
+		m.requests.WithLabelValues(method).Inc()
+	}
+}
+
+// Decision counts one decision and its latency.
+func (m *Metrics) Decision(action, outcome string, d time.Duration) {
+	if m != nil {
+		m.decisions.WithLabelValues(action, outcome).Inc()
+		m.decisionLat.Observe(d.Seconds())
+	}
+}
+
+// UpstreamCall observes one upstream round trip.
+func (m *Metrics) UpstreamCall(upstream, result string, d time.Duration) {
+	if m != nil {
+		m.callLat.WithLabelValues(upstream, result).Observe(d.Seconds())
+	}
+}
+
+// UpstreamUp records upstream health.
+func (m *Metrics) UpstreamUp(upstream string, up bool) {
+	if m != nil {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		m.upstreamUp.WithLabelValues(upstream).Set(v)
+	}
+}
+
+// UpstreamRestart counts a restart.
+func (m *Metrics) UpstreamRestart(upstream string) {
+	if m != nil {
+		m.restarts.WithLabelValues(upstream).Inc()
+	}
+}
+
+// AuditWrite counts written (or failed) audit events.
+func (m *Metrics) AuditWrite(n int, err error) {
+	if m != nil {
+		r := "ok"
+		if err != nil {
+			r = "error"
+		}
+		m.auditWrites.WithLabelValues(r).Add(float64(n))
+	}
+}
+
+// Refusal counts a message refused before policy.
+func (m *Metrics) Refusal(reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(reason).Inc()
+	}
+}
+
+// Sessions adds delta to the open-session gauge.
+func (m *Metrics) Sessions(delta int) {
+	if m != nil {
+		m.sessions.Add(float64(delta))
+	}
+}

@@ -1,0 +1,186 @@
+package policy
+
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cedar-policy/cedar-go"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+	"github.com/cedar-policy/cedar-go/x/exp/schema"
+	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
+)
+
+//go:embed schema.cedarschema
+var schemaText []byte
+
+//go:embed default.cedar
+var defaultPolicy []byte
+
+// Schema returns the Cedar schema text of Portcullis.
+func Schema() []byte { return slices.Clone(schemaText) }
+
+// DefaultSource is the policy `serve --dev` runs with.
+func DefaultSource() Source {
+	return Source{Name: "builtin/default.cedar", Data: slices.Clone(defaultPolicy)}
+}
+
+// Limits on policy sources.
+const (
+	MaxPolicyFileBytes = 1 << 20
+	MaxPolicyFiles     = 1000
+)
+
+// Source is one policy document.
+type Source struct {
+	Name string
+	Data []byte
+}
+
+// Set is a validated, immutable bundle of policies.
+type Set struct {
+	ps      *cedar.PolicySet
+	version string
+	meta    map[cedar.PolicyID]policyMeta
+	forbids []cedar.PolicyID
+}
+
+type policyMeta struct {
+	id     string // @id annotation, or file:index
+	reason string // @reason annotation
+	forbid bool
+}
+
+// Version is the SHA-256 over the bundle's sources, as "sha256:<hex>".
+func (s *Set) Version() string { return s.version }
+
+// Len is the number of policies.
+func (s *Set) Len() int { return len(s.meta) }
+
+// ReadSources reads .cedar files from the given files and directories, in a
+// deterministic order.
+func ReadSources(paths []string) ([]Source, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("read policies: %w", err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && strings.HasSuffix(path, ".cedar") {
+				files = append(files, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read policies: %w", err)
+		}
+	}
+	if len(files) > MaxPolicyFiles {
+		return nil, fmt.Errorf("read policies: %d files exceed %d", len(files), MaxPolicyFiles)
+	}
+	slices.Sort(files)
+	var out []Source
+	for _, f := range files {
+		b, err := readBounded(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Source{Name: f, Data: b})
+	}
+	return out, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	if st.Size() > MaxPolicyFileBytes {
+		return nil, fmt.Errorf("read policy %s: exceeds %d bytes", path, MaxPolicyFileBytes)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return b, nil
+}
+
+// Compile parses and validates sources into a Set. Every problem is reported.
+func Compile(sources []Source) (*Set, error) {
+	validator, err := newValidator()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	s := &Set{ps: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}}
+	ids := map[string]string{}
+	var errs []error
+	for _, src := range sources {
+		fmt.Fprintf(h, "%d:%s\n%d:", len(src.Name), src.Name, len(src.Data))
+		h.Write(src.Data)
+		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Data)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse %s: %w", src.Name, err))
+			continue
+		}
+		for i, p := range list {
+			m := metaOf(src.Name, i, p)
+			if prev, dup := ids[m.id]; dup {
+				errs = append(errs, fmt.Errorf("%s: policy id %q already used in %s", src.Name, m.id, prev))
+				continue
+			}
+			ids[m.id] = src.Name
+			if err := validator.Policy(m.id, (*xast.Policy)(p.AST())); err != nil {
+				errs = append(errs, fmt.Errorf("validate %s (policy %q): %w", src.Name, m.id, err))
+				continue
+			}
+			pid := cedar.PolicyID(m.id)
+			s.ps.Add(pid, p)
+			s.meta[pid] = m
+			if m.forbid {
+				s.forbids = append(s.forbids, pid)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.version = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return s, nil
+}
+
+func metaOf(file string, i int, p *cedar.Policy) policyMeta {
+	a := p.Annotations()
+	m := policyMeta{id: string(a["id"]), reason: string(a["reason"]), forbid: p.Effect() == cedar.Forbid}
+	if m.id == "" {
+		m.id = fmt.Sprintf("%s#%d", filepath.Base(file), i)
+	}
+	return m
+}
+
+func newValidator() (*validate.Validator, error) {
+	var s schema.Schema
+	if err := s.UnmarshalCedar(schemaText); err != nil {
+		return nil, fmt.Errorf("parse embedded schema: %w", err)
+	}
+	r, err := s.Resolve()
+	if err != nil {
+		return nil, fmt.Errorf("resolve embedded schema: %w", err)
+	}
+	return validate.New(r, validate.WithPermissive()), nil
+}

@@ -1,0 +1,155 @@
+package token
+
+import (
+	"crypto"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+const cryptoSHA256 = crypto.SHA256
+
+// TypAgent is the JOSE "typ" of agent tokens.
+const TypAgent = "portcullis-agent+jwt"
+
+// MaxTokenBytes bounds the size of a presented token.
+const MaxTokenBytes = 8 << 10
+
+// Leeway tolerated on nbf/exp for clock skew between hosts.
+const Leeway = 30 * time.Second
+
+// Errors returned by Verify. Callers refuse the request for any of them; the
+// distinction is for audit reasons, not for the agent.
+var (
+	ErrMalformed = errors.New("token malformed")
+	ErrSignature = errors.New("token signature invalid")
+	ErrExpired   = errors.New("token expired or not yet valid")
+	ErrClaims    = errors.New("token claims invalid")
+)
+
+// Claims are the verified contents of an agent token.
+type Claims struct {
+	ID       string
+	Agent    string
+	Issuer   string
+	Audience string
+	IssuedAt time.Time
+	Expires  time.Time
+}
+
+type wireClaims struct {
+	jwt.Claims
+}
+
+// Issuer mints agent tokens.
+type Issuer struct {
+	key      *SigningKey
+	signer   jose.Signer
+	issuer   string
+	audience string
+	maxTTL   time.Duration
+	now      func() time.Time
+}
+
+// NewIssuer returns an Issuer signing with key. now may be nil (time.Now).
+func NewIssuer(key *SigningKey, issuer, audience string, maxTTL time.Duration, now func() time.Time) (*Issuer, error) {
+	opts := (&jose.SignerOptions{}).WithType(TypAgent).WithHeader("kid", key.kid)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key.priv}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("new token signer: %w", err)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Issuer{key: key, signer: s, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}, nil
+}
+
+// Issue mints a token for agent valid for ttl.
+func (i *Issuer) Issue(agent string, ttl time.Duration) (string, Claims, error) {
+	if agent == "" {
+		return "", Claims{}, errors.New("issue token: agent required")
+	}
+	if ttl <= 0 || ttl > i.maxTTL {
+		return "", Claims{}, fmt.Errorf("issue token: ttl %s outside (0, %s]", ttl, i.maxTTL)
+	}
+	now := i.now().Truncate(time.Second)
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", Claims{}, fmt.Errorf("issue token: %w", err)
+	}
+	c := Claims{ID: b64(id[:]), Agent: agent, Issuer: i.issuer, Audience: i.audience, IssuedAt: now, Expires: now.Add(ttl)}
+	wc := wireClaims{jwt.Claims{
+		ID: c.ID, Subject: agent, Issuer: i.issuer, Audience: jwt.Audience{i.audience},
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(c.Expires),
+	}}
+	raw, err := jwt.Signed(i.signer).Claims(wc).Serialize()
+	if err != nil {
+		return "", Claims{}, fmt.Errorf("issue token: %w", err)
+	}
+	return raw, c, nil
+}
+
+// Verifier checks agent tokens.
+type Verifier struct {
+	key      *SigningKey
+	issuer   string
+	audience string
+	maxTTL   time.Duration
+	now      func() time.Time
+}
+
+// NewVerifier returns a Verifier for tokens signed by key. now may be nil.
+func NewVerifier(key *SigningKey, issuer, audience string, maxTTL time.Duration, now func() time.Time) *Verifier {
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{key: key, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}
+}
+
+// Verify parses and checks raw, returning its claims.
+func (v *Verifier) Verify(raw string) (Claims, error) {
+	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
+		return Claims{}, ErrMalformed
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil || len(tok.Headers) != 1 {
+		return Claims{}, ErrMalformed
+	}
+	h := tok.Headers[0]
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TypAgent {
+		return Claims{}, fmt.Errorf("%w: typ %q", ErrClaims, typ)
+	}
+	if h.KeyID != v.key.kid {
+		return Claims{}, ErrSignature
+	}
+	var wc wireClaims
+	if err := tok.Claims(v.key.Public(), &wc); err != nil {
+		return Claims{}, ErrSignature
+	}
+	now := v.now()
+	if wc.Expiry == nil || wc.IssuedAt == nil || wc.ID == "" || wc.Subject == "" {
+		return Claims{}, fmt.Errorf("%w: exp, iat, jti and sub are required", ErrClaims)
+	}
+	err = wc.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: now}, Leeway)
+	switch {
+	case errors.Is(err, jwt.ErrExpired), errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return Claims{}, ErrExpired
+	case err != nil:
+		return Claims{}, fmt.Errorf("%w: %v", ErrClaims, err)
+	}
+	if life := wc.Expiry.Time().Sub(wc.IssuedAt.Time()); life > v.maxTTL {
+		return Claims{}, fmt.Errorf("%w: lifetime %s exceeds %s", ErrClaims, life, v.maxTTL)
+	}
+	return Claims{
+		ID: wc.ID, Agent: wc.Subject, Issuer: wc.Issuer, Audience: v.audience,
+		IssuedAt: wc.IssuedAt.Time(), Expires: wc.Expiry.Time(),
+	}, nil
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
