@@ -1,0 +1,476 @@
+package gateway
+
+// End-to-end tests with real peers from npm: the reference MCP servers
+// (server-everything over stdio and streamable HTTP, server-filesystem over
+// stdio) and the TypeScript SDK client. scripts/install-test-deps.sh installs
+// them into .cache/npm; under CI their absence is a failure, elsewhere a skip.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+)
+
+// npmDir is the installed test peers' folder.
+func npmDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../.cache/npm/node_modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".bin", "mcp-server-everything")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("npm test peers missing (run scripts/install-test-deps.sh): %v", err)
+		}
+		t.Skipf("npm test peers not installed (scripts/install-test-deps.sh): %v", err)
+	}
+	return dir
+}
+
+func npmBin(t *testing.T, name string) string {
+	return filepath.Join(npmDir(t), ".bin", name)
+}
+
+const fsPolicy = `
+@id("fs-readers")
+permit (principal in Role::"readers", action == Action::"call_tool", resource in Upstream::"fs")
+when { resource.read_only_hint };
+
+@id("fs-writers-under-drafts")
+permit (principal in Role::"writers", action == Action::"call_tool", resource == Tool::"fs__write_file")
+when { context.arguments has path && context.arguments.path like "*/drafts/*" && !(context.arguments.path like "*..*") };
+`
+
+func TestFilesystemServerThroughGateway(t *testing.T) {
+	t.Parallel()
+	bin := npmBin(t, "mcp-server-filesystem")
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "drafts"), 0o700)
+	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello from the filesystem server\n"), 0o600)
+	h := startGateway(t, fmt.Sprintf(`
+version: 1
+data_dir: DIR/data
+policy: {paths: [DIR/policy.cedar]}
+agents:
+  - {name: reader, roles: [readers]}
+  - {name: writer, roles: [readers, writers]}
+upstreams:
+  - name: fs
+    stdio: {command: %q, args: [%q], inherit_env: [PATH]}
+`, bin, root), map[string]string{"policy.cedar": fsPolicy})
+	ctx := context.Background()
+
+	reader := h.mustConnect("reader")
+	tools := toolNames(t, reader)
+	if !slices.Contains(tools, "fs__read_text_file") || slices.Contains(tools, "fs__write_file") {
+		t.Fatalf("reader sees %v: want read tools and not write_file", tools)
+	}
+	res, err := reader.CallTool(ctx, &mcp.CallToolParams{Name: "fs__read_text_file", Arguments: map[string]any{"path": filepath.Join(root, "hello.txt")}})
+	if err != nil || text(res) != "hello from the filesystem server\n" {
+		t.Fatalf("read through gateway: %v %q", err, text(res))
+	}
+
+	// A denied write leaves no file.
+	target := filepath.Join(root, "pwned.txt")
+	_, err = reader.CallTool(ctx, &mcp.CallToolParams{Name: "fs__write_file", Arguments: map[string]any{"path": target, "content": "x"}})
+	assertDenied(t, err, "no_permit")
+	writer := h.mustConnect("writer")
+	_, err = writer.CallTool(ctx, &mcp.CallToolParams{Name: "fs__write_file", Arguments: map[string]any{"path": target, "content": "x"}})
+	assertDenied(t, err, "no_permit")
+	_, err = writer.CallTool(ctx, &mcp.CallToolParams{Name: "fs__write_file", Arguments: map[string]any{"path": filepath.Join(root, "drafts", "..", "pwned.txt"), "content": "x"}})
+	assertDenied(t, err, "no_permit")
+	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("denied write created %s", target)
+	}
+	// The argument constraint admits exactly the drafts folder.
+	draft := filepath.Join(root, "drafts", "note.txt")
+	res, err = writer.CallTool(ctx, &mcp.CallToolParams{Name: "fs__write_file", Arguments: map[string]any{"path": draft, "content": "draft"}})
+	if err != nil || res.IsError {
+		t.Fatalf("allowed write: %v %+v", err, res)
+	}
+	if b, _ := os.ReadFile(draft); string(b) != "draft" {
+		t.Fatalf("draft = %q", b)
+	}
+}
+
+const everythingPolicy = `
+@id("testers-everything")
+permit (principal in Role::"testers", action in [Action::"call_tool", Action::"read_resource", Action::"get_prompt", Action::"subscribe_resource"], resource in Upstream::"everything");
+
+@id("no-env")
+@reason("environment dump exposes the upstream's secrets")
+forbid (principal, action == Action::"call_tool", resource == Tool::"everything__get-env");
+`
+
+func everythingStdio(t *testing.T, extraPolicy string, marker string) *harness {
+	bin := npmBin(t, "mcp-server-everything")
+	return startGateway(t, fmt.Sprintf(`
+version: 1
+data_dir: DIR/data
+policy: {paths: [DIR/policy.cedar]}
+agents:
+  - {name: tester, roles: [testers]}
+upstreams:
+  - name: everything
+    stdio: {command: %q, args: [stdio, %q], inherit_env: [PATH]}
+`, bin, marker), map[string]string{"policy.cedar": everythingPolicy + extraPolicy})
+}
+
+// directEverything connects straight to a fresh server-everything.
+func directEverything(t *testing.T) *mcp.ClientSession {
+	t.Helper()
+	cmd := exec.Command(npmBin(t, "mcp-server-everything"), "stdio")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "direct"}, nil).Connect(context.Background(), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestEverythingServerOverStdio(t *testing.T) {
+	t.Parallel()
+	h := everythingStdio(t, "", "e2e-stdio")
+	s := h.mustConnect("tester")
+	ctx := context.Background()
+
+	tools := toolNames(t, s)
+	for _, want := range []string{"everything__echo", "everything__get-sum", "everything__trigger-long-running-operation"} {
+		if !slices.Contains(tools, want) {
+			t.Errorf("tools %v lack %s", tools, want)
+		}
+	}
+	if slices.Contains(tools, "everything__get-env") {
+		t.Errorf("forbidden get-env is listed")
+	}
+
+	// Exactly what the upstream returns.
+	args := map[string]any{"a": 17, "b": 25}
+	got, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__get-sum", Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := directEverything(t).CallTool(ctx, &mcp.CallToolParams{Name: "get-sum", Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := json.Marshal(got.Content)
+	wb, _ := json.Marshal(want.Content)
+	if string(gb) != string(wb) || got.IsError != want.IsError {
+		t.Errorf("through gateway %s, direct %s", gb, wb)
+	}
+	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__get-env", Arguments: map[string]any{}})
+	assertDenied(t, err, "forbidden_by_policy")
+
+	// Prompts and resources pass through, namespaced and decided.
+	pr, err := s.GetPrompt(ctx, &mcp.GetPromptParams{Name: "everything__simple-prompt"})
+	if err != nil || len(pr.Messages) == 0 {
+		t.Errorf("get prompt: %v %+v", err, pr)
+	}
+	rl, err := s.ListResources(ctx, nil)
+	if err != nil || len(rl.Resources) == 0 {
+		t.Fatalf("list resources: %v", err)
+	}
+	rr, err := s.ReadResource(ctx, &mcp.ReadResourceParams{URI: rl.Resources[0].URI})
+	if err != nil || len(rr.Contents) == 0 {
+		t.Errorf("read %s: %v", rl.Resources[0].URI, err)
+	}
+}
+
+func TestProgressAndCancellationPassThrough(t *testing.T) {
+	t.Parallel()
+	h := everythingStdio(t, "", "e2e-progress")
+	var progress atomic.Int32
+	s, err := h.connectWith(h.token("tester", 5*time.Minute), &mcp.ClientOptions{
+		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+			if r.Params.ProgressToken == "tok-1" {
+				progress.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	params := &mcp.CallToolParams{Name: "everything__trigger-long-running-operation", Arguments: map[string]any{"duration": 1, "steps": 3}}
+	params.SetProgressToken("tok-1")
+	if _, err := s.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	if n := progress.Load(); n < 3 {
+		t.Errorf("agent received %d progress notifications under its own token, want 3", n)
+	}
+
+	// Cancelling the agent's call ends it promptly and frees the session.
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = s.CallTool(cctx, &mcp.CallToolParams{Name: "everything__trigger-long-running-operation", Arguments: map[string]any{"duration": 30, "steps": 30}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.g.proxy.InFlight() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := h.g.proxy.InFlight(); n != 0 {
+		t.Errorf("%d calls still in flight after cancellation", n)
+	}
+}
+
+func TestSamplingFromUpstreamIsDeniedUnlessPolicyAllows(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, policy string
+		allowed      bool
+	}{
+		{"default deny", "", false},
+		{"permitted", `
+@id("everything-may-sample")
+permit (principal == Upstream::"everything", action == Action::"sampling", resource);`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := everythingStdio(t, tc.policy, "e2e-sampling-"+strings.ReplaceAll(tc.name, " ", "-"))
+			var asked atomic.Int32
+			s, err := h.connectWith(h.token("tester", 5*time.Minute), &mcp.ClientOptions{
+				CreateMessageHandler: func(ctx context.Context, r *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+					asked.Add(1)
+					return &mcp.CreateMessageResult{Model: "test-model", Role: "assistant", Content: &mcp.TextContent{Text: "sampled answer"}}, nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitForTool(t, s, "everything__trigger-sampling-request")
+			res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "everything__trigger-sampling-request", Arguments: map[string]any{"prompt": "hi", "maxTokens": 5}})
+			got := ""
+			if res != nil {
+				got = text(res)
+			}
+			switch {
+			case tc.allowed && (err != nil || !strings.Contains(got, "sampled answer") || asked.Load() != 1):
+				t.Errorf("allowed sampling: err %v, result %q, agent asked %d times", err, got, asked.Load())
+			case !tc.allowed && (asked.Load() != 0 || strings.Contains(got, "sampled answer")):
+				t.Errorf("denied sampling reached the agent: result %q", got)
+			}
+			want := audit.OutcomeDeny
+			if tc.allowed {
+				want = audit.OutcomeAllow
+			}
+			if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeServer }); e == nil || e.Outcome != want || e.Upstream != "everything" || e.Agent != "tester" {
+				t.Errorf("server request event = %+v, want outcome %s", e, want)
+			}
+		})
+	}
+}
+
+// waitForTool waits for a tool that the upstream registers after
+// initialisation (and announces with list_changed).
+func waitForTool(t *testing.T, s *mcp.ClientSession, name string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if slices.Contains(toolNames(t, s), name) {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("tool %s never appeared", name)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startEverythingHTTP runs server-everything's streamable HTTP transport.
+func startEverythingHTTP(t *testing.T) string {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(npmBin(t, "mcp-server-everything"), "streamableHttp")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), fmt.Sprintf("PORT=%d", port)}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening") {
+				close(ready)
+				break
+			}
+		}
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("server-everything (streamable HTTP) did not start")
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+}
+
+func TestEverythingServerOverStreamableHTTP(t *testing.T) {
+	t.Parallel()
+	url := startEverythingHTTP(t)
+	os.Setenv("PORTCULLIS_TEST_UPSTREAM_TOKEN", "upstream-secret-value")
+	h := startGateway(t, fmt.Sprintf(`
+version: 1
+data_dir: DIR/data
+policy: {paths: [DIR/policy.cedar]}
+agents:
+  - {name: tester, roles: [testers]}
+upstreams:
+  - name: everything
+    http:
+      url: %q
+      headers:
+        X-Upstream-Token: {from_env: PORTCULLIS_TEST_UPSTREAM_TOKEN}
+`, url), map[string]string{"policy.cedar": everythingPolicy})
+	s := h.mustConnect("tester")
+	res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "over http"}})
+	if err != nil || !strings.Contains(text(res), "over http") {
+		t.Fatalf("echo over HTTP upstream: %v %+v", err, res)
+	}
+	for _, e := range h.events() {
+		if b, _ := json.Marshal(e); strings.Contains(string(b), "upstream-secret-value") {
+			t.Fatalf("upstream secret in audit event: %s", b)
+		}
+	}
+}
+
+// killByMarker kills the processes whose command line contains marker.
+func killByMarker(t *testing.T, marker string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	n := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), marker) {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid)
+		if pid != os.Getpid() && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func TestUpstreamCrashMidCallGivesCleanErrorThenRecovers(t *testing.T) {
+	t.Parallel()
+	marker := fmt.Sprintf("crash-marker-%d", time.Now().UnixNano())
+	h := everythingStdio(t, "", marker)
+	s := h.mustConnect("tester")
+	ctx := context.Background()
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__trigger-long-running-operation", Arguments: map[string]any{"duration": 20, "steps": 20}})
+		errc <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if killByMarker(t, marker) == 0 {
+		t.Fatal("found no upstream process to kill")
+	}
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("call survived the upstream's death")
+		}
+		if !strings.Contains(err.Error(), "upstream_") {
+			t.Errorf("crash error = %v, want a clean upstream_* error", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("call did not end after the upstream died")
+	}
+
+	// The supervisor restarts the server; calls succeed again.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "back"}})
+		if err == nil && strings.Contains(text(res), "back") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if h.g.proxy.Upstreams()[0].Restarts() == 0 {
+		t.Error("restart not counted")
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeUpstream && e.Code == "restarting" }); e == nil {
+		t.Error("no upstream restart event")
+	}
+}
+
+func TestTypeScriptClientThroughGateway(t *testing.T) {
+	t.Parallel()
+	dir := npmDir(t)
+	h := startDemo(t)
+	script := `[{"list": true},
+		{"call": "demo__read_file", "args": {"path": "README.txt"}},
+		{"call": "demo__send_message", "args": {"to": "a@example.com", "body": "x"}}]`
+	run := func(token string) []map[string]any {
+		// The install script copies client.mjs beside node_modules, where
+		// Node resolves its imports.
+		cmd := exec.Command("node", filepath.Join(dir, "..", "client.mjs"), h.url, token, script)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ts client: %v\n%s", err, out)
+		}
+		var steps []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("ts client output %q: %v", line, err)
+			}
+			steps = append(steps, m)
+		}
+		return steps
+	}
+	steps := run(h.token("reader", 5*time.Minute))
+	if len(steps) != 3 {
+		t.Fatalf("steps = %v", steps)
+	}
+	if fmt.Sprint(steps[0]["tools"]) != "[demo__list_files demo__read_file demo__search_files]" {
+		t.Errorf("ts client sees tools %v", steps[0]["tools"])
+	}
+	if b, _ := json.Marshal(steps[1]["result"]); !strings.Contains(string(b), "Portcullis demo folder") {
+		t.Errorf("ts read_file result = %s", b)
+	}
+	if e, ok := steps[2]["error"].(map[string]any); !ok || e["code"] != float64(mcpproxy.CodeDenied) || !strings.Contains(fmt.Sprint(e["data"]), "no_permit") {
+		t.Errorf("ts denied call = %v", steps[2])
+	}
+	if steps := run("not-a-token"); steps[0]["connectError"] == nil {
+		t.Errorf("ts client connected without a valid token: %v", steps)
+	}
+}
