@@ -13,7 +13,7 @@ import (
 
 func serveCmd() *cobra.Command {
 	var src source
-	var listen string
+	var listen, admin string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the gateway",
@@ -27,6 +27,9 @@ func serveCmd() *cobra.Command {
 			}
 			if listen != "" {
 				cfg.Listen.Address = listen
+			}
+			if admin != "" {
+				cfg.Listen.Admin = admin
 			}
 			log := newLogger(os.Stderr, cfg)
 			opts := gateway.Options{Log: log, Namespaced: true}
@@ -50,6 +53,7 @@ func serveCmd() *cobra.Command {
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "", "agent listener address (overrides the configuration)")
+	cmd.Flags().StringVar(&admin, "admin-listen", "", "admin listener address (overrides the configuration)")
 	return cmd
 }
 

@@ -18,13 +18,17 @@ import (
 type toolEntry struct {
 	up       *Upstream
 	original string    // the upstream's own name
+	// qualified is "<upstream>__<name>", the name policies use whether or
+	// not the served name is namespaced.
+	qualified string
 	tool     *mcp.Tool // as served (namespaced name)
 	digest   string    // canonical JSON of the upstream's definition
 }
 
 type promptEntry struct {
-	up       *Upstream
-	original string
+	up        *Upstream
+	original  string
+	qualified string
 	prompt   *mcp.Prompt
 	digest   string
 }
@@ -137,7 +141,7 @@ func (c *Catalog) deriveTools() (map[string]*toolEntry, []Problem) {
 			owners[name] = append(owners[name], un)
 			served := *t
 			served.Name = name
-			out[name] = &toolEntry{up: c.ups[un], original: t.Name, tool: &served, digest: digest(t)}
+			out[name] = &toolEntry{up: c.ups[un], original: t.Name, qualified: un + config.NamespaceSeparator + t.Name, tool: &served, digest: digest(t)}
 		}
 	}
 	for name, ups := range owners {
@@ -186,7 +190,7 @@ func (c *Catalog) derivePrompts() (map[string]*promptEntry, []Problem) {
 			owners[name] = append(owners[name], un)
 			served := *p
 			served.Name = name
-			out[name] = &promptEntry{up: c.ups[un], original: p.Name, prompt: &served, digest: digest(p)}
+			out[name] = &promptEntry{up: c.ups[un], original: p.Name, qualified: un + config.NamespaceSeparator + p.Name, prompt: &served, digest: digest(p)}
 		}
 	}
 	for name, ups := range owners {

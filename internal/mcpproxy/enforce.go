@@ -213,7 +213,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 }
 
 func toolTarget(e *toolEntry) policy.Target {
-	t := policy.Target{Kind: policy.KindTool, ID: e.tool.Name, Upstream: e.up.Name}
+	t := policy.Target{Kind: policy.KindTool, ID: e.qualified, Upstream: e.up.Name}
 	if a := e.tool.Annotations; a != nil {
 		t.ReadOnly = a.ReadOnlyHint
 		t.Destructive = a.DestructiveHint == nil || *a.DestructiveHint
@@ -263,7 +263,7 @@ func (p *Proxy) enforcePrompt(ctx context.Context, c *call, next mcp.MethodHandl
 		return nil, p.refuse(ctx, c, policy.ActionGetPrompt, name, ReasonBadArguments)
 	}
 	return p.withSlot(ctx, c, policy.ActionGetPrompt, name, func() (mcp.Result, error) {
-		in := &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: name, Upstream: e.up.Name}, Arguments: args}
+		in := &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: e.up.Name}, Arguments: args}
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
@@ -285,7 +285,7 @@ func (p *Proxy) enforceComplete(ctx context.Context, c *call, next mcp.MethodHan
 		if !ok {
 			return nil, p.refuse(ctx, c, policy.ActionGetPrompt, truncate(ref.Name, 200), ReasonUnknownTarget)
 		}
-		in = &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: ref.Name, Upstream: e.up.Name}}
+		in = &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: e.up.Name}}
 	case "ref/resource":
 		u, ok := p.catalog.resourceUpstream(ref.URI)
 		if !ok {
@@ -365,7 +365,7 @@ func (p *Proxy) filterList(ctx context.Context, c *call, method string, res mcp.
 		total = len(r.Prompts)
 		out := r.Prompts[:0:0]
 		for _, pr := range r.Prompts {
-			if e, ok := p.catalog.prompt(pr.Name); ok && visible(policy.ActionGetPrompt, policy.Target{Kind: policy.KindPrompt, ID: pr.Name, Upstream: e.up.Name}) {
+			if e, ok := p.catalog.prompt(pr.Name); ok && visible(policy.ActionGetPrompt, policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: e.up.Name}) {
 				out = append(out, pr)
 			}
 		}

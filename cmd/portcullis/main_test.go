@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The test binary doubles as the portcullis binary when re-executed with
+// PORTCULLIS_TEST_MAIN=1, so CLI tests run the real command without a build.
+func TestMain(m *testing.M) {
+	if os.Getenv("PORTCULLIS_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// portcullis runs the CLI in a subprocess and returns stdout, stderr and the
+// error.
+func portcullis(t *testing.T, env []string, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "PORTCULLIS_TEST_MAIN=1"), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"x");`)
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, "version: 1\npolicy: {paths: [p.cedar]}\nagents: [{name: a}]\n")
+	out, _, err := portcullis(t, nil, "config", "validate", good)
+	if err != nil || !strings.Contains(out, "valid") {
+		t.Fatalf("valid config: %v %s", err, out)
+	}
+	for name, body := range map[string]string{
+		"unknown field":  "version: 1\nlisten: {adress: x}\n",
+		"wrong version":  "version: 2\n",
+		"inline secret":  "version: 1\nupstreams: [{name: u, http: {url: 'https://x', headers: {Authorization: {value: 'Bearer abc'}}}}]\n",
+		"bad policy":     "version: 1\npolicy: {paths: [bad.cedar]}\n",
+		"underscore":     "version: 1\nupstreams: [{name: a_b, builtin: demo}]\n",
+		"long token ttl": "version: 1\nauth: {max_ttl: 72h}\n",
+	} {
+		writeFile(t, filepath.Join(dir, "bad.cedar"), `permit (principal, action == Action::"no_such_action", resource);`)
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".yaml")
+		writeFile(t, p, body)
+		_, stderr, err := portcullis(t, nil, "config", "validate", p)
+		if err == nil || !strings.HasPrefix(stderr, "portcullis: ") {
+			t.Errorf("%s: accepted (stderr %q)", name, stderr)
+		}
+	}
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	more, _ := filepath.Glob("../../examples/*/*.yaml")
+	files = append(files, more...)
+	if len(files) == 0 {
+		t.Fatal("no example configurations")
+	}
+	for _, f := range files {
+		if out, stderr, err := portcullis(t, []string{"GITHUB_TOKEN=x"}, "config", "validate", f); err != nil {
+			t.Errorf("%s: %v %s %s", f, err, out, stderr)
+		}
+	}
+}
+
+func TestTokenIssueRequiresADeclaredAgentAndABoundedTTL(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\nagents: [{name: bot}]\n")
+	out, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "bot", "--ttl", "5m")
+	if err != nil || strings.Count(strings.TrimSpace(out), ".") != 2 {
+		t.Fatalf("issue: %v %q", err, out)
+	}
+	if _, stderr, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "intruder"); err == nil || !strings.Contains(stderr, "not configured") {
+		t.Errorf("token for an undeclared agent: %v %s", err, stderr)
+	}
+	if _, stderr, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "bot", "--ttl", "48h"); err == nil || !strings.Contains(stderr, "ttl") {
+		t.Errorf("token beyond max_ttl: %v %s", err, stderr)
+	}
+	out, _, err = portcullis(t, nil, "audit", "tail", "--config", cfg, "--json")
+	if err != nil || !strings.Contains(out, `"type":"token_issued"`) || !strings.Contains(out, `"agent":"bot"`) {
+		t.Errorf("issuance not audited: %v %s", err, out)
+	}
+}
+
+func npmBin(t *testing.T, name string) string {
+	t.Helper()
+	p, _ := filepath.Abs(filepath.Join("../../.cache/npm/node_modules/.bin", name))
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("npm test peers missing: %v", err)
+		}
+		t.Skipf("npm test peers not installed: %v", err)
+	}
+	return p
+}
+
+// TestWrapEnforcesOnAStdioServer drives `portcullis wrap` the way Claude Code
+// does: as a stdio MCP server command, here with the Go SDK's client.
+func TestWrapEnforcesOnAStdioServer(t *testing.T) {
+	t.Parallel()
+	fsBin := npmBin(t, "mcp-server-filesystem")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "files")
+	writeFile(t, filepath.Join(root, "a.txt"), "alpha\n")
+	writeFile(t, filepath.Join(dir, "policy.cedar"), `
+@id("read-only")
+permit (principal == Agent::"coder", action == Action::"call_tool", resource)
+when { resource.read_only_hint };
+
+@id("write-only-allowed")
+permit (principal == Agent::"coder", action == Action::"call_tool", resource == Tool::"local__write_file")
+when { context.arguments has path && context.arguments.path like "*/allowed/*" };`)
+	cfg := filepath.Join(dir, "wrap.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\npolicy: {paths: [policy.cedar]}\nagents: [{name: coder}]\n")
+	tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "coder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(dir, "token")
+	writeFile(t, tokFile, tok)
+
+	connect := func(tokenFile string) (*mcp.ClientSession, error) {
+		cmd := exec.Command(os.Args[0], "wrap", "--config", cfg, "--token-file", tokenFile, "--", fsBin, root)
+		cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "claude-code-like"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	s, err := connect(tokFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := s.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	if !slices.Contains(names, "read_text_file") || !slices.Contains(names, "write_file") || slices.Contains(names, "move_file") {
+		t.Fatalf("wrap lists %v: want read tools and write_file, unprefixed, without move_file", names)
+	}
+	got, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "read_text_file", Arguments: map[string]any{"path": filepath.Join(root, "a.txt")}})
+	if err != nil || len(got.Content) == 0 || got.Content[0].(*mcp.TextContent).Text != "alpha\n" {
+		t.Fatalf("read through wrap: %v %+v", err, got)
+	}
+	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "write_file", Arguments: map[string]any{"path": filepath.Join(root, "b.txt"), "content": "x"}})
+	if err == nil || !strings.Contains(err.Error(), "no_permit") {
+		t.Fatalf("write through wrap: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "b.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("denied write reached the server")
+	}
+
+	// Without a valid token every request is refused.
+	writeFile(t, filepath.Join(dir, "bad-token"), "not-a-token")
+	bad, err := connect(filepath.Join(dir, "bad-token"))
+	if err == nil {
+		if _, err := bad.ListTools(ctx, nil); err == nil || !strings.Contains(err.Error(), "unauthenticated") {
+			t.Errorf("wrap served a client without a valid token: %v", err)
+		}
+	}
+	out, _, err := portcullis(t, nil, "audit", "tail", "--config", cfg, "-n", "100")
+	if err != nil || !strings.Contains(out, "write_file") || !strings.Contains(out, "authn") {
+		t.Errorf("audit tail after wrap: %v\n%s", err, out)
+	}
+}
+
+// TestServeDevNeedsNothingElse runs the README's first command and connects
+// with what it prints.
+func TestServeDevNeedsNothingElse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var endpoint, token string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && (endpoint == "" || token == "") {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 3 && f[0] == "MCP" && f[1] == "endpoint":
+			endpoint = f[2]
+		case len(f) == 3 && f[0] == "Authorization:":
+			token = f[2]
+		}
+	}
+	if endpoint == "" || token == "" {
+		t.Fatalf("banner lacks endpoint or token; stderr:\n%s", stderr.String())
+	}
+	httpc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+token)
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "newcomer"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: httpc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "threat model"}})
+	if err != nil || res.IsError {
+		t.Fatalf("demo search: %v %+v", err, res)
+	}
+	s.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("graceful stop: %v\n%s", err, stderr.String())
+	}
+	out, _, err := portcullis(t, nil, "audit", "tail", "--dev", "--data-dir", filepath.Join(dir, "data"), "-n", "50")
+	if err != nil || !strings.Contains(out, "demo__search_files") || !strings.Contains(out, "stopped") {
+		t.Errorf("audit after dev run: %v\n%s", err, out)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
