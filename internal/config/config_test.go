@@ -1,0 +1,66 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseAppliesDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("version: 1\n"), "/etc/portcullis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.Address != DefaultListenAddress || c.Limits.MaxJSONDepth != DefaultMaxJSONDepth ||
+		c.Auth.MaxTTL.D() != time.Hour || c.Path("data") != "/etc/portcullis/data" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"no version":        {"listen: {}\n", "version"},
+		"unknown field":     {"version: 1\nlimts: {}\n", "unknown field"},
+		"nested unknown":    {"version: 1\nlimits: {max_bytes: 1}\n", "unknown field"},
+		"bare number ttl":   {"version: 1\nauth: {max_ttl: 60}\n", "duration"},
+		"two transports":    {"version: 1\nupstreams: [{name: a, builtin: demo, stdio: {command: x}}]\n", "exactly one"},
+		"no transport":      {"version: 1\nupstreams: [{name: a}]\n", "exactly one"},
+		"duplicate":         {"version: 1\nupstreams: [{name: a, builtin: demo}, {name: a, builtin: demo}]\n", "duplicate"},
+		"inline auth":       {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', headers: {Authorization: {value: s}}}}]\n", "looks like a secret"},
+		"inline env secret": {"version: 1\nupstreams: [{name: a, stdio: {command: x, env: {API_KEY: {value: s}}}}]\n", "looks like a secret"},
+		"bad url":           {"version: 1\nupstreams: [{name: a, http: {url: 'file:///etc/passwd'}}]\n", "http(s)"},
+		"negative limit":    {"version: 1\nlimits: {max_batch: -1}\n", "positive"},
+		"agent name":        {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
+	} {
+		_, err := Parse([]byte(tc.yaml), ".")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestValueResolve(t *testing.T) {
+	t.Setenv("PC_TEST_SECRET", "s3cret")
+	v := Value{FromEnv: "PC_TEST_SECRET"}
+	if s, err := v.Resolve("."); err != nil || s != "s3cret" {
+		t.Errorf("from_env: %q %v", s, err)
+	}
+	if _, err := (Value{FromEnv: "PC_TEST_UNSET_VARIABLE"}).Resolve("."); err == nil {
+		t.Error("unset variable resolved")
+	}
+}
+
+// FuzzParse: no configuration text panics the parser.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("version: 1\nupstreams: [{name: a, builtin: demo}]\n"))
+	f.Add([]byte("version: 1\nlimits: {call_timeout: 1s}\n"))
+	f.Add([]byte("{{{"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, ".")
+		if err == nil && c.Version != Version {
+			t.Fatalf("accepted version %d", c.Version)
+		}
+	})
+}

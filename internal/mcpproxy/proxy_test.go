@@ -1,0 +1,287 @@
+package mcpproxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// rig is a proxy with real policy, a real recorder on SQLite and in-process
+// upstream servers built with the Go SDK.
+type rig struct {
+	t     *testing.T
+	p     *Proxy
+	store *store.SQLite
+}
+
+const permitAll = `permit (principal, action, resource in Upstream::"up");
+permit (principal, action, resource in Upstream::"other");`
+
+func newRig(t *testing.T, namespaced bool, limits func(*config.Limits), upstreams map[string]*mcp.Server) *rig {
+	t.Helper()
+	set, err := policy.Compile([]policy.Source{{Name: "t.cedar", Data: []byte(permitAll)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rec := audit.NewRecorder(st, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() { rec.Run(ctx); close(recDone) }()
+	var l config.Limits
+	c, _ := config.Parse([]byte("version: 1\n"), ".")
+	l = c.Limits
+	if limits != nil {
+		limits(&l)
+	}
+	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
+	p := New(Options{
+		Decider: policy.NewEngine(set), Recorder: rec, Limits: l, Namespaced: namespaced, Log: log,
+		Principal: func(context.Context, mcp.Request) (*identity.Principal, error) { return pr, nil },
+	})
+	names := make([]string, 0, len(upstreams))
+	for n := range upstreams {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		srv := upstreams[n]
+		p.AddUpstream(config.Upstream{Name: n}, InProcessDialer(func() *mcp.Server { return srv }))
+	}
+	upCtx, upCancel := context.WithCancel(context.Background())
+	upDone := make(chan struct{})
+	go func() { p.Run(upCtx); close(upDone) }()
+	t.Cleanup(func() {
+		upCancel()
+		<-upDone
+		cancel()
+		<-recDone
+		st.Close()
+	})
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	if err := p.WaitReady(rctx); err != nil {
+		t.Fatal(err)
+	}
+	return &rig{t: t, p: p, store: st}
+}
+
+// agent connects an in-process agent client to the proxy.
+func (r *rig) agent(opts *mcp.ClientOptions) *mcp.ClientSession {
+	r.t.Helper()
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	if _, err := r.p.Server().Connect(ctx, st, nil); err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, opts).Connect(ctx, ct, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func (r *rig) events() []*audit.Event {
+	rows, err := r.store.Events(context.Background(), store.EventQuery{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []*audit.Event
+	for _, row := range rows {
+		e, _ := audit.Decode(row)
+		out = append(out, e)
+	}
+	return out
+}
+
+func upstreamWith(tools ...string) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "upstream"}, nil)
+	for _, name := range tools {
+		addEcho(s, name)
+	}
+	return s
+}
+
+func addEcho(s *mcp.Server, name string) {
+	s.AddTool(&mcp.Tool{Name: name, InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + ":" + string(req.Params.Arguments)}}}, nil
+	})
+}
+
+func names(t *testing.T, s *mcp.ClientSession) []string {
+	t.Helper()
+	res, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, tl := range res.Tools {
+		out = append(out, tl.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestListChangedReachesAgents(t *testing.T) {
+	t.Parallel()
+	up := upstreamWith("a")
+	r := newRig(t, true, nil, map[string]*mcp.Server{"up": up})
+	changed := make(chan struct{}, 10)
+	s := r.agent(&mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} }})
+	if got := names(t, s); !slices.Equal(got, []string{"up__a"}) {
+		t.Fatalf("tools = %v", got)
+	}
+	addEcho(up, "b") // the upstream announces list_changed to the gateway
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent never received tools/list_changed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(names(t, s), []string{"up__a", "up__b"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tools after change = %v", names(t, s))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	up.RemoveTools("a")
+	deadline = time.Now().Add(5 * time.Second)
+	for !slices.Equal(names(t, s), []string{"up__b"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tools after removal = %v", names(t, s))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__a"}); err == nil || !strings.Contains(err.Error(), ReasonUnknownTarget) {
+		t.Errorf("call to a removed tool: %v", err)
+	}
+}
+
+func TestCollisionsAreNotServed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, false, nil, map[string]*mcp.Server{"up": upstreamWith("shared", "mine"), "other": upstreamWith("shared", "theirs")})
+	s := r.agent(nil)
+	if got := names(t, s); !slices.Equal(got, []string{"mine", "theirs"}) {
+		t.Errorf("tools = %v; a colliding name must be served by neither", got)
+	}
+	found := false
+	for i := 0; i < 100 && !found; i++ {
+		for _, e := range r.events() {
+			if e.Code == "offering_refused" && strings.Contains(e.Target, "shared") {
+				found = true
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !found {
+		t.Error("collision not reported in the audit log")
+	}
+}
+
+func blockingUpstream(started *atomic.Int32) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "slow"}, nil)
+	s.AddTool(&mcp.Tool{Name: "hang", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started.Add(1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	return s
+}
+
+func TestHungUpstreamTimesOutCleanly(t *testing.T) {
+	t.Parallel()
+	var started atomic.Int32
+	r := newRig(t, true, func(l *config.Limits) { l.CallTimeout = config.Duration(200 * time.Millisecond) }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
+	s := r.agent(nil)
+	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__hang"})
+	if err == nil || !strings.Contains(err.Error(), "upstream_timeout") {
+		t.Fatalf("hung call: %v", err)
+	}
+	if r.p.InFlight() != 0 {
+		t.Errorf("%d in flight after timeout", r.p.InFlight())
+	}
+}
+
+func TestSessionConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	var started atomic.Int32
+	r := newRig(t, true, func(l *config.Limits) { l.MaxCallsPerSession = 1 }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
+	s := r.agent(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.CallTool(ctx, &mcp.CallToolParams{Name: "up__hang"})
+	for started.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__hang"})
+	if err == nil || !strings.Contains(err.Error(), ReasonSessionBusy) {
+		t.Errorf("second concurrent call: %v", err)
+	}
+	cancel()
+}
+
+func TestStdioFrontRefusesBadLines(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true, func(l *config.Limits) { l.MaxMessageBytes = 4096 }, map[string]*mcp.Server{"up": upstreamWith("a")})
+	in := strings.Join([]string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"evil/method"}`,
+		`{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":"` + strings.Repeat("y", 5000) + `"}}`,
+		`this is not json`,
+		`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__a","arguments":{"k":1}}}`,
+	}, "\n") + "\n"
+	pr, pw := io.Pipe()
+	out := &syncBuf{}
+	done := make(chan error, 1)
+	go func() { done <- r.p.ServeStdio(context.Background(), pr, out) }()
+	pw.Write([]byte(in))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"id":4`) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	pw.Close()
+	<-done
+	got := out.String()
+	for _, want := range []string{`"id":2`, "method_not_allowed", `a:{\"k\":1}`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("stdio output lacks %s:\n%s", want, got)
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncBuf) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuf) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}

@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/portcullis-dev/portcullis/internal/identity"
+)
+
+func mustEngine(t *testing.T, text string) *Engine {
+	t.Helper()
+	s, err := Compile([]Source{{Name: "test.cedar", Data: []byte(text)}})
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	return NewEngine(s)
+}
+
+func call(t *testing.T, e *Engine, agent string, roles []string, tool, args string) Decision {
+	t.Helper()
+	a, err := Arguments([]byte(args))
+	if err != nil {
+		t.Fatalf("arguments %s: %v", args, err)
+	}
+	up, _, _ := strings.Cut(tool, "__")
+	return e.Decide(&Input{
+		Principal: &identity.Principal{Agent: agent, Roles: roles},
+		Action:    ActionCallTool,
+		Target:    Target{Kind: KindTool, ID: tool, Upstream: up, ReadOnly: strings.Contains(tool, "read")},
+		Arguments: a,
+	})
+}
+
+const testPolicy = `
+@id("devs-read")
+permit (principal in Role::"devs", action == Action::"call_tool", resource in Upstream::"fs")
+when { resource.read_only_hint };
+
+@id("devs-write-src")
+permit (principal in Role::"devs", action == Action::"call_tool", resource == Tool::"fs__write")
+when { context.arguments has path && context.arguments.path like "/src/*" };
+
+@id("small-amounts")
+@reason("amount over limit")
+forbid (principal, action == Action::"call_tool", resource == Tool::"bank__pay")
+unless { context.arguments has amount && context.arguments.amount < 100 };
+
+@id("pay")
+permit (principal == Agent::"treasurer", action == Action::"call_tool", resource == Tool::"bank__pay");
+`
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	e := mustEngine(t, testPolicy)
+	for _, tc := range []struct {
+		name, agent string
+		roles       []string
+		tool, args  string
+		allow       bool
+		code        string
+		policy      string
+	}{
+		{"role permits read", "a", []string{"devs"}, "fs__read", `{}`, true, "", "devs-read"},
+		{"no role, default deny", "a", nil, "fs__read", `{}`, false, CodeNoPermit, ""},
+		{"argument constraint met", "a", []string{"devs"}, "fs__write", `{"path":"/src/main.go"}`, true, "", "devs-write-src"},
+		{"argument constraint not met", "a", []string{"devs"}, "fs__write", `{"path":"/etc/passwd"}`, false, CodeNoPermit, ""},
+		{"missing argument does not permit", "a", []string{"devs"}, "fs__write", `{}`, false, CodeNoPermit, ""},
+		{"forbid wins", "treasurer", nil, "bank__pay", `{"amount":5000}`, false, CodeForbidden, "small-amounts"},
+		{"under limit", "treasurer", nil, "bank__pay", `{"amount":99}`, true, "", "pay"},
+		// A forbid guard that cannot evaluate (wrong type) must not lapse.
+		{"erroring forbid fails closed", "treasurer", nil, "bank__pay", `{"amount":"lots"}`, false, CodePolicyError, ""},
+		{"missing guarded argument is forbidden", "treasurer", nil, "bank__pay", `{}`, false, CodeForbidden, "small-amounts"},
+	} {
+		d := call(t, e, tc.agent, tc.roles, tc.tool, tc.args)
+		if d.Allow != tc.allow || d.Code != tc.code || (tc.policy != "" && !slices.Contains(d.Policies, tc.policy)) {
+			t.Errorf("%s: %+v; want allow=%v code=%q policy %q", tc.name, d, tc.allow, tc.code, tc.policy)
+		}
+		if d.Version == "" {
+			t.Errorf("%s: no policy version", tc.name)
+		}
+	}
+}
+
+func TestVisibleIgnoresArgumentsButNotIdentity(t *testing.T) {
+	t.Parallel()
+	e := mustEngine(t, testPolicy)
+	ctx := context.Background()
+	vis := func(agent string, roles []string, tool string) bool {
+		up, _, _ := strings.Cut(tool, "__")
+		return e.Visible(ctx, &Input{Principal: &identity.Principal{Agent: agent, Roles: roles}, Action: ActionCallTool,
+			Target: Target{Kind: KindTool, ID: tool, Upstream: up, ReadOnly: strings.Contains(tool, "read")}})
+	}
+	if !vis("a", []string{"devs"}, "fs__write") {
+		t.Error("a tool permitted for some arguments is hidden")
+	}
+	if !vis("treasurer", nil, "bank__pay") {
+		t.Error("a tool with an argument-dependent forbid is hidden")
+	}
+	if vis("a", nil, "fs__read") || vis("a", []string{"devs"}, "bank__pay") {
+		t.Error("a tool the agent can never call is visible")
+	}
+}
+
+func TestCompileRejectsBadBundles(t *testing.T) {
+	t.Parallel()
+	for name, text := range map[string]string{
+		"syntax":             `permit (principal, action, resource`,
+		"unknown action":     `permit (principal, action == Action::"delete_everything", resource);`,
+		"unknown type":       `permit (principal == Robot::"x", action, resource);`,
+		"duplicate id":       `@id("x") permit (principal, action, resource); @id("x") forbid (principal, action, resource);`,
+		"unguarded argument": `permit (principal, action == Action::"call_tool", resource) when { context.arguments.path == "x" };`,
+	} {
+		if _, err := Compile([]Source{{Name: name, Data: []byte(text)}}); err == nil {
+			t.Errorf("%s: compiled", name)
+		}
+	}
+}
+
+func TestVersionChangesWithContent(t *testing.T) {
+	t.Parallel()
+	a, _ := Compile([]Source{{Name: "a", Data: []byte(`permit (principal, action, resource);`)}})
+	b, _ := Compile([]Source{{Name: "a", Data: []byte(`forbid (principal, action, resource);`)}})
+	a2, _ := Compile([]Source{{Name: "a", Data: []byte(`permit (principal, action, resource);`)}})
+	if a.Version() == b.Version() || a.Version() != a2.Version() || !strings.HasPrefix(a.Version(), "sha256:") {
+		t.Errorf("versions %s %s %s", a.Version(), b.Version(), a2.Version())
+	}
+}
+
+func TestArguments(t *testing.T) {
+	t.Parallel()
+	r, err := Arguments([]byte(`{"s":"x","n":42,"f":1.5,"b":true,"l":[1,"a",null],"o":{"k":9007199254740993},"z":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := types.NewRecord(types.RecordMap{
+		"s": types.String("x"), "n": types.Long(42), "f": types.String("1.5"), "b": types.True,
+		"l": types.NewSet(types.Long(1), types.String("a")),
+		"o": types.NewRecord(types.RecordMap{"k": types.Long(9007199254740993)}),
+	})
+	if !r.Equal(want) {
+		t.Errorf("got %v want %v", r, want)
+	}
+	for _, bad := range []string{`[1]`, `"x"`, `{"a":1} {"b":2}`, `{"a":`, strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)} {
+		if _, err := Arguments([]byte(bad)); !errors.Is(err, ErrArguments) {
+			t.Errorf("%.40s: err %v", bad, err)
+		}
+	}
+}
+
+// FuzzArguments: any bytes either convert or fail with ErrArguments; never a
+// panic. What converts must come from a JSON object.
+func FuzzArguments(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":[1,{"b":"c"}]}`, `{"n":1e400}`, `{"n":-0.0}`, `null`, `{"a":"\ud800"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := Arguments(b)
+		if err != nil && !errors.Is(err, ErrArguments) {
+			t.Fatalf("unexpected error type: %v", err)
+		}
+		if err == nil && len(b) > 0 && json.Valid(b) {
+			var v any
+			json.Unmarshal(b, &v)
+			if _, ok := v.(map[string]any); !ok && v != nil {
+				t.Fatalf("accepted non-object %s", b)
+			}
+		}
+	})
+}
