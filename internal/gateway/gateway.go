@@ -179,6 +179,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	bg := g.startBackground()
+	g.waitUpstreams(ctx)
 	agentSrv := &http.Server{Handler: g.agentMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 	adminSrv := &http.Server{Handler: g.adminMux(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
@@ -207,14 +208,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 // end or ctx ends, then shuts down in order.
 func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer) error {
 	bg := g.startBackground()
-	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := g.proxy.WaitReady(readyCtx)
-	cancel()
-	if err != nil {
-		g.log.Warn("serving before every upstream is ready", "err", err)
-	}
-	err = g.proxy.ServeStdio(ctx, in, out)
+	g.waitUpstreams(ctx)
+	err := g.proxy.ServeStdio(ctx, in, out)
 	return errors.Join(err, bg.stop())
+}
+
+// UpstreamStartWait bounds how long the gateway waits for upstreams to
+// connect before serving agents (connections wait in the listen backlog).
+const UpstreamStartWait = 30 * time.Second
+
+func (g *Gateway) waitUpstreams(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, UpstreamStartWait)
+	defer cancel()
+	if err := g.proxy.WaitReady(ctx); err != nil {
+		g.log.Warn("serving before every upstream is ready; their tools appear when they connect", "err", err)
+	}
 }
 
 // background is what runs behind the fronts: the audit recorder and the

@@ -17,20 +17,20 @@ import (
 // toolEntry is a tool as served to agents, with where it comes from.
 type toolEntry struct {
 	up       *Upstream
-	original string    // the upstream's own name
+	original string // the upstream's own name
 	// qualified is "<upstream>__<name>", the name policies use whether or
 	// not the served name is namespaced.
 	qualified string
-	tool     *mcp.Tool // as served (namespaced name)
-	digest   string    // canonical JSON of the upstream's definition
+	tool      *mcp.Tool // as served (namespaced name)
+	digest    string    // canonical JSON of the upstream's definition
 }
 
 type promptEntry struct {
 	up        *Upstream
 	original  string
 	qualified string
-	prompt   *mcp.Prompt
-	digest   string
+	prompt    *mcp.Prompt
+	digest    string
 }
 
 type resourceEntry struct {
