@@ -42,6 +42,7 @@ type Config struct {
 	Agents    []Agent    `json:"agents,omitempty"`
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	Limits    Limits     `json:"limits,omitempty"`
+	Store     Store      `json:"store,omitempty"`
 	Log       Log        `json:"log,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
@@ -88,6 +89,9 @@ type Upstream struct {
 	CallTimeout Duration `json:"call_timeout,omitempty"`
 	// MaxConcurrentCalls bounds in-flight calls to this upstream.
 	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+	// ProtocolVersion pins the MCP protocol version offered to this upstream
+	// (default: the newest the gateway speaks; the server may negotiate down).
+	ProtocolVersion string `json:"protocol_version,omitempty"`
 }
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
@@ -114,6 +118,15 @@ type Value struct {
 	Value    string `json:"value,omitempty"`
 	FromEnv  string `json:"from_env,omitempty"`
 	FromFile string `json:"from_file,omitempty"`
+}
+
+// Store configures the embedded store.
+type Store struct {
+	// Synchronous is SQLite's durability level for every write: "full"
+	// (default: an acknowledged event survives power loss; one fsync per
+	// group-committed batch) or "normal" (it survives a crash of the
+	// process, not of the machine; no fsync on the request path).
+	Synchronous string `json:"synchronous,omitempty"`
 }
 
 // Log configures structured logging.
@@ -192,6 +205,9 @@ func (c *Config) applyDefaults() {
 		c.Auth.DefaultTTL = Duration(DefaultTokenTTL)
 	}
 	c.Limits.applyDefaults()
+	if c.Store.Synchronous == "" {
+		c.Store.Synchronous = "full"
+	}
 }
 
 // Validate reports every problem it finds, joined.
@@ -231,6 +247,9 @@ func (c *Config) Validate() error {
 		upSeen[u.Name] = true
 	}
 	errs = append(errs, c.Limits.validate()...)
+	if c.Store.Synchronous != "full" && c.Store.Synchronous != "normal" {
+		add("store.synchronous: %q is not full or normal", c.Store.Synchronous)
+	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:

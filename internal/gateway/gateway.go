@@ -96,7 +96,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	v := token.NewVerifier(g.key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
 	g.authn = NewTokenAuthenticator(v, cfg.Agents, nil)
-	if g.store, err = store.Open(filepath.Join(g.dataDir, StoreFile)); err != nil {
+	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))

@@ -128,6 +128,7 @@ func (p *Proxy) AddUpstream(cfg config.Upstream, dial Dialer) *Upstream {
 		ResourceUpdated: p.relayResourceUpdated,
 		ServerRequest:   p.serverRequest,
 	}, p.opts.Log)
+	u.ProtocolVersion = cfg.ProtocolVersion
 	p.upstreams = append(p.upstreams, u)
 	return u
 }

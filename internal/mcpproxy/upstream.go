@@ -64,6 +64,8 @@ type Hooks struct {
 type Upstream struct {
 	Name    string
 	Timeout time.Duration
+	// ProtocolVersion, if set, is the protocol version offered at connect.
+	ProtocolVersion string
 
 	dial  Dialer
 	hooks Hooks
@@ -145,7 +147,7 @@ func (u *Upstream) runOnce(ctx context.Context) error {
 	client := mcp.NewClient(&mcp.Implementation{Name: "portcullis", Version: Version}, u.clientOptions())
 	client.AddReceivingMiddleware(u.serverRequestMiddleware)
 	cctx, cancel := context.WithTimeout(ctx, listTimeout)
-	sess, err := client.Connect(cctx, t, nil)
+	sess, err := client.Connect(cctx, t, &mcp.ClientSessionOptions{ProtocolVersion: u.ProtocolVersion})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
