@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -321,5 +322,46 @@ func TestEveryDecisionCarriesAttribution(t *testing.T) {
 	}
 	if decisions != 2 {
 		t.Errorf("%d call decisions recorded, want 2", decisions)
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	h.mustConnect("reader").CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + h.g.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("healthz %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("readyz %d %q", code, body)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{`portcullis_decisions_total{action="call_tool",outcome="allow"} 1`, `portcullis_upstream_up{upstream="demo"} 1`, "portcullis_decision_seconds_bucket", "process_resident_memory_bytes"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The agent listener serves MCP and the JWKS, nothing else.
+	resp, err := http.Get("http://" + h.g.AgentAddr() + "/metrics")
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("agent listener serves /metrics: %v %v", err, resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + h.g.AgentAddr() + "/.well-known/jwks.json")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("jwks: %v", err)
+	}
+	var jwks struct{ Keys []map[string]any }
+	json.NewDecoder(resp.Body).Decode(&jwks)
+	if len(jwks.Keys) != 1 || jwks.Keys[0]["kid"] != h.g.key.KeyID() || jwks.Keys[0]["d"] != nil {
+		t.Errorf("jwks = %v", jwks)
 	}
 }

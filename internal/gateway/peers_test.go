@@ -476,3 +476,68 @@ func TestTypeScriptClientThroughGateway(t *testing.T) {
 		t.Errorf("ts client connected without a valid token: %v", steps)
 	}
 }
+
+func TestResourceSubscriptionUpdatesReachTheAgent(t *testing.T) {
+	t.Parallel()
+	h := everythingStdio(t, "", "e2e-subscribe")
+	updated := make(chan string, 10)
+	s, err := h.connectWith(h.token("tester", 5*time.Minute), &mcp.ClientOptions{
+		ResourceUpdatedHandler: func(ctx context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updated <- r.Params.URI },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rl, err := s.ListResources(ctx, nil)
+	if err != nil || len(rl.Resources) == 0 {
+		t.Fatalf("list resources: %v", err)
+	}
+	uri := rl.Resources[0].URI
+	if err := s.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__toggle-subscriber-updates", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-updated:
+		if got != uri {
+			t.Errorf("update for %q, subscribed to %q", got, uri)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no resource update reached the agent")
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Action == "subscribe_resource" }); e == nil || e.Outcome != audit.OutcomeAllow || e.Target != uri {
+		t.Errorf("subscribe decision = %+v", e)
+	}
+}
+
+func TestShutdownDrainsInFlightCalls(t *testing.T) {
+	t.Parallel()
+	h := everythingStdio(t, "", "e2e-drain")
+	s := h.mustConnect("tester")
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "everything__trigger-long-running-operation", Arguments: map[string]any{"duration": 2, "steps": 2}})
+		errc <- err
+	}()
+	for h.g.proxy.InFlight() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop() // returns once the gateway has stopped
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("in-flight call during shutdown: %v", err)
+		}
+	default:
+		t.Fatal("gateway stopped before the in-flight call was answered")
+	}
+	var stopped bool
+	for _, e := range h.events() {
+		stopped = stopped || (e.Type == audit.TypeLifecyle && e.Code == "stopped")
+	}
+	if !stopped {
+		t.Error("no stop event: the recorder closed before flushing")
+	}
+}
