@@ -38,8 +38,8 @@ import (
 
 type options struct {
 	binary, protocol, jsonOut, sync string
-	calls, workers, sessions         int
-	duration                         time.Duration
+	calls, workers, sessions        int
+	duration                        time.Duration
 }
 
 func main() {
