@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -27,11 +25,7 @@ func auditCmd() *cobra.Command {
 		Short: "Show the latest audit events (and follow new ones with -f)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
-			if err != nil {
-				return err
-			}
-			st, err := store.Open(filepath.Join(gateway.DataDir(cfg), gateway.StoreFile))
+			st, err := src.openStore()
 			if err != nil {
 				return err
 			}
@@ -46,7 +40,7 @@ func auditCmd() *cobra.Command {
 	tail.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
 	tail.Flags().StringVar(&agent, "agent", "", "only events of this agent")
 	tail.Flags().StringVar(&requestID, "request", "", "only events of this request ID")
-	cmd.AddCommand(tail)
+	cmd.AddCommand(tail, verifyCmd(), proveCmd(), verifyProofCmd(), checkpointCmd(), pruneCmd(), traceCmd())
 	return cmd
 }
 

@@ -11,13 +11,14 @@ import (
 
 // Event types. docs/audit-events.md documents each one and its fields.
 const (
-	TypeDecision = "decision"          // a policy decision on an agent request (allow or deny)
-	TypeAuthn    = "authn"             // an authentication failure at the gateway
-	TypeProtocol = "protocol"          // a message refused before policy (limits, unknown method, malformed)
-	TypeUpstream = "upstream"          // an upstream started, stopped, crashed or changed its lists
-	TypeServer   = "server_request"    // a request from an upstream towards an agent (sampling, ...)
-	TypeToken    = "token_issued"      // an agent token was minted
-	TypeLifecyle = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+	TypeDecision  = "decision"          // a policy decision on an agent request (allow or deny)
+	TypeAuthn     = "authn"             // an authentication failure at the gateway
+	TypeProtocol  = "protocol"          // a message refused before policy (limits, unknown method, malformed)
+	TypeUpstream  = "upstream"          // an upstream started, stopped, crashed or changed its lists
+	TypeServer    = "server_request"    // a request from an upstream towards an agent (sampling, ...)
+	TypeToken     = "token_issued"      // an agent token was minted
+	TypeLifecyle  = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+	TypeRetention = "retention"         // old event bodies were pruned
 )
 
 // Outcomes.
@@ -43,6 +44,8 @@ type Event struct {
 	Credential string `json:"credential_id,omitempty"`
 	SessionID  string `json:"session_id,omitempty"`
 	RequestID  string `json:"request_id,omitempty"`
+	// TraceID is the W3C trace ID the request carried, if any.
+	TraceID    string `json:"trace_id,omitempty"`
 	RemoteAddr string `json:"remote_addr,omitempty"`
 
 	Method   string `json:"method,omitempty"`
@@ -69,17 +72,14 @@ func NewEvent(t string, now time.Time) *Event {
 	return &Event{Type: t, Time: now.UTC(), Outcome: OutcomeDeny}
 }
 
-func (e *Event) row() (store.EventRow, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return store.EventRow{}, fmt.Errorf("encode event: %w", err)
-	}
-	return store.EventRow{Time: e.Time, Type: e.Type, RequestID: e.RequestID, Agent: e.Agent, SessionID: e.SessionID, Body: b}, nil
-}
-
-// Decode parses a stored event.
+// Decode parses a stored event. A pruned event (no body) decodes to its
+// indexed columns only, with Detail "pruned".
 func Decode(r store.EventRow) (*Event, error) {
 	var e Event
+	if r.Body == nil {
+		return &Event{Seq: r.Seq, Time: r.Time, Type: r.Type, RequestID: r.RequestID, TraceID: r.TraceID,
+			Agent: r.Agent, SessionID: r.SessionID, Detail: "pruned"}, nil
+	}
 	if err := json.Unmarshal(r.Body, &e); err != nil {
 		return nil, fmt.Errorf("decode event %d: %w", r.Seq, err)
 	}
@@ -90,10 +90,6 @@ func Decode(r store.EventRow) (*Event, error) {
 // WriteNow appends one event directly, for processes that do not run a
 // Recorder (the CLI). The token or change it records is not released unless
 // this succeeds.
-func WriteNow(ctx context.Context, a Appender, e *Event) error {
-	row, err := e.row()
-	if err != nil {
-		return err
-	}
-	return a.AppendEvents(ctx, []store.EventRow{row})
+func WriteNow(ctx context.Context, s LogStore, e *Event) error {
+	return Append(ctx, s, []*Event{e})
 }

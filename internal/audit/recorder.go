@@ -5,14 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-
-	"github.com/portcullis-dev/portcullis/internal/store"
 )
-
-// Appender is the store the Recorder writes to.
-type Appender interface {
-	AppendEvents(ctx context.Context, rows []store.EventRow) error
-}
 
 // Recorder limits.
 const (
@@ -29,13 +22,13 @@ var (
 )
 
 type pending struct {
-	row  store.EventRow
-	done chan error
+	event *Event
+	done  chan error
 }
 
 // Recorder writes events durably with group commit.
 type Recorder struct {
-	store Appender
+	store LogStore
 	queue chan pending
 	stop  chan struct{} // closed when Run begins to stop
 	done  chan struct{} // closed when Run has drained the queue
@@ -46,17 +39,13 @@ type Recorder struct {
 
 // NewRecorder returns a Recorder writing to s. Run must be running for Record
 // to return.
-func NewRecorder(s Appender, log *slog.Logger) *Recorder {
+func NewRecorder(s LogStore, log *slog.Logger) *Recorder {
 	return &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log}
 }
 
 // Record writes e and returns once it is durable, or with an error.
 func (r *Recorder) Record(ctx context.Context, e *Event) error {
-	row, err := e.row()
-	if err != nil {
-		return err
-	}
-	p := pending{row: row, done: make(chan error, 1)}
+	p := pending{event: e, done: make(chan error, 1)}
 	select {
 	case <-r.stop:
 		return ErrClosed
@@ -87,17 +76,13 @@ func (r *Recorder) Record(ctx context.Context, e *Event) error {
 // do not gate an action (lifecycle, refused unauthenticated traffic); a full
 // queue is an error the caller must report, never a silent drop.
 func (r *Recorder) Submit(e *Event) error {
-	row, err := e.row()
-	if err != nil {
-		return err
-	}
 	select {
 	case <-r.stop:
 		return ErrClosed
 	default:
 	}
 	select {
-	case r.queue <- pending{row: row, done: make(chan error, 1)}:
+	case r.queue <- pending{event: e, done: make(chan error, 1)}:
 		return nil
 	default:
 		return ErrOverloaded
@@ -107,7 +92,7 @@ func (r *Recorder) Submit(e *Event) error {
 // Run is the writer loop. It drains what is queued when ctx ends, then stops.
 func (r *Recorder) Run(ctx context.Context) error {
 	batch := make([]pending, 0, MaxBatch)
-	rows := make([]store.EventRow, 0, MaxBatch)
+	events := make([]*Event, 0, MaxBatch)
 	for {
 		select {
 		case p := <-r.queue:
@@ -119,18 +104,18 @@ func (r *Recorder) Run(ctx context.Context) error {
 			return nil
 		}
 		batch = r.fill(batch)
-		rows = rows[:0]
+		events = events[:0]
 		for _, p := range batch {
-			rows = append(rows, p.row)
+			events = append(events, p.event)
 		}
 		// The write is not tied to ctx: an accepted event is written even
 		// while shutting down.
-		err := r.store.AppendEvents(context.WithoutCancel(ctx), rows)
+		err := Append(context.WithoutCancel(ctx), r.store, events)
 		if err != nil {
-			r.log.Error("audit write failed; denying the recorded actions", "events", len(rows), "err", err)
+			r.log.Error("audit write failed; denying the recorded actions", "events", len(events), "err", err)
 		}
 		if r.OnWrite != nil {
-			r.OnWrite(len(rows), err)
+			r.OnWrite(len(events), err)
 		}
 		for _, p := range batch {
 			p.done <- err
@@ -156,11 +141,11 @@ func (r *Recorder) drain() {
 		if len(batch) == 0 {
 			return
 		}
-		rows := make([]store.EventRow, len(batch))
+		events := make([]*Event, len(batch))
 		for i, p := range batch {
-			rows[i] = p.row
+			events[i] = p.event
 		}
-		err := r.store.AppendEvents(context.Background(), rows)
+		err := Append(context.Background(), r.store, events)
 		for _, p := range batch {
 			p.done <- err
 		}

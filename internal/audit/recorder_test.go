@@ -83,7 +83,7 @@ func TestSubmittedEventsAreFlushedOnStop(t *testing.T) {
 
 type failingStore struct{}
 
-func (failingStore) AppendEvents(context.Context, []store.EventRow) error {
+func (failingStore) AppendLog(context.Context, func(store.LogState) ([]store.EventRow, store.LogState, error)) error {
 	return errors.New("disk full")
 }
 

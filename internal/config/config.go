@@ -43,6 +43,7 @@ type Config struct {
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	Limits    Limits     `json:"limits,omitempty"`
 	Store     Store      `json:"store,omitempty"`
+	Audit     Audit      `json:"audit,omitempty"`
 	Log       Log        `json:"log,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
@@ -129,6 +130,26 @@ type Store struct {
 	Synchronous string `json:"synchronous,omitempty"`
 }
 
+// Audit configures the tamper-evident audit log.
+type Audit struct {
+	// Origin names the log in its signed checkpoints (and its key).
+	Origin string `json:"origin,omitempty"`
+	// CheckpointInterval is how often a grown log gets a signed checkpoint
+	// (and always at shutdown).
+	CheckpointInterval Duration `json:"checkpoint_interval,omitempty"`
+	// CheckpointCopies are directories (ideally on another host's storage)
+	// where every checkpoint is also written.
+	CheckpointCopies []string `json:"checkpoint_copies,omitempty"`
+	// CheckpointURL, if set, receives every checkpoint as an HTTP POST.
+	CheckpointURL string `json:"checkpoint_url,omitempty"`
+}
+
+// Audit defaults.
+const (
+	DefaultAuditOrigin        = "portcullis.local/audit"
+	DefaultCheckpointInterval = 10 * time.Second
+)
+
 // Log configures structured logging.
 type Log struct {
 	Level  string `json:"level,omitempty"`
@@ -139,6 +160,7 @@ var (
 	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 	agentRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	originRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$`)
 	sensitiveN = regexp.MustCompile(`(?i)(auth|token|secret|passw|key|cookie|credential|session)`)
 )
 
@@ -205,6 +227,12 @@ func (c *Config) applyDefaults() {
 		c.Auth.DefaultTTL = Duration(DefaultTokenTTL)
 	}
 	c.Limits.applyDefaults()
+	if c.Audit.Origin == "" {
+		c.Audit.Origin = DefaultAuditOrigin
+	}
+	if c.Audit.CheckpointInterval == 0 {
+		c.Audit.CheckpointInterval = Duration(DefaultCheckpointInterval)
+	}
 	if c.Store.Synchronous == "" {
 		c.Store.Synchronous = "full"
 	}
@@ -247,6 +275,15 @@ func (c *Config) Validate() error {
 		upSeen[u.Name] = true
 	}
 	errs = append(errs, c.Limits.validate()...)
+	if !originRE.MatchString(c.Audit.Origin) {
+		add("audit.origin: %q must be a name like example.com/audit (no spaces or '+')", c.Audit.Origin)
+	}
+	if c.Audit.CheckpointInterval.D() < time.Second {
+		add("audit.checkpoint_interval: at least 1s")
+	}
+	if u := c.Audit.CheckpointURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		add("audit.checkpoint_url: %q must be an http(s) URL", u)
+	}
 	if c.Store.Synchronous != "full" && c.Store.Synchronous != "normal" {
 		add("store.synchronous: %q is not full or normal", c.Store.Synchronous)
 	}

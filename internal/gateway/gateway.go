@@ -42,6 +42,7 @@ type Gateway struct {
 	authn    *TokenAuthenticator
 	proxy    *mcpproxy.Proxy
 	metrics  *metrics.Metrics
+	cp       *audit.Checkpointer
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -99,6 +100,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
+	if g.cp, err = newCheckpointer(cfg, g.dataDir, g.store, g.log.With("component", "audit")); err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	principal := opts.Principal
@@ -140,6 +145,21 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 		return mcpproxy.InProcessDialer(d.MCPServer), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, log *slog.Logger) (*audit.Checkpointer, error) {
+	signer, _, err := audit.LoadOrCreateLogKey(filepath.Join(dataDir, "keys"), cfg.Audit.Origin)
+	if err != nil {
+		return nil, err
+	}
+	copies := make([]string, len(cfg.Audit.CheckpointCopies))
+	for i, d := range cfg.Audit.CheckpointCopies {
+		copies[i] = cfg.Path(d)
+	}
+	return &audit.Checkpointer{
+		Store: st, Signer: signer, Origin: cfg.Audit.Origin, Copies: copies, URL: cfg.Audit.CheckpointURL,
+		Interval: cfg.Audit.CheckpointInterval.D(), Log: log,
+	}, nil
 }
 
 // Proxy returns the enforcement point (for `wrap` and tests).
@@ -241,6 +261,7 @@ func (g *Gateway) startBackground() *background {
 	b := &background{g: g, stopUpstreams: stopUpstreams, stopRecorder: stopRecorder, upDone: make(chan struct{}), recDone: make(chan struct{})}
 	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
+	go g.cp.Run(upCtx)
 	g.lifecycle("started")
 	return b
 }
@@ -252,7 +273,12 @@ func (b *background) stop() error {
 	b.g.lifecycle("stopped")
 	b.stopRecorder()
 	<-b.recDone
-	err := b.g.store.Close()
+	// The final checkpoint covers every event, the stop event included.
+	_, cerr := b.g.cp.Checkpoint(context.Background())
+	if cerr != nil {
+		b.g.log.Error("final audit checkpoint", "err", cerr)
+	}
+	err := errors.Join(cerr, b.g.store.Close())
 	b.g.log.Info("gateway stopped")
 	return err
 }

@@ -35,7 +35,7 @@ func (g *Gateway) IssueToken(ctx context.Context, agent string, ttl time.Duratio
 	return issue(ctx, g.cfg, g.key, g.store, agent, ttl)
 }
 
-func issue(ctx context.Context, cfg *config.Config, key *token.SigningKey, st audit.Appender, agent string, ttl time.Duration) (string, token.Claims, error) {
+func issue(ctx context.Context, cfg *config.Config, key *token.SigningKey, st audit.LogStore, agent string, ttl time.Duration) (string, token.Claims, error) {
 	if _, ok := cfg.Agent(agent); !ok {
 		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q (declare it under agents:)", ErrUnknownAgent, agent)
 	}

@@ -72,6 +72,9 @@ type Proxy struct {
 type progressRoute struct {
 	session *mcp.ServerSession
 	token   any
+	// ctx is the agent request's context: notifications sent with it travel
+	// on that request's response stream, ahead of the response.
+	ctx context.Context
 }
 
 type sessionState struct {

@@ -94,7 +94,7 @@ func (p *Proxy) relay(ctx context.Context, r *route, meta mcp.Meta, f func(conte
 	}
 	if tok, ok := meta["progressToken"]; ok && r.call.session != nil {
 		up := fmt.Sprintf("pc-%d", p.progressSeq.Add(1))
-		p.progress.Store(up, progressRoute{session: r.call.session, token: tok})
+		p.progress.Store(up, progressRoute{session: r.call.session, token: tok, ctx: ctx})
 		defer p.progress.Delete(up)
 		out["progressToken"] = up
 	}
@@ -193,7 +193,7 @@ func (p *Proxy) relayProgress(ctx context.Context, n *mcp.ProgressNotificationPa
 		return // not ours, or the call is over
 	}
 	rt := v.(progressRoute)
-	rt.session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
+	rt.session.NotifyProgress(rt.ctx, &mcp.ProgressNotificationParams{
 		ProgressToken: rt.token, Progress: n.Progress, Total: n.Total, Message: n.Message,
 	})
 }

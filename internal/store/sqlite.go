@@ -20,18 +20,36 @@ type SQLite struct {
 	insert *sql.Stmt // prepared once: parsing SQL per batch showed in profiles
 }
 
+// The events table is the audit log: row seq is leaf seq-1 of its Merkle
+// tree, leaf_hash is the RFC 6962 leaf hash of body, and body is NULL only
+// after retention pruned it. log_state holds the tree's compact range so
+// that any process can append in one transaction. checkpoints holds signed
+// tree heads.
 const schemaSQL = `
 CREATE TABLE IF NOT EXISTS events (
 	seq        INTEGER PRIMARY KEY,
 	time_ns    INTEGER NOT NULL,
 	type       TEXT NOT NULL,
 	request_id TEXT NOT NULL DEFAULT '',
+	trace_id   TEXT NOT NULL DEFAULT '',
 	agent      TEXT NOT NULL DEFAULT '',
 	session_id TEXT NOT NULL DEFAULT '',
-	body       BLOB NOT NULL
+	leaf_hash  BLOB NOT NULL,
+	body       BLOB
 );
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id) WHERE request_id != '';
+CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id) WHERE trace_id != '';
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent, seq);
+CREATE TABLE IF NOT EXISTS log_state (
+	id    INTEGER PRIMARY KEY CHECK (id = 1),
+	size  INTEGER NOT NULL,
+	range BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+	size    INTEGER PRIMARY KEY,
+	time_ns INTEGER NOT NULL,
+	note    BLOB NOT NULL
+);
 `
 
 // Open opens (creating if needed) the SQLite database at path with full
@@ -55,9 +73,12 @@ func OpenWith(path string, opts Options) (*SQLite, error) {
 	if opts.Normal {
 		sync = "synchronous(NORMAL)"
 	}
-	for _, p := range []string{"journal_mode(WAL)", sync, "busy_timeout(5000)", "foreign_keys(ON)"} {
+	for _, p := range []string{"journal_mode(WAL)", sync, "busy_timeout(10000)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
 	}
+	// Writers take the lock when they begin, so that two processes
+	// appending to the log queue for it instead of failing to upgrade.
+	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -73,7 +94,7 @@ func OpenWith(path string, opts Options) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	insert, err := db.PrepareContext(ctx, `INSERT INTO events(time_ns, type, request_id, agent, session_id, body) VALUES (?,?,?,?,?,?)`)
+	insert, err := db.PrepareContext(ctx, `INSERT INTO events(seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body) VALUES (?,?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: prepare: %w", err)
@@ -96,36 +117,60 @@ type EventRow struct {
 	Time      time.Time
 	Type      string
 	RequestID string
+	TraceID   string
 	Agent     string
 	SessionID string
-	Body      []byte
+	LeafHash  []byte
+	Body      []byte // nil once pruned
 }
 
-// ErrEmptyBatch is returned by AppendEvents for an empty batch.
+// LogState is the audit log's size and its Merkle tree's compact range
+// (opaque to the store).
+type LogState struct {
+	Size  int64
+	Range []byte
+}
+
+// ErrEmptyBatch is returned by AppendLog when build returns no rows.
 var ErrEmptyBatch = errors.New("append events: empty batch")
 
-// AppendEvents writes rows in one transaction and sets their Seq. Either all
-// rows are durable when it returns nil, or none are.
-func (s *SQLite) AppendEvents(ctx context.Context, rows []EventRow) error {
-	if len(rows) == 0 {
-		return ErrEmptyBatch
-	}
+// AppendLog appends to the audit log in one write transaction: build gets
+// the current state and returns the rows to append (numbered from
+// state.Size+1) and the new state. Either everything is durable when it
+// returns nil, or nothing is written. Several processes may append; the
+// transaction serialises them.
+func (s *SQLite) AppendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append events: %w", err)
 	}
 	defer tx.Rollback()
+	var st LogState
+	err = tx.QueryRowContext(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("append events: read log state: %w", err)
+	}
+	rows, next, err := build(st)
+	if err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	if len(rows) == 0 {
+		return ErrEmptyBatch
+	}
+	if rows[0].Seq != st.Size+1 || next.Size != st.Size+int64(len(rows)) {
+		return fmt.Errorf("append events: rows numbered from %d for a log of %d", rows[0].Seq, st.Size)
+	}
 	stmt := tx.StmtContext(ctx, s.insert)
 	defer stmt.Close()
 	for i := range rows {
 		r := &rows[i]
-		res, err := stmt.ExecContext(ctx, r.Time.UnixNano(), r.Type, r.RequestID, r.Agent, r.SessionID, r.Body)
-		if err != nil {
+		if _, err := stmt.ExecContext(ctx, r.Seq, r.Time.UnixNano(), r.Type, r.RequestID, r.TraceID, r.Agent, r.SessionID, r.LeafHash, r.Body); err != nil {
 			return fmt.Errorf("append events: %w", err)
 		}
-		if r.Seq, err = res.LastInsertId(); err != nil {
-			return fmt.Errorf("append events: %w", err)
-		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO log_state(id, size, range) VALUES (1, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET size = excluded.size, range = excluded.range`, next.Size, next.Range); err != nil {
+		return fmt.Errorf("append events: write log state: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("append events: commit: %w", err)
@@ -133,10 +178,24 @@ func (s *SQLite) AppendEvents(ctx context.Context, rows []EventRow) error {
 	return nil
 }
 
+// State returns the log's current state.
+func (s *SQLite) State(ctx context.Context) (LogState, error) {
+	var st LogState
+	err := s.db.QueryRowContext(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LogState{}, nil
+	}
+	if err != nil {
+		return LogState{}, fmt.Errorf("read log state: %w", err)
+	}
+	return st, nil
+}
+
 // EventQuery selects events. Zero fields do not filter.
 type EventQuery struct {
 	AfterSeq  int64
 	RequestID string
+	TraceID   string
 	Agent     string
 	Limit     int
 	// Last returns the Limit newest matching events (still in ascending order).
@@ -156,6 +215,10 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		where += " AND request_id = ?"
 		args = append(args, q.RequestID)
 	}
+	if q.TraceID != "" {
+		where += " AND trace_id = ?"
+		args = append(args, q.TraceID)
+	}
 	if q.Agent != "" {
 		where += " AND agent = ?"
 		args = append(args, q.Agent)
@@ -165,7 +228,7 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		order = "DESC"
 	}
 	args = append(args, q.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ns, type, request_id, agent, session_id, body FROM events WHERE `+where+` ORDER BY seq `+order+` LIMIT ?`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body FROM events WHERE `+where+` ORDER BY seq `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query events: %w", err)
 	}
@@ -174,7 +237,7 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 	for rows.Next() {
 		var r EventRow
 		var ns int64
-		if err := rows.Scan(&r.Seq, &ns, &r.Type, &r.RequestID, &r.Agent, &r.SessionID, &r.Body); err != nil {
+		if err := rows.Scan(&r.Seq, &ns, &r.Type, &r.RequestID, &r.TraceID, &r.Agent, &r.SessionID, &r.LeafHash, &r.Body); err != nil {
 			return nil, fmt.Errorf("query events: %w", err)
 		}
 		r.Time = time.Unix(0, ns).UTC()

@@ -1,0 +1,90 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// hasher is RFC 6962 over SHA-256: leaf = H(0x00 || data), node =
+// H(0x01 || left || right).
+var hasher = rfc6962.DefaultHasher
+
+var rangeFactory = compact.RangeFactory{Hash: hasher.HashChildren}
+
+// LogStore is the storage the log appends to.
+type LogStore interface {
+	AppendLog(ctx context.Context, build func(store.LogState) ([]store.EventRow, store.LogState, error)) error
+}
+
+// Append numbers events after the current end of the log, encodes each
+// (with its sequence number inside, so that moving an event changes its
+// leaf), computes the leaf hashes and the new tree, and writes all of it in
+// one transaction. On error nothing was written and the events' Seq is
+// unspecified.
+func Append(ctx context.Context, s LogStore, events []*Event) error {
+	return s.AppendLog(ctx, func(st store.LogState) ([]store.EventRow, store.LogState, error) {
+		r, err := decodeRange(st)
+		if err != nil {
+			return nil, store.LogState{}, err
+		}
+		rows := make([]store.EventRow, len(events))
+		for i, e := range events {
+			e.Seq = st.Size + int64(i) + 1
+			body, err := json.Marshal(e)
+			if err != nil {
+				return nil, store.LogState{}, fmt.Errorf("encode event: %w", err)
+			}
+			leaf := hasher.HashLeaf(body)
+			if err := r.Append(leaf, nil); err != nil {
+				return nil, store.LogState{}, err
+			}
+			rows[i] = store.EventRow{
+				Seq: e.Seq, Time: e.Time, Type: e.Type, RequestID: e.RequestID, TraceID: e.TraceID,
+				Agent: e.Agent, SessionID: e.SessionID, LeafHash: leaf, Body: body,
+			}
+		}
+		return rows, store.LogState{Size: int64(r.End()), Range: encodeRange(r)}, nil
+	})
+}
+
+// Root returns the tree head of a log state.
+func Root(st store.LogState) ([]byte, error) {
+	r, err := decodeRange(st)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size == 0 {
+		return hasher.EmptyRoot(), nil
+	}
+	return r.GetRootHash(nil)
+}
+
+func encodeRange(r *compact.Range) []byte {
+	var b []byte
+	for _, h := range r.Hashes() {
+		b = append(b, h...)
+	}
+	return b
+}
+
+func decodeRange(st store.LogState) (*compact.Range, error) {
+	if len(st.Range)%sha256.Size != 0 {
+		return nil, fmt.Errorf("log state: range of %d bytes", len(st.Range))
+	}
+	hashes := make([][]byte, 0, len(st.Range)/sha256.Size)
+	for i := 0; i < len(st.Range); i += sha256.Size {
+		hashes = append(hashes, st.Range[i:i+sha256.Size])
+	}
+	r, err := rangeFactory.NewRange(0, uint64(st.Size), hashes)
+	if err != nil {
+		return nil, fmt.Errorf("log state: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Checkpoint is a signed tree head as stored.
+type Checkpoint struct {
+	Size int64
+	Time time.Time
+	Note []byte
+}
+
+// AddCheckpoint stores a signed checkpoint. Storing the same size twice
+// keeps the first (a second, different note for one size is evidence of a
+// fork and is for the verifier to find in external copies, not to overwrite).
+func (s *SQLite) AddCheckpoint(ctx context.Context, c Checkpoint) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO checkpoints(size, time_ns, note) VALUES (?,?,?) ON CONFLICT(size) DO NOTHING`,
+		c.Size, c.Time.UnixNano(), c.Note)
+	if err != nil {
+		return fmt.Errorf("add checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Checkpoints returns every stored checkpoint by size.
+func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size`)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Checkpoint
+	for rows.Next() {
+		var c Checkpoint
+		var ns int64
+		if err := rows.Scan(&c.Size, &ns, &c.Note); err != nil {
+			return nil, fmt.Errorf("read checkpoints: %w", err)
+		}
+		c.Time = time.Unix(0, ns).UTC()
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// ScanEvents calls fn with every event in sequence order (all columns).
+func (s *SQLite) ScanEvents(ctx context.Context, fn func(EventRow) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body FROM events ORDER BY seq`)
+	if err != nil {
+		return fmt.Errorf("scan events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r EventRow
+		var ns int64
+		if err := rows.Scan(&r.Seq, &ns, &r.Type, &r.RequestID, &r.TraceID, &r.Agent, &r.SessionID, &r.LeafHash, &r.Body); err != nil {
+			return fmt.Errorf("scan events: %w", err)
+		}
+		r.Time = time.Unix(0, ns).UTC()
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// PruneBodies removes the bodies of events older than before, keeping their
+// leaf hashes so that the log still verifies. It is the one change the store
+// makes to existing events; the caller records it as an event.
+func (s *SQLite) PruneBodies(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE events SET body = NULL WHERE time_ns < ? AND body IS NOT NULL`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("prune event bodies: %w", err)
+	}
+	return res.RowsAffected()
+}
