@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -37,6 +38,7 @@ const (
 	ReasonAuditUnavailable = "audit_unavailable"
 	ReasonMethodNotAllowed = "method_not_allowed"
 	ReasonAmbiguousSession = "no_unique_agent_session"
+	ReasonInternal         = "internal_error"
 )
 
 // denial is the error an agent sees: a reason code and the request ID, never
@@ -55,6 +57,7 @@ func unavailable(code, requestID string) error {
 type call struct {
 	start     time.Time
 	requestID string
+	traceID   string
 	principal *identity.Principal
 	session   *mcp.ServerSession
 	state     *sessionState
@@ -65,7 +68,18 @@ type routeKey struct{}
 
 // enforce is the receiving middleware: every agent request passes here.
 func (p *Proxy) enforce(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+	return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
+		// A bug must not crash the gateway or let a request through: a
+		// panic anywhere below denies the request.
+		defer func() {
+			if r := recover(); r != nil {
+				p.opts.Log.Error("panic while handling a request; denied", "method", method, "panic", r, "stack", string(debug.Stack()))
+				e := audit.NewEvent(audit.TypeDecision, p.opts.Now())
+				e.Method, e.Code, e.Detail = method, ReasonInternal, fmt.Sprint(r)
+				p.recordBackground(e)
+				res, err = nil, denial(ReasonInternal, "")
+			}
+		}()
 		p.opts.Metrics.Request(method)
 		c, err := p.begin(ctx, method, req)
 		if err != nil {
@@ -106,9 +120,9 @@ func (p *Proxy) enforce(next mcp.MethodHandler) mcp.MethodHandler {
 
 // begin authenticates the request and binds it to its session.
 func (p *Proxy) begin(ctx context.Context, method string, req mcp.Request) (*call, error) {
-	c := &call{start: p.opts.Now(), requestID: newRequestID()}
+	c := &call{start: p.opts.Now(), requestID: newRequestID(), traceID: traceOf(req)}
 	c.event = audit.NewEvent(audit.TypeDecision, c.start)
-	c.event.RequestID, c.event.Method = c.requestID, method
+	c.event.RequestID, c.event.TraceID, c.event.Method = c.requestID, c.traceID, method
 	ss, _ := req.GetSession().(*mcp.ServerSession)
 	c.session = ss
 	if ss != nil {

@@ -285,3 +285,49 @@ func (w *syncBuf) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
+	t.Parallel()
+	seen := make(chan string, 1)
+	up := mcp.NewServer(&mcp.Implementation{Name: "upstream"}, nil)
+	up.AddTool(&mcp.Tool{Name: "t", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		tp, _ := req.Params.Meta["traceparent"].(string)
+		seen <- tp
+		return &mcp.CallToolResult{Content: []mcp.Content{}}, nil
+	})
+	r := newRig(t, true, nil, map[string]*mcp.Server{"up": up})
+	s := r.agent(nil)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	params := &mcp.CallToolParams{Name: "up__t", Arguments: map[string]any{}, Meta: mcp.Meta{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}
+	if _, err := s.CallTool(context.Background(), params); err != nil {
+		t.Fatal(err)
+	}
+	tp := <-seen
+	if id, ok := parseTraceparent(tp); !ok || id != traceID || strings.Contains(tp, "00f067aa0ba902b7") {
+		t.Errorf("upstream got traceparent %q; want trace %s with the gateway as parent", tp, traceID)
+	}
+	rows, err := r.store.Events(context.Background(), store.EventQuery{TraceID: traceID})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("events with the trace ID: %d, %v", len(rows), err)
+	}
+	// Without a traceparent the gateway starts a trace of its own.
+	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__t", Arguments: map[string]any{}})
+	if _, ok := parseTraceparent(<-seen); !ok {
+		t.Error("no traceparent generated")
+	}
+}
+
+func TestParseTraceparent(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": true,
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": false,
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": false,
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01": false,
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7":    false,
+		"": false, "garbage": false,
+	} {
+		if _, got := parseTraceparent(s); got != ok {
+			t.Errorf("%q: %v", s, got)
+		}
+	}
+}

@@ -92,6 +92,7 @@ func (p *Proxy) relay(ctx context.Context, r *route, meta mcp.Meta, f func(conte
 	for k, v := range meta {
 		out[k] = v
 	}
+	out[traceparentKey] = childTraceparent(r.call.traceID)
 	if tok, ok := meta["progressToken"]; ok && r.call.session != nil {
 		up := fmt.Sprintf("pc-%d", p.progressSeq.Add(1))
 		p.progress.Store(up, progressRoute{session: r.call.session, token: tok, ctx: ctx})

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// crashConfig is a gateway on the demo upstream with external checkpoint
+// copies and a short checkpoint interval.
+func crashConfig(t *testing.T) (dir, cfg, addr string) {
+	dir = t.TempDir()
+	addr = freeAddr(t)
+	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };`)
+	cfg = filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`version: 1
+data_dir: data
+listen: {address: %q, admin: %q}
+policy: {paths: [p.cedar]}
+agents: [{name: loader}]
+upstreams: [{name: demo, builtin: demo}]
+audit: {checkpoint_interval: 1s, checkpoint_copies: [copies]}
+`, addr, freeAddr(t)))
+	return dir, cfg, addr
+}
+
+// TestKill9UnderLoadLosesNoAcknowledgedEvent: every call answered before
+// the gateway is killed has its decision in the log, and the log verifies.
+func TestKill9UnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
+	t.Parallel()
+	dir, cfg, addr := crashConfig(t)
+	tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "loader", "--ttl", "10m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	httpc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok))
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	var acked atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "loader"}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: httpc, MaxRetries: -1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+				if err != nil {
+					return // the gateway is gone
+				}
+				if !res.IsError {
+					acked.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(2500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	wg.Wait()
+	n := acked.Load()
+	if n < 50 {
+		t.Fatalf("only %d calls acknowledged before the kill; load too light to mean anything", n)
+	}
+	out, _, err := portcullis(t, nil, "audit", "tail", "--config", cfg, "--json", "-n", "10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded int64
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, `"outcome":"allow"`) && strings.Contains(line, `"action":"call_tool"`) {
+			recorded++
+		}
+	}
+	if recorded < n {
+		t.Fatalf("%d calls acknowledged, %d allow decisions in the log", n, recorded)
+	}
+	out, stderrOut, err := portcullis(t, nil, "audit", "verify", "--config", cfg, "--key", filepath.Join(dir, "data", "keys", "audit-log.pub"), "--checkpoints", filepath.Join(dir, "copies"))
+	if err != nil || !strings.Contains(out, "log verified") {
+		t.Fatalf("verify after kill -9: %v\n%s%s", err, out, stderrOut)
+	}
+	// Restarting recovers the tree from the store and goes on appending.
+	if _, _, err := portcullis(t, nil, "audit", "checkpoint", "--config", cfg); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = portcullis(t, nil, "audit", "verify", "--config", cfg, "--key", filepath.Join(dir, "data", "keys", "audit-log.pub"))
+	if err != nil || !strings.Contains(out, "log verified") {
+		t.Fatalf("verify after checkpoint: %v\n%s", err, out)
+	}
+	t.Logf("%d acknowledged, %d recorded", n, recorded)
+}
+
+func TestAuditVerifyProveAndTamper(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nagents: [{name: a}]\n")
+	for i := 0; i < 5; i++ {
+		if _, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := portcullis(t, nil, "audit", "checkpoint", "--config", cfg); err != nil {
+		t.Fatal(err)
+	}
+	pub := filepath.Join(dir, "auditor.pub")
+	b, _ := os.ReadFile(filepath.Join(dir, "data", "keys", "audit-log.pub"))
+	writeFile(t, pub, string(b))
+	out, _, err := portcullis(t, nil, "audit", "verify", "--data-dir", filepath.Join(dir, "data"), "--key", pub)
+	if err != nil || !strings.Contains(out, "5 events") {
+		t.Fatalf("verify: %v %s", err, out)
+	}
+	proof, _, err := portcullis(t, nil, "audit", "prove", "3", "--data-dir", filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := filepath.Join(dir, "proof.json")
+	writeFile(t, pf, proof)
+	out, _, err = portcullis(t, nil, "audit", "verify-proof", pf, "--key", pub)
+	if err != nil || !strings.Contains(out, "event 3 is in log") {
+		t.Fatalf("verify-proof: %v %s", err, out)
+	}
+	tampered := strings.Replace(proof, `"tree_size": 5`, `"tree_size": 4`, 1)
+	writeFile(t, pf, tampered)
+	if _, _, err := portcullis(t, nil, "audit", "verify-proof", pf, "--key", pub); err == nil {
+		t.Error("tampered proof verified")
+	}
+}

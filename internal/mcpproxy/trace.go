@@ -1,0 +1,71 @@
+package mcpproxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"reflect"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// W3C trace context: a request carries "traceparent" in its MCP _meta or,
+// over HTTP, as a header. The gateway records the trace ID with every event
+// of the request and passes a traceparent to the upstream with the gateway
+// as the parent, so that one trace ID pulls the whole chain
+// (`portcullis audit trace`). A request without one gets a fresh trace ID.
+
+const traceparentKey = "traceparent"
+
+// traceOf returns the request's trace ID (32 hex digits), generating one if
+// the request carries no valid traceparent.
+func traceOf(req mcp.Request) string {
+	if p := req.GetParams(); p != nil && !isNilPointer(p) {
+		if m := p.GetMeta(); m != nil {
+			if s, ok := m[traceparentKey].(string); ok {
+				if id, ok := parseTraceparent(s); ok {
+					return id
+				}
+			}
+		}
+	}
+	if ex := req.GetExtra(); ex != nil && ex.Header != nil {
+		if id, ok := parseTraceparent(ex.Header.Get(traceparentKey)); ok {
+			return id
+		}
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// parseTraceparent accepts version 00 "00-<trace-id>-<parent-id>-<flags>".
+func parseTraceparent(s string) (string, bool) {
+	parts := strings.Split(s, "-")
+	if len(parts) != 4 || parts[0] != "00" || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		return "", false
+	}
+	for _, p := range parts[1:] {
+		if _, err := hex.DecodeString(p); err != nil || strings.ToLower(p) != p {
+			return "", false
+		}
+	}
+	if parts[1] == strings.Repeat("0", 32) || parts[2] == strings.Repeat("0", 16) {
+		return "", false
+	}
+	return parts[1], true
+}
+
+// childTraceparent is the traceparent the gateway sends downstream.
+func childTraceparent(traceID string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "00-" + traceID + "-" + hex.EncodeToString(b[:]) + "-01"
+}
+
+// isNilPointer reports whether v is an interface holding a nil pointer (the
+// SDK passes typed nil params for methods without params).
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
+}
