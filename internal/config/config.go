@@ -142,6 +142,38 @@ type Audit struct {
 	CheckpointCopies []string `json:"checkpoint_copies,omitempty"`
 	// CheckpointURL, if set, receives every checkpoint as an HTTP POST.
 	CheckpointURL string `json:"checkpoint_url,omitempty"`
+	// Export streams committed events, as OCSF JSON, to SIEMs.
+	Export []Export `json:"export,omitempty"`
+}
+
+// Export is one destination for audit events. Exactly one of File,
+// Webhook, Syslog and OTLP is set.
+type Export struct {
+	// Name identifies the destination; its progress is kept under it.
+	Name    string         `json:"name"`
+	File    *FileExport    `json:"file,omitempty"`
+	Webhook *WebhookExport `json:"webhook,omitempty"`
+	Syslog  *SyslogExport  `json:"syslog,omitempty"`
+	OTLP    *WebhookExport `json:"otlp,omitempty"`
+}
+
+// FileExport appends JSON lines to a file.
+type FileExport struct {
+	Path string `json:"path"`
+}
+
+// WebhookExport POSTs to a URL (for OTLP: the collector's base URL).
+type WebhookExport struct {
+	URL     string           `json:"url"`
+	Headers map[string]Value `json:"headers,omitempty"`
+}
+
+// SyslogExport sends RFC 5424 messages over TCP, or TLS when TLS is true.
+type SyslogExport struct {
+	Address string `json:"address"`
+	TLS     bool   `json:"tls,omitempty"`
+	// CAFile verifies the receiver's certificate (default: system roots).
+	CAFile string `json:"ca_file,omitempty"`
 }
 
 // Audit defaults.
@@ -284,6 +316,14 @@ func (c *Config) Validate() error {
 	if u := c.Audit.CheckpointURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		add("audit.checkpoint_url: %q must be an http(s) URL", u)
 	}
+	names := map[string]bool{}
+	for i, x := range c.Audit.Export {
+		errs = append(errs, x.validate(fmt.Sprintf("audit.export[%d]", i))...)
+		if names[x.Name] {
+			add("audit.export[%d].name: duplicate %q", i, x.Name)
+		}
+		names[x.Name] = true
+	}
 	if c.Store.Synchronous != "full" && c.Store.Synchronous != "normal" {
 		add("store.synchronous: %q is not full or normal", c.Store.Synchronous)
 	}
@@ -348,6 +388,45 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if u.CallTimeout < 0 || u.MaxConcurrentCalls < 0 {
 		add("call_timeout and max_concurrent_calls must not be negative")
+	}
+	return errs
+}
+
+func (x *Export) validate(at string) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(at+"."+format, a...)) }
+	if !nameRE.MatchString(x.Name) {
+		add("name: %q must match %s", x.Name, nameRE)
+	}
+	n := 0
+	if x.File != nil {
+		n++
+		if x.File.Path == "" {
+			add("file.path: required")
+		}
+	}
+	for kind, w := range map[string]*WebhookExport{"webhook": x.Webhook, "otlp": x.OTLP} {
+		if w == nil {
+			continue
+		}
+		n++
+		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
+			add("%s.url: %q must be an http(s) URL", kind, w.URL)
+		}
+		for k, v := range w.Headers {
+			if err := v.validate(k); err != nil {
+				add("%s.headers.%s: %v", kind, k, err)
+			}
+		}
+	}
+	if x.Syslog != nil {
+		n++
+		if x.Syslog.Address == "" {
+			add("syslog.address: required (host:port)")
+		}
+	}
+	if n != 1 {
+		add("exactly one of file, webhook, syslog, otlp must be set")
 	}
 	return errs
 }

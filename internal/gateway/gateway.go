@@ -43,6 +43,7 @@ type Gateway struct {
 	proxy    *mcpproxy.Proxy
 	metrics  *metrics.Metrics
 	cp       *audit.Checkpointer
+	exporter *audit.Exporter
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -104,6 +105,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
+	sinks, err := newSinks(cfg)
+	if err != nil {
+		g.store.Close()
+		return nil, err
+	}
+	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	principal := opts.Principal
@@ -253,6 +260,7 @@ type background struct {
 	stopRecorder  context.CancelFunc
 	upDone        chan struct{}
 	recDone       chan struct{}
+	expDone       chan struct{}
 }
 
 func (g *Gateway) startBackground() *background {
@@ -262,6 +270,8 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
+	b.expDone = make(chan struct{})
+	go func() { g.exporter.Run(upCtx); close(b.expDone) }()
 	g.lifecycle("started")
 	return b
 }
@@ -270,6 +280,7 @@ func (g *Gateway) startBackground() *background {
 func (b *background) stop() error {
 	b.stopUpstreams()
 	<-b.upDone
+	<-b.expDone // what was not exported yet is sent after the next start
 	b.g.lifecycle("stopped")
 	b.stopRecorder()
 	<-b.recDone

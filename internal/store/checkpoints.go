@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -75,4 +77,28 @@ func (s *SQLite) PruneBodies(ctx context.Context, before time.Time) (int64, erro
 		return 0, fmt.Errorf("prune event bodies: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// Cursor returns the last event sequence number exported to the named sink
+// (0 if none).
+func (s *SQLite) Cursor(ctx context.Context, name string) (int64, error) {
+	var seq int64
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM export_cursors WHERE name = ?`, name).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read export cursor: %w", err)
+	}
+	return seq, nil
+}
+
+// SetCursor records that the named sink has received every event up to seq.
+func (s *SQLite) SetCursor(ctx context.Context, name string, seq int64) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO export_cursors(name, seq) VALUES (?, ?)
+		ON CONFLICT(name) DO UPDATE SET seq = excluded.seq`, name, seq)
+	if err != nil {
+		return fmt.Errorf("write export cursor: %w", err)
+	}
+	return nil
 }

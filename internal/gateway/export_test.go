@@ -1,0 +1,207 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// received collects OCSF events by their audit sequence number.
+type received struct {
+	mu   sync.Mutex
+	seqs map[int64]map[string]any
+}
+
+func (r *received) add(o map[string]any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	md, _ := o["metadata"].(map[string]any)
+	seq, _ := md["uid"].(float64)
+	r.seqs[int64(seq)] = o
+}
+
+func (r *received) has(seq int64) (map[string]any, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.seqs[seq]
+	return o, ok
+}
+
+func newReceived() *received { return &received{seqs: map[int64]map[string]any{}} }
+
+// syslogReceiver accepts RFC 6587 octet-counted RFC 5424 messages.
+func syslogReceiver(t *testing.T, into *received) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					n, err := br.ReadString(' ')
+					if err != nil {
+						return
+					}
+					size, err := strconv.Atoi(strings.TrimSpace(n))
+					if err != nil || size > 1<<20 {
+						t.Errorf("bad frame length %q", n)
+						return
+					}
+					msg := make([]byte, size)
+					if _, err := io.ReadFull(br, msg); err != nil {
+						return
+					}
+					if !strings.HasPrefix(string(msg), "<") || !strings.Contains(string(msg), ">1 ") {
+						t.Errorf("not RFC 5424: %.80s", msg)
+					}
+					i := strings.Index(string(msg), "] {")
+					var o map[string]any
+					if err := json.Unmarshal(msg[i+2:], &o); err != nil {
+						t.Errorf("syslog body: %v", err)
+						continue
+					}
+					into.add(o)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestAuditExportToFileWebhookSyslogAndOTLP(t *testing.T) {
+	t.Parallel()
+	webhook, syslog, otlp := newReceived(), newReceived(), newReceived()
+	var failures int
+	var mu sync.Mutex
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fail := failures < 2 // the receiver is down at first: nothing may be lost
+		failures++
+		mu.Unlock()
+		if fail {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer hook-secret" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		var batch []map[string]any
+		json.NewDecoder(r.Body).Decode(&batch)
+		for _, o := range batch {
+			webhook.add(o)
+		}
+	}))
+	t.Cleanup(hook.Close)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/logs" {
+			http.NotFound(w, r)
+			return
+		}
+		var req struct {
+			ResourceLogs []struct {
+				ScopeLogs []struct {
+					LogRecords []struct {
+						Body struct{ StringValue string }
+					}
+				}
+			}
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		for _, rl := range req.ResourceLogs {
+			for _, sl := range rl.ScopeLogs {
+				for _, lr := range sl.LogRecords {
+					var o map[string]any
+					json.Unmarshal([]byte(lr.Body.StringValue), &o)
+					otlp.add(o)
+				}
+			}
+		}
+	}))
+	t.Cleanup(collector.Close)
+	os.Setenv("PORTCULLIS_TEST_HOOK_AUTH", "Bearer hook-secret")
+	h := startGateway(t, demoConfig+fmt.Sprintf(`
+audit:
+  export:
+    - {name: file, file: {path: DIR/ocsf.jsonl}}
+    - {name: hook, webhook: {url: %q, headers: {Authorization: {from_env: PORTCULLIS_TEST_HOOK_AUTH}}}}
+    - {name: siem, syslog: {address: %q}}
+    - {name: otel, otlp: {url: %q}}
+`, hook.URL, syslogReceiver(t, syslog), collector.URL), map[string]string{"policy.cedar": demoPolicy})
+
+	s := h.mustConnect("mailer")
+	ctx := context.Background()
+	s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@evil.test", "body": "b"}})
+	var want []int64
+	for _, e := range h.events() {
+		if e.Type == "decision" && e.Action == "call_tool" {
+			want = append(want, e.Seq)
+		}
+	}
+	if len(want) != 2 {
+		t.Fatalf("decisions: %v", want)
+	}
+	fileRecv := newReceived()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(filepath.Join(h.dir, "ocsf.jsonl")); err == nil {
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var o map[string]any
+				if json.Unmarshal([]byte(line), &o) == nil {
+					fileRecv.add(o)
+				}
+			}
+		}
+		done := true
+		for _, r := range []*received{fileRecv, webhook, syslog, otlp} {
+			for _, seq := range want {
+				if _, ok := r.has(seq); !ok {
+					done = false
+				}
+			}
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every sink received both decisions (file %d, webhook %d, syslog %d, otlp %d)",
+				len(fileRecv.seqs), len(webhook.seqs), len(syslog.seqs), len(otlp.seqs))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	deny, _ := syslog.has(want[1])
+	if deny["class_uid"] != float64(6003) || deny["status"] != "Failure" || deny["status_detail"] != "forbidden_by_policy" {
+		t.Errorf("OCSF of a denial = %v", deny)
+	}
+	actor, _ := deny["actor"].(map[string]any)
+	if user, _ := actor["user"].(map[string]any); user["name"] != "mailer" {
+		t.Errorf("OCSF actor = %v", actor)
+	}
+	b, _ := os.ReadFile(filepath.Join(h.dir, "ocsf.jsonl"))
+	if strings.Contains(string(b), "hook-secret") {
+		t.Error("webhook secret leaked into exported events")
+	}
+}
