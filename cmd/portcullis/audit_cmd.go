@@ -40,7 +40,7 @@ func auditCmd() *cobra.Command {
 	tail.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
 	tail.Flags().StringVar(&agent, "agent", "", "only events of this agent")
 	tail.Flags().StringVar(&requestID, "request", "", "only events of this request ID")
-	cmd.AddCommand(tail, verifyCmd(), proveCmd(), verifyProofCmd(), checkpointCmd(), pruneCmd(), traceCmd())
+	cmd.AddCommand(tail, verifyCmd(), proveCmd(), verifyProofCmd(), checkpointCmd(), pruneCmd(), traceCmd(), replayCmd())
 	return cmd
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -291,4 +292,55 @@ func traceEvents(ctx context.Context, st *store.SQLite, id string, asJSON bool, 
 		return fmt.Errorf("no events for %q", id)
 	}
 	return nil
+}
+
+func replayCmd() *cobra.Command {
+	var src source
+	cmd := &cobra.Command{
+		Use:   "replay SEQ",
+		Short: "Re-evaluate a recorded decision under the policy that made it and under the current policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || seq < 1 {
+				return fmt.Errorf("event %q: want a sequence number", args[0])
+			}
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			r, err := gateway.ReplayDecision(cmd.Context(), cfg, seq)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			e := r.Event
+			fmt.Fprintf(w, "event %d: %s %s by %s: recorded %s (%s) under %s\n", e.Seq, e.Action, e.Target, e.Agent, e.Outcome, orDash(e.Code), e.PolicyVersion)
+			if e.Input.Redactions > 0 {
+				fmt.Fprintf(w, "note: %d argument values were redacted when recorded and are replayed as their hashes\n", e.Input.Redactions)
+			}
+			show := func(label string, d policy.Decision) {
+				out := "deny"
+				if d.Allow {
+					out = "allow"
+				}
+				fmt.Fprintf(w, "%-9s %-5s %-20s policies=%s version=%s\n", label, out, orDash(d.Code), orDash(strings.Join(d.Policies, ",")), d.Version)
+			}
+			show("recorded", r.Recorded)
+			show("current", r.Current)
+			if r.Recorded.Allow != r.Current.Allow {
+				fmt.Fprintln(w, "the current policy decides differently")
+			}
+			return nil
+		},
+	}
+	src.flags(cmd)
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

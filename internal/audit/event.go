@@ -64,6 +64,8 @@ type Event struct {
 	// upstream round trip (for upstream outcomes).
 	LatencyMicros int64  `json:"latency_us,omitempty"`
 	Detail        string `json:"detail,omitempty"`
+	// Input keeps what a policy decision needs for replay.
+	Input *Input `json:"input,omitempty"`
 }
 
 // NewEvent returns an event of type t whose outcome is deny until the caller

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,5 +102,17 @@ func TestStoreFailureIsReturnedToTheCaller(t *testing.T) {
 func TestNewEventStartsAsDeny(t *testing.T) {
 	if e := NewEvent(TypeDecision, time.Now()); e.Outcome != OutcomeDeny {
 		t.Errorf("outcome %q", e.Outcome)
+	}
+}
+
+func TestRedactArguments(t *testing.T) {
+	got, n := RedactArguments([]byte(`{"path":"/a","password":"hunter2","nested":{"token":"t","list":["ok"]},"big":"` + strings.Repeat("x", 300) + `","n":5}`))
+	s := string(got)
+	if n != 3 || strings.Contains(s, "hunter2") || strings.Contains(s, `"t"`) || strings.Contains(s, "xxxx") ||
+		!strings.Contains(s, `"path":"/a"`) || !strings.Contains(s, `"n":5`) || !strings.Contains(s, `"ok"`) {
+		t.Errorf("redacted %d: %s", n, s)
+	}
+	if got, n := RedactArguments([]byte(`not json`)); n != 1 || !strings.HasPrefix(string(got), `"sha256:`) {
+		t.Errorf("non-JSON: %s", got)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
 )
 
 // received collects OCSF events by their audit sequence number.
@@ -203,5 +205,33 @@ audit:
 	b, _ := os.ReadFile(filepath.Join(h.dir, "ocsf.jsonl"))
 	if strings.Contains(string(b), "hook-secret") {
 		t.Error("webhook secret leaked into exported events")
+	}
+}
+
+func TestReplayUnderRecordedAndCurrentPolicy(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("mailer")
+	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@evil.test", "body": "b", "api_key": "sk-live-123"}})
+	e := h.findEvent(func(e *audit.Event) bool { return e.Code == "forbidden_by_policy" })
+	if e == nil || e.Input == nil || e.Input.Redactions != 1 || strings.Contains(string(e.Input.Arguments), "sk-live-123") {
+		t.Fatalf("decision event input = %+v", e)
+	}
+	h.stop()
+	r, err := ReplayDecision(context.Background(), h.cfg, e.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Recorded.Allow || r.Recorded.Code != "forbidden_by_policy" || r.Recorded.Version != e.PolicyVersion {
+		t.Errorf("recorded replay = %+v", r.Recorded)
+	}
+	// The operator drops the domain rule: the same request would now pass.
+	os.WriteFile(filepath.Join(h.dir, "policy.cedar"), []byte(strings.Replace(demoPolicy, "forbid (principal, action == Action::\"call_tool\", resource == Tool::\"demo__send_message\")", "forbid (principal, action == Action::\"call_tool\", resource == Tool::\"demo__no_such_tool\")", 1)), 0o600)
+	r, err = ReplayDecision(context.Background(), h.cfg, e.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Current.Allow || r.Recorded.Allow || r.Current.Version == r.Recorded.Version {
+		t.Errorf("current %+v recorded %+v", r.Current, r.Recorded)
 	}
 }

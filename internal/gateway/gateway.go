@@ -111,6 +111,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
+	if err := saveBundle(context.Background(), g.store, set, srcs); err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	principal := opts.Principal

@@ -58,6 +58,7 @@ type call struct {
 	start     time.Time
 	requestID string
 	traceID   string
+	rawArgs   json.RawMessage // the arguments as received, for the replay record
 	principal *identity.Principal
 	session   *mcp.ServerSession
 	state     *sessionState
@@ -179,6 +180,9 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	d := p.opts.Decider.Decide(in)
 	e := c.event
 	e.Action, e.Target, e.Upstream = in.Action, in.Target.ID, in.Target.Upstream
+	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
+		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld}
+	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
 	if !d.Allow {
 		e.Code = d.Code
@@ -217,6 +221,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	}
 	sum := sha256.Sum256(raw)
 	c.event.ArgumentsSHA256 = hex.EncodeToString(sum[:])
+	c.rawArgs = raw
 	return p.withSlot(ctx, c, policy.ActionCallTool, name, func() (mcp.Result, error) {
 		in := &policy.Input{Action: policy.ActionCallTool, Target: toolTarget(e), Arguments: args}
 		if err := p.decide(ctx, c, in); err != nil {
@@ -276,6 +281,7 @@ func (p *Proxy) enforcePrompt(ctx context.Context, c *call, next mcp.MethodHandl
 	if err != nil {
 		return nil, p.refuse(ctx, c, policy.ActionGetPrompt, name, ReasonBadArguments)
 	}
+	c.rawArgs = raw
 	return p.withSlot(ctx, c, policy.ActionGetPrompt, name, func() (mcp.Result, error) {
 		in := &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: e.up.Name}, Arguments: args}
 		if err := p.decide(ctx, c, in); err != nil {

@@ -102,3 +102,24 @@ func (s *SQLite) SetCursor(ctx context.Context, name string, seq int64) error {
 	}
 	return nil
 }
+
+// SaveBundle keeps a policy bundle's sources under its version, so that
+// decisions can be replayed under the policy that made them.
+func (s *SQLite) SaveBundle(ctx context.Context, version string, sources []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO policy_bundles(version, time_ns, sources) VALUES (?,?,?) ON CONFLICT(version) DO NOTHING`,
+		version, time.Now().UnixNano(), sources)
+	if err != nil {
+		return fmt.Errorf("save policy bundle: %w", err)
+	}
+	return nil
+}
+
+// Bundle returns the sources saved under version.
+func (s *SQLite) Bundle(ctx context.Context, version string) ([]byte, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT sources FROM policy_bundles WHERE version = ?`, version).Scan(&b)
+	if err != nil {
+		return nil, fmt.Errorf("read policy bundle %s: %w", version, err)
+	}
+	return b, nil
+}

@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS log_state (
 	size  INTEGER NOT NULL,
 	range BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_bundles (
+	version TEXT PRIMARY KEY,
+	time_ns INTEGER NOT NULL,
+	sources BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL
