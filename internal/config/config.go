@@ -44,6 +44,7 @@ type Config struct {
 	Limits    Limits     `json:"limits,omitempty"`
 	Store     Store      `json:"store,omitempty"`
 	Audit     Audit      `json:"audit,omitempty"`
+	Telemetry Telemetry  `json:"telemetry,omitempty"`
 	Log       Log        `json:"log,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
@@ -182,6 +183,13 @@ const (
 	DefaultCheckpointInterval = 10 * time.Second
 )
 
+// Telemetry configures OpenTelemetry export.
+type Telemetry struct {
+	// OTLP, if set, receives spans of every request's stages over OTLP/HTTP
+	// (JSON) at <url>/v1/traces.
+	OTLP *WebhookExport `json:"otlp,omitempty"`
+}
+
 // Log configures structured logging.
 type Log struct {
 	Level  string `json:"level,omitempty"`
@@ -315,6 +323,16 @@ func (c *Config) Validate() error {
 	}
 	if u := c.Audit.CheckpointURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		add("audit.checkpoint_url: %q must be an http(s) URL", u)
+	}
+	if o := c.Telemetry.OTLP; o != nil {
+		if !strings.HasPrefix(o.URL, "https://") && !strings.HasPrefix(o.URL, "http://") {
+			add("telemetry.otlp.url: %q must be an http(s) URL", o.URL)
+		}
+		for k, v := range o.Headers {
+			if err := v.validate(k); err != nil {
+				add("telemetry.otlp.headers.%s: %v", k, err)
+			}
+		}
 	}
 	names := map[string]bool{}
 	for i, x := range c.Audit.Export {

@@ -235,3 +235,53 @@ func TestReplayUnderRecordedAndCurrentPolicy(t *testing.T) {
 		t.Errorf("current %+v recorded %+v", r.Current, r.Recorded)
 	}
 }
+
+func TestSpansAreExportedWithTheAuditTraceID(t *testing.T) {
+	t.Parallel()
+	type span struct {
+		TraceID, SpanID, ParentSpanID, Name string
+	}
+	var mu sync.Mutex
+	var spans []span
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ResourceSpans []struct{ ScopeSpans []struct{ Spans []span } }
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				spans = append(spans, ss.Spans...)
+			}
+		}
+		mu.Unlock()
+	}))
+	t.Cleanup(collector.Close)
+	h := startGateway(t, demoConfig+fmt.Sprintf("telemetry: {otlp: {url: %q}}\n", collector.URL), map[string]string{"policy.cedar": demoPolicy})
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	resp, _ := h.post(h.token("reader", time.Minute), `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, nil)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	hdr := map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18", "traceparent": "00-" + traceID + "-b7ad6b7169203331-01"}
+	h.post(h.token("reader", time.Minute), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, hdr)
+	h.post(h.token("reader", time.Minute), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__list_files","arguments":{}}}`, hdr)
+	h.stop() // flushes the spans
+	names := map[string]span{}
+	mu.Lock()
+	for _, s := range spans {
+		if s.TraceID == traceID {
+			names[s.Name] = s
+		}
+	}
+	mu.Unlock()
+	for _, want := range []string{"mcp tools/call", "policy.decide", "audit.record", "upstream demo"} {
+		if _, ok := names[want]; !ok {
+			t.Errorf("no %q span in trace %s (got %v)", want, traceID, names)
+		}
+	}
+	if root, child := names["mcp tools/call"], names["upstream demo"]; child.ParentSpanID != root.SpanID {
+		t.Errorf("upstream span's parent %q, root span %q", child.ParentSpanID, root.SpanID)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Target == "demo__list_files" }); e == nil || e.TraceID != traceID {
+		t.Errorf("decision event trace = %+v", e)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -44,6 +45,7 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	cp       *audit.Checkpointer
 	exporter *audit.Exporter
+	tracer   *telemetry.Tracer
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -117,6 +119,14 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
+	if o := cfg.Telemetry.OTLP; o != nil {
+		h, err := headers(cfg, o.Headers)
+		if err != nil {
+			g.store.Close()
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
+		g.tracer = telemetry.New(o.URL, h, g.log.With("component", "telemetry"))
+	}
 	principal := opts.Principal
 	if principal == nil {
 		principal = mcpproxy.PrincipalFromTokenInfo
@@ -129,6 +139,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Limits:     cfg.Limits,
 		Namespaced: opts.Namespaced,
 		Log:        g.log.With("component", "proxy"),
+		Tracer:     g.tracer,
 	})
 	for _, u := range cfg.Upstreams {
 		dial, err := g.dialer(u)
@@ -265,6 +276,7 @@ type background struct {
 	upDone        chan struct{}
 	recDone       chan struct{}
 	expDone       chan struct{}
+	telDone       chan struct{}
 }
 
 func (g *Gateway) startBackground() *background {
@@ -274,6 +286,8 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
+	b.telDone = make(chan struct{})
+	go func() { g.tracer.Run(upCtx); close(b.telDone) }()
 	b.expDone = make(chan struct{})
 	go func() { g.exporter.Run(upCtx); close(b.expDone) }()
 	g.lifecycle("started")
@@ -285,6 +299,7 @@ func (b *background) stop() error {
 	b.stopUpstreams()
 	<-b.upDone
 	<-b.expDone // what was not exported yet is sent after the next start
+	<-b.telDone
 	b.g.lifecycle("stopped")
 	b.stopRecorder()
 	<-b.recDone

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
 // JSON-RPC error codes the gateway returns, in the implementation-defined
@@ -86,6 +87,11 @@ func (p *Proxy) enforce(next mcp.MethodHandler) mcp.MethodHandler {
 		if err != nil {
 			return nil, err
 		}
+		ctx, span := p.opts.Tracer.Start(ctx, "mcp "+method, telemetry.KindServer, c.traceID)
+		span.Set("mcp.method", method)
+		span.Set("portcullis.agent", c.principal.Agent)
+		span.Set("portcullis.request_id", c.requestID)
+		defer func() { span.Finish(err) }()
 		switch method {
 		case "tools/call":
 			return p.enforceToolCall(ctx, c, next, method, req.(*mcp.CallToolRequest))
@@ -161,7 +167,9 @@ func (p *Proxy) begin(ctx context.Context, method string, req mcp.Request) (*cal
 // case the caller must deny.
 func (p *Proxy) record(ctx context.Context, c *call) bool {
 	c.event.LatencyMicros = p.opts.Now().Sub(c.start).Microseconds()
+	_, span := p.opts.Tracer.Start(ctx, "audit.record", telemetry.KindInternal, c.traceID)
 	err := p.opts.Recorder.Record(ctx, c.event)
+	span.Finish(err)
 	p.opts.Metrics.Decision(c.event.Action, c.event.Outcome, p.opts.Now().Sub(c.start))
 	if err != nil {
 		p.opts.Log.Error("audit write failed; denying", "request_id", c.requestID, "err", err)
@@ -177,7 +185,10 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	if c.session != nil {
 		in.SessionID = c.session.ID()
 	}
+	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
 	d := p.opts.Decider.Decide(in)
+	span.Set("portcullis.decision", d.Code)
+	span.Finish(nil)
 	e := c.event
 	e.Action, e.Target, e.Upstream = in.Action, in.Target.ID, in.Target.Upstream
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,

@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
 // Decider is the policy decision point.
@@ -51,6 +52,8 @@ type Options struct {
 	Namespaced bool
 	Log        *slog.Logger
 	Now        func() time.Time
+	// Tracer records spans of each request's stages (nil: none).
+	Tracer *telemetry.Tracer
 }
 
 // Proxy is the enforcement point: an MCP server facing agents whose every

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
 // toolHandler relays an allowed tools/call to the upstream that serves e.
@@ -77,7 +78,7 @@ func (p *Proxy) resourceHandler(_ *Upstream) mcp.ResourceHandler {
 
 // relay runs f against r's upstream within its concurrency and time limits,
 // rewriting the progress token so progress finds its way back to the agent.
-func (p *Proxy) relay(ctx context.Context, r *route, meta mcp.Meta, f func(context.Context, *mcp.ClientSession, mcp.Meta) error) error {
+func (p *Proxy) relay(ctx context.Context, r *route, meta mcp.Meta, f func(context.Context, *mcp.ClientSession, mcp.Meta) error) (err error) {
 	u := r.up
 	s, err := u.Session()
 	if err != nil {
@@ -88,11 +89,13 @@ func (p *Proxy) relay(ctx context.Context, r *route, meta mcp.Meta, f func(conte
 		return unavailable("upstream_busy", r.call.requestID)
 	}
 	defer u.release(ref)
+	ctx, span := p.opts.Tracer.Start(ctx, "upstream "+u.Name, telemetry.KindClient, r.call.traceID)
+	defer func() { span.Finish(err) }()
 	out := mcp.Meta{}
 	for k, v := range meta {
 		out[k] = v
 	}
-	out[traceparentKey] = childTraceparent(r.call.traceID)
+	out[traceparentKey] = childTraceparent(r.call.traceID, span.ID())
 	if tok, ok := meta["progressToken"]; ok && r.call.session != nil {
 		up := fmt.Sprintf("pc-%d", p.progressSeq.Add(1))
 		p.progress.Store(up, progressRoute{session: r.call.session, token: tok, ctx: ctx})

@@ -56,11 +56,15 @@ func parseTraceparent(s string) (string, bool) {
 	return parts[1], true
 }
 
-// childTraceparent is the traceparent the gateway sends downstream.
-func childTraceparent(traceID string) string {
-	var b [8]byte
-	rand.Read(b[:])
-	return "00-" + traceID + "-" + hex.EncodeToString(b[:]) + "-01"
+// childTraceparent is the traceparent the gateway sends downstream: the
+// upstream call's span is the parent (a fresh ID when not tracing).
+func childTraceparent(traceID, spanID string) string {
+	if spanID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		spanID = hex.EncodeToString(b[:])
+	}
+	return "00-" + traceID + "-" + spanID + "-01"
 }
 
 // isNilPointer reports whether v is an interface holding a nil pointer (the
