@@ -9,6 +9,10 @@ go build -o bench/results/portcullis ./cmd/portcullis
 echo "== in-process pipeline (go test -bench)"
 go test ./internal/gateway -run '^$' -bench . -benchtime "${BENCHTIME:-2s}" | tee bench/results/pipeline.txt
 echo
+echo "== audit log: durable appends and verification of a million events"
+go test ./internal/audit -run '^$' -bench 'RecordDurable|VerifyMillion' -benchtime 1x -timeout 20m | tee bench/results/audit.txt
+go test ./internal/audit -run '^$' -bench 'RecordDurable' -benchtime "${BENCHTIME:-3s}" | tee -a bench/results/audit.txt
+echo
 echo "== round trips through the gateway (store.synchronous=full)"
 go run ./bench/roundtrip -portcullis bench/results/portcullis -sync full -json bench/results/roundtrip-full.json "$@"
 echo
