@@ -168,3 +168,65 @@ func TestAuditVerifyProveAndTamper(t *testing.T) {
 		t.Error("tampered proof verified")
 	}
 }
+
+// TestAuditTracePullsAChainAcrossAgents: an orchestrator's request and the
+// request of the agent it delegated to carry one W3C trace; one query pulls
+// both, and a request ID pulls its own events.
+func TestAuditTracePullsAChainAcrossAgents(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo");`)
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, fmt.Sprintf("version: 1\ndata_dir: data\nlisten: {address: %q, admin: %q}\npolicy: {paths: [p.cedar]}\nagents: [{name: orchestrator}, {name: worker}]\nupstreams: [{name: demo, builtin: demo}]\n", addr, freeAddr(t)))
+	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	const traceID = "5b8efff798038103d269b633813fc60c"
+	for _, agent := range []string{"orchestrator", "worker"} {
+		tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		httpc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok))
+			return http.DefaultTransport.RoundTrip(r)
+		})}
+		s, err := mcp.NewClient(&mcp.Implementation{Name: agent}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: httpc}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}, Meta: mcp.Meta{"traceparent": "00-" + traceID + "-a1b2c3d4e5f60718-01"}}
+		if _, err := s.CallTool(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	out, _, err := portcullis(t, nil, "audit", "trace", traceID, "--config", cfg, "--json")
+	if err != nil || !strings.Contains(out, `"agent":"orchestrator"`) || !strings.Contains(out, `"agent":"worker"`) {
+		t.Fatalf("trace %s: %v\n%s", traceID, err, out)
+	}
+	var reqID string
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, `"request_id":"`); i >= 0 && strings.Contains(line, "worker") {
+			reqID = strings.SplitN(line[i+14:], `"`, 2)[0]
+		}
+	}
+	out, _, err = portcullis(t, nil, "audit", "trace", reqID, "--config", cfg)
+	if err != nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "worker") {
+		t.Errorf("trace by request %s: %v\n%s", reqID, err, out)
+	}
+}

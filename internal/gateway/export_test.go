@@ -3,9 +3,17 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,9 +53,16 @@ func (r *received) has(seq int64) (map[string]any, bool) {
 
 func newReceived() *received { return &received{seqs: map[int64]map[string]any{}} }
 
-// syslogReceiver accepts RFC 6587 octet-counted RFC 5424 messages.
-func syslogReceiver(t *testing.T, into *received) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// syslogReceiver accepts RFC 6587 octet-counted RFC 5424 messages, over
+// TLS when tc is set.
+func syslogReceiver(t *testing.T, into *received, tc *tls.Config) string {
+	var ln net.Listener
+	var err error
+	if tc != nil {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", tc)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,9 +107,36 @@ func syslogReceiver(t *testing.T, into *received) string {
 	return ln.Addr().String()
 }
 
+// selfSigned returns a TLS server config for 127.0.0.1 and its CA as PEM.
+func selfSigned(t *testing.T) (*tls.Config, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "syslog.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	kb, _ := x509.MarshalECPrivateKey(key)
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, certPEM
+}
+
 func TestAuditExportToFileWebhookSyslogAndOTLP(t *testing.T) {
 	t.Parallel()
-	webhook, syslog, otlp := newReceived(), newReceived(), newReceived()
+	webhook, syslog, syslogTLS, otlp := newReceived(), newReceived(), newReceived(), newReceived()
+	serverTLS, caPEM := selfSigned(t)
 	var failures int
 	var mu sync.Mutex
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -150,8 +192,10 @@ audit:
     - {name: file, file: {path: DIR/ocsf.jsonl}}
     - {name: hook, webhook: {url: %q, headers: {Authorization: {from_env: PORTCULLIS_TEST_HOOK_AUTH}}}}
     - {name: siem, syslog: {address: %q}}
+    - {name: siem-tls, syslog: {address: %q, tls: true, ca_file: ca.pem}}
     - {name: otel, otlp: {url: %q}}
-`, hook.URL, syslogReceiver(t, syslog), collector.URL), map[string]string{"policy.cedar": demoPolicy})
+`, hook.URL, syslogReceiver(t, syslog, nil), syslogReceiver(t, syslogTLS, serverTLS), collector.URL),
+		map[string]string{"policy.cedar": demoPolicy, "ca.pem": string(caPEM)})
 
 	s := h.mustConnect("mailer")
 	ctx := context.Background()
@@ -178,7 +222,7 @@ audit:
 			}
 		}
 		done := true
-		for _, r := range []*received{fileRecv, webhook, syslog, otlp} {
+		for _, r := range []*received{fileRecv, webhook, syslog, syslogTLS, otlp} {
 			for _, seq := range want {
 				if _, ok := r.has(seq); !ok {
 					done = false
@@ -189,8 +233,8 @@ audit:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not every sink received both decisions (file %d, webhook %d, syslog %d, otlp %d)",
-				len(fileRecv.seqs), len(webhook.seqs), len(syslog.seqs), len(otlp.seqs))
+			t.Fatalf("not every sink received both decisions (file %d, webhook %d, syslog %d, syslog/TLS %d, otlp %d)",
+				len(fileRecv.seqs), len(webhook.seqs), len(syslog.seqs), len(syslogTLS.seqs), len(otlp.seqs))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
