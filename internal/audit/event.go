@@ -19,6 +19,7 @@ const (
 	TypeToken     = "token_issued"      // an agent token was minted
 	TypeLifecyle  = "gateway_lifecycle" // the gateway started or stopped, with its policy version
 	TypeRetention = "retention"         // old event bodies were pruned
+	TypePolicy    = "policy_change"     // a policy bundle was loaded or rejected
 )
 
 // Outcomes.

@@ -18,6 +18,7 @@ type Input struct {
 	ReadOnly   bool            `json:"read_only_hint,omitempty"`
 	Destruct   bool            `json:"destructive_hint,omitempty"`
 	OpenWorld  bool            `json:"open_world_hint,omitempty"`
+	Classes    []string        `json:"classification,omitempty"`
 	Arguments  json.RawMessage `json:"arguments,omitempty"`
 	Redactions int             `json:"redactions,omitempty"`
 }

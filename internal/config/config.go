@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ type Config struct {
 	Policy    Policy     `json:"policy,omitempty"`
 	Agents    []Agent    `json:"agents,omitempty"`
 	Upstreams []Upstream `json:"upstreams,omitempty"`
+	Tools     []Tool     `json:"tools,omitempty"`
 	Limits    Limits     `json:"limits,omitempty"`
 	Store     Store      `json:"store,omitempty"`
 	Audit     Audit      `json:"audit,omitempty"`
@@ -72,6 +74,16 @@ type Auth struct {
 // Policy names the Cedar policy files or directories.
 type Policy struct {
 	Paths []string `json:"paths,omitempty"`
+	// RequireSigned refuses a bundle (at start and at reload) unless
+	// Signature holds a note signed for its version by a TrustedKeys key.
+	RequireSigned bool `json:"require_signed,omitempty"`
+	// Signature is the bundle signature file (`portcullis policy sign`).
+	Signature string `json:"signature,omitempty"`
+	// TrustedKeys are files holding note verifier keys of policy signers.
+	TrustedKeys []string `json:"trusted_keys,omitempty"`
+	// ReloadInterval is how often the files are checked for changes (a
+	// SIGHUP also reloads). Zero: 2s.
+	ReloadInterval Duration `json:"reload_interval,omitempty"`
 }
 
 // Agent declares an agent that may hold credentials.
@@ -79,6 +91,17 @@ type Agent struct {
 	Name  string   `json:"name"`
 	Roles []string `json:"roles,omitempty"`
 }
+
+// Tool is the operator's classification of a tool, which replaces the one
+// derived from the upstream's (untrusted) annotations.
+type Tool struct {
+	// Name is the qualified tool name, "<upstream>__<tool>".
+	Name           string   `json:"name"`
+	Classification []string `json:"classification"`
+}
+
+// ToolClasses are the classes a tool may have.
+var ToolClasses = []string{"read_only", "writes", "deletes", "sends_externally", "moves_money"}
 
 // Upstream is one MCP tool server behind the gateway. Exactly one of Stdio,
 // HTTP and Builtin is set.
@@ -267,6 +290,9 @@ func (c *Config) applyDefaults() {
 		c.Auth.DefaultTTL = Duration(DefaultTokenTTL)
 	}
 	c.Limits.applyDefaults()
+	if c.Policy.ReloadInterval == 0 {
+		c.Policy.ReloadInterval = Duration(2 * time.Second)
+	}
 	if c.Audit.Origin == "" {
 		c.Audit.Origin = DefaultAuditOrigin
 	}
@@ -314,7 +340,28 @@ func (c *Config) Validate() error {
 		}
 		upSeen[u.Name] = true
 	}
+	toolSeen := map[string]bool{}
+	for i, t := range c.Tools {
+		if !strings.Contains(t.Name, NamespaceSeparator) {
+			add("tools[%d].name: %q must be qualified as <upstream>__<tool>", i, t.Name)
+		}
+		if toolSeen[t.Name] {
+			add("tools[%d].name: duplicate %q", i, t.Name)
+		}
+		toolSeen[t.Name] = true
+		if len(t.Classification) == 0 {
+			add("tools[%d].classification: required", i)
+		}
+		for _, cl := range t.Classification {
+			if !slices.Contains(ToolClasses, cl) {
+				add("tools[%d].classification: %q is not one of %v", i, cl, ToolClasses)
+			}
+		}
+	}
 	errs = append(errs, c.Limits.validate()...)
+	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
+		add("policy.require_signed: needs policy.signature and policy.trusted_keys")
+	}
 	if !originRE.MatchString(c.Audit.Origin) {
 		add("audit.origin: %q must be a name like example.com/audit (no spaces or '+')", c.Audit.Origin)
 	}

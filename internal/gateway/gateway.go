@@ -46,6 +46,7 @@ type Gateway struct {
 	cp       *audit.Checkpointer
 	exporter *audit.Exporter
 	tracer   *telemetry.Tracer
+	watch    bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -83,17 +84,18 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	srcs := opts.Policies
-	if srcs == nil {
-		var err error
-		if srcs, err = LoadPolicies(cfg); err != nil {
-			return nil, err
+	var set *policy.Set
+	var srcs []policy.Source
+	var err error
+	if opts.Policies != nil {
+		srcs = opts.Policies
+		if set, err = policy.Compile(srcs); err != nil {
+			return nil, fmt.Errorf("compile policy: %w", err)
 		}
+	} else if set, srcs, err = LoadBundle(cfg); err != nil {
+		return nil, err
 	}
-	set, err := policy.Compile(srcs)
-	if err != nil {
-		return nil, fmt.Errorf("compile policy: %w", err)
-	}
+	g.watch = opts.Policies == nil
 	g.engine = policy.NewEngine(set)
 	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, KeyFile)); err != nil {
 		return nil, err
@@ -132,14 +134,15 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		principal = mcpproxy.PrincipalFromTokenInfo
 	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
-		Decider:    g.engine,
-		Recorder:   g.recorder,
-		Principal:  principal,
-		Metrics:    g.metrics,
-		Limits:     cfg.Limits,
-		Namespaced: opts.Namespaced,
-		Log:        g.log.With("component", "proxy"),
-		Tracer:     g.tracer,
+		Decider:     g.engine,
+		Recorder:    g.recorder,
+		Principal:   principal,
+		Metrics:     g.metrics,
+		Limits:      cfg.Limits,
+		Namespaced:  opts.Namespaced,
+		Log:         g.log.With("component", "proxy"),
+		Tracer:      g.tracer,
+		ToolClasses: toolClasses(cfg),
 	})
 	for _, u := range cfg.Upstreams {
 		dial, err := g.dialer(u)
@@ -167,6 +170,14 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 		return mcpproxy.InProcessDialer(d.MCPServer), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+func toolClasses(cfg *config.Config) map[string][]string {
+	m := map[string][]string{}
+	for _, t := range cfg.Tools {
+		m[t.Name] = t.Classification
+	}
+	return m
 }
 
 func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, log *slog.Logger) (*audit.Checkpointer, error) {
@@ -286,6 +297,9 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
+	if g.watch {
+		go g.watchPolicy(upCtx)
+	}
 	b.telDone = make(chan struct{})
 	go func() { g.tracer.Run(upCtx); close(b.telDone) }()
 	b.expDone = make(chan struct{})

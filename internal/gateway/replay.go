@@ -60,7 +60,8 @@ func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay
 		Principal: &identity.Principal{Agent: e.Agent, Roles: e.Input.Roles, User: e.User, Task: e.Task},
 		Action:    e.Action,
 		Target: policy.Target{Kind: e.Input.Kind, ID: e.Target, Upstream: e.Upstream,
-			ReadOnly: e.Input.ReadOnly, Destructive: e.Input.Destruct, OpenWorld: e.Input.OpenWorld},
+			ReadOnly: e.Input.ReadOnly, Destructive: e.Input.Destruct, OpenWorld: e.Input.OpenWorld, Classes: e.Input.Classes},
+		Now:       e.Time,
 		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args,
 	}
 	b, err := st.Bundle(ctx, e.PolicyVersion)

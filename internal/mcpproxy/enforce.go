@@ -192,7 +192,7 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	e := c.event
 	e.Action, e.Target, e.Upstream = in.Action, in.Target.ID, in.Target.Upstream
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
-		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld}
+		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
 	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
 	if !d.Allow {
@@ -234,7 +234,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	c.event.ArgumentsSHA256 = hex.EncodeToString(sum[:])
 	c.rawArgs = raw
 	return p.withSlot(ctx, c, policy.ActionCallTool, name, func() (mcp.Result, error) {
-		in := &policy.Input{Action: policy.ActionCallTool, Target: toolTarget(e), Arguments: args}
+		in := &policy.Input{Action: policy.ActionCallTool, Target: p.toolTarget(e), Arguments: args}
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
@@ -242,8 +242,8 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	})
 }
 
-func toolTarget(e *toolEntry) policy.Target {
-	t := policy.Target{Kind: policy.KindTool, ID: e.qualified, Upstream: e.up.Name}
+func (p *Proxy) toolTarget(e *toolEntry) policy.Target {
+	t := policy.Target{Kind: policy.KindTool, ID: e.qualified, Upstream: e.up.Name, Classes: p.opts.ToolClasses[e.qualified]}
 	if a := e.tool.Annotations; a != nil {
 		t.ReadOnly = a.ReadOnlyHint
 		t.Destructive = a.DestructiveHint == nil || *a.DestructiveHint
@@ -387,7 +387,7 @@ func (p *Proxy) filterList(ctx context.Context, c *call, method string, res mcp.
 		total = len(r.Tools)
 		out := r.Tools[:0:0]
 		for _, t := range r.Tools {
-			if e, ok := p.catalog.tool(t.Name); ok && visible(policy.ActionCallTool, toolTarget(e)) {
+			if e, ok := p.catalog.tool(t.Name); ok && visible(policy.ActionCallTool, p.toolTarget(e)) {
 				out = append(out, t)
 			}
 		}

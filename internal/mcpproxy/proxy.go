@@ -54,6 +54,9 @@ type Options struct {
 	Now        func() time.Time
 	// Tracer records spans of each request's stages (nil: none).
 	Tracer *telemetry.Tracer
+	// ToolClasses are operator classifications by qualified tool name; a
+	// tool not listed is classified from its annotations.
+	ToolClasses map[string][]string
 }
 
 // Proxy is the enforcement point: an MCP server facing agents whose every

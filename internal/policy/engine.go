@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -46,6 +47,33 @@ type Target struct {
 	Upstream string
 	// Hints from MCP tool annotations (tools only).
 	ReadOnly, Destructive, OpenWorld bool
+	// Classes is the tool's classification (tools only); empty means the
+	// default derived from the hints (see Classify).
+	Classes []string
+}
+
+// Tool classes.
+const (
+	ClassReadOnly        = "read_only"
+	ClassWrites          = "writes"
+	ClassDeletes         = "deletes"
+	ClassSendsExternally = "sends_externally"
+	ClassMovesMoney      = "moves_money"
+)
+
+// Classify is the default classification of a tool from its hints.
+func Classify(t Target) []string {
+	if t.ReadOnly {
+		return []string{ClassReadOnly}
+	}
+	c := []string{ClassWrites}
+	if t.Destructive {
+		c = append(c, ClassDeletes)
+	}
+	if t.OpenWorld {
+		c = append(c, ClassSendsExternally)
+	}
+	return c
 }
 
 // Input is everything a decision depends on.
@@ -60,6 +88,12 @@ type Input struct {
 	Method    string
 	// Arguments are already converted with Arguments().
 	Arguments types.Record
+	// Labels are the session's data-flow labels.
+	Labels []string
+	// RiskScore is the detection engine's score (0 until it runs).
+	RiskScore int64
+	// Now is when the request arrived; zero means time.Now().
+	Now time.Time
 }
 
 // Decision is the outcome of one evaluation.
@@ -168,11 +202,25 @@ func request(in *Input, args types.Record) (cedar.Request, types.EntityMap, erro
 		return cedar.Request{}, nil, errNoPrincipal
 	}
 	resource := targetEntity(ents, in.Target)
+	now := in.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	now = now.UTC()
+	labels := make([]types.Value, len(in.Labels))
+	for i, l := range in.Labels {
+		labels[i] = types.String(l)
+	}
 	ctx := types.NewRecord(types.RecordMap{
 		"request_id": types.String(in.RequestID),
 		"session_id": types.String(in.SessionID),
 		"method":     types.String(in.Method),
 		"arguments":  args,
+		"time": types.NewRecord(types.RecordMap{
+			"hour": types.Long(now.Hour()), "weekday": types.Long(now.Weekday()), "unix": types.Long(now.Unix()),
+		}),
+		"session":    types.NewRecord(types.RecordMap{"labels": types.NewSet(labels...)}),
+		"risk_score": types.Long(in.RiskScore),
 	})
 	return cedar.Request{
 		Principal: principal,
@@ -206,6 +254,15 @@ func targetEntity(ents types.EntityMap, t Target) types.EntityUID {
 		attrs["read_only_hint"] = types.Boolean(t.ReadOnly)
 		attrs["destructive_hint"] = types.Boolean(t.Destructive)
 		attrs["open_world_hint"] = types.Boolean(t.OpenWorld)
+		classes := t.Classes
+		if len(classes) == 0 {
+			classes = Classify(t)
+		}
+		cv := make([]types.Value, len(classes))
+		for i, c := range classes {
+			cv[i] = types.String(c)
+		}
+		attrs["classification"] = types.NewSet(cv...)
 	case KindPrompt:
 		attrs["name"] = types.String(t.ID)
 	case KindResource:

@@ -65,16 +65,19 @@ func (s *Set) Version() string { return s.version }
 func (s *Set) Len() int { return len(s.meta) }
 
 // ReadSources reads .cedar files from the given files and directories, in a
-// deterministic order.
+// deterministic order. A source is named by its path relative to the
+// directory it was found in (or its base name for a file given directly),
+// so a bundle's version does not depend on where it is installed.
 func ReadSources(paths []string) ([]Source, error) {
-	var files []string
+	type file struct{ path, name string }
+	var files []file
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, fmt.Errorf("read policies: %w", err)
 		}
 		if !st.IsDir() {
-			files = append(files, p)
+			files = append(files, file{p, filepath.Base(p)})
 			continue
 		}
 		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
@@ -82,7 +85,11 @@ func ReadSources(paths []string) ([]Source, error) {
 				return err
 			}
 			if !d.IsDir() && strings.HasSuffix(path, ".cedar") {
-				files = append(files, path)
+				rel, err := filepath.Rel(p, path)
+				if err != nil {
+					return err
+				}
+				files = append(files, file{path, filepath.ToSlash(rel)})
 			}
 			return nil
 		})
@@ -93,14 +100,17 @@ func ReadSources(paths []string) ([]Source, error) {
 	if len(files) > MaxPolicyFiles {
 		return nil, fmt.Errorf("read policies: %d files exceed %d", len(files), MaxPolicyFiles)
 	}
-	slices.Sort(files)
+	slices.SortFunc(files, func(a, b file) int { return strings.Compare(a.name, b.name) })
 	var out []Source
-	for _, f := range files {
-		b, err := readBounded(f)
+	for i, f := range files {
+		if i > 0 && files[i-1].name == f.name {
+			return nil, fmt.Errorf("read policies: two files named %s", f.name)
+		}
+		b, err := readBounded(f.path)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Source{Name: f, Data: b})
+		out = append(out, Source{Name: f.name, Data: b})
 	}
 	return out, nil
 }
@@ -183,4 +193,19 @@ func newValidator() (*validate.Validator, error) {
 		return nil, fmt.Errorf("resolve embedded schema: %w", err)
 	}
 	return validate.New(r, validate.WithPermissive()), nil
+}
+
+// text returns the Cedar text of the policy with the given ID.
+func (s *Set) text(id string) string {
+	for pid, m := range s.meta {
+		if m.id == id {
+			p := s.ps.Get(pid)
+			if p == nil {
+				return ""
+			}
+			pos := p.Position()
+			return fmt.Sprintf("  (%s:%d)\n%s", pos.Filename, pos.Line, string(p.MarshalCedar()))
+		}
+	}
+	return ""
 }

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+)
+
+func policyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Cedar policies: validate, test, explain, sign"}
+	cmd.AddCommand(policyValidateCmd(), policySchemaCmd(), policyTestCmd(), policyExplainCmd(), policySignCmd(), policyKeygenCmd())
+	return cmd
+}
+
+func compilePaths(paths []string) (*policy.Set, error) {
+	srcs, err := policy.ReadSources(paths)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Compile(srcs)
+}
+
+func policyValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate PATH...",
+		Short: "Parse and validate policy files or directories against the Portcullis schema",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := compilePaths(args)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d policies valid, version %s\n", set.Len(), set.Version())
+			return nil
+		},
+	}
+}
+
+func policySchemaCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the Cedar schema policies are validated against",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(policy.Schema())
+			return err
+		},
+	}
+}
+
+func policyTestCmd() *cobra.Command {
+	var paths []string
+	cmd := &cobra.Command{
+		Use:   "test CASES.yaml...",
+		Short: "Run policy test cases (request → expected decision); exit 1 if any fails",
+		Long: "Each file lists cases: agent, roles, action, resource, arguments, and the\n" +
+			"expected decision (allow or deny), optionally the policies that must decide.\n" +
+			"The bundle is the file's own `policies:` (relative to it) or --policies.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			failed, total := 0, 0
+			for _, f := range args {
+				cf, err := policy.LoadCases(f)
+				if err != nil {
+					return err
+				}
+				ps := cf.Policies
+				if len(paths) > 0 {
+					ps = paths
+				}
+				if len(ps) == 0 {
+					return fmt.Errorf("%s: no policies (give `policies:` in the file or --policies)", f)
+				}
+				set, err := compilePaths(ps)
+				if err != nil {
+					return err
+				}
+				results, err := cf.Run(policy.NewEngine(set))
+				if err != nil {
+					return err
+				}
+				for _, r := range results {
+					total++
+					if r.Pass {
+						fmt.Fprintf(w, "PASS  %s: %s\n", f, r.Case.Name)
+						continue
+					}
+					failed++
+					fmt.Fprintf(w, "FAIL  %s: %s: %s\n", f, r.Case.Name, strings.TrimSpace(r.Why))
+				}
+			}
+			fmt.Fprintf(w, "%d passed, %d failed\n", total-failed, failed)
+			if failed > 0 {
+				return fmt.Errorf("%d policy test cases failed", failed)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&paths, "policies", nil, "policy files or directories (overrides the files' own)")
+	return cmd
+}
+
+func policyExplainCmd() *cobra.Command {
+	var paths, roles, classes []string
+	var agent, action, kind, id, upstream, args string
+	var readOnly, destructive, openWorld bool
+	cmd := &cobra.Command{
+		Use:   "explain --policies PATH --agent A --action call_tool --resource ID [flags]",
+		Short: "Show the decision for one request and which policies made it, with their text",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(paths) == 0 || agent == "" || action == "" || id == "" {
+				return errors.New("--policies, --agent, --action and --resource are required")
+			}
+			set, err := compilePaths(paths)
+			if err != nil {
+				return err
+			}
+			a, err := policy.Arguments(json.RawMessage(args))
+			if err != nil {
+				return fmt.Errorf("--args: %w", err)
+			}
+			if upstream == "" {
+				upstream, _, _ = strings.Cut(id, "__")
+			}
+			in := &policy.Input{
+				Principal: &identity.Principal{Agent: agent, Roles: roles}, Action: action, Arguments: a, Method: "explain",
+				Target: policy.Target{Kind: kind, ID: id, Upstream: upstream, ReadOnly: readOnly, Destructive: destructive, OpenWorld: openWorld, Classes: classes},
+			}
+			_, text := policy.NewEngine(set).Explain(in)
+			fmt.Fprint(cmd.OutOrStdout(), text)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&paths, "policies", nil, "policy files or directories")
+	f.StringVar(&agent, "agent", "", "agent name")
+	f.StringSliceVar(&roles, "role", nil, "agent roles")
+	f.StringVar(&action, "action", "call_tool", "Cedar action")
+	f.StringVar(&kind, "kind", policy.KindTool, "resource kind: Tool, Resource, Prompt")
+	f.StringVar(&id, "resource", "", "resource ID (upstream__tool, URI, upstream__prompt)")
+	f.StringVar(&upstream, "upstream", "", "upstream (default: the prefix of --resource)")
+	f.StringVar(&args, "args", "{}", "arguments as a JSON object")
+	f.BoolVar(&readOnly, "read-only", false, "the tool's readOnlyHint")
+	f.BoolVar(&destructive, "destructive", false, "the tool's destructiveHint")
+	f.BoolVar(&openWorld, "open-world", false, "the tool's openWorldHint")
+	f.StringSliceVar(&classes, "class", nil, "the tool's classification (default: derived from the hints)")
+	return cmd
+}
+
+func policySignCmd() *cobra.Command {
+	var key, out string
+	cmd := &cobra.Command{
+		Use:   "sign --key SIGNER.key --out bundle.sig PATH...",
+		Short: "Sign a policy bundle (its version) as a C2SP signed note",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key == "" || out == "" {
+				return errors.New("--key and --out are required")
+			}
+			set, err := compilePaths(args)
+			if err != nil {
+				return err
+			}
+			sk, err := os.ReadFile(key)
+			if err != nil {
+				return err
+			}
+			sig, err := policy.SignBundle(set.Version(), string(sk))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, sig, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %s (%d policies) into %s\n", set.Version(), set.Len(), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "signer key file (from `portcullis policy keygen`)")
+	cmd.Flags().StringVar(&out, "out", "", "signature file to write")
+	return cmd
+}
+
+func policyKeygenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen NAME PREFIX",
+		Short: "Create a policy signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub (for policy.trusted_keys)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			skey, vkey, err := note.GenerateKey(rand.Reader, args[0])
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(args[1]+".key", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.WriteString(skey + "\n"); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.WriteFile(args[1]+".pub", []byte(vkey+"\n"), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s.key and %s.pub\n", args[1], args[1])
+			return nil
+		},
+	}
+}
