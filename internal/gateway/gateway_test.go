@@ -365,3 +365,29 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Errorf("jwks = %v", jwks)
 	}
 }
+
+func TestArgumentsAreValidatedAgainstTheToolSchema(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("mailer")
+	ctx := context.Background()
+	for name, args := range map[string]map[string]any{
+		"wrong type":       {"to": "bob@example.com", "body": 42},
+		"unknown property": {"to": "bob@example.com", "body": "hi", "bcc": "eve@evil.test"},
+		"missing required": {"body": "hi"},
+	} {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: args})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		assertDenied(t, err, mcpproxy.ReasonBadArguments)
+	}
+	if _, err := os.Stat(filepath.Join(h.g.dataDir, DemoDir, "outbox.jsonl")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a call with invalid arguments reached the upstream")
+	}
+	e := h.findEvent(func(e *audit.Event) bool { return strings.Contains(e.Detail, "undeclared properties") })
+	if e == nil || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
+		t.Errorf("schema refusal event = %+v", e)
+	}
+}

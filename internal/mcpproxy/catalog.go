@@ -23,6 +23,7 @@ type toolEntry struct {
 	qualified string
 	tool      *mcp.Tool // as served (namespaced name)
 	digest    string    // canonical JSON of the upstream's definition
+	args      *argSchema
 }
 
 type promptEntry struct {
@@ -137,11 +138,16 @@ func (c *Catalog) deriveTools() (map[string]*toolEntry, []Problem) {
 				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "tool", Name: t.Name, Detail: err.Error()})
 				continue
 			}
+			args, err := newArgSchema(t.InputSchema)
+			if err != nil {
+				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "tool", Name: t.Name, Detail: "unusable input schema: " + truncate(err.Error(), 200)})
+				continue
+			}
 			name := c.qualify(un, t.Name)
 			owners[name] = append(owners[name], un)
 			served := *t
 			served.Name = name
-			out[name] = &toolEntry{up: c.ups[un], original: t.Name, qualified: un + config.NamespaceSeparator + t.Name, tool: &served, digest: digest(t)}
+			out[name] = &toolEntry{up: c.ups[un], original: t.Name, qualified: un + config.NamespaceSeparator + t.Name, tool: &served, digest: digest(t), args: args}
 		}
 	}
 	for name, ups := range owners {

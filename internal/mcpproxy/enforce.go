@@ -230,6 +230,10 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	if err != nil {
 		return nil, p.refuse(ctx, c, policy.ActionCallTool, name, ReasonBadArguments)
 	}
+	if err := e.args.check(raw); err != nil {
+		c.event.Detail = err.Error()
+		return nil, p.refuse(ctx, c, policy.ActionCallTool, name, ReasonBadArguments)
+	}
 	sum := sha256.Sum256(raw)
 	c.event.ArgumentsSHA256 = hex.EncodeToString(sum[:])
 	c.rawArgs = raw
