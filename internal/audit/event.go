@@ -20,6 +20,7 @@ const (
 	TypeLifecyle  = "gateway_lifecycle" // the gateway started or stopped, with its policy version
 	TypeRetention = "retention"         // old event bodies were pruned
 	TypePolicy    = "policy_change"     // a policy bundle was loaded or rejected
+	TypePrivilege = "privilege_change"  // a just-in-time grant was created, revoked or expired
 )
 
 // Outcomes.

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -46,6 +47,7 @@ type Gateway struct {
 	cp       *audit.Checkpointer
 	exporter *audit.Exporter
 	tracer   *telemetry.Tracer
+	grants   *grant.Cache
 	watch    bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
@@ -133,8 +135,14 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if principal == nil {
 		principal = mcpproxy.PrincipalFromTokenInfo
 	}
+	g.grants = grant.NewCache(g.store, nil, g.log.With("component", "grants"))
+	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, "grant_expired")) }
+	if err := g.grants.Refresh(context.Background()); err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
-		Decider:     g.engine,
+		Decider:     decider{Engine: g.engine, grants: g.grants},
 		Recorder:    g.recorder,
 		Principal:   principal,
 		Metrics:     g.metrics,
@@ -297,6 +305,7 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
+	go g.grants.Run(upCtx)
 	if g.watch {
 		go g.watchPolicy(upCtx)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,5 +59,60 @@ func TestPolicyHotReloadIsAtomicAndKeepsTheLastGoodBundle(t *testing.T) {
 	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypePolicy && e.Code == "bundle_loaded" })
 	if e == nil || e.PolicyVersion != h.g.engine.Version() || !strings.Contains(e.Detail, first) {
 		t.Errorf("load event = %+v", e)
+	}
+}
+
+func TestJustInTimeGrants(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	s := h.mustConnect("reader")
+	ctx := context.Background()
+	send := func(to string) error {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": "hi"}})
+		return err
+	}
+	assertDenied(t, send("bob@example.com"), "no_permit")
+	if _, err := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "incident 42: notify bob", "reader", time.Minute); err == nil {
+		t.Fatal("an agent granted itself a privilege")
+	}
+	g, err := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "incident 42: notify bob", "oncall-alice", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for send("bob@example.com") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("grant never took effect")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if names := toolNames(t, s); !slices.Contains(names, "demo__send_message") {
+		t.Errorf("granted tool not listed: %v", names)
+	}
+	assertDenied(t, send("eve@evil.test"), "forbidden_by_policy") // a grant never beats a forbid
+	e := h.findEvent(func(e *audit.Event) bool { return e.Outcome == audit.OutcomeAllow && e.Target == "demo__send_message" })
+	if e == nil || !slices.Contains(e.Policies, "grant:"+g.ID) {
+		t.Errorf("allow under a grant = %+v", e)
+	}
+	// It expires by itself.
+	time.Sleep(time.Until(g.Expires) + 100*time.Millisecond)
+	assertDenied(t, send("bob@example.com"), "no_permit")
+	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypePrivilege && e.Code == "grant_expired" }) == nil {
+		t.Error("expiry not audited")
+	}
+	// Revocation ends one early.
+	g2, _ := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "again", "oncall-alice", time.Hour)
+	for send("bob@example.com") != nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := RevokeGrant(ctx, h.cfg, g2.ID, "oncall-alice"); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for send("bob@example.com") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("revoked grant still honoured")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

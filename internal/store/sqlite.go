@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS policy_bundles (
 	time_ns INTEGER NOT NULL,
 	sources BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS grants (
+	id         TEXT PRIMARY KEY,
+	agent      TEXT NOT NULL,
+	tool       TEXT NOT NULL,
+	reason     TEXT NOT NULL,
+	granted_by TEXT NOT NULL,
+	created_ns INTEGER NOT NULL,
+	expires_ns INTEGER NOT NULL,
+	revoked    INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL
