@@ -289,7 +289,7 @@ upstreams:
   - name: up
     http: {url: %q}
     protocol_version: %q
-limits: {max_sessions: %d}
+limits: {max_sessions: %d, agent_calls_per_minute: -1, repeat_call_limit: -1}
 store: {synchronous: %s}
 log: {level: warn}
 `, filepath.Join(dir, "data"), agentPort, adminPort, upURL, o.protocol, o.sessions+100, o.sync)

@@ -43,6 +43,7 @@ policy: {paths: [p.cedar]}
 agents: [{name: loader}]
 upstreams: [{name: demo, builtin: demo}]
 audit: {checkpoint_interval: 1s, checkpoint_copies: [copies]}
+limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 `, addr, freeAddr(t)))
 	return dir, cfg, addr
 }

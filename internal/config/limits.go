@@ -32,6 +32,14 @@ type Limits struct {
 	SessionIdleTimeout Duration `json:"session_idle_timeout,omitempty"`
 	// ShutdownGrace is how long graceful shutdown waits for in-flight calls.
 	ShutdownGrace Duration `json:"shutdown_grace,omitempty"`
+	// AgentCallsPerMinute caps each agent's tool calls (-1: no cap).
+	AgentCallsPerMinute int `json:"agent_calls_per_minute,omitempty"`
+	// RepeatCallLimit is how many identical calls (agent, tool, arguments)
+	// RepeatCallWindow tolerates before the breaker denies the tool to the
+	// agent for BreakerCooldown (-1: no breaker).
+	RepeatCallLimit  int      `json:"repeat_call_limit,omitempty"`
+	RepeatCallWindow Duration `json:"repeat_call_window,omitempty"`
+	BreakerCooldown  Duration `json:"breaker_cooldown,omitempty"`
 }
 
 // Default limits.
@@ -46,6 +54,10 @@ const (
 	DefaultMaxSessions         = 10000
 	DefaultSessionIdleTimeout  = 30 * time.Minute
 	DefaultShutdownGrace       = 15 * time.Second
+	DefaultAgentCallsPerMinute = 1200
+	DefaultRepeatCallLimit     = 30
+	DefaultRepeatCallWindow    = time.Minute
+	DefaultBreakerCooldown     = 5 * time.Minute
 )
 
 func (l *Limits) applyDefaults() {
@@ -65,6 +77,14 @@ func (l *Limits) applyDefaults() {
 	}
 	if l.ShutdownGrace == 0 {
 		l.ShutdownGrace = Duration(DefaultShutdownGrace)
+	}
+	setInt(&l.AgentCallsPerMinute, DefaultAgentCallsPerMinute)
+	setInt(&l.RepeatCallLimit, DefaultRepeatCallLimit)
+	if l.RepeatCallWindow == 0 {
+		l.RepeatCallWindow = Duration(DefaultRepeatCallWindow)
+	}
+	if l.BreakerCooldown == 0 {
+		l.BreakerCooldown = Duration(DefaultBreakerCooldown)
 	}
 }
 
@@ -86,6 +106,9 @@ func (l *Limits) validate() []error {
 	pos("call_timeout", int64(l.CallTimeout))
 	pos("session_idle_timeout", int64(l.SessionIdleTimeout))
 	pos("shutdown_grace", int64(l.ShutdownGrace))
+	if l.AgentCallsPerMinute < -1 || l.RepeatCallLimit < -1 {
+		errs = append(errs, errors.New("limits.agent_calls_per_minute and limits.repeat_call_limit: -1 (off) or positive"))
+	}
 	if l.MaxMessageBytes > 64<<20 {
 		errs = append(errs, errors.New("limits.max_message_bytes: at most 64 MiB"))
 	}

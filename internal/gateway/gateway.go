@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/budget"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/grant"
@@ -151,6 +152,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Log:         g.log.With("component", "proxy"),
 		Tracer:      g.tracer,
 		ToolClasses: toolClasses(cfg),
+		Budget:      newBudget(cfg.Limits),
 	})
 	for _, u := range cfg.Upstreams {
 		dial, err := g.dialer(u)
@@ -178,6 +180,17 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 		return mcpproxy.InProcessDialer(d.MCPServer), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+func newBudget(l config.Limits) *budget.Keeper {
+	lim := budget.Limits{RepeatWindow: l.RepeatCallWindow.D(), Cooldown: l.BreakerCooldown.D()}
+	if l.AgentCallsPerMinute > 0 {
+		lim.PerMinute = l.AgentCallsPerMinute
+	}
+	if l.RepeatCallLimit > 0 {
+		lim.RepeatLimit = l.RepeatCallLimit
+	}
+	return budget.New(lim, nil)
 }
 
 func toolClasses(cfg *config.Config) map[string][]string {

@@ -421,9 +421,10 @@ func TestUpstreamCrashMidCallGivesCleanErrorThenRecovers(t *testing.T) {
 
 	// The supervisor restarts the server; calls succeed again.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "back"}})
-		if err == nil && strings.Contains(text(res), "back") {
+	for i := 0; ; i++ {
+		msg := fmt.Sprint("back ", i) // distinct: identical retries would trip the repeat breaker
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": msg}})
+		if err == nil && strings.Contains(text(res), msg) {
 			break
 		}
 		if time.Now().After(deadline) {

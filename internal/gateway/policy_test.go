@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,8 +68,10 @@ func TestJustInTimeGrants(t *testing.T) {
 	h := startDemo(t)
 	s := h.mustConnect("reader")
 	ctx := context.Background()
-	send := func(to string) error {
-		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": "hi"}})
+	n := 0
+	send := func(to string) error { // distinct bodies: identical repeats would trip the breaker
+		n++
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": fmt.Sprint("hi ", n)}})
 		return err
 	}
 	assertDenied(t, send("bob@example.com"), "no_permit")
@@ -102,7 +105,11 @@ func TestJustInTimeGrants(t *testing.T) {
 	}
 	// Revocation ends one early.
 	g2, _ := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "again", "oncall-alice", time.Hour)
+	deadline = time.Now().Add(3 * time.Second)
 	for send("bob@example.com") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("second grant never took effect")
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if _, err := RevokeGrant(ctx, h.cfg, g2.ID, "oncall-alice"); err != nil {
@@ -114,5 +121,28 @@ func TestJustInTimeGrants(t *testing.T) {
 			t.Fatal("revoked grant still honoured")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRepeatBreakerTripsAndIsAudited(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig+"limits: {repeat_call_limit: 5}\n", map[string]string{"policy.cedar": demoPolicy})
+	s := h.mustConnect("reader")
+	call := func(q string) error {
+		_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": q}})
+		return err
+	}
+	for i := 0; i < 5; i++ {
+		if err := call("loop"); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	assertDenied(t, call("loop"), "breaker_open")
+	assertDenied(t, call("something else"), "breaker_open") // the tool is closed to the agent for the cool-down
+	if _, err := h.mustConnect("mailer").CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "loop"}}); err != nil {
+		t.Errorf("another agent is affected: %v", err)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == "breaker_open" && strings.Contains(e.Detail, "breaker opened") }); e == nil || e.Agent != "reader" {
+		t.Errorf("breaker event = %+v", e)
 	}
 }

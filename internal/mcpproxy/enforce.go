@@ -237,6 +237,14 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	sum := sha256.Sum256(raw)
 	c.event.ArgumentsSHA256 = hex.EncodeToString(sum[:])
 	c.rawArgs = raw
+	if p.opts.Budget != nil {
+		if reason, tripped := p.opts.Budget.Admit(c.principal.Agent, e.qualified, c.event.ArgumentsSHA256); reason != "" {
+			if tripped {
+				c.event.Detail = "breaker opened: the same call repeated too often"
+			}
+			return nil, p.refuse(ctx, c, policy.ActionCallTool, name, reason)
+		}
+	}
 	return p.withSlot(ctx, c, policy.ActionCallTool, name, func() (mcp.Result, error) {
 		in := &policy.Input{Action: policy.ActionCallTool, Target: p.toolTarget(e), Arguments: args}
 		if err := p.decide(ctx, c, in); err != nil {

@@ -57,6 +57,13 @@ type Options struct {
 	// ToolClasses are operator classifications by qualified tool name; a
 	// tool not listed is classified from its annotations.
 	ToolClasses map[string][]string
+	// Budget rate-limits agents and breaks repetitive call loops (nil: none).
+	Budget Budget
+}
+
+// Budget admits or refuses a call before policy.
+type Budget interface {
+	Admit(agent, tool, argsKey string) (reason string, tripped bool)
 }
 
 // Proxy is the enforcement point: an MCP server facing agents whose every
