@@ -142,7 +142,9 @@ func TestRepeatBreakerTripsAndIsAudited(t *testing.T) {
 	if _, err := h.mustConnect("mailer").CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "loop"}}); err != nil {
 		t.Errorf("another agent is affected: %v", err)
 	}
-	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == "breaker_open" && strings.Contains(e.Detail, "breaker opened") }); e == nil || e.Agent != "reader" {
+	if e := h.findEvent(func(e *audit.Event) bool {
+		return e.Code == "breaker_open" && strings.Contains(e.Detail, "breaker opened")
+	}); e == nil || e.Agent != "reader" {
 		t.Errorf("breaker event = %+v", e)
 	}
 }
