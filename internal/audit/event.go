@@ -21,6 +21,7 @@ const (
 	TypeRetention = "retention"         // old event bodies were pruned
 	TypePolicy    = "policy_change"     // a policy bundle was loaded or rejected
 	TypePrivilege = "privilege_change"  // a just-in-time grant was created, revoked or expired
+	TypeApproval  = "approval"          // a reviewer approved or denied a held call
 )
 
 // Outcomes.

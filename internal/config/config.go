@@ -47,6 +47,7 @@ type Config struct {
 	Store     Store      `json:"store,omitempty"`
 	Audit     Audit      `json:"audit,omitempty"`
 	Telemetry Telemetry  `json:"telemetry,omitempty"`
+	Approvals Approvals  `json:"approvals,omitempty"`
 	Log       Log        `json:"log,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
@@ -206,6 +207,16 @@ const (
 	DefaultCheckpointInterval = 10 * time.Second
 )
 
+// Approvals configures human approval of calls that policy holds.
+type Approvals struct {
+	// Timeout is how long a held call waits for a decision; then it is
+	// denied. Default 5m, at most 1h.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Webhook, if set, is told of every new request (JSON, with the
+	// arguments: point it at a channel trusted with them).
+	Webhook *WebhookExport `json:"webhook,omitempty"`
+}
+
 // Telemetry configures OpenTelemetry export.
 type Telemetry struct {
 	// OTLP, if set, receives spans of every request's stages over OTLP/HTTP
@@ -293,6 +304,9 @@ func (c *Config) applyDefaults() {
 	if c.Policy.ReloadInterval == 0 {
 		c.Policy.ReloadInterval = Duration(2 * time.Second)
 	}
+	if c.Approvals.Timeout == 0 {
+		c.Approvals.Timeout = Duration(5 * time.Minute)
+	}
 	if c.Audit.Origin == "" {
 		c.Audit.Origin = DefaultAuditOrigin
 	}
@@ -378,6 +392,19 @@ func (c *Config) Validate() error {
 		for k, v := range o.Headers {
 			if err := v.validate(k); err != nil {
 				add("telemetry.otlp.headers.%s: %v", k, err)
+			}
+		}
+	}
+	if t := c.Approvals.Timeout.D(); t < time.Second || t > time.Hour {
+		add("approvals.timeout: between 1s and 1h")
+	}
+	if w := c.Approvals.Webhook; w != nil {
+		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
+			add("approvals.webhook.url: %q must be an http(s) URL", w.URL)
+		}
+		for k, v := range w.Headers {
+			if err := v.validate(k); err != nil {
+				add("approvals.webhook.headers.%s: %v", k, err)
 			}
 		}
 	}

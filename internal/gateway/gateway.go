@@ -142,6 +142,11 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
+	queue, err := newApprovals(cfg, g.store, g.log.With("component", "approvals"))
+	if err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Decider:     decider{Engine: g.engine, grants: g.grants},
 		Recorder:    g.recorder,
@@ -153,6 +158,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Tracer:      g.tracer,
 		ToolClasses: toolClasses(cfg),
 		Budget:      newBudget(cfg.Limits),
+		Approvals:   queue,
 	})
 	for _, u := range cfg.Upstreams {
 		dial, err := g.dialer(u)

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -195,6 +196,9 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
 	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
+	if !d.Allow && d.Code == policy.CodeApproval && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
+		return p.holdForApproval(ctx, c, in, d)
+	}
 	if !d.Allow {
 		e.Code = d.Code
 		p.record(ctx, c)
@@ -205,6 +209,67 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 		return denial(ReasonAuditUnavailable, c.requestID)
 	}
 	return nil
+}
+
+// Reason codes of approval outcomes.
+const (
+	ReasonApprovalDenied  = "approval_denied"
+	ReasonApprovalTimeout = "approval_timeout"
+)
+
+// holdForApproval records that the call awaits a human, holds it until a
+// reviewer decides or the request expires, and records the outcome. It
+// returns nil when the call may proceed.
+func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, d policy.Decision) error {
+	e := c.event
+	sessionID := ""
+	if c.session != nil {
+		sessionID = c.session.ID()
+	}
+	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, sessionID, in.Target.ID); ok {
+		e.Outcome, e.Policies = audit.OutcomeAllow, append(e.Policies, "approval:"+prior.ID)
+		e.Detail = "approved for the session by " + prior.DecidedBy
+		if !p.record(ctx, c) {
+			return denial(ReasonAuditUnavailable, c.requestID)
+		}
+		return nil
+	}
+	r := &approval.Request{
+		Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, SessionID: sessionID,
+		RequestID: c.requestID, Tool: in.Target.ID, Arguments: c.rawArgs, ArgsSHA256: e.ArgumentsSHA256, Reasons: d.Approval,
+	}
+	if err := p.opts.Approvals.NewRequest(r); err != nil {
+		e.Code = ReasonInternal
+		p.record(ctx, c)
+		return denial(ReasonInternal, c.requestID)
+	}
+	e.Code, e.Reasons, e.Detail = policy.CodeApproval, append(e.Reasons, d.Approval...), "held for approval "+r.ID
+	if !p.record(ctx, c) {
+		return denial(ReasonAuditUnavailable, c.requestID)
+	}
+	final, err := p.opts.Approvals.Hold(ctx, r)
+	// The outcome is a second decision event for the same request.
+	out := *e
+	out.Seq, out.Time, out.Outcome, out.Input = 0, p.opts.Now().UTC(), audit.OutcomeDeny, e.Input
+	c.event = &out
+	switch {
+	case err != nil:
+		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+": "+err.Error()
+	case final.State == approval.Consumed:
+		out.Outcome, out.Code = audit.OutcomeAllow, ""
+		out.Policies = append(out.Policies, "approval:"+r.ID)
+		out.Detail = "approved by " + final.DecidedBy + " (" + final.Scope + ")"
+		if !p.record(ctx, c) {
+			return denial(ReasonAuditUnavailable, c.requestID)
+		}
+		return nil
+	case final.State == approval.Denied:
+		out.Code, out.Detail = ReasonApprovalDenied, "denied by "+final.DecidedBy
+	default:
+		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+" "+final.State
+	}
+	p.record(ctx, c)
+	return denial(out.Code, c.requestID)
 }
 
 // refuse records a denial that happened before policy (unknown target, bad

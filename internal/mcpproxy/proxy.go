@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
@@ -59,6 +60,16 @@ type Options struct {
 	ToolClasses map[string][]string
 	// Budget rate-limits agents and breaks repetitive call loops (nil: none).
 	Budget Budget
+	// Approvals holds calls that policy says a human must approve (nil:
+	// such calls are denied).
+	Approvals Approvals
+}
+
+// Approvals is the human-approval queue.
+type Approvals interface {
+	NewRequest(r *approval.Request) error
+	Hold(ctx context.Context, r *approval.Request) (*approval.Request, error)
+	SessionGrant(ctx context.Context, agent, sessionID, tool string) (*approval.Request, bool)
 }
 
 // Budget admits or refuses a call before policy.

@@ -38,6 +38,8 @@ const (
 	CodeNoPermit    = "no_permit"
 	CodeForbidden   = "forbidden_by_policy"
 	CodePolicyError = "policy_error"
+	// CodeApproval: the request would be allowed if a human approves it.
+	CodeApproval = "approval_required"
 )
 
 // Target is what a request acts on.
@@ -109,6 +111,10 @@ type Decision struct {
 	Errors []string
 	// Version is the policy bundle version that decided.
 	Version string
+	// Approval is set (with Allow false and Code CodeApproval) when only
+	// @approval forbids stand between the request and an allow; it holds
+	// their @approval texts.
+	Approval []string
 }
 
 // Engine holds the current policy Set.
@@ -160,8 +166,31 @@ func (e *Engine) Decide(in *Input) Decision {
 		d.Allow, d.Code = true, ""
 	case len(diag.Reasons) > 0:
 		d.Code = CodeForbidden
+		if why := s.approvalOnly(diag); why != nil {
+			// Only approval guards forbid it: would the rest allow it?
+			if dec2, diag2 := cedar.Authorize(s.sansApproval, ents, req); dec2 == cedar.Allow && len(diag2.Errors) == 0 {
+				d.Code, d.Approval = CodeApproval, why
+				for _, r := range diag2.Reasons {
+					d.Policies = append(d.Policies, s.meta[r.PolicyID].id)
+				}
+			}
+		}
 	}
 	return d
+}
+
+// approvalOnly returns the @approval texts if every determining forbid of
+// diag is an approval guard, else nil.
+func (s *Set) approvalOnly(diag cedar.Diagnostic) []string {
+	var why []string
+	for _, r := range diag.Reasons {
+		m := s.meta[r.PolicyID]
+		if m.approval == "" {
+			return nil
+		}
+		why = append(why, m.approval)
+	}
+	return why
 }
 
 // Visible reports whether some arguments could make in allowed: permits whose

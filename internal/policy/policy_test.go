@@ -173,3 +173,37 @@ func FuzzArguments(f *testing.F) {
 		}
 	})
 }
+
+func TestApprovalGuards(t *testing.T) {
+	t.Parallel()
+	e := mustEngine(t, `
+@id("send") permit (principal in Role::"mailers", action == Action::"call_tool", resource == Tool::"mail__send");
+@id("external-needs-approval")
+@approval("mail leaving the company")
+forbid (principal, action == Action::"call_tool", resource == Tool::"mail__send")
+unless { context.arguments has to && context.arguments.to like "*@example.com" };
+@id("never-to-competitor")
+forbid (principal, action == Action::"call_tool", resource == Tool::"mail__send")
+when { context.arguments has to && context.arguments.to like "*@competitor.test" };
+`)
+	for _, tc := range []struct {
+		name, agent string
+		roles       []string
+		args        string
+		allow       bool
+		code        string
+	}{
+		{"internal: allowed", "m", []string{"mailers"}, `{"to":"a@example.com"}`, true, ""},
+		{"external: needs approval", "m", []string{"mailers"}, `{"to":"a@partner.test"}`, false, CodeApproval},
+		{"another forbid applies too: no approval can help", "m", []string{"mailers"}, `{"to":"a@competitor.test"}`, false, CodeForbidden},
+		{"no permit: approval cannot create one", "x", nil, `{"to":"a@partner.test"}`, false, CodeForbidden},
+	} {
+		d := call(t, e, tc.agent, tc.roles, "mail__send", tc.args)
+		if d.Allow != tc.allow || d.Code != tc.code {
+			t.Errorf("%s: %+v", tc.name, d)
+		}
+		if tc.code == CodeApproval && (len(d.Approval) != 1 || d.Approval[0] != "mail leaving the company" || !slices.Contains(d.Policies, "send")) {
+			t.Errorf("%s: approval details %+v", tc.name, d)
+		}
+	}
+}

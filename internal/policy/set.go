@@ -50,12 +50,16 @@ type Set struct {
 	version string
 	meta    map[cedar.PolicyID]policyMeta
 	forbids []cedar.PolicyID
+	// sansApproval is ps without the forbids annotated @approval: what the
+	// decision would be if a human approved.
+	sansApproval *cedar.PolicySet
 }
 
 type policyMeta struct {
-	id     string // @id annotation, or file:index
-	reason string // @reason annotation
-	forbid bool
+	id       string // @id annotation, or file:index
+	reason   string // @reason annotation
+	forbid   bool
+	approval string // @approval annotation (forbids only): why a human must approve
 }
 
 // Version is the SHA-256 over the bundle's sources, as "sha256:<hex>".
@@ -137,7 +141,7 @@ func Compile(sources []Source) (*Set, error) {
 		return nil, err
 	}
 	h := sha256.New()
-	s := &Set{ps: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}}
+	s := &Set{ps: cedar.NewPolicySet(), sansApproval: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}}
 	ids := map[string]string{}
 	var errs []error
 	for _, src := range sources {
@@ -161,6 +165,9 @@ func Compile(sources []Source) (*Set, error) {
 			}
 			pid := cedar.PolicyID(m.id)
 			s.ps.Add(pid, p)
+			if m.approval == "" {
+				s.sansApproval.Add(pid, p)
+			}
 			s.meta[pid] = m
 			if m.forbid {
 				s.forbids = append(s.forbids, pid)
@@ -177,6 +184,12 @@ func Compile(sources []Source) (*Set, error) {
 func metaOf(file string, i int, p *cedar.Policy) policyMeta {
 	a := p.Annotations()
 	m := policyMeta{id: string(a["id"]), reason: string(a["reason"]), forbid: p.Effect() == cedar.Forbid}
+	if v, ok := a["approval"]; ok && m.forbid {
+		m.approval = string(v)
+		if m.approval == "" {
+			m.approval = "policy requires human approval"
+		}
+	}
 	if m.id == "" {
 		m.id = fmt.Sprintf("%s#%d", filepath.Base(file), i)
 	}

@@ -60,6 +60,27 @@ CREATE TABLE IF NOT EXISTS grants (
 	expires_ns INTEGER NOT NULL,
 	revoked    INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS approvals (
+	id          TEXT PRIMARY KEY,
+	agent       TEXT NOT NULL,
+	user_name   TEXT NOT NULL,
+	task        TEXT NOT NULL,
+	session_id  TEXT NOT NULL,
+	request_id  TEXT NOT NULL,
+	tool        TEXT NOT NULL,
+	arguments   BLOB,
+	args_sha256 TEXT NOT NULL,
+	reasons     TEXT NOT NULL,
+	findings    TEXT NOT NULL,
+	created_ns  INTEGER NOT NULL,
+	expires_ns  INTEGER NOT NULL,
+	state       TEXT NOT NULL,
+	scope       TEXT NOT NULL,
+	decided_by  TEXT NOT NULL DEFAULT '',
+	decided_ns  INTEGER NOT NULL DEFAULT 0,
+	comment     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS approvals_session ON approvals(agent, session_id, tool) WHERE scope = 'session';
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/gateway"
+)
+
+func approvalsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "approvals", Short: "Review calls held for human approval"}
+	var lsrc source
+	var state string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List approval requests (default: pending)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := lsrc.load()
+			if err != nil {
+				return err
+			}
+			if state == "all" {
+				state = ""
+			}
+			rs, err := gateway.ListApprovals(cmd.Context(), cfg, state)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tSTATE\tAGENT\tTOOL\tEXPIRES\tWHY")
+			for _, r := range rs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, r.Agent, r.Tool, r.Expires.Local().Format(time.TimeOnly), firstOr(r.Reasons))
+			}
+			return w.Flush()
+		},
+	}
+	lsrc.flags(list)
+	list.Flags().StringVar(&state, "state", approval.Pending, "pending, approved, denied, expired, consumed or all")
+
+	var ssrc source
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a request: agent, user, task, tool, arguments, why",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := ssrc.load()
+			if err != nil {
+				return err
+			}
+			r, err := gateway.ShowApproval(cmd.Context(), cfg, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), r.Describe())
+			return nil
+		},
+	}
+	ssrc.flags(show)
+	cmd.AddCommand(list, show, decideCmd(approval.Approved), decideCmd(approval.Denied))
+	return cmd
+}
+
+func decideCmd(state string) *cobra.Command {
+	var src source
+	var by, comment string
+	var session bool
+	verb := map[string]string{approval.Approved: "approve", approval.Denied: "deny"}[state]
+	cmd := &cobra.Command{
+		Use:   verb + " ID",
+		Short: verb + " a held call (you cannot decide your own request)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			if by == "" {
+				by = os.Getenv("USER")
+			}
+			scope := approval.ScopeOnce
+			if session {
+				scope = approval.ScopeSession
+			}
+			r, err := gateway.DecideApproval(cmd.Context(), cfg, args[0], state, by, scope, comment)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s calling %s\n", r.ID, r.State, r.Agent, r.Tool)
+			return nil
+		},
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&by, "by", "", "reviewer (default: $USER)")
+	cmd.Flags().StringVar(&comment, "comment", "", "recorded with the decision")
+	if state == approval.Approved {
+		cmd.Flags().BoolVar(&session, "for-session", false, "also allow this tool for the rest of the agent's session")
+	}
+	return cmd
+}
+
+func firstOr(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return s[0]
+}

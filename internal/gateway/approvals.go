@@ -1,0 +1,75 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+func newApprovals(cfg *config.Config, st *store.SQLite, log *slog.Logger) (*approval.Queue, error) {
+	q := &approval.Queue{Store: st, Timeout: cfg.Approvals.Timeout.D(), Log: log}
+	if w := cfg.Approvals.Webhook; w != nil {
+		h, err := headers(cfg, w.Headers)
+		if err != nil {
+			return nil, fmt.Errorf("approvals webhook: %w", err)
+		}
+		q.Notifier = &approval.WebhookNotifier{URL: w.URL, Header: h}
+	}
+	return q, nil
+}
+
+// ListApprovals returns requests in a state ("" for all).
+func ListApprovals(ctx context.Context, cfg *config.Config, state string) ([]*approval.Request, error) {
+	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.Approvals(ctx, state)
+}
+
+// ShowApproval returns one request.
+func ShowApproval(ctx context.Context, cfg *config.Config, id string) (*approval.Request, error) {
+	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.Approval(ctx, id)
+}
+
+// DecideApproval records a reviewer's decision and audits it. The held call
+// sees it within approval.PollInterval.
+func DecideApproval(ctx context.Context, cfg *config.Config, id, state, by, scope, comment string) (*approval.Request, error) {
+	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	r, err := approval.Decide(ctx, st, id, state, by, scope, comment, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	e := audit.NewEvent(audit.TypeApproval, time.Now())
+	e.Outcome, e.Code = audit.OutcomeDeny, "approval_"+state
+	if state == approval.Approved {
+		e.Outcome = audit.OutcomeAllow
+	}
+	e.Agent, e.User, e.Task, e.SessionID, e.RequestID = r.Agent, r.User, r.Task, r.SessionID, r.RequestID
+	e.Target, e.ArgumentsSHA256, e.Credential = r.Tool, r.ArgsSHA256, r.ID
+	e.Detail = fmt.Sprintf("%s by %s (scope %s)", state, by, scope)
+	if comment != "" {
+		e.Detail += ": " + comment
+	}
+	if err := audit.WriteNow(ctx, st, e); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
