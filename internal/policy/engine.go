@@ -3,6 +3,10 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,6 +124,43 @@ type Decision struct {
 // Engine holds the current policy Set.
 type Engine struct {
 	cur atomic.Pointer[Set]
+	// Entities are immutable values; the same agent and target recur on
+	// every call, so they are built once (bounded by maxEntities).
+	entities sync.Map // key -> types.Entity
+	nEnt     atomic.Int64
+	lastTime atomic.Pointer[timeRec]
+}
+
+const maxEntities = 50000
+
+type timeRec struct {
+	unix int64
+	rec  types.Record
+}
+
+// timeRecord is context.time, built once per second.
+func (e *Engine) timeRecord(now time.Time) types.Record {
+	if t := e.lastTime.Load(); t != nil && t.unix == now.Unix() {
+		return t.rec
+	}
+	r := types.NewRecord(types.RecordMap{
+		"hour": types.Long(now.Hour()), "weekday": types.Long(now.Weekday()), "unix": types.Long(now.Unix()),
+	})
+	e.lastTime.Store(&timeRec{unix: now.Unix(), rec: r})
+	return r
+}
+
+var noLabels = types.NewRecord(types.RecordMap{"labels": types.NewSet()})
+
+func sessionRecord(labels []string) types.Record {
+	if len(labels) == 0 {
+		return noLabels
+	}
+	vs := make([]types.Value, len(labels))
+	for i, l := range labels {
+		vs[i] = types.String(l)
+	}
+	return types.NewRecord(types.RecordMap{"labels": types.NewSet(vs...)})
 }
 
 // NewEngine returns an Engine serving s.
@@ -139,12 +180,13 @@ func (e *Engine) Current() *Set { return e.cur.Load() }
 func (e *Engine) Decide(in *Input) Decision {
 	s := e.cur.Load()
 	d := Decision{Version: s.version, Code: CodeNoPermit}
-	req, ents, err := request(in, in.Arguments)
+	req, ents, sc, err := e.request(in, in.Arguments)
 	if err != nil {
 		d.Code, d.Errors = CodePolicyError, []string{err.Error()}
 		return d
 	}
-	dec, diag := cedar.Authorize(s.ps, ents, req)
+	sub := s.idx.subset(sc)
+	dec, diag := cedar.Authorize(sub.ps, ents, req)
 	for _, r := range diag.Reasons {
 		m := s.meta[r.PolicyID]
 		d.Policies = append(d.Policies, m.id)
@@ -168,7 +210,7 @@ func (e *Engine) Decide(in *Input) Decision {
 		d.Code = CodeForbidden
 		if why := s.approvalOnly(diag); why != nil {
 			// Only approval guards forbid it: would the rest allow it?
-			if dec2, diag2 := cedar.Authorize(s.sansApproval, ents, req); dec2 == cedar.Allow && len(diag2.Errors) == 0 {
+			if dec2, diag2 := cedar.Authorize(sub.sans, ents, req); dec2 == cedar.Allow && len(diag2.Errors) == 0 {
 				d.Code, d.Approval = CodeApproval, why
 				for _, r := range diag2.Reasons {
 					d.Policies = append(d.Policies, s.meta[r.PolicyID].id)
@@ -198,7 +240,7 @@ func (s *Set) approvalOnly(diag cedar.Diagnostic) []string {
 // depend on them are set aside. It decides what list results show an agent.
 func (e *Engine) Visible(ctx context.Context, in *Input) bool {
 	s := e.cur.Load()
-	req, ents, err := request(in, types.Record{})
+	req, ents, sc, err := e.request(in, types.Record{})
 	if err != nil {
 		return false
 	}
@@ -206,7 +248,7 @@ func (e *Engine) Visible(ctx context.Context, in *Input) bool {
 	m := ctxRec.Map()
 	m["arguments"] = batch.Ignore()
 	visible := false
-	err = batch.Authorize(ctx, s.ps, ents, batch.Request{
+	err = batch.Authorize(ctx, s.idx.subset(sc).ps, ents, batch.Request{
 		Principal: req.Principal, Action: req.Action, Resource: req.Resource,
 		Context: types.NewRecord(m),
 	}, func(r batch.Result) error {
@@ -218,45 +260,75 @@ func (e *Engine) Visible(ctx context.Context, in *Input) bool {
 
 var errNoPrincipal = errors.New("build request: no principal")
 
-func request(in *Input, args types.Record) (cedar.Request, types.EntityMap, error) {
-	ents := types.EntityMap{}
+func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.EntityMap, *scope, error) {
+	ents := make(types.EntityMap, 4)
 	var principal types.EntityUID
 	switch {
 	case in.Principal != nil:
-		principal = agentEntity(ents, in.Principal)
+		k := "A\x00" + in.Principal.Agent + "\x00" + strings.Join(in.Principal.Roles, "\x00")
+		principal = e.entity(ents, k, func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
 	case in.Upstream != "":
 		principal = types.NewEntityUID("Upstream", types.String(in.Upstream))
 		ents[principal] = types.Entity{UID: principal}
 	default:
-		return cedar.Request{}, nil, errNoPrincipal
+		return cedar.Request{}, nil, nil, errNoPrincipal
 	}
-	resource := targetEntity(ents, in.Target)
+	t := in.Target
+	k := fmt.Sprintf("T\x00%s\x00%s\x00%s\x00%v%v%v\x00%s", t.Kind, t.ID, t.Upstream, t.ReadOnly, t.Destructive, t.OpenWorld, strings.Join(t.Classes, ","))
+	resource := e.entity(ents, k, func(m types.EntityMap) types.EntityUID { return targetEntity(m, t) })
+	action := types.NewEntityUID("Action", types.String(in.Action))
+	sc := &scope{principal: principal, action: action, resource: resource}
+	sc.pParents = sortedUIDs(ents[principal].Parents)
+	sc.rParents = sortedUIDs(ents[resource].Parents)
 	now := in.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	now = now.UTC()
-	labels := make([]types.Value, len(in.Labels))
-	for i, l := range in.Labels {
-		labels[i] = types.String(l)
-	}
 	ctx := types.NewRecord(types.RecordMap{
 		"request_id": types.String(in.RequestID),
 		"session_id": types.String(in.SessionID),
 		"method":     types.String(in.Method),
 		"arguments":  args,
-		"time": types.NewRecord(types.RecordMap{
-			"hour": types.Long(now.Hour()), "weekday": types.Long(now.Weekday()), "unix": types.Long(now.Unix()),
-		}),
-		"session":    types.NewRecord(types.RecordMap{"labels": types.NewSet(labels...)}),
+		"time":       e.timeRecord(now),
+		"session":    sessionRecord(in.Labels),
 		"risk_score": types.Long(in.RiskScore),
 	})
 	return cedar.Request{
 		Principal: principal,
-		Action:    types.NewEntityUID("Action", types.String(in.Action)),
+		Action:    action,
 		Resource:  resource,
 		Context:   ctx,
-	}, ents, nil
+	}, ents, sc, nil
+}
+
+// entity adds to ents the entities build makes (cached under key) and
+// returns the main one's UID.
+func (e *Engine) entity(ents types.EntityMap, key string, build func(types.EntityMap) types.EntityUID) types.EntityUID {
+	type built struct {
+		uid  types.EntityUID
+		ents []types.Entity
+	}
+	if v, ok := e.entities.Load(key); ok {
+		b := v.(*built)
+		for _, en := range b.ents {
+			ents[en.UID] = en
+		}
+		return b.uid
+	}
+	m := types.EntityMap{}
+	uid := build(m)
+	b := &built{uid: uid}
+	for _, en := range m {
+		b.ents = append(b.ents, en)
+		ents[en.UID] = en
+	}
+	if e.nEnt.Load() < maxEntities {
+		if _, loaded := e.entities.LoadOrStore(key, b); !loaded {
+			e.nEnt.Add(1)
+		}
+	}
+	return uid
 }
 
 func agentEntity(ents types.EntityMap, p *identity.Principal) types.EntityUID {
@@ -308,3 +380,9 @@ func targetEntity(ents types.EntityMap, t Target) types.EntityUID {
 
 // Version is the version of the Set in force.
 func (e *Engine) Version() string { return e.cur.Load().version }
+
+func sortedUIDs(set types.EntityUIDSet) []types.EntityUID {
+	out := slices.Collect(set.All())
+	slices.SortFunc(out, func(a, b types.EntityUID) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 
 	"github.com/portcullis-dev/portcullis/internal/identity"
@@ -204,6 +205,32 @@ when { context.arguments has to && context.arguments.to like "*@competitor.test"
 		}
 		if tc.code == CodeApproval && (len(d.Approval) != 1 || d.Approval[0] != "mail leaving the company" || !slices.Contains(d.Policies, "send")) {
 			t.Errorf("%s: approval details %+v", tc.name, d)
+		}
+	}
+}
+
+// TestIndexAgreesWithFullEvaluation: evaluating the scope-matched subset
+// gives the same decision as evaluating every policy.
+func TestIndexAgreesWithFullEvaluation(t *testing.T) {
+	t.Parallel()
+	e, ins := realisticBundle(t)
+	s := e.Current()
+	// Add requests that cross roles, agents and upstreams.
+	for _, in := range slices.Clone(ins) {
+		for _, role := range []string{"role0", "role7", "nobody"} {
+			c := *in
+			c.Principal = &identity.Principal{Agent: in.Principal.Agent, Roles: []string{role}}
+			ins = append(ins, &c)
+		}
+	}
+	for i, in := range ins {
+		req, ents, _, err := e.request(in, in.Arguments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _ := cedar.Authorize(s.ps, ents, req)
+		if got := e.Decide(in); got.Allow != (full == cedar.Allow) {
+			t.Fatalf("request %d: indexed %+v, full %v", i, got, full)
 		}
 	}
 }

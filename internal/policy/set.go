@@ -53,6 +53,7 @@ type Set struct {
 	// sansApproval is ps without the forbids annotated @approval: what the
 	// decision would be if a human approved.
 	sansApproval *cedar.PolicySet
+	idx          *index
 }
 
 type policyMeta struct {
@@ -141,7 +142,7 @@ func Compile(sources []Source) (*Set, error) {
 		return nil, err
 	}
 	h := sha256.New()
-	s := &Set{ps: cedar.NewPolicySet(), sansApproval: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}}
+	s := &Set{ps: cedar.NewPolicySet(), sansApproval: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}, idx: &index{}}
 	ids := map[string]string{}
 	var errs []error
 	for _, src := range sources {
@@ -165,6 +166,7 @@ func Compile(sources []Source) (*Set, error) {
 			}
 			pid := cedar.PolicyID(m.id)
 			s.ps.Add(pid, p)
+			s.idx.add(pid, p, m.approval != "")
 			if m.approval == "" {
 				s.sansApproval.Add(pid, p)
 			}
