@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 func tokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Agent tokens"}
 	var src source
-	var agent string
+	var agent, admin string
 	var ttl time.Duration
 	var verbose bool
 	issue := &cobra.Command{
@@ -29,7 +30,15 @@ func tokenCmd() *cobra.Command {
 			if ttl == 0 {
 				ttl = cfg.Auth.DefaultTTL.D()
 			}
-			raw, c, err := gateway.IssueToken(cmd.Context(), cfg, agent, ttl)
+			if (agent == "") == (admin == "") {
+				return errors.New("give either --agent or --admin")
+			}
+			mint := gateway.IssueToken
+			name := agent
+			if admin != "" {
+				mint, name = gateway.IssueAdminToken, admin
+			}
+			raw, c, err := mint(cmd.Context(), cfg, name, ttl)
 			if err != nil {
 				return err
 			}
@@ -42,9 +51,9 @@ func tokenCmd() *cobra.Command {
 	}
 	src.flags(issue)
 	issue.Flags().StringVar(&agent, "agent", "", "agent name (must be declared in the configuration)")
+	issue.Flags().StringVar(&admin, "admin", "", "admin name, for the admin API (must be under admins:)")
 	issue.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl; at most auth.max_ttl)")
 	issue.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the token's ID and expiry on stderr")
-	issue.MarkFlagRequired("agent")
 	cmd.AddCommand(issue)
 	return cmd
 }

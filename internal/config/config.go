@@ -41,6 +41,7 @@ type Config struct {
 	Auth      Auth       `json:"auth,omitempty"`
 	Policy    Policy     `json:"policy,omitempty"`
 	Agents    []Agent    `json:"agents,omitempty"`
+	Admins    []Admin    `json:"admins,omitempty"`
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	Tools     []Tool     `json:"tools,omitempty"`
 	Limits    Limits     `json:"limits,omitempty"`
@@ -85,6 +86,12 @@ type Policy struct {
 	// ReloadInterval is how often the files are checked for changes (a
 	// SIGHUP also reloads). Zero: 2s.
 	ReloadInterval Duration `json:"reload_interval,omitempty"`
+}
+
+// Admin declares a person who may use the admin API (review approvals) with
+// an admin token (`portcullis token issue --admin NAME`).
+type Admin struct {
+	Name string `json:"name"`
 }
 
 // Agent declares an agent that may hold credentials.
@@ -346,6 +353,15 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	for i, a := range c.Admins {
+		if !agentRE.MatchString(a.Name) {
+			add("admins[%d].name: %q must match %s", i, a.Name, agentRE)
+		}
+		if seen[a.Name] {
+			add("admins[%d].name: %q is also an agent or a duplicate; a person and an agent never share a name", i, a.Name)
+		}
+		seen[a.Name] = true
+	}
 	upSeen := map[string]bool{}
 	for i, u := range c.Upstreams {
 		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
@@ -580,6 +596,16 @@ func (c *Config) Dir() string { return c.dir }
 
 // SetDir sets the base directory for relative paths (for built-in configs).
 func (c *Config) SetDir(dir string) { c.dir = dir }
+
+// Admin reports whether name is a declared admin.
+func (c *Config) Admin(name string) bool {
+	for _, a := range c.Admins {
+		if a.Name == name {
+			return true
+		}
+	}
+	return false
+}
 
 // Agent returns the declared agent with the given name.
 func (c *Config) Agent(name string) (Agent, bool) {

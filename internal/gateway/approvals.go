@@ -53,6 +53,10 @@ func DecideApproval(ctx context.Context, cfg *config.Config, id, state, by, scop
 		return nil, err
 	}
 	defer st.Close()
+	return decideApproval(ctx, st, id, state, by, scope, comment)
+}
+
+func decideApproval(ctx context.Context, st *store.SQLite, id, state, by, scope, comment string) (*approval.Request, error) {
 	r, err := approval.Decide(ctx, st, id, state, by, scope, comment, time.Now())
 	if err != nil {
 		return nil, err

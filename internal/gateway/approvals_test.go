@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -161,4 +162,60 @@ func send2(h *harness, to string) chan error {
 		errc <- err
 	}()
 	return errc
+}
+
+func TestAdminAPIForApprovals(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: alice}]\nagents:", 1)+"approvals: {timeout: 30s}\n", map[string]string{"policy.cedar": approvalPolicy})
+	admin, _, err := IssueAdminToken(context.Background(), h.cfg, "alice", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, "http://"+h.g.AdminAddr()+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b := new(strings.Builder)
+		io.Copy(b, resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	for name, tok := range map[string]string{"none": "", "agent token": h.token("mailer", time.Minute), "garbage": "x.y.z"} {
+		if code, _ := api("GET", "/v1/approvals", tok, ""); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", name, code)
+		}
+	}
+	s := h.mustConnect("mailer")
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@partner.test", "body": "hello"}})
+		errc <- err
+	}()
+	var list []map[string]any
+	for i := 0; i < 100 && len(list) == 0; i++ {
+		_, body := api("GET", "/v1/approvals", admin, "")
+		json.Unmarshal([]byte(body), &list)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(list) != 1 || list[0]["agent"] != "mailer" {
+		t.Fatalf("pending via API: %v", list)
+	}
+	id := list[0]["id"].(string)
+	if code, body := api("POST", "/v1/approvals/"+id+"/approve", admin, `{"scope":"once","comment":"fine","extra":1}`); code != http.StatusBadRequest {
+		t.Errorf("unknown body field accepted: %d %s", code, body)
+	}
+	if code, body := api("POST", "/v1/approvals/"+id+"/approve", admin, `{"comment":"fine"}`); code != http.StatusOK || !strings.Contains(body, `"decided_by":"alice"`) {
+		t.Fatalf("approve via API: %d %s", code, body)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("approved call: %v", err)
+	}
+	if code, _ := api("POST", "/v1/approvals/"+id+"/deny", admin, ""); code != http.StatusConflict {
+		t.Errorf("decided twice: %d", code)
+	}
 }

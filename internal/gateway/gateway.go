@@ -406,6 +406,7 @@ func (g *Gateway) adminMux() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", g.serveReady)
+	mux.Handle("/v1/", g.adminAPI())
 	return mux
 }
 

@@ -55,3 +55,35 @@ func issue(ctx context.Context, cfg *config.Config, key *token.SigningKey, st au
 	}
 	return raw, c, nil
 }
+
+// IssueAdminToken mints a short-lived admin-API token for a configured admin
+// and audits it.
+func IssueAdminToken(ctx context.Context, cfg *config.Config, admin string, ttl time.Duration) (string, token.Claims, error) {
+	if !cfg.Admin(admin) {
+		return "", token.Claims{}, fmt.Errorf("issue admin token: %q is not under admins:", admin)
+	}
+	dir := DataDir(cfg)
+	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return "", token.Claims{}, err
+	}
+	st, err := store.Open(filepath.Join(dir, StoreFile))
+	if err != nil {
+		return "", token.Claims{}, err
+	}
+	defer st.Close()
+	iss, err := token.NewTypedIssuer(key, token.TypAdmin, cfg.Auth.Issuer, AdminAudience, cfg.Auth.MaxTTL.D(), nil)
+	if err != nil {
+		return "", token.Claims{}, err
+	}
+	raw, c, err := iss.Issue(admin, ttl)
+	if err != nil {
+		return "", token.Claims{}, err
+	}
+	e := audit.NewEvent(audit.TypeToken, c.IssuedAt)
+	e.Outcome, e.Credential, e.Detail = audit.OutcomeAllow, c.ID, "admin token for "+admin+", expires "+c.Expires.UTC().Format(time.RFC3339)
+	if err := audit.WriteNow(ctx, st, e); err != nil {
+		return "", token.Claims{}, err
+	}
+	return raw, c, nil
+}

@@ -15,8 +15,11 @@ import (
 
 const cryptoSHA256 = crypto.SHA256
 
-// TypAgent is the JOSE "typ" of agent tokens.
-const TypAgent = "portcullis-agent+jwt"
+// Token types (JOSE "typ"): a token of one type is never accepted as another.
+const (
+	TypAgent = "portcullis-agent+jwt"
+	TypAdmin = "portcullis-admin+jwt"
+)
 
 // MaxTokenBytes bounds the size of a presented token.
 const MaxTokenBytes = 8 << 10
@@ -50,6 +53,7 @@ type wireClaims struct {
 // Issuer mints agent tokens.
 type Issuer struct {
 	key      *SigningKey
+	typ      string
 	signer   jose.Signer
 	issuer   string
 	audience string
@@ -59,7 +63,12 @@ type Issuer struct {
 
 // NewIssuer returns an Issuer signing with key. now may be nil (time.Now).
 func NewIssuer(key *SigningKey, issuer, audience string, maxTTL time.Duration, now func() time.Time) (*Issuer, error) {
-	opts := (&jose.SignerOptions{}).WithType(TypAgent).WithHeader("kid", key.kid)
+	return NewTypedIssuer(key, TypAgent, issuer, audience, maxTTL, now)
+}
+
+// NewTypedIssuer returns an Issuer of tokens of type typ.
+func NewTypedIssuer(key *SigningKey, typ, issuer, audience string, maxTTL time.Duration, now func() time.Time) (*Issuer, error) {
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", key.kid)
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key.priv}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("new token signer: %w", err)
@@ -67,7 +76,7 @@ func NewIssuer(key *SigningKey, issuer, audience string, maxTTL time.Duration, n
 	if now == nil {
 		now = time.Now
 	}
-	return &Issuer{key: key, signer: s, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}, nil
+	return &Issuer{key: key, typ: typ, signer: s, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}, nil
 }
 
 // Issue mints a token for agent valid for ttl.
@@ -98,6 +107,7 @@ func (i *Issuer) Issue(agent string, ttl time.Duration) (string, Claims, error) 
 // Verifier checks agent tokens.
 type Verifier struct {
 	key      *SigningKey
+	typ      string
 	issuer   string
 	audience string
 	maxTTL   time.Duration
@@ -106,10 +116,15 @@ type Verifier struct {
 
 // NewVerifier returns a Verifier for tokens signed by key. now may be nil.
 func NewVerifier(key *SigningKey, issuer, audience string, maxTTL time.Duration, now func() time.Time) *Verifier {
+	return NewTypedVerifier(key, TypAgent, issuer, audience, maxTTL, now)
+}
+
+// NewTypedVerifier returns a Verifier of tokens of type typ.
+func NewTypedVerifier(key *SigningKey, typ, issuer, audience string, maxTTL time.Duration, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{key: key, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}
+	return &Verifier{key: key, typ: typ, issuer: issuer, audience: audience, maxTTL: maxTTL, now: now}
 }
 
 // Verify parses and checks raw, returning its claims.
@@ -122,7 +137,7 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 		return Claims{}, ErrMalformed
 	}
 	h := tok.Headers[0]
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TypAgent {
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != v.typ {
 		return Claims{}, fmt.Errorf("%w: typ %q", ErrClaims, typ)
 	}
 	if h.KeyID != v.key.kid {

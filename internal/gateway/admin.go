@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// AdminAudience is the audience of admin tokens: an agent token is never an
+// admin token (different typ and audience) and vice versa.
+const AdminAudience = "portcullis-admin"
+
+// MaxAdminBody bounds an admin API request body.
+const MaxAdminBody = 64 << 10
+
+// adminAPI serves /v1/ on the admin listener. Every request needs an admin
+// token of a configured admin; the admin's name is the reviewer recorded.
+type adminAPI struct {
+	g *Gateway
+	v *token.Verifier
+}
+
+func (g *Gateway) adminAPI() http.Handler {
+	a := &adminAPI{g: g, v: token.NewTypedVerifier(g.key, token.TypAdmin, g.cfg.Auth.Issuer, AdminAudience, g.cfg.Auth.MaxTTL.D(), nil)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/approvals", a.listApprovals)
+	mux.HandleFunc("GET /v1/approvals/{id}", a.showApproval)
+	mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(approval.Approved))
+	mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(approval.Denied))
+	return a.authenticate(mux)
+}
+
+type adminKey struct{}
+
+func (a *adminAPI) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, raw, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		var name string
+		if strings.EqualFold(scheme, "Bearer") {
+			if c, err := a.v.Verify(strings.TrimSpace(raw)); err == nil && a.g.cfg.Admin(c.Agent) {
+				name = c.Agent
+			}
+		}
+		if name == "" {
+			e := audit.NewEvent(audit.TypeAuthn, time.Now())
+			e.RemoteAddr, e.Code, e.Method, e.Detail = r.RemoteAddr, "unauthenticated", r.Method+" "+r.URL.Path, "admin API"
+			a.g.submit(e)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis-admin"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxAdminBody)
+		next.ServeHTTP(w, r.WithContext(contextWith(r, name)))
+	})
+}
+
+func (a *adminAPI) listApprovals(w http.ResponseWriter, r *http.Request) {
+	state := r.URL.Query().Get("state")
+	if state == "" {
+		state = approval.Pending
+	}
+	if state == "all" {
+		state = ""
+	}
+	rs, err := a.g.store.Approvals(r.Context(), state)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "store unavailable")
+		return
+	}
+	out := make([]map[string]any, 0, len(rs))
+	for _, x := range rs {
+		out = append(out, approvalJSON(x))
+	}
+	writeJSONResponse(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) showApproval(w http.ResponseWriter, r *http.Request) {
+	x, err := a.g.store.Approval(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no such approval")
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "store unavailable")
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, approvalJSON(x))
+}
+
+func (a *adminAPI) decide(state string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Scope   string `json:"scope"`
+			Comment string `json:"comment"`
+		}
+		if r.ContentLength != 0 {
+			dec := json.NewDecoder(r.Body)
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&body); err != nil {
+				writeError(w, http.StatusBadRequest, "body: want {\"scope\": \"once\"|\"session\", \"comment\": \"...\"}")
+				return
+			}
+		}
+		if body.Scope == "" || state == approval.Denied {
+			body.Scope = approval.ScopeOnce
+		}
+		x, err := decideApproval(r.Context(), a.g.store, r.PathValue("id"), state, adminOf(r), body.Scope, body.Comment)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeError(w, http.StatusNotFound, "no such approval")
+		case errors.Is(err, approval.ErrSelfApproval):
+			writeError(w, http.StatusForbidden, "you cannot decide your own request")
+		case errors.Is(err, approval.ErrNotPending):
+			writeError(w, http.StatusConflict, "not pending (already decided, or expired)")
+		case err != nil:
+			writeError(w, http.StatusBadRequest, err.Error())
+		default:
+			writeJSONResponse(w, http.StatusOK, approvalJSON(x))
+		}
+	}
+}
+
+func approvalJSON(x *approval.Request) map[string]any {
+	return map[string]any{
+		"id": x.ID, "state": x.State, "agent": x.Agent, "user": x.User, "task": x.Task, "tool": x.Tool,
+		"arguments": json.RawMessage(orNull(x.Arguments)), "arguments_sha256": x.ArgsSHA256, "reasons": x.Reasons,
+		"findings": x.Findings, "created": x.Created, "expires": x.Expires, "scope": x.Scope,
+		"decided_by": x.DecidedBy, "text": x.Describe(),
+	}
+}
+
+func orNull(b []byte) []byte {
+	if len(b) == 0 || !json.Valid(b) {
+		return []byte("null")
+	}
+	return b
+}
+
+func writeJSONResponse(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSONResponse(w, status, map[string]string{"error": msg})
+}
+
+func contextWith(r *http.Request, admin string) context.Context {
+	return context.WithValue(r.Context(), adminKey{}, admin)
+}
+
+func adminOf(r *http.Request) string {
+	s, _ := r.Context().Value(adminKey{}).(string)
+	return s
+}
