@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -124,8 +123,6 @@ type Queue struct {
 	Timeout  time.Duration
 	Log      *slog.Logger
 	Now      func() time.Time
-
-	mu sync.Mutex
 }
 
 // NewRequest fills in a request's ID, times and state.

@@ -60,7 +60,7 @@ func issue(ctx context.Context, cfg *config.Config, key *token.SigningKey, st au
 // and audits it.
 func IssueAdminToken(ctx context.Context, cfg *config.Config, admin string, ttl time.Duration) (string, token.Claims, error) {
 	if !cfg.Admin(admin) {
-		return "", token.Claims{}, fmt.Errorf("issue admin token: %q is not under admins:", admin)
+		return "", token.Claims{}, fmt.Errorf("issue admin token: %q is not a configured admin", admin)
 	}
 	dir := DataDir(cfg)
 	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
