@@ -265,7 +265,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 	var principal types.EntityUID
 	switch {
 	case in.Principal != nil:
-		k := "A\x00" + in.Principal.Agent + "\x00" + strings.Join(in.Principal.Roles, "\x00")
+		k := "A\x00" + in.Principal.Agent + "\x00" + in.Principal.User + "\x00" + in.Principal.Task + "\x00" + strings.Join(in.Principal.Roles, "\x00")
 		principal = e.entity(ents, k, func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
 	case in.Upstream != "":
 		principal = types.NewEntityUID("Upstream", types.String(in.Upstream))
@@ -337,10 +337,21 @@ func agentEntity(ents types.EntityMap, p *identity.Principal) types.EntityUID {
 	for _, r := range p.Roles {
 		parents = append(parents, types.NewEntityUID("Role", types.String(r)))
 	}
+	attrs := types.RecordMap{"name": types.String(p.Agent)}
+	if p.User != "" {
+		u := types.NewEntityUID("User", types.String(p.User))
+		attrs["user"] = u
+		ents[u] = types.Entity{UID: u}
+	}
+	if p.Task != "" {
+		t := types.NewEntityUID("Task", types.String(p.Task))
+		attrs["task"] = t
+		ents[t] = types.Entity{UID: t}
+	}
 	ents[uid] = types.Entity{
 		UID:        uid,
 		Parents:    types.NewEntityUIDSet(parents...),
-		Attributes: types.NewRecord(types.RecordMap{"name": types.String(p.Agent)}),
+		Attributes: types.NewRecord(attrs),
 	}
 	return uid
 }

@@ -234,3 +234,16 @@ func TestIndexAgreesWithFullEvaluation(t *testing.T) {
 		}
 	}
 }
+
+func TestUserAndTaskInPolicy(t *testing.T) {
+	t.Parallel()
+	e := mustEngine(t, `@id("alice-only") permit (principal, action == Action::"call_tool", resource)
+when { principal has user && principal.user == User::"alice" && principal has task };`)
+	in := func(user, task string) *Input {
+		return &Input{Principal: &identity.Principal{Agent: "a", User: user, Task: task}, Action: ActionCallTool,
+			Target: Target{Kind: KindTool, ID: "u__t", Upstream: "u"}}
+	}
+	if !e.Decide(in("alice", "t1")).Allow || e.Decide(in("bob", "t1")).Allow || e.Decide(in("", "")).Allow || e.Decide(in("alice", "")).Allow {
+		t.Error("user and task attributes not honoured")
+	}
+}
