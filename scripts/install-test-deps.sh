@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=.cache/npm
 mkdir -p "$prefix"
-cp testdata/npm/client.mjs "$prefix/client.mjs"
+cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs "$prefix/"
 # Skip when the installed tree matches the pinned lockfile.
 if [ -d "$prefix/node_modules" ] && cmp -s testdata/npm/package-lock.json "$prefix/package-lock.json"; then
   exit 0

@@ -11,17 +11,18 @@ import (
 
 // Event types. docs/audit-events.md documents each one and its fields.
 const (
-	TypeDecision  = "decision"          // a policy decision on an agent request (allow or deny)
-	TypeAuthn     = "authn"             // an authentication failure at the gateway
-	TypeProtocol  = "protocol"          // a message refused before policy (limits, unknown method, malformed)
-	TypeUpstream  = "upstream"          // an upstream started, stopped, crashed or changed its lists
-	TypeServer    = "server_request"    // a request from an upstream towards an agent (sampling, ...)
-	TypeToken     = "token_issued"      // an agent token was minted
-	TypeLifecyle  = "gateway_lifecycle" // the gateway started or stopped, with its policy version
-	TypeRetention = "retention"         // old event bodies were pruned
-	TypePolicy    = "policy_change"     // a policy bundle was loaded or rejected
-	TypePrivilege = "privilege_change"  // a just-in-time grant was created, revoked or expired
-	TypeApproval  = "approval"          // a reviewer approved or denied a held call
+	TypeDecision    = "decision"          // a policy decision on an agent request (allow or deny)
+	TypeAuthn       = "authn"             // an authentication failure at the gateway
+	TypeProtocol    = "protocol"          // a message refused before policy (limits, unknown method, malformed)
+	TypeUpstream    = "upstream"          // an upstream started, stopped, crashed or changed its lists
+	TypeServer      = "server_request"    // a request from an upstream towards an agent (sampling, ...)
+	TypeToken       = "token_issued"      // an agent token was minted
+	TypeLifecyle    = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+	TypeRetention   = "retention"         // old event bodies were pruned
+	TypePolicy      = "policy_change"     // a policy bundle was loaded or rejected
+	TypePrivilege   = "privilege_change"  // a just-in-time grant was created, revoked or expired
+	TypeApproval    = "approval"          // a reviewer approved or denied a held call
+	TypeSupplyChain = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
 )
 
 // Outcomes.

@@ -44,12 +44,16 @@ type Config struct {
 	Admins    []Admin    `json:"admins,omitempty"`
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	Tools     []Tool     `json:"tools,omitempty"`
-	Limits    Limits     `json:"limits,omitempty"`
-	Store     Store      `json:"store,omitempty"`
-	Audit     Audit      `json:"audit,omitempty"`
-	Telemetry Telemetry  `json:"telemetry,omitempty"`
-	Approvals Approvals  `json:"approvals,omitempty"`
-	Log       Log        `json:"log,omitempty"`
+	// Pinning is the tool-definition pinning mode: "tofu" (default: what an
+	// upstream offers in its first minute is approved) or "strict" (nothing
+	// is served until an operator approves it).
+	Pinning   string    `json:"pinning,omitempty"`
+	Limits    Limits    `json:"limits,omitempty"`
+	Store     Store     `json:"store,omitempty"`
+	Audit     Audit     `json:"audit,omitempty"`
+	Telemetry Telemetry `json:"telemetry,omitempty"`
+	Approvals Approvals `json:"approvals,omitempty"`
+	Log       Log       `json:"log,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
 	// paths in the file are resolved against it.
@@ -311,6 +315,9 @@ func (c *Config) applyDefaults() {
 	if c.Policy.ReloadInterval == 0 {
 		c.Policy.ReloadInterval = Duration(2 * time.Second)
 	}
+	if c.Pinning == "" {
+		c.Pinning = "tofu"
+	}
 	if c.Approvals.Timeout == 0 {
 		c.Approvals.Timeout = Duration(5 * time.Minute)
 	}
@@ -410,6 +417,9 @@ func (c *Config) Validate() error {
 				add("telemetry.otlp.headers.%s: %v", k, err)
 			}
 		}
+	}
+	if c.Pinning != "tofu" && c.Pinning != "strict" {
+		add("pinning: %q is not tofu or strict", c.Pinning)
 	}
 	if t := c.Approvals.Timeout.D(); t < time.Second || t > time.Hour {
 		add("approvals.timeout: between 1s and 1h")

@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 // Files in the data directory.
@@ -49,6 +50,7 @@ type Gateway struct {
 	exporter *audit.Exporter
 	tracer   *telemetry.Tracer
 	grants   *grant.Cache
+	pins     *toolreg.Registry
 	watch    bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
@@ -147,6 +149,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
+	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, OnEvent: g.pinEvent}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Decider:     decider{Engine: g.engine, grants: g.grants},
 		Recorder:    g.recorder,
@@ -159,6 +162,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		ToolClasses: toolClasses(cfg),
 		Budget:      newBudget(cfg.Limits),
 		Approvals:   queue,
+		Pinning:     g.pins,
 	})
 	for _, u := range cfg.Upstreams {
 		dial, err := g.dialer(u)
@@ -186,6 +190,19 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 		return mcpproxy.InProcessDialer(d.MCPServer), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+func (g *Gateway) pinEvent(e toolreg.Event) {
+	ev := audit.NewEvent(audit.TypeSupplyChain, time.Now())
+	ev.Outcome, ev.Code, ev.Upstream, ev.Target, ev.Detail = audit.OutcomeInfo, e.Code, e.Upstream, e.Name, e.Detail
+	if e.Digest != "" {
+		ev.Detail += " (" + e.Digest + ")"
+	}
+	if e.Code == "tool_quarantined" {
+		ev.Outcome = audit.OutcomeDeny
+		g.log.Warn("tool definition quarantined", "upstream", e.Upstream, "tool", e.Name, "why", e.Detail)
+	}
+	g.submit(ev)
 }
 
 func newBudget(l config.Limits) *budget.Keeper {
@@ -325,6 +342,7 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
 	go g.grants.Run(upCtx)
+	go g.pins.Watch(upCtx, time.Second, g.proxy.RefreshAll)
 	if g.watch {
 		go g.watchPolicy(upCtx)
 	}

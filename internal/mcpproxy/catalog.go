@@ -74,6 +74,8 @@ type Catalog struct {
 }
 
 type catalogHandlers struct {
+	// admit filters an upstream's tools through tool pinning (nil: all).
+	admit    func(upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error)
 	tool     func(*toolEntry) mcp.ToolHandler
 	prompt   func(*promptEntry) mcp.PromptHandler
 	resource func(*Upstream) mcp.ResourceHandler
@@ -92,6 +94,15 @@ var itemNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-/]{1,128}$`)
 
 // publish replaces u's lists and re-derives the whole view.
 func (c *Catalog) publish(u *Upstream, l Lists) {
+	if c.handlers.admit != nil {
+		tools, err := c.handlers.admit(u.Name, u.Restarts(), l.Tools)
+		if err != nil {
+			// Cannot check the definitions: serve none of them.
+			c.handlers.problem(Problem{Upstreams: []string{u.Name}, Kind: "tool", Name: "*", Detail: "tool pinning unavailable: " + err.Error()})
+			tools = nil
+		}
+		l.Tools = tools
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lists[u.Name] = l

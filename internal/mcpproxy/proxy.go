@@ -63,6 +63,14 @@ type Options struct {
 	// Approvals holds calls that policy says a human must approve (nil:
 	// such calls are denied).
 	Approvals Approvals
+	// Pinning filters upstreams' tools to approved definitions (nil: all
+	// definitions are served).
+	Pinning Pinning
+}
+
+// Pinning is tool-definition pinning.
+type Pinning interface {
+	Admit(ctx context.Context, upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error)
 }
 
 // Approvals is the human-approval queue.
@@ -125,7 +133,16 @@ func New(opts Options) *Proxy {
 		CompletionHandler:  p.complete,
 		KeepAlive:          0,
 	})
+	var admit func(string, int64, []*mcp.Tool) ([]*mcp.Tool, error)
+	if opts.Pinning != nil {
+		admit = func(upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return opts.Pinning.Admit(ctx, upstream, session, tools)
+		}
+	}
 	p.catalog = newCatalog(p.server, opts.Namespaced, catalogHandlers{
+		admit:    admit,
 		tool:     p.toolHandler,
 		prompt:   p.promptHandler,
 		resource: p.resourceHandler,
@@ -158,6 +175,14 @@ func (p *Proxy) AddUpstream(cfg config.Upstream, dial Dialer) *Upstream {
 	u.ProtocolVersion = cfg.ProtocolVersion
 	p.upstreams = append(p.upstreams, u)
 	return u
+}
+
+// RefreshAll re-fetches and re-publishes every upstream's lists (after an
+// operator approved or rejected a tool definition).
+func (p *Proxy) RefreshAll() {
+	for _, u := range p.upstreams {
+		u.refreshAsync()
+	}
 }
 
 // Upstreams returns the registered upstreams.

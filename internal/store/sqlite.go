@@ -81,6 +81,18 @@ CREATE TABLE IF NOT EXISTS approvals (
 	comment     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS approvals_session ON approvals(agent, session_id, tool) WHERE scope = 'session';
+CREATE TABLE IF NOT EXISTS tool_pins (
+	upstream   TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	digest     TEXT NOT NULL,
+	definition BLOB NOT NULL,
+	state      TEXT NOT NULL,
+	reason     TEXT NOT NULL,
+	seen_ns    INTEGER NOT NULL,
+	decided_by TEXT NOT NULL DEFAULT '',
+	changed_ns INTEGER NOT NULL,
+	PRIMARY KEY (upstream, name, digest)
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL

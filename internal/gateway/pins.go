@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
+)
+
+func withStore[T any](cfg *config.Config, f func(*store.SQLite) (T, error)) (T, error) {
+	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer st.Close()
+	return f(st)
+}
+
+// ListPins returns the recorded tool definitions (of one upstream, or all).
+func ListPins(ctx context.Context, cfg *config.Config, upstream string) ([]toolreg.Pin, error) {
+	return withStore(cfg, func(st *store.SQLite) ([]toolreg.Pin, error) { return st.Pins(ctx, upstream) })
+}
+
+// PinDiff shows how the quarantined definition of a tool differs from its
+// last approved one.
+func PinDiff(ctx context.Context, cfg *config.Config, upstream, name string) (string, error) {
+	pins, err := ListPins(ctx, cfg, upstream)
+	if err != nil {
+		return "", err
+	}
+	var approved, pending *toolreg.Pin
+	for i := range pins {
+		p := &pins[i]
+		if p.Name != name {
+			continue
+		}
+		switch p.State {
+		case toolreg.Approved:
+			approved = p
+		case toolreg.Quarantined:
+			pending = p
+		}
+	}
+	if pending == nil {
+		return "", fmt.Errorf("no quarantined definition of %s/%s", upstream, name)
+	}
+	head := fmt.Sprintf("%s/%s: %s\nquarantined %s (%s)\n", upstream, name, pending.Reason, pending.Digest, pending.SeenAt.Format(time.RFC3339))
+	if approved == nil {
+		return head + "no approved definition to compare with; the whole definition is new:\n" + toolreg.Diff(nil, pending.Definition), nil
+	}
+	return head + fmt.Sprintf("approved    %s\n\n", approved.Digest) + toolreg.Diff(approved.Definition, pending.Definition), nil
+}
+
+// DecidePin approves or rejects the quarantined definition of a tool and
+// audits it. A running gateway serves an approved one within a second.
+func DecidePin(ctx context.Context, cfg *config.Config, upstream, name, state, by string) (toolreg.Pin, error) {
+	if state != toolreg.Approved && state != toolreg.Rejected {
+		return toolreg.Pin{}, errors.New("decision must be approved or rejected")
+	}
+	return withStore(cfg, func(st *store.SQLite) (toolreg.Pin, error) {
+		pins, err := st.Pins(ctx, upstream)
+		if err != nil {
+			return toolreg.Pin{}, err
+		}
+		var target *toolreg.Pin
+		for i := range pins {
+			if pins[i].Name == name && pins[i].State == toolreg.Quarantined {
+				target = &pins[i]
+			}
+		}
+		if target == nil {
+			return toolreg.Pin{}, fmt.Errorf("no quarantined definition of %s/%s", upstream, name)
+		}
+		e := audit.NewEvent(audit.TypeSupplyChain, time.Now())
+		e.Outcome, e.Code, e.Upstream, e.Target = audit.OutcomeInfo, "tool_"+state, upstream, name
+		e.Detail = fmt.Sprintf("%s by %s (%s)", target.Digest, by, target.Reason)
+		if err := audit.WriteNow(ctx, st, e); err != nil {
+			return toolreg.Pin{}, err
+		}
+		if err := st.SetPinState(ctx, upstream, name, target.Digest, state, by); err != nil {
+			return toolreg.Pin{}, err
+		}
+		target.State, target.DecidedBy = state, by
+		return *target, nil
+	})
+}

@@ -1,0 +1,242 @@
+package toolreg
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Modes.
+const (
+	ModeTOFU   = "tofu"
+	ModeStrict = "strict"
+)
+
+// Pin states.
+const (
+	Approved    = "approved"
+	Quarantined = "quarantined"
+	Rejected    = "rejected"
+)
+
+// Pin is one recorded definition of one tool of one upstream.
+type Pin struct {
+	Upstream   string
+	Name       string
+	Digest     string
+	Definition json.RawMessage
+	State      string
+	Reason     string
+	SeenAt     time.Time
+	DecidedBy  string
+}
+
+// Store persists pins.
+type Store interface {
+	Pins(ctx context.Context, upstream string) ([]Pin, error)
+	AddPin(ctx context.Context, p Pin) error
+	SetPinState(ctx context.Context, upstream, name, digest, state, by string) error
+	PinsChanged(ctx context.Context) (int64, error)
+}
+
+// definition is what the digest covers.
+type definition struct {
+	Name         string               `json:"name"`
+	Title        string               `json:"title,omitempty"`
+	Description  string               `json:"description,omitempty"`
+	InputSchema  any                  `json:"inputSchema,omitempty"`
+	OutputSchema any                  `json:"outputSchema,omitempty"`
+	Annotations  *mcp.ToolAnnotations `json:"annotations,omitempty"`
+}
+
+// Digest returns the canonical definition of t and its "sha256:<hex>".
+// Canonical: the covered fields only, object keys sorted (encoding/json
+// sorts map keys), no insignificant whitespace.
+func Digest(t *mcp.Tool) (string, json.RawMessage, error) {
+	d := definition{Name: t.Name, Title: t.Title, Description: t.Description, InputSchema: t.InputSchema, OutputSchema: t.OutputSchema, Annotations: t.Annotations}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", nil, err
+	}
+	// Re-encode through a generic value so nested schema keys are sorted too.
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return "", nil, err
+	}
+	if b, err = json.Marshal(v); err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:]), b, nil
+}
+
+// Event reports a pinning outcome for the audit log.
+type Event struct {
+	Upstream, Name, Digest, Code, Detail string
+}
+
+// TOFUWindow bounds trust on first use: what an upstream offers during the
+// session in which it is first ever seen, within this long, is approved
+// (servers register some tools only after the client initialised). Anything
+// offered later, or after the upstream reconnected, is quarantined.
+const TOFUWindow = time.Minute
+
+// Registry decides which offered tools may be served.
+type Registry struct {
+	Store   Store
+	Mode    string
+	OnEvent func(Event)
+	Now     func() time.Time
+
+	mu    sync.Mutex
+	first map[string]firstSight // upstreams first seen by this process with no pins
+}
+
+type firstSight struct {
+	at      time.Time
+	session int64
+}
+
+// Admit records the tools upstream offers and returns those that may be
+// served (approved definitions only). Anything it cannot check is withheld.
+// session identifies the upstream's connection (it changes when the
+// upstream restarts).
+func (r *Registry) Admit(ctx context.Context, upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pins, err := r.Store.Pins(ctx, upstream)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	if r.first == nil {
+		r.first = map[string]firstSight{}
+	}
+	if len(pins) == 0 {
+		if _, ok := r.first[upstream]; !ok {
+			r.first[upstream] = firstSight{at: now, session: session}
+		}
+	}
+	fs, seenFirst := r.first[upstream]
+	firstSight := seenFirst && fs.session == session && now.Sub(fs.at) < TOFUWindow
+	byKey := map[[2]string]Pin{}
+	approvedDesc := map[string]string{} // description -> approved tool name
+	for _, p := range pins {
+		byKey[[2]string{p.Name, p.Digest}] = p
+		if p.State == Approved {
+			var d definition
+			if json.Unmarshal(p.Definition, &d) == nil && d.Description != "" {
+				approvedDesc[d.Description] = p.Name
+			}
+		}
+	}
+	names := map[string]bool{}
+	for _, p := range pins {
+		names[p.Name] = true
+	}
+	var served []*mcp.Tool
+	for _, t := range tools {
+		digest, def, err := Digest(t)
+		if err != nil {
+			r.event(Event{Upstream: upstream, Name: t.Name, Code: "tool_unpinnable", Detail: err.Error()})
+			continue
+		}
+		if p, ok := byKey[[2]string{t.Name, digest}]; ok {
+			if p.State == Approved {
+				served = append(served, t)
+			}
+			continue
+		}
+		reason := "new tool"
+		switch {
+		case names[t.Name]:
+			reason = "definition changed"
+		case approvedDesc[t.Description] != "" && approvedDesc[t.Description] != t.Name:
+			reason = "reappeared under a new name (was " + approvedDesc[t.Description] + ")"
+		}
+		p := Pin{Upstream: upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: reason, SeenAt: now.UTC()}
+		if firstSight && r.Mode == ModeTOFU {
+			p.State, p.Reason, p.DecidedBy = Approved, "trust on first use", "tofu"
+		}
+		if err := r.Store.AddPin(ctx, p); err != nil {
+			return nil, err
+		}
+		if p.State == Approved {
+			served = append(served, t)
+			r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_pinned", Detail: p.Reason})
+			continue
+		}
+		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_quarantined", Detail: reason})
+	}
+	return served, nil
+}
+
+func (r *Registry) event(e Event) {
+	if r.OnEvent != nil {
+		r.OnEvent(e)
+	}
+}
+
+// Watch calls changed whenever an operator changes a pin, until ctx ends.
+func (r *Registry) Watch(ctx context.Context, every time.Duration, changed func()) {
+	last, _ := r.Store.PinsChanged(ctx)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if v, err := r.Store.PinsChanged(ctx); err == nil && v != last {
+				last = v
+				changed()
+			}
+		}
+	}
+}
+
+// Diff renders what changed between an approved definition and a newer one:
+// description lines, schema lines and annotations, each as -/+ lines.
+func Diff(old, next json.RawMessage) string {
+	var a, b definition
+	json.Unmarshal(old, &a)
+	json.Unmarshal(next, &b)
+	var out bytes.Buffer
+	section := func(title, x, y string) {
+		if x == y {
+			return
+		}
+		fmt.Fprintf(&out, "%s:\n%s", title, lineDiff(x, y))
+	}
+	section("name", a.Name, b.Name)
+	section("title", a.Title, b.Title)
+	section("description", a.Description, b.Description)
+	section("input schema", pretty(a.InputSchema), pretty(b.InputSchema))
+	section("output schema", pretty(a.OutputSchema), pretty(b.OutputSchema))
+	section("annotations", pretty(a.Annotations), pretty(b.Annotations))
+	if out.Len() == 0 {
+		return "no differences\n"
+	}
+	return out.String()
+}
+
+func pretty(v any) string {
+	if v == nil {
+		return ""
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil || string(b) == "null" {
+		return ""
+	}
+	return string(b)
+}
