@@ -405,18 +405,11 @@ func (c *Config) Validate() error {
 	if c.Audit.CheckpointInterval.D() < time.Second {
 		add("audit.checkpoint_interval: at least 1s")
 	}
-	if u := c.Audit.CheckpointURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
-		add("audit.checkpoint_url: %q must be an http(s) URL", u)
+	if u := c.Audit.CheckpointURL; u != "" {
+		errs = append(errs, checkURL("audit.checkpoint_url", u)...)
 	}
 	if o := c.Telemetry.OTLP; o != nil {
-		if !strings.HasPrefix(o.URL, "https://") && !strings.HasPrefix(o.URL, "http://") {
-			add("telemetry.otlp.url: %q must be an http(s) URL", o.URL)
-		}
-		for k, v := range o.Headers {
-			if err := v.validate(k); err != nil {
-				add("telemetry.otlp.headers.%s: %v", k, err)
-			}
-		}
+		errs = append(errs, o.validate("telemetry.otlp")...)
 	}
 	if c.Pinning != "tofu" && c.Pinning != "strict" {
 		add("pinning: %q is not tofu or strict", c.Pinning)
@@ -425,14 +418,7 @@ func (c *Config) Validate() error {
 		add("approvals.timeout: between 1s and 1h")
 	}
 	if w := c.Approvals.Webhook; w != nil {
-		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
-			add("approvals.webhook.url: %q must be an http(s) URL", w.URL)
-		}
-		for k, v := range w.Headers {
-			if err := v.validate(k); err != nil {
-				add("approvals.webhook.headers.%s: %v", k, err)
-			}
-		}
+		errs = append(errs, w.validate("approvals.webhook")...)
 	}
 	names := map[string]bool{}
 	for i, x := range c.Audit.Export {
@@ -486,9 +472,7 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if u.HTTP != nil {
 		kinds++
-		if !strings.HasPrefix(u.HTTP.URL, "https://") && !strings.HasPrefix(u.HTTP.URL, "http://") {
-			add("http.url: %q must be an http(s) URL", u.HTTP.URL)
-		}
+		errs = append(errs, checkURL(at+".http.url", u.HTTP.URL)...)
 		for k, v := range u.HTTP.Headers {
 			if err := v.validate(k); err != nil {
 				add("http.headers.%s: %v", k, err)
@@ -524,17 +508,9 @@ func (x *Export) validate(at string) []error {
 		}
 	}
 	for kind, w := range map[string]*WebhookExport{"webhook": x.Webhook, "otlp": x.OTLP} {
-		if w == nil {
-			continue
-		}
-		n++
-		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
-			add("%s.url: %q must be an http(s) URL", kind, w.URL)
-		}
-		for k, v := range w.Headers {
-			if err := v.validate(k); err != nil {
-				add("%s.headers.%s: %v", kind, k, err)
-			}
+		if w != nil {
+			n++
+			errs = append(errs, w.validate(at+"."+kind)...)
 		}
 	}
 	if x.Syslog != nil {
@@ -547,6 +523,24 @@ func (x *Export) validate(at string) []error {
 		add("exactly one of file, webhook, syslog, otlp must be set")
 	}
 	return errs
+}
+
+// validate checks a URL and its header values.
+func (w *WebhookExport) validate(at string) []error {
+	errs := checkURL(at+".url", w.URL)
+	for k, v := range w.Headers {
+		if err := v.validate(k); err != nil {
+			errs = append(errs, fmt.Errorf("%s.headers.%s: %w", at, k, err))
+		}
+	}
+	return errs
+}
+
+func checkURL(at, u string) []error {
+	if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		return []error{fmt.Errorf("%s: %q must be an http(s) URL", at, u)}
+	}
+	return nil
 }
 
 // NamespaceSeparator joins an upstream's name and its tool or prompt name.

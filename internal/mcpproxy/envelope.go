@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
 // Errors from CheckMessage. Each is a refusal reason recorded in the audit log.
@@ -146,4 +148,35 @@ func checkDepth(b []byte, max int) error {
 		}
 	}
 	return nil
+}
+
+// refusal maps a CheckMessage error to the reason code recorded and shown,
+// and the JSON-RPC error code of the answer.
+func refusal(cause error) (reason string, code int64) {
+	switch {
+	case errors.Is(cause, ErrTooLarge):
+		return "message_too_large", jsonrpc.CodeInvalidRequest
+	case errors.Is(cause, ErrTooDeep):
+		return "message_too_deep", jsonrpc.CodeInvalidRequest
+	case errors.Is(cause, ErrBatchTooBig):
+		return "batch_too_large", jsonrpc.CodeInvalidRequest
+	case errors.Is(cause, ErrUnknownMethod):
+		return ReasonMethodNotAllowed, jsonrpc.CodeMethodNotFound
+	case errors.Is(cause, ErrMalformed):
+		return "malformed", jsonrpc.CodeParseError
+	}
+	return "malformed", jsonrpc.CodeInvalidRequest
+}
+
+// refusalBody is the JSON-RPC error answering a refused message.
+func refusalBody(id json.RawMessage, code int64, reason, requestID string) map[string]any {
+	var rid any
+	if len(id) > 0 && len(id) < 100 {
+		rid = id
+	}
+	data, _ := json.Marshal(map[string]string{"reason": reason, "request_id": requestID})
+	return map[string]any{
+		"jsonrpc": "2.0", "id": rid,
+		"error": map[string]any{"code": code, "message": "refused by portcullis: " + reason, "data": json.RawMessage(data)},
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -118,18 +117,13 @@ func (f *front) refuseAuthn(w http.ResponseWriter, r *http.Request, err error) {
 // refuseMessage answers a message that failed framing checks with a JSON-RPC
 // error (echoing the request's id when it could be read) and audits it.
 func (f *front) refuseMessage(w http.ResponseWriter, r *http.Request, pr *identity.Principal, body []byte, cause error) {
-	code, status, reason := int64(jsonrpc.CodeInvalidRequest), http.StatusBadRequest, "malformed"
-	switch {
-	case errors.Is(cause, ErrTooLarge):
-		status, reason = http.StatusRequestEntityTooLarge, "message_too_large"
-	case errors.Is(cause, ErrTooDeep):
-		reason = "message_too_deep"
-	case errors.Is(cause, ErrBatchTooBig):
-		reason = "batch_too_large"
-	case errors.Is(cause, ErrUnknownMethod):
-		code, status, reason = jsonrpc.CodeMethodNotFound, http.StatusOK, ReasonMethodNotAllowed
-	case errors.Is(cause, ErrMalformed):
-		code = jsonrpc.CodeParseError
+	reason, code := refusal(cause)
+	status := http.StatusBadRequest
+	switch reason {
+	case "message_too_large":
+		status = http.StatusRequestEntityTooLarge
+	case ReasonMethodNotAllowed:
+		status = http.StatusOK
 	}
 	e := audit.NewEvent(audit.TypeProtocol, f.p.opts.Now())
 	e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, reason, truncate(cause.Error(), 300)
@@ -140,15 +134,7 @@ func (f *front) refuseMessage(w http.ResponseWriter, r *http.Request, pr *identi
 	}
 	f.p.recordBackground(e)
 	f.p.opts.Metrics.Refusal(reason)
-	var id any
-	if len(env.ID) > 0 && len(env.ID) < 100 {
-		id = env.ID
-	}
-	data, _ := json.Marshal(map[string]string{"reason": reason, "request_id": e.RequestID})
-	writeJSON(w, status, map[string]any{
-		"jsonrpc": "2.0", "id": id,
-		"error": map[string]any{"code": code, "message": "refused by portcullis: " + reason, "data": json.RawMessage(data)},
-	})
+	writeJSON(w, status, refusalBody(env.ID, code, reason, e.RequestID))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

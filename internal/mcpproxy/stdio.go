@@ -10,7 +10,6 @@ import (
 	"io"
 	"sync"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -114,20 +113,7 @@ func (c *checkedReader) check(line []byte) error {
 }
 
 func (c *checkedReader) refuse(line []byte, cause error) {
-	reason := "malformed"
-	code := int64(jsonrpc.CodeInvalidRequest)
-	switch {
-	case errors.Is(cause, ErrTooLarge):
-		reason = "message_too_large"
-	case errors.Is(cause, ErrTooDeep):
-		reason = "message_too_deep"
-	case errors.Is(cause, ErrBatchTooBig):
-		reason = "batch_too_large"
-	case errors.Is(cause, ErrUnknownMethod):
-		reason, code = ReasonMethodNotAllowed, jsonrpc.CodeMethodNotFound
-	case errors.Is(cause, ErrMalformed):
-		code = jsonrpc.CodeParseError
-	}
+	reason, code := refusal(cause)
 	e := audit.NewEvent(audit.TypeProtocol, c.p.opts.Now())
 	e.RequestID, e.Code, e.Detail = newRequestID(), reason, truncate(cause.Error(), 300)
 	var env Envelope
@@ -139,10 +125,6 @@ func (c *checkedReader) refuse(line []byte, cause error) {
 	if len(env.ID) == 0 || len(env.ID) > 100 {
 		return // a notification, or no readable id: nothing to answer
 	}
-	data, _ := json.Marshal(map[string]string{"reason": reason, "request_id": e.RequestID})
-	resp, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": env.ID,
-		"error": map[string]any{"code": code, "message": "refused by portcullis: " + reason, "data": json.RawMessage(data)},
-	})
+	resp, _ := json.Marshal(refusalBody(env.ID, code, reason, e.RequestID))
 	c.out.Write(append(resp, '\n'))
 }
