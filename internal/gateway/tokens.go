@@ -16,44 +16,10 @@ import (
 // key and records the issuance in the audit log. It is what
 // `portcullis token issue` runs, beside or without a running gateway.
 func IssueToken(ctx context.Context, cfg *config.Config, agent string, ttl time.Duration) (string, token.Claims, error) {
-	dir := DataDir(cfg)
-	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
-	if err != nil {
-		return "", token.Claims{}, err
-	}
-	st, err := store.Open(filepath.Join(dir, StoreFile))
-	if err != nil {
-		return "", token.Claims{}, err
-	}
-	defer st.Close()
-	return issue(ctx, cfg, key, st, agent, ttl)
-}
-
-// IssueToken mints a token with the gateway's own key and store (used for
-// the `serve --dev` banner before the recorder runs).
-func (g *Gateway) IssueToken(ctx context.Context, agent string, ttl time.Duration) (string, token.Claims, error) {
-	return issue(ctx, g.cfg, g.key, g.store, agent, ttl)
-}
-
-func issue(ctx context.Context, cfg *config.Config, key *token.SigningKey, st audit.LogStore, agent string, ttl time.Duration) (string, token.Claims, error) {
 	if _, ok := cfg.Agent(agent); !ok {
 		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q (declare it under agents:)", ErrUnknownAgent, agent)
 	}
-	iss, err := token.NewIssuer(key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
-	if err != nil {
-		return "", token.Claims{}, err
-	}
-	raw, c, err := iss.Issue(agent, ttl)
-	if err != nil {
-		return "", token.Claims{}, err
-	}
-	e := audit.NewEvent(audit.TypeToken, c.IssuedAt)
-	e.Outcome, e.Agent, e.Credential = audit.OutcomeAllow, agent, c.ID
-	e.Detail = "expires " + c.Expires.UTC().Format(time.RFC3339)
-	if err := audit.WriteNow(ctx, st, e); err != nil {
-		return "", token.Claims{}, fmt.Errorf("issue token: audit: %w", err)
-	}
-	return raw, c, nil
+	return mintStandalone(ctx, cfg, token.TypAgent, cfg.Auth.Audience, agent, ttl)
 }
 
 // IssueAdminToken mints a short-lived admin-API token for a configured admin
@@ -62,6 +28,19 @@ func IssueAdminToken(ctx context.Context, cfg *config.Config, admin string, ttl 
 	if !cfg.Admin(admin) {
 		return "", token.Claims{}, fmt.Errorf("issue admin token: %q is not a configured admin", admin)
 	}
+	return mintStandalone(ctx, cfg, token.TypAdmin, AdminAudience, admin, ttl)
+}
+
+// IssueToken mints an agent token with the gateway's own key and store
+// (used for the `serve --dev` banner before the recorder runs).
+func (g *Gateway) IssueToken(ctx context.Context, agent string, ttl time.Duration) (string, token.Claims, error) {
+	if _, ok := g.cfg.Agent(agent); !ok {
+		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q", ErrUnknownAgent, agent)
+	}
+	return mint(ctx, g.cfg, g.key, g.store, token.TypAgent, g.cfg.Auth.Audience, agent, ttl)
+}
+
+func mintStandalone(ctx context.Context, cfg *config.Config, typ, audience, name string, ttl time.Duration) (string, token.Claims, error) {
 	dir := DataDir(cfg)
 	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
 	if err != nil {
@@ -72,18 +51,30 @@ func IssueAdminToken(ctx context.Context, cfg *config.Config, admin string, ttl 
 		return "", token.Claims{}, err
 	}
 	defer st.Close()
-	iss, err := token.NewTypedIssuer(key, token.TypAdmin, cfg.Auth.Issuer, AdminAudience, cfg.Auth.MaxTTL.D(), nil)
+	return mint(ctx, cfg, key, st, typ, audience, name, ttl)
+}
+
+// mint issues a token and audits it; the token is not released unless the
+// audit event is durable.
+func mint(ctx context.Context, cfg *config.Config, key *token.SigningKey, st audit.LogStore, typ, audience, name string, ttl time.Duration) (string, token.Claims, error) {
+	iss, err := token.NewTypedIssuer(key, typ, cfg.Auth.Issuer, audience, cfg.Auth.MaxTTL.D(), nil)
 	if err != nil {
 		return "", token.Claims{}, err
 	}
-	raw, c, err := iss.Issue(admin, ttl)
+	raw, c, err := iss.Issue(name, ttl)
 	if err != nil {
 		return "", token.Claims{}, err
 	}
 	e := audit.NewEvent(audit.TypeToken, c.IssuedAt)
-	e.Outcome, e.Credential, e.Detail = audit.OutcomeAllow, c.ID, "admin token for "+admin+", expires "+c.Expires.UTC().Format(time.RFC3339)
+	e.Outcome, e.Credential = audit.OutcomeAllow, c.ID
+	e.Detail = "expires " + c.Expires.UTC().Format(time.RFC3339)
+	if typ == token.TypAgent {
+		e.Agent = name
+	} else {
+		e.Detail = "admin token for " + name + ", " + e.Detail
+	}
 	if err := audit.WriteNow(ctx, st, e); err != nil {
-		return "", token.Claims{}, err
+		return "", token.Claims{}, fmt.Errorf("issue token: audit: %w", err)
 	}
 	return raw, c, nil
 }

@@ -262,58 +262,45 @@ func (c *Catalog) deriveResources() (map[string]*resourceEntry, []*templateEntry
 	return out, templates, problems
 }
 
-func (c *Catalog) syncTools(next map[string]*toolEntry) {
+// syncNamed mirrors a named view into the SDK server: it removes what is
+// gone or changed and adds what is new or changed.
+func syncNamed[E any](old, next map[string]*E, same func(a, b *E) bool, remove func(...string), add func(string, *E)) {
 	var gone []string
-	for name, old := range c.tools {
-		if n, ok := next[name]; !ok || n.digest != old.digest || n.up != old.up {
+	for name, o := range old {
+		if n, ok := next[name]; !ok || !same(o, n) {
 			gone = append(gone, name)
 		}
 	}
 	if len(gone) > 0 {
-		c.server.RemoveTools(gone...)
+		remove(gone...)
 	}
 	for name, e := range next {
-		if old, ok := c.tools[name]; ok && old.digest == e.digest && old.up == e.up {
+		if o, ok := old[name]; ok && same(o, e) {
 			continue
 		}
-		addSafely(func() { c.server.AddTool(e.tool, c.handlers.tool(e)) }, c.handlers.problem, e.up.Name, "tool", name)
+		add(name, e)
 	}
+}
+
+func (c *Catalog) syncTools(next map[string]*toolEntry) {
+	syncNamed(c.tools, next, func(a, b *toolEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemoveTools,
+		func(name string, e *toolEntry) {
+			addSafely(func() { c.server.AddTool(e.tool, c.handlers.tool(e)) }, c.handlers.problem, e.up.Name, "tool", name)
+		})
 }
 
 func (c *Catalog) syncPrompts(next map[string]*promptEntry) {
-	var gone []string
-	for name, old := range c.prompts {
-		if n, ok := next[name]; !ok || n.digest != old.digest || n.up != old.up {
-			gone = append(gone, name)
-		}
-	}
-	if len(gone) > 0 {
-		c.server.RemovePrompts(gone...)
-	}
-	for name, e := range next {
-		if old, ok := c.prompts[name]; ok && old.digest == e.digest && old.up == e.up {
-			continue
-		}
-		addSafely(func() { c.server.AddPrompt(e.prompt, c.handlers.prompt(e)) }, c.handlers.problem, e.up.Name, "prompt", name)
-	}
+	syncNamed(c.prompts, next, func(a, b *promptEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemovePrompts,
+		func(name string, e *promptEntry) {
+			addSafely(func() { c.server.AddPrompt(e.prompt, c.handlers.prompt(e)) }, c.handlers.problem, e.up.Name, "prompt", name)
+		})
 }
 
 func (c *Catalog) syncResources(next map[string]*resourceEntry, templates []*templateEntry) {
-	var gone []string
-	for uri, old := range c.resources {
-		if n, ok := next[uri]; !ok || n.digest != old.digest || n.up != old.up {
-			gone = append(gone, uri)
-		}
-	}
-	if len(gone) > 0 {
-		c.server.RemoveResources(gone...)
-	}
-	for uri, e := range next {
-		if old, ok := c.resources[uri]; ok && old.digest == e.digest && old.up == e.up {
-			continue
-		}
-		addSafely(func() { c.server.AddResource(e.resource, c.handlers.resource(e.up)) }, c.handlers.problem, e.up.Name, "resource", uri)
-	}
+	syncNamed(c.resources, next, func(a, b *resourceEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemoveResources,
+		func(uri string, e *resourceEntry) {
+			addSafely(func() { c.server.AddResource(e.resource, c.handlers.resource(e.up)) }, c.handlers.problem, e.up.Name, "resource", uri)
+		})
 	old := map[string]*templateEntry{}
 	for _, t := range c.templates {
 		old[t.template.URITemplate] = t
