@@ -90,7 +90,9 @@ func in(target types.EntityUID, self types.EntityUID, parents []types.EntityUID)
 	return target == self || slices.Contains(parents, target)
 }
 
-func principalMatches(n xast.IsPrincipalScopeNode, e types.EntityUID, parents []types.EntityUID) bool {
+// entityMatches is the principal and resource scope test: the scope
+// node types are the same for both.
+func entityMatches(n any, e types.EntityUID, parents []types.EntityUID) bool {
 	switch s := n.(type) {
 	case xast.ScopeTypeAll:
 		return true
@@ -106,6 +108,14 @@ func principalMatches(n xast.IsPrincipalScopeNode, e types.EntityUID, parents []
 	return true // an unknown form: keep the policy
 }
 
+func principalMatches(n xast.IsPrincipalScopeNode, e types.EntityUID, parents []types.EntityUID) bool {
+	return entityMatches(n, e, parents)
+}
+
+func resourceMatches(n xast.IsResourceScopeNode, e types.EntityUID, parents []types.EntityUID) bool {
+	return entityMatches(n, e, parents)
+}
+
 func actionMatches(n xast.IsActionScopeNode, e types.EntityUID) bool {
 	switch s := n.(type) {
 	case xast.ScopeTypeAll:
@@ -116,22 +126,6 @@ func actionMatches(n xast.IsActionScopeNode, e types.EntityUID) bool {
 		return s.Entity == e
 	case xast.ScopeTypeInSet:
 		return slices.Contains(s.Entities, e)
-	}
-	return true
-}
-
-func resourceMatches(n xast.IsResourceScopeNode, e types.EntityUID, parents []types.EntityUID) bool {
-	switch s := n.(type) {
-	case xast.ScopeTypeAll:
-		return true
-	case xast.ScopeTypeEq:
-		return s.Entity == e
-	case xast.ScopeTypeIn:
-		return in(s.Entity, e, parents)
-	case xast.ScopeTypeIs:
-		return s.Type == e.Type
-	case xast.ScopeTypeIsIn:
-		return s.Type == e.Type && in(s.Entity, e, parents)
 	}
 	return true
 }
