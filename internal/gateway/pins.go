@@ -91,3 +91,31 @@ func DecidePin(ctx context.Context, cfg *config.Config, upstream, name, state, b
 		return *target, nil
 	})
 }
+
+// BOM builds the AI-BOM (CycloneDX 1.6) of the configured upstreams and
+// their recorded tool definitions.
+func BOM(ctx context.Context, cfg *config.Config, version string) (map[string]any, error) {
+	pins, err := ListPins(ctx, cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	var ups []toolreg.BOMUpstream
+	for _, u := range cfg.Upstreams {
+		b := toolreg.BOMUpstream{Name: u.Name}
+		switch {
+		case u.Stdio != nil:
+			b.Transport, b.Command, b.Args = "stdio", u.Stdio.Command, u.Stdio.Args
+		case u.HTTP != nil:
+			b.Transport, b.URL = "http", u.HTTP.URL
+		default:
+			b.Transport = "builtin:" + u.Builtin
+		}
+		for _, p := range pins {
+			if p.Upstream == u.Name {
+				b.Pins = append(b.Pins, p)
+			}
+		}
+		ups = append(ups, b)
+	}
+	return toolreg.BOM(version, ups, time.Now()), nil
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 )
 
 func TestPolicyHotReloadIsAtomicAndKeepsTheLastGoodBundle(t *testing.T) {
@@ -146,5 +148,29 @@ func TestRepeatBreakerTripsAndIsAudited(t *testing.T) {
 		return e.Code == "breaker_open" && strings.Contains(e.Detail, "breaker opened")
 	}); e == nil || e.Agent != "reader" {
 		t.Errorf("breaker event = %+v", e)
+	}
+}
+
+func TestAIBOM(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t) // pins the demo tools
+	h.stop()
+	h.cfg.Upstreams = append(h.cfg.Upstreams,
+		config.Upstream{Name: "files", Stdio: &config.StdioServer{Command: "npx", Args: []string{"-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/srv"}}},
+		config.Upstream{Name: "remote", HTTP: &config.HTTPServer{URL: "https://user:pw@mcp.example.com/mcp?key=secret"}})
+	b, err := BOM(context.Background(), h.cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(b)
+	s := string(js)
+	for _, want := range []string{`"bomFormat":"CycloneDX"`, `"specVersion":"1.6"`, `"purl":"pkg:npm/%40modelcontextprotocol/server-filesystem@2026.8.31"`,
+		`"name":"read_file"`, `"portcullis:definition-digest"`, `"value":"approved"`, `"https://mcp.example.com/mcp"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("BOM lacks %s", want)
+		}
+	}
+	if strings.Contains(s, "secret") || strings.Contains(s, "pw@") {
+		t.Error("BOM leaks URL credentials")
 	}
 }
