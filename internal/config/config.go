@@ -141,12 +141,18 @@ type StdioServer struct {
 	// InheritEnv names variables copied from Portcullis' own environment
 	// (typically PATH, so that interpreters such as node can be found).
 	InheritEnv []string `json:"inherit_env,omitempty"`
+	// SHA256 pins the executable (as found on PATH): a launch whose binary
+	// hashes differently is refused.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // HTTPServer is a remote MCP server over streamable HTTP.
 type HTTPServer struct {
 	URL     string           `json:"url"`
 	Headers map[string]Value `json:"headers,omitempty"`
+	// SPKISHA256 pins the server's TLS key: the base64 SHA-256 of the leaf
+	// certificate's SubjectPublicKeyInfo (as in HPKP). Needs an https URL.
+	SPKISHA256 string `json:"spki_sha256,omitempty"`
 }
 
 // Value is a configuration value that may be a secret. Secret values must be
@@ -242,11 +248,12 @@ type Log struct {
 }
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-	agentRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	originRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$`)
-	sensitiveN = regexp.MustCompile(`(?i)(auth|token|secret|passw|key|cookie|credential|session)`)
+	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	agentRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	originRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$`)
+	sensitiveN  = regexp.MustCompile(`(?i)(auth|token|secret|passw|key|cookie|credential|session)`)
 )
 
 // Load reads, strictly decodes and validates the configuration file at path.
@@ -456,6 +463,9 @@ func (u *Upstream) validate(at string) []error {
 		if u.Stdio.Command == "" {
 			add("stdio.command: required")
 		}
+		if h := u.Stdio.SHA256; h != "" && !sha256HexRE.MatchString(h) {
+			add("stdio.sha256: want 64 lowercase hex digits")
+		}
 		for _, k := range u.Stdio.InheritEnv {
 			if !envNameRE.MatchString(k) {
 				add("stdio.inherit_env: %q is not a valid variable name", k)
@@ -473,6 +483,9 @@ func (u *Upstream) validate(at string) []error {
 	if u.HTTP != nil {
 		kinds++
 		errs = append(errs, checkURL(at+".http.url", u.HTTP.URL)...)
+		if u.HTTP.SPKISHA256 != "" && !strings.HasPrefix(u.HTTP.URL, "https://") {
+			add("http.spki_sha256: needs an https URL")
+		}
 		for k, v := range u.HTTP.Headers {
 			if err := v.validate(k); err != nil {
 				add("http.headers.%s: %v", k, err)

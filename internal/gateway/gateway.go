@@ -179,7 +179,7 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 	log := g.log.With("component", "upstream", "upstream", u.Name)
 	switch {
 	case u.Stdio != nil:
-		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), log), nil
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.cfg.Pinning == "strict", log), nil
 	case u.HTTP != nil:
 		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir()), nil
 	case u.Builtin == "demo":

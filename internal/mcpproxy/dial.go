@@ -19,14 +19,25 @@ import (
 
 // StdioDialer launches cfg's command with exactly the configured environment
 // (plus the variables named in inherit_env) and speaks MCP over its stdio.
-// Secret references are resolved at every launch and never logged.
-func StdioDialer(cfg *config.StdioServer, baseDir string, log *slog.Logger) Dialer {
+// Secret references are resolved at every launch and never logged. The
+// executable's hash is checked at every launch when pinned, and in strict
+// mode a package-runner launch must name an exact version.
+func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, log *slog.Logger) Dialer {
 	return func(ctx context.Context) (mcp.Transport, error) {
+		if strict {
+			if err := CheckPackagePinned(cfg.Command, cfg.Args); err != nil {
+				return nil, err
+			}
+		}
+		path, err := CheckExecutable(cfg.Command, cfg.SHA256)
+		if err != nil {
+			return nil, err
+		}
 		env, err := stdioEnv(cfg, baseDir)
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(cfg.Command, cfg.Args...)
+		cmd := exec.Command(path, cfg.Args...)
 		cmd.Env = env
 		cmd.Dir = cfg.Dir
 		if cmd.Dir != "" && !filepath.IsAbs(cmd.Dir) {
@@ -87,7 +98,17 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string) Dialer {
 			}
 			h.Set(k, s)
 		}
-		client := &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: h}}
+		base := http.DefaultTransport
+		if cfg.SPKISHA256 != "" {
+			tc, err := SPKIPinnedTLS(cfg.SPKISHA256)
+			if err != nil {
+				return nil, err
+			}
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			t.TLSClientConfig = tc
+			base = t
+		}
+		client := &http.Client{Transport: &headerTransport{base: base, headers: h}}
 		return &mcp.StreamableClientTransport{Endpoint: cfg.URL, HTTPClient: client, MaxRetries: 2}, nil
 	}
 }
