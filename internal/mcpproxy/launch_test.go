@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -39,7 +40,7 @@ func TestCheckPackagePinned(t *testing.T) {
 		"-y some-server@^1.2.0":                                     false,
 		"some-server@1.2.3-beta.1":                                  true,
 	} {
-		err := CheckPackagePinned("npx", splitArgs(args))
+		err := CheckPackagePinned("npx", strings.Fields(args))
 		if (err == nil) != ok {
 			t.Errorf("npx %s: %v", args, err)
 		}
@@ -47,22 +48,6 @@ func TestCheckPackagePinned(t *testing.T) {
 	if err := CheckPackagePinned("/usr/bin/node", []string{"server.js"}); err != nil {
 		t.Errorf("not a package runner: %v", err)
 	}
-}
-
-func splitArgs(s string) []string {
-	var out []string
-	cur := ""
-	for _, c := range s + " " {
-		if c == ' ' {
-			if cur != "" {
-				out = append(out, cur)
-			}
-			cur = ""
-			continue
-		}
-		cur += string(c)
-	}
-	return out
 }
 
 func TestSPKIPin(t *testing.T) {
