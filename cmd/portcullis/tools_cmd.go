@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -59,7 +60,77 @@ func toolsCmd() *cobra.Command {
 		},
 	}
 	dsrc.flags(diff)
-	cmd.AddCommand(list, diff, pinDecisionCmd(toolreg.Approved), pinDecisionCmd(toolreg.Rejected))
+	cmd.AddCommand(list, diff, pinDecisionCmd(toolreg.Approved), pinDecisionCmd(toolreg.Rejected), manifestSignCmd(), manifestVerifyCmd())
+	return cmd
+}
+
+func manifestSignCmd() *cobra.Command {
+	var src source
+	var key, out string
+	cmd := &cobra.Command{
+		Use:   "sign UPSTREAM --key SIGNER.key --out UPSTREAM.manifest",
+		Short: "Sign a server manifest: the upstream's launch spec and its approved tool digests",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key == "" || out == "" {
+				return errors.New("--key and --out are required")
+			}
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			m, err := gateway.BuildManifest(cmd.Context(), cfg, args[0])
+			if err != nil {
+				return err
+			}
+			sk, err := os.ReadFile(key)
+			if err != nil {
+				return err
+			}
+			msg, err := toolreg.SignManifest(m, string(sk))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, msg, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %s: %d tools into %s\n", args[0], len(m.Tools), out)
+			return nil
+		},
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&key, "key", "", "signer key file (`portcullis policy keygen`)")
+	cmd.Flags().StringVar(&out, "out", "", "manifest file to write")
+	return cmd
+}
+
+func manifestVerifyCmd() *cobra.Command {
+	var key string
+	cmd := &cobra.Command{
+		Use:   "verify MANIFEST --key SIGNER.pub",
+		Short: "Verify a server manifest and print what it pins",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key == "" {
+				return errors.New("--key is required")
+			}
+			kb, err := os.ReadFile(key)
+			if err != nil {
+				return err
+			}
+			msg, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			m, err := toolreg.OpenManifest(msg, []string{string(kb)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), "verified\n"+m.Text())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "the signer's public key file")
 	return cmd
 }
 

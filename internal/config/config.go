@@ -47,7 +47,9 @@ type Config struct {
 	// Pinning is the tool-definition pinning mode: "tofu" (default: what an
 	// upstream offers in its first minute is approved) or "strict" (nothing
 	// is served until an operator approves it).
-	Pinning   string    `json:"pinning,omitempty"`
+	Pinning string `json:"pinning,omitempty"`
+	// Manifests configures signed server manifests.
+	Manifests Manifests `json:"manifests,omitempty"`
 	Limits    Limits    `json:"limits,omitempty"`
 	Store     Store     `json:"store,omitempty"`
 	Audit     Audit     `json:"audit,omitempty"`
@@ -223,6 +225,17 @@ const (
 	DefaultAuditOrigin        = "portcullis.local/audit"
 	DefaultCheckpointInterval = 10 * time.Second
 )
+
+// Manifests configures signed server manifests (`portcullis tools sign`).
+type Manifests struct {
+	// RequireSigned: an upstream without a valid manifest is not started,
+	// and only the definitions its manifest lists are served.
+	RequireSigned bool `json:"require_signed,omitempty"`
+	// Dir holds <upstream>.manifest files.
+	Dir string `json:"dir,omitempty"`
+	// TrustedKeys are files holding note verifier keys of manifest signers.
+	TrustedKeys []string `json:"trusted_keys,omitempty"`
+}
 
 // Approvals configures human approval of calls that policy holds.
 type Approvals struct {
@@ -418,6 +431,9 @@ func (c *Config) Validate() error {
 	if o := c.Telemetry.OTLP; o != nil {
 		errs = append(errs, o.validate("telemetry.otlp")...)
 	}
+	if c.Manifests.RequireSigned && (c.Manifests.Dir == "" || len(c.Manifests.TrustedKeys) == 0) {
+		add("manifests.require_signed: needs manifests.dir and manifests.trusted_keys")
+	}
 	if c.Pinning != "tofu" && c.Pinning != "strict" {
 		add("pinning: %q is not tofu or strict", c.Pinning)
 	}
@@ -598,6 +614,19 @@ func (v Value) Resolve(baseDir string) (string, error) {
 	default:
 		return v.Value, nil
 	}
+}
+
+// LaunchSpec is what decides what an upstream runs, for its manifest:
+// command, arguments, directory and executable pin, or URL and key pin.
+// Secret values never enter it.
+func (u *Upstream) LaunchSpec() map[string]any {
+	switch {
+	case u.Stdio != nil:
+		return map[string]any{"command": u.Stdio.Command, "args": u.Stdio.Args, "dir": u.Stdio.Dir, "sha256": u.Stdio.SHA256}
+	case u.HTTP != nil:
+		return map[string]any{"url": u.HTTP.URL, "spki_sha256": u.HTTP.SPKISHA256}
+	}
+	return map[string]any{"builtin": u.Builtin}
 }
 
 // Path resolves p relative to the configuration file's directory.

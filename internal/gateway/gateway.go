@@ -150,6 +150,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, OnEvent: g.pinEvent}
+	refused := map[string]error{}
+	if cfg.Manifests.RequireSigned {
+		if g.pins.Manifests, refused, err = loadManifests(cfg); err != nil {
+			g.store.Close()
+			return nil, err
+		}
+	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Decider:     decider{Engine: g.engine, grants: g.grants},
 		Recorder:    g.recorder,
@@ -165,6 +172,17 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Pinning:     g.pins,
 	})
 	for _, u := range cfg.Upstreams {
+		if why, ok := refused[u.Name]; ok {
+			// Not started: no valid signed manifest.
+			g.log.Error("upstream not started: no valid signed manifest", "upstream", u.Name, "err", why)
+			e := audit.NewEvent(audit.TypeSupplyChain, time.Now())
+			e.Outcome, e.Code, e.Upstream, e.Detail = audit.OutcomeDeny, "manifest_invalid", u.Name, why.Error()
+			if err := audit.WriteNow(context.Background(), g.store, e); err != nil {
+				g.store.Close()
+				return nil, err
+			}
+			continue
+		}
 		dial, err := g.dialer(u)
 		if err != nil {
 			g.store.Close()

@@ -119,3 +119,64 @@ func BOM(ctx context.Context, cfg *config.Config, version string) (map[string]an
 	}
 	return toolreg.BOM(version, ups, time.Now()), nil
 }
+
+// BuildManifest makes the manifest of an upstream from the configuration
+// (its launch spec) and its approved tool definitions.
+func BuildManifest(ctx context.Context, cfg *config.Config, upstream string) (*toolreg.Manifest, error) {
+	var up *config.Upstream
+	for i := range cfg.Upstreams {
+		if cfg.Upstreams[i].Name == upstream {
+			up = &cfg.Upstreams[i]
+		}
+	}
+	if up == nil {
+		return nil, fmt.Errorf("no upstream %q in the configuration", upstream)
+	}
+	pins, err := ListPins(ctx, cfg, upstream)
+	if err != nil {
+		return nil, err
+	}
+	m := &toolreg.Manifest{Upstream: upstream, Launch: toolreg.LaunchDigest(up.LaunchSpec()), Tools: map[string]string{}}
+	for _, p := range pins {
+		if p.State == toolreg.Approved {
+			m.Tools[p.Name] = p.Digest // the latest approved definition wins
+		}
+	}
+	if len(m.Tools) == 0 {
+		return nil, fmt.Errorf("upstream %q has no approved tool definitions to sign", upstream)
+	}
+	return m, nil
+}
+
+// loadManifests verifies the manifest of every upstream. It returns the
+// valid ones and, for each upstream refused, why.
+func loadManifests(cfg *config.Config) (map[string]*toolreg.Manifest, map[string]error, error) {
+	var keys []string
+	for _, k := range cfg.Manifests.TrustedKeys {
+		b, err := readSmall(cfg.Path(k), 4096)
+		if err != nil {
+			return nil, nil, fmt.Errorf("manifest trusted key: %w", err)
+		}
+		keys = append(keys, string(b))
+	}
+	ok, refused := map[string]*toolreg.Manifest{}, map[string]error{}
+	for _, u := range cfg.Upstreams {
+		msg, err := readSmall(filepath.Join(cfg.Path(cfg.Manifests.Dir), u.Name+".manifest"), toolreg.MaxManifestBytes)
+		if err != nil {
+			refused[u.Name] = err
+			continue
+		}
+		m, err := toolreg.OpenManifest(msg, keys)
+		switch {
+		case err != nil:
+			refused[u.Name] = err
+		case m.Upstream != u.Name:
+			refused[u.Name] = fmt.Errorf("manifest is for upstream %q", m.Upstream)
+		case m.Launch != toolreg.LaunchDigest(u.LaunchSpec()):
+			refused[u.Name] = errors.New("the configured launch differs from the signed one")
+		default:
+			ok[u.Name] = m
+		}
+	}
+	return ok, refused, nil
+}

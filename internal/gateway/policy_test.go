@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,9 +13,11 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 func TestPolicyHotReloadIsAtomicAndKeepsTheLastGoodBundle(t *testing.T) {
@@ -172,5 +175,50 @@ func TestAIBOM(t *testing.T) {
 	}
 	if strings.Contains(s, "secret") || strings.Contains(s, "pw@") {
 		t.Error("BOM leaks URL credentials")
+	}
+}
+
+func TestSignedServerManifests(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	base := strings.Replace(demoConfig, "data_dir: DIR/data", "data_dir: "+data, 1)
+	h := startGateway(t, base, map[string]string{"policy.cedar": demoPolicy}) // pins the demo tools (first use)
+	h.stop()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := BuildManifest(context.Background(), h.cfg, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(m.Tools, "send_message") // the signer approves all but one tool
+	msg, err := toolreg.SignManifest(m, skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	required := base + "manifests: {require_signed: true, dir: DIR/manifests, trusted_keys: [DIR/ops.pub]}\n"
+	files := map[string]string{"policy.cedar": demoPolicy, "ops.pub": vkey}
+	start := func(manifest []byte) *harness {
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "m"), 0o700)
+		os.WriteFile(filepath.Join(dir, "m", "demo.manifest"), manifest, 0o600)
+		return startGateway(t, strings.Replace(required, "DIR/manifests", filepath.Join(dir, "m"), 1), files)
+	}
+	h = start(msg)
+	got := toolNames(t, h.mustConnect("mailer"))
+	if !slices.Contains(got, "demo__read_file") || slices.Contains(got, "demo__send_message") {
+		t.Errorf("with the manifest: %v; want the signed tools only", got)
+	}
+	h.stop()
+
+	// A tampered manifest: the upstream is not started at all.
+	tampered := []byte(strings.Replace(string(msg), "tool read_file", "tool read_fil3", 1))
+	h = start(tampered)
+	if got := toolNames(t, h.mustConnect("mailer")); len(got) != 0 {
+		t.Errorf("upstream with a tampered manifest serves %v", got)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == "manifest_invalid" && e.Upstream == "demo" }); e == nil {
+		t.Error("refused upstream not audited")
 	}
 }

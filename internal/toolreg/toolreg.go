@@ -94,6 +94,9 @@ type Registry struct {
 	Mode    string
 	OnEvent func(Event)
 	Now     func() time.Time
+	// Manifests, when set for an upstream, decide alone which definitions
+	// it may serve (pins are still recorded).
+	Manifests map[string]*Manifest
 
 	mu    sync.Mutex
 	first map[string]firstSight // upstreams first seen by this process with no pins
@@ -145,10 +148,20 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 		names[p.Name] = true
 	}
 	var served []*mcp.Tool
+	manifest := r.Manifests[upstream]
 	for _, t := range tools {
 		digest, def, err := Digest(t)
 		if err != nil {
 			r.event(Event{Upstream: upstream, Name: t.Name, Code: "tool_unpinnable", Detail: err.Error()})
+			continue
+		}
+		if manifest != nil {
+			if err := r.admitByManifest(ctx, manifest, byKey, t, digest, def, now); err != nil {
+				return nil, err
+			}
+			if manifest.Tools[t.Name] == digest {
+				served = append(served, t)
+			}
 			continue
 		}
 		if p, ok := byKey[[2]string{t.Name, digest}]; ok {
@@ -179,6 +192,24 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_quarantined", Detail: reason})
 	}
 	return served, nil
+}
+
+// admitByManifest records a definition against a signed manifest: approved
+// if the manifest lists its digest, quarantined otherwise.
+func (r *Registry) admitByManifest(ctx context.Context, m *Manifest, byKey map[[2]string]Pin, t *mcp.Tool, digest string, def json.RawMessage, now time.Time) error {
+	if _, ok := byKey[[2]string{t.Name, digest}]; ok {
+		return nil
+	}
+	p := Pin{Upstream: m.Upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: "not in the signed manifest", SeenAt: now.UTC()}
+	code := "tool_quarantined"
+	if m.Tools[t.Name] == digest {
+		p.State, p.Reason, p.DecidedBy, code = Approved, "signed manifest", "manifest", "tool_pinned"
+	}
+	if err := r.Store.AddPin(ctx, p); err != nil {
+		return err
+	}
+	r.event(Event{Upstream: m.Upstream, Name: t.Name, Digest: digest, Code: code, Detail: p.Reason})
+	return nil
 }
 
 func (r *Registry) event(e Event) {
