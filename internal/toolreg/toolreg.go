@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,6 +148,10 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 	for _, p := range pins {
 		names[p.Name] = true
 	}
+	others, err := r.otherTools(ctx, upstream, tools)
+	if err != nil {
+		return nil, err
+	}
 	var served []*mcp.Tool
 	manifest := r.Manifests[upstream]
 	for _, t := range tools {
@@ -178,7 +183,12 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 			reason = "reappeared under a new name (was " + approvedDesc[t.Description] + ")"
 		}
 		p := Pin{Upstream: upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: reason, SeenAt: now.UTC()}
-		if firstSight && r.Mode == ModeTOFU {
+		findings := Findings(t, others)
+		switch {
+		case len(findings) > 0:
+			// Findings block automatic approval, first use or not.
+			p.Reason = reason + "; findings: " + strings.Join(findings, "; ")
+		case firstSight && r.Mode == ModeTOFU:
 			p.State, p.Reason, p.DecidedBy = Approved, "trust on first use", "tofu"
 		}
 		if err := r.Store.AddPin(ctx, p); err != nil {
@@ -189,9 +199,30 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 			r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_pinned", Detail: p.Reason})
 			continue
 		}
-		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_quarantined", Detail: reason})
+		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_quarantined", Detail: p.Reason})
 	}
 	return served, nil
+}
+
+// otherTools maps the names of other upstreams' recorded tools to their
+// upstream (for shadowing checks). Names the upstream offers itself are
+// left out.
+func (r *Registry) otherTools(ctx context.Context, upstream string, own []*mcp.Tool) (map[string]string, error) {
+	all, err := r.Store.Pins(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	mine := map[string]bool{}
+	for _, t := range own {
+		mine[t.Name] = true
+	}
+	out := map[string]string{}
+	for _, p := range all {
+		if p.Upstream != upstream && !mine[p.Name] {
+			out[p.Name] = p.Upstream
+		}
+	}
+	return out, nil
 }
 
 // admitByManifest records a definition against a signed manifest: approved
