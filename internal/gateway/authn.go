@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,6 +30,8 @@ const maxCachedTokens = 4096
 // configuration is consulted on every request.
 type TokenAuthenticator struct {
 	v      *token.Verifier
+	tasks  *token.Verifier // task tokens (nil: not accepted)
+	dpop   *token.DPoPVerifier
 	agents map[string]config.Agent
 	now    func() time.Time
 
@@ -46,14 +51,72 @@ func NewTokenAuthenticator(v *token.Verifier, agents []config.Agent, now func() 
 	return &TokenAuthenticator{v: v, agents: m, now: now, cache: map[[32]byte]token.Claims{}}
 }
 
-// Authenticate implements mcpproxy.Authenticator.
+// Authenticate implements mcpproxy.Authenticator. Agent tokens come as
+// "Bearer"; task tokens, which are sender-constrained, as "DPoP" with a
+// proof of possession in the DPoP header (RFC 9449).
 func (a *TokenAuthenticator) Authenticate(r *http.Request) (*identity.Principal, error) {
 	h := r.Header.Get("Authorization")
 	scheme, raw, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
-		return nil, errors.New("no bearer token")
+	raw = strings.TrimSpace(raw)
+	switch {
+	case !ok || raw == "":
+		return nil, errors.New("no credential")
+	case strings.EqualFold(scheme, "DPoP"):
+		return a.taskPrincipal(r, raw)
+	case strings.EqualFold(scheme, "Bearer"):
+		if tokenType(raw) == token.TypTask {
+			return nil, errors.New("a task token must be presented with its DPoP proof")
+		}
+		return a.Principal(raw)
 	}
-	return a.Principal(strings.TrimSpace(raw))
+	return nil, errors.New("unsupported authorization scheme")
+}
+
+// tokenType reads the "typ" of a compact JWS header without trusting it
+// (verification decides); it only routes.
+func tokenType(raw string) string {
+	head, _, _ := strings.Cut(raw, ".")
+	if len(head) > 2048 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	json.Unmarshal(b, &h)
+	return h.Typ
+}
+
+func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identity.Principal, error) {
+	if a.tasks == nil {
+		return nil, errors.New("task tokens are not accepted")
+	}
+	t, err := a.tasks.VerifyTask(raw)
+	if err != nil {
+		return nil, err
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	jkt, err := a.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(jkt), []byte(t.JKT)) != 1 {
+		return nil, errors.New("dpop proof signed by another key than the token is bound to")
+	}
+	ag, ok := a.agents[t.Agent]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, t.Agent)
+	}
+	return &identity.Principal{
+		Agent: ag.Name, Roles: ag.Roles, User: t.User, Task: t.ID, TaskTools: t.Tools, TaskBudget: t.Budget,
+		CredentialID: t.TokenID, Method: "task+dpop", Expires: t.Expires,
+	}, nil
 }
 
 // Principal verifies a raw token and returns its principal.

@@ -107,6 +107,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	v := token.NewVerifier(g.key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
 	g.authn = NewTokenAuthenticator(v, cfg.Agents, nil)
+	g.authn.tasks = token.NewTypedVerifier(g.key, token.TypTask, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
+	g.authn.dpop = token.NewDPoPVerifier(nil)
 	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}

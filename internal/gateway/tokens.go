@@ -78,3 +78,38 @@ func mint(ctx context.Context, cfg *config.Config, key *token.SigningKey, st aud
 	}
 	return raw, c, nil
 }
+
+// StartTask mints a task token (`portcullis task start`): the agent, the
+// user it acts for, the tools the task may use (a subset of what its role
+// allows, enforced on top of policy), a call budget, and the DPoP key the
+// token is bound to. The start is audited.
+func StartTask(ctx context.Context, cfg *config.Config, t token.Task, ttl time.Duration) (string, token.Task, error) {
+	if _, ok := cfg.Agent(t.Agent); !ok {
+		return "", token.Task{}, fmt.Errorf("start task: %w: %q", ErrUnknownAgent, t.Agent)
+	}
+	dir := DataDir(cfg)
+	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return "", token.Task{}, err
+	}
+	st, err := store.Open(filepath.Join(dir, StoreFile))
+	if err != nil {
+		return "", token.Task{}, err
+	}
+	defer st.Close()
+	iss, err := token.NewTypedIssuer(key, token.TypTask, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
+	if err != nil {
+		return "", token.Task{}, err
+	}
+	raw, t, err := iss.IssueTask(t, ttl)
+	if err != nil {
+		return "", token.Task{}, err
+	}
+	e := audit.NewEvent(audit.TypeToken, time.Now())
+	e.Outcome, e.Code, e.Agent, e.User, e.Task, e.Credential = audit.OutcomeAllow, "task_started", t.Agent, t.User, t.ID, t.TokenID
+	e.Detail = fmt.Sprintf("tools %v, budget %d, bound to %s, expires %s: %s", t.Tools, t.Budget, t.JKT, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
+	if err := audit.WriteNow(ctx, st, e); err != nil {
+		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
+	}
+	return raw, t, nil
+}

@@ -14,6 +14,11 @@ type Principal struct {
 	User string
 	// Task is the task the agent works on, when its credential is task-scoped.
 	Task string
+	// TaskTools are the qualified tool names the task may use (task-scoped
+	// credentials only); nothing else is visible or callable.
+	TaskTools []string
+	// TaskBudget is how many calls the task may make.
+	TaskBudget int
 	// CredentialID identifies the credential (a token's jti); never the secret.
 	CredentialID string
 	// Method names how the principal authenticated ("token").

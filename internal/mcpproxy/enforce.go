@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -41,6 +42,8 @@ const (
 	ReasonMethodNotAllowed = "method_not_allowed"
 	ReasonAmbiguousSession = "no_unique_agent_session"
 	ReasonInternal         = "internal_error"
+	ReasonOutsideTask      = "outside_task_scope"
+	ReasonTaskBudget       = "task_budget_exhausted"
 )
 
 // denial is the error an agent sees: a reason code and the request ID, never
@@ -302,6 +305,16 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	sum := sha256.Sum256(raw)
 	c.event.ArgumentsSHA256 = hex.EncodeToString(sum[:])
 	c.rawArgs = raw
+	left := int64(-1)
+	if c.principal.Task != "" {
+		if !slices.Contains(c.principal.TaskTools, e.qualified) {
+			return nil, p.refuse(ctx, c, policy.ActionCallTool, name, ReasonOutsideTask)
+		}
+		var ok bool
+		if left, ok = p.taskCall(c.principal); !ok {
+			return nil, p.refuse(ctx, c, policy.ActionCallTool, name, ReasonTaskBudget)
+		}
+	}
 	if p.opts.Budget != nil {
 		if reason, tripped := p.opts.Budget.Admit(c.principal.Agent, e.qualified, c.event.ArgumentsSHA256); reason != "" {
 			if tripped {
@@ -311,7 +324,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 		}
 	}
 	return p.withSlot(ctx, c, policy.ActionCallTool, name, func() (mcp.Result, error) {
-		in := &policy.Input{Action: policy.ActionCallTool, Target: p.toolTarget(e), Arguments: args}
+		in := &policy.Input{Action: policy.ActionCallTool, Target: p.toolTarget(e), Arguments: args, BudgetLeft: left}
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
@@ -464,7 +477,11 @@ func (p *Proxy) filterList(ctx context.Context, c *call, method string, res mcp.
 		total = len(r.Tools)
 		out := r.Tools[:0:0]
 		for _, t := range r.Tools {
-			if e, ok := p.catalog.tool(t.Name); ok && visible(policy.ActionCallTool, p.toolTarget(e)) {
+			e, ok := p.catalog.tool(t.Name)
+			if ok && c.principal.Task != "" && !slices.Contains(c.principal.TaskTools, e.qualified) {
+				continue // least agency: a task sees only its tools
+			}
+			if ok && visible(policy.ActionCallTool, p.toolTarget(e)) {
 				out = append(out, t)
 			}
 		}

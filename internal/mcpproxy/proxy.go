@@ -99,6 +99,30 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	sessions map[*mcp.ServerSession]*sessionState
+
+	taskMu    sync.Mutex
+	taskCalls map[string]int // task ID -> calls made through this gateway
+}
+
+// maxTrackedTasks bounds the task budget table.
+const maxTrackedTasks = 100_000
+
+// taskCall counts a call against the principal's task budget. It returns
+// the calls left after this one, and false if the budget was exhausted.
+// Budgets are counted per gateway process (a task spread over several
+// gateways gets each one's budget; the shared store comes with scale-out).
+func (p *Proxy) taskCall(pr *identity.Principal) (int64, bool) {
+	p.taskMu.Lock()
+	defer p.taskMu.Unlock()
+	n := p.taskCalls[pr.Task]
+	if n >= pr.TaskBudget {
+		return 0, false
+	}
+	if _, ok := p.taskCalls[pr.Task]; !ok && len(p.taskCalls) >= maxTrackedTasks {
+		return 0, false // fail closed rather than forget budgets
+	}
+	p.taskCalls[pr.Task] = n + 1
+	return int64(pr.TaskBudget - n - 1), true
 }
 
 type progressRoute struct {
@@ -119,7 +143,7 @@ func New(opts Options) *Proxy {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := &Proxy{opts: opts, sessions: map[*mcp.ServerSession]*sessionState{}}
+	p := &Proxy{opts: opts, sessions: map[*mcp.ServerSession]*sessionState{}, taskCalls: map[string]int{}}
 	p.server = mcp.NewServer(&mcp.Implementation{Name: "portcullis", Version: Version}, &mcp.ServerOptions{
 		Logger:   opts.Log,
 		PageSize: MaxListItems,

@@ -100,6 +100,8 @@ type Input struct {
 	RiskScore int64
 	// Now is when the request arrived; zero means time.Now().
 	Now time.Time
+	// BudgetLeft is the calls the principal's task has left (-1: no task).
+	BudgetLeft int64
 }
 
 // Decision is the outcome of one evaluation.
@@ -148,6 +150,19 @@ func (e *Engine) timeRecord(now time.Time) types.Record {
 	})
 	e.lastTime.Store(&timeRec{unix: now.Unix(), rec: r})
 	return r
+}
+
+var noTask = types.NewRecord(types.RecordMap{"id": types.String(""), "tools": types.NewSet(), "budget_left": types.Long(-1)})
+
+func taskRecord(in *Input) types.Record {
+	if in.Principal == nil || in.Principal.Task == "" {
+		return noTask
+	}
+	tools := make([]types.Value, len(in.Principal.TaskTools))
+	for i, t := range in.Principal.TaskTools {
+		tools[i] = types.String(t)
+	}
+	return types.NewRecord(types.RecordMap{"id": types.String(in.Principal.Task), "tools": types.NewSet(tools...), "budget_left": types.Long(in.BudgetLeft)})
 }
 
 var noLabels = types.NewRecord(types.RecordMap{"labels": types.NewSet()})
@@ -293,6 +308,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		"time":       e.timeRecord(now),
 		"session":    sessionRecord(in.Labels),
 		"risk_score": types.Long(in.RiskScore),
+		"task":       taskRecord(in),
 	})
 	return cedar.Request{
 		Principal: principal,

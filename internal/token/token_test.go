@@ -1,7 +1,9 @@
 package token
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -126,4 +128,62 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("verified a token the issuer never made: %q", raw)
 		}
 	})
+}
+
+func TestDPoP(t *testing.T) {
+	t.Parallel()
+	key, _ := ecdsaKey()
+	now := time.Unix(1_800_000_000, 0)
+	v := NewDPoPVerifier(func() time.Time { return now })
+	tp, _ := Thumbprint(key.Public())
+	p, _ := Proof(key, jose.ES256, "POST", "https://gw/mcp", "tok", "j1", now)
+	if got, err := v.Verify(p, "POST", "https://gw/mcp", "tok"); err != nil || got != tp {
+		t.Fatalf("valid proof: %v %s", err, got)
+	}
+	if _, err := v.Verify(p, "POST", "https://gw/mcp", "tok"); err == nil {
+		t.Error("replay accepted")
+	}
+	for name, tc := range map[string]struct {
+		method, url, tok string
+		at               time.Time
+	}{
+		"other method": {"GET", "https://gw/mcp", "tok", now},
+		"other url":    {"POST", "https://evil/mcp", "tok", now},
+		"other token":  {"POST", "https://gw/mcp", "tok2", now},
+		"stale":        {"POST", "https://gw/mcp", "tok", now.Add(-5 * time.Minute)},
+	} {
+		p, _ := Proof(key, jose.ES256, "POST", "https://gw/mcp", "tok", "j-"+name, tc.at)
+		if _, err := v.Verify(p, tc.method, tc.url, tc.tok); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func ecdsaKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+
+func TestTaskTokens(t *testing.T) {
+	t.Parallel()
+	k := newKey(t)
+	iss, _ := NewTypedIssuer(k, TypTask, "pc", "gw", time.Hour, nil)
+	v := NewTypedVerifier(k, TypTask, "pc", "gw", time.Hour, nil)
+	if _, _, err := iss.IssueTask(Task{Agent: "a", Tools: []string{"u__t"}, Budget: 1}, time.Minute); err == nil {
+		t.Error("task token without a key binding issued")
+	}
+	raw, task, err := iss.IssueTask(Task{Agent: "a", User: "alice", Tools: []string{"u__t"}, Budget: 5, JKT: "thumb"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.VerifyTask(raw)
+	if err != nil || got.ID != task.ID || got.JKT != "thumb" || got.Budget != 5 || got.User != "alice" {
+		t.Fatalf("verify: %+v %v", got, err)
+	}
+	// An agent token is not a task token, nor the reverse.
+	agentIss, _ := NewIssuer(k, "pc", "gw", time.Hour, nil)
+	agentTok, _, _ := agentIss.Issue("a", time.Minute)
+	if _, err := v.VerifyTask(agentTok); err == nil {
+		t.Error("agent token accepted as a task token")
+	}
+	if _, err := NewVerifier(k, "pc", "gw", time.Hour, nil).Verify(raw); err == nil {
+		t.Error("task token accepted as an agent token")
+	}
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+func taskCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Task-scoped, sender-constrained agent credentials"}
+	var src source
+	var t token.Task
+	var ttl time.Duration
+	start := &cobra.Command{
+		Use:   "start --agent A --tools upstream__tool,... --budget N --jkt THUMBPRINT",
+		Short: "Start a task for an agent: a short-lived token scoped to tools and a call budget, bound to the agent's DPoP key",
+		Long: "Prints JSON {task_id, token, expires}. The agent presents the token as\n" +
+			"\"Authorization: DPoP <token>\" with a DPoP proof (RFC 9449) signed by the key\n" +
+			"whose RFC 7638 thumbprint is --jkt; without the key the token is refused. The\n" +
+			"task sees and may call only --tools (and only what policy allows of them).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			if t.JKT == "" {
+				return errors.New("--jkt is required: task tokens are bound to the agent's key")
+			}
+			if ttl == 0 {
+				ttl = cfg.Auth.DefaultTTL.D()
+			}
+			raw, issued, err := gateway.StartTask(cmd.Context(), cfg, t, ttl)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"task_id": issued.ID, "token": raw, "expires": issued.Expires})
+		},
+	}
+	src.flags(start)
+	f := start.Flags()
+	f.StringVar(&t.Agent, "agent", "", "the agent")
+	f.StringVar(&t.User, "user", "", "the user the agent acts for")
+	f.StringVar(&t.Purpose, "purpose", "", "what the task is for (shown to reviewers and in the audit log)")
+	f.StringSliceVar(&t.Tools, "tools", nil, "qualified tool names the task may use")
+	f.IntVar(&t.Budget, "budget", 100, "how many calls the task may make")
+	f.StringVar(&t.JKT, "jkt", "", "RFC 7638 thumbprint of the agent's DPoP public key")
+	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
+	cmd.AddCommand(start)
+	return cmd
+}

@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// dpopClient sends every request with the task token and a fresh proof.
+type dpopClient struct {
+	token string
+	key   *ecdsa.PrivateKey
+	n     atomic.Int64
+}
+
+func (d *dpopClient) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	proof, err := token.Proof(d.key, jose.ES256, r.Method, "http://"+r.URL.Host+r.URL.Path, d.token, fmt.Sprint("jti-", d.n.Add(1), "-", time.Now().UnixNano()), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Set("Authorization", "DPoP "+d.token)
+	r.Header.Set("DPoP", proof)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
+	t.Parallel()
+	h := startDemo(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, err := token.Thumbprint(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Purpose: "summarise notes",
+		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Least agency: the mailer's role could send and search; the task sees its two tools.
+	got := toolNames(t, s)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"demo__list_files", "demo__read_file"}) {
+		t.Fatalf("task sees %v", got)
+	}
+	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "x"}})
+	assertDenied(t, err, mcpproxy.ReasonOutsideTask)
+	for i := 0; i < 3; i++ {
+		if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}}); err != nil {
+			t.Fatalf("call %d within budget: %v", i, err)
+		}
+	}
+	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	assertDenied(t, err, mcpproxy.ReasonTaskBudget)
+	e := h.findEvent(func(e *audit.Event) bool {
+		return e.Task == task.ID && e.Outcome == audit.OutcomeAllow && e.Action == "call_tool"
+	})
+	if e == nil || e.User != "alice" || e.Agent != "mailer" {
+		t.Errorf("decision event attribution = %+v", e)
+	}
+
+	// The token alone, or with another key's proof, or with a replayed proof, is refused.
+	init := `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+	if resp, _ := h.post(raw, init, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("task token as a bearer token: %d", resp.StatusCode)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	proof, _ := token.Proof(other, jose.ES256, "POST", h.url, raw, "j1", time.Now())
+	if resp, _ := h.post("", init, map[string]string{"Authorization": "DPoP " + raw, "DPoP": proof}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("stolen token with the thief's key: %d", resp.StatusCode)
+	}
+	good, _ := token.Proof(key, jose.ES256, "POST", h.url, raw, "j2", time.Now())
+	h.post("", init, map[string]string{"Authorization": "DPoP " + raw, "DPoP": good})
+	if resp, _ := h.post("", init, map[string]string{"Authorization": "DPoP " + raw, "DPoP": good}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("replayed proof: %d", resp.StatusCode)
+	}
+	wrongURL, _ := token.Proof(key, jose.ES256, "POST", "http://elsewhere.test/mcp", raw, "j3", time.Now())
+	if resp, body := h.post("", init, map[string]string{"Authorization": "DPoP " + raw, "DPoP": wrongURL}); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "unauthenticated") {
+		t.Errorf("proof for another URL: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,125 @@
+package token
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// TypTask is the JOSE "typ" of task tokens.
+const TypTask = "portcullis-task+jwt"
+
+// Task-token limits.
+const (
+	MaxTaskTools    = 256
+	MaxPurposeBytes = 512
+)
+
+// Task is what a task token grants: an agent may, for one task and for the
+// user it acts for, use these tools, this many times, until it expires. It
+// is bound to the key whose thumbprint is JKT (DPoP).
+type Task struct {
+	ID      string   // the task
+	Agent   string   // who may use it
+	User    string   // for whom (optional)
+	Purpose string   // why, for people
+	Tools   []string // qualified tool names the task may use
+	Budget  int      // calls allowed (0: none left... must be positive at issue)
+	Depth   int      // further delegations allowed (used by delegation)
+	JKT     string   // DPoP key thumbprint the token is bound to
+	// Filled in by Issue / Verify:
+	TokenID string
+	Expires time.Time
+}
+
+type taskClaims struct {
+	jwt.Claims
+	Task    string   `json:"task"`
+	User    string   `json:"usr,omitempty"`
+	Purpose string   `json:"purpose,omitempty"`
+	Tools   []string `json:"tools"`
+	Budget  int      `json:"budget"`
+	Depth   int      `json:"depth"`
+	Cnf     struct {
+		JKT string `json:"jkt"`
+	} `json:"cnf"`
+}
+
+// IssueTask mints a task token.
+func (i *Issuer) IssueTask(t Task, ttl time.Duration) (string, Task, error) {
+	switch {
+	case i.typ != TypTask:
+		return "", Task{}, errors.New("issue task: not a task issuer")
+	case t.Agent == "" || t.JKT == "":
+		return "", Task{}, errors.New("issue task: agent and a DPoP key thumbprint are required (task tokens are sender-constrained)")
+	case len(t.Tools) == 0 || len(t.Tools) > MaxTaskTools:
+		return "", Task{}, fmt.Errorf("issue task: between 1 and %d tools", MaxTaskTools)
+	case t.Budget <= 0 || t.Depth < 0 || len(t.Purpose) > MaxPurposeBytes:
+		return "", Task{}, errors.New("issue task: positive budget, non-negative depth, purpose within limits")
+	case ttl <= 0 || ttl > i.maxTTL:
+		return "", Task{}, fmt.Errorf("issue task: ttl %s outside (0, %s]", ttl, i.maxTTL)
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", Task{}, err
+	}
+	if t.ID == "" {
+		t.ID = "task-" + b64(id[:9])
+	}
+	now := i.now().Truncate(time.Second)
+	t.TokenID, t.Expires = b64(id[:]), now.Add(ttl)
+	c := taskClaims{
+		Claims: jwt.Claims{ID: t.TokenID, Subject: t.Agent, Issuer: i.issuer, Audience: jwt.Audience{i.audience},
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(t.Expires)},
+		Task: t.ID, User: t.User, Purpose: t.Purpose, Tools: slices.Sorted(slices.Values(t.Tools)), Budget: t.Budget, Depth: t.Depth,
+	}
+	c.Cnf.JKT = t.JKT
+	raw, err := jwt.Signed(i.signer).Claims(c).Serialize()
+	if err != nil {
+		return "", Task{}, err
+	}
+	return raw, t, nil
+}
+
+// VerifyTask checks a task token's signature and claims (not its DPoP
+// binding: the caller checks the proof against Task.JKT).
+func (v *Verifier) VerifyTask(raw string) (Task, error) {
+	if v.typ != TypTask {
+		return Task{}, errors.New("verify task: not a task verifier")
+	}
+	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
+		return Task{}, ErrMalformed
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil || len(tok.Headers) != 1 {
+		return Task{}, ErrMalformed
+	}
+	h := tok.Headers[0]
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TypTask || h.KeyID != v.key.kid {
+		return Task{}, ErrSignature
+	}
+	var c taskClaims
+	if err := tok.Claims(v.key.Public(), &c); err != nil {
+		return Task{}, ErrSignature
+	}
+	if c.Expiry == nil || c.IssuedAt == nil || c.ID == "" || c.Subject == "" || c.Task == "" || c.Cnf.JKT == "" || len(c.Tools) == 0 {
+		return Task{}, fmt.Errorf("%w: exp, iat, jti, sub, task, tools and cnf.jkt are required", ErrClaims)
+	}
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, Leeway); err != nil {
+		if errors.Is(err, jwt.ErrExpired) || errors.Is(err, jwt.ErrNotValidYet) || errors.Is(err, jwt.ErrIssuedInTheFuture) {
+			return Task{}, ErrExpired
+		}
+		return Task{}, fmt.Errorf("%w: %v", ErrClaims, err)
+	}
+	if c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.maxTTL {
+		return Task{}, fmt.Errorf("%w: lifetime exceeds %s", ErrClaims, v.maxTTL)
+	}
+	return Task{ID: c.Task, Agent: c.Subject, User: c.User, Purpose: c.Purpose, Tools: c.Tools, Budget: c.Budget,
+		Depth: c.Depth, JKT: c.Cnf.JKT, TokenID: c.ID, Expires: c.Expiry.Time()}, nil
+}
