@@ -69,7 +69,7 @@ func approvalsCmd() *cobra.Command {
 func decideCmd(state string) *cobra.Command {
 	var src source
 	var by, comment string
-	var session bool
+	var session, task bool
 	verb := map[string]string{approval.Approved: "approve", approval.Denied: "deny"}[state]
 	cmd := &cobra.Command{
 		Use:   verb + " ID",
@@ -84,8 +84,13 @@ func decideCmd(state string) *cobra.Command {
 				by = os.Getenv("USER")
 			}
 			scope := approval.ScopeOnce
-			if session {
+			switch {
+			case session && task:
+				return fmt.Errorf("give --for-session or --for-task, not both")
+			case session:
 				scope = approval.ScopeSession
+			case task:
+				scope = approval.ScopeTask
 			}
 			r, err := gateway.DecideApproval(cmd.Context(), cfg, args[0], state, by, scope, comment)
 			if err != nil {
@@ -100,6 +105,7 @@ func decideCmd(state string) *cobra.Command {
 	cmd.Flags().StringVar(&comment, "comment", "", "recorded with the decision")
 	if state == approval.Approved {
 		cmd.Flags().BoolVar(&session, "for-session", false, "also allow this tool for the rest of the agent's session")
+		cmd.Flags().BoolVar(&task, "for-task", false, "also allow this tool for the rest of the agent's task (it ends with the task)")
 	}
 	return cmd
 }

@@ -24,7 +24,8 @@ const (
 // Scopes of an approval.
 const (
 	ScopeOnce    = "once"
-	ScopeSession = "session"
+	ScopeSession = "session" // also the tool for the rest of the agent's session
+	ScopeTask    = "task"    // also the tool for the rest of the agent's task
 )
 
 // Limits.
@@ -103,6 +104,7 @@ type Store interface {
 	DecideApproval(ctx context.Context, id, state, by, scope, comment string, at time.Time) error
 	ConsumeApproval(ctx context.Context, id string) error
 	SessionApproval(ctx context.Context, agent, sessionID, tool string) (*Request, error)
+	TaskApproval(ctx context.Context, agent, task, tool string) (*Request, error)
 }
 
 // Errors.
@@ -148,9 +150,15 @@ func (q *Queue) now() time.Time {
 	return time.Now()
 }
 
-// SessionGrant returns an approval with session scope that covers this
-// agent, session and tool, if one was given.
-func (q *Queue) SessionGrant(ctx context.Context, agent, sessionID, tool string) (*Request, bool) {
+// SessionGrant returns an earlier approval that covers this call: one with
+// task scope for the same agent, task and tool, or with session scope for
+// the same agent, session and tool.
+func (q *Queue) SessionGrant(ctx context.Context, agent, task, sessionID, tool string) (*Request, bool) {
+	if task != "" {
+		if r, err := q.Store.TaskApproval(ctx, agent, task, tool); err == nil && r != nil {
+			return r, true
+		}
+	}
 	if sessionID == "" {
 		return nil, false
 	}
@@ -218,12 +226,15 @@ func Decide(ctx context.Context, s Store, id, state, by, scope, comment string, 
 	if state != Approved && state != Denied {
 		return nil, fmt.Errorf("approval: decision must be %s or %s", Approved, Denied)
 	}
-	if scope != ScopeOnce && scope != ScopeSession {
-		return nil, fmt.Errorf("approval: scope must be %s or %s", ScopeOnce, ScopeSession)
+	if scope != ScopeOnce && scope != ScopeSession && scope != ScopeTask {
+		return nil, fmt.Errorf("approval: scope must be %s, %s or %s", ScopeOnce, ScopeSession, ScopeTask)
 	}
 	r, err := s.Approval(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if scope == ScopeTask && r.Task == "" {
+		return nil, errors.New("approval: the request belongs to no task; use once or session")
 	}
 	if by == "" || by == r.Agent || (r.User != "" && by == r.User) {
 		return nil, ErrSelfApproval

@@ -101,3 +101,51 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 		t.Errorf("proof for another URL: %d", resp.StatusCode)
 	}
 }
+
+func TestApprovalForTheRestOfTheTask(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig+"approvals: {timeout: 20s}\n", map[string]string{"policy.cedar": approvalPolicy})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, _ := token.Thumbprint(key.Public())
+	ctx := context.Background()
+	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func() *mcp.ClientSession {
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	send := func(s *mcp.ClientSession, to string) error {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": to}})
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- send(connect(), "a@partner.test") }()
+	var id string
+	for i := 0; i < 200 && id == ""; i++ {
+		rs, _ := ListApprovals(ctx, h.cfg, "pending")
+		if len(rs) > 0 {
+			id = rs[0].ID
+			if rs[0].Task != task.ID {
+				t.Fatalf("request task %q, want %q", rs[0].Task, task.ID)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := DecideApproval(ctx, h.cfg, id, "approved", "alice", "task", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// A new session of the same task needs no new approval.
+	if err := send(connect(), "b@partner.test"); err != nil {
+		t.Fatalf("task-scoped approval not honoured: %v", err)
+	}
+}

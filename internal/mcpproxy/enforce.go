@@ -229,9 +229,9 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	if c.session != nil {
 		sessionID = c.session.ID()
 	}
-	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, sessionID, in.Target.ID); ok {
+	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, c.principal.Task, sessionID, in.Target.ID); ok {
 		e.Outcome, e.Policies = audit.OutcomeAllow, append(e.Policies, "approval:"+prior.ID)
-		e.Detail = "approved for the session by " + prior.DecidedBy
+		e.Detail = "approved for the " + prior.Scope + " by " + prior.DecidedBy
 		if !p.record(ctx, c) {
 			return denial(ReasonAuditUnavailable, c.requestID)
 		}

@@ -77,7 +77,7 @@ type Pinning interface {
 type Approvals interface {
 	NewRequest(r *approval.Request) error
 	Hold(ctx context.Context, r *approval.Request) (*approval.Request, error)
-	SessionGrant(ctx context.Context, agent, sessionID, tool string) (*approval.Request, bool)
+	SessionGrant(ctx context.Context, agent, task, sessionID, tool string) (*approval.Request, bool)
 }
 
 // Budget admits or refuses a call before policy.

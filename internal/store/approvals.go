@@ -115,3 +115,15 @@ func scanApproval(sc scanner) (*approval.Request, error) {
 	}
 	return &r, nil
 }
+
+// TaskApproval returns a used approval with task scope for this agent, task
+// and tool, if any.
+func (s *SQLite) TaskApproval(ctx context.Context, agent, task, tool string) (*approval.Request, error) {
+	r, err := scanApproval(s.db.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals
+		WHERE agent = ? AND task = ? AND tool = ? AND scope = 'task' AND state = 'consumed' ORDER BY created_ns DESC LIMIT 1`,
+		agent, task, tool))
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return r, err
+}
