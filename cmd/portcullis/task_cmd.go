@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -51,6 +52,6 @@ func taskCmd() *cobra.Command {
 	f.IntVar(&t.Budget, "budget", 100, "how many calls the task may make")
 	f.StringVar(&t.JKT, "jkt", "", "RFC 7638 thumbprint of the agent's DPoP public key")
 	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
-	cmd.AddCommand(start)
+	cmd.AddCommand(start, revokeCmd(store.RevokeTask, "TASK_ID"))
 	return cmd
 }

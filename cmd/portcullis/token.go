@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 func tokenCmd() *cobra.Command {
@@ -54,6 +55,6 @@ func tokenCmd() *cobra.Command {
 	issue.Flags().StringVar(&admin, "admin", "", "admin name, for the admin API (must be under admins:)")
 	issue.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl; at most auth.max_ttl)")
 	issue.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the token's ID and expiry on stderr")
-	cmd.AddCommand(issue)
+	cmd.AddCommand(issue, revokeCmd(store.RevokeToken, "CREDENTIAL_ID"))
 	return cmd
 }

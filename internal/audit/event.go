@@ -42,12 +42,14 @@ type Event struct {
 	// Outcome is deny unless the action was allowed (see NewEvent).
 	Outcome string `json:"outcome"`
 
-	Agent      string `json:"agent,omitempty"`
-	User       string `json:"user,omitempty"`
-	Task       string `json:"task,omitempty"`
-	Credential string `json:"credential_id,omitempty"`
-	SessionID  string `json:"session_id,omitempty"`
-	RequestID  string `json:"request_id,omitempty"`
+	Agent string `json:"agent,omitempty"`
+	User  string `json:"user,omitempty"`
+	Task  string `json:"task,omitempty"`
+	// Actors is the delegation path of a delegated credential, nearest first.
+	Actors     []string `json:"act_chain,omitempty"`
+	Credential string   `json:"credential_id,omitempty"`
+	SessionID  string   `json:"session_id,omitempty"`
+	RequestID  string   `json:"request_id,omitempty"`
 	// TraceID is the W3C trace ID the request carried, if any.
 	TraceID    string `json:"trace_id,omitempty"`
 	RemoteAddr string `json:"remote_addr,omitempty"`

@@ -32,6 +32,7 @@ type TokenAuthenticator struct {
 	v      *token.Verifier
 	tasks  *token.Verifier // task tokens (nil: not accepted)
 	dpop   *token.DPoPVerifier
+	revs   *revocations // nil: revocation not checked (tests of the authenticator alone)
 	agents map[string]config.Agent
 	now    func() time.Time
 
@@ -113,9 +114,12 @@ func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identi
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, t.Agent)
 	}
+	if a.revs != nil && a.revs.revoked(t.Agent, t.TokenID, t.ID) {
+		return nil, errors.New("credential revoked")
+	}
 	return &identity.Principal{
 		Agent: ag.Name, Roles: ag.Roles, User: t.User, Task: t.ID, TaskTools: t.Tools, TaskBudget: t.Budget,
-		CredentialID: t.TokenID, Method: "task+dpop", Expires: t.Expires,
+		Actors: t.Actors, CredentialID: t.TokenID, Method: "task+dpop", Expires: t.Expires,
 	}, nil
 }
 
@@ -128,6 +132,9 @@ func (a *TokenAuthenticator) Principal(raw string) (*identity.Principal, error) 
 	ag, ok := a.agents[c.Agent]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, c.Agent)
+	}
+	if a.revs != nil && a.revs.revoked(c.Agent, c.ID, "") {
+		return nil, errors.New("credential revoked")
 	}
 	return &identity.Principal{
 		Agent: ag.Name, Roles: ag.Roles, CredentialID: c.ID, Method: "token", Expires: c.Expires,

@@ -126,6 +126,11 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
+	g.authn.revs = &revocations{}
+	if err := g.authn.revs.refresh(context.Background(), g.store); err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	if o := cfg.Telemetry.OTLP; o != nil {
@@ -362,6 +367,7 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
 	go g.cp.Run(upCtx)
 	go g.grants.Run(upCtx)
+	go g.authn.revs.run(upCtx, g.store)
 	go g.pins.Watch(upCtx, time.Second, g.proxy.RefreshAll)
 	if g.watch {
 		go g.watchPolicy(upCtx)
@@ -434,6 +440,7 @@ func (g *Gateway) agentMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
 	mux.HandleFunc("/.well-known/jwks.json", g.serveJWKS)
+	mux.HandleFunc("POST /oauth/token", g.serveTokenExchange)
 	return mux
 }
 

@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -147,5 +150,127 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	// A new session of the same task needs no new approval.
 	if err := send(connect(), "b@partner.test"); err != nil {
 		t.Fatalf("task-scoped approval not honoured: %v", err)
+	}
+}
+
+// exchange asks the gateway for a delegated token (RFC 8693), proving
+// possession of the parent token with key.
+func exchange(t *testing.T, h *harness, parent string, key *ecdsa.PrivateKey, form url.Values) (int, map[string]any) {
+	t.Helper()
+	form.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+	form.Set("subject_token", parent)
+	form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:access_token")
+	endpoint := "http://" + h.g.AgentAddr() + "/oauth/token"
+	req, _ := http.NewRequest("POST", endpoint, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("traceparent", "00-"+chainTrace+"-1111111111111111-01")
+	proof, _ := token.Proof(key, jose.ES256, "POST", endpoint, parent, fmt.Sprint("x-", time.Now().UnixNano()), time.Now())
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+const chainTrace = "aaaabbbbccccddddeeeeffff00001111"
+
+func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig, map[string]string{"policy.cedar": demoPolicy + `
+@id("mailer-delegates-to-reader") permit (principal == Agent::"mailer", action == Action::"delegate", resource == Agent::"reader");`})
+	ctx := context.Background()
+	mKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	mJKT, _ := token.Thumbprint(mKey.Public())
+	rJKT, _ := token.Thumbprint(rKey.Public())
+	parent, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(tok string, key *ecdsa.PrivateKey) *mcp.ClientSession {
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "a"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: tok, key: key}}, MaxRetries: -1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	traced := func(s *mcp.ClientSession, tool string) error {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}, Meta: mcp.Meta{"traceparent": "00-" + chainTrace + "-2222222222222222-01"}})
+		return err
+	}
+	orchestrator := connect(parent, mKey)
+	if err := traced(orchestrator, "demo__list_files"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Widening is refused.
+	for name, form := range map[string]url.Values{
+		"a tool the parent lacks": {"audience": {"reader"}, "scope": {"demo__send_message"}, "budget": {"2"}, "dpop_jkt": {rJKT}},
+		"more budget than left":   {"audience": {"reader"}, "scope": {"demo__list_files"}, "budget": {"50"}, "dpop_jkt": {rJKT}},
+		"an agent not permitted":  {"audience": {"nobody"}, "scope": {"demo__list_files"}, "budget": {"2"}, "dpop_jkt": {rJKT}},
+		"no key for the receiver": {"audience": {"reader"}, "scope": {"demo__list_files"}, "budget": {"2"}},
+	} {
+		if code, out := exchange(t, h, parent, mKey, form); code == http.StatusOK {
+			t.Errorf("%s: delegated %v", name, out)
+		}
+	}
+	// A thief with the token but not the key cannot delegate.
+	if code, _ := exchange(t, h, parent, rKey, url.Values{"audience": {"reader"}, "scope": {"demo__list_files"}, "budget": {"2"}, "dpop_jkt": {rJKT}}); code != http.StatusUnauthorized {
+		t.Errorf("delegation without the parent's key: %d", code)
+	}
+
+	code, out := exchange(t, h, parent, mKey, url.Values{"audience": {"reader"}, "scope": {"demo__list_files"}, "budget": {"3"}, "dpop_jkt": {rJKT}})
+	if code != http.StatusOK || out["token_type"] != "DPoP" {
+		t.Fatalf("delegation: %d %v", code, out)
+	}
+	child := out["access_token"].(string)
+	worker := connect(child, rKey)
+	if got := toolNames(t, worker); !slices.Equal(got, []string{"demo__list_files"}) {
+		t.Errorf("delegate sees %v", got)
+	}
+	if err := traced(worker, "demo__list_files"); err != nil {
+		t.Fatal(err)
+	}
+	e := h.findEvent(func(e *audit.Event) bool {
+		return e.Agent == "reader" && e.Task == task.ID && e.Outcome == audit.OutcomeAllow
+	})
+	if e == nil || e.User != "alice" || !slices.Equal(e.Actors, []string{"mailer"}) {
+		t.Errorf("delegated call's event = %+v; want the original user, task and act chain", e)
+	}
+	// The child cannot delegate further (depth 0).
+	if code, _ := exchange(t, h, child, rKey, url.Values{"audience": {"mailer"}, "scope": {"demo__list_files"}, "budget": {"1"}, "dpop_jkt": {mJKT}}); code == http.StatusOK {
+		t.Error("a depth-0 token delegated")
+	}
+
+	// One query pulls the whole chain: the orchestrator's call, the exchange, the delegate's call.
+	rows, err := h.g.store.Events(ctx, store.EventQuery{TraceID: chainTrace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents []string
+	for _, r := range rows {
+		ev, _ := audit.Decode(r)
+		agents = append(agents, ev.Agent+":"+ev.Code)
+	}
+	if j := strings.Join(agents, " "); !strings.Contains(j, "mailer:") || !strings.Contains(j, "mailer:token_exchange") || !strings.Contains(j, "reader:") {
+		t.Errorf("trace %s pulls %v", chainTrace, agents)
+	}
+
+	// Revoking the task cuts off parent and child on their next request.
+	if err := Revoke(ctx, h.cfg, store.RevokeTask, task.ID, "alice", "done"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	if err := traced(worker, "demo__list_files"); err == nil {
+		t.Error("delegated token works after its task was revoked")
+	}
+	if err := traced(orchestrator, "demo__list_files"); err == nil {
+		t.Error("parent token works after its task was revoked")
 	}
 }

@@ -19,6 +19,10 @@ type Principal struct {
 	TaskTools []string
 	// TaskBudget is how many calls the task may make.
 	TaskBudget int
+	// Actors is the delegation path behind a delegated task token, nearest
+	// first (RFC 8693 act): who handed this agent the task, and so on back
+	// to the agent the task was started for.
+	Actors []string
 	// CredentialID identifies the credential (a token's jti); never the secret.
 	CredentialID string
 	// Method names how the principal authenticated ("token").

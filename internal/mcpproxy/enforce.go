@@ -150,6 +150,7 @@ func (p *Proxy) begin(ctx context.Context, method string, req mcp.Request) (*cal
 	}
 	c.principal = pr
 	c.event.Agent, c.event.User, c.event.Task, c.event.Credential = pr.Agent, pr.User, pr.Task, pr.CredentialID
+	c.event.Actors = pr.Actors
 	if ss == nil {
 		return c, nil
 	}

@@ -101,28 +101,44 @@ type Proxy struct {
 	sessions map[*mcp.ServerSession]*sessionState
 
 	taskMu    sync.Mutex
-	taskCalls map[string]int // task ID -> calls made through this gateway
+	taskCalls map[string]int // task token ID -> calls made or delegated through this gateway
 }
 
 // maxTrackedTasks bounds the task budget table.
 const maxTrackedTasks = 100_000
 
-// taskCall counts a call against the principal's task budget. It returns
-// the calls left after this one, and false if the budget was exhausted.
-// Budgets are counted per gateway process (a task spread over several
-// gateways gets each one's budget; the shared store comes with scale-out).
+// taskCall counts a call against the principal's task token budget. It
+// returns the calls left after this one, and false if the budget was spent.
 func (p *Proxy) taskCall(pr *identity.Principal) (int64, bool) {
+	left, ok := p.Reserve(pr.CredentialID, pr.TaskBudget, 1)
+	return int64(left), ok
+}
+
+// Reserve takes n calls from a task token's budget (a call, or a budget
+// handed to a delegate, so that a task tree never spends more than its
+// root was given). It returns what is left after, and false if n calls are
+// not left. Budgets are counted per gateway process (a task spread over
+// several gateways gets each one's budget; a shared store comes with
+// scale-out).
+func (p *Proxy) Reserve(tokenID string, budget, n int) (int, bool) {
 	p.taskMu.Lock()
 	defer p.taskMu.Unlock()
-	n := p.taskCalls[pr.Task]
-	if n >= pr.TaskBudget {
-		return 0, false
-	}
-	if _, ok := p.taskCalls[pr.Task]; !ok && len(p.taskCalls) >= maxTrackedTasks {
+	used, seen := p.taskCalls[tokenID]
+	if !seen && len(p.taskCalls) >= maxTrackedTasks {
 		return 0, false // fail closed rather than forget budgets
 	}
-	p.taskCalls[pr.Task] = n + 1
-	return int64(pr.TaskBudget - n - 1), true
+	if used+n > budget {
+		return budget - used, false
+	}
+	p.taskCalls[tokenID] = used + n
+	return budget - used - n, true
+}
+
+// Left is what a task token has left of its budget.
+func (p *Proxy) Left(tokenID string, budget int) int {
+	p.taskMu.Lock()
+	defer p.taskMu.Unlock()
+	return budget - p.taskCalls[tokenID]
 }
 
 type progressRoute struct {

@@ -39,6 +39,9 @@ func traceOf(req mcp.Request) string {
 	return hex.EncodeToString(b[:])
 }
 
+// ParseTraceparent returns the trace ID of a W3C traceparent.
+func ParseTraceparent(s string) (string, bool) { return parseTraceparent(s) }
+
 // parseTraceparent accepts version 00 "00-<trace-id>-<parent-id>-<flags>".
 func parseTraceparent(s string) (string, bool) {
 	parts := strings.Split(s, "-")

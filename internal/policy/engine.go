@@ -26,6 +26,7 @@ const (
 	ActionSampling          = "sampling"
 	ActionElicitation       = "elicitation"
 	ActionListRoots         = "list_roots"
+	ActionDelegate          = "delegate"
 )
 
 // Kinds of target.

@@ -93,6 +93,14 @@ CREATE TABLE IF NOT EXISTS tool_pins (
 	changed_ns INTEGER NOT NULL,
 	PRIMARY KEY (upstream, name, digest)
 );
+CREATE TABLE IF NOT EXISTS revocations (
+	kind   TEXT NOT NULL,
+	value  TEXT NOT NULL,
+	at_ns  INTEGER NOT NULL,
+	by     TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	PRIMARY KEY (kind, value)
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL

@@ -33,19 +33,46 @@ type Task struct {
 	Budget  int      // calls allowed (0: none left... must be positive at issue)
 	Depth   int      // further delegations allowed (used by delegation)
 	JKT     string   // DPoP key thumbprint the token is bound to
+	// Actors is the delegation path, nearest first: the agent that
+	// delegated this token, the one that delegated to it, ... (RFC 8693 act).
+	Actors []string
+	// Parent is the token ID this one was delegated from ("" for a root).
+	Parent string
 	// Filled in by Issue / Verify:
 	TokenID string
 	Expires time.Time
 }
 
+// actClaim is RFC 8693's nested actor claim.
+type actClaim struct {
+	Sub string    `json:"sub"`
+	Act *actClaim `json:"act,omitempty"`
+}
+
+func actOf(actors []string) *actClaim {
+	if len(actors) == 0 {
+		return nil
+	}
+	return &actClaim{Sub: actors[0], Act: actOf(actors[1:])}
+}
+
+func (a *actClaim) list(depth int) []string {
+	if a == nil || depth > 32 {
+		return nil
+	}
+	return append([]string{a.Sub}, a.Act.list(depth+1)...)
+}
+
 type taskClaims struct {
 	jwt.Claims
-	Task    string   `json:"task"`
-	User    string   `json:"usr,omitempty"`
-	Purpose string   `json:"purpose,omitempty"`
-	Tools   []string `json:"tools"`
-	Budget  int      `json:"budget"`
-	Depth   int      `json:"depth"`
+	Act     *actClaim `json:"act,omitempty"`
+	Parent  string    `json:"parent,omitempty"`
+	Task    string    `json:"task"`
+	User    string    `json:"usr,omitempty"`
+	Purpose string    `json:"purpose,omitempty"`
+	Tools   []string  `json:"tools"`
+	Budget  int       `json:"budget"`
+	Depth   int       `json:"depth"`
 	Cnf     struct {
 		JKT string `json:"jkt"`
 	} `json:"cnf"`
@@ -73,11 +100,15 @@ func (i *Issuer) IssueTask(t Task, ttl time.Duration) (string, Task, error) {
 		t.ID = "task-" + b64(id[:9])
 	}
 	now := i.now().Truncate(time.Second)
-	t.TokenID, t.Expires = b64(id[:]), now.Add(ttl)
+	t.TokenID = b64(id[:])
+	if t.Expires.IsZero() || t.Expires.After(now.Add(ttl)) {
+		t.Expires = now.Add(ttl)
+	}
 	c := taskClaims{
 		Claims: jwt.Claims{ID: t.TokenID, Subject: t.Agent, Issuer: i.issuer, Audience: jwt.Audience{i.audience},
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(t.Expires)},
 		Task: t.ID, User: t.User, Purpose: t.Purpose, Tools: slices.Sorted(slices.Values(t.Tools)), Budget: t.Budget, Depth: t.Depth,
+		Act: actOf(t.Actors), Parent: t.Parent,
 	}
 	c.Cnf.JKT = t.JKT
 	raw, err := jwt.Signed(i.signer).Claims(c).Serialize()
@@ -121,5 +152,35 @@ func (v *Verifier) VerifyTask(raw string) (Task, error) {
 		return Task{}, fmt.Errorf("%w: lifetime exceeds %s", ErrClaims, v.maxTTL)
 	}
 	return Task{ID: c.Task, Agent: c.Subject, User: c.User, Purpose: c.Purpose, Tools: c.Tools, Budget: c.Budget,
-		Depth: c.Depth, JKT: c.Cnf.JKT, TokenID: c.ID, Expires: c.Expiry.Time()}, nil
+		Depth: c.Depth, JKT: c.Cnf.JKT, TokenID: c.ID, Expires: c.Expiry.Time(), Actors: c.Act.list(0), Parent: c.Parent}, nil
+}
+
+// Errors of Narrow: a delegation may only narrow.
+var ErrWiden = errors.New("delegation would widen the parent's scope")
+
+// Narrow derives the task a parent token may delegate to agent: tools a
+// subset of the parent's, a budget within what the parent has left, an
+// expiry no later than the parent's, one less delegation hop, the same task
+// and user, and the parent's holder added to the actor chain.
+func Narrow(parent Task, agent, jkt string, tools []string, budget, left int, expires time.Time) (Task, error) {
+	switch {
+	case parent.Depth <= 0:
+		return Task{}, fmt.Errorf("%w: the parent may not delegate (depth 0)", ErrWiden)
+	case len(tools) == 0:
+		return Task{}, fmt.Errorf("%w: no tools requested", ErrWiden)
+	case budget <= 0 || budget > left:
+		return Task{}, fmt.Errorf("%w: budget %d, the parent has %d left", ErrWiden, budget, left)
+	case expires.After(parent.Expires):
+		return Task{}, fmt.Errorf("%w: expiry after the parent's", ErrWiden)
+	case agent == "" || jkt == "":
+		return Task{}, errors.New("delegate: the receiving agent and its key thumbprint are required")
+	}
+	for _, t := range tools {
+		if !slices.Contains(parent.Tools, t) {
+			return Task{}, fmt.Errorf("%w: tool %q is not the parent's", ErrWiden, t)
+		}
+	}
+	return Task{ID: parent.ID, Agent: agent, User: parent.User, Purpose: parent.Purpose, Tools: tools, Budget: budget,
+		Depth: parent.Depth - 1, JKT: jkt, Actors: append([]string{parent.Agent}, parent.Actors...), Parent: parent.TokenID,
+		Expires: expires}, nil
 }

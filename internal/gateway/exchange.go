@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// Delegation by OAuth 2.0 token exchange (RFC 8693) at POST /oauth/token.
+//
+// The agent holding a task token (proven with a DPoP proof for this very
+// request, so a stolen token cannot delegate) asks for a token for another
+// agent: a subset of its tools (scope), part of its remaining budget, an
+// expiry no later than its own, bound to the receiving agent's key
+// (dpop_jkt). Policy must permit the delegation (action "delegate"), the
+// parent must have hops left, and the new token keeps the task and the user
+// and records the chain of actors back to the start of the task (act).
+
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
+	maxExchangeBody    = 16 << 10
+)
+
+type oauthError struct {
+	status int
+	code   string
+	desc   string
+}
+
+func (e *oauthError) Error() string { return e.code + ": " + e.desc }
+
+func oerr(status int, code, format string, a ...any) *oauthError {
+	return &oauthError{status: status, code: code, desc: fmt.Sprintf(format, a...)}
+}
+
+func (g *Gateway) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
+	e := audit.NewEvent(audit.TypeToken, time.Now())
+	e.Code, e.RemoteAddr, e.Method = "token_exchange", r.RemoteAddr, "oauth/token"
+	if id, ok := mcpproxy.ParseTraceparent(r.Header.Get("traceparent")); ok {
+		e.TraceID = id
+	}
+	resp, err := g.exchange(r, e)
+	if err != nil {
+		var oe *oauthError
+		if !errors.As(err, &oe) {
+			oe = oerr(http.StatusInternalServerError, "server_error", "could not issue the token")
+		}
+		e.Outcome, e.Detail = audit.OutcomeDeny, oe.Error()
+		g.submit(e)
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSONResponse(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
+		return
+	}
+	// The token is released only once its issuance is durable.
+	e.Outcome = audit.OutcomeAllow
+	if err := g.recorder.Record(r.Context(), e); err != nil {
+		writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSONResponse(w, http.StatusOK, resp)
+}
+
+func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, error) {
+	r.Body = http.MaxBytesReader(nil, r.Body, maxExchangeBody)
+	if err := r.ParseForm(); err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "unreadable form")
+	}
+	f := r.PostForm
+	if f.Get("grant_type") != grantTokenExchange || f.Get("subject_token_type") != tokenTypeAccess {
+		return nil, oerr(http.StatusBadRequest, "unsupported_grant_type", "want token-exchange of an access_token")
+	}
+	raw := f.Get("subject_token")
+	parent, err := g.authn.tasks.VerifyTask(raw)
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
+	}
+	e.Agent, e.User, e.Task, e.Credential, e.Actors = parent.Agent, parent.User, parent.ID, parent.TokenID, parent.Actors
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	jkt, err := g.authn.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
+	if err != nil || jkt != parent.JKT {
+		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "the subject token's holder must sign a DPoP proof for this request")
+	}
+	if g.revoked(parent) {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token revoked")
+	}
+	to := f.Get("audience")
+	e.Target = to
+	receiver, ok := g.cfg.Agent(to)
+	if !ok {
+		return nil, oerr(http.StatusBadRequest, "invalid_target", "unknown agent %q", to)
+	}
+	delegator, _ := g.cfg.Agent(parent.Agent)
+	budget, err := strconv.Atoi(f.Get("budget"))
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "budget: want a positive integer")
+	}
+	expires := parent.Expires
+	if s := f.Get("expires_in"); s != "" {
+		secs, err := strconv.Atoi(s)
+		if err != nil || secs <= 0 {
+			return nil, oerr(http.StatusBadRequest, "invalid_request", "expires_in: want seconds")
+		}
+		if t := time.Now().Add(time.Duration(secs) * time.Second); t.Before(expires) {
+			expires = t
+		}
+	}
+	child, err := token.Narrow(parent, receiver.Name, f.Get("dpop_jkt"), strings.Fields(f.Get("scope")), budget,
+		g.proxy.Left(parent.TokenID, parent.Budget), expires)
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_scope", "%v", err)
+	}
+	d := g.engine.Decide(&policy.Input{
+		Principal: &identity.Principal{Agent: delegator.Name, Roles: delegator.Roles, User: parent.User, Task: parent.ID, TaskTools: parent.Tools, TaskBudget: parent.Budget},
+		Action:    policy.ActionDelegate, Target: policy.Target{Kind: policy.KindAgent, ID: receiver.Name},
+		Method: "oauth/token", BudgetLeft: int64(g.proxy.Left(parent.TokenID, parent.Budget)),
+	})
+	e.Policies, e.PolicyVersion = d.Policies, d.Version
+	if !d.Allow {
+		return nil, oerr(http.StatusForbidden, "access_denied", "delegation not permitted (%s)", d.Code)
+	}
+	if _, ok := g.proxy.Reserve(parent.TokenID, parent.Budget, budget); !ok {
+		return nil, oerr(http.StatusBadRequest, "invalid_scope", "the parent no longer has %d calls left", budget)
+	}
+	iss, err := token.NewTypedIssuer(g.key, token.TypTask, g.cfg.Auth.Issuer, g.cfg.Auth.Audience, g.cfg.Auth.MaxTTL.D(), nil)
+	if err != nil {
+		return nil, err
+	}
+	ttl := time.Until(child.Expires).Round(time.Second)
+	if ttl <= 0 {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the subject token is about to expire")
+	}
+	tok, issued, err := iss.IssueTask(child, ttl)
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "%v", err)
+	}
+	e.Detail = fmt.Sprintf("delegated %s to %s: tools %v, budget %d, depth %d, token %s, until %s",
+		parent.TokenID, issued.Agent, issued.Tools, issued.Budget, issued.Depth, issued.TokenID, issued.Expires.UTC().Format(time.RFC3339))
+	return map[string]any{
+		"access_token": tok, "issued_token_type": tokenTypeAccess, "token_type": "DPoP",
+		"expires_in": int(time.Until(issued.Expires).Seconds()), "scope": strings.Join(issued.Tools, " "),
+	}, nil
+}

@@ -1,0 +1,45 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Revocation kinds.
+const (
+	RevokeToken = "token" // a credential ID (jti)
+	RevokeTask  = "task"  // a task and every token delegated within it
+	RevokeAgent = "agent" // every credential of an agent
+)
+
+// Revoke records a revocation (idempotent).
+func (s *SQLite) Revoke(ctx context.Context, kind, value, by, reason string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO revocations(kind, value, at_ns, by, reason) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`,
+		kind, value, time.Now().UnixNano(), by, reason)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	return nil
+}
+
+// Revocations returns every revoked value by kind.
+func (s *SQLite) Revocations(ctx context.Context) (map[string]map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, value FROM revocations`)
+	if err != nil {
+		return nil, fmt.Errorf("read revocations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]bool{RevokeToken: {}, RevokeTask: {}, RevokeAgent: {}}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("read revocations: %w", err)
+		}
+		if out[k] == nil {
+			out[k] = map[string]bool{}
+		}
+		out[k][v] = true
+	}
+	return out, rows.Err()
+}
