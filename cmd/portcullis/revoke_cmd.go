@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -40,7 +45,112 @@ func revokeCmd(kind, what string) *cobra.Command {
 }
 
 func agentCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "agent", Short: "Agents"}
-	cmd.AddCommand(revokeCmd(store.RevokeAgent, "NAME"))
+	cmd := &cobra.Command{Use: "agent", Short: "Agent identities: join tokens, enrolment, rotation, revocation"}
+	var jsrc source
+	var agent string
+	join := &cobra.Command{
+		Use:   "join-token --agent NAME",
+		Short: "Create a one-time, short-lived join token for enrolling an instance of an agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := jsrc.load()
+			if err != nil {
+				return err
+			}
+			tok, exp, err := gateway.CreateJoinToken(cmd.Context(), cfg, agent)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			fmt.Fprintf(cmd.ErrOrStderr(), "valid once, until %s\n", exp.Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	jsrc.flags(join)
+	join.Flags().StringVar(&agent, "agent", "", "the agent")
+
+	var gw, jt, ca, dir string
+	enrol := &cobra.Command{
+		Use:   "enrol --gateway https://HOST:PORT --join-token T --ca BUNDLE.pem --dir DIR",
+		Short: "(agent side) Create a key, enrol with a join token, store the X.509-SVID in DIR",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pool, err := bundle(ca)
+			if err != nil {
+				return err
+			}
+			id, err := identity.Enrol(cmd.Context(), gw, pool, jt, dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolled as %s; key and SVID in %s\n", id, dir)
+			return nil
+		},
+	}
+	enrol.Flags().StringVar(&gw, "gateway", "", "the gateway's base URL (https)")
+	enrol.Flags().StringVar(&jt, "join-token", "", "the one-time join token")
+	enrol.Flags().StringVar(&ca, "ca", "", "the gateway CA bundle, obtained out of band")
+	enrol.Flags().StringVar(&dir, "dir", "", "where to keep the key and SVID")
+
+	rotate := &cobra.Command{
+		Use:   "rotate --gateway https://HOST:PORT --ca BUNDLE.pem --dir DIR",
+		Short: "(agent side) Replace the SVID in DIR before it expires, with a new key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pool, err := bundle(ca)
+			if err != nil {
+				return err
+			}
+			id, err := identity.Rotate(cmd.Context(), gw, pool, dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rotated %s\n", id)
+			return nil
+		},
+	}
+	rotate.Flags().StringVar(&gw, "gateway", "", "the gateway's base URL (https)")
+	rotate.Flags().StringVar(&ca, "ca", "", "the gateway CA bundle")
+	rotate.Flags().StringVar(&dir, "dir", "", "the agent's identity directory")
+
+	var lsrc source
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolled agent instances and their SVIDs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := lsrc.load()
+			if err != nil {
+				return err
+			}
+			ins, err := gateway.ListInstances(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "AGENT\tSPIFFE ID\tSTATE\tSVID EXPIRES\tSERIAL")
+			for _, in := range ins {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", in.Agent, in.SPIFFEID, in.State, in.NotAfter.Local().Format(time.RFC3339), in.Serial)
+			}
+			return w.Flush()
+		},
+	}
+	lsrc.flags(list)
+	cmd.AddCommand(join, enrol, rotate, list, revokeCmd(store.RevokeAgent, "NAME"))
 	return cmd
+}
+
+func bundle(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, errors.New("--ca is required: the gateway's CA bundle, obtained out of band")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, errors.New("--ca: no certificates")
+	}
+	return pool, nil
 }

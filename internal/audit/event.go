@@ -23,6 +23,7 @@ const (
 	TypePrivilege   = "privilege_change"  // a just-in-time grant was created, revoked or expired
 	TypeApproval    = "approval"          // a reviewer approved or denied a held call
 	TypeSupplyChain = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
+	TypeIdentity    = "identity"          // an agent SVID or join token was issued, rotated or refused
 )
 
 // Outcomes.

@@ -42,6 +42,7 @@ type Config struct {
 	Policy    Policy     `json:"policy,omitempty"`
 	Agents    []Agent    `json:"agents,omitempty"`
 	Admins    []Admin    `json:"admins,omitempty"`
+	Identity  Identity   `json:"identity,omitempty"`
 	Upstreams []Upstream `json:"upstreams,omitempty"`
 	Tools     []Tool     `json:"tools,omitempty"`
 	// Pinning is the tool-definition pinning mode: "tofu" (default: what an
@@ -62,8 +63,28 @@ type Config struct {
 	dir string
 }
 
+// Identity configures the agent CA.
+type Identity struct {
+	// TrustDomain of the SPIFFE IDs the CA issues.
+	TrustDomain string `json:"trust_domain,omitempty"`
+	// SVIDTTL is the lifetime of issued X.509-SVIDs (1m to 1h).
+	SVIDTTL Duration `json:"svid_ttl,omitempty"`
+	// JoinTokenTTL bounds how long a join token can wait to be used.
+	JoinTokenTTL Duration `json:"join_token_ttl,omitempty"`
+}
+
+// TLS configures TLS on the agent listener.
+type TLS struct {
+	// Enabled serves agents over TLS with a certificate from the agent CA,
+	// and accepts (does not require) client SVIDs (mutual TLS).
+	Enabled bool `json:"enabled,omitempty"`
+	// Names are the DNS names and IPs the gateway's certificate covers.
+	Names []string `json:"names,omitempty"`
+}
+
 // Listen holds the network addresses Portcullis serves on.
 type Listen struct {
+	TLS TLS `json:"tls,omitempty"`
 	// Address serves MCP (streamable HTTP) for agents at /mcp.
 	Address string `json:"address,omitempty"`
 	// Admin serves /metrics, /healthz and /readyz. It is separate so that the
@@ -335,6 +356,18 @@ func (c *Config) applyDefaults() {
 	if c.Policy.ReloadInterval == 0 {
 		c.Policy.ReloadInterval = Duration(2 * time.Second)
 	}
+	if c.Identity.TrustDomain == "" {
+		c.Identity.TrustDomain = "portcullis.local"
+	}
+	if c.Identity.SVIDTTL == 0 {
+		c.Identity.SVIDTTL = Duration(time.Hour)
+	}
+	if c.Identity.JoinTokenTTL == 0 {
+		c.Identity.JoinTokenTTL = Duration(10 * time.Minute)
+	}
+	if c.Listen.TLS.Enabled && len(c.Listen.TLS.Names) == 0 {
+		c.Listen.TLS.Names = []string{"localhost", "127.0.0.1", "::1"}
+	}
 	if c.Pinning == "" {
 		c.Pinning = "tofu"
 	}
@@ -433,6 +466,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Manifests.RequireSigned && (c.Manifests.Dir == "" || len(c.Manifests.TrustedKeys) == 0) {
 		add("manifests.require_signed: needs manifests.dir and manifests.trusted_keys")
+	}
+	if t := c.Identity.SVIDTTL.D(); t < time.Minute || t > time.Hour {
+		add("identity.svid_ttl: between 1m and 1h")
+	}
+	if t := c.Identity.JoinTokenTTL.D(); t < time.Minute || t > 24*time.Hour {
+		add("identity.join_token_ttl: between 1m and 24h")
 	}
 	if c.Pinning != "tofu" && c.Pinning != "strict" {
 		add("pinning: %q is not tofu or strict", c.Pinning)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,7 @@ type TokenAuthenticator struct {
 	tasks  *token.Verifier // task tokens (nil: not accepted)
 	dpop   *token.DPoPVerifier
 	revs   *revocations // nil: revocation not checked (tests of the authenticator alone)
+	ca     *identity.CA
 	agents map[string]config.Agent
 	now    func() time.Time
 
@@ -60,17 +62,78 @@ func (a *TokenAuthenticator) Authenticate(r *http.Request) (*identity.Principal,
 	scheme, raw, ok := strings.Cut(h, " ")
 	raw = strings.TrimSpace(raw)
 	switch {
+	case h == "" && clientCert(r) != nil:
+		return a.svidPrincipal(clientCert(r))
 	case !ok || raw == "":
 		return nil, errors.New("no credential")
 	case strings.EqualFold(scheme, "DPoP"):
 		return a.taskPrincipal(r, raw)
 	case strings.EqualFold(scheme, "Bearer"):
 		if tokenType(raw) == token.TypTask {
-			return nil, errors.New("a task token must be presented with its DPoP proof")
+			// RFC 8705: a certificate-bound task token comes as Bearer on
+			// a mutual-TLS connection with the bound certificate.
+			return a.taskPrincipal(r, raw)
 		}
 		return a.Principal(raw)
 	}
 	return nil, errors.New("unsupported authorization scheme")
+}
+
+// proveHolder checks that the request comes from the holder of the key a
+// task token is bound to: the mutual-TLS client certificate (x5t#S256) or a
+// DPoP proof for this request (jkt).
+func (a *TokenAuthenticator) proveHolder(r *http.Request, t token.Task, raw string) error {
+	if t.X5T != "" {
+		c := clientCert(r)
+		if c == nil || subtle.ConstantTimeCompare([]byte(identity.CertThumbprint(c)), []byte(t.X5T)) != 1 {
+			return errors.New("task token bound to another client certificate")
+		}
+		return nil
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	jkt, err := a.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(jkt), []byte(t.JKT)) != 1 {
+		return errors.New("dpop proof signed by another key than the token is bound to")
+	}
+	return nil
+}
+
+// clientCert is the verified client certificate of a mutual-TLS request.
+func clientCert(r *http.Request) *x509.Certificate {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return r.TLS.VerifiedChains[0][0]
+}
+
+// svidPrincipal maps an X.509-SVID of the agent CA's trust domain to the
+// configured agent its path names.
+func (a *TokenAuthenticator) svidPrincipal(cert *x509.Certificate) (*identity.Principal, error) {
+	id, err := identity.SVIDOf(cert)
+	if err != nil {
+		return nil, err
+	}
+	if a.ca == nil || !id.MemberOf(a.ca.TrustDomain()) {
+		return nil, fmt.Errorf("svid %s: foreign trust domain", id)
+	}
+	name, _, ok := identity.AgentOf(id)
+	if !ok {
+		return nil, fmt.Errorf("svid %s: not an agent ID", id)
+	}
+	ag, ok := a.agents[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, name)
+	}
+	if a.revs != nil && a.revs.revoked(name, id.String(), "") {
+		return nil, errors.New("svid revoked")
+	}
+	return &identity.Principal{Agent: ag.Name, Roles: ag.Roles, SPIFFEID: id.String(), CredentialID: id.String(), Method: "svid", Expires: cert.NotAfter}, nil
 }
 
 // tokenType reads the "typ" of a compact JWS header without trusting it
@@ -99,16 +162,8 @@ func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identi
 	if err != nil {
 		return nil, err
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	jkt, err := a.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
-	if err != nil {
+	if err := a.proveHolder(r, t, raw); err != nil {
 		return nil, err
-	}
-	if subtle.ConstantTimeCompare([]byte(jkt), []byte(t.JKT)) != 1 {
-		return nil, errors.New("dpop proof signed by another key than the token is bound to")
 	}
 	ag, ok := a.agents[t.Agent]
 	if !ok {

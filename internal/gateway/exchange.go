@@ -86,13 +86,8 @@ func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, err
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
 	}
 	e.Agent, e.User, e.Task, e.Credential, e.Actors = parent.Agent, parent.User, parent.ID, parent.TokenID, parent.Actors
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	jkt, err := g.authn.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
-	if err != nil || jkt != parent.JKT {
-		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "the subject token's holder must sign a DPoP proof for this request")
+	if err := g.authn.proveHolder(r, parent, raw); err != nil {
+		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "the subject token's holder must prove possession of its key for this request")
 	}
 	if g.revoked(parent) {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token revoked")

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/grant"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -50,6 +52,7 @@ type Gateway struct {
 	exporter *audit.Exporter
 	tracer   *telemetry.Tracer
 	grants   *grant.Cache
+	ca       *identity.CA
 	pins     *toolreg.Registry
 	watch    bool // reload the policy bundle when its files change
 
@@ -123,6 +126,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
 	if err := saveBundle(context.Background(), g.store, set, srcs); err != nil {
+		g.store.Close()
+		return nil, err
+	}
+	if err := g.loadCA(); err != nil {
 		g.store.Close()
 		return nil, err
 	}
@@ -279,6 +286,14 @@ func (g *Gateway) Listen() error {
 	var err error
 	if g.agentLn, err = net.Listen("tcp", g.cfg.Listen.Address); err != nil {
 		return fmt.Errorf("listen for agents: %w", err)
+	}
+	if g.cfg.Listen.TLS.Enabled {
+		tc, err := g.agentTLS()
+		if err != nil {
+			g.agentLn.Close()
+			return fmt.Errorf("agent TLS: %w", err)
+		}
+		g.agentLn = tls.NewListener(g.agentLn, tc)
 	}
 	if g.adminLn, err = net.Listen("tcp", g.cfg.Listen.Admin); err != nil {
 		g.agentLn.Close()
@@ -441,6 +456,9 @@ func (g *Gateway) agentMux() http.Handler {
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
 	mux.HandleFunc("/.well-known/jwks.json", g.serveJWKS)
 	mux.HandleFunc("POST /oauth/token", g.serveTokenExchange)
+	mux.HandleFunc("POST /v1/enrol", g.serveEnrol)
+	mux.HandleFunc("POST /v1/svid/rotate", g.serveRotate)
+	mux.HandleFunc("GET /v1/bundle", g.serveBundle)
 	return mux
 }
 

@@ -101,6 +101,20 @@ CREATE TABLE IF NOT EXISTS revocations (
 	reason TEXT NOT NULL,
 	PRIMARY KEY (kind, value)
 );
+CREATE TABLE IF NOT EXISTS join_tokens (
+	hash       TEXT PRIMARY KEY,
+	agent      TEXT NOT NULL,
+	expires_ns INTEGER NOT NULL,
+	used       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS agent_instances (
+	spiffe_id   TEXT PRIMARY KEY,
+	agent       TEXT NOT NULL,
+	serial      TEXT NOT NULL,
+	not_after_ns INTEGER NOT NULL,
+	state       TEXT NOT NULL,
+	updated_ns  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL

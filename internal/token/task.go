@@ -32,7 +32,8 @@ type Task struct {
 	Tools   []string // qualified tool names the task may use
 	Budget  int      // calls allowed (0: none left... must be positive at issue)
 	Depth   int      // further delegations allowed (used by delegation)
-	JKT     string   // DPoP key thumbprint the token is bound to
+	JKT     string   // DPoP key thumbprint the token is bound to (or:)
+	X5T     string   // client certificate thumbprint (RFC 8705 x5t#S256)
 	// Actors is the delegation path, nearest first: the agent that
 	// delegated this token, the one that delegated to it, ... (RFC 8693 act).
 	Actors []string
@@ -74,7 +75,8 @@ type taskClaims struct {
 	Budget  int       `json:"budget"`
 	Depth   int       `json:"depth"`
 	Cnf     struct {
-		JKT string `json:"jkt"`
+		JKT string `json:"jkt,omitempty"`
+		X5T string `json:"x5t#S256,omitempty"`
 	} `json:"cnf"`
 }
 
@@ -83,8 +85,8 @@ func (i *Issuer) IssueTask(t Task, ttl time.Duration) (string, Task, error) {
 	switch {
 	case i.typ != TypTask:
 		return "", Task{}, errors.New("issue task: not a task issuer")
-	case t.Agent == "" || t.JKT == "":
-		return "", Task{}, errors.New("issue task: agent and a DPoP key thumbprint are required (task tokens are sender-constrained)")
+	case t.Agent == "" || (t.JKT == "") == (t.X5T == ""):
+		return "", Task{}, errors.New("issue task: an agent and exactly one key binding (DPoP key or client certificate thumbprint) are required: task tokens are sender-constrained")
 	case len(t.Tools) == 0 || len(t.Tools) > MaxTaskTools:
 		return "", Task{}, fmt.Errorf("issue task: between 1 and %d tools", MaxTaskTools)
 	case t.Budget <= 0 || t.Depth < 0 || len(t.Purpose) > MaxPurposeBytes:
@@ -110,7 +112,7 @@ func (i *Issuer) IssueTask(t Task, ttl time.Duration) (string, Task, error) {
 		Task: t.ID, User: t.User, Purpose: t.Purpose, Tools: slices.Sorted(slices.Values(t.Tools)), Budget: t.Budget, Depth: t.Depth,
 		Act: actOf(t.Actors), Parent: t.Parent,
 	}
-	c.Cnf.JKT = t.JKT
+	c.Cnf.JKT, c.Cnf.X5T = t.JKT, t.X5T
 	raw, err := jwt.Signed(i.signer).Claims(c).Serialize()
 	if err != nil {
 		return "", Task{}, err
@@ -139,8 +141,8 @@ func (v *Verifier) VerifyTask(raw string) (Task, error) {
 	if err := tok.Claims(v.key.Public(), &c); err != nil {
 		return Task{}, ErrSignature
 	}
-	if c.Expiry == nil || c.IssuedAt == nil || c.ID == "" || c.Subject == "" || c.Task == "" || c.Cnf.JKT == "" || len(c.Tools) == 0 {
-		return Task{}, fmt.Errorf("%w: exp, iat, jti, sub, task, tools and cnf.jkt are required", ErrClaims)
+	if c.Expiry == nil || c.IssuedAt == nil || c.ID == "" || c.Subject == "" || c.Task == "" || (c.Cnf.JKT == "") == (c.Cnf.X5T == "") || len(c.Tools) == 0 {
+		return Task{}, fmt.Errorf("%w: exp, iat, jti, sub, task, tools and one cnf binding are required", ErrClaims)
 	}
 	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, Leeway); err != nil {
 		if errors.Is(err, jwt.ErrExpired) || errors.Is(err, jwt.ErrNotValidYet) || errors.Is(err, jwt.ErrIssuedInTheFuture) {
@@ -152,7 +154,7 @@ func (v *Verifier) VerifyTask(raw string) (Task, error) {
 		return Task{}, fmt.Errorf("%w: lifetime exceeds %s", ErrClaims, v.maxTTL)
 	}
 	return Task{ID: c.Task, Agent: c.Subject, User: c.User, Purpose: c.Purpose, Tools: c.Tools, Budget: c.Budget,
-		Depth: c.Depth, JKT: c.Cnf.JKT, TokenID: c.ID, Expires: c.Expiry.Time(), Actors: c.Act.list(0), Parent: c.Parent}, nil
+		Depth: c.Depth, JKT: c.Cnf.JKT, X5T: c.Cnf.X5T, TokenID: c.ID, Expires: c.Expiry.Time(), Actors: c.Act.list(0), Parent: c.Parent}, nil
 }
 
 // Errors of Narrow: a delegation may only narrow.

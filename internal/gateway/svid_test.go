@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig+"listen: {tls: {enabled: true}}\nidentity: {trust_domain: acme.test, svid_ttl: 10m}\n", map[string]string{"policy.cedar": demoPolicy})
+	ctx := context.Background()
+	gw := "https://" + h.g.AgentAddr()
+	trust := x509.NewCertPool()
+	trust.AddCert(h.g.ca.Certificate())
+	dir := t.TempDir()
+
+	jt, _, err := CreateJoinToken(ctx, h.cfg, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.Enrol(ctx, gw, trust, jt, dir)
+	if err != nil || !strings.HasPrefix(id, "spiffe://acme.test/agent/reader/") {
+		t.Fatalf("enrol: %s %v", id, err)
+	}
+	if _, err := identity.Enrol(ctx, gw, trust, jt, t.TempDir()); err == nil {
+		t.Fatal("a join token was used twice")
+	}
+	if _, err := identity.Enrol(ctx, gw, trust, "pcj-forged", t.TempDir()); err == nil {
+		t.Fatal("a forged join token enrolled")
+	}
+	if st, _ := os.Stat(filepath.Join(dir, identity.AgentKeyFile)); st.Mode().Perm() != 0o600 {
+		t.Errorf("agent key mode %v", st.Mode().Perm())
+	}
+
+	// The agent connects over mutual TLS with its SVID alone.
+	connect := func(dir string, bearer string) (*mcp.ClientSession, error) {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, identity.AgentSVIDFile), filepath.Join(dir, identity.AgentKeyFile))
+		if err != nil {
+			return nil, err
+		}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: trust, Certificates: []tls.Certificate{pair}}}
+		var rt http.RoundTripper = tr
+		if bearer != "" {
+			rt = roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+				r = r.Clone(r.Context())
+				r.Header.Set("Authorization", "Bearer "+bearer)
+				return tr.RoundTrip(r)
+			})
+		}
+		return mcp.NewClient(&mcp.Implementation{Name: "svid-agent"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: gw + "/mcp", HTTPClient: &http.Client{Transport: rt}, MaxRetries: -1}, nil)
+	}
+	s, err := connect(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := toolNames(t, s); !slices.Contains(got, "demo__read_file") {
+		t.Errorf("svid agent sees %v", got)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Agent == "reader" && e.Credential == id }); e == nil {
+		t.Error("decisions not attributed to the SVID")
+	}
+	s.Close()
+
+	// A task token bound to this certificate (RFC 8705) works only with it.
+	pair, _ := tls.LoadX509KeyPair(filepath.Join(dir, identity.AgentSVIDFile), filepath.Join(dir, identity.AgentKeyFile))
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = connect(dir, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := toolNames(t, s); !slices.Equal(got, []string{"demo__list_files"}) {
+		t.Errorf("cert-bound task sees %v", got)
+	}
+	s.Close()
+	jt2, _, _ := CreateJoinToken(ctx, h.cfg, "mailer")
+	other := t.TempDir()
+	if _, err := identity.Enrol(ctx, gw, trust, jt2, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(other, raw); err == nil {
+		t.Error("a cert-bound task token worked with another certificate")
+	}
+
+	// Rotation keeps the identity with a new key and certificate.
+	old, _ := os.ReadFile(filepath.Join(dir, identity.AgentSVIDFile))
+	id2, err := identity.Rotate(ctx, gw, trust, dir)
+	if err != nil || id2 != id {
+		t.Fatalf("rotate: %s %v", id2, err)
+	}
+	if now, _ := os.ReadFile(filepath.Join(dir, identity.AgentSVIDFile)); string(now) == string(old) {
+		t.Error("rotation returned the same certificate")
+	}
+
+	// Revoking the agent refuses its SVID at the next request.
+	if err := Revoke(ctx, h.cfg, store.RevokeAgent, "reader", "ops", "decommissioned"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	if _, err := connect(dir, ""); err == nil {
+		t.Error("revoked agent connected")
+	}
+	ins, _ := ListInstances(ctx, h.cfg)
+	if len(ins) != 2 {
+		t.Errorf("instances %+v", ins)
+	}
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
