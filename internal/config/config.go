@@ -184,6 +184,9 @@ type Value struct {
 	Value    string `json:"value,omitempty"`
 	FromEnv  string `json:"from_env,omitempty"`
 	FromFile string `json:"from_file,omitempty"`
+	// FromSecret names a secret in Portcullis' encrypted secret store
+	// (`portcullis secret set NAME`).
+	FromSecret string `json:"from_secret,omitempty"`
 }
 
 // Store configures the embedded store.
@@ -616,13 +619,13 @@ const NamespaceSeparator = "__"
 
 func (v Value) validate(name string) error {
 	n := 0
-	for _, s := range []string{v.Value, v.FromEnv, v.FromFile} {
+	for _, s := range []string{v.Value, v.FromEnv, v.FromFile, v.FromSecret} {
 		if s != "" {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("exactly one of value, from_env, from_file must be set")
+		return errors.New("exactly one of value, from_env, from_file, from_secret must be set")
 	}
 	if v.Value != "" && sensitiveN.MatchString(name) {
 		return fmt.Errorf("%q looks like a secret: give it with from_env or from_file, never inline", name)
@@ -631,9 +634,15 @@ func (v Value) validate(name string) error {
 }
 
 // Resolve returns the value, reading references. The result may be a secret:
-// callers must not log it.
-func (v Value) Resolve(baseDir string) (string, error) {
+// callers must not log it. secrets opens from_secret references (nil: they
+// are an error).
+func (v Value) Resolve(baseDir string, secrets func(name string) (string, error)) (string, error) {
 	switch {
+	case v.FromSecret != "":
+		if secrets == nil {
+			return "", fmt.Errorf("resolve value: secret %s: no secret store here", v.FromSecret)
+		}
+		return secrets(v.FromSecret)
 	case v.FromEnv != "":
 		s, ok := os.LookupEnv(v.FromEnv)
 		if !ok {

@@ -44,10 +44,10 @@ func TestParseRejects(t *testing.T) {
 func TestValueResolve(t *testing.T) {
 	t.Setenv("PC_TEST_SECRET", "s3cret")
 	v := Value{FromEnv: "PC_TEST_SECRET"}
-	if s, err := v.Resolve("."); err != nil || s != "s3cret" {
+	if s, err := v.Resolve(".", nil); err != nil || s != "s3cret" {
 		t.Errorf("from_env: %q %v", s, err)
 	}
-	if _, err := (Value{FromEnv: "PC_TEST_UNSET_VARIABLE"}).Resolve("."); err == nil {
+	if _, err := (Value{FromEnv: "PC_TEST_UNSET_VARIABLE"}).Resolve(".", nil); err == nil {
 		t.Error("unset variable resolved")
 	}
 }

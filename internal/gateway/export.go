@@ -14,7 +14,7 @@ import (
 
 // newSinks builds the configured audit export destinations. Secret header
 // values are resolved here and live only in the sinks' request headers.
-func newSinks(cfg *config.Config) ([]audit.Sink, error) {
+func newSinks(cfg *config.Config, secrets func(string) (string, error)) ([]audit.Sink, error) {
 	host, _ := os.Hostname()
 	client := &http.Client{Timeout: 30 * time.Second}
 	var sinks []audit.Sink
@@ -23,13 +23,13 @@ func newSinks(cfg *config.Config) ([]audit.Sink, error) {
 		case x.File != nil:
 			sinks = append(sinks, &audit.FileSink{SinkName: x.Name, Path: cfg.Path(x.File.Path)})
 		case x.Webhook != nil:
-			h, err := headers(cfg, x.Webhook.Headers)
+			h, err := headers(cfg, x.Webhook.Headers, secrets)
 			if err != nil {
 				return nil, fmt.Errorf("audit export %s: %w", x.Name, err)
 			}
 			sinks = append(sinks, &audit.WebhookSink{SinkName: x.Name, URL: x.Webhook.URL, Header: h, Client: client})
 		case x.OTLP != nil:
-			h, err := headers(cfg, x.OTLP.Headers)
+			h, err := headers(cfg, x.OTLP.Headers, secrets)
 			if err != nil {
 				return nil, fmt.Errorf("audit export %s: %w", x.Name, err)
 			}
@@ -56,10 +56,10 @@ func newSinks(cfg *config.Config) ([]audit.Sink, error) {
 	return sinks, nil
 }
 
-func headers(cfg *config.Config, vals map[string]config.Value) (http.Header, error) {
+func headers(cfg *config.Config, vals map[string]config.Value, secrets func(string) (string, error)) (http.Header, error) {
 	h := http.Header{}
 	for k, v := range vals {
-		s, err := v.Resolve(cfg.Dir())
+		s, err := v.Resolve(cfg.Dir(), secrets)
 		if err != nil {
 			return nil, fmt.Errorf("header %s: %w", k, err)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -52,6 +53,7 @@ type Gateway struct {
 	exporter *audit.Exporter
 	tracer   *telemetry.Tracer
 	grants   *grant.Cache
+	vault    *secret.Vault
 	ca       *identity.CA
 	pins     *toolreg.Registry
 	watch    bool // reload the policy bundle when its files change
@@ -115,11 +117,15 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
+	if g.vault, err = secret.Open(filepath.Join(g.dataDir, "keys"), g.store); err != nil {
+		g.store.Close()
+		return nil, err
+	}
 	if g.cp, err = newCheckpointer(cfg, g.dataDir, g.store, g.log.With("component", "audit")); err != nil {
 		g.store.Close()
 		return nil, err
 	}
-	sinks, err := newSinks(cfg)
+	sinks, err := newSinks(cfg, g.openSecret)
 	if err != nil {
 		g.store.Close()
 		return nil, err
@@ -141,7 +147,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	if o := cfg.Telemetry.OTLP; o != nil {
-		h, err := headers(cfg, o.Headers)
+		h, err := headers(cfg, o.Headers, g.openSecret)
 		if err != nil {
 			g.store.Close()
 			return nil, fmt.Errorf("telemetry: %w", err)
@@ -158,7 +164,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
-	queue, err := newApprovals(cfg, g.store, g.log.With("component", "approvals"))
+	queue, err := newApprovals(cfg, g.store, g.openSecret, g.log.With("component", "approvals"))
 	if err != nil {
 		g.store.Close()
 		return nil, err
@@ -211,9 +217,9 @@ func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
 	log := g.log.With("component", "upstream", "upstream", u.Name)
 	switch {
 	case u.Stdio != nil:
-		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.cfg.Pinning == "strict", log), nil
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.cfg.Pinning == "strict", g.openSecret, log), nil
 	case u.HTTP != nil:
-		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir()), nil
+		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret), nil
 	case u.Builtin == "demo":
 		d, err := demo.New(filepath.Join(g.dataDir, DemoDir))
 		if err != nil {
@@ -246,6 +252,18 @@ func newBudget(l config.Limits) *budget.Keeper {
 		lim.RepeatLimit = l.RepeatCallLimit
 	}
 	return budget.New(lim, nil)
+}
+
+// openSecret opens a from_secret reference for injection into an upstream
+// request or launch; the value goes nowhere else.
+func (g *Gateway) openSecret(name string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := g.vault.Get(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return v.Reveal(), nil
 }
 
 func toolClasses(cfg *config.Config) map[string][]string {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -112,4 +113,27 @@ func StartTask(ctx context.Context, cfg *config.Config, t token.Task, ttl time.D
 		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
 	}
 	return raw, t, nil
+}
+
+// SetSecret seals a secret into the store (`portcullis secret set`); the
+// value is never printed or audited, only that it was set.
+func SetSecret(ctx context.Context, cfg *config.Config, name string, value []byte, by string) error {
+	_, err := withStore(cfg, func(st *store.SQLite) (struct{}, error) {
+		v, err := secret.Open(filepath.Join(DataDir(cfg), "keys"), st)
+		if err != nil {
+			return struct{}{}, err
+		}
+		e := audit.NewEvent(audit.TypeIdentity, time.Now())
+		e.Outcome, e.Code, e.Target, e.Detail = audit.OutcomeInfo, "secret_set", name, "by "+by
+		if err := audit.WriteNow(ctx, st, e); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, v.Put(ctx, name, value)
+	})
+	return err
+}
+
+// SecretNames lists the stored secrets' names.
+func SecretNames(ctx context.Context, cfg *config.Config) ([]string, error) {
+	return withStore(cfg, func(st *store.SQLite) ([]string, error) { return st.SecretNames(ctx) })
 }

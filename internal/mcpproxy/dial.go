@@ -22,7 +22,10 @@ import (
 // Secret references are resolved at every launch and never logged. The
 // executable's hash is checked at every launch when pinned, and in strict
 // mode a package-runner launch must name an exact version.
-func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, log *slog.Logger) Dialer {
+// Secrets opens from_secret references (the gateway's vault).
+type Secrets func(name string) (string, error)
+
+func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets Secrets, log *slog.Logger) Dialer {
 	return func(ctx context.Context) (mcp.Transport, error) {
 		if strict {
 			if err := CheckPackagePinned(cfg.Command, cfg.Args); err != nil {
@@ -33,7 +36,7 @@ func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, log *slog
 		if err != nil {
 			return nil, err
 		}
-		env, err := stdioEnv(cfg, baseDir)
+		env, err := stdioEnv(cfg, baseDir, secrets)
 		if err != nil {
 			return nil, err
 		}
@@ -48,7 +51,7 @@ func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, log *slog
 	}
 }
 
-func stdioEnv(cfg *config.StdioServer, baseDir string) ([]string, error) {
+func stdioEnv(cfg *config.StdioServer, baseDir string, secrets Secrets) ([]string, error) {
 	env := []string{}
 	for _, name := range cfg.InheritEnv {
 		if v, ok := os.LookupEnv(name); ok {
@@ -61,7 +64,7 @@ func stdioEnv(cfg *config.StdioServer, baseDir string) ([]string, error) {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		v, err := cfg.Env[k].Resolve(baseDir)
+		v, err := cfg.Env[k].Resolve(baseDir, secrets)
 		if err != nil {
 			return nil, fmt.Errorf("stdio env %s: %w", k, err)
 		}
@@ -88,11 +91,11 @@ func stderrLogger(log *slog.Logger) io.Writer {
 
 // HTTPDialer connects to a streamable-HTTP upstream, adding the configured
 // headers (resolved from their references at every connect).
-func HTTPDialer(cfg *config.HTTPServer, baseDir string) Dialer {
+func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets) Dialer {
 	return func(ctx context.Context) (mcp.Transport, error) {
 		h := http.Header{}
 		for k, v := range cfg.Headers {
-			s, err := v.Resolve(baseDir)
+			s, err := v.Resolve(baseDir, secrets)
 			if err != nil {
 				return nil, fmt.Errorf("http header %s: %w", k, err)
 			}

@@ -115,6 +115,11 @@ CREATE TABLE IF NOT EXISTS agent_instances (
 	state       TEXT NOT NULL,
 	updated_ns  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+	name       TEXT PRIMARY KEY,
+	sealed     BLOB NOT NULL,
+	updated_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL

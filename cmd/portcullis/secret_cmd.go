@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/secret"
+)
+
+func secretCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "secret", Short: "Upstream credentials in the encrypted secret store (used with from_secret)"}
+	var src source
+	set := &cobra.Command{
+		Use:   "set NAME < value",
+		Short: "Store a secret, read from standard input (never from the command line)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := src.load()
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), secret.MaxValueBytes+1))
+			if err != nil {
+				return err
+			}
+			v := []byte(strings.TrimRight(string(b), "\r\n"))
+			if len(v) == 0 {
+				return errors.New("no value on standard input")
+			}
+			if err := gateway.SetSecret(cmd.Context(), cfg, args[0], v, os.Getenv("USER")); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "secret %s stored (sealed)\n", args[0])
+			return nil
+		},
+	}
+	src.flags(set)
+	var lsrc source
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List secret names (never values)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := lsrc.load()
+			if err != nil {
+				return err
+			}
+			names, err := gateway.SecretNames(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			return nil
+		},
+	}
+	lsrc.flags(list)
+	cmd.AddCommand(set, list)
+	return cmd
+}
