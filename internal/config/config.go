@@ -71,6 +71,19 @@ type Identity struct {
 	SVIDTTL Duration `json:"svid_ttl,omitempty"`
 	// JoinTokenTTL bounds how long a join token can wait to be used.
 	JoinTokenTTL Duration `json:"join_token_ttl,omitempty"`
+	// Federation trusts SVIDs of other SPIFFE trust domains (SPIRE, ...).
+	Federation []Federation `json:"federation,omitempty"`
+}
+
+// Federation is another SPIFFE trust domain whose SVIDs the gateway
+// accepts, and which of its SPIFFE IDs are which configured agents.
+type Federation struct {
+	TrustDomain string `json:"trust_domain"`
+	// Bundle is a PEM file of the trust domain's X.509 authorities.
+	Bundle string `json:"bundle"`
+	// Agents maps SPIFFE IDs of that domain to configured agent names; an
+	// SVID not listed is refused.
+	Agents map[string]string `json:"agents"`
 }
 
 // TLS configures TLS on the agent listener.
@@ -472,6 +485,19 @@ func (c *Config) Validate() error {
 	}
 	if t := c.Identity.SVIDTTL.D(); t < time.Minute || t > time.Hour {
 		add("identity.svid_ttl: between 1m and 1h")
+	}
+	for i, f := range c.Identity.Federation {
+		if f.TrustDomain == "" || f.TrustDomain == c.Identity.TrustDomain || f.Bundle == "" || len(f.Agents) == 0 {
+			add("identity.federation[%d]: trust_domain (not our own), bundle and agents are required", i)
+		}
+		for id, name := range f.Agents {
+			if !strings.HasPrefix(id, "spiffe://"+f.TrustDomain+"/") {
+				add("identity.federation[%d].agents: %q is not in %s", i, id, f.TrustDomain)
+			}
+			if _, ok := c.Agent(name); !ok {
+				add("identity.federation[%d].agents: %q is not a configured agent", i, name)
+			}
+		}
 	}
 	if t := c.Identity.JoinTokenTTL.D(); t < time.Minute || t > 24*time.Hour {
 		add("identity.join_token_ttl: between 1m and 24h")

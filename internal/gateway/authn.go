@@ -30,13 +30,17 @@ const maxCachedTokens = 4096
 // expires, so the per-request cost is a hash and a map lookup; the agent's
 // configuration is consulted on every request.
 type TokenAuthenticator struct {
-	v      *token.Verifier
-	tasks  *token.Verifier // task tokens (nil: not accepted)
-	dpop   *token.DPoPVerifier
-	revs   *revocations // nil: revocation not checked (tests of the authenticator alone)
-	ca     *identity.CA
-	agents map[string]config.Agent
-	now    func() time.Time
+	v     *token.Verifier
+	tasks *token.Verifier // task tokens (nil: not accepted)
+	dpop  *token.DPoPVerifier
+	revs  *revocations // nil: revocation not checked (tests of the authenticator alone)
+	ca    *identity.CA
+	// trust holds, per trust domain, the authorities its SVIDs must chain
+	// to, and for foreign domains which SPIFFE IDs are which agents.
+	trust   map[string]*x509.CertPool
+	foreign map[string]string // SPIFFE ID -> agent
+	agents  map[string]config.Agent
+	now     func() time.Time
 
 	mu    sync.Mutex
 	cache map[[32]byte]token.Claims
@@ -119,12 +123,24 @@ func (a *TokenAuthenticator) svidPrincipal(cert *x509.Certificate) (*identity.Pr
 	if err != nil {
 		return nil, err
 	}
-	if a.ca == nil || !id.MemberOf(a.ca.TrustDomain()) {
-		return nil, fmt.Errorf("svid %s: foreign trust domain", id)
+	// The TLS handshake checked the chain against every trusted authority;
+	// an SVID must chain to the authorities of its own trust domain.
+	pool := a.trust[id.TrustDomain().Name()]
+	if pool == nil {
+		return nil, fmt.Errorf("svid %s: untrusted trust domain", id)
 	}
-	name, _, ok := identity.AgentOf(id)
-	if !ok {
-		return nil, fmt.Errorf("svid %s: not an agent ID", id)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("svid %s: not issued by its trust domain: %v", id, err)
+	}
+	var name string
+	if a.ca != nil && id.MemberOf(a.ca.TrustDomain()) {
+		n, _, ok := identity.AgentOf(id)
+		if !ok {
+			return nil, fmt.Errorf("svid %s: not an agent ID", id)
+		}
+		name = n
+	} else if name = a.foreign[id.String()]; name == "" {
+		return nil, fmt.Errorf("svid %s: not mapped to an agent", id)
 	}
 	ag, ok := a.agents[name]
 	if !ok {

@@ -32,6 +32,9 @@ func (g *Gateway) agentTLS() (*tls.Config, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(g.ca.Certificate())
+	for _, c := range g.federated {
+		pool.AddCert(c)
+	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der, g.ca.Certificate().Raw}, PrivateKey: key}},
@@ -186,5 +189,32 @@ func (g *Gateway) loadCA() error {
 	}
 	g.ca = ca
 	g.authn.ca = ca
+	own := x509.NewCertPool()
+	own.AddCert(ca.Certificate())
+	g.authn.trust = map[string]*x509.CertPool{ca.TrustDomain().Name(): own}
+	g.authn.foreign = map[string]string{}
+	for _, f := range g.cfg.Identity.Federation {
+		b, err := readSmall(g.cfg.Path(f.Bundle), 1<<20)
+		if err != nil {
+			return fmt.Errorf("federation %s: %w", f.TrustDomain, err)
+		}
+		pool := x509.NewCertPool()
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return fmt.Errorf("federation %s bundle: %w", f.TrustDomain, err)
+			}
+			pool.AddCert(c)
+			g.federated = append(g.federated, c)
+		}
+		g.authn.trust[f.TrustDomain] = pool
+		for id, agent := range f.Agents {
+			g.authn.foreign[id] = agent
+		}
+	}
 	return nil
 }

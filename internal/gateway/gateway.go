@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -39,24 +40,25 @@ const (
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	dataDir  string
-	store    *store.SQLite
-	recorder *audit.Recorder
-	engine   *policy.Engine
-	key      *token.SigningKey
-	authn    *TokenAuthenticator
-	proxy    *mcpproxy.Proxy
-	metrics  *metrics.Metrics
-	cp       *audit.Checkpointer
-	exporter *audit.Exporter
-	tracer   *telemetry.Tracer
-	grants   *grant.Cache
-	vault    *secret.Vault
-	ca       *identity.CA
-	pins     *toolreg.Registry
-	watch    bool // reload the policy bundle when its files change
+	cfg       *config.Config
+	log       *slog.Logger
+	dataDir   string
+	store     *store.SQLite
+	recorder  *audit.Recorder
+	engine    *policy.Engine
+	key       *token.SigningKey
+	authn     *TokenAuthenticator
+	proxy     *mcpproxy.Proxy
+	metrics   *metrics.Metrics
+	cp        *audit.Checkpointer
+	exporter  *audit.Exporter
+	tracer    *telemetry.Tracer
+	grants    *grant.Cache
+	vault     *secret.Vault
+	ca        *identity.CA
+	federated []*x509.Certificate // authorities of federated trust domains
+	pins      *toolreg.Registry
+	watch     bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
@@ -128,3 +132,54 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestFederatedTrustDomain: SVIDs of another trust domain (say, SPIRE's)
+// are accepted for the agents the operator mapped, and only for them; that
+// domain's authority cannot vouch for identities of ours.
+func TestFederatedTrustDomain(t *testing.T) {
+	t.Parallel()
+	spire, err := identity.LoadOrCreateCA(t.TempDir(), "spire.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startGateway(t, demoConfig+`listen: {tls: {enabled: true}}
+identity:
+  trust_domain: acme.test
+  federation:
+    - trust_domain: spire.test
+      bundle: DIR/spire.pem
+      agents: {"spiffe://spire.test/ns/ai/sa/summariser": reader}
+`, map[string]string{"policy.cedar": demoPolicy, "spire.pem": string(spire.BundlePEM())})
+	ctx := context.Background()
+	trust := x509.NewCertPool()
+	trust.AddCert(h.g.ca.Certificate())
+	svid := func(ca *identity.CA, id string) tls.Certificate {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		sid, _ := spiffeid.FromString(id)
+		cert, err := ca.SignCSR(csr, sid, 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key}
+	}
+	connect := func(c tls.Certificate) (*mcp.ClientSession, error) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: trust, Certificates: []tls.Certificate{c}}}
+		return mcp.NewClient(&mcp.Implementation{Name: "fed"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: "https://" + h.g.AgentAddr() + "/mcp", HTTPClient: &http.Client{Transport: tr}, MaxRetries: -1}, nil)
+	}
+	s, err := connect(svid(spire, "spiffe://spire.test/ns/ai/sa/summariser"))
+	if err != nil {
+		t.Fatalf("mapped foreign SVID refused: %v", err)
+	}
+	if got := toolNames(t, s); !slices.Contains(got, "demo__read_file") {
+		t.Errorf("federated agent sees %v", got)
+	}
+	s.Close()
+	if _, err := connect(svid(spire, "spiffe://spire.test/ns/ai/sa/other")); err == nil {
+		t.Error("unmapped foreign SVID accepted")
+	}
+	if _, err := connect(svid(spire, "spiffe://acme.test/agent/mailer/forged")); err == nil {
+		t.Error("a foreign authority vouched for an identity of our trust domain")
+	}
+}
