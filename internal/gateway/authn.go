@@ -42,8 +42,9 @@ type TokenAuthenticator struct {
 	agents  map[string]config.Agent
 	now     func() time.Time
 
-	mu    sync.Mutex
-	cache map[[32]byte]token.Claims
+	mu        sync.Mutex
+	cache     map[[32]byte]token.Claims
+	taskCache map[[32]byte]token.Task
 }
 
 // NewTokenAuthenticator returns an authenticator for the configured agents.
@@ -55,7 +56,7 @@ func NewTokenAuthenticator(v *token.Verifier, agents []config.Agent, now func() 
 	if now == nil {
 		now = time.Now
 	}
-	return &TokenAuthenticator{v: v, agents: m, now: now, cache: map[[32]byte]token.Claims{}}
+	return &TokenAuthenticator{v: v, agents: m, now: now, cache: map[[32]byte]token.Claims{}, taskCache: map[[32]byte]token.Task{}}
 }
 
 // Authenticate implements mcpproxy.Authenticator. Agent tokens come as
@@ -73,12 +74,13 @@ func (a *TokenAuthenticator) Authenticate(r *http.Request) (*identity.Principal,
 	case strings.EqualFold(scheme, "DPoP"):
 		return a.taskPrincipal(r, raw)
 	case strings.EqualFold(scheme, "Bearer"):
-		if tokenType(raw) == token.TypTask {
+		p, err := a.Principal(raw)
+		if err != nil && tokenType(raw) == token.TypTask {
 			// RFC 8705: a certificate-bound task token comes as Bearer on
 			// a mutual-TLS connection with the bound certificate.
 			return a.taskPrincipal(r, raw)
 		}
-		return a.Principal(raw)
+		return p, err
 	}
 	return nil, errors.New("unsupported authorization scheme")
 }
@@ -174,7 +176,7 @@ func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identi
 	if a.tasks == nil {
 		return nil, errors.New("task tokens are not accepted")
 	}
-	t, err := a.tasks.VerifyTask(raw)
+	t, err := a.verifyTask(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -242,4 +244,38 @@ func (a *TokenAuthenticator) verify(raw string) (token.Claims, error) {
 	a.cache[key] = c
 	a.mu.Unlock()
 	return c, nil
+}
+
+// verifyTask checks a task token, caching the result per token (by hash)
+// until it expires; the proof of possession is still checked per request.
+func (a *TokenAuthenticator) verifyTask(raw string) (token.Task, error) {
+	if len(raw) > token.MaxTokenBytes {
+		return token.Task{}, token.ErrMalformed
+	}
+	key := sha256.Sum256([]byte(raw))
+	now := a.now()
+	a.mu.Lock()
+	t, ok := a.taskCache[key]
+	a.mu.Unlock()
+	if ok {
+		if now.After(t.Expires.Add(token.Leeway)) {
+			return token.Task{}, token.ErrExpired
+		}
+		return t, nil
+	}
+	t, err := a.tasks.VerifyTask(raw)
+	if err != nil {
+		return token.Task{}, err
+	}
+	a.mu.Lock()
+	if len(a.taskCache) >= maxCachedTokens {
+		for k, v := range a.taskCache {
+			if now.After(v.Expires.Add(token.Leeway)) || len(a.taskCache) >= maxCachedTokens {
+				delete(a.taskCache, k)
+			}
+		}
+	}
+	a.taskCache[key] = t
+	a.mu.Unlock()
+	return t, nil
 }
