@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +19,7 @@ func taskCmd() *cobra.Command {
 	var src source
 	var t token.Task
 	var ttl time.Duration
+	var idTokenFile string
 	start := &cobra.Command{
 		Use:   "start --agent A --tools upstream__tool,... --budget N --jkt THUMBPRINT",
 		Short: "Start a task for an agent: a short-lived token scoped to tools and a call budget, bound to the agent's DPoP key",
@@ -30,13 +33,21 @@ func taskCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if t.JKT == "" {
-				return errors.New("--jkt is required: task tokens are bound to the agent's key")
+			if (t.JKT == "") == (t.X5T == "") {
+				return errors.New("give --jkt or --x5t: task tokens are bound to the agent's key")
+			}
+			var idToken string
+			if idTokenFile != "" {
+				b, err := os.ReadFile(idTokenFile)
+				if err != nil {
+					return err
+				}
+				idToken = strings.TrimSpace(string(b))
 			}
 			if ttl == 0 {
 				ttl = cfg.Auth.DefaultTTL.D()
 			}
-			raw, issued, err := gateway.StartTask(cmd.Context(), cfg, t, ttl)
+			raw, issued, err := gateway.StartTask(cmd.Context(), cfg, t, idToken, ttl)
 			if err != nil {
 				return err
 			}
@@ -51,6 +62,9 @@ func taskCmd() *cobra.Command {
 	f.StringSliceVar(&t.Tools, "tools", nil, "qualified tool names the task may use")
 	f.IntVar(&t.Budget, "budget", 100, "how many calls the task may make")
 	f.StringVar(&t.JKT, "jkt", "", "RFC 7638 thumbprint of the agent's DPoP public key")
+	f.StringVar(&t.X5T, "x5t", "", "RFC 8705 thumbprint (x5t#S256) of the agent's client certificate, instead of --jkt")
+	f.IntVar(&t.Depth, "depth", 0, "how many times the task may be delegated onwards")
+	f.StringVar(&idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
 	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
 	cmd.AddCommand(start, revokeCmd(store.RevokeTask, "TASK_ID"))
 	return cmd

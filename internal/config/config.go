@@ -73,6 +73,18 @@ type Identity struct {
 	JoinTokenTTL Duration `json:"join_token_ttl,omitempty"`
 	// Federation trusts SVIDs of other SPIFFE trust domains (SPIRE, ...).
 	Federation []Federation `json:"federation,omitempty"`
+	// OIDC, when set, is the identity provider whose ID tokens name the
+	// user a task is started for.
+	OIDC *OIDC `json:"oidc,omitempty"`
+}
+
+// OIDC is an OpenID Connect issuer whose ID tokens are verified against its
+// published keys (JWKS).
+type OIDC struct {
+	Issuer   string `json:"issuer"`
+	ClientID string `json:"client_id"`
+	// UserClaim names the claim that is the user (default "email").
+	UserClaim string `json:"user_claim,omitempty"`
 }
 
 // Federation is another SPIFFE trust domain whose SVIDs the gateway
@@ -485,6 +497,12 @@ func (c *Config) Validate() error {
 	}
 	if t := c.Identity.SVIDTTL.D(); t < time.Minute || t > time.Hour {
 		add("identity.svid_ttl: between 1m and 1h")
+	}
+	if o := c.Identity.OIDC; o != nil {
+		errs = append(errs, checkURL("identity.oidc.issuer", o.Issuer)...)
+		if o.ClientID == "" {
+			add("identity.oidc.client_id: required")
+		}
 	}
 	for i, f := range c.Identity.Federation {
 		if f.TrustDomain == "" || f.TrustDomain == c.Identity.TrustDomain || f.Bundle == "" || len(f.Agents) == 0 {

@@ -35,6 +35,7 @@ func (g *Gateway) adminAPI() http.Handler {
 	mux.HandleFunc("GET /v1/approvals/{id}", a.showApproval)
 	mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(approval.Approved))
 	mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(approval.Denied))
+	mux.HandleFunc("POST /v1/tasks", a.startTask)
 	return a.authenticate(mux)
 }
 
@@ -126,6 +127,44 @@ func (a *adminAPI) decide(state string) http.HandlerFunc {
 			writeJSONResponse(w, http.StatusOK, approvalJSON(x))
 		}
 	}
+}
+
+// startTask is the API form of `portcullis task start`, for orchestrators.
+func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Agent      string   `json:"agent"`
+		User       string   `json:"user"`
+		IDToken    string   `json:"id_token"`
+		Purpose    string   `json:"purpose"`
+		Tools      []string `json:"tools"`
+		Budget     int      `json:"budget"`
+		Depth      int      `json:"depth"`
+		TTLSeconds int      `json:"ttl_seconds"`
+		JKT        string   `json:"jkt"`
+		X5T        string   `json:"x5t"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	ttl := a.g.cfg.Auth.DefaultTTL.D()
+	if req.TTLSeconds > 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	users, err := a.g.oidcUsers(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
+		return
+	}
+	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
+	raw, issued, err := startTask(r.Context(), a.g.cfg, a.g.key, a.g.store, users, t, req.IDToken, ttl)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, map[string]any{"task_id": issued.ID, "token": raw, "expires": issued.Expires, "user": issued.User, "started_by": adminOf(r)})
 }
 
 func approvalJSON(x *approval.Request) map[string]any {

@@ -56,6 +56,8 @@ type Gateway struct {
 	grants    *grant.Cache
 	vault     *secret.Vault
 	ca        *identity.CA
+	usersMu   sync.Mutex
+	users     *identity.Users     // OIDC verifier, discovered on first use
 	federated []*x509.Certificate // authorities of federated trust domains
 	pins      *toolreg.Registry
 	watch     bool // reload the policy bundle when its files change
@@ -266,6 +268,25 @@ func (g *Gateway) openSecret(name string) (string, error) {
 		return "", err
 	}
 	return v.Reveal(), nil
+}
+
+// oidcUsers returns the OIDC verifier, discovering the issuer on first use
+// (a gateway starts even while its identity provider is unreachable; task
+// starts that need it fail until it answers).
+func (g *Gateway) oidcUsers(ctx context.Context) (*identity.Users, error) {
+	if g.cfg.Identity.OIDC == nil {
+		return nil, nil
+	}
+	g.usersMu.Lock()
+	defer g.usersMu.Unlock()
+	if g.users == nil {
+		u, err := oidcUsers(ctx, g.cfg)
+		if err != nil {
+			return nil, err
+		}
+		g.users = u
+	}
+	return g.users, nil
 }
 
 func toolClasses(cfg *config.Config) map[string][]string {

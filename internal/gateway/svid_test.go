@@ -84,7 +84,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	// A task token bound to this certificate (RFC 8705) works only with it.
 	pair, _ := tls.LoadX509KeyPair(filepath.Join(dir, identity.AgentSVIDFile), filepath.Join(dir, identity.AgentKeyFile))
 	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
-	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, 5*time.Minute)
+	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

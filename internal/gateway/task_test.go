@@ -52,7 +52,7 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 	}
 	ctx := context.Background()
 	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Purpose: "summarise notes",
-		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, 5*time.Minute)
+		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jkt, _ := token.Thumbprint(key.Public())
 	ctx := context.Background()
-	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, 5*time.Minute)
+	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	rKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	mJKT, _ := token.Thumbprint(mKey.Public())
 	rJKT, _ := token.Thumbprint(rKey.Public())
-	parent, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, 5*time.Minute)
+	parent, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -82,12 +84,11 @@ func mint(ctx context.Context, cfg *config.Config, key *token.SigningKey, st aud
 
 // StartTask mints a task token (`portcullis task start`): the agent, the
 // user it acts for, the tools the task may use (a subset of what its role
-// allows, enforced on top of policy), a call budget, and the DPoP key the
-// token is bound to. The start is audited.
-func StartTask(ctx context.Context, cfg *config.Config, t token.Task, ttl time.Duration) (string, token.Task, error) {
-	if _, ok := cfg.Agent(t.Agent); !ok {
-		return "", token.Task{}, fmt.Errorf("start task: %w: %q", ErrUnknownAgent, t.Agent)
-	}
+// allows, enforced on top of policy), a call budget, and the key the token
+// is bound to. With identity.oidc configured the user must come from a
+// verified ID token (idToken), never from the caller's word. The start is
+// audited.
+func StartTask(ctx context.Context, cfg *config.Config, t token.Task, idToken string, ttl time.Duration) (string, token.Task, error) {
 	dir := DataDir(cfg)
 	key, err := token.LoadOrCreateKey(filepath.Join(dir, KeyFile))
 	if err != nil {
@@ -98,6 +99,40 @@ func StartTask(ctx context.Context, cfg *config.Config, t token.Task, ttl time.D
 		return "", token.Task{}, err
 	}
 	defer st.Close()
+	users, err := oidcUsers(ctx, cfg)
+	if err != nil {
+		return "", token.Task{}, err
+	}
+	return startTask(ctx, cfg, key, st, users, t, idToken, ttl)
+}
+
+func oidcUsers(ctx context.Context, cfg *config.Config) (*identity.Users, error) {
+	o := cfg.Identity.OIDC
+	if o == nil {
+		return nil, nil
+	}
+	return identity.NewUsers(ctx, o.Issuer, o.ClientID, o.UserClaim)
+}
+
+func startTask(ctx context.Context, cfg *config.Config, key *token.SigningKey, st audit.LogStore, users *identity.Users, t token.Task, idToken string, ttl time.Duration) (string, token.Task, error) {
+	if _, ok := cfg.Agent(t.Agent); !ok {
+		return "", token.Task{}, fmt.Errorf("start task: %w: %q", ErrUnknownAgent, t.Agent)
+	}
+	switch {
+	case users != nil && idToken == "":
+		return "", token.Task{}, errors.New("start task: an OIDC ID token names the user (identity.oidc is configured)")
+	case users != nil:
+		if t.User != "" {
+			return "", token.Task{}, errors.New("start task: the user comes from the ID token, not from the caller")
+		}
+		u, err := users.User(ctx, idToken)
+		if err != nil {
+			return "", token.Task{}, fmt.Errorf("start task: %w", err)
+		}
+		t.User = u
+	case idToken != "":
+		return "", token.Task{}, errors.New("start task: an ID token was given but identity.oidc is not configured")
+	}
 	iss, err := token.NewTypedIssuer(key, token.TypTask, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
 	if err != nil {
 		return "", token.Task{}, err
@@ -106,9 +141,13 @@ func StartTask(ctx context.Context, cfg *config.Config, t token.Task, ttl time.D
 	if err != nil {
 		return "", token.Task{}, err
 	}
+	binding := "DPoP key " + t.JKT
+	if t.X5T != "" {
+		binding = "client certificate " + t.X5T
+	}
 	e := audit.NewEvent(audit.TypeToken, time.Now())
 	e.Outcome, e.Code, e.Agent, e.User, e.Task, e.Credential = audit.OutcomeAllow, "task_started", t.Agent, t.User, t.ID, t.TokenID
-	e.Detail = fmt.Sprintf("tools %v, budget %d, bound to %s, expires %s: %s", t.Tools, t.Budget, t.JKT, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
+	e.Detail = fmt.Sprintf("tools %v, budget %d, depth %d, bound to %s, expires %s: %s", t.Tools, t.Budget, t.Depth, binding, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
 	}

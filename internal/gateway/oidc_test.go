@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// oidcProvider is a minimal OpenID provider: discovery and JWKS, and ID
+// tokens signed with its key.
+type oidcProvider struct {
+	srv *httptest.Server
+	key *ecdsa.PrivateKey
+}
+
+func newOIDCProvider(t *testing.T) *oidcProvider {
+	p := &oidcProvider{}
+	p.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	mux := http.NewServeMux()
+	p.srv = httptest.NewServer(mux)
+	t.Cleanup(p.srv.Close)
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{
+			"issuer": p.srv.URL, "jwks_uri": p.srv.URL + "/jwks", "authorization_endpoint": p.srv.URL + "/auth",
+			"token_endpoint": p.srv.URL + "/token", "id_token_signing_alg_values_supported": []string{"ES256"},
+		})
+	})
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: p.key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	})
+	return p
+}
+
+func (p *oidcProvider) idToken(t *testing.T, key *ecdsa.PrivateKey, email string) string {
+	s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
+	raw, err := jwt.Signed(s).Claims(map[string]any{
+		"iss": p.srv.URL, "aud": "portcullis", "sub": "u-42", "email": email, "email_verified": true,
+		"iat": time.Now().Unix(), "exp": time.Now().Add(5 * time.Minute).Unix(),
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestTaskStartAPIWithOIDCUsers(t *testing.T) {
+	t.Parallel()
+	idp := newOIDCProvider(t)
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: orchestrator}]\nagents:", 1)+
+		fmt.Sprintf("identity: {oidc: {issuer: %q, client_id: portcullis}}\n", idp.srv.URL), map[string]string{"policy.cedar": demoPolicy})
+	admin, _, err := IssueAdminToken(t.Context(), h.cfg, "orchestrator", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, _ := token.Thumbprint(key.Public())
+	start := func(body map[string]any) (int, map[string]any) {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "http://"+h.g.AdminAddr()+"/v1/tasks", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	base := func() map[string]any {
+		return map[string]any{"agent": "reader", "tools": []string{"demo__read_file"}, "budget": 5, "jkt": jkt, "ttl_seconds": 300}
+	}
+	good := base()
+	good["id_token"] = idp.idToken(t, idp.key, "alice@example.com")
+	code, out := start(good)
+	if code != http.StatusOK || out["user"] != "alice@example.com" || out["token"] == nil {
+		t.Fatalf("task start with an ID token: %d %v", code, out)
+	}
+	claimed := base()
+	claimed["user"] = "ceo@example.com"
+	if code, _ := start(claimed); code == http.StatusOK {
+		t.Error("a task started for a user the caller merely named")
+	}
+	forged := base()
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	forged["id_token"] = idp.idToken(t, other, "ceo@example.com")
+	if code, _ := start(forged); code == http.StatusOK {
+		t.Error("an ID token signed by another key was accepted")
+	}
+}
