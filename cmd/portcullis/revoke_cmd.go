@@ -136,7 +136,25 @@ func agentCmd() *cobra.Command {
 		},
 	}
 	lsrc.flags(list)
-	cmd.AddCommand(join, enrol, rotate, list, revokeCmd(store.RevokeAgent, "NAME"))
+	var rsrc source
+	retire := &cobra.Command{
+		Use:   "retire SPIFFE_ID",
+		Short: "Retire an agent instance: revoke its SVID for good",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := rsrc.load()
+			if err != nil {
+				return err
+			}
+			if err := gateway.RetireInstance(cmd.Context(), cfg, args[0], os.Getenv("USER")); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s retired\n", args[0])
+			return nil
+		},
+	}
+	rsrc.flags(retire)
+	cmd.AddCommand(join, enrol, rotate, list, retire, revokeCmd(store.RevokeAgent, "NAME"))
 	return cmd
 }
 

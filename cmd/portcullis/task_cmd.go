@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,6 +68,29 @@ func taskCmd() *cobra.Command {
 	f.IntVar(&t.Depth, "depth", 0, "how many times the task may be delegated onwards")
 	f.StringVar(&idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
 	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
-	cmd.AddCommand(start, revokeCmd(store.RevokeTask, "TASK_ID"))
+	var lsrc source
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List started tasks (from the audit log) and whether they are revoked",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := lsrc.load()
+			if err != nil {
+				return err
+			}
+			ts, err := gateway.ListTasks(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TASK\tAGENT\tUSER\tSTARTED\tREVOKED\tSCOPE")
+			for _, t := range ts {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", t.ID, t.Agent, t.User, t.Started.Local().Format(time.RFC3339), t.Revoked, t.Detail)
+			}
+			return w.Flush()
+		},
+	}
+	lsrc.flags(list)
+	cmd.AddCommand(start, list, revokeCmd(store.RevokeTask, "TASK_ID"))
 	return cmd
 }

@@ -218,3 +218,60 @@ func (g *Gateway) loadCA() error {
 	}
 	return nil
 }
+
+// RetireInstance ends an agent instance for good: its SPIFFE ID is revoked
+// and the instance recorded as retired.
+func RetireInstance(ctx context.Context, cfg *config.Config, spiffeID, by string) error {
+	if err := Revoke(ctx, cfg, store.RevokeToken, spiffeID, by, "instance retired"); err != nil {
+		return err
+	}
+	_, err := withStore(cfg, func(st *store.SQLite) (struct{}, error) {
+		ins, err := st.Instances(ctx)
+		if err != nil {
+			return struct{}{}, err
+		}
+		for _, in := range ins {
+			if in.SPIFFEID == spiffeID {
+				in.State = "retired"
+				return struct{}{}, st.PutInstance(ctx, in)
+			}
+		}
+		return struct{}{}, fmt.Errorf("no instance %s", spiffeID)
+	})
+	return err
+}
+
+// TaskRecord is a started task as the audit log recorded it.
+type TaskRecord struct {
+	ID, Agent, User, TokenID, Detail string
+	Started                          time.Time
+	Revoked                          bool
+}
+
+// ListTasks returns the tasks started (newest last), from the audit log,
+// with whether they were revoked.
+func ListTasks(ctx context.Context, cfg *config.Config) ([]TaskRecord, error) {
+	return withStore(cfg, func(st *store.SQLite) ([]TaskRecord, error) {
+		rows, err := st.Events(ctx, store.EventQuery{})
+		if err != nil {
+			return nil, err
+		}
+		revs, err := st.Revocations(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []TaskRecord
+		for _, r := range rows {
+			if r.Type != audit.TypeToken {
+				continue
+			}
+			e, err := audit.Decode(r)
+			if err != nil || e.Code != "task_started" {
+				continue
+			}
+			out = append(out, TaskRecord{ID: e.Task, Agent: e.Agent, User: e.User, TokenID: e.Credential, Detail: e.Detail, Started: e.Time,
+				Revoked: revs[store.RevokeTask][e.Task] || revs[store.RevokeToken][e.Credential] || revs[store.RevokeAgent][e.Agent]})
+		}
+		return out, nil
+	})
+}

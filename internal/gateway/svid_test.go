@@ -183,3 +183,35 @@ identity:
 		t.Error("a foreign authority vouched for an identity of our trust domain")
 	}
 }
+
+func TestJoinTokensExpireAndRetirement(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig+"listen: {tls: {enabled: true}}\n", map[string]string{"policy.cedar": demoPolicy})
+	ctx := context.Background()
+	trust := x509.NewCertPool()
+	trust.AddCert(h.g.ca.Certificate())
+	gw := "https://" + h.g.AgentAddr()
+	if err := h.g.store.AddJoinToken(ctx, "pcj-expired", "reader", time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := identity.Enrol(ctx, gw, trust, "pcj-expired", t.TempDir()); err == nil {
+		t.Fatal("an expired join token enrolled")
+	}
+	jt, _, _ := CreateJoinToken(ctx, h.cfg, "reader")
+	dir := t.TempDir()
+	id, err := identity.Enrol(ctx, gw, trust, jt, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RetireInstance(ctx, h.cfg, id, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	if _, err := identity.Rotate(ctx, gw, trust, dir); err == nil {
+		t.Error("a retired instance rotated its SVID")
+	}
+	ins, _ := ListInstances(ctx, h.cfg)
+	if len(ins) != 1 || ins[0].State != "retired" {
+		t.Errorf("instances %+v", ins)
+	}
+}
