@@ -11,19 +11,20 @@ import (
 
 // Event types. docs/audit-events.md documents each one and its fields.
 const (
-	TypeDecision    = "decision"          // a policy decision on an agent request (allow or deny)
-	TypeAuthn       = "authn"             // an authentication failure at the gateway
-	TypeProtocol    = "protocol"          // a message refused before policy (limits, unknown method, malformed)
-	TypeUpstream    = "upstream"          // an upstream started, stopped, crashed or changed its lists
-	TypeServer      = "server_request"    // a request from an upstream towards an agent (sampling, ...)
-	TypeToken       = "token_issued"      // an agent token was minted
-	TypeLifecyle    = "gateway_lifecycle" // the gateway started or stopped, with its policy version
-	TypeRetention   = "retention"         // old event bodies were pruned
-	TypePolicy      = "policy_change"     // a policy bundle was loaded or rejected
-	TypePrivilege   = "privilege_change"  // a just-in-time grant was created, revoked or expired
-	TypeApproval    = "approval"          // a reviewer approved or denied a held call
-	TypeSupplyChain = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
-	TypeIdentity    = "identity"          // an agent SVID or join token was issued, rotated or refused
+	TypeDecision     = "decision"          // a policy decision on an agent request (allow or deny)
+	TypeAuthn        = "authn"             // an authentication failure at the gateway
+	TypeProtocol     = "protocol"          // a message refused before policy (limits, unknown method, malformed)
+	TypeUpstream     = "upstream"          // an upstream started, stopped, crashed or changed its lists
+	TypeServer       = "server_request"    // a request from an upstream towards an agent (sampling, ...)
+	TypeToken        = "token_issued"      // an agent token was minted
+	TypeLifecyle     = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+	TypeRetention    = "retention"         // old event bodies were pruned
+	TypePolicy       = "policy_change"     // a policy bundle was loaded or rejected
+	TypePrivilege    = "privilege_change"  // a just-in-time grant was created, revoked or expired
+	TypeApproval     = "approval"          // a reviewer approved or denied a held call
+	TypeSupplyChain  = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
+	TypeIdentity     = "identity"          // an agent SVID or join token was issued, rotated or refused
+	TypeSessionLabel = "session_label"     // a session acquired data-flow labels from what it read
 )
 
 // Outcomes.
@@ -71,6 +72,9 @@ type Event struct {
 	// upstream round trip (for upstream outcomes).
 	LatencyMicros int64  `json:"latency_us,omitempty"`
 	Detail        string `json:"detail,omitempty"`
+	// Labels are the session's data-flow labels when it was decided (for a
+	// decision), or the labels it just acquired (for session_label).
+	Labels []string `json:"labels,omitempty"`
 	// Input keeps what a policy decision needs for replay.
 	Input *Input `json:"input,omitempty"`
 }

@@ -153,11 +153,35 @@ type Agent struct {
 }
 
 // Tool is the operator's classification of a tool, which replaces the one
-// derived from the upstream's (untrusted) annotations.
+// derived from the upstream's (untrusted) annotations, and the data-flow
+// labels its results give a session.
 type Tool struct {
 	// Name is the qualified tool name, "<upstream>__<tool>".
 	Name           string   `json:"name"`
-	Classification []string `json:"classification"`
+	Classification []string `json:"classification,omitempty"`
+	// Labels replace the upstream's labels for this tool's results. An
+	// empty list (labels: []) means its results label nothing.
+	Labels *[]string `json:"labels,omitempty"`
+}
+
+// Well-known session labels. Any label matching labelRE may be used;
+// these are the ones the gateway applies by default.
+const (
+	LabelUntrustedInput = "untrusted_input" // the session read content an attacker may control
+	LabelConfidential   = "confidential"    // the session read sensitive data
+)
+
+// labelRE is the form of a session label.
+var labelRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+func validLabels(field string, labels []string) []error {
+	var errs []error
+	for _, l := range labels {
+		if !labelRE.MatchString(l) {
+			errs = append(errs, fmt.Errorf("%s: label %q must match %s", field, l, labelRE))
+		}
+	}
+	return errs
 }
 
 // ToolClasses are the classes a tool may have.
@@ -177,6 +201,12 @@ type Upstream struct {
 	// ProtocolVersion pins the MCP protocol version offered to this upstream
 	// (default: the newest the gateway speaks; the server may negotiate down).
 	ProtocolVersion string `json:"protocol_version,omitempty"`
+	// Labels are the session labels that reading anything from this
+	// upstream applies (tool results, resources, prompts). Unset, a tool
+	// whose annotations do not declare a closed world (openWorldHint false)
+	// labels the session untrusted_input; set (even to []), it replaces
+	// that default for the whole upstream.
+	Labels *[]string `json:"labels,omitempty"`
 }
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
@@ -453,6 +483,9 @@ func (c *Config) Validate() error {
 	upSeen := map[string]bool{}
 	for i, u := range c.Upstreams {
 		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
+		if u.Labels != nil {
+			errs = append(errs, validLabels(fmt.Sprintf("upstreams[%d].labels", i), *u.Labels)...)
+		}
 		if upSeen[u.Name] {
 			add("upstreams[%d].name: duplicate %q", i, u.Name)
 		}
@@ -467,8 +500,11 @@ func (c *Config) Validate() error {
 			add("tools[%d].name: duplicate %q", i, t.Name)
 		}
 		toolSeen[t.Name] = true
-		if len(t.Classification) == 0 {
-			add("tools[%d].classification: required", i)
+		if len(t.Classification) == 0 && t.Labels == nil {
+			add("tools[%d]: needs classification or labels", i)
+		}
+		if t.Labels != nil {
+			errs = append(errs, validLabels(fmt.Sprintf("tools[%d].labels", i), *t.Labels)...)
 		}
 		for _, cl := range t.Classification {
 			if !slices.Contains(ToolClasses, cl) {

@@ -33,11 +33,28 @@ func TestParseRejects(t *testing.T) {
 		"bad url":           {"version: 1\nupstreams: [{name: a, http: {url: 'file:///etc/passwd'}}]\n", "http(s)"},
 		"negative limit":    {"version: 1\nlimits: {max_batch: -1}\n", "positive"},
 		"agent name":        {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
+		"upstream label":    {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
+		"tool label":        {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
+		"empty tool":        {"version: 1\ntools: [{name: a__b}]\n", "classification or labels"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err %v, want %q", name, err, tc.want)
 		}
+	}
+}
+
+func TestLabelsDistinguishUnsetFromEmpty(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("version: 1\nupstreams: [{name: a, builtin: demo, labels: []}, {name: b, builtin: demo}]\ntools: [{name: a__t, labels: [confidential]}]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstreams[0].Labels == nil || len(*c.Upstreams[0].Labels) != 0 || c.Upstreams[1].Labels != nil {
+		t.Errorf("upstream labels: %v %v", c.Upstreams[0].Labels, c.Upstreams[1].Labels)
+	}
+	if c.Tools[0].Labels == nil || (*c.Tools[0].Labels)[0] != LabelConfidential {
+		t.Errorf("tool labels: %v", c.Tools[0].Labels)
 	}
 }
 

@@ -191,6 +191,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Log:         g.log.With("component", "proxy"),
 		Tracer:      g.tracer,
 		ToolClasses: toolClasses(cfg),
+		Labels:      labels(cfg),
 		Budget:      newBudget(cfg.Limits),
 		Approvals:   queue,
 		Pinning:     g.pins,
@@ -292,9 +293,27 @@ func (g *Gateway) oidcUsers(ctx context.Context) (*identity.Users, error) {
 func toolClasses(cfg *config.Config) map[string][]string {
 	m := map[string][]string{}
 	for _, t := range cfg.Tools {
-		m[t.Name] = t.Classification
+		if len(t.Classification) > 0 {
+			m[t.Name] = t.Classification
+		}
 	}
 	return m
+}
+
+// labels collects the configured session labels of upstreams and tools.
+func labels(cfg *config.Config) mcpproxy.Labels {
+	l := mcpproxy.Labels{Upstreams: map[string][]string{}, Tools: map[string][]string{}}
+	for _, u := range cfg.Upstreams {
+		if u.Labels != nil {
+			l.Upstreams[u.Name] = *u.Labels
+		}
+	}
+	for _, t := range cfg.Tools {
+		if t.Labels != nil {
+			l.Tools[t.Name] = *t.Labels
+		}
+	}
+	return l
 }
 
 func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, log *slog.Logger) (*audit.Checkpointer, error) {

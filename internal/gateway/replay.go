@@ -62,7 +62,7 @@ func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay
 		Target: policy.Target{Kind: e.Input.Kind, ID: e.Target, Upstream: e.Upstream,
 			ReadOnly: e.Input.ReadOnly, Destructive: e.Input.Destruct, OpenWorld: e.Input.OpenWorld, Classes: e.Input.Classes},
 		Now:       e.Time,
-		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args,
+		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args, Labels: e.Labels,
 	}
 	b, err := st.Bundle(ctx, e.PolicyVersion)
 	if err != nil {

@@ -190,12 +190,15 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	if c.session != nil {
 		in.SessionID = c.session.ID()
 	}
+	if c.state != nil {
+		in.Labels = c.state.labels.list()
+	}
 	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
 	d := p.opts.Decider.Decide(in)
 	span.Set("portcullis.decision", d.Code)
 	span.Finish(nil)
 	e := c.event
-	e.Action, e.Target, e.Upstream = in.Action, in.Target.ID, in.Target.Upstream
+	e.Action, e.Target, e.Upstream, e.Labels = in.Action, in.Target.ID, in.Target.Upstream, in.Labels
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
 		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
 	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
@@ -329,7 +332,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatch(ctx, c, next, method, req, e.up)
+		return p.dispatchLabelled(ctx, c, next, method, req, e.up, p.toolLabels(e))
 	})
 }
 
@@ -365,7 +368,7 @@ func (p *Proxy) enforceRead(ctx context.Context, c *call, next mcp.MethodHandler
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatch(ctx, c, next, method, req, u)
+		return p.dispatchLabelled(ctx, c, next, method, req, u, p.upstreamLabels(u))
 	})
 }
 
@@ -389,7 +392,7 @@ func (p *Proxy) enforcePrompt(ctx context.Context, c *call, next mcp.MethodHandl
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatch(ctx, c, next, method, req, e.up)
+		return p.dispatchLabelled(ctx, c, next, method, req, e.up, p.upstreamLabels(e.up))
 	})
 }
 
@@ -449,6 +452,17 @@ func (p *Proxy) withSlot(ctx context.Context, c *call, action, target string, f 
 func (p *Proxy) dispatch(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream) (mcp.Result, error) {
 	ctx = context.WithValue(ctx, routeKey{}, &route{up: u, call: c})
 	return next(ctx, method, req)
+}
+
+// dispatchLabelled dispatches and, once the upstream answered, gives the
+// session the labels of what it read. An error result (isError) counts:
+// its text comes from the same place as a successful one.
+func (p *Proxy) dispatchLabelled(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
+	res, err := p.dispatch(ctx, c, next, method, req, u)
+	if err == nil {
+		p.label(ctx, c, labels)
+	}
+	return res, err
 }
 
 type route struct {

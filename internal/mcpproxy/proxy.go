@@ -66,6 +66,8 @@ type Options struct {
 	// Pinning filters upstreams' tools to approved definitions (nil: all
 	// definitions are served).
 	Pinning Pinning
+	// Labels configure the session data-flow labels of upstreams and tools.
+	Labels Labels
 }
 
 // Pinning is tool-definition pinning.
@@ -152,6 +154,7 @@ type progressRoute struct {
 type sessionState struct {
 	principal *identity.Principal
 	calls     atomic.Int32
+	labels    sessionLabels
 }
 
 // New builds a Proxy with no upstreams; add them with AddUpstream.

@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/audit"
+)
+
+// labelPolicy is the one-line data-flow rule: after untrusted input, an
+// external send needs a human.
+const labelPolicy = `
+@id("mailers-demo")
+permit (principal in Role::"mailers", action == Action::"call_tool", resource);
+
+@id("untrusted-then-send")
+@approval("the session read untrusted content; external sends need approval")
+forbid (principal, action == Action::"call_tool", resource)
+when { resource.classification.contains("sends_externally") && context.session.labels.contains("untrusted_input") };
+`
+
+const labelConfig = `
+version: 1
+data_dir: DIR/data
+policy:
+  paths: [DIR/policy.cedar]
+agents:
+  - name: mailer
+    roles: [readers, mailers]
+upstreams:
+  - name: demo
+    builtin: demo
+    labels: [confidential]
+tools:
+  - name: demo__read_file
+    labels: [untrusted_input]
+  - name: demo__send_message
+    classification: [sends_externally]
+    labels: []
+approvals: {timeout: 3s}
+`
+
+func TestSessionLabelsHoldExternalSendAfterUntrustedInput(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, labelConfig, map[string]string{"policy.cedar": labelPolicy})
+	ctx := context.Background()
+	s := h.mustConnect("mailer")
+	call := func(s *mcp.ClientSession, name string, args map[string]any) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+			if err == nil && res.IsError {
+				t.Errorf("%s: tool error %v", name, res.Content)
+			}
+			errc <- err
+		}()
+		return errc
+	}
+	send := func(s *mcp.ClientSession) chan error {
+		return call(s, "demo__send_message", map[string]any{"to": "carol@partner.test", "body": "hi"})
+	}
+
+	// A fresh session sends without approval; listing files labels it
+	// confidential (the upstream's label), which this policy allows.
+	if err := <-send(s); err != nil {
+		t.Fatalf("send before any untrusted input: %v", err)
+	}
+	if err := <-call(s, "demo__list_files", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-send(s); err != nil {
+		t.Fatalf("send after confidential read: %v", err)
+	}
+	// Reading untrusted content labels the session; the next external send
+	// is held for a human, who denies it.
+	if err := <-call(s, "demo__read_file", map[string]any{"path": "notes/meeting.txt"}); err != nil {
+		t.Fatal(err)
+	}
+	errc := send(s)
+	var held *approval.Request
+	for i := 0; i < 150 && held == nil; i++ {
+		rs, err := ListApprovals(ctx, h.cfg, approval.Pending)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) > 0 {
+			held = rs[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if held == nil {
+		t.Fatal("the send after untrusted input was not held")
+	}
+	if !strings.Contains(held.Describe(), "untrusted content") {
+		t.Errorf("approval request does not say why: %s", held.Describe())
+	}
+	if _, err := DecideApproval(ctx, h.cfg, held.ID, approval.Denied, "alice", approval.ScopeOnce, "looks injected"); err != nil {
+		t.Fatal(err)
+	}
+	assertDenied(t, <-errc, "approval_denied")
+
+	// Labels belong to the session: another session of the same agent is clean.
+	s2 := h.mustConnect("mailer")
+	if err := <-send(s2); err != nil {
+		t.Fatalf("labels leaked to another session: %v", err)
+	}
+
+	// The audit log shows what labelled the session, and the labels each
+	// decision was made with.
+	var labelled []string
+	var sendLabels [][]string
+	for i := 0; i < 100; i++ {
+		labelled, sendLabels = nil, nil
+		for _, e := range h.events() {
+			switch {
+			case e.Type == audit.TypeSessionLabel:
+				labelled = append(labelled, e.Target+"="+strings.Join(e.Labels, ","))
+				if e.Agent != "mailer" || e.SessionID == "" || e.RequestID == "" {
+					t.Errorf("label event not attributable: %+v", e)
+				}
+			case e.Type == audit.TypeDecision && e.Target == "demo__send_message" && e.Detail == "":
+				sendLabels = append(sendLabels, e.Labels)
+			}
+		}
+		if len(labelled) >= 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := []string{"demo__list_files=confidential", "demo__read_file=untrusted_input"}
+	if !slices.Equal(labelled, want) {
+		t.Errorf("label events = %v, want %v", labelled, want)
+	}
+	if len(sendLabels) < 3 || len(sendLabels[0]) != 0 || !slices.Equal(sendLabels[1], []string{"confidential"}) {
+		t.Errorf("decision labels = %v", sendLabels)
+	}
+}
