@@ -21,6 +21,9 @@ type Input struct {
 	Classes    []string        `json:"classification,omitempty"`
 	Arguments  json.RawMessage `json:"arguments,omitempty"`
 	Redactions int             `json:"redactions,omitempty"`
+	// UntrustedArguments name the arguments whose values first appeared in
+	// untrusted tool output.
+	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
 }
 
 // Redaction limits: a string longer than this, or under a key that looks

@@ -141,3 +141,46 @@ func TestSessionLabelsHoldExternalSendAfterUntrustedInput(t *testing.T) {
 		t.Errorf("decision labels = %v", sendLabels)
 	}
 }
+
+// provenancePolicy refuses sends whose recipient came from untrusted output.
+const provenancePolicy = `
+@id("mailers-demo")
+permit (principal in Role::"mailers", action == Action::"call_tool", resource);
+
+@id("no-injected-recipients")
+@reason("the recipient first appeared in untrusted content")
+forbid (principal, action == Action::"call_tool", resource)
+when { resource.classification.contains("sends_externally") && context.untrusted_arguments.contains("to") };
+`
+
+func TestArgumentProvenanceFlagsRecipientsFromUntrustedOutput(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, labelConfig, map[string]string{"policy.cedar": provenancePolicy})
+	ctx := context.Background()
+	s := h.mustConnect("mailer")
+	send := func(to string) error {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": "the summary"}})
+		return err
+	}
+	if err := send("Bob@Example.com"); err != nil {
+		t.Fatalf("send before the address was seen anywhere: %v", err)
+	}
+	// The meeting notes (labelled untrusted_input) mention bob@example.com.
+	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	assertDenied(t, send("bob@example.com"), "forbidden_by_policy")
+	assertDenied(t, send("BOB@example.com"), "forbidden_by_policy") // case does not launder it
+	if err := send("carol@partner.test"); err != nil {
+		t.Fatalf("a recipient not from untrusted content was refused: %v", err)
+	}
+	var flagged [][]string
+	for _, e := range h.events() {
+		if e.Type == audit.TypeDecision && e.Target == "demo__send_message" {
+			flagged = append(flagged, e.Input.UntrustedArguments)
+		}
+	}
+	if len(flagged) != 4 || flagged[0] != nil || !slices.Equal(flagged[1], []string{"to"}) || flagged[3] != nil {
+		t.Errorf("untrusted arguments per decision = %v", flagged)
+	}
+}

@@ -63,6 +63,7 @@ func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay
 			ReadOnly: e.Input.ReadOnly, Destructive: e.Input.Destruct, OpenWorld: e.Input.OpenWorld, Classes: e.Input.Classes},
 		Now:       e.Time,
 		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args, Labels: e.Labels,
+		UntrustedArguments: e.Input.UntrustedArguments,
 	}
 	b, err := st.Bundle(ctx, e.PolicyVersion)
 	if err != nil {

@@ -202,6 +202,7 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
 		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
 	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
+	e.Input.UntrustedArguments = in.UntrustedArguments
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
 	if !d.Allow && d.Code == policy.CodeApproval && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
 		return p.holdForApproval(ctx, c, in, d)
@@ -329,6 +330,9 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 	}
 	return p.withSlot(ctx, c, policy.ActionCallTool, name, func() (mcp.Result, error) {
 		in := &policy.Input{Action: policy.ActionCallTool, Target: p.toolTarget(e), Arguments: args, BudgetLeft: left}
+		if c.state != nil {
+			in.UntrustedArguments = c.state.origins.untrustedArguments(raw)
+		}
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
@@ -459,8 +463,9 @@ func (p *Proxy) dispatch(ctx context.Context, c *call, next mcp.MethodHandler, m
 // its text comes from the same place as a successful one.
 func (p *Proxy) dispatchLabelled(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
 	res, err := p.dispatch(ctx, c, next, method, req, u)
-	if err == nil {
+	if err == nil && c.state != nil {
 		p.label(ctx, c, labels)
+		c.state.origins.observe(resultTexts(res), slices.Contains(labels, LabelUntrustedInput))
 	}
 	return res, err
 }

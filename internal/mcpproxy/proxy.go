@@ -155,6 +155,7 @@ type sessionState struct {
 	principal *identity.Principal
 	calls     atomic.Int32
 	labels    sessionLabels
+	origins   origins
 }
 
 // New builds a Proxy with no upstreams; add them with AddUpstream.

@@ -37,6 +37,8 @@ type Case struct {
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 	// Labels are the session's data-flow labels.
 	Labels []string `json:"labels,omitempty"`
+	// UntrustedArguments name arguments whose values came from untrusted output.
+	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
 	// RiskScore is the detection score in context.
 	RiskScore int64 `json:"risk_score,omitempty"`
 	// Time is when the request happens (RFC 3339); default: now.
@@ -97,7 +99,7 @@ func (c Case) Input() (*Input, error) {
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
 	in := &Input{
-		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, RiskScore: c.RiskScore,
+		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, UntrustedArguments: c.UntrustedArguments, RiskScore: c.RiskScore,
 		Target: Target{Kind: c.Resource.Kind, ID: c.Resource.ID, Upstream: c.Resource.Upstream,
 			ReadOnly: c.Resource.ReadOnly, Destructive: c.Resource.Destructive, OpenWorld: c.Resource.OpenWorld,
 			Classes: c.Resource.Classification},

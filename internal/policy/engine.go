@@ -97,6 +97,9 @@ type Input struct {
 	Arguments types.Record
 	// Labels are the session's data-flow labels.
 	Labels []string
+	// UntrustedArguments name the arguments whose values first appeared in
+	// untrusted tool output (argument provenance).
+	UntrustedArguments []string
 	// RiskScore is the detection engine's score (0 until it runs).
 	RiskScore int64
 	// Now is when the request arrived; zero means time.Now().
@@ -172,11 +175,15 @@ func sessionRecord(labels []string) types.Record {
 	if len(labels) == 0 {
 		return noLabels
 	}
-	vs := make([]types.Value, len(labels))
-	for i, l := range labels {
-		vs[i] = types.String(l)
+	return types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
+}
+
+func stringSet(ss []string) types.Set {
+	vs := make([]types.Value, len(ss))
+	for i, s := range ss {
+		vs[i] = types.String(s)
 	}
-	return types.NewRecord(types.RecordMap{"labels": types.NewSet(vs...)})
+	return types.NewSet(vs...)
 }
 
 // NewEngine returns an Engine serving s.
@@ -302,14 +309,15 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 	}
 	now = now.UTC()
 	ctx := types.NewRecord(types.RecordMap{
-		"request_id": types.String(in.RequestID),
-		"session_id": types.String(in.SessionID),
-		"method":     types.String(in.Method),
-		"arguments":  args,
-		"time":       e.timeRecord(now),
-		"session":    sessionRecord(in.Labels),
-		"risk_score": types.Long(in.RiskScore),
-		"task":       taskRecord(in),
+		"request_id":          types.String(in.RequestID),
+		"session_id":          types.String(in.SessionID),
+		"method":              types.String(in.Method),
+		"arguments":           args,
+		"time":                e.timeRecord(now),
+		"session":             sessionRecord(in.Labels),
+		"untrusted_arguments": stringSet(in.UntrustedArguments),
+		"risk_score":          types.Long(in.RiskScore),
+		"task":                taskRecord(in),
 	})
 	return cedar.Request{
 		Principal: principal,
