@@ -207,6 +207,9 @@ type Upstream struct {
 	// labels the session untrusted_input; set (even to []), it replaces
 	// that default for the whole upstream.
 	Labels *[]string `json:"labels,omitempty"`
+	// Spotlight marks this upstream's tool results and resources as data
+	// before the agent reads them: "delimit" or "datamark" (default: off).
+	Spotlight string `json:"spotlight,omitempty"`
 }
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
@@ -485,6 +488,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
 		if u.Labels != nil {
 			errs = append(errs, validLabels(fmt.Sprintf("upstreams[%d].labels", i), *u.Labels)...)
+		}
+		if s := u.Spotlight; s != "" && s != "delimit" && s != "datamark" {
+			add("upstreams[%d].spotlight: %q is not delimit or datamark", i, s)
 		}
 		if upSeen[u.Name] {
 			add("upstreams[%d].name: duplicate %q", i, u.Name)

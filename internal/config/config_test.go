@@ -35,6 +35,7 @@ func TestParseRejects(t *testing.T) {
 		"agent name":        {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
 		"upstream label":    {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
 		"tool label":        {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
+		"spotlight mode":    {"version: 1\nupstreams: [{name: a, builtin: demo, spotlight: bold}]\n", "delimit or datamark"},
 		"empty tool":        {"version: 1\ntools: [{name: a__b}]\n", "classification or labels"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")

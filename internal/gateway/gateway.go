@@ -192,6 +192,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		Tracer:      g.tracer,
 		ToolClasses: toolClasses(cfg),
 		Labels:      labels(cfg),
+		Spotlight:   spotlights(cfg),
 		Budget:      newBudget(cfg.Limits),
 		Approvals:   queue,
 		Pinning:     g.pins,
@@ -295,6 +296,17 @@ func toolClasses(cfg *config.Config) map[string][]string {
 	for _, t := range cfg.Tools {
 		if len(t.Classification) > 0 {
 			m[t.Name] = t.Classification
+		}
+	}
+	return m
+}
+
+// spotlights collects the upstreams' spotlighting modes.
+func spotlights(cfg *config.Config) map[string]string {
+	m := map[string]string{}
+	for _, u := range cfg.Upstreams {
+		if u.Spotlight != "" {
+			m[u.Name] = u.Spotlight
 		}
 	}
 	return m

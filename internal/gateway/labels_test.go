@@ -184,3 +184,26 @@ func TestArgumentProvenanceFlagsRecipientsFromUntrustedOutput(t *testing.T) {
 		t.Errorf("untrusted arguments per decision = %v", flagged)
 	}
 }
+
+func TestSpotlightingMarksUntrustedOutput(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(labelConfig, "    labels: [confidential]\n", "    labels: [confidential]\n    spotlight: delimit\n", 1)
+	h := startGateway(t, cfg, map[string]string{"policy.cedar": labelPolicy})
+	ctx := context.Background()
+	read := func(s *mcp.ClientSession) string {
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/todo.txt"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Content[0].(*mcp.TextContent).Text
+	}
+	s1, s2 := h.mustConnect("mailer"), h.mustConnect("mailer")
+	a, b, c := read(s1), read(s1), read(s2)
+	tok := strings.TrimSuffix(strings.TrimPrefix(strings.SplitN(a, "\n", 2)[0], "<untrusted-data "), ">")
+	if len(tok) != 16 || !strings.Contains(a, "review the audit log") || !strings.HasSuffix(a, "</untrusted-data "+tok+">") {
+		t.Fatalf("result not spotlighted: %q", a)
+	}
+	if a != b || strings.Contains(c, tok) {
+		t.Errorf("token not per session: %q / %q", a, c)
+	}
+}

@@ -466,6 +466,9 @@ func (p *Proxy) dispatchLabelled(ctx context.Context, c *call, next mcp.MethodHa
 	if err == nil && c.state != nil {
 		p.label(ctx, c, labels)
 		c.state.origins.observe(resultTexts(res), slices.Contains(labels, LabelUntrustedInput))
+		if mode := p.opts.Spotlight[u.Name]; mode != "" {
+			spotlight(res, mode, c.state.token.get())
+		}
 	}
 	return res, err
 }

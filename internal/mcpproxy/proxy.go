@@ -68,6 +68,9 @@ type Options struct {
 	Pinning Pinning
 	// Labels configure the session data-flow labels of upstreams and tools.
 	Labels Labels
+	// Spotlight maps an upstream name to the spotlighting mode of its tool
+	// results and resources (SpotlightDelimit, SpotlightDatamark).
+	Spotlight map[string]string
 }
 
 // Pinning is tool-definition pinning.
@@ -156,6 +159,7 @@ type sessionState struct {
 	calls     atomic.Int32
 	labels    sessionLabels
 	origins   origins
+	token     sessionToken
 }
 
 // New builds a Proxy with no upstreams; add them with AddUpstream.
