@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Argument provenance. The gateway remembers, per session, the values that
@@ -214,7 +216,9 @@ func (o *origins) observe(texts []string, untrusted bool) {
 		o.untrusted = map[uint64]bool{}
 	}
 	for _, t := range texts {
-		indicators(t, func(v string) {
+		// Normalised first: an address hidden from a scan by zero-width
+		// characters, entities or base64 is still read by the model.
+		indicators(screen.Normalize(t).Text, func(v string) {
 			h := maphash.String(originSeed, v)
 			if _, seen := o.untrusted[h]; seen {
 				return
@@ -248,7 +252,7 @@ func (o *origins) untrustedArguments(raw json.RawMessage) []string {
 		walk = func(x any) {
 			switch x := x.(type) {
 			case string:
-				indicators(x, func(v string) {
+				indicators(screen.Normalize(x).Text, func(v string) {
 					if o.untrusted[maphash.String(originSeed, v)] {
 						tainted = true
 					}

@@ -62,6 +62,20 @@ func TestOriginsFirstSightDecides(t *testing.T) {
 	}
 }
 
+func TestOriginsSeeThroughObfuscation(t *testing.T) {
+	t.Parallel()
+	var o origins
+	o.observe([]string{
+		"contact: mal\u200blory@evil.example",                   // zero-width space
+		"pay &#68;&#69;89 3704 0044 0532 0130 00",               // entities
+		"cfg: aHR0cHM6Ly9jb2xsZWN0LmV2aWwuZXhhbXBsZS9pbmdlc3Q=", // base64 URL
+	}, true)
+	got := o.untrustedArguments(json.RawMessage(`{"to":"mallory@evil.example","iban":"DE89370400440532013000","url":"https://collect.evil.example/x","note":"hi"}`))
+	if !slices.Equal(got, []string{"iban", "to", "url"}) {
+		t.Errorf("untrusted arguments = %v", got)
+	}
+}
+
 func TestOriginsBounded(t *testing.T) {
 	t.Parallel()
 	var o origins

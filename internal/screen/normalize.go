@@ -1,0 +1,243 @@
+// Package screen holds content screening: normalisation of what flows
+// through the gateway, so that checks see text the way a model reads it.
+package screen
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"html"
+	"net/url"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// Normalisation steps, as recorded in Normalized.Steps.
+const (
+	StepANSI        = "ansi_escape"  // terminal escape sequences removed
+	StepInvisible   = "invisible"    // zero-width, soft hyphen, variation selectors removed
+	StepBidi        = "bidi_control" // bidirectional controls removed
+	StepTags        = "unicode_tags" // Unicode tag characters (ASCII smuggling) decoded
+	StepNFKC        = "nfkc"         // compatibility forms folded (fullwidth, ligatures, ...)
+	StepHTMLComment = "html_comment" // comment markers removed (their text kept: the model reads it)
+	StepHTMLEntity  = "html_entity"  // character references decoded
+	StepURL         = "url_encoding" // percent-encoding decoded
+	StepBase64      = "base64"       // a base64 run decoded to text (appended)
+	StepHex         = "hex"          // a hex run decoded to text (appended)
+)
+
+// Bounds: decoded layers add at most twice the input's size, and
+// layers nest at most maxDepth deep.
+const (
+	maxDepth      = 2
+	minEncodedRun = 16 // shorter runs are identifiers, not payloads
+)
+
+// Normalized is text as a model would read it, and what it took to get it.
+type Normalized struct {
+	// Text is the normalised text, followed by any decoded layers (each on
+	// a line of its own).
+	Text string
+	// Steps are the normalisation steps that changed something, in order
+	// of first use, without repeats.
+	Steps []string
+}
+
+func (n *Normalized) step(s string) {
+	if !slices.Contains(n.Steps, s) {
+		n.Steps = append(n.Steps, s)
+	}
+}
+
+// Normalize returns s as a model would read it: without terminal escapes,
+// invisible and bidirectional characters, with Unicode tag characters
+// decoded, NFKC-folded, with HTML comment markers and character references
+// and percent-encoding decoded, and with base64 and hex runs that decode to
+// text appended as further lines.
+func Normalize(s string) Normalized {
+	var n Normalized
+	budget := 2 * len(s)
+	n.Text = n.layer(s, 0, &budget)
+	return n
+}
+
+func (n *Normalized) layer(s string, depth int, budget *int) string {
+	s = n.stripControls(s)
+	if !norm.NFKC.IsNormalString(s) {
+		s = norm.NFKC.String(s)
+		n.step(StepNFKC)
+	}
+	if strings.Contains(s, "<!--") {
+		s = strings.NewReplacer("<!--", " ", "-->", " ").Replace(s)
+		n.step(StepHTMLComment)
+	}
+	if strings.IndexByte(s, '&') >= 0 {
+		if u := html.UnescapeString(s); u != s {
+			s = u
+			n.step(StepHTMLEntity)
+		}
+	}
+	if strings.IndexByte(s, '%') >= 0 {
+		if u, err := url.QueryUnescape(strings.ReplaceAll(s, "+", "%2B")); err == nil && u != s && utf8.ValidString(u) {
+			s = u
+			n.step(StepURL)
+		}
+	}
+	if depth >= maxDepth {
+		return s
+	}
+	var layers []string
+	for _, run := range encodedRuns(s) {
+		text, kind := decodeRun(run)
+		if text == "" || len(text) > *budget {
+			continue
+		}
+		*budget -= len(text)
+		n.step(kind)
+		layers = append(layers, n.layer(text, depth+1, budget))
+	}
+	if len(layers) == 0 {
+		return s
+	}
+	return s + "\n" + strings.Join(layers, "\n")
+}
+
+// stripControls removes ANSI escapes, invisible and bidi characters, and
+// decodes tag characters, in one pass.
+func (n *Normalized) stripControls(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == 0x1b || r >= 0x80 && (invisible(r) || bidi(r) || tag(r)) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == 0x1b:
+			i += ansiLen(s[i:])
+			n.step(StepANSI)
+			continue
+		case invisible(r):
+			n.step(StepInvisible)
+		case bidi(r):
+			n.step(StepBidi)
+		case tag(r):
+			if r >= 0xE0020 && r <= 0xE007E {
+				b.WriteByte(byte(r - 0xE0000))
+			}
+			n.step(StepTags)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func invisible(r rune) bool {
+	return r == 0xAD || r == 0x34F || r == 0x61C || r == 0x115F || r == 0x1160 || r == 0x180E ||
+		r >= 0x200B && r <= 0x200D || r >= 0x2060 && r <= 0x2064 || r == 0xFEFF ||
+		r >= 0xFE00 && r <= 0xFE0F || r >= 0xE0100 && r <= 0xE01EF
+}
+
+func bidi(r rune) bool {
+	return r == 0x200E || r == 0x200F || r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069
+}
+
+func tag(r rune) bool { return r >= 0xE0000 && r <= 0xE007F }
+
+// ansiLen is the length of the escape sequence at the start of s (CSI,
+// OSC, or a two-byte escape).
+func ansiLen(s string) int {
+	if len(s) < 2 {
+		return len(s)
+	}
+	switch s[1] {
+	case '[': // CSI: parameters, then a final byte 0x40-0x7E
+		for i := 2; i < len(s); i++ {
+			if s[i] >= 0x40 && s[i] <= 0x7E {
+				return i + 1
+			}
+		}
+		return len(s)
+	case ']': // OSC: until BEL or ESC \
+		for i := 2; i < len(s); i++ {
+			if s[i] == 0x07 {
+				return i + 1
+			}
+			if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '\\' {
+				return i + 2
+			}
+		}
+		return len(s)
+	}
+	if s[1] >= utf8.RuneSelf {
+		return 1 // a lone ESC before a multi-byte character: keep the character
+	}
+	return 2
+}
+
+// encodedRuns returns the runs of s that may be base64 or hex payloads.
+func encodedRuns(s string) []string {
+	var runs []string
+	start := -1
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && isB64(s[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= minEncodedRun {
+			runs = append(runs, s[start:i])
+		}
+		start = -1
+	}
+	return runs
+}
+
+func isB64(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=' || c == '-' || c == '_'
+}
+
+// decodeRun decodes run as hex or base64 if that yields readable text.
+func decodeRun(run string) (string, string) {
+	if len(run)%2 == 0 && strings.IndexFunc(run, func(r rune) bool { return !unicode.Is(unicode.ASCII_Hex_Digit, r) }) < 0 {
+		if b, err := hex.DecodeString(run); err == nil && readable(b) {
+			return string(b), StepHex
+		}
+		return "", ""
+	}
+	trimmed := strings.TrimRight(run, "=")
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(trimmed); err == nil && readable(b) {
+			return string(b), StepBase64
+		}
+	}
+	return "", ""
+}
+
+// readable reports whether b is UTF-8 text that is mostly letters, digits,
+// punctuation and spaces (random bytes and binary formats are not).
+func readable(b []byte) bool {
+	if len(b) < 8 || !utf8.Valid(b) {
+		return false
+	}
+	good, total := 0, 0
+	for _, r := range string(b) {
+		total++
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsSpace(r) || unicode.IsPunct(r) || unicode.IsSymbol(r) {
+			good++
+		}
+	}
+	return good*100 >= total*95
+}
