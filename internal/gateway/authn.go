@@ -215,67 +215,47 @@ func (a *TokenAuthenticator) Principal(raw string) (*identity.Principal, error) 
 }
 
 func (a *TokenAuthenticator) verify(raw string) (token.Claims, error) {
-	if len(raw) > token.MaxTokenBytes {
-		return token.Claims{}, token.ErrMalformed
-	}
-	key := sha256.Sum256([]byte(raw))
-	now := a.now()
-	a.mu.Lock()
-	c, ok := a.cache[key]
-	a.mu.Unlock()
-	if ok {
-		if now.After(c.Expires.Add(token.Leeway)) {
-			return token.Claims{}, token.ErrExpired
-		}
-		return c, nil
-	}
-	c, err := a.v.Verify(raw)
-	if err != nil {
-		return token.Claims{}, err
-	}
-	a.mu.Lock()
-	if len(a.cache) >= maxCachedTokens {
-		for k, v := range a.cache {
-			if now.After(v.Expires.Add(token.Leeway)) || len(a.cache) >= maxCachedTokens {
-				delete(a.cache, k)
-			}
-		}
-	}
-	a.cache[key] = c
-	a.mu.Unlock()
-	return c, nil
+	return cachedVerify(a, a.cache, raw, a.v.Verify, func(c token.Claims) time.Time { return c.Expires })
 }
 
 // verifyTask checks a task token, caching the result per token (by hash)
 // until it expires; the proof of possession is still checked per request.
 func (a *TokenAuthenticator) verifyTask(raw string) (token.Task, error) {
+	return cachedVerify(a, a.taskCache, raw, a.tasks.VerifyTask, func(t token.Task) time.Time { return t.Expires })
+}
+
+// cachedVerify returns raw's verified claims, verifying them on first sight
+// and then serving them from cache (keyed by the token's hash) until they
+// expire. A full cache sheds expired entries first, then arbitrary ones.
+func cachedVerify[T any](a *TokenAuthenticator, cache map[[32]byte]T, raw string, verify func(string) (T, error), expires func(T) time.Time) (T, error) {
+	var zero T
 	if len(raw) > token.MaxTokenBytes {
-		return token.Task{}, token.ErrMalformed
+		return zero, token.ErrMalformed
 	}
 	key := sha256.Sum256([]byte(raw))
 	now := a.now()
 	a.mu.Lock()
-	t, ok := a.taskCache[key]
+	c, ok := cache[key]
 	a.mu.Unlock()
 	if ok {
-		if now.After(t.Expires.Add(token.Leeway)) {
-			return token.Task{}, token.ErrExpired
+		if now.After(expires(c).Add(token.Leeway)) {
+			return zero, token.ErrExpired
 		}
-		return t, nil
+		return c, nil
 	}
-	t, err := a.tasks.VerifyTask(raw)
+	c, err := verify(raw)
 	if err != nil {
-		return token.Task{}, err
+		return zero, err
 	}
 	a.mu.Lock()
-	if len(a.taskCache) >= maxCachedTokens {
-		for k, v := range a.taskCache {
-			if now.After(v.Expires.Add(token.Leeway)) || len(a.taskCache) >= maxCachedTokens {
-				delete(a.taskCache, k)
+	if len(cache) >= maxCachedTokens {
+		for k, v := range cache {
+			if now.After(expires(v).Add(token.Leeway)) || len(cache) >= maxCachedTokens {
+				delete(cache, k)
 			}
 		}
 	}
-	a.taskCache[key] = t
+	cache[key] = c
 	a.mu.Unlock()
-	return t, nil
+	return c, nil
 }
