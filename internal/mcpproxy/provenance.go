@@ -216,6 +216,9 @@ func (o *origins) observe(texts []string, untrusted bool) {
 		o.untrusted = map[uint64]bool{}
 	}
 	for _, t := range texts {
+		if len(t) > maxScannedBytes {
+			t = t[:maxScannedBytes]
+		}
 		// Normalised first: an address hidden from a scan by zero-width
 		// characters, entities or base64 is still read by the model.
 		indicators(screen.Normalize(t).Text, func(v string) {
