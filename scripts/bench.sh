@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mkdir -p bench/results
 go build -o bench/results/portcullis ./cmd/portcullis
 echo "== in-process pipeline (go test -bench)"
-go test ./internal/gateway ./internal/mcpproxy ./internal/screen -run '^$' -bench 'Authenticate|VerifyToken|Decide|Record|Call|Observe|Normalize' -benchtime "${BENCHTIME:-2s}" | tee bench/results/pipeline.txt
+go test ./internal/gateway ./internal/mcpproxy ./internal/screen -run '^$' -bench 'Authenticate|VerifyToken|Decide|Record|Call|Observe|Normalize|DetectPersonal' -benchtime "${BENCHTIME:-2s}" | tee bench/results/pipeline.txt
 echo
 echo "== audit log: durable appends and verification of a million events"
 go test ./internal/audit -run '^$' -bench 'RecordDurable|VerifyMillion' -benchtime 1x -timeout 20m | tee bench/results/audit.txt

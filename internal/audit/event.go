@@ -25,6 +25,7 @@ const (
 	TypeSupplyChain  = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
 	TypeIdentity     = "identity"          // an agent SVID or join token was issued, rotated or refused
 	TypeSessionLabel = "session_label"     // a session acquired data-flow labels from what it read
+	TypeScreening    = "screening"         // content screening acted on a message (redacted, ...)
 )
 
 // Outcomes.

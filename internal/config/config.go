@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Version is the only configuration schema version this build reads.
@@ -210,7 +212,13 @@ type Upstream struct {
 	// Spotlight marks this upstream's tool results and resources as data
 	// before the agent reads them: "delimit" or "datamark" (default: off).
 	Spotlight string `json:"spotlight,omitempty"`
+	// Redact names the personal-data categories masked in this upstream's
+	// tool results and resources before the agent reads them.
+	Redact []string `json:"redact,omitempty"`
 }
+
+// RedactCategories are the personal-data categories redaction can mask.
+var RedactCategories = []string{screen.PIIEmail, screen.PIIPaymentCard, screen.PIIIBAN, screen.PIIUSSSN}
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
 // nothing is inherited from Portcullis' own environment.
@@ -488,6 +496,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
 		if u.Labels != nil {
 			errs = append(errs, validLabels(fmt.Sprintf("upstreams[%d].labels", i), *u.Labels)...)
+		}
+		for _, cat := range u.Redact {
+			if !slices.Contains(RedactCategories, cat) {
+				add("upstreams[%d].redact: %q is not one of %v", i, cat, RedactCategories)
+			}
 		}
 		if s := u.Spotlight; s != "" && s != "delimit" && s != "datamark" {
 			add("upstreams[%d].spotlight: %q is not delimit or datamark", i, s)

@@ -36,6 +36,7 @@ func TestParseRejects(t *testing.T) {
 		"upstream label":    {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
 		"tool label":        {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
 		"spotlight mode":    {"version: 1\nupstreams: [{name: a, builtin: demo, spotlight: bold}]\n", "delimit or datamark"},
+		"redact category":   {"version: 1\nupstreams: [{name: a, builtin: demo, redact: [names]}]\n", "redact"},
 		"empty tool":        {"version: 1\ntools: [{name: a__b}]\n", "classification or labels"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")

@@ -193,6 +193,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		ToolClasses: toolClasses(cfg),
 		Labels:      labels(cfg),
 		Spotlight:   spotlights(cfg),
+		Redact:      redactions(cfg),
 		Budget:      newBudget(cfg.Limits),
 		Approvals:   queue,
 		Pinning:     g.pins,
@@ -307,6 +308,17 @@ func spotlights(cfg *config.Config) map[string]string {
 	for _, u := range cfg.Upstreams {
 		if u.Spotlight != "" {
 			m[u.Name] = u.Spotlight
+		}
+	}
+	return m
+}
+
+// redactions collects the upstreams' redacted categories.
+func redactions(cfg *config.Config) map[string][]string {
+	m := map[string][]string{}
+	for _, u := range cfg.Upstreams {
+		if len(u.Redact) > 0 {
+			m[u.Name] = u.Redact
 		}
 	}
 	return m

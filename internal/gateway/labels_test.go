@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -205,5 +208,44 @@ func TestSpotlightingMarksUntrustedOutput(t *testing.T) {
 	}
 	if a != b || strings.Contains(c, tok) {
 		t.Errorf("token not per session: %q / %q", a, c)
+	}
+}
+
+func TestRedactionMasksPersonalDataBeforeTheAgentSeesIt(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(labelConfig, "    labels: [confidential]\n", "    labels: [confidential]\n    redact: [payment_card, us_ssn]\n", 1)
+	h := startGateway(t, cfg, map[string]string{"policy.cedar": labelPolicy})
+	card, ssn := "4111 1111 1111 1111", "078-05-1123"
+	if err := os.WriteFile(filepath.Join(h.g.dataDir, DemoDir, "customers.txt"), []byte("Jane: card "+card+", SSN "+ssn+", jane@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := h.mustConnect("mailer")
+	res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "customers.txt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Content[0].(*mcp.TextContent).Text
+	if strings.Contains(got, card) || strings.Contains(got, ssn) || !strings.Contains(got, "[redacted:payment_card]") || !strings.Contains(got, "jane@example.com") {
+		t.Fatalf("agent read %q", got)
+	}
+	var detail string
+	for i := 0; i < 100 && detail == ""; i++ {
+		for _, e := range h.events() {
+			if e.Type == audit.TypeScreening {
+				detail = e.Detail
+				if e.Agent != "mailer" || e.Target != "demo__read_file" || e.RequestID == "" {
+					t.Errorf("screening event not attributable: %+v", e)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if detail != "result: payment_card:1 us_ssn:1" {
+		t.Errorf("screening event detail = %q", detail)
+	}
+	for _, e := range h.events() {
+		if b, _ := json.Marshal(e); strings.Contains(string(b), "4111") {
+			t.Errorf("the audit log holds the card number: %s", b)
+		}
 	}
 }

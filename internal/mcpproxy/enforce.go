@@ -458,19 +458,29 @@ func (p *Proxy) dispatch(ctx context.Context, c *call, next mcp.MethodHandler, m
 	return next(ctx, method, req)
 }
 
-// dispatchLabelled dispatches and, once the upstream answered, gives the
-// session the labels of what it read. An error result (isError) counts:
-// its text comes from the same place as a successful one.
+// dispatchLabelled dispatches and then, before the agent reads the result,
+// gives the session the labels of what it read (an error result counts:
+// its text comes from the same place), notes the provenance of the values
+// in it, redacts personal data and spotlights it, by the upstream's
+// configuration.
 func (p *Proxy) dispatchLabelled(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
 	res, err := p.dispatch(ctx, c, next, method, req, u)
-	if err == nil && c.state != nil {
+	if err != nil {
+		return res, err
+	}
+	if c.state != nil {
 		p.label(ctx, c, labels)
 		c.state.origins.observe(resultTexts(res), slices.Contains(labels, LabelUntrustedInput))
-		if mode := p.opts.Spotlight[u.Name]; mode != "" {
-			spotlight(res, mode, c.state.token.get())
-		}
 	}
-	return res, err
+	p.redactResult(ctx, c, u, res)
+	if mode := p.opts.Spotlight[u.Name]; mode != "" {
+		tok := &sessionToken{} // without a session, a token for this result alone
+		if c.state != nil {
+			tok = &c.state.token
+		}
+		spotlight(res, mode, tok.get())
+	}
+	return res, nil
 }
 
 type route struct {

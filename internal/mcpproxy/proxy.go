@@ -71,6 +71,9 @@ type Options struct {
 	// Spotlight maps an upstream name to the spotlighting mode of its tool
 	// results and resources (SpotlightDelimit, SpotlightDatamark).
 	Spotlight map[string]string
+	// Redact maps an upstream name to the personal-data categories
+	// (screen.PII*) masked in its tool results and resources.
+	Redact map[string][]string
 }
 
 // Pinning is tool-definition pinning.
