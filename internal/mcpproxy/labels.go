@@ -92,12 +92,20 @@ func (p *Proxy) label(_ context.Context, c *call, labels []string) {
 	if len(added) == 0 {
 		return
 	}
-	e := audit.NewEvent(audit.TypeSessionLabel, p.opts.Now())
+	e := p.followUp(c, audit.TypeSessionLabel, "labelled")
+	e.Labels = added
+	p.recordBackground(e)
+}
+
+// followUp is an info event about what happened after c's decision,
+// attributed like the decision (agent, user, task, session, request, trace,
+// target).
+func (p *Proxy) followUp(c *call, typ, code string) *audit.Event {
+	e := audit.NewEvent(typ, p.opts.Now())
 	d := c.event
-	e.Outcome, e.Code = audit.OutcomeInfo, "labelled"
+	e.Outcome, e.Code = audit.OutcomeInfo, code
 	e.Agent, e.User, e.Task, e.Credential, e.Actors = d.Agent, d.User, d.Task, d.Credential, d.Actors
 	e.SessionID, e.RequestID, e.TraceID = d.SessionID, d.RequestID, d.TraceID
 	e.Method, e.Action, e.Target, e.Upstream = d.Method, d.Action, d.Target, d.Upstream
-	e.Labels = added
-	p.recordBackground(e)
+	return e
 }

@@ -104,12 +104,7 @@ func (p *Proxy) redactResult(_ context.Context, c *call, u *Upstream, res mcp.Re
 		parts = append(parts, fmt.Sprintf("%s:%d", cat, n))
 	}
 	sort.Strings(parts)
-	e := audit.NewEvent(audit.TypeScreening, p.opts.Now())
-	d := c.event
-	e.Outcome, e.Code = audit.OutcomeInfo, "redacted"
-	e.Agent, e.User, e.Task, e.Credential, e.Actors = d.Agent, d.User, d.Task, d.Credential, d.Actors
-	e.SessionID, e.RequestID, e.TraceID = d.SessionID, d.RequestID, d.TraceID
-	e.Method, e.Action, e.Target, e.Upstream = d.Method, d.Action, d.Target, d.Upstream
+	e := p.followUp(c, audit.TypeScreening, "redacted")
 	e.Detail = "result: " + strings.Join(parts, " ")
 	p.recordBackground(e)
 }
