@@ -336,7 +336,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatchLabelled(ctx, c, next, method, req, e.up, p.toolLabels(e))
+		return p.dispatchScreened(ctx, c, next, method, req, e.up, p.toolLabels(e))
 	})
 }
 
@@ -372,7 +372,7 @@ func (p *Proxy) enforceRead(ctx context.Context, c *call, next mcp.MethodHandler
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatchLabelled(ctx, c, next, method, req, u, p.upstreamLabels(u))
+		return p.dispatchScreened(ctx, c, next, method, req, u, p.upstreamLabels(u))
 	})
 }
 
@@ -396,7 +396,7 @@ func (p *Proxy) enforcePrompt(ctx context.Context, c *call, next mcp.MethodHandl
 		if err := p.decide(ctx, c, in); err != nil {
 			return nil, err
 		}
-		return p.dispatchLabelled(ctx, c, next, method, req, e.up, p.upstreamLabels(e.up))
+		return p.dispatchScreened(ctx, c, next, method, req, e.up, p.upstreamLabels(e.up))
 	})
 }
 
@@ -458,12 +458,12 @@ func (p *Proxy) dispatch(ctx context.Context, c *call, next mcp.MethodHandler, m
 	return next(ctx, method, req)
 }
 
-// dispatchLabelled dispatches and then, before the agent reads the result,
+// dispatchScreened dispatches and then, before the agent reads the result,
 // gives the session the labels of what it read (an error result counts:
 // its text comes from the same place), notes the provenance of the values
 // in it, redacts personal data and spotlights it, by the upstream's
 // configuration.
-func (p *Proxy) dispatchLabelled(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
+func (p *Proxy) dispatchScreened(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
 	res, err := p.dispatch(ctx, c, next, method, req, u)
 	if err != nil {
 		return res, err
