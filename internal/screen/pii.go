@@ -18,6 +18,7 @@ const (
 // byte span in the scanned text.
 type Finding struct {
 	Category   string
+	Rule       string // the pattern, model or gitleaks rule that found it
 	Score      float64
 	Start, End int
 }
@@ -35,12 +36,12 @@ func DetectPersonal(s string) []Finding {
 				for len(out) > 0 && out[len(out)-1].End > b {
 					out = out[:len(out)-1]
 				}
-				out = append(out, Finding{PIIEmail, 0.95, b, e})
+				out = append(out, Finding{Category: PIIEmail, Score: 0.95, Start: b, End: e})
 				i = e - 1
 			}
 		case isUpperB(c) && (i == 0 || !isAlnumB(s[i-1])):
 			if e, ok := ibanSpan(s, i); ok {
-				out = append(out, Finding{PIIIBAN, 0.99, i, e})
+				out = append(out, Finding{Category: PIIIBAN, Score: 0.99, Start: i, End: e})
 				i = e - 1
 			}
 		case isDigitB(c) && (i == 0 || !isAlnumB(s[i-1]) && s[i-1] != '.' && s[i-1] != '-'):
@@ -186,9 +187,9 @@ func numbers(s string, i, e int) []Finding {
 			}, raw)
 			switch {
 			case cardNumber(digits):
-				out = append(out, Finding{PIIPaymentCard, 0.97, start, end})
+				out = append(out, Finding{Category: PIIPaymentCard, Score: 0.97, Start: start, End: end})
 			case ssn(raw, digits):
-				out = append(out, Finding{PIIUSSSN, 0.85, start, end})
+				out = append(out, Finding{Category: PIIUSSSN, Score: 0.85, Start: start, End: end})
 			default:
 				continue
 			}
