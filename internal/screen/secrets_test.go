@@ -89,7 +89,6 @@ func TestSecretsOnGitleaksCorpus(t *testing.T) {
 	}
 }
 
-
 func TestDetectSecrets(t *testing.T) {
 	sr := mustSecretRules(t)
 	// Real-looking secrets in tool output, built at run time so that the
