@@ -23,9 +23,9 @@ type redactor struct {
 func (r *redactor) text(s string) string {
 	var keep []screen.Finding
 	for _, f := range screen.DetectPersonal(s) {
-		if slices.Contains(r.categories, f.Category) {
+		if slices.Contains(r.categories, f.Rule) {
 			keep = append(keep, f)
-			r.counts[f.Category]++
+			r.counts[f.Rule]++
 		}
 	}
 	return screen.Redact(s, keep)

@@ -12,6 +12,7 @@ const (
 	CategoryInjection    = "prompt_injection"
 	CategorySecret       = "secret"
 	CategoryExfiltration = "exfiltration"
+	CategoryPersonal     = "personal_data"
 )
 
 // Injection rules: the techniques the patterns know, and the classifier.

@@ -4,7 +4,8 @@ import (
 	"strings"
 )
 
-// Personal-data categories found by DetectPersonal. Only categories with a
+// Personal-data types found by DetectPersonal (a Finding's Rule; its
+// Category is CategoryPersonal). Only categories with a
 // checksum or a strict structure are detected here: a match is evidence,
 // not a guess.
 const (
@@ -36,12 +37,12 @@ func DetectPersonal(s string) []Finding {
 				for len(out) > 0 && out[len(out)-1].End > b {
 					out = out[:len(out)-1]
 				}
-				out = append(out, Finding{Category: PIIEmail, Score: 0.95, Start: b, End: e})
+				out = append(out, Finding{Category: CategoryPersonal, Rule: PIIEmail, Score: 0.95, Start: b, End: e})
 				i = e - 1
 			}
 		case isUpperB(c) && (i == 0 || !isAlnumB(s[i-1])):
 			if e, ok := ibanSpan(s, i); ok {
-				out = append(out, Finding{Category: PIIIBAN, Score: 0.99, Start: i, End: e})
+				out = append(out, Finding{Category: CategoryPersonal, Rule: PIIIBAN, Score: 0.99, Start: i, End: e})
 				i = e - 1
 			}
 		case isDigitB(c) && (i == 0 || !isAlnumB(s[i-1]) && s[i-1] != '.' && s[i-1] != '-'):
@@ -187,9 +188,9 @@ func numbers(s string, i, e int) []Finding {
 			}, raw)
 			switch {
 			case cardNumber(digits):
-				out = append(out, Finding{Category: PIIPaymentCard, Score: 0.97, Start: start, End: end})
+				out = append(out, Finding{Category: CategoryPersonal, Rule: PIIPaymentCard, Score: 0.97, Start: start, End: end})
 			case ssn(raw, digits):
-				out = append(out, Finding{Category: PIIUSSSN, Score: 0.85, Start: start, End: end})
+				out = append(out, Finding{Category: CategoryPersonal, Rule: PIIUSSSN, Score: 0.85, Start: start, End: end})
 			default:
 				continue
 			}
@@ -259,7 +260,7 @@ func ssn(raw, d string) bool {
 }
 
 // Redact returns s with each finding's span replaced by a mask naming its
-// category, e.g. "[redacted:payment_card]". Findings must not overlap and
+// rule (or category), e.g. "[redacted:payment_card]". Findings must not overlap and
 // must be in order (as DetectPersonal returns them).
 func Redact(s string, fs []Finding) string {
 	if len(fs) == 0 {
@@ -272,7 +273,11 @@ func Redact(s string, fs []Finding) string {
 			continue
 		}
 		b.WriteString(s[last:f.Start])
-		b.WriteString("[redacted:" + f.Category + "]")
+		name := f.Rule
+		if name == "" {
+			name = f.Category
+		}
+		b.WriteString("[redacted:" + name + "]")
 		last = f.End
 	}
 	b.WriteString(s[last:])

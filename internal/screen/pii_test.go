@@ -12,7 +12,7 @@ import (
 func categories(fs []Finding) string {
 	var cs []string
 	for _, f := range fs {
-		cs = append(cs, f.Category)
+		cs = append(cs, f.Rule)
 	}
 	return strings.Join(cs, ",")
 }
