@@ -24,13 +24,13 @@ func TestDetectExfiltration(t *testing.T) {
 		}
 	}
 	benign := map[string]string{
-		"plain links":      "Docs at https://pkg.go.dev/net/url and https://example.com/about-us.",
-		"image no query":   "![logo](https://example.com/static/logo.png)",
-		"search link":      "https://www.google.com/search?q=best+hiking+boots+for+winter",
-		"slug":             "https://blog.example.com/2026/11/how-we-moved-our-build-to-arm64-without-downtime",
-		"hex signature":    "https://bucket.s3.amazonaws.com/a.txt?X-Amz-Signature=9f2c1d7e4b6a8c0e1f3a5b7d9e1c3a5b7d9f1e3c9f2c1d7e4b6a8c0e1f3a5b7d",
-		"not a url":        "the http protocol and httpd",
-		"utm":              "https://shop.example.com/p/123?utm_source=newsletter&utm_medium=email&utm_campaign=winter",
+		"plain links":    "Docs at https://pkg.go.dev/net/url and https://example.com/about-us.",
+		"image no query": "![logo](https://example.com/static/logo.png)",
+		"search link":    "https://www.google.com/search?q=best+hiking+boots+for+winter",
+		"slug":           "https://blog.example.com/2026/11/how-we-moved-our-build-to-arm64-without-downtime",
+		"hex signature":  "https://bucket.s3.amazonaws.com/a.txt?X-Amz-Signature=9f2c1d7e4b6a8c0e1f3a5b7d9e1c3a5b7d9f1e3c9f2c1d7e4b6a8c0e1f3a5b7d",
+		"not a url":      "the http protocol and httpd",
+		"utm":            "https://shop.example.com/p/123?utm_source=newsletter&utm_medium=email&utm_campaign=winter",
 	}
 	for name, s := range benign {
 		if fs := DetectExfiltration(s); len(fs) != 0 {

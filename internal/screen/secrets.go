@@ -3,6 +3,7 @@ package screen
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -126,7 +127,23 @@ func (sr *SecretRules) Detect(s string) []Finding {
 		}
 		return out[a].Rule < out[b].Rule
 	})
-	return dedupeSpans(out)
+	return preferSpecific(dedupeSpans(out))
+}
+
+// preferSpecific drops a generic-api-key finding that overlaps a finding
+// of a specific rule: "github-pat" says more than "generic-api-key" about
+// the same bytes.
+func preferSpecific(fs []Finding) []Finding {
+	out := make([]Finding, 0, len(fs))
+	for i, f := range fs {
+		if f.Rule == genericRuleID && slices.ContainsFunc(fs, func(g Finding) bool {
+			return g.Rule != genericRuleID && g.Start < f.End && f.Start < g.End
+		}) {
+			continue
+		}
+		out = append(out, fs[i])
+	}
+	return out
 }
 
 // genericRuleID is gitleaks' catch-all rule: a key-like word, an
