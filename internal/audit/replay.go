@@ -24,6 +24,9 @@ type Input struct {
 	// UntrustedArguments name the arguments whose values first appeared in
 	// untrusted tool output.
 	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+	// Findings are the screening detections in the arguments the decision
+	// saw ("category" and "category:rule").
+	Findings []string `json:"findings,omitempty"`
 }
 
 // Redaction limits: a string longer than this, or under a key that looks

@@ -57,6 +57,8 @@ type Config struct {
 	Telemetry Telemetry `json:"telemetry,omitempty"`
 	Approvals Approvals `json:"approvals,omitempty"`
 	Log       Log       `json:"log,omitempty"`
+	// Screening decides what happens to content detections.
+	Screening Screening `json:"screening,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
 	// paths in the file are resolved against it.
@@ -407,6 +409,7 @@ func (c *Config) Validate() error {
 		}
 		upSeen[u.Name] = true
 	}
+	errs = append(errs, c.Screening.validate(upSeen)...)
 	toolSeen := map[string]bool{}
 	for i, t := range c.Tools {
 		if !strings.Contains(t.Name, NamespaceSeparator) {

@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
@@ -181,6 +182,11 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	screener, err := screen.NewScreener(cfg.ScreeningRules())
+	if err != nil {
+		g.store.Close()
+		return nil, fmt.Errorf("screening: %w", err)
+	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Decider:     decider{Engine: g.engine, grants: g.grants},
 		Recorder:    g.recorder,
@@ -193,7 +199,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		ToolClasses: toolClasses(cfg),
 		Labels:      labels(cfg),
 		Spotlight:   spotlights(cfg),
-		Redact:      redactions(cfg),
+		Screener:    screener,
 		Budget:      newBudget(cfg.Limits),
 		Approvals:   queue,
 		Pinning:     g.pins,
@@ -308,17 +314,6 @@ func spotlights(cfg *config.Config) map[string]string {
 	for _, u := range cfg.Upstreams {
 		if u.Spotlight != "" {
 			m[u.Name] = u.Spotlight
-		}
-	}
-	return m
-}
-
-// redactions collects the upstreams' redacted categories.
-func redactions(cfg *config.Config) map[string][]string {
-	m := map[string][]string{}
-	for _, u := range cfg.Upstreams {
-		if len(u.Redact) > 0 {
-			m[u.Name] = u.Redact
 		}
 	}
 	return m

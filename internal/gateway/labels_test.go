@@ -240,7 +240,7 @@ func TestRedactionMasksPersonalDataBeforeTheAgentSeesIt(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if detail != "result: payment_card:1 us_ssn:1" {
+	if detail != "result: personal_data/payment_card:redact×1 personal_data/us_ssn:redact×1" {
 		t.Errorf("screening event detail = %q", detail)
 	}
 	for _, e := range h.events() {

@@ -64,6 +64,7 @@ func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay
 		Now:       e.Time,
 		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args, Labels: e.Labels,
 		UntrustedArguments: e.Input.UntrustedArguments,
+		Findings:           e.Input.Findings,
 	}
 	b, err := st.Bundle(ctx, e.PolicyVersion)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
@@ -63,7 +64,8 @@ type call struct {
 	start     time.Time
 	requestID string
 	traceID   string
-	rawArgs   json.RawMessage // the arguments as received, for the replay record
+	rawArgs   json.RawMessage  // the arguments as received, for the replay record
+	argMask   []screen.Finding // screened secrets and personal data in rawArgs, masked in the audit record
 	principal *identity.Principal
 	session   *mcp.ServerSession
 	state     *sessionState
@@ -201,8 +203,9 @@ func (p *Proxy) decide(ctx context.Context, c *call, in *policy.Input) error {
 	e.Action, e.Target, e.Upstream, e.Labels = in.Action, in.Target.ID, in.Target.Upstream, in.Labels
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
 		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
-	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.rawArgs)
+	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.auditArgs())
 	e.Input.UntrustedArguments = in.UntrustedArguments
+	e.Input.Findings = in.Findings
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
 	if !d.Allow && d.Code == policy.CodeApproval && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
 		return p.holdForApproval(ctx, c, in, d)
@@ -280,6 +283,26 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	return denial(out.Code, c.requestID)
 }
 
+// decideScreened screens the arguments, refuses the request if a rule
+// blocks them, and otherwise decides it with the detections in the policy
+// context (context.findings). What screening acted on is recorded after
+// the decision, attributed like it.
+func (p *Proxy) decideScreened(ctx context.Context, c *call, in *policy.Input, upstream string, raw []byte) error {
+	v := p.screenArguments(c, upstream, raw)
+	vs := verdicts{}
+	vs.add(&v)
+	if v.Block {
+		c.event.Detail = "screening: " + v.Summary()
+		err := p.refuse(ctx, c, in.Action, in.Target.ID, ReasonScreeningBlocked)
+		p.recordScreening(ctx, c, screen.DirArguments, &vs)
+		return err
+	}
+	in.Findings = v.Keys()
+	err := p.decide(ctx, c, in)
+	p.recordScreening(ctx, c, screen.DirArguments, &vs)
+	return err
+}
+
 // refuse records a denial that happened before policy (unknown target, bad
 // arguments, limits).
 func (p *Proxy) refuse(ctx context.Context, c *call, action, target, code string) error {
@@ -333,7 +356,7 @@ func (p *Proxy) enforceToolCall(ctx context.Context, c *call, next mcp.MethodHan
 		if c.state != nil {
 			in.UntrustedArguments = c.state.origins.untrustedArguments(raw)
 		}
-		if err := p.decide(ctx, c, in); err != nil {
+		if err := p.decideScreened(ctx, c, in, e.up.Name, raw); err != nil {
 			return nil, err
 		}
 		return p.dispatchScreened(ctx, c, next, method, req, e.up, p.toolLabels(e))
@@ -393,7 +416,7 @@ func (p *Proxy) enforcePrompt(ctx context.Context, c *call, next mcp.MethodHandl
 	c.rawArgs = raw
 	return p.withSlot(ctx, c, policy.ActionGetPrompt, name, func() (mcp.Result, error) {
 		in := &policy.Input{Action: policy.ActionGetPrompt, Target: policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: e.up.Name}, Arguments: args}
-		if err := p.decide(ctx, c, in); err != nil {
+		if err := p.decideScreened(ctx, c, in, e.up.Name, raw); err != nil {
 			return nil, err
 		}
 		return p.dispatchScreened(ctx, c, next, method, req, e.up, p.upstreamLabels(e.up))
@@ -472,7 +495,7 @@ func (p *Proxy) dispatchScreened(ctx context.Context, c *call, next mcp.MethodHa
 		p.label(ctx, c, labels)
 		c.state.origins.observe(resultTexts(res), slices.Contains(labels, LabelUntrustedInput))
 	}
-	p.redactResult(ctx, c, u, res)
+	p.screenResult(ctx, c, u, res)
 	if mode := p.opts.Spotlight[u.Name]; mode != "" {
 		tok := &sessionToken{} // without a session, a token for this result alone
 		if c.state != nil {

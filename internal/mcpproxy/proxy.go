@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
@@ -71,9 +72,9 @@ type Options struct {
 	// Spotlight maps an upstream name to the spotlighting mode of its tool
 	// results and resources (SpotlightDelimit, SpotlightDatamark).
 	Spotlight map[string]string
-	// Redact maps an upstream name to the personal-data categories
-	// (screen.PII*) masked in its tool results and resources.
-	Redact map[string][]string
+	// Screener screens arguments and results by the configured rules
+	// (nil: no content screening).
+	Screener *screen.Screener
 }
 
 // Pinning is tool-definition pinning.

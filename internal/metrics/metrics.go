@@ -21,6 +21,7 @@ type Metrics struct {
 	auditWrites *prometheus.CounterVec
 	refusals    *prometheus.CounterVec
 	sessions    prometheus.Gauge
+	screened    *prometheus.CounterVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -57,9 +58,12 @@ func New() *Metrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "portcullis_agent_sessions", Help: "Open agent sessions.",
 		}),
+		screened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_screening_detections_total", Help: "Content detections a screening rule acted on, by direction, category and action.",
+		}, []string{"direction", "category", "action"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
-		m.auditWrites, m.refusals, m.sessions,
+		m.auditWrites, m.refusals, m.sessions, m.screened,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -131,5 +135,12 @@ func (m *Metrics) Refusal(reason string) {
 func (m *Metrics) Sessions(delta int) {
 	if m != nil {
 		m.sessions.Add(float64(delta))
+	}
+}
+
+// Screened counts a detection a screening rule acted on.
+func (m *Metrics) Screened(direction, category, action string) {
+	if m != nil {
+		m.screened.WithLabelValues(direction, category, action).Inc()
 	}
 }

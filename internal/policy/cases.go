@@ -39,6 +39,8 @@ type Case struct {
 	Labels []string `json:"labels,omitempty"`
 	// UntrustedArguments name arguments whose values came from untrusted output.
 	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+	// Findings are screening detections in the arguments.
+	Findings []string `json:"findings,omitempty"`
 	// RiskScore is the detection score in context.
 	RiskScore int64 `json:"risk_score,omitempty"`
 	// Time is when the request happens (RFC 3339); default: now.
@@ -99,7 +101,7 @@ func (c Case) Input() (*Input, error) {
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
 	in := &Input{
-		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, UntrustedArguments: c.UntrustedArguments, RiskScore: c.RiskScore,
+		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, UntrustedArguments: c.UntrustedArguments, Findings: c.Findings, RiskScore: c.RiskScore,
 		Target: Target{Kind: c.Resource.Kind, ID: c.Resource.ID, Upstream: c.Resource.Upstream,
 			ReadOnly: c.Resource.ReadOnly, Destructive: c.Resource.Destructive, OpenWorld: c.Resource.OpenWorld,
 			Classes: c.Resource.Classification},

@@ -100,6 +100,9 @@ type Input struct {
 	// UntrustedArguments name the arguments whose values first appeared in
 	// untrusted tool output (argument provenance).
 	UntrustedArguments []string
+	// Findings are the screening detections in the arguments that a
+	// screening rule acted on ("category" and "category:rule").
+	Findings []string
 	// RiskScore is the detection engine's score (0 until it runs).
 	RiskScore int64
 	// Now is when the request arrived; zero means time.Now().
@@ -316,6 +319,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		"time":                e.timeRecord(now),
 		"session":             sessionRecord(in.Labels),
 		"untrusted_arguments": stringSet(in.UntrustedArguments),
+		"findings":            stringSet(in.Findings),
 		"risk_score":          types.Long(in.RiskScore),
 		"task":                taskRecord(in),
 	})

@@ -10,7 +10,10 @@ import (
 // Directions content is screened in.
 const (
 	DirArguments = "arguments" // agent to tool: call and prompt arguments
-	DirResult    = "result"    // tool to agent: results, resources, prompts
+	DirResult    = "result"    // tool to agent: results, resources
+	// DirPrompt is a prompt's messages, tool to agent. They are screened
+	// as results, except for injection: a prompt is instructions by design.
+	DirPrompt = "prompt"
 )
 
 // Actions a screening rule can take on a detection.
@@ -222,6 +225,10 @@ func (v *Verdict) Summary() string {
 // Scan screens one text travelling in direction dir from or to upstream.
 func (s *Screener) Scan(dir, upstream, text string) Verdict {
 	var v Verdict
+	prompt := dir == DirPrompt
+	if prompt {
+		dir = DirResult
+	}
 	need := s.need[dir]
 	if len(need) == 0 || text == "" {
 		return v
@@ -235,7 +242,7 @@ func (s *Screener) Scan(dir, upstream, text string) Verdict {
 			found = append(found, Detection{Finding: f, Located: located})
 		}
 	}
-	if need[CategoryInjection] {
+	if need[CategoryInjection] && !prompt {
 		add(DetectInjection(s.model, n.Text), !changed)
 	}
 	if need[CategorySecret] {

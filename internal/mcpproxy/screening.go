@@ -1,0 +1,240 @@
+package mcpproxy
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/screen"
+)
+
+// ReasonScreeningBlocked is the denial of a call whose arguments a
+// screening rule blocks (a secret leaving, by default).
+const ReasonScreeningBlocked = "screening_blocked"
+
+// Screening outcome codes of `screening` audit events, most severe first.
+const (
+	screenBlocked  = "blocked"
+	screenWithheld = "withheld"
+	screenRedacted = "redacted"
+	screenLabelled = "labelled"
+	screenFlagged  = "flagged"
+)
+
+// verdicts accumulates the verdicts of the texts of one message.
+type verdicts struct {
+	all      []screen.Detection
+	block    bool
+	withhold bool
+	labels   []string
+	steps    []string
+}
+
+func (vs *verdicts) add(v *screen.Verdict) {
+	vs.all = append(vs.all, v.Detections...)
+	vs.block = vs.block || v.Block
+	vs.withhold = vs.withhold || v.Withhold
+	for _, l := range v.Labels {
+		if !contains(vs.labels, l) {
+			vs.labels = append(vs.labels, l)
+		}
+	}
+	for _, s := range v.Steps {
+		if !contains(vs.steps, s) {
+			vs.steps = append(vs.steps, s)
+		}
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (vs *verdicts) verdict() screen.Verdict {
+	return screen.Verdict{Detections: vs.all, Block: vs.block, Withhold: vs.withhold, Labels: vs.labels, Steps: vs.steps}
+}
+
+// code is the most severe outcome, for the audit event.
+func (vs *verdicts) code() string {
+	v := vs.verdict()
+	switch {
+	case vs.block:
+		return screenBlocked
+	case vs.withhold:
+		return screenWithheld
+	case hasAction(&v, screen.ActionRedact):
+		return screenRedacted
+	case len(vs.labels) > 0:
+		return screenLabelled
+	default:
+		return screenFlagged
+	}
+}
+
+func hasAction(v *screen.Verdict, a string) bool {
+	for _, d := range v.Detections {
+		if d.Action == a {
+			return true
+		}
+	}
+	return false
+}
+
+// screenArguments screens a call's arguments (the JSON text as sent). It
+// remembers the secrets and personal data it acted on, so that the
+// decision's audit record masks them.
+func (p *Proxy) screenArguments(c *call, upstream string, raw []byte) screen.Verdict {
+	if p.opts.Screener == nil {
+		return screen.Verdict{}
+	}
+	v := p.opts.Screener.Scan(screen.DirArguments, upstream, string(raw))
+	for _, d := range v.Detections {
+		if d.Located && (d.Category == screen.CategorySecret || d.Category == screen.CategoryPersonal) {
+			c.argMask = append(c.argMask, d.Finding)
+		}
+	}
+	return v
+}
+
+// auditArgs are the arguments as the decision's audit record holds them:
+// screened secrets and personal data masked first.
+func (c *call) auditArgs() json.RawMessage {
+	if len(c.argMask) == 0 {
+		return c.rawArgs
+	}
+	v := screen.Verdict{}
+	for _, f := range c.argMask {
+		v.Detections = append(v.Detections, screen.Detection{Finding: f, Action: screen.ActionRedact, Located: true})
+	}
+	return json.RawMessage(v.Redacted(string(c.rawArgs)))
+}
+
+// recordScreening records what screening in direction dir acted on, and
+// applies its labels to the session. It never records the content.
+func (p *Proxy) recordScreening(ctx context.Context, c *call, dir string, vs *verdicts) {
+	if len(vs.all) == 0 {
+		return
+	}
+	p.label(ctx, c, vs.labels)
+	v := vs.verdict()
+	e := p.followUp(c, audit.TypeScreening, vs.code())
+	e.Detail = dir + ": " + v.Summary()
+	if len(vs.steps) > 0 {
+		e.Detail += " (decoded: " + strings.Join(vs.steps, ",") + ")"
+	}
+	e.Labels = vs.labels
+	p.recordBackground(e)
+	if p.opts.Metrics != nil {
+		for _, d := range vs.all {
+			p.opts.Metrics.Screened(dir, d.Category, d.Action)
+		}
+	}
+}
+
+// screenResult screens every text of a result from u and applies the
+// verdict: redactions masked, texts that cannot be masked withheld, and a
+// blocked result replaced by an error the agent can read.
+func (p *Proxy) screenResult(ctx context.Context, c *call, u *Upstream, res mcp.Result) {
+	if p.opts.Screener == nil {
+		return
+	}
+	var vs verdicts
+	dir := screen.DirResult
+	if _, ok := res.(*mcp.GetPromptResult); ok {
+		dir = screen.DirPrompt
+	}
+	rewriteTexts(res, func(s string) string {
+		v := p.opts.Screener.Scan(dir, u.Name, s)
+		vs.add(&v)
+		switch {
+		case v.Block:
+			return s // replaced below
+		case v.Withhold:
+			return "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+		default:
+			return v.Redacted(s)
+		}
+	})
+	if vs.block {
+		v := vs.verdict()
+		msg := "[portcullis: result withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+		rewriteTexts(res, func(string) string { return msg })
+		if r, ok := res.(*mcp.CallToolResult); ok {
+			r.Content = []mcp.Content{&mcp.TextContent{Text: msg}}
+			r.StructuredContent = nil
+			r.IsError = true
+		}
+	}
+	p.recordScreening(ctx, c, screen.DirResult, &vs)
+}
+
+// rewriteTexts replaces every text an agent would read in res (tool
+// result text and embedded resources, structured content strings,
+// resource contents, prompt messages) by fn of it. Structured content that
+// cannot be re-encoded is dropped rather than passed unscreened.
+func rewriteTexts(res mcp.Result, fn func(string) string) {
+	content := func(cs []mcp.Content) {
+		for _, c := range cs {
+			switch c := c.(type) {
+			case *mcp.TextContent:
+				c.Text = fn(c.Text)
+			case *mcp.EmbeddedResource:
+				if c.Resource != nil && c.Resource.Text != "" {
+					c.Resource.Text = fn(c.Resource.Text)
+				}
+			}
+		}
+	}
+	switch r := res.(type) {
+	case *mcp.CallToolResult:
+		content(r.Content)
+		if r.StructuredContent != nil {
+			var v any
+			b, err := json.Marshal(r.StructuredContent)
+			if err == nil {
+				err = json.Unmarshal(b, &v)
+			}
+			if err != nil {
+				r.StructuredContent = nil
+			} else {
+				r.StructuredContent = rewriteValue(v, fn)
+			}
+		}
+	case *mcp.ReadResourceResult:
+		for _, c := range r.Contents {
+			if c != nil && c.Text != "" {
+				c.Text = fn(c.Text)
+			}
+		}
+	case *mcp.GetPromptResult:
+		for _, m := range r.Messages {
+			if m != nil {
+				content([]mcp.Content{m.Content})
+			}
+		}
+	}
+}
+
+func rewriteValue(v any, fn func(string) string) any {
+	switch v := v.(type) {
+	case string:
+		return fn(v)
+	case []any:
+		for i := range v {
+			v[i] = rewriteValue(v[i], fn)
+		}
+	case map[string]any:
+		for k := range v {
+			v[k] = rewriteValue(v[k], fn)
+		}
+	}
+	return v
+}
