@@ -22,7 +22,7 @@ func run(ctx context.Context, args []string) error {
 		SilenceErrors: true,
 		Version:       mcpproxy.Version,
 	}
-	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), toolsCmd(), bomCmd(), taskCmd(), agentCmd(), secretCmd())
+	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd())
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)
 }

@@ -1,6 +1,7 @@
 package screen
 
 import (
+	"sort"
 	"strings"
 )
 
@@ -51,7 +52,26 @@ func DetectPersonal(s string) []Finding {
 			i = e - 1
 		}
 	}
+	// Phone numbers and IP addresses, where nothing stronger was found.
+	n := len(out)
+	for _, f := range append(ipAddresses(s), phones(s)...) {
+		if !overlapsAny(out, f) {
+			out = append(out, f)
+		}
+	}
+	if len(out) > n {
+		sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	}
 	return out
+}
+
+func overlapsAny(fs []Finding, f Finding) bool {
+	for _, g := range fs {
+		if f.Start < g.End && g.Start < f.End {
+			return true
+		}
+	}
+	return false
 }
 
 func isDigitB(c byte) bool { return c >= '0' && c <= '9' }
@@ -206,10 +226,13 @@ func numbers(s string, i, e int) []Finding {
 // cardNumber reports whether d is a Luhn-valid number with a card
 // network's prefix and length.
 func cardNumber(d string) bool {
-	if len(d) < 13 || len(d) > 19 || !luhn(d) {
+	if len(d) < 12 || len(d) > 19 || !luhn(d) {
 		return false
 	}
 	switch {
+	case len(d) == 12:
+		// Only Maestro issues 12-digit numbers.
+		return maestro(d)
 	case d[0] == '4': // Visa
 		return len(d) == 13 || len(d) == 16 || len(d) == 19
 	case d[:2] >= "51" && d[:2] <= "55", d[:4] >= "2221" && d[:4] <= "2720": // Mastercard
@@ -220,14 +243,24 @@ func cardNumber(d string) bool {
 		return len(d) >= 16
 	case d[:4] >= "3528" && d[:4] <= "3589": // JCB
 		return len(d) >= 16
+	case d[:4] == "2131" || d[:4] == "1800": // JCB, 15 digits
+		return len(d) == 15
 	case d[0] == '1': // UATP
 		return len(d) == 15
-	case strings.Contains("|5018|5020|5038|5893|6304|6759|6761|6762|6763|", "|"+d[:4]+"|"): // Maestro
-		return len(d) >= 12
+	case maestro(d):
+		return true
 	case d[:3] >= "300" && d[:3] <= "305" || d[:2] == "36" || d[:2] == "38": // Diners
 		return len(d) >= 14
 	}
 	return false
+}
+
+// maestro reports a Maestro number: 12-19 digits with one of its issuer
+// prefixes (5018, 5020, 5038, 5893, 6304, 6759, 6761-6763, 0604, 6390, or
+// the 56-58 range).
+func maestro(d string) bool {
+	return strings.Contains("|5018|5020|5038|5893|6304|6759|6761|6762|6763|0604|6390|", "|"+d[:4]+"|") ||
+		d[:2] >= "56" && d[:2] <= "58"
 }
 
 func luhn(d string) bool {

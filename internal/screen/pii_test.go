@@ -31,8 +31,11 @@ func TestDetectPersonal(t *testing.T) {
 		{"SSNs never issued: 666-12-3456, 000-12-3456, 123-00-4567, 912-34-5678", ""},
 		{`{"ts":1732590000123,"trace":"4bf92f3577b34da6a3ce929d0e0e4736","v":"1.24.3"}`, ""},
 		{"build 4111111111111111abc and ver 4111111111111111.5", ""},
-		{"user@localhost, a@b.c, @handle, x@1.2.3.4", ""},
-		{"phone 123-45-67890 and zip 12345-6789", ""},
+		{"user@localhost, a@b.c, @handle, x@1.2.3.4", "ip_address"},
+		{"ref 123-45-67890 and zip 12345-6789", ""},
+		{"Call me on +44 20 7946 0958 or (415) 555-0132; fax: 0490 75 40 81.", "phone,phone,phone"},
+		{"Release 2026-11-26, build 1.2.3.4567, port 8080, 3 of 12 items, ids 1234 5678", ""},
+		{"server 10.0.0.12/8 and 2001:db8::1, not 256.1.1.1 nor 12:30:45 nor std::vector", "ip_address,ip_address"},
 	} {
 		if got := categories(DetectPersonal(tc.text)); got != tc.want {
 			t.Errorf("%q: found %q, want %q", tc.text, got, tc.want)
