@@ -2,7 +2,6 @@ package screen
 
 import (
 	"math"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -129,7 +128,7 @@ func segmentFeatures(seg string, emit featureSink) int {
 			h = fnvByte(h, c)
 		}
 		words[n] = h
-		cue := cues[string(w)]
+		cue := cueOf(h, w)
 		if cue != 0 {
 			cueSeen |= cue
 			if n < 3 {
@@ -195,6 +194,43 @@ const (
 	cueDestination                  // email, address, url, account, website, link
 )
 
+// cueTable is cues as an open-addressing table keyed by the word's hash:
+// a lookup per word of every segment is on the hot path, and a string map
+// costs several times more.
+var cueTable = func() (t [1024]struct {
+	word string
+	c    cue
+}) {
+	for w, c := range cues {
+		h := fnvString(w)
+		for k := h % 1024; ; k = (k + 1) % 1024 {
+			if t[k].word == "" {
+				t[k].word, t[k].c = w, c
+				break
+			}
+		}
+	}
+	return t
+}()
+
+// cueOf returns the cues of the lower-cased word w, whose hash is h.
+func cueOf(h uint32, w []byte) cue {
+	for k := h % 1024; cueTable[k].word != ""; k = (k + 1) % 1024 {
+		if cueTable[k].word == string(w) {
+			return cueTable[k].c
+		}
+	}
+	return 0
+}
+
+func fnvString(s string) uint32 {
+	h := uint32(fnvOffset)
+	for i := 0; i < len(s); i++ {
+		h = fnvByte(h, s[i])
+	}
+	return h
+}
+
 var cues = func() map[string]cue {
 	m := map[string]cue{}
 	add := func(c cue, words string) {
@@ -258,34 +294,33 @@ func atLeastWords(seg string, n int) bool {
 }
 
 // SegmentVector is the sparse feature vector of one segment: distinct
-// indices, each with the same weight (binary features scaled to unit
-// length).
+// indices in order of first occurrence, each with the same weight (binary
+// features scaled to unit length).
 type SegmentVector struct {
 	Idx   []uint32
 	Value float32
 	Words int
+	seen  []uint64 // bitset over featureDim, clear between segments
 }
 
 // Vectorize returns the feature vector of seg, reusing v's storage.
 func Vectorize(seg string, v *SegmentVector) {
+	if v.seen == nil {
+		v.seen = make([]uint64, featureDim/64)
+	}
 	v.Idx = v.Idx[:0]
-	v.Words = segmentFeatures(seg, func(i uint32) { v.Idx = append(v.Idx, i) })
-	v.Idx = dedupe(v.Idx)
+	v.Words = segmentFeatures(seg, func(i uint32) {
+		w, b := i/64, uint64(1)<<(i%64)
+		if v.seen[w]&b == 0 {
+			v.seen[w] |= b
+			v.Idx = append(v.Idx, i)
+		}
+	})
+	for _, i := range v.Idx {
+		v.seen[i/64] = 0
+	}
+	v.Value = 0
 	if len(v.Idx) > 0 {
 		v.Value = float32(1 / math.Sqrt(float64(len(v.Idx))))
 	}
-}
-
-func dedupe(xs []uint32) []uint32 {
-	if len(xs) < 2 {
-		return xs
-	}
-	slices.Sort(xs)
-	out := xs[:1]
-	for _, x := range xs[1:] {
-		if x != out[len(out)-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }

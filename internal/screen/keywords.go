@@ -33,13 +33,17 @@ var lowerPool = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &
 // in s, matching ASCII case-insensitively.
 func (k *keywordIndex) scan(s string, fn func(rule, start, end int)) {
 	bp := lowerPool.Get().(*[]byte)
-	low := (*bp)[:0]
+	low := *bp
+	if cap(low) < len(s) {
+		low = make([]byte, len(s))
+	}
+	low = low[:len(s)]
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 'A' && c <= 'Z' {
+		if c-'A' < 26 {
 			c += 'a' - 'A'
 		}
-		low = append(low, c)
+		low[i] = c
 	}
 	k.trie.Walk(low, func(end, n, pattern int64) bool {
 		for _, r := range k.owners[pattern] {

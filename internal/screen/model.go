@@ -108,20 +108,24 @@ var embedded = sync.OnceValues(func() (*Model, error) { return UnmarshalModel(in
 // it.
 func EmbeddedModel() (*Model, error) { return embedded() }
 
+// vectorPool holds segment vectors (and their 32 KB seen-sets) for reuse.
+var vectorPool = sync.Pool{New: func() any { return &SegmentVector{} }}
+
 // MaxSegment scores every segment of text with at least minSegWords words
 // and returns the highest score and that segment's span. A text with no
 // such segment scores 0.
 func (m *Model) MaxSegment(text string) (score float32, start, end int) {
-	var v SegmentVector
+	v := vectorPool.Get().(*SegmentVector)
+	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
 		if !atLeastWords(text[b:e], minSegWords) {
 			return
 		}
-		Vectorize(text[b:e], &v)
+		Vectorize(text[b:e], v)
 		if v.Words < minSegWords {
 			return
 		}
-		if s := m.Score(&v); s > score {
+		if s := m.Score(v); s > score {
 			score, start, end = s, b, e
 		}
 	})

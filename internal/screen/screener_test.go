@@ -2,6 +2,7 @@ package screen
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -107,12 +108,37 @@ func TestRuleValidate(t *testing.T) {
 	}
 }
 
+// BenchmarkScreenResultJSON is full screening of a typical 4 KB JSON
+// tool result: normalisation, injection patterns and classifier, secrets,
+// exfiltration, and (second case) personal data.
 func BenchmarkScreenResultJSON(b *testing.B) {
-	s := mustScreener(b, append(DefaultRules(), Rule{Category: CategoryPersonal, Direction: DirResult, Action: ActionRedact}))
-	text := typicalResult()
+	for name, rules := range map[string][]Rule{
+		"defaults":     DefaultRules(),
+		"defaults+pii": append(DefaultRules(), Rule{Category: CategoryPersonal, Direction: DirResult, Action: ActionRedact}),
+	} {
+		b.Run(name, func(b *testing.B) {
+			s := mustScreener(b, rules)
+			text := typicalResult()
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Scan(DirResult, "u", text)
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeBaselineJSON decodes the same 4 KB result into Go values,
+// work every result already costs the gateway: scripts/bench.sh prints
+// screening's cost as a ratio to it, measured in the same run.
+func BenchmarkDecodeBaselineJSON(b *testing.B) {
+	text := []byte("[" + strings.TrimSuffix(typicalResult(), ",") + "]")
 	b.SetBytes(int64(len(text)))
 	b.ReportAllocs()
 	for b.Loop() {
-		s.Scan(DirResult, "u", text)
+		var v any
+		if err := json.Unmarshal(text, &v); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

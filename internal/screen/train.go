@@ -38,10 +38,11 @@ func Train(ex []Example, o TrainOptions) *Model {
 		o.Seed = 1
 	}
 	vecs := make([]SegmentVector, len(ex))
+	var scratch SegmentVector
 	var pos int
 	for i, e := range ex {
-		Vectorize(e.Text, &vecs[i])
-		vecs[i].Idx = append([]uint32(nil), vecs[i].Idx...)
+		Vectorize(e.Text, &scratch)
+		vecs[i] = SegmentVector{Idx: append([]uint32(nil), scratch.Idx...), Value: scratch.Value, Words: scratch.Words}
 		if e.Positive {
 			pos++
 		}
