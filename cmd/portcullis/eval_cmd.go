@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ func evalCmd() *cobra.Command {
 		Use:   "eval",
 		Short: "Measure detection and containment on labelled corpora",
 	}
-	cmd.AddCommand(evalScreenCmd())
+	cmd.AddCommand(evalScreenCmd(), evalToolsCmd())
 	return cmd
 }
 
@@ -66,26 +67,93 @@ For personal data with entity spans it also prints span-level precision, recall 
 
 func printReport(w io.Writer, corpus string, rep *screen.Report) {
 	fmt.Fprintf(w, "corpus %s: %d records, detector %s\nthreshold %s\n\n", corpus, rep.Records, rep.Detector, rep.Threshold)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CATEGORY\tATTACKS\tDETECTED\tRATE\tBENIGN\tFLAGGED\tFP RATE")
-	rate := func(n, of int, r float64) string {
-		if of == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.1f%%", 100*r)
-	}
-	for _, r := range append(rep.Categories, rep.Total) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%d\t%s\n", r.Category, r.Attacks, r.Detected, rate(r.Detected, r.Attacks, r.DetectionRate),
-			r.Benign, r.Flagged, rate(r.Flagged, r.Benign, r.FPRate))
-	}
-	tw.Flush()
+	printRows(w, append(rep.Categories, rep.Total))
 	if len(rep.Entities) > 0 {
 		fmt.Fprintln(w, "\nentity spans (records listing their entities):")
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TYPE\tTP\tFP\tFN\tPRECISION\tRECALL\tF1")
 		for _, e := range rep.Entities {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\n", e.Type, e.TP, e.FP, e.FN, e.Precision, e.Recall, e.F1)
 		}
 		tw.Flush()
 	}
+}
+
+// printRows prints category rows as a table.
+func printRows(w io.Writer, rows []screen.CategoryRow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CATEGORY\tATTACKS\tDETECTED\tRATE\tBENIGN\tFLAGGED\tFP RATE")
+	rate := func(of int, r float64) string {
+		if of == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100*r)
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\t%d\t%s\n", r.Category, r.Attacks, r.Detected, rate(r.Attacks, r.DetectionRate),
+			r.Benign, r.Flagged, rate(r.Benign, r.FPRate))
+	}
+	tw.Flush()
+}
+
+func evalToolsCmd() *cobra.Command {
+	var corpus string
+	var asJSON, verbose bool
+	cmd := &cobra.Command{
+		Use:   "tools --corpus FILE",
+		Short: "Screen a corpus of tool definitions for poisoning: detection and false-positive rate per category",
+		Long: `Reads tool definitions ({"server", "tool", "description", "input_schema", "label",
+"category"} lines, gzipped or not) and runs the checks that block automatic approval of a
+tool: injection techniques, invisible characters, invocation steering, preference
+manipulation, out-of-scope parameters, harmful capabilities, exfiltration URLs, and names
+that shadow another server's tool. Attacks whose malice is only in the server's code
+(category code_level/*) are totalled apart.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if corpus == "" {
+				return fmt.Errorf("--corpus is required")
+			}
+			recs, err := screen.ReadCorpus(corpus)
+			if err != nil {
+				return err
+			}
+			rep := screen.EvaluateTools(recs)
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			fmt.Fprintf(w, "corpus %s: %d tool definitions\n\n", corpus, rep.Records)
+			printRows(w, append(rep.Categories, rep.DescriptionLevel, rep.CodeLevel))
+			fmt.Fprintln(w, "\nfindings by rule:")
+			for _, k := range sortedRuleKeys(rep.Rules) {
+				fmt.Fprintf(w, "  %-26s %d\n", k, rep.Rules[k])
+			}
+			if verbose {
+				fmt.Fprintln(w, "\nbenign tools flagged:")
+				for _, r := range recs {
+					if !r.Attack() {
+						if s := screen.Explain(r); s != "" {
+							fmt.Fprintf(w, "%s/%s\n%s", r.Server, r.Tool, s)
+						}
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&corpus, "corpus", "", "JSONL corpus of tool definitions (.jsonl or .jsonl.gz)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also list the benign tools flagged, with their findings")
+	return cmd
+}
+
+func sortedRuleKeys(m map[string]int) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }

@@ -20,6 +20,12 @@ type Record struct {
 	Source   string         `json:"source"`
 	Group    string         `json:"group"`
 	Meta     map[string]any `json:"meta"`
+
+	// Tool-definition corpora (mcp_tools) carry a tool instead of a text.
+	Server      string          `json:"server,omitempty"`
+	Tool        string          `json:"tool,omitempty"`
+	Description string          `json:"description,omitempty"`
+	InputSchema json.RawMessage `json:"input_schema,omitempty"`
 }
 
 // Attack reports whether the record is labelled attack.

@@ -3,53 +3,44 @@ package toolreg
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
-	"unicode"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
-// Deterministic findings on a tool definition. They block automatic
-// approval (trust on first use) and are shown with the quarantine reason.
-// They are the checks that need no model: content screening's injection
-// detectors will add the judgement of what the text asks the model to do.
+// Findings on a tool definition block automatic approval (trust on first
+// use) and are shown with the quarantine reason. The text checks are
+// content screening's (screen.ScreenTool: injection techniques, invisible
+// characters, terminal escapes, sensitive paths, invocation steering,
+// preference manipulation, out-of-scope parameters, harmful capabilities,
+// exfiltration URLs); shadowing needs the other upstreams and is here.
 
-var (
-	hiddenTag     = regexp.MustCompile(`(?i)<\s*/?\s*(important|system|instructions?|secret|hidden|admin)\b`)
-	sensitivePath = regexp.MustCompile(`(?i)(~/\.ssh|\bid_(rsa|ed25519|ecdsa)\b|/etc/(passwd|shadow)|~/\.aws|\.env\b|~/\.config/gcloud|\bmcp\.json\b)`)
-)
-
-// Findings returns what is suspicious in t: hidden-instruction markup,
-// invisible or bidirectional characters, terminal escapes, references to
-// sensitive files, and mentions of other servers' tools (shadowing). others
+// Findings returns what is suspicious in t, one readable line each. others
 // maps tool names of other upstreams to their upstream.
 func Findings(t *mcp.Tool, others map[string]string) []string {
+	set := map[string]bool{}
+	for _, f := range screen.ScreenTool(screen.ToolDef{Name: t.Name, Title: t.Title, Description: t.Description, InputSchema: t.InputSchema}) {
+		set[f.String()] = true
+	}
 	texts := map[string]string{"description": t.Description, "title": t.Title}
 	collectSchemaText(t.InputSchema, "input schema", texts)
-	set := map[string]bool{}
 	for where, s := range texts {
-		if s == "" {
-			continue
-		}
-		if hiddenTag.MatchString(s) {
-			set["hidden-instruction markup in the "+where] = true
-		}
-		if hasInvisible(s) {
-			set["invisible or bidirectional characters in the "+where] = true
-		}
-		if strings.ContainsRune(s, '\x1b') {
-			set["terminal escape sequences in the "+where] = true
-		}
-		if m := sensitivePath.FindString(s); m != "" {
-			set[fmt.Sprintf("reference to a sensitive file (%s) in the %s", m, where)] = true
-		}
 		for name, up := range others {
-			if mentions(s, name) {
+			if s != "" && mentions(s, name) {
 				set[fmt.Sprintf("the %s mentions %s of upstream %s (shadowing)", where, name, up)] = true
 			}
 		}
+	}
+	names := make([]string, 0, len(others))
+	for n := range others {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if o, ok := screen.ShadowedName(t.Name, names); ok {
+		set[fmt.Sprintf("%s in the name: %s imitates %s of upstream %s", screen.RuleNameShadowing, t.Name, o, others[o])] = true
 	}
 	out := make([]string, 0, len(set))
 	for f := range set {
@@ -57,18 +48,6 @@ func Findings(t *mcp.Tool, others map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func hasInvisible(s string) bool {
-	for _, r := range s {
-		switch {
-		case r >= 0xE0000 && r <= 0xE007F: // tag characters
-			return true
-		case unicode.Is(unicode.Cf, r) && r != '\u00ad': // format: zero-width, bidi controls
-			return true
-		}
-	}
-	return false
 }
 
 // mentions reports whether s names tool as a word; only distinctive names
