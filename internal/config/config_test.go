@@ -21,23 +21,29 @@ func TestParseAppliesDefaults(t *testing.T) {
 func TestParseRejects(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"no version":        {"listen: {}\n", "version"},
-		"unknown field":     {"version: 1\nlimts: {}\n", "unknown field"},
-		"nested unknown":    {"version: 1\nlimits: {max_bytes: 1}\n", "unknown field"},
-		"bare number ttl":   {"version: 1\nauth: {max_ttl: 60}\n", "duration"},
-		"two transports":    {"version: 1\nupstreams: [{name: a, builtin: demo, stdio: {command: x}}]\n", "exactly one"},
-		"no transport":      {"version: 1\nupstreams: [{name: a}]\n", "exactly one"},
-		"duplicate":         {"version: 1\nupstreams: [{name: a, builtin: demo}, {name: a, builtin: demo}]\n", "duplicate"},
-		"inline auth":       {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', headers: {Authorization: {value: s}}}}]\n", "looks like a secret"},
-		"inline env secret": {"version: 1\nupstreams: [{name: a, stdio: {command: x, env: {API_KEY: {value: s}}}}]\n", "looks like a secret"},
-		"bad url":           {"version: 1\nupstreams: [{name: a, http: {url: 'file:///etc/passwd'}}]\n", "http(s)"},
-		"negative limit":    {"version: 1\nlimits: {max_batch: -1}\n", "positive"},
-		"agent name":        {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
-		"upstream label":    {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
-		"tool label":        {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
-		"spotlight mode":    {"version: 1\nupstreams: [{name: a, builtin: demo, spotlight: bold}]\n", "delimit or datamark"},
-		"redact category":   {"version: 1\nupstreams: [{name: a, builtin: demo, redact: [names]}]\n", "redact"},
-		"empty tool":        {"version: 1\ntools: [{name: a__b}]\n", "classification or labels"},
+		"no version":            {"listen: {}\n", "version"},
+		"unknown field":         {"version: 1\nlimts: {}\n", "unknown field"},
+		"nested unknown":        {"version: 1\nlimits: {max_bytes: 1}\n", "unknown field"},
+		"bare number ttl":       {"version: 1\nauth: {max_ttl: 60}\n", "duration"},
+		"two transports":        {"version: 1\nupstreams: [{name: a, builtin: demo, stdio: {command: x}}]\n", "exactly one"},
+		"no transport":          {"version: 1\nupstreams: [{name: a}]\n", "exactly one"},
+		"duplicate":             {"version: 1\nupstreams: [{name: a, builtin: demo}, {name: a, builtin: demo}]\n", "duplicate"},
+		"inline auth":           {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', headers: {Authorization: {value: s}}}}]\n", "looks like a secret"},
+		"inline env secret":     {"version: 1\nupstreams: [{name: a, stdio: {command: x, env: {API_KEY: {value: s}}}}]\n", "looks like a secret"},
+		"bad url":               {"version: 1\nupstreams: [{name: a, http: {url: 'file:///etc/passwd'}}]\n", "http(s)"},
+		"negative limit":        {"version: 1\nlimits: {max_batch: -1}\n", "positive"},
+		"agent name":            {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
+		"upstream label":        {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
+		"tool label":            {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
+		"spotlight mode":        {"version: 1\nupstreams: [{name: a, builtin: demo, spotlight: bold}]\n", "delimit or datamark"},
+		"redact category":       {"version: 1\nupstreams: [{name: a, builtin: demo, redact: [names]}]\n", "redact"},
+		"empty tool":            {"version: 1\ntools: [{name: a__b}]\n", "classification or labels"},
+		"screening category":    {"version: 1\nscreening: {rules: [{category: malware, action: flag}]}\n", "screening.rules[0]: category"},
+		"screening redact args": {"version: 1\nscreening: {rules: [{category: secret, direction: arguments, action: redact}]}\n", "results only"},
+		"screening upstream":    {"version: 1\nscreening: {rules: [{category: secret, upstreams: [nope], action: flag}]}\n", "not a configured upstream"},
+		"screening pii type":    {"version: 1\nscreening: {rules: [{category: personal_data, types: [names], action: flag}]}\n", "personal-data type"},
+		"screening label":       {"version: 1\nscreening: {rules: [{category: prompt_injection, action: label}]}\n", "needs labels"},
+		"screening unknown":     {"version: 1\nscreening: {rules: [{category: secret, action: flag, severity: high}]}\n", "unknown field"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -82,4 +88,20 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted version %d", c.Version)
 		}
 	})
+}
+
+func TestScreeningRulesOrder(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("version: 1\nupstreams: [{name: a, builtin: demo, redact: [email]}]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := c.ScreeningRules()
+	if len(rules) < 2 || rules[0].Upstreams[0] != "a" || rules[0].Action != "redact" || rules[1].Category != "secret" {
+		t.Errorf("defaults after the upstream's redact rule: %+v", rules)
+	}
+	c, err = Parse([]byte("version: 1\nscreening: {rules: []}\n"), ".")
+	if err != nil || len(c.ScreeningRules()) != 0 {
+		t.Errorf("explicit empty rules: %v %+v", err, c.ScreeningRules())
+	}
 }

@@ -293,12 +293,12 @@ func crossValidate(docs []doc, k int) float32 {
 		}
 	}
 	var chosen float32
-	for _, fp := range []float64{0.01, 0.02} {
+	for _, fp := range []float64{0.01, 0.015, 0.02} {
 		t := quantileThreshold(slices.Clone(benign), fp)
 		if fp == 0.01 {
 			chosen = t
 		}
-		fmt.Printf("threshold %.3f (%.0f%% false positives over all benign):\n", t, 100*fp)
+		fmt.Printf("threshold %.3f (%.1f%% false positives over all benign):\n", t, 100*fp)
 		type tally struct{ tp, fn, fp, tn int }
 		per := map[string]*tally{}
 		for _, x := range all {
