@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/replay"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
@@ -17,7 +19,7 @@ func evalCmd() *cobra.Command {
 		Use:   "eval",
 		Short: "Measure detection and containment on labelled corpora",
 	}
-	cmd.AddCommand(evalScreenCmd(), evalToolsCmd())
+	cmd.AddCommand(evalScreenCmd(), evalToolsCmd(), evalAgentDojoCmd(), evalTrajectoriesCmd())
 	return cmd
 }
 
@@ -156,4 +158,122 @@ func sortedRuleKeys(m map[string]int) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+func evalAgentDojoCmd() *cobra.Command {
+	var suite, cfgPath, mode, agent string
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "agentdojo --suite DIR --config CONFIG",
+		Short: "Replay an AgentDojo suite's attacks through a real gateway: utility, attack success, what stopped each attack",
+		Long: `Assume-breach replay (docs/evaluation.md). A real MCP upstream serves the suite's tools
+with their recorded outputs (the attack text substituted at the injection vectors); a client
+plays the fully compromised agent: for every user task × injection task pair it issues the
+user's calls and, after the injected output, every call of the attacker's task. The gateway is
+built from CONFIG, whose upstream named like the suite directory (workspace, slack, ...) is
+pointed at the replay server. Held calls are approved by the replay and counted.
+
+--mode agent uses a plain agent token; --mode task starts a task per user task, scoped to the
+tools that task needs, with the user's request as its purpose; --mode both runs both.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if suite == "" || cfgPath == "" {
+				return fmt.Errorf("--suite and --config are required")
+			}
+			s, err := replay.LoadSuite(suite)
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			modes := []string{mode}
+			if mode == "both" {
+				modes = []string{replay.ModeAgent, replay.ModeTask}
+			}
+			var reps []*replay.Report
+			for _, m := range modes {
+				rep, err := replay.Run(cmd.Context(), replay.Options{Suite: s, Config: cfg, Mode: m, Agent: agent, Limit: limit})
+				if err != nil {
+					return err
+				}
+				reps = append(reps, rep)
+				if !asJSON {
+					rep.Print(cmd.OutOrStdout())
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(reps)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&suite, "suite", "", "AgentDojo suite directory (../shared/agentdojo/workspace)")
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the deployer's gateway configuration for the suite")
+	cmd.Flags().StringVar(&mode, "mode", "both", "agent, task or both")
+	cmd.Flags().StringVar(&agent, "agent", "", "the agent to act as (default: the configuration's first)")
+	cmd.Flags().IntVar(&limit, "limit", 0, "replay only the first N pairs")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
+	return cmd
+}
+
+func evalTrajectoriesCmd() *cobra.Command {
+	var corpus, cfgPath, mode string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "trajectories --corpus FILE --config CONFIG",
+		Short: "Replay real agents' next actions after an injected tool output: share of hijacked actions stopped, of benign ones let through",
+		Long: `Reads InjecAgent trajectories (../shared/corpora/injecagent_trajectories) and, through a real
+gateway built from CONFIG (its upstream named "injecagent" is pointed at a replay server
+serving every tool the corpus names), replays each: the user's tool call answered with the
+injected response, then the action the agent took next, and for data-stealing cases the
+sending step that followed. --mode task scopes each session to the user's tool with the user's
+request as the task's purpose; --mode both runs both.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if corpus == "" || cfgPath == "" {
+				return fmt.Errorf("--corpus and --config are required")
+			}
+			recs, err := replay.ReadTrajectories(corpus)
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			modes := []string{mode}
+			if mode == "both" {
+				modes = []string{replay.ModeAgent, replay.ModeTask}
+			}
+			var reps []*replay.TrajectoryReport
+			for _, m := range modes {
+				rep, err := replay.RunTrajectories(cmd.Context(), recs, cfg, m)
+				if err != nil {
+					return err
+				}
+				reps = append(reps, rep)
+				if !asJSON {
+					rep.Print(cmd.OutOrStdout())
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(reps)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&corpus, "corpus", "", "trajectories corpus (.jsonl or .jsonl.gz)")
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the gateway configuration (upstream named injecagent)")
+	cmd.Flags().StringVar(&mode, "mode", "both", "agent, task or both")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
+	return cmd
 }

@@ -48,7 +48,7 @@ type Request struct {
 	Arguments   json.RawMessage // as sent, for the reviewer (never in audit events)
 	ArgsSHA256  string
 	Reasons     []string // why approval is needed (@approval texts)
-	Findings    []string // screening findings (none until screening lands)
+	Findings    []string // screening findings in the arguments, session labels, argument provenance
 	Created     time.Time
 	Expires     time.Time
 	State       string

@@ -191,7 +191,7 @@ func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identi
 		return nil, errors.New("credential revoked")
 	}
 	return &identity.Principal{
-		Agent: ag.Name, Roles: ag.Roles, User: t.User, Task: t.ID, TaskTools: t.Tools, TaskBudget: t.Budget,
+		Agent: ag.Name, Roles: ag.Roles, User: t.User, Task: t.ID, TaskTools: t.Tools, TaskBudget: t.Budget, TaskPurpose: t.Purpose,
 		Actors: t.Actors, CredentialID: t.TokenID, Method: "task+dpop", Expires: t.Expires,
 	}, nil
 }

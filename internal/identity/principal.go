@@ -19,6 +19,10 @@ type Principal struct {
 	TaskTools []string
 	// TaskBudget is how many calls the task may make.
 	TaskBudget int
+	// TaskPurpose is the task's stated purpose, as its starter wrote it
+	// (typically the user's request): argument provenance treats the
+	// destinations it names as trusted.
+	TaskPurpose string
 	// Actors is the delegation path behind a delegated task token, nearest
 	// first (RFC 8693 act): who handed this agent the task, and so on back
 	// to the agent the task was started for.

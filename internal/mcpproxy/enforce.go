@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -248,6 +249,7 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	r := &approval.Request{
 		Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, SessionID: sessionID,
 		RequestID: c.requestID, Tool: in.Target.ID, Arguments: c.rawArgs, ArgsSHA256: e.ArgumentsSHA256, Reasons: d.Approval,
+		Findings: append(slices.Clone(in.Findings), labelNotes(in.Labels, in.UntrustedArguments)...),
 	}
 	if err := p.opts.Approvals.NewRequest(r); err != nil {
 		e.Code = ReasonInternal
@@ -301,6 +303,19 @@ func (p *Proxy) decideScreened(ctx context.Context, c *call, in *policy.Input, u
 	err := p.decide(ctx, c, in)
 	p.recordScreening(ctx, c, screen.DirArguments, &vs)
 	return err
+}
+
+// labelNotes tells a reviewer what the session had read and which
+// arguments came from there.
+func labelNotes(labels, untrustedArgs []string) []string {
+	var out []string
+	if len(labels) > 0 {
+		out = append(out, "session labels: "+strings.Join(labels, ", "))
+	}
+	if len(untrustedArgs) > 0 {
+		out = append(out, "arguments first seen in untrusted output: "+strings.Join(untrustedArgs, ", "))
+	}
+	return out
 }
 
 // refuse records a denial that happened before policy (unknown target, bad

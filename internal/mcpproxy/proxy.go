@@ -294,6 +294,11 @@ func (p *Proxy) session(ss *mcp.ServerSession, pr *identity.Principal) (*session
 		return nil, errTooManySessions
 	}
 	st := &sessionState{principal: pr}
+	if pr.TaskPurpose != "" {
+		// What the task's starter asked for is trusted: an address or
+		// host it names is the user's, whoever repeats it later.
+		st.origins.observe([]string{pr.TaskPurpose}, false)
+	}
 	p.sessions[ss] = st
 	p.opts.Metrics.Sessions(1)
 	go func() {

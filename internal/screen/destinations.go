@@ -27,6 +27,12 @@ func Destinations(text string, fn func(string)) {
 				fn("host:" + v)
 				i = end - 1
 			}
+		case (c == 'w' || c == 'W') && (i == 0 || !isAlnumB(text[i-1]) && text[i-1] != '/' && text[i-1] != '.' && text[i-1] != '@') && len(text) > i+4 && strings.EqualFold(text[i:i+4], "www."):
+			// A host written without a scheme ("www.example.com/page").
+			if v, end, ok := bareHostAt(text, i); ok {
+				fn("host:" + v)
+				i = end - 1
+			}
 		case isUpperB(c) && (i == 0 || !isAlnumB(text[i-1])):
 			// No skip past it: the account number inside counts too.
 			if v, ok := ibanAt(text, i); ok {
@@ -72,6 +78,20 @@ func urlHostAt(s string, i int) (string, int, bool) {
 		return "", e, false
 	}
 	return strings.ToLower(u.Hostname()), e, true
+}
+
+// bareHostAt returns the host of a scheme-less "www." address at i.
+func bareHostAt(s string, i int) (string, int, bool) {
+	e := i
+	for e < len(s) && e-i < 253 && (isAlnumB(s[e]) || s[e] == '.' || s[e] == '-') {
+		e++
+	}
+	host := strings.ToLower(strings.TrimRight(s[i:e], ".-"))
+	dot := strings.LastIndexByte(host, '.')
+	if dot <= 4 || len(host)-dot < 3 {
+		return "", e, false // "www." alone, or no top-level domain
+	}
+	return host, e, true
 }
 
 // ibanAt returns the IBAN (spaces removed) starting at i, if its check

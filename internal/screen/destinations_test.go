@@ -24,7 +24,9 @@ func TestDestinations(t *testing.T) {
 		{"Call +44 20 7946 0958 or card 4111-1111-1111-1111.", []string{"number:442079460958", "number:4111111111111111"}},
 		// Hard negatives (an IBAN with bad check digits is no IBAN), dates, versions,
 		// short numbers, hashes in hex, base64 that is just data, code.
+		{"Post it to www.My-Site-234.com/random, not https://www.x.example/a", []string{"host:www.my-site-234.com", "host:www.x.example"}},
 		{"GB00 WEST 1234 5698 7654 32", []string{"number:12345698765432"}},
+		{"www. or www.x or swww.example.com", nil},
 		{"released 2026-11-26, v1.24.3, build 4821, port 8080", nil},
 		{`{"sha":"9d61d24","data":"aGVsbG8gd29ybGQ=","n":12345678}`, nil},
 		{"for (i = 0; i < n; i++) { a[i] = b@c; }", nil},
