@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
 // labelPolicy is the one-line data-flow rule: after untrusted input, an
@@ -248,4 +253,42 @@ func TestRedactionMasksPersonalDataBeforeTheAgentSeesIt(t *testing.T) {
 			t.Errorf("the audit log holds the card number: %s", b)
 		}
 	}
+}
+
+// With a task token, what the task's purpose (the user's request) names is
+// trusted: an injected text that repeats the user's recipient does not
+// taint it, while a session without that purpose is refused.
+func TestTaskPurposeIsTrustedProvenance(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, labelConfig, map[string]string{"policy.cedar": provenancePolicy})
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, err := token.Thumbprint(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Purpose: "Send the meeting summary to bob@example.com",
+		Tools: []string{"demo__read_file", "demo__send_message"}, Budget: 5, JKT: jkt}, "", 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The meeting notes (untrusted) mention bob@example.com.
+	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "summary"}}); err != nil {
+		t.Fatalf("the user's own recipient was refused: %v", err)
+	}
+	plain := h.mustConnect("mailer")
+	if _, err := plain.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = plain.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "summary"}})
+	assertDenied(t, err, "forbidden_by_policy")
 }
