@@ -189,28 +189,9 @@ tools that task needs, with the user's request as its purpose; --mode both runs 
 			if err != nil {
 				return err
 			}
-			modes := []string{mode}
-			if mode == "both" {
-				modes = []string{replay.ModeAgent, replay.ModeTask}
-			}
-			var reps []*replay.Report
-			for _, m := range modes {
-				rep, err := replay.Run(cmd.Context(), replay.Options{Suite: s, Config: cfg, Mode: m, Agent: agent, Limit: limit})
-				if err != nil {
-					return err
-				}
-				reps = append(reps, rep)
-				if !asJSON {
-					rep.Print(cmd.OutOrStdout())
-					fmt.Fprintln(cmd.OutOrStdout())
-				}
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(reps)
-			}
-			return nil
+			return runModes(cmd, mode, asJSON, func(m string) (*replay.Report, error) {
+				return replay.Run(cmd.Context(), replay.Options{Suite: s, Config: cfg, Mode: m, Agent: agent, Limit: limit})
+			})
 		},
 	}
 	cmd.Flags().StringVar(&suite, "suite", "", "AgentDojo suite directory (../shared/agentdojo/workspace)")
@@ -247,28 +228,9 @@ request as the task's purpose; --mode both runs both.`,
 			if err != nil {
 				return err
 			}
-			modes := []string{mode}
-			if mode == "both" {
-				modes = []string{replay.ModeAgent, replay.ModeTask}
-			}
-			var reps []*replay.TrajectoryReport
-			for _, m := range modes {
-				rep, err := replay.RunTrajectories(cmd.Context(), recs, cfg, m)
-				if err != nil {
-					return err
-				}
-				reps = append(reps, rep)
-				if !asJSON {
-					rep.Print(cmd.OutOrStdout())
-					fmt.Fprintln(cmd.OutOrStdout())
-				}
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(reps)
-			}
-			return nil
+			return runModes(cmd, mode, asJSON, func(m string) (*replay.TrajectoryReport, error) {
+				return replay.RunTrajectories(cmd.Context(), recs, cfg, m)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&corpus, "corpus", "", "trajectories corpus (.jsonl or .jsonl.gz)")
@@ -276,4 +238,32 @@ request as the task's purpose; --mode both runs both.`,
 	cmd.Flags().StringVar(&mode, "mode", "both", "agent, task or both")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
 	return cmd
+}
+
+// runModes runs a replay once per credential mode ("both": agent, then
+// task) and prints each report as it comes, or all of them as JSON.
+func runModes[R interface{ Print(io.Writer) }](cmd *cobra.Command, mode string, asJSON bool, run func(mode string) (R, error)) error {
+	modes := []string{mode}
+	if mode == "both" {
+		modes = []string{replay.ModeAgent, replay.ModeTask}
+	}
+	var reps []R
+	w := cmd.OutOrStdout()
+	for _, m := range modes {
+		rep, err := run(m)
+		if err != nil {
+			return err
+		}
+		reps = append(reps, rep)
+		if !asJSON {
+			rep.Print(w)
+			fmt.Fprintln(w)
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reps)
+	}
+	return nil
 }

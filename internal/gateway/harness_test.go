@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -212,4 +213,21 @@ func text(res *mcp.CallToolResult) string {
 		}
 	}
 	return b.String()
+}
+
+// waitHeld waits up to three seconds for a call held for approval and
+// returns it (nil if none came).
+func (h *harness) waitHeld() *approval.Request {
+	h.t.Helper()
+	for range 150 {
+		rs, err := ListApprovals(context.Background(), h.cfg, approval.Pending)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if len(rs) > 0 {
+			return rs[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }

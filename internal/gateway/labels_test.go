@@ -91,17 +91,7 @@ func TestSessionLabelsHoldExternalSendAfterUntrustedInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	errc := send(s)
-	var held *approval.Request
-	for i := 0; i < 150 && held == nil; i++ {
-		rs, err := ListApprovals(ctx, h.cfg, approval.Pending)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) > 0 {
-			held = rs[0]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	held := h.waitHeld()
 	if held == nil {
 		t.Fatal("the send after untrusted input was not held")
 	}
@@ -273,7 +263,7 @@ func TestTaskPurposeIsTrustedProvenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
-	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

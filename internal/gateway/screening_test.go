@@ -156,17 +156,7 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 		t.Fatalf("session label event = %+v", e)
 	}
 	errc := send()
-	var held *approval.Request
-	for i := 0; i < 150 && held == nil; i++ {
-		rs, err := ListApprovals(ctx, h.cfg, approval.Pending)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rs) > 0 {
-			held = rs[0]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	held := h.waitHeld()
 	if held == nil {
 		t.Fatal("the send after an injected result was not held")
 	}

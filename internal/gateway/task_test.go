@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,24 +22,6 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
-
-// dpopClient sends every request with the task token and a fresh proof.
-type dpopClient struct {
-	token string
-	key   *ecdsa.PrivateKey
-	n     atomic.Int64
-}
-
-func (d *dpopClient) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	proof, err := token.Proof(d.key, jose.ES256, r.Method, "http://"+r.URL.Host+r.URL.Path, d.token, fmt.Sprint("jti-", d.n.Add(1), "-", time.Now().UnixNano()), time.Now())
-	if err != nil {
-		return nil, err
-	}
-	r.Header.Set("Authorization", "DPoP "+d.token)
-	r.Header.Set("DPoP", proof)
-	return http.DefaultTransport.RoundTrip(r)
-}
 
 func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 	t.Parallel()
@@ -57,7 +38,7 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
-	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +98,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	}
 	connect := func() *mcp.ClientSession {
 		s, err := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil).Connect(ctx,
-			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: raw, key: key}}, MaxRetries: -1}, nil)
+			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, MaxRetries: -1}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +174,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	}
 	connect := func(tok string, key *ecdsa.PrivateKey) *mcp.ClientSession {
 		s, err := mcp.NewClient(&mcp.Implementation{Name: "a"}, nil).Connect(ctx,
-			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &dpopClient{token: tok, key: key}}, MaxRetries: -1}, nil)
+			&mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: tok, Key: key}}, MaxRetries: -1}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

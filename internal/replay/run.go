@@ -18,7 +18,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -305,7 +304,7 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start task: %w", err)
 	}
-	return &http.Client{Transport: &dpop{token: raw, key: key}}, nil
+	return &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, nil
 }
 
 func contains(xs []string, x string) bool {
@@ -351,24 +350,6 @@ type bearer string
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+string(b))
-	return http.DefaultTransport.RoundTrip(r)
-}
-
-// dpop sends the task token with a fresh DPoP proof on every request.
-type dpop struct {
-	token string
-	key   *ecdsa.PrivateKey
-	n     atomic.Int64
-}
-
-func (d *dpop) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	proof, err := token.Proof(d.key, jose.ES256, r.Method, "http://"+r.URL.Host+r.URL.Path, d.token, fmt.Sprint("replay-", d.n.Add(1), "-", time.Now().UnixNano()), time.Now())
-	if err != nil {
-		return nil, err
-	}
-	r.Header.Set("Authorization", "DPoP "+d.token)
-	r.Header.Set("DPoP", proof)
 	return http.DefaultTransport.RoundTrip(r)
 }
 

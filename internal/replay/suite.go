@@ -5,13 +5,14 @@
 package replay
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Tool is a suite tool as the model sees it.
@@ -121,22 +122,7 @@ func LoadSuite(dir string) (*Suite, error) {
 }
 
 func readJSONL(path string, fn func([]byte) error) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		if len(strings.TrimSpace(sc.Text())) == 0 {
-			continue
-		}
-		if err := fn(sc.Bytes()); err != nil {
-			return fmt.Errorf("%s:%d: %w", path, n, err)
-		}
-	}
-	return sc.Err()
+	return screen.ForEachLine(path, 64<<20, func(_ int, line []byte) error { return fn(line) })
 }
 
 // UserTaskIDs are the user tasks in a stable order.

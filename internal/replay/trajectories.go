@@ -1,19 +1,16 @@
 package replay
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Trajectory is one record of the injecagent_trajectories corpus: a real
@@ -39,37 +36,19 @@ type toolAction struct {
 
 // ReadTrajectories reads the corpus (gzipped or not).
 func ReadTrajectories(path string) ([]Trajectory, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = br
-	if head, _ := br.Peek(2); bytes.Equal(head, []byte{0x1f, 0x8b}) {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, err
-		}
-		r = gz
-	}
 	var out []Trajectory
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for n := 1; sc.Scan(); n++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
+	err := screen.ForEachLine(path, 16<<20, func(_ int, line []byte) error {
 		var t Trajectory
-		if err := json.Unmarshal(sc.Bytes(), &t); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		if err := json.Unmarshal(line, &t); err != nil {
+			return err
 		}
 		if t.Label != "attack" && t.Label != "benign" {
-			return nil, fmt.Errorf("%s:%d: label %q", path, n, t.Label)
+			return fmt.Errorf("label %q is neither attack nor benign", t.Label)
 		}
 		out = append(out, t)
-	}
-	return out, sc.Err()
+		return nil
+	})
+	return out, err
 }
 
 // actionRE reads a ReAct step's action and input.

@@ -34,12 +34,13 @@ func (r *Record) Attack() bool { return r.Label == "attack" }
 // Corpus bounds: a line longer than this is refused, not truncated.
 const maxRecordBytes = 8 << 20
 
-// ReadCorpus reads a JSONL corpus, gzipped or not. A malformed line is an
-// error naming its line number; nothing is skipped silently.
-func ReadCorpus(path string) ([]Record, error) {
+// ForEachLine calls fn with each non-blank line of a text file, gzipped
+// or not (detected by its magic), and its 1-based number. A line longer
+// than maxLine bytes is an error, not truncated.
+func ForEachLine(path string, maxLine int, fn func(n int, line []byte) error) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	br := bufio.NewReader(f)
@@ -47,30 +48,42 @@ func ReadCorpus(path string) ([]Record, error) {
 	if head, _ := br.Peek(2); bytes.Equal(head, []byte{0x1f, 0x8b}) {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		defer gz.Close()
 		r = gz
 	}
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxRecordBytes)
-	var out []Record
+	sc.Buffer(make([]byte, 64<<10), maxLine)
 	for n := 1; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
-		var rec Record
-		if err := json.Unmarshal(line, &rec); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		if err := fn(n, line); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, n, err)
 		}
-		if rec.Label != "attack" && rec.Label != "benign" {
-			return nil, fmt.Errorf("%s:%d: label %q is neither attack nor benign", path, n, rec.Label)
-		}
-		out = append(out, rec)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return out, nil
+	return nil
+}
+
+// ReadCorpus reads a JSONL corpus, gzipped or not. A malformed line is an
+// error naming its line number; nothing is skipped silently.
+func ReadCorpus(path string) ([]Record, error) {
+	var out []Record
+	err := ForEachLine(path, maxRecordBytes, func(_ int, line []byte) error {
+		var rec Record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return err
+		}
+		if rec.Label != "attack" && rec.Label != "benign" {
+			return fmt.Errorf("label %q is neither attack nor benign", rec.Label)
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
 }

@@ -121,21 +121,8 @@ func Evaluate(recs []Record, detector string, threshold float64) (*Report, error
 			rows[r.Category] = row
 		}
 		h := hit(r)
-		if r.Attack() {
-			row.Attacks++
-			rep.Total.Attacks++
-			if h {
-				row.Detected++
-				rep.Total.Detected++
-			}
-		} else {
-			row.Benign++
-			rep.Total.Benign++
-			if h {
-				row.Flagged++
-				rep.Total.Flagged++
-			}
-		}
+		row.tally(r.Attack(), h)
+		rep.Total.tally(r.Attack(), h)
 	}
 	for _, row := range rows {
 		row.rates()
@@ -145,6 +132,23 @@ func Evaluate(recs []Record, detector string, threshold float64) (*Report, error
 	rep.Total.Category = "total"
 	rep.Total.rates()
 	return rep, nil
+}
+
+// tally counts one text: an attack detected or not, a benign text flagged
+// or not.
+func (r *CategoryRow) tally(attack, hit bool) {
+	switch {
+	case attack:
+		r.Attacks++
+		if hit {
+			r.Detected++
+		}
+	default:
+		r.Benign++
+		if hit {
+			r.Flagged++
+		}
+	}
 }
 
 func (r *CategoryRow) rates() {

@@ -52,25 +52,12 @@ func EvaluateTools(recs []Record) *ToolReport {
 			rows[cat] = row
 		}
 		hit := len(fs) > 0
-		total := &rep.DescriptionLevel
+		total := &rep.DescriptionLevel // benign tools count here
 		if strings.HasPrefix(r.Category, "code_level/") {
 			total = &rep.CodeLevel
 		}
-		if r.Attack() {
-			row.Attacks++
-			total.Attacks++
-			if hit {
-				row.Detected++
-				total.Detected++
-			}
-		} else {
-			row.Benign++
-			rep.DescriptionLevel.Benign++
-			if hit {
-				row.Flagged++
-				rep.DescriptionLevel.Flagged++
-			}
-		}
+		row.tally(r.Attack(), hit)
+		total.tally(r.Attack(), hit)
 	}
 	for _, row := range rows {
 		row.rates()

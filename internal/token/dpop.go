@@ -2,12 +2,15 @@ package token
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -140,4 +143,26 @@ func Proof(key crypto.Signer, alg jose.SignatureAlgorithm, method, url, accessTo
 		return "", err
 	}
 	return jwt.Signed(s).Claims(dpopClaims{JTI: jti, HTM: method, HTU: url, IAT: jwt.NewNumericDate(at), ATH: ATH(accessToken)}).Serialize()
+}
+
+// DPoPTransport is an HTTP client transport for a DPoP-bound access token
+// (a task token): every request carries the token and a fresh ES256 proof
+// of possession of Key for its method and URL. For clients and replays.
+type DPoPTransport struct {
+	Token string
+	Key   *ecdsa.PrivateKey
+	n     atomic.Int64
+}
+
+// RoundTrip implements http.RoundTripper.
+func (d *DPoPTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	jti := fmt.Sprint("jti-", d.n.Add(1), "-", time.Now().UnixNano())
+	proof, err := Proof(d.Key, jose.ES256, r.Method, r.URL.Scheme+"://"+r.URL.Host+r.URL.Path, d.Token, jti, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	r.Header.Set("Authorization", "DPoP "+d.Token)
+	r.Header.Set("DPoP", proof)
+	return http.DefaultTransport.RoundTrip(r)
 }
