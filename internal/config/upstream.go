@@ -73,7 +73,7 @@ type Upstream struct {
 }
 
 // RedactCategories are the personal-data categories redaction can mask.
-var RedactCategories = []string{screen.PIIEmail, screen.PIIPaymentCard, screen.PIIIBAN, screen.PIIUSSSN, screen.PIIPhone, screen.PIIIPAddress}
+var RedactCategories = append([]string{screen.PIIEmail, screen.PIIPaymentCard, screen.PIIIBAN, screen.PIIUSSSN, screen.PIIPhone, screen.PIIIPAddress}, screen.NationalIDTypes...)
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
 // nothing is inherited from Portcullis' own environment.

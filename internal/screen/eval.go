@@ -176,6 +176,22 @@ func presidioType(category string) string {
 		return PIIPhone
 	case "ip":
 		return PIIIPAddress
+	case "es_nif", "es_nie":
+		return PIIESNIF
+	case "fi_personal_identity_code":
+		return PIIFIHETU
+	case "se_personnummer":
+		return PIISEPersonnummer
+	case "ca_sin":
+		return PIICASIN
+	case "uk_nhs":
+		return PIIUKNHS
+	case "in_aadhaar":
+		return PIIINAadhaar
+	case "tr_national_id":
+		return PIITRTCKN
+	case "pl_pesel":
+		return PIIPLPESEL
 	}
 	return ""
 }

@@ -52,9 +52,10 @@ func DetectPersonal(s string) []Finding {
 			i = e - 1
 		}
 	}
-	// Phone numbers and IP addresses, where nothing stronger was found.
+	// IP addresses, national identifiers and phone numbers, where nothing
+	// stronger was found.
 	n := len(out)
-	for _, f := range append(ipAddresses(s), phones(s)...) {
+	for _, f := range append(append(ipAddresses(s), nationalIDs(s)...), phones(s)...) {
 		if !overlapsAny(out, f) {
 			out = append(out, f)
 		}

@@ -136,3 +136,26 @@ func BenchmarkDetectPersonalJSON(b *testing.B) {
 		DetectPersonal(s)
 	}
 }
+
+func TestNationalIDs(t *testing.T) {
+	for text, want := range map[string]string{
+		"DNI 12345678Z, NIE X1234567L":               "es_nif,es_nif",
+		"henkilötunnus 131052-308T":                  "fi_hetu",
+		"pnr 19910924-2397 och 871220-2384":          "se_personnummer,se_personnummer",
+		"SIN 130-692-544; grouped 435 418 165":       "ca_sin,ca_sin",
+		"NHS number 943 476 5919":                    "uk_nhs",
+		"Aadhaar 2345 6789 0124, not 2345 6789 0125": "in_aadhaar",
+		"TC Kimlik No: 10000000146":                  "tr_tckn",
+		"my PESEL 44051401458":                       "pl_pesel",
+		// Hard negatives: wrong check characters, bare numbers without a
+		// word naming them, order numbers.
+		"12345678A, 131052-308X, 19910924-2398, 130692544": "",
+		"order 10000000146 shipped, invoice 44051401458":   "",
+		// A bad NHS number in 3-3-4 groups reads as a North American phone number.
+		"NHS 943 476 5918": "phone",
+	} {
+		if got := categories(DetectPersonal(text)); got != want {
+			t.Errorf("%q: %q, want %q", text, got, want)
+		}
+	}
+}
