@@ -504,7 +504,7 @@ func (p *Proxy) dispatch(ctx context.Context, c *call, next mcp.MethodHandler, m
 func (p *Proxy) dispatchScreened(ctx context.Context, c *call, next mcp.MethodHandler, method string, req mcp.Request, u *Upstream, labels []string) (mcp.Result, error) {
 	res, err := p.dispatch(ctx, c, next, method, req, u)
 	if err != nil {
-		return res, err
+		return res, p.screenError(ctx, c, u, err)
 	}
 	if c.state != nil {
 		p.label(ctx, c, labels)

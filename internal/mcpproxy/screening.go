@@ -3,8 +3,10 @@ package mcpproxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -174,6 +176,35 @@ func (p *Proxy) screenResult(ctx context.Context, c *call, u *Upstream, res mcp.
 		}
 	}
 	p.recordScreening(ctx, c, screen.DirResult, &vs)
+}
+
+// screenError screens the message and data of an upstream's own protocol
+// error, which the relay passes on: an error text is content the upstream
+// wrote, like a result. The gateway's own errors carry no upstream text
+// and pass unchanged.
+func (p *Proxy) screenError(ctx context.Context, c *call, u *Upstream, err error) error {
+	var werr *jsonrpc.Error
+	if p.opts.Screener == nil || !errors.As(err, &werr) || werr.Code == CodeDenied || werr.Code == CodeUnavailable {
+		return err
+	}
+	text := werr.Message
+	if len(werr.Data) > 0 {
+		text += "\n" + string(werr.Data)
+	}
+	var vs verdicts
+	v := p.opts.Screener.Scan(screen.DirResult, u.Name, text)
+	vs.add(&v)
+	if len(vs.all) == 0 {
+		return err
+	}
+	// The data joins the message, masked; what cannot be masked in place
+	// withholds both.
+	out := &jsonrpc.Error{Code: werr.Code, Message: v.Redacted(text)}
+	if v.Block || v.Withhold {
+		out.Message = "[portcullis: upstream error withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+	}
+	p.recordScreening(ctx, c, screen.DirResult, &vs)
+	return out
 }
 
 // rewriteTexts replaces every text an agent would read in res (tool
