@@ -507,7 +507,8 @@ func (g *Gateway) drain(s *http.Server) {
 	grace := g.cfg.Limits.ShutdownGrace.D()
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	go s.Shutdown(ctx)
+	shut := make(chan struct{})
+	go func() { s.Shutdown(ctx); close(shut) }()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for g.proxy.InFlight() > 0 {
@@ -518,6 +519,14 @@ func (g *Gateway) drain(s *http.Server) {
 			return
 		case <-tick.C:
 		}
+	}
+	// The last answers are handed to the HTTP layer when the count drops
+	// to zero, not yet written: let them reach the agents (Shutdown returns
+	// once only the agents' idle event streams are left, or after a short
+	// settle) before the remaining connections are closed.
+	select {
+	case <-shut:
+	case <-time.After(500 * time.Millisecond):
 	}
 	s.Close()
 }
