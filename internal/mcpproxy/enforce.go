@@ -291,17 +291,15 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 // the decision, attributed like it.
 func (p *Proxy) decideScreened(ctx context.Context, c *call, in *policy.Input, upstream string, raw []byte) error {
 	v := p.screenArguments(c, upstream, raw)
-	vs := verdicts{}
-	vs.add(&v)
 	if v.Block {
 		c.event.Detail = "screening: " + v.Summary()
 		err := p.refuse(ctx, c, in.Action, in.Target.ID, ReasonScreeningBlocked)
-		p.recordScreening(ctx, c, screen.DirArguments, &vs)
+		p.recordScreening(ctx, c, screen.DirArguments, &v)
 		return err
 	}
 	in.Findings = v.Keys()
 	err := p.decide(ctx, c, in)
-	p.recordScreening(ctx, c, screen.DirArguments, &vs)
+	p.recordScreening(ctx, c, screen.DirArguments, &v)
 	return err
 }
 

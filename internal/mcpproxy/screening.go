@@ -26,68 +26,20 @@ const (
 	screenFlagged  = "flagged"
 )
 
-// verdicts accumulates the verdicts of the texts of one message.
-type verdicts struct {
-	all      []screen.Detection
-	block    bool
-	withhold bool
-	labels   []string
-	steps    []string
-}
-
-func (vs *verdicts) add(v *screen.Verdict) {
-	vs.all = append(vs.all, v.Detections...)
-	vs.block = vs.block || v.Block
-	vs.withhold = vs.withhold || v.Withhold
-	for _, l := range v.Labels {
-		if !contains(vs.labels, l) {
-			vs.labels = append(vs.labels, l)
-		}
-	}
-	for _, s := range v.Steps {
-		if !contains(vs.steps, s) {
-			vs.steps = append(vs.steps, s)
-		}
-	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func (vs *verdicts) verdict() screen.Verdict {
-	return screen.Verdict{Detections: vs.all, Block: vs.block, Withhold: vs.withhold, Labels: vs.labels, Steps: vs.steps}
-}
-
-// code is the most severe outcome, for the audit event.
-func (vs *verdicts) code() string {
-	v := vs.verdict()
+// screeningCode is the most severe outcome of v, for the audit event.
+func screeningCode(v *screen.Verdict) string {
 	switch {
-	case vs.block:
+	case v.Block:
 		return screenBlocked
-	case vs.withhold:
+	case v.Withhold:
 		return screenWithheld
-	case hasAction(&v, screen.ActionRedact):
+	case v.Has(screen.ActionRedact):
 		return screenRedacted
-	case len(vs.labels) > 0:
+	case len(v.Labels) > 0:
 		return screenLabelled
 	default:
 		return screenFlagged
 	}
-}
-
-func hasAction(v *screen.Verdict, a string) bool {
-	for _, d := range v.Detections {
-		if d.Action == a {
-			return true
-		}
-	}
-	return false
 }
 
 // screenArguments screens a call's arguments (the JSON text as sent). It
@@ -112,30 +64,25 @@ func (c *call) auditArgs() json.RawMessage {
 	if len(c.argMask) == 0 {
 		return c.rawArgs
 	}
-	v := screen.Verdict{}
-	for _, f := range c.argMask {
-		v.Detections = append(v.Detections, screen.Detection{Finding: f, Action: screen.ActionRedact, Located: true})
-	}
-	return json.RawMessage(v.Redacted(string(c.rawArgs)))
+	return json.RawMessage(screen.RedactSpans(string(c.rawArgs), c.argMask))
 }
 
 // recordScreening records what screening in direction dir acted on, and
 // applies its labels to the session. It never records the content.
-func (p *Proxy) recordScreening(ctx context.Context, c *call, dir string, vs *verdicts) {
-	if len(vs.all) == 0 {
+func (p *Proxy) recordScreening(ctx context.Context, c *call, dir string, v *screen.Verdict) {
+	if len(v.Detections) == 0 {
 		return
 	}
-	p.label(ctx, c, vs.labels)
-	v := vs.verdict()
-	e := p.followUp(c, audit.TypeScreening, vs.code())
+	p.label(ctx, c, v.Labels)
+	e := p.followUp(c, audit.TypeScreening, screeningCode(v))
 	e.Detail = dir + ": " + v.Summary()
-	if len(vs.steps) > 0 {
-		e.Detail += " (decoded: " + strings.Join(vs.steps, ",") + ")"
+	if len(v.Steps) > 0 {
+		e.Detail += " (decoded: " + strings.Join(v.Steps, ",") + ")"
 	}
-	e.Labels = vs.labels
+	e.Labels = v.Labels
 	p.recordBackground(e)
 	if p.opts.Metrics != nil {
-		for _, d := range vs.all {
+		for _, d := range v.Detections {
 			p.opts.Metrics.Screened(dir, d.Category, d.Action)
 		}
 	}
@@ -148,14 +95,14 @@ func (p *Proxy) screenResult(ctx context.Context, c *call, u *Upstream, res mcp.
 	if p.opts.Screener == nil {
 		return
 	}
-	var vs verdicts
+	var all screen.Verdict
 	dir := screen.DirResult
 	if _, ok := res.(*mcp.GetPromptResult); ok {
 		dir = screen.DirPrompt
 	}
 	rewriteTexts(res, func(s string) string {
 		v := p.opts.Screener.Scan(dir, u.Name, s)
-		vs.add(&v)
+		all.Merge(v)
 		switch {
 		case v.Block:
 			return s // replaced below
@@ -165,9 +112,8 @@ func (p *Proxy) screenResult(ctx context.Context, c *call, u *Upstream, res mcp.
 			return v.Redacted(s)
 		}
 	})
-	if vs.block {
-		v := vs.verdict()
-		msg := "[portcullis: result withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+	if all.Block {
+		msg := "[portcullis: result withheld by screening: " + strings.Join(all.Keys(), ", ") + "]"
 		rewriteTexts(res, func(string) string { return msg })
 		if r, ok := res.(*mcp.CallToolResult); ok {
 			r.Content = []mcp.Content{&mcp.TextContent{Text: msg}}
@@ -175,7 +121,7 @@ func (p *Proxy) screenResult(ctx context.Context, c *call, u *Upstream, res mcp.
 			r.IsError = true
 		}
 	}
-	p.recordScreening(ctx, c, screen.DirResult, &vs)
+	p.recordScreening(ctx, c, screen.DirResult, &all)
 }
 
 // screenError screens the message and data of an upstream's own protocol
@@ -191,10 +137,8 @@ func (p *Proxy) screenError(ctx context.Context, c *call, u *Upstream, err error
 	if len(werr.Data) > 0 {
 		text += "\n" + string(werr.Data)
 	}
-	var vs verdicts
 	v := p.opts.Screener.Scan(screen.DirResult, u.Name, text)
-	vs.add(&v)
-	if len(vs.all) == 0 {
+	if len(v.Detections) == 0 {
 		return err
 	}
 	// The data joins the message, masked; what cannot be masked in place
@@ -203,7 +147,7 @@ func (p *Proxy) screenError(ctx context.Context, c *call, u *Upstream, err error
 	if v.Block || v.Withhold {
 		out.Message = "[portcullis: upstream error withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
 	}
-	p.recordScreening(ctx, c, screen.DirResult, &vs)
+	p.recordScreening(ctx, c, screen.DirResult, &v)
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -295,7 +296,7 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 	var tools []string
 	for _, c := range t.GroundTruth {
 		q := r.o.Suite.Name + "__" + c.Function
-		if !contains(tools, q) {
+		if !slices.Contains(tools, q) {
 			tools = append(tools, q)
 		}
 	}
@@ -305,15 +306,6 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 		return nil, fmt.Errorf("start task: %w", err)
 	}
 	return &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 func clipRunes(s string, n int) string {

@@ -166,6 +166,29 @@ type Verdict struct {
 	Steps      []string    // normalisation steps that changed the text
 }
 
+// Merge adds o's detections, flags, labels and steps to v: the verdict of
+// a message is the merge of its texts' verdicts.
+func (v *Verdict) Merge(o Verdict) {
+	v.Detections = append(v.Detections, o.Detections...)
+	v.Block = v.Block || o.Block
+	v.Withhold = v.Withhold || o.Withhold
+	for _, l := range o.Labels {
+		if !slices.Contains(v.Labels, l) {
+			v.Labels = append(v.Labels, l)
+		}
+	}
+	for _, s := range o.Steps {
+		if !slices.Contains(v.Steps, s) {
+			v.Steps = append(v.Steps, s)
+		}
+	}
+}
+
+// Has reports whether some detection got the action.
+func (v *Verdict) Has(action string) bool {
+	return slices.ContainsFunc(v.Detections, func(d Detection) bool { return d.Action == action })
+}
+
 // Keys are the detections as policy sees them: "category" and
 // "category:rule", sorted, without repeats.
 func (v *Verdict) Keys() []string {
@@ -189,9 +212,16 @@ func (v *Verdict) Redacted(text string) string {
 			spans = append(spans, d.Finding)
 		}
 	}
-	if len(spans) == 0 {
+	return RedactSpans(text, spans)
+}
+
+// RedactSpans masks the spans of fs in text, in any order; overlapping
+// spans are masked as one.
+func RedactSpans(text string, fs []Finding) string {
+	if len(fs) == 0 {
 		return text
 	}
+	spans := slices.Clone(fs)
 	sort.Slice(spans, func(i, j int) bool { return spans[i].Start < spans[j].Start })
 	// Overlapping spans: keep the earlier, widened to cover the later.
 	merged := spans[:1]
