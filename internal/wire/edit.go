@@ -1,0 +1,193 @@
+package wire
+
+import (
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Edit replaces the bytes of At with With. An empty At inserts at
+// At.Start.
+type Edit struct {
+	At   Span
+	With []byte
+}
+
+// Apply returns a copy of b with edits applied. Edits must not overlap;
+// they may come in any order. Without edits it returns b itself.
+func Apply(b []byte, edits ...Edit) []byte {
+	if len(edits) == 0 {
+		return b
+	}
+	slices.SortFunc(edits, func(x, y Edit) int { return x.At.Start - y.At.Start })
+	n := len(b)
+	for _, e := range edits {
+		n += len(e.With) - (e.At.End - e.At.Start)
+	}
+	out := make([]byte, 0, n)
+	last := 0
+	for _, e := range edits {
+		if e.At.Start < last {
+			panic("wire: overlapping edits")
+		}
+		out = append(out, b[last:e.At.Start]...)
+		out = append(out, e.With...)
+		last = e.At.End
+	}
+	return append(out, b[last:]...)
+}
+
+// Replace is the edit that replaces the value at sp.
+func Replace(sp Span, with []byte) Edit { return Edit{At: sp, With: with} }
+
+// InsertMember is the edit that adds member key with the raw value val at
+// the start of the object at obj (which must not already have key).
+func InsertMember(b []byte, obj Span, key string, val []byte) Edit {
+	at := obj.Start + 1
+	empty := b[skipWS(b, at)] == '}'
+	w := AppendString(make([]byte, 0, len(key)+len(val)+4), key)
+	w = append(w, ':')
+	w = append(w, val...)
+	if !empty {
+		w = append(w, ',')
+	}
+	return Edit{At: Span{at, at}, With: w}
+}
+
+// RemoveMember is the edit that removes the member whose key is at k and
+// value at v from the object at obj.
+func RemoveMember(b []byte, obj, k, v Span) Edit {
+	end := skipWS(b, v.End)
+	if end < obj.End && b[end] == ',' {
+		return Edit{At: Span{k.Start, skipWS(b, end+1)}}
+	}
+	// The last member: take the comma before it, if any.
+	start := k.Start
+	for j := k.Start - 1; j > obj.Start; j-- {
+		if b[j] == ',' {
+			start = j
+			break
+		}
+		if b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+			break
+		}
+	}
+	return Edit{At: Span{start, v.End}}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Quote returns s as a JSON string.
+func Quote(s string) []byte { return AppendString(nil, s) }
+
+// AppendInt appends n as a JSON number.
+func AppendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }
+
+// NewRequest is a request message.
+func NewRequest(id []byte, method string, params []byte) []byte {
+	b := append(make([]byte, 0, 48+len(method)+len(params)), `{"jsonrpc":"2.0","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"method":`...)
+	b = AppendString(b, method)
+	if len(params) > 0 {
+		b = append(b, `,"params":`...)
+		b = append(b, params...)
+	}
+	return append(b, '}')
+}
+
+// NewNotification is a notification message.
+func NewNotification(method string, params []byte) []byte {
+	b := append(make([]byte, 0, 40+len(method)+len(params)), `{"jsonrpc":"2.0","method":`...)
+	b = AppendString(b, method)
+	if len(params) > 0 {
+		b = append(b, `,"params":`...)
+		b = append(b, params...)
+	}
+	return append(b, '}')
+}
+
+// NewResponse is a result message answering id.
+func NewResponse(id, result []byte) []byte {
+	b := append(make([]byte, 0, 36+len(id)+len(result)), `{"jsonrpc":"2.0","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"result":`...)
+	b = append(b, result...)
+	return append(b, '}')
+}
+
+// NewError is an error message answering id (null when id is nil). data,
+// if not nil, must be a JSON value.
+func NewError(id []byte, code int64, message string, data []byte) []byte {
+	b := append(make([]byte, 0, 64+len(message)+len(data)), `{"jsonrpc":"2.0","id":`...)
+	if id == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, id...)
+	}
+	b = append(b, `,"error":{"code":`...)
+	b = strconv.AppendInt(b, code, 10)
+	b = append(b, `,"message":`...)
+	b = AppendString(b, message)
+	if data != nil {
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
+	return append(b, "}}"...)
+}
+
+// WithID returns msg with its id replaced by id (msg's id must be present).
+func WithID(m *Message, id []byte) []byte {
+	return Apply(m.Raw, Replace(m.ID, id))
+}
+
+// JSON-RPC error codes.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+)

@@ -1,0 +1,516 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Errors from Parse and Valid, wrapped in a *SyntaxError that says where.
+var (
+	ErrSyntax    = errors.New("malformed JSON")
+	ErrDepth     = errors.New("JSON nested too deeply")
+	ErrDuplicate = errors.New("duplicate object key")
+	ErrEncoding  = errors.New("invalid UTF-8 or unpaired surrogate")
+)
+
+// SyntaxError is a refusal of malformed input, with the byte offset where
+// it was noticed. It never quotes the input.
+type SyntaxError struct {
+	Offset int
+	Msg    string
+	Err    error // one of the Err values above
+}
+
+func (e *SyntaxError) Error() string { return fmt.Sprintf("%v at byte %d: %s", e.Err, e.Offset, e.Msg) }
+func (e *SyntaxError) Unwrap() error { return e.Err }
+
+// Span is the bounds of one JSON value (or key) within a message's bytes.
+type Span struct{ Start, End int }
+
+// Empty reports whether the span covers nothing (an absent value).
+func (s Span) Empty() bool { return s.End <= s.Start }
+
+// In returns the bytes of s within b.
+func (s Span) In(b []byte) []byte { return b[s.Start:s.End] }
+
+// Valid reports whether b is one JSON value that Parse's rules accept
+// (strict JSON, UTF-8, no duplicate keys, nesting at most maxDepth).
+func Valid(b []byte, maxDepth int) error {
+	s := scanner{b: b, maxDepth: maxDepth}
+	_, err := s.document(nil)
+	return err
+}
+
+// objRole names the objects whose members a scan records for the view.
+type objRole uint8
+
+const (
+	roleNone objRole = iota
+	roleTop
+	roleParams
+	roleMeta
+	roleResult
+)
+
+type member struct {
+	role objRole
+	key  string // a known key (see knownKey), or "" for others
+	val  Span
+}
+
+// scanner validates one JSON document by recursive descent.
+type scanner struct {
+	b        []byte
+	i        int
+	maxDepth int
+	depth    int
+	keys     [][]byte // keys of the open objects, innermost last
+	record   *[]member
+}
+
+func (s *scanner) fail(err error, msg string) error {
+	return &SyntaxError{Offset: s.i, Msg: msg, Err: err}
+}
+
+// document validates b as exactly one value surrounded by whitespace and
+// returns its span. Members of the roles' objects are appended to record.
+func (s *scanner) document(record *[]member) (Span, error) {
+	if s.maxDepth <= 0 {
+		s.maxDepth = DefaultMaxDepth
+	}
+	s.record = record
+	s.ws()
+	start := s.i
+	if err := s.value(roleTop); err != nil {
+		return Span{}, err
+	}
+	sp := Span{start, s.i}
+	s.ws()
+	if s.i != len(s.b) {
+		return Span{}, s.fail(ErrSyntax, "data after the value")
+	}
+	return sp, nil
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) value(role objRole) error {
+	if s.i >= len(s.b) {
+		return s.fail(ErrSyntax, "unexpected end")
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object(role)
+	case c == '[':
+		return s.array()
+	case c == '"':
+		_, err := s.str()
+		return err
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return s.number()
+	}
+	return s.fail(ErrSyntax, "unexpected character")
+}
+
+func (s *scanner) literal(lit string) error {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		return s.fail(ErrSyntax, "invalid literal")
+	}
+	s.i += len(lit)
+	return nil
+}
+
+func (s *scanner) number() error {
+	b, i := s.b, s.i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	default:
+		s.i = i
+		return s.fail(ErrSyntax, "invalid number")
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.i = i
+			return s.fail(ErrSyntax, "invalid number")
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.i = i
+			return s.fail(ErrSyntax, "invalid number")
+		}
+	}
+	s.i = i
+	return nil
+}
+
+func (s *scanner) enter() error {
+	s.depth++
+	if s.depth > s.maxDepth {
+		return s.fail(ErrDepth, fmt.Sprintf("more than %d levels", s.maxDepth))
+	}
+	return nil
+}
+
+func (s *scanner) array() error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	s.i++ // [
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		s.depth--
+		return nil
+	}
+	for {
+		s.ws()
+		if err := s.value(roleNone); err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.fail(ErrSyntax, "unterminated array")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			s.depth--
+			return nil
+		default:
+			return s.fail(ErrSyntax, "expected , or ]")
+		}
+	}
+}
+
+// dupLinear is how many keys an object may have before duplicates are
+// found through a set instead of by comparison with every earlier key.
+const dupLinear = 16
+
+func (s *scanner) object(role objRole) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	s.i++ // {
+	base := len(s.keys)
+	defer func() { s.keys = s.keys[:base] }()
+	var set map[string]struct{}
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		s.depth--
+		return nil
+	}
+	for {
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return s.fail(ErrSyntax, "expected a key")
+		}
+		kStart := s.i
+		escaped, err := s.str()
+		if err != nil {
+			return err
+		}
+		key := s.b[kStart+1 : s.i-1]
+		if escaped {
+			key = []byte(unquote(s.b[kStart:s.i]))
+		}
+		if set != nil {
+			if _, dup := set[string(key)]; dup {
+				return s.fail(ErrDuplicate, "a key repeats")
+			}
+			set[string(key)] = struct{}{}
+		} else {
+			for _, k := range s.keys[base:] {
+				if bytes.Equal(k, key) {
+					return s.fail(ErrDuplicate, "a key repeats")
+				}
+			}
+			if len(s.keys)-base >= dupLinear {
+				set = make(map[string]struct{}, 2*dupLinear)
+				for _, k := range s.keys[base:] {
+					set[string(k)] = struct{}{}
+				}
+				set[string(key)] = struct{}{}
+			}
+		}
+		s.keys = append(s.keys, key)
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return s.fail(ErrSyntax, "expected :")
+		}
+		s.i++
+		s.ws()
+		vStart := s.i
+		name := ""
+		if role != roleNone {
+			name = knownKey(key)
+		}
+		if err := s.value(childRole(role, name)); err != nil {
+			return err
+		}
+		if role != roleNone && s.record != nil {
+			*s.record = append(*s.record, member{role: role, key: name, val: Span{vStart, s.i}})
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.fail(ErrSyntax, "unterminated object")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			s.depth--
+			return nil
+		default:
+			return s.fail(ErrSyntax, "expected , or }")
+		}
+	}
+}
+
+func childRole(parent objRole, key string) objRole {
+	switch {
+	case parent == roleTop && key == "params":
+		return roleParams
+	case parent == roleTop && key == "result":
+		return roleResult
+	case (parent == roleParams || parent == roleResult) && key == "_meta":
+		return roleMeta
+	}
+	return roleNone
+}
+
+// strPlain marks bytes that need no attention inside a string.
+var strPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// str validates the string at s.i (at its opening quote) and reports
+// whether it contains escapes.
+func (s *scanner) str() (escaped bool, err error) {
+	b := s.b
+	i := s.i + 1
+	for {
+		for i < len(b) && strPlain[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			s.i = i
+			return false, s.fail(ErrSyntax, "unterminated string")
+		}
+		switch c := b[i]; {
+		case c == '"':
+			s.i = i + 1
+			return escaped, nil
+		case c == '\\':
+			escaped = true
+			n, err := escapeLen(b[i:])
+			if err != nil {
+				s.i = i
+				return false, s.fail(err, "invalid escape")
+			}
+			i += n
+		case c < 0x20:
+			s.i = i
+			return false, s.fail(ErrSyntax, "control character in string")
+		default:
+			r, size := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && size <= 1 {
+				s.i = i
+				return false, s.fail(ErrEncoding, "invalid UTF-8")
+			}
+			i += size
+		}
+	}
+}
+
+// escapeLen validates the escape at the start of b and returns its length.
+// A \u escape of a high surrogate must be followed by one of a low
+// surrogate; a lone low surrogate is refused.
+func escapeLen(b []byte) (int, error) {
+	if len(b) < 2 {
+		return 0, ErrSyntax
+	}
+	switch b[1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2, nil
+	case 'u':
+		r, ok := hex4(b[2:])
+		if !ok {
+			return 0, ErrSyntax
+		}
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return 0, ErrEncoding
+		case r >= 0xD800 && r <= 0xDBFF:
+			if len(b) < 12 || b[6] != '\\' || b[7] != 'u' {
+				return 0, ErrEncoding
+			}
+			lo, ok := hex4(b[8:])
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return 0, ErrEncoding
+			}
+			return 12, nil
+		}
+		return 6, nil
+	}
+	return 0, ErrSyntax
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(d)
+	}
+	return r, true
+}
+
+// knownKey returns the interned name of a key the gateway reads, or "".
+// It does not allocate.
+func knownKey(k []byte) string {
+	switch string(k) {
+	case "jsonrpc":
+		return "jsonrpc"
+	case "id":
+		return "id"
+	case "method":
+		return "method"
+	case "params":
+		return "params"
+	case "result":
+		return "result"
+	case "error":
+		return "error"
+	case "name":
+		return "name"
+	case "arguments":
+		return "arguments"
+	case "_meta":
+		return "_meta"
+	case "uri":
+		return "uri"
+	case "cursor":
+		return "cursor"
+	case "task":
+		return "task"
+	case "taskId":
+		return "taskId"
+	case "requestId":
+		return "requestId"
+	case "progressToken":
+		return "progressToken"
+	case "progress":
+		return "progress"
+	case "traceparent":
+		return "traceparent"
+	case "level":
+		return "level"
+	case "ref":
+		return "ref"
+	case "argument":
+		return "argument"
+	case "protocolVersion":
+		return "protocolVersion"
+	case "capabilities":
+		return "capabilities"
+	case "clientInfo":
+		return "clientInfo"
+	case "serverInfo":
+		return "serverInfo"
+	case "instructions":
+		return "instructions"
+	case "content":
+		return "content"
+	case "isError":
+		return "isError"
+	case "structuredContent":
+		return "structuredContent"
+	case "tools":
+		return "tools"
+	case "prompts":
+		return "prompts"
+	case "resources":
+		return "resources"
+	case "resourceTemplates":
+		return "resourceTemplates"
+	case "nextCursor":
+		return "nextCursor"
+	case "contents":
+		return "contents"
+	case "messages":
+		return "messages"
+	case "reason":
+		return "reason"
+	case "message":
+		return "message"
+	case "data":
+		return "data"
+	case "tasks":
+		return "tasks"
+	case "status":
+		return "status"
+	case "completion":
+		return "completion"
+	case "io.modelcontextprotocol/related-task":
+		return "io.modelcontextprotocol/related-task"
+	}
+	return ""
+}

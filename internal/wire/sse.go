@@ -1,0 +1,154 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+)
+
+// ErrEventTooLarge is returned by EventReader.Next for an event over its limit.
+var ErrEventTooLarge = errors.New("server-sent event too large")
+
+// Event is one server-sent event (HTML Living Standard, "event stream
+// interpretation"), as MCP's streamable HTTP transport uses it.
+type Event struct {
+	ID   string
+	Type string // "message" when not given
+	Data []byte
+	// Retry is the reconnection time the stream asked for, in ms (-1: none).
+	Retry int
+	// HasID reports whether the event set an id (possibly empty).
+	HasID bool
+}
+
+// EventReader reads events from a text/event-stream body.
+type EventReader struct {
+	r   *bufio.Reader
+	max int
+}
+
+// NewEventReader reads events of at most max bytes (MaxSSEEvent if max <= 0).
+func NewEventReader(r io.Reader, max int) *EventReader {
+	if max <= 0 {
+		max = MaxSSEEvent
+	}
+	return &EventReader{r: bufio.NewReaderSize(r, 32<<10), max: max}
+}
+
+// Next returns the next event with data, or an event that only sets an id
+// or retry (a priming event). At the end of the stream it returns io.EOF.
+func (er *EventReader) Next() (Event, error) {
+	ev := Event{Retry: -1}
+	var data []byte
+	hasData, any := false, false
+	for {
+		line, err := er.line()
+		if err != nil {
+			if errors.Is(err, io.EOF) && any {
+				break // a final event cut short by the end of the stream still counts
+			}
+			return Event{}, err
+		}
+		if len(line) == 0 {
+			if any {
+				break
+			}
+			continue
+		}
+		if line[0] == ':' {
+			continue // comment
+		}
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		switch string(field) {
+		case "data":
+			if hasData {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+			hasData = true
+			if len(data) > er.max {
+				return Event{}, ErrEventTooLarge
+			}
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				ev.ID, ev.HasID = string(value), true
+			}
+		case "event":
+			ev.Type = string(value)
+		case "retry":
+			if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 {
+				ev.Retry = n
+			}
+		}
+		any = true
+	}
+	if ev.Type == "" {
+		ev.Type = "message"
+	}
+	ev.Data = data
+	return ev, nil
+}
+
+// line reads one line without its terminator (CRLF, LF or CR), bounded.
+func (er *EventReader) line() ([]byte, error) {
+	var out []byte
+	for {
+		chunk, err := er.r.ReadSlice('\n')
+		if len(out)+len(chunk) > er.max+64 {
+			return nil, ErrEventTooLarge
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			out = append(out, chunk...)
+			continue
+		}
+		if err != nil {
+			if len(chunk) == 0 && len(out) == 0 {
+				return nil, err
+			}
+			out = append(out, chunk...)
+			return bytes.TrimRight(out, "\r"), nil
+		}
+		if out == nil {
+			out = chunk
+		} else {
+			out = append(out, chunk...)
+		}
+		return bytes.TrimRight(out[:len(out)-1], "\r"), nil
+	}
+}
+
+// AppendEvent appends one event carrying data (an id if not empty). Data
+// with line breaks is split over several data fields, as the format
+// requires.
+func AppendEvent(dst []byte, id string, data []byte) []byte {
+	if id != "" {
+		dst = append(dst, "id: "...)
+		dst = append(dst, id...)
+		dst = append(dst, '\n')
+	}
+	dst = append(dst, "event: message\n"...)
+	for {
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			break
+		}
+		dst = append(dst, "data: "...)
+		dst = append(dst, data[:i]...)
+		dst = append(dst, '\n')
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
