@@ -55,6 +55,46 @@ func BenchmarkRecordDurable(b *testing.B) {
 	<-done
 }
 
+// BenchmarkRecordSequential is one writer at a time, as one agent's calls
+// are: the latency of an event reaching the disk (Record, every commit
+// synced) against reaching the log (Commit, the sync overlapping with the
+// next step) and then the disk.
+func BenchmarkRecordSequential(b *testing.B) {
+	for _, mode := range []string{"record", "commit", "commit+durable"} {
+		b.Run(mode, func(b *testing.B) {
+			st, err := store.Open(filepath.Join(b.TempDir(), "b.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			r := NewRecorder(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { r.Run(ctx); close(done) }()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				var err error
+				switch mode {
+				case "record":
+					err = r.Record(context.Background(), benchEvent(i))
+				case "commit":
+					_, err = r.Commit(context.Background(), benchEvent(i))
+				default:
+					var rc *Receipt
+					if rc, err = r.Commit(context.Background(), benchEvent(i)); err == nil {
+						err = rc.Durable(context.Background())
+					}
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
 // BenchmarkVerifyMillion builds a log of one million events (in large
 // batches, not timed) and times offline verification of it.
 func BenchmarkVerifyMillion(b *testing.B) {

@@ -30,28 +30,34 @@ type LogStore interface {
 // unspecified.
 func Append(ctx context.Context, s LogStore, events []*Event) error {
 	return s.AppendLog(ctx, func(st store.LogState) ([]store.EventRow, store.LogState, error) {
-		r, err := decodeRange(st)
+		return buildRows(st, events)
+	})
+}
+
+// buildRows numbers events after the end of the log at st, encodes them and
+// returns their rows and the log's next state.
+func buildRows(st store.LogState, events []*Event) ([]store.EventRow, store.LogState, error) {
+	r, err := decodeRange(st)
+	if err != nil {
+		return nil, store.LogState{}, err
+	}
+	rows := make([]store.EventRow, len(events))
+	for i, e := range events {
+		e.Seq = st.Size + int64(i) + 1
+		body, err := json.Marshal(e)
 		if err != nil {
+			return nil, store.LogState{}, fmt.Errorf("encode event: %w", err)
+		}
+		leaf := hasher.HashLeaf(body)
+		if err := r.Append(leaf, nil); err != nil {
 			return nil, store.LogState{}, err
 		}
-		rows := make([]store.EventRow, len(events))
-		for i, e := range events {
-			e.Seq = st.Size + int64(i) + 1
-			body, err := json.Marshal(e)
-			if err != nil {
-				return nil, store.LogState{}, fmt.Errorf("encode event: %w", err)
-			}
-			leaf := hasher.HashLeaf(body)
-			if err := r.Append(leaf, nil); err != nil {
-				return nil, store.LogState{}, err
-			}
-			rows[i] = store.EventRow{
-				Seq: e.Seq, Time: e.Time, Type: e.Type, RequestID: e.RequestID, TraceID: e.TraceID,
-				Agent: e.Agent, SessionID: e.SessionID, LeafHash: leaf, Body: body,
-			}
+		rows[i] = store.EventRow{
+			Seq: e.Seq, Time: e.Time, Type: e.Type, RequestID: e.RequestID, TraceID: e.TraceID,
+			Agent: e.Agent, SessionID: e.SessionID, LeafHash: leaf, Body: body,
 		}
-		return rows, store.LogState{Size: int64(r.End()), Range: encodeRange(r)}, nil
-	})
+	}
+	return rows, store.LogState{Size: int64(r.End()), Range: encodeRange(r)}, nil
 }
 
 // Root returns the tree head of a log state.

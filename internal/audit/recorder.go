@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // Recorder limits.
@@ -21,12 +25,53 @@ var (
 	ErrClosed     = errors.New("audit: recorder stopped")
 )
 
-type pending struct {
-	event *Event
-	done  chan error
+// Receipt is an event's place in the write pipeline: committed (in the
+// log, readable, and surviving a crash of the process) and then durable
+// (on disk, surviving a crash of the machine).
+type Receipt struct {
+	committed chan struct{}
+	durable   chan struct{}
+	commitErr error // set before committed is closed
+	syncErr   error // set before durable is closed
 }
 
-// Recorder writes events durably with group commit.
+func newReceipt() *Receipt {
+	return &Receipt{committed: make(chan struct{}), durable: make(chan struct{})}
+}
+
+// Durable waits until the event is on disk, or ctx ends.
+func (r *Receipt) Durable(ctx context.Context) error {
+	select {
+	case <-r.durable:
+		if r.commitErr != nil {
+			return r.commitErr
+		}
+		return r.syncErr
+	case <-ctx.Done():
+		return fmt.Errorf("audit: %w", ctx.Err())
+	}
+}
+
+type pending struct {
+	event   *Event
+	receipt *Receipt // nil for Submit
+	// early: the caller waits for the commit only, not for the disk.
+	early bool
+}
+
+// logWriter is the store's single-writer fast path (store.LogWriter).
+type logWriter interface {
+	State(ctx context.Context) (store.LogState, error)
+	Append(ctx context.Context, from store.LogState, rows []store.EventRow, next store.LogState) error
+	Sync() error
+	Durable() bool
+	Close() error
+}
+
+// Recorder writes events in group commits. One goroutine (Run) appends
+// batches to the Merkle log; with a store that offers a LogWriter, a second
+// one fsyncs the log behind it, so that committing batch n+1 overlaps with
+// syncing batch n and one fsync covers every batch committed meanwhile.
 type Recorder struct {
 	store LogStore
 	queue chan pending
@@ -35,17 +80,83 @@ type Recorder struct {
 	log   *slog.Logger
 	// OnWrite, if set, is called with each committed batch's size (metrics).
 	OnWrite func(n int, err error)
+
+	// Owned by Run.
+	w      logWriter
+	state  store.LogState
+	loaded bool
+
+	syncMu   sync.Mutex
+	syncIdle *sync.Cond // signalled when syncing turns false
+	syncing  bool
+	unsynced []*Receipt
+	syncKick chan struct{}
+	// syncFailed is sticky: after a failed fsync the kernel may have dropped
+	// the pages, and a later fsync succeeding proves nothing about them.
+	syncFailed atomic.Pointer[error]
 }
 
 // NewRecorder returns a Recorder writing to s. Run must be running for Record
 // to return.
 func NewRecorder(s LogStore, log *slog.Logger) *Recorder {
-	return &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log}
+	r := &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log, syncKick: make(chan struct{}, 1)}
+	r.syncIdle = sync.NewCond(&r.syncMu)
+	return r
 }
 
 // Record writes e and returns once it is durable, or with an error.
 func (r *Recorder) Record(ctx context.Context, e *Event) error {
-	p := pending{event: e, done: make(chan error, 1)}
+	rc := newReceipt()
+	if err := r.enqueue(pending{event: e, receipt: rc}); err != nil {
+		return err
+	}
+	select {
+	case <-rc.durable:
+		if rc.commitErr != nil {
+			return rc.commitErr
+		}
+		return rc.syncErr
+	case <-r.done:
+		select {
+		case <-rc.durable:
+			return errors.Join(rc.commitErr, rc.syncErr)
+		default:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("audit: %w", ctx.Err())
+	}
+}
+
+// Commit writes e and returns once it is committed to the log: readable,
+// and kept if this process dies. The receipt tells when it is durable.
+func (r *Recorder) Commit(ctx context.Context, e *Event) (*Receipt, error) {
+	rc := newReceipt()
+	if err := r.enqueue(pending{event: e, receipt: rc, early: true}); err != nil {
+		return nil, err
+	}
+	select {
+	case <-rc.committed:
+		return rc, rc.commitErr
+	case <-r.done:
+		select {
+		case <-rc.committed:
+			return rc, rc.commitErr
+		default:
+			return nil, ErrClosed
+		}
+	case <-ctx.Done():
+		// The event may still be written; the caller denies regardless.
+		return nil, fmt.Errorf("audit: %w", ctx.Err())
+	}
+}
+
+// Submit queues e without waiting for it to be written. It is for events that
+// do not gate an action (lifecycle, refused unauthenticated traffic); a full
+// queue is an error the caller must report, never a silent drop.
+func (r *Recorder) Submit(e *Event) error { return r.enqueue(pending{event: e}) }
+
+func (r *Recorder) enqueue(p pending) error {
 	select {
 	case <-r.stop:
 		return ErrClosed
@@ -53,36 +164,6 @@ func (r *Recorder) Record(ctx context.Context, e *Event) error {
 	}
 	select {
 	case r.queue <- p:
-	default:
-		return ErrOverloaded
-	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-r.done:
-		select {
-		case err := <-p.done:
-			return err
-		default:
-			return ErrClosed
-		}
-	case <-ctx.Done():
-		// The event may still be written; the caller denies regardless.
-		return fmt.Errorf("audit: %w", ctx.Err())
-	}
-}
-
-// Submit queues e without waiting for it to be written. It is for events that
-// do not gate an action (lifecycle, refused unauthenticated traffic); a full
-// queue is an error the caller must report, never a silent drop.
-func (r *Recorder) Submit(e *Event) error {
-	select {
-	case <-r.stop:
-		return ErrClosed
-	default:
-	}
-	select {
-	case r.queue <- pending{event: e, done: make(chan error, 1)}:
 		return nil
 	default:
 		return ErrOverloaded
@@ -91,8 +172,21 @@ func (r *Recorder) Submit(e *Event) error {
 
 // Run is the writer loop. It drains what is queued when ctx ends, then stops.
 func (r *Recorder) Run(ctx context.Context) error {
+	if o, ok := r.store.(interface {
+		LogWriter(context.Context) (*store.LogWriter, error)
+	}); ok {
+		w, err := o.LogWriter(context.WithoutCancel(ctx))
+		if err != nil {
+			r.log.Error("audit log writer unavailable; writing through the store", "err", err)
+		} else {
+			r.w = w
+			defer w.Close()
+		}
+	}
+	syncDone := make(chan struct{})
+	syncStop := make(chan struct{})
+	go func() { r.syncLoop(syncStop); close(syncDone) }()
 	batch := make([]pending, 0, MaxBatch)
-	events := make([]*Event, 0, MaxBatch)
 	for {
 		select {
 		case p := <-r.queue:
@@ -100,27 +194,39 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			close(r.stop)
 			r.drain()
+			close(syncStop)
+			<-syncDone
 			close(r.done)
 			return nil
 		}
 		batch = r.fill(batch)
-		events = events[:0]
-		for _, p := range batch {
-			events = append(events, p.event)
+		if !wantsEarly(batch) {
+			// Nobody gains from a commit before the sync in flight ends:
+			// wait for it and commit everything that arrived meanwhile in
+			// one transaction (fewer, larger commits).
+			r.waitSynced()
+			batch = r.fill(batch)
 		}
-		// The write is not tied to ctx: an accepted event is written even
-		// while shutting down.
-		err := Append(context.WithoutCancel(ctx), r.store, events)
-		if err != nil {
-			r.log.Error("audit write failed; denying the recorded actions", "events", len(events), "err", err)
-		}
-		if r.OnWrite != nil {
-			r.OnWrite(len(events), err)
-		}
-		for _, p := range batch {
-			p.done <- err
+		r.write(batch)
+	}
+}
+
+func wantsEarly(batch []pending) bool {
+	for _, p := range batch {
+		if p.early {
+			return true
 		}
 	}
+	return false
+}
+
+// waitSynced waits until no sync is running.
+func (r *Recorder) waitSynced() {
+	r.syncMu.Lock()
+	for r.syncing {
+		r.syncIdle.Wait()
+	}
+	r.syncMu.Unlock()
 }
 
 func (r *Recorder) fill(batch []pending) []pending {
@@ -141,13 +247,118 @@ func (r *Recorder) drain() {
 		if len(batch) == 0 {
 			return
 		}
-		events := make([]*Event, len(batch))
-		for i, p := range batch {
-			events[i] = p.event
+		r.write(batch)
+	}
+}
+
+// write commits one batch and hands its receipts to the sync loop. The
+// write is not tied to Run's context: an accepted event is written even
+// while shutting down.
+func (r *Recorder) write(batch []pending) {
+	events := make([]*Event, len(batch))
+	for i, p := range batch {
+		events[i] = p.event
+	}
+	err := r.append(events)
+	if err != nil {
+		r.log.Error("audit write failed; denying the recorded actions", "events", len(events), "err", err)
+	}
+	if r.OnWrite != nil {
+		r.OnWrite(len(events), err)
+	}
+	needSync := err == nil && r.w != nil && r.w.Durable()
+	var toSync []*Receipt
+	for _, p := range batch {
+		if p.receipt == nil {
+			continue
 		}
-		err := Append(context.Background(), r.store, events)
-		for _, p := range batch {
-			p.done <- err
+		p.receipt.commitErr = err
+		close(p.receipt.committed)
+		if needSync {
+			toSync = append(toSync, p.receipt)
+		} else {
+			close(p.receipt.durable)
 		}
+	}
+	if needSync {
+		r.syncMu.Lock()
+		r.unsynced = append(r.unsynced, toSync...)
+		r.syncMu.Unlock()
+		select {
+		case r.syncKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (r *Recorder) append(events []*Event) error {
+	ctx := context.Background()
+	if p := r.syncFailed.Load(); p != nil {
+		return fmt.Errorf("audit log unusable after a failed sync: %w", *p)
+	}
+	if r.w == nil {
+		return Append(ctx, r.store, events) // every commit fsynced by the store
+	}
+	for attempt := 0; ; attempt++ {
+		if !r.loaded {
+			st, err := r.w.State(ctx)
+			if err != nil {
+				return err
+			}
+			r.state, r.loaded = st, true
+		}
+		rows, next, err := buildRows(r.state, events)
+		if err != nil {
+			return err
+		}
+		err = r.w.Append(ctx, r.state, rows, next)
+		switch {
+		case err == nil:
+			r.state = next
+			return nil
+		case errors.Is(err, store.ErrLogMoved) && attempt == 0:
+			r.loaded = false // another process appended: build on its state
+		default:
+			r.loaded = false
+			return err
+		}
+	}
+}
+
+// syncLoop makes committed batches durable: each fsync covers every batch
+// committed before it began.
+func (r *Recorder) syncLoop(stop chan struct{}) {
+	for {
+		select {
+		case <-r.syncKick:
+		case <-stop:
+			r.syncPending() // what the final drain committed
+			return
+		}
+		r.syncPending()
+	}
+}
+
+func (r *Recorder) syncPending() {
+	r.syncMu.Lock()
+	batch := r.unsynced
+	r.unsynced = nil
+	r.syncing = len(batch) > 0
+	r.syncMu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	err := r.w.Sync()
+	r.syncMu.Lock()
+	r.syncing = false
+	r.syncIdle.Broadcast()
+	r.syncMu.Unlock()
+	if err != nil {
+		r.syncFailed.CompareAndSwap(nil, &err)
+		r.log.Error("audit log sync failed; denying the recorded actions", "events", len(batch), "err", err)
+	}
+	for _, rc := range batch {
+		rc.syncErr = err
+		close(rc.durable)
 	}
 }

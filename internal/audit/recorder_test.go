@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -114,5 +116,57 @@ func TestRedactArguments(t *testing.T) {
 	}
 	if got, n := RedactArguments([]byte(`not json`)); n != 1 || !strings.HasPrefix(string(got), `"sha256:`) {
 		t.Errorf("non-JSON: %s", got)
+	}
+}
+
+// TestCommitThenDurableAndInterleavedWriters: Commit returns once the event
+// is readable; another writer (as another process would, through the
+// store) appending in between is built upon, and the log verifies.
+func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := NewRecorder(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	for i := 0; i < 20; i++ {
+		e := NewEvent(TypeDecision, time.Now())
+		e.RequestID = "commit"
+		rc, err := r.Commit(context.Background(), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := st.Events(context.Background(), store.EventQuery{RequestID: "commit"})
+		if len(rows) != i+1 {
+			t.Fatalf("committed event not readable: %d rows", len(rows))
+		}
+		if err := rc.Durable(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 { // another writer appends through the store
+			if err := WriteNow(context.Background(), st, NewEvent(TypeLifecyle, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cancel()
+	<-done
+	signer, vkey, err := LoadOrCreateLogKey(filepath.Join(dir, "keys"), "test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &Checkpointer{Store: st, Signer: signer, Origin: "test/audit", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if _, err := cp.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := note.NewVerifier(vkey)
+	rep, err := Verify(context.Background(), st, v, nil)
+	if err != nil || !rep.OK() || rep.Events != 24 {
+		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }

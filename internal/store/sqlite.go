@@ -18,6 +18,7 @@ type SQLite struct {
 	db     *sql.DB
 	path   string
 	insert *sql.Stmt // prepared once: parsing SQL per batch showed in profiles
+	normal bool      // synchronous=NORMAL: commits are not fsynced
 }
 
 // The events table is the audit log: row seq is leaf seq-1 of its Merkle
@@ -178,7 +179,7 @@ func OpenWith(path string, opts Options) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store: prepare: %w", err)
 	}
-	return &SQLite{db: db, path: path, insert: insert}, nil
+	return &SQLite{db: db, path: path, insert: insert, normal: opts.Normal}, nil
 }
 
 // Close closes the database.
