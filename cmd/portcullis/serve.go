@@ -32,7 +32,7 @@ func serveCmd() *cobra.Command {
 				cfg.Listen.Admin = admin
 			}
 			log := newLogger(os.Stderr, cfg)
-			opts := gateway.Options{Log: log, Namespaced: true}
+			opts := gateway.Options{Log: log}
 			if src.dev {
 				opts.Policies = []policy.Source{policy.DefaultSource()}
 			}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
@@ -42,21 +41,36 @@ func wrapCmd() *cobra.Command {
 			if err := selectWrapped(cfg, upstream, name, inherit, args); err != nil {
 				return err
 			}
+			// One agent, one server: names as the server gives them unless
+			// asked otherwise, and no spare processes.
+			for i := range cfg.Upstreams {
+				u := &cfg.Upstreams[i]
+				switch {
+				case namespace:
+					u.Namespace = config.NamespacePrefix
+				case u.Namespace == "":
+					u.Namespace = config.NamespaceNone
+				}
+				if u.Spares == nil {
+					zero := 0
+					u.Spares = &zero
+				}
+			}
 			log := newLogger(os.Stderr, cfg)
 			var g *gateway.Gateway
 			creds := &tokenSource{file: tokenFile, env: os.Getenv(TokenEnv)}
-			principal := func(ctx context.Context, _ mcp.Request) (*identity.Principal, error) {
+			principal := func(ctx context.Context) (*identity.Principal, error) {
 				raw, err := creds.token()
 				if err != nil {
 					return nil, err
 				}
 				return g.Authenticator().Principal(raw)
 			}
-			g, err = gateway.New(cfg, gateway.Options{Log: log, Namespaced: namespace, Principal: principal})
+			g, err = gateway.New(cfg, gateway.Options{Log: log})
 			if err != nil {
 				return err
 			}
-			return g.RunStdio(cmd.Context(), os.Stdin, os.Stdout)
+			return g.RunStdio(cmd.Context(), os.Stdin, os.Stdout, principal)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "configuration file (required)")

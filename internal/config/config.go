@@ -117,6 +117,17 @@ type Listen struct {
 	// Admin serves /metrics, /healthz and /readyz. It is separate so that the
 	// agent-facing listener exposes nothing but MCP.
 	Admin string `json:"admin,omitempty"`
+	// AllowedHosts are the Host header values agents may use (names, with
+	// or without a port). Default: when the listener is on a loopback
+	// address, only localhost, 127.0.0.1 and [::1] (DNS rebinding
+	// protection); otherwise any. ["*"] allows any.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+	// AllowedOrigins are the browser origins (scheme://host[:port]) whose
+	// requests are accepted; a request with another Origin header is
+	// refused. Default: on loopback, origins on localhost, 127.0.0.1 and
+	// [::1]; otherwise none. Requests without an Origin header (not from a
+	// browser) are not affected.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 }
 
 // Auth configures how agents authenticate.
@@ -188,7 +199,19 @@ type Audit struct {
 	CheckpointURL string `json:"checkpoint_url,omitempty"`
 	// Export streams committed events, as OCSF JSON, to SIEMs.
 	Export []Export `json:"export,omitempty"`
+	// Sync is when a decision must be on disk: "before_answer" (default:
+	// committed to the log, surviving a crash of the gateway, before the
+	// upstream sees the call; on disk before the agent sees the answer) or
+	// "before_relay" (on disk before the upstream sees the call). With
+	// store.synchronous normal nothing is fsynced and both mean committed.
+	Sync string `json:"sync,omitempty"`
 }
+
+// Audit sync modes.
+const (
+	SyncBeforeAnswer = "before_answer"
+	SyncBeforeRelay  = "before_relay"
+)
 
 // Export is one destination for audit events. Exactly one of File,
 // Webhook, Syslog and OTLP is set.
@@ -362,6 +385,9 @@ func (c *Config) applyDefaults() {
 	if c.Store.Synchronous == "" {
 		c.Store.Synchronous = "full"
 	}
+	if c.Audit.Sync == "" {
+		c.Audit.Sync = SyncBeforeAnswer
+	}
 }
 
 // Validate reports every problem it finds, joined.
@@ -409,6 +435,7 @@ func (c *Config) Validate() error {
 		}
 		upSeen[u.Name] = true
 	}
+	errs = append(errs, namespaceProblems(c.Upstreams)...)
 	errs = append(errs, c.Screening.validate(upSeen)...)
 	toolSeen := map[string]bool{}
 	for i, t := range c.Tools {
@@ -437,6 +464,9 @@ func (c *Config) Validate() error {
 	}
 	if !originRE.MatchString(c.Audit.Origin) {
 		add("audit.origin: %q must be a name like example.com/audit (no spaces or '+')", c.Audit.Origin)
+	}
+	if c.Audit.Sync != SyncBeforeAnswer && c.Audit.Sync != SyncBeforeRelay {
+		add("audit.sync: %q is not %s or %s", c.Audit.Sync, SyncBeforeAnswer, SyncBeforeRelay)
 	}
 	if c.Audit.CheckpointInterval.D() < time.Second {
 		add("audit.checkpoint_interval: at least 1s")

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/screen"
 )
@@ -70,6 +71,91 @@ type Upstream struct {
 	// Redact names the personal-data categories masked in this upstream's
 	// tool results and resources before the agent reads them.
 	Redact []string `json:"redact,omitempty"`
+	// Namespace is how this upstream's tool and prompt names are served:
+	// "prefix" (default: "<upstream>__<name>"), "none" (as the server names
+	// them), or a custom prefix such as "gh_" (served as "gh_<name>").
+	// Policies always name tools "<upstream>__<name>", whatever is served.
+	Namespace string `json:"namespace,omitempty"`
+	// Isolation is which agent sessions share one session with this
+	// upstream: "session" (default: every agent session gets its own),
+	// "agent" (the sessions of one agent share one), "user" (those of one
+	// agent acting for one user share one) or "shared" (all agents share
+	// one: only for servers that keep no state per client).
+	Isolation string `json:"isolation,omitempty"`
+	// MaxSessions bounds the sessions open with this upstream at once
+	// (default 64 for stdio servers, one process each; 1024 for HTTP).
+	MaxSessions int `json:"max_sessions,omitempty"`
+	// SessionIdle closes a session with this upstream after this long
+	// unused (default 10m); the agent session's next use opens a new one.
+	SessionIdle Duration `json:"session_idle,omitempty"`
+	// Spares is how many stdio server processes are started ahead of need,
+	// so that a new agent session does not wait for one (default 1).
+	Spares *int `json:"spares,omitempty"`
+}
+
+// Namespace modes and isolation levels of an upstream.
+const (
+	NamespacePrefix = "prefix"
+	NamespaceNone   = "none"
+
+	IsolationSession = "session"
+	IsolationAgent   = "agent"
+	IsolationUser    = "user"
+	IsolationShared  = "shared"
+)
+
+// Upstream session defaults.
+const (
+	DefaultStdioSessions      = 64
+	DefaultHTTPSessions       = 1024
+	DefaultUpstreamIdle       = 10 * time.Minute
+	DefaultStdioSpares        = 1
+	MaxUpstreamSessionsConfig = 100000
+)
+
+// prefixRE is the form of a custom namespace prefix.
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,31}$`)
+
+// Prefix is the prefix this upstream's tool and prompt names are served
+// with ("" for namespace none).
+func (u *Upstream) Prefix() string {
+	switch u.Namespace {
+	case "", NamespacePrefix:
+		return u.Name + NamespaceSeparator
+	case NamespaceNone:
+		return ""
+	}
+	return u.Namespace
+}
+
+// SessionLimit is the configured or default bound on sessions with u.
+func (u *Upstream) SessionLimit() int {
+	switch {
+	case u.MaxSessions > 0:
+		return u.MaxSessions
+	case u.Stdio != nil:
+		return DefaultStdioSessions
+	}
+	return DefaultHTTPSessions
+}
+
+// IdleTimeout is the configured or default idle timeout of sessions with u.
+func (u *Upstream) IdleTimeout() time.Duration {
+	if u.SessionIdle > 0 {
+		return u.SessionIdle.D()
+	}
+	return DefaultUpstreamIdle
+}
+
+// SpareProcesses is how many stdio processes to keep started ahead.
+func (u *Upstream) SpareProcesses() int {
+	switch {
+	case u.Stdio == nil || u.Isolation == IsolationShared:
+		return 0
+	case u.Spares != nil:
+		return *u.Spares
+	}
+	return DefaultStdioSpares
 }
 
 // RedactCategories are the personal-data categories redaction can mask.
@@ -162,6 +248,44 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if s := u.Spotlight; s != "" && s != "delimit" && s != "datamark" {
 		add("spotlight: %q is not delimit or datamark", s)
+	}
+	if ns := u.Namespace; ns != "" && ns != NamespacePrefix && ns != NamespaceNone && !prefixRE.MatchString(ns) {
+		add("namespace: %q is not prefix, none, or a prefix matching %s", ns, prefixRE)
+	}
+	switch u.Isolation {
+	case "", IsolationSession, IsolationAgent, IsolationUser, IsolationShared:
+	default:
+		add("isolation: %q is not session, agent, user or shared", u.Isolation)
+	}
+	if u.MaxSessions < 0 || u.MaxSessions > MaxUpstreamSessionsConfig || u.SessionIdle < 0 || (u.Spares != nil && (*u.Spares < 0 || *u.Spares > 16)) {
+		add("max_sessions (0..%d), session_idle (not negative) and spares (0..16) out of range", MaxUpstreamSessionsConfig)
+	}
+	return errs
+}
+
+// namespaceProblems reports upstreams whose served names could collide by
+// construction: the same prefix twice, or one prefix beginning another
+// (then "a_" + "b_x" and "a_b_" + "x" are one name). Upstreams served
+// without a prefix (namespace: none) are checked against each other's
+// actual names when they connect.
+func namespaceProblems(ups []Upstream) []error {
+	var errs []error
+	for i := range ups {
+		pi := ups[i].Prefix()
+		if pi == "" {
+			continue
+		}
+		for j := range ups {
+			pj := ups[j].Prefix()
+			if i == j || pj == "" {
+				continue
+			}
+			if pi == pj && i < j {
+				errs = append(errs, fmt.Errorf("upstreams %s and %s: both serve names with prefix %q; their tools would collide (set namespace on one)", ups[i].Name, ups[j].Name, pi))
+			} else if pi != pj && strings.HasPrefix(pj, pi) {
+				errs = append(errs, fmt.Errorf("upstreams %s and %s: prefix %q begins prefix %q, so their tool names can collide (choose prefixes where neither begins the other)", ups[i].Name, ups[j].Name, pi, pj))
+			}
+		}
 	}
 	return errs
 }

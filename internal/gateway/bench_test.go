@@ -159,10 +159,9 @@ func BenchmarkCall(b *testing.B) {
 		rec := audit.NewRecorder(st, log)
 		c, _ := config.Parse([]byte("version: 1\n"), ".")
 		pr := &identity.Principal{Agent: "agent"}
-		p := mcpproxy.New(mcpproxy.Options{Decider: policy.NewEngine(set), Recorder: rec, Limits: c.Limits, Namespaced: true, Log: log,
-			Principal: func(context.Context, mcp.Request) (*identity.Principal, error) { return pr, nil }})
+		p := mcpproxy.New(mcpproxy.Options{Decider: policy.NewEngine(set), Recorder: rec, Limits: c.Limits, Log: log})
 		srv := upstream()
-		p.AddUpstream(config.Upstream{Name: "u"}, mcpproxy.InProcessDialer(func() *mcp.Server { return srv }))
+		p.AddUpstream(config.Upstream{Name: "u"}, mcpproxy.InProcessDialer(func() *mcp.Server { return srv }, c.Limits))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go rec.Run(ctx)
@@ -170,7 +169,14 @@ func BenchmarkCall(b *testing.B) {
 		if err := p.WaitReady(ctx); err != nil {
 			b.Fatal(err)
 		}
-		s := connect(b, p.Server())
+		agentIn, proxyOut := io.Pipe()
+		proxyIn, agentOut := io.Pipe()
+		go p.ServeStdio(ctx, proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "bench"}, nil).Connect(ctx, &mcp.IOTransport{Reader: agentIn, Writer: agentOut}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "u__echo", Arguments: args}); err != nil {

@@ -318,13 +318,16 @@ func TestSpansAreExportedWithTheAuditTraceID(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	for _, want := range []string{"mcp tools/call", "policy.decide", "audit.record", "upstream demo"} {
+	// The request's span, a span per pipeline stage under it, and the
+	// upstream call under the relay stage.
+	for _, want := range []string{"mcp tools/call", "admit", "resolve", "decide", "policy.decide", "commit", "audit.record", "relay", "upstream demo", "screen_result", "reply"} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("no %q span in trace %s (got %v)", want, traceID, names)
 		}
 	}
-	if root, child := names["mcp tools/call"], names["upstream demo"]; child.ParentSpanID != root.SpanID {
-		t.Errorf("upstream span's parent %q, root span %q", child.ParentSpanID, root.SpanID)
+	root, relay, up := names["mcp tools/call"], names["relay"], names["upstream demo"]
+	if relay.ParentSpanID != root.SpanID || up.ParentSpanID != relay.SpanID {
+		t.Errorf("spans: relay's parent %q (root %q), upstream's parent %q (relay %q)", relay.ParentSpanID, root.SpanID, up.ParentSpanID, relay.SpanID)
 	}
 	if e := h.findEvent(func(e *audit.Event) bool { return e.Target == "demo__list_files" }); e == nil || e.TraceID != traceID {
 		t.Errorf("decision event trace = %+v", e)

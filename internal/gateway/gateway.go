@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +32,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
 // Files in the data directory.
@@ -72,11 +75,6 @@ type Options struct {
 	Log *slog.Logger
 	// Policies, if set, replaces the configured policy paths (serve --dev).
 	Policies []policy.Source
-	// Namespaced is false only for `wrap` of a single server.
-	Namespaced bool
-	// Principal, if set, replaces HTTP token authentication as the source of
-	// each request's principal (the stdio front of `wrap`).
-	Principal mcpproxy.PrincipalFunc
 }
 
 // DataDir resolves the configured data directory.
@@ -159,10 +157,6 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		g.tracer = telemetry.New(o.URL, h, g.log.With("component", "telemetry"))
 	}
-	principal := opts.Principal
-	if principal == nil {
-		principal = mcpproxy.PrincipalFromTokenInfo
-	}
 	g.grants = grant.NewCache(g.store, nil, g.log.With("component", "grants"))
 	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, "grant_expired")) }
 	if err := g.grants.Refresh(context.Background()); err != nil {
@@ -188,21 +182,22 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("screening: %w", err)
 	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
-		Decider:     decider{Engine: g.engine, grants: g.grants},
-		Recorder:    g.recorder,
-		Principal:   principal,
-		Metrics:     g.metrics,
-		Limits:      cfg.Limits,
-		Namespaced:  opts.Namespaced,
-		Log:         g.log.With("component", "proxy"),
-		Tracer:      g.tracer,
-		ToolClasses: toolClasses(cfg),
-		Labels:      labels(cfg),
-		Spotlight:   spotlights(cfg),
-		Screener:    screener,
-		Budget:      newBudget(cfg.Limits),
-		Approvals:   queue,
-		Pinning:     g.pins,
+		Decider:         decider{Engine: g.engine, grants: g.grants},
+		Recorder:        g.recorder,
+		Metrics:         g.metrics,
+		Limits:          cfg.Limits,
+		SyncBeforeRelay: cfg.Audit.Sync == config.SyncBeforeRelay,
+		AllowedHosts:    cfg.Listen.AllowedHosts,
+		AllowedOrigins:  cfg.Listen.AllowedOrigins,
+		Log:             g.log.With("component", "proxy"),
+		Tracer:          g.tracer,
+		ToolClasses:     toolClasses(cfg),
+		Labels:          labels(cfg),
+		Spotlight:       spotlights(cfg),
+		Screener:        screener,
+		Budget:          newBudget(cfg.Limits),
+		Approvals:       queue,
+		Pinning:         g.pins,
 	})
 	for _, u := range cfg.Upstreams {
 		if why, ok := refused[u.Name]; ok {
@@ -226,19 +221,23 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	return g, nil
 }
 
-func (g *Gateway) dialer(u config.Upstream) (mcpproxy.Dialer, error) {
+func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 	log := g.log.With("component", "upstream", "upstream", u.Name)
 	switch {
 	case u.Stdio != nil:
-		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.cfg.Pinning == "strict", g.openSecret, log), nil
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.cfg.Pinning == "strict", g.openSecret, g.cfg.Limits, log), nil
 	case u.HTTP != nil:
-		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret), nil
+		maxc := g.cfg.Limits.MaxCallsPerUpstream
+		if u.MaxConcurrentCalls > 0 {
+			maxc = u.MaxConcurrentCalls
+		}
+		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret, maxc, g.cfg.Limits, log)
 	case u.Builtin == "demo":
 		d, err := demo.New(filepath.Join(g.dataDir, DemoDir))
 		if err != nil {
 			return nil, err
 		}
-		return mcpproxy.InProcessDialer(d.MCPServer), nil
+		return mcpproxy.InProcessDialer(d.MCPServer, g.cfg.Limits), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
 }
@@ -395,7 +394,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	bg := g.startBackground()
-	g.waitUpstreams(ctx)
+	if err := g.waitUpstreams(ctx); err != nil {
+		g.agentLn.Close()
+		g.adminLn.Close()
+		return errors.Join(err, bg.stop())
+	}
 	agentSrv := &http.Server{Handler: g.agentMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 	adminSrv := &http.Server{Handler: g.adminMux(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
@@ -421,11 +424,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // RunStdio serves one agent over in/out (`wrap`) until the agent closes its
-// end or ctx ends, then shuts down in order.
-func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer) error {
+// end or ctx ends, then shuts down in order. principal is the agent's
+// credential, checked on every message.
+func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer, principal mcpproxy.PrincipalFunc) error {
 	bg := g.startBackground()
-	g.waitUpstreams(ctx)
-	err := g.proxy.ServeStdio(ctx, in, out)
+	if err := g.waitUpstreams(ctx); err != nil {
+		return errors.Join(err, bg.stop())
+	}
+	err := g.proxy.ServeStdio(ctx, in, out, principal)
 	return errors.Join(err, bg.stop())
 }
 
@@ -433,12 +439,24 @@ func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer) err
 // connect before serving agents (connections wait in the listen backlog).
 const UpstreamStartWait = 30 * time.Second
 
-func (g *Gateway) waitUpstreams(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, UpstreamStartWait)
+// waitUpstreams waits for the upstreams' first probes and refuses to serve
+// when two of them offer the same name (a tool, prompt, resource URI or
+// template): which one an agent would reach must never be a guess.
+func (g *Gateway) waitUpstreams(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, UpstreamStartWait)
 	defer cancel()
-	if err := g.proxy.WaitReady(ctx); err != nil {
+	if err := g.proxy.WaitReady(wctx); err != nil {
 		g.log.Warn("serving before every upstream is ready; their tools appear when they connect", "err", err)
 	}
+	if cs := g.proxy.Collisions(); len(cs) > 0 {
+		var msgs []string
+		for _, c := range cs {
+			msgs = append(msgs, c.String())
+		}
+		slices.Sort(msgs)
+		return fmt.Errorf("upstreams collide (give one of each pair a namespace: prefix, or a prefix of its own):\n  %s", strings.Join(msgs, "\n  "))
+	}
+	return nil
 }
 
 // background is what runs behind the fronts: the audit recorder and the

@@ -103,7 +103,8 @@ func TestAllowedCallReturnsExactlyWhatTheUpstreamReturned(t *testing.T) {
 	if _, err := d.MCPServer().Connect(ctx, st, nil); err != nil {
 		t.Fatal(err)
 	}
-	direct, err := mcp.NewClient(&mcp.Implementation{Name: "direct"}, nil).Connect(ctx, ct, nil)
+	// At the protocol version the gateway's session agreed with the agent.
+	direct, err := mcp.NewClient(&mcp.Implementation{Name: "direct"}, nil).Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: s.InitializeResult().ProtocolVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,23 +372,26 @@ func TestArgumentsAreValidatedAgainstTheToolSchema(t *testing.T) {
 	h := startDemo(t)
 	s := h.mustConnect("mailer")
 	ctx := context.Background()
-	for name, args := range map[string]map[string]any{
-		"wrong type":       {"to": "bob@example.com", "body": 42},
-		"unknown property": {"to": "bob@example.com", "body": "hi", "bcc": "eve@evil.test"},
-		"missing required": {"body": "hi"},
+	for name, tc := range map[string]struct {
+		args map[string]any
+		want string
+	}{
+		"wrong type":       {map[string]any{"to": "bob@example.com", "body": 42}, `argument "body": has type integer`},
+		"unknown property": {map[string]any{"to": "bob@example.com", "body": "hi", "bcc": "eve@evil.test"}, `declares no arguments ["bcc"]`},
+		"missing required": {map[string]any{"body": "hi"}, `missing required properties ["to"]`},
 	} {
-		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: args})
-		if err == nil {
-			t.Errorf("%s: accepted", name)
-			continue
+		// Answered as the server would: a tool error the model can act on,
+		// naming the argument and the constraint, never the value.
+		res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: tc.args})
+		if err != nil || !res.IsError || !strings.Contains(text(res), tc.want) || strings.Contains(text(res), "eve@evil.test") {
+			t.Errorf("%s: %v %+v; want an isError result saying %q", name, err, res, tc.want)
 		}
-		assertDenied(t, err, mcpproxy.ReasonBadArguments)
 	}
 	if _, err := os.Stat(filepath.Join(h.g.dataDir, DemoDir, "outbox.jsonl")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("a call with invalid arguments reached the upstream")
 	}
-	e := h.findEvent(func(e *audit.Event) bool { return strings.Contains(e.Detail, "undeclared properties") })
-	if e == nil || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
+	e := h.findEvent(func(e *audit.Event) bool { return strings.Contains(e.Detail, "declares no arguments") })
+	if e == nil || e.Code != mcpproxy.ReasonBadArguments || e.Outcome != audit.OutcomeDeny || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
 		t.Errorf("schema refusal event = %+v", e)
 	}
 }

@@ -51,7 +51,7 @@ func startGateway(t *testing.T, configYAML string, policies map[string]string) *
 	}
 	cfg.Listen.Address, cfg.Listen.Admin = "127.0.0.1:0", "127.0.0.1:0"
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	g, err := New(cfg, Options{Log: log, Namespaced: true})
+	g, err := New(cfg, Options{Log: log})
 	if err != nil {
 		t.Fatalf("new gateway: %v", err)
 	}

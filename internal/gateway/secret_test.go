@@ -66,7 +66,7 @@ upstreams:
 	}
 	var logs bytes.Buffer
 	var lmu sync.Mutex
-	g, err := New(cfg, Options{Log: slog.New(slog.NewJSONHandler(lockedBuf{&logs, &lmu}, &slog.HandlerOptions{Level: slog.LevelDebug})), Namespaced: true})
+	g, err := New(cfg, Options{Log: slog.New(slog.NewJSONHandler(lockedBuf{&logs, &lmu}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,54 +1,92 @@
 package mcpproxy
 
 import (
-	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
-// toolEntry is a tool as served to agents, with where it comes from.
+// What an upstream offers, as fetched through one link and served to the
+// agents using it: every item keeps the exact bytes the upstream sent,
+// with only its name changed when the upstream is namespaced.
+
+// Kinds of list.
+const (
+	kindTools     = "tools"
+	kindPrompts   = "prompts"
+	kindResources = "resources"
+	kindTemplates = "resourceTemplates"
+)
+
+// listMethod is the method that fetches a kind, and listKind the reverse.
+var listMethod = map[string]string{
+	kindTools: "tools/list", kindPrompts: "prompts/list", kindResources: "resources/list", kindTemplates: "resources/templates/list",
+}
+
+var listKind = map[string]string{
+	"tools/list": kindTools, "prompts/list": kindPrompts, "resources/list": kindResources, "resources/templates/list": kindTemplates,
+}
+
+// toolEntry is one tool as served.
 type toolEntry struct {
-	up       *Upstream
-	original string // the upstream's own name
-	// qualified is "<upstream>__<name>", the name policies use whether or
-	// not the served name is namespaced.
-	qualified string
-	tool      *mcp.Tool // as served (namespaced name)
-	digest    string    // canonical JSON of the upstream's definition
+	up        *Upstream
+	original  string // the upstream's own name
+	served    string // the name agents use
+	qualified string // "<upstream>__<name>", the name policies use
+	raw       []byte // the definition with the served name
+	target    policy.Target
 	args      *argSchema
+	// taskSupport is execution.taskSupport ("forbidden" when absent).
+	taskSupport string
+	digest      string
 }
 
 type promptEntry struct {
 	up        *Upstream
 	original  string
+	served    string
 	qualified string
-	prompt    *mcp.Prompt
-	digest    string
+	raw       []byte
 }
 
 type resourceEntry struct {
-	up       *Upstream
-	resource *mcp.Resource
-	digest   string
+	up  *Upstream
+	uri string
+	raw []byte
 }
 
 type templateEntry struct {
 	up       *Upstream
-	template *mcp.ResourceTemplate
+	template string
 	prefix   string // literal text before the first expression
-	digest   string
+	raw      []byte
 }
 
-// Problem is something wrong with what an upstream offers: a collision or an
-// invalid definition. Problems are reported and the item is not served.
+// linkLists is what one link listed, by kind (a kind not fetched is nil).
+type linkLists struct {
+	tools     []*toolEntry
+	prompts   []*promptEntry
+	resources []*resourceEntry
+	templates []*templateEntry
+	fetched   map[string]bool
+	digest    string // over everything fetched, to tell changes
+}
+
+// Problem is something wrong with what an upstream offers: a collision or
+// an invalid definition. The item is not served, and the problem is logged
+// and audited once.
 type Problem struct {
 	Upstreams []string
 	Kind      string // "tool", "prompt", "resource", "template"
@@ -56,312 +94,370 @@ type Problem struct {
 	Detail    string
 }
 
-// Catalog is the aggregated view of all upstreams' offerings. It mirrors that
-// view into the agent-facing *mcp.Server, which sends list_changed
-// notifications to agents whenever it changes.
-type Catalog struct {
-	server     *mcp.Server
-	namespaced bool
-	handlers   catalogHandlers
-
-	mu        sync.RWMutex
-	lists     map[string]Lists // by upstream name
-	ups       map[string]*Upstream
-	tools     map[string]*toolEntry
-	prompts   map[string]*promptEntry
-	resources map[string]*resourceEntry
-	templates []*templateEntry
+func (p Problem) String() string {
+	return fmt.Sprintf("%s %q of upstream %s: %s", p.Kind, p.Name, strings.Join(p.Upstreams, " and "), p.Detail)
 }
 
-type catalogHandlers struct {
-	// admit filters an upstream's tools through tool pinning (nil: all).
-	admit    func(upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error)
-	tool     func(*toolEntry) mcp.ToolHandler
-	prompt   func(*promptEntry) mcp.PromptHandler
-	resource func(*Upstream) mcp.ResourceHandler
-	problem  func(Problem)
+// problemLog reports each distinct problem once (bounded).
+type problemLog struct {
+	mu   sync.Mutex
+	seen map[string]bool
 }
 
-func newCatalog(server *mcp.Server, namespaced bool, h catalogHandlers) *Catalog {
-	return &Catalog{
-		server: server, namespaced: namespaced, handlers: h,
-		lists: map[string]Lists{}, ups: map[string]*Upstream{},
-		tools: map[string]*toolEntry{}, prompts: map[string]*promptEntry{}, resources: map[string]*resourceEntry{},
+const maxProblemsRemembered = 4096
+
+func (p *Proxy) problem(pr Problem) {
+	key := pr.String()
+	p.problems.mu.Lock()
+	if p.problems.seen == nil {
+		p.problems.seen = map[string]bool{}
+	}
+	if p.problems.seen[key] {
+		p.problems.mu.Unlock()
+		return
+	}
+	if len(p.problems.seen) < maxProblemsRemembered {
+		p.problems.seen[key] = true
+	}
+	p.problems.mu.Unlock()
+	p.opts.Log.Warn("upstream offering refused", "problem", key)
+	e := audit.NewEvent(audit.TypeUpstream, p.opts.Now())
+	e.Outcome, e.Code, e.Target, e.Detail = audit.OutcomeError, "offering_refused", pr.Kind+":"+truncate(pr.Name, 200), truncate(pr.Detail, 300)
+	if len(pr.Upstreams) > 0 {
+		e.Upstream = pr.Upstreams[0]
+	}
+	p.recordBackground(e)
+}
+
+var servedNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-/]{1,160}$`)
+
+// parseItems turns the raw items of a list result into entries of kind,
+// reporting invalid ones.
+func (l *link) parseItems(kind string, items [][]byte) (out any, problems []Problem) {
+	u := l.up
+	bad := func(kind, name, detail string) {
+		problems = append(problems, Problem{Upstreams: []string{u.Name}, Kind: kind, Name: truncate(name, 200), Detail: detail})
+	}
+	switch kind {
+	case kindTools:
+		var tools []*toolEntry
+		for _, raw := range items {
+			e, err := u.toolEntry(raw)
+			if err != nil {
+				bad("tool", e.original, err.Error())
+				continue
+			}
+			tools = append(tools, e)
+		}
+		return tools, problems
+	case kindPrompts:
+		var prompts []*promptEntry
+		for _, raw := range items {
+			obj := wire.Span{Start: 0, End: len(raw)}
+			nameSp, _ := wire.Lookup(raw, obj, "name")
+			name, _ := wire.String(raw, nameSp)
+			served := u.prefix + name
+			if !itemNameRE.MatchString(name) || !servedNameRE.MatchString(served) || stringLen(raw, obj, "description") > MaxDescriptionBytes {
+				bad("prompt", name, "invalid name or oversize description")
+				continue
+			}
+			out := raw
+			if u.prefix != "" {
+				out = wire.Apply(raw, wire.Replace(nameSp, wire.Quote(served)))
+			}
+			prompts = append(prompts, &promptEntry{up: u, original: name, served: served, qualified: u.Name + config.NamespaceSeparator + name, raw: out})
+		}
+		return prompts, problems
+	case kindResources:
+		var res []*resourceEntry
+		for _, raw := range items {
+			obj := wire.Span{Start: 0, End: len(raw)}
+			sp, _ := wire.Lookup(raw, obj, "uri")
+			uri, _ := wire.String(raw, sp)
+			if uri == "" || len(uri) > MaxURIBytes || stringLen(raw, obj, "description") > MaxDescriptionBytes {
+				bad("resource", uri, "invalid URI or oversize description")
+				continue
+			}
+			res = append(res, &resourceEntry{up: u, uri: uri, raw: raw})
+		}
+		return res, problems
+	default:
+		var tpls []*templateEntry
+		for _, raw := range items {
+			obj := wire.Span{Start: 0, End: len(raw)}
+			sp, _ := wire.Lookup(raw, obj, "uriTemplate")
+			tpl, _ := wire.String(raw, sp)
+			if tpl == "" || len(tpl) > MaxURIBytes {
+				bad("template", tpl, "invalid URI template")
+				continue
+			}
+			prefix, _, _ := strings.Cut(tpl, "{")
+			tpls = append(tpls, &templateEntry{up: u, template: tpl, prefix: prefix, raw: raw})
+		}
+		return tpls, problems
 	}
 }
 
 var itemNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-/]{1,128}$`)
 
-// publish replaces u's lists and re-derives the whole view.
-func (c *Catalog) publish(u *Upstream, l Lists) {
-	if c.handlers.admit != nil {
-		tools, err := c.handlers.admit(u.Name, u.Restarts(), l.Tools)
-		if err != nil {
-			// Cannot check the definitions: serve none of them.
-			c.handlers.problem(Problem{Upstreams: []string{u.Name}, Kind: "tool", Name: "*", Detail: "tool pinning unavailable: " + err.Error()})
-			tools = nil
+func stringLen(b []byte, obj wire.Span, key string) int {
+	sp, ok := wire.Lookup(b, obj, key)
+	if !ok {
+		return 0
+	}
+	return sp.End - sp.Start
+}
+
+// toolEntry parses and checks one tool definition. Compiled argument
+// schemas are shared between links by the definition's digest.
+func (u *Upstream) toolEntry(raw []byte) (*toolEntry, error) {
+	obj := wire.Span{Start: 0, End: len(raw)}
+	nameSp, _ := wire.Lookup(raw, obj, "name")
+	name, _ := wire.String(raw, nameSp)
+	e := &toolEntry{up: u, original: name}
+	if !wire.IsObject(raw, obj) || !itemNameRE.MatchString(name) {
+		return e, fmt.Errorf("invalid tool name")
+	}
+	e.served = u.prefix + name
+	if !servedNameRE.MatchString(e.served) {
+		return e, fmt.Errorf("served name %q is invalid", truncate(e.served, 200))
+	}
+	if stringLen(raw, obj, "description") > MaxDescriptionBytes {
+		return e, fmt.Errorf("description exceeds %d bytes", MaxDescriptionBytes)
+	}
+	schemaSp, ok := wire.Lookup(raw, obj, "inputSchema")
+	if !ok || schemaSp.End-schemaSp.Start > MaxSchemaBytes || !wire.IsObject(raw, schemaSp) {
+		return e, fmt.Errorf("input schema missing, not an object or over %d bytes", MaxSchemaBytes)
+	}
+	if t, ok := wire.Lookup(raw, schemaSp, "type"); !ok || string(t.In(raw)) != `"object"` {
+		return e, fmt.Errorf(`input schema must be an object schema with "type": "object"`)
+	}
+	if sp, ok := wire.Lookup(raw, obj, "outputSchema"); ok && sp.End-sp.Start > MaxSchemaBytes {
+		return e, fmt.Errorf("output schema over %d bytes", MaxSchemaBytes)
+	}
+	sum := sha256.Sum256(raw)
+	e.digest = hex.EncodeToString(sum[:])
+	args, err := schemas.get(e.digest, schemaSp.In(raw))
+	if err != nil {
+		return e, fmt.Errorf("unusable input schema: %s", truncate(err.Error(), 200))
+	}
+	e.args = args
+	e.qualified = u.Name + config.NamespaceSeparator + name
+	e.raw = raw
+	if u.prefix != "" {
+		e.raw = wire.Apply(raw, wire.Replace(nameSp, wire.Quote(e.served)))
+	}
+	e.target = policy.Target{Kind: policy.KindTool, ID: e.qualified, Upstream: u.Name, Classes: u.p.opts.ToolClasses[e.qualified]}
+	e.target.Destructive, e.target.OpenWorld = true, true // MCP's defaults when a server says nothing
+	if ann, ok := wire.Lookup(raw, obj, "annotations"); ok && wire.IsObject(raw, ann) {
+		if sp, ok := wire.Lookup(raw, ann, "readOnlyHint"); ok {
+			e.target.ReadOnly = wire.IsTrue(raw, sp)
 		}
-		l.Tools = tools
+		if sp, ok := wire.Lookup(raw, ann, "destructiveHint"); ok {
+			e.target.Destructive = wire.IsTrue(raw, sp)
+		}
+		if sp, ok := wire.Lookup(raw, ann, "openWorldHint"); ok {
+			e.target.OpenWorld = wire.IsTrue(raw, sp)
+		}
+	}
+	e.taskSupport = "forbidden"
+	if ex, ok := wire.Lookup(raw, obj, "execution"); ok {
+		if sp, ok := wire.Lookup(raw, ex, "taskSupport"); ok {
+			e.taskSupport, _ = wire.String(raw, sp)
+		}
+	}
+	return e, nil
+}
+
+// schemaCache shares compiled input schemas by tool digest (bounded: when
+// full it starts over).
+type schemaCache struct {
+	mu sync.Mutex
+	m  map[string]*argSchema
+}
+
+const maxCachedSchemas = 8192
+
+var schemas = schemaCache{m: map[string]*argSchema{}}
+
+func (c *schemaCache) get(digest string, schema []byte) (*argSchema, error) {
+	c.mu.Lock()
+	a, ok := c.m[digest]
+	c.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	a, err := newArgSchema(schema)
+	if err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.lists[u.Name] = l
-	c.ups[u.Name] = u
-	var problems []Problem
-	tools, p := c.deriveTools()
-	problems = append(problems, p...)
-	prompts, p := c.derivePrompts()
-	problems = append(problems, p...)
-	resources, templates, p := c.deriveResources()
-	problems = append(problems, p...)
-	c.syncTools(tools)
-	c.syncPrompts(prompts)
-	c.syncResources(resources, templates)
-	c.tools, c.prompts, c.resources, c.templates = tools, prompts, resources, templates
-	for _, pr := range problems {
-		c.handlers.problem(pr)
+	if len(c.m) >= maxCachedSchemas {
+		c.m = map[string]*argSchema{}
 	}
+	c.m[digest] = a
+	c.mu.Unlock()
+	return a, nil
 }
 
-func (c *Catalog) upstreamNames() []string {
-	names := make([]string, 0, len(c.lists))
-	for n := range c.lists {
-		names = append(names, n)
+// admit passes a link's tools through pinning; only approved definitions
+// are served. Definitions already approved are remembered until a pin
+// changes (RefreshAll).
+func (l *link) admit(ctx context.Context, tools []*toolEntry) ([]*toolEntry, error) {
+	pin := l.up.p.opts.Pinning
+	if pin == nil || len(tools) == 0 {
+		return tools, nil
 	}
-	slices.Sort(names)
-	return names
+	defs := make([]*mcp.Tool, 0, len(tools))
+	byDef := map[*mcp.Tool]*toolEntry{}
+	for _, e := range tools {
+		var t mcp.Tool
+		orig := e.raw
+		if l.up.prefix != "" { // pinning knows the upstream's own name
+			orig = wire.Apply(e.raw, wire.Replace(nameSpan(e.raw), wire.Quote(e.original)))
+		}
+		if err := json.Unmarshal(orig, &t); err != nil {
+			l.up.p.problem(Problem{Upstreams: []string{l.up.Name}, Kind: "tool", Name: e.original, Detail: "undecodable definition"})
+			continue
+		}
+		defs = append(defs, &t)
+		byDef[&t] = e
+	}
+	admitted, err := pin.Admit(ctx, l.up.Name, l.number, defs)
+	if err != nil {
+		l.up.p.problem(Problem{Upstreams: []string{l.up.Name}, Kind: "tool", Name: "*", Detail: "tool pinning unavailable: " + err.Error()})
+		return nil, nil // cannot check the definitions: serve none of them
+	}
+	out := make([]*toolEntry, 0, len(admitted))
+	for _, t := range admitted {
+		if e := byDef[t]; e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
-func (c *Catalog) qualify(upstream, name string) string {
-	if !c.namespaced {
-		return name
-	}
-	return upstream + config.NamespaceSeparator + name
+func nameSpan(raw []byte) wire.Span {
+	sp, _ := wire.Lookup(raw, wire.Span{Start: 0, End: len(raw)}, "name")
+	return sp
 }
 
-func (c *Catalog) deriveTools() (map[string]*toolEntry, []Problem) {
-	out := map[string]*toolEntry{}
-	owners := map[string][]string{}
-	var problems []Problem
-	for _, un := range c.upstreamNames() {
-		for _, t := range c.lists[un].Tools {
-			if err := validTool(t); err != nil {
-				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "tool", Name: t.Name, Detail: err.Error()})
-				continue
-			}
-			args, err := newArgSchema(t.InputSchema)
+// sessionView is what one agent session is served: every link's lists,
+// names resolved, collisions refused.
+type sessionView struct {
+	key       string // the links and list generations it was built from
+	tools     map[string]*toolEntry
+	prompts   map[string]*promptEntry
+	resources map[string]*resourceEntry
+	templates []*templateEntry
+	order     []*Upstream
+	lists     map[*Upstream]*linkLists
+}
+
+// view returns the session's view, fetching the kinds not yet listed
+// (all of them when fresh is set) from every upstream.
+func (s *Session) view(ctx context.Context, fresh string) *sessionView {
+	p := s.p
+	type got struct {
+		u *Upstream
+		l *link
+		k *linkLists
+	}
+	results := make([]got, len(p.upstreams))
+	var wg sync.WaitGroup
+	for i, u := range p.upstreams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := u.linkFor(ctx, s)
 			if err != nil {
-				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "tool", Name: t.Name, Detail: "unusable input schema: " + truncate(err.Error(), 200)})
-				continue
+				p.opts.Log.Debug("upstream not reachable for the session", "upstream", u.Name, "session", s.id, "err", err)
+				return
 			}
-			name := c.qualify(un, t.Name)
-			owners[name] = append(owners[name], un)
-			served := *t
-			served.Name = name
-			out[name] = &toolEntry{up: c.ups[un], original: t.Name, qualified: un + config.NamespaceSeparator + t.Name, tool: &served, digest: digest(t), args: args}
-		}
-	}
-	for name, ups := range owners {
-		if len(ups) > 1 {
-			delete(out, name)
-			problems = append(problems, Problem{Upstreams: ups, Kind: "tool", Name: name, Detail: "name collision: not served"})
-		}
-	}
-	return out, problems
-}
-
-func validTool(t *mcp.Tool) error {
-	if !itemNameRE.MatchString(t.Name) {
-		return fmt.Errorf("invalid tool name")
-	}
-	if len(t.Description) > MaxDescriptionBytes {
-		return fmt.Errorf("description exceeds %d bytes", MaxDescriptionBytes)
-	}
-	b, err := json.Marshal(t.InputSchema)
-	if err != nil || len(b) > MaxSchemaBytes {
-		return fmt.Errorf("input schema missing, unencodable or over %d bytes", MaxSchemaBytes)
-	}
-	var m map[string]any
-	if json.Unmarshal(b, &m) != nil || m["type"] != "object" {
-		return fmt.Errorf(`input schema must be an object schema with "type": "object"`)
-	}
-	if t.OutputSchema != nil {
-		if b, err := json.Marshal(t.OutputSchema); err != nil || len(b) > MaxSchemaBytes {
-			return fmt.Errorf("output schema unencodable or over %d bytes", MaxSchemaBytes)
-		}
-	}
-	return nil
-}
-
-func (c *Catalog) derivePrompts() (map[string]*promptEntry, []Problem) {
-	out := map[string]*promptEntry{}
-	owners := map[string][]string{}
-	var problems []Problem
-	for _, un := range c.upstreamNames() {
-		for _, p := range c.lists[un].Prompts {
-			if !itemNameRE.MatchString(p.Name) || len(p.Description) > MaxDescriptionBytes {
-				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "prompt", Name: p.Name, Detail: "invalid name or oversize description"})
-				continue
+			if fresh != "" {
+				l.invalidateKind(fresh)
 			}
-			name := c.qualify(un, p.Name)
-			owners[name] = append(owners[name], un)
-			served := *p
-			served.Name = name
-			out[name] = &promptEntry{up: c.ups[un], original: p.Name, qualified: un + config.NamespaceSeparator + p.Name, prompt: &served, digest: digest(p)}
-		}
-	}
-	for name, ups := range owners {
-		if len(ups) > 1 {
-			delete(out, name)
-			problems = append(problems, Problem{Upstreams: ups, Kind: "prompt", Name: name, Detail: "name collision: not served"})
-		}
-	}
-	return out, problems
-}
-
-// deriveResources indexes resources by URI. Resource URIs are not rewritten
-// (agents and servers both interpret them); a URI or template offered by
-// two upstreams is a collision and is served by neither.
-func (c *Catalog) deriveResources() (map[string]*resourceEntry, []*templateEntry, []Problem) {
-	out := map[string]*resourceEntry{}
-	owners := map[string][]string{}
-	towners := map[string][]string{}
-	var templates []*templateEntry
-	var problems []Problem
-	for _, un := range c.upstreamNames() {
-		for _, r := range c.lists[un].Resources {
-			if r.URI == "" || len(r.URI) > MaxURIBytes || len(r.Description) > MaxDescriptionBytes {
-				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "resource", Name: truncate(r.URI, 200), Detail: "invalid URI or oversize description"})
-				continue
+			k, err := l.lists(ctx)
+			if err != nil {
+				p.opts.Log.Warn("upstream lists unavailable", "upstream", u.Name, "err", err)
 			}
-			owners[r.URI] = append(owners[r.URI], un)
-			out[r.URI] = &resourceEntry{up: c.ups[un], resource: r, digest: digest(r)}
-		}
-		for _, t := range c.lists[un].Templates {
-			if t.URITemplate == "" || len(t.URITemplate) > MaxURIBytes {
-				problems = append(problems, Problem{Upstreams: []string{un}, Kind: "template", Name: truncate(t.URITemplate, 200), Detail: "invalid URI template"})
-				continue
-			}
-			towners[t.URITemplate] = append(towners[t.URITemplate], un)
-			prefix, _, _ := strings.Cut(t.URITemplate, "{")
-			templates = append(templates, &templateEntry{up: c.ups[un], template: t, prefix: prefix, digest: digest(t)})
+			results[i] = got{u, l, k}
+		}()
+	}
+	wg.Wait()
+	var key strings.Builder
+	for _, r := range results {
+		if r.k != nil {
+			key.WriteString(r.u.Name + ":" + r.k.digest + ";")
 		}
 	}
-	for uri, ups := range owners {
-		if len(ups) > 1 {
-			delete(out, uri)
-			problems = append(problems, Problem{Upstreams: ups, Kind: "resource", Name: truncate(uri, 200), Detail: "URI collision: not served"})
-		}
+	s.mu.Lock()
+	cached := s.cachedView
+	s.mu.Unlock()
+	if cached != nil && cached.key == key.String() {
+		return cached
 	}
-	templates = slices.DeleteFunc(templates, func(t *templateEntry) bool { return len(towners[t.template.URITemplate]) > 1 })
-	for tpl, ups := range towners {
-		if len(ups) > 1 {
-			problems = append(problems, Problem{Upstreams: ups, Kind: "template", Name: truncate(tpl, 200), Detail: "template collision: not served"})
-		}
-	}
-	return out, templates, problems
-}
-
-// syncNamed mirrors a named view into the SDK server: it removes what is
-// gone or changed and adds what is new or changed.
-func syncNamed[E any](old, next map[string]*E, same func(a, b *E) bool, remove func(...string), add func(string, *E)) {
-	var gone []string
-	for name, o := range old {
-		if n, ok := next[name]; !ok || !same(o, n) {
-			gone = append(gone, name)
-		}
-	}
-	if len(gone) > 0 {
-		remove(gone...)
-	}
-	for name, e := range next {
-		if o, ok := old[name]; ok && same(o, e) {
+	v := &sessionView{key: key.String(), tools: map[string]*toolEntry{}, prompts: map[string]*promptEntry{}, resources: map[string]*resourceEntry{}, lists: map[*Upstream]*linkLists{}}
+	toolOwners, promptOwners, uriOwners, tplOwners := map[string][]string{}, map[string][]string{}, map[string][]string{}, map[string][]string{}
+	for _, r := range results {
+		if r.k == nil {
 			continue
 		}
-		add(name, e)
-	}
-}
-
-func (c *Catalog) syncTools(next map[string]*toolEntry) {
-	syncNamed(c.tools, next, func(a, b *toolEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemoveTools,
-		func(name string, e *toolEntry) {
-			addSafely(func() { c.server.AddTool(e.tool, c.handlers.tool(e)) }, c.handlers.problem, e.up.Name, "tool", name)
-		})
-}
-
-func (c *Catalog) syncPrompts(next map[string]*promptEntry) {
-	syncNamed(c.prompts, next, func(a, b *promptEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemovePrompts,
-		func(name string, e *promptEntry) {
-			addSafely(func() { c.server.AddPrompt(e.prompt, c.handlers.prompt(e)) }, c.handlers.problem, e.up.Name, "prompt", name)
-		})
-}
-
-func (c *Catalog) syncResources(next map[string]*resourceEntry, templates []*templateEntry) {
-	syncNamed(c.resources, next, func(a, b *resourceEntry) bool { return a.digest == b.digest && a.up == b.up }, c.server.RemoveResources,
-		func(uri string, e *resourceEntry) {
-			addSafely(func() { c.server.AddResource(e.resource, c.handlers.resource(e.up)) }, c.handlers.problem, e.up.Name, "resource", uri)
-		})
-	old := map[string]*templateEntry{}
-	for _, t := range c.templates {
-		old[t.template.URITemplate] = t
-	}
-	keep := map[string]bool{}
-	for _, t := range templates {
-		keep[t.template.URITemplate] = true
-		if o, ok := old[t.template.URITemplate]; ok && o.digest == t.digest && o.up == t.up {
-			continue
+		v.order = append(v.order, r.u)
+		v.lists[r.u] = r.k
+		for _, t := range r.k.tools {
+			toolOwners[t.served] = append(toolOwners[t.served], r.u.Name)
+			v.tools[t.served] = t
 		}
-		addSafely(func() { c.server.AddResourceTemplate(t.template, c.handlers.resource(t.up)) }, c.handlers.problem, t.up.Name, "template", t.template.URITemplate)
-	}
-	var goneT []string
-	for tpl := range old {
-		if !keep[tpl] {
-			goneT = append(goneT, tpl)
+		for _, pr := range r.k.prompts {
+			promptOwners[pr.served] = append(promptOwners[pr.served], r.u.Name)
+			v.prompts[pr.served] = pr
+		}
+		for _, rs := range r.k.resources {
+			uriOwners[rs.uri] = append(uriOwners[rs.uri], r.u.Name)
+			v.resources[rs.uri] = rs
+		}
+		for _, t := range r.k.templates {
+			tplOwners[t.template] = append(tplOwners[t.template], r.u.Name)
+			v.templates = append(v.templates, t)
 		}
 	}
-	if len(goneT) > 0 {
-		c.server.RemoveResourceTemplates(goneT...)
-	}
-}
-
-// addSafely registers an item with the SDK server, which panics on some
-// malformed definitions: an upstream's bad definition must not crash the
-// gateway.
-func addSafely(add func(), problem func(Problem), upstream, kind, name string) {
-	defer func() {
-		if r := recover(); r != nil {
-			problem(Problem{Upstreams: []string{upstream}, Kind: kind, Name: truncate(name, 200), Detail: fmt.Sprintf("rejected by the MCP server library: %v", r)})
+	refuse := func(owners map[string][]string, kind string, drop func(string)) {
+		for name, ups := range owners {
+			if len(ups) > 1 {
+				drop(name)
+				p.problem(Problem{Upstreams: ups, Kind: kind, Name: name, Detail: "offered by more than one upstream: served by neither (set namespace on one)"})
+			}
 		}
-	}()
-	add()
+	}
+	refuse(toolOwners, "tool", func(n string) { delete(v.tools, n) })
+	refuse(promptOwners, "prompt", func(n string) { delete(v.prompts, n) })
+	refuse(uriOwners, "resource", func(n string) { delete(v.resources, n) })
+	refuse(tplOwners, "template", func(n string) {
+		kept := v.templates[:0]
+		for _, t := range v.templates {
+			if t.template != n {
+				kept = append(kept, t)
+			}
+		}
+		v.templates = kept
+	})
+	s.mu.Lock()
+	s.cachedView = v
+	s.mu.Unlock()
+	return v
 }
 
-func (c *Catalog) tool(name string) (*toolEntry, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	e, ok := c.tools[name]
-	return e, ok
-}
-
-func (c *Catalog) prompt(name string) (*promptEntry, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	e, ok := c.prompts[name]
-	return e, ok
-}
-
-// resourceUpstream resolves a URI to the upstream that serves it: an exact
-// listed resource first, else the single template whose literal prefix
-// matches longest. Ambiguity is a failure, never a guess.
-func (c *Catalog) resourceUpstream(uri string) (*Upstream, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if e, ok := c.resources[uri]; ok {
+// resourceUpstream resolves a URI to the upstream that serves it: a listed
+// resource first, else the single template whose literal prefix matches
+// longest. Ambiguity is a refusal, never a guess.
+func (v *sessionView) resourceUpstream(uri string) (*Upstream, bool) {
+	if e, ok := v.resources[uri]; ok {
 		return e.up, true
 	}
 	var best *templateEntry
 	ambiguous := false
-	for _, t := range c.templates {
+	for _, t := range v.templates {
 		if t.prefix == "" || !strings.HasPrefix(uri, t.prefix) {
 			continue
 		}
@@ -378,21 +474,33 @@ func (c *Catalog) resourceUpstream(uri string) (*Upstream, bool) {
 	return best.up, true
 }
 
-func digest(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return ""
+// collisions are the names the upstreams' probes found offered twice.
+func collisions(ups []*Upstream) []Problem {
+	owners := map[string][]string{}
+	for _, u := range ups {
+		k := u.snapshot.Load()
+		if k == nil {
+			continue
+		}
+		for _, t := range k.tools {
+			owners["tool\x00"+t.served] = append(owners["tool\x00"+t.served], u.Name)
+		}
+		for _, pr := range k.prompts {
+			owners["prompt\x00"+pr.served] = append(owners["prompt\x00"+pr.served], u.Name)
+		}
+		for _, r := range k.resources {
+			owners["resource\x00"+r.uri] = append(owners["resource\x00"+r.uri], u.Name)
+		}
+		for _, t := range k.templates {
+			owners["template\x00"+t.template] = append(owners["template\x00"+t.template], u.Name)
+		}
 	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, b) != nil {
-		return string(b)
+	var out []Problem
+	for key, ups := range owners {
+		if len(ups) > 1 {
+			kind, name, _ := strings.Cut(key, "\x00")
+			out = append(out, Problem{Upstreams: ups, Kind: kind, Name: name, Detail: "offered by more than one upstream"})
+		}
 	}
-	return buf.String()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return out
 }

@@ -15,18 +15,27 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
-// StdioDialer launches cfg's command with exactly the configured environment
-// (plus the variables named in inherit_env) and speaks MCP over its stdio.
-// Secret references are resolved at every launch and never logged. The
-// executable's hash is checked at every launch when pinned, and in strict
-// mode a package-runner launch must name an exact version.
 // Secrets opens from_secret references (the gateway's vault).
 type Secrets func(name string) (string, error)
 
-func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets Secrets, log *slog.Logger) Dialer {
-	return func(ctx context.Context) (mcp.Transport, error) {
+// upstreamLimits bound what an upstream may send in one message: an answer
+// a little over the largest result the gateway relays, nested deeper than
+// agents may (structured content).
+func upstreamLimits(l config.Limits) (maxMsg, maxDepth int) {
+	return l.MaxResultBytes + 1<<20, max(l.MaxJSONDepth, 128)
+}
+
+// StdioDialer launches cfg's command with exactly the configured
+// environment (plus the variables named in inherit_env) and speaks MCP over
+// its stdio. Secret references are resolved at every launch and never
+// logged. The executable's hash is checked at every launch when pinned, and
+// in strict mode a package-runner launch must name an exact version.
+func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger) transport.Dialer {
+	maxMsg, maxDepth := upstreamLimits(limits)
+	return func(ctx context.Context) (transport.Conn, error) {
 		if strict {
 			if err := CheckPackagePinned(cfg.Command, cfg.Args); err != nil {
 				return nil, err
@@ -47,7 +56,7 @@ func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets S
 			cmd.Dir = filepath.Join(baseDir, cmd.Dir)
 		}
 		cmd.Stderr = stderrLogger(log)
-		return &mcp.CommandTransport{Command: cmd}, nil
+		return transport.StartProcess(cmd, maxMsg, maxDepth, log)
 	}
 }
 
@@ -89,10 +98,22 @@ func stderrLogger(log *slog.Logger) io.Writer {
 	return pw
 }
 
-// HTTPDialer connects to a streamable-HTTP upstream, adding the configured
-// headers (resolved from their references at every connect).
-func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets) Dialer {
-	return func(ctx context.Context) (mcp.Transport, error) {
+// HTTPDialer opens sessions with a streamable-HTTP upstream over one HTTP
+// transport that keeps as many connections as the upstream may have calls
+// in flight. Configured headers are resolved from their references for
+// every session.
+func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConns int, limits config.Limits, log *slog.Logger) (transport.Dialer, error) {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.SPKISHA256 != "" {
+		tc, err := SPKIPinnedTLS(cfg.SPKISHA256)
+		if err != nil {
+			return nil, err
+		}
+		base.TLSClientConfig = tc
+	}
+	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns)}
+	maxMsg, maxDepth := upstreamLimits(limits)
+	return func(ctx context.Context) (transport.Conn, error) {
 		h := http.Header{}
 		for k, v := range cfg.Headers {
 			s, err := v.Resolve(baseDir, secrets)
@@ -101,42 +122,22 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets) Dialer 
 			}
 			h.Set(k, s)
 		}
-		base := http.DefaultTransport
-		if cfg.SPKISHA256 != "" {
-			tc, err := SPKIPinnedTLS(cfg.SPKISHA256)
+		return transport.NewHTTPConn(cfg.URL, client, h, maxMsg, maxDepth, log), nil
+	}, nil
+}
+
+// InProcessDialer serves an in-process *mcp.Server (the built-in demo, and
+// tests) over an in-memory pipe: one server session per connection.
+func InProcessDialer(newServer func() *mcp.Server, limits config.Limits) transport.Dialer {
+	maxMsg, maxDepth := upstreamLimits(limits)
+	return func(ctx context.Context) (transport.Conn, error) {
+		srv := newServer()
+		return transport.Pipe(ctx, func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+			ss, err := srv.Connect(ctx, &mcp.IOTransport{Reader: r, Writer: w}, nil)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			t := http.DefaultTransport.(*http.Transport).Clone()
-			t.TLSClientConfig = tc
-			base = t
-		}
-		client := &http.Client{Transport: &headerTransport{base: base, headers: h}}
-		return &mcp.StreamableClientTransport{Endpoint: cfg.URL, HTTPClient: client, MaxRetries: 2}, nil
-	}
-}
-
-type headerTransport struct {
-	base    http.RoundTripper
-	headers http.Header
-}
-
-func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, vs := range t.headers {
-		r.Header[k] = vs
-	}
-	return t.base.RoundTrip(r)
-}
-
-// InProcessDialer serves an in-process *mcp.Server (the built-in demo) over an
-// in-memory pipe.
-func InProcessDialer(newServer func() *mcp.Server) Dialer {
-	return func(ctx context.Context) (mcp.Transport, error) {
-		ct, st := mcp.NewInMemoryTransports()
-		if _, err := newServer().Connect(ctx, st, nil); err != nil {
-			return nil, fmt.Errorf("start in-process server: %w", err)
-		}
-		return ct, nil
+			return ss.Wait()
+		}, maxMsg, maxDepth, nil)
 	}
 }

@@ -1,7 +1,6 @@
 package mcpproxy
 
 import (
-	"context"
 	"slices"
 	"sync"
 
@@ -68,7 +67,7 @@ func (p *Proxy) toolLabels(e *toolEntry) []string {
 	if l, ok := p.opts.Labels.Upstreams[e.up.Name]; ok {
 		return l
 	}
-	if p.toolTarget(e).OpenWorld {
+	if e.target.OpenWorld {
 		return []string{LabelUntrustedInput}
 	}
 	return nil
@@ -84,11 +83,11 @@ func (p *Proxy) upstreamLabels(u *Upstream) []string {
 // label adds labels to c's session after it read from target, and records
 // the labels that were new. The label applies before the result reaches
 // the agent, so the agent's next request is decided with it.
-func (p *Proxy) label(_ context.Context, c *call, labels []string) {
-	if c.state == nil || len(labels) == 0 {
+func (p *Proxy) label(c *call, labels []string) {
+	if c.s == nil || len(labels) == 0 {
 		return
 	}
-	added := c.state.labels.add(labels)
+	added := c.s.labels.add(labels)
 	if len(added) == 0 {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
 func TestSessionLabelsOnlyGrow(t *testing.T) {
@@ -37,7 +39,11 @@ func TestToolLabelsDefaults(t *testing.T) {
 	no, yes := false, true
 	web, files := &Upstream{Name: "web"}, &Upstream{Name: "files"}
 	entry := func(up *Upstream, name string, a *mcp.ToolAnnotations) *toolEntry {
-		return &toolEntry{up: up, qualified: up.Name + "__" + name, tool: &mcp.Tool{Name: name, Annotations: a}}
+		t := policy.Target{Kind: policy.KindTool, ID: up.Name + "__" + name, Upstream: up.Name, Destructive: true, OpenWorld: true}
+		if a != nil && a.OpenWorldHint != nil {
+			t.OpenWorld = *a.OpenWorldHint
+		}
+		return &toolEntry{up: up, qualified: up.Name + "__" + name, target: t}
 	}
 	p := New(Options{Labels: Labels{
 		Upstreams: map[string][]string{"files": {"confidential"}},

@@ -1,14 +1,12 @@
 package mcpproxy
 
 import (
-	"encoding/json"
 	"hash/maphash"
 	"slices"
 	"sync"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/portcullis-dev/portcullis/internal/screen"
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 // Argument provenance. The gateway remembers, per session, the values that
@@ -43,6 +41,20 @@ type origins struct {
 // observe records the indicators in the text of a result read from a source
 // that is untrusted or not.
 func (o *origins) observe(texts []string, untrusted bool) {
+	norm := make([]string, len(texts))
+	for i, t := range texts {
+		if len(t) > maxScannedBytes {
+			t = t[:maxScannedBytes]
+		}
+		// Normalised first: an address hidden from a scan by zero-width
+		// characters, entities or base64 is still read by the model.
+		norm[i] = screen.Normalize(t).Text
+	}
+	o.observeNormalized(norm, untrusted)
+}
+
+// observeNormalized is observe of texts already normalised.
+func (o *origins) observeNormalized(texts []string, untrusted bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.untrusted == nil {
@@ -52,9 +64,7 @@ func (o *origins) observe(texts []string, untrusted bool) {
 		if len(t) > maxScannedBytes {
 			t = t[:maxScannedBytes]
 		}
-		// Normalised first: an address hidden from a scan by zero-width
-		// characters, entities or base64 is still read by the model.
-		screen.Destinations(screen.Normalize(t).Text, func(v string) {
+		screen.Destinations(t, func(v string) {
 			h := maphash.String(originSeed, v)
 			if _, seen := o.untrusted[h]; seen {
 				return
@@ -70,86 +80,38 @@ func (o *origins) observe(texts []string, untrusted bool) {
 }
 
 // untrustedArguments returns the names of the top-level arguments whose
-// values carry an indicator first seen in untrusted output, sorted.
-func (o *origins) untrustedArguments(raw json.RawMessage) []string {
+// values carry an indicator first seen in untrusted output, sorted. raw
+// must be valid JSON (the arguments as parsed).
+func (o *origins) untrustedArguments(raw []byte) []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.untrusted) == 0 || len(raw) == 0 {
 		return nil
 	}
-	var args map[string]json.RawMessage
-	if json.Unmarshal(raw, &args) != nil {
+	obj := wire.Span{Start: 0, End: len(raw)}
+	if !wire.IsObject(raw, obj) {
 		return nil
 	}
 	var out []string
-	for name, v := range args {
+	wire.Members(raw, obj, func(k, v wire.Span) bool {
 		tainted := false
-		var walk func(any)
-		walk = func(x any) {
-			switch x := x.(type) {
-			case string:
-				screen.Destinations(screen.Normalize(x).Text, func(v string) {
-					if o.untrusted[maphash.String(originSeed, v)] {
-						tainted = true
-					}
-				})
-			case []any:
-				for _, e := range x {
-					walk(e)
-				}
-			case map[string]any:
-				for _, e := range x {
-					walk(e)
-				}
+		wire.Strings(raw, v, func(_ string, sp wire.Span) {
+			if tainted {
+				return
 			}
-		}
-		var x any
-		if json.Unmarshal(v, &x) == nil {
-			walk(x)
-		}
+			text, _ := wire.String(raw, sp)
+			screen.Destinations(screen.Normalize(text).Text, func(d string) {
+				if o.untrusted[maphash.String(originSeed, d)] {
+					tainted = true
+				}
+			})
+		})
 		if tainted {
+			name, _ := wire.String(raw, k)
 			out = append(out, name)
 		}
-	}
+		return true
+	})
 	slices.Sort(out)
-	return out
-}
-
-// resultTexts returns the text an agent would read in a result.
-func resultTexts(res mcp.Result) []string {
-	var out []string
-	content := func(cs []mcp.Content) {
-		for _, c := range cs {
-			switch c := c.(type) {
-			case *mcp.TextContent:
-				out = append(out, c.Text)
-			case *mcp.EmbeddedResource:
-				if c.Resource != nil {
-					out = append(out, c.Resource.Text)
-				}
-			}
-		}
-	}
-	switch r := res.(type) {
-	case *mcp.CallToolResult:
-		content(r.Content)
-		if r.StructuredContent != nil {
-			if b, err := json.Marshal(r.StructuredContent); err == nil {
-				out = append(out, string(b))
-			}
-		}
-	case *mcp.ReadResourceResult:
-		for _, c := range r.Contents {
-			if c != nil {
-				out = append(out, c.Text)
-			}
-		}
-	case *mcp.GetPromptResult:
-		for _, m := range r.Messages {
-			if m != nil {
-				content([]mcp.Content{m.Content})
-			}
-		}
-	}
-	return out
+	return slices.Compact(out)
 }

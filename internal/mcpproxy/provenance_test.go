@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 func TestOriginsFirstSightDecides(t *testing.T) {
@@ -63,32 +63,18 @@ func TestOriginsBounded(t *testing.T) {
 	}
 }
 
-func TestResultTexts(t *testing.T) {
-	t.Parallel()
-	got := resultTexts(&mcp.CallToolResult{
-		Content:           []mcp.Content{&mcp.TextContent{Text: "a"}, &mcp.ImageContent{Data: []byte("x")}, &mcp.EmbeddedResource{Resource: &mcp.ResourceContents{Text: "b"}}},
-		StructuredContent: map[string]any{"k": "c"},
-	})
-	if !slices.Equal(got, []string{"a", "b", `{"k":"c"}`}) {
-		t.Errorf("tool result texts = %q", got)
-	}
-	if got := resultTexts(&mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{Text: "r"}, nil}}); !slices.Equal(got, []string{"r"}) {
-		t.Errorf("resource texts = %q", got)
-	}
-	if got := resultTexts(&mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Content: &mcp.TextContent{Text: "p"}}, nil}}); !slices.Equal(got, []string{"p"}) {
-		t.Errorf("prompt texts = %q", got)
-	}
-}
-
 func FuzzProvenance(f *testing.F) {
 	f.Add("mail x@y.example https://h.example/ GB82 WEST 1234 5698 7654 32 +1 555 010 9999", `{"to":"x@y.example"}`)
 	f.Add("\xff@\x00.zz http://[::1]:80/", `{"a":[{"b":"http://[::1]/"}]}`)
 	f.Fuzz(func(t *testing.T, text, args string) {
+		if wire.Valid([]byte(args), 64) != nil {
+			return // the gateway only ever passes arguments it parsed
+		}
 		var o origins
 		o.observe([]string{text}, true)
 		var decoded map[string]json.RawMessage
 		json.Unmarshal([]byte(args), &decoded)
-		for _, name := range o.untrustedArguments(json.RawMessage(args)) {
+		for _, name := range o.untrustedArguments([]byte(args)) {
 			if _, ok := decoded[name]; !ok {
 				t.Fatalf("flagged %q, not an argument of %s", name, args)
 			}

@@ -23,7 +23,8 @@ import (
 )
 
 // rig is a proxy with real policy, a real recorder on SQLite and in-process
-// upstream servers built with the Go SDK.
+// upstream servers built with the Go SDK; agents connect over the stdio
+// front with the Go SDK's client.
 type rig struct {
 	t     *testing.T
 	p     *Proxy
@@ -33,12 +34,12 @@ type rig struct {
 const permitAll = `permit (principal, action, resource in Upstream::"up");
 permit (principal, action, resource in Upstream::"other");`
 
-func newRig(t *testing.T, namespaced bool, limits func(*config.Limits), upstreams map[string]*mcp.Server) *rig {
+func newRig(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]*mcp.Server) *rig {
 	t.Helper()
-	return newRigWith(t, namespaced, limits, upstreams, nil)
+	return newRigWith(t, namespace, limits, upstreams, nil)
 }
 
-func newRigWith(t *testing.T, namespaced bool, limits func(*config.Limits), upstreams map[string]*mcp.Server, mutate func(*Options, *store.SQLite)) *rig {
+func newRigWith(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]*mcp.Server, mutate func(*Options, *store.SQLite)) *rig {
 	t.Helper()
 	set, err := policy.Compile([]policy.Source{{Name: "t.cedar", Data: []byte(permitAll)}})
 	if err != nil {
@@ -53,17 +54,12 @@ func newRigWith(t *testing.T, namespaced bool, limits func(*config.Limits), upst
 	ctx, cancel := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
 	go func() { rec.Run(ctx); close(recDone) }()
-	var l config.Limits
 	c, _ := config.Parse([]byte("version: 1\n"), ".")
-	l = c.Limits
+	l := c.Limits
 	if limits != nil {
 		limits(&l)
 	}
-	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
-	opts := Options{
-		Decider: policy.NewEngine(set), Recorder: rec, Limits: l, Namespaced: namespaced, Log: log,
-		Principal: func(context.Context, mcp.Request) (*identity.Principal, error) { return pr, nil },
-	}
+	opts := Options{Decider: policy.NewEngine(set), Recorder: rec, Limits: l, Log: log}
 	if mutate != nil {
 		mutate(&opts, st)
 	}
@@ -75,7 +71,7 @@ func newRigWith(t *testing.T, namespaced bool, limits func(*config.Limits), upst
 	slices.Sort(names)
 	for _, n := range names {
 		srv := upstreams[n]
-		p.AddUpstream(config.Upstream{Name: n}, InProcessDialer(func() *mcp.Server { return srv }))
+		p.AddUpstream(config.Upstream{Name: n, Namespace: namespace}, InProcessDialer(func() *mcp.Server { return srv }, l))
 	}
 	upCtx, upCancel := context.WithCancel(context.Background())
 	upDone := make(chan struct{})
@@ -95,15 +91,36 @@ func newRigWith(t *testing.T, namespaced bool, limits func(*config.Limits), upst
 	return &rig{t: t, p: p, store: st}
 }
 
-// agent connects an in-process agent client to the proxy.
+// agentTransport connects an agent to p's stdio front over in-memory pipes.
+func agentTransport(t testing.TB, p *Proxy, pr *identity.Principal) mcp.Transport {
+	agentIn, proxyOut := io.Pipe()
+	proxyIn, agentOut := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		p.ServeStdio(ctx, proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+		proxyOut.Close()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		agentOut.Close()
+		cancel()
+		<-done
+	})
+	return &mcp.IOTransport{Reader: agentIn, Writer: agentOut}
+}
+
+// agent connects an agent with the Go SDK's client.
 func (r *rig) agent(opts *mcp.ClientOptions) *mcp.ClientSession {
 	r.t.Helper()
-	ct, st := mcp.NewInMemoryTransports()
-	ctx := context.Background()
-	if _, err := r.p.Server().Connect(ctx, st, nil); err != nil {
-		r.t.Fatal(err)
-	}
-	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, opts).Connect(ctx, ct, nil)
+	return r.agentAs(&identity.Principal{Agent: "agent", CredentialID: "cred"}, opts)
+}
+
+func (r *rig) agentAs(pr *identity.Principal, opts *mcp.ClientOptions) *mcp.ClientSession {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, opts).Connect(ctx, agentTransport(r.t, r.p, pr), nil)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -155,27 +172,23 @@ func names(t *testing.T, s *mcp.ClientSession) []string {
 func TestListChangedReachesAgents(t *testing.T) {
 	t.Parallel()
 	up := upstreamWith("a")
-	r := newRig(t, true, nil, map[string]*mcp.Server{"up": up})
+	r := newRig(t, "", nil, map[string]*mcp.Server{"up": up})
 	changed := make(chan struct{}, 10)
 	s := r.agent(&mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} }})
 	if got := names(t, s); !slices.Equal(got, []string{"up__a"}) {
 		t.Fatalf("tools = %v", got)
 	}
-	addEcho(up, "b") // the upstream announces list_changed to the gateway
+	addEcho(up, "b") // the upstream announces list_changed to its sessions
 	select {
 	case <-changed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent never received tools/list_changed")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(names(t, s), []string{"up__a", "up__b"}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("tools after change = %v", names(t, s))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if got := names(t, s); !slices.Equal(got, []string{"up__a", "up__b"}) {
+		t.Fatalf("tools after change = %v", got)
 	}
 	up.RemoveTools("a")
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for !slices.Equal(names(t, s), []string{"up__b"}) {
 		if time.Now().After(deadline) {
 			t.Fatalf("tools after removal = %v", names(t, s))
@@ -189,7 +202,10 @@ func TestListChangedReachesAgents(t *testing.T) {
 
 func TestCollisionsAreNotServed(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, false, nil, map[string]*mcp.Server{"up": upstreamWith("shared", "mine"), "other": upstreamWith("shared", "theirs")})
+	r := newRig(t, config.NamespaceNone, nil, map[string]*mcp.Server{"up": upstreamWith("shared", "mine"), "other": upstreamWith("shared", "theirs")})
+	if cs := r.p.Collisions(); len(cs) != 1 || cs[0].Name != "shared" {
+		t.Errorf("probe collisions = %v", cs)
+	}
 	s := r.agent(nil)
 	if got := names(t, s); !slices.Equal(got, []string{"mine", "theirs"}) {
 		t.Errorf("tools = %v; a colliding name must be served by neither", got)
@@ -208,6 +224,25 @@ func TestCollisionsAreNotServed(t *testing.T) {
 	}
 }
 
+func TestNamesAsTheServerGivesThem(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, config.NamespaceNone, nil, map[string]*mcp.Server{"up": upstreamWith("echo")})
+	s := r.agent(nil)
+	if got := names(t, s); !slices.Equal(got, []string{"echo"}) {
+		t.Fatalf("tools = %v", got)
+	}
+	res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"k": 1}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != `echo:{"k":1}` {
+		t.Fatalf("call: %v %v", res, err)
+	}
+	// Policies still name the tool up__echo.
+	for _, e := range r.events() {
+		if e.Type == audit.TypeDecision && e.Action == policy.ActionCallTool && e.Target != "up__echo" {
+			t.Errorf("decision target %q", e.Target)
+		}
+	}
+}
+
 func blockingUpstream(started *atomic.Int32) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "slow"}, nil)
 	s.AddTool(&mcp.Tool{Name: "hang", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -221,7 +256,7 @@ func blockingUpstream(started *atomic.Int32) *mcp.Server {
 func TestHungUpstreamTimesOutCleanly(t *testing.T) {
 	t.Parallel()
 	var started atomic.Int32
-	r := newRig(t, true, func(l *config.Limits) { l.CallTimeout = config.Duration(200 * time.Millisecond) }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
+	r := newRig(t, "", func(l *config.Limits) { l.CallTimeout = config.Duration(200 * time.Millisecond) }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
 	s := r.agent(nil)
 	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__hang"})
 	if err == nil || !strings.Contains(err.Error(), "upstream_timeout") {
@@ -235,7 +270,7 @@ func TestHungUpstreamTimesOutCleanly(t *testing.T) {
 func TestSessionConcurrencyLimit(t *testing.T) {
 	t.Parallel()
 	var started atomic.Int32
-	r := newRig(t, true, func(l *config.Limits) { l.MaxCallsPerSession = 1 }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
+	r := newRig(t, "", func(l *config.Limits) { l.MaxCallsPerSession = 1 }, map[string]*mcp.Server{"up": blockingUpstream(&started)})
 	s := r.agent(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.CallTool(ctx, &mcp.CallToolParams{Name: "up__hang"})
@@ -251,19 +286,25 @@ func TestSessionConcurrencyLimit(t *testing.T) {
 
 func TestStdioFrontRefusesBadLines(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true, func(l *config.Limits) { l.MaxMessageBytes = 4096 }, map[string]*mcp.Server{"up": upstreamWith("a")})
+	r := newRig(t, "", func(l *config.Limits) { l.MaxMessageBytes = 4096 }, map[string]*mcp.Server{"up": upstreamWith("a")})
 	in := strings.Join([]string{
+		`{"jsonrpc":"2.0","id":0,"method":"tools/list"}`,
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
 		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
 		`{"jsonrpc":"2.0","id":2,"method":"evil/method"}`,
 		`{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":"` + strings.Repeat("y", 5000) + `"}}`,
 		`this is not json`,
+		`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"up__a","name":"up__b"}}`,
 		`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__a","arguments":{"k":1}}}`,
 	}, "\n") + "\n"
 	pr, pw := io.Pipe()
 	out := &syncBuf{}
 	done := make(chan error, 1)
-	go func() { done <- r.p.ServeStdio(context.Background(), pr, out) }()
+	go func() {
+		done <- r.p.ServeStdio(context.Background(), pr, out, func(context.Context) (*identity.Principal, error) {
+			return &identity.Principal{Agent: "agent"}, nil
+		})
+	}()
 	pw.Write([]byte(in))
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), `"id":4`) && time.Now().Before(deadline) {
@@ -272,7 +313,7 @@ func TestStdioFrontRefusesBadLines(t *testing.T) {
 	pw.Close()
 	<-done
 	got := out.String()
-	for _, want := range []string{`"id":2`, "method_not_allowed", `a:{\"k\":1}`} {
+	for _, want := range []string{`"id":0`, ReasonNotInitialized, `"id":2`, "method_not_allowed", `"id":5`, "malformed", `a:{\"k\":1}`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("stdio output lacks %s:\n%s", want, got)
 		}
@@ -305,7 +346,7 @@ func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
 		seen <- tp
 		return &mcp.CallToolResult{Content: []mcp.Content{}}, nil
 	})
-	r := newRig(t, true, nil, map[string]*mcp.Server{"up": up})
+	r := newRig(t, "", nil, map[string]*mcp.Server{"up": up})
 	s := r.agent(nil)
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	params := &mcp.CallToolParams{Name: "up__t", Arguments: map[string]any{}, Meta: mcp.Meta{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}
@@ -316,8 +357,6 @@ func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
 	if id, ok := parseTraceparent(tp); !ok || id != traceID || strings.Contains(tp, "00f067aa0ba902b7") {
 		t.Errorf("upstream got traceparent %q; want trace %s with the gateway as parent", tp, traceID)
 	}
-	// The decision, and (asynchronously) the session_label event the
-	// open-world tool's result caused.
 	rows, err := r.store.Events(context.Background(), store.EventQuery{TraceID: traceID})
 	decisions := 0
 	for _, row := range rows {
@@ -359,7 +398,7 @@ func TestRugPullByListChanged(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r := newRigWith(t, true, nil, map[string]*mcp.Server{"up": up}, func(o *Options, st *store.SQLite) {
+	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": up}, func(o *Options, st *store.SQLite) {
 		o.Pinning = &toolreg.Registry{Store: st, Mode: toolreg.ModeTOFU, Now: clock}
 	})
 	changed := make(chan struct{}, 10)

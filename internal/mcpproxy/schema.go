@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
 )
@@ -21,16 +23,29 @@ type argSchema struct {
 	closed   bool
 }
 
-// ErrArgumentsSchema is returned by check for arguments that do not match.
+// ErrArgumentsSchema is wrapped by the errors check returns.
 var ErrArgumentsSchema = errors.New("arguments do not match the tool's input schema")
 
-func newArgSchema(schema any) (*argSchema, error) {
-	b, err := json.Marshal(schema)
-	if err != nil {
-		return nil, err
+// schemaError says which argument fails which constraint, in words a model
+// can act on. It never holds argument values: only names from the schema
+// (or of undeclared arguments), keywords and JSON types.
+type schemaError struct {
+	where string // "path", "items[].name", or "" for the arguments object
+	what  string
+}
+
+func (e *schemaError) Error() string {
+	if e.where == "" {
+		return e.what
 	}
+	return fmt.Sprintf("argument %q: %s", e.where, e.what)
+}
+
+func (e *schemaError) Unwrap() error { return ErrArgumentsSchema }
+
+func newArgSchema(schema []byte) (*argSchema, error) {
 	var s jsonschema.Schema
-	if err := json.Unmarshal(b, &s); err != nil {
+	if err := json.Unmarshal(schema, &s); err != nil {
 		return nil, fmt.Errorf("input schema: %w", err)
 	}
 	// Remote references are never fetched (no Loader): resolving fails.
@@ -49,16 +64,19 @@ func newArgSchema(schema any) (*argSchema, error) {
 	return a, nil
 }
 
-// check validates raw arguments. The error names an undeclared property but
-// never echoes argument values.
-func (a *argSchema) check(raw json.RawMessage) error {
+// check validates raw arguments (absent arguments are an empty object).
+func (a *argSchema) check(raw []byte) error {
 	var v any
 	if len(bytes.TrimSpace(raw)) == 0 {
 		v = map[string]any{}
 	} else if err := json.Unmarshal(raw, &v); err != nil {
-		return ErrArgumentsSchema
+		return &schemaError{what: "arguments are not valid JSON"}
 	}
-	if m, ok := v.(map[string]any); ok && a.closed {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return &schemaError{what: fmt.Sprintf("arguments must be an object, not %s", jsonTypeName(v))}
+	}
+	if a.closed {
 		var unknown []string
 		for k := range m {
 			if !a.props[k] {
@@ -67,13 +85,92 @@ func (a *argSchema) check(raw json.RawMessage) error {
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return fmt.Errorf("%w: undeclared properties %q", ErrArgumentsSchema, unknown)
+			return &schemaError{what: fmt.Sprintf("the tool declares no arguments %q", unknown)}
 		}
 	}
 	if err := a.resolved.Validate(v); err != nil {
-		return ErrArgumentsSchema
+		return describeSchemaError(err.Error())
 	}
 	return nil
+}
+
+// The validator's messages quote the failing value; only their structure
+// is kept: where (the schema path of the failing keyword) and what (the
+// keyword, and for some the names and types involved).
+var (
+	validatingRE = regexp.MustCompile(`validating ([^:]*):`)
+	keywordRE    = regexp.MustCompile(`^\s*([A-Za-z]+)(?:\[[^\]]*\])?:`)
+	typeRE       = regexp.MustCompile(`has type "([a-z]+)", want (?:one of )?(\[[^\]]*\]|"[a-z]+")`)
+	missingRE    = regexp.MustCompile(`missing properties:? (\[[^\]]*\])`)
+)
+
+func describeSchemaError(msg string) error {
+	where := ""
+	rest := msg
+	for _, m := range validatingRE.FindAllStringSubmatchIndex(msg, -1) {
+		where = msg[m[2]:m[3]]
+		rest = msg[m[1]:]
+	}
+	e := &schemaError{where: schemaPathToArgument(where)}
+	kw := ""
+	if m := keywordRE.FindStringSubmatch(rest); m != nil {
+		kw = m[1]
+	}
+	switch kw {
+	case "type":
+		if m := typeRE.FindStringSubmatch(rest); m != nil {
+			e.what = fmt.Sprintf("has type %s, the schema wants %s", m[1], m[2])
+			return e
+		}
+	case "required":
+		if m := missingRE.FindStringSubmatch(rest); m != nil && len(m[1]) < 512 {
+			e.what = "missing required properties " + m[1]
+			return e
+		}
+	case "":
+		e.what = "does not match the tool's input schema"
+		return e
+	}
+	e.what = fmt.Sprintf("fails the %q constraint of the tool's input schema", kw)
+	return e
+}
+
+// schemaPathToArgument turns "/properties/a/items/properties/b" into
+// "a[].b".
+func schemaPathToArgument(p string) string {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	var out strings.Builder
+	for i := 0; i < len(parts); i++ {
+		switch parts[i] {
+		case "properties":
+			if i+1 < len(parts) {
+				if out.Len() > 0 {
+					out.WriteByte('.')
+				}
+				out.WriteString(truncate(parts[i+1], 64))
+				i++
+			}
+		case "items", "prefixItems":
+			out.WriteString("[]")
+		}
+	}
+	return out.String()
+}
+
+func jsonTypeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "another type"
 }
 
 // isFalseSchema reports whether s is the schema "false" (how the library

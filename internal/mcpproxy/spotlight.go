@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Spotlighting modes (Hines et al., "Defending Against Indirect Prompt
@@ -40,38 +38,14 @@ func (s *sessionToken) get() string {
 	return s.token
 }
 
-// spotlight marks the text of res as data, by mode, with the session's
+// spotlightText marks one text as data, by mode, with the session's
 // token. Prompts are not spotlighted: they are instructions by design.
-func spotlight(res mcp.Result, mode, token string) {
-	if mode == "" {
-		return
+func spotlightText(s, mode, token string) string {
+	// The token is secret to the session, but strip any occurrence so that
+	// not even a leaked token lets content close the block early.
+	s = strings.ReplaceAll(s, token, "")
+	if mode == SpotlightDatamark {
+		s = strings.Join(strings.Fields(s), DataMark)
 	}
-	mark := func(s string) string {
-		// The token is secret to the session, but strip any occurrence so
-		// that not even a leaked token lets content close the block early.
-		s = strings.ReplaceAll(s, token, "")
-		if mode == SpotlightDatamark {
-			s = strings.Join(strings.Fields(s), DataMark)
-		}
-		return "<untrusted-data " + token + ">\n" + s + "\n</untrusted-data " + token + ">"
-	}
-	switch r := res.(type) {
-	case *mcp.CallToolResult:
-		for _, c := range r.Content {
-			switch c := c.(type) {
-			case *mcp.TextContent:
-				c.Text = mark(c.Text)
-			case *mcp.EmbeddedResource:
-				if c.Resource != nil && c.Resource.Text != "" {
-					c.Resource.Text = mark(c.Resource.Text)
-				}
-			}
-		}
-	case *mcp.ReadResourceResult:
-		for _, c := range r.Contents {
-			if c != nil && c.Text != "" {
-				c.Text = mark(c.Text)
-			}
-		}
-	}
+	return "<untrusted-data " + token + ">\n" + s + "\n</untrusted-data " + token + ">"
 }

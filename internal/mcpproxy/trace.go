@@ -3,10 +3,9 @@ package mcpproxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"reflect"
 	"strings"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 // W3C trace context: a request carries "traceparent" in its MCP _meta or,
@@ -15,24 +14,19 @@ import (
 // as the parent, so that one trace ID pulls the whole chain
 // (`portcullis audit trace`). A request without one gets a fresh trace ID.
 
-const traceparentKey = "traceparent"
-
-// traceOf returns the request's trace ID (32 hex digits), generating one if
-// the request carries no valid traceparent.
-func traceOf(req mcp.Request) string {
-	if p := req.GetParams(); p != nil && !isNilPointer(p) {
-		if m := p.GetMeta(); m != nil {
-			if s, ok := m[traceparentKey].(string); ok {
-				if id, ok := parseTraceparent(s); ok {
-					return id
-				}
+// traceOf returns the request's trace ID (32 hex digits) from its
+// _meta.traceparent or the HTTP traceparent header, generating one if
+// neither carries a valid one.
+func traceOf(m *wire.Message, header string) string {
+	if sp := m.Meta("traceparent"); !sp.Empty() {
+		if s, ok := wire.String(m.Raw, sp); ok {
+			if id, ok := parseTraceparent(s); ok {
+				return id
 			}
 		}
 	}
-	if ex := req.GetExtra(); ex != nil && ex.Header != nil {
-		if id, ok := parseTraceparent(ex.Header.Get(traceparentKey)); ok {
-			return id
-		}
+	if id, ok := parseTraceparent(header); ok {
+		return id
 	}
 	var b [16]byte
 	rand.Read(b[:])
@@ -68,11 +62,4 @@ func childTraceparent(traceID, spanID string) string {
 		spanID = hex.EncodeToString(b[:])
 	}
 	return "00-" + traceID + "-" + spanID + "-01"
-}
-
-// isNilPointer reports whether v is an interface holding a nil pointer (the
-// SDK passes typed nil params for methods without params).
-func isNilPointer(v any) bool {
-	rv := reflect.ValueOf(v)
-	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }

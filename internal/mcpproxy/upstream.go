@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 sampling, elicitation, roots and logging are deprecated as of MCP 2026-07-28, but older peers still use them and the gateway must keep deciding on them.
-
 package mcpproxy
 
 import (
@@ -11,325 +9,417 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
-// Errors a call to an upstream can return. The gateway maps each to a clean
-// error for the agent.
+// Errors opening a session with an upstream.
 var (
-	ErrUpstreamDown = errors.New("upstream unavailable")
-	ErrUpstreamBusy = errors.New("upstream at its concurrency limit")
+	ErrUpstreamDown     = errors.New("upstream unavailable")
+	ErrUpstreamBusy     = errors.New("upstream at its concurrency limit")
+	ErrUpstreamSessions = errors.New("upstream at its session limit")
 )
 
-// Dialer opens a transport to an upstream. It is called on every (re)start.
-type Dialer func(ctx context.Context) (mcp.Transport, error)
-
-// Backoff bounds for restarting an upstream.
+// Supervision bounds.
 const (
 	minBackoff    = 250 * time.Millisecond
 	maxBackoff    = 30 * time.Second
 	stableAfter   = 30 * time.Second
 	probeTimeout  = 5 * time.Second
+	initTimeout   = 30 * time.Second
 	listTimeout   = 30 * time.Second
 	keepAliveTick = 30 * time.Second
 )
 
-// Lists is what an upstream offers, as last fetched.
-type Lists struct {
-	Tools     []*mcp.Tool
-	Prompts   []*mcp.Prompt
-	Resources []*mcp.Resource
-	Templates []*mcp.ResourceTemplate
-}
-
-// Hooks are how an Upstream reports to the rest of the gateway. The proxy
-// sets them; every field must be non-nil.
-type Hooks struct {
-	// Published is called with fresh lists after (re)connecting and on every
-	// list_changed notification.
-	Published func(u *Upstream, l Lists)
-	// Event reports lifecycle changes (started, exited, restarting).
-	Event func(u *Upstream, outcome, detail string)
-	// Progress relays a progress notification from the upstream.
-	Progress func(ctx context.Context, p *mcp.ProgressNotificationParams)
-	// ResourceUpdated relays a resource update notification.
-	ResourceUpdated func(ctx context.Context, p *mcp.ResourceUpdatedNotificationParams)
-	// ServerRequest decides and relays a request the upstream sends towards
-	// an agent (sampling, elicitation, roots). It returns the result or an
-	// error that is sent back to the upstream.
-	ServerRequest func(ctx context.Context, u *Upstream, method string, req mcp.Request) (mcp.Result, error)
-}
-
-// Upstream is one supervised MCP server behind the gateway.
+// Upstream is one MCP server behind the gateway. Agents reach it through
+// links (sessions with it) opened per agent session, per agent, per user or
+// once for all, as configured. A supervisor session, the probe, keeps
+// watching it: it decides readiness, pins what the server offers (trust on
+// first use sees it here first), notices definition changes and restarts a
+// server that stops answering.
 type Upstream struct {
-	Name    string
-	Timeout time.Duration
-	// ProtocolVersion, if set, is the protocol version offered at connect.
-	ProtocolVersion string
+	Name string
 
-	dial  Dialer
-	hooks Hooks
-	log   *slog.Logger
-	sem   chan struct{}
+	p       *Proxy
+	cfg     config.Upstream
+	prefix  string
+	dial    transport.Dialer
+	timeout time.Duration
+	sem     chan struct{}
+	log     *slog.Logger
 
-	sess     atomic.Pointer[mcp.ClientSession]
-	restarts atomic.Int64
-	ready    chan struct{} // closed after the first successful connect
-	once     sync.Once
+	ready     chan struct{} // closed after the first probe
+	readyOnce sync.Once
+	healthy   atomic.Bool
+	snapshot  atomic.Pointer[linkLists] // what the probe last listed
+	kick      chan struct{}             // re-list now
+	linkSeq   atomic.Int64
+	restarts  atomic.Int64
+	downUntil atomic.Int64 // unix ns: no new links before (a dial just failed)
 
-	mu       sync.Mutex
-	inflight map[*callRef]struct{}
+	mu      sync.Mutex
+	shared  map[string]*link // links shared by several agent sessions, by isolation key
+	opening map[string]*pendingLink
+	open    int
+	spares  []transport.Conn
+	stop    bool
 }
 
-// callRef identifies one in-flight call so that a server-initiated request
-// can be routed to the agent session that caused it.
-type callRef struct{ session *mcp.ServerSession }
+type pendingLink struct {
+	done chan struct{}
+	l    *link
+	err  error
+}
 
-// NewUpstream returns an Upstream; Run supervises it.
-func NewUpstream(name string, dial Dialer, timeout time.Duration, maxConcurrent int, hooks Hooks, log *slog.Logger) *Upstream {
+func newUpstream(p *Proxy, cfg config.Upstream, dial transport.Dialer) *Upstream {
+	timeout := p.opts.Limits.CallTimeout.D()
+	if cfg.CallTimeout > 0 {
+		timeout = cfg.CallTimeout.D()
+	}
+	maxc := p.opts.Limits.MaxCallsPerUpstream
+	if cfg.MaxConcurrentCalls > 0 {
+		maxc = cfg.MaxConcurrentCalls
+	}
 	return &Upstream{
-		Name: name, Timeout: timeout, dial: dial, hooks: hooks,
-		log:      log.With("upstream", name),
-		sem:      make(chan struct{}, maxConcurrent),
-		ready:    make(chan struct{}),
-		inflight: map[*callRef]struct{}{},
+		Name: cfg.Name, p: p, cfg: cfg, prefix: cfg.Prefix(), dial: dial, timeout: timeout,
+		sem: make(chan struct{}, maxc), log: p.opts.Log.With("upstream", cfg.Name),
+		ready: make(chan struct{}), kick: make(chan struct{}, 1),
+		shared: map[string]*link{}, opening: map[string]*pendingLink{},
 	}
 }
 
-// Session returns the live session or ErrUpstreamDown.
-func (u *Upstream) Session() (*mcp.ClientSession, error) {
-	if s := u.sess.Load(); s != nil {
-		return s, nil
-	}
-	return nil, ErrUpstreamDown
-}
+// Healthy reports whether the upstream answered its last probe.
+func (u *Upstream) Healthy() bool { return u.healthy.Load() }
 
-// Healthy reports whether the upstream has a live session.
-func (u *Upstream) Healthy() bool { return u.sess.Load() != nil }
-
-// Restarts is how many times the upstream was restarted after exiting.
+// Restarts is how many times the probe session was reopened after ending.
 func (u *Upstream) Restarts() int64 { return u.restarts.Load() }
 
-// Ready is closed once the upstream first connected.
+// Ready is closed once the upstream was first probed (successfully or not).
 func (u *Upstream) Ready() <-chan struct{} { return u.ready }
 
-// Run connects, publishes the upstream's lists and restarts it with
-// exponential backoff whenever it exits, until ctx ends.
-func (u *Upstream) Run(ctx context.Context) error {
+func (u *Upstream) isolation() string {
+	if u.cfg.Isolation == "" {
+		return config.IsolationSession
+	}
+	return u.cfg.Isolation
+}
+
+// reprobe asks the probe to list again.
+func (u *Upstream) reprobe() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run keeps the probe session open, restarting it with exponential
+// backoff when it ends, until ctx ends; then it closes every link.
+func (u *Upstream) run(ctx context.Context) {
+	defer u.closeAll()
+	go u.sweep(ctx)
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := u.runOnce(ctx)
+		err := u.probe(ctx)
+		u.healthy.Store(false)
+		u.readyOnce.Do(func() { close(u.ready) })
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if time.Since(started) > stableAfter {
 			backoff = minBackoff
 		}
 		u.restarts.Add(1)
-		u.log.Warn("upstream exited; restarting", "err", err, "backoff", backoff)
-		u.hooks.Event(u, "restarting", fmt.Sprintf("exited: %v; restarting in %s", err, backoff))
+		u.log.Warn("upstream probe ended; restarting", "err", err, "backoff", backoff)
+		u.p.upstreamEvent(u, "restarting", fmt.Sprintf("exited: %v; restarting in %s", err, backoff))
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil
+			return
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// probe opens the supervisor session, offering every client capability so
+// that the server shows every tool it might offer any agent, and lists
+// (admitting tools through pinning) now, on every list change, and when
+// kicked; it pings the server periodically.
+func (u *Upstream) probe(ctx context.Context) error {
+	l, err := u.connect(ctx, probeClient(), "probe")
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	l.probe = true
+	if err := u.relist(ctx, l); err != nil {
+		return err
+	}
+	u.healthy.Store(true)
+	u.downUntil.Store(0)
+	u.readyOnce.Do(func() { close(u.ready) })
+	u.p.upstreamEvent(u, "started", l.serverName())
+	u.log.Info("upstream connected", "server", l.serverName(), "protocol", l.version)
+	u.fillSpares(ctx)
+	tick := time.NewTicker(keepAliveTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.conn.Done():
+			return errors.New("session ended")
+		case <-l.changed:
+			if err := u.relist(ctx, l); err != nil {
+				return err
+			}
+		case <-u.kick:
+			if err := u.relist(ctx, l); err != nil {
+				return err
+			}
+		case <-tick.C:
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			err := l.ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+		}
+	}
+}
+
+// relist fetches what the probe session offers and publishes it as the
+// upstream's snapshot (for readiness, collisions and the AI-BOM); a change
+// tells agent sessions to list again.
+func (u *Upstream) relist(ctx context.Context, l *link) error {
+	l.invalidate()
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	lists, err := l.lists(lctx)
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	old := u.snapshot.Swap(lists)
+	if old != nil && old.digest != lists.digest {
+		for _, s := range u.p.sessions.all() {
+			if s.linkTo(u) != nil {
+				s.invalidateLists(u)
+				s.notify(listChanged("tools"))
+			}
+		}
 	}
 	return nil
 }
 
-func (u *Upstream) runOnce(ctx context.Context) error {
-	t, err := u.dial(ctx)
-	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+// linkFor returns the link session s uses to reach u, opening it if need
+// be (one per agent session, agent, user or for all, by isolation).
+func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
+	if l := s.linkTo(u); l != nil && l.alive() {
+		return l, nil
 	}
-	client := mcp.NewClient(&mcp.Implementation{Name: "portcullis", Version: Version}, u.clientOptions())
-	client.AddReceivingMiddleware(u.serverRequestMiddleware)
-	cctx, cancel := context.WithTimeout(ctx, listTimeout)
-	sess, err := client.Connect(cctx, t, &mcp.ClientSessionOptions{ProtocolVersion: u.ProtocolVersion})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+	if until := u.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		return nil, ErrUpstreamDown
 	}
-	defer sess.Close()
-	if err := u.refresh(ctx, sess); err != nil {
-		return err
+	key := u.isolationKey(s)
+	u.mu.Lock()
+	if u.stop {
+		u.mu.Unlock()
+		return nil, ErrUpstreamDown
 	}
-	u.sess.Store(sess)
-	u.once.Do(func() { close(u.ready) })
-	u.hooks.Event(u, "started", "")
-	u.log.Info("upstream connected", "server", serverName(sess))
+	if key != "" {
+		if l := u.shared[key]; l != nil && l.alive() {
+			l.attach(s)
+			u.mu.Unlock()
+			return s.adopt(u, l), nil
+		}
+	}
+	wait := key
+	if wait == "" {
+		wait = "s:" + s.id
+	}
+	if pl := u.opening[wait]; pl != nil {
+		u.mu.Unlock()
+		return u.awaitOpening(ctx, pl, s, key)
+	}
+	if u.open >= u.cfg.SessionLimit() {
+		u.mu.Unlock()
+		return nil, ErrUpstreamSessions
+	}
+	pl := &pendingLink{done: make(chan struct{})}
+	u.opening[wait] = pl
+	u.open++
+	u.mu.Unlock()
+	u.p.opts.Metrics.UpstreamSessions(u.Name, 1)
 
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), initTimeout)
+	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
+	cancel()
+	u.mu.Lock()
+	delete(u.opening, wait)
+	if pl.err != nil {
+		u.open--
+	} else if key != "" {
+		u.shared[key] = pl.l
 	}
-	u.sess.Store(nil)
-	return fmt.Errorf("session ended: %w", err)
+	u.mu.Unlock()
+	close(pl.done)
+	if pl.err != nil {
+		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
+		u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
+		return nil, pl.err
+	}
+	return u.awaitOpening(ctx, pl, s, key)
 }
 
-func serverName(s *mcp.ClientSession) string {
-	if r := s.InitializeResult(); r != nil && r.ServerInfo != nil {
-		return r.ServerInfo.Name + " " + r.ServerInfo.Version
+func (u *Upstream) awaitOpening(ctx context.Context, pl *pendingLink, s *Session, key string) (*link, error) {
+	select {
+	case <-pl.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if pl.err != nil {
+		return nil, pl.err
+	}
+	pl.l.attach(s)
+	return s.adopt(u, pl.l), nil
+}
+
+// adopt records l as s's link to u (closing a dead one it replaces).
+func (s *Session) adopt(u *Upstream, l *link) *link {
+	s.mu.Lock()
+	old := s.links[u]
+	closed := s.closed
+	if !closed {
+		s.links[u] = l
+	}
+	s.mu.Unlock()
+	if old != nil && old != l {
+		u.release(old, s)
+	}
+	if closed {
+		u.release(l, s)
+	}
+	return l
+}
+
+// isolationKey is the key of the shared link s uses ("" for a link of its
+// own).
+func (u *Upstream) isolationKey(s *Session) string {
+	pr := s.principal.Load()
+	switch u.isolation() {
+	case config.IsolationAgent:
+		return "a:" + s.agent
+	case config.IsolationUser:
+		return "u:" + s.agent + "\x00" + pr.User
+	case config.IsolationShared:
+		return "*"
 	}
 	return ""
 }
 
-func (u *Upstream) clientOptions() *mcp.ClientOptions {
-	return &mcp.ClientOptions{
-		Logger: u.log,
-		// Sampling and elicitation are advertised so that an upstream can ask;
-		// every such request is decided by policy in serverRequestMiddleware.
-		// Roots are not advertised: they would let an upstream learn (and, in
-		// some servers, widen to) the agent's filesystem roots.
-		Capabilities: &mcp.ClientCapabilities{
-			Sampling:    &mcp.SamplingCapabilities{},
-			Elicitation: &mcp.ElicitationCapabilities{},
-		},
-		ToolListChangedHandler:     func(ctx context.Context, _ *mcp.ToolListChangedRequest) { u.refreshAsync() },
-		PromptListChangedHandler:   func(ctx context.Context, _ *mcp.PromptListChangedRequest) { u.refreshAsync() },
-		ResourceListChangedHandler: func(ctx context.Context, _ *mcp.ResourceListChangedRequest) { u.refreshAsync() },
-		ResourceUpdatedHandler: func(ctx context.Context, r *mcp.ResourceUpdatedNotificationRequest) {
-			u.hooks.ResourceUpdated(ctx, r.Params)
-		},
-		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
-			u.hooks.Progress(ctx, r.Params)
-		},
-		// Logging notifications from upstreams are not relayed to agents.
-		LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) {},
-		KeepAlive:             keepAliveTick,
-		// Multi round-trip requests would let an upstream interleave requests
-		// to the agent outside policy; the gateway decides those itself.
-		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
-	}
-}
-
-// serverRequestMiddleware intercepts requests the upstream sends to us (the
-// client side) and hands the ones aimed at agents to policy.
-func (u *Upstream) serverRequestMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		switch method {
-		case "sampling/createMessage", "elicitation/create", "roots/list":
-			return u.hooks.ServerRequest(ctx, u, method, req)
-		}
-		return next(ctx, method, req)
-	}
-}
-
-func (u *Upstream) refreshAsync() {
-	s := u.sess.Load()
-	if s == nil {
+// release detaches s from l and closes l when nobody uses it any more.
+func (u *Upstream) release(l *link, s *Session) {
+	if l.detach(s) > 0 {
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), listTimeout)
-		defer cancel()
-		if err := u.refresh(ctx, s); err != nil {
-			u.log.Warn("refresh lists after list_changed", "err", err)
-		}
-	}()
-}
-
-// refresh fetches every list the upstream's capabilities announce.
-func (u *Upstream) refresh(ctx context.Context, s *mcp.ClientSession) error {
-	ctx, cancel := context.WithTimeout(ctx, listTimeout)
-	defer cancel()
-	var l Lists
-	caps := &mcp.ServerCapabilities{}
-	if r := s.InitializeResult(); r != nil && r.Capabilities != nil {
-		caps = r.Capabilities
-	}
-	var err error
-	if caps.Tools != nil {
-		if l.Tools, err = collect(s.Tools(ctx, nil)); err != nil {
-			return fmt.Errorf("list tools: %w", err)
-		}
-	}
-	if caps.Prompts != nil {
-		if l.Prompts, err = collect(s.Prompts(ctx, nil)); err != nil {
-			return fmt.Errorf("list prompts: %w", err)
-		}
-	}
-	if caps.Resources != nil {
-		if l.Resources, err = collect(s.Resources(ctx, nil)); err != nil {
-			return fmt.Errorf("list resources: %w", err)
-		}
-		if l.Templates, err = collect(s.ResourceTemplates(ctx, nil)); err != nil {
-			return fmt.Errorf("list resource templates: %w", err)
-		}
-	}
-	u.hooks.Published(u, l)
-	return nil
-}
-
-// collect drains a paginated list iterator, bounded by MaxListItems.
-func collect[T any](seq func(func(T, error) bool)) ([]T, error) {
-	var out []T
-	var err error
-	seq(func(v T, e error) bool {
-		if e != nil {
-			err = e
-			return false
-		}
-		if len(out) >= MaxListItems {
-			err = fmt.Errorf("more than %d items", MaxListItems)
-			return false
-		}
-		out = append(out, v)
-		return true
-	})
-	return out, err
-}
-
-// acquire takes a concurrency slot without waiting: overload is an error, not
-// a queue.
-func (u *Upstream) acquire(ss *mcp.ServerSession) (*callRef, error) {
-	select {
-	case u.sem <- struct{}{}:
-	default:
-		return nil, ErrUpstreamBusy
-	}
-	ref := &callRef{session: ss}
 	u.mu.Lock()
-	u.inflight[ref] = struct{}{}
+	if l.key != "" && u.shared[l.key] == l {
+		delete(u.shared, l.key)
+	}
 	u.mu.Unlock()
-	return ref, nil
+	u.closeLink(l)
 }
 
-func (u *Upstream) release(ref *callRef) {
-	u.mu.Lock()
-	delete(u.inflight, ref)
-	u.mu.Unlock()
-	<-u.sem
-}
-
-// soleCaller returns the agent session with calls in flight on this upstream
-// when there is exactly one; a server-initiated request can only be routed
-// unambiguously then.
-func (u *Upstream) soleCaller() *mcp.ServerSession {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var found *mcp.ServerSession
-	for ref := range u.inflight {
-		if found != nil && ref.session != found {
-			return nil
-		}
-		found = ref.session
+func (u *Upstream) closeLink(l *link) {
+	if l.close() {
+		u.mu.Lock()
+		u.open--
+		u.mu.Unlock()
+		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
 	}
-	return found
 }
 
-// probe pings the upstream after a timeout and closes a session that does not
-// answer, so the supervisor restarts a hung server.
-func (u *Upstream) probe(s *mcp.ClientSession) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	if err := s.Ping(ctx, nil); err != nil {
-		u.log.Warn("upstream unresponsive after a timed-out call; restarting", "err", err)
-		s.Close()
+// sweep closes links unused for the idle timeout; the sessions that used
+// them open new ones on their next request.
+func (u *Upstream) sweep(ctx context.Context) {
+	idle := u.cfg.IdleTimeout()
+	tick := time.NewTicker(min(sweepEvery, max(idle/4, time.Second)))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			for _, s := range u.p.sessions.all() {
+				l := s.linkTo(u)
+				if l == nil || l.active.Load() > 0 || now.Sub(time.Unix(0, l.lastUsed.Load())) < idle {
+					continue
+				}
+				s.mu.Lock()
+				if s.links[u] == l {
+					delete(s.links, u)
+				}
+				s.mu.Unlock()
+				u.release(l, s)
+			}
+		}
+	}
+}
+
+// fillSpares starts stdio processes ahead of need (dialled, not yet
+// initialised: each is initialised with the agent session it serves).
+func (u *Upstream) fillSpares(ctx context.Context) {
+	want := u.cfg.SpareProcesses()
+	for {
+		u.mu.Lock()
+		n := len(u.spares)
+		stop := u.stop
+		u.mu.Unlock()
+		if stop || n >= want {
+			return
+		}
+		c, err := u.dial(ctx)
+		if err != nil {
+			u.log.Warn("spare upstream process not started", "err", err)
+			return
+		}
+		u.mu.Lock()
+		if u.stop {
+			u.mu.Unlock()
+			c.Close()
+			return
+		}
+		u.spares = append(u.spares, c)
+		u.mu.Unlock()
+	}
+}
+
+// takeConn returns a spare process or dials a new connection.
+func (u *Upstream) takeConn(ctx context.Context) (transport.Conn, error) {
+	u.mu.Lock()
+	for len(u.spares) > 0 {
+		c := u.spares[0]
+		u.spares = u.spares[1:]
+		select {
+		case <-c.Done():
+			continue
+		default:
+		}
+		u.mu.Unlock()
+		go u.fillSpares(context.Background())
+		return c, nil
+	}
+	u.mu.Unlock()
+	return u.dial(ctx)
+}
+
+func (u *Upstream) closeAll() {
+	u.mu.Lock()
+	u.stop = true
+	spares := u.spares
+	u.spares = nil
+	u.mu.Unlock()
+	for _, c := range spares {
+		c.Close()
 	}
 }

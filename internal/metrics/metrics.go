@@ -22,6 +22,8 @@ type Metrics struct {
 	refusals    *prometheus.CounterVec
 	sessions    prometheus.Gauge
 	screened    *prometheus.CounterVec
+	stages      *prometheus.HistogramVec
+	upSessions  *prometheus.GaugeVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -61,9 +63,16 @@ func New() *Metrics {
 		screened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_screening_detections_total", Help: "Content detections a screening rule acted on, by direction, category and action.",
 		}, []string{"direction", "category", "action"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_stage_seconds", Help: "Time spent in each stage of a method's pipeline (relay includes the upstream's answer).",
+			Buckets: []float64{2e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3, 1},
+		}, []string{"method", "stage"}),
+		upSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portcullis_upstream_sessions", Help: "Open sessions with each upstream.",
+		}, []string{"upstream"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
-		m.auditWrites, m.refusals, m.sessions, m.screened,
+		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -142,5 +151,21 @@ func (m *Metrics) Sessions(delta int) {
 func (m *Metrics) Screened(direction, category, action string) {
 	if m != nil {
 		m.screened.WithLabelValues(direction, category, action).Inc()
+	}
+}
+
+// StageObserver is the latency histogram of one pipeline stage (nil
+// without metrics).
+func (m *Metrics) StageObserver(method, stage string) prometheus.Observer {
+	if m == nil {
+		return nil
+	}
+	return m.stages.WithLabelValues(method, stage)
+}
+
+// UpstreamSessions adds delta to the open sessions with an upstream.
+func (m *Metrics) UpstreamSessions(upstream string, delta int) {
+	if m != nil {
+		m.upSessions.WithLabelValues(upstream).Add(float64(delta))
 	}
 }

@@ -120,7 +120,7 @@ func withGateway(ctx context.Context, o Options, fn func(*runner) error) error {
 		return err
 	}
 	defer os.RemoveAll(cfg.DataDir)
-	g, err := gateway.New(cfg, gateway.Options{Log: o.Log, Namespaced: true})
+	g, err := gateway.New(cfg, gateway.Options{Log: o.Log})
 	if err != nil {
 		return err
 	}

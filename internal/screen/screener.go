@@ -254,6 +254,24 @@ func (v *Verdict) Summary() string {
 
 // Scan screens one text travelling in direction dir from or to upstream.
 func (s *Screener) Scan(dir, upstream, text string) Verdict {
+	if !s.Screens(dir) || text == "" {
+		return Verdict{}
+	}
+	return s.ScanNormalized(dir, upstream, text, Normalize(text))
+}
+
+// Screens reports whether any rule acts on content in direction dir.
+func (s *Screener) Screens(dir string) bool {
+	if dir == DirPrompt {
+		dir = DirResult
+	}
+	return len(s.need[dir]) > 0
+}
+
+// ScanNormalized is Scan of a text already normalised (n is
+// Normalize(text)), so that a caller that needs the normal form too
+// (argument provenance) computes it once.
+func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verdict {
 	var v Verdict
 	prompt := dir == DirPrompt
 	if prompt {
@@ -263,7 +281,6 @@ func (s *Screener) Scan(dir, upstream, text string) Verdict {
 	if len(need) == 0 || text == "" {
 		return v
 	}
-	n := Normalize(text)
 	v.Steps = n.Steps
 	changed := n.Text != text
 	var found []Detection

@@ -158,6 +158,20 @@ func NewResponse(id, result []byte) []byte {
 	return append(b, '}')
 }
 
+// NewResponseError is an error message answering id with the raw error
+// object errObj (as another peer wrote it).
+func NewResponseError(id, errObj []byte) []byte {
+	b := append(make([]byte, 0, 36+len(id)+len(errObj)), `{"jsonrpc":"2.0","id":`...)
+	if id == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, id...)
+	}
+	b = append(b, `,"error":`...)
+	b = append(b, errObj...)
+	return append(b, '}')
+}
+
 // NewError is an error message answering id (null when id is nil). data,
 // if not nil, must be a JSON value.
 func NewError(id []byte, code int64, message string, data []byte) []byte {

@@ -1,0 +1,470 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/transport"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// Authenticator establishes the principal of an HTTP request.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*identity.Principal, error)
+}
+
+// HTTP front timings.
+const (
+	streamWriteTimeout = 10 * time.Second // one event to a slow agent
+	keepAliveEvery     = 25 * time.Second // comments on idle GET streams
+)
+
+var errNoStream = errors.New("no stream for related messages")
+
+// HTTPHandler serves MCP streamable HTTP for agents: POST carries
+// messages (answered as JSON, or as an event stream when related messages
+// come first), GET opens the stream for messages outside any request,
+// DELETE ends the session. Every request is checked for its Host and Origin
+// (DNS rebinding), authenticated, bounded and framed before a pipeline
+// sees it; every refusal is audited.
+func (p *Proxy) HTTPHandler(authn Authenticator) http.Handler {
+	return &httpFront{p: p, authn: authn}
+}
+
+type httpFront struct {
+	p     *Proxy
+	authn Authenticator
+}
+
+func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := f.p
+	if why := p.hosts.refuse(r); why != "" {
+		e := audit.NewEvent(audit.TypeProtocol, p.opts.Now())
+		e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, "host_not_allowed", truncate(why, 200)
+		p.recordBackground(e)
+		p.opts.Metrics.Refusal("host_not_allowed")
+		writeJSON(w, http.StatusForbidden, []byte(`{"error":"host_not_allowed","request_id":`+string(wire.Quote(e.RequestID))+`}`))
+		return
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	pr, err := f.authn.Authenticate(r)
+	if err == nil && !pr.Expires.IsZero() && p.opts.Now().After(pr.Expires) {
+		err = errors.New("credential expired")
+	}
+	if err != nil {
+		f.refuseAuthn(w, r, err)
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		f.post(w, r, pr)
+	case http.MethodGet:
+		f.get(w, r, pr)
+	case http.MethodDelete:
+		f.delete(w, r, pr)
+	}
+}
+
+// session finds the request's session and binds pr to it; it answers the
+// request itself when that fails.
+func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity.Principal) *Session {
+	sid := r.Header.Get(transport.HeaderSession)
+	s := f.p.sessions.get(sid)
+	if s == nil {
+		writeJSON(w, http.StatusNotFound, wire.NewError(nil, wire.CodeInvalidRequest, "session not found", nil))
+		return nil
+	}
+	if err := s.bind(pr); err != nil {
+		e := audit.NewEvent(audit.TypeAuthn, f.p.opts.Now())
+		e.RequestID, e.RemoteAddr, e.Code, e.Agent, e.Credential, e.SessionID = newRequestID(), r.RemoteAddr, ReasonSessionHijack, pr.Agent, pr.CredentialID, sid
+		e.Detail = "the session belongs to another agent"
+		f.p.recordBackground(e)
+		f.p.opts.Metrics.Refusal(ReasonSessionHijack)
+		writeJSON(w, http.StatusForbidden, deny(ReasonSessionHijack).message(nil, e.RequestID))
+		return nil
+	}
+	if v := r.Header.Get(transport.HeaderProtocol); v != "" && !supportedVersion(v) {
+		writeJSON(w, http.StatusBadRequest, wire.NewError(nil, wire.CodeInvalidRequest, "unsupported protocol version "+truncate(v, 40), nil))
+		return nil
+	}
+	return s
+}
+
+func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Principal) {
+	p := f.p
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.opts.Limits.MaxMessageBytes))
+	if err != nil {
+		f.refuseFrame(w, r, pr, nil, ErrTooLarge)
+		return
+	}
+	msgs, err := CheckMessage(body, p.limits())
+	if err != nil {
+		f.refuseFrame(w, r, pr, body, err)
+		return
+	}
+	var s *Session
+	if r.Header.Get(transport.HeaderSession) == "" {
+		if len(msgs) != 1 || msgs[0].Method != "initialize" {
+			writeJSON(w, http.StatusBadRequest, wire.NewError(nil, wire.CodeInvalidRequest, "Bad Request: no session ID; send initialize first", nil))
+			return
+		}
+		if s, err = p.openSessionFor(pr, false); err != nil {
+			c := p.newCall(nil, pr, msgs[0], discard{}, "")
+			p.refuse(r.Context(), c, deny(ReasonTooManySessions))
+			writeJSON(w, http.StatusServiceUnavailable, deny(ReasonTooManySessions).message(msgs[0].IDBytes(), c.requestID))
+			return
+		}
+		defer func() {
+			if !s.isOpen() { // initialize refused: the session never existed
+				p.sessions.remove(s)
+			}
+		}()
+	} else if s = f.session(w, r, pr); s == nil {
+		return
+	}
+	trace := r.Header.Get("traceparent")
+	if len(msgs) == 1 && msgs[0].Kind != wire.Request {
+		p.handle(r.Context(), s, pr, msgs[0], discard{}, trace)
+		w.Header().Set(transport.HeaderSession, s.id)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if len(msgs) == 1 {
+		x := newHTTPExchange(w, r, s.id)
+		p.handle(r.Context(), s, pr, msgs[0], x, trace)
+		x.finish()
+		return
+	}
+	f.batch(w, r, s, pr, msgs, trace)
+}
+
+// batch serves a JSON-RPC batch (protocol 2025-03-26): requests one after
+// another, their answers in one JSON array.
+func (f *httpFront) batch(w http.ResponseWriter, r *http.Request, s *Session, pr *identity.Principal, msgs []*wire.Message, trace string) {
+	var answers [][]byte
+	for _, m := range msgs {
+		if m.Kind != wire.Request {
+			f.p.handle(r.Context(), s, pr, m, discard{}, trace)
+			continue
+		}
+		x := &collectExchange{}
+		f.p.handle(r.Context(), s, pr, m, x, trace)
+		if x.answer != nil {
+			answers = append(answers, x.answer)
+		}
+	}
+	w.Header().Set(transport.HeaderSession, s.id)
+	if len(answers) == 0 {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	out := []byte{'['}
+	for i, a := range answers {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, a...)
+	}
+	writeJSON(w, http.StatusOK, append(out, ']'))
+}
+
+// get opens the session's stream for messages outside any request.
+func (f *httpFront) get(w http.ResponseWriter, r *http.Request, pr *identity.Principal) {
+	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "text/event-stream") && !strings.Contains(a, "*/*") {
+		http.Error(w, "GET needs Accept: text/event-stream", http.StatusNotAcceptable)
+		return
+	}
+	s := f.session(w, r, pr)
+	if s == nil {
+		return
+	}
+	rc := http.NewResponseController(w)
+	var mu sync.Mutex
+	started := false
+	write := func(msg []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started {
+			sseHeaders(w, s.id)
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if msg != nil {
+			if _, err := w.Write(wire.AppendEvent(nil, "", msg)); err != nil {
+				return err
+			}
+		}
+		return rc.Flush()
+	}
+	if err := write(nil); err != nil {
+		return
+	}
+	if !s.out.attach(write) {
+		return // another stream serves the session; this one ends at once
+	}
+	defer s.out.detach()
+	tick := time.NewTicker(keepAliveEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.done:
+			return
+		case <-tick.C:
+			mu.Lock()
+			rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			_, err := w.Write([]byte(": keepalive\n\n"))
+			if err == nil {
+				err = rc.Flush()
+			}
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (f *httpFront) delete(w http.ResponseWriter, r *http.Request, pr *identity.Principal) {
+	if s := f.session(w, r, pr); s != nil {
+		f.p.sessions.remove(s)
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (p *Proxy) limits() MessageLimits {
+	l := p.opts.Limits
+	return MessageLimits{MaxBytes: l.MaxMessageBytes, MaxDepth: l.MaxJSONDepth, MaxBatch: l.MaxBatch}
+}
+
+func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err error) {
+	e := audit.NewEvent(audit.TypeAuthn, f.p.opts.Now())
+	e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, ReasonUnauthenticated, truncate(err.Error(), 300)
+	f.p.recordBackground(e)
+	f.p.opts.Metrics.Refusal(ReasonUnauthenticated)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis", error="invalid_token"`)
+	writeJSON(w, http.StatusUnauthorized, []byte(`{"error":"unauthenticated","request_id":`+string(wire.Quote(e.RequestID))+`}`))
+}
+
+// refuseFrame answers a message that failed the framing checks with a
+// JSON-RPC error (echoing the request's id when it could be read) and
+// audits it.
+func (f *httpFront) refuseFrame(w http.ResponseWriter, r *http.Request, pr *identity.Principal, body []byte, cause error) {
+	reason, code := frameRefusal(cause)
+	status := http.StatusBadRequest
+	switch reason {
+	case "message_too_large":
+		status = http.StatusRequestEntityTooLarge
+	case ReasonMethodNotAllowed:
+		status = http.StatusOK
+	}
+	e := audit.NewEvent(audit.TypeProtocol, f.p.opts.Now())
+	e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, reason, truncate(cause.Error(), 300)
+	e.Agent, e.Credential, e.SessionID = pr.Agent, pr.CredentialID, r.Header.Get(transport.HeaderSession)
+	id, method := peekIDMethod(body)
+	e.Method = method
+	f.p.recordBackground(e)
+	f.p.opts.Metrics.Refusal(reason)
+	writeJSON(w, status, frameAnswer(id, code, reason, e.RequestID))
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+func sseHeaders(w http.ResponseWriter, sid string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	if sid != "" {
+		h.Set(transport.HeaderSession, sid)
+	}
+}
+
+// httpExchange answers one POSTed request: as JSON when the answer comes
+// first, or as an event stream once a related message must go before it.
+type httpExchange struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	sid string
+	sse bool // the agent accepts an event stream
+
+	mu     sync.Mutex
+	stream bool
+	done   bool
+}
+
+func newHTTPExchange(w http.ResponseWriter, r *http.Request, sid string) *httpExchange {
+	a := r.Header.Get("Accept")
+	return &httpExchange{w: w, rc: http.NewResponseController(w), sid: sid, sse: a == "" || strings.Contains(a, "text/event-stream") || strings.Contains(a, "*/*")}
+}
+
+func (x *httpExchange) send(msg []byte) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done || !x.sse {
+		return errNoStream
+	}
+	if !x.stream {
+		sseHeaders(x.w, x.sid)
+		x.w.WriteHeader(http.StatusOK)
+		x.stream = true
+	}
+	return x.event(msg)
+}
+
+func (x *httpExchange) event(msg []byte) error {
+	x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if _, err := x.w.Write(wire.AppendEvent(nil, "", msg)); err != nil {
+		return err
+	}
+	return x.rc.Flush()
+}
+
+func (x *httpExchange) reply(msg []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done {
+		return
+	}
+	x.done = true
+	if x.stream {
+		x.event(msg)
+		return
+	}
+	x.w.Header().Set(transport.HeaderSession, x.sid)
+	writeJSON(x.w, http.StatusOK, msg)
+}
+
+// finish ends an exchange that was not answered (the agent cancelled it).
+func (x *httpExchange) finish() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.done && !x.stream {
+		x.w.WriteHeader(http.StatusAccepted)
+	}
+	x.done = true
+}
+
+// collectExchange keeps the answer (batches); related messages go to the
+// session's outbox.
+type collectExchange struct{ answer []byte }
+
+func (x *collectExchange) send([]byte) error { return errNoStream }
+func (x *collectExchange) reply(msg []byte) {
+	if x.answer == nil {
+		x.answer = msg
+	}
+}
+
+// discard answers nothing (notifications, internal refusals).
+type discard struct{}
+
+func (discard) send([]byte) error { return errNoStream }
+func (discard) reply([]byte)      {}
+
+// hostCheck refuses requests whose Host or Origin a browser could have
+// been tricked into sending (DNS rebinding, cross-site requests).
+type hostCheck struct {
+	hosts   map[string]bool // lower-case host names; "*" for any
+	origins map[string]bool // scheme://host[:port]; "*" for any
+}
+
+var loopbackNames = []string{"localhost", "127.0.0.1", "::1"}
+
+func newHostCheck(hosts, origins []string) hostCheck {
+	h := hostCheck{}
+	if len(hosts) > 0 {
+		h.hosts = map[string]bool{}
+		for _, x := range hosts {
+			h.hosts[strings.ToLower(stripPort(x))] = true
+		}
+	}
+	if len(origins) > 0 {
+		h.origins = map[string]bool{}
+		for _, o := range origins {
+			h.origins[strings.ToLower(strings.TrimRight(o, "/"))] = true
+		}
+	}
+	return h
+}
+
+// refuse returns why r is refused, or "".
+func (h hostCheck) refuse(r *http.Request) string {
+	loop := onLoopback(r)
+	host := strings.ToLower(stripPort(r.Host))
+	switch {
+	case h.hosts != nil:
+		if !h.hosts["*"] && !h.hosts[host] {
+			return "Host " + host + " is not allowed"
+		}
+	case loop:
+		if !isLoopbackName(host) {
+			return "Host " + host + " is not a loopback name (DNS rebinding?)"
+		}
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	o := strings.ToLower(strings.TrimRight(origin, "/"))
+	if h.origins != nil {
+		if h.origins["*"] || h.origins[o] {
+			return ""
+		}
+		return "Origin " + truncate(origin, 100) + " is not allowed"
+	}
+	if u, err := url.Parse(o); err == nil && loop && isLoopbackName(stripPort(u.Host)) {
+		return ""
+	}
+	return "Origin " + truncate(origin, 100) + " is not allowed"
+}
+
+func stripPort(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return strings.Trim(host, "[]")
+	}
+	return strings.Trim(h, "[]")
+}
+
+func isLoopbackName(h string) bool {
+	for _, n := range loopbackNames {
+		if h == n {
+			return true
+		}
+	}
+	return false
+}
+
+func onLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return true // unknown: the stricter rule
+	}
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.IP.IsLoopback()
+	}
+	return true
+}
+
+var _ = context.Background

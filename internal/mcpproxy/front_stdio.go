@@ -1,0 +1,206 @@
+package mcpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// ServeStdio serves one agent over newline-delimited JSON-RPC on in/out
+// (the `wrap` front). Each line is framed and checked before a pipeline
+// sees it, and the agent's credential (from principal) is checked again on
+// every message; a refused line is answered with a JSON-RPC error and
+// audited. Requests are served concurrently. It returns when the agent
+// closes its end or ctx ends.
+func (p *Proxy) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, principal PrincipalFunc) error {
+	w := &lineWriter{w: out}
+	src := bufio.NewReaderSize(in, 64<<10)
+	var s *Session
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 2*p.opts.Limits.MaxCallsPerSession)
+	defer func() {
+		wg.Wait()
+		if s != nil {
+			p.sessions.remove(s)
+		}
+	}()
+	lines := make(chan []byte)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			line, err := readLine(src, int(p.opts.Limits.MaxMessageBytes), func() { p.refuseLine(w, nil, nil, ErrTooLarge) })
+			if len(bytes.TrimSpace(line)) > 0 {
+				select {
+				case lines <- line:
+				case <-ctx.Done():
+					readErr <- ctx.Err()
+					return
+				}
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	for {
+		var line []byte
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-readErr:
+			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("serve stdio: %w", err)
+		case line = <-lines:
+		}
+		msgs, err := CheckMessage(line, p.limits())
+		if err != nil {
+			p.refuseLine(w, nil, line, err)
+			continue
+		}
+		pr, err := principal(ctx)
+		if err == nil && !pr.Expires.IsZero() && p.opts.Now().After(pr.Expires) {
+			err = errors.New("credential expired")
+		}
+		if err != nil {
+			p.refuseUnauthenticated(w, msgs, err)
+			continue
+		}
+		if s == nil {
+			if s, err = p.openSessionFor(pr, true); err != nil {
+				p.refuseLine(w, pr, line, err)
+				continue
+			}
+			s.out.attach(w.write)
+		} else if err := s.bind(pr); err != nil {
+			p.refuseUnauthenticated(w, msgs, err)
+			continue
+		}
+		for _, m := range msgs {
+			if m.Kind != wire.Request {
+				p.handle(ctx, s, pr, m, discard{}, "")
+				continue
+			}
+			if m.Method == "initialize" {
+				// In line: what follows is served by an initialised session.
+				p.handle(ctx, s, pr, m, &lineExchange{w: w}, "")
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				p.handle(ctx, s, pr, m, &lineExchange{w: w}, "")
+			}()
+		}
+	}
+}
+
+// readLine reads one line, skipping (and reporting) lines over max without
+// buffering them whole.
+func readLine(src *bufio.Reader, max int, tooLarge func()) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := src.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			tooLarge()
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = src.ReadSlice('\n')
+			}
+			return nil, err
+		}
+		line = append(line, chunk...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return bytes.TrimRight(line, "\r\n"), err
+	}
+}
+
+// lineWriter writes whole lines, one writer at a time.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) write(msg []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	buf := make([]byte, 0, len(msg)+1)
+	buf = append(append(buf, msg...), '\n')
+	_, err := l.w.Write(buf)
+	return err
+}
+
+// lineExchange answers a request on stdio: related messages and the answer
+// are lines, in order.
+type lineExchange struct {
+	w    *lineWriter
+	mu   sync.Mutex
+	done bool
+}
+
+func (x *lineExchange) send(msg []byte) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done {
+		return errNoStream
+	}
+	return x.w.write(msg)
+}
+
+func (x *lineExchange) reply(msg []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.done {
+		x.done = true
+		x.w.write(msg)
+	}
+}
+
+func (p *Proxy) refuseLine(w *lineWriter, pr *identity.Principal, line []byte, cause error) {
+	reason, code := frameRefusal(cause)
+	if errors.Is(cause, errTooManySessions) {
+		reason, code = ReasonTooManySessions, CodeDenied
+	}
+	e := audit.NewEvent(audit.TypeProtocol, p.opts.Now())
+	e.RequestID, e.Code, e.Detail = newRequestID(), reason, truncate(cause.Error(), 300)
+	if pr != nil {
+		e.Agent, e.Credential = pr.Agent, pr.CredentialID
+	}
+	id, method := peekIDMethod(line)
+	e.Method = method
+	p.recordBackground(e)
+	p.opts.Metrics.Refusal(reason)
+	if id == nil {
+		return // a notification, or no readable id: nothing to answer
+	}
+	w.write(frameAnswer(id, code, reason, e.RequestID))
+}
+
+func (p *Proxy) refuseUnauthenticated(w *lineWriter, msgs []*wire.Message, cause error) {
+	e := audit.NewEvent(audit.TypeAuthn, p.opts.Now())
+	e.RequestID, e.Code, e.Detail = newRequestID(), ReasonUnauthenticated, truncate(cause.Error(), 300)
+	p.recordBackground(e)
+	p.opts.Metrics.Refusal(ReasonUnauthenticated)
+	for _, m := range msgs {
+		if m.Kind == wire.Request {
+			w.write(deny(ReasonUnauthenticated).message(m.IDBytes(), e.RequestID))
+		}
+	}
+}

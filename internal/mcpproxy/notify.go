@@ -1,0 +1,235 @@
+package mcpproxy
+
+import (
+	"context"
+	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/screen"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// What an upstream sends outside the answers to the gateway's requests:
+// notifications to route to the agent sessions of the link, and requests
+// towards the agent.
+
+// onMessage handles a message an upstream sent outside any request.
+func (l *link) onMessage(m *wire.Message) {
+	switch m.Kind {
+	case wire.Request:
+		l.serverRequest(m, nil)
+	case wire.Notification:
+		l.notification(m, nil)
+	}
+	// A response to no pending request: dropped (the transport counts it).
+}
+
+// notification routes one notification from the upstream; c is the agent
+// request it came with, if any.
+func (l *link) notification(m *wire.Message, c *call) {
+	if l.probe {
+		if strings.HasSuffix(m.Method, "/list_changed") {
+			select {
+			case l.changed <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	switch m.Method {
+	case "notifications/tools/list_changed":
+		l.listChanged(kindTools)
+	case "notifications/prompts/list_changed":
+		l.listChanged(kindPrompts)
+	case "notifications/resources/list_changed":
+		l.invalidateKind(kindTemplates)
+		l.listChanged(kindResources)
+	case "notifications/resources/updated", "notifications/elicitation/complete":
+		for _, s := range l.users() {
+			s.notify(m.Raw)
+		}
+	case "notifications/message":
+		for _, s := range l.users() {
+			s.notify(l.up.p.screenNotification(&call{s: s, up: l.up, link: l, event: sessionEvent(s)}, m))
+		}
+	case "notifications/progress":
+		l.mu.Lock()
+		target := l.tokens[string(m.Bytes(m.Param("progressToken")))]
+		l.mu.Unlock()
+		switch {
+		case target != nil:
+			target.send(l.restoreToken(m))
+		case c != nil:
+			c.send(m.Raw)
+		case l.key == "":
+			for _, s := range l.users() {
+				s.notify(m.Raw)
+			}
+		}
+	case "notifications/tasks/status":
+		id, _ := wire.String(m.Raw, m.Param("taskId"))
+		l.mu.Lock()
+		t, ok := l.tasks[id]
+		l.mu.Unlock()
+		if ok {
+			t.s.notify(l.up.p.screenNotification(&call{s: t.s, up: l.up, link: l, event: sessionEvent(t.s)}, m))
+		}
+	case "notifications/cancelled":
+		// The upstream withdrew a request it had sent the agent.
+		for _, s := range l.users() {
+			if sc := s.toAgentByUpstream(l, m.Bytes(m.Param("requestId"))); sc != nil {
+				sc.fail(errCancelledByUpstream)
+			}
+		}
+	}
+}
+
+// listChanged forgets a list and tells the link's agent sessions.
+func (l *link) listChanged(kind string) {
+	l.invalidateKind(kind)
+	for _, s := range l.users() {
+		s.notify(listChanged(kind))
+	}
+}
+
+// track registers an agent request in flight on the link (for progress
+// routing and for requests the upstream sends in relation to it).
+func (l *link) track(c *call, token string) {
+	l.mu.Lock()
+	l.calls[string(c.upID)] = c
+	if token != "" {
+		l.tokens[string(wire.Quote(token))] = c
+	}
+	l.mu.Unlock()
+	if token != "" {
+		c.progressToken = c.msg.Bytes(c.msg.Meta("progressToken"))
+	}
+}
+
+func (l *link) untrack(c *call, token string) {
+	l.mu.Lock()
+	delete(l.calls, string(c.upID))
+	if token != "" {
+		delete(l.tokens, string(wire.Quote(token)))
+	}
+	l.mu.Unlock()
+}
+
+// soleCaller is the agent request in flight on the link when there is
+// exactly one.
+func (l *link) soleCaller() *call {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var found *call
+	for _, c := range l.calls {
+		if found != nil && found.s != c.s {
+			return nil
+		}
+		found = c
+	}
+	return found
+}
+
+// restoreToken gives a progress notification back the agent's own token
+// where the gateway replaced it.
+func (l *link) restoreToken(m *wire.Message) []byte {
+	sp := m.Param("progressToken")
+	if sp.Empty() {
+		return m.Raw
+	}
+	l.mu.Lock()
+	c := l.tokens[string(m.Bytes(sp))]
+	l.mu.Unlock()
+	if c == nil || c.progressToken == nil {
+		return m.Raw
+	}
+	return wire.Apply(m.Raw, wire.Replace(sp, c.progressToken))
+}
+
+// cancelUpstream tells the upstream the gateway gave up on a request.
+func (l *link) cancelUpstream(id []byte, reason string) {
+	params := append([]byte(`{"requestId":`), id...)
+	params = append(params, `,"reason":`...)
+	params = append(wire.AppendString(params, reason), '}')
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	l.conn.Send(ctx, wire.NewNotification("notifications/cancelled", params))
+}
+
+// probeAfterTimeout pings the upstream after a call timed out and closes a
+// session that does not answer (a hung stdio server is stopped; the
+// session's next request opens a new one).
+func (l *link) probeAfterTimeout() {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if err := l.ping(ctx); err != nil {
+		l.up.log.Warn("upstream unresponsive after a timed-out call; closing its session", "err", err)
+		l.up.closeLink(l)
+	}
+}
+
+// screenNotification screens the text of a notification an upstream sends
+// an agent (log messages, task status): redactions applied, withheld or
+// blocked text replaced.
+func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
+	sc := p.opts.Screener
+	if sc == nil || m.Params.Empty() {
+		return m.Raw
+	}
+	b := m.Raw
+	var edits []wire.Edit
+	var all screen.Verdict
+	wire.Strings(b, m.Params, func(key string, sp wire.Span) {
+		if notText[key] || key == "level" || key == "logger" || key == "progressToken" || key == "taskId" || key == "status" {
+			return
+		}
+		s, _ := wire.String(b, sp)
+		v := sc.Scan(screen.DirResult, c.up.Name, s)
+		if len(v.Detections) == 0 {
+			return
+		}
+		all.Merge(v)
+		out := v.Redacted(s)
+		if v.Block || v.Withhold {
+			out = "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+		}
+		edits = append(edits, wire.Replace(sp, wire.Quote(out)))
+	})
+	if len(edits) == 0 {
+		return b
+	}
+	if c.event != nil {
+		p.recordScreening(c, screen.DirResult, &all)
+	}
+	return wire.Apply(b, edits...)
+}
+
+// screenText screens one text from an upstream outside a result (its
+// instructions): masked, or replaced when it must be withheld.
+func (p *Proxy) screenText(c *call, text string) string {
+	sc := p.opts.Screener
+	if sc == nil {
+		return text
+	}
+	v := sc.Scan(screen.DirResult, c.up.Name, text)
+	if len(v.Detections) == 0 {
+		return text
+	}
+	p.recordScreening(c, screen.DirResult, &v)
+	if v.Block || v.Withhold {
+		return "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+	}
+	return v.Redacted(text)
+}
+
+// sessionEvent is the attribution of things that happen in a session
+// outside any request.
+func sessionEvent(s *Session) *audit.Event {
+	e := audit.NewEvent(audit.TypeDecision, s.p.opts.Now())
+	if pr := s.principal.Load(); pr != nil {
+		e.Agent, e.User, e.Task, e.Credential = pr.Agent, pr.User, pr.Task, pr.CredentialID
+	}
+	e.SessionID = s.id
+	e.Method = "notification"
+	return e
+}

@@ -1,0 +1,97 @@
+package mcpproxy
+
+import (
+	"errors"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// JSON-RPC error codes the gateway returns, in the implementation-defined
+// range and clear of the codes the MCP SDKs use (-32001..-32005, -32002,
+// -32020..-32022, -32042).
+const (
+	CodeDenied      = -32030 // refused: authentication, policy, limits
+	CodeUnavailable = -32031 // allowed, but the upstream could not serve it
+)
+
+// Reason codes in denial errors and audit events.
+const (
+	ReasonUnauthenticated  = "unauthenticated"
+	ReasonUnknownTarget    = "unknown_target"
+	ReasonBadArguments     = "invalid_arguments"
+	ReasonArgumentsTooBig  = "arguments_too_large"
+	ReasonSessionBusy      = "session_concurrency_limit"
+	ReasonSessionHijack    = "session_agent_mismatch"
+	ReasonTooManySessions  = "session_limit"
+	ReasonAuditUnavailable = "audit_unavailable"
+	ReasonMethodNotAllowed = "method_not_allowed"
+	ReasonAmbiguousSession = "no_unique_agent_session"
+	ReasonInternal         = "internal_error"
+	ReasonOutsideTask      = "outside_task_scope"
+	ReasonTaskBudget       = "task_budget_exhausted"
+	ReasonNotInitialized   = "session_not_initialized"
+	ReasonCredentialExpiry = "credential_expired"
+	ReasonUnknownTask      = "unknown_task"
+	ReasonScreeningBlocked = "screening_blocked"
+	ReasonApprovalDenied   = "approval_denied"
+	ReasonApprovalTimeout  = "approval_timeout"
+	ReasonResultTooLarge   = "result_too_large"
+
+	ReasonUpstreamUnavailable = "upstream_unavailable"
+	ReasonUpstreamBusy        = "upstream_busy"
+	ReasonUpstreamTimeout     = "upstream_timeout"
+	ReasonUpstreamError       = "upstream_error"
+)
+
+// refusal is how a stage stops a request. The runner records it (unless
+// the stage already did) and answers the agent with message().
+type refusal struct {
+	code    string // reason code, for the audit record and the agent
+	rpcCode int64  // JSON-RPC error code of the answer
+	text    string // the answer's message
+	detail  string // for the audit record only, never the agent
+	// result, if set, answers the request with this result instead of an
+	// error: a schema violation is a tool result the model can act on.
+	result []byte
+	// recorded: the stage already committed the denial event.
+	recorded bool
+}
+
+func (r *refusal) Error() string { return r.text }
+
+// deny refuses by policy, limit or protocol.
+func deny(code string) *refusal {
+	return &refusal{code: code, rpcCode: CodeDenied, text: "denied by portcullis: " + code}
+}
+
+// unavailable reports that an allowed request could not be served.
+func unavailable(code string) *refusal {
+	return &refusal{code: code, rpcCode: CodeUnavailable, text: "portcullis: " + code}
+}
+
+func (r *refusal) withDetail(d string) *refusal { r.detail = d; return r }
+
+// message is the answer to request id.
+func (r *refusal) message(id []byte, requestID string) []byte {
+	if r.result != nil {
+		return wire.NewResponse(id, r.result)
+	}
+	data := []byte(`{"reason":`)
+	data = wire.AppendString(data, r.code)
+	if requestID != "" {
+		data = append(data, `,"request_id":`...)
+		data = wire.AppendString(data, requestID)
+	}
+	data = append(data, '}')
+	return wire.NewError(id, r.rpcCode, r.text, data)
+}
+
+// asRefusal turns any error a stage returns into a refusal (an unexpected
+// error is an internal one: deny).
+func asRefusal(err error) *refusal {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r
+	}
+	return deny(ReasonInternal).withDetail(err.Error())
+}

@@ -1,0 +1,252 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// Requests an upstream sends towards its agent (sampling, elicitation,
+// roots) run their own pipeline: route to the agent session they belong
+// to, decide (principal: the upstream; resource: the agent), commit,
+// relay to the agent, relay its answer back. A refusal answers the
+// upstream, never the agent.
+
+var (
+	errCancelledByAgent    = errors.New("cancelled by the agent")
+	errCancelledByUpstream = errors.New("cancelled by the upstream")
+)
+
+// maxServerWait bounds how long a request to an agent may wait for its
+// answer (a person may be answering an elicitation).
+const maxServerWait = 30 * time.Minute
+
+// serverCall is one request from an upstream on its way to an agent.
+type serverCall struct {
+	link    *link
+	upID    []byte // the upstream's id for it
+	related *call  // the agent request it came with, if any
+	agentID []byte // the gateway's id for it towards the agent
+	token   []byte // its progress token, if any
+
+	once   sync.Once
+	done   chan struct{}
+	answer *wire.Message
+	err    error
+}
+
+func (sc *serverCall) answered(m *wire.Message) {
+	sc.once.Do(func() { sc.answer = m; close(sc.done) })
+}
+
+func (sc *serverCall) fail(err error) {
+	sc.once.Do(func() { sc.err = err; close(sc.done) })
+}
+
+// progress relays the agent's progress on the request to the upstream.
+func (sc *serverCall) progress(ctx context.Context, m *wire.Message) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
+	sc.link.conn.Send(ctx, m.Raw)
+}
+
+// serverRequest handles a request from the upstream; c is the agent request
+// it came with, if any.
+func (l *link) serverRequest(m *wire.Message, c *call) {
+	p := l.up.p
+	answer := func(msg []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		defer cancel()
+		l.conn.Send(ctx, msg)
+	}
+	if m.Method == "ping" {
+		answer(wire.NewResponse(m.IDBytes(), []byte(`{}`)))
+		return
+	}
+	stages, ok := serverPipelines[m.Method]
+	if !ok || l.probe {
+		answer(wire.NewError(m.IDBytes(), wire.CodeMethodNotFound, "not offered through portcullis", nil))
+		return
+	}
+	sc := &serverCall{link: l, upID: m.IDBytes(), related: c, done: make(chan struct{})}
+	sc.token = m.Bytes(m.Meta("progressToken"))
+	call := &call{
+		method: m.Method, msg: m, up: l.up, link: l, server: sc, start: p.opts.Now(), requestID: newRequestID(), budgetLeft: -1,
+		reply: answer,
+	}
+	call.traceID = traceOf(m, "")
+	if c != nil {
+		call.traceID = c.traceID
+	}
+	e := audit.NewEvent(audit.TypeServer, call.start)
+	e.RequestID, e.TraceID, e.Method, e.Upstream = call.requestID, call.traceID, m.Method, l.up.Name
+	e.Action = serverActions[m.Method]
+	call.event = e
+	// Its own goroutine: the upstream's stream keeps flowing while the
+	// agent answers.
+	go p.run(context.Background(), call, stages)
+}
+
+var serverActions = map[string]string{
+	"sampling/createMessage": policy.ActionSampling,
+	"elicitation/create":     policy.ActionElicitation,
+	"roots/list":             policy.ActionListRoots,
+}
+
+// routeToAgent finds the agent session the request belongs to: the one
+// whose request it came with; the session that owns the link; or, on a
+// shared link, the only session with a request in flight. Anything else is
+// ambiguous and refused.
+func routeToAgent(p *Proxy, ctx context.Context, c *call) error {
+	sc, l := c.server, c.link
+	var s *Session
+	switch {
+	case sc.related != nil:
+		s = sc.related.s
+	case l.key == "":
+		if users := l.users(); len(users) == 1 {
+			s = users[0]
+		}
+	default:
+		if sole := l.soleCaller(); sole != nil {
+			s, sc.related = sole.s, sole
+		}
+	}
+	if s == nil {
+		return deny(ReasonAmbiguousSession)
+	}
+	c.s = s
+	c.principal = s.principal.Load()
+	e := c.event
+	e.SessionID, e.Target = s.id, s.agent
+	if c.principal != nil {
+		e.Agent, e.User, e.Task, e.Credential = c.principal.Agent, c.principal.User, c.principal.Task, c.principal.CredentialID
+	}
+	return nil
+}
+
+// decideServerRequest asks policy whether the upstream may send this
+// request to the agent.
+func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
+	in := &policy.Input{
+		Upstream: c.up.Name, Action: c.event.Action, RequestID: c.requestID, SessionID: c.s.id, Method: c.method,
+		Target: policy.Target{Kind: policy.KindAgent, ID: c.s.agent}, Labels: c.s.labels.list(),
+	}
+	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
+	d := p.opts.Decider.Decide(in)
+	span.Finish(nil)
+	e := c.event
+	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
+	if !d.Allow {
+		return deny(d.Code)
+	}
+	return nil
+}
+
+// relayToAgent sends the request to the agent under a gateway id (on the
+// stream of the request it came with when that is open) and waits for the
+// answer.
+func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
+	sc, s := c.server, c.s
+	if c.receipt != nil {
+		if err := c.receipt.Durable(ctx); err != nil {
+			return recordedDenial(ReasonAuditUnavailable)
+		}
+	}
+	sc.agentID = []byte(strconv.Quote("pc-" + strconv.FormatInt(s.nextID.Add(1), 10)))
+	if !s.addToAgent(sc) {
+		return unavailable(ReasonSessionBusy).withDetail("too many requests waiting for the agent")
+	}
+	defer s.takeToAgent(sc.agentID)
+	msg := wire.Apply(c.msg.Raw, wire.Replace(c.msg.ID, sc.agentID))
+	if sc.related != nil {
+		sc.related.send(msg)
+	} else {
+		s.notify(msg)
+	}
+	wait := time.NewTimer(maxServerWait)
+	defer wait.Stop()
+	select {
+	case <-sc.done:
+	case <-wait.C:
+		return unavailable(ReasonUpstreamTimeout).withDetail("the agent did not answer")
+	case <-s.done:
+		return unavailable(ReasonUpstreamUnavailable).withDetail("the agent session ended")
+	case <-c.link.conn.Done():
+		return unavailable(ReasonUpstreamUnavailable).withDetail("the upstream session ended")
+	}
+	if sc.err != nil {
+		if errors.Is(sc.err, errCancelledByUpstream) {
+			// The upstream withdrew it: tell the agent, answer nobody.
+			s.notify(wire.NewNotification("notifications/cancelled", append(append([]byte(`{"requestId":`), sc.agentID...), '}')))
+			c.reply = nil
+		}
+		return unavailable("cancelled").withDetail(sc.err.Error())
+	}
+	return nil
+}
+
+// replyToUpstream relays the agent's answer under the upstream's id.
+func replyToUpstream(p *Proxy, ctx context.Context, c *call) error {
+	a := c.server.answer
+	c.answer(wire.Apply(a.Raw, wire.Replace(a.ID, c.msg.IDBytes())))
+	return nil
+}
+
+// Requests relayed to the agent and waiting for its answer.
+
+func (s *Session) addToAgent(sc *serverCall) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.toAgent) >= maxPendingToAgent {
+		return false
+	}
+	s.toAgent[string(sc.agentID)] = sc
+	return true
+}
+
+func (s *Session) takeToAgent(id []byte) *serverCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.toAgent[string(id)]
+	delete(s.toAgent, string(id))
+	return sc
+}
+
+func (s *Session) pendingToAgent(id []byte) *serverCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.toAgent[string(id)]
+}
+
+func (s *Session) toAgentByToken(tok []byte) *serverCall {
+	if len(tok) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sc := range s.toAgent {
+		if string(sc.token) == string(tok) {
+			return sc
+		}
+	}
+	return nil
+}
+
+func (s *Session) toAgentByUpstream(l *link, upID []byte) *serverCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sc := range s.toAgent {
+		if sc.link == l && string(sc.upID) == string(upID) {
+			return sc
+		}
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package mcpproxy
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
+)
+
+// decide asks policy, with everything the earlier stages learnt: the
+// target, the arguments, the session's labels, which arguments came from
+// untrusted output, what screening found, the task's budget. A decision
+// that needs a human holds the call until a reviewer decides.
+func decide(p *Proxy, ctx context.Context, c *call) error {
+	in := &policy.Input{
+		Principal: c.principal, Action: c.event.Action, Target: c.target, Arguments: c.cedarArgs,
+		RequestID: c.requestID, SessionID: c.s.id, Method: c.method, BudgetLeft: c.budgetLeft,
+		Labels: c.s.labels.list(), Findings: c.findings,
+	}
+	if c.rawArgs != nil {
+		in.UntrustedArguments = c.s.origins.untrustedArguments(c.rawArgs)
+	}
+	c.input = in
+	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
+	d := p.opts.Decider.Decide(in)
+	span.Set("portcullis.decision", d.Code)
+	span.Finish(nil)
+	e := c.event
+	e.Labels = in.Labels
+	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
+		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
+	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.auditArgs())
+	e.Input.UntrustedArguments = in.UntrustedArguments
+	e.Input.Findings = in.Findings
+	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
+	if !d.Allow && d.Code == policy.CodeApproval && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
+		return p.holdForApproval(ctx, c, in, d)
+	}
+	if !d.Allow {
+		return deny(d.Code)
+	}
+	return nil
+}
+
+// commit records the decision to allow before anything happens: the call
+// is relayed only once its event is in the log (on disk, too, with
+// audit.sync before_relay; else the reply stage waits for the disk).
+func commit(p *Proxy, ctx context.Context, c *call) error {
+	if c.committed {
+		return nil // held for approval: the approval's outcome is recorded
+	}
+	c.event.Outcome = audit.OutcomeAllow
+	if c.event.PolicyVersion == "" {
+		c.event.PolicyVersion = p.opts.Decider.Version()
+	}
+	_, span := p.opts.Tracer.Start(ctx, "audit.record", telemetry.KindInternal, c.traceID)
+	ok := p.record(ctx, c, true)
+	span.Finish(nil)
+	if !ok {
+		r := deny(ReasonAuditUnavailable)
+		r.recorded = true // the log refused it: nothing more to write
+		return r
+	}
+	return nil
+}
+
+// holdForApproval records that the call awaits a human, holds it until a
+// reviewer decides or the request expires, and records the outcome. It
+// returns nil when the call may proceed.
+func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, d policy.Decision) error {
+	e := c.event
+	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, c.principal.Task, c.s.id, in.Target.ID); ok {
+		e.Outcome, e.Policies = audit.OutcomeAllow, append(e.Policies, "approval:"+prior.ID)
+		e.Detail = "approved for the " + prior.Scope + " by " + prior.DecidedBy
+		if !p.record(ctx, c, true) {
+			return recordedDenial(ReasonAuditUnavailable)
+		}
+		return nil
+	}
+	r := &approval.Request{
+		Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, SessionID: c.s.id,
+		RequestID: c.requestID, Tool: in.Target.ID, Arguments: c.rawArgs, ArgsSHA256: e.ArgumentsSHA256, Reasons: d.Approval,
+		Findings: append(slices.Clone(in.Findings), labelNotes(in.Labels, in.UntrustedArguments)...),
+	}
+	if err := p.opts.Approvals.NewRequest(r); err != nil {
+		return deny(ReasonInternal).withDetail("approval request: " + err.Error())
+	}
+	e.Code, e.Reasons, e.Detail = policy.CodeApproval, append(e.Reasons, d.Approval...), "held for approval "+r.ID
+	if !p.record(ctx, c, false) {
+		return recordedDenial(ReasonAuditUnavailable)
+	}
+	final, err := p.opts.Approvals.Hold(ctx, r)
+	// The outcome is a second decision event for the same request.
+	out := *e
+	out.Seq, out.Time, out.Outcome, out.Input = 0, p.opts.Now().UTC(), audit.OutcomeDeny, e.Input
+	c.event, c.committed = &out, false
+	switch {
+	case err != nil:
+		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+": "+err.Error()
+	case final.State == approval.Consumed:
+		out.Outcome, out.Code = audit.OutcomeAllow, ""
+		out.Policies = append(out.Policies, "approval:"+r.ID)
+		out.Detail = "approved by " + final.DecidedBy + " (" + final.Scope + ")"
+		if !p.record(ctx, c, true) {
+			return recordedDenial(ReasonAuditUnavailable)
+		}
+		return nil
+	case final.State == approval.Denied:
+		out.Code, out.Detail = ReasonApprovalDenied, "denied by "+final.DecidedBy
+	default:
+		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+" "+final.State
+	}
+	return deny(out.Code).withDetail(out.Detail)
+}
+
+func recordedDenial(code string) *refusal {
+	r := deny(code)
+	r.recorded = true
+	return r
+}
+
+// labelNotes tells a reviewer what the session had read and which
+// arguments came from there.
+func labelNotes(labels, untrustedArgs []string) []string {
+	var out []string
+	if len(labels) > 0 {
+		out = append(out, "session labels: "+strings.Join(labels, ", "))
+	}
+	if len(untrustedArgs) > 0 {
+		out = append(out, "arguments first seen in untrusted output: "+strings.Join(untrustedArgs, ", "))
+	}
+	return out
+}

@@ -1,0 +1,188 @@
+package mcpproxy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// listState is a list on its way to the agent.
+type listState struct {
+	kind  string
+	items [][]byte // what the agent will see, as served
+	total int      // what the upstreams offered
+}
+
+// gather fetches the list afresh from every upstream of the session (its
+// own sessions with them: what each offers this agent).
+func gather(p *Proxy, ctx context.Context, c *call) error {
+	kind := listKind[c.method]
+	c.view = c.s.view(ctx, kind)
+	c.list = &listState{kind: kind}
+	c.event.Action = "list"
+	return nil
+}
+
+// filterList keeps what the agent could ever use: what its task may use,
+// and what some arguments could make policy allow (least agency: the rest
+// is not shown).
+func filterList(p *Proxy, ctx context.Context, c *call) error {
+	v, ls := c.view, c.list
+	visible := func(action string, t policy.Target) bool {
+		return p.opts.Decider.Visible(ctx, &policy.Input{Principal: c.principal, Action: action, Target: t, Method: c.method, RequestID: c.requestID, SessionID: c.s.id})
+	}
+	pr := c.principal
+	inTask := func(qualified string) bool {
+		if pr.Task == "" {
+			return true
+		}
+		for _, t := range pr.TaskTools {
+			if t == qualified {
+				return true
+			}
+		}
+		return false
+	}
+	for _, u := range v.order {
+		k := v.lists[u]
+		switch ls.kind {
+		case kindTools:
+			for _, e := range k.tools {
+				ls.total++
+				if v.tools[e.served] == e && inTask(e.qualified) && visible(policy.ActionCallTool, e.target) {
+					ls.items = append(ls.items, e.raw)
+				}
+			}
+		case kindPrompts:
+			for _, e := range k.prompts {
+				ls.total++
+				if v.prompts[e.served] == e && visible(policy.ActionGetPrompt, policy.Target{Kind: policy.KindPrompt, ID: e.qualified, Upstream: u.Name}) {
+					ls.items = append(ls.items, e.raw)
+				}
+			}
+		case kindResources:
+			for _, e := range k.resources {
+				ls.total++
+				if v.resources[e.uri] == e && visible(policy.ActionReadResource, policy.Target{Kind: policy.KindResource, ID: e.uri, Upstream: u.Name}) {
+					ls.items = append(ls.items, e.raw)
+				}
+			}
+		case kindTemplates:
+			for _, e := range k.templates {
+				ls.total++
+				if servedTemplate(v, e) && visible(policy.ActionReadResource, policy.Target{Kind: policy.KindResource, ID: e.template, Upstream: u.Name}) {
+					ls.items = append(ls.items, e.raw)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func servedTemplate(v *sessionView, e *templateEntry) bool {
+	for _, t := range v.templates {
+		if t == e {
+			return true
+		}
+	}
+	return false
+}
+
+// commitList records what the agent was shown and builds the answer.
+func commitList(p *Proxy, ctx context.Context, c *call) error {
+	ls := c.list
+	e := c.event
+	e.Outcome, e.PolicyVersion = audit.OutcomeAllow, p.opts.Decider.Version()
+	e.Detail = fmt.Sprintf("%d of %d visible", len(ls.items), ls.total)
+	if !p.record(ctx, c, true) {
+		return recordedDenial(ReasonAuditUnavailable)
+	}
+	n := 16
+	for _, it := range ls.items {
+		n += len(it) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, `{"`...)
+	out = append(out, ls.kind...)
+	out = append(out, `":[`...)
+	for i, it := range ls.items {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, it...)
+	}
+	out = append(out, "]}"...)
+	c.out = wire.NewResponse(c.msg.IDBytes(), out)
+	return nil
+}
+
+// gatherTasks lists the tasks the agent session created, from every
+// upstream session that lists tasks.
+func gatherTasks(p *Proxy, ctx context.Context, c *call) error {
+	c.event.Action = "list"
+	c.list = &listState{kind: "tasks"}
+	c.s.mu.Lock()
+	links := make([]*link, 0, len(c.s.links))
+	for _, l := range c.s.links {
+		if l.capTaskList {
+			links = append(links, l)
+		}
+	}
+	c.s.mu.Unlock()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := l.request(ctx, "tasks/list", nil, nil)
+			if err != nil || res.Kind != wire.Response {
+				return
+			}
+			b := res.Raw
+			wire.Elements(b, res.ResultMember("tasks"), func(el wire.Span) bool {
+				sp, _ := wire.Lookup(b, el, "taskId")
+				id, _ := wire.String(b, sp)
+				l.mu.Lock()
+				t, mine := l.tasks[id]
+				l.mu.Unlock()
+				mu.Lock()
+				c.list.total++
+				if mine && t.s == c.s {
+					c.list.items = append(c.list.items, el.In(b))
+				}
+				mu.Unlock()
+				return true
+			})
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// broadcast sends logging/setLevel to every upstream of the session that
+// logs, and answers once they have.
+func broadcast(p *Proxy, ctx context.Context, c *call) error {
+	params := c.msg.Bytes(c.msg.Params)
+	var wg sync.WaitGroup
+	for _, u := range p.upstreams {
+		l, err := u.linkFor(ctx, c.s)
+		if err != nil || !l.capLogging {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, u.timeout)
+			defer cancel()
+			l.request(rctx, "logging/setLevel", params, nil)
+		}()
+	}
+	wg.Wait()
+	c.out = wire.NewResponse(c.msg.IDBytes(), []byte(`{}`))
+	return nil
+}

@@ -1,0 +1,175 @@
+package mcpproxy
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
+	"github.com/portcullis-dev/portcullis/internal/transport"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// relay sends the agent's request, as received, to the upstream the
+// decision was made for, with only these edits: the gateway's request id,
+// the upstream's own tool or prompt name, a trace parent naming the
+// gateway, and (on a link shared by several agent sessions) a gateway
+// progress token. It waits within the upstream's concurrency limit and
+// call timeout; messages the upstream sends in relation to the request
+// reach the agent in order, ahead of the answer.
+func relay(p *Proxy, ctx context.Context, c *call) (err error) {
+	u, l := c.up, c.link
+	select {
+	case u.sem <- struct{}{}:
+	default:
+		return unavailable(ReasonUpstreamBusy)
+	}
+	defer func() { <-u.sem }()
+	ctx, span := p.opts.Tracer.Start(ctx, "upstream "+u.Name, telemetry.KindClient, c.traceID)
+	defer func() { span.Finish(err) }()
+
+	m := c.msg
+	c.upID = l.newID()
+	edits := []wire.Edit{wire.Replace(m.ID, c.upID)}
+	switch {
+	case c.tool != nil && c.method == "tools/call" && c.tool.served != c.tool.original:
+		edits = append(edits, wire.Replace(m.Param("name"), wire.Quote(c.tool.original)))
+	case c.prompt != nil && c.method == "prompts/get" && c.prompt.served != c.prompt.original:
+		edits = append(edits, wire.Replace(m.Param("name"), wire.Quote(c.prompt.original)))
+	case c.prompt != nil && c.method == "completion/complete" && c.prompt.served != c.prompt.original:
+		if sp, ok := wire.Lookup(m.Raw, m.Param("ref"), "name"); ok {
+			edits = append(edits, wire.Replace(sp, wire.Quote(c.prompt.original)))
+		}
+	}
+	tp := wire.Quote(childTraceparent(c.traceID, span.ID()))
+	var token string
+	if meta := m.ParamMeta(); wire.IsObject(m.Raw, meta) {
+		if sp := m.Meta("traceparent"); !sp.Empty() {
+			edits = append(edits, wire.Replace(sp, tp))
+		} else {
+			edits = append(edits, wire.InsertMember(m.Raw, meta, "traceparent", tp))
+		}
+		if sp := m.Meta("progressToken"); !sp.Empty() && l.key != "" {
+			token = "pt-" + strconv.FormatInt(l.nextID.Add(1), 10) + "-" + c.requestID
+			edits = append(edits, wire.Replace(sp, wire.Quote(token)))
+		}
+	} else if wire.IsObject(m.Raw, m.Params) {
+		edits = append(edits, wire.InsertMember(m.Raw, m.Params, "_meta", append(append([]byte(`{"traceparent":`), tp...), '}')))
+	}
+	out, err := wire.Parse(wire.Apply(m.Raw, edits...), 0)
+	if err != nil {
+		return deny(ReasonInternal).withDetail("edited request: " + err.Error())
+	}
+	l.track(c, token)
+	defer l.untrack(c, token)
+	l.active.Add(1)
+	defer l.active.Add(-1)
+	l.lastUsed.Store(time.Now().UnixNano())
+	rctx, cancel := context.WithTimeout(ctx, u.timeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := l.conn.RoundTrip(rctx, out, c.related)
+	p.opts.Metrics.UpstreamCall(u.Name, resultLabel(err), time.Since(start))
+	switch {
+	case err == nil:
+		c.resp = resp
+		c.noteTask()
+		return nil
+	case c.wasCancelled() || errors.Is(err, context.Canceled):
+		l.cancelUpstream(c.upID, "cancelled by the client")
+		return unavailable("cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		l.cancelUpstream(c.upID, "timed out at the gateway")
+		go l.probeAfterTimeout()
+		return unavailable(ReasonUpstreamTimeout)
+	case errors.Is(err, transport.ErrClosed):
+		return unavailable(ReasonUpstreamUnavailable).withDetail(err.Error())
+	}
+	p.opts.Log.Warn("upstream call failed", "upstream", u.Name, "request_id", c.requestID, "err", err)
+	return unavailable(ReasonUpstreamError).withDetail(err.Error())
+}
+
+func (c *call) wasCancelled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancelled
+}
+
+func resultLabel(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// noteTask records a task the upstream created for this call: only this
+// agent session may ask about it.
+func (c *call) noteTask() {
+	if c.method != "tools/call" || c.resp.Kind != wire.Response {
+		return
+	}
+	b := c.resp.Raw
+	task := c.resp.ResultMember("task")
+	if !wire.IsObject(b, task) {
+		return
+	}
+	sp, _ := wire.Lookup(b, task, "taskId")
+	id, ok := wire.String(b, sp)
+	if !ok || id == "" {
+		return
+	}
+	c.link.mu.Lock()
+	if len(c.link.tasks) < maxTasksPerLink {
+		c.link.tasks[id] = taskInfo{s: c.s, tool: c.tool}
+	}
+	c.link.mu.Unlock()
+}
+
+// maxTasksPerLink bounds the tasks remembered per upstream session.
+const maxTasksPerLink = 10000
+
+// related handles what the upstream sends in relation to c before its
+// answer: progress and log messages go to the agent on c's stream (in the
+// order received), requests to the agent go through their own pipeline.
+func (c *call) related(m *wire.Message) {
+	l := c.link
+	switch m.Kind {
+	case wire.Notification:
+		switch m.Method {
+		case "notifications/progress":
+			c.send(l.restoreToken(m))
+		case "notifications/message":
+			c.send(l.up.p.screenNotification(c, m))
+		default:
+			l.notification(m, c)
+		}
+	case wire.Request:
+		l.serverRequest(m, c)
+	}
+}
+
+// reply answers the agent, once the decision is on disk (audit.sync
+// before_answer) and within the result size limit.
+func reply(p *Proxy, ctx context.Context, c *call) error {
+	if c.out == nil && c.resp != nil {
+		c.out = wire.Apply(c.resp.Raw, wire.Replace(c.resp.ID, c.msg.IDBytes()))
+	}
+	if len(c.out) > p.opts.Limits.MaxResultBytes+4096 {
+		return unavailable(ReasonResultTooLarge)
+	}
+	if c.receipt != nil {
+		if err := c.receipt.Durable(ctx); err != nil {
+			p.opts.Log.Error("audit sync failed; the answer is withheld", "request_id", c.requestID, "err", err)
+			return recordedDenial(ReasonAuditUnavailable)
+		}
+	}
+	c.answer(c.out)
+	return nil
+}
+
+// pong answers ping.
+func pong(p *Proxy, ctx context.Context, c *call) error {
+	c.answer(wire.NewResponse(c.msg.IDBytes(), []byte(`{}`)))
+	return nil
+}

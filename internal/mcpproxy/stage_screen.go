@@ -1,0 +1,208 @@
+package mcpproxy
+
+import (
+	"context"
+	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/screen"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// Screening outcome codes of `screening` audit events, most severe first.
+const (
+	screenBlocked  = "blocked"
+	screenWithheld = "withheld"
+	screenRedacted = "redacted"
+	screenLabelled = "labelled"
+	screenFlagged  = "flagged"
+)
+
+// screeningCode is the most severe outcome of v, for the audit event.
+func screeningCode(v *screen.Verdict) string {
+	switch {
+	case v.Block:
+		return screenBlocked
+	case v.Withhold:
+		return screenWithheld
+	case v.Has(screen.ActionRedact):
+		return screenRedacted
+	case len(v.Labels) > 0:
+		return screenLabelled
+	default:
+		return screenFlagged
+	}
+}
+
+// screenArguments screens the arguments (their JSON text, as sent): a rule
+// that blocks refuses the call here; other detections go to policy as
+// context.findings. Secrets and personal data found are masked in the
+// decision's audit record.
+func screenArguments(p *Proxy, ctx context.Context, c *call) error {
+	sc := p.opts.Screener
+	if sc == nil || len(c.rawArgs) == 0 {
+		return nil
+	}
+	v := sc.Scan(screen.DirArguments, c.up.Name, string(c.rawArgs))
+	for _, d := range v.Detections {
+		if d.Located && (d.Category == screen.CategorySecret || d.Category == screen.CategoryPersonal) {
+			c.argMask = append(c.argMask, d.Finding)
+		}
+	}
+	p.recordScreening(c, screen.DirArguments, &v)
+	if v.Block {
+		return deny(ReasonScreeningBlocked).withDetail("screening: " + v.Summary())
+	}
+	c.findings = v.Keys()
+	return nil
+}
+
+// auditArgs are the arguments as the decision's audit record holds them:
+// screened secrets and personal data masked first.
+func (c *call) auditArgs() []byte {
+	if len(c.argMask) == 0 {
+		return c.rawArgs
+	}
+	return []byte(screen.RedactSpans(string(c.rawArgs), c.argMask))
+}
+
+// recordScreening records what screening in direction dir acted on, and
+// applies its labels to the session. It never records the content.
+func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) {
+	if len(v.Detections) == 0 {
+		return
+	}
+	p.label(c, v.Labels)
+	e := p.followUp(c, audit.TypeScreening, screeningCode(v))
+	e.Detail = dir + ": " + v.Summary()
+	if len(v.Steps) > 0 {
+		e.Detail += " (decoded: " + strings.Join(v.Steps, ",") + ")"
+	}
+	e.Labels = v.Labels
+	p.recordBackground(e)
+	for _, d := range v.Detections {
+		p.opts.Metrics.Screened(dir, d.Category, d.Action)
+	}
+}
+
+// Keys whose string values are not text a model reads as content: content
+// types, MIME types, URIs and base64 payloads.
+var notText = map[string]bool{"type": true, "mimeType": true, "uri": true, "data": true, "blob": true}
+
+// screenResult screens what the upstream answered before the agent reads
+// it: every text of a result (tool content, embedded resources, structured
+// content, resource contents, prompt messages, completions, task status),
+// or the message of an upstream's error. The session takes the labels of
+// what it read (before the answer leaves, so the agent's next request is
+// decided with them); argument provenance notes the destinations it
+// carries; screening rules mask, withhold or block; spotlighting marks
+// untrusted text as data. The edits apply to the upstream's bytes.
+func screenResult(p *Proxy, ctx context.Context, c *call) error {
+	resp := c.resp
+	b := resp.Raw
+	edits := []wire.Edit{wire.Replace(resp.ID, c.msg.IDBytes())}
+	labels := c.resultLabels()
+	untrusted := false
+	for _, l := range labels {
+		untrusted = untrusted || l == LabelUntrustedInput
+	}
+	sc := p.opts.Screener
+	dir := screen.DirResult
+	if c.method == "prompts/get" {
+		dir = screen.DirPrompt
+	}
+	scope := resp.Result
+	if resp.Kind == wire.ErrorReply {
+		scope = resp.Error
+	}
+	spot := ""
+	if c.method == "tools/call" || c.method == "resources/read" || c.method == "tasks/result" {
+		spot = p.opts.Spotlight[c.up.Name]
+	}
+	var all screen.Verdict
+	type text struct {
+		sp   wire.Span
+		s    string
+		v    screen.Verdict
+		spot bool
+	}
+	var texts []text
+	var norm []string
+	wire.Strings(b, scope, func(key string, sp wire.Span) {
+		if notText[key] {
+			return
+		}
+		s, _ := wire.String(b, sp)
+		if s == "" {
+			return
+		}
+		t := text{sp: sp, s: s, spot: spot != "" && key == "text"}
+		n := screen.Normalize(s)
+		if c.s != nil {
+			norm = append(norm, n.Text)
+		}
+		if sc != nil {
+			t.v = sc.ScanNormalized(dir, c.up.Name, s, n)
+			all.Merge(t.v)
+		}
+		texts = append(texts, t)
+	})
+	if c.s != nil {
+		p.label(c, labels)
+		c.s.origins.observeNormalized(norm, untrusted)
+	}
+	if all.Block {
+		msg := "[portcullis: result withheld by screening: " + strings.Join(all.Keys(), ", ") + "]"
+		p.recordScreening(c, screen.DirResult, &all)
+		if resp.Kind == wire.Response && (c.method == "tools/call" || c.method == "tasks/result") {
+			c.out = wire.NewResponse(c.msg.IDBytes(), isErrorResult(msg))
+			return nil
+		}
+		for _, t := range texts {
+			edits = append(edits, wire.Replace(t.sp, wire.Quote(msg)))
+		}
+		c.out = wire.Apply(b, edits...)
+		return nil
+	}
+	tok := ""
+	for _, t := range texts {
+		s := t.s
+		switch {
+		case t.v.Withhold:
+			s = "[portcullis: text withheld by screening: " + strings.Join(t.v.Keys(), ", ") + "]"
+		case t.v.Has(screen.ActionRedact):
+			s = t.v.Redacted(s)
+		}
+		if t.spot {
+			if tok == "" {
+				tok = c.spotlightToken()
+			}
+			s = spotlightText(s, spot, tok)
+		}
+		if s != t.s {
+			edits = append(edits, wire.Replace(t.sp, wire.Quote(s)))
+		}
+	}
+	p.recordScreening(c, screen.DirResult, &all)
+	c.out = wire.Apply(b, edits...)
+	return nil
+}
+
+// resultLabels are the labels reading this result gives the session: the
+// tool's (or task's tool's), or the upstream's for resources and prompts.
+func (c *call) resultLabels() []string {
+	switch {
+	case c.tool != nil:
+		return c.s.p.toolLabels(c.tool)
+	case c.up != nil:
+		return c.s.p.upstreamLabels(c.up)
+	}
+	return nil
+}
+
+func (c *call) spotlightToken() string {
+	if c.s == nil {
+		return (&sessionToken{}).get()
+	}
+	return c.s.token.get()
+}

@@ -1,0 +1,414 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// HTTP transport bounds.
+const (
+	maxResumes      = 3               // GET reconnections to finish one dropped answer
+	maxRetryWait    = 5 * time.Second // cap on a server's requested reconnection delay
+	defaultRetry    = 100 * time.Millisecond
+	deleteTimeout   = 2 * time.Second
+	listenMinDelay  = 250 * time.Millisecond
+	listenMaxDelay  = 30 * time.Second
+	maxErrorBodyLen = 64 << 10
+)
+
+// Header names of the streamable HTTP transport.
+const (
+	HeaderSession     = "Mcp-Session-Id"
+	HeaderProtocol    = "Mcp-Protocol-Version"
+	headerLastEventID = "Last-Event-ID"
+)
+
+// HTTPConn is an MCP session with a server over streamable HTTP.
+type HTTPConn struct {
+	url      string
+	client   *http.Client
+	header   http.Header // added to every request (credentials from configuration)
+	maxMsg   int
+	maxDepth int
+	log      *slog.Logger
+
+	mu        sync.Mutex
+	sessionID string
+	version   string
+
+	ctx       context.Context // the connection's lifetime
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+	listening atomic.Bool
+	// Dropped counts invalid messages the server sent.
+	Dropped atomic.Int64
+}
+
+// NewHTTPConn returns a connection to the server at url. Nothing is sent
+// until the first request (initialize). header is added to every request.
+func NewHTTPConn(url string, client *http.Client, header http.Header, maxMsg, maxDepth int, log *slog.Logger) *HTTPConn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &HTTPConn{url: url, client: client, header: header, maxMsg: maxMsg, maxDepth: maxDepth, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+var _ Conn = (*HTTPConn)(nil)
+
+// SessionID is the session the server assigned at initialize ("" if none).
+func (c *HTTPConn) SessionID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessionID
+}
+
+func (c *HTTPConn) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url, r)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
+	c.mu.Lock()
+	if c.sessionID != "" {
+		req.Header.Set(HeaderSession, c.sessionID)
+	}
+	if c.version != "" {
+		req.Header.Set(HeaderProtocol, c.version)
+	}
+	c.mu.Unlock()
+	switch method {
+	case http.MethodPost:
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+	case http.MethodGet:
+		req.Header.Set("Accept", "text/event-stream")
+	}
+	return req, nil
+}
+
+func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
+	select {
+	case <-c.done:
+		return nil, ErrClosed
+	default:
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, fmt.Errorf("upstream request: %w", err)
+	}
+	if resp.StatusCode == http.StatusNotFound && c.SessionID() != "" {
+		// The server no longer knows the session (it restarted or expired
+		// it): this connection is over; a new one must initialize.
+		drain(resp)
+		c.Close()
+		return nil, fmt.Errorf("%w: session expired", ErrClosed)
+	}
+	c.mu.Lock()
+	if id := resp.Header.Get(HeaderSession); id != "" && c.sessionID == "" {
+		c.sessionID = id
+	}
+	c.mu.Unlock()
+	return resp, nil
+}
+
+// RoundTrip implements Conn.
+func (c *HTTPConn) RoundTrip(ctx context.Context, req *wire.Message, related func(*wire.Message)) (*wire.Message, error) {
+	if req.Kind != wire.Request {
+		return nil, fmt.Errorf("%w: round trip of a %s", ErrProtocol, req.Kind)
+	}
+	hreq, err := c.newRequest(ctx, http.MethodPost, req.Raw)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+	case resp.StatusCode >= 400:
+		// Some servers answer a request they refuse with an HTTP error
+		// carrying a JSON-RPC error: relay it as the answer.
+		if m := c.errorBody(resp, req); m != nil {
+			return m, nil
+		}
+		return nil, fmt.Errorf("%w: HTTP %d", ErrProtocol, resp.StatusCode)
+	default:
+		return nil, fmt.Errorf("%w: HTTP %d to a request", ErrProtocol, resp.StatusCode)
+	}
+	switch mediaType(resp) {
+	case "application/json":
+		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.maxMsg)+1))
+		if err != nil {
+			return nil, fmt.Errorf("upstream response: %w", err)
+		}
+		if len(b) > c.maxMsg {
+			return nil, fmt.Errorf("%w: response over %d bytes", ErrProtocol, c.maxMsg)
+		}
+		m, err := wire.Parse(b, c.maxDepth)
+		if err != nil {
+			c.Dropped.Add(1)
+			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if !answers(m, req) {
+			return nil, fmt.Errorf("%w: the response answers another request", ErrProtocol)
+		}
+		return m, nil
+	case "text/event-stream":
+		return c.readStream(ctx, resp.Body, req, related)
+	}
+	return nil, fmt.Errorf("%w: content type %q", ErrProtocol, resp.Header.Get("Content-Type"))
+}
+
+func answers(m, req *wire.Message) bool {
+	return (m.Kind == wire.Response || m.Kind == wire.ErrorReply) && bytes.Equal(m.IDBytes(), req.IDBytes())
+}
+
+// readStream reads the answer's event stream until the response, resuming
+// with Last-Event-ID on a GET when the server closes the stream first (it
+// may, to poll: SEP-1699).
+func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire.Message, related func(*wire.Message)) (*wire.Message, error) {
+	lastID, retry := "", defaultRetry
+	for resumes := 0; ; resumes++ {
+		er := wire.NewEventReader(body, c.maxMsg)
+		for {
+			ev, err := er.Next()
+			if err != nil {
+				if ctxErr := ctx.Err(); ctxErr != nil {
+					return nil, ctxErr
+				}
+				if errors.Is(err, wire.ErrEventTooLarge) {
+					return nil, fmt.Errorf("%w: event over %d bytes", ErrProtocol, c.maxMsg)
+				}
+				break
+			}
+			if ev.HasID {
+				lastID = ev.ID
+			}
+			if ev.Retry >= 0 {
+				retry = min(time.Duration(ev.Retry)*time.Millisecond, maxRetryWait)
+			}
+			if len(ev.Data) == 0 {
+				continue // a priming event
+			}
+			m, err := wire.Parse(ev.Data, c.maxDepth)
+			if err != nil {
+				c.Dropped.Add(1)
+				continue
+			}
+			if answers(m, req) {
+				return m, nil
+			}
+			if m.Kind == wire.Response || m.Kind == wire.ErrorReply {
+				c.Dropped.Add(1) // an answer to another request on this stream
+				continue
+			}
+			related(m)
+		}
+		body.Close()
+		if lastID == "" || resumes >= maxResumes {
+			return nil, ErrNoResponse
+		}
+		select {
+		case <-time.After(retry):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		hreq, err := c.newRequest(ctx, http.MethodGet, nil)
+		if err != nil {
+			return nil, err
+		}
+		hreq.Header.Set(headerLastEventID, lastID)
+		resp, err := c.do(hreq)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK || mediaType(resp) != "text/event-stream" {
+			drain(resp)
+			return nil, ErrNoResponse
+		}
+		body = resp.Body
+	}
+}
+
+// errorBody reads a JSON-RPC error from an HTTP error response, answering
+// req (whatever id the server put in it).
+func (c *HTTPConn) errorBody(resp *http.Response, req *wire.Message) *wire.Message {
+	if mediaType(resp) != "application/json" {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyLen))
+	if err != nil {
+		return nil
+	}
+	m, err := wire.Parse(b, c.maxDepth)
+	if err != nil || m.Kind != wire.ErrorReply {
+		return nil
+	}
+	if answers(m, req) {
+		return m
+	}
+	fixed, err := wire.Parse(wire.NewResponseError(req.IDBytes(), m.Bytes(m.Error)), c.maxDepth)
+	if err != nil {
+		return nil
+	}
+	return fixed
+}
+
+// Send implements Conn.
+func (c *HTTPConn) Send(ctx context.Context, msg []byte) error {
+	hreq, err := c.newRequest(ctx, http.MethodPost, msg)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: HTTP %d to a notification", ErrProtocol, resp.StatusCode)
+	}
+	return nil
+}
+
+// Listen implements Conn: it opens the standalone GET stream, and reopens
+// it (resuming after the last event seen) when it drops, until the
+// connection closes. A server without one (405) is left alone.
+func (c *HTTPConn) Listen(fn func(*wire.Message)) {
+	if !c.listening.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		delay := listenMinDelay
+		lastID := ""
+		for c.ctx.Err() == nil {
+			ok, stop := c.listenOnce(fn, &lastID)
+			if stop {
+				return
+			}
+			if ok {
+				delay = listenMinDelay
+			}
+			select {
+			case <-time.After(delay):
+			case <-c.ctx.Done():
+				return
+			}
+			delay = min(2*delay, listenMaxDelay)
+		}
+	}()
+}
+
+// listenOnce reads the GET stream once. ok: the stream was opened; stop:
+// never try again.
+func (c *HTTPConn) listenOnce(fn func(*wire.Message), lastID *string) (ok, stop bool) {
+	hreq, err := c.newRequest(c.ctx, http.MethodGet, nil)
+	if err != nil {
+		return false, true
+	}
+	if *lastID != "" {
+		hreq.Header.Set(headerLastEventID, *lastID)
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return false, errors.Is(err, ErrClosed) || c.ctx.Err() != nil
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusMethodNotAllowed:
+		return false, true
+	case resp.StatusCode != http.StatusOK || mediaType(resp) != "text/event-stream":
+		return false, false
+	}
+	er := wire.NewEventReader(resp.Body, c.maxMsg)
+	for {
+		ev, err := er.Next()
+		if err != nil {
+			return true, false
+		}
+		if ev.HasID {
+			*lastID = ev.ID
+		}
+		if len(ev.Data) == 0 {
+			continue
+		}
+		m, err := wire.Parse(ev.Data, c.maxDepth)
+		if err != nil {
+			c.Dropped.Add(1)
+			continue
+		}
+		fn(m)
+	}
+}
+
+// Negotiated implements Conn.
+func (c *HTTPConn) Negotiated(version string) {
+	c.mu.Lock()
+	c.version = version
+	c.mu.Unlock()
+}
+
+// Done implements Conn.
+func (c *HTTPConn) Done() <-chan struct{} { return c.done }
+
+// Close implements Conn: it ends the server's session with DELETE.
+func (c *HTTPConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		if id := c.SessionID(); id != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+			if req, err := c.newRequest(ctx, http.MethodDelete, nil); err == nil {
+				if resp, err := c.client.Do(req); err == nil {
+					drain(resp)
+				}
+			}
+			cancel()
+		}
+		close(c.done)
+	})
+	return nil
+}
+
+func mediaType(resp *http.Response) string {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
+}
+
+// drain discards what is left of a body (bounded) so the connection can be
+// reused, and closes it.
+func drain(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// NewHTTPTransport is the HTTP transport for one upstream: connections are
+// kept for reuse, as many as the upstream may have calls in flight.
+func NewHTTPTransport(base *http.Transport, maxConns int) *http.Transport {
+	t := base.Clone()
+	t.MaxIdleConns = max(maxConns, 2) * 2
+	t.MaxIdleConnsPerHost = max(maxConns, 2)
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 0 // calls may run long; the call timeout bounds them
+	return t
+}

@@ -1,0 +1,313 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// Stream limits.
+const (
+	// maxQueued bounds the related messages waiting for one caller; beyond
+	// it further notifications for that call are dropped (and counted)
+	// rather than letting one slow reader hold the whole connection.
+	maxQueued = 4096
+	// maxBacklog bounds the unrelated messages kept before Listen is called.
+	maxBacklog = 256
+)
+
+// StreamConn speaks newline-delimited JSON-RPC over a reader and a writer:
+// a child process's stdout and stdin, or an in-memory pipe.
+type StreamConn struct {
+	w        io.Writer
+	wmu      sync.Mutex
+	r        *bufio.Reader
+	maxLine  int
+	maxDepth int
+	log      *slog.Logger
+	release  func() error // stops what produces the stream (the process)
+
+	mu      sync.Mutex
+	pending map[string]*waiter // by raw request id
+	byToken map[string]*waiter // by raw progress token
+	listen  func(*wire.Message)
+	backlog []*wire.Message
+	closed  bool
+
+	done      chan struct{}
+	closeOnce sync.Once
+	// Dropped counts messages that were invalid, unanswerable or over a bound.
+	Dropped atomic.Int64
+}
+
+// waiter is one request awaiting its response; the reader queues related
+// messages and then the response, the caller drains them.
+type waiter struct {
+	mu     sync.Mutex
+	queue  []*wire.Message
+	final  *wire.Message
+	notify chan struct{}
+}
+
+func (w *waiter) push(m *wire.Message, final bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if final {
+		w.final = m
+	} else {
+		if len(w.queue) >= maxQueued {
+			return false
+		}
+		w.queue = append(w.queue, m)
+	}
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (w *waiter) take() ([]*wire.Message, *wire.Message) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	q, f := w.queue, w.final
+	w.queue = nil
+	return q, f
+}
+
+// NewStreamConn reads messages (lines of at most maxLine bytes) from r and
+// writes to w. release is called once on Close or when r ends.
+func NewStreamConn(r io.Reader, w io.Writer, maxLine, maxDepth int, release func() error, log *slog.Logger) *StreamConn {
+	c := &StreamConn{
+		w: w, r: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine, maxDepth: maxDepth, log: log, release: release,
+		pending: map[string]*waiter{}, byToken: map[string]*waiter{}, done: make(chan struct{}),
+	}
+	go c.read()
+	return c
+}
+
+var _ Conn = (*StreamConn)(nil)
+
+// RoundTrip implements Conn.
+func (c *StreamConn) RoundTrip(ctx context.Context, req *wire.Message, related func(*wire.Message)) (*wire.Message, error) {
+	if req.Kind != wire.Request {
+		return nil, fmt.Errorf("%w: round trip of a %s", ErrProtocol, req.Kind)
+	}
+	key := string(req.IDBytes())
+	tok := ""
+	if sp := req.Meta("progressToken"); !sp.Empty() {
+		tok = string(req.Bytes(sp))
+	}
+	wt := &waiter{notify: make(chan struct{}, 1)}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, dup := c.pending[key]; dup {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: request id in use", ErrProtocol)
+	}
+	c.pending[key] = wt
+	if tok != "" {
+		c.byToken[tok] = wt
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, key)
+		if tok != "" && c.byToken[tok] == wt {
+			delete(c.byToken, tok)
+		}
+		c.mu.Unlock()
+	}()
+	if err := c.write(req.Raw); err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case <-wt.notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.done:
+			if q, f := wt.take(); f != nil || len(q) > 0 {
+				for _, m := range q {
+					related(m)
+				}
+				if f != nil {
+					return f, nil
+				}
+			}
+			return nil, ErrClosed
+		}
+		q, f := wt.take()
+		for _, m := range q {
+			related(m)
+		}
+		if f != nil {
+			return f, nil
+		}
+	}
+}
+
+// Send implements Conn.
+func (c *StreamConn) Send(ctx context.Context, msg []byte) error {
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	return c.write(msg)
+}
+
+// write sends one message as one line. Raw line breaks can only be
+// insignificant whitespace in valid JSON (inside strings they are escaped),
+// so they become spaces.
+func (c *StreamConn) write(msg []byte) error {
+	if bytes.ContainsAny(msg, "\r\n") {
+		msg = bytes.Map(func(r rune) rune {
+			if r == '\n' || r == '\r' {
+				return ' '
+			}
+			return r
+		}, msg)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := make([]byte, 0, len(msg)+1)
+	buf = append(append(buf, msg...), '\n')
+	if _, err := c.w.Write(buf); err != nil {
+		c.shutdown()
+		return fmt.Errorf("%w: write: %v", ErrClosed, err)
+	}
+	return nil
+}
+
+// Listen implements Conn.
+func (c *StreamConn) Listen(fn func(*wire.Message)) {
+	c.mu.Lock()
+	backlog := c.backlog
+	c.backlog = nil
+	c.listen = fn
+	c.mu.Unlock()
+	for _, m := range backlog {
+		fn(m)
+	}
+}
+
+// Negotiated implements Conn (nothing to do over stdio).
+func (c *StreamConn) Negotiated(string) {}
+
+// Done implements Conn.
+func (c *StreamConn) Done() <-chan struct{} { return c.done }
+
+// Close implements Conn.
+func (c *StreamConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		if c.release != nil {
+			err = c.release()
+		}
+		close(c.done)
+	})
+	return err
+}
+
+func (c *StreamConn) shutdown() { go c.Close() }
+
+func (c *StreamConn) read() {
+	defer c.Close()
+	for {
+		line, err := c.line()
+		if len(bytes.TrimSpace(line)) > 0 {
+			c.dispatch(line)
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && c.log != nil {
+				c.log.Debug("upstream stream ended", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// line reads one line, skipping (and counting) lines over the limit
+// without buffering them whole.
+func (c *StreamConn) line() ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := c.r.ReadSlice('\n')
+		if len(line)+len(chunk) > c.maxLine {
+			c.Dropped.Add(1)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = c.r.ReadSlice('\n')
+			}
+			return nil, err
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			line = append(line, chunk...)
+			continue
+		}
+		// Copy: ReadSlice's buffer is reused, and the message outlives it.
+		line = append(line, chunk...)
+		return bytes.TrimRight(line, "\r\n"), err
+	}
+}
+
+func (c *StreamConn) dispatch(line []byte) {
+	m, err := wire.Parse(line, c.maxDepth)
+	if err != nil {
+		c.Dropped.Add(1)
+		if c.log != nil {
+			c.log.Warn("upstream sent an invalid message; dropped", "err", err)
+		}
+		return
+	}
+	c.mu.Lock()
+	switch m.Kind {
+	case wire.Response, wire.ErrorReply:
+		wt := c.pending[string(m.IDBytes())]
+		c.mu.Unlock()
+		if wt == nil {
+			c.Dropped.Add(1) // late (the caller gave up) or unsolicited
+			return
+		}
+		wt.push(m, true)
+		return
+	case wire.Notification:
+		if m.Method == "notifications/progress" {
+			if sp := m.Param("progressToken"); !sp.Empty() {
+				if wt := c.byToken[string(m.Bytes(sp))]; wt != nil {
+					c.mu.Unlock()
+					if !wt.push(m, false) {
+						c.Dropped.Add(1)
+					}
+					return
+				}
+			}
+		}
+	}
+	fn := c.listen
+	if fn == nil {
+		if len(c.backlog) < maxBacklog {
+			c.backlog = append(c.backlog, m)
+		} else {
+			c.Dropped.Add(1)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	fn(m)
+}

@@ -1,0 +1,235 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// server is a Go SDK server with a tool that reports progress and logs
+// before answering, and that changes its tool list on request.
+func server() *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "work", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			for i := 1; i <= 3; i++ {
+				req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 3})
+			}
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "grow", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		s.AddTool(&mcp.Tool{Name: "new", InputSchema: map[string]any{"type": "object"}}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
+		return &mcp.CallToolResult{}, nil
+	})
+	return s
+}
+
+func parse(t *testing.T, s string) *wire.Message {
+	t.Helper()
+	m, err := wire.Parse([]byte(s), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+const initReq = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+
+// exercise runs the same exchange over any Conn: initialize, a call with
+// progress (related, in order, before the answer), and a list change
+// delivered to Listen.
+func exercise(t *testing.T, c Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.RoundTrip(ctx, parse(t, initReq), func(*wire.Message) {})
+	if err != nil || res.Kind != wire.Response {
+		t.Fatalf("initialize: %v %v", res, err)
+	}
+	c.Negotiated("2025-11-25")
+	if err := c.Send(ctx, []byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)); err != nil {
+		t.Fatal(err)
+	}
+	unrelated := make(chan string, 16)
+	c.Listen(func(m *wire.Message) { unrelated <- m.Method })
+	for i := 0; i < 20; i++ {
+		var got []string
+		req := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"work","_meta":{"progressToken":"p%d"}}}`, 10+i, i)
+		res, err := c.RoundTrip(ctx, parse(t, req), func(m *wire.Message) {
+			p, _ := wire.Int(m.Raw, m.Param("progress"))
+			got = append(got, fmt.Sprint(p))
+		})
+		if err != nil || res.Kind != wire.Response || !strings.Contains(string(res.Raw), "done") {
+			t.Fatalf("call: %s %v", res.Raw, err)
+		}
+		if strings.Join(got, ",") != "1,2,3" {
+			t.Fatalf("call %d: progress %v before the answer", i, got)
+		}
+	}
+	if _, err := c.RoundTrip(ctx, parse(t, `{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"grow"}}`), func(*wire.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-unrelated:
+		if m != "notifications/tools/list_changed" {
+			t.Fatalf("unrelated %s", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("list change not delivered")
+	}
+	c.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not done after close")
+	}
+	if _, err := c.RoundTrip(ctx, parse(t, `{"jsonrpc":"2.0","id":100,"method":"ping"}`), func(*wire.Message) {}); err == nil {
+		t.Fatal("round trip after close")
+	}
+}
+
+func TestPipeConn(t *testing.T) {
+	t.Parallel()
+	srv := server()
+	c, err := Pipe(context.Background(), func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		ss, err := srv.Connect(ctx, &mcp.IOTransport{Reader: r, Writer: w}, nil)
+		if err != nil {
+			return err
+		}
+		return ss.Wait()
+	}, 1<<20, 64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exercise(t, c)
+}
+
+func TestHTTPConn(t *testing.T) {
+	t.Parallel()
+	for _, jsonResponse := range []bool{false, true} {
+		t.Run(fmt.Sprint("json=", jsonResponse), func(t *testing.T) {
+			t.Parallel()
+			srv := server()
+			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{JSONResponse: jsonResponse})
+			ts := httptest.NewServer(h)
+			defer ts.Close()
+			c := NewHTTPConn(ts.URL, ts.Client(), http.Header{"X-Test": {"1"}}, 1<<20, 64, nil)
+			if jsonResponse {
+				// In JSON mode progress goes to the GET stream, not the
+				// answer: only the exchange and the list change are checked.
+				ctx := context.Background()
+				if _, err := c.RoundTrip(ctx, parse(t, initReq), func(*wire.Message) {}); err != nil {
+					t.Fatal(err)
+				}
+				if c.SessionID() == "" {
+					t.Fatal("no session id")
+				}
+				c.Close()
+				return
+			}
+			exercise(t, c)
+		})
+	}
+}
+
+// TestHTTPResumesADroppedAnswer: a server that closes the answer's stream
+// after a priming event, and sends the response on a GET with Last-Event-ID
+// (SEP-1699 polling).
+func TestHTTPResumesADroppedAnswer(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sawResume string
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodPost:
+			body, _ := io.ReadAll(r.Body)
+			m, _ := wire.Parse(body, 64)
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set(HeaderSession, "s1")
+			if m.Method == "initialize" {
+				w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
+				return
+			}
+			w.Write([]byte("id: ev-1\nretry: 10\ndata:\n\n"))
+		case http.MethodGet:
+			mu.Lock()
+			sawResume = r.Header.Get("Last-Event-ID")
+			mu.Unlock()
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Write(wire.AppendEvent(nil, "ev-2", []byte(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`)))
+			w.Write(wire.AppendEvent(nil, "ev-3", []byte(`{"jsonrpc":"2.0","id":7,"result":{"ok":true}}`)))
+		}
+	}))
+	defer ts.Close()
+	c := NewHTTPConn(ts.URL, ts.Client(), nil, 1<<20, 64, nil)
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.RoundTrip(ctx, parse(t, initReq), func(*wire.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	var related []string
+	res, err := c.RoundTrip(ctx, parse(t, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}`), func(m *wire.Message) { related = append(related, m.Method) })
+	if err != nil || !strings.Contains(string(res.Raw), `"ok":true`) {
+		t.Fatalf("resumed answer: %v %v", res, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sawResume != "ev-1" || len(related) != 1 {
+		t.Fatalf("resumed with Last-Event-ID %q, related %v", sawResume, related)
+	}
+}
+
+func TestHTTPErrorStatusCarriesTheServersError(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Server not initialized"}}`))
+	}))
+	defer ts.Close()
+	c := NewHTTPConn(ts.URL, ts.Client(), nil, 1<<20, 64, nil)
+	defer c.Close()
+	res, err := c.RoundTrip(context.Background(), parse(t, `{"jsonrpc":"2.0","id":5,"method":"ping"}`), func(*wire.Message) {})
+	if err != nil || res.Kind != wire.ErrorReply || string(res.IDBytes()) != "5" {
+		t.Fatalf("%v %v", res, err)
+	}
+}
+
+func TestStreamDropsInvalidAndOversizeLines(t *testing.T) {
+	t.Parallel()
+	pr, pw := io.Pipe()
+	c := NewStreamConn(pr, io.Discard, 100, 64, nil, nil)
+	got := make(chan string, 4)
+	c.Listen(func(m *wire.Message) { got <- m.Method })
+	go func() {
+		pw.Write([]byte("not json\n" + `{"jsonrpc":"2.0","method":"a","method":"b"}` + "\n" +
+			`{"jsonrpc":"2.0","method":"` + strings.Repeat("x", 200) + `"}` + "\n" +
+			`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}` + "\n"))
+		pw.Close()
+	}()
+	select {
+	case m := <-got:
+		if m != "notifications/tools/list_changed" {
+			t.Fatal(m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("valid message not delivered")
+	}
+	<-c.Done()
+	if n := c.Dropped.Load(); n != 3 {
+		t.Fatalf("dropped %d, want 3", n)
+	}
+}
