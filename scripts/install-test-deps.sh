@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need into .cache/ (ignored by git):
-# the reference MCP servers and the TypeScript SDK client, at pinned versions.
+# the reference MCP servers, the TypeScript SDK client, and the official MCP
+# conformance suite with the Node 22 it needs and its reference server's
+# dependencies, at pinned versions. The conformance reference server's source
+# comes from ../shared/conformance (beside the checkout, as in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=.cache/npm
 mkdir -p "$prefix"
 cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs "$prefix/"
+ref=../shared/conformance/reference-server/everything-server.ts
+if [ -f "$ref" ]; then
+  mkdir -p "$prefix/conformance"
+  cp "$ref" "$prefix/conformance/everything-server.ts"
+  chmod u+w "$prefix/conformance/everything-server.ts"
+else
+  echo "install-test-deps: $ref not found; the conformance test will fail" >&2
+fi
 # Skip when the installed tree matches the pinned lockfile.
 if [ -d "$prefix/node_modules" ] && cmp -s testdata/npm/package-lock.json "$prefix/package-lock.json"; then
   exit 0

@@ -312,6 +312,17 @@ type httpExchange struct {
 	mu     sync.Mutex
 	stream bool
 	done   bool
+	// streamed: answer as an event stream even without related messages
+	// (the upstream answered that way: the agent sees what it would see
+	// direct).
+	streamed bool
+}
+
+// preferStream makes the answer an event stream, as the upstream's was.
+func (x *httpExchange) preferStream() {
+	x.mu.Lock()
+	x.streamed = true
+	x.mu.Unlock()
 }
 
 func newHTTPExchange(w http.ResponseWriter, r *http.Request, sid string) *httpExchange {
@@ -348,6 +359,11 @@ func (x *httpExchange) reply(msg []byte) {
 		return
 	}
 	x.done = true
+	if !x.stream && x.streamed && x.sse {
+		sseHeaders(x.w, x.sid)
+		x.w.WriteHeader(http.StatusOK)
+		x.stream = true
+	}
 	if x.stream {
 		x.event(msg)
 		return

@@ -83,6 +83,7 @@ func connectUpstreams(p *Proxy, ctx context.Context, c *call) error {
 			}
 			continue
 		}
+		c.answerLike(l)
 		if older(l.version, version) {
 			version = l.version
 		}

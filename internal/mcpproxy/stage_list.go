@@ -22,6 +22,11 @@ type listState struct {
 func gather(p *Proxy, ctx context.Context, c *call) error {
 	kind := listKind[c.method]
 	c.view = c.s.view(ctx, kind)
+	for _, u := range c.view.order {
+		if l := c.s.linkTo(u); l != nil {
+			c.answerLike(l)
+		}
+	}
 	c.list = &listState{kind: kind}
 	c.event.Action = "list"
 	return nil

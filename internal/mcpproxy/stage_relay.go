@@ -75,6 +75,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	case err == nil:
 		c.resp = resp
 		c.noteTask()
+		c.answerLike(l)
 		return nil
 	case c.wasCancelled() || errors.Is(err, context.Canceled):
 		l.cancelUpstream(c.upID, "cancelled by the client")
@@ -172,4 +173,14 @@ func reply(p *Proxy, ctx context.Context, c *call) error {
 func pong(p *Proxy, ctx context.Context, c *call) error {
 	c.answer(wire.NewResponse(c.msg.IDBytes(), []byte(`{}`)))
 	return nil
+}
+
+// answerLike answers the agent in the framing the upstream used (an event
+// stream or one JSON body), where the front can.
+func (c *call) answerLike(l *link) {
+	if s, ok := l.conn.(interface{ Streamed() bool }); ok && s.Streamed() {
+		if ps, ok := c.ex.(interface{ preferStream() }); ok {
+			ps.preferStream()
+		}
+	}
 }

@@ -52,6 +52,7 @@ type HTTPConn struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	listening atomic.Bool
+	streamed  atomic.Bool // the last answer came as an event stream
 	// Dropped counts invalid messages the server sent.
 	Dropped atomic.Int64
 }
@@ -64,6 +65,11 @@ func NewHTTPConn(url string, client *http.Client, header http.Header, maxMsg, ma
 }
 
 var _ Conn = (*HTTPConn)(nil)
+
+// Streamed reports whether the server sent its last answer as an event
+// stream (rather than one JSON body), so that a relay can answer the same
+// way.
+func (c *HTTPConn) Streamed() bool { return c.streamed.Load() }
 
 // SessionID is the session the server assigned at initialize ("" if none).
 func (c *HTTPConn) SessionID() string {
@@ -158,6 +164,7 @@ func (c *HTTPConn) RoundTrip(ctx context.Context, req *wire.Message, related fun
 	}
 	switch mediaType(resp) {
 	case "application/json":
+		c.streamed.Store(false)
 		b, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.maxMsg)+1))
 		if err != nil {
 			return nil, fmt.Errorf("upstream response: %w", err)
@@ -175,6 +182,7 @@ func (c *HTTPConn) RoundTrip(ctx context.Context, req *wire.Message, related fun
 		}
 		return m, nil
 	case "text/event-stream":
+		c.streamed.Store(true)
 		return c.readStream(ctx, resp.Body, req, related)
 	}
 	return nil, fmt.Errorf("%w: content type %q", ErrProtocol, resp.Header.Get("Content-Type"))
