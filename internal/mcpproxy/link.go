@@ -121,6 +121,9 @@ func (u *Upstream) clientFor(s *Session, key string) clientHello {
 	if version == "" {
 		version = LatestProtocol
 	}
+	if v := u.cfg.ProtocolVersion; v != "" {
+		version = v // pinned by configuration
+	}
 	if key != "" {
 		return clientHello{version: version, caps: []byte(`{}`), info: gatewayInfo()}
 	}

@@ -146,7 +146,11 @@ func (u *Upstream) run(ctx context.Context) {
 // (admitting tools through pinning) now, on every list change, and when
 // kicked; it pings the server periodically.
 func (u *Upstream) probe(ctx context.Context) error {
-	l, err := u.connect(ctx, probeClient(), "probe")
+	hello := probeClient()
+	if v := u.cfg.ProtocolVersion; v != "" {
+		hello.version = v
+	}
+	l, err := u.connect(ctx, hello, "probe")
 	if err != nil {
 		return err
 	}
