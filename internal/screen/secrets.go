@@ -5,8 +5,11 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"regexp"
+	"regexp/syntax"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/spf13/viper"
 	"github.com/zricethezav/gitleaks/v8/config"
@@ -21,13 +24,21 @@ import (
 
 // SecretRules is a compiled gitleaks rule set.
 type SecretRules struct {
-	rules    []config.Rule
+	rules []config.Rule
+	// reach[i] is the longest match of rule i in bytes, or -1 when its
+	// regex is unbounded: a match holding a keyword hit lies within reach
+	// of it, so the regex only needs that much text around the hit.
+	reach []int
+	// anchored[i], for a rule whose every match begins with one of its
+	// keywords, is its regex anchored at the start: a keyword hit where it
+	// does not match cannot begin a match, and gets no window.
+	anchored []*anchoredRule
 	generic  int // index of gitleaks' generic-api-key rule, or -1
 	global   []*config.Allowlist
 	keywords *keywordIndex
 	always   []int // rules without keywords: run on the whole text
 
-	noPrecheck bool // tests: run the generic rule on every keyword hit
+	noPrecheck bool // tests: every keyword hit gets the full window, unchecked
 }
 
 // Window reach around a keyword hit. A match begins at most a few dozen
@@ -78,6 +89,8 @@ func LoadSecretRules(toml string) (*SecretRules, error) {
 		}
 		i := len(sr.rules)
 		sr.rules = append(sr.rules, r)
+		sr.reach = append(sr.reach, maxMatchLen(r.Regex.String()))
+		sr.anchored = append(sr.anchored, anchoredAtKeyword(r.Regex.String(), r.Keywords))
 		if r.RuleID == genericRuleID {
 			sr.generic = i
 		}
@@ -101,21 +114,35 @@ func (sr *SecretRules) Len() int { return len(sr.rules) }
 // (the rule's secret group), its Rule the gitleaks rule ID.
 func (sr *SecretRules) Detect(s string) []Finding {
 	wins := map[int][]window{}
+	var out []Finding
+	starts := map[int][]int{}
 	sr.keywords.scan(s, func(rule, start, end int) {
 		if rule == sr.generic && !sr.noPrecheck && !genericPossible(s, end, sr.rules[rule].Entropy) {
 			return
 		}
-		after := secretReachAfter
+		if a := sr.anchored[rule]; a != nil && !sr.noPrecheck {
+			if !a.wordStart || start == 0 || isWordByte(s[start-1]) != isWordByte(s[start]) {
+				starts[rule] = append(starts[rule], start) // a match may begin here
+			}
+			return
+		}
+		before, after := secretReachBefore, secretReachAfter
 		if strings.Contains(sr.rules[rule].RuleID, "private-key") {
 			after = pemReachAfter
 		}
-		b, e := boundaryBefore(s, max(0, start-secretReachBefore)), boundaryAfter(s, min(len(s), end+after))
+		lo, hi := start-before, end+after
+		if r := sr.reach[rule]; r >= 0 && r <= before+after && !sr.noPrecheck {
+			lo, hi = end-r, start+r // a bounded match that holds this hit
+		}
+		b, e := boundaryBefore(s, max(0, lo)), boundaryAfter(s, min(len(s), hi))
 		wins[rule] = addWindow(wins[rule], b, e)
 	})
+	for i, st := range starts {
+		out = append(out, sr.detectAnchored(i, s, st)...)
+	}
 	for _, i := range sr.always {
 		wins[i] = []window{{0, len(s)}}
 	}
-	var out []Finding
 	for i, ws := range wins {
 		for _, w := range ws {
 			out = append(out, sr.detectRule(&sr.rules[i], s, w)...)
@@ -226,46 +253,75 @@ func isOperatorOrQuote(c byte) bool {
 	return false
 }
 
+// detectAnchored finds the matches of an anchored rule at its keyword
+// hits, as a scan of the whole text would: from the leftmost hit, each
+// match taken and the hits it covers skipped.
+func (sr *SecretRules) detectAnchored(i int, s string, starts []int) []Finding {
+	slices.Sort(starts)
+	var out []Finding
+	end := -1
+	for _, start := range starts {
+		if start < end {
+			continue
+		}
+		loc := sr.anchored[i].re.FindStringIndex(s[start:])
+		if loc == nil {
+			continue
+		}
+		end = start + max(loc[1], 1)
+		if f, ok := sr.decide(&sr.rules[i], s, start, start+loc[1]); ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // detectRule is gitleaks' per-rule decision (detect.detectRule) on one
 // window: match, take the secret group, test entropy, apply the global
 // and the rule's allowlists.
 func (sr *SecretRules) detectRule(r *config.Rule, s string, w window) []Finding {
-	text := s[w.start:w.end]
 	var out []Finding
-	for _, m := range r.Regex.FindAllStringIndex(text, -1) {
-		match := strings.Trim(text[m[0]:m[1]], "\n")
-		mStart := w.start + m[0] + strings.Index(text[m[0]:m[1]], match)
-		secret := match
-		if groups := r.Regex.FindStringSubmatch(match); len(groups) >= 2 {
-			if r.SecretGroup > 0 {
-				if len(groups) <= r.SecretGroup {
-					continue
-				}
-				secret = groups[r.SecretGroup]
-			} else {
-				for _, g := range groups[1:] {
-					if g != "" {
-						secret = g
-						break
-					}
+	for _, m := range r.Regex.FindAllStringIndex(s[w.start:w.end], -1) {
+		if f, ok := sr.decide(r, s, w.start+m[0], w.start+m[1]); ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// decide is gitleaks' decision on the match s[start:end]: take the secret
+// group, test entropy, apply the global and the rule's allowlists.
+func (sr *SecretRules) decide(r *config.Rule, s string, start, end int) (Finding, bool) {
+	match := strings.Trim(s[start:end], "\n")
+	mStart := start + strings.Index(s[start:end], match)
+	secret := match
+	if groups := r.Regex.FindStringSubmatch(match); len(groups) >= 2 {
+		if r.SecretGroup > 0 {
+			if len(groups) <= r.SecretGroup {
+				return Finding{}, false
+			}
+			secret = groups[r.SecretGroup]
+		} else {
+			for _, g := range groups[1:] {
+				if g != "" {
+					secret = g
+					break
 				}
 			}
 		}
-		if r.Entropy != 0 && shannonEntropy(secret) <= r.Entropy {
-			continue
-		}
-		line := lineAround(s, mStart, mStart+len(match))
-		if allowed(sr.global, secret, match, line) || allowed(r.Allowlists, secret, match, line) {
-			continue
-		}
-		off := strings.Index(match, secret)
-		if off < 0 || secret == "" {
-			off, secret = 0, match
-		}
-		out = append(out, Finding{Category: CategorySecret, Rule: r.RuleID, Score: 0.99,
-			Start: mStart + off, End: mStart + off + len(secret)})
 	}
-	return out
+	if r.Entropy != 0 && shannonEntropy(secret) <= r.Entropy {
+		return Finding{}, false
+	}
+	line := lineAround(s, mStart, mStart+len(match))
+	if allowed(sr.global, secret, match, line) || allowed(r.Allowlists, secret, match, line) {
+		return Finding{}, false
+	}
+	off := strings.Index(match, secret)
+	if off < 0 || secret == "" {
+		off, secret = 0, match
+	}
+	return Finding{Category: CategorySecret, Rule: r.RuleID, Score: 0.99, Start: mStart + off, End: mStart + off + len(secret)}, true
 }
 
 // allowed applies allowlists as gitleaks does for a finding without a
@@ -382,4 +438,184 @@ func dedupeSpans(fs []Finding) []Finding {
 		}
 	}
 	return out
+}
+
+// maxMatchLen is the longest match of the regular expression src in
+// bytes, or -1 when it is unbounded (a star, plus or open repeat) or longer
+// than 4 KiB. Case-folded literals and non-ASCII classes count the widest
+// UTF-8 encoding.
+func maxMatchLen(src string) int {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return -1
+	}
+	n := maxLen(re.Simplify())
+	if n > 4096 {
+		return -1
+	}
+	return n
+}
+
+func maxLen(re *syntax.Regexp) int {
+	switch re.Op {
+	case syntax.OpLiteral:
+		n := 0
+		for _, r := range re.Rune {
+			if re.Flags&syntax.FoldCase != 0 || r >= utf8.RuneSelf {
+				n += utf8.UTFMax
+			} else {
+				n++
+			}
+		}
+		return n
+	case syntax.OpCharClass:
+		for _, r := range re.Rune {
+			if r >= utf8.RuneSelf {
+				return utf8.UTFMax
+			}
+		}
+		if re.Flags&syntax.FoldCase != 0 {
+			return utf8.UTFMax
+		}
+		return 1
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return utf8.UTFMax
+	case syntax.OpCapture, syntax.OpQuest:
+		return maxLen(re.Sub[0])
+	case syntax.OpStar, syntax.OpPlus:
+		return 1 << 30
+	case syntax.OpRepeat:
+		if re.Max < 0 {
+			return 1 << 30
+		}
+		return min(re.Max*maxLen(re.Sub[0]), 1<<30)
+	case syntax.OpConcat:
+		n := 0
+		for _, sub := range re.Sub {
+			n = min(n+maxLen(sub), 1<<30)
+		}
+		return n
+	case syntax.OpAlternate:
+		n := 0
+		for _, sub := range re.Sub {
+			n = max(n, maxLen(sub))
+		}
+		return n
+	}
+	return 0 // empty matches and assertions
+}
+
+// anchoredRule is a rule whose every match begins with one of its
+// keywords: its regex anchored at the start, and whether the original
+// requires a word boundary there (checked against the byte before).
+type anchoredRule struct {
+	re        *regexp.Regexp
+	wordStart bool
+}
+
+// anchoredAtKeyword returns src anchored at the start when every match of
+// src must begin with one of keywords (compared ASCII case-insensitively,
+// as the keyword scan does), else nil. Only a word boundary may come
+// before the leading literal.
+func anchoredAtKeyword(src string, keywords []string) *anchoredRule {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil || len(keywords) == 0 {
+		return nil
+	}
+	re = re.Simplify()
+	wordStart, ok := leadingAssertion(re)
+	if !ok {
+		return nil
+	}
+	leads := leadingLiterals(re)
+	if len(leads) == 0 {
+		return nil
+	}
+	for _, l := range leads {
+		ok := false
+		for _, k := range keywords {
+			ok = ok || strings.HasPrefix(l, strings.ToLower(k))
+		}
+		if !ok {
+			return nil
+		}
+	}
+	a, err := regexp.Compile(`^(?:` + src + `)`)
+	if err != nil {
+		return nil
+	}
+	return &anchoredRule{re: a, wordStart: wordStart}
+}
+
+// leadingAssertion reports whether re begins with \b, and false in ok
+// when it begins with any other assertion (^, \A, \B) the anchoring
+// would change.
+func leadingAssertion(re *syntax.Regexp) (wordStart, ok bool) {
+	for {
+		switch re.Op {
+		case syntax.OpCapture:
+			re = re.Sub[0]
+			continue
+		case syntax.OpConcat:
+			for _, sub := range re.Sub {
+				switch sub.Op {
+				case syntax.OpWordBoundary:
+					wordStart = true
+					continue
+				case syntax.OpBeginLine, syntax.OpBeginText, syntax.OpNoWordBoundary, syntax.OpEmptyMatch:
+					return false, false
+				case syntax.OpCapture, syntax.OpConcat:
+					w, ok := leadingAssertion(sub)
+					return wordStart || w, ok
+				}
+				return wordStart, true
+			}
+			return wordStart, true
+		case syntax.OpWordBoundary:
+			return true, true
+		case syntax.OpBeginLine, syntax.OpBeginText, syntax.OpNoWordBoundary:
+			return false, false
+		}
+		return false, true
+	}
+}
+
+// isWordByte is \w for ASCII (gitleaks' \b is ASCII).
+func isWordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// leadingLiterals are the literals, lower-cased, one of which every match
+// of re begins with (nil when that cannot be told).
+func leadingLiterals(re *syntax.Regexp) []string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		for _, r := range re.Rune {
+			if r >= utf8.RuneSelf {
+				return nil
+			}
+		}
+		return []string{strings.ToLower(string(re.Rune))}
+	case syntax.OpCapture:
+		return leadingLiterals(re.Sub[0])
+	case syntax.OpConcat:
+		for _, sub := range re.Sub {
+			switch sub.Op {
+			case syntax.OpBeginLine, syntax.OpBeginText, syntax.OpWordBoundary, syntax.OpNoWordBoundary, syntax.OpEmptyMatch:
+				continue
+			}
+			return leadingLiterals(sub)
+		}
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range re.Sub {
+			l := leadingLiterals(sub)
+			if l == nil {
+				return nil
+			}
+			out = append(out, l...)
+		}
+		return out
+	}
+	return nil
 }

@@ -145,6 +145,8 @@ func FuzzGenericPrecheck(f *testing.F) {
 	f.Add("password := \"hunter2hunter2x9\"")
 	f.Add("client_secret ||| 'a1b2c3d4e5f6g7h8i9'")
 	f.Add(keywordDense())
+	f.Add("risks and steps. SK" + strings.Repeat("a1", 16) + " then s.abcdefghijklmnopqrstuvwx; and hvs." + strings.Repeat("Ab3", 31))
+	f.Add("token ghp_" + strings.Repeat("R8mZ2qKx7T", 4)[:36] + " xoxb-123456789012-1234567890123-" + strings.Repeat("aB1", 8))
 	f.Fuzz(func(t *testing.T, s string) {
 		a, b := fast.Detect(s), slow.Detect(s)
 		if len(a) != len(b) {
