@@ -3,10 +3,10 @@ package screen
 import (
 	"fmt"
 	"math"
-	"slices"
-	"sort"
 	"regexp"
 	"regexp/syntax"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
