@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/results
 go build -o bench/results/portcullis ./cmd/portcullis
+go build -o bench/results/barehop ./bench/barehop
 echo "== in-process pipeline (go test -bench)"
 go test ./internal/gateway ./internal/mcpproxy ./internal/screen -run '^$' -bench 'Authenticate|VerifyToken|Decide|Record|Call|Observe|Normalize|DetectPersonal' -benchtime "${BENCHTIME:-2s}" | tee bench/results/pipeline.txt
 echo
@@ -25,8 +26,8 @@ echo "== audit log: durable appends and verification of a million events"
 go test ./internal/audit -run '^$' -bench 'RecordDurable|VerifyMillion' -benchtime 1x -timeout 20m | tee bench/results/audit.txt
 go test ./internal/audit -run '^$' -bench 'RecordDurable' -benchtime "${BENCHTIME:-3s}" | tee -a bench/results/audit.txt
 echo
-echo "== round trips through the gateway (store.synchronous=full)"
-go run ./bench/roundtrip -portcullis bench/results/portcullis -sync full -json bench/results/roundtrip-full.json "$@"
+echo "== round trips: direct, a bare reverse-proxy hop and the gateway, interleaved in one run (ratios against the hop)"
+go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -json bench/results/roundtrip-full.json "$@"
 echo
-echo "== round trips through the gateway (store.synchronous=normal)"
-go run ./bench/roundtrip -portcullis bench/results/portcullis -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"
+echo "== the same with store.synchronous=normal (no fsync)"
+go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"

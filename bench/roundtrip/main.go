@@ -1,17 +1,25 @@
-// Command roundtrip measures what the gateway adds to an MCP tools/call.
+// Command roundtrip measures what the gateway adds to an MCP tools/call,
+// against a bare reverse-proxy hop measured in the same run.
 //
-// It starts a Go streamable-HTTP upstream (an echo tool) in this process and
-// the portcullis binary as a separate process in front of it, then measures,
-// interleaved in the same run so that machine noise hits both alike:
+// It serves a Go streamable-HTTP upstream (a tool returning a payload of
+// the requested size) in this process, and runs as separate processes the
+// bare hop (bench/barehop) and the portcullis gateway in front of it, with
+// authentication, Cedar, the default content screening and the durable
+// audit log on. Interleaved in one run so that machine noise hits all legs
+// alike, for each result size it measures:
 //
-//   - sequential round trips, direct to the upstream and through the gateway
-//     (p50, p99 and the added latency);
-//   - throughput with concurrent clients (calls/s, and the ratio);
-//   - the gateway's resident memory idle and with N open agent sessions.
+//   - sequential round trips direct, through the bare hop and through the
+//     gateway (p50, p99, and what each proxy adds);
+//   - throughput with concurrent clients, and each proxy process's CPU per
+//     call (from /proc) and, for the gateway, bytes allocated per call
+//     (from its Go runtime metrics);
+//
+// then the gateway's resident memory idle and with N open agent sessions
+// (each with its own upstream session), and the time to open one.
 //
 // The MCP protocol version is pinned on both legs (-protocol). Usage:
 //
-//	go run ./bench/roundtrip -portcullis ./portcullis [-calls 3000] [-json out.json]
+//	go run ./bench/roundtrip -portcullis ./portcullis -barehop ./barehop [-json out.json]
 package main
 
 import (
@@ -21,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -37,47 +46,69 @@ import (
 )
 
 type options struct {
-	binary, protocol, jsonOut, sync string
-	calls, workers, sessions        int
-	duration                        time.Duration
+	binary, barehop, protocol, jsonOut, sync, profile string
+	calls, workers, sessions                 int
+	duration                                 time.Duration
+	sizes                                    []int
 }
 
 func main() {
 	var o options
+	var sizes string
 	flag.StringVar(&o.binary, "portcullis", "./portcullis", "portcullis binary")
+	flag.StringVar(&o.barehop, "barehop", "./barehop", "bare reverse-proxy binary (bench/barehop)")
 	flag.StringVar(&o.protocol, "protocol", "2025-11-25", "MCP protocol version on both legs")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.sync, "sync", "full", "store.synchronous of the gateway (full or normal)")
-	flag.IntVar(&o.calls, "calls", 3000, "sequential calls per leg")
-	flag.IntVar(&o.workers, "workers", 16, "concurrent clients in the throughput phase")
-	flag.IntVar(&o.sessions, "sessions", 1000, "open agent sessions for the memory measurement")
+	flag.StringVar(&sizes, "sizes", "64,4096", "result sizes in bytes")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")
+	flag.IntVar(&o.calls, "calls", 2000, "sequential calls per leg and size")
+	flag.IntVar(&o.workers, "workers", 8, "concurrent clients in the throughput phase")
+	flag.IntVar(&o.sessions, "sessions", 500, "open agent sessions for the memory measurement")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput phase")
 	flag.Parse()
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "roundtrip: -sizes:", err)
+			os.Exit(2)
+		}
+		o.sizes = append(o.sizes, n)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "roundtrip:", err)
 		os.Exit(1)
 	}
 }
 
+// Leg is one path to the upstream.
+type Leg struct {
+	P50us, P99us     float64
+	AddedP50us       float64 `json:",omitempty"`
+	CallsPerS        float64
+	CPUPerCallUs     float64 `json:",omitempty"` // the proxy process's CPU per call
+	AllocPerCallByte float64 `json:",omitempty"`
+}
+
+// Size is the results for one result size.
+type Size struct {
+	Bytes                            int
+	Direct, Bare, Gateway            Leg
+	AddedP50Ratio, CPURatio, TPRatio float64 // gateway over bare hop
+}
+
 // Results are what the harness prints.
 type Results struct {
-	Protocol         string  `json:"protocol"`
-	Sync             string  `json:"store_synchronous"`
-	Calls            int     `json:"sequential_calls_per_leg"`
-	DirectP50us      float64 `json:"direct_p50_us"`
-	DirectP99us      float64 `json:"direct_p99_us"`
-	GatewayP50us     float64 `json:"gateway_p50_us"`
-	GatewayP99us     float64 `json:"gateway_p99_us"`
-	AddedP50us       float64 `json:"added_p50_us"`
-	AddedP99us       float64 `json:"added_p99_us"`
-	Workers          int     `json:"workers"`
-	DirectCallsPerS  float64 `json:"direct_calls_per_s"`
-	GatewayCallsPerS float64 `json:"gateway_calls_per_s"`
-	ThroughputRatio  float64 `json:"gateway_to_direct_throughput"`
-	IdleRSSKiB       int     `json:"gateway_idle_rss_kib"`
-	Sessions         int     `json:"sessions"`
-	SessionsRSSKiB   int     `json:"gateway_rss_with_sessions_kib"`
-	PerSessionBytes  float64 `json:"bytes_per_idle_session"`
+	Protocol, Sync         string
+	Calls, Workers         int
+	Sizes                  []Size
+	IdleRSSKiB             int
+	Sessions               int
+	SessionsRSSKiB         int
+	PerSessionBytes        float64
+	SessionOpenDirectUs    float64
+	SessionOpenGatewayUs   float64
+	UpstreamSessionsOpened int
 }
 
 func run(o options) error {
@@ -87,75 +118,29 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	bare, err := startBareHop(ctx, o, upURL)
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
 	gw, err := startGateway(ctx, o, upURL)
 	if err != nil {
 		return err
 	}
 	defer gw.stop()
 	res := Results{Protocol: o.protocol, Sync: o.sync, Calls: o.calls, Workers: o.workers, Sessions: o.sessions}
+	time.Sleep(time.Second)
 	if res.IdleRSSKiB, err = rss(gw.pid()); err != nil {
 		return err
 	}
-
-	direct, err := connect(ctx, upURL, "", o.protocol)
-	if err != nil {
-		return fmt.Errorf("connect direct: %w", err)
-	}
-	via, err := connect(ctx, gw.url, gw.token, o.protocol)
-	if err != nil {
-		return fmt.Errorf("connect through gateway: %w", err)
-	}
-	call := func(s *mcp.ClientSession, name string) (time.Duration, error) {
-		start := time.Now()
-		r, err := s.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"message": "hello, portcullis"}})
-		if err == nil && r.IsError {
-			err = errors.New("tool error")
-		}
-		return time.Since(start), err
-	}
-	for i := 0; i < 300; i++ { // warm up both legs
-		if _, err := call(direct, "echo"); err != nil {
-			return err
-		}
-		if _, err := call(via, "up__echo"); err != nil {
-			return err
-		}
-	}
-	var d, g []time.Duration
-	for i := 0; i < o.calls; i++ {
-		a, err := call(direct, "echo")
+	for _, size := range o.sizes {
+		s, err := measureSize(ctx, o, size, upURL, bare, gw)
 		if err != nil {
 			return err
 		}
-		b, err := call(via, "up__echo")
-		if err != nil {
-			return err
-		}
-		d, g = append(d, a), append(g, b)
+		res.Sizes = append(res.Sizes, s)
 	}
-	res.DirectP50us, res.DirectP99us = pct(d, 50), pct(d, 99)
-	res.GatewayP50us, res.GatewayP99us = pct(g, 50), pct(g, 99)
-	res.AddedP50us, res.AddedP99us = res.GatewayP50us-res.DirectP50us, res.GatewayP99us-res.DirectP99us
-
-	// Throughput, alternating legs twice to share out drift.
-	var dn, gn int64
-	for round := 0; round < 2; round++ {
-		n, err := throughput(ctx, upURL, "", "echo", o)
-		if err != nil {
-			return err
-		}
-		dn += n
-		n, err = throughput(ctx, gw.url, gw.token, "up__echo", o)
-		if err != nil {
-			return err
-		}
-		gn += n
-	}
-	secs := 2 * o.duration.Seconds()
-	res.DirectCallsPerS, res.GatewayCallsPerS = float64(dn)/secs, float64(gn)/secs
-	res.ThroughputRatio = res.GatewayCallsPerS / res.DirectCallsPerS
-
-	if err := openSessions(ctx, gw, o, &res); err != nil {
+	if err := openSessions(ctx, gw, upURL, o, &res); err != nil {
 		return err
 	}
 	print(res)
@@ -166,7 +151,103 @@ func run(o options) error {
 	return nil
 }
 
-func openSessions(ctx context.Context, gw *gateway, o options, res *Results) error {
+type leg struct {
+	name, url, token, tool string
+	proc                   *proc // nil for direct
+}
+
+func measureSize(ctx context.Context, o options, size int, upURL string, bare, gw *proc) (Size, error) {
+	legs := []leg{
+		{"direct", upURL, "", "payload", nil},
+		{"bare", bare.url, "", "payload", bare},
+		{"gateway", gw.url, gw.token, "up__payload", gw},
+	}
+	res := Size{Bytes: size}
+	out := []*Leg{&res.Direct, &res.Bare, &res.Gateway}
+	sessions := make([]*mcp.ClientSession, len(legs))
+	for i, l := range legs {
+		s, err := connect(ctx, l.url, l.token, o.protocol)
+		if err != nil {
+			return res, fmt.Errorf("connect %s: %w", l.name, err)
+		}
+		defer s.Close()
+		sessions[i] = s
+	}
+	args := map[string]any{"size": size}
+	call := func(s *mcp.ClientSession, tool string) (time.Duration, error) {
+		start := time.Now()
+		r, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+		if err == nil && r.IsError {
+			err = errors.New("tool error")
+		}
+		return time.Since(start), err
+	}
+	for i := 0; i < 300; i++ { // warm up every leg
+		for j, l := range legs {
+			if _, err := call(sessions[j], l.tool); err != nil {
+				return res, fmt.Errorf("%s: %w", l.name, err)
+			}
+		}
+	}
+	lat := make([][]time.Duration, len(legs))
+	for i := 0; i < o.calls; i++ {
+		for j, l := range legs {
+			d, err := call(sessions[j], l.tool)
+			if err != nil {
+				return res, fmt.Errorf("%s: %w", l.name, err)
+			}
+			lat[j] = append(lat[j], d)
+		}
+	}
+	for j := range legs {
+		out[j].P50us, out[j].P99us = pct(lat[j], 50), pct(lat[j], 99)
+		if j > 0 {
+			out[j].AddedP50us = out[j].P50us - out[0].P50us
+		}
+	}
+	// Throughput, alternating legs twice to share out drift; each proxy's
+	// CPU and (gateway) allocations over its own phases.
+	var calls [3]int64
+	var cpu [3]time.Duration
+	var alloc [3]float64
+	for round := 0; round < 2; round++ {
+		for j, l := range legs {
+			var c0 time.Duration
+			var a0 float64
+			if l.proc != nil {
+				c0, _ = cpuTime(l.proc.pid())
+				a0, _ = l.proc.allocated()
+			}
+			n, err := throughput(ctx, l.url, l.token, l.tool, args, o)
+			if err != nil {
+				return res, fmt.Errorf("%s throughput: %w", l.name, err)
+			}
+			calls[j] += n
+			if l.proc != nil {
+				c1, _ := cpuTime(l.proc.pid())
+				a1, _ := l.proc.allocated()
+				cpu[j] += c1 - c0
+				alloc[j] += a1 - a0
+			}
+		}
+	}
+	secs := 2 * o.duration.Seconds()
+	for j := range legs {
+		out[j].CallsPerS = float64(calls[j]) / secs
+		if j > 0 {
+			out[j].CPUPerCallUs = float64(cpu[j].Microseconds()) / float64(calls[j])
+			out[j].AllocPerCallByte = alloc[j] / float64(calls[j])
+		}
+	}
+	res.AddedP50Ratio = res.Gateway.AddedP50us / res.Bare.AddedP50us
+	res.CPURatio = res.Gateway.CPUPerCallUs / res.Bare.CPUPerCallUs
+	res.TPRatio = res.Gateway.CallsPerS / res.Bare.CallsPerS
+	return res, nil
+}
+
+// openSessions opens N agent sessions through the gateway (each opens its
+// own session with the upstream) and measures memory and the time to open.
+func openSessions(ctx context.Context, gw *proc, upURL string, o options, res *Results) error {
 	if o.sessions == 0 {
 		return nil
 	}
@@ -180,37 +261,54 @@ func openSessions(ctx context.Context, gw *gateway, o options, res *Results) err
 			s.Close()
 		}
 	}()
+	var viaT, directT []time.Duration
 	for i := 0; i < o.sessions; i++ {
+		t0 := time.Now()
 		s, err := connect(ctx, gw.url, gw.token, o.protocol)
 		if err != nil {
 			return fmt.Errorf("session %d: %w", i, err)
 		}
+		viaT = append(viaT, time.Since(t0))
 		open = append(open, s)
+		if i < 100 {
+			t0 = time.Now()
+			d, err := connect(ctx, upURL, "", o.protocol)
+			if err != nil {
+				return err
+			}
+			directT = append(directT, time.Since(t0))
+			d.Close()
+		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	if res.SessionsRSSKiB, err = rss(gw.pid()); err != nil {
 		return err
 	}
 	res.PerSessionBytes = float64(res.SessionsRSSKiB-before) * 1024 / float64(o.sessions)
+	res.SessionOpenGatewayUs, res.SessionOpenDirectUs = pct(viaT, 50), pct(directT, 50)
+	res.UpstreamSessionsOpened = int(upstreamSessions.Load())
 	return nil
 }
 
-func throughput(ctx context.Context, url, token, tool string, o options) (int64, error) {
+func throughput(ctx context.Context, url, token, tool string, args map[string]any, o options) (int64, error) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, o.workers)
-	deadline := time.Now().Add(o.duration)
-	for w := 0; w < o.workers; w++ {
+	sessions := make([]*mcp.ClientSession, o.workers)
+	for w := range sessions {
 		s, err := connect(ctx, url, token, o.protocol)
 		if err != nil {
 			return 0, err
 		}
+		sessions[w] = s
+	}
+	deadline := time.Now().Add(o.duration)
+	for _, s := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.Close()
 			for time.Now().Before(deadline) {
-				if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"message": "x"}}); err != nil {
+				if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args}); err != nil {
 					errc <- err
 					return
 				}
@@ -219,6 +317,9 @@ func throughput(ctx context.Context, url, token, tool string, o options) (int64,
 		}()
 	}
 	wg.Wait()
+	for _, s := range sessions {
+		s.Close()
+	}
 	close(errc)
 	return n.Load(), <-errc
 }
@@ -230,26 +331,39 @@ func pct(ds []time.Duration, p int) float64 {
 }
 
 func print(r Results) {
-	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s\n\n", r.Protocol, r.Sync)
-	fmt.Printf("sequential tools/call, %d per leg, interleaved\n", r.Calls)
-	fmt.Printf("  %-10s p50 %8.0f µs   p99 %8.0f µs\n", "direct", r.DirectP50us, r.DirectP99us)
-	fmt.Printf("  %-10s p50 %8.0f µs   p99 %8.0f µs\n", "gateway", r.GatewayP50us, r.GatewayP99us)
-	fmt.Printf("  %-10s p50 %8.0f µs   p99 %8.0f µs   (ratio p50 %.2f)\n\n", "added", r.AddedP50us, r.AddedP99us, r.GatewayP50us/r.DirectP50us)
-	fmt.Printf("throughput, %d concurrent clients\n", r.Workers)
-	fmt.Printf("  direct  %8.0f calls/s\n  gateway %8.0f calls/s   (ratio %.2f)\n\n", r.DirectCallsPerS, r.GatewayCallsPerS, r.ThroughputRatio)
-	fmt.Printf("gateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per idle session)\n",
+	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s, audit.sync before_answer, default screening\n", r.Protocol, r.Sync)
+	for _, s := range r.Sizes {
+		fmt.Printf("\nresult of %d bytes: %d sequential calls per leg (interleaved), then %d concurrent clients\n", s.Bytes, r.Calls, r.Workers)
+		fmt.Printf("  %-8s %9s %9s %10s %11s %12s %12s\n", "leg", "p50 µs", "p99 µs", "added µs", "calls/s", "CPU µs/call", "alloc B/call")
+		for _, x := range []struct {
+			n string
+			l Leg
+		}{{"direct", s.Direct}, {"bare hop", s.Bare}, {"gateway", s.Gateway}} {
+			fmt.Printf("  %-8s %9.0f %9.0f %10.0f %11.0f %12.0f %12.0f\n", x.n, x.l.P50us, x.l.P99us, x.l.AddedP50us, x.l.CallsPerS, x.l.CPUPerCallUs, x.l.AllocPerCallByte)
+		}
+		fmt.Printf("  gateway / bare hop: added p50 %.2fx (aim ≤ 1.5), CPU per call %.2fx (aim ≤ 1.5), throughput %.2fx (aim ≥ 0.85)\n", s.AddedP50Ratio, s.CPURatio, s.TPRatio)
+	}
+	fmt.Printf("\ngateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per session, with its upstream session)\n",
 		r.IdleRSSKiB, r.Sessions, r.SessionsRSSKiB, r.PerSessionBytes)
+	fmt.Printf("opening a session (initialize): direct %.0f µs, through the gateway %.0f µs (p50; it opens the upstream session)\n", r.SessionOpenDirectUs, r.SessionOpenGatewayUs)
 }
 
-// startUpstream serves an echo tool over streamable HTTP on loopback.
+var upstreamSessions atomic.Int64
+
+// startUpstream serves a payload tool over streamable HTTP on loopback: it
+// returns text of the requested size (prose, as tools mostly return).
 func startUpstream(ctx context.Context) (string, error) {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "bench-upstream", Version: "1"}, nil)
-	srv.AddTool(&mcp.Tool{Name: "echo", Description: "Echo the message.", InputSchema: map[string]any{
-		"type": "object", "properties": map[string]any{"message": map[string]any{"type": "string"}},
+	srv := mcp.NewServer(&mcp.Implementation{Name: "bench-upstream", Version: "1"}, &mcp.ServerOptions{
+		InitializedHandler: func(context.Context, *mcp.InitializedRequest) { upstreamSessions.Add(1) },
+	})
+	const prose = "The quarterly review covers shipping, support and the roadmap; each team reports progress, risks and next steps. "
+	srv.AddTool(&mcp.Tool{Name: "payload", Description: "Return text of the given size.", InputSchema: map[string]any{
+		"type": "object", "properties": map[string]any{"size": map[string]any{"type": "integer"}},
 	}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		var a struct{ Message string }
+		var a struct{ Size int }
 		json.Unmarshal(req.Params.Arguments, &a)
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Message}}}, nil
+		text := strings.Repeat(prose, a.Size/len(prose)+1)[:max(a.Size, 0)]
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -261,20 +375,64 @@ func startUpstream(ctx context.Context) (string, error) {
 	return "http://" + ln.Addr().String() + "/mcp", nil
 }
 
-type gateway struct {
-	cmd   *exec.Cmd
-	url   string
-	token string
+// proc is a proxy process under measurement.
+type proc struct {
+	cmd     *exec.Cmd
+	url     string
+	token   string
+	metrics string // the gateway's /metrics
 }
 
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
+func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-func (g *gateway) stop() {
-	g.cmd.Process.Signal(os.Interrupt)
-	g.cmd.Wait()
+func (p *proc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
 }
 
-func startGateway(ctx context.Context, o options, upURL string) (*gateway, error) {
+// allocated is the gateway's total bytes allocated so far (0 without
+// metrics).
+func (p *proc) allocated() (float64, error) {
+	if p.metrics == "" {
+		return 0, nil
+	}
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_alloc_bytes_total "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, errors.New("no go_memstats_alloc_bytes_total")
+}
+
+func startBareHop(ctx context.Context, o options, upURL string) (*proc, error) {
+	dir, err := os.MkdirTemp("", "barehop-")
+	if err != nil {
+		return nil, err
+	}
+	target := strings.TrimSuffix(upURL, "/mcp")
+	addrFile := filepath.Join(dir, "addr")
+	cmd := exec.CommandContext(ctx, o.barehop, "-target", target, "-addr-file", addrFile)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	for i := 0; i < 200; i++ {
+		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
+			return &proc{cmd: cmd, url: "http://" + string(b) + "/mcp"}, nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return nil, errors.New("bare hop did not start")
+}
+
+func startGateway(ctx context.Context, o options, upURL string) (*proc, error) {
 	dir, err := os.MkdirTemp("", "portcullis-bench-")
 	if err != nil {
 		return nil, err
@@ -306,13 +464,18 @@ log: {level: warn}
 	}
 	cmd := exec.CommandContext(ctx, o.binary, "serve", "--config", filepath.Join(dir, "gw.yaml"))
 	cmd.Stderr = os.Stderr
+	if o.profile != "" {
+		cmd.Env = append(os.Environ(), "PORTCULLIS_CPUPROFILE="+o.profile)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	g := &gateway{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", agentPort), token: strings.TrimSpace(string(out))}
+	g := &proc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", agentPort), token: strings.TrimSpace(string(out)),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)}
 	for i := 0; i < 200; i++ {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
 		if err == nil {
+			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return g, nil
@@ -333,21 +496,25 @@ func freePort() int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-type bearer struct{ token string }
+type bearer struct {
+	token string
+	t     *http.Transport
+}
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	if b.token != "" {
 		r = r.Clone(r.Context())
 		r.Header.Set("Authorization", "Bearer "+b.token)
 	}
-	return transport.RoundTrip(r)
+	return b.t.RoundTrip(r)
 }
 
-var transport = &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}
-
+// connect opens a client session with connections of its own, as a
+// separate agent process would have.
 func connect(ctx context.Context, url, token, protocol string) (*mcp.ClientSession, error) {
 	c := mcp.NewClient(&mcp.Implementation{Name: "bench-client", Version: "1"}, nil)
-	t := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearer{token}}, DisableStandaloneSSE: true}
+	hc := &http.Client{Transport: bearer{token, &http.Transport{MaxIdleConnsPerHost: 4}}}
+	t := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, DisableStandaloneSSE: true}
 	return c.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: protocol})
 }
 
@@ -365,4 +532,18 @@ func rss(pid int) (int, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// cpuTime reads a process's user and system CPU time from /proc.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) in parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ = 100
 }

@@ -21,7 +21,7 @@ import (
 
 // harness runs a real gateway on loopback for one test.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	g    *Gateway
 	cfg  *config.Config
 	dir  string
@@ -32,7 +32,7 @@ type harness struct {
 // startGateway writes configYAML (with DATA and DIR replaced by the test's
 // directories) and the given policy files, then starts a gateway and waits
 // until its upstreams are connected.
-func startGateway(t *testing.T, configYAML string, policies map[string]string) *harness {
+func startGateway(t testing.TB, configYAML string, policies map[string]string) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	for name, body := range policies {
@@ -82,7 +82,7 @@ func startGateway(t *testing.T, configYAML string, policies map[string]string) *
 	return h
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
