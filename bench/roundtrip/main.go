@@ -47,9 +47,9 @@ import (
 
 type options struct {
 	binary, barehop, protocol, jsonOut, sync, profile string
-	calls, workers, sessions                 int
-	duration                                 time.Duration
-	sizes                                    []int
+	calls, workers, sessions                          int
+	duration                                          time.Duration
+	sizes                                             []int
 }
 
 func main() {
@@ -109,6 +109,7 @@ type Results struct {
 	SessionOpenDirectUs    float64
 	SessionOpenGatewayUs   float64
 	UpstreamSessionsOpened int
+	EventsPerSync          float64 // audit events each fsync covered, on average
 }
 
 func run(o options) error {
@@ -140,6 +141,7 @@ func run(o options) error {
 		}
 		res.Sizes = append(res.Sizes, s)
 	}
+	res.EventsPerSync = gw.eventsPerSync()
 	if err := openSessions(ctx, gw, upURL, o, &res); err != nil {
 		return err
 	}
@@ -343,6 +345,7 @@ func print(r Results) {
 		}
 		fmt.Printf("  gateway / bare hop: added p50 %.2fx (aim ≤ 1.5), CPU per call %.2fx (aim ≤ 1.5), throughput %.2fx (aim ≥ 0.85)\n", s.AddedP50Ratio, s.CPURatio, s.TPRatio)
 	}
+	fmt.Printf("\naudit: %.1f events per fsync on average over the run\n", r.EventsPerSync)
 	fmt.Printf("\ngateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per session, with its upstream session)\n",
 		r.IdleRSSKiB, r.Sessions, r.SessionsRSSKiB, r.PerSessionBytes)
 	fmt.Printf("opening a session (initialize): direct %.0f µs, through the gateway %.0f µs (p50; it opens the upstream session)\n", r.SessionOpenDirectUs, r.SessionOpenGatewayUs)
@@ -393,6 +396,20 @@ func (p *proc) stop() {
 // allocated is the gateway's total bytes allocated so far (0 without
 // metrics).
 func (p *proc) allocated() (float64, error) {
+	return p.metric("go_memstats_alloc_bytes_total ")
+}
+
+// eventsPerSync is how many audit events an fsync covered on average.
+func (p *proc) eventsPerSync() float64 {
+	sum, _ := p.metric(`portcullis_audit_sync_events_sum{result="ok"} `)
+	n, _ := p.metric(`portcullis_audit_sync_events_count{result="ok"} `)
+	if n == 0 {
+		return 0
+	}
+	return sum / n
+}
+
+func (p *proc) metric(prefix string) (float64, error) {
 	if p.metrics == "" {
 		return 0, nil
 	}
@@ -402,12 +419,13 @@ func (p *proc) allocated() (float64, error) {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_alloc_bytes_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, errors.New("no go_memstats_alloc_bytes_total")
+	return 0, errors.New("no " + prefix)
 }
 
 func startBareHop(ctx context.Context, o options, upURL string) (*proc, error) {

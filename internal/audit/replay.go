@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"regexp"
+	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 // Input is what a decision event keeps so that the decision can be
@@ -33,50 +35,63 @@ type Input struct {
 // like a secret, is stored as "sha256:<hex>".
 const redactAbove = 256
 
-var sensitiveKey = regexp.MustCompile(`(?i)(pass|secret|token|key|auth|cookie|credential|session|ssn|card|iban|cvv|pin$)`)
+// sensitiveKeyParts: a key holding one of these (any case) marks its
+// values sensitive, and a key ending in "pin".
+var sensitiveKeyParts = []string{"pass", "secret", "token", "key", "auth", "cookie", "credential", "session", "ssn", "card", "iban", "cvv"}
+
+func sensitiveKey(k string) bool {
+	k = strings.ToLower(k)
+	if strings.HasSuffix(k, "pin") {
+		return true
+	}
+	for _, p := range sensitiveKeyParts {
+		if strings.Contains(k, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // RedactArguments returns the arguments with sensitive or long string values
 // replaced by their SHA-256, and how many it replaced. Input that is not a
-// JSON object is replaced whole.
+// JSON object is replaced whole. The rest of the input is kept as it is
+// (the values are edited in place, nothing is re-encoded).
 func RedactArguments(raw json.RawMessage) (json.RawMessage, int) {
-	if len(bytes.TrimSpace(raw)) == 0 {
+	b := bytes.TrimSpace(raw)
+	if len(b) == 0 {
 		return nil, 0
 	}
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
+	whole := wire.Span{Start: 0, End: len(b)}
+	if wire.Valid(b, 128) != nil || !wire.IsObject(b, whole) {
 		return json.RawMessage(`"` + hashOf(raw) + `"`), 1
 	}
-	n := 0
-	v = redact(v, false, &n)
-	out, err := json.Marshal(v)
-	if err != nil {
-		return json.RawMessage(`"` + hashOf(raw) + `"`), 1
+	var edits []wire.Edit
+	var walk func(sp wire.Span, sensitive bool)
+	walk = func(sp wire.Span, sensitive bool) {
+		switch {
+		case wire.IsString(b, sp):
+			v, _ := wire.String(b, sp)
+			if sensitive || len(v) > redactAbove {
+				edits = append(edits, wire.Replace(sp, wire.Quote(hashOf([]byte(v)))))
+			}
+		case wire.IsObject(b, sp):
+			wire.Members(b, sp, func(k, v wire.Span) bool {
+				key, _ := wire.String(b, k)
+				walk(v, sensitive || sensitiveKey(key))
+				return true
+			})
+		case wire.IsArray(b, sp):
+			wire.Elements(b, sp, func(el wire.Span) bool {
+				walk(el, sensitive)
+				return true
+			})
+		}
 	}
-	return out, n
-}
-
-func redact(v any, sensitive bool, n *int) any {
-	switch x := v.(type) {
-	case string:
-		if sensitive || len(x) > redactAbove {
-			*n++
-			return hashOf([]byte(x))
-		}
-		return x
-	case map[string]any:
-		for k, e := range x {
-			x[k] = redact(e, sensitive || sensitiveKey.MatchString(k), n)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = redact(e, sensitive, n)
-		}
-		return x
+	walk(whole, false)
+	if len(edits) == 0 {
+		return json.RawMessage(b), 0
 	}
-	return v
+	return json.RawMessage(wire.Apply(b, edits...)), len(edits)
 }
 
 func hashOf(b []byte) string {

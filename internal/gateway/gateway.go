@@ -149,6 +149,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
+	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()
+	g.recorder.OnSync = g.metrics.AuditSync
 	if o := cfg.Telemetry.OTLP; o != nil {
 		h, err := headers(cfg, o.Headers, g.openSecret)
 		if err != nil {

@@ -358,6 +358,11 @@ type sessionView struct {
 // (all of them when fresh is set) from every upstream.
 func (s *Session) view(ctx context.Context, fresh string) *sessionView {
 	p := s.p
+	if fresh == "" {
+		if v := s.currentView(); v != nil {
+			return v
+		}
+	}
 	type got struct {
 		u *Upstream
 		l *link
@@ -445,6 +450,33 @@ func (s *Session) view(ctx context.Context, fresh string) *sessionView {
 	s.mu.Lock()
 	s.cachedView = v
 	s.mu.Unlock()
+	return v
+}
+
+// currentView is the cached view when nothing it was built from changed:
+// every upstream has a live link whose lists are fetched and the same as
+// when the view was built (the common case, without fetching or
+// goroutines).
+func (s *Session) currentView() *sessionView {
+	s.mu.Lock()
+	v := s.cachedView
+	links := len(s.links)
+	s.mu.Unlock()
+	if v == nil || links != len(s.p.upstreams) || len(v.order) != len(s.p.upstreams) {
+		return nil
+	}
+	for _, u := range v.order {
+		l := s.linkTo(u)
+		if l == nil || !l.alive() {
+			return nil
+		}
+		l.mu.Lock()
+		k := l.cached
+		l.mu.Unlock()
+		if k == nil || k != v.lists[u] {
+			return nil
+		}
+	}
 	return v
 }
 

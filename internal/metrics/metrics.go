@@ -23,6 +23,7 @@ type Metrics struct {
 	sessions    prometheus.Gauge
 	screened    *prometheus.CounterVec
 	stages      *prometheus.HistogramVec
+	auditSyncs  *prometheus.HistogramVec
 	upSessions  *prometheus.GaugeVec
 }
 
@@ -67,12 +68,16 @@ func New() *Metrics {
 			Name: "portcullis_stage_seconds", Help: "Time spent in each stage of a method's pipeline (relay includes the upstream's answer).",
 			Buckets: []float64{2e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3, 1},
 		}, []string{"method", "stage"}),
+		auditSyncs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_audit_sync_events", Help: "Events each fsync of the audit log made durable (the count is the number of fsyncs), by result.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 512},
+		}, []string{"result"}),
 		upSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portcullis_upstream_sessions", Help: "Open sessions with each upstream.",
 		}, []string{"upstream"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
-		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions,
+		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions, m.auditSyncs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -167,5 +172,16 @@ func (m *Metrics) StageObserver(method, stage string) prometheus.Observer {
 func (m *Metrics) UpstreamSessions(upstream string, delta int) {
 	if m != nil {
 		m.upSessions.WithLabelValues(upstream).Add(float64(delta))
+	}
+}
+
+// AuditSync observes one fsync of the audit log and the events it covered.
+func (m *Metrics) AuditSync(n int, err error) {
+	if m != nil {
+		r := "ok"
+		if err != nil {
+			r = "error"
+		}
+		m.auditSyncs.WithLabelValues(r).Observe(float64(n))
 	}
 }

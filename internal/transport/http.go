@@ -203,9 +203,11 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			ev, err := er.Next()
 			if err != nil {
 				if ctxErr := ctx.Err(); ctxErr != nil {
+					er.Release()
 					return nil, ctxErr
 				}
 				if errors.Is(err, wire.ErrEventTooLarge) {
+					er.Release()
 					return nil, fmt.Errorf("%w: event over %d bytes", ErrProtocol, c.maxMsg)
 				}
 				break
@@ -225,6 +227,7 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 				continue
 			}
 			if answers(m, req) {
+				er.Release()
 				return m, nil
 			}
 			if m.Kind == wire.Response || m.Kind == wire.ErrorReply {
@@ -233,6 +236,7 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			}
 			related(m)
 		}
+		er.Release()
 		body.Close()
 		if lastID == "" || resumes >= maxResumes {
 			return nil, ErrNoResponse
@@ -350,6 +354,7 @@ func (c *HTTPConn) listenOnce(fn func(*wire.Message), lastID *string) (ok, stop 
 		return false, false
 	}
 	er := wire.NewEventReader(resp.Body, c.maxMsg)
+	defer er.Release()
 	for {
 		ev, err := er.Next()
 		if err != nil {

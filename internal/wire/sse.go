@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 )
 
 // ErrEventTooLarge is returned by EventReader.Next for an event over its limit.
@@ -29,12 +30,30 @@ type EventReader struct {
 	max int
 }
 
+// readers recycles the buffers of event readers: an answer is read per
+// relayed call, and a fresh buffer each time showed in allocation
+// profiles. Lines longer than the buffer are assembled by line().
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 // NewEventReader reads events of at most max bytes (MaxSSEEvent if max <= 0).
+// Call Release when done with it.
 func NewEventReader(r io.Reader, max int) *EventReader {
 	if max <= 0 {
 		max = MaxSSEEvent
 	}
-	return &EventReader{r: bufio.NewReaderSize(r, 32<<10), max: max}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &EventReader{r: br, max: max}
+}
+
+// Release returns the reader's buffer for reuse; the reader must not be
+// used after.
+func (er *EventReader) Release() {
+	if er.r != nil {
+		er.r.Reset(nil)
+		readers.Put(er.r)
+		er.r = nil
+	}
 }
 
 // Next returns the next event with data, or an event that only sets an id
@@ -116,11 +135,7 @@ func (er *EventReader) line() ([]byte, error) {
 			out = append(out, chunk...)
 			return bytes.TrimRight(out, "\r"), nil
 		}
-		if out == nil {
-			out = chunk
-		} else {
-			out = append(out, chunk...)
-		}
+		out = append(out, chunk...) // a copy: the buffer is reused
 		return bytes.TrimRight(out[:len(out)-1], "\r"), nil
 	}
 }
