@@ -46,10 +46,10 @@ import (
 )
 
 type options struct {
-	binary, barehop, protocol, jsonOut, sync, profile string
-	calls, workers, sessions                          int
-	duration                                          time.Duration
-	sizes                                             []int
+	binary, barehop, protocol, jsonOut, sync, auditSync, profile string
+	calls, workers, sessions                                     int
+	duration                                                     time.Duration
+	sizes                                                        []int
 }
 
 func main() {
@@ -60,6 +60,7 @@ func main() {
 	flag.StringVar(&o.protocol, "protocol", "2025-11-25", "MCP protocol version on both legs")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.sync, "sync", "full", "store.synchronous of the gateway (full or normal)")
+	flag.StringVar(&o.auditSync, "audit-sync", "before_answer", "audit.sync of the gateway (before_answer or before_relay)")
 	flag.StringVar(&sizes, "sizes", "64,4096", "result sizes in bytes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")
 	flag.IntVar(&o.calls, "calls", 2000, "sequential calls per leg and size")
@@ -99,17 +100,17 @@ type Size struct {
 
 // Results are what the harness prints.
 type Results struct {
-	Protocol, Sync         string
-	Calls, Workers         int
-	Sizes                  []Size
-	IdleRSSKiB             int
-	Sessions               int
-	SessionsRSSKiB         int
-	PerSessionBytes        float64
-	SessionOpenDirectUs    float64
-	SessionOpenGatewayUs   float64
-	UpstreamSessionsOpened int
-	EventsPerSync          float64 // audit events each fsync covered, on average
+	Protocol, Sync, AuditSync string
+	Calls, Workers            int
+	Sizes                     []Size
+	IdleRSSKiB                int
+	Sessions                  int
+	SessionsRSSKiB            int
+	PerSessionBytes           float64
+	SessionOpenDirectUs       float64
+	SessionOpenGatewayUs      float64
+	UpstreamSessionsOpened    int
+	EventsPerSync             float64 // audit events each fsync covered, on average
 }
 
 func run(o options) error {
@@ -129,7 +130,7 @@ func run(o options) error {
 		return err
 	}
 	defer gw.stop()
-	res := Results{Protocol: o.protocol, Sync: o.sync, Calls: o.calls, Workers: o.workers, Sessions: o.sessions}
+	res := Results{Protocol: o.protocol, Sync: o.sync, AuditSync: o.auditSync, Calls: o.calls, Workers: o.workers, Sessions: o.sessions}
 	time.Sleep(time.Second)
 	if res.IdleRSSKiB, err = rss(gw.pid()); err != nil {
 		return err
@@ -333,7 +334,7 @@ func pct(ds []time.Duration, p int) float64 {
 }
 
 func print(r Results) {
-	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s, audit.sync before_answer, default screening\n", r.Protocol, r.Sync)
+	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s, audit.sync %s, default screening\n", r.Protocol, r.Sync, r.AuditSync)
 	for _, s := range r.Sizes {
 		fmt.Printf("\nresult of %d bytes: %d sequential calls per leg (interleaved), then %d concurrent clients\n", s.Bytes, r.Calls, r.Workers)
 		fmt.Printf("  %-8s %9s %9s %10s %11s %12s %12s\n", "leg", "p50 µs", "p99 µs", "added µs", "calls/s", "CPU µs/call", "alloc B/call")
@@ -467,8 +468,9 @@ upstreams:
     protocol_version: %q
 limits: {max_sessions: %d, agent_calls_per_minute: -1, repeat_call_limit: -1}
 store: {synchronous: %s}
+audit: {sync: %s}
 log: {level: warn}
-`, filepath.Join(dir, "data"), agentPort, adminPort, upURL, o.protocol, o.sessions+100, o.sync)
+`, filepath.Join(dir, "data"), agentPort, adminPort, upURL, o.protocol, o.sessions+100, o.sync, o.auditSync)
 	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
