@@ -44,6 +44,14 @@ func TestParseRejects(t *testing.T) {
 		"screening pii type":    {"version: 1\nscreening: {rules: [{category: personal_data, types: [names], action: flag}]}\n", "personal-data type"},
 		"screening label":       {"version: 1\nscreening: {rules: [{category: prompt_injection, action: label}]}\n", "needs labels"},
 		"screening unknown":     {"version: 1\nscreening: {rules: [{category: secret, action: flag, severity: high}]}\n", "unknown field"},
+		"same prefix":           {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: x_}, {name: b, builtin: demo, namespace: x_}]\n", "both serve names with prefix"},
+		"prefix begins prefix":  {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: gh}, {name: b, builtin: demo, namespace: gh_x}]\n", "begins prefix"},
+		"custom meets default":  {"version: 1\nupstreams: [{name: a, builtin: demo}, {name: b, builtin: demo, namespace: a__t}]\n", "begins prefix"},
+		"bad namespace":         {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: 'x y'}]\n", "namespace"},
+		"bad isolation":         {"version: 1\nupstreams: [{name: a, builtin: demo, isolation: team}]\n", "isolation"},
+		"spares":                {"version: 1\nupstreams: [{name: a, stdio: {command: x}, spares: 99}]\n", "spares"},
+		"audit sync":            {"version: 1\naudit: {sync: never}\n", "audit.sync"},
+		"sync window":           {"version: 1\naudit: {sync_window: 1s}\n", "audit.sync_window"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -103,5 +111,18 @@ func TestScreeningRulesOrder(t *testing.T) {
 	c, err = Parse([]byte("version: 1\nscreening: {rules: []}\n"), ".")
 	if err != nil || len(c.ScreeningRules()) != 0 {
 		t.Errorf("explicit empty rules: %v %+v", err, c.ScreeningRules())
+	}
+}
+
+func TestNamespacesThatCannotCollideAreAccepted(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("version: 1\nupstreams: [{name: a, builtin: demo}, {name: b, builtin: demo, namespace: none}, {name: c, builtin: demo, namespace: gh_}]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"a__", "", "gh_"} {
+		if got := c.Upstreams[i].Prefix(); got != want {
+			t.Errorf("%s: prefix %q, want %q", c.Upstreams[i].Name, got, want)
+		}
 	}
 }

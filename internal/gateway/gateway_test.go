@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -262,13 +264,16 @@ func TestUnknownMethodsAndMalformedMessagesAreRefused(t *testing.T) {
 		status int
 		reason string
 	}{
-		"unknown method":      {`{"jsonrpc":"2.0","id":3,"method":"admin/shutdown"}`, http.StatusOK, "method_not_allowed"},
-		"sampling from agent": {`{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}`, http.StatusOK, "method_not_allowed"},
-		"not json":            {`{"jsonrpc":`, http.StatusBadRequest, "malformed"},
-		"wrong version":       {`{"jsonrpc":"1.0","id":1,"method":"ping"}`, http.StatusBadRequest, "malformed"},
-		"too deep":            {deep, http.StatusBadRequest, "message_too_deep"},
-		"too large":           {big, http.StatusRequestEntityTooLarge, "message_too_large"},
-		"batch too big":       {batch, http.StatusBadRequest, "batch_too_large"},
+		"unknown method":            {`{"jsonrpc":"2.0","id":3,"method":"admin/shutdown"}`, http.StatusOK, "method_not_allowed"},
+		"sampling from agent":       {`{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}`, http.StatusOK, "method_not_allowed"},
+		"not json":                  {`{"jsonrpc":`, http.StatusBadRequest, "malformed"},
+		"wrong version":             {`{"jsonrpc":"1.0","id":1,"method":"ping"}`, http.StatusBadRequest, "malformed"},
+		"too deep":                  {deep, http.StatusBadRequest, "message_too_deep"},
+		"too large":                 {big, http.StatusRequestEntityTooLarge, "message_too_large"},
+		"batch too big":             {batch, http.StatusBadRequest, "batch_too_large"},
+		"neither method nor result": {`{"jsonrpc":"2.0","id":4}`, http.StatusBadRequest, "malformed"},
+		"duplicate keys":            {`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"demo__read_file","name":"demo__send_message"}}`, http.StatusBadRequest, "malformed"},
+		"call before initialize":    {`{"jsonrpc":"2.0","id":6,"method":"tools/list"}`, http.StatusBadRequest, "initialize first"},
 	} {
 		resp, body := h.post(tok, tc.body, nil)
 		if resp.StatusCode != tc.status || !strings.Contains(body, tc.reason) {
@@ -393,5 +398,36 @@ func TestArgumentsAreValidatedAgainstTheToolSchema(t *testing.T) {
 	e := h.findEvent(func(e *audit.Event) bool { return strings.Contains(e.Detail, "declares no arguments") })
 	if e == nil || e.Code != mcpproxy.ReasonBadArguments || e.Outcome != audit.OutcomeDeny || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
 		t.Errorf("schema refusal event = %+v", e)
+	}
+}
+
+// TestUpstreamsThatCollideStopServe: two upstreams served without a
+// prefix that offer the same tool names make serve refuse to start,
+// naming both; which one an agent reaches must never be a guess.
+func TestUpstreamsThatCollideStopServe(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "portcullis.yaml")
+	os.WriteFile(path, []byte(strings.ReplaceAll(`version: 1
+data_dir: DIR/data
+listen: {address: "127.0.0.1:0", admin: "127.0.0.1:0"}
+agents: [{name: a}]
+upstreams:
+  - {name: one, builtin: demo, namespace: none}
+  - {name: two, builtin: demo, namespace: none}
+`, "DIR", dir)), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = g.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "collide") || !strings.Contains(err.Error(), "one and two") || !strings.Contains(err.Error(), "read_file") {
+		t.Fatalf("serve with colliding upstreams: %v", err)
 	}
 }

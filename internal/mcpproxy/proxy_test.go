@@ -5,6 +5,7 @@ package mcpproxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -55,6 +56,29 @@ func newRigWith(t *testing.T, namespace string, limits func(*config.Limits), ups
 
 func newRigDialers(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]func(config.Limits) transport.Dialer, mutate func(*Options, *store.SQLite)) *rig {
 	t.Helper()
+	names := make([]string, 0, len(upstreams))
+	for n := range upstreams {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	ups := make([]rigUpstream, 0, len(names))
+	for _, n := range names {
+		ups = append(ups, rigUpstream{cfg: config.Upstream{Name: n, Namespace: namespace}, dial: upstreams[n]})
+	}
+	return newRigFull(t, limits, ups, mutate)
+}
+
+// rigUpstream is one upstream of a rig, configured in full.
+type rigUpstream struct {
+	cfg  config.Upstream
+	dial func(config.Limits) transport.Dialer
+}
+
+// newRigFull runs a proxy over ups with permitAll policies, a real audit
+// store and the default limits (adjusted by limits), and waits until every
+// upstream answered its probe.
+func newRigFull(t *testing.T, limits func(*config.Limits), ups []rigUpstream, mutate func(*Options, *store.SQLite)) *rig {
+	t.Helper()
 	set, err := policy.Compile([]policy.Source{{Name: "t.cedar", Data: []byte(permitAll)}})
 	if err != nil {
 		t.Fatal(err)
@@ -78,13 +102,8 @@ func newRigDialers(t *testing.T, namespace string, limits func(*config.Limits), 
 		mutate(&opts, st)
 	}
 	p := New(opts)
-	names := make([]string, 0, len(upstreams))
-	for n := range upstreams {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		p.AddUpstream(config.Upstream{Name: n, Namespace: namespace}, upstreams[n](l))
+	for _, u := range ups {
+		p.AddUpstream(u.cfg, u.dial(l))
 	}
 	upCtx, upCancel := context.WithCancel(context.Background())
 	upDone := make(chan struct{})
@@ -500,5 +519,117 @@ func TestUnofferedServerRequestIsRefused(t *testing.T) {
 	}
 	if !found {
 		t.Error("the refused server request is not in the audit log")
+	}
+}
+
+// newRigUpstreams runs a rig whose upstreams are configured in full.
+func newRigUpstreams(t *testing.T, ups []config.Upstream, servers map[string]*mcp.Server) *rig {
+	t.Helper()
+	full := make([]rigUpstream, 0, len(ups))
+	for _, u := range ups {
+		srv := servers[u.Name]
+		full = append(full, rigUpstream{cfg: u, dial: func(l config.Limits) transport.Dialer {
+			return InProcessDialer(func() *mcp.Server { return srv }, l)
+		}})
+	}
+	return newRigFull(t, nil, full, nil)
+}
+
+// progressServer counts the sessions opened with it and answers a call
+// after three progress notifications on the caller's token.
+func progressServer(sessions *atomic.Int32) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "progress"}, &mcp.ServerOptions{
+		InitializedHandler: func(context.Context, *mcp.InitializedRequest) { sessions.Add(1) },
+	})
+	s.AddTool(&mcp.Tool{Name: "work", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		tok := req.Params.GetProgressToken()
+		for i := 1; i <= 3; i++ {
+			req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Message: fmt.Sprint(tok)})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint("token seen by the server: ", tok)}}}, nil
+	})
+	return s
+}
+
+// TestSharedUpstreamSessionKeepsAgentsApart: with isolation shared, two
+// agents use one session with the server; each one's progress comes back
+// under its own token (the server saw gateway tokens), never to the other.
+func TestSharedUpstreamSessionKeepsAgentsApart(t *testing.T) {
+	t.Parallel()
+	var sessions atomic.Int32
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", Isolation: config.IsolationShared}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
+	opened := sessions.Load() // the probe's
+	type got struct {
+		mu     sync.Mutex
+		tokens []string
+	}
+	agents := map[string]*got{"alice": {}, "bob": {}}
+	var wg sync.WaitGroup
+	for name, g := range agents {
+		s := r.agentAs(&identity.Principal{Agent: name}, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			g.mu.Lock()
+			g.tokens = append(g.tokens, fmt.Sprint(req.Params.ProgressToken))
+			g.mu.Unlock()
+		}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				p := &mcp.CallToolParams{Name: "up__work", Arguments: map[string]any{"i": i}}
+				p.SetProgressToken("same-token")
+				res, err := s.CallTool(context.Background(), p)
+				if err != nil || strings.Contains(res.Content[0].(*mcp.TextContent).Text, "same-token") {
+					t.Errorf("%s: %v %v (the server must see the gateway's token on a shared session)", name, err, res)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := sessions.Load() - opened; n != 1 {
+		t.Errorf("%d upstream sessions for two agents on a shared upstream, want 1", n)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for name, g := range agents {
+		g.mu.Lock()
+		if len(g.tokens) == 0 {
+			t.Errorf("%s got no progress", name)
+		}
+		for _, tok := range g.tokens {
+			if tok != "same-token" {
+				t.Errorf("%s got progress under token %q", name, tok)
+			}
+		}
+		g.mu.Unlock()
+	}
+}
+
+// TestUpstreamSessionBoundsAndIdleExpiry: beyond max_sessions a new agent
+// session cannot use the upstream; an unused upstream session is closed
+// after session_idle and the agent session's next call opens a new one.
+func TestUpstreamSessionBoundsAndIdleExpiry(t *testing.T) {
+	t.Parallel()
+	var sessions atomic.Int32
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 1, SessionIdle: config.Duration(1500 * time.Millisecond)}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
+	first := r.agent(nil)
+	if _, err := first.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"}); err != nil {
+		t.Fatal(err)
+	}
+	second := r.agent(nil)
+	if _, err := second.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"}); err == nil {
+		t.Error("a second agent session used an upstream bounded to one session")
+	}
+	before := sessions.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.p.upstream("up").openLinks() > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := r.p.upstream("up").openLinks(); n != 0 {
+		t.Fatalf("%d upstream sessions open after the idle timeout", n)
+	}
+	if _, err := first.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"}); err != nil {
+		t.Fatalf("after the idle close: %v", err)
+	}
+	if sessions.Load() != before+1 {
+		t.Errorf("the next call did not open a new upstream session")
 	}
 }

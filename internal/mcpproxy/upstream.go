@@ -104,6 +104,14 @@ func (u *Upstream) isolation() string {
 	return u.cfg.Isolation
 }
 
+// openLinks is how many sessions with the upstream agents hold (the
+// probe's not counted).
+func (u *Upstream) openLinks() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.open
+}
+
 // reprobe asks the probe to list again.
 func (u *Upstream) reprobe() {
 	select {
