@@ -22,6 +22,7 @@ const (
 	maxRetryWait    = 5 * time.Second // cap on a server's requested reconnection delay
 	defaultRetry    = 100 * time.Millisecond
 	deleteTimeout   = 2 * time.Second
+	streamGrace     = 2 * time.Second // wait for a server to end a stream that delivered its answer
 	listenMinDelay  = 250 * time.Millisecond
 	listenMaxDelay  = 30 * time.Second
 	maxErrorBodyLen = 64 << 10
@@ -149,9 +150,14 @@ func (c *HTTPConn) RoundTrip(ctx context.Context, req *wire.Message, related fun
 	if err != nil {
 		return nil, err
 	}
+	ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated
+	if ok && mediaType(resp) == "text/event-stream" {
+		c.streamed.Store(true)
+		return c.readStream(ctx, resp.Body, req, related) // it owns the body
+	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+	case ok:
 	case resp.StatusCode >= 400:
 		// Some servers answer a request they refuse with an HTTP error
 		// carrying a JSON-RPC error: relay it as the answer.
@@ -181,9 +187,6 @@ func (c *HTTPConn) RoundTrip(ctx context.Context, req *wire.Message, related fun
 			return nil, fmt.Errorf("%w: the response answers another request", ErrProtocol)
 		}
 		return m, nil
-	case "text/event-stream":
-		c.streamed.Store(true)
-		return c.readStream(ctx, resp.Body, req, related)
 	}
 	return nil, fmt.Errorf("%w: content type %q", ErrProtocol, resp.Header.Get("Content-Type"))
 }
@@ -194,7 +197,7 @@ func answers(m, req *wire.Message) bool {
 
 // readStream reads the answer's event stream until the response, resuming
 // with Last-Event-ID on a GET when the server closes the stream first (it
-// may, to poll: SEP-1699).
+// may, to poll: SEP-1699). It owns body and every stream it resumes.
 func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire.Message, related func(*wire.Message)) (*wire.Message, error) {
 	lastID, retry := "", defaultRetry
 	for resumes := 0; ; resumes++ {
@@ -204,10 +207,12 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			if err != nil {
 				if ctxErr := ctx.Err(); ctxErr != nil {
 					er.Release()
+					body.Close()
 					return nil, ctxErr
 				}
 				if errors.Is(err, wire.ErrEventTooLarge) {
 					er.Release()
+					body.Close()
 					return nil, fmt.Errorf("%w: event over %d bytes", ErrProtocol, c.maxMsg)
 				}
 				break
@@ -228,6 +233,7 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			}
 			if answers(m, req) {
 				er.Release()
+				finishStream(body)
 				return m, nil
 			}
 			if m.Kind == wire.Response || m.Kind == wire.ErrorReply {
@@ -406,6 +412,19 @@ func (c *HTTPConn) Close() error {
 func mediaType(resp *http.Response) string {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return mt
+}
+
+// finishStream lets the server end a stream that has delivered its answer
+// (it should close it next): the rest is read in the background, bounded,
+// so that the connection goes back to the pool instead of being torn down,
+// and the body is closed after streamGrace if the server keeps it open.
+func finishStream(body io.ReadCloser) {
+	go func() {
+		t := time.AfterFunc(streamGrace, func() { body.Close() })
+		io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+		t.Stop()
+		body.Close()
+	}()
 }
 
 // drain discards what is left of a body (bounded) so the connection can be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -189,6 +190,57 @@ func TestHTTPResumesADroppedAnswer(t *testing.T) {
 	defer mu.Unlock()
 	if sawResume != "ev-1" || len(related) != 1 {
 		t.Fatalf("resumed with Last-Event-ID %q, related %v", sawResume, related)
+	}
+}
+
+// TestHTTPReusesConnections: a server that ends an answer's event stream a
+// moment after sending the answer still gets its connection reused, not a
+// new TCP connection per call.
+func TestHTTPReusesConnections(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		m, _ := wire.Parse(body, 64)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set(HeaderSession, "s1")
+		w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
+		w.(http.Flusher).Flush()
+		time.Sleep(2 * time.Millisecond) // the stream ends after the answer
+	}))
+	var mu sync.Mutex
+	opened := 0
+	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	client := &http.Client{Transport: NewHTTPTransport(http.DefaultTransport.(*http.Transport), 4)}
+	c := NewHTTPConn(ts.URL, client, nil, 1<<20, 64, nil)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const calls = 50
+	for i := range calls {
+		call := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"work"}}`, i+2)
+		res, err := c.RoundTrip(ctx, parse(t, call), func(*wire.Message) {})
+		if err != nil || res.Kind != wire.Response {
+			t.Fatalf("call %d: %v %v", i, res, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// A call may start while the previous stream is still ending, so a
+	// few connections take turns; without reuse there would be one per call.
+	if opened > calls/2 {
+		t.Fatalf("%d calls opened %d connections", calls, opened)
 	}
 }
 
