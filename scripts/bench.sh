@@ -27,7 +27,7 @@ go test ./internal/audit -run '^$' -bench 'RecordDurable|VerifyMillion' -benchti
 go test ./internal/audit -run '^$' -bench 'RecordDurable' -benchtime "${BENCHTIME:-3s}" | tee -a bench/results/audit.txt
 echo
 echo "== round trips: direct, a bare reverse-proxy hop and the gateway, interleaved in one run (ratios against the hop)"
-go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -json bench/results/roundtrip-full.json "$@"
+go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -runs "${RUNS:-5}" -json bench/results/roundtrip-full.json "$@"
 echo
 echo "== the same with store.synchronous=normal (no fsync)"
 go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"

@@ -47,7 +47,7 @@ import (
 
 type options struct {
 	binary, barehop, protocol, jsonOut, sync, auditSync, profile string
-	calls, workers, sessions                                     int
+	calls, workers, sessions, runs                               int
 	duration                                                     time.Duration
 	sizes                                                        []int
 }
@@ -65,6 +65,7 @@ func main() {
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")
 	flag.IntVar(&o.calls, "calls", 2000, "sequential calls per leg and size")
 	flag.IntVar(&o.workers, "workers", 8, "concurrent clients in the throughput phase")
+	flag.IntVar(&o.runs, "runs", 1, "measure each size this many times and report the medians (ratios: the median of each run's ratio)")
 	flag.IntVar(&o.sessions, "sessions", 500, "open agent sessions for the memory measurement")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput phase")
 	flag.Parse()
@@ -101,7 +102,7 @@ type Size struct {
 // Results are what the harness prints.
 type Results struct {
 	Protocol, Sync, AuditSync string
-	Calls, Workers            int
+	Calls, Workers, Runs      int
 	Sizes                     []Size
 	IdleRSSKiB                int
 	Sessions                  int
@@ -130,17 +131,21 @@ func run(o options) error {
 		return err
 	}
 	defer gw.stop()
-	res := Results{Protocol: o.protocol, Sync: o.sync, AuditSync: o.auditSync, Calls: o.calls, Workers: o.workers, Sessions: o.sessions}
+	res := Results{Protocol: o.protocol, Sync: o.sync, AuditSync: o.auditSync, Calls: o.calls, Workers: o.workers, Runs: max(o.runs, 1), Sessions: o.sessions}
 	time.Sleep(time.Second)
 	if res.IdleRSSKiB, err = rss(gw.pid()); err != nil {
 		return err
 	}
 	for _, size := range o.sizes {
-		s, err := measureSize(ctx, o, size, upURL, bare, gw)
-		if err != nil {
-			return err
+		var runs []Size
+		for range max(o.runs, 1) {
+			s, err := measureSize(ctx, o, size, upURL, bare, gw)
+			if err != nil {
+				return err
+			}
+			runs = append(runs, s)
 		}
-		res.Sizes = append(res.Sizes, s)
+		res.Sizes = append(res.Sizes, medianSize(runs))
 	}
 	res.EventsPerSync = gw.eventsPerSync()
 	if err := openSessions(ctx, gw, upURL, o, &res); err != nil {
@@ -152,6 +157,42 @@ func run(o options) error {
 		return os.WriteFile(o.jsonOut, append(b, '\n'), 0o644)
 	}
 	return nil
+}
+
+// medianSize combines runs of one size metric by metric: each figure is
+// the median of the runs' figures, each ratio the median of the runs'
+// ratios (every ratio is between legs measured in the same run).
+func medianSize(runs []Size) Size {
+	med := func(get func(*Size) float64) float64 {
+		v := make([]float64, len(runs))
+		for i := range runs {
+			v[i] = get(&runs[i])
+		}
+		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
+		return v[len(v)/2]
+	}
+	legMed := func(get func(*Size) *Leg) Leg {
+		return Leg{
+			P50us:            med(func(s *Size) float64 { return get(s).P50us }),
+			P99us:            med(func(s *Size) float64 { return get(s).P99us }),
+			AddedP50us:       med(func(s *Size) float64 { return get(s).AddedP50us }),
+			CallsPerS:        med(func(s *Size) float64 { return get(s).CallsPerS }),
+			CPUPerCallUs:     med(func(s *Size) float64 { return get(s).CPUPerCallUs }),
+			AllocPerCallByte: med(func(s *Size) float64 { return get(s).AllocPerCallByte }),
+		}
+	}
+	return Size{
+		Bytes:         runs[0].Bytes,
+		Direct:        legMed(func(s *Size) *Leg { return &s.Direct }),
+		Bare:          legMed(func(s *Size) *Leg { return &s.Bare }),
+		Gateway:       legMed(func(s *Size) *Leg { return &s.Gateway }),
+		AddedP50Ratio: med(func(s *Size) float64 { return s.AddedP50Ratio }),
+		CPURatio:      med(func(s *Size) float64 { return s.CPURatio }),
+		TPRatio:       med(func(s *Size) float64 { return s.TPRatio }),
+	}
 }
 
 type leg struct {
@@ -336,7 +377,7 @@ func pct(ds []time.Duration, p int) float64 {
 func print(r Results) {
 	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s, audit.sync %s, default screening\n", r.Protocol, r.Sync, r.AuditSync)
 	for _, s := range r.Sizes {
-		fmt.Printf("\nresult of %d bytes: %d sequential calls per leg (interleaved), then %d concurrent clients\n", s.Bytes, r.Calls, r.Workers)
+		fmt.Printf("\nresult of %d bytes: %d sequential calls per leg (interleaved), then %d concurrent clients; medians of %d runs\n", s.Bytes, r.Calls, r.Workers, r.Runs)
 		fmt.Printf("  %-8s %9s %9s %10s %11s %12s %12s\n", "leg", "p50 µs", "p99 µs", "added µs", "calls/s", "CPU µs/call", "alloc B/call")
 		for _, x := range []struct {
 			n string
