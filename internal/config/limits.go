@@ -24,6 +24,13 @@ type Limits struct {
 	// MaxCallsPerUpstream bounds concurrent calls to one upstream (default for
 	// upstreams that do not set their own).
 	MaxCallsPerUpstream int `json:"max_concurrent_calls_per_upstream,omitempty"`
+	// MaxQueuedCallsPerUpstream bounds calls waiting for a slot with one
+	// upstream (default for upstreams; -1: none wait, a call finding every
+	// slot taken is refused at once).
+	MaxQueuedCallsPerUpstream int `json:"max_queued_calls_per_upstream,omitempty"`
+	// QueueTimeout is how long a call waits for a slot with its upstream
+	// before it is refused (default for upstreams).
+	QueueTimeout Duration `json:"queue_timeout,omitempty"`
 	// MaxSessions bounds concurrent agent sessions.
 	MaxSessions int `json:"max_sessions,omitempty"`
 	// CallTimeout bounds one upstream call (default for upstreams).
@@ -51,6 +58,8 @@ const (
 	DefaultMaxResultBytes      = 8 << 20
 	DefaultMaxCallsPerSession  = 16
 	DefaultMaxCallsPerUpstream = 64
+	DefaultMaxQueuedCalls      = 1024
+	DefaultQueueTimeout        = 10 * time.Second
 	DefaultMaxSessions         = 10000
 	DefaultSessionIdleTimeout  = 30 * time.Minute
 	DefaultShutdownGrace       = 15 * time.Second
@@ -68,6 +77,10 @@ func (l *Limits) applyDefaults() {
 	setInt(&l.MaxResultBytes, DefaultMaxResultBytes)
 	setInt(&l.MaxCallsPerSession, DefaultMaxCallsPerSession)
 	setInt(&l.MaxCallsPerUpstream, DefaultMaxCallsPerUpstream)
+	setInt(&l.MaxQueuedCallsPerUpstream, DefaultMaxQueuedCalls)
+	if l.QueueTimeout == 0 {
+		l.QueueTimeout = Duration(DefaultQueueTimeout)
+	}
 	setInt(&l.MaxSessions, DefaultMaxSessions)
 	if l.CallTimeout == 0 {
 		l.CallTimeout = Duration(DefaultCallTimeout)
@@ -102,10 +115,14 @@ func (l *Limits) validate() []error {
 	pos("max_result_bytes", int64(l.MaxResultBytes))
 	pos("max_concurrent_calls_per_session", int64(l.MaxCallsPerSession))
 	pos("max_concurrent_calls_per_upstream", int64(l.MaxCallsPerUpstream))
+	pos("queue_timeout", int64(l.QueueTimeout))
 	pos("max_sessions", int64(l.MaxSessions))
 	pos("call_timeout", int64(l.CallTimeout))
 	pos("session_idle_timeout", int64(l.SessionIdleTimeout))
 	pos("shutdown_grace", int64(l.ShutdownGrace))
+	if l.MaxQueuedCallsPerUpstream < -1 {
+		errs = append(errs, errors.New("limits.max_queued_calls_per_upstream: -1 (no queue) or positive"))
+	}
 	if l.AgentCallsPerMinute < -1 || l.RepeatCallLimit < -1 {
 		errs = append(errs, errors.New("limits.agent_calls_per_minute and limits.repeat_call_limit: -1 (off) or positive"))
 	}

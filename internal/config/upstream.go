@@ -56,6 +56,12 @@ type Upstream struct {
 	CallTimeout Duration `json:"call_timeout,omitempty"`
 	// MaxConcurrentCalls bounds in-flight calls to this upstream.
 	MaxConcurrentCalls int `json:"max_concurrent_calls,omitempty"`
+	// MaxQueuedCalls bounds calls waiting for one of its slots (-1: none
+	// wait); zero means the global limit.
+	MaxQueuedCalls int `json:"max_queued_calls,omitempty"`
+	// QueueTimeout is how long a call waits for a slot; zero means the
+	// global limit.
+	QueueTimeout Duration `json:"queue_timeout,omitempty"`
 	// ProtocolVersion pins the MCP protocol version offered to this upstream
 	// (default: the newest the gateway speaks; the server may negotiate down).
 	ProtocolVersion string `json:"protocol_version,omitempty"`
@@ -234,6 +240,9 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if kinds != 1 {
 		add("exactly one of stdio, http, builtin must be set")
+	}
+	if u.MaxQueuedCalls < -1 || u.QueueTimeout < 0 {
+		add("max_queued_calls must be -1 (no queue) or positive, queue_timeout must not be negative")
 	}
 	if u.CallTimeout < 0 || u.MaxConcurrentCalls < 0 {
 		add("call_timeout and max_concurrent_calls must not be negative")

@@ -220,6 +220,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		g.proxy.AddUpstream(u, dial)
 	}
+	g.metrics.WatchSlots(g.proxy.SlotUse)
 	return g, nil
 }
 
@@ -588,17 +589,31 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := g.store.Ping(ctx); err != nil {
 		problems = append(problems, "store: "+err.Error())
 	}
+	var notes []string
 	for _, u := range g.proxy.Upstreams() {
 		if !u.Healthy() {
 			problems = append(problems, "upstream "+u.Name+": down")
 		}
+		// Saturation: a full queue sheds every new call (not ready: a
+		// balancer should send calls elsewhere); calls waiting for slots
+		// are worth knowing but still served.
+		used, capacity, queued, maxQueue := u.Load()
+		switch {
+		case used >= capacity && queued >= maxQueue:
+			problems = append(problems, fmt.Sprintf("upstream %s: saturated, shedding calls (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
+		case queued > 0:
+			notes = append(notes, fmt.Sprintf("upstream %s: busy (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
+		}
 	}
 	if len(problems) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		for _, p := range problems {
+		for _, p := range append(problems, notes...) {
 			fmt.Fprintln(w, p)
 		}
 		return
 	}
 	w.Write([]byte("ready\n"))
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
 }

@@ -2,6 +2,8 @@ package mcpproxy
 
 import (
 	"errors"
+	"strconv"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -41,6 +43,7 @@ const (
 	ReasonUpstreamBusy        = "upstream_busy"
 	ReasonUpstreamTimeout     = "upstream_timeout"
 	ReasonUpstreamError       = "upstream_error"
+	ReasonCancelled           = "cancelled" // by the agent, before the answer
 )
 
 // refusal is how a stage stops a request. The runner records it (unless
@@ -55,6 +58,9 @@ type refusal struct {
 	result []byte
 	// recorded: the stage already committed the denial event.
 	recorded bool
+	// retryAfter, if set, tells the agent when trying again may succeed
+	// (the answer's data carries it as retry_after_ms).
+	retryAfter time.Duration
 }
 
 func (r *refusal) Error() string { return r.text }
@@ -81,6 +87,10 @@ func (r *refusal) message(id []byte, requestID string) []byte {
 	if requestID != "" {
 		data = append(data, `,"request_id":`...)
 		data = wire.AppendString(data, requestID)
+	}
+	if r.retryAfter > 0 {
+		data = append(data, `,"retry_after_ms":`...)
+		data = strconv.AppendInt(data, r.retryAfter.Milliseconds(), 10)
 	}
 	data = append(data, '}')
 	return wire.NewError(id, r.rpcCode, r.text, data)

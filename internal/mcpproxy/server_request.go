@@ -188,7 +188,7 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 			s.notify(wire.NewNotification("notifications/cancelled", append(append([]byte(`{"requestId":`), sc.agentID...), '}')))
 			c.reply = nil
 		}
-		return unavailable("cancelled").withDetail(sc.err.Error())
+		return unavailable(ReasonCancelled).withDetail(sc.err.Error())
 	}
 	return nil
 }

@@ -20,12 +20,11 @@ import (
 // reach the agent in order, ahead of the answer.
 func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	u, l := c.up, c.link
-	select {
-	case u.sem <- struct{}{}:
-	default:
-		return unavailable(ReasonUpstreamBusy)
+	slot, err := u.takeSlot(ctx, c)
+	if err != nil {
+		return err
 	}
-	defer func() { <-u.sem }()
+	defer slot.release()
 	ctx, span := p.opts.Tracer.Start(ctx, "upstream "+u.Name, telemetry.KindClient, c.traceID)
 	defer func() { span.Finish(err) }()
 
@@ -79,7 +78,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return nil
 	case c.wasCancelled() || errors.Is(err, context.Canceled):
 		l.cancelUpstream(c.upID, "cancelled by the client")
-		return unavailable("cancelled")
+		return unavailable(ReasonCancelled)
 	case errors.Is(err, context.DeadlineExceeded):
 		l.cancelUpstream(c.upID, "timed out at the gateway")
 		go l.probeAfterTimeout()

@@ -16,7 +16,6 @@ import (
 // Errors opening a session with an upstream.
 var (
 	ErrUpstreamDown     = errors.New("upstream unavailable")
-	ErrUpstreamBusy     = errors.New("upstream at its concurrency limit")
 	ErrUpstreamSessions = errors.New("upstream at its session limit")
 )
 
@@ -45,8 +44,10 @@ type Upstream struct {
 	prefix  string
 	dial    transport.Dialer
 	timeout time.Duration
-	sem     chan struct{}
-	log     *slog.Logger
+	slots   *slots
+	// queueTimeout bounds a call's wait for one of the slots.
+	queueTimeout time.Duration
+	log          *slog.Logger
 
 	ready     chan struct{} // closed after the first probe
 	readyOnce sync.Once
@@ -80,12 +81,26 @@ func newUpstream(p *Proxy, cfg config.Upstream, dial transport.Dialer) *Upstream
 	if cfg.MaxConcurrentCalls > 0 {
 		maxc = cfg.MaxConcurrentCalls
 	}
+	maxq := p.opts.Limits.MaxQueuedCallsPerUpstream
+	if cfg.MaxQueuedCalls != 0 {
+		maxq = cfg.MaxQueuedCalls
+	}
+	queueTimeout := p.opts.Limits.QueueTimeout.D()
+	if cfg.QueueTimeout > 0 {
+		queueTimeout = cfg.QueueTimeout.D()
+	}
 	return &Upstream{
 		Name: cfg.Name, p: p, cfg: cfg, prefix: cfg.Prefix(), dial: dial, timeout: timeout,
-		sem: make(chan struct{}, maxc), log: p.opts.Log.With("upstream", cfg.Name),
+		slots: newSlots(maxc, maxq), queueTimeout: queueTimeout, log: p.opts.Log.With("upstream", cfg.Name),
 		ready: make(chan struct{}), kick: make(chan struct{}, 1),
 		shared: map[string]*link{}, opening: map[string]*pendingLink{},
 	}
+}
+
+// Load reports the upstream's calls in flight and waiting, and its bounds.
+func (u *Upstream) Load() (used, capacity, queued, maxQueue int) {
+	l := u.slots.load()
+	return l.Used, l.Capacity, l.Queued, l.MaxQueue
 }
 
 // Healthy reports whether the upstream answered its last probe.

@@ -25,6 +25,9 @@ type Metrics struct {
 	stages      *prometheus.HistogramVec
 	auditSyncs  *prometheus.HistogramVec
 	upSessions  *prometheus.GaugeVec
+	queueWait   *prometheus.HistogramVec
+	agentWait   *prometheus.CounterVec
+	shed        *prometheus.CounterVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -75,9 +78,20 @@ func New() *Metrics {
 		upSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "portcullis_upstream_sessions", Help: "Open sessions with each upstream.",
 		}, []string{"upstream"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_upstream_queue_wait_seconds", Help: "Time calls waited for a slot with the upstream (calls that waited, granted or not), by upstream.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 3, 10),
+		}, []string{"upstream"}),
+		agentWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_upstream_agent_queue_wait_seconds_total", Help: "Time an agent's calls spent waiting for slots with the upstream, by upstream and agent.",
+		}, []string{"upstream", "agent"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_upstream_shed_total", Help: "Calls refused for want of a slot with the upstream, by upstream, agent and reason (queue_full, queue_timeout).",
+		}, []string{"upstream", "agent", "reason"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
 		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions, m.auditSyncs,
+		m.queueWait, m.agentWait, m.shed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -183,5 +197,73 @@ func (m *Metrics) AuditSync(n int, err error) {
 			r = "error"
 		}
 		m.auditSyncs.WithLabelValues(r).Observe(float64(n))
+	}
+}
+
+// Queued observes a call that waited for a slot with an upstream.
+func (m *Metrics) Queued(upstream, agent string, waited time.Duration) {
+	if m != nil {
+		m.queueWait.WithLabelValues(upstream).Observe(waited.Seconds())
+		m.agentWait.WithLabelValues(upstream, agent).Add(waited.Seconds())
+	}
+}
+
+// Shed counts a call refused for want of a slot with an upstream.
+func (m *Metrics) Shed(upstream, agent, reason string) {
+	if m != nil {
+		m.shed.WithLabelValues(upstream, agent, reason).Inc()
+	}
+}
+
+// SlotUse is the occupancy of one upstream's slots at scrape time, overall
+// and by agent (only agents holding or waiting for a slot).
+type SlotUse struct {
+	Upstream         string
+	InUse, Capacity  int
+	Queued, MaxQueue int
+	Agents           []AgentSlotUse
+}
+
+// AgentSlotUse is one agent's share of an upstream's slots.
+type AgentSlotUse struct {
+	Agent         string
+	InUse, Queued int
+}
+
+// WatchSlots reports upstream slot occupancy from read at every scrape:
+// the figures cost nothing on the request path.
+func (m *Metrics) WatchSlots(read func() []SlotUse) {
+	if m != nil {
+		m.reg.MustRegister(slotCollector{read})
+	}
+}
+
+var (
+	descSlotsInUse  = prometheus.NewDesc("portcullis_upstream_slots_in_use", "Calls in flight to the upstream.", []string{"upstream"}, nil)
+	descSlots       = prometheus.NewDesc("portcullis_upstream_slots", "The upstream's concurrency limit.", []string{"upstream"}, nil)
+	descQueueDepth  = prometheus.NewDesc("portcullis_upstream_queue_depth", "Calls waiting for a slot with the upstream.", []string{"upstream"}, nil)
+	descQueueBound  = prometheus.NewDesc("portcullis_upstream_queue_limit", "Calls that may wait for a slot with the upstream.", []string{"upstream"}, nil)
+	descAgentInUse  = prometheus.NewDesc("portcullis_upstream_agent_slots_in_use", "An agent's calls in flight to the upstream.", []string{"upstream", "agent"}, nil)
+	descAgentQueued = prometheus.NewDesc("portcullis_upstream_agent_queue_depth", "An agent's calls waiting for a slot with the upstream.", []string{"upstream", "agent"}, nil)
+)
+
+type slotCollector struct{ read func() []SlotUse }
+
+func (c slotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSlotsInUse, descSlots, descQueueDepth, descQueueBound, descAgentInUse, descAgentQueued} {
+		ch <- d
+	}
+}
+
+func (c slotCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.read() {
+		ch <- prometheus.MustNewConstMetric(descSlotsInUse, prometheus.GaugeValue, float64(u.InUse), u.Upstream)
+		ch <- prometheus.MustNewConstMetric(descSlots, prometheus.GaugeValue, float64(u.Capacity), u.Upstream)
+		ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(u.Queued), u.Upstream)
+		ch <- prometheus.MustNewConstMetric(descQueueBound, prometheus.GaugeValue, float64(u.MaxQueue), u.Upstream)
+		for _, a := range u.Agents {
+			ch <- prometheus.MustNewConstMetric(descAgentInUse, prometheus.GaugeValue, float64(a.InUse), u.Upstream, a.Agent)
+			ch <- prometheus.MustNewConstMetric(descAgentQueued, prometheus.GaugeValue, float64(a.Queued), u.Upstream, a.Agent)
+		}
 	}
 }
