@@ -23,18 +23,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +37,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/bench/internal/benchkit"
 )
 
 type options struct {
@@ -117,23 +113,26 @@ type Results struct {
 func run(o options) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	upURL, err := startUpstream(ctx)
+	upURL, err := benchkit.StartUpstream(ctx)
 	if err != nil {
 		return err
 	}
-	bare, err := startBareHop(ctx, o, upURL)
+	bare, err := benchkit.StartBareHop(ctx, o.barehop, upURL)
 	if err != nil {
 		return err
 	}
-	defer bare.stop()
-	gw, err := startGateway(ctx, o, upURL)
+	defer bare.Stop()
+	gw, err := benchkit.StartGateway(ctx, benchkit.Gateway{
+		Binary: o.binary, UpstreamURL: upURL, Protocol: o.protocol, MaxSessions: o.sessions + 100,
+		Sync: o.sync, AuditSync: o.auditSync, Profile: o.profile,
+	})
 	if err != nil {
 		return err
 	}
-	defer gw.stop()
+	defer gw.Stop()
 	res := Results{Protocol: o.protocol, Sync: o.sync, AuditSync: o.auditSync, Calls: o.calls, Workers: o.workers, Runs: max(o.runs, 1), Sessions: o.sessions}
 	time.Sleep(time.Second)
-	if res.IdleRSSKiB, err = rss(gw.pid()); err != nil {
+	if res.IdleRSSKiB, err = benchkit.RSS(gw.PID()); err != nil {
 		return err
 	}
 	for _, size := range o.sizes {
@@ -147,7 +146,7 @@ func run(o options) error {
 		}
 		res.Sizes = append(res.Sizes, medianSize(runs))
 	}
-	res.EventsPerSync = gw.eventsPerSync()
+	res.EventsPerSync = gw.EventsPerSync()
 	if err := openSessions(ctx, gw, upURL, o, &res); err != nil {
 		return err
 	}
@@ -197,20 +196,20 @@ func medianSize(runs []Size) Size {
 
 type leg struct {
 	name, url, token, tool string
-	proc                   *proc // nil for direct
+	proc                   *benchkit.Proc // nil for direct
 }
 
-func measureSize(ctx context.Context, o options, size int, upURL string, bare, gw *proc) (Size, error) {
+func measureSize(ctx context.Context, o options, size int, upURL string, bare, gw *benchkit.Proc) (Size, error) {
 	legs := []leg{
 		{"direct", upURL, "", "payload", nil},
-		{"bare", bare.url, "", "payload", bare},
-		{"gateway", gw.url, gw.token, "up__payload", gw},
+		{"bare", bare.URL, "", "payload", bare},
+		{"gateway", gw.URL, gw.Token, "up__payload", gw},
 	}
 	res := Size{Bytes: size}
 	out := []*Leg{&res.Direct, &res.Bare, &res.Gateway}
 	sessions := make([]*mcp.ClientSession, len(legs))
 	for i, l := range legs {
-		s, err := connect(ctx, l.url, l.token, o.protocol)
+		s, err := benchkit.Connect(ctx, l.url, l.token, o.protocol)
 		if err != nil {
 			return res, fmt.Errorf("connect %s: %w", l.name, err)
 		}
@@ -244,7 +243,7 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 		}
 	}
 	for j := range legs {
-		out[j].P50us, out[j].P99us = pct(lat[j], 50), pct(lat[j], 99)
+		out[j].P50us, out[j].P99us = benchkit.Pct(lat[j], 50), benchkit.Pct(lat[j], 99)
 		if j > 0 {
 			out[j].AddedP50us = out[j].P50us - out[0].P50us
 		}
@@ -259,8 +258,8 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 			var c0 time.Duration
 			var a0 float64
 			if l.proc != nil {
-				c0, _ = cpuTime(l.proc.pid())
-				a0, _ = l.proc.allocated()
+				c0, _ = benchkit.CPUTime(l.proc.PID())
+				a0, _ = l.proc.Allocated()
 			}
 			n, err := throughput(ctx, l.url, l.token, l.tool, args, o)
 			if err != nil {
@@ -268,8 +267,8 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 			}
 			calls[j] += n
 			if l.proc != nil {
-				c1, _ := cpuTime(l.proc.pid())
-				a1, _ := l.proc.allocated()
+				c1, _ := benchkit.CPUTime(l.proc.PID())
+				a1, _ := l.proc.Allocated()
 				cpu[j] += c1 - c0
 				alloc[j] += a1 - a0
 			}
@@ -291,11 +290,11 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 
 // openSessions opens N agent sessions through the gateway (each opens its
 // own session with the upstream) and measures memory and the time to open.
-func openSessions(ctx context.Context, gw *proc, upURL string, o options, res *Results) error {
+func openSessions(ctx context.Context, gw *benchkit.Proc, upURL string, o options, res *Results) error {
 	if o.sessions == 0 {
 		return nil
 	}
-	before, err := rss(gw.pid())
+	before, err := benchkit.RSS(gw.PID())
 	if err != nil {
 		return err
 	}
@@ -308,7 +307,7 @@ func openSessions(ctx context.Context, gw *proc, upURL string, o options, res *R
 	var viaT, directT []time.Duration
 	for i := 0; i < o.sessions; i++ {
 		t0 := time.Now()
-		s, err := connect(ctx, gw.url, gw.token, o.protocol)
+		s, err := benchkit.Connect(ctx, gw.URL, gw.Token, o.protocol)
 		if err != nil {
 			return fmt.Errorf("session %d: %w", i, err)
 		}
@@ -316,7 +315,7 @@ func openSessions(ctx context.Context, gw *proc, upURL string, o options, res *R
 		open = append(open, s)
 		if i < 100 {
 			t0 = time.Now()
-			d, err := connect(ctx, upURL, "", o.protocol)
+			d, err := benchkit.Connect(ctx, upURL, "", o.protocol)
 			if err != nil {
 				return err
 			}
@@ -325,12 +324,12 @@ func openSessions(ctx context.Context, gw *proc, upURL string, o options, res *R
 		}
 	}
 	time.Sleep(time.Second)
-	if res.SessionsRSSKiB, err = rss(gw.pid()); err != nil {
+	if res.SessionsRSSKiB, err = benchkit.RSS(gw.PID()); err != nil {
 		return err
 	}
 	res.PerSessionBytes = float64(res.SessionsRSSKiB-before) * 1024 / float64(o.sessions)
-	res.SessionOpenGatewayUs, res.SessionOpenDirectUs = pct(viaT, 50), pct(directT, 50)
-	res.UpstreamSessionsOpened = int(upstreamSessions.Load())
+	res.SessionOpenGatewayUs, res.SessionOpenDirectUs = benchkit.Pct(viaT, 50), benchkit.Pct(directT, 50)
+	res.UpstreamSessionsOpened = int(benchkit.UpstreamSessions.Load())
 	return nil
 }
 
@@ -340,7 +339,7 @@ func throughput(ctx context.Context, url, token, tool string, args map[string]an
 	errc := make(chan error, o.workers)
 	sessions := make([]*mcp.ClientSession, o.workers)
 	for w := range sessions {
-		s, err := connect(ctx, url, token, o.protocol)
+		s, err := benchkit.Connect(ctx, url, token, o.protocol)
 		if err != nil {
 			return 0, err
 		}
@@ -368,12 +367,6 @@ func throughput(ctx context.Context, url, token, tool string, args map[string]an
 	return n.Load(), <-errc
 }
 
-func pct(ds []time.Duration, p int) float64 {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return float64(s[(len(s)-1)*p/100].Microseconds())
-}
-
 func print(r Results) {
 	fmt.Printf("MCP protocol %s on both legs; gateway store.synchronous=%s, audit.sync %s, default screening\n", r.Protocol, r.Sync, r.AuditSync)
 	for _, s := range r.Sizes {
@@ -391,220 +384,4 @@ func print(r Results) {
 	fmt.Printf("\ngateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per session, with its upstream session)\n",
 		r.IdleRSSKiB, r.Sessions, r.SessionsRSSKiB, r.PerSessionBytes)
 	fmt.Printf("opening a session (initialize): direct %.0f µs, through the gateway %.0f µs (p50; it opens the upstream session)\n", r.SessionOpenDirectUs, r.SessionOpenGatewayUs)
-}
-
-var upstreamSessions atomic.Int64
-
-// startUpstream serves a payload tool over streamable HTTP on loopback: it
-// returns text of the requested size (prose, as tools mostly return).
-func startUpstream(ctx context.Context) (string, error) {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "bench-upstream", Version: "1"}, &mcp.ServerOptions{
-		InitializedHandler: func(context.Context, *mcp.InitializedRequest) { upstreamSessions.Add(1) },
-	})
-	const prose = "The quarterly review covers shipping, support and the roadmap; each team reports progress, risks and next steps. "
-	srv.AddTool(&mcp.Tool{Name: "payload", Description: "Return text of the given size.", InputSchema: map[string]any{
-		"type": "object", "properties": map[string]any{"size": map[string]any{"type": "integer"}},
-	}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		var a struct{ Size int }
-		json.Unmarshal(req.Params.Arguments, &a)
-		text := strings.Repeat(prose, a.Size/len(prose)+1)[:max(a.Size, 0)]
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
-	go http.Serve(ln, h)
-	go func() { <-ctx.Done(); ln.Close() }()
-	return "http://" + ln.Addr().String() + "/mcp", nil
-}
-
-// proc is a proxy process under measurement.
-type proc struct {
-	cmd     *exec.Cmd
-	url     string
-	token   string
-	metrics string // the gateway's /metrics
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) stop() {
-	p.cmd.Process.Signal(os.Interrupt)
-	p.cmd.Wait()
-}
-
-// allocated is the gateway's total bytes allocated so far (0 without
-// metrics).
-func (p *proc) allocated() (float64, error) {
-	return p.metric("go_memstats_alloc_bytes_total ")
-}
-
-// eventsPerSync is how many audit events an fsync covered on average.
-func (p *proc) eventsPerSync() float64 {
-	sum, _ := p.metric(`portcullis_audit_sync_events_sum{result="ok"} `)
-	n, _ := p.metric(`portcullis_audit_sync_events_count{result="ok"} `)
-	if n == 0 {
-		return 0
-	}
-	return sum / n
-}
-
-func (p *proc) metric(prefix string) (float64, error) {
-	if p.metrics == "" {
-		return 0, nil
-	}
-	resp, err := http.Get(p.metrics)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, errors.New("no " + prefix)
-}
-
-func startBareHop(ctx context.Context, o options, upURL string) (*proc, error) {
-	dir, err := os.MkdirTemp("", "barehop-")
-	if err != nil {
-		return nil, err
-	}
-	target := strings.TrimSuffix(upURL, "/mcp")
-	addrFile := filepath.Join(dir, "addr")
-	cmd := exec.CommandContext(ctx, o.barehop, "-target", target, "-addr-file", addrFile)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	for i := 0; i < 200; i++ {
-		if b, err := os.ReadFile(addrFile); err == nil && len(b) > 0 {
-			return &proc{cmd: cmd, url: "http://" + string(b) + "/mcp"}, nil
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	cmd.Process.Kill()
-	return nil, errors.New("bare hop did not start")
-}
-
-func startGateway(ctx context.Context, o options, upURL string) (*proc, error) {
-	dir, err := os.MkdirTemp("", "portcullis-bench-")
-	if err != nil {
-		return nil, err
-	}
-	agentPort, adminPort := freePort(), freePort()
-	cfg := fmt.Sprintf(`version: 1
-data_dir: %s
-listen: {address: "127.0.0.1:%d", admin: "127.0.0.1:%d"}
-policy: {paths: [policy.cedar]}
-agents: [{name: bench, roles: [bench]}]
-upstreams:
-  - name: up
-    http: {url: %q}
-    protocol_version: %q
-limits: {max_sessions: %d, agent_calls_per_minute: -1, repeat_call_limit: -1}
-store: {synchronous: %s}
-audit: {sync: %s}
-log: {level: warn}
-`, filepath.Join(dir, "data"), agentPort, adminPort, upURL, o.protocol, o.sessions+100, o.sync, o.auditSync)
-	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	pol := `permit (principal in Role::"bench", action == Action::"call_tool", resource in Upstream::"up");`
-	if err := os.WriteFile(filepath.Join(dir, "policy.cedar"), []byte(pol), 0o600); err != nil {
-		return nil, err
-	}
-	out, err := exec.Command(o.binary, "token", "issue", "--config", filepath.Join(dir, "gw.yaml"), "--agent", "bench", "--ttl", "1h").Output()
-	if err != nil {
-		return nil, fmt.Errorf("issue token: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, o.binary, "serve", "--config", filepath.Join(dir, "gw.yaml"))
-	cmd.Stderr = os.Stderr
-	if o.profile != "" {
-		cmd.Env = append(os.Environ(), "PORTCULLIS_CPUPROFILE="+o.profile)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	g := &proc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", agentPort), token: strings.TrimSpace(string(out)),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)}
-	for i := 0; i < 200; i++ {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return g, nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	g.stop()
-	return nil, errors.New("gateway did not become ready")
-}
-
-func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type bearer struct {
-	token string
-	t     *http.Transport
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	if b.token != "" {
-		r = r.Clone(r.Context())
-		r.Header.Set("Authorization", "Bearer "+b.token)
-	}
-	return b.t.RoundTrip(r)
-}
-
-// connect opens a client session with connections of its own, as a
-// separate agent process would have.
-func connect(ctx context.Context, url, token, protocol string) (*mcp.ClientSession, error) {
-	c := mcp.NewClient(&mcp.Implementation{Name: "bench-client", Version: "1"}, nil)
-	hc := &http.Client{Transport: bearer{token, &http.Transport{MaxIdleConnsPerHost: 4}}}
-	t := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, DisableStandaloneSSE: true}
-	return c.Connect(ctx, t, &mcp.ClientSessionOptions{ProtocolVersion: protocol})
-}
-
-// rss reads a process's resident set size in KiB from /proc.
-func rss(pid int) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-		}
-	}
-	return 0, errors.New("no VmRSS")
-}
-
-// cpuTime reads a process's user and system CPU time from /proc.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command (which may hold spaces) in parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ = 100
 }

@@ -39,12 +39,37 @@ type slots struct {
 	hold time.Duration
 }
 
-// flow is one agent's share: the slots it holds (by task) and its calls
-// waiting, in arrival order.
+// flow is one agent's share: the slots it holds and its calls waiting,
+// by task.
 type flow struct {
+	held   int
+	queued int
+	tasks  map[string]*taskFlow
+}
+
+// taskFlow is one task's share within its agent's, its calls waiting in
+// arrival order.
+type taskFlow struct {
 	held    int
-	tasks   map[string]int
 	waiting []*waiter
+}
+
+// head is the longest-waiting call of the flow's tasks with the fewest
+// slots held (nil when none waits).
+func (f *flow) head() (*taskFlow, *waiter) {
+	var bt *taskFlow
+	for _, t := range f.tasks {
+		if len(t.waiting) == 0 {
+			continue
+		}
+		if bt == nil || t.held < bt.held || t.held == bt.held && t.waiting[0].seq < bt.waiting[0].seq {
+			bt = t
+		}
+	}
+	if bt == nil {
+		return nil, nil
+	}
+	return bt, bt.waiting[0]
 }
 
 type waiter struct {
@@ -86,8 +111,9 @@ func (s *slots) acquire(ctx context.Context, agent, task string, timeout time.Du
 	}
 	s.seq++
 	w := &waiter{agent: agent, task: task, seq: s.seq, ready: make(chan struct{})}
-	f := s.flow(agent)
-	f.waiting = append(f.waiting, w)
+	tf := s.taskFlow(agent, task)
+	tf.waiting = append(tf.waiting, w)
+	s.flows[agent].queued++
 	s.queued++
 	s.mu.Unlock()
 
@@ -113,34 +139,45 @@ func (s *slots) acquire(ctx context.Context, agent, task string, timeout time.Du
 		s.release(agent, task, 0)
 		return nil, waited, err
 	}
-	f = s.flows[agent]
-	f.waiting = slices.DeleteFunc(f.waiting, func(x *waiter) bool { return x == w })
+	tf = s.flows[agent].tasks[task]
+	tf.waiting = slices.DeleteFunc(tf.waiting, func(x *waiter) bool { return x == w })
+	s.flows[agent].queued--
 	s.queued--
-	s.forget(agent, f)
+	s.forget(agent, task)
 	s.mu.Unlock()
 	return nil, waited, err
 }
 
-func (s *slots) flow(agent string) *flow {
+// taskFlow returns agent's task's share, creating what is missing.
+func (s *slots) taskFlow(agent, task string) *taskFlow {
 	f := s.flows[agent]
 	if f == nil {
-		f = &flow{tasks: map[string]int{}}
+		f = &flow{tasks: map[string]*taskFlow{}}
 		s.flows[agent] = f
 	}
-	return f
+	t := f.tasks[task]
+	if t == nil {
+		t = &taskFlow{}
+		f.tasks[task] = t
+	}
+	return t
 }
 
-// forget drops an agent's flow once it neither holds nor waits.
-func (s *slots) forget(agent string, f *flow) {
-	if f.held == 0 && len(f.waiting) == 0 {
+// forget drops a task's share, and its agent's, once it neither holds nor
+// waits.
+func (s *slots) forget(agent, task string) {
+	f := s.flows[agent]
+	if t := f.tasks[task]; t.held == 0 && len(t.waiting) == 0 {
+		delete(f.tasks, task)
+	}
+	if f.held == 0 && f.queued == 0 {
 		delete(s.flows, agent)
 	}
 }
 
 func (s *slots) take(agent, task string) {
-	f := s.flow(agent)
-	f.held++
-	f.tasks[task]++
+	s.taskFlow(agent, task).held++
+	s.flows[agent].held++
 	s.used++
 }
 
@@ -152,39 +189,38 @@ func (s *slots) release(agent, task string, held time.Duration) {
 	}
 	f := s.flows[agent]
 	f.held--
-	if f.tasks[task]--; f.tasks[task] == 0 {
-		delete(f.tasks, task)
-	}
+	f.tasks[task].held--
 	s.used--
-	s.forget(agent, f)
+	s.forget(agent, task)
 	for s.used < s.capacity && s.queued > 0 {
 		s.grantNext()
 	}
 }
 
-// grantNext gives a slot to the next waiter by the fairness rule.
+// grantNext gives a slot to the next waiter by the fairness rule: the
+// agent holding the fewest slots, then its task holding the fewest, then
+// the longest waiting. The cost is in the agents and tasks waiting, not
+// the calls.
 func (s *slots) grantNext() {
-	var best *flow
+	var bf *flow
+	var bt *taskFlow
+	var bw *waiter
 	for _, f := range s.flows {
-		if len(f.waiting) == 0 {
+		if f.queued == 0 {
 			continue
 		}
-		if best == nil || f.held < best.held || f.held == best.held && f.waiting[0].seq < best.waiting[0].seq {
-			best = f
+		t, w := f.head()
+		if bf == nil || f.held < bf.held || f.held == bf.held && w.seq < bw.seq {
+			bf, bt, bw = f, t, w
 		}
 	}
-	i := 0
-	for j, w := range best.waiting {
-		if best.tasks[w.task] < best.tasks[best.waiting[i].task] {
-			i = j
-		}
-	}
-	w := best.waiting[i]
-	best.waiting = slices.Delete(best.waiting, i, i+1)
+	bt.waiting[0] = nil
+	bt.waiting = bt.waiting[1:]
+	bf.queued--
 	s.queued--
-	s.take(w.agent, w.task)
-	w.granted = true
-	close(w.ready)
+	s.take(bw.agent, bw.task)
+	bw.granted = true
+	close(bw.ready)
 }
 
 // byAgent is each present agent's share: slots held and calls waiting.
@@ -193,7 +229,7 @@ func (s *slots) byAgent() []metrics.AgentSlotUse {
 	defer s.mu.Unlock()
 	out := make([]metrics.AgentSlotUse, 0, len(s.flows))
 	for agent, f := range s.flows {
-		out = append(out, metrics.AgentSlotUse{Agent: agent, InUse: f.held, Queued: len(f.waiting)})
+		out = append(out, metrics.AgentSlotUse{Agent: agent, InUse: f.held, Queued: f.queued})
 	}
 	return out
 }
