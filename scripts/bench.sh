@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Performance figures for docs/performance.md: the in-process pipeline
-# benchmarks (go test -bench) and the round-trip harness, which measures
-# direct and gateway calls interleaved in one run and prints the ratios.
+# benchmarks (go test -bench), the round-trip harness, which measures
+# direct, bare-hop and gateway calls interleaved in one run and prints the
+# ratios, and with SOAK=1 the soak under 200 and 1,000 concurrent sessions
+# (about 25 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/results
@@ -31,3 +33,9 @@ go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/res
 echo
 echo "== the same with store.synchronous=normal (no fsync)"
 go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"
+
+if [ "${SOAK:-0}" = 1 ]; then
+  echo
+  echo "== soak: 200 and 1,000 concurrent sessions, ten minutes each, against 16 in the same run"
+  go run ./bench/soak -portcullis bench/results/portcullis -sessions 200,1000 -duration "${SOAK_DURATION:-10m}" | tee bench/results/soak.txt
+fi

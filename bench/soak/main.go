@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&o.size, "size", 64, "result size in bytes")
 	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "length of each soak")
 	flag.DurationVar(&o.baselineFor, "baseline-duration", time.Minute, "length of the baseline")
-	flag.DurationVar(&o.warmup, "warmup", 30*time.Second, "start of each phase left out of the figures")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Minute, "start of each phase left out of the figures (caches and the heap fill up)")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "interval between memory samples")
 	flag.Parse()
 	for _, s := range strings.Split(levels, ",") {
@@ -77,6 +77,7 @@ type phase struct {
 	callsPerS      float64
 	cpuPerCallUs   float64
 	rss            []int // KiB, sampled after the warm-up
+	heap           []int // KiB of Go heap in use, sampled with rss
 }
 
 func run(o options) error {
@@ -202,6 +203,8 @@ func soak(ctx context.Context, o options, gw *benchkit.Proc, agents []string, n 
 	for now := time.Now(); now.Before(end); now = time.Now() {
 		if kib, err := benchkit.RSS(gw.PID()); err == nil {
 			p.rss = append(p.rss, kib)
+			heap, _ := gw.Metric("go_memstats_heap_inuse_bytes ")
+			p.heap = append(p.heap, int(heap/1024))
 		}
 		time.Sleep(min(o.sample, time.Until(end)))
 	}
@@ -230,14 +233,20 @@ func report(p, base *phase) {
 	fmt.Printf("  throughput %.0f calls/s (%.2fx the %d-session figure; aim ≥ 1), gateway CPU %.0f µs per call (%.2fx)\n",
 		p.callsPerS, p.callsPerS/base.callsPerS, base.sessions, p.cpuPerCallUs, p.cpuPerCallUs/base.cpuPerCallUs)
 	if len(p.rss) > 0 {
-		lo, hi := p.rss[0], p.rss[0]
-		for _, v := range p.rss {
-			lo, hi = min(lo, v), max(hi, v)
-		}
-		verdict := "flat"
-		if float64(hi-lo) > 0.1*float64(lo) {
-			verdict = "NOT flat"
-		}
-		fmt.Printf("  RSS over time (KiB, every sample after the warm-up): %v\n  RSS min %d, max %d: %s within 10%%\n", p.rss, lo, hi, verdict)
+		fmt.Printf("  RSS over time (KiB, every sample after the warm-up): %v\n  %s\n", p.rss, flatness("RSS", p.rss))
+		fmt.Printf("  Go heap in use (KiB, same samples): %v\n  %s\n", p.heap, flatness("Go heap", p.heap))
 	}
+}
+
+// flatness says whether samples stay within 10% of their least.
+func flatness(what string, v []int) string {
+	lo, hi := v[0], v[0]
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	verdict := "flat"
+	if float64(hi-lo) > 0.1*float64(lo) {
+		verdict = "NOT flat"
+	}
+	return fmt.Sprintf("%s min %d, max %d KiB: %s within 10%%", what, lo, hi, verdict)
 }

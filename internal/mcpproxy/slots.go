@@ -24,7 +24,9 @@ var (
 // fewest; among equals, to the one waiting longest. So an agent's burst
 // queues behind itself, not in front of everyone: another agent's call
 // waits for at most the next freed slot while the bursting agent holds
-// more than it does.
+// more than it does. Nor can one agent fill the queue to shut others out:
+// when it is full, the agent with the most calls waiting gives up its
+// newest place to an agent with fewer (see pushOut).
 type slots struct {
 	capacity int
 	maxQueue int
@@ -75,8 +77,9 @@ func (f *flow) head() (*taskFlow, *waiter) {
 type waiter struct {
 	agent, task string
 	seq         uint64
-	ready       chan struct{} // closed when granted
+	ready       chan struct{} // closed when granted or pushed out
 	granted     bool
+	pushedOut   bool // its place went to another agent's call
 }
 
 func newSlots(capacity, maxQueue int) *slots {
@@ -105,7 +108,7 @@ func (s *slots) acquire(ctx context.Context, agent, task string, timeout time.Du
 		s.mu.Unlock()
 		return &slot{s: s, agent: agent, task: task, since: time.Now()}, 0, nil
 	}
-	if s.queued >= s.maxQueue {
+	if s.queued >= s.maxQueue && !s.pushOut(agent) {
 		s.mu.Unlock()
 		return nil, 0, errQueueFull
 	}
@@ -123,6 +126,9 @@ func (s *slots) acquire(ctx context.Context, agent, task string, timeout time.Du
 	var err error
 	select {
 	case <-w.ready:
+		if w.pushedOut {
+			err = errQueueFull
+		}
 	case <-t.C:
 		err = errQueueTimeout
 	case <-ctx.Done():
@@ -133,6 +139,10 @@ func (s *slots) acquire(ctx context.Context, agent, task string, timeout time.Du
 		return &slot{s: s, agent: agent, task: task, since: time.Now()}, waited, nil
 	}
 	s.mu.Lock()
+	if w.pushedOut {
+		s.mu.Unlock()
+		return nil, waited, err
+	}
 	if w.granted {
 		// Granted as the wait ended: give the slot to the next in line.
 		s.mu.Unlock()
@@ -221,6 +231,43 @@ func (s *slots) grantNext() {
 	s.take(bw.agent, bw.task)
 	bw.granted = true
 	close(bw.ready)
+}
+
+// pushOut makes room in a full queue for a call of agent: the newest call
+// of the agent with the most calls waiting gives up its place, if that
+// agent has at least two more waiting than agent has. So the queue's bound
+// cannot be filled by one agent to shut the others out: an agent with few
+// calls waiting always finds a place. It reports whether it made room.
+func (s *slots) pushOut(agent string) bool {
+	var mine int
+	if f := s.flows[agent]; f != nil {
+		mine = f.queued
+	}
+	var bf *flow
+	for _, f := range s.flows {
+		if bf == nil || f.queued > bf.queued {
+			bf = f
+		}
+	}
+	if bf == nil || bf.queued < mine+2 {
+		return false
+	}
+	var bt *taskFlow
+	for _, t := range bf.tasks {
+		if n := len(t.waiting); n > 0 && (bt == nil || t.waiting[n-1].seq > bt.waiting[len(bt.waiting)-1].seq) {
+			bt = t
+		}
+	}
+	n := len(bt.waiting)
+	w := bt.waiting[n-1]
+	bt.waiting[n-1] = nil
+	bt.waiting = bt.waiting[:n-1]
+	bf.queued--
+	s.queued--
+	w.pushedOut = true
+	close(w.ready)
+	s.forget(w.agent, w.task)
+	return true
 }
 
 // byAgent is each present agent's share: slots held and calls waiting.

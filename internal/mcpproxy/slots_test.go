@@ -178,6 +178,51 @@ func TestSlotsGreedyAgentCannotStarveAnother(t *testing.T) {
 	}
 }
 
+// TestSlotsGreedyAgentCannotFillTheQueue: with the queue full of one
+// agent's calls, another agent's call takes the place of the greedy
+// agent's newest, which is shed; the greedy agent cannot push back.
+func TestSlotsGreedyAgentCannotFillTheQueue(t *testing.T) {
+	t.Parallel()
+	s := newSlots(2, 4)
+	held, _, _ := s.acquire(context.Background(), "greedy", "", time.Second)
+	held2, _, _ := s.acquire(context.Background(), "greedy", "", time.Second)
+	var greedy []*grantee
+	for range 4 {
+		greedy = append(greedy, start(s, "greedy", "", time.Minute))
+		waitQueued(t, s, len(greedy))
+	}
+	// The greedy agent finds the queue full of its own calls.
+	if _, _, err := s.acquire(context.Background(), "greedy", "", time.Minute); !errors.Is(err, errQueueFull) {
+		t.Fatalf("greedy agent's fifth queued call: %v", err)
+	}
+	other := start(s, "other", "", time.Minute)
+	<-greedy[3].done
+	if !errors.Is(greedy[3].err, errQueueFull) {
+		t.Fatalf("the greedy agent's newest call: %v, want errQueueFull", greedy[3].err)
+	}
+	waitQueued(t, s, 4)
+	// Nor does the greedy agent get the place back.
+	if _, _, err := s.acquire(context.Background(), "greedy", "", time.Minute); !errors.Is(err, errQueueFull) {
+		t.Fatalf("greedy agent's call into a full queue: %v", err)
+	}
+	// The greedy agent still holds a slot, the other none: the freed slot
+	// goes to the other agent's call although greedy's have waited longer.
+	held.release()
+	<-other.done
+	if other.err != nil || greedy[0].granted() {
+		t.Fatalf("the other agent's call: %v; greedy's first granted first: %v", other.err, greedy[0].granted())
+	}
+	other.sl.release()
+	held2.release()
+	for _, g := range greedy[:3] {
+		<-g.done
+		g.sl.release()
+	}
+	if l := s.load(); l.Used != 0 || l.Queued != 0 || len(s.flows) != 0 {
+		t.Fatalf("after all: %+v, %d flows", l, len(s.flows))
+	}
+}
+
 func TestSlotsFairBetweenTasksOfOneAgent(t *testing.T) {
 	t.Parallel()
 	s := newSlots(2, 100)
@@ -249,5 +294,19 @@ func TestSlotsStress(t *testing.T) {
 	}
 	if l := s.load(); l.Used != 0 || l.Queued != 0 || len(s.flows) != 0 {
 		t.Errorf("left behind: %+v, %d flows", l, len(s.flows))
+	}
+}
+
+// BenchmarkSlotsFree is what every relayed call pays when a slot is free.
+func BenchmarkSlotsFree(b *testing.B) {
+	s := newSlots(64, 1024)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		sl, _, err := s.acquire(ctx, "agent", "", time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sl.release()
 	}
 }
