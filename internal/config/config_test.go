@@ -1,9 +1,12 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 func TestParseAppliesDefaults(t *testing.T) {
@@ -108,13 +111,49 @@ func TestScreeningRulesOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules := c.ScreeningRules()
-	if len(rules) < 2 || rules[0].Upstreams[0] != "a" || rules[0].Action != "redact" || rules[1].Category != "secret" {
-		t.Errorf("defaults after the upstream's redact rule: %+v", rules)
+	rules, defaults := c.ScreeningRules()
+	if len(rules) != 1 || rules[0].Upstreams[0] != "a" || rules[0].Action != "redact" || !defaults {
+		t.Errorf("the upstream's redact rule, then the defaults: %+v %v", rules, defaults)
 	}
 	c, err = Parse([]byte("version: 1\nscreening: {rules: []}\n"), ".")
-	if err != nil || len(c.ScreeningRules()) != 0 {
-		t.Errorf("explicit empty rules: %v %+v", err, c.ScreeningRules())
+	if rules, defaults := c.ScreeningRules(); err != nil || len(rules) != 0 || defaults {
+		t.Errorf("explicit empty rules: %v %+v %v", err, rules, defaults)
+	}
+}
+
+// TestScreeningVocabulary: configuration accepts exactly the names the
+// screening engine knows, and what it accepts the engine accepts.
+func TestScreeningVocabulary(t *testing.T) {
+	t.Parallel()
+	pii := append([]string{screen.PIIEmail, screen.PIIPaymentCard, screen.PIIIBAN, screen.PIIUSSSN, screen.PIIPhone, screen.PIIIPAddress}, screen.NationalIDTypes...)
+	if !slices.Equal(RedactCategories, pii) {
+		t.Errorf("personal-data types: configuration %v, screening %v", RedactCategories, pii)
+	}
+	if !slices.Equal(ScreeningCategories, screen.Categories) {
+		t.Errorf("categories: configuration %v, screening %v", ScreeningCategories, screen.Categories)
+	}
+	if !slices.Equal(ScreeningDirections, []string{screen.DirArguments, screen.DirResult}) {
+		t.Errorf("directions: %v", ScreeningDirections)
+	}
+	for _, cat := range append(ScreeningCategories, "malware") {
+		for _, dir := range append(ScreeningDirections, "", "prompt") {
+			for _, action := range append(ScreeningActions, "quarantine") {
+				for _, labels := range [][]string{nil, {"untrusted_input"}} {
+					r := ScreeningRule{Category: cat, Direction: dir, Action: action, Labels: labels}
+					mine := len(r.validate("r", nil)) == 0
+					sr := screen.Rule(r)
+					if theirs := sr.Validate() == nil; mine != theirs {
+						t.Errorf("%+v: configuration accepts %v, screening %v", r, mine, theirs)
+					}
+				}
+			}
+		}
+	}
+	for _, r := range screen.DefaultRules() {
+		cr := ScreeningRule(r)
+		if errs := cr.validate("default", nil); len(errs) > 0 {
+			t.Errorf("a default rule configuration would refuse: %+v: %v", r, errs)
+		}
 	}
 }
 

@@ -3,34 +3,72 @@ package config
 import (
 	"fmt"
 	"slices"
-
-	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Screening configures content screening: which detections get which
-// action (docs/screening.md). Leaving it out applies screen.DefaultRules.
+// action (docs/screening.md). Leaving it out applies the screening
+// engine's default rules.
 type Screening struct {
 	// Rules are tried in order for each detection; the first match
 	// decides. Nil: the default rules. An empty list: detect nothing
 	// (upstreams' redact settings still apply).
-	Rules *[]screen.Rule `json:"rules,omitempty"`
+	Rules *[]ScreeningRule `json:"rules,omitempty"`
 }
 
-// ScreeningRules are the rules in force: each upstream's redact list
-// first (masking those personal-data types in its results), then the
-// configured rules or the defaults.
-func (c *Config) ScreeningRules() []screen.Rule {
-	var rules []screen.Rule
+// ScreeningRule maps detections to an action. It is configuration's form
+// of the screening engine's rule (the gateway converts it, and the engine
+// checks it again): configuration has its own type so that loading it
+// does not link the detectors. The names it accepts are the engine's; a
+// test keeps the two vocabularies equal.
+type ScreeningRule struct {
+	// Category is the detector: prompt_injection, secret, personal_data,
+	// exfiltration.
+	Category string `json:"category"`
+	// Direction limits the rule to arguments or result (empty: both).
+	Direction string `json:"direction,omitempty"`
+	// Types limits the rule to these finding rules: personal-data types,
+	// gitleaks rule IDs, injection techniques or exfiltration rules.
+	// Empty: all.
+	Types []string `json:"types,omitempty"`
+	// Upstreams limits the rule to content from or to these upstreams
+	// (empty: all).
+	Upstreams []string `json:"upstreams,omitempty"`
+	// MinScore ignores detections scoring lower (0: the detector's own
+	// threshold).
+	MinScore float64 `json:"min_score,omitempty"`
+	// Action is allow, flag, redact, block or label.
+	Action string `json:"action"`
+	// Labels are added to the session by the label action (and by any
+	// other action, when given).
+	Labels []string `json:"labels,omitempty"`
+}
+
+// The screening vocabulary: detector categories, directions, actions and
+// the personal-data types redaction can mask.
+var (
+	ScreeningCategories = []string{"prompt_injection", "secret", "personal_data", "exfiltration"}
+	ScreeningDirections = []string{"arguments", "result"}
+	ScreeningActions    = []string{"allow", "flag", "redact", "block", "label"}
+	// RedactCategories are the personal-data types redaction can mask.
+	RedactCategories = []string{"email", "payment_card", "iban", "us_ssn", "phone", "ip_address",
+		"es_nif", "fi_hetu", "se_personnummer", "ca_sin", "uk_nhs", "in_aadhaar", "tr_tckn", "pl_pesel"}
+)
+
+// ScreeningRules are the rules in force: each upstream's redact list first
+// (masking those personal-data types in its results), then the configured
+// rules. defaults reports that configuration names no rules, so the
+// engine's default rules follow these.
+func (c *Config) ScreeningRules() (rules []ScreeningRule, defaults bool) {
 	for _, u := range c.Upstreams {
 		if len(u.Redact) > 0 {
-			rules = append(rules, screen.Rule{Category: screen.CategoryPersonal, Direction: screen.DirResult,
-				Types: slices.Clone(u.Redact), Upstreams: []string{u.Name}, Action: screen.ActionRedact})
+			rules = append(rules, ScreeningRule{Category: "personal_data", Direction: "result",
+				Types: slices.Clone(u.Redact), Upstreams: []string{u.Name}, Action: "redact"})
 		}
 	}
 	if c.Screening.Rules == nil {
-		return append(rules, screen.DefaultRules()...)
+		return rules, true
 	}
-	return append(rules, *c.Screening.Rules...)
+	return append(rules, *c.Screening.Rules...), false
 }
 
 func (s *Screening) validate(upstreams map[string]bool) []error {
@@ -39,23 +77,46 @@ func (s *Screening) validate(upstreams map[string]bool) []error {
 	}
 	var errs []error
 	for i, r := range *s.Rules {
-		at := fmt.Sprintf("screening.rules[%d]", i)
-		if err := r.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", at, err))
-		}
-		for _, u := range r.Upstreams {
-			if !upstreams[u] {
-				errs = append(errs, fmt.Errorf("%s.upstreams: %q is not a configured upstream", at, u))
-			}
-		}
-		if r.Category == screen.CategoryPersonal {
-			for _, t := range r.Types {
-				if !slices.Contains(RedactCategories, t) {
-					errs = append(errs, fmt.Errorf("%s.types: %q is not a personal-data type %v", at, t, RedactCategories))
-				}
-			}
-		}
-		errs = append(errs, validLabels(at+".labels", r.Labels)...)
+		errs = append(errs, r.validate(fmt.Sprintf("screening.rules[%d]", i), upstreams)...)
 	}
 	return errs
+}
+
+func (r *ScreeningRule) validate(at string, upstreams map[string]bool) []error {
+	var errs []error
+	add := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf(at+": "+format, a...))
+	}
+	if !slices.Contains(ScreeningCategories, r.Category) {
+		add("category %q is not one of %v", r.Category, ScreeningCategories)
+	}
+	if r.Direction != "" && !slices.Contains(ScreeningDirections, r.Direction) {
+		add("direction %q is not one of %v", r.Direction, ScreeningDirections)
+	}
+	switch {
+	case !slices.Contains(ScreeningActions, r.Action):
+		add("action %q is not one of %v", r.Action, ScreeningActions)
+	case r.Action == "redact" && r.Direction != "result":
+		// Arguments are bound to the decision and to approvals by their
+		// digest; masking them would forward what nobody decided on.
+		add("action redact applies to results only: set direction: result (block arguments instead)")
+	case r.Action == "label" && len(r.Labels) == 0:
+		add("action label needs labels")
+	}
+	if r.MinScore < 0 || r.MinScore > 1 {
+		add("min_score %v is outside 0..1", r.MinScore)
+	}
+	for _, u := range r.Upstreams {
+		if !upstreams[u] {
+			add("upstreams: %q is not a configured upstream", u)
+		}
+	}
+	if r.Category == "personal_data" {
+		for _, t := range r.Types {
+			if !slices.Contains(RedactCategories, t) {
+				add("types: %q is not a personal-data type %v", t, RedactCategories)
+			}
+		}
+	}
+	return append(errs, validLabels(at+".labels", r.Labels)...)
 }

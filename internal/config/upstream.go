@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // Tool is the operator's classification of a tool, which replaces the one
@@ -163,9 +161,6 @@ func (u *Upstream) SpareProcesses() int {
 	}
 	return DefaultStdioSpares
 }
-
-// RedactCategories are the personal-data categories redaction can mask.
-var RedactCategories = append([]string{screen.PIIEmail, screen.PIIPaymentCard, screen.PIIIBAN, screen.PIIUSSSN, screen.PIIPhone, screen.PIIIPAddress}, screen.NationalIDTypes...)
 
 // StdioServer launches a local MCP server. Its environment is exactly Env:
 // nothing is inherited from Portcullis' own environment.

@@ -170,7 +170,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
-	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, OnEvent: g.pinEvent}
+	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
 	if cfg.Manifests.RequireSigned {
 		if g.pins.Manifests, refused, err = loadManifests(cfg); err != nil {
@@ -178,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	screener, err := screen.NewScreener(cfg.ScreeningRules())
+	screener, err := screen.NewScreener(screeningRules(cfg))
 	if err != nil {
 		g.store.Close()
 		return nil, fmt.Errorf("screening: %w", err)

@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
@@ -179,4 +182,10 @@ func loadManifests(cfg *config.Config) (map[string]*toolreg.Manifest, map[string
 		}
 	}
 	return ok, refused, nil
+}
+
+// inspectTool is the tool registry's definition checks: content
+// screening's, and shadowing of the other upstreams' tools.
+func inspectTool(t *mcp.Tool, others map[string]string) []string {
+	return screen.ToolFindings(screen.ToolDef{Name: t.Name, Title: t.Title, Description: t.Description, InputSchema: t.InputSchema}, others)
 }

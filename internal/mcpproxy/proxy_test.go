@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 	"github.com/portcullis-dev/portcullis/internal/transport"
@@ -431,7 +432,9 @@ func TestRugPullByListChanged(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": up}, func(o *Options, st *store.SQLite) {
-		o.Pinning = &toolreg.Registry{Store: st, Mode: toolreg.ModeTOFU, Now: clock}
+		o.Pinning = &toolreg.Registry{Store: st, Mode: toolreg.ModeTOFU, Now: clock, Inspect: func(t *mcp.Tool, others map[string]string) []string {
+			return screen.ToolFindings(screen.ToolDef{Name: t.Name, Title: t.Title, Description: t.Description, InputSchema: t.InputSchema}, others)
+		}}
 	})
 	changed := make(chan struct{}, 10)
 	s := r.agent(&mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} }})

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -98,6 +99,13 @@ type Registry struct {
 	// Manifests, when set for an upstream, decide alone which definitions
 	// it may serve (pins are still recorded).
 	Manifests map[string]*Manifest
+	// Inspect finds what is suspicious in a definition, one line each
+	// (others maps the tool names of other upstreams to their upstream,
+	// for shadowing); any finding blocks automatic approval. The checks
+	// are content screening's, injected by the gateway so that the
+	// registry (and the store beneath it) do not link the detectors.
+	// Required: Admit refuses to run without it.
+	Inspect func(t *mcp.Tool, others map[string]string) []string
 
 	mu    sync.Mutex
 	first map[string]firstSight // upstreams first seen by this process with no pins
@@ -113,6 +121,9 @@ type firstSight struct {
 // session identifies the upstream's connection (it changes when the
 // upstream restarts).
 func (r *Registry) Admit(ctx context.Context, upstream string, session int64, tools []*mcp.Tool) ([]*mcp.Tool, error) {
+	if r.Inspect == nil {
+		return nil, errors.New("admit tools: the registry has no definition checks (Inspect)")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pins, err := r.Store.Pins(ctx, upstream)
@@ -183,7 +194,7 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 			reason = "reappeared under a new name (was " + approvedDesc[t.Description] + ")"
 		}
 		p := Pin{Upstream: upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: reason, SeenAt: now.UTC()}
-		findings := Findings(t, others)
+		findings := r.Inspect(t, others)
 		switch {
 		case len(findings) > 0:
 			// Findings block automatic approval, first use or not.

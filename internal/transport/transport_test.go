@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
@@ -225,21 +226,31 @@ func TestHTTPReusesConnections(t *testing.T) {
 	client := &http.Client{Transport: NewHTTPTransport(http.DefaultTransport.(*http.Transport), 4)}
 	c := NewHTTPConn(ts.URL, client, nil, 1<<20, 64, nil)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Each call's connection must go back to the pool (the stream read to
+	// its end in the background) before the next call starts.
+	idle := make(chan error, 1)
+	trace := &httptrace.ClientTrace{PutIdleConn: func(err error) { idle <- err }}
+	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), 10*time.Second)
 	defer cancel()
-	const calls = 50
+	const calls = 20
 	for i := range calls {
 		call := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"work"}}`, i+2)
 		res, err := c.RoundTrip(ctx, parse(t, call), func(*wire.Message) {})
 		if err != nil || res.Kind != wire.Response {
 			t.Fatalf("call %d: %v %v", i, res, err)
 		}
+		select {
+		case err := <-idle:
+			if err != nil {
+				t.Fatalf("call %d: its connection was not kept: %v", i, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("call %d: its connection never went back to the pool", i)
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// A call may start while the previous stream is still ending, so a
-	// few connections take turns; without reuse there would be one per call.
-	if opened > calls/2 {
+	if opened != 1 {
 		t.Fatalf("%d calls opened %d connections", calls, opened)
 	}
 }
