@@ -92,7 +92,7 @@ func printEvent(w io.Writer, e *audit.Event, asJSON bool) error {
 	field("method", e.Method)
 	field("target", e.Target)
 	field("upstream", e.Upstream)
-	field("code", e.Code)
+	field("code", string(e.Code))
 	if len(e.Policies) > 0 {
 		field("policies", strings.Join(e.Policies, ","))
 	}

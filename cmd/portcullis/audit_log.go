@@ -315,7 +315,7 @@ func replayCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			e := r.Event
-			fmt.Fprintf(w, "event %d: %s %s by %s: recorded %s (%s) under %s\n", e.Seq, e.Action, e.Target, e.Agent, e.Outcome, orDash(e.Code), e.PolicyVersion)
+			fmt.Fprintf(w, "event %d: %s %s by %s: recorded %s (%s) under %s\n", e.Seq, e.Action, e.Target, e.Agent, e.Outcome, orDash(string(e.Code)), e.PolicyVersion)
 			if e.Input.Redactions > 0 {
 				fmt.Fprintf(w, "note: %d argument values were redacted when recorded and are replayed as their hashes\n", e.Input.Redactions)
 			}
@@ -324,7 +324,7 @@ func replayCmd() *cobra.Command {
 				if d.Allow {
 					out = "allow"
 				}
-				fmt.Fprintf(w, "%-9s %-5s %-20s policies=%s version=%s\n", label, out, orDash(d.Code), orDash(strings.Join(d.Policies, ",")), d.Version)
+				fmt.Fprintf(w, "%-9s %-5s %-20s policies=%s version=%s\n", label, out, orDash(string(d.Code)), orDash(strings.Join(d.Policies, ",")), d.Version)
 			}
 			show("recorded", r.Recorded)
 			show("current", r.Current)

@@ -15,7 +15,7 @@ import (
 )
 
 func benchEvent(i int) *Event {
-	e := NewEvent(TypeDecision, time.Now())
+	e := Decision(TypeDecision, time.Now(), Subject{}, "")
 	e.Outcome, e.Agent, e.Method, e.Action = OutcomeAllow, "agent-7", "tools/call", "call_tool"
 	e.Target, e.Upstream, e.RequestID = "files__read_text_file", "files", fmt.Sprintf("REQ%012d", i)
 	e.PolicyVersion = "sha256:8e1b0c1f5d7a2b33a1f0b7e9d64c2a8f8b5c0d2e3f4a5b6c7d8e9f0a1b2c3d4e"

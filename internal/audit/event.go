@@ -4,47 +4,49 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
-// Event types. docs/audit-events.md documents each one and its fields.
+// Type is what an event concerns. docs/audit-events.md documents each one
+// and its fields.
+type Type string
+
+// Event types.
 const (
-	TypeDecision     = "decision"          // a policy decision on an agent request (allow or deny)
-	TypeAuthn        = "authn"             // an authentication failure at the gateway
-	TypeProtocol     = "protocol"          // a message refused before policy (limits, unknown method, malformed)
-	TypeUpstream     = "upstream"          // an upstream started, stopped, crashed or changed its lists
-	TypeServer       = "server_request"    // a request from an upstream towards an agent (sampling, ...)
-	TypeToken        = "token_issued"      // an agent token was minted
-	TypeLifecyle     = "gateway_lifecycle" // the gateway started or stopped, with its policy version
-	TypeRetention    = "retention"         // old event bodies were pruned
-	TypePolicy       = "policy_change"     // a policy bundle was loaded or rejected
-	TypePrivilege    = "privilege_change"  // a just-in-time grant was created, revoked or expired
-	TypeApproval     = "approval"          // a reviewer approved or denied a held call
-	TypeSupplyChain  = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
-	TypeIdentity     = "identity"          // an agent SVID or join token was issued, rotated or refused
-	TypeSessionLabel = "session_label"     // a session acquired data-flow labels from what it read
-	TypeScreening    = "screening"         // content screening acted on a message (redacted, ...)
+	TypeDecision     Type = "decision"          // a policy decision on an agent request (allow or deny)
+	TypeAuthn        Type = "authn"             // an authentication failure at the gateway
+	TypeProtocol     Type = "protocol"          // a message refused before policy (limits, unknown method, malformed)
+	TypeUpstream     Type = "upstream"          // an upstream started, stopped, crashed or changed its lists
+	TypeServer       Type = "server_request"    // a request from an upstream towards an agent (sampling, ...)
+	TypeToken        Type = "token_issued"      // an agent token was minted
+	TypeLifecycle    Type = "gateway_lifecycle" // the gateway started or stopped, with its policy version
+	TypeRetention    Type = "retention"         // old event bodies were pruned
+	TypePolicy       Type = "policy_change"     // a policy bundle was loaded or rejected
+	TypePrivilege    Type = "privilege_change"  // a just-in-time grant was created, revoked or expired
+	TypeApproval     Type = "approval"          // a reviewer approved or denied a held call
+	TypeSupplyChain  Type = "tool_pin"          // a tool definition was pinned, quarantined, approved or rejected
+	TypeIdentity     Type = "identity"          // an agent SVID or join token was issued, rotated or refused
+	TypeSessionLabel Type = "session_label"     // a session acquired data-flow labels from what it read
+	TypeScreening    Type = "screening"         // content screening acted on a message (redacted, ...)
 )
+
+// Outcome is how an event ended.
+type Outcome string
 
 // Outcomes.
 const (
-	OutcomeAllow = "allow"
-	OutcomeDeny  = "deny"
-	OutcomeError = "error"
-	OutcomeInfo  = "info"
+	OutcomeAllow Outcome = "allow"
+	OutcomeDeny  Outcome = "deny"
+	OutcomeError Outcome = "error"
+	OutcomeInfo  Outcome = "info"
 )
 
-// Event is one audit record. Fields irrelevant to a type are left empty and
-// omitted from the encoding.
-type Event struct {
-	Seq  int64     `json:"seq,omitempty"`
-	Time time.Time `json:"time"`
-	Type string    `json:"type"`
-	// Outcome is deny unless the action was allowed (see NewEvent).
-	Outcome string `json:"outcome"`
-
+// Subject is who and what request an event is attributed to.
+type Subject struct {
 	Agent string `json:"agent,omitempty"`
 	User  string `json:"user,omitempty"`
 	Task  string `json:"task,omitempty"`
@@ -56,17 +58,30 @@ type Event struct {
 	// TraceID is the W3C trace ID the request carried, if any.
 	TraceID    string `json:"trace_id,omitempty"`
 	RemoteAddr string `json:"remote_addr,omitempty"`
+}
+
+// Event is one audit record. Fields irrelevant to a type are left empty and
+// omitted from the encoding.
+type Event struct {
+	Seq  int64     `json:"seq,omitempty"`
+	Time time.Time `json:"time"`
+	Type Type      `json:"type"`
+	// Outcome is deny unless the action was allowed (see New).
+	Outcome Outcome `json:"outcome"`
+
+	// Subject's fields are encoded in the event's own object.
+	Subject
 
 	Method   string `json:"method,omitempty"`
 	Action   string `json:"action,omitempty"`
 	Target   string `json:"target,omitempty"`
 	Upstream string `json:"upstream,omitempty"`
 
-	Code          string   `json:"code,omitempty"`
-	Policies      []string `json:"policies,omitempty"`
-	Reasons       []string `json:"reasons,omitempty"`
-	Errors        []string `json:"errors,omitempty"`
-	PolicyVersion string   `json:"policy_version,omitempty"`
+	Code          reason.Code `json:"code,omitempty"`
+	Policies      []string    `json:"policies,omitempty"`
+	Reasons       []string    `json:"reasons,omitempty"`
+	Errors        []string    `json:"errors,omitempty"`
+	PolicyVersion string      `json:"policy_version,omitempty"`
 	// ArgumentsSHA256 identifies the exact arguments without storing them.
 	ArgumentsSHA256 string `json:"arguments_sha256,omitempty"`
 	// LatencyMicros is the gateway's decision time (for decisions) or the
@@ -80,10 +95,27 @@ type Event struct {
 	Input *Input `json:"input,omitempty"`
 }
 
-// NewEvent returns an event of type t whose outcome is deny until the caller
-// sets otherwise.
-func NewEvent(t string, now time.Time) *Event {
-	return &Event{Type: t, Time: now.UTC(), Outcome: OutcomeDeny}
+// New returns an event of type t attributed to who, with outcome o and code.
+func New(t Type, o Outcome, code reason.Code, now time.Time, who Subject) *Event {
+	return &Event{Type: t, Outcome: o, Code: code, Time: now.UTC(), Subject: who}
+}
+
+// Decision starts the record of a request that is decided (type decision,
+// or server_request for what an upstream asks of an agent): its outcome is
+// deny until the decision allows it.
+func Decision(t Type, now time.Time, who Subject, method string) *Event {
+	e := New(t, OutcomeDeny, "", now, who)
+	e.Method = method
+	return e
+}
+
+// FollowUp is an info event about what happened after the decision d,
+// attributed like it (subject, method, action, target, upstream).
+func FollowUp(d *Event, t Type, code reason.Code, now time.Time) *Event {
+	e := New(t, OutcomeInfo, code, now, d.Subject)
+	e.Subject.Actors = slices.Clone(d.Actors)
+	e.Method, e.Action, e.Target, e.Upstream = d.Method, d.Action, d.Target, d.Upstream
+	return e
 }
 
 // Decode parses a stored event. A pruned event (no body) decodes to its
@@ -91,8 +123,8 @@ func NewEvent(t string, now time.Time) *Event {
 func Decode(r store.EventRow) (*Event, error) {
 	var e Event
 	if r.Body == nil {
-		return &Event{Seq: r.Seq, Time: r.Time, Type: r.Type, RequestID: r.RequestID, TraceID: r.TraceID,
-			Agent: r.Agent, SessionID: r.SessionID, Detail: "pruned"}, nil
+		return &Event{Seq: r.Seq, Time: r.Time, Type: Type(r.Type), Detail: "pruned",
+			Subject: Subject{RequestID: r.RequestID, TraceID: r.TraceID, Agent: r.Agent, SessionID: r.SessionID}}, nil
 	}
 	if err := json.Unmarshal(r.Body, &e); err != nil {
 		return nil, fmt.Errorf("decode event %d: %w", r.Seq, err)

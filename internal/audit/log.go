@@ -53,7 +53,7 @@ func buildRows(st store.LogState, events []*Event) ([]store.EventRow, store.LogS
 			return nil, store.LogState{}, err
 		}
 		rows[i] = store.EventRow{
-			Seq: e.Seq, Time: e.Time, Type: e.Type, RequestID: e.RequestID, TraceID: e.TraceID,
+			Seq: e.Seq, Time: e.Time, Type: string(e.Type), RequestID: e.RequestID, TraceID: e.TraceID,
 			Agent: e.Agent, SessionID: e.SessionID, LeafHash: leaf, Body: body,
 		}
 	}

@@ -3,6 +3,8 @@ package audit
 import (
 	"net"
 	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // OCSF mapping (schema 1.3). docs/audit-events.md documents it. Each event
@@ -93,14 +95,14 @@ func classify(e *Event) (class, category, activity int, name string) {
 		return ocsfAuthentication, 3, 1, "Logon"
 	case TypeToken:
 		return ocsfAuthentication, 3, 99, "Token Issued"
-	case TypeUpstream, TypeLifecyle, TypeRetention:
+	case TypeUpstream, TypeLifecycle, TypeRetention:
 		switch e.Code {
-		case "started":
+		case reason.Started:
 			return ocsfApplicationLifecycle, 6, 3, "Start"
-		case "stopped":
+		case reason.Stopped:
 			return ocsfApplicationLifecycle, 6, 4, "Stop"
 		}
-		return ocsfApplicationLifecycle, 6, 99, e.Code
+		return ocsfApplicationLifecycle, 6, 99, string(e.Code)
 	}
 	// decisions, server requests and protocol refusals
 	switch e.Action {

@@ -41,7 +41,7 @@ func TestRecordIsDurableUnderConcurrency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				e := NewEvent(TypeDecision, time.Now())
+				e := Decision(TypeDecision, time.Now(), Subject{}, "")
 				e.Agent, e.RequestID = "a", "r"
 				errs <- r.Record(context.Background(), e)
 			}
@@ -61,7 +61,7 @@ func TestRecordIsDurableUnderConcurrency(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if err := r.Record(context.Background(), NewEvent(TypeDecision, time.Now())); !errors.Is(err, ErrClosed) {
+	if err := r.Record(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); !errors.Is(err, ErrClosed) {
 		t.Errorf("record after stop: %v", err)
 	}
 }
@@ -71,7 +71,7 @@ func TestSubmittedEventsAreFlushedOnStop(t *testing.T) {
 	st := newStore(t)
 	r := NewRecorder(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for i := 0; i < 100; i++ {
-		if err := r.Submit(NewEvent(TypeUpstream, time.Now())); err != nil {
+		if err := r.Submit(New(TypeUpstream, OutcomeInfo, "", time.Now(), Subject{})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,13 +96,13 @@ func TestStoreFailureIsReturnedToTheCaller(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
-	if err := r.Record(context.Background(), NewEvent(TypeDecision, time.Now())); err == nil {
+	if err := r.Record(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err == nil {
 		t.Fatal("a failed write was acknowledged; the caller would allow an unrecorded action")
 	}
 }
 
-func TestNewEventStartsAsDeny(t *testing.T) {
-	if e := NewEvent(TypeDecision, time.Now()); e.Outcome != OutcomeDeny {
+func TestDecisionStartsAsDeny(t *testing.T) {
+	if e := Decision(TypeDecision, time.Now(), Subject{}, ""); e.Outcome != OutcomeDeny {
 		t.Errorf("outcome %q", e.Outcome)
 	}
 }
@@ -135,7 +135,7 @@ func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	for i := 0; i < 20; i++ {
-		e := NewEvent(TypeDecision, time.Now())
+		e := Decision(TypeDecision, time.Now(), Subject{}, "")
 		e.RequestID = "commit"
 		rc, err := r.Commit(context.Background(), e)
 		if err != nil {
@@ -149,7 +149,7 @@ func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%5 == 0 { // another writer appends through the store
-			if err := WriteNow(context.Background(), st, NewEvent(TypeLifecyle, time.Now())); err != nil {
+			if err := WriteNow(context.Background(), st, New(TypeLifecycle, OutcomeInfo, "", time.Now(), Subject{})); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -213,8 +213,8 @@ func (o *OTLPSink) Send(ctx context.Context, events []*Event) error {
 			"severityText":   sevText,
 			"body":           map[string]any{"stringValue": string(body)},
 			"attributes": []map[string]any{
-				otlpAttr("portcullis.event.type", e.Type), otlpAttr("portcullis.event.seq", strconv.FormatInt(e.Seq, 10)),
-				otlpAttr("portcullis.outcome", e.Outcome), otlpAttr("portcullis.agent", e.Agent),
+				otlpAttr("portcullis.event.type", string(e.Type)), otlpAttr("portcullis.event.seq", strconv.FormatInt(e.Seq, 10)),
+				otlpAttr("portcullis.outcome", string(e.Outcome)), otlpAttr("portcullis.agent", e.Agent),
 			},
 		}
 		if len(e.TraceID) == 32 {

@@ -47,7 +47,7 @@ func newLog(t *testing.T, n int) *logFixture {
 	cp := &Checkpointer{Store: f.st, Signer: signer, Origin: testOrigin, Copies: []string{f.copies}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx := context.Background()
 	for i := 1; i <= n; i++ {
-		e := NewEvent(TypeDecision, time.Unix(int64(1_800_000_000+i), 0))
+		e := Decision(TypeDecision, time.Unix(int64(1_800_000_000+i), 0), Subject{}, "")
 		e.Agent, e.Target, e.Outcome = "agent", fmt.Sprintf("tool-%d", i), OutcomeAllow
 		if err := Append(ctx, f.st, []*Event{e}); err != nil {
 			t.Fatal(err)
@@ -138,7 +138,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			// checkpoint catch it.
 			f.exec(`UPDATE events SET seq = seq + 100 WHERE seq >= 31`)
 			f.exec(`UPDATE events SET seq = seq - 99 WHERE seq >= 131`)
-			forged, _ := json.Marshal(&Event{Seq: 31, Type: TypeDecision, Outcome: OutcomeAllow, Agent: "agent", Target: "forged"})
+			forged, _ := json.Marshal(&Event{Seq: 31, Type: TypeDecision, Outcome: OutcomeAllow, Subject: Subject{Agent: "agent"}, Target: "forged"})
 			f.exec(`INSERT INTO events(seq, time_ns, type, leaf_hash, body) VALUES (31, 0, 'decision', ?, ?)`, hasher.HashLeaf(forged), forged)
 		}, 32, "holds the body of event 31"},
 		{"whole log rewritten consistently", func(f *logFixture) {

@@ -3,12 +3,8 @@ package budget
 import (
 	"sync"
 	"time"
-)
 
-// Reason codes of a refusal.
-const (
-	ReasonRate    = "rate_limited"
-	ReasonBreaker = "breaker_open"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // MaxKeys bounds the tracked agents and repeated calls.
@@ -54,7 +50,7 @@ func New(lim Limits, now func() time.Time) *Keeper {
 // Admit decides whether agent may call tool now with arguments identified by
 // argsKey. It returns "" if so, else a reason code; tripped is true when this
 // call opened the breaker (for the audit log).
-func (k *Keeper) Admit(agent, tool, argsKey string) (reason string, tripped bool) {
+func (k *Keeper) Admit(agent, tool, argsKey string) (refused reason.Code, tripped bool) {
 	if k == nil {
 		return "", false
 	}
@@ -64,12 +60,12 @@ func (k *Keeper) Admit(agent, tool, argsKey string) (reason string, tripped bool
 	at := agent + "\x00" + tool
 	if until, ok := k.open[at]; ok {
 		if now.Before(until) {
-			return ReasonBreaker, false
+			return reason.BreakerOpen, false
 		}
 		delete(k.open, at)
 	}
 	if k.lim.PerMinute > 0 && !k.take(agent, now) {
-		return ReasonRate, false
+		return reason.RateLimited, false
 	}
 	if k.lim.RepeatLimit > 0 {
 		key := at + "\x00" + argsKey
@@ -83,7 +79,7 @@ func (k *Keeper) Admit(agent, tool, argsKey string) (reason string, tripped bool
 		if r.n > k.lim.RepeatLimit {
 			delete(k.repeats, key)
 			k.open[at] = now.Add(k.lim.Cooldown)
-			return ReasonBreaker, true
+			return reason.BreakerOpen, true
 		}
 	}
 	return "", false

@@ -3,6 +3,8 @@ package budget
 import (
 	"testing"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 type clock struct{ t time.Time }
@@ -17,7 +19,7 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("call %d refused: %s", i, r)
 		}
 	}
-	if r, _ := k.Admit("a", "t", "x"); r != ReasonRate {
+	if r, _ := k.Admit("a", "t", "x"); r != reason.RateLimited {
 		t.Fatalf("61st call in a second: %q", r)
 	}
 	if r, _ := k.Admit("b", "t", "x"); r != "" {
@@ -38,10 +40,10 @@ func TestBreakerOnRepeatedCalls(t *testing.T) {
 		}
 	}
 	r, tripped := k.Admit("a", "send", "same")
-	if r != ReasonBreaker || !tripped {
+	if r != reason.BreakerOpen || !tripped {
 		t.Fatalf("4th identical call: %q tripped=%v", r, tripped)
 	}
-	if r, tripped := k.Admit("a", "send", "different"); r != ReasonBreaker || tripped {
+	if r, tripped := k.Admit("a", "send", "different"); r != reason.BreakerOpen || tripped {
 		t.Fatalf("open breaker covers the tool: %q %v", r, tripped)
 	}
 	if r, _ := k.Admit("a", "read", "same"); r != "" {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -51,8 +52,8 @@ func (a *adminAPI) authenticate(next http.Handler) http.Handler {
 			}
 		}
 		if name == "" {
-			e := audit.NewEvent(audit.TypeAuthn, time.Now())
-			e.RemoteAddr, e.Code, e.Method, e.Detail = r.RemoteAddr, "unauthenticated", r.Method+" "+r.URL.Path, "admin API"
+			e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.Unauthenticated, time.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
+			e.Method, e.Detail = r.Method+" "+r.URL.Path, "admin API"
 			a.g.submit(e)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis-admin"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated")

@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -61,13 +62,13 @@ func decideApproval(ctx context.Context, st *store.SQLite, id, state, by, scope,
 	if err != nil {
 		return nil, err
 	}
-	e := audit.NewEvent(audit.TypeApproval, time.Now())
-	e.Outcome, e.Code = audit.OutcomeDeny, "approval_"+state
+	outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
 	if state == approval.Approved {
-		e.Outcome = audit.OutcomeAllow
+		outcome, code = audit.OutcomeAllow, reason.ApprovalApproved
 	}
-	e.Agent, e.User, e.Task, e.SessionID, e.RequestID = r.Agent, r.User, r.Task, r.SessionID, r.RequestID
-	e.Target, e.ArgumentsSHA256, e.Credential = r.Tool, r.ArgsSHA256, r.ID
+	who := audit.Subject{Agent: r.Agent, User: r.User, Task: r.Task, Credential: r.ID, SessionID: r.SessionID, RequestID: r.RequestID}
+	e := audit.New(audit.TypeApproval, outcome, code, time.Now(), who)
+	e.Target, e.ArgumentsSHA256 = r.Tool, r.ArgsSHA256
 	e.Detail = fmt.Sprintf("%s by %s (scope %s)", state, by, scope)
 	if comment != "" {
 		e.Detail += ": " + comment

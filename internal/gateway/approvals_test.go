@@ -137,7 +137,7 @@ func TestHumanApproval(t *testing.T) {
 	var codes []string
 	for _, e := range h.events() {
 		if e.Type == audit.TypeDecision && e.Target == "demo__send_message" || e.Type == audit.TypeApproval {
-			codes = append(codes, e.Type+":"+e.Outcome+":"+e.Code)
+			codes = append(codes, string(e.Type)+":"+string(e.Outcome)+":"+string(e.Code))
 		}
 	}
 	for _, want := range []string{"decision:deny:approval_required", "approval:allow:approval_approved", "decision:allow:", "approval:deny:approval_denied", "decision:deny:approval_denied", "decision:deny:approval_timeout"} {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -39,8 +40,7 @@ func Prune(ctx context.Context, cfg *config.Config, before time.Time) (int64, er
 	if err != nil {
 		return 0, err
 	}
-	e := audit.NewEvent(audit.TypeRetention, time.Now())
-	e.Outcome, e.Code = audit.OutcomeInfo, "bodies_pruned"
+	e := audit.New(audit.TypeRetention, audit.OutcomeInfo, reason.BodiesPruned, time.Now(), audit.Subject{})
 	e.Detail = "pruned the bodies of events before " + before.UTC().Format(time.RFC3339)
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return n, err

@@ -102,8 +102,8 @@ func BenchmarkRecordParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			e := audit.NewEvent(audit.TypeDecision, time.Now())
-			e.Agent, e.RequestID, e.Target, e.PolicyVersion = "agent", "REQ", "demo__read_file", "sha256:x"
+			e := audit.Decision(audit.TypeDecision, time.Now(), audit.Subject{Agent: "agent", RequestID: "REQ"}, "tools/call")
+			e.Target, e.PolicyVersion = "demo__read_file", "sha256:x"
 			if err := r.Record(context.Background(), e); err != nil {
 				b.Error(err)
 				return

@@ -6,6 +6,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // decider is Cedar plus just-in-time grants: a grant turns "no permit" into
@@ -19,7 +20,7 @@ var _ mcpproxy.Decider = decider{}
 
 func (d decider) Decide(in *policy.Input) policy.Decision {
 	dec := d.Engine.Decide(in)
-	if g, ok := d.grantFor(in); ok && !dec.Allow && dec.Code == policy.CodeNoPermit {
+	if g, ok := d.grantFor(in); ok && !dec.Allow && dec.Code == reason.NoPermit {
 		dec.Allow, dec.Code = true, ""
 		dec.Policies = append(dec.Policies, "grant:"+g.ID)
 		dec.Reasons = append(dec.Reasons, "just-in-time grant by "+g.GrantedBy+": "+g.Reason)

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -57,8 +58,7 @@ func (g *Gateway) serveEnrol(w http.ResponseWriter, r *http.Request) {
 		JoinToken string `json:"join_token"`
 		CSR       string `json:"csr"` // base64 DER
 	}
-	e := audit.NewEvent(audit.TypeIdentity, time.Now())
-	e.Code, e.RemoteAddr = "svid_issued", r.RemoteAddr
+	e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SVIDIssued, time.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
 	fail := func(status int, msg string) {
 		e.Detail = msg
 		g.submit(e)
@@ -87,8 +87,7 @@ func (g *Gateway) serveEnrol(w http.ResponseWriter, r *http.Request) {
 // serveRotate issues a fresh SVID for the same instance to an agent that
 // presents its current, valid SVID over mutual TLS.
 func (g *Gateway) serveRotate(w http.ResponseWriter, r *http.Request) {
-	e := audit.NewEvent(audit.TypeIdentity, time.Now())
-	e.Code, e.RemoteAddr = "svid_rotated", r.RemoteAddr
+	e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SVIDRotated, time.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
 	p, err := g.authn.svidPrincipal(clientCert(r))
 	if clientCert(r) == nil || err != nil {
 		e.Detail = "rotation needs the current SVID over mutual TLS"
@@ -167,8 +166,8 @@ func CreateJoinToken(ctx context.Context, cfg *config.Config, agent string) (str
 	tok := "pcj-" + base64.RawURLEncoding.EncodeToString(b[:])
 	exp := time.Now().Add(cfg.Identity.JoinTokenTTL.D())
 	_, err := withStore(cfg, func(st *store.SQLite) (struct{}, error) {
-		e := audit.NewEvent(audit.TypeIdentity, time.Now())
-		e.Outcome, e.Code, e.Agent, e.Detail = audit.OutcomeInfo, "join_token_created", agent, "expires "+exp.UTC().Format(time.RFC3339)
+		e := audit.New(audit.TypeIdentity, audit.OutcomeInfo, reason.JoinTokenCreated, time.Now(), audit.Subject{Agent: agent})
+		e.Detail = "expires " + exp.UTC().Format(time.RFC3339)
 		if err := audit.WriteNow(ctx, st, e); err != nil {
 			return struct{}{}, err
 		}
@@ -262,11 +261,11 @@ func ListTasks(ctx context.Context, cfg *config.Config) ([]TaskRecord, error) {
 		}
 		var out []TaskRecord
 		for _, r := range rows {
-			if r.Type != audit.TypeToken {
+			if r.Type != string(audit.TypeToken) {
 				continue
 			}
 			e, err := audit.Decode(r)
-			if err != nil || e.Code != "task_started" {
+			if err != nil || e.Code != reason.TaskStarted {
 				continue
 			}
 			out = append(out, TaskRecord{ID: e.Task, Agent: e.Agent, User: e.User, TokenID: e.Credential, Detail: e.Detail, Started: e.Time,

@@ -12,6 +12,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -44,11 +45,12 @@ func oerr(status int, code, format string, a ...any) *oauthError {
 }
 
 func (g *Gateway) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
-	e := audit.NewEvent(audit.TypeToken, time.Now())
-	e.Code, e.RemoteAddr, e.Method = "token_exchange", r.RemoteAddr, "oauth/token"
+	who := audit.Subject{RemoteAddr: r.RemoteAddr}
 	if id, ok := mcpproxy.ParseTraceparent(r.Header.Get("traceparent")); ok {
-		e.TraceID = id
+		who.TraceID = id
 	}
+	e := audit.New(audit.TypeToken, audit.OutcomeDeny, reason.TokenExchange, time.Now(), who)
+	e.Method = "oauth/token"
 	resp, err := g.exchange(r, e)
 	if err != nil {
 		var oe *oauthError

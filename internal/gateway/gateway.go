@@ -26,6 +26,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -160,7 +161,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.tracer = telemetry.New(o.URL, h, g.log.With("component", "telemetry"))
 	}
 	g.grants = grant.NewCache(g.store, nil, g.log.With("component", "grants"))
-	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, "grant_expired")) }
+	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, reason.GrantExpired)) }
 	if err := g.grants.Refresh(context.Background()); err != nil {
 		g.store.Close()
 		return nil, err
@@ -205,8 +206,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		if why, ok := refused[u.Name]; ok {
 			// Not started: no valid signed manifest.
 			g.log.Error("upstream not started: no valid signed manifest", "upstream", u.Name, "err", why)
-			e := audit.NewEvent(audit.TypeSupplyChain, time.Now())
-			e.Outcome, e.Code, e.Upstream, e.Detail = audit.OutcomeDeny, "manifest_invalid", u.Name, why.Error()
+			e := audit.New(audit.TypeSupplyChain, audit.OutcomeDeny, reason.ManifestInvalid, time.Now(), audit.Subject{})
+			e.Upstream, e.Detail = u.Name, why.Error()
 			if err := audit.WriteNow(context.Background(), g.store, e); err != nil {
 				g.store.Close()
 				return nil, err
@@ -246,13 +247,16 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 }
 
 func (g *Gateway) pinEvent(e toolreg.Event) {
-	ev := audit.NewEvent(audit.TypeSupplyChain, time.Now())
-	ev.Outcome, ev.Code, ev.Upstream, ev.Target, ev.Detail = audit.OutcomeInfo, e.Code, e.Upstream, e.Name, e.Detail
+	outcome := audit.OutcomeInfo
+	if e.Code == reason.ToolQuarantined {
+		outcome = audit.OutcomeDeny
+	}
+	ev := audit.New(audit.TypeSupplyChain, outcome, e.Code, time.Now(), audit.Subject{})
+	ev.Upstream, ev.Target, ev.Detail = e.Upstream, e.Name, e.Detail
 	if e.Digest != "" {
 		ev.Detail += " (" + e.Digest + ")"
 	}
-	if e.Code == "tool_quarantined" {
-		ev.Outcome = audit.OutcomeDeny
+	if e.Code == reason.ToolQuarantined {
 		g.log.Warn("tool definition quarantined", "upstream", e.Upstream, "tool", e.Name, "why", e.Detail)
 	}
 	g.submit(ev)
@@ -491,7 +495,7 @@ func (g *Gateway) startBackground() *background {
 	go func() { g.tracer.Run(upCtx); close(b.telDone) }()
 	b.expDone = make(chan struct{})
 	go func() { g.exporter.Run(upCtx); close(b.expDone) }()
-	g.lifecycle("started")
+	g.lifecycle(reason.Started)
 	return b
 }
 
@@ -501,7 +505,7 @@ func (b *background) stop() error {
 	<-b.upDone
 	<-b.expDone // what was not exported yet is sent after the next start
 	<-b.telDone
-	b.g.lifecycle("stopped")
+	b.g.lifecycle(reason.Stopped)
 	b.stopRecorder()
 	<-b.recDone
 	// The final checkpoint covers every event, the stop event included.
@@ -552,9 +556,9 @@ func (g *Gateway) drain(s *http.Server) {
 	s.Close()
 }
 
-func (g *Gateway) lifecycle(what string) {
-	e := audit.NewEvent(audit.TypeLifecyle, time.Now())
-	e.Outcome, e.Code, e.PolicyVersion = audit.OutcomeInfo, what, g.engine.Version()
+func (g *Gateway) lifecycle(what reason.Code) {
+	e := audit.New(audit.TypeLifecycle, audit.OutcomeInfo, what, time.Now(), audit.Subject{})
+	e.PolicyVersion = g.engine.Version()
 	if err := g.recorder.Submit(e); err != nil {
 		g.log.Error("audit lifecycle event", "err", err)
 	}

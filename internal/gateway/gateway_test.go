@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -159,7 +160,7 @@ func TestDeniedCallHasNoEffectUpstream(t *testing.T) {
 	}
 }
 
-func assertDenied(t *testing.T, err error, reason string) {
+func assertDenied(t *testing.T, err error, want reason.Code) {
 	t.Helper()
 	var we *jsonrpc.Error
 	if !errors.As(err, &we) {
@@ -172,8 +173,8 @@ func assertDenied(t *testing.T, err error, reason string) {
 	if err := json.Unmarshal(we.Data, &data); err != nil {
 		t.Fatalf("denial data %q: %v", we.Data, err)
 	}
-	if data["reason"] != reason || data["request_id"] == "" {
-		t.Fatalf("denial data = %v, want reason %q and a request ID", data, reason)
+	if data["reason"] != string(want) || data["request_id"] == "" {
+		t.Fatalf("denial data = %v, want reason %q and a request ID", data, want)
 	}
 	if strings.Contains(we.Message, "@id") || strings.Contains(string(we.Data), "mail-domain") {
 		t.Fatalf("denial leaks policy internals: %v", err)
@@ -290,9 +291,9 @@ func TestOversizeArgumentsAreRefusedBeforePolicy(t *testing.T) {
 	h := startDemo(t)
 	s := h.mustConnect("reader")
 	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": strings.Repeat("x", 300<<10)}})
-	assertDenied(t, err, mcpproxy.ReasonArgumentsTooBig)
+	assertDenied(t, err, reason.ArgumentsTooLarge)
 	_, err = s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__no_such_tool", Arguments: map[string]any{}})
-	assertDenied(t, err, mcpproxy.ReasonUnknownTarget)
+	assertDenied(t, err, reason.UnknownTarget)
 }
 
 func TestResourcesAreDecidedAndRelayed(t *testing.T) {
@@ -306,7 +307,7 @@ func TestResourcesAreDecidedAndRelayed(t *testing.T) {
 	_, err = h.mustConnect("nobody").ReadResource(ctx, &mcp.ReadResourceParams{URI: "demo:///notes/todo.txt"})
 	assertDenied(t, err, "no_permit")
 	_, err = h.mustConnect("reader").ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///etc/passwd"})
-	assertDenied(t, err, mcpproxy.ReasonUnknownTarget)
+	assertDenied(t, err, reason.UnknownTarget)
 }
 
 func TestEveryDecisionCarriesAttribution(t *testing.T) {
@@ -396,7 +397,7 @@ func TestArgumentsAreValidatedAgainstTheToolSchema(t *testing.T) {
 		t.Fatal("a call with invalid arguments reached the upstream")
 	}
 	e := h.findEvent(func(e *audit.Event) bool { return strings.Contains(e.Detail, "declares no arguments") })
-	if e == nil || e.Code != mcpproxy.ReasonBadArguments || e.Outcome != audit.OutcomeDeny || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
+	if e == nil || e.Code != reason.BadArguments || e.Outcome != audit.OutcomeDeny || !strings.Contains(e.Detail, "bcc") || strings.Contains(e.Detail, "eve@evil.test") {
 		t.Errorf("schema refusal event = %+v", e)
 	}
 }

@@ -9,16 +9,17 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/grant"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // CreateGrant records a just-in-time grant and audits it
 // (`portcullis grant`). The agent must be configured.
-func CreateGrant(ctx context.Context, cfg *config.Config, agent, tool, reason, by string, d time.Duration) (grant.Grant, error) {
+func CreateGrant(ctx context.Context, cfg *config.Config, agent, tool, why, by string, d time.Duration) (grant.Grant, error) {
 	if _, ok := cfg.Agent(agent); !ok {
 		return grant.Grant{}, fmt.Errorf("grant: %w: %q", ErrUnknownAgent, agent)
 	}
-	g, err := grant.New(agent, tool, reason, by, d, time.Now())
+	g, err := grant.New(agent, tool, why, by, d, time.Now())
 	if err != nil {
 		return grant.Grant{}, err
 	}
@@ -28,7 +29,7 @@ func CreateGrant(ctx context.Context, cfg *config.Config, agent, tool, reason, b
 	}
 	defer st.Close()
 	// Audit first: a grant that could not be recorded is not given.
-	if err := audit.WriteNow(ctx, st, grantEvent(g, "grant_created")); err != nil {
+	if err := audit.WriteNow(ctx, st, grantEvent(g, reason.GrantCreated)); err != nil {
 		return grant.Grant{}, err
 	}
 	return g, st.AddGrant(ctx, g)
@@ -45,7 +46,7 @@ func RevokeGrant(ctx context.Context, cfg *config.Config, id, by string) (grant.
 	if err != nil {
 		return grant.Grant{}, err
 	}
-	e := grantEvent(g, "grant_revoked")
+	e := grantEvent(g, reason.GrantRevoked)
 	e.Detail += "; revoked by " + by
 	return g, audit.WriteNow(ctx, st, e)
 }
@@ -64,10 +65,9 @@ func ListGrants(ctx context.Context, cfg *config.Config, active bool) ([]grant.G
 	return st.Grants(ctx, at)
 }
 
-func grantEvent(g grant.Grant, code string) *audit.Event {
-	e := audit.NewEvent(audit.TypePrivilege, time.Now())
-	e.Outcome, e.Code, e.Agent, e.Target = audit.OutcomeInfo, code, g.Agent, g.Tool
-	e.Credential = g.ID
+func grantEvent(g grant.Grant, code reason.Code) *audit.Event {
+	e := audit.New(audit.TypePrivilege, audit.OutcomeInfo, code, time.Now(), audit.Subject{Agent: g.Agent, Credential: g.ID})
+	e.Target = g.Tool
 	e.Detail = fmt.Sprintf("grant %s by %s until %s: %s", g.ID, g.GrantedBy, g.Expires.Format(time.RFC3339), g.Reason)
 	return e
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
@@ -547,7 +548,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	}
 	var stopped bool
 	for _, e := range h.events() {
-		stopped = stopped || (e.Type == audit.TypeLifecyle && e.Code == "stopped")
+		stopped = stopped || (e.Type == audit.TypeLifecycle && e.Code == "stopped")
 	}
 	if !stopped {
 		t.Error("no stop event: the recorder closed before flushing")
@@ -588,7 +589,7 @@ upstreams:
 		t.Fatalf("after the rug pull: %v; want echo hidden, the unchanged tools served", tools)
 	}
 	_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "x"}})
-	assertDenied(t, err, mcpproxy.ReasonUnknownTarget)
+	assertDenied(t, err, reason.UnknownTarget)
 	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeSupplyChain && e.Code == "tool_quarantined" })
 	if e == nil || e.Target != "echo" || !strings.Contains(e.Detail, "definition changed") {
 		t.Fatalf("quarantine event = %+v", e)

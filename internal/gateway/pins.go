@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
@@ -81,8 +82,12 @@ func DecidePin(ctx context.Context, cfg *config.Config, upstream, name, state, b
 		if target == nil {
 			return toolreg.Pin{}, fmt.Errorf("no quarantined definition of %s/%s", upstream, name)
 		}
-		e := audit.NewEvent(audit.TypeSupplyChain, time.Now())
-		e.Outcome, e.Code, e.Upstream, e.Target = audit.OutcomeInfo, "tool_"+state, upstream, name
+		code := reason.ToolRejected
+		if state == toolreg.Approved {
+			code = reason.ToolApproved
+		}
+		e := audit.New(audit.TypeSupplyChain, audit.OutcomeInfo, code, time.Now(), audit.Subject{})
+		e.Upstream, e.Target = upstream, name
 		e.Detail = fmt.Sprintf("%s by %s (%s)", target.Digest, by, target.Reason)
 		if err := audit.WriteNow(ctx, st, e); err != nil {
 			return toolreg.Pin{}, err

@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // LoadBundle reads, compiles and (when required) verifies the signature of
@@ -69,9 +70,9 @@ func readSmall(path string, max int64) ([]byte, error) {
 // outcome is audited.
 func (g *Gateway) ReloadPolicy(ctx context.Context) error {
 	set, srcs, err := LoadBundle(g.cfg)
-	e := audit.NewEvent(audit.TypePolicy, time.Now())
 	if err != nil {
-		e.Outcome, e.Code, e.PolicyVersion, e.Detail = audit.OutcomeError, "bundle_rejected", g.engine.Version(), truncateErr(err)
+		e := audit.New(audit.TypePolicy, audit.OutcomeError, reason.BundleRejected, time.Now(), audit.Subject{})
+		e.PolicyVersion, e.Detail = g.engine.Version(), truncateErr(err)
 		g.log.Error("policy bundle rejected; the previous one keeps serving", "err", err)
 		g.submit(e)
 		return err
@@ -83,7 +84,8 @@ func (g *Gateway) ReloadPolicy(ctx context.Context) error {
 		return err
 	}
 	old := g.engine.Swap(set)
-	e.Outcome, e.Code, e.PolicyVersion = audit.OutcomeInfo, "bundle_loaded", set.Version()
+	e := audit.New(audit.TypePolicy, audit.OutcomeInfo, reason.BundleLoaded, time.Now(), audit.Subject{})
+	e.PolicyVersion = set.Version()
 	e.Detail = fmt.Sprintf("replaces %s; %d policies", old.Version(), set.Len())
 	g.log.Info("policy bundle loaded", "version", set.Version(), "policies", set.Len())
 	g.submit(e)

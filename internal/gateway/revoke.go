@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -63,26 +64,28 @@ func (g *Gateway) revoked(t token.Task) bool {
 // Revoke records a revocation (`portcullis task revoke`, `token revoke`,
 // `agent revoke`) and audits it. A running gateway refuses the credentials
 // from its next request (within RevocationRefresh).
-func Revoke(ctx context.Context, cfg *config.Config, kind, value, by, reason string) error {
+func Revoke(ctx context.Context, cfg *config.Config, kind, value, by, why string) error {
 	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	e := audit.NewEvent(audit.TypeToken, time.Now())
-	e.Outcome, e.Code, e.Detail = audit.OutcomeInfo, kind+"_revoked", fmt.Sprintf("by %s: %s", by, reason)
+	var who audit.Subject
+	var code reason.Code
 	switch kind {
 	case store.RevokeAgent:
-		e.Agent = value
+		who.Agent, code = value, reason.AgentRevoked
 	case store.RevokeTask:
-		e.Task = value
+		who.Task, code = value, reason.TaskRevoked
 	case store.RevokeToken:
-		e.Credential = value
+		who.Credential, code = value, reason.TokenRevoked
 	default:
 		return fmt.Errorf("revoke: unknown kind %q", kind)
 	}
+	e := audit.New(audit.TypeToken, audit.OutcomeInfo, code, time.Now(), who)
+	e.Detail = fmt.Sprintf("by %s: %s", by, why)
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return err
 	}
-	return st.Revoke(ctx, kind, value, by, reason)
+	return st.Revoke(ctx, kind, value, by, why)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -50,14 +50,14 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 		t.Fatalf("task sees %v", got)
 	}
 	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "x"}})
-	assertDenied(t, err, mcpproxy.ReasonOutsideTask)
+	assertDenied(t, err, reason.OutsideTask)
 	for i := 0; i < 3; i++ {
 		if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}}); err != nil {
 			t.Fatalf("call %d within budget: %v", i, err)
 		}
 	}
 	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
-	assertDenied(t, err, mcpproxy.ReasonTaskBudget)
+	assertDenied(t, err, reason.TaskExhausted)
 	e := h.findEvent(func(e *audit.Event) bool {
 		return e.Task == task.ID && e.Outcome == audit.OutcomeAllow && e.Action == "call_tool"
 	})
@@ -237,7 +237,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	var agents []string
 	for _, r := range rows {
 		ev, _ := audit.Decode(r)
-		agents = append(agents, ev.Agent+":"+ev.Code)
+		agents = append(agents, ev.Agent+":"+string(ev.Code))
 	}
 	if j := strings.Join(agents, " "); !strings.Contains(j, "mailer:") || !strings.Contains(j, "mailer:token_exchange") || !strings.Contains(j, "reader:") {
 		t.Errorf("trace %s pulls %v", chainTrace, agents)

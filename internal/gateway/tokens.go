@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -68,14 +69,15 @@ func mint(ctx context.Context, cfg *config.Config, key *token.SigningKey, st aud
 	if err != nil {
 		return "", token.Claims{}, err
 	}
-	e := audit.NewEvent(audit.TypeToken, c.IssuedAt)
-	e.Outcome, e.Credential = audit.OutcomeAllow, c.ID
-	e.Detail = "expires " + c.Expires.UTC().Format(time.RFC3339)
+	who := audit.Subject{Credential: c.ID}
+	detail := "expires " + c.Expires.UTC().Format(time.RFC3339)
 	if typ == token.TypAgent {
-		e.Agent = name
+		who.Agent = name
 	} else {
-		e.Detail = "admin token for " + name + ", " + e.Detail
+		detail = "admin token for " + name + ", " + detail
 	}
+	e := audit.New(audit.TypeToken, audit.OutcomeAllow, "", c.IssuedAt, who)
+	e.Detail = detail
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return "", token.Claims{}, fmt.Errorf("issue token: audit: %w", err)
 	}
@@ -145,8 +147,7 @@ func startTask(ctx context.Context, cfg *config.Config, key *token.SigningKey, s
 	if t.X5T != "" {
 		binding = "client certificate " + t.X5T
 	}
-	e := audit.NewEvent(audit.TypeToken, time.Now())
-	e.Outcome, e.Code, e.Agent, e.User, e.Task, e.Credential = audit.OutcomeAllow, "task_started", t.Agent, t.User, t.ID, t.TokenID
+	e := audit.New(audit.TypeToken, audit.OutcomeAllow, reason.TaskStarted, time.Now(), audit.Subject{Agent: t.Agent, User: t.User, Task: t.ID, Credential: t.TokenID})
 	e.Detail = fmt.Sprintf("tools %v, budget %d, depth %d, bound to %s, expires %s: %s", t.Tools, t.Budget, t.Depth, binding, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
@@ -162,8 +163,8 @@ func SetSecret(ctx context.Context, cfg *config.Config, name string, value []byt
 		if err != nil {
 			return struct{}{}, err
 		}
-		e := audit.NewEvent(audit.TypeIdentity, time.Now())
-		e.Outcome, e.Code, e.Target, e.Detail = audit.OutcomeInfo, "secret_set", name, "by "+by
+		e := audit.New(audit.TypeIdentity, audit.OutcomeInfo, reason.SecretSet, time.Now(), audit.Subject{})
+		e.Target, e.Detail = name, "by "+by
 		if err := audit.WriteNow(ctx, st, e); err != nil {
 			return struct{}{}, err
 		}

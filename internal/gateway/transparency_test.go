@@ -20,7 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // everythingBoth starts gateways in front of server-everything over stdio
@@ -208,7 +208,7 @@ func TestTaskRequiredToolRunsAsATask(t *testing.T) {
 			}
 			// Another agent cannot see or fetch it.
 			other := h.rawSession("tester", `{}`)
-			if ans, _ := other.call("tasks/get", `{"taskId":"`+created.Task.TaskID+`"}`); !strings.Contains(string(ans["error"]), mcpproxy.ReasonUnknownTask) {
+			if ans, _ := other.call("tasks/get", `{"taskId":"`+created.Task.TaskID+`"}`); !strings.Contains(string(ans["error"]), string(reason.UnknownTask)) {
 				t.Errorf("another session read the task: %s %s", ans["error"], ans["result"])
 			}
 			deadline := time.Now().Add(60 * time.Second)

@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -121,8 +122,8 @@ func (p *Proxy) problem(pr Problem) {
 	}
 	p.problems.mu.Unlock()
 	p.opts.Log.Warn("upstream offering refused", "problem", key)
-	e := audit.NewEvent(audit.TypeUpstream, p.opts.Now())
-	e.Outcome, e.Code, e.Target, e.Detail = audit.OutcomeError, "offering_refused", pr.Kind+":"+truncate(pr.Name, 200), truncate(pr.Detail, 300)
+	e := audit.New(audit.TypeUpstream, audit.OutcomeError, reason.OfferingRefused, p.opts.Now(), audit.Subject{})
+	e.Target, e.Detail = pr.Kind+":"+truncate(pr.Name, 200), truncate(pr.Detail, 300)
 	if len(pr.Upstreams) > 0 {
 		e.Upstream = pr.Upstreams[0]
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -29,7 +30,7 @@ func (p *Proxy) request(ctx context.Context, s *Session, pr *identity.Principal,
 	stages, ok := pipelines[m.Method]
 	c := p.newCall(s, pr, m, ex, traceHeader)
 	if !ok { // the fronts refuse unknown methods first; this is the second line
-		p.refuse(ctx, c, deny(ReasonMethodNotAllowed))
+		p.refuse(ctx, c, deny(reason.MethodNotAllowed))
 		return
 	}
 	ctx, c.cancel = context.WithCancel(ctx)
@@ -46,16 +47,21 @@ func (p *Proxy) newCall(s *Session, pr *identity.Principal, m *wire.Message, ex 
 	c := &call{method: m.Method, msg: m, s: s, principal: pr, ex: ex, start: p.opts.Now(), requestID: newRequestID(), budgetLeft: -1}
 	c.reply = ex.reply
 	c.traceID = traceOf(m, traceHeader)
-	e := audit.NewEvent(audit.TypeDecision, c.start)
-	e.RequestID, e.TraceID, e.Method = c.requestID, c.traceID, m.Method
+	who := subjectOf(pr)
+	who.RequestID, who.TraceID = c.requestID, c.traceID
 	if s != nil {
-		e.SessionID = s.id
+		who.SessionID = s.id
 	}
-	if pr != nil {
-		e.Agent, e.User, e.Task, e.Credential, e.Actors = pr.Agent, pr.User, pr.Task, pr.CredentialID, pr.Actors
-	}
-	c.event = e
+	c.event = audit.Decision(audit.TypeDecision, c.start, who, m.Method)
 	return c
+}
+
+// subjectOf attributes an event to the principal pr (none: unattributed).
+func subjectOf(pr *identity.Principal) audit.Subject {
+	if pr == nil {
+		return audit.Subject{}
+	}
+	return audit.Subject{Agent: pr.Agent, User: pr.User, Task: pr.Task, Credential: pr.CredentialID, Actors: pr.Actors}
 }
 
 // agentNotification routes a notification from the agent.

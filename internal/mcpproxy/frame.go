@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -135,34 +136,34 @@ func frameError(err error) error {
 
 // frameRefusal maps a CheckMessage error to the reason code recorded and
 // shown, and the JSON-RPC error code of the answer.
-func frameRefusal(cause error) (reason string, code int64) {
+func frameRefusal(cause error) (why reason.Code, code int64) {
 	switch {
 	case errors.Is(cause, ErrTooLarge):
-		return "message_too_large", wire.CodeInvalidRequest
+		return reason.MessageTooLarge, wire.CodeInvalidRequest
 	case errors.Is(cause, ErrTooDeep):
-		return "message_too_deep", wire.CodeInvalidRequest
+		return reason.MessageTooDeep, wire.CodeInvalidRequest
 	case errors.Is(cause, ErrBatchTooBig):
-		return "batch_too_large", wire.CodeInvalidRequest
+		return reason.BatchTooLarge, wire.CodeInvalidRequest
 	case errors.Is(cause, ErrUnknownMethod):
-		return ReasonMethodNotAllowed, wire.CodeMethodNotFound
+		return reason.MethodNotAllowed, wire.CodeMethodNotFound
 	case errors.Is(cause, ErrMalformed):
-		return "malformed", wire.CodeParseError
+		return reason.Malformed, wire.CodeParseError
 	}
-	return "malformed", wire.CodeInvalidRequest
+	return reason.Malformed, wire.CodeInvalidRequest
 }
 
 // frameAnswer is the JSON-RPC error answering a refused message, echoing
 // its id when one could be read.
-func frameAnswer(id []byte, code int64, reason, requestID string) []byte {
+func frameAnswer(id []byte, code int64, why reason.Code, requestID string) []byte {
 	if len(id) == 0 || len(id) > 100 {
 		id = nil
 	}
 	data := []byte(`{"reason":`)
-	data = wire.AppendString(data, reason)
+	data = wire.AppendString(data, string(why))
 	data = append(data, `,"request_id":`...)
 	data = wire.AppendString(data, requestID)
 	data = append(data, '}')
-	return wire.NewError(id, code, "refused by portcullis: "+reason, data)
+	return wire.NewError(id, code, "refused by portcullis: "+string(why), data)
 }
 
 // peekIDMethod reads the id and method of a message that failed the checks

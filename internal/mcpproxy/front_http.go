@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -48,10 +49,10 @@ type httpFront struct {
 func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := f.p
 	if why := p.hosts.refuse(r); why != "" {
-		e := audit.NewEvent(audit.TypeProtocol, p.opts.Now())
-		e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, "host_not_allowed", truncate(why, 200)
+		e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, reason.HostNotAllowed, p.opts.Now(), audit.Subject{RequestID: newRequestID(), RemoteAddr: r.RemoteAddr})
+		e.Detail = truncate(why, 200)
 		p.recordBackground(e)
-		p.opts.Metrics.Refusal("host_not_allowed")
+		p.opts.Metrics.Refusal(reason.HostNotAllowed)
 		writeJSON(w, http.StatusForbidden, []byte(`{"error":"host_not_allowed","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 		return
 	}
@@ -90,12 +91,12 @@ func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity
 		return nil
 	}
 	if err := s.bind(pr); err != nil {
-		e := audit.NewEvent(audit.TypeAuthn, f.p.opts.Now())
-		e.RequestID, e.RemoteAddr, e.Code, e.Agent, e.Credential, e.SessionID = newRequestID(), r.RemoteAddr, ReasonSessionHijack, pr.Agent, pr.CredentialID, sid
+		who := audit.Subject{Agent: pr.Agent, Credential: pr.CredentialID, SessionID: sid, RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
+		e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.SessionHijack, f.p.opts.Now(), who)
 		e.Detail = "the session belongs to another agent"
 		f.p.recordBackground(e)
-		f.p.opts.Metrics.Refusal(ReasonSessionHijack)
-		writeJSON(w, http.StatusForbidden, deny(ReasonSessionHijack).message(nil, e.RequestID))
+		f.p.opts.Metrics.Refusal(reason.SessionHijack)
+		writeJSON(w, http.StatusForbidden, deny(reason.SessionHijack).message(nil, e.RequestID))
 		return nil
 	}
 	if v := r.Header.Get(transport.HeaderProtocol); v != "" && !supportedVersion(v) {
@@ -125,8 +126,8 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 		}
 		if s, err = p.openSessionFor(pr, false); err != nil {
 			c := p.newCall(nil, pr, msgs[0], discard{}, "")
-			p.refuse(r.Context(), c, deny(ReasonTooManySessions))
-			writeJSON(w, http.StatusServiceUnavailable, deny(ReasonTooManySessions).message(msgs[0].IDBytes(), c.requestID))
+			p.refuse(r.Context(), c, deny(reason.TooManySessions))
+			writeJSON(w, http.StatusServiceUnavailable, deny(reason.TooManySessions).message(msgs[0].IDBytes(), c.requestID))
 			return
 		}
 		defer func() {
@@ -255,10 +256,10 @@ func (p *Proxy) limits() MessageLimits {
 }
 
 func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err error) {
-	e := audit.NewEvent(audit.TypeAuthn, f.p.opts.Now())
-	e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, ReasonUnauthenticated, truncate(err.Error(), 300)
+	e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.Unauthenticated, f.p.opts.Now(), audit.Subject{RequestID: newRequestID(), RemoteAddr: r.RemoteAddr})
+	e.Detail = truncate(err.Error(), 300)
 	f.p.recordBackground(e)
-	f.p.opts.Metrics.Refusal(ReasonUnauthenticated)
+	f.p.opts.Metrics.Refusal(reason.Unauthenticated)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis", error="invalid_token"`)
 	writeJSON(w, http.StatusUnauthorized, []byte(`{"error":"unauthenticated","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 }
@@ -267,22 +268,22 @@ func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err erro
 // JSON-RPC error (echoing the request's id when it could be read) and
 // audits it.
 func (f *httpFront) refuseFrame(w http.ResponseWriter, r *http.Request, pr *identity.Principal, body []byte, cause error) {
-	reason, code := frameRefusal(cause)
+	why, code := frameRefusal(cause)
 	status := http.StatusBadRequest
-	switch reason {
-	case "message_too_large":
+	switch why {
+	case reason.MessageTooLarge:
 		status = http.StatusRequestEntityTooLarge
-	case ReasonMethodNotAllowed:
+	case reason.MethodNotAllowed:
 		status = http.StatusOK
 	}
-	e := audit.NewEvent(audit.TypeProtocol, f.p.opts.Now())
-	e.RequestID, e.RemoteAddr, e.Code, e.Detail = newRequestID(), r.RemoteAddr, reason, truncate(cause.Error(), 300)
-	e.Agent, e.Credential, e.SessionID = pr.Agent, pr.CredentialID, r.Header.Get(transport.HeaderSession)
+	who := audit.Subject{Agent: pr.Agent, Credential: pr.CredentialID, SessionID: r.Header.Get(transport.HeaderSession), RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
+	e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, why, f.p.opts.Now(), who)
+	e.Detail = truncate(cause.Error(), 300)
 	id, method := peekIDMethod(body)
 	e.Method = method
 	f.p.recordBackground(e)
-	f.p.opts.Metrics.Refusal(reason)
-	writeJSON(w, status, frameAnswer(id, code, reason, e.RequestID))
+	f.p.opts.Metrics.Refusal(why)
+	writeJSON(w, status, frameAnswer(id, code, why, e.RequestID))
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -174,33 +175,34 @@ func (x *lineExchange) reply(msg []byte) {
 }
 
 func (p *Proxy) refuseLine(w *lineWriter, pr *identity.Principal, line []byte, cause error) {
-	reason, code := frameRefusal(cause)
+	why, code := frameRefusal(cause)
 	if errors.Is(cause, errTooManySessions) {
-		reason, code = ReasonTooManySessions, CodeDenied
+		why, code = reason.TooManySessions, CodeDenied
 	}
-	e := audit.NewEvent(audit.TypeProtocol, p.opts.Now())
-	e.RequestID, e.Code, e.Detail = newRequestID(), reason, truncate(cause.Error(), 300)
+	who := audit.Subject{RequestID: newRequestID()}
 	if pr != nil {
-		e.Agent, e.Credential = pr.Agent, pr.CredentialID
+		who.Agent, who.Credential = pr.Agent, pr.CredentialID
 	}
+	e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, why, p.opts.Now(), who)
+	e.Detail = truncate(cause.Error(), 300)
 	id, method := peekIDMethod(line)
 	e.Method = method
 	p.recordBackground(e)
-	p.opts.Metrics.Refusal(reason)
+	p.opts.Metrics.Refusal(why)
 	if id == nil {
 		return // a notification, or no readable id: nothing to answer
 	}
-	w.write(frameAnswer(id, code, reason, e.RequestID))
+	w.write(frameAnswer(id, code, why, e.RequestID))
 }
 
 func (p *Proxy) refuseUnauthenticated(w *lineWriter, msgs []*wire.Message, cause error) {
-	e := audit.NewEvent(audit.TypeAuthn, p.opts.Now())
-	e.RequestID, e.Code, e.Detail = newRequestID(), ReasonUnauthenticated, truncate(cause.Error(), 300)
+	e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.Unauthenticated, p.opts.Now(), audit.Subject{RequestID: newRequestID()})
+	e.Detail = truncate(cause.Error(), 300)
 	p.recordBackground(e)
-	p.opts.Metrics.Refusal(ReasonUnauthenticated)
+	p.opts.Metrics.Refusal(reason.Unauthenticated)
 	for _, m := range msgs {
 		if m.Kind == wire.Request {
-			w.write(deny(ReasonUnauthenticated).message(m.IDBytes(), e.RequestID))
+			w.write(deny(reason.Unauthenticated).message(m.IDBytes(), e.RequestID))
 		}
 	}
 }

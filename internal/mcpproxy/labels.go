@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // LabelUntrustedInput is the label a session gets by default from a tool
@@ -91,7 +92,7 @@ func (p *Proxy) label(c *call, labels []string) {
 	if len(added) == 0 {
 		return
 	}
-	e := p.followUp(c, audit.TypeSessionLabel, "labelled")
+	e := p.followUp(c, audit.TypeSessionLabel, reason.Labelled)
 	e.Labels = added
 	p.recordBackground(e)
 }
@@ -99,12 +100,6 @@ func (p *Proxy) label(c *call, labels []string) {
 // followUp is an info event about what happened after c's decision,
 // attributed like the decision (agent, user, task, session, request, trace,
 // target).
-func (p *Proxy) followUp(c *call, typ, code string) *audit.Event {
-	e := audit.NewEvent(typ, p.opts.Now())
-	d := c.event
-	e.Outcome, e.Code = audit.OutcomeInfo, code
-	e.Agent, e.User, e.Task, e.Credential, e.Actors = d.Agent, d.User, d.Task, d.Credential, d.Actors
-	e.SessionID, e.RequestID, e.TraceID = d.SessionID, d.RequestID, d.TraceID
-	e.Method, e.Action, e.Target, e.Upstream = d.Method, d.Action, d.Target, d.Upstream
-	return e
+func (p *Proxy) followUp(c *call, typ audit.Type, code reason.Code) *audit.Event {
+	return audit.FollowUp(c.event, typ, code, p.opts.Now())
 }

@@ -225,11 +225,10 @@ func (p *Proxy) screenText(c *call, text string) string {
 // sessionEvent is the attribution of things that happen in a session
 // outside any request.
 func sessionEvent(s *Session) *audit.Event {
-	e := audit.NewEvent(audit.TypeDecision, s.p.opts.Now())
+	var who audit.Subject
 	if pr := s.principal.Load(); pr != nil {
-		e.Agent, e.User, e.Task, e.Credential = pr.Agent, pr.User, pr.Task, pr.CredentialID
+		who = audit.Subject{Agent: pr.Agent, User: pr.User, Task: pr.Task, Credential: pr.CredentialID}
 	}
-	e.SessionID = s.id
-	e.Method = "notification"
-	return e
+	who.SessionID = s.id
+	return audit.Decision(audit.TypeDecision, s.p.opts.Now(), who, "notification")
 }

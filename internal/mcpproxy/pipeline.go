@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
@@ -138,7 +139,7 @@ func (p *Proxy) runStage(ctx context.Context, c *call, st stage) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.opts.Log.Error("panic in a pipeline stage; denied", "method", c.method, "stage", st.name, "panic", r, "stack", string(debug.Stack()))
-			err = deny(ReasonInternal).withDetail(fmt.Sprintf("stage %s: %v", st.name, r))
+			err = deny(reason.Internal).withDetail(fmt.Sprintf("stage %s: %v", st.name, r))
 		}
 	}()
 	return st.run(p, ctx, c)
@@ -185,7 +186,7 @@ func (p *Proxy) record(ctx context.Context, c *call, earlyOK bool) bool {
 	} else {
 		err = p.opts.Recorder.Record(ctx, e)
 	}
-	p.opts.Metrics.Decision(e.Action, e.Outcome, p.opts.Now().Sub(c.start))
+	p.opts.Metrics.Decision(e.Action, string(e.Outcome), p.opts.Now().Sub(c.start))
 	c.committed = err == nil
 	if err != nil {
 		p.opts.Log.Error("audit write failed; denying", "request_id", c.requestID, "err", err)

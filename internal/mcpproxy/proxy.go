@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/transport"
@@ -61,7 +62,7 @@ type Approvals interface {
 
 // Budget admits or refuses a call before policy.
 type Budget interface {
-	Admit(agent, tool, argsKey string) (reason string, tripped bool)
+	Admit(agent, tool, argsKey string) (refused reason.Code, tripped bool)
 }
 
 // Options configure a Proxy. Decider, Recorder and Log are required.
@@ -257,13 +258,13 @@ func (p *Proxy) recordBackground(e *audit.Event) {
 	}
 }
 
-func (p *Proxy) upstreamEvent(u *Upstream, outcome, detail string) {
-	p.opts.Metrics.UpstreamUp(u.Name, outcome == "started")
-	if outcome == "restarting" {
+func (p *Proxy) upstreamEvent(u *Upstream, what reason.Code, detail string) {
+	p.opts.Metrics.UpstreamUp(u.Name, what == reason.Started)
+	if what == reason.Restarting {
 		p.opts.Metrics.UpstreamRestart(u.Name)
 	}
-	e := audit.NewEvent(audit.TypeUpstream, p.opts.Now())
-	e.Outcome, e.Upstream, e.Code, e.Detail = audit.OutcomeInfo, u.Name, outcome, truncate(detail, 500)
+	e := audit.New(audit.TypeUpstream, audit.OutcomeInfo, what, p.opts.Now(), audit.Subject{})
+	e.Upstream, e.Detail = u.Name, truncate(detail, 500)
 	p.recordBackground(e)
 }
 

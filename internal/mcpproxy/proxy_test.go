@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
@@ -228,7 +229,7 @@ func TestListChangedReachesAgents(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__a"}); err == nil || !strings.Contains(err.Error(), ReasonUnknownTarget) {
+	if _, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__a"}); err == nil || !strings.Contains(err.Error(), string(reason.UnknownTarget)) {
 		t.Errorf("call to a removed tool: %v", err)
 	}
 }
@@ -311,7 +312,7 @@ func TestSessionConcurrencyLimit(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__hang"})
-	if err == nil || !strings.Contains(err.Error(), ReasonSessionBusy) {
+	if err == nil || !strings.Contains(err.Error(), string(reason.SessionBusy)) {
 		t.Errorf("second concurrent call: %v", err)
 	}
 	cancel()
@@ -346,7 +347,7 @@ func TestStdioFrontRefusesBadLines(t *testing.T) {
 	pw.Close()
 	<-done
 	got := out.String()
-	for _, want := range []string{`"id":0`, ReasonNotInitialized, `"id":2`, "method_not_allowed", `"id":5`, "malformed", `a:{\"k\":1}`} {
+	for _, want := range []string{`"id":0`, string(reason.NotInitialized), `"id":2`, "method_not_allowed", `"id":5`, "malformed", `a:{\"k\":1}`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("stdio output lacks %s:\n%s", want, got)
 		}
@@ -393,7 +394,7 @@ func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
 	rows, err := r.store.Events(context.Background(), store.EventQuery{TraceID: traceID})
 	decisions := 0
 	for _, row := range rows {
-		if row.Type == audit.TypeDecision {
+		if row.Type == string(audit.TypeDecision) {
 			decisions++
 		}
 	}

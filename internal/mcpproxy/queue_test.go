@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // gatedUpstream has "gate", which waits for a value on open (or the end of
@@ -107,16 +108,16 @@ func TestCallPastTheQueueTimeoutIsShed(t *testing.T) {
 		t.Fatalf("queued call: %v, want a JSON-RPC error %d", err, CodeUnavailable)
 	}
 	var data struct {
-		Reason       string `json:"reason"`
-		RequestID    string `json:"request_id"`
-		RetryAfterMs int64  `json:"retry_after_ms"`
+		Reason       reason.Code `json:"reason"`
+		RequestID    string      `json:"request_id"`
+		RetryAfterMs int64       `json:"retry_after_ms"`
 	}
-	if err := json.Unmarshal(we.Data, &data); err != nil || data.Reason != ReasonUpstreamBusy || data.RetryAfterMs < 100 || data.RequestID == "" {
+	if err := json.Unmarshal(we.Data, &data); err != nil || data.Reason != reason.UpstreamBusy || data.RetryAfterMs < 100 || data.RequestID == "" {
 		t.Fatalf("refusal data %s (%v)", we.Data, err)
 	}
 	waitFor(t, "the shed call's audit record", func() bool {
 		for _, e := range r.events() {
-			if e.RequestID == data.RequestID && e.Type == audit.TypeUpstream && e.Code == ReasonUpstreamBusy && e.Outcome == audit.OutcomeError {
+			if e.RequestID == data.RequestID && e.Type == audit.TypeUpstream && e.Code == reason.UpstreamBusy && e.Outcome == audit.OutcomeError {
 				return true
 			}
 		}

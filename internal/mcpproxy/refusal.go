@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -16,43 +17,13 @@ const (
 	CodeUnavailable = -32031 // allowed, but the upstream could not serve it
 )
 
-// Reason codes in denial errors and audit events.
-const (
-	ReasonUnauthenticated  = "unauthenticated"
-	ReasonUnknownTarget    = "unknown_target"
-	ReasonBadArguments     = "invalid_arguments"
-	ReasonArgumentsTooBig  = "arguments_too_large"
-	ReasonSessionBusy      = "session_concurrency_limit"
-	ReasonSessionHijack    = "session_agent_mismatch"
-	ReasonTooManySessions  = "session_limit"
-	ReasonAuditUnavailable = "audit_unavailable"
-	ReasonMethodNotAllowed = "method_not_allowed"
-	ReasonAmbiguousSession = "no_unique_agent_session"
-	ReasonInternal         = "internal_error"
-	ReasonOutsideTask      = "outside_task_scope"
-	ReasonTaskBudget       = "task_budget_exhausted"
-	ReasonNotInitialized   = "session_not_initialized"
-	ReasonCredentialExpiry = "credential_expired"
-	ReasonUnknownTask      = "unknown_task"
-	ReasonScreeningBlocked = "screening_blocked"
-	ReasonApprovalDenied   = "approval_denied"
-	ReasonApprovalTimeout  = "approval_timeout"
-	ReasonResultTooLarge   = "result_too_large"
-
-	ReasonUpstreamUnavailable = "upstream_unavailable"
-	ReasonUpstreamBusy        = "upstream_busy"
-	ReasonUpstreamTimeout     = "upstream_timeout"
-	ReasonUpstreamError       = "upstream_error"
-	ReasonCancelled           = "cancelled" // by the agent, before the answer
-)
-
 // refusal is how a stage stops a request. The runner records it (unless
 // the stage already did) and answers the agent with message().
 type refusal struct {
-	code    string // reason code, for the audit record and the agent
-	rpcCode int64  // JSON-RPC error code of the answer
-	text    string // the answer's message
-	detail  string // for the audit record only, never the agent
+	code    reason.Code // for the audit record and the agent
+	rpcCode int64       // JSON-RPC error code of the answer
+	text    string      // the answer's message
+	detail  string      // for the audit record only, never the agent
 	// result, if set, answers the request with this result instead of an
 	// error: a schema violation is a tool result the model can act on.
 	result []byte
@@ -66,13 +37,13 @@ type refusal struct {
 func (r *refusal) Error() string { return r.text }
 
 // deny refuses by policy, limit or protocol.
-func deny(code string) *refusal {
-	return &refusal{code: code, rpcCode: CodeDenied, text: "denied by portcullis: " + code}
+func deny(code reason.Code) *refusal {
+	return &refusal{code: code, rpcCode: CodeDenied, text: "denied by portcullis: " + string(code)}
 }
 
 // unavailable reports that an allowed request could not be served.
-func unavailable(code string) *refusal {
-	return &refusal{code: code, rpcCode: CodeUnavailable, text: "portcullis: " + code}
+func unavailable(code reason.Code) *refusal {
+	return &refusal{code: code, rpcCode: CodeUnavailable, text: "portcullis: " + string(code)}
 }
 
 func (r *refusal) withDetail(d string) *refusal { r.detail = d; return r }
@@ -83,7 +54,7 @@ func (r *refusal) message(id []byte, requestID string) []byte {
 		return wire.NewResponse(id, r.result)
 	}
 	data := []byte(`{"reason":`)
-	data = wire.AppendString(data, r.code)
+	data = wire.AppendString(data, string(r.code))
 	if requestID != "" {
 		data = append(data, `,"request_id":`...)
 		data = wire.AppendString(data, requestID)
@@ -103,5 +74,5 @@ func asRefusal(err error) *refusal {
 	if errors.As(err, &r) {
 		return r
 	}
-	return deny(ReasonInternal).withDetail(err.Error())
+	return deny(reason.Internal).withDetail(err.Error())
 }

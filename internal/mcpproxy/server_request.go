@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -85,9 +86,8 @@ func (l *link) serverRequest(m *wire.Message, c *call) {
 	if c != nil {
 		call.traceID = c.traceID
 	}
-	e := audit.NewEvent(audit.TypeServer, call.start)
-	e.RequestID, e.TraceID, e.Method, e.Upstream = call.requestID, call.traceID, m.Method, l.up.Name
-	e.Action = serverActions[m.Method]
+	e := audit.Decision(audit.TypeServer, call.start, audit.Subject{RequestID: call.requestID, TraceID: call.traceID}, m.Method)
+	e.Upstream, e.Action = l.up.Name, serverActions[m.Method]
 	call.event = e
 	// Its own goroutine: the upstream's stream keeps flowing while the
 	// agent answers.
@@ -120,7 +120,7 @@ func routeToAgent(p *Proxy, ctx context.Context, c *call) error {
 		}
 	}
 	if s == nil {
-		return deny(ReasonAmbiguousSession)
+		return deny(reason.AmbiguousSession)
 	}
 	c.s = s
 	c.principal = s.principal.Load()
@@ -157,12 +157,12 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 	sc, s := c.server, c.s
 	if c.receipt != nil {
 		if err := c.receipt.Durable(ctx); err != nil {
-			return recordedDenial(ReasonAuditUnavailable)
+			return recordedDenial(reason.AuditUnavailable)
 		}
 	}
 	sc.agentID = []byte(strconv.Quote("pc-" + strconv.FormatInt(s.nextID.Add(1), 10)))
 	if !s.addToAgent(sc) {
-		return unavailable(ReasonSessionBusy).withDetail("too many requests waiting for the agent")
+		return unavailable(reason.SessionBusy).withDetail("too many requests waiting for the agent")
 	}
 	defer s.takeToAgent(sc.agentID)
 	msg := wire.Apply(c.msg.Raw, wire.Replace(c.msg.ID, sc.agentID))
@@ -176,11 +176,11 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 	select {
 	case <-sc.done:
 	case <-wait.C:
-		return unavailable(ReasonUpstreamTimeout).withDetail("the agent did not answer")
+		return unavailable(reason.UpstreamTimeout).withDetail("the agent did not answer")
 	case <-s.done:
-		return unavailable(ReasonUpstreamUnavailable).withDetail("the agent session ended")
+		return unavailable(reason.UpstreamUnavailable).withDetail("the agent session ended")
 	case <-c.link.conn.Done():
-		return unavailable(ReasonUpstreamUnavailable).withDetail("the upstream session ended")
+		return unavailable(reason.UpstreamUnavailable).withDetail("the upstream session ended")
 	}
 	if sc.err != nil {
 		if errors.Is(sc.err, errCancelledByUpstream) {
@@ -188,7 +188,7 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 			s.notify(wire.NewNotification("notifications/cancelled", append(append([]byte(`{"requestId":`), sc.agentID...), '}')))
 			c.reply = nil
 		}
-		return unavailable(ReasonCancelled).withDetail(sc.err.Error())
+		return unavailable(reason.Cancelled).withDetail(sc.err.Error())
 	}
 	return nil
 }

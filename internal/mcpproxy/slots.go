@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/metrics"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // Why a call found no slot with its upstream.
@@ -317,19 +318,19 @@ func (u *Upstream) takeSlot(ctx context.Context, c *call) (*slot, error) {
 	if waited > 0 {
 		u.p.opts.Metrics.Queued(u.Name, agent, waited)
 	}
-	var reason string
+	var why string
 	switch {
 	case err == nil:
 		return sl, nil
 	case errors.Is(err, errQueueFull):
-		reason = "queue_full"
+		why = "queue_full"
 	case errors.Is(err, errQueueTimeout):
-		reason = "queue_timeout"
+		why = "queue_timeout"
 	default:
-		return nil, unavailable(ReasonCancelled)
+		return nil, unavailable(reason.Cancelled)
 	}
-	u.p.opts.Metrics.Shed(u.Name, agent, reason)
-	r := unavailable(ReasonUpstreamBusy).withDetail(fmt.Sprintf("%v after %v (%v)", err, waited.Round(time.Millisecond), u.slots.load()))
+	u.p.opts.Metrics.Shed(u.Name, agent, why)
+	r := unavailable(reason.UpstreamBusy).withDetail(fmt.Sprintf("%v after %v (%v)", err, waited.Round(time.Millisecond), u.slots.load()))
 	r.retryAfter = u.slots.retryAfter()
 	return nil, r
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -24,16 +25,16 @@ func boundArguments(p *Proxy, ctx context.Context, c *call) error {
 		}
 	}
 	if len(raw) > p.opts.Limits.MaxArgumentBytes {
-		return deny(ReasonArgumentsTooBig)
+		return deny(reason.ArgumentsTooLarge)
 	}
 	if err := c.tool.args.check(raw); err != nil {
-		r := deny(ReasonBadArguments).withDetail(err.Error())
+		r := deny(reason.BadArguments).withDetail(err.Error())
 		r.result = isErrorResult("Invalid arguments for tool " + c.tool.served + ": " + err.Error())
 		return r
 	}
 	args, err := policy.Arguments(raw)
 	if err != nil {
-		return deny(ReasonBadArguments).withDetail(err.Error())
+		return deny(reason.BadArguments).withDetail(err.Error())
 	}
 	c.rawArgs, c.cedarArgs = raw, args
 	sum := sha256.Sum256(raw)
@@ -50,14 +51,14 @@ func promptArguments(p *Proxy, ctx context.Context, c *call) error {
 		raw = c.msg.Bytes(sp)
 	}
 	if len(raw) > p.opts.Limits.MaxArgumentBytes {
-		return deny(ReasonArgumentsTooBig)
+		return deny(reason.ArgumentsTooLarge)
 	}
 	if raw != nil && !wire.IsObject(raw, wire.Span{Start: 0, End: len(raw)}) && string(raw) != "null" {
-		return deny(ReasonBadArguments)
+		return deny(reason.BadArguments)
 	}
 	args, err := policy.Arguments(raw)
 	if err != nil {
-		return deny(ReasonBadArguments).withDetail(err.Error())
+		return deny(reason.BadArguments).withDetail(err.Error())
 	}
 	c.rawArgs, c.cedarArgs = raw, args
 	return nil
@@ -75,11 +76,11 @@ func taskScope(p *Proxy, ctx context.Context, c *call) error {
 		found = found || t == c.tool.qualified
 	}
 	if !found {
-		return deny(ReasonOutsideTask)
+		return deny(reason.OutsideTask)
 	}
 	left, ok := p.Reserve(pr.CredentialID, pr.TaskBudget, 1)
 	if !ok {
-		return deny(ReasonTaskBudget)
+		return deny(reason.TaskExhausted)
 	}
 	c.budgetLeft = int64(left)
 	return nil
@@ -91,11 +92,11 @@ func rateAndBudget(p *Proxy, ctx context.Context, c *call) error {
 	if p.opts.Budget == nil {
 		return nil
 	}
-	reason, tripped := p.opts.Budget.Admit(c.principal.Agent, c.tool.qualified, c.argsDigest)
-	if reason == "" {
+	refused, tripped := p.opts.Budget.Admit(c.principal.Agent, c.tool.qualified, c.argsDigest)
+	if refused == "" {
 		return nil
 	}
-	r := deny(reason)
+	r := deny(refused)
 	if tripped {
 		r.detail = "breaker opened: the same call repeated too often"
 	}

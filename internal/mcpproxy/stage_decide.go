@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
 
@@ -27,7 +28,7 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 	c.input = in
 	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
 	d := p.opts.Decider.Decide(in)
-	span.Set("portcullis.decision", d.Code)
+	span.Set("portcullis.decision", string(d.Code))
 	span.Finish(nil)
 	e := c.event
 	e.Labels = in.Labels
@@ -37,7 +38,7 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 	e.Input.UntrustedArguments = in.UntrustedArguments
 	e.Input.Findings = in.Findings
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
-	if !d.Allow && d.Code == policy.CodeApproval && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
+	if !d.Allow && d.Code == reason.ApprovalRequired && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
 		return p.holdForApproval(ctx, c, in, d)
 	}
 	if !d.Allow {
@@ -61,7 +62,7 @@ func commit(p *Proxy, ctx context.Context, c *call) error {
 	ok := p.record(ctx, c, true)
 	span.Finish(nil)
 	if !ok {
-		r := deny(ReasonAuditUnavailable)
+		r := deny(reason.AuditUnavailable)
 		r.recorded = true // the log refused it: nothing more to write
 		return r
 	}
@@ -77,7 +78,7 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 		e.Outcome, e.Policies = audit.OutcomeAllow, append(e.Policies, "approval:"+prior.ID)
 		e.Detail = "approved for the " + prior.Scope + " by " + prior.DecidedBy
 		if !p.record(ctx, c, true) {
-			return recordedDenial(ReasonAuditUnavailable)
+			return recordedDenial(reason.AuditUnavailable)
 		}
 		return nil
 	}
@@ -87,11 +88,11 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 		Findings: append(slices.Clone(in.Findings), labelNotes(in.Labels, in.UntrustedArguments)...),
 	}
 	if err := p.opts.Approvals.NewRequest(r); err != nil {
-		return deny(ReasonInternal).withDetail("approval request: " + err.Error())
+		return deny(reason.Internal).withDetail("approval request: " + err.Error())
 	}
-	e.Code, e.Reasons, e.Detail = policy.CodeApproval, append(e.Reasons, d.Approval...), "held for approval "+r.ID
+	e.Code, e.Reasons, e.Detail = reason.ApprovalRequired, append(e.Reasons, d.Approval...), "held for approval "+r.ID
 	if !p.record(ctx, c, false) {
-		return recordedDenial(ReasonAuditUnavailable)
+		return recordedDenial(reason.AuditUnavailable)
 	}
 	final, err := p.opts.Approvals.Hold(ctx, r)
 	// The outcome is a second decision event for the same request.
@@ -100,24 +101,24 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	c.event, c.committed = &out, false
 	switch {
 	case err != nil:
-		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+": "+err.Error()
+		out.Code, out.Detail = reason.ApprovalTimeout, "approval "+r.ID+": "+err.Error()
 	case final.State == approval.Consumed:
 		out.Outcome, out.Code = audit.OutcomeAllow, ""
 		out.Policies = append(out.Policies, "approval:"+r.ID)
 		out.Detail = "approved by " + final.DecidedBy + " (" + final.Scope + ")"
 		if !p.record(ctx, c, true) {
-			return recordedDenial(ReasonAuditUnavailable)
+			return recordedDenial(reason.AuditUnavailable)
 		}
 		return nil
 	case final.State == approval.Denied:
-		out.Code, out.Detail = ReasonApprovalDenied, "denied by "+final.DecidedBy
+		out.Code, out.Detail = reason.ApprovalDenied, "denied by "+final.DecidedBy
 	default:
-		out.Code, out.Detail = ReasonApprovalTimeout, "approval "+r.ID+" "+final.State
+		out.Code, out.Detail = reason.ApprovalTimeout, "approval "+r.ID+" "+final.State
 	}
 	return deny(out.Code).withDetail(out.Detail)
 }
 
-func recordedDenial(code string) *refusal {
+func recordedDenial(code reason.Code) *refusal {
 	r := deny(code)
 	r.recorded = true
 	return r

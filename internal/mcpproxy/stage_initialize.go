@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -20,13 +21,13 @@ const connectWait = 20 * time.Second
 func openSession(p *Proxy, ctx context.Context, c *call) error {
 	s, m := c.s, c.msg
 	if s == nil {
-		return deny(ReasonInternal)
+		return deny(reason.Internal)
 	}
 	b := m.Raw
 	version, _ := wire.String(b, m.Param("protocolVersion"))
 	caps, info := m.Param("capabilities"), m.Param("clientInfo")
 	if version == "" || !wire.IsObject(b, caps) || !wire.IsObject(b, info) {
-		r := deny(ReasonBadArguments)
+		r := deny(reason.BadArguments)
 		r.rpcCode, r.text = wire.CodeInvalidParams, "initialize needs protocolVersion, capabilities and clientInfo"
 		return r
 	}
@@ -36,7 +37,7 @@ func openSession(p *Proxy, ctx context.Context, c *call) error {
 	s.initMu.Lock()
 	defer s.initMu.Unlock()
 	if s.opened {
-		r := deny(ReasonMethodNotAllowed)
+		r := deny(reason.MethodNotAllowed)
 		r.rpcCode, r.text = wire.CodeInvalidRequest, "session already initialized"
 		return r
 	}

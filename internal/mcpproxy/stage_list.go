@@ -7,6 +7,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -104,7 +105,7 @@ func commitList(p *Proxy, ctx context.Context, c *call) error {
 	e.Outcome, e.PolicyVersion = audit.OutcomeAllow, p.opts.Decider.Version()
 	e.Detail = fmt.Sprintf("%d of %d visible", len(ls.items), ls.total)
 	if !p.record(ctx, c, true) {
-		return recordedDenial(ReasonAuditUnavailable)
+		return recordedDenial(reason.AuditUnavailable)
 	}
 	n := 16
 	for _, it := range ls.items {

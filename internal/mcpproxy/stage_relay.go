@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
@@ -58,7 +59,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	}
 	out, err := wire.Parse(wire.Apply(m.Raw, edits...), 0)
 	if err != nil {
-		return deny(ReasonInternal).withDetail("edited request: " + err.Error())
+		return deny(reason.Internal).withDetail("edited request: " + err.Error())
 	}
 	l.track(c, token)
 	defer l.untrack(c, token)
@@ -78,16 +79,16 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return nil
 	case c.wasCancelled() || errors.Is(err, context.Canceled):
 		l.cancelUpstream(c.upID, "cancelled by the client")
-		return unavailable(ReasonCancelled)
+		return unavailable(reason.Cancelled)
 	case errors.Is(err, context.DeadlineExceeded):
 		l.cancelUpstream(c.upID, "timed out at the gateway")
 		go l.probeAfterTimeout()
-		return unavailable(ReasonUpstreamTimeout)
+		return unavailable(reason.UpstreamTimeout)
 	case errors.Is(err, transport.ErrClosed):
-		return unavailable(ReasonUpstreamUnavailable).withDetail(err.Error())
+		return unavailable(reason.UpstreamUnavailable).withDetail(err.Error())
 	}
 	p.opts.Log.Warn("upstream call failed", "upstream", u.Name, "request_id", c.requestID, "err", err)
-	return unavailable(ReasonUpstreamError).withDetail(err.Error())
+	return unavailable(reason.UpstreamError).withDetail(err.Error())
 }
 
 func (c *call) wasCancelled() bool {
@@ -156,12 +157,12 @@ func reply(p *Proxy, ctx context.Context, c *call) error {
 		c.out = wire.Apply(c.resp.Raw, wire.Replace(c.resp.ID, c.msg.IDBytes()))
 	}
 	if len(c.out) > p.opts.Limits.MaxResultBytes+4096 {
-		return unavailable(ReasonResultTooLarge)
+		return unavailable(reason.ResultTooLarge)
 	}
 	if c.receipt != nil {
 		if err := c.receipt.Durable(ctx); err != nil {
 			p.opts.Log.Error("audit sync failed; the answer is withheld", "request_id", c.requestID, "err", err)
-			return recordedDenial(ReasonAuditUnavailable)
+			return recordedDenial(reason.AuditUnavailable)
 		}
 	}
 	c.answer(c.out)

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -13,18 +14,18 @@ import (
 func admit(p *Proxy, ctx context.Context, c *call) error {
 	s := c.s
 	if s == nil || !s.isOpen() {
-		r := deny(ReasonNotInitialized)
+		r := deny(reason.NotInitialized)
 		r.rpcCode = wire.CodeInvalidRequest
 		return r
 	}
 	if pr := c.principal; pr == nil {
-		return deny(ReasonUnauthenticated)
+		return deny(reason.Unauthenticated)
 	} else if !pr.Expires.IsZero() && p.opts.Now().After(pr.Expires) {
-		return deny(ReasonCredentialExpiry)
+		return deny(reason.CredentialExpired)
 	}
 	if n := s.calls.Add(1); int(n) > p.opts.Limits.MaxCallsPerSession {
 		s.calls.Add(-1)
-		return deny(ReasonSessionBusy)
+		return deny(reason.SessionBusy)
 	}
 	c.onRelease(func() { s.calls.Add(-1) })
 	s.touch()
@@ -42,7 +43,7 @@ func (c *call) resolved(action string, t policy.Target, u *Upstream) {
 
 func unknownTarget(c *call, action, name string) error {
 	c.event.Action, c.event.Target = action, truncate(name, 200)
-	return deny(ReasonUnknownTarget)
+	return deny(reason.UnknownTarget)
 }
 
 // resolveTool finds the tool the agent named among what its session is
@@ -111,7 +112,7 @@ func resolveResource(p *Proxy, ctx context.Context, c *call) error {
 		return err
 	}
 	if c.method != "resources/read" && !c.link.capSubscribe {
-		return deny(ReasonMethodNotAllowed).withDetail("the upstream does not offer subscriptions")
+		return deny(reason.MethodNotAllowed).withDetail("the upstream does not offer subscriptions")
 	}
 	return nil
 }
@@ -122,7 +123,7 @@ func resolveCompletion(p *Proxy, ctx context.Context, c *call) error {
 	b := c.msg.Raw
 	ref := c.msg.Param("ref")
 	if !wire.IsObject(b, ref) {
-		return deny(ReasonBadArguments)
+		return deny(reason.BadArguments)
 	}
 	typSp, _ := wire.Lookup(b, ref, "type")
 	typ, _ := wire.String(b, typSp)
@@ -147,13 +148,13 @@ func resolveCompletion(p *Proxy, ctx context.Context, c *call) error {
 		}
 		c.resolved(policy.ActionReadResource, policy.Target{Kind: policy.KindResource, ID: uri, Upstream: u.Name}, u)
 	default:
-		return deny(ReasonBadArguments)
+		return deny(reason.BadArguments)
 	}
 	if err := c.needLink(); err != nil {
 		return err
 	}
 	if !c.link.capComplete {
-		return deny(ReasonMethodNotAllowed).withDetail("the upstream does not offer completions")
+		return deny(reason.MethodNotAllowed).withDetail("the upstream does not offer completions")
 	}
 	return nil
 }
@@ -164,7 +165,7 @@ func resolveTask(p *Proxy, ctx context.Context, c *call) error {
 	id, ok := c.msg.ParamString("taskId")
 	c.event.Action, c.event.Target = "task", truncate(id, 200)
 	if !ok || id == "" {
-		return deny(ReasonUnknownTask)
+		return deny(reason.UnknownTask)
 	}
 	c.s.mu.Lock()
 	links := make([]*link, 0, len(c.s.links))
@@ -186,7 +187,7 @@ func resolveTask(p *Proxy, ctx context.Context, c *call) error {
 			return nil
 		}
 	}
-	return deny(ReasonUnknownTask)
+	return deny(reason.UnknownTask)
 }
 
 // needLink makes sure the call has a live link to its upstream.
@@ -197,9 +198,9 @@ func (c *call) needLink() error {
 	l, err := c.up.linkFor(context.Background(), c.s)
 	if err != nil {
 		if errors.Is(err, ErrUpstreamSessions) {
-			return unavailable(ReasonUpstreamBusy).withDetail(err.Error())
+			return unavailable(reason.UpstreamBusy).withDetail(err.Error())
 		}
-		return unavailable(ReasonUpstreamUnavailable).withDetail(err.Error())
+		return unavailable(reason.UpstreamUnavailable).withDetail(err.Error())
 	}
 	c.link = l
 	return nil

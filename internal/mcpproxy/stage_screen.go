@@ -5,32 +5,24 @@ import (
 	"strings"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
-// Screening outcome codes of `screening` audit events, most severe first.
-const (
-	screenBlocked  = "blocked"
-	screenWithheld = "withheld"
-	screenRedacted = "redacted"
-	screenLabelled = "labelled"
-	screenFlagged  = "flagged"
-)
-
 // screeningCode is the most severe outcome of v, for the audit event.
-func screeningCode(v *screen.Verdict) string {
+func screeningCode(v *screen.Verdict) reason.Code {
 	switch {
 	case v.Block:
-		return screenBlocked
+		return reason.Blocked
 	case v.Withhold:
-		return screenWithheld
+		return reason.Withheld
 	case v.Has(screen.ActionRedact):
-		return screenRedacted
+		return reason.Redacted
 	case len(v.Labels) > 0:
-		return screenLabelled
+		return reason.Labelled
 	default:
-		return screenFlagged
+		return reason.Flagged
 	}
 }
 
@@ -51,7 +43,7 @@ func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 	}
 	p.recordScreening(c, screen.DirArguments, &v)
 	if v.Block {
-		return deny(ReasonScreeningBlocked).withDetail("screening: " + v.Summary())
+		return deny(reason.ScreeningBlocked).withDetail("screening: " + v.Summary())
 	}
 	c.findings = v.Keys()
 	return nil

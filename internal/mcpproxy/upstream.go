@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
@@ -154,7 +155,7 @@ func (u *Upstream) run(ctx context.Context) {
 		}
 		u.restarts.Add(1)
 		u.log.Warn("upstream probe ended; restarting", "err", err, "backoff", backoff)
-		u.p.upstreamEvent(u, "restarting", fmt.Sprintf("exited: %v; restarting in %s", err, backoff))
+		u.p.upstreamEvent(u, reason.Restarting, fmt.Sprintf("exited: %v; restarting in %s", err, backoff))
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -185,7 +186,7 @@ func (u *Upstream) probe(ctx context.Context) error {
 	u.healthy.Store(true)
 	u.downUntil.Store(0)
 	u.readyOnce.Do(func() { close(u.ready) })
-	u.p.upstreamEvent(u, "started", l.serverName())
+	u.p.upstreamEvent(u, reason.Started, l.serverName())
 	u.log.Info("upstream connected", "server", l.serverName(), "protocol", l.version)
 	u.fillSpares(ctx)
 	tick := time.NewTicker(keepAliveTick)

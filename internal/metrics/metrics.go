@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // Metrics is the set of gateway metrics.
@@ -153,9 +155,9 @@ func (m *Metrics) AuditWrite(n int, err error) {
 }
 
 // Refusal counts a message refused before policy.
-func (m *Metrics) Refusal(reason string) {
+func (m *Metrics) Refusal(code reason.Code) {
 	if m != nil {
-		m.refusals.WithLabelValues(reason).Inc()
+		m.refusals.WithLabelValues(string(code)).Inc()
 	}
 }
 

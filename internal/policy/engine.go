@@ -15,6 +15,7 @@ import (
 	"github.com/cedar-policy/cedar-go/x/exp/batch"
 
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // Actions Portcullis asks Cedar about.
@@ -35,16 +36,6 @@ const (
 	KindResource = "Resource"
 	KindPrompt   = "Prompt"
 	KindAgent    = "Agent"
-)
-
-// Reason codes shown to the agent. They say why in general terms, never which
-// policy: policy internals are for the audit log.
-const (
-	CodeNoPermit    = "no_permit"
-	CodeForbidden   = "forbidden_by_policy"
-	CodePolicyError = "policy_error"
-	// CodeApproval: the request would be allowed if a human approves it.
-	CodeApproval = "approval_required"
 )
 
 // Target is what a request acts on.
@@ -114,8 +105,11 @@ type Input struct {
 // Decision is the outcome of one evaluation.
 type Decision struct {
 	Allow bool
-	// Code is the reason code shown to the caller on denial.
-	Code string
+	// Code is the reason code shown to the caller on denial
+	// (reason.NoPermit, Forbidden, PolicyError, or ApprovalRequired: it
+	// would be allowed if a person approves). It says why in general
+	// terms, never which policy: policy internals are for the audit log.
+	Code reason.Code
 	// Policies are the IDs of the policies that determined the decision.
 	Policies []string
 	// Reasons are the @reason annotations of those policies.
@@ -124,7 +118,7 @@ type Decision struct {
 	Errors []string
 	// Version is the policy bundle version that decided.
 	Version string
-	// Approval is set (with Allow false and Code CodeApproval) when only
+	// Approval is set (with Allow false and Code reason.ApprovalRequired) when only
 	// @approval forbids stand between the request and an allow; it holds
 	// their @approval texts.
 	Approval []string
@@ -205,10 +199,10 @@ func (e *Engine) Current() *Set { return e.cur.Load() }
 // Decide evaluates in. It never returns an allow on error.
 func (e *Engine) Decide(in *Input) Decision {
 	s := e.cur.Load()
-	d := Decision{Version: s.version, Code: CodeNoPermit}
+	d := Decision{Version: s.version, Code: reason.NoPermit}
 	req, ents, sc, err := e.request(in, in.Arguments)
 	if err != nil {
-		d.Code, d.Errors = CodePolicyError, []string{err.Error()}
+		d.Code, d.Errors = reason.PolicyError, []string{err.Error()}
 		return d
 	}
 	sub := s.idx.subset(sc)
@@ -229,15 +223,15 @@ func (e *Engine) Decide(in *Input) Decision {
 	switch {
 	case forbidErred:
 		// A guard that cannot be evaluated must not lapse silently.
-		d.Allow, d.Code = false, CodePolicyError
+		d.Allow, d.Code = false, reason.PolicyError
 	case dec == cedar.Allow:
 		d.Allow, d.Code = true, ""
 	case len(diag.Reasons) > 0:
-		d.Code = CodeForbidden
+		d.Code = reason.Forbidden
 		if why := s.approvalOnly(diag); why != nil {
 			// Only approval guards forbid it: would the rest allow it?
 			if dec2, diag2 := cedar.Authorize(sub.sans, ents, req); dec2 == cedar.Allow && len(diag2.Errors) == 0 {
-				d.Code, d.Approval = CodeApproval, why
+				d.Code, d.Approval = reason.ApprovalRequired, why
 				for _, r := range diag2.Reasons {
 					d.Policies = append(d.Policies, s.meta[r.PolicyID].id)
 				}

@@ -12,6 +12,7 @@ import (
 	"github.com/cedar-policy/cedar-go/types"
 
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 func mustEngine(t *testing.T, text string) *Engine {
@@ -64,19 +65,19 @@ func TestDecide(t *testing.T) {
 		roles       []string
 		tool, args  string
 		allow       bool
-		code        string
+		code        reason.Code
 		policy      string
 	}{
 		{"role permits read", "a", []string{"devs"}, "fs__read", `{}`, true, "", "devs-read"},
-		{"no role, default deny", "a", nil, "fs__read", `{}`, false, CodeNoPermit, ""},
+		{"no role, default deny", "a", nil, "fs__read", `{}`, false, reason.NoPermit, ""},
 		{"argument constraint met", "a", []string{"devs"}, "fs__write", `{"path":"/src/main.go"}`, true, "", "devs-write-src"},
-		{"argument constraint not met", "a", []string{"devs"}, "fs__write", `{"path":"/etc/passwd"}`, false, CodeNoPermit, ""},
-		{"missing argument does not permit", "a", []string{"devs"}, "fs__write", `{}`, false, CodeNoPermit, ""},
-		{"forbid wins", "treasurer", nil, "bank__pay", `{"amount":5000}`, false, CodeForbidden, "small-amounts"},
+		{"argument constraint not met", "a", []string{"devs"}, "fs__write", `{"path":"/etc/passwd"}`, false, reason.NoPermit, ""},
+		{"missing argument does not permit", "a", []string{"devs"}, "fs__write", `{}`, false, reason.NoPermit, ""},
+		{"forbid wins", "treasurer", nil, "bank__pay", `{"amount":5000}`, false, reason.Forbidden, "small-amounts"},
 		{"under limit", "treasurer", nil, "bank__pay", `{"amount":99}`, true, "", "pay"},
 		// A forbid guard that cannot evaluate (wrong type) must not lapse.
-		{"erroring forbid fails closed", "treasurer", nil, "bank__pay", `{"amount":"lots"}`, false, CodePolicyError, ""},
-		{"missing guarded argument is forbidden", "treasurer", nil, "bank__pay", `{}`, false, CodeForbidden, "small-amounts"},
+		{"erroring forbid fails closed", "treasurer", nil, "bank__pay", `{"amount":"lots"}`, false, reason.PolicyError, ""},
+		{"missing guarded argument is forbidden", "treasurer", nil, "bank__pay", `{}`, false, reason.Forbidden, "small-amounts"},
 	} {
 		d := call(t, e, tc.agent, tc.roles, tc.tool, tc.args)
 		if d.Allow != tc.allow || d.Code != tc.code || (tc.policy != "" && !slices.Contains(d.Policies, tc.policy)) {
@@ -192,18 +193,18 @@ when { context.arguments has to && context.arguments.to like "*@competitor.test"
 		roles       []string
 		args        string
 		allow       bool
-		code        string
+		code        reason.Code
 	}{
 		{"internal: allowed", "m", []string{"mailers"}, `{"to":"a@example.com"}`, true, ""},
-		{"external: needs approval", "m", []string{"mailers"}, `{"to":"a@partner.test"}`, false, CodeApproval},
-		{"another forbid applies too: no approval can help", "m", []string{"mailers"}, `{"to":"a@competitor.test"}`, false, CodeForbidden},
-		{"no permit: approval cannot create one", "x", nil, `{"to":"a@partner.test"}`, false, CodeForbidden},
+		{"external: needs approval", "m", []string{"mailers"}, `{"to":"a@partner.test"}`, false, reason.ApprovalRequired},
+		{"another forbid applies too: no approval can help", "m", []string{"mailers"}, `{"to":"a@competitor.test"}`, false, reason.Forbidden},
+		{"no permit: approval cannot create one", "x", nil, `{"to":"a@partner.test"}`, false, reason.Forbidden},
 	} {
 		d := call(t, e, tc.agent, tc.roles, "mail__send", tc.args)
 		if d.Allow != tc.allow || d.Code != tc.code {
 			t.Errorf("%s: %+v", tc.name, d)
 		}
-		if tc.code == CodeApproval && (len(d.Approval) != 1 || d.Approval[0] != "mail leaving the company" || !slices.Contains(d.Policies, "send")) {
+		if tc.code == reason.ApprovalRequired && (len(d.Approval) != 1 || d.Approval[0] != "mail leaving the company" || !slices.Contains(d.Policies, "send")) {
 			t.Errorf("%s: approval details %+v", tc.name, d)
 		}
 	}

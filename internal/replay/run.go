@@ -362,7 +362,7 @@ func decisionInfo(ctx context.Context, cfg *config.Config, ids map[string]bool) 
 		if err != nil || !ids[e.RequestID] || e.Type != audit.TypeDecision {
 			continue
 		}
-		why := e.Code
+		why := string(e.Code)
 		if len(e.Policies) > 0 {
 			ps := append([]string(nil), e.Policies...)
 			sort.Strings(ps)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // Modes.
@@ -81,7 +83,9 @@ func Digest(t *mcp.Tool) (string, json.RawMessage, error) {
 
 // Event reports a pinning outcome for the audit log.
 type Event struct {
-	Upstream, Name, Digest, Code, Detail string
+	Upstream, Name, Digest string
+	Code                   reason.Code // tool_pinned, tool_quarantined or tool_unpinnable
+	Detail                 string
 }
 
 // TOFUWindow bounds trust on first use: what an upstream offers during the
@@ -168,7 +172,7 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 	for _, t := range tools {
 		digest, def, err := Digest(t)
 		if err != nil {
-			r.event(Event{Upstream: upstream, Name: t.Name, Code: "tool_unpinnable", Detail: err.Error()})
+			r.event(Event{Upstream: upstream, Name: t.Name, Code: reason.ToolUnpinnable, Detail: err.Error()})
 			continue
 		}
 		if manifest != nil {
@@ -186,19 +190,19 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 			}
 			continue
 		}
-		reason := "new tool"
+		why := "new tool"
 		switch {
 		case names[t.Name]:
-			reason = "definition changed"
+			why = "definition changed"
 		case approvedDesc[t.Description] != "" && approvedDesc[t.Description] != t.Name:
-			reason = "reappeared under a new name (was " + approvedDesc[t.Description] + ")"
+			why = "reappeared under a new name (was " + approvedDesc[t.Description] + ")"
 		}
-		p := Pin{Upstream: upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: reason, SeenAt: now.UTC()}
+		p := Pin{Upstream: upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: why, SeenAt: now.UTC()}
 		findings := r.Inspect(t, others)
 		switch {
 		case len(findings) > 0:
 			// Findings block automatic approval, first use or not.
-			p.Reason = reason + "; findings: " + strings.Join(findings, "; ")
+			p.Reason = why + "; findings: " + strings.Join(findings, "; ")
 		case firstSight && r.Mode == ModeTOFU:
 			p.State, p.Reason, p.DecidedBy = Approved, "trust on first use", "tofu"
 		}
@@ -207,10 +211,10 @@ func (r *Registry) Admit(ctx context.Context, upstream string, session int64, to
 		}
 		if p.State == Approved {
 			served = append(served, t)
-			r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_pinned", Detail: p.Reason})
+			r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: reason.ToolPinned, Detail: p.Reason})
 			continue
 		}
-		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: "tool_quarantined", Detail: p.Reason})
+		r.event(Event{Upstream: upstream, Name: t.Name, Digest: digest, Code: reason.ToolQuarantined, Detail: p.Reason})
 	}
 	return served, nil
 }
@@ -243,9 +247,9 @@ func (r *Registry) admitByManifest(ctx context.Context, m *Manifest, byKey map[[
 		return nil
 	}
 	p := Pin{Upstream: m.Upstream, Name: t.Name, Digest: digest, Definition: def, State: Quarantined, Reason: "not in the signed manifest", SeenAt: now.UTC()}
-	code := "tool_quarantined"
+	code := reason.ToolQuarantined
 	if m.Tools[t.Name] == digest {
-		p.State, p.Reason, p.DecidedBy, code = Approved, "signed manifest", "manifest", "tool_pinned"
+		p.State, p.Reason, p.DecidedBy, code = Approved, "signed manifest", "manifest", reason.ToolPinned
 	}
 	if err := r.Store.AddPin(ctx, p); err != nil {
 		return err

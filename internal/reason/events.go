@@ -1,0 +1,52 @@
+package reason
+
+// What happened, in events that are not refusals. The event's type says
+// which part of the gateway it concerns (docs/audit-events.md).
+const (
+	// The gateway and its upstreams (gateway_lifecycle, upstream).
+	Started         Code = "started"
+	Stopped         Code = "stopped"
+	Restarting      Code = "restarting"
+	OfferingRefused Code = "offering_refused" // a colliding or invalid tool, prompt or resource
+
+	// Credentials (token_issued).
+	TaskStarted   Code = "task_started"
+	TokenExchange Code = "token_exchange"
+	AgentRevoked  Code = "agent_revoked"
+	TaskRevoked   Code = "task_revoked"
+	TokenRevoked  Code = "token_revoked"
+
+	// Identity (identity).
+	JoinTokenCreated Code = "join_token_created"
+	SVIDIssued       Code = "svid_issued"
+	SVIDRotated      Code = "svid_rotated"
+	SecretSet        Code = "secret_set"
+
+	// Privileges and reviews (privilege_change, approval; a denial by a
+	// reviewer is ApprovalDenied).
+	GrantCreated     Code = "grant_created"
+	GrantRevoked     Code = "grant_revoked"
+	GrantExpired     Code = "grant_expired"
+	ApprovalApproved Code = "approval_approved"
+
+	// Tool supply chain (tool_pin).
+	ToolPinned      Code = "tool_pinned"
+	ToolQuarantined Code = "tool_quarantined"
+	ToolApproved    Code = "tool_approved"
+	ToolRejected    Code = "tool_rejected"
+	ToolUnpinnable  Code = "tool_unpinnable"
+	ManifestInvalid Code = "manifest_invalid"
+
+	// Policy (policy_change) and retention.
+	BundleLoaded   Code = "bundle_loaded"
+	BundleRejected Code = "bundle_rejected"
+	BodiesPruned   Code = "bodies_pruned"
+
+	// Screening and data-flow labels (screening, session_label): the most
+	// severe action taken.
+	Blocked  Code = "blocked"
+	Withheld Code = "withheld"
+	Redacted Code = "redacted"
+	Labelled Code = "labelled"
+	Flagged  Code = "flagged"
+)
