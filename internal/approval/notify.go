@@ -1,12 +1,13 @@
 package approval
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 )
 
 // WebhookNotifier POSTs a JSON description of each request to a URL (a chat
@@ -15,7 +16,13 @@ import (
 type WebhookNotifier struct {
 	URL    string
 	Header http.Header
-	Client *http.Client
+	Client Poster // nil: outbound.Default()
+}
+
+// Poster sends a request body to an outside destination (the gateway's
+// outbound client: timeouts, retries, no redirects).
+type Poster interface {
+	Post(ctx context.Context, url string, header http.Header, contentType string, body []byte) error
 }
 
 var _ Notifier = (*WebhookNotifier)(nil)
@@ -31,25 +38,12 @@ func (w *WebhookNotifier) Notify(ctx context.Context, r *Request) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	for k, vs := range w.Header {
-		req.Header[k] = vs
-	}
-	req.Header.Set("Content-Type", "application/json")
 	c := w.Client
 	if c == nil {
-		c = http.DefaultClient
+		c = outbound.Default()
 	}
-	resp, err := c.Do(req)
-	if err != nil {
+	if err := c.Post(ctx, w.URL, w.Header, "application/json", body); err != nil {
 		return fmt.Errorf("approval webhook: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("approval webhook: %s", resp.Status)
 	}
 	return nil
 }

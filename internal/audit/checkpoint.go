@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +17,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -137,7 +136,7 @@ type Checkpointer struct {
 	URL      string   // POST target, optional
 	Interval time.Duration
 	Log      *slog.Logger
-	Client   *http.Client
+	Client   Poster // for URL; nil: outbound.Default()
 
 	mu   sync.Mutex
 	last int64
@@ -228,24 +227,12 @@ func writeCopy(dir string, size int64, msg []byte) error {
 }
 
 func (c *Checkpointer) post(ctx context.Context, msg []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(msg))
-	if err != nil {
-		return fmt.Errorf("post checkpoint: %w", err)
-	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	client := c.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = outbound.Default()
 	}
-	resp, err := client.Do(req)
-	if err != nil {
+	if err := client.Post(ctx, c.URL, nil, "text/plain; charset=utf-8", msg); err != nil {
 		return fmt.Errorf("post checkpoint: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post checkpoint: %s", resp.Status)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 )
 
 // FileSink appends OCSF events as JSON lines to a file, syncing each batch.
@@ -56,7 +58,7 @@ type WebhookSink struct {
 	SinkName string
 	URL      string
 	Header   http.Header // may carry secrets: never logged
-	Client   *http.Client
+	Client   Poster      // nil: outbound.Default()
 }
 
 var _ Sink = (*WebhookSink)(nil)
@@ -73,31 +75,24 @@ func (h *WebhookSink) Send(ctx context.Context, events []*Event) error {
 	return postJSON(ctx, h.Client, h.URL, h.Header, batch, "webhook sink")
 }
 
-func postJSON(ctx context.Context, c *http.Client, url string, h http.Header, v any, what string) error {
+// Poster sends a request body to an outside destination (the gateway's
+// outbound client: timeouts, retries, no redirects).
+type Poster interface {
+	Post(ctx context.Context, url string, header http.Header, contentType string, body []byte) error
+}
+
+var _ Poster = (*outbound.Client)(nil)
+
+func postJSON(ctx context.Context, c Poster, url string, h http.Header, v any, what string) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	for k, vs := range h {
-		req.Header[k] = vs
-	}
-	req.Header.Set("Content-Type", "application/json")
 	if c == nil {
-		c = http.DefaultClient
+		c = outbound.Default()
 	}
-	resp, err := c.Do(req)
-	if err != nil {
+	if err := c.Post(ctx, url, h, "application/json", body); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", what, resp.Status)
 	}
 	return nil
 }
@@ -187,7 +182,7 @@ type OTLPSink struct {
 	SinkName string
 	Endpoint string // base URL, e.g. http://collector:4318
 	Header   http.Header
-	Client   *http.Client
+	Client   Poster // nil: outbound.Default()
 }
 
 var _ Sink = (*OTLPSink)(nil)

@@ -21,7 +21,7 @@ func Checkpoint(ctx context.Context, cfg *config.Config) (audit.Head, error) {
 		return audit.Head{}, err
 	}
 	defer st.Close()
-	cp, err := newCheckpointer(cfg, DataDir(cfg), st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cp, err := newCheckpointer(cfg, DataDir(cfg), st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return audit.Head{}, err
 	}
@@ -45,7 +45,7 @@ func Prune(ctx context.Context, cfg *config.Config, before time.Time) (int64, er
 	if err := audit.WriteNow(ctx, st, e); err != nil {
 		return n, err
 	}
-	cp, err := newCheckpointer(cfg, DataDir(cfg), st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cp, err := newCheckpointer(cfg, DataDir(cfg), st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return n, err
 	}

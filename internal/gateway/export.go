@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 )
 
 // newSinks builds the configured audit export destinations. Secret header
 // values are resolved here and live only in the sinks' request headers.
-func newSinks(cfg *config.Config, secrets func(string) (string, error)) ([]audit.Sink, error) {
+func newSinks(cfg *config.Config, secrets func(string) (string, error), client *outbound.Client) ([]audit.Sink, error) {
 	host, _ := os.Hostname()
-	client := &http.Client{Timeout: 30 * time.Second}
 	var sinks []audit.Sink
 	for _, x := range cfg.Audit.Export {
 		switch {

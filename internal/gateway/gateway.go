@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
@@ -65,7 +66,8 @@ type Gateway struct {
 	users     *identity.Users     // OIDC verifier, discovered on first use
 	federated []*x509.Certificate // authorities of federated trust domains
 	pins      *toolreg.Registry
-	watch     bool // reload the policy bundle when its files change
+	out       *outbound.Client // every request the gateway sends of its own accord
+	watch     bool             // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -93,14 +95,13 @@ func LoadPolicies(cfg *config.Config) ([]policy.Source, error) {
 
 // New opens the store and keys, compiles the policy and builds the proxy.
 // Upstreams are not started until Run.
-func New(cfg *config.Config, opts Options) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: DataDir(cfg), metrics: metrics.New()}
+func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
+	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: DataDir(cfg), metrics: metrics.New(), out: outbound.New(outbound.Options{})}
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	var set *policy.Set
 	var srcs []policy.Source
-	var err error
 	if opts.Policies != nil {
 		srcs = opts.Policies
 		if set, err = policy.Compile(srcs); err != nil {
@@ -121,31 +122,30 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			g.store.Close() // the one cleanup of a gateway that could not be built
+		}
+	}()
 	if g.vault, err = secret.Open(filepath.Join(g.dataDir, "keys"), g.store); err != nil {
-		g.store.Close()
 		return nil, err
 	}
-	if g.cp, err = newCheckpointer(cfg, g.dataDir, g.store, g.log.With("component", "audit")); err != nil {
-		g.store.Close()
+	if g.cp, err = newCheckpointer(cfg, g.dataDir, g.store, g.out, g.log.With("component", "audit")); err != nil {
 		return nil, err
 	}
-	sinks, err := newSinks(cfg, g.openSecret)
+	sinks, err := newSinks(cfg, g.openSecret, g.out)
 	if err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
 	if err := saveBundle(context.Background(), g.store, set, srcs); err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	if err := g.loadCA(); err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	g.authn.revs = &revocations{}
 	if err := g.authn.revs.refresh(context.Background(), g.store); err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
@@ -155,33 +155,28 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if o := cfg.Telemetry.OTLP; o != nil {
 		h, err := headers(cfg, o.Headers, g.openSecret)
 		if err != nil {
-			g.store.Close()
 			return nil, fmt.Errorf("telemetry: %w", err)
 		}
-		g.tracer = telemetry.New(o.URL, h, g.log.With("component", "telemetry"))
+		g.tracer = telemetry.New(o.URL, h, g.out, g.log.With("component", "telemetry"))
 	}
 	g.grants = grant.NewCache(g.store, nil, g.log.With("component", "grants"))
 	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, reason.GrantExpired)) }
 	if err := g.grants.Refresh(context.Background()); err != nil {
-		g.store.Close()
 		return nil, err
 	}
-	queue, err := newApprovals(cfg, g.store, g.openSecret, g.log.With("component", "approvals"))
+	queue, err := newApprovals(cfg, g.store, g.openSecret, g.out, g.log.With("component", "approvals"))
 	if err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
 	if cfg.Manifests.RequireSigned {
 		if g.pins.Manifests, refused, err = loadManifests(cfg); err != nil {
-			g.store.Close()
 			return nil, err
 		}
 	}
 	screener, err := screen.NewScreener(screeningRules(cfg))
 	if err != nil {
-		g.store.Close()
 		return nil, fmt.Errorf("screening: %w", err)
 	}
 	g.proxy = mcpproxy.New(mcpproxy.Options{
@@ -209,14 +204,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			e := audit.New(audit.TypeSupplyChain, audit.OutcomeDeny, reason.ManifestInvalid, time.Now(), audit.Subject{})
 			e.Upstream, e.Detail = u.Name, why.Error()
 			if err := audit.WriteNow(context.Background(), g.store, e); err != nil {
-				g.store.Close()
 				return nil, err
 			}
 			continue
 		}
 		dial, err := g.dialer(u)
 		if err != nil {
-			g.store.Close()
 			return nil, err
 		}
 		g.proxy.AddUpstream(u, dial)
@@ -341,7 +334,9 @@ func labels(cfg *config.Config) mcpproxy.Labels {
 	return l
 }
 
-func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, log *slog.Logger) (*audit.Checkpointer, error) {
+// newCheckpointer signs checkpoints of the log in st; out posts them to the
+// configured witness (nil: outbound.Default()).
+func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, out *outbound.Client, log *slog.Logger) (*audit.Checkpointer, error) {
 	signer, _, err := audit.LoadOrCreateLogKey(filepath.Join(dataDir, "keys"), cfg.Audit.Origin)
 	if err != nil {
 		return nil, err
@@ -352,7 +347,7 @@ func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, log *
 	}
 	return &audit.Checkpointer{
 		Store: st, Signer: signer, Origin: cfg.Audit.Origin, Copies: copies, URL: cfg.Audit.CheckpointURL,
-		Interval: cfg.Audit.CheckpointInterval.D(), Log: log,
+		Interval: cfg.Audit.CheckpointInterval.D(), Log: log, Client: out,
 	}, nil
 }
 
@@ -466,48 +461,42 @@ func (g *Gateway) waitUpstreams(ctx context.Context) error {
 	return nil
 }
 
-// background is what runs behind the fronts: the audit recorder and the
-// upstream supervisors.
+// background is what runs behind the fronts, in two sets stopped in
+// order: the services (upstream supervisors, checkpoints, grant expiry,
+// revocation and pin refresh, policy reload, telemetry, audit export),
+// then the audit recorder, which must outlive everything that records.
 type background struct {
-	g             *Gateway
-	stopUpstreams context.CancelFunc
-	stopRecorder  context.CancelFunc
-	upDone        chan struct{}
-	recDone       chan struct{}
-	expDone       chan struct{}
-	telDone       chan struct{}
+	g        *Gateway
+	services *tasks
+	recorder *tasks
 }
 
 func (g *Gateway) startBackground() *background {
-	recCtx, stopRecorder := context.WithCancel(context.Background())
-	upCtx, stopUpstreams := context.WithCancel(context.Background())
-	b := &background{g: g, stopUpstreams: stopUpstreams, stopRecorder: stopRecorder, upDone: make(chan struct{}), recDone: make(chan struct{})}
-	go func() { g.recorder.Run(recCtx); close(b.recDone) }()
-	go func() { g.proxy.Run(upCtx); close(b.upDone) }()
-	go g.cp.Run(upCtx)
-	go g.grants.Run(upCtx)
-	go g.authn.revs.run(upCtx, g.store)
-	go g.pins.Watch(upCtx, time.Second, g.proxy.RefreshAll)
-	if g.watch {
-		go g.watchPolicy(upCtx)
+	b := &background{g: g}
+	b.recorder = startTasks(g.log, task{"audit recorder", g.recorder.Run})
+	services := []task{
+		{"upstreams", g.proxy.Run},
+		{"audit checkpoints", g.cp.Run},
+		{"grant expiry", g.grants.Run},
+		{"revocations", func(ctx context.Context) error { return g.authn.revs.run(ctx, g.store) }},
+		{"tool pins", func(ctx context.Context) error { g.pins.Watch(ctx, time.Second, g.proxy.RefreshAll); return nil }},
+		{"telemetry", g.tracer.Run},
+		{"audit export", g.exporter.Run}, // what was not exported yet is sent after the next start
 	}
-	b.telDone = make(chan struct{})
-	go func() { g.tracer.Run(upCtx); close(b.telDone) }()
-	b.expDone = make(chan struct{})
-	go func() { g.exporter.Run(upCtx); close(b.expDone) }()
+	if g.watch {
+		services = append(services, task{"policy reload", g.watchPolicy})
+	}
+	b.services = startTasks(g.log, services...)
 	g.lifecycle(reason.Started)
 	return b
 }
 
-// stop stops upstreams, then flushes the recorder, then closes the store.
+// stop stops the services and waits for every one, then records the stop,
+// flushes the recorder, signs a final checkpoint and closes the store.
 func (b *background) stop() error {
-	b.stopUpstreams()
-	<-b.upDone
-	<-b.expDone // what was not exported yet is sent after the next start
-	<-b.telDone
+	b.services.stop()
 	b.g.lifecycle(reason.Stopped)
-	b.stopRecorder()
-	<-b.recDone
+	b.recorder.stop()
 	// The final checkpoint covers every event, the stop event included.
 	_, cerr := b.g.cp.Checkpoint(context.Background())
 	if cerr != nil {

@@ -107,7 +107,7 @@ func (g *Gateway) submit(e *audit.Event) {
 }
 
 // watchPolicy reloads the bundle on SIGHUP and when its files change.
-func (g *Gateway) watchPolicy(ctx context.Context) {
+func (g *Gateway) watchPolicy(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -117,7 +117,7 @@ func (g *Gateway) watchPolicy(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-hup:
 			g.ReloadPolicy(ctx)
 			last = g.policyFingerprint()

@@ -33,13 +33,14 @@ func (rv *revocations) refresh(ctx context.Context, st *store.SQLite) error {
 	return nil
 }
 
-func (rv *revocations) run(ctx context.Context, st *store.SQLite) {
+// run refreshes the view every RevocationRefresh until ctx ends.
+func (rv *revocations) run(ctx context.Context, st *store.SQLite) error {
 	t := time.NewTicker(RevocationRefresh)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 			rv.refresh(ctx, st) // on error the last view stays in force
 		}

@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/outbound"
 )
 
 // Span kinds (OTLP numbering).
@@ -32,7 +33,7 @@ const (
 type Tracer struct {
 	endpoint string
 	header   http.Header
-	client   *http.Client
+	client   Poster
 	log      *slog.Logger
 	queue    chan *Span
 	dropped  atomic.Int64
@@ -40,8 +41,18 @@ type Tracer struct {
 
 // New returns a Tracer exporting to endpoint (an OTLP/HTTP base URL such as
 // http://collector:4318). Run must be running for spans to leave.
-func New(endpoint string, header http.Header, log *slog.Logger) *Tracer {
-	return &Tracer{endpoint: endpoint, header: header, client: &http.Client{Timeout: 10 * time.Second}, log: log, queue: make(chan *Span, queueSize)}
+// client sends the batches (nil: outbound.Default()).
+func New(endpoint string, header http.Header, client Poster, log *slog.Logger) *Tracer {
+	if client == nil {
+		client = outbound.Default()
+	}
+	return &Tracer{endpoint: endpoint, header: header, client: client, log: log, queue: make(chan *Span, queueSize)}
+}
+
+// Poster sends a request body to an outside destination (the gateway's
+// outbound client: timeouts, retries, no redirects).
+type Poster interface {
+	Post(ctx context.Context, url string, header http.Header, contentType string, body []byte) error
 }
 
 // Dropped is the number of spans dropped because the queue was full.
@@ -196,21 +207,8 @@ func (t *Tracer) export(ctx context.Context, spans []*Span) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.endpoint+"/v1/traces", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	for k, vs := range t.header {
-		req.Header[k] = vs
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.client.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("otlp traces: %s", resp.Status)
+	if err := t.client.Post(ctx, t.endpoint+"/v1/traces", t.header, "application/json", body); err != nil {
+		return fmt.Errorf("otlp traces: %w", err)
 	}
 	return nil
 }
