@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 )
 
 func approvalsCmd() *cobra.Command {
@@ -21,14 +20,15 @@ func approvalsCmd() *cobra.Command {
 		Short: "List approval requests (default: pending)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if state == "all" {
 				state = ""
 			}
-			rs, err := gateway.ListApprovals(cmd.Context(), cfg, state)
+			rs, err := o.ListApprovals(cmd.Context(), state)
 			if err != nil {
 				return err
 			}
@@ -49,11 +49,12 @@ func approvalsCmd() *cobra.Command {
 		Short: "Show a request: agent, user, task, tool, arguments, why",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := ssrc.load()
+			o, err := ssrc.open()
 			if err != nil {
 				return err
 			}
-			r, err := gateway.ShowApproval(cmd.Context(), cfg, args[0])
+			defer o.Close()
+			r, err := o.ShowApproval(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -76,10 +77,11 @@ func decideCmd(state string) *cobra.Command {
 		Short: verb + " a held call (you cannot decide your own request)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if by == "" {
 				by = os.Getenv("USER")
 			}
@@ -92,7 +94,7 @@ func decideCmd(state string) *cobra.Command {
 			case task:
 				scope = approval.ScopeTask
 			}
-			r, err := gateway.DecideApproval(cmd.Context(), cfg, args[0], state, by, scope, comment)
+			r, err := o.DecideApproval(cmd.Context(), args[0], state, by, scope, comment)
 			if err != nil {
 				return err
 			}

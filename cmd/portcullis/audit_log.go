@@ -16,7 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -31,7 +31,7 @@ func (s *source) dataDirOnly() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return gateway.DataDir(cfg), nil
+	return ops.DataDir(cfg), nil
 }
 
 func (s *source) openStore() (*store.SQLite, error) {
@@ -39,7 +39,7 @@ func (s *source) openStore() (*store.SQLite, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := filepath.Join(dir, gateway.StoreFile)
+	p := filepath.Join(dir, ops.StoreFile)
 	if _, err := os.Stat(p); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
@@ -200,11 +200,12 @@ func checkpointCmd() *cobra.Command {
 		Short: "Sign a checkpoint of the log now (the gateway also does so periodically and at shutdown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
-			h, err := gateway.Checkpoint(cmd.Context(), cfg)
+			defer o.Close()
+			h, err := o.Checkpoint(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -227,11 +228,12 @@ func pruneCmd() *cobra.Command {
 			if older < time.Hour {
 				return errors.New("--older-than must be at least 1h")
 			}
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
-			n, err := gateway.Prune(cmd.Context(), cfg, time.Now().Add(-older))
+			defer o.Close()
+			n, err := o.Prune(cmd.Context(), time.Now().Add(-older))
 			if err != nil {
 				return err
 			}
@@ -305,11 +307,12 @@ func replayCmd() *cobra.Command {
 			if err != nil || seq < 1 {
 				return fmt.Errorf("event %q: want a sequence number", args[0])
 			}
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
-			r, err := gateway.ReplayDecision(cmd.Context(), cfg, seq)
+			defer o.Close()
+			r, err := o.ReplayDecision(cmd.Context(), seq)
 			if err != nil {
 				return err
 			}

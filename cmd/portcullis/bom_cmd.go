@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 )
 
@@ -18,11 +17,12 @@ func bomCmd() *cobra.Command {
 		Short: "Write the AI-BOM (CycloneDX 1.6 JSON): upstream servers, packages, hashes, tools and their digests",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
-			b, err := gateway.BOM(cmd.Context(), cfg, mcpproxy.Version)
+			defer o.Close()
+			b, err := o.BOM(cmd.Context(), mcpproxy.Version)
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
-	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 func configCmd() *cobra.Command {
@@ -20,7 +20,7 @@ func configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			set, _, err := gateway.LoadBundle(c)
+			set, _, err := ops.LoadBundle(c)
 			if err != nil {
 				return fmt.Errorf("policy: %w", err)
 			}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 )
 
 func grantCmd() *cobra.Command {
@@ -24,17 +22,18 @@ func grantCmd() *cobra.Command {
 			"is audited. The running gateway picks a grant up within a second.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if by == "" {
 				by = os.Getenv("USER")
 			}
 			if by == "" {
 				return errors.New("--by is required (who grants)")
 			}
-			g, err := gateway.CreateGrant(cmd.Context(), cfg, agent, tool, reason, by, d)
+			g, err := o.CreateGrant(cmd.Context(), agent, tool, reason, by, d)
 			if err != nil {
 				return err
 			}
@@ -56,11 +55,12 @@ func grantCmd() *cobra.Command {
 		Short: "List active grants (--all: every grant)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
-			gs, err := gateway.ListGrants(cmd.Context(), cfg, !all)
+			defer o.Close()
+			gs, err := o.ListGrants(cmd.Context(), !all)
 			if err != nil {
 				return err
 			}
@@ -90,14 +90,15 @@ func grantCmd() *cobra.Command {
 		Short: "End a grant now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := rsrc.load()
+			o, err := rsrc.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if rby == "" {
 				rby = os.Getenv("USER")
 			}
-			g, err := gateway.RevokeGrant(cmd.Context(), cfg, args[0], rby)
+			g, err := o.RevokeGrant(cmd.Context(), args[0], rby)
 			if err != nil {
 				return err
 			}

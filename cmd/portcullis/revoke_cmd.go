@@ -24,14 +24,15 @@ func revokeCmd(kind, what string) *cobra.Command {
 		Short: "Revoke " + map[string]string{store.RevokeToken: "one credential (by its ID)", store.RevokeTask: "a task and every token delegated within it", store.RevokeAgent: "every credential of an agent"}[kind],
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if by == "" {
 				by = os.Getenv("USER")
 			}
-			if err := gateway.Revoke(cmd.Context(), cfg, kind, args[0], by, reason); err != nil {
+			if err := o.Revoke(cmd.Context(), kind, args[0], by, reason); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s revoked; a running gateway refuses it within %s\n", kind, args[0], gateway.RevocationRefresh)
@@ -53,11 +54,12 @@ func agentCmd() *cobra.Command {
 		Short: "Create a one-time, short-lived join token for enrolling an instance of an agent",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := jsrc.load()
+			o, err := jsrc.open()
 			if err != nil {
 				return err
 			}
-			tok, exp, err := gateway.CreateJoinToken(cmd.Context(), cfg, agent)
+			defer o.Close()
+			tok, exp, err := o.CreateJoinToken(cmd.Context(), agent)
 			if err != nil {
 				return err
 			}
@@ -119,11 +121,12 @@ func agentCmd() *cobra.Command {
 		Short: "List enrolled agent instances and their SVIDs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
-			ins, err := gateway.ListInstances(cmd.Context(), cfg)
+			defer o.Close()
+			ins, err := o.ListInstances(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -142,11 +145,12 @@ func agentCmd() *cobra.Command {
 		Short: "Retire an agent instance: revoke its SVID for good",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := rsrc.load()
+			o, err := rsrc.open()
 			if err != nil {
 				return err
 			}
-			if err := gateway.RetireInstance(cmd.Context(), cfg, args[0], os.Getenv("USER")); err != nil {
+			defer o.Close()
+			if err := o.RetireInstance(cmd.Context(), args[0], os.Getenv("USER")); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s retired\n", args[0])

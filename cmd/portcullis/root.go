@@ -11,6 +11,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 // run builds the command tree and executes it with args.
@@ -62,6 +63,17 @@ func (s *source) load() (*config.Config, error) {
 		return c, nil
 	}
 	return nil, errors.New("no configuration: give --config FILE, or --dev for the embedded defaults")
+}
+
+// open loads the configuration the flags select and opens its data
+// directory for the operations of a command (one store, closed by the
+// caller).
+func (s *source) open() (*ops.Ops, error) {
+	cfg, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	return ops.Open(cfg)
 }
 
 func newLogger(w io.Writer, c *config.Config) *slog.Logger {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 )
 
@@ -21,10 +20,11 @@ func secretCmd() *cobra.Command {
 		Short: "Store a secret, read from standard input (never from the command line)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), secret.MaxValueBytes+1))
 			if err != nil {
 				return err
@@ -33,7 +33,7 @@ func secretCmd() *cobra.Command {
 			if len(v) == 0 {
 				return errors.New("no value on standard input")
 			}
-			if err := gateway.SetSecret(cmd.Context(), cfg, args[0], v, os.Getenv("USER")); err != nil {
+			if err := o.SetSecret(cmd.Context(), args[0], v, os.Getenv("USER")); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s stored (sealed)\n", args[0])
@@ -47,11 +47,12 @@ func secretCmd() *cobra.Command {
 		Short: "List secret names (never values)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
-			names, err := gateway.SecretNames(cmd.Context(), cfg)
+			defer o.Close()
+			names, err := o.SecretNames(cmd.Context())
 			if err != nil {
 				return err
 			}

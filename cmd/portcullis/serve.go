@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
@@ -74,6 +75,6 @@ Portcullis development gateway (embedded defaults; not for production)
 
   Authorization: Bearer %s
 
-`, g.AgentAddr(), g.AdminAddr(), gateway.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
+`, g.AgentAddr(), g.AdminAddr(), ops.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
 	return nil
 }

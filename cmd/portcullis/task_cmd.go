@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -31,10 +30,11 @@ func taskCmd() *cobra.Command {
 			"task sees and may call only --tools (and only what policy allows of them).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if (t.JKT == "") == (t.X5T == "") {
 				return errors.New("give --jkt or --x5t: task tokens are bound to the agent's key")
 			}
@@ -46,10 +46,7 @@ func taskCmd() *cobra.Command {
 				}
 				idToken = strings.TrimSpace(string(b))
 			}
-			if ttl == 0 {
-				ttl = cfg.Auth.DefaultTTL.D()
-			}
-			raw, issued, err := gateway.StartTask(cmd.Context(), cfg, t, idToken, ttl)
+			raw, issued, err := o.StartTask(cmd.Context(), t, idToken, ttl)
 			if err != nil {
 				return err
 			}
@@ -74,11 +71,12 @@ func taskCmd() *cobra.Command {
 		Short: "List started tasks (from the audit log) and whether they are revoked",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
-			ts, err := gateway.ListTasks(cmd.Context(), cfg)
+			defer o.Close()
+			ts, err := o.ListTasks(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -24,22 +23,20 @@ func tokenCmd() *cobra.Command {
 			"directory's key. The token is printed on stdout; the issuance is audited.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := src.load()
-			if err != nil {
-				return err
-			}
-			if ttl == 0 {
-				ttl = cfg.Auth.DefaultTTL.D()
-			}
 			if (agent == "") == (admin == "") {
 				return errors.New("give either --agent or --admin")
 			}
-			mint := gateway.IssueToken
+			o, err := src.open()
+			if err != nil {
+				return err
+			}
+			defer o.Close()
+			mint := o.IssueToken
 			name := agent
 			if admin != "" {
-				mint, name = gateway.IssueAdminToken, admin
+				mint, name = o.IssueAdminToken, admin
 			}
-			raw, c, err := mint(cmd.Context(), cfg, name, ttl)
+			raw, c, err := mint(cmd.Context(), name, ttl)
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
@@ -22,11 +21,12 @@ func toolsCmd() *cobra.Command {
 		Short: "List recorded tool definitions and their state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := lsrc.load()
+			o, err := lsrc.open()
 			if err != nil {
 				return err
 			}
-			pins, err := gateway.ListPins(cmd.Context(), cfg, upstream)
+			defer o.Close()
+			pins, err := o.ListPins(cmd.Context(), upstream)
 			if err != nil {
 				return err
 			}
@@ -47,11 +47,12 @@ func toolsCmd() *cobra.Command {
 		Short: "Show how a quarantined definition differs from the approved one",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := dsrc.load()
+			o, err := dsrc.open()
 			if err != nil {
 				return err
 			}
-			d, err := gateway.PinDiff(cmd.Context(), cfg, args[0], args[1])
+			defer o.Close()
+			d, err := o.PinDiff(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -75,11 +76,12 @@ func manifestSignCmd() *cobra.Command {
 			if key == "" || out == "" {
 				return errors.New("--key and --out are required")
 			}
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
-			m, err := gateway.BuildManifest(cmd.Context(), cfg, args[0])
+			defer o.Close()
+			m, err := o.BuildManifest(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -143,14 +145,15 @@ func pinDecisionCmd(state string) *cobra.Command {
 		Short: verb + " the quarantined definition of a tool (review it with `tools diff` first)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := src.load()
+			o, err := src.open()
 			if err != nil {
 				return err
 			}
+			defer o.Close()
 			if by == "" {
 				by = os.Getenv("USER")
 			}
-			p, err := gateway.DecidePin(cmd.Context(), cfg, args[0], args[1], state, by)
+			p, err := o.DecidePin(cmd.Context(), args[0], args[1], state, by)
 			if err != nil {
 				return err
 			}

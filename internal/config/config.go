@@ -658,6 +658,27 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
+// ReadFile reads a file the configuration names (resolved as Path does),
+// refusing one larger than max bytes: keys, signatures, bundles and
+// manifests are small, and a path pointed at something else must not be
+// read whole.
+func (c *Config) ReadFile(p string, max int64) ([]byte, error) {
+	path := c.Path(p)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s exceeds %d bytes", path, max)
+	}
+	return b, nil
+}
+
 // Dir is the directory relative paths are resolved against.
 func (c *Config) Dir() string { return c.dir }
 

@@ -10,14 +10,11 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
-
-// AdminAudience is the audience of admin tokens: an agent token is never an
-// admin token (different typ and audience) and vice versa.
-const AdminAudience = "portcullis-admin"
 
 // MaxAdminBody bounds an admin API request body.
 const MaxAdminBody = 64 << 10
@@ -30,7 +27,7 @@ type adminAPI struct {
 }
 
 func (g *Gateway) adminAPI() http.Handler {
-	a := &adminAPI{g: g, v: token.NewTypedVerifier(g.key, token.TypAdmin, g.cfg.Auth.Issuer, AdminAudience, g.cfg.Auth.MaxTTL.D(), nil)}
+	a := &adminAPI{g: g, v: token.NewTypedVerifier(g.key, token.TypAdmin, g.cfg.Auth.Issuer, ops.AdminAudience, g.cfg.Auth.MaxTTL.D(), nil)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/approvals", a.listApprovals)
 	mux.HandleFunc("GET /v1/approvals/{id}", a.showApproval)
@@ -114,7 +111,7 @@ func (a *adminAPI) decide(state string) http.HandlerFunc {
 		if body.Scope == "" || state == approval.Denied {
 			body.Scope = approval.ScopeOnce
 		}
-		x, err := decideApproval(r.Context(), a.g.store, r.PathValue("id"), state, adminOf(r), body.Scope, body.Comment)
+		x, err := a.g.ops.DecideApproval(r.Context(), r.PathValue("id"), state, adminOf(r), body.Scope, body.Comment)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			writeError(w, http.StatusNotFound, "no such approval")
@@ -154,14 +151,13 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
-	users, err := a.g.oidcUsers(r.Context())
-	if err != nil {
+	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
+	raw, issued, err := a.g.ops.StartTask(r.Context(), t, req.IDToken, ttl)
+	switch {
+	case errors.Is(err, ops.ErrIdentityProvider):
 		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
 		return
-	}
-	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
-	raw, issued, err := startTask(r.Context(), a.g.cfg, a.g.key, a.g.store, users, t, req.IDToken, ttl)
-	if err != nil {
+	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -58,7 +58,7 @@ func TestHumanApproval(t *testing.T) {
 	pending := func() *approval.Request {
 		t.Helper()
 		for i := 0; i < 100; i++ {
-			rs, err := ListApprovals(ctx, h.cfg, approval.Pending)
+			rs, err := cli(t, h.cfg).ListApprovals(ctx, approval.Pending)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,10 +87,10 @@ func TestHumanApproval(t *testing.T) {
 		t.Fatalf("held call returned before a decision: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if _, err := DecideApproval(ctx, h.cfg, r.ID, approval.Approved, "mailer", approval.ScopeOnce, ""); !errors.Is(err, approval.ErrSelfApproval) {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, r.ID, approval.Approved, "mailer", approval.ScopeOnce, ""); !errors.Is(err, approval.ErrSelfApproval) {
 		t.Fatalf("the agent approved its own call: %v", err)
 	}
-	if _, err := DecideApproval(ctx, h.cfg, r.ID, approval.Approved, "alice", approval.ScopeOnce, "ok, expected"); err != nil {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, r.ID, approval.Approved, "alice", approval.ScopeOnce, "ok, expected"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -99,7 +99,7 @@ func TestHumanApproval(t *testing.T) {
 	if b, _ := os.ReadFile(outbox); !strings.Contains(string(b), "carol@partner.test") {
 		t.Fatal("approved message not sent")
 	}
-	if _, err := DecideApproval(ctx, h.cfg, r.ID, approval.Approved, "alice", approval.ScopeOnce, ""); !errors.Is(err, approval.ErrNotPending) {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, r.ID, approval.Approved, "alice", approval.ScopeOnce, ""); !errors.Is(err, approval.ErrNotPending) {
 		t.Errorf("an approval was decided twice: %v", err)
 	}
 
@@ -109,7 +109,7 @@ func TestHumanApproval(t *testing.T) {
 	if r2.ID == r.ID {
 		t.Fatal("approval reused")
 	}
-	DecideApproval(ctx, h.cfg, r2.ID, approval.Denied, "alice", approval.ScopeOnce, "not today")
+	cli(t, h.cfg).DecideApproval(ctx, r2.ID, approval.Denied, "alice", approval.ScopeOnce, "not today")
 	assertDenied(t, <-errc, "approval_denied")
 
 	// No decision before the timeout is a denial.
@@ -117,7 +117,7 @@ func TestHumanApproval(t *testing.T) {
 
 	// A session-scoped approval covers later calls of the tool in the session.
 	errc = send("erin@partner.test", "1")
-	DecideApproval(ctx, h.cfg, pending().ID, approval.Approved, "alice", approval.ScopeSession, "")
+	cli(t, h.cfg).DecideApproval(ctx, pending().ID, approval.Approved, "alice", approval.ScopeSession, "")
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func send2(h *harness, to string) chan error {
 func TestAdminAPIForApprovals(t *testing.T) {
 	t.Parallel()
 	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: alice}]\nagents:", 1)+"approvals: {timeout: 30s}\n", map[string]string{"policy.cedar": approvalPolicy})
-	admin, _, err := IssueAdminToken(context.Background(), h.cfg, "alice", time.Minute)
+	admin, _, err := cli(t, h.cfg).IssueAdminToken(context.Background(), "alice", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

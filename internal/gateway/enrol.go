@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -153,34 +151,6 @@ func (g *Gateway) serveBundle(w http.ResponseWriter, r *http.Request) {
 	w.Write(g.ca.BundlePEM())
 }
 
-// CreateJoinToken makes a one-time join token for an agent
-// (`portcullis agent join-token`), valid for identity.join_token_ttl.
-func CreateJoinToken(ctx context.Context, cfg *config.Config, agent string) (string, time.Time, error) {
-	if _, ok := cfg.Agent(agent); !ok {
-		return "", time.Time{}, fmt.Errorf("join token: %w: %q", ErrUnknownAgent, agent)
-	}
-	var b [24]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", time.Time{}, err
-	}
-	tok := "pcj-" + base64.RawURLEncoding.EncodeToString(b[:])
-	exp := time.Now().Add(cfg.Identity.JoinTokenTTL.D())
-	_, err := withStore(cfg, func(st *store.SQLite) (struct{}, error) {
-		e := audit.New(audit.TypeIdentity, audit.OutcomeInfo, reason.JoinTokenCreated, time.Now(), audit.Subject{Agent: agent})
-		e.Detail = "expires " + exp.UTC().Format(time.RFC3339)
-		if err := audit.WriteNow(ctx, st, e); err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, st.AddJoinToken(ctx, tok, agent, exp)
-	})
-	return tok, exp, err
-}
-
-// ListInstances returns enrolled agent instances.
-func ListInstances(ctx context.Context, cfg *config.Config) ([]store.Instance, error) {
-	return withStore(cfg, func(st *store.SQLite) ([]store.Instance, error) { return st.Instances(ctx) })
-}
-
 func (g *Gateway) loadCA() error {
 	ca, err := identity.LoadOrCreateCA(filepath.Join(g.dataDir, "keys"), g.cfg.Identity.TrustDomain, nil)
 	if err != nil {
@@ -193,7 +163,7 @@ func (g *Gateway) loadCA() error {
 	g.authn.trust = map[string]*x509.CertPool{ca.TrustDomain().Name(): own}
 	g.authn.foreign = map[string]string{}
 	for _, f := range g.cfg.Identity.Federation {
-		b, err := readSmall(g.cfg.Path(f.Bundle), 1<<20)
+		b, err := g.cfg.ReadFile(f.Bundle, 1<<20)
 		if err != nil {
 			return fmt.Errorf("federation %s: %w", f.TrustDomain, err)
 		}
@@ -216,61 +186,4 @@ func (g *Gateway) loadCA() error {
 		}
 	}
 	return nil
-}
-
-// RetireInstance ends an agent instance for good: its SPIFFE ID is revoked
-// and the instance recorded as retired.
-func RetireInstance(ctx context.Context, cfg *config.Config, spiffeID, by string) error {
-	if err := Revoke(ctx, cfg, store.RevokeToken, spiffeID, by, "instance retired"); err != nil {
-		return err
-	}
-	_, err := withStore(cfg, func(st *store.SQLite) (struct{}, error) {
-		ins, err := st.Instances(ctx)
-		if err != nil {
-			return struct{}{}, err
-		}
-		for _, in := range ins {
-			if in.SPIFFEID == spiffeID {
-				in.State = "retired"
-				return struct{}{}, st.PutInstance(ctx, in)
-			}
-		}
-		return struct{}{}, fmt.Errorf("no instance %s", spiffeID)
-	})
-	return err
-}
-
-// TaskRecord is a started task as the audit log recorded it.
-type TaskRecord struct {
-	ID, Agent, User, TokenID, Detail string
-	Started                          time.Time
-	Revoked                          bool
-}
-
-// ListTasks returns the tasks started (newest last), from the audit log,
-// with whether they were revoked.
-func ListTasks(ctx context.Context, cfg *config.Config) ([]TaskRecord, error) {
-	return withStore(cfg, func(st *store.SQLite) ([]TaskRecord, error) {
-		rows, err := st.Events(ctx, store.EventQuery{})
-		if err != nil {
-			return nil, err
-		}
-		revs, err := st.Revocations(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var out []TaskRecord
-		for _, r := range rows {
-			if r.Type != string(audit.TypeToken) {
-				continue
-			}
-			e, err := audit.Decode(r)
-			if err != nil || e.Code != reason.TaskStarted {
-				continue
-			}
-			out = append(out, TaskRecord{ID: e.Task, Agent: e.Agent, User: e.User, TokenID: e.Credential, Detail: e.Detail, Started: e.Time,
-				Revoked: revs[store.RevokeTask][e.Task] || revs[store.RevokeToken][e.Credential] || revs[store.RevokeAgent][e.Agent]})
-		}
-		return out, nil
-	})
 }

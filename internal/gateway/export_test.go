@@ -263,7 +263,7 @@ func TestReplayUnderRecordedAndCurrentPolicy(t *testing.T) {
 		t.Fatalf("decision event input = %+v", e)
 	}
 	h.stop()
-	r, err := ReplayDecision(context.Background(), h.cfg, e.Seq)
+	r, err := cli(t, h.cfg).ReplayDecision(context.Background(), e.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestReplayUnderRecordedAndCurrentPolicy(t *testing.T) {
 	}
 	// The operator drops the domain rule: the same request would now pass.
 	os.WriteFile(filepath.Join(h.dir, "policy.cedar"), []byte(strings.Replace(demoPolicy, "forbid (principal, action == Action::\"call_tool\", resource == Tool::\"demo__send_message\")", "forbid (principal, action == Action::\"call_tool\", resource == Tool::\"demo__no_such_tool\")", 1)), 0o600)
-	r, err = ReplayDecision(context.Background(), h.cfg, e.Seq)
+	r, err = cli(t, h.cfg).ReplayDecision(context.Background(), e.Seq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -37,12 +38,9 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
-// Files in the data directory.
-const (
-	KeyFile   = "keys/token-signing.pem"
-	StoreFile = "portcullis.db"
-	DemoDir   = "demo"
-)
+// DemoDir is where the demo upstream of `serve --dev` keeps its files, in
+// the data directory (whose layout package ops owns).
+const DemoDir = "demo"
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
@@ -62,10 +60,9 @@ type Gateway struct {
 	grants    *grant.Cache
 	vault     *secret.Vault
 	ca        *identity.CA
-	usersMu   sync.Mutex
-	users     *identity.Users     // OIDC verifier, discovered on first use
 	federated []*x509.Certificate // authorities of federated trust domains
 	pins      *toolreg.Registry
+	ops       *ops.Ops         // the operations the admin API shares with the CLI, over this store
 	out       *outbound.Client // every request the gateway sends of its own accord
 	watch     bool             // reload the policy bundle when its files change
 
@@ -80,23 +77,10 @@ type Options struct {
 	Policies []policy.Source
 }
 
-// DataDir resolves the configured data directory.
-func DataDir(cfg *config.Config) string { return cfg.Path(cfg.DataDir) }
-
-// LoadPolicies reads the configured policy sources; with no paths the
-// bundle is empty and everything is denied.
-func LoadPolicies(cfg *config.Config) ([]policy.Source, error) {
-	paths := make([]string, len(cfg.Policy.Paths))
-	for i, p := range cfg.Policy.Paths {
-		paths[i] = cfg.Path(p)
-	}
-	return policy.ReadSources(paths)
-}
-
 // New opens the store and keys, compiles the policy and builds the proxy.
 // Upstreams are not started until Run.
 func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
-	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: DataDir(cfg), metrics: metrics.New(), out: outbound.New(outbound.Options{})}
+	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: ops.DataDir(cfg), metrics: metrics.New(), out: outbound.New(outbound.Options{})}
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -107,19 +91,19 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		if set, err = policy.Compile(srcs); err != nil {
 			return nil, fmt.Errorf("compile policy: %w", err)
 		}
-	} else if set, srcs, err = LoadBundle(cfg); err != nil {
+	} else if set, srcs, err = ops.LoadBundle(cfg); err != nil {
 		return nil, err
 	}
 	g.watch = opts.Policies == nil
 	g.engine = policy.NewEngine(set)
-	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, KeyFile)); err != nil {
+	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, ops.KeyFile)); err != nil {
 		return nil, err
 	}
 	v := token.NewVerifier(g.key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
 	g.authn = NewTokenAuthenticator(v, cfg.Agents, nil)
 	g.authn.tasks = token.NewTypedVerifier(g.key, token.TypTask, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
 	g.authn.dpop = token.NewDPoPVerifier(nil)
-	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
+	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, ops.StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -127,10 +111,11 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 			g.store.Close() // the one cleanup of a gateway that could not be built
 		}
 	}()
-	if g.vault, err = secret.Open(filepath.Join(g.dataDir, "keys"), g.store); err != nil {
+	g.ops = ops.With(cfg, g.store, g.key)
+	if g.vault, err = secret.Open(filepath.Join(g.dataDir, ops.KeysDir), g.store); err != nil {
 		return nil, err
 	}
-	if g.cp, err = newCheckpointer(cfg, g.dataDir, g.store, g.out, g.log.With("component", "audit")); err != nil {
+	if g.cp, err = ops.NewCheckpointer(cfg, g.dataDir, g.store, g.out, g.log.With("component", "audit")); err != nil {
 		return nil, err
 	}
 	sinks, err := newSinks(cfg, g.openSecret, g.out)
@@ -138,7 +123,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
-	if err := saveBundle(context.Background(), g.store, set, srcs); err != nil {
+	if err := ops.SaveBundle(context.Background(), g.store, set, srcs); err != nil {
 		return nil, err
 	}
 	if err := g.loadCA(); err != nil {
@@ -160,7 +145,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		g.tracer = telemetry.New(o.URL, h, g.out, g.log.With("component", "telemetry"))
 	}
 	g.grants = grant.NewCache(g.store, nil, g.log.With("component", "grants"))
-	g.grants.OnExpired = func(gr grant.Grant) { g.submit(grantEvent(gr, reason.GrantExpired)) }
+	g.grants.OnExpired = func(gr grant.Grant) { g.submit(ops.GrantEvent(gr, reason.GrantExpired)) }
 	if err := g.grants.Refresh(context.Background()); err != nil {
 		return nil, err
 	}
@@ -171,7 +156,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
 	if cfg.Manifests.RequireSigned {
-		if g.pins.Manifests, refused, err = loadManifests(cfg); err != nil {
+		if g.pins.Manifests, refused, err = ops.LoadManifests(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -278,25 +263,6 @@ func (g *Gateway) openSecret(name string) (string, error) {
 	return v.Reveal(), nil
 }
 
-// oidcUsers returns the OIDC verifier, discovering the issuer on first use
-// (a gateway starts even while its identity provider is unreachable; task
-// starts that need it fail until it answers).
-func (g *Gateway) oidcUsers(ctx context.Context) (*identity.Users, error) {
-	if g.cfg.Identity.OIDC == nil {
-		return nil, nil
-	}
-	g.usersMu.Lock()
-	defer g.usersMu.Unlock()
-	if g.users == nil {
-		u, err := oidcUsers(ctx, g.cfg)
-		if err != nil {
-			return nil, err
-		}
-		g.users = u
-	}
-	return g.users, nil
-}
-
 func toolClasses(cfg *config.Config) map[string][]string {
 	m := map[string][]string{}
 	for _, t := range cfg.Tools {
@@ -332,23 +298,6 @@ func labels(cfg *config.Config) mcpproxy.Labels {
 		}
 	}
 	return l
-}
-
-// newCheckpointer signs checkpoints of the log in st; out posts them to the
-// configured witness (nil: outbound.Default()).
-func newCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, out *outbound.Client, log *slog.Logger) (*audit.Checkpointer, error) {
-	signer, _, err := audit.LoadOrCreateLogKey(filepath.Join(dataDir, "keys"), cfg.Audit.Origin)
-	if err != nil {
-		return nil, err
-	}
-	copies := make([]string, len(cfg.Audit.CheckpointCopies))
-	for i, d := range cfg.Audit.CheckpointCopies {
-		copies[i] = cfg.Path(d)
-	}
-	return &audit.Checkpointer{
-		Store: st, Signer: signer, Origin: cfg.Audit.Origin, Copies: copies, URL: cfg.Audit.CheckpointURL,
-		Interval: cfg.Audit.CheckpointInterval.D(), Log: log, Client: out,
-	}, nil
 }
 
 // Proxy returns the enforcement point (for `wrap` and tests).

@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -136,7 +137,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // SQLite in WAL mode allows it).
 func (h *harness) events() []*audit.Event {
 	h.t.Helper()
-	st, err := store.Open(filepath.Join(h.g.dataDir, StoreFile))
+	st, err := store.Open(filepath.Join(h.g.dataDir, ops.StoreFile))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -219,8 +220,9 @@ func text(res *mcp.CallToolResult) string {
 // returns it (nil if none came).
 func (h *harness) waitHeld() *approval.Request {
 	h.t.Helper()
+	o := cli(h.t, h.cfg)
 	for range 150 {
-		rs, err := ListApprovals(context.Background(), h.cfg, approval.Pending)
+		rs, err := o.ListApprovals(context.Background(), approval.Pending)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -230,4 +232,16 @@ func (h *harness) waitHeld() *approval.Request {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// cli opens the data directory of cfg as a CLI command does, beside the
+// running gateway; it is closed when the test ends.
+func cli(t testing.TB, cfg *config.Config) *ops.Ops {
+	t.Helper()
+	o, err := ops.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o
 }

@@ -98,7 +98,7 @@ func TestSessionLabelsHoldExternalSendAfterUntrustedInput(t *testing.T) {
 	if !strings.Contains(held.Describe(), "untrusted content") {
 		t.Errorf("approval request does not say why: %s", held.Describe())
 	}
-	if _, err := DecideApproval(ctx, h.cfg, held.ID, approval.Denied, "alice", approval.ScopeOnce, "looks injected"); err != nil {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, held.ID, approval.Denied, "alice", approval.ScopeOnce, "looks injected"); err != nil {
 		t.Fatal(err)
 	}
 	assertDenied(t, <-errc, "approval_denied")
@@ -257,7 +257,7 @@ func TestTaskPurposeIsTrustedProvenance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Purpose: "Send the meeting summary to bob@example.com",
+	raw, _, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Purpose: "Send the meeting summary to bob@example.com",
 		Tools: []string{"demo__read_file", "demo__send_message"}, Budget: 5, JKT: jkt}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -13,63 +13,16 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/config"
-	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
-
-// LoadBundle reads, compiles and (when required) verifies the signature of
-// the configured policy bundle.
-func LoadBundle(cfg *config.Config) (*policy.Set, []policy.Source, error) {
-	srcs, err := LoadPolicies(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	set, err := policy.Compile(srcs)
-	if err != nil {
-		return nil, nil, fmt.Errorf("compile policy: %w", err)
-	}
-	if cfg.Policy.RequireSigned {
-		if err := verifyBundle(cfg, set.Version()); err != nil {
-			return nil, nil, err
-		}
-	}
-	return set, srcs, nil
-}
-
-func verifyBundle(cfg *config.Config, version string) error {
-	sig, err := readSmall(cfg.Path(cfg.Policy.Signature), policy.MaxSignatureBytes)
-	if err != nil {
-		return fmt.Errorf("policy signature: %w", err)
-	}
-	var keys []string
-	for _, k := range cfg.Policy.TrustedKeys {
-		b, err := readSmall(cfg.Path(k), 4096)
-		if err != nil {
-			return fmt.Errorf("policy trusted key: %w", err)
-		}
-		keys = append(keys, string(b))
-	}
-	return policy.VerifyBundle(version, sig, keys)
-}
-
-func readSmall(path string, max int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > max {
-		return nil, fmt.Errorf("%s exceeds %d bytes", path, max)
-	}
-	return os.ReadFile(path)
-}
 
 // ReloadPolicy loads the configured bundle and, if it is valid (and signed
 // when required) and differs from the one in force, swaps it in atomically.
 // A bundle that fails leaves the last good one serving. Either way the
 // outcome is audited.
 func (g *Gateway) ReloadPolicy(ctx context.Context) error {
-	set, srcs, err := LoadBundle(g.cfg)
+	set, srcs, err := ops.LoadBundle(g.cfg)
 	if err != nil {
 		e := audit.New(audit.TypePolicy, audit.OutcomeError, reason.BundleRejected, time.Now(), audit.Subject{})
 		e.PolicyVersion, e.Detail = g.engine.Version(), truncateErr(err)
@@ -80,7 +33,7 @@ func (g *Gateway) ReloadPolicy(ctx context.Context) error {
 	if set.Version() == g.engine.Version() {
 		return nil
 	}
-	if err := saveBundle(ctx, g.store, set, srcs); err != nil {
+	if err := ops.SaveBundle(ctx, g.store, set, srcs); err != nil {
 		return err
 	}
 	old := g.engine.Swap(set)

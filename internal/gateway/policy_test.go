@@ -80,10 +80,10 @@ func TestJustInTimeGrants(t *testing.T) {
 		return err
 	}
 	assertDenied(t, send("bob@example.com"), "no_permit")
-	if _, err := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "incident 42: notify bob", "reader", time.Minute); err == nil {
+	if _, err := cli(t, h.cfg).CreateGrant(ctx, "reader", "demo__send_message", "incident 42: notify bob", "reader", time.Minute); err == nil {
 		t.Fatal("an agent granted itself a privilege")
 	}
-	g, err := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "incident 42: notify bob", "oncall-alice", 3*time.Second)
+	g, err := cli(t, h.cfg).CreateGrant(ctx, "reader", "demo__send_message", "incident 42: notify bob", "oncall-alice", 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestJustInTimeGrants(t *testing.T) {
 		t.Error("expiry not audited")
 	}
 	// Revocation ends one early.
-	g2, _ := CreateGrant(ctx, h.cfg, "reader", "demo__send_message", "again", "oncall-alice", time.Hour)
+	g2, _ := cli(t, h.cfg).CreateGrant(ctx, "reader", "demo__send_message", "again", "oncall-alice", time.Hour)
 	deadline = time.Now().Add(3 * time.Second)
 	for send("bob@example.com") != nil {
 		if time.Now().After(deadline) {
@@ -117,7 +117,7 @@ func TestJustInTimeGrants(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := RevokeGrant(ctx, h.cfg, g2.ID, "oncall-alice"); err != nil {
+	if _, err := cli(t, h.cfg).RevokeGrant(ctx, g2.ID, "oncall-alice"); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(3 * time.Second)
@@ -161,7 +161,7 @@ func TestAIBOM(t *testing.T) {
 	h.cfg.Upstreams = append(h.cfg.Upstreams,
 		config.Upstream{Name: "files", Stdio: &config.StdioServer{Command: "npx", Args: []string{"-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/srv"}}},
 		config.Upstream{Name: "remote", HTTP: &config.HTTPServer{URL: "https://user:pw@mcp.example.com/mcp?key=secret"}})
-	b, err := BOM(context.Background(), h.cfg, "test")
+	b, err := cli(t, h.cfg).BOM(context.Background(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestSignedServerManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := BuildManifest(context.Background(), h.cfg, "demo")
+	m, err := cli(t, h.cfg).BuildManifest(context.Background(), "demo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,9 @@ package gateway
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
-	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/config"
-	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -60,33 +55,4 @@ func (rv *revocations) revoked(agent, credentialID, task string) bool {
 
 func (g *Gateway) revoked(t token.Task) bool {
 	return g.authn.revs != nil && g.authn.revs.revoked(t.Agent, t.TokenID, t.ID)
-}
-
-// Revoke records a revocation (`portcullis task revoke`, `token revoke`,
-// `agent revoke`) and audits it. A running gateway refuses the credentials
-// from its next request (within RevocationRefresh).
-func Revoke(ctx context.Context, cfg *config.Config, kind, value, by, why string) error {
-	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var who audit.Subject
-	var code reason.Code
-	switch kind {
-	case store.RevokeAgent:
-		who.Agent, code = value, reason.AgentRevoked
-	case store.RevokeTask:
-		who.Task, code = value, reason.TaskRevoked
-	case store.RevokeToken:
-		who.Credential, code = value, reason.TokenRevoked
-	default:
-		return fmt.Errorf("revoke: unknown kind %q", kind)
-	}
-	e := audit.New(audit.TypeToken, audit.OutcomeInfo, code, time.Now(), who)
-	e.Detail = fmt.Sprintf("by %s: %s", by, why)
-	if err := audit.WriteNow(ctx, st, e); err != nil {
-		return err
-	}
-	return st.Revoke(ctx, kind, value, by, why)
 }

@@ -160,7 +160,7 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 	if held == nil {
 		t.Fatal("the send after an injected result was not held")
 	}
-	if _, err := DecideApproval(ctx, h.cfg, held.ID, approval.Denied, "alice", approval.ScopeOnce, "injected"); err != nil {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, held.ID, approval.Denied, "alice", approval.ScopeOnce, "injected"); err != nil {
 		t.Fatal(err)
 	}
 	assertDenied(t, <-errc, "approval_denied")

@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 // TestBrokeredCredentialsNeverLeak: an upstream's API key lives sealed in
@@ -61,7 +62,7 @@ upstreams:
 	if _, err := config.Parse([]byte(strings.Replace(cfgText, "{from_secret: saas-key}", "{value: \"Bearer "+apiKey+"\"}", 1)), dir); err == nil {
 		t.Fatal("inline secret accepted")
 	}
-	if err := SetSecret(context.Background(), cfg, "saas-key", []byte("Bearer "+apiKey), "ops"); err != nil {
+	if err := cli(t, cfg).SetSecret(context.Background(), "saas-key", []byte("Bearer "+apiKey), "ops"); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
@@ -103,7 +104,7 @@ upstreams:
 	for _, e := range hh.events() {
 		fmt.Fprintf(&everything, "%+v\n", e)
 	}
-	db, _ := os.ReadFile(filepath.Join(dir, "data", StoreFile))
+	db, _ := os.ReadFile(filepath.Join(dir, "data", ops.StoreFile))
 	everything.Write(db)
 	if strings.Contains(everything.String(), apiKey) {
 		t.Fatal("the upstream credential leaked into a response, log, event or the store file")

@@ -33,7 +33,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	trust.AddCert(h.g.ca.Certificate())
 	dir := t.TempDir()
 
-	jt, _, err := CreateJoinToken(ctx, h.cfg, "reader")
+	jt, _, err := cli(t, h.cfg).CreateJoinToken(ctx, "reader")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	// A task token bound to this certificate (RFC 8705) works only with it.
 	pair, _ := tls.LoadX509KeyPair(filepath.Join(dir, identity.AgentSVIDFile), filepath.Join(dir, identity.AgentKeyFile))
 	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
-	raw, _, err := StartTask(ctx, h.cfg, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, "", 5*time.Minute)
+	raw, _, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 		t.Errorf("cert-bound task sees %v", got)
 	}
 	s.Close()
-	jt2, _, _ := CreateJoinToken(ctx, h.cfg, "mailer")
+	jt2, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "mailer")
 	other := t.TempDir()
 	if _, err := identity.Enrol(ctx, gw, trust, jt2, other); err != nil {
 		t.Fatal(err)
@@ -116,14 +116,14 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	}
 
 	// Revoking the agent refuses its SVID at the next request.
-	if err := Revoke(ctx, h.cfg, store.RevokeAgent, "reader", "ops", "decommissioned"); err != nil {
+	if err := cli(t, h.cfg).Revoke(ctx, store.RevokeAgent, "reader", "ops", "decommissioned"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(RevocationRefresh + 100*time.Millisecond)
 	if _, err := connect(dir, ""); err == nil {
 		t.Error("revoked agent connected")
 	}
-	ins, _ := ListInstances(ctx, h.cfg)
+	ins, _ := cli(t, h.cfg).ListInstances(ctx)
 	if len(ins) != 2 {
 		t.Errorf("instances %+v", ins)
 	}
@@ -197,20 +197,20 @@ func TestJoinTokensExpireAndRetirement(t *testing.T) {
 	if _, err := identity.Enrol(ctx, gw, trust, "pcj-expired", t.TempDir()); err == nil {
 		t.Fatal("an expired join token enrolled")
 	}
-	jt, _, _ := CreateJoinToken(ctx, h.cfg, "reader")
+	jt, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "reader")
 	dir := t.TempDir()
 	id, err := identity.Enrol(ctx, gw, trust, jt, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := RetireInstance(ctx, h.cfg, id, "ops"); err != nil {
+	if err := cli(t, h.cfg).RetireInstance(ctx, id, "ops"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(RevocationRefresh + 100*time.Millisecond)
 	if _, err := identity.Rotate(ctx, gw, trust, dir); err == nil {
 		t.Error("a retired instance rotated its SVID")
 	}
-	ins, _ := ListInstances(ctx, h.cfg)
+	ins, _ := cli(t, h.cfg).ListInstances(ctx)
 	if len(ins) != 1 || ins[0].State != "retired" {
 		t.Errorf("instances %+v", ins)
 	}

@@ -32,7 +32,7 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Purpose: "summarise notes",
+	raw, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Purpose: "summarise notes",
 		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jkt, _ := token.Thumbprint(key.Public())
 	ctx := context.Background()
-	raw, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, "", 5*time.Minute)
+	raw, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	go func() { errc <- send(connect(), "a@partner.test") }()
 	var id string
 	for i := 0; i < 200 && id == ""; i++ {
-		rs, _ := ListApprovals(ctx, h.cfg, "pending")
+		rs, _ := cli(t, h.cfg).ListApprovals(ctx, "pending")
 		if len(rs) > 0 {
 			id = rs[0].ID
 			if rs[0].Task != task.ID {
@@ -122,7 +122,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := DecideApproval(ctx, h.cfg, id, "approved", "alice", "task", ""); err != nil {
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, id, "approved", "alice", "task", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -168,7 +168,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	rKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	mJKT, _ := token.Thumbprint(mKey.Public())
 	rJKT, _ := token.Thumbprint(rKey.Public())
-	parent, task, err := StartTask(ctx, h.cfg, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, "", 5*time.Minute)
+	parent, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, "", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	}
 
 	// Revoking the task cuts off parent and child on their next request.
-	if err := Revoke(ctx, h.cfg, store.RevokeTask, task.ID, "alice", "done"); err != nil {
+	if err := cli(t, h.cfg).Revoke(ctx, store.RevokeTask, task.ID, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(RevocationRefresh + 100*time.Millisecond)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // Report is the outcome of a replay.
@@ -169,7 +169,7 @@ func (r *Report) addPair(p Pair, steps []step, outs []outcome) {
 type pendingStop struct{ code, request string }
 
 // explain reads the audit log for what decided the refused calls.
-func (r *Report) explain(ctx context.Context, cfg *config.Config) error {
+func (r *Report) explain(ctx context.Context, st *store.SQLite) error {
 	ids := map[string]bool{}
 	for id := range r.pending {
 		ids[id] = true
@@ -177,7 +177,7 @@ func (r *Report) explain(ctx context.Context, cfg *config.Config) error {
 	for _, s := range r.stops {
 		ids[s.request] = true
 	}
-	info, err := decisionInfo(ctx, cfg, ids)
+	info, err := decisionInfo(ctx, st, ids)
 	if err != nil {
 		return err
 	}

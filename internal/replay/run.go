@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -89,7 +89,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.addPair(p, steps, outs)
 		}
 
-		return rep.explain(ctx, r.cfg)
+		return rep.explain(ctx, r.ops.Store())
 	})
 	if err != nil {
 		return nil, err
@@ -120,6 +120,13 @@ func withGateway(ctx context.Context, o Options, fn func(*runner) error) error {
 		return err
 	}
 	defer os.RemoveAll(cfg.DataDir)
+	// The operator's side (approving held calls, starting tasks, reading
+	// the log), as the CLI would do it beside the gateway.
+	op, err := ops.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
 	g, err := gateway.New(cfg, gateway.Options{Log: o.Log})
 	if err != nil {
 		return err
@@ -137,7 +144,7 @@ func withGateway(ctx context.Context, o Options, fn func(*runner) error) error {
 	if err != nil {
 		return fmt.Errorf("replay: upstream not ready: %w", err)
 	}
-	r := &runner{o: o, cfg: cfg, g: g, up: up, url: "http://" + g.AgentAddr() + "/mcp"}
+	r := &runner{o: o, cfg: cfg, ops: op, g: g, up: up, url: "http://" + g.AgentAddr() + "/mcp"}
 	go r.approve(gctx)
 
 	return fn(r)
@@ -182,6 +189,7 @@ func prepare(o Options, url string) (*config.Config, error) {
 type runner struct {
 	o         Options
 	cfg       *config.Config
+	ops       *ops.Ops
 	g         *gateway.Gateway
 	up        *upstream
 	url       string
@@ -201,12 +209,12 @@ func (r *runner) approve(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		reqs, err := gateway.ListApprovals(ctx, r.cfg, approval.Pending)
+		reqs, err := r.ops.ListApprovals(ctx, approval.Pending)
 		if err != nil {
 			continue
 		}
 		for _, q := range reqs {
-			if _, err := gateway.DecideApproval(ctx, r.cfg, q.ID, approval.Approved, "replay", approval.ScopeOnce, "assume-breach replay: counted as needing a human"); err == nil {
+			if _, err := r.ops.DecideApproval(ctx, q.ID, approval.Approved, "replay", approval.ScopeOnce, "assume-breach replay: counted as needing a human"); err == nil {
 				why := strings.Join(q.Reasons, "; ")
 				r.held.Store(&why)
 				r.approvals.Add(1)
@@ -300,7 +308,7 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 			tools = append(tools, q)
 		}
 	}
-	raw, _, err := gateway.StartTask(ctx, r.cfg, token.Task{Agent: r.agent(), User: "replay-user", Purpose: clipRunes(t.Prompt, token.MaxPurposeBytes),
+	raw, _, err := r.ops.StartTask(ctx, token.Task{Agent: r.agent(), User: "replay-user", Purpose: clipRunes(t.Prompt, token.MaxPurposeBytes),
 		Tools: tools, Budget: 200, JKT: jkt}, "", 30*time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("start task: %w", err)
@@ -346,12 +354,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // decisionInfo maps request IDs to what decided them, from the audit log.
-func decisionInfo(ctx context.Context, cfg *config.Config, ids map[string]bool) (map[string]string, error) {
-	st, err := store.Open(filepath.Join(cfg.DataDir, gateway.StoreFile))
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
+func decisionInfo(ctx context.Context, st *store.SQLite, ids map[string]bool) (map[string]string, error) {
 	rows, err := st.Events(ctx, store.EventQuery{})
 	if err != nil {
 		return nil, err

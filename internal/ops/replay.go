@@ -1,20 +1,18 @@
-package gateway
+package ops
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
-	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
-// saveBundle keeps the policy sources in force under their version.
-func saveBundle(ctx context.Context, st *store.SQLite, set *policy.Set, srcs []policy.Source) error {
+// SaveBundle keeps the policy sources in force under their version.
+func SaveBundle(ctx context.Context, st *store.SQLite, set *policy.Set, srcs []policy.Source) error {
 	b, err := json.Marshal(srcs)
 	if err != nil {
 		return err
@@ -32,12 +30,8 @@ type Replay struct {
 // ReplayDecision re-evaluates decision event seq under the policy bundle it
 // was made with and under the current configuration's policy. Arguments
 // that were redacted when recorded are replayed as their hashes.
-func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay, error) {
-	st, err := store.Open(filepath.Join(DataDir(cfg), StoreFile))
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
+func (o *Ops) ReplayDecision(ctx context.Context, seq int64) (*Replay, error) {
+	st := o.st
 	rows, err := st.Events(ctx, store.EventQuery{AfterSeq: seq - 1, Limit: 1})
 	if err != nil {
 		return nil, err
@@ -78,7 +72,7 @@ func ReplayDecision(ctx context.Context, cfg *config.Config, seq int64) (*Replay
 	if err != nil {
 		return nil, fmt.Errorf("replay: recorded policy: %w", err)
 	}
-	srcs, err := LoadPolicies(cfg)
+	srcs, err := LoadPolicies(o.cfg)
 	if err != nil {
 		return nil, err
 	}

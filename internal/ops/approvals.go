@@ -1,0 +1,48 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+)
+
+// ListApprovals returns requests in a state ("" for all).
+func (o *Ops) ListApprovals(ctx context.Context, state string) ([]*approval.Request, error) {
+	st := o.st
+	return st.Approvals(ctx, state)
+}
+
+// ShowApproval returns one request.
+func (o *Ops) ShowApproval(ctx context.Context, id string) (*approval.Request, error) {
+	st := o.st
+	return st.Approval(ctx, id)
+}
+
+// DecideApproval records a reviewer's decision and audits it. The held call
+// sees it within approval.PollInterval.
+func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment string) (*approval.Request, error) {
+	st := o.st
+	r, err := approval.Decide(ctx, st, id, state, by, scope, comment, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
+	if state == approval.Approved {
+		outcome, code = audit.OutcomeAllow, reason.ApprovalApproved
+	}
+	who := audit.Subject{Agent: r.Agent, User: r.User, Task: r.Task, Credential: r.ID, SessionID: r.SessionID, RequestID: r.RequestID}
+	e := audit.New(audit.TypeApproval, outcome, code, time.Now(), who)
+	e.Target, e.ArgumentsSHA256 = r.Tool, r.ArgsSHA256
+	e.Detail = fmt.Sprintf("%s by %s (scope %s)", state, by, scope)
+	if comment != "" {
+		e.Detail += ": " + comment
+	}
+	if err := audit.WriteNow(ctx, st, e); err != nil {
+		return nil, err
+	}
+	return r, nil
+}

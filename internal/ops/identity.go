@@ -1,0 +1,91 @@
+package ops
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// CreateJoinToken makes a one-time join token for an agent
+// (`portcullis agent join-token`), valid for identity.join_token_ttl.
+func (o *Ops) CreateJoinToken(ctx context.Context, agent string) (string, time.Time, error) {
+	if _, ok := o.cfg.Agent(agent); !ok {
+		return "", time.Time{}, fmt.Errorf("join token: %w: %q", ErrUnknownAgent, agent)
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", time.Time{}, err
+	}
+	tok := "pcj-" + base64.RawURLEncoding.EncodeToString(b[:])
+	exp := time.Now().Add(o.cfg.Identity.JoinTokenTTL.D())
+	e := audit.New(audit.TypeIdentity, audit.OutcomeInfo, reason.JoinTokenCreated, time.Now(), audit.Subject{Agent: agent})
+	e.Detail = "expires " + exp.UTC().Format(time.RFC3339)
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return "", time.Time{}, err
+	}
+	return tok, exp, o.st.AddJoinToken(ctx, tok, agent, exp)
+}
+
+// ListInstances returns enrolled agent instances.
+func (o *Ops) ListInstances(ctx context.Context) ([]store.Instance, error) {
+	return o.st.Instances(ctx)
+}
+
+// RetireInstance ends an agent instance for good: its SPIFFE ID is revoked
+// and the instance recorded as retired.
+func (o *Ops) RetireInstance(ctx context.Context, spiffeID, by string) error {
+	if err := o.Revoke(ctx, store.RevokeToken, spiffeID, by, "instance retired"); err != nil {
+		return err
+	}
+	ins, err := o.st.Instances(ctx)
+	if err != nil {
+		return err
+	}
+	for _, in := range ins {
+		if in.SPIFFEID == spiffeID {
+			in.State = "retired"
+			return o.st.PutInstance(ctx, in)
+		}
+	}
+	return fmt.Errorf("no instance %s", spiffeID)
+}
+
+// TaskRecord is a started task as the audit log recorded it.
+type TaskRecord struct {
+	ID, Agent, User, TokenID, Detail string
+	Started                          time.Time
+	Revoked                          bool
+}
+
+// ListTasks returns the tasks started (newest last), from the audit log,
+// with whether they were revoked.
+func (o *Ops) ListTasks(ctx context.Context) ([]TaskRecord, error) {
+	st := o.st
+	rows, err := st.Events(ctx, store.EventQuery{})
+	if err != nil {
+		return nil, err
+	}
+	revs, err := st.Revocations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []TaskRecord
+	for _, r := range rows {
+		if r.Type != string(audit.TypeToken) {
+			continue
+		}
+		e, err := audit.Decode(r)
+		if err != nil || e.Code != reason.TaskStarted {
+			continue
+		}
+		out = append(out, TaskRecord{ID: e.Task, Agent: e.Agent, User: e.User, TokenID: e.Credential, Detail: e.Detail, Started: e.Time,
+			Revoked: revs[store.RevokeTask][e.Task] || revs[store.RevokeToken][e.Credential] || revs[store.RevokeAgent][e.Agent]})
+	}
+	return out, nil
+}

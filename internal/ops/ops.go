@@ -1,0 +1,96 @@
+package ops
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// The data directory's layout, relative to config's data_dir.
+const (
+	StoreFile = "portcullis.db"
+	KeyFile   = "keys/token-signing.pem"
+	KeysDir   = "keys" // the CA, the log key, the secret vault's key
+)
+
+// AdminAudience is the audience of admin-API tokens.
+const AdminAudience = "portcullis-admin"
+
+// ErrUnknownAgent is returned when an operation names an agent the
+// configuration does not declare; the caller should say so.
+var ErrUnknownAgent = errors.New("agent not configured")
+
+// ErrIdentityProvider is returned when the OIDC provider that names users
+// (identity.oidc) cannot be reached; the caller may retry later.
+var ErrIdentityProvider = errors.New("identity provider unavailable")
+
+// DataDir is the data directory cfg names, resolved against the
+// configuration file's directory.
+func DataDir(cfg *config.Config) string { return cfg.Path(cfg.DataDir) }
+
+// Ops performs operations on one data directory.
+type Ops struct {
+	cfg   *config.Config
+	dir   string
+	st    *store.SQLite
+	owned bool // Close closes the store
+
+	keyOnce sync.Once
+	key     *token.SigningKey
+	keyErr  error
+
+	usersMu sync.Mutex
+	users   *identity.Users // OIDC verifier, discovered on first use
+}
+
+// Open opens cfg's data directory (creating it, as serve does) and its
+// store, once for every operation that follows. Close releases it.
+func Open(cfg *config.Config) (*Ops, error) {
+	dir := DataDir(cfg)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	st, err := store.Open(filepath.Join(dir, StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	return &Ops{cfg: cfg, dir: dir, st: st, owned: true}, nil
+}
+
+// With performs operations over a store the caller owns (the running
+// gateway's), signing tokens with key (nil: the data directory's, loaded
+// on first use).
+func With(cfg *config.Config, st *store.SQLite, key *token.SigningKey) *Ops {
+	o := &Ops{cfg: cfg, dir: DataDir(cfg), st: st}
+	if key != nil {
+		o.keyOnce.Do(func() { o.key = key })
+	}
+	return o
+}
+
+// Close closes the store if Open opened it.
+func (o *Ops) Close() error {
+	if o.owned {
+		return o.st.Close()
+	}
+	return nil
+}
+
+// Store is the store operations read and write.
+func (o *Ops) Store() *store.SQLite { return o.st }
+
+// signingKey is the data directory's token-signing key, loaded (or created)
+// on first use.
+func (o *Ops) signingKey() (*token.SigningKey, error) {
+	o.keyOnce.Do(func() {
+		o.key, o.keyErr = token.LoadOrCreateKey(filepath.Join(o.dir, KeyFile))
+	})
+	return o.key, o.keyErr
+}

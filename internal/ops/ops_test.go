@@ -1,0 +1,90 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte("version: 1\nagents: [{name: reader, roles: [r]}]\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestOperationsAreAuditedInTheirStore: one Open serves several
+// operations; each change is recorded before it is made, in the same store.
+func TestOperationsAreAuditedInTheirStore(t *testing.T) {
+	cfg := testConfig(t)
+	o, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if st, err := os.Stat(DataDir(cfg)); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory: %v %v", st, err)
+	}
+	ctx := context.Background()
+	if _, _, err := o.IssueToken(ctx, "nobody", 0); !errors.Is(err, ErrUnknownAgent) {
+		t.Errorf("token for an undeclared agent: %v", err)
+	}
+	raw, c, err := o.IssueToken(ctx, "reader", 0)
+	if err != nil || raw == "" || c.Expires.Sub(c.IssuedAt) != cfg.Auth.DefaultTTL.D() {
+		t.Fatalf("token: %v, lifetime %s", err, c.Expires.Sub(c.IssuedAt))
+	}
+	g, err := o.CreateGrant(ctx, "reader", "fs__write", "incident 7", "alice", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := o.ListGrants(ctx, true); err != nil || len(gs) != 1 || gs[0].ID != g.ID {
+		t.Fatalf("grants: %v %v", gs, err)
+	}
+	if err := o.Revoke(ctx, store.RevokeAgent, "reader", "alice", "left"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := o.Store().Events(ctx, store.EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []reason.Code
+	for _, r := range rows {
+		e, err := audit.Decode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, e.Code)
+	}
+	want := []reason.Code{"", reason.GrantCreated, reason.AgentRevoked}
+	if len(codes) != len(want) || codes[0] != want[0] || codes[1] != want[1] || codes[2] != want[2] {
+		t.Errorf("events %v, want %v", codes, want)
+	}
+}
+
+// TestWithLeavesTheStoreToItsOwner: the daemon's Ops does not close the
+// daemon's store.
+func TestWithLeavesTheStoreToItsOwner(t *testing.T) {
+	cfg := testConfig(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	o := With(cfg, st, nil)
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Events(context.Background(), store.EventQuery{}); err != nil {
+		t.Errorf("the store was closed by an Ops it was lent to: %v", err)
+	}
+}
