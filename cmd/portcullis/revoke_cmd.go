@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -35,7 +35,7 @@ func revokeCmd(kind, what string) *cobra.Command {
 			if err := o.Revoke(cmd.Context(), kind, args[0], by, reason); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s revoked; a running gateway refuses it within %s\n", kind, args[0], gateway.RevocationRefresh)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s revoked; a running gateway refuses it within %s\n", kind, args[0], authn.RevocationRefresh)
 			return nil
 		},
 	}

@@ -658,6 +658,10 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
+// ErrUnknownAgent is returned when a credential or an operation names an
+// agent the configuration does not (or no longer) declare.
+var ErrUnknownAgent = errors.New("agent not configured")
+
 // ReadFile reads a file the configuration names (resolved as Path does),
 // refusing one larger than max bytes: keys, signatures, bundles and
 // manifests are small, and a path pointed at something else must not be

@@ -9,10 +9,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -31,7 +31,7 @@ func (g *Gateway) agentTLS() (*tls.Config, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(g.ca.Certificate())
-	for _, c := range g.federated {
+	for _, c := range g.trust.Federated() {
 		pool.AddCert(c)
 	}
 	return &tls.Config{
@@ -86,8 +86,8 @@ func (g *Gateway) serveEnrol(w http.ResponseWriter, r *http.Request) {
 // presents its current, valid SVID over mutual TLS.
 func (g *Gateway) serveRotate(w http.ResponseWriter, r *http.Request) {
 	e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SVIDRotated, time.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
-	p, err := g.authn.svidPrincipal(clientCert(r))
-	if clientCert(r) == nil || err != nil {
+	p, err := g.authn.SVIDPrincipal(authn.ClientCert(r))
+	if authn.ClientCert(r) == nil || err != nil {
 		e.Detail = "rotation needs the current SVID over mutual TLS"
 		g.submit(e)
 		writeError(w, http.StatusUnauthorized, e.Detail)
@@ -105,7 +105,7 @@ func (g *Gateway) serveRotate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "csr: want base64 DER")
 		return
 	}
-	id, _ := identity.SVIDOf(clientCert(r))
+	id, _ := identity.SVIDOf(authn.ClientCert(r))
 	_, instance, _ := identity.AgentOf(id)
 	e.Agent = p.Agent
 	g.issueSVID(w, r, e, p.Agent, instance, csr, "active")
@@ -149,41 +149,4 @@ func (g *Gateway) issueSVID(w http.ResponseWriter, r *http.Request, e *audit.Eve
 func (g *Gateway) serveBundle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Write(g.ca.BundlePEM())
-}
-
-func (g *Gateway) loadCA() error {
-	ca, err := identity.LoadOrCreateCA(filepath.Join(g.dataDir, "keys"), g.cfg.Identity.TrustDomain, nil)
-	if err != nil {
-		return err
-	}
-	g.ca = ca
-	g.authn.ca = ca
-	own := x509.NewCertPool()
-	own.AddCert(ca.Certificate())
-	g.authn.trust = map[string]*x509.CertPool{ca.TrustDomain().Name(): own}
-	g.authn.foreign = map[string]string{}
-	for _, f := range g.cfg.Identity.Federation {
-		b, err := g.cfg.ReadFile(f.Bundle, 1<<20)
-		if err != nil {
-			return fmt.Errorf("federation %s: %w", f.TrustDomain, err)
-		}
-		pool := x509.NewCertPool()
-		for rest := b; ; {
-			var blk *pem.Block
-			if blk, rest = pem.Decode(rest); blk == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return fmt.Errorf("federation %s bundle: %w", f.TrustDomain, err)
-			}
-			pool.AddCert(c)
-			g.federated = append(g.federated, c)
-		}
-		g.authn.trust[f.TrustDomain] = pool
-		for id, agent := range f.Agents {
-			g.authn.foreign[id] = agent
-		}
-	}
-	return nil
 }

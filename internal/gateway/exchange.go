@@ -83,15 +83,15 @@ func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, err
 		return nil, oerr(http.StatusBadRequest, "unsupported_grant_type", "want token-exchange of an access_token")
 	}
 	raw := f.Get("subject_token")
-	parent, err := g.authn.tasks.VerifyTask(raw)
+	parent, err := g.authn.VerifyTask(raw)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
 	}
 	e.Agent, e.User, e.Task, e.Credential, e.Actors = parent.Agent, parent.User, parent.ID, parent.TokenID, parent.Actors
-	if err := g.authn.proveHolder(r, parent, raw); err != nil {
+	if err := g.authn.ProveHolder(r, parent, raw); err != nil {
 		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "the subject token's holder must prove possession of its key for this request")
 	}
-	if g.revoked(parent) {
+	if g.revs.Revoked(parent.Agent, parent.TokenID, parent.ID) {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token revoked")
 	}
 	to := f.Get("audience")

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/budget"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
@@ -44,27 +44,28 @@ const DemoDir = "demo"
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	dataDir   string
-	store     *store.SQLite
-	recorder  *audit.Recorder
-	engine    *policy.Engine
-	key       *token.SigningKey
-	authn     *TokenAuthenticator
-	proxy     *mcpproxy.Proxy
-	metrics   *metrics.Metrics
-	cp        *audit.Checkpointer
-	exporter  *audit.Exporter
-	tracer    *telemetry.Tracer
-	grants    *grant.Cache
-	vault     *secret.Vault
-	ca        *identity.CA
-	federated []*x509.Certificate // authorities of federated trust domains
-	pins      *toolreg.Registry
-	ops       *ops.Ops         // the operations the admin API shares with the CLI, over this store
-	out       *outbound.Client // every request the gateway sends of its own accord
-	watch     bool             // reload the policy bundle when its files change
+	cfg      *config.Config
+	log      *slog.Logger
+	dataDir  string
+	store    *store.SQLite
+	recorder *audit.Recorder
+	engine   *policy.Engine
+	key      *token.SigningKey
+	authn    *authn.Authenticator
+	revs     *authn.Revocations
+	trust    *authn.Trust
+	proxy    *mcpproxy.Proxy
+	metrics  *metrics.Metrics
+	cp       *audit.Checkpointer
+	exporter *audit.Exporter
+	tracer   *telemetry.Tracer
+	grants   *grant.Cache
+	vault    *secret.Vault
+	ca       *identity.CA
+	pins     *toolreg.Registry
+	ops      *ops.Ops         // the operations the admin API shares with the CLI, over this store
+	out      *outbound.Client // every request the gateway sends of its own accord
+	watch    bool             // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -99,10 +100,6 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, ops.KeyFile)); err != nil {
 		return nil, err
 	}
-	v := token.NewVerifier(g.key, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
-	g.authn = NewTokenAuthenticator(v, cfg.Agents, nil)
-	g.authn.tasks = token.NewTypedVerifier(g.key, token.TypTask, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil)
-	g.authn.dpop = token.NewDPoPVerifier(nil)
 	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, ops.StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
@@ -126,13 +123,17 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err := ops.SaveBundle(context.Background(), g.store, set, srcs); err != nil {
 		return nil, err
 	}
-	if err := g.loadCA(); err != nil {
+	if g.ca, err = identity.LoadOrCreateCA(filepath.Join(g.dataDir, ops.KeysDir), cfg.Identity.TrustDomain, nil); err != nil {
 		return nil, err
 	}
-	g.authn.revs = &revocations{}
-	if err := g.authn.revs.refresh(context.Background(), g.store); err != nil {
+	if g.trust, err = authn.LoadTrust(cfg, g.ca); err != nil {
 		return nil, err
 	}
+	g.revs = &authn.Revocations{}
+	if err := g.revs.Refresh(context.Background(), g.store); err != nil {
+		return nil, err
+	}
+	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs})
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()
@@ -307,7 +308,7 @@ func (g *Gateway) Proxy() *mcpproxy.Proxy { return g.proxy }
 func (g *Gateway) Key() *token.SigningKey { return g.key }
 
 // Authenticator returns the agent authenticator.
-func (g *Gateway) Authenticator() *TokenAuthenticator { return g.authn }
+func (g *Gateway) Authenticator() *authn.Authenticator { return g.authn }
 
 // Listen binds the agent and admin listeners, so that callers know the
 // addresses (":0" picks free ports) before Run.
@@ -427,7 +428,7 @@ func (g *Gateway) startBackground() *background {
 		{"upstreams", g.proxy.Run},
 		{"audit checkpoints", g.cp.Run},
 		{"grant expiry", g.grants.Run},
-		{"revocations", func(ctx context.Context) error { return g.authn.revs.run(ctx, g.store) }},
+		{"revocations", func(ctx context.Context) error { return g.revs.Run(ctx, g.store) }},
 		{"tool pins", func(ctx context.Context) error { g.pins.Watch(ctx, time.Second, g.proxy.RefreshAll); return nil }},
 		{"telemetry", g.tracer.Run},
 		{"audit export", g.exporter.Run}, // what was not exported yet is sent after the next start

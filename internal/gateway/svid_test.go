@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -119,7 +120,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	if err := cli(t, h.cfg).Revoke(ctx, store.RevokeAgent, "reader", "ops", "decommissioned"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
 	if _, err := connect(dir, ""); err == nil {
 		t.Error("revoked agent connected")
 	}
@@ -206,7 +207,7 @@ func TestJoinTokensExpireAndRetirement(t *testing.T) {
 	if err := cli(t, h.cfg).RetireInstance(ctx, id, "ops"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
 	if _, err := identity.Rotate(ctx, gw, trust, dir); err == nil {
 		t.Error("a retired instance rotated its SVID")
 	}

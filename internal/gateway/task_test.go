@@ -18,6 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -247,7 +248,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	if err := cli(t, h.cfg).Revoke(ctx, store.RevokeTask, task.ID, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(RevocationRefresh + 100*time.Millisecond)
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
 	if err := traced(worker, "demo__list_files"); err == nil {
 		t.Error("delegated token works after its task was revoked")
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
@@ -14,7 +15,7 @@ import (
 // (`portcullis grant`). The agent must be configured.
 func (o *Ops) CreateGrant(ctx context.Context, agent, tool, why, by string, d time.Duration) (grant.Grant, error) {
 	if _, ok := o.cfg.Agent(agent); !ok {
-		return grant.Grant{}, fmt.Errorf("grant: %w: %q", ErrUnknownAgent, agent)
+		return grant.Grant{}, fmt.Errorf("grant: %w: %q", config.ErrUnknownAgent, agent)
 	}
 	g, err := grant.New(agent, tool, why, by, d, time.Now())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -16,7 +17,7 @@ import (
 // (`portcullis agent join-token`), valid for identity.join_token_ttl.
 func (o *Ops) CreateJoinToken(ctx context.Context, agent string) (string, time.Time, error) {
 	if _, ok := o.cfg.Agent(agent); !ok {
-		return "", time.Time{}, fmt.Errorf("join token: %w: %q", ErrUnknownAgent, agent)
+		return "", time.Time{}, fmt.Errorf("join token: %w: %q", config.ErrUnknownAgent, agent)
 	}
 	var b [24]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -23,10 +23,6 @@ const (
 // AdminAudience is the audience of admin-API tokens.
 const AdminAudience = "portcullis-admin"
 
-// ErrUnknownAgent is returned when an operation names an agent the
-// configuration does not declare; the caller should say so.
-var ErrUnknownAgent = errors.New("agent not configured")
-
 // ErrIdentityProvider is returned when the OIDC provider that names users
 // (identity.oidc) cannot be reached; the caller may retry later.
 var ErrIdentityProvider = errors.New("identity provider unavailable")

@@ -36,7 +36,7 @@ func TestOperationsAreAuditedInTheirStore(t *testing.T) {
 		t.Fatalf("data directory: %v %v", st, err)
 	}
 	ctx := context.Background()
-	if _, _, err := o.IssueToken(ctx, "nobody", 0); !errors.Is(err, ErrUnknownAgent) {
+	if _, _, err := o.IssueToken(ctx, "nobody", 0); !errors.Is(err, config.ErrUnknownAgent) {
 		t.Errorf("token for an undeclared agent: %v", err)
 	}
 	raw, c, err := o.IssueToken(ctx, "reader", 0)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/secret"
@@ -20,7 +21,7 @@ import (
 // `portcullis token issue` runs, beside or without a running gateway.
 func (o *Ops) IssueToken(ctx context.Context, agent string, ttl time.Duration) (string, token.Claims, error) {
 	if _, ok := o.cfg.Agent(agent); !ok {
-		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q (declare it under agents:)", ErrUnknownAgent, agent)
+		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q (declare it under agents:)", config.ErrUnknownAgent, agent)
 	}
 	return o.mint(ctx, token.TypAgent, o.cfg.Auth.Audience, agent, ttl)
 }
@@ -45,7 +46,7 @@ func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl t
 		ttl = o.cfg.Auth.DefaultTTL.D()
 	}
 	if _, ok := o.cfg.Agent(t.Agent); !ok {
-		return "", token.Task{}, fmt.Errorf("start task: %w: %q", ErrUnknownAgent, t.Agent)
+		return "", token.Task{}, fmt.Errorf("start task: %w: %q", config.ErrUnknownAgent, t.Agent)
 	}
 	users, err := o.oidcUsers(ctx)
 	if err != nil {

@@ -1,4 +1,4 @@
-package gateway
+package authn
 
 import (
 	"crypto/sha256"
@@ -18,57 +18,73 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
-// ErrUnknownAgent is returned for a valid token naming an agent that is not
-// (or no longer) in the configuration.
-var ErrUnknownAgent = errors.New("agent not configured")
-
 // maxCachedTokens bounds the verified-token cache.
 const maxCachedTokens = 4096
 
-// TokenAuthenticator authenticates agents by the gateway's signed tokens.
-// Signature checks are cached per token (keyed by its hash) until the token
-// expires, so the per-request cost is a hash and a map lookup; the agent's
-// configuration is consulted on every request.
-type TokenAuthenticator struct {
+// Authenticator authenticates agents by the gateway's signed tokens and by
+// SVIDs. Signature checks are cached per token (keyed by its hash) until
+// the token expires, so the per-request cost is a hash and a map lookup;
+// the agent's configuration is consulted on every request.
+type Authenticator struct {
 	v     *token.Verifier
-	tasks *token.Verifier // task tokens (nil: not accepted)
+	tasks *token.Verifier
 	dpop  *token.DPoPVerifier
-	revs  *revocations // nil: revocation not checked (tests of the authenticator alone)
-	ca    *identity.CA
-	// trust holds, per trust domain, the authorities its SVIDs must chain
-	// to, and for foreign domains which SPIFFE IDs are which agents.
-	trust   map[string]*x509.CertPool
-	foreign map[string]string // SPIFFE ID -> agent
-	agents  map[string]config.Agent
-	now     func() time.Time
+	revs  *Revocations // nil: revocation not checked (tests of the authenticator alone)
+	trust *Trust       // nil: SVIDs not accepted
+	// agents are the configured agents by name.
+	agents map[string]config.Agent
+	now    func() time.Time
 
 	mu        sync.Mutex
 	cache     map[[32]byte]token.Claims
 	taskCache map[[32]byte]token.Task
 }
 
-// NewTokenAuthenticator returns an authenticator for the configured agents.
-func NewTokenAuthenticator(v *token.Verifier, agents []config.Agent, now func() time.Time) *TokenAuthenticator {
+// Options are what an Authenticator trusts.
+type Options struct {
+	Key    *token.SigningKey // signs agent and task tokens
+	Auth   config.Auth       // issuer, audience, maximum lifetime
+	Agents []config.Agent
+	// Trust says which SVIDs are accepted (nil: none).
+	Trust *Trust
+	// Revocations is the view of what is revoked (nil: not checked; only
+	// for tests of the authenticator alone).
+	Revocations *Revocations
+	Now         func() time.Time
+}
+
+// New returns an authenticator for the configured agents.
+func New(o Options) *Authenticator {
 	m := map[string]config.Agent{}
-	for _, a := range agents {
+	for _, a := range o.Agents {
 		m[a.Name] = a
 	}
+	now := o.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &TokenAuthenticator{v: v, agents: m, now: now, cache: map[[32]byte]token.Claims{}, taskCache: map[[32]byte]token.Task{}}
+	maxTTL := o.Auth.MaxTTL.D()
+	return &Authenticator{
+		v:      token.NewVerifier(o.Key, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
+		tasks:  token.NewTypedVerifier(o.Key, token.TypTask, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
+		dpop:   token.NewDPoPVerifier(nil),
+		revs:   o.Revocations,
+		trust:  o.Trust,
+		agents: m, now: now,
+		cache: map[[32]byte]token.Claims{}, taskCache: map[[32]byte]token.Task{},
+	}
 }
 
 // Authenticate implements mcpproxy.Authenticator. Agent tokens come as
 // "Bearer"; task tokens, which are sender-constrained, as "DPoP" with a
 // proof of possession in the DPoP header (RFC 9449).
-func (a *TokenAuthenticator) Authenticate(r *http.Request) (*identity.Principal, error) {
+func (a *Authenticator) Authenticate(r *http.Request) (*identity.Principal, error) {
 	h := r.Header.Get("Authorization")
 	scheme, raw, ok := strings.Cut(h, " ")
 	raw = strings.TrimSpace(raw)
 	switch {
-	case h == "" && clientCert(r) != nil:
-		return a.svidPrincipal(clientCert(r))
+	case h == "" && ClientCert(r) != nil:
+		return a.SVIDPrincipal(ClientCert(r))
 	case !ok || raw == "":
 		return nil, errors.New("no credential")
 	case strings.EqualFold(scheme, "DPoP"):
@@ -85,12 +101,12 @@ func (a *TokenAuthenticator) Authenticate(r *http.Request) (*identity.Principal,
 	return nil, errors.New("unsupported authorization scheme")
 }
 
-// proveHolder checks that the request comes from the holder of the key a
+// ProveHolder checks that the request comes from the holder of the key a
 // task token is bound to: the mutual-TLS client certificate (x5t#S256) or a
 // DPoP proof for this request (jkt).
-func (a *TokenAuthenticator) proveHolder(r *http.Request, t token.Task, raw string) error {
+func (a *Authenticator) ProveHolder(r *http.Request, t token.Task, raw string) error {
 	if t.X5T != "" {
-		c := clientCert(r)
+		c := ClientCert(r)
 		if c == nil || subtle.ConstantTimeCompare([]byte(identity.CertThumbprint(c)), []byte(t.X5T)) != 1 {
 			return errors.New("task token bound to another client certificate")
 		}
@@ -110,24 +126,27 @@ func (a *TokenAuthenticator) proveHolder(r *http.Request, t token.Task, raw stri
 	return nil
 }
 
-// clientCert is the verified client certificate of a mutual-TLS request.
-func clientCert(r *http.Request) *x509.Certificate {
+// ClientCert is the verified client certificate of a mutual-TLS request.
+func ClientCert(r *http.Request) *x509.Certificate {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		return nil
 	}
 	return r.TLS.VerifiedChains[0][0]
 }
 
-// svidPrincipal maps an X.509-SVID of the agent CA's trust domain to the
+// SVIDPrincipal maps an X.509-SVID of the agent CA's trust domain to the
 // configured agent its path names.
-func (a *TokenAuthenticator) svidPrincipal(cert *x509.Certificate) (*identity.Principal, error) {
+func (a *Authenticator) SVIDPrincipal(cert *x509.Certificate) (*identity.Principal, error) {
 	id, err := identity.SVIDOf(cert)
 	if err != nil {
 		return nil, err
 	}
 	// The TLS handshake checked the chain against every trusted authority;
 	// an SVID must chain to the authorities of its own trust domain.
-	pool := a.trust[id.TrustDomain().Name()]
+	if a.trust == nil {
+		return nil, fmt.Errorf("svid %s: SVIDs are not accepted", id)
+	}
+	pool := a.trust.pools[id.TrustDomain().Name()]
 	if pool == nil {
 		return nil, fmt.Errorf("svid %s: untrusted trust domain", id)
 	}
@@ -135,20 +154,20 @@ func (a *TokenAuthenticator) svidPrincipal(cert *x509.Certificate) (*identity.Pr
 		return nil, fmt.Errorf("svid %s: not issued by its trust domain: %v", id, err)
 	}
 	var name string
-	if a.ca != nil && id.MemberOf(a.ca.TrustDomain()) {
+	if id.MemberOf(a.trust.ca.TrustDomain()) {
 		n, _, ok := identity.AgentOf(id)
 		if !ok {
 			return nil, fmt.Errorf("svid %s: not an agent ID", id)
 		}
 		name = n
-	} else if name = a.foreign[id.String()]; name == "" {
+	} else if name = a.trust.foreign[id.String()]; name == "" {
 		return nil, fmt.Errorf("svid %s: not mapped to an agent", id)
 	}
 	ag, ok := a.agents[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, name)
+		return nil, fmt.Errorf("%w: %q", config.ErrUnknownAgent, name)
 	}
-	if a.revs != nil && a.revs.revoked(name, id.String(), "") {
+	if a.revs != nil && a.revs.Revoked(name, id.String(), "") {
 		return nil, errors.New("svid revoked")
 	}
 	return &identity.Principal{Agent: ag.Name, Roles: ag.Roles, SPIFFEID: id.String(), CredentialID: id.String(), Method: "svid", Expires: cert.NotAfter}, nil
@@ -172,22 +191,22 @@ func tokenType(raw string) string {
 	return h.Typ
 }
 
-func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identity.Principal, error) {
+func (a *Authenticator) taskPrincipal(r *http.Request, raw string) (*identity.Principal, error) {
 	if a.tasks == nil {
 		return nil, errors.New("task tokens are not accepted")
 	}
-	t, err := a.verifyTask(raw)
+	t, err := a.VerifyTask(raw)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.proveHolder(r, t, raw); err != nil {
+	if err := a.ProveHolder(r, t, raw); err != nil {
 		return nil, err
 	}
 	ag, ok := a.agents[t.Agent]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, t.Agent)
+		return nil, fmt.Errorf("%w: %q", config.ErrUnknownAgent, t.Agent)
 	}
-	if a.revs != nil && a.revs.revoked(t.Agent, t.TokenID, t.ID) {
+	if a.revs != nil && a.revs.Revoked(t.Agent, t.TokenID, t.ID) {
 		return nil, errors.New("credential revoked")
 	}
 	return &identity.Principal{
@@ -197,16 +216,16 @@ func (a *TokenAuthenticator) taskPrincipal(r *http.Request, raw string) (*identi
 }
 
 // Principal verifies a raw token and returns its principal.
-func (a *TokenAuthenticator) Principal(raw string) (*identity.Principal, error) {
+func (a *Authenticator) Principal(raw string) (*identity.Principal, error) {
 	c, err := a.verify(raw)
 	if err != nil {
 		return nil, err
 	}
 	ag, ok := a.agents[c.Agent]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, c.Agent)
+		return nil, fmt.Errorf("%w: %q", config.ErrUnknownAgent, c.Agent)
 	}
-	if a.revs != nil && a.revs.revoked(c.Agent, c.ID, "") {
+	if a.revs != nil && a.revs.Revoked(c.Agent, c.ID, "") {
 		return nil, errors.New("credential revoked")
 	}
 	return &identity.Principal{
@@ -214,20 +233,20 @@ func (a *TokenAuthenticator) Principal(raw string) (*identity.Principal, error) 
 	}, nil
 }
 
-func (a *TokenAuthenticator) verify(raw string) (token.Claims, error) {
+func (a *Authenticator) verify(raw string) (token.Claims, error) {
 	return cachedVerify(a, a.cache, raw, a.v.Verify, func(c token.Claims) time.Time { return c.Expires })
 }
 
-// verifyTask checks a task token, caching the result per token (by hash)
+// VerifyTask checks a task token, caching the result per token (by hash)
 // until it expires; the proof of possession is still checked per request.
-func (a *TokenAuthenticator) verifyTask(raw string) (token.Task, error) {
+func (a *Authenticator) VerifyTask(raw string) (token.Task, error) {
 	return cachedVerify(a, a.taskCache, raw, a.tasks.VerifyTask, func(t token.Task) time.Time { return t.Expires })
 }
 
 // cachedVerify returns raw's verified claims, verifying them on first sight
 // and then serving them from cache (keyed by the token's hash) until they
 // expire. A full cache sheds expired entries first, then arbitrary ones.
-func cachedVerify[T any](a *TokenAuthenticator, cache map[[32]byte]T, raw string, verify func(string) (T, error), expires func(T) time.Time) (T, error) {
+func cachedVerify[T any](a *Authenticator, cache map[[32]byte]T, raw string, verify func(string) (T, error), expires func(T) time.Time) (T, error) {
 	var zero T
 	if len(raw) > token.MaxTokenBytes {
 		return zero, token.ErrMalformed

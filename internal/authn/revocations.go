@@ -1,4 +1,4 @@
-package gateway
+package authn
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/store"
-	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
 // RevocationRefresh is how often the gateway re-reads revocations written by
@@ -14,12 +13,19 @@ import (
 // after that.
 const RevocationRefresh = 250 * time.Millisecond
 
-// revocations is the gateway's view of what is revoked.
-type revocations struct {
+// Revocations is the gateway's view of what is revoked. The zero value
+// counts everything as revoked until the first Refresh.
+type Revocations struct {
 	cur atomic.Pointer[map[string]map[string]bool]
 }
 
-func (rv *revocations) refresh(ctx context.Context, st *store.SQLite) error {
+// RevocationStore is where revocations are recorded.
+type RevocationStore interface {
+	Revocations(ctx context.Context) (map[string]map[string]bool, error)
+}
+
+// Refresh reads the revocations now.
+func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
 	m, err := st.Revocations(ctx)
 	if err != nil {
 		return err
@@ -28,8 +34,8 @@ func (rv *revocations) refresh(ctx context.Context, st *store.SQLite) error {
 	return nil
 }
 
-// run refreshes the view every RevocationRefresh until ctx ends.
-func (rv *revocations) run(ctx context.Context, st *store.SQLite) error {
+// Run refreshes the view every RevocationRefresh until ctx ends.
+func (rv *Revocations) Run(ctx context.Context, st RevocationStore) error {
 	t := time.NewTicker(RevocationRefresh)
 	defer t.Stop()
 	for {
@@ -37,22 +43,18 @@ func (rv *revocations) run(ctx context.Context, st *store.SQLite) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			rv.refresh(ctx, st) // on error the last view stays in force
+			rv.Refresh(ctx, st) // on error the last view stays in force
 		}
 	}
 }
 
-// revoked reports whether a credential is revoked: its ID, its agent, or
+// Revoked reports whether a credential is revoked: its ID, its agent, or
 // (task tokens) its task, which covers every token delegated within it.
-func (rv *revocations) revoked(agent, credentialID, task string) bool {
+func (rv *Revocations) Revoked(agent, credentialID, task string) bool {
 	p := rv.cur.Load()
 	if p == nil {
 		return true // not loaded: fail closed
 	}
 	m := *p
 	return m[store.RevokeAgent][agent] || m[store.RevokeToken][credentialID] || (task != "" && m[store.RevokeTask][task])
-}
-
-func (g *Gateway) revoked(t token.Task) bool {
-	return g.authn.revs != nil && g.authn.revs.revoked(t.Agent, t.TokenID, t.ID)
 }

@@ -1,0 +1,79 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+type revocationStore map[string]map[string]bool
+
+func (r revocationStore) Revocations(context.Context) (map[string]map[string]bool, error) {
+	return r, nil
+}
+
+func request(t *testing.T, k *token.SigningKey, agent string) *http.Request {
+	t.Helper()
+	iss, err := token.NewIssuer(k, "pc", "gw", time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := iss.Issue(agent, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest("POST", "/mcp", nil)
+	r.Header.Set("Authorization", "Bearer "+raw)
+	return r
+}
+
+// TestRevocationsFailClosed: until revocations have been read, every
+// credential counts as revoked; then exactly the revoked ones are refused.
+func TestRevocationsFailClosed(t *testing.T) {
+	t.Parallel()
+	k, err := token.LoadOrCreateKey(filepath.Join(t.TempDir(), "k.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := &Revocations{}
+	a := New(Options{Key: k, Auth: benchAuth, Agents: []config.Agent{{Name: "reader"}, {Name: "mailer"}}, Revocations: revs})
+	if _, err := a.Authenticate(request(t, k, "reader")); err == nil {
+		t.Fatal("authenticated before revocations were read")
+	}
+	st := revocationStore{store.RevokeAgent: {"mailer": true}}
+	if err := revs.Refresh(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := a.Authenticate(request(t, k, "reader")); err != nil || p.Agent != "reader" {
+		t.Fatalf("reader: %v %v", p, err)
+	}
+	if _, err := a.Authenticate(request(t, k, "mailer")); err == nil {
+		t.Fatal("a revoked agent authenticated")
+	}
+}
+
+// TestUnconfiguredAgent: a valid token for an agent the configuration no
+// longer declares is refused as such; a request without credentials is
+// refused.
+func TestUnconfiguredAgent(t *testing.T) {
+	t.Parallel()
+	k, err := token.LoadOrCreateKey(filepath.Join(t.TempDir(), "k.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(Options{Key: k, Auth: benchAuth, Agents: []config.Agent{{Name: "reader"}}})
+	if _, err := a.Authenticate(request(t, k, "gone")); !errors.Is(err, config.ErrUnknownAgent) {
+		t.Errorf("token of an undeclared agent: %v", err)
+	}
+	r, _ := http.NewRequest("POST", "/mcp", nil)
+	if _, err := a.Authenticate(r); err == nil {
+		t.Error("a request without credentials authenticated")
+	}
+}
