@@ -16,7 +16,7 @@ func TestDependenciesPointDown(t *testing.T) {
 	t.Parallel()
 	const mod = "github.com/portcullis-dev/portcullis/internal/"
 	below := []string{"audit", "store", "config", "toolreg", "token", "identity", "policy",
-		"approval", "grant", "budget", "secret", "wire", "metrics", "telemetry", "reason", "outbound", "ops", "authn"}
+		"approval", "grant", "budget", "secret", "wire", "metrics", "telemetry", "reason", "outbound", "ops", "authn", "admin"}
 	forbidden := []string{mod + "screen", "github.com/zricethezav/gitleaks", "github.com/spf13/viper"}
 	args := []string{"list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}"}
 	for _, p := range below {

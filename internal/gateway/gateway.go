@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/admin"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/budget"
@@ -64,6 +65,7 @@ type Gateway struct {
 	ca       *identity.CA
 	pins     *toolreg.Registry
 	ops      *ops.Ops         // the operations the admin API shares with the CLI, over this store
+	api      *admin.Server    // the endpoints other than MCP, on both listeners
 	out      *outbound.Client // every request the gateway sends of its own accord
 	watch    bool             // reload the policy bundle when its files change
 
@@ -200,6 +202,10 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		}
 		g.proxy.AddUpstream(u, dial)
 	}
+	g.api = admin.New(admin.Options{
+		Config: cfg, Ops: g.ops, Key: g.key, CA: g.ca, Authn: g.authn, Revocations: g.revs, Enrolment: g.store,
+		Recorder: g.recorder, Decider: g.engine, Budgets: g.proxy, Log: g.log.With("component", "admin"),
+	})
 	g.metrics.WatchSlots(g.proxy.SlotUse)
 	return g, nil
 }
@@ -506,11 +512,7 @@ func (g *Gateway) lifecycle(what reason.Code) {
 func (g *Gateway) agentMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
-	mux.HandleFunc("/.well-known/jwks.json", g.serveJWKS)
-	mux.HandleFunc("POST /oauth/token", g.serveTokenExchange)
-	mux.HandleFunc("POST /v1/enrol", g.serveEnrol)
-	mux.HandleFunc("POST /v1/svid/rotate", g.serveRotate)
-	mux.HandleFunc("GET /v1/bundle", g.serveBundle)
+	g.api.AgentRoutes(mux)
 	return mux
 }
 
@@ -521,7 +523,7 @@ func (g *Gateway) adminMux() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.Handle("/v1/", g.adminAPI())
+	mux.Handle("/v1/", g.api.OperatorHandler())
 	return mux
 }
 

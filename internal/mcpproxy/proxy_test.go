@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
@@ -388,7 +389,7 @@ func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := <-seen
-	if id, ok := parseTraceparent(tp); !ok || id != traceID || strings.Contains(tp, "00f067aa0ba902b7") {
+	if id, ok := telemetry.ParseTraceparent(tp); !ok || id != traceID || strings.Contains(tp, "00f067aa0ba902b7") {
 		t.Errorf("upstream got traceparent %q; want trace %s with the gateway as parent", tp, traceID)
 	}
 	rows, err := r.store.Events(context.Background(), store.EventQuery{TraceID: traceID})
@@ -403,7 +404,7 @@ func TestTraceContextIsRecordedAndPropagated(t *testing.T) {
 	}
 	// Without a traceparent the gateway starts a trace of its own.
 	s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__t", Arguments: map[string]any{}})
-	if _, ok := parseTraceparent(<-seen); !ok {
+	if _, ok := telemetry.ParseTraceparent(<-seen); !ok {
 		t.Error("no traceparent generated")
 	}
 }
@@ -417,7 +418,7 @@ func TestParseTraceparent(t *testing.T) {
 		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7":    false,
 		"": false, "garbage": false,
 	} {
-		if _, got := parseTraceparent(s); got != ok {
+		if _, got := telemetry.ParseTraceparent(s); got != ok {
 			t.Errorf("%q: %v", s, got)
 		}
 	}

@@ -3,8 +3,8 @@ package mcpproxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"strings"
 
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -20,37 +20,17 @@ import (
 func traceOf(m *wire.Message, header string) string {
 	if sp := m.Meta("traceparent"); !sp.Empty() {
 		if s, ok := wire.String(m.Raw, sp); ok {
-			if id, ok := parseTraceparent(s); ok {
+			if id, ok := telemetry.ParseTraceparent(s); ok {
 				return id
 			}
 		}
 	}
-	if id, ok := parseTraceparent(header); ok {
+	if id, ok := telemetry.ParseTraceparent(header); ok {
 		return id
 	}
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// ParseTraceparent returns the trace ID of a W3C traceparent.
-func ParseTraceparent(s string) (string, bool) { return parseTraceparent(s) }
-
-// parseTraceparent accepts version 00 "00-<trace-id>-<parent-id>-<flags>".
-func parseTraceparent(s string) (string, bool) {
-	parts := strings.Split(s, "-")
-	if len(parts) != 4 || parts[0] != "00" || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
-		return "", false
-	}
-	for _, p := range parts[1:] {
-		if _, err := hex.DecodeString(p); err != nil || strings.ToLower(p) != p {
-			return "", false
-		}
-	}
-	if parts[1] == strings.Repeat("0", 32) || parts[2] == strings.Repeat("0", 16) {
-		return "", false
-	}
-	return parts[1], true
 }
 
 // childTraceparent is the traceparent the gateway sends downstream: the

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
-	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -44,28 +44,28 @@ func oerr(status int, code, format string, a ...any) *oauthError {
 	return &oauthError{status: status, code: code, desc: fmt.Sprintf(format, a...)}
 }
 
-func (g *Gateway) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
 	who := audit.Subject{RemoteAddr: r.RemoteAddr}
-	if id, ok := mcpproxy.ParseTraceparent(r.Header.Get("traceparent")); ok {
+	if id, ok := telemetry.ParseTraceparent(r.Header.Get("traceparent")); ok {
 		who.TraceID = id
 	}
 	e := audit.New(audit.TypeToken, audit.OutcomeDeny, reason.TokenExchange, time.Now(), who)
 	e.Method = "oauth/token"
-	resp, err := g.exchange(r, e)
+	resp, err := s.exchange(r, e)
 	if err != nil {
 		var oe *oauthError
 		if !errors.As(err, &oe) {
 			oe = oerr(http.StatusInternalServerError, "server_error", "could not issue the token")
 		}
 		e.Outcome, e.Detail = audit.OutcomeDeny, oe.Error()
-		g.submit(e)
+		s.submit(e)
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSONResponse(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
 		return
 	}
 	// The token is released only once its issuance is durable.
 	e.Outcome = audit.OutcomeAllow
-	if err := g.recorder.Record(r.Context(), e); err != nil {
+	if err := s.rec.Record(r.Context(), e); err != nil {
 		writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		return
 	}
@@ -73,7 +73,7 @@ func (g *Gateway) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
 	writeJSONResponse(w, http.StatusOK, resp)
 }
 
-func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, error) {
+func (s *Server) exchange(r *http.Request, e *audit.Event) (map[string]any, error) {
 	r.Body = http.MaxBytesReader(nil, r.Body, maxExchangeBody)
 	if err := r.ParseForm(); err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_request", "unreadable form")
@@ -83,31 +83,31 @@ func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, err
 		return nil, oerr(http.StatusBadRequest, "unsupported_grant_type", "want token-exchange of an access_token")
 	}
 	raw := f.Get("subject_token")
-	parent, err := g.authn.VerifyTask(raw)
+	parent, err := s.authn.VerifyTask(raw)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
 	}
 	e.Agent, e.User, e.Task, e.Credential, e.Actors = parent.Agent, parent.User, parent.ID, parent.TokenID, parent.Actors
-	if err := g.authn.ProveHolder(r, parent, raw); err != nil {
+	if err := s.authn.ProveHolder(r, parent, raw); err != nil {
 		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "the subject token's holder must prove possession of its key for this request")
 	}
-	if g.revs.Revoked(parent.Agent, parent.TokenID, parent.ID) {
+	if s.revs.Revoked(parent.Agent, parent.TokenID, parent.ID) {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token revoked")
 	}
 	to := f.Get("audience")
 	e.Target = to
-	receiver, ok := g.cfg.Agent(to)
+	receiver, ok := s.cfg.Agent(to)
 	if !ok {
 		return nil, oerr(http.StatusBadRequest, "invalid_target", "unknown agent %q", to)
 	}
-	delegator, _ := g.cfg.Agent(parent.Agent)
+	delegator, _ := s.cfg.Agent(parent.Agent)
 	budget, err := strconv.Atoi(f.Get("budget"))
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_request", "budget: want a positive integer")
 	}
 	expires := parent.Expires
-	if s := f.Get("expires_in"); s != "" {
-		secs, err := strconv.Atoi(s)
+	if v := f.Get("expires_in"); v != "" {
+		secs, err := strconv.Atoi(v)
 		if err != nil || secs <= 0 {
 			return nil, oerr(http.StatusBadRequest, "invalid_request", "expires_in: want seconds")
 		}
@@ -116,23 +116,23 @@ func (g *Gateway) exchange(r *http.Request, e *audit.Event) (map[string]any, err
 		}
 	}
 	child, err := token.Narrow(parent, receiver.Name, f.Get("dpop_jkt"), strings.Fields(f.Get("scope")), budget,
-		g.proxy.Left(parent.TokenID, parent.Budget), expires)
+		s.budgets.Left(parent.TokenID, parent.Budget), expires)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", "%v", err)
 	}
-	d := g.engine.Decide(&policy.Input{
+	d := s.decider.Decide(&policy.Input{
 		Principal: &identity.Principal{Agent: delegator.Name, Roles: delegator.Roles, User: parent.User, Task: parent.ID, TaskTools: parent.Tools, TaskBudget: parent.Budget},
 		Action:    policy.ActionDelegate, Target: policy.Target{Kind: policy.KindAgent, ID: receiver.Name},
-		Method: "oauth/token", BudgetLeft: int64(g.proxy.Left(parent.TokenID, parent.Budget)),
+		Method: "oauth/token", BudgetLeft: int64(s.budgets.Left(parent.TokenID, parent.Budget)),
 	})
 	e.Policies, e.PolicyVersion = d.Policies, d.Version
 	if !d.Allow {
 		return nil, oerr(http.StatusForbidden, "access_denied", "delegation not permitted (%s)", d.Code)
 	}
-	if _, ok := g.proxy.Reserve(parent.TokenID, parent.Budget, budget); !ok {
+	if _, ok := s.budgets.Reserve(parent.TokenID, parent.Budget, budget); !ok {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", "the parent no longer has %d calls left", budget)
 	}
-	iss, err := token.NewTypedIssuer(g.key, token.TypTask, g.cfg.Auth.Issuer, g.cfg.Auth.Audience, g.cfg.Auth.MaxTTL.D(), nil)
+	iss, err := token.NewTypedIssuer(s.key, token.TypTask, s.cfg.Auth.Issuer, s.cfg.Auth.Audience, s.cfg.Auth.MaxTTL.D(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"context"
@@ -22,12 +22,15 @@ const MaxAdminBody = 64 << 10
 // adminAPI serves /v1/ on the admin listener. Every request needs an admin
 // token of a configured admin; the admin's name is the reviewer recorded.
 type adminAPI struct {
-	g *Gateway
+	s *Server
 	v *token.Verifier
 }
 
-func (g *Gateway) adminAPI() http.Handler {
-	a := &adminAPI{g: g, v: token.NewTypedVerifier(g.key, token.TypAdmin, g.cfg.Auth.Issuer, ops.AdminAudience, g.cfg.Auth.MaxTTL.D(), nil)}
+// OperatorHandler serves the operator API (/v1/ on the admin listener:
+// approvals and tasks). Every request needs an admin token of a configured
+// admin; refusals are audited.
+func (s *Server) OperatorHandler() http.Handler {
+	a := &adminAPI{s: s, v: token.NewTypedVerifier(s.key, token.TypAdmin, s.cfg.Auth.Issuer, ops.AdminAudience, s.cfg.Auth.MaxTTL.D(), nil)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/approvals", a.listApprovals)
 	mux.HandleFunc("GET /v1/approvals/{id}", a.showApproval)
@@ -44,14 +47,14 @@ func (a *adminAPI) authenticate(next http.Handler) http.Handler {
 		scheme, raw, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		var name string
 		if strings.EqualFold(scheme, "Bearer") {
-			if c, err := a.v.Verify(strings.TrimSpace(raw)); err == nil && a.g.cfg.Admin(c.Agent) {
+			if c, err := a.v.Verify(strings.TrimSpace(raw)); err == nil && a.s.cfg.Admin(c.Agent) {
 				name = c.Agent
 			}
 		}
 		if name == "" {
 			e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.Unauthenticated, time.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
 			e.Method, e.Detail = r.Method+" "+r.URL.Path, "admin API"
-			a.g.submit(e)
+			a.s.submit(e)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis-admin"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated")
 			return
@@ -69,7 +72,7 @@ func (a *adminAPI) listApprovals(w http.ResponseWriter, r *http.Request) {
 	if state == "all" {
 		state = ""
 	}
-	rs, err := a.g.store.Approvals(r.Context(), state)
+	rs, err := a.s.ops.ListApprovals(r.Context(), state)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "store unavailable")
 		return
@@ -82,7 +85,7 @@ func (a *adminAPI) listApprovals(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *adminAPI) showApproval(w http.ResponseWriter, r *http.Request) {
-	x, err := a.g.store.Approval(r.Context(), r.PathValue("id"))
+	x, err := a.s.ops.ShowApproval(r.Context(), r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no such approval")
 		return
@@ -111,7 +114,7 @@ func (a *adminAPI) decide(state string) http.HandlerFunc {
 		if body.Scope == "" || state == approval.Denied {
 			body.Scope = approval.ScopeOnce
 		}
-		x, err := a.g.ops.DecideApproval(r.Context(), r.PathValue("id"), state, adminOf(r), body.Scope, body.Comment)
+		x, err := a.s.ops.DecideApproval(r.Context(), r.PathValue("id"), state, adminOf(r), body.Scope, body.Comment)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			writeError(w, http.StatusNotFound, "no such approval")
@@ -147,12 +150,12 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: "+err.Error())
 		return
 	}
-	ttl := a.g.cfg.Auth.DefaultTTL.D()
+	ttl := a.s.cfg.Auth.DefaultTTL.D()
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
 	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
-	raw, issued, err := a.g.ops.StartTask(r.Context(), t, req.IDToken, ttl)
+	raw, issued, err := a.s.ops.StartTask(r.Context(), t, req.IDToken, ttl)
 	switch {
 	case errors.Is(err, ops.ErrIdentityProvider):
 		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
