@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 func approvalsCmd() *cobra.Command {
@@ -19,12 +19,7 @@ func approvalsCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List approval requests (default: pending)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			if state == "all" {
 				state = ""
 			}
@@ -32,13 +27,12 @@ func approvalsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tSTATE\tAGENT\tTOOL\tEXPIRES\tWHY")
+			w := newTable(cmd.OutOrStdout(), "ID\tSTATE\tAGENT\tTOOL\tEXPIRES\tWHY")
 			for _, r := range rs {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, r.Agent, r.Tool, r.Expires.Local().Format(time.TimeOnly), firstOr(r.Reasons))
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	lsrc.flags(list)
 	list.Flags().StringVar(&state, "state", approval.Pending, "pending, approved, denied, expired, consumed or all")
@@ -48,19 +42,14 @@ func approvalsCmd() *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a request: agent, user, task, tool, arguments, why",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := ssrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: ssrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			r, err := o.ShowApproval(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), r.Describe())
 			return nil
-		},
+		}),
 	}
 	ssrc.flags(show)
 	cmd.AddCommand(list, show, decideCmd(approval.Approved), decideCmd(approval.Denied))
@@ -76,12 +65,7 @@ func decideCmd(state string) *cobra.Command {
 		Use:   verb + " ID",
 		Short: verb + " a held call (you cannot decide your own request)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			if by == "" {
 				by = os.Getenv("USER")
 			}
@@ -100,7 +84,7 @@ func decideCmd(state string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s calling %s\n", r.ID, r.State, r.Agent, r.Tool)
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&by, "by", "", "reviewer (default: $USER)")

@@ -132,9 +132,9 @@ func proveCmd() *cobra.Command {
 		Short: "Print an inclusion proof of event SEQ against a signed checkpoint (JSON)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			seq, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil || seq < 1 {
-				return fmt.Errorf("event %q: want a sequence number", args[0])
+			seq, err := parseSeq(args[0])
+			if err != nil {
+				return err
 			}
 			st, err := src.openStore()
 			if err != nil {
@@ -199,19 +199,14 @@ func checkpointCmd() *cobra.Command {
 		Use:   "checkpoint",
 		Short: "Sign a checkpoint of the log now (the gateway also does so periodically and at shutdown)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			h, err := o.Checkpoint(cmd.Context())
 			if err != nil {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), h.Body())
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	return cmd
@@ -302,16 +297,11 @@ func replayCmd() *cobra.Command {
 		Use:   "replay SEQ",
 		Short: "Re-evaluate a recorded decision under the policy that made it and under the current policy",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			seq, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil || seq < 1 {
-				return fmt.Errorf("event %q: want a sequence number", args[0])
-			}
-			o, err := src.open()
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
+			seq, err := parseSeq(args[0])
 			if err != nil {
 				return err
 			}
-			defer o.Close()
 			r, err := o.ReplayDecision(cmd.Context(), seq)
 			if err != nil {
 				return err
@@ -335,7 +325,7 @@ func replayCmd() *cobra.Command {
 				fmt.Fprintln(w, "the current policy decides differently")
 			}
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	return cmd
@@ -346,4 +336,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// parseSeq reads an event's sequence number.
+func parseSeq(arg string) (int64, error) {
+	seq, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || seq < 1 {
+		return 0, fmt.Errorf("event %q: want a sequence number", arg)
+	}
+	return seq, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 func bomCmd() *cobra.Command {
@@ -16,12 +17,7 @@ func bomCmd() *cobra.Command {
 		Use:   "bom",
 		Short: "Write the AI-BOM (CycloneDX 1.6 JSON): upstream servers, packages, hashes, tools and their digests",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			b, err := o.BOM(cmd.Context(), mcpproxy.Version)
 			if err != nil {
 				return err
@@ -38,7 +34,7 @@ func bomCmd() *cobra.Command {
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			return enc.Encode(b)
-		},
+		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file (default: stdout)")

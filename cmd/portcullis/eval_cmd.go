@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -72,8 +71,7 @@ func printReport(w io.Writer, corpus string, rep *screen.Report) {
 	printRows(w, append(rep.Categories, rep.Total))
 	if len(rep.Entities) > 0 {
 		fmt.Fprintln(w, "\nentity spans (records listing their entities):")
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TYPE\tTP\tFP\tFN\tPRECISION\tRECALL\tF1")
+		tw := newTable(w, "TYPE\tTP\tFP\tFN\tPRECISION\tRECALL\tF1")
 		for _, e := range rep.Entities {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\n", e.Type, e.TP, e.FP, e.FN, e.Precision, e.Recall, e.F1)
 		}
@@ -83,8 +81,7 @@ func printReport(w io.Writer, corpus string, rep *screen.Report) {
 
 // printRows prints category rows as a table.
 func printRows(w io.Writer, rows []screen.CategoryRow) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CATEGORY\tATTACKS\tDETECTED\tRATE\tBENIGN\tFLAGGED\tFP RATE")
+	tw := newTable(w, "CATEGORY\tATTACKS\tDETECTED\tRATE\tBENIGN\tFLAGGED\tFP RATE")
 	rate := func(of int, r float64) string {
 		if of == 0 {
 			return "-"

@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 func grantCmd() *cobra.Command {
@@ -21,12 +22,7 @@ func grantCmd() *cobra.Command {
 			"(at most 8h). A forbid policy still wins. Creating, revoking and expiring a grant\n" +
 			"is audited. The running gateway picks a grant up within a second.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			if by == "" {
 				by = os.Getenv("USER")
 			}
@@ -39,7 +35,7 @@ func grantCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s may call %s until %s\n", g.ID, g.Agent, g.Tool, g.Expires.Local().Format(time.RFC3339))
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "the agent")
@@ -54,18 +50,12 @@ func grantCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List active grants (--all: every grant)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			gs, err := o.ListGrants(cmd.Context(), !all)
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tAGENT\tTOOL\tEXPIRES\tSTATE\tBY\tREASON")
+			w := newTable(cmd.OutOrStdout(), "ID\tAGENT\tTOOL\tEXPIRES\tSTATE\tBY\tREASON")
 			now := time.Now()
 			for _, g := range gs {
 				state := "active"
@@ -78,7 +68,7 @@ func grantCmd() *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.Agent, g.Tool, g.Expires.Local().Format(time.RFC3339), state, g.GrantedBy, g.Reason)
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	lsrc.flags(list)
 	list.Flags().BoolVar(&all, "all", false, "include expired and revoked grants")
@@ -89,12 +79,7 @@ func grantCmd() *cobra.Command {
 		Use:   "revoke ID",
 		Short: "End a grant now",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := rsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: rsrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			if rby == "" {
 				rby = os.Getenv("USER")
 			}
@@ -104,7 +89,7 @@ func grantCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s revoked (%s, %s)\n", g.ID, g.Agent, g.Tool)
 			return nil
-		},
+		}),
 	}
 	rsrc.flags(revoke)
 	revoke.Flags().StringVar(&rby, "by", "", "who revokes (default: $USER)")

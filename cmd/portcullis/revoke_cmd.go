@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -23,12 +23,7 @@ func revokeCmd(kind, what string) *cobra.Command {
 		Use:   "revoke " + what,
 		Short: "Revoke " + map[string]string{store.RevokeToken: "one credential (by its ID)", store.RevokeTask: "a task and every token delegated within it", store.RevokeAgent: "every credential of an agent"}[kind],
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			if by == "" {
 				by = os.Getenv("USER")
 			}
@@ -37,7 +32,7 @@ func revokeCmd(kind, what string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s revoked; a running gateway refuses it within %s\n", kind, args[0], authn.RevocationRefresh)
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&by, "by", "", "who revokes (default: $USER)")
@@ -53,12 +48,7 @@ func agentCmd() *cobra.Command {
 		Use:   "join-token --agent NAME",
 		Short: "Create a one-time, short-lived join token for enrolling an instance of an agent",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := jsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: jsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			tok, exp, err := o.CreateJoinToken(cmd.Context(), agent)
 			if err != nil {
 				return err
@@ -66,7 +56,7 @@ func agentCmd() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), tok)
 			fmt.Fprintf(cmd.ErrOrStderr(), "valid once, until %s\n", exp.Local().Format(time.RFC3339))
 			return nil
-		},
+		}),
 	}
 	jsrc.flags(join)
 	join.Flags().StringVar(&agent, "agent", "", "the agent")
@@ -120,23 +110,17 @@ func agentCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List enrolled agent instances and their SVIDs",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			ins, err := o.ListInstances(cmd.Context())
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "AGENT\tSPIFFE ID\tSTATE\tSVID EXPIRES\tSERIAL")
+			w := newTable(cmd.OutOrStdout(), "AGENT\tSPIFFE ID\tSTATE\tSVID EXPIRES\tSERIAL")
 			for _, in := range ins {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", in.Agent, in.SPIFFEID, in.State, in.NotAfter.Local().Format(time.RFC3339), in.Serial)
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	lsrc.flags(list)
 	var rsrc source
@@ -144,18 +128,13 @@ func agentCmd() *cobra.Command {
 		Use:   "retire SPIFFE_ID",
 		Short: "Retire an agent instance: revoke its SVID for good",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := rsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: rsrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			if err := o.RetireInstance(cmd.Context(), args[0], os.Getenv("USER")); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s retired\n", args[0])
 			return nil
-		},
+		}),
 	}
 	rsrc.flags(retire)
 	cmd.AddCommand(join, enrol, rotate, list, retire, revokeCmd(store.RevokeAgent, "NAME"))

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -74,6 +76,27 @@ func (s *source) open() (*ops.Ops, error) {
 		return nil, err
 	}
 	return ops.Open(cfg)
+}
+
+// run is the RunE of a command that works on a data directory: it opens
+// the one the flags select, hands it to f and closes it.
+func (s *source) run(f func(cmd *cobra.Command, args []string, o *ops.Ops) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		o, err := s.open()
+		if err != nil {
+			return err
+		}
+		defer o.Close()
+		return f(cmd, args, o)
+	}
+}
+
+// newTable starts a table on w with a header of tab-separated column
+// names; rows are written tab-separated and the caller flushes.
+func newTable(w io.Writer, header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
 }
 
 func newLogger(w io.Writer, c *config.Config) *slog.Logger {

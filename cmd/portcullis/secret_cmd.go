@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 )
 
@@ -19,12 +20,7 @@ func secretCmd() *cobra.Command {
 		Use:   "set NAME < value",
 		Short: "Store a secret, read from standard input (never from the command line)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), secret.MaxValueBytes+1))
 			if err != nil {
 				return err
@@ -38,7 +34,7 @@ func secretCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s stored (sealed)\n", args[0])
 			return nil
-		},
+		}),
 	}
 	src.flags(set)
 	var lsrc source
@@ -46,12 +42,7 @@ func secretCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List secret names (never values)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			names, err := o.SecretNames(cmd.Context())
 			if err != nil {
 				return err
@@ -60,7 +51,7 @@ func secretCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
 			return nil
-		},
+		}),
 	}
 	lsrc.flags(list)
 	cmd.AddCommand(set, list)

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -29,12 +29,7 @@ func taskCmd() *cobra.Command {
 			"whose RFC 7638 thumbprint is --jkt; without the key the token is refused. The\n" +
 			"task sees and may call only --tools (and only what policy allows of them).",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			if (t.JKT == "") == (t.X5T == "") {
 				return errors.New("give --jkt or --x5t: task tokens are bound to the agent's key")
 			}
@@ -51,7 +46,7 @@ func taskCmd() *cobra.Command {
 				return err
 			}
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"task_id": issued.ID, "token": raw, "expires": issued.Expires})
-		},
+		}),
 	}
 	src.flags(start)
 	f := start.Flags()
@@ -70,23 +65,17 @@ func taskCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List started tasks (from the audit log) and whether they are revoked",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			ts, err := o.ListTasks(cmd.Context())
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TASK\tAGENT\tUSER\tSTARTED\tREVOKED\tSCOPE")
+			w := newTable(cmd.OutOrStdout(), "TASK\tAGENT\tUSER\tSTARTED\tREVOKED\tSCOPE")
 			for _, t := range ts {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\n", t.ID, t.Agent, t.User, t.Started.Local().Format(time.RFC3339), t.Revoked, t.Detail)
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	lsrc.flags(list)
 	cmd.AddCommand(start, list, revokeCmd(store.RevokeTask, "TASK_ID"))

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
@@ -20,23 +20,17 @@ func toolsCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List recorded tool definitions and their state",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := lsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: lsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
 			pins, err := o.ListPins(cmd.Context(), upstream)
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "UPSTREAM\tTOOL\tSTATE\tDIGEST\tSEEN\tREASON\tBY")
+			w := newTable(cmd.OutOrStdout(), "UPSTREAM\tTOOL\tSTATE\tDIGEST\tSEEN\tREASON\tBY")
 			for _, p := range pins {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%.19s…\t%s\t%s\t%s\n", p.Upstream, p.Name, p.State, p.Digest, p.SeenAt.Local().Format(time.DateTime), p.Reason, p.DecidedBy)
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	lsrc.flags(list)
 	list.Flags().StringVar(&upstream, "upstream", "", "only this upstream")
@@ -46,19 +40,14 @@ func toolsCmd() *cobra.Command {
 		Use:   "diff UPSTREAM TOOL",
 		Short: "Show how a quarantined definition differs from the approved one",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := dsrc.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: dsrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			d, err := o.PinDiff(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), d)
 			return nil
-		},
+		}),
 	}
 	dsrc.flags(diff)
 	cmd.AddCommand(list, diff, pinDecisionCmd(toolreg.Approved), pinDecisionCmd(toolreg.Rejected), manifestSignCmd(), manifestVerifyCmd())
@@ -144,12 +133,7 @@ func pinDecisionCmd(state string) *cobra.Command {
 		Use:   verb + " UPSTREAM TOOL",
 		Short: verb + " the quarantined definition of a tool (review it with `tools diff` first)",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := src.open()
-			if err != nil {
-				return err
-			}
-			defer o.Close()
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			if by == "" {
 				by = os.Getenv("USER")
 			}
@@ -159,7 +143,7 @@ func pinDecisionCmd(state string) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s %s\n", p.Upstream, p.Name, p.Digest, p.State)
 			return nil
-		},
+		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&by, "by", "", "who decides (default: $USER)")

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +21,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
 // harness runs a real gateway on loopback for one test.
@@ -244,4 +248,29 @@ func cli(t testing.TB, cfg *config.Config) *ops.Ops {
 	}
 	t.Cleanup(func() { o.Close() })
 	return o
+}
+
+// taskSession starts task t bound to a fresh DPoP key, as `portcullis task
+// start` would, and connects an agent presenting its token with proofs of
+// that key. The session is closed when the test ends.
+func (h *harness) taskSession(t token.Task) (*mcp.ClientSession, token.Task) {
+	h.t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, err := token.Thumbprint(key.Public())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	t.JKT = jkt
+	ctx := context.Background()
+	raw, task, err := cli(h.t, h.cfg).StartTask(ctx, t, "", 5*time.Minute)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
+	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, MaxRetries: -1}, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { s.Close() })
+	return s, task
 }

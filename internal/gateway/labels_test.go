@@ -2,11 +2,7 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,22 +248,8 @@ func TestTaskPurposeIsTrustedProvenance(t *testing.T) {
 	t.Parallel()
 	h := startGateway(t, labelConfig, map[string]string{"policy.cedar": provenancePolicy})
 	ctx := context.Background()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	jkt, err := token.Thumbprint(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Purpose: "Send the meeting summary to bob@example.com",
-		Tools: []string{"demo__read_file", "demo__send_message"}, Budget: 5, JKT: jkt}, "", 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
-	s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}, MaxRetries: -1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := h.taskSession(token.Task{Agent: "mailer", User: "alice", Purpose: "Send the meeting summary to bob@example.com",
+		Tools: []string{"demo__read_file", "demo__send_message"}, Budget: 5})
 	// The meeting notes (untrusted) mention bob@example.com.
 	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
 		t.Fatal(err)
@@ -279,6 +261,6 @@ func TestTaskPurposeIsTrustedProvenance(t *testing.T) {
 	if _, err := plain.CallTool(ctx, &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = plain.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "summary"}})
+	_, err := plain.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "summary"}})
 	assertDenied(t, err, "forbidden_by_policy")
 }
