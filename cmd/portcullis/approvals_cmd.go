@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,8 +65,9 @@ func decideCmd(state string) *cobra.Command {
 		Short: verb + " a held call (you cannot decide your own request)",
 		Args:  cobra.ExactArgs(1),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
-			if by == "" {
-				by = os.Getenv("USER")
+			by, err := actor(by)
+			if err != nil {
+				return err
 			}
 			scope := approval.ScopeOnce
 			switch {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
 func freeAddr(t *testing.T) string {
@@ -167,6 +170,20 @@ func TestAuditVerifyProveAndTamper(t *testing.T) {
 	writeFile(t, pf, tampered)
 	if _, _, err := portcullis(t, nil, "audit", "verify-proof", pf, "--key", pub); err == nil {
 		t.Error("tampered proof verified")
+	}
+	// Re-indexing an event under another agent hides it from queries by
+	// agent; verification must say so.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "data", ops.StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE events SET agent = 'b' WHERE seq = 2`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = portcullis(t, nil, "audit", "verify", "--data-dir", filepath.Join(dir, "data"), "--key", pub)
+	if err == nil || !strings.Contains(out, "event 2's index columns (agent) differ from its body") {
+		t.Errorf("verify of a re-indexed event: %v\n%s", err, out)
 	}
 }
 

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,11 +21,9 @@ func grantCmd() *cobra.Command {
 			"is audited. The running gateway picks a grant up within a second.",
 		Args: cobra.NoArgs,
 		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
-			if by == "" {
-				by = os.Getenv("USER")
-			}
-			if by == "" {
-				return errors.New("--by is required (who grants)")
+			by, err := actor(by)
+			if err != nil {
+				return err
 			}
 			g, err := o.CreateGrant(cmd.Context(), agent, tool, reason, by, d)
 			if err != nil {
@@ -80,8 +76,9 @@ func grantCmd() *cobra.Command {
 		Short: "End a grant now",
 		Args:  cobra.ExactArgs(1),
 		RunE: rsrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
-			if rby == "" {
-				rby = os.Getenv("USER")
+			rby, err := actor(rby)
+			if err != nil {
+				return err
 			}
 			g, err := o.RevokeGrant(cmd.Context(), args[0], rby)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -261,3 +262,26 @@ func TestServeDevNeedsNothingElse(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestChangesAreAttributedWithoutBy: with no --by and no $USER, a revocation
+// is recorded as done by the signed-in account, never by nobody.
+func TestChangesAreAttributedWithoutBy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nagents: [{name: a}]\n")
+	if _, stderr, err := portcullis(t, []string{"USER="}, "agent", "revoke", "a", "--config", cfg, "--reason", "left"); err != nil {
+		t.Fatalf("revoke: %v %s", err, stderr)
+	}
+	out, _, err := portcullis(t, nil, "audit", "tail", "--config", cfg, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"detail":"by `+u.Username+`: left"`) {
+		t.Errorf("revocation not attributed to %s:\n%s", u.Username, out)
+	}
+}

@@ -24,8 +24,9 @@ func revokeCmd(kind, what string) *cobra.Command {
 		Short: "Revoke " + map[string]string{store.RevokeToken: "one credential (by its ID)", store.RevokeTask: "a task and every token delegated within it", store.RevokeAgent: "every credential of an agent"}[kind],
 		Args:  cobra.ExactArgs(1),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
-			if by == "" {
-				by = os.Getenv("USER")
+			by, err := actor(by)
+			if err != nil {
+				return err
 			}
 			if err := o.Revoke(cmd.Context(), kind, args[0], by, reason); err != nil {
 				return err
@@ -124,12 +125,17 @@ func agentCmd() *cobra.Command {
 	}
 	lsrc.flags(list)
 	var rsrc source
+	var rby string
 	retire := &cobra.Command{
 		Use:   "retire SPIFFE_ID",
 		Short: "Retire an agent instance: revoke its SVID for good",
 		Args:  cobra.ExactArgs(1),
 		RunE: rsrc.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
-			if err := o.RetireInstance(cmd.Context(), args[0], os.Getenv("USER")); err != nil {
+			who, err := actor(rby)
+			if err != nil {
+				return err
+			}
+			if err := o.RetireInstance(cmd.Context(), args[0], who); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s retired\n", args[0])
@@ -137,6 +143,7 @@ func agentCmd() *cobra.Command {
 		}),
 	}
 	rsrc.flags(retire)
+	retire.Flags().StringVar(&rby, "by", "", "who retires it (default: $USER)")
 	cmd.AddCommand(join, enrol, rotate, list, retire, revokeCmd(store.RevokeAgent, "NAME"))
 	return cmd
 }

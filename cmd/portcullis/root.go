@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/user"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -89,6 +92,22 @@ func (s *source) run(f func(cmd *cobra.Command, args []string, o *ops.Ops) error
 		defer o.Close()
 		return f(cmd, args, o)
 	}
+}
+
+// actor is who runs a command, for the audit record: --by, else the
+// signed-in user ($USER, then the account's name). An action nobody can be
+// named for is refused.
+func actor(by string) (string, error) {
+	if by = strings.TrimSpace(by); by != "" {
+		return by, nil
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u, nil
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username, nil
+	}
+	return "", errors.New("give --by: who does this is recorded in the audit log")
 }
 
 // newTable starts a table on w with a header of tab-separated column

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +15,7 @@ import (
 func secretCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "secret", Short: "Upstream credentials in the encrypted secret store (used with from_secret)"}
 	var src source
+	var by string
 	set := &cobra.Command{
 		Use:   "set NAME < value",
 		Short: "Store a secret, read from standard input (never from the command line)",
@@ -29,7 +29,11 @@ func secretCmd() *cobra.Command {
 			if len(v) == 0 {
 				return errors.New("no value on standard input")
 			}
-			if err := o.SetSecret(cmd.Context(), args[0], v, os.Getenv("USER")); err != nil {
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			if err := o.SetSecret(cmd.Context(), args[0], v, who); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s stored (sealed)\n", args[0])
@@ -37,6 +41,7 @@ func secretCmd() *cobra.Command {
 		}),
 	}
 	src.flags(set)
+	set.Flags().StringVar(&by, "by", "", "who sets it (default: $USER)")
 	var lsrc source
 	list := &cobra.Command{
 		Use:   "list",

@@ -134,8 +134,9 @@ func pinDecisionCmd(state string) *cobra.Command {
 		Short: verb + " the quarantined definition of a tool (review it with `tools diff` first)",
 		Args:  cobra.ExactArgs(2),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
-			if by == "" {
-				by = os.Getenv("USER")
+			by, err := actor(by)
+			if err != nil {
+				return err
 			}
 			p, err := o.DecidePin(cmd.Context(), args[0], args[1], state, by)
 			if err != nil {

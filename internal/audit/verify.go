@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -120,11 +122,11 @@ func Verify(ctx context.Context, s VerifyStore, v note.Verifier, extra [][]byte)
 			if !bytes.Equal(leaf, row.LeafHash) {
 				rep.problem(row.Seq, "event %d was altered: its body does not match its recorded leaf hash", row.Seq)
 			}
-			var hdr struct {
-				Seq int64 `json:"seq"`
-			}
+			var hdr indexed
 			if err := json.Unmarshal(row.Body, &hdr); err != nil || hdr.Seq != row.Seq {
 				rep.problem(row.Seq, "event %d holds the body of event %d: inserted or reordered", row.Seq, hdr.Seq)
+			} else if cols := hdr.differences(row); len(cols) > 0 {
+				rep.problem(row.Seq, "event %d's index columns (%s) differ from its body: altered, so queries by them miss or misname the event", row.Seq, strings.Join(cols, ", "))
 			}
 		}
 		if len(leaf) != 32 {
@@ -200,4 +202,38 @@ func checkState(ctx context.Context, s VerifyStore, size uint64, rep *Report) er
 		rep.problem(0, "log state records %d events, the log holds %d", st.Size, size)
 	}
 	return nil
+}
+
+// indexed is what of an event's body the store also keeps in index
+// columns, for queries (by request, trace, agent, session, type, time).
+// Only the body is hashed into the log, so verification checks that the
+// columns say what the body says.
+type indexed struct {
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Type      string    `json:"type"`
+	RequestID string    `json:"request_id"`
+	TraceID   string    `json:"trace_id"`
+	Agent     string    `json:"agent"`
+	SessionID string    `json:"session_id"`
+}
+
+// differences names the columns of row that disagree with the body.
+func (h *indexed) differences(row store.EventRow) []string {
+	var out []string
+	for _, c := range []struct {
+		name        string
+		col, inBody string
+	}{
+		{"type", row.Type, h.Type}, {"request_id", row.RequestID, h.RequestID}, {"trace_id", row.TraceID, h.TraceID},
+		{"agent", row.Agent, h.Agent}, {"session_id", row.SessionID, h.SessionID},
+	} {
+		if c.col != c.inBody {
+			out = append(out, c.name)
+		}
+	}
+	if !row.Time.Equal(h.Time) {
+		out = append(out, "time")
+	}
+	return out
 }

@@ -125,6 +125,20 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			f.rewriteLeaf(17)
 		}, 11, "checkpoint at size 20 does not match"},
 		{"removed event", func(f *logFixture) { f.exec(`DELETE FROM events WHERE seq = 23`) }, 23, "event 23 is missing"},
+		// The index columns are not hashed: an event re-indexed under
+		// another agent or request would vanish from queries.
+		{"agent column altered", func(f *logFixture) {
+			f.exec(`UPDATE events SET agent = 'someone-else' WHERE seq = 14`)
+		}, 14, "event 14's index columns (agent) differ from its body"},
+		{"request and agent columns altered", func(f *logFixture) {
+			f.exec(`UPDATE events SET request_id = 'REQ-X', agent = '' WHERE seq = 15`)
+		}, 15, "event 15's index columns (request_id, agent) differ"},
+		{"one byte of the type column", func(f *logFixture) {
+			f.exec(`UPDATE events SET type = 'decisioN' WHERE seq = 16`)
+		}, 16, "event 16's index columns (type) differ"},
+		{"time column moved", func(f *logFixture) {
+			f.exec(`UPDATE events SET time_ns = time_ns + 1 WHERE seq = 18`)
+		}, 18, "event 18's index columns (time) differ"},
 		{"removed from the end", func(f *logFixture) {
 			f.exec(`DELETE FROM events WHERE seq > 25`)
 			f.exec(`UPDATE log_state SET size = 25`)
@@ -138,8 +152,9 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			// checkpoint catch it.
 			f.exec(`UPDATE events SET seq = seq + 100 WHERE seq >= 31`)
 			f.exec(`UPDATE events SET seq = seq - 99 WHERE seq >= 131`)
-			forged, _ := json.Marshal(&Event{Seq: 31, Type: TypeDecision, Outcome: OutcomeAllow, Subject: Subject{Agent: "agent"}, Target: "forged"})
-			f.exec(`INSERT INTO events(seq, time_ns, type, leaf_hash, body) VALUES (31, 0, 'decision', ?, ?)`, hasher.HashLeaf(forged), forged)
+			at := time.Unix(1_800_000_031, 0).UTC()
+			forged, _ := json.Marshal(&Event{Seq: 31, Time: at, Type: TypeDecision, Outcome: OutcomeAllow, Subject: Subject{Agent: "agent"}, Target: "forged"})
+			f.exec(`INSERT INTO events(seq, time_ns, type, agent, leaf_hash, body) VALUES (31, ?, 'decision', 'agent', ?, ?)`, at.UnixNano(), hasher.HashLeaf(forged), forged)
 		}, 32, "holds the body of event 31"},
 		{"whole log rewritten consistently", func(f *logFixture) {
 			f.exec(`UPDATE events SET body = replace(body, '"outcome":"allow"', '"outcome":"deny"') WHERE seq = 5`)

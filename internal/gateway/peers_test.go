@@ -442,8 +442,13 @@ func TestUpstreamCrashMidCallGivesCleanErrorThenRecovers(t *testing.T) {
 	if h.g.proxy.Upstreams()[0].Restarts() == 0 {
 		t.Error("restart not counted")
 	}
-	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeUpstream && e.Code == "restarting" }); e == nil {
-		t.Error("no upstream restart event")
+	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeUpstream && e.Code == "restarting" })
+	if e == nil {
+		t.Fatal("no upstream restart event")
+	}
+	// The reason is readable: no formatting verbs of a nil error.
+	if strings.Contains(e.Detail, "%!") || !strings.HasPrefix(e.Detail, "exited: ") {
+		t.Errorf("restart reason %q", e.Detail)
 	}
 }
 

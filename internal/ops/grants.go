@@ -31,6 +31,9 @@ func (o *Ops) CreateGrant(ctx context.Context, agent, tool, why, by string, d ti
 
 // RevokeGrant ends a grant before its expiry and audits it.
 func (o *Ops) RevokeGrant(ctx context.Context, id, by string) (grant.Grant, error) {
+	if err := attributed(by); err != nil {
+		return grant.Grant{}, err
+	}
 	st := o.st
 	g, err := st.RevokeGrant(ctx, id)
 	if err != nil {

@@ -41,6 +41,9 @@ func (o *Ops) ListInstances(ctx context.Context) ([]store.Instance, error) {
 // RetireInstance ends an agent instance for good: its SPIFFE ID is revoked
 // and the instance recorded as retired.
 func (o *Ops) RetireInstance(ctx context.Context, spiffeID, by string) error {
+	if err := attributed(by); err != nil {
+		return err
+	}
 	if err := o.Revoke(ctx, store.RevokeToken, spiffeID, by, "instance retired"); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
@@ -22,6 +23,10 @@ const (
 
 // AdminAudience is the audience of admin-API tokens.
 const AdminAudience = "portcullis-admin"
+
+// ErrNoActor is returned when an operation that changes state names nobody
+// as doing it: every change is attributed in the audit log.
+var ErrNoActor = errors.New("who does this is not named")
 
 // ErrIdentityProvider is returned when the OIDC provider that names users
 // (identity.oidc) cannot be reached; the caller may retry later.
@@ -89,4 +94,12 @@ func (o *Ops) signingKey() (*token.SigningKey, error) {
 		o.key, o.keyErr = token.LoadOrCreateKey(filepath.Join(o.dir, KeyFile))
 	})
 	return o.key, o.keyErr
+}
+
+// attributed refuses a change that names nobody as doing it.
+func attributed(by string) error {
+	if strings.TrimSpace(by) == "" {
+		return ErrNoActor
+	}
+	return nil
 }

@@ -88,3 +88,28 @@ func TestWithLeavesTheStoreToItsOwner(t *testing.T) {
 		t.Errorf("the store was closed by an Ops it was lent to: %v", err)
 	}
 }
+
+// TestChangesNameWhoMadeThem: a change attributed to nobody is refused and
+// leaves no trace but the refusal.
+func TestChangesNameWhoMadeThem(t *testing.T) {
+	cfg := testConfig(t)
+	o, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx := context.Background()
+	if err := o.Revoke(ctx, store.RevokeAgent, "reader", " ", "left"); !errors.Is(err, ErrNoActor) {
+		t.Errorf("revoke by nobody: %v", err)
+	}
+	if err := o.SetSecret(ctx, "k", []byte("v"), ""); !errors.Is(err, ErrNoActor) {
+		t.Errorf("secret set by nobody: %v", err)
+	}
+	revs, err := o.Store().Revocations(ctx)
+	if err != nil || len(revs[store.RevokeAgent]) != 0 {
+		t.Errorf("revocations %v %v", revs, err)
+	}
+	if rows, _ := o.Store().Events(ctx, store.EventQuery{}); len(rows) != 0 {
+		t.Errorf("%d events recorded for refused changes", len(rows))
+	}
+}

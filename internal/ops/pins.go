@@ -51,6 +51,9 @@ func (o *Ops) PinDiff(ctx context.Context, upstream, name string) (string, error
 // DecidePin approves or rejects the quarantined definition of a tool and
 // audits it. A running gateway serves an approved one within a second.
 func (o *Ops) DecidePin(ctx context.Context, upstream, name, state, by string) (toolreg.Pin, error) {
+	if err := attributed(by); err != nil {
+		return toolreg.Pin{}, err
+	}
 	if state != toolreg.Approved && state != toolreg.Rejected {
 		return toolreg.Pin{}, errors.New("decision must be approved or rejected")
 	}

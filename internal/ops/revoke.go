@@ -14,6 +14,9 @@ import (
 // `agent revoke`) and audits it. A running gateway refuses the credentials
 // from its next request (within RevocationRefresh).
 func (o *Ops) Revoke(ctx context.Context, kind, value, by, why string) error {
+	if err := attributed(by); err != nil {
+		return err
+	}
 	st := o.st
 	var who audit.Subject
 	var code reason.Code

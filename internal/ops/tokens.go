@@ -114,6 +114,9 @@ func (o *Ops) oidcUsers(ctx context.Context) (*identity.Users, error) {
 // SetSecret seals a secret into the store (`portcullis secret set`); the
 // value is never printed or audited, only that it was set.
 func (o *Ops) SetSecret(ctx context.Context, name string, value []byte, by string) error {
+	if err := attributed(by); err != nil {
+		return err
+	}
 	v, err := secret.Open(filepath.Join(o.dir, KeysDir), o.st)
 	if err != nil {
 		return err
