@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
@@ -18,6 +19,9 @@ func configCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := config.Load(args[0])
 			if err != nil {
+				return err
+			}
+			if err := gateway.CheckInlineValues(c); err != nil {
 				return err
 			}
 			set, _, err := ops.LoadBundle(c)

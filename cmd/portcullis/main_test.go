@@ -68,6 +68,9 @@ func TestConfigValidate(t *testing.T) {
 		"bad policy":     "version: 1\npolicy: {paths: [bad.cedar]}\n",
 		"underscore":     "version: 1\nupstreams: [{name: a_b, builtin: demo}]\n",
 		"long token ttl": "version: 1\nauth: {max_ttl: 72h}\n",
+		// A header whose name does not say "secret" still may carry one.
+		"inline key under a plain name": "version: 1\nupstreams: [{name: u, http: {url: 'https://x', headers: {X-Api: {value: 'sk-live-4eC39HqLyjWDarjtT1zdp7dc'}}}}]\n",
+		"inline token in an env":        "version: 1\nupstreams: [{name: u, stdio: {command: x, env: {STRIPE: {value: 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'}}}}]\n",
 	} {
 		writeFile(t, filepath.Join(dir, "bad.cedar"), `permit (principal, action == Action::"no_such_action", resource);`)
 		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".yaml")
@@ -75,6 +78,9 @@ func TestConfigValidate(t *testing.T) {
 		_, stderr, err := portcullis(t, nil, "config", "validate", p)
 		if err == nil || !strings.HasPrefix(stderr, "portcullis: ") {
 			t.Errorf("%s: accepted (stderr %q)", name, stderr)
+		}
+		if strings.Contains(stderr, "4eC39HqLyjWDarjtT1zdp7dc") {
+			t.Errorf("%s: the error repeats the secret: %s", name, stderr)
 		}
 	}
 }
@@ -283,5 +289,34 @@ func TestChangesAreAttributedWithoutBy(t *testing.T) {
 	}
 	if !strings.Contains(out, `"detail":"by `+u.Username+`: left"`) {
 		t.Errorf("revocation not attributed to %s:\n%s", u.Username, out)
+	}
+}
+
+// TestTokenIssueOut: --out writes the token for its owner only, creating
+// the directory, and replaces an older token whole.
+func TestTokenIssueOut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nagents: [{name: a}]\n")
+	out := filepath.Join(dir, "home", ".config", "portcullis", "a.token")
+	for range 2 {
+		if stdout, stderr, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "a", "--out", out); err != nil || stdout != "" {
+			t.Fatalf("issue: %v %q %s", err, stdout, stderr)
+		}
+	}
+	st, err := os.Stat(out)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", st, err)
+	}
+	if d, err := os.Stat(filepath.Dir(out)); err != nil || d.Mode().Perm() != 0o700 {
+		t.Fatalf("token directory: %v %v", d, err)
+	}
+	b, _ := os.ReadFile(out)
+	if strings.Count(string(b), ".") != 2 || strings.Count(string(b), "\n") != 1 {
+		t.Errorf("token file holds %q", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
+		t.Errorf("left behind: %v", entries)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/admin"
@@ -67,7 +68,10 @@ type Gateway struct {
 	ops      *ops.Ops         // the operations the admin API shares with the CLI, over this store
 	api      *admin.Server    // the endpoints other than MCP, on both listeners
 	out      *outbound.Client // every request the gateway sends of its own accord
-	watch    bool             // reload the policy bundle when its files change
+	// integrity is the last failed integrity check of the store (nil:
+	// none failed); /readyz reports it.
+	integrity atomic.Pointer[string]
+	watch     bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -83,6 +87,9 @@ type Options struct {
 // New opens the store and keys, compiles the policy and builds the proxy.
 // Upstreams are not started until Run.
 func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
+	if err := CheckInlineValues(cfg); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
 	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: ops.DataDir(cfg), metrics: metrics.New(), out: outbound.New(outbound.Options{})}
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -110,6 +117,9 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 			g.store.Close() // the one cleanup of a gateway that could not be built
 		}
 	}()
+	if err := g.store.Check(context.Background()); err != nil {
+		return nil, fmt.Errorf("%s: %w: the gateway does not serve on a store it cannot trust; restore it from a backup (`portcullis audit verify` on a copy tells which events survive)", filepath.Join(g.dataDir, ops.StoreFile), err)
+	}
 	g.ops = ops.With(cfg, g.store, g.key)
 	if g.vault, err = secret.Open(filepath.Join(g.dataDir, ops.KeysDir), g.store); err != nil {
 		return nil, err
@@ -435,6 +445,7 @@ func (g *Gateway) startBackground() *background {
 		{"audit checkpoints", g.cp.Run},
 		{"grant expiry", g.grants.Run},
 		{"revocations", func(ctx context.Context) error { return g.revs.Run(ctx, g.store) }},
+		{"store integrity", g.checkStore},
 		{"tool pins", func(ctx context.Context) error { g.pins.Watch(ctx, time.Second, g.proxy.RefreshAll); return nil }},
 		{"telemetry", g.tracer.Run},
 		{"audit export", g.exporter.Run}, // what was not exported yet is sent after the next start
@@ -534,6 +545,9 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := g.store.Ping(ctx); err != nil {
 		problems = append(problems, "store: "+err.Error())
 	}
+	if p := g.integrity.Load(); p != nil {
+		problems = append(problems, "store: "+*p)
+	}
 	var notes []string
 	for _, u := range g.proxy.Upstreams() {
 		if !u.Healthy() {
@@ -560,5 +574,29 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ready\n"))
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
+	}
+}
+
+// IntegrityInterval is how often a running gateway re-checks its store
+// (it is checked at start too).
+const IntegrityInterval = time.Hour
+
+// checkStore re-checks the store every IntegrityInterval until ctx ends. A
+// store that fails makes /readyz fail; calls keep failing closed on their
+// own when writes fail.
+func (g *Gateway) checkStore(ctx context.Context) error {
+	t := time.NewTicker(IntegrityInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := g.store.Check(ctx); err != nil && ctx.Err() == nil {
+				msg := err.Error()
+				g.integrity.Store(&msg)
+				g.log.Error("store integrity check failed", "err", err)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -190,6 +191,40 @@ func (s *SQLite) Close() error {
 
 // Ping checks the database answers; /readyz uses it.
 func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// ErrCorrupt is returned by Check for a database that fails SQLite's
+// integrity check: nothing it says can be trusted, and nothing should be
+// added to it. Restore it from a backup (`audit verify` on a copy says
+// which events survive).
+var ErrCorrupt = errors.New("store failed its integrity check")
+
+// Check runs SQLite's quick integrity check (every page, b-tree and index
+// entry is well formed; linear in the database's size, without the
+// cross-checks of a full integrity_check).
+func (s *SQLite) Check(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `PRAGMA quick_check`)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if line != "ok" && len(problems) < 5 {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(problems, "; "))
+	}
+	return nil
+}
 
 // EventRow is one stored event.
 type EventRow struct {
