@@ -117,6 +117,9 @@ func (s *Server) issueSVID(w http.ResponseWriter, r *http.Request, e *audit.Even
 		writeError(w, http.StatusServiceUnavailable, "audit unavailable")
 		return
 	}
+	if s.revs != nil {
+		s.revs.Enrolled(id.String(), cert.SerialNumber.Text(16))
+	}
 	writeJSONResponse(w, http.StatusOK, svidResponse{
 		SPIFFEID: id.String(), Expires: cert.NotAfter, Bundle: string(s.ca.BundlePEM()),
 		SVID: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),

@@ -170,6 +170,12 @@ func (a *Authenticator) SVIDPrincipal(cert *x509.Certificate) (*identity.Princip
 	if a.revs != nil && a.revs.Revoked(name, id.String(), "") {
 		return nil, errors.New("svid revoked")
 	}
+	// A rotation retires the certificate before it: only the instance's
+	// current SVID authenticates. (Federated SVIDs are their domain's to
+	// rotate.)
+	if a.revs != nil && id.MemberOf(a.trust.ca.TrustDomain()) && a.revs.Superseded(id.String(), cert.SerialNumber.Text(16)) {
+		return nil, fmt.Errorf("svid %s: superseded by a rotation, or not an enrolled instance", id)
+	}
 	return &identity.Principal{Agent: ag.Name, Roles: ag.Roles, SPIFFEID: id.String(), CredentialID: id.String(), Method: "svid", Expires: cert.NotAfter}, nil
 }
 

@@ -19,6 +19,8 @@ func (r revocationStore) Revocations(context.Context) (map[string]map[string]boo
 	return r, nil
 }
 
+func (r revocationStore) Instances(context.Context) ([]store.Instance, error) { return nil, nil }
+
 func request(t *testing.T, k *token.SigningKey, agent string) *http.Request {
 	t.Helper()
 	iss, err := token.NewIssuer(k, "pc", "gw", time.Hour, nil)
@@ -76,4 +78,34 @@ func TestUnconfiguredAgent(t *testing.T) {
 	if _, err := a.Authenticate(r); err == nil {
 		t.Error("a request without credentials authenticated")
 	}
+}
+
+// TestSuperseded: only the recorded serial of an instance is current; an
+// SVID just issued is current at once.
+func TestSuperseded(t *testing.T) {
+	t.Parallel()
+	revs := &Revocations{}
+	if !revs.Superseded("spiffe://td/agent/a/1", "01") {
+		t.Error("current before revocations were read")
+	}
+	st := revocationsWithInstances{revocationStore{}, []store.Instance{{SPIFFEID: "spiffe://td/agent/a/1", Serial: "01"}}}
+	if err := revs.Refresh(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	if revs.Superseded("spiffe://td/agent/a/1", "01") || !revs.Superseded("spiffe://td/agent/a/1", "02") || !revs.Superseded("spiffe://td/agent/b/1", "01") {
+		t.Error("after refresh")
+	}
+	revs.Enrolled("spiffe://td/agent/a/1", "02")
+	if !revs.Superseded("spiffe://td/agent/a/1", "01") || revs.Superseded("spiffe://td/agent/a/1", "02") {
+		t.Error("after a rotation")
+	}
+}
+
+type revocationsWithInstances struct {
+	revocationStore
+	ins []store.Instance
+}
+
+func (r revocationsWithInstances) Instances(context.Context) ([]store.Instance, error) {
+	return r.ins, nil
 }

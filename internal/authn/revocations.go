@@ -13,15 +13,23 @@ import (
 // after that.
 const RevocationRefresh = 250 * time.Millisecond
 
-// Revocations is the gateway's view of what is revoked. The zero value
+// Revocations is the gateway's view of what is revoked: revocations
+// recorded by kind, and which certificate is current for each enrolled
+// agent instance (a rotation supersedes the one before). The zero value
 // counts everything as revoked until the first Refresh.
 type Revocations struct {
-	cur atomic.Pointer[map[string]map[string]bool]
+	cur atomic.Pointer[revocationView]
 }
 
-// RevocationStore is where revocations are recorded.
+type revocationView struct {
+	revoked map[string]map[string]bool // kind -> value
+	serials map[string]string          // SPIFFE ID -> serial of its current SVID
+}
+
+// RevocationStore is where revocations and agent instances are recorded.
 type RevocationStore interface {
 	Revocations(ctx context.Context) (map[string]map[string]bool, error)
+	Instances(ctx context.Context) ([]store.Instance, error)
 }
 
 // Refresh reads the revocations now.
@@ -30,7 +38,15 @@ func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
 	if err != nil {
 		return err
 	}
-	rv.cur.Store(&m)
+	ins, err := st.Instances(ctx)
+	if err != nil {
+		return err
+	}
+	v := &revocationView{revoked: m, serials: make(map[string]string, len(ins))}
+	for _, in := range ins {
+		v.serials[in.SPIFFEID] = in.Serial
+	}
+	rv.cur.Store(v)
 	return nil
 }
 
@@ -51,10 +67,43 @@ func (rv *Revocations) Run(ctx context.Context, st RevocationStore) error {
 // Revoked reports whether a credential is revoked: its ID, its agent, or
 // (task tokens) its task, which covers every token delegated within it.
 func (rv *Revocations) Revoked(agent, credentialID, task string) bool {
-	p := rv.cur.Load()
-	if p == nil {
+	v := rv.cur.Load()
+	if v == nil {
 		return true // not loaded: fail closed
 	}
-	m := *p
+	m := v.revoked
 	return m[store.RevokeAgent][agent] || m[store.RevokeToken][credentialID] || (task != "" && m[store.RevokeTask][task])
+}
+
+// Superseded reports whether serial is not the current certificate of the
+// agent instance spiffeID: rotated away, or never recorded (every SVID the
+// CA issues is recorded before it is released).
+func (rv *Revocations) Superseded(spiffeID, serial string) bool {
+	v := rv.cur.Load()
+	if v == nil {
+		return true // not loaded: fail closed
+	}
+	cur, ok := v.serials[spiffeID]
+	return !ok || cur != serial
+}
+
+// Enrolled makes serial the current SVID of spiffeID at once, for an SVID
+// this gateway has just issued and recorded (the next Refresh reads the
+// same from the store): the agent can use it on its next request, and the
+// certificate it replaces stops working.
+func (rv *Revocations) Enrolled(spiffeID, serial string) {
+	for {
+		old := rv.cur.Load()
+		if old == nil {
+			return // not loaded: everything is refused until the first Refresh
+		}
+		v := &revocationView{revoked: old.revoked, serials: make(map[string]string, len(old.serials)+1)}
+		for k, s := range old.serials {
+			v.serials[k] = s
+		}
+		v.serials[spiffeID] = serial
+		if rv.cur.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }

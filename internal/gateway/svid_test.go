@@ -106,14 +106,34 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 		t.Error("a cert-bound task token worked with another certificate")
 	}
 
-	// Rotation keeps the identity with a new key and certificate.
+	// Rotation keeps the identity with a new key and certificate, and
+	// retires the old certificate (a stolen copy of it is worth nothing).
 	old, _ := os.ReadFile(filepath.Join(dir, identity.AgentSVIDFile))
+	oldKey, _ := os.ReadFile(filepath.Join(dir, identity.AgentKeyFile))
+	stolen := t.TempDir()
+	writeFileT(t, filepath.Join(stolen, identity.AgentSVIDFile), old)
+	writeFileT(t, filepath.Join(stolen, identity.AgentKeyFile), oldKey)
+	if s, err := connect(stolen, ""); err != nil {
+		t.Fatalf("the current SVID before rotation: %v", err)
+	} else {
+		s.Close()
+	}
 	id2, err := identity.Rotate(ctx, gw, trust, dir)
 	if err != nil || id2 != id {
 		t.Fatalf("rotate: %s %v", id2, err)
 	}
 	if now, _ := os.ReadFile(filepath.Join(dir, identity.AgentSVIDFile)); string(now) == string(old) {
 		t.Error("rotation returned the same certificate")
+	}
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
+	if s, err := connect(stolen, ""); err == nil {
+		s.Close()
+		t.Error("the certificate before the rotation still authenticates")
+	}
+	if s, err := connect(dir, ""); err != nil {
+		t.Errorf("the rotated certificate: %v", err)
+	} else {
+		s.Close()
 	}
 
 	// Revoking the agent refuses its SVID at the next request.
@@ -214,5 +234,12 @@ func TestJoinTokensExpireAndRetirement(t *testing.T) {
 	ins, _ := cli(t, h.cfg).ListInstances(ctx)
 	if len(ins) != 1 || ins[0].State != "retired" {
 		t.Errorf("instances %+v", ins)
+	}
+}
+
+func writeFileT(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
