@@ -285,6 +285,18 @@ func TestSpansAreExportedWithTheAuditTraceID(t *testing.T) {
 	t.Parallel()
 	type span struct {
 		TraceID, SpanID, ParentSpanID, Name string
+		Attributes                          []struct {
+			Key   string
+			Value struct{ StringValue string }
+		}
+	}
+	attr := func(s span, k string) string {
+		for _, a := range s.Attributes {
+			if a.Key == k {
+				return a.Value.StringValue
+			}
+		}
+		return ""
 	}
 	var mu sync.Mutex
 	var spans []span
@@ -328,6 +340,14 @@ func TestSpansAreExportedWithTheAuditTraceID(t *testing.T) {
 	root, relay, up := names["mcp tools/call"], names["relay"], names["upstream demo"]
 	if relay.ParentSpanID != root.SpanID || up.ParentSpanID != relay.SpanID {
 		t.Errorf("spans: relay's parent %q (root %q), upstream's parent %q (relay %q)", relay.ParentSpanID, root.SpanID, up.ParentSpanID, relay.SpanID)
+	}
+	// The caller's span is the parent of the gateway's: the trace does not
+	// break at the gateway.
+	if root.ParentSpanID != "b7ad6b7169203331" {
+		t.Errorf("the request's span has parent %q, want the caller's b7ad6b7169203331", root.ParentSpanID)
+	}
+	if d := names["policy.decide"]; attr(d, "portcullis.decision") != "allow" || attr(d, "portcullis.policy_version") == "" {
+		t.Errorf("policy.decide attributes %+v", d.Attributes)
 	}
 	if e := h.findEvent(func(e *audit.Event) bool { return e.Target == "demo__list_files" }); e == nil || e.TraceID != traceID {
 		t.Errorf("decision event trace = %+v", e)

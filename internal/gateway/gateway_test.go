@@ -432,3 +432,21 @@ upstreams:
 		t.Fatalf("serve with colliding upstreams: %v", err)
 	}
 }
+
+// TestExpiredTokenInsideLeewayIsRefusedAndAudited: a token past its expiry
+// but inside the verifier's clock-skew leeway is refused by Portcullis
+// itself: 401 with a challenge, and an authn event.
+func TestExpiredTokenInsideLeewayIsRefusedAndAudited(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig, map[string]string{"policy.cedar": demoPolicy})
+	raw := h.token("reader", time.Second)
+	time.Sleep(1100 * time.Millisecond) // expired, well inside token.Leeway
+	resp, body := h.post(raw, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, nil)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") || !strings.Contains(body, `"request_id"`) {
+		t.Fatalf("expired token: %d %q %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeAuthn && strings.Contains(e.Detail, "expired") })
+	if e == nil || e.Code != reason.Unauthenticated {
+		t.Errorf("no authn event for the expired token: %+v", e)
+	}
+}

@@ -39,8 +39,11 @@ type call struct {
 
 	requestID string
 	traceID   string
-	event     *audit.Event
-	start     time.Time
+	// parentSpan is the caller's span (from its traceparent): the parent
+	// of the gateway's span of the request.
+	parentSpan string
+	event      *audit.Event
+	start      time.Time
 
 	// resolve
 	up     *Upstream

@@ -46,7 +46,8 @@ func (p *Proxy) request(ctx context.Context, s *Session, pr *identity.Principal,
 func (p *Proxy) newCall(s *Session, pr *identity.Principal, m *wire.Message, ex exchange, traceHeader string) *call {
 	c := &call{method: m.Method, msg: m, s: s, principal: pr, ex: ex, start: p.opts.Now(), requestID: newRequestID(), budgetLeft: -1}
 	c.reply = ex.reply
-	c.traceID = traceOf(m, traceHeader)
+	tc := traceOf(m, traceHeader)
+	c.traceID, c.parentSpan = tc.TraceID, tc.ParentID
 	who := subjectOf(pr)
 	who.RequestID, who.TraceID = c.requestID, c.traceID
 	if s != nil {

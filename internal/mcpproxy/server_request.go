@@ -82,9 +82,10 @@ func (l *link) serverRequest(m *wire.Message, c *call) {
 		method: m.Method, msg: m, up: l.up, link: l, server: sc, start: p.opts.Now(), requestID: newRequestID(), budgetLeft: -1,
 		reply: answer,
 	}
-	call.traceID = traceOf(m, "")
+	tc := traceOf(m, "")
+	call.traceID, call.parentSpan = tc.TraceID, tc.ParentID
 	if c != nil {
-		call.traceID = c.traceID
+		call.traceID, call.parentSpan = c.traceID, c.parentSpan
 	}
 	e := audit.Decision(audit.TypeServer, call.start, audit.Subject{RequestID: call.requestID, TraceID: call.traceID}, m.Method)
 	e.Upstream, e.Action = l.up.Name, serverActions[m.Method]
@@ -141,6 +142,7 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 	}
 	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
 	d := p.opts.Decider.Decide(in)
+	setDecision(span, d)
 	span.Finish(nil)
 	e := c.event
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version

@@ -28,7 +28,7 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 	c.input = in
 	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
 	d := p.opts.Decider.Decide(in)
-	span.Set("portcullis.decision", string(d.Code))
+	setDecision(span, d)
 	span.Finish(nil)
 	e := c.event
 	e.Labels = in.Labels

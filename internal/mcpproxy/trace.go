@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -14,23 +15,24 @@ import (
 // as the parent, so that one trace ID pulls the whole chain
 // (`portcullis audit trace`). A request without one gets a fresh trace ID.
 
-// traceOf returns the request's trace ID (32 hex digits) from its
-// _meta.traceparent or the HTTP traceparent header, generating one if
-// neither carries a valid one.
-func traceOf(m *wire.Message, header string) string {
+// traceOf returns the request's trace context from its _meta.traceparent
+// or the HTTP traceparent header: the trace ID (32 hex digits) and the
+// caller's span, the parent of the gateway's. Neither carrying a valid one,
+// it is a fresh trace ID with no parent.
+func traceOf(m *wire.Message, header string) telemetry.TraceContext {
 	if sp := m.Meta("traceparent"); !sp.Empty() {
 		if s, ok := wire.String(m.Raw, sp); ok {
-			if id, ok := telemetry.ParseTraceparent(s); ok {
-				return id
+			if tc, ok := telemetry.ParseTraceContext(s); ok {
+				return tc
 			}
 		}
 	}
-	if id, ok := telemetry.ParseTraceparent(header); ok {
-		return id
+	if tc, ok := telemetry.ParseTraceContext(header); ok {
+		return tc
 	}
 	var b [16]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return telemetry.TraceContext{TraceID: hex.EncodeToString(b[:])}
 }
 
 // childTraceparent is the traceparent the gateway sends downstream: the
@@ -42,4 +44,19 @@ func childTraceparent(traceID, spanID string) string {
 		spanID = hex.EncodeToString(b[:])
 	}
 	return "00-" + traceID + "-" + spanID + "-01"
+}
+
+// setDecision records a policy decision on its span: portcullis.decision
+// is allow or deny, portcullis.reason the code of a denial (or of a hold
+// for approval), portcullis.policy_version the bundle that decided.
+func setDecision(span *telemetry.Span, d policy.Decision) {
+	out := "deny"
+	if d.Allow {
+		out = "allow"
+	}
+	span.Set("portcullis.decision", out)
+	if d.Code != "" {
+		span.Set("portcullis.reason", string(d.Code))
+	}
+	span.Set("portcullis.policy_version", d.Version)
 }
