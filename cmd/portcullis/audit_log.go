@@ -296,6 +296,10 @@ func replayCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay SEQ",
 		Short: "Re-evaluate a recorded decision under the policy that made it and under the current policy",
+		Long: "Re-evaluate a recorded decision under the policy bundle that made it and under the\n" +
+			"configuration's policy now. Exit status: 0 when both decide alike, 3 when the\n" +
+			"current policy decides differently (for CI: a policy change that flips a recorded\n" +
+			"decision), 1 on error.",
 		Args:  cobra.ExactArgs(1),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			seq, err := parseSeq(args[0])
@@ -322,7 +326,7 @@ func replayCmd() *cobra.Command {
 			show("recorded", r.Recorded)
 			show("current", r.Current)
 			if r.Recorded.Allow != r.Current.Allow {
-				fmt.Fprintln(w, "the current policy decides differently")
+				return &exitStatus{code: ExitDecisionDiffers, msg: "the current policy decides differently"}
 			}
 			return nil
 		}),

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +21,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 )
 
@@ -246,5 +250,48 @@ func TestAuditTracePullsAChainAcrossAgents(t *testing.T) {
 	out, _, err = portcullis(t, nil, "audit", "trace", reqID, "--config", cfg)
 	if err != nil || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "worker") {
 		t.Errorf("trace by request %s: %v\n%s", reqID, err, out)
+	}
+}
+
+// TestAuditReplayExitStatus: replaying a decision that the current policy
+// decides differently exits 3 (for CI), the same decision 0.
+func TestAuditReplayExitStatus(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	permit := `@id("read") permit (principal, action == Action::"call_tool", resource in Upstream::"fs");`
+	writeFile(t, filepath.Join(dir, "p.cedar"), permit)
+	cfgPath := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfgPath, "version: 1\ndata_dir: data\npolicy: {paths: [p.cedar]}\nagents: [{name: a}]\n")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ops.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	set, srcs, err := ops.LoadBundle(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.SaveBundle(ctx, o.Store(), set, srcs); err != nil {
+		t.Fatal(err)
+	}
+	e := audit.Decision(audit.TypeDecision, time.Now(), audit.Subject{Agent: "a", RequestID: "r1"}, "tools/call")
+	e.Action, e.Target, e.Upstream, e.Outcome, e.PolicyVersion = "call_tool", "fs__read", "fs", audit.OutcomeAllow, set.Version()
+	e.Input = &audit.Input{Kind: "tool", Arguments: json.RawMessage(`{}`)}
+	if err := audit.WriteNow(ctx, o.Store(), e); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	if out, stderr, err := portcullis(t, nil, "audit", "replay", "1", "--config", cfgPath); err != nil {
+		t.Fatalf("same policy: %v\n%s%s", err, out, stderr)
+	}
+	writeFile(t, filepath.Join(dir, "p.cedar"), "// nothing permitted any more\n")
+	out, stderr, err := portcullis(t, nil, "audit", "replay", "1", "--config", cfgPath)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitDecisionDiffers || !strings.Contains(stderr, "decides differently") {
+		t.Fatalf("changed policy: %v\n%s%s", err, out, stderr)
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,6 +31,25 @@ func main() {
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "portcullis:", err)
 		pprof.StopCPUProfile()
-		os.Exit(1)
+		code := 1
+		var st *exitStatus
+		if errors.As(err, &st) {
+			code = st.code
+		}
+		os.Exit(code)
 	}
 }
+
+// exitStatus is a command's outcome that is not an error of the command
+// but a finding CI acts on (a replayed decision that differs): a message
+// and an exit status other than 1.
+type exitStatus struct {
+	code int
+	msg  string
+}
+
+func (e *exitStatus) Error() string { return e.msg }
+
+// ExitDecisionDiffers is `audit replay`'s exit status when the current
+// policy decides the replayed request differently.
+const ExitDecisionDiffers = 3

@@ -104,10 +104,8 @@ func (a *adminAPI) decide(state string) http.HandlerFunc {
 			Comment string `json:"comment"`
 		}
 		if r.ContentLength != 0 {
-			dec := json.NewDecoder(r.Body)
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&body); err != nil {
-				writeError(w, http.StatusBadRequest, "body: want {\"scope\": \"once\"|\"session\", \"comment\": \"...\"}")
+			if err := decodeBody(r, &body); err != nil {
+				writeError(w, http.StatusBadRequest, err.Error()+` (want {"scope": "once"|"session"|"task", "comment": "..."})`)
 				return
 			}
 		}
@@ -144,10 +142,8 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 		JKT        string   `json:"jkt"`
 		X5T        string   `json:"x5t"`
 	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ttl := a.s.cfg.Auth.DefaultTTL.D()

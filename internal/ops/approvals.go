@@ -2,12 +2,14 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // ListApprovals returns requests in a state ("" for all).
@@ -18,8 +20,16 @@ func (o *Ops) ListApprovals(ctx context.Context, state string) ([]*approval.Requ
 
 // ShowApproval returns one request.
 func (o *Ops) ShowApproval(ctx context.Context, id string) (*approval.Request, error) {
-	st := o.st
-	return st.Approval(ctx, id)
+	r, err := o.st.Approval(ctx, id)
+	return r, approvalNotFound(id, err)
+}
+
+// approvalNotFound says which request was not found and where to look.
+func approvalNotFound(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("approval request %q: %w (`portcullis approvals list --state all` shows the requests)", id, err)
+	}
+	return err
 }
 
 // DecideApproval records a reviewer's decision and audits it. The held call
@@ -28,7 +38,7 @@ func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment 
 	st := o.st
 	r, err := approval.Decide(ctx, st, id, state, by, scope, comment, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, approvalNotFound(id, err)
 	}
 	outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
 	if state == approval.Approved {

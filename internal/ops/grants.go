@@ -3,6 +3,8 @@ package ops
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -14,6 +16,9 @@ import (
 // CreateGrant records a just-in-time grant and audits it
 // (`portcullis grant`). The agent must be configured.
 func (o *Ops) CreateGrant(ctx context.Context, agent, tool, why, by string, d time.Duration) (grant.Grant, error) {
+	if err := o.knownTool(ctx, tool); err != nil {
+		return grant.Grant{}, fmt.Errorf("grant: %w", err)
+	}
 	if _, ok := o.cfg.Agent(agent); !ok {
 		return grant.Grant{}, fmt.Errorf("grant: %w: %q", config.ErrUnknownAgent, agent)
 	}
@@ -60,4 +65,35 @@ func GrantEvent(g grant.Grant, code reason.Code) *audit.Event {
 	e.Target = g.Tool
 	e.Detail = fmt.Sprintf("grant %s by %s until %s: %s", g.ID, g.GrantedBy, g.Expires.Format(time.RFC3339), g.Reason)
 	return e
+}
+
+// knownTool checks that tool (qualified, <upstream>__<name>) names a
+// configured upstream and a tool it has offered (a recorded definition):
+// a grant for anything else would grant nothing and hide a typo.
+func (o *Ops) knownTool(ctx context.Context, tool string) error {
+	up, name, ok := strings.Cut(tool, config.NamespaceSeparator)
+	if !ok || name == "" {
+		return fmt.Errorf("tool %q: name it <upstream>%s<tool>, as policy does", tool, config.NamespaceSeparator)
+	}
+	if !slices.ContainsFunc(o.cfg.Upstreams, func(u config.Upstream) bool { return u.Name == up }) {
+		return fmt.Errorf("tool %q: no upstream %q in the configuration", tool, up)
+	}
+	pins, err := o.st.Pins(ctx, up)
+	if err != nil {
+		return err
+	}
+	if len(pins) == 0 {
+		return fmt.Errorf("tool %q: no tool definitions of upstream %q are recorded yet (start the gateway so that it meets the upstream, then grant)", tool, up)
+	}
+	var names []string
+	for _, p := range pins {
+		if p.Name == name {
+			return nil
+		}
+		if !slices.Contains(names, p.Name) {
+			names = append(names, p.Name)
+		}
+	}
+	slices.Sort(names)
+	return fmt.Errorf("tool %q: upstream %q offers no tool %q (it offers %s)", tool, up, name, strings.Join(names, ", "))
 }

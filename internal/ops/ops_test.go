@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,11 +13,12 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
-	cfg, err := config.Parse([]byte("version: 1\nagents: [{name: reader, roles: [r]}]\n"), t.TempDir())
+	cfg, err := config.Parse([]byte("version: 1\nagents: [{name: reader, roles: [r]}]\nupstreams: [{name: fs, builtin: demo}]\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +44,28 @@ func TestOperationsAreAuditedInTheirStore(t *testing.T) {
 	raw, c, err := o.IssueToken(ctx, "reader", 0)
 	if err != nil || raw == "" || c.Expires.Sub(c.IssuedAt) != cfg.Auth.DefaultTTL.D() {
 		t.Fatalf("token: %v, lifetime %s", err, c.Expires.Sub(c.IssuedAt))
+	}
+	// A grant names a tool the upstream has offered.
+	for tool, want := range map[string]string{
+		"write":      "name it <upstream>__<tool>",
+		"git__write": `no upstream "git"`,
+		"fs__write":  "no tool definitions of upstream \"fs\" are recorded yet",
+	} {
+		if _, err := o.CreateGrant(ctx, "reader", tool, "incident 7", "alice", time.Hour); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("grant of %s: %v, want %q", tool, err, want)
+		}
+	}
+	if err := o.Store().AddPin(ctx, toolreg.Pin{Upstream: "fs", Name: "read", Digest: "sha256:r", Definition: []byte(`{"name":"read"}`), State: toolreg.Approved, SeenAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.CreateGrant(ctx, "reader", "fs__write", "incident 7", "alice", time.Hour); err == nil || !strings.Contains(err.Error(), "offers no tool \"write\" (it offers read)") {
+		t.Errorf("grant of a tool the upstream does not offer: %v", err)
+	}
+	if err := o.Store().AddPin(ctx, toolreg.Pin{Upstream: "fs", Name: "write", Digest: "sha256:w", Definition: []byte(`{"name":"write"}`), State: toolreg.Approved, SeenAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.DecideApproval(ctx, "a-nope", "approved", "alice", "once", ""); err == nil || !strings.Contains(err.Error(), `approval request "a-nope"`) {
+		t.Errorf("deciding an unknown approval: %v", err)
 	}
 	g, err := o.CreateGrant(ctx, "reader", "fs__write", "incident 7", "alice", time.Hour)
 	if err != nil {

@@ -248,3 +248,13 @@ when { principal has user && principal.user == User::"alice" && principal has ta
 		t.Error("user and task attributes not honoured")
 	}
 }
+
+// TestParseErrorsNameTheFile: a Cedar syntax error is placed in its file,
+// line and column.
+func TestParseErrorsNameTheFile(t *testing.T) {
+	t.Parallel()
+	_, err := Compile([]Source{{Name: "team/bad.cedar", Data: []byte("permit (principal, action, resource)\nwhen { context.x == };\n")}})
+	if err == nil || !strings.Contains(err.Error(), "team/bad.cedar:2:") || strings.Contains(err.Error(), "<input>") {
+		t.Fatalf("parse error: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -150,7 +151,7 @@ func Compile(sources []Source) (*Set, error) {
 		h.Write(src.Data)
 		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Data)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("parse %s: %w", src.Name, err))
+			errs = append(errs, parseError(src.Name, err))
 			continue
 		}
 		for i, p := range list {
@@ -224,3 +225,21 @@ func (s *Set) text(id string) string {
 	}
 	return ""
 }
+
+// parseError places a Cedar parse error in the file it is in: the parser
+// names every input "<input>", so "parser error: parse error at
+// <input>:2:1 ..." becomes "bad.cedar:2:1: ...".
+func parseError(name string, err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "<input>:"); i >= 0 {
+		if m := cedarPosition.FindStringSubmatch(msg[i:]); m != nil {
+			return fmt.Errorf("%s:%s:%s: %s (at %s)", name, m[1], m[2], m[4], m[3])
+		}
+		return fmt.Errorf("%s%s", name, strings.TrimPrefix(msg[i:], "<input>"))
+	}
+	return fmt.Errorf("parse %s: %w", name, err)
+}
+
+// cedarPosition is the form of cedar-go's parse errors after the input's
+// name: ":LINE:COL TOKEN: MESSAGE".
+var cedarPosition = regexp.MustCompile(`^<input>:(\d+):(\d+) (.*?): (.*)$`)
