@@ -300,7 +300,7 @@ func replayCmd() *cobra.Command {
 			"configuration's policy now. Exit status: 0 when both decide alike, 3 when the\n" +
 			"current policy decides differently (for CI: a policy change that flips a recorded\n" +
 			"decision), 1 on error.",
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			seq, err := parseSeq(args[0])
 			if err != nil {
