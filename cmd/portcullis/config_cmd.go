@@ -1,7 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -12,10 +17,15 @@ import (
 
 func configCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Configuration files"}
-	cmd.AddCommand(&cobra.Command{
+	var formOnly bool
+	validate := &cobra.Command{
 		Use:   "validate FILE",
-		Short: "Check a configuration file and the policies it names",
-		Args:  cobra.ExactArgs(1),
+		Short: "Check a configuration file, the policies it names and what serve will need",
+		Long: "Check a configuration file: its form, the policies it names, inline values (no\n" +
+			"secrets), and what serve will need where it runs: the files and directories it\n" +
+			"names and the secrets it takes from the store. --form-only checks the form and\n" +
+			"policies alone, for a configuration checked away from its host.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := config.Load(args[0])
 			if err != nil {
@@ -23,6 +33,18 @@ func configCmd() *cobra.Command {
 			}
 			if err := gateway.CheckInlineValues(c); err != nil {
 				return err
+			}
+			if !formOnly {
+				if err := errors.Join(c.CheckFiles(), checkSecretRefs(c)); err != nil {
+					return err
+				}
+			}
+			for _, v := range c.Values() {
+				if e := v.Value.FromEnv; e != "" {
+					if _, ok := os.LookupEnv(e); !ok {
+						fmt.Fprintf(cmd.ErrOrStderr(), "note: %s.from_env: %s is not set here; serve needs it where it runs\n", v.Path, e)
+					}
+				}
 			}
 			set, _, err := ops.LoadBundle(c)
 			if err != nil {
@@ -32,6 +54,41 @@ func configCmd() *cobra.Command {
 				args[0], c.Version, len(c.Agents), len(c.Upstreams), set.Len(), set.Version())
 			return nil
 		},
-	})
+	}
+	validate.Flags().BoolVar(&formOnly, "form-only", false, "check form and policies only, not the files and secrets the configuration names")
+	cmd.AddCommand(validate)
 	return cmd
+}
+
+// checkSecretRefs reports each from_secret the data directory's secret
+// store does not hold (serve would fail on it), without creating a store
+// where there is none.
+func checkSecretRefs(c *config.Config) error {
+	var refs []config.ValueRef
+	for _, v := range c.Values() {
+		if v.Value.FromSecret != "" {
+			refs = append(refs, v)
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	var names []string
+	if _, err := os.Stat(filepath.Join(ops.DataDir(c), ops.StoreFile)); err == nil {
+		o, err := ops.Open(c)
+		if err != nil {
+			return err
+		}
+		defer o.Close()
+		if names, err = o.SecretNames(context.Background()); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, v := range refs {
+		if !slices.Contains(names, v.Value.FromSecret) {
+			errs = append(errs, fmt.Errorf("%s.from_secret: no secret %q in the store of %s (`portcullis secret set %s`)", v.Path, v.Value.FromSecret, ops.DataDir(c), v.Value.FromSecret))
+		}
+	}
+	return errors.Join(errs...)
 }

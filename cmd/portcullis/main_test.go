@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -94,9 +96,40 @@ func TestExampleConfigsLoad(t *testing.T) {
 		t.Fatal("no example configurations")
 	}
 	for _, f := range files {
-		if out, stderr, err := portcullis(t, []string{"GITHUB_TOKEN=x"}, "config", "validate", f); err != nil {
+		if out, stderr, err := portcullis(t, []string{"GITHUB_TOKEN=x"}, "config", "validate", "--form-only", f); err != nil {
 			t.Errorf("%s: %v %s %s", f, err, out, stderr)
 		}
+	}
+	// Where it would run, full.yaml names files this checkout lacks: a
+	// validation that says "valid" would be a lie.
+	_, stderr, err := portcullis(t, nil, "config", "validate", "../../examples/full.yaml")
+	if err == nil || !strings.Contains(stderr, "audit.export[1].syslog.ca_file: stat /etc/portcullis/siem-ca.pem") {
+		t.Errorf("full.yaml with its files missing: %v %s", err, stderr)
+	}
+}
+
+// TestConfigValidateChecksSecrets: a from_secret the store does not hold
+// fails validation, with the command that fixes it; once set, it passes.
+func TestConfigValidateChecksSecrets(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nupstreams: [{name: u, http: {url: 'https://x', headers: {Authorization: {from_secret: saas}}}}]\n")
+	_, stderr, err := portcullis(t, nil, "config", "validate", cfg)
+	if err == nil || !strings.Contains(stderr, `upstreams[0].http.headers.Authorization.from_secret: no secret "saas"`) || !strings.Contains(stderr, "portcullis secret set saas") {
+		t.Fatalf("missing secret: %v %s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Error("validate created a data directory")
+	}
+	cmd := exec.Command(os.Args[0], "secret", "set", "saas", "--config", cfg)
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader("Bearer x\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("secret set: %v %s", err, out)
+	}
+	if out, stderr, err := portcullis(t, nil, "config", "validate", cfg); err != nil {
+		t.Fatalf("with the secret set: %v %s %s", err, out, stderr)
 	}
 }
 
@@ -318,5 +351,44 @@ func TestTokenIssueOut(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(out)); len(entries) != 1 {
 		t.Errorf("left behind: %v", entries)
+	}
+}
+
+// TestTaskKeygenAndJKT: task keygen writes a key for its owner and prints
+// the thumbprint that task jkt computes from the file, and that a task
+// started with it is bound to.
+func TestTaskKeygenAndJKT(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "agent", "dpop.key")
+	out, stderr, err := portcullis(t, nil, "task", "keygen", "--out", key)
+	if err != nil {
+		t.Fatalf("keygen: %v %s", err, stderr)
+	}
+	jkt := strings.TrimSpace(out)
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 || len(jkt) != 43 {
+		t.Fatalf("key %v %v, jkt %q", st, err, jkt)
+	}
+	if again, _, err := portcullis(t, nil, "task", "jkt", key); err != nil || strings.TrimSpace(again) != jkt {
+		t.Errorf("jkt of the key file: %q %v, want %q", again, err, jkt)
+	}
+	if _, _, err := portcullis(t, nil, "task", "keygen", "--out", key); err == nil {
+		t.Error("keygen overwrote a key")
+	}
+	cfg := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nagents: [{name: a}]\n")
+	started, stderr, err := portcullis(t, nil, "task", "start", "--config", cfg, "--agent", "a", "--user", "alice", "--tools", "u__t", "--budget", "3", "--jkt", jkt)
+	if err != nil {
+		t.Fatalf("task start: %v %s", err, stderr)
+	}
+	var res struct{ Token string }
+	json.Unmarshal([]byte(started), &res)
+	parts := strings.Split(res.Token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token %q", res.Token)
+	}
+	claims, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	if !strings.Contains(string(claims), `"jkt":"`+jkt+`"`) {
+		t.Errorf("the task token is not bound to the key: %s", claims)
 	}
 }

@@ -79,5 +79,6 @@ func taskCmd() *cobra.Command {
 	}
 	lsrc.flags(list)
 	cmd.AddCommand(start, list, revokeCmd(store.RevokeTask, "TASK_ID"))
+	cmd.AddCommand(dpopKeyCmds()...)
 	return cmd
 }
