@@ -246,7 +246,7 @@ func traceCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "trace ID",
-		Short: "Show every event of one request ID or W3C trace ID",
+		Short: "Show every event of one request ID, W3C trace ID or task ID",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := src.openStore()
@@ -262,10 +262,13 @@ func traceCmd() *cobra.Command {
 	return cmd
 }
 
+// traceEvents prints the events of a request ID, a W3C trace ID or a task
+// ID, in log order.
 func traceEvents(ctx context.Context, st *store.SQLite, id string, asJSON bool, w io.Writer) error {
 	seen := map[int64]bool{}
 	var n int
-	for _, q := range []store.EventQuery{{RequestID: id}, {TraceID: id}} {
+	task, _ := json.Marshal(id)
+	for _, q := range []store.EventQuery{{RequestID: id}, {TraceID: id}, {BodyContains: `"task":` + string(task)}} {
 		rows, err := st.Events(ctx, q)
 		if err != nil {
 			return err
@@ -274,11 +277,14 @@ func traceEvents(ctx context.Context, st *store.SQLite, id string, asJSON bool, 
 			if seen[r.Seq] {
 				continue
 			}
-			seen[r.Seq] = true
 			e, err := audit.Decode(r)
 			if err != nil {
 				return err
 			}
+			if q.BodyContains != "" && e.Task != id {
+				continue // the text was somewhere else in the body
+			}
+			seen[r.Seq] = true
 			if err := printEvent(w, e, asJSON); err != nil {
 				return err
 			}

@@ -19,6 +19,12 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 // The test binary doubles as the portcullis binary when re-executed with
@@ -381,8 +387,15 @@ func TestTaskKeygenAndJKT(t *testing.T) {
 	if err != nil {
 		t.Fatalf("task start: %v %s", err, stderr)
 	}
-	var res struct{ Token string }
+	var res struct {
+		Token  string
+		TaskID string `json:"task_id"`
+	}
 	json.Unmarshal([]byte(started), &res)
+	// The task's events are found by its ID.
+	if out, stderr, err := portcullis(t, nil, "audit", "trace", res.TaskID, "--config", cfg); err != nil || !strings.Contains(out, "task_started") {
+		t.Errorf("audit trace of task %s: %v\n%s%s", res.TaskID, err, out, stderr)
+	}
 	parts := strings.Split(res.Token, ".")
 	if len(parts) != 3 {
 		t.Fatalf("token %q", res.Token)
@@ -390,5 +403,55 @@ func TestTaskKeygenAndJKT(t *testing.T) {
 	claims, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	if !strings.Contains(string(claims), `"jkt":"`+jkt+`"`) {
 		t.Errorf("the task token is not bound to the key: %s", claims)
+	}
+}
+
+// TestFlagUsageHasNoStrayTypeNames: pflag turns `quoted` text in a flag's
+// usage into its type name ("--key portcullis policy keygen"); no flag of
+// any command may do that.
+func TestFlagUsageHasNoStrayTypeNames(t *testing.T) {
+	t.Parallel()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.Contains(f.Usage, "`") {
+				t.Errorf("%s --%s: usage %q", c.CommandPath(), f.Name, f.Usage)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(rootCmd())
+}
+
+// TestToolsApproveAll: --all approves an upstream's quarantined
+// definitions except those with findings, which it names.
+func TestToolsApproveAll(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfgPath, "version: 1\ndata_dir: data\npinning: strict\nupstreams: [{name: u, builtin: demo}]\n")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ops.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, why := range map[string]string{"read": "new tool", "list": "new tool", "send": "new tool; findings: urgency_tag in the description"} {
+		p := toolreg.Pin{Upstream: "u", Name: name, Digest: "sha256:" + name, Definition: []byte(`{"name":"` + name + `"}`), State: toolreg.Quarantined, Reason: why, SeenAt: time.Now()}
+		if err := o.Store().AddPin(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Close()
+	out, stderr, err := portcullis(t, nil, "tools", "approve", "u", "--all", "--config", cfgPath, "--by", "alice")
+	if err != nil || !strings.Contains(out, "u/read sha256:read approved") || !strings.Contains(out, "u/list sha256:list approved") || strings.Contains(out, "u/send") || !strings.Contains(stderr, "left out u/send") {
+		t.Fatalf("approve --all: %v\n%s%s", err, out, stderr)
+	}
+	if _, _, err := portcullis(t, nil, "tools", "approve", "u", "--config", cfgPath); err == nil {
+		t.Error("approve without a tool or --all")
 	}
 }

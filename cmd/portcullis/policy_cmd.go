@@ -187,7 +187,7 @@ func policySignCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&key, "key", "", "signer key file (from `portcullis policy keygen`)")
+	cmd.Flags().StringVar(&key, "key", "", "signer key file (made by portcullis policy keygen)")
 	cmd.Flags().StringVar(&out, "out", "", "signature file to write")
 	return cmd
 }

@@ -21,6 +21,13 @@ import (
 
 // run builds the command tree and executes it with args.
 func run(ctx context.Context, args []string) error {
+	root := rootCmd()
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// rootCmd is the command tree.
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "portcullis",
 		Short:         "Zero Trust control point for AI agents and their MCP tools",
@@ -29,8 +36,7 @@ func run(ctx context.Context, args []string) error {
 		Version:       mcpproxy.Version,
 	}
 	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd())
-	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
+	return root
 }
 
 // source says where a command's configuration comes from.

@@ -67,7 +67,7 @@ func printDevBanner(cmd *cobra.Command, g *gateway.Gateway, cfg *config.Config) 
 	fmt.Fprintf(w, `
 Portcullis development gateway (embedded defaults; not for production)
 
-  MCP endpoint   http://%s/mcp   (streamable HTTP)
+  MCP endpoint   %s   (streamable HTTP)
   admin          http://%s/metrics  /healthz  /readyz
   data           %s
   agent          %s, token valid until %s
@@ -75,6 +75,6 @@ Portcullis development gateway (embedded defaults; not for production)
 
   Authorization: Bearer %s
 
-`, g.AgentAddr(), g.AdminAddr(), ops.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
+`, g.AgentURL(), g.AdminAddr(), ops.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -90,7 +91,7 @@ func manifestSignCmd() *cobra.Command {
 		},
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&key, "key", "", "signer key file (`portcullis policy keygen`)")
+	cmd.Flags().StringVar(&key, "key", "", "signer key file (made by portcullis policy keygen)")
 	cmd.Flags().StringVar(&out, "out", "", "manifest file to write")
 	return cmd
 }
@@ -128,25 +129,67 @@ func manifestVerifyCmd() *cobra.Command {
 func pinDecisionCmd(state string) *cobra.Command {
 	var src source
 	var by string
+	var all bool
 	verb := map[string]string{toolreg.Approved: "approve", toolreg.Rejected: "reject"}[state]
 	cmd := &cobra.Command{
-		Use:   verb + " UPSTREAM TOOL",
+		Use:   verb + " UPSTREAM TOOL | UPSTREAM --all",
 		Short: verb + " the quarantined definition of a tool (review it with `tools diff` first)",
-		Args:  cobra.ExactArgs(2),
+		Long: verb + " the quarantined definition of a tool, or with --all every quarantined\n" +
+			"definition of an upstream (for a first start with pinning: strict, after reviewing\n" +
+			"`tools list`). --all leaves out definitions with findings: decide those one by one.",
+		Args: cobra.RangeArgs(1, 2),
 		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
 			by, err := actor(by)
 			if err != nil {
 				return err
 			}
-			p, err := o.DecidePin(cmd.Context(), args[0], args[1], state, by)
-			if err != nil {
-				return err
+			names := args[1:]
+			switch {
+			case all && len(args) == 2:
+				return errors.New("give a tool or --all, not both")
+			case all:
+				if names, err = quarantinedWithoutFindings(cmd, o, args[0]); err != nil {
+					return err
+				}
+			case len(args) == 1:
+				return errors.New("give the tool, or --all for every quarantined definition of the upstream")
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s %s\n", p.Upstream, p.Name, p.Digest, p.State)
+			for _, name := range names {
+				p, err := o.DecidePin(cmd.Context(), args[0], name, state, by)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s %s\n", p.Upstream, p.Name, p.Digest, p.State)
+			}
 			return nil
 		}),
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&by, "by", "", "who decides (default: $USER)")
+	cmd.Flags().BoolVar(&all, "all", false, "every quarantined definition of the upstream without findings")
 	return cmd
+}
+
+// quarantinedWithoutFindings names the quarantined tools of upstream whose
+// definitions the checks found nothing in, and says which it leaves out.
+func quarantinedWithoutFindings(cmd *cobra.Command, o *ops.Ops, upstream string) ([]string, error) {
+	pins, err := o.ListPins(cmd.Context(), upstream)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, p := range pins {
+		if p.State != toolreg.Quarantined {
+			continue
+		}
+		if strings.Contains(p.Reason, "findings:") {
+			fmt.Fprintf(cmd.ErrOrStderr(), "left out %s/%s: %s\n", p.Upstream, p.Name, p.Reason)
+			continue
+		}
+		names = append(names, p.Name)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("upstream %q has no quarantined definition without findings", upstream)
+	}
+	return names, nil
 }

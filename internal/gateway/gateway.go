@@ -351,6 +351,16 @@ func (g *Gateway) Listen() error {
 // AgentAddr is the bound agent listener address.
 func (g *Gateway) AgentAddr() string { return g.agentLn.Addr().String() }
 
+// AgentURL is the MCP endpoint agents connect to: https when the agent
+// listener serves TLS.
+func (g *Gateway) AgentURL() string {
+	scheme := "http"
+	if g.cfg.Listen.TLS.Enabled {
+		scheme = "https"
+	}
+	return scheme + "://" + g.AgentAddr() + "/mcp"
+}
+
 // AdminAddr is the bound admin listener address.
 func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
 
@@ -378,7 +388,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- serve(s.srv, s.ln) }()
 	}
-	g.log.Info("gateway serving", "agents", "http://"+g.AgentAddr()+"/mcp", "admin", "http://"+g.AdminAddr(), "policy", g.engine.Version())
+	g.log.Info("gateway serving", "agents", g.AgentURL(), "admin", "http://"+g.AdminAddr(), "policy", g.engine.Version())
 
 	var runErr error
 	select {

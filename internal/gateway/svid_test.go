@@ -30,6 +30,9 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	h := startGateway(t, demoConfig+"listen: {tls: {enabled: true}}\nidentity: {trust_domain: acme.test, svid_ttl: 10m}\n", map[string]string{"policy.cedar": demoPolicy})
 	ctx := context.Background()
 	gw := "https://" + h.g.AgentAddr()
+	if h.g.AgentURL() != gw+"/mcp" {
+		t.Errorf("the agent endpoint of a TLS listener is %s", h.g.AgentURL())
+	}
 	trust := x509.NewCertPool()
 	trust.AddCert(h.g.ca.Certificate())
 	dir := t.TempDir()

@@ -258,3 +258,28 @@ func TestParseErrorsNameTheFile(t *testing.T) {
 		t.Fatalf("parse error: %v", err)
 	}
 }
+
+// TestDefaultPolicyNamesWhatItPermits: the dev policy's read permit does
+// not also open sending; sending has its own permit and stays within
+// example.com.
+func TestDefaultPolicyNamesWhatItPermits(t *testing.T) {
+	t.Parallel()
+	s, err := Compile([]Source{DefaultSource()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(s)
+	for _, tc := range []struct {
+		tool, args, policy string
+		allow              bool
+	}{
+		{"demo__read_file", `{"path":"notes.txt"}`, "dev-demo-read", true},
+		{"demo__send_message", `{"to":"bob@example.com","body":"hi"}`, "dev-demo-send", true},
+		{"demo__send_message", `{"to":"eve@evil.test","body":"hi"}`, "dev-demo-send-domain", false},
+	} {
+		d := call(t, e, "demo-agent", []string{"demo"}, tc.tool, tc.args)
+		if d.Allow != tc.allow || !slices.Equal(d.Policies, []string{tc.policy}) {
+			t.Errorf("%s %s: allow %v by %v, want %v by %s", tc.tool, tc.args, d.Allow, d.Policies, tc.allow, tc.policy)
+		}
+	}
+}

@@ -312,7 +312,11 @@ type EventQuery struct {
 	RequestID string
 	TraceID   string
 	Agent     string
-	Limit     int
+	// BodyContains selects events whose (hashed) body contains this
+	// text: a search with no index column behind it (a task ID, for
+	// instance), linear in the log. Callers decode and check what they get.
+	BodyContains string
+	Limit        int
 	// Last returns the Limit newest matching events (still in ascending order).
 	Last bool
 }
@@ -337,6 +341,10 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 	if q.Agent != "" {
 		where += " AND agent = ?"
 		args = append(args, q.Agent)
+	}
+	if q.BodyContains != "" {
+		where += " AND instr(body, ?) > 0"
+		args = append(args, []byte(q.BodyContains))
 	}
 	order := "ASC"
 	if q.Last {
