@@ -71,7 +71,10 @@ type Gateway struct {
 	// integrity is the last failed integrity check of the store (nil:
 	// none failed); /readyz reports it.
 	integrity atomic.Pointer[string]
-	watch     bool // reload the policy bundle when its files change
+	// refused are the upstreams not started (no valid signed manifest), by
+	// name, with why.
+	refused map[string]error
+	watch   bool // reload the policy bundle when its files change
 
 	agentLn net.Listener
 	adminLn net.Listener
@@ -168,6 +171,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	}
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
+	g.refused = map[string]error{}
 	if cfg.Manifests.RequireSigned {
 		if g.pins.Manifests, refused, err = ops.LoadManifests(cfg); err != nil {
 			return nil, err
@@ -197,6 +201,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	})
 	for _, u := range cfg.Upstreams {
 		if why, ok := refused[u.Name]; ok {
+			g.refused[u.Name] = why
 			// Not started: no valid signed manifest.
 			g.log.Error("upstream not started: no valid signed manifest", "upstream", u.Name, "err", why)
 			e := audit.New(audit.TypeSupplyChain, audit.OutcomeDeny, reason.ManifestInvalid, time.Now(), audit.Subject{})
@@ -548,42 +553,59 @@ func (g *Gateway) adminMux() http.Handler {
 	return mux
 }
 
+// serveReady answers /readyz: ready (200) when the store answers and
+// passed its integrity check and the gateway can serve what policy
+// allows: at least one configured upstream is connected and not shedding
+// calls (or none is configured). The body says so on its first line and
+// then gives each upstream's state (ready, busy, saturated, down, refused),
+// so that one upstream down among several is visible without taking the
+// whole gateway out of a balancer.
 func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	var problems []string
+	var lines []string
+	storeOK := true
 	if err := g.store.Ping(ctx); err != nil {
-		problems = append(problems, "store: "+err.Error())
+		storeOK = false
+		lines = append(lines, "store: "+err.Error())
 	}
 	if p := g.integrity.Load(); p != nil {
-		problems = append(problems, "store: "+*p)
+		storeOK = false
+		lines = append(lines, "store: "+*p)
 	}
-	var notes []string
+	configured, serving := len(g.cfg.Upstreams), 0
 	for _, u := range g.proxy.Upstreams() {
-		if !u.Healthy() {
-			problems = append(problems, "upstream "+u.Name+": down")
-		}
-		// Saturation: a full queue sheds every new call (not ready: a
-		// balancer should send calls elsewhere); calls waiting for slots
-		// are worth knowing but still served.
 		used, capacity, queued, maxQueue := u.Load()
 		switch {
+		case !u.Healthy():
+			lines = append(lines, "upstream "+u.Name+": down")
 		case used >= capacity && queued >= maxQueue:
-			problems = append(problems, fmt.Sprintf("upstream %s: saturated, shedding calls (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
+			// A full queue sheds every new call.
+			lines = append(lines, fmt.Sprintf("upstream %s: saturated, shedding calls (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
 		case queued > 0:
-			notes = append(notes, fmt.Sprintf("upstream %s: busy (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
+			serving++
+			lines = append(lines, fmt.Sprintf("upstream %s: busy (%d/%d calls, %d/%d queued)", u.Name, used, capacity, queued, maxQueue))
+		default:
+			serving++
+			lines = append(lines, "upstream "+u.Name+": ready")
 		}
 	}
-	if len(problems) > 0 {
+	names := make([]string, 0, len(g.refused))
+	for n := range g.refused {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		lines = append(lines, "upstream "+n+": refused: "+g.refused[n].Error())
+	}
+	if !storeOK || (configured > 0 && serving == 0) {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		for _, p := range append(problems, notes...) {
-			fmt.Fprintln(w, p)
-		}
-		return
+		fmt.Fprintln(w, "not ready")
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	w.Write([]byte("ready\n"))
-	for _, n := range notes {
-		fmt.Fprintln(w, n)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }
 

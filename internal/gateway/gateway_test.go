@@ -348,7 +348,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("healthz %d %q", code, body)
 	}
-	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+	if code, body := get("/readyz"); code != 200 || body != "ready\nupstream demo: ready\n" {
 		t.Errorf("readyz %d %q", code, body)
 	}
 	code, body := get("/metrics")

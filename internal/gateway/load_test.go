@@ -104,7 +104,7 @@ upstreams:
 			t.Errorf("held call: %v", err)
 		}
 	}
-	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+	if code, body := get("/readyz"); code != 200 || body != "ready\nupstream slow: ready\n" {
 		t.Errorf("readyz after the calls %d %q", code, body)
 	}
 	if _, body := get("/metrics"); !strings.Contains(body, `portcullis_upstream_queue_wait_seconds_count{upstream="slow"} 1`) {
@@ -120,4 +120,24 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestReadinessIsPerUpstream: one upstream down among several leaves the
+// gateway ready, with that upstream named; the body lists each upstream.
+func TestReadinessIsPerUpstream(t *testing.T) {
+	t.Parallel()
+	cfg := demoConfig + `  - name: broken
+    stdio: {command: /bin/false}
+`
+	h := startGateway(t, cfg, map[string]string{"policy.cedar": demoPolicy})
+	resp, err := http.Get("http://" + h.g.AdminAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	body := string(b)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "ready\n") || !strings.Contains(body, "upstream demo: ready") || !strings.Contains(body, "upstream broken: down") {
+		t.Errorf("readyz %d %q", resp.StatusCode, body)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,5 +222,16 @@ func TestSignedServerManifests(t *testing.T) {
 	}
 	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == "manifest_invalid" && e.Upstream == "demo" }); e == nil {
 		t.Error("refused upstream not audited")
+	}
+	// With its only upstream refused, the gateway can serve nothing: not
+	// ready, and the body says why.
+	resp, err := http.Get("http://" + h.g.AdminAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(string(b), "not ready\n") || !strings.Contains(string(b), "upstream demo: refused: ") {
+		t.Errorf("readyz with every upstream refused: %d %q", resp.StatusCode, b)
 	}
 }
