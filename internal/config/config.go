@@ -318,7 +318,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve config path: %w", err)
 	}
-	return Parse(buf.Bytes(), filepath.Dir(abs))
+	c, err := Parse(buf.Bytes(), filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }
 
 // Parse strictly decodes YAML, applies defaults and validates. dir is the base
@@ -327,9 +331,12 @@ func Parse(data []byte, dir string) (*Config, error) {
 	if len(data) > MaxConfigBytes {
 		return nil, fmt.Errorf("parse config: exceeds %d bytes", MaxConfigBytes)
 	}
+	if len(keys(data)) == 0 {
+		return nil, errors.New("the configuration is empty: it begins with `version: 1` (see examples/full.yaml)")
+	}
 	var c Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
-		return nil, fmt.Errorf("parse config: %w", err)
+		return nil, locate(data, err)
 	}
 	c.dir = dir
 	c.applyDefaults()

@@ -1,10 +1,18 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"sigs.k8s.io/yaml"
 
 	"github.com/portcullis-dev/portcullis/internal/screen"
 )
@@ -166,6 +174,98 @@ func TestNamespacesThatCannotCollideAreAccepted(t *testing.T) {
 	for i, want := range []string{"a__", "", "gh_"} {
 		if got := c.Upstreams[i].Prefix(); got != want {
 			t.Errorf("%s: prefix %q, want %q", c.Upstreams[i].Name, got, want)
+		}
+	}
+}
+
+// TestErrorsSpeakYAML: decoding errors give line and column, the field's
+// path, what was expected and, for a misspelt key, the closest known one;
+// never Go type names.
+func TestErrorsSpeakYAML(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"version: 1\nagnets: [{name: a}]\n":                                               `line 2, column 1: agnets: unknown field (did you mean "agents"?)`,
+		"version: 1\nlimits:\n  max_batch: lots\n":                                        "line 3, column 3: limits.max_batch: want a whole number, got a string",
+		"version: 1\nupstreams:\n  - name: a\n    http: {url: 'https://x', headrs: {}}\n": `line 4, column 30: upstreams[0].http.headrs: unknown field (did you mean "headers"?)`,
+		"version: 1\nagents: {name: a}\n":                                                 "line 2, column 1: agents: want a list, got a mapping",
+		"version: 1\nzzzzzz: 1\n":                                                         "line 2, column 1: zzzzzz: unknown field",
+		"":                                                                                "the configuration is empty",
+		"# only a comment\n":                                                              "the configuration is empty",
+	} {
+		_, err := Parse([]byte(in), ".")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v\nwant %q", in, err, want)
+			continue
+		}
+		if strings.Contains(err.Error(), "Go struct") || strings.Contains(err.Error(), "json:") {
+			t.Errorf("%q: speaks Go: %v", in, err)
+		}
+	}
+	// A header name is free-form: an unknown key there is not reported at
+	// the header, and unknown keys elsewhere still are.
+	if _, err := Parse([]byte("version: 1\nupstreams: [{name: a, http: {url: 'https://x', headers: {agnets: {value: x}}}}]\nagnets: 1\n"), "."); err == nil || !strings.Contains(err.Error(), "line 3, column 1: agnets") {
+		t.Errorf("a key named like a field inside a free-form map: %v", err)
+	}
+}
+
+var updateSchema = flag.Bool("update", false, "rewrite docs/config.schema.json")
+
+// TestJSONSchema: docs/config.schema.json is the schema generated from the
+// Go types, and every example configuration validates against it.
+func TestJSONSchema(t *testing.T) {
+	t.Parallel()
+	b, err := JSONSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, '\n')
+	const path = "../../docs/config.schema.json"
+	if *updateSchema {
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if on, err := os.ReadFile(path); err != nil || !bytes.Equal(on, b) {
+		t.Fatalf("%s is not the generated schema (go test ./internal/config -run TestJSONSchema -update): %v", path, err)
+	}
+	var s jsonschema.Schema
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("../../examples/*.yaml")
+	more, _ := filepath.Glob("../../examples/*/*.yaml")
+	files = append(files, more...)
+	if len(files) < 2 {
+		t.Fatalf("examples: %v", files)
+	}
+	for _, f := range files {
+		y, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := yaml.YAMLToJSON(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		json.Unmarshal(j, &v)
+		if err := rs.Validate(v); err != nil {
+			t.Errorf("%s does not validate against the schema: %v", f, err)
+		}
+	}
+	// And what the schema refuses, Parse refuses.
+	for _, bad := range []string{`{"version":1,"agnets":[]}`, `{"version":2}`, `{"version":1,"limits":{"max_batch":"lots"}}`, `{"version":1,"limits":{"call_timeout":30}}`} {
+		var v any
+		json.Unmarshal([]byte(bad), &v)
+		if rs.Validate(v) == nil {
+			t.Errorf("the schema accepts %s", bad)
+		}
+		if _, err := Parse([]byte(bad), "."); err == nil {
+			t.Errorf("Parse accepts %s", bad)
 		}
 	}
 }
