@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 func policyCmd() *cobra.Command {
@@ -114,15 +118,36 @@ func policyExplainCmd() *cobra.Command {
 	var paths, roles, classes []string
 	var agent, action, kind, id, upstream, args string
 	var readOnly, destructive, openWorld bool
+	var src source
 	cmd := &cobra.Command{
-		Use:   "explain --policies PATH --agent A --action call_tool --resource ID [flags]",
+		Use:   "explain (--config FILE | --policies PATH) --agent A --resource ID [flags]",
 		Short: "Show the decision for one request and which policies made it, with their text",
-		Args:  cobra.NoArgs,
+		Long: "Show the decision for one request and which policies made it. With --config the\n" +
+			"configured bundle decides, the agent's roles come from the configuration, and the\n" +
+			"tool's hints from its recorded definition and its classification from tools:\n" +
+			"flags given explicitly still win. Without it, give --policies, roles and hints.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(paths) == 0 || agent == "" || action == "" || id == "" {
-				return errors.New("--policies, --agent, --action and --resource are required")
+			if agent == "" || action == "" || id == "" {
+				return errors.New("--agent, --action and --resource are required")
 			}
-			set, err := compilePaths(paths)
+			var set *policy.Set
+			var err error
+			switch {
+			case len(paths) > 0:
+				set, err = compilePaths(paths)
+			case src.config != "" || src.dev:
+				var cfg *config.Config
+				if cfg, err = src.load(); err != nil {
+					return err
+				}
+				if set, _, err = ops.LoadBundle(cfg); err != nil {
+					return err
+				}
+				err = fromConfig(cmd, cfg, agent, id, &roles, &classes, &readOnly, &destructive, &openWorld)
+			default:
+				return errors.New("give --config FILE (the configured bundle, roles and tool hints) or --policies PATH")
+			}
 			if err != nil {
 				return err
 			}
@@ -155,7 +180,68 @@ func policyExplainCmd() *cobra.Command {
 	f.BoolVar(&destructive, "destructive", false, "the tool's destructiveHint")
 	f.BoolVar(&openWorld, "open-world", false, "the tool's openWorldHint")
 	f.StringSliceVar(&classes, "class", nil, "the tool's classification (default: derived from the hints)")
+	src.flags(cmd)
 	return cmd
+}
+
+// fromConfig fills what explain did not get by flag from the configuration
+// and the data directory: the agent's roles, the tool's classification
+// (tools:) and its hints (its latest approved definition).
+func fromConfig(cmd *cobra.Command, cfg *config.Config, agent, tool string, roles, classes *[]string, readOnly, destructive, openWorld *bool) error {
+	f := cmd.Flags()
+	if !f.Changed("role") {
+		a, ok := cfg.Agent(agent)
+		if !ok {
+			return fmt.Errorf("%w: %q", config.ErrUnknownAgent, agent)
+		}
+		*roles = a.Roles
+	}
+	if !f.Changed("class") {
+		for _, t := range cfg.Tools {
+			if t.Name == tool {
+				*classes = t.Classification
+			}
+		}
+	}
+	if f.Changed("read-only") || f.Changed("destructive") || f.Changed("open-world") {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(ops.DataDir(cfg), ops.StoreFile)); err != nil {
+		return nil // no data directory here: the hints stay as given
+	}
+	o, err := ops.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	up, name, _ := strings.Cut(tool, config.NamespaceSeparator)
+	pins, err := o.ListPins(cmd.Context(), up)
+	if err != nil {
+		return err
+	}
+	for _, p := range pins {
+		if p.Name != name || p.State != toolreg.Approved {
+			continue
+		}
+		var def struct {
+			Annotations struct {
+				ReadOnly    bool  `json:"readOnlyHint"`
+				Destructive *bool `json:"destructiveHint"`
+				OpenWorld   *bool `json:"openWorldHint"`
+			} `json:"annotations"`
+		}
+		if err := json.Unmarshal(p.Definition, &def); err != nil {
+			return fmt.Errorf("recorded definition of %s: %w", tool, err)
+		}
+		a := def.Annotations
+		*readOnly = a.ReadOnly
+		// MCP's defaults, as the gateway reads them: destructive and
+		// open-world unless the server says otherwise.
+		*destructive = a.Destructive == nil || *a.Destructive
+		*openWorld = a.OpenWorld == nil || *a.OpenWorld
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "as configured: roles %v, classification %v, read-only %v, destructive %v, open-world %v\n", *roles, *classes, *readOnly, *destructive, *openWorld)
+	return nil
 }
 
 func policySignCmd() *cobra.Command {

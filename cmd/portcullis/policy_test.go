@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 func TestExamplePolicyTestsPass(t *testing.T) {
@@ -79,4 +86,45 @@ func TestSignedPolicyBundles(t *testing.T) {
 		t.Fatalf("modified bundle accepted: %v %s", err, stderr)
 	}
 	os.Remove(filepath.Join(pol, "extra.cedar"))
+}
+
+// TestPolicyExplainFromTheConfiguration: with --config, the configured
+// bundle decides, the roles and classification come from the file and the
+// tool's hints from its recorded definition, so nothing is retyped (and a
+// forgotten --read-only cannot flip the answer).
+func TestPolicyExplainFromTheConfiguration(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pol, _ := filepath.Abs("../../examples/policies")
+	cfgPath := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`version: 1
+data_dir: data
+policy: {paths: [%s]}
+agents: [{name: ledger, roles: [finance]}, {name: dev, roles: [developers]}]
+upstreams: [{name: bank, builtin: demo}, {name: files, builtin: demo}]
+tools: [{name: bank__transfer, classification: [moves_money]}]
+`, pol))
+	out, stderr, err := portcullis(t, nil, "policy", "explain", "--config", cfgPath, "--agent", "ledger", "--resource", "bank__transfer",
+		"--args", `{"to_iban":"DE89370400440532013000","amount":99999}`)
+	if err != nil || !strings.HasPrefix(out, "DENY") || !strings.Contains(out, `decided by "finance-transfer-limits"`) {
+		t.Fatalf("explain from the configuration: %v\n%s%s", err, out, stderr)
+	}
+	// The recorded definition says the tool only reads.
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ops.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := `{"name":"read_text_file","annotations":{"readOnlyHint":true}}`
+	if err := o.Store().AddPin(context.Background(), toolreg.Pin{Upstream: "files", Name: "read_text_file", Digest: "sha256:r", Definition: []byte(def), State: toolreg.Approved, SeenAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	out, stderr, err = portcullis(t, nil, "policy", "explain", "--config", cfgPath, "--agent", "dev", "--resource", "files__read_text_file")
+	if err != nil || !strings.HasPrefix(out, "ALLOW") || !strings.Contains(stderr, "read-only true") {
+		t.Errorf("explain of a read-only tool: %v\n%s%s", err, out, stderr)
+	}
 }
