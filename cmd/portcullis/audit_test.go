@@ -262,29 +262,25 @@ func TestAuditReplayExitStatus(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "p.cedar"), permit)
 	cfgPath := filepath.Join(dir, "c.yaml")
 	writeFile(t, cfgPath, "version: 1\ndata_dir: data\npolicy: {paths: [p.cedar]}\nagents: [{name: a}]\n")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := ops.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	set, srcs, err := ops.LoadBundle(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ops.SaveBundle(ctx, o.Store(), set, srcs); err != nil {
-		t.Fatal(err)
-	}
-	e := audit.Decision(audit.TypeDecision, time.Now(), audit.Subject{Agent: "a", RequestID: "r1"}, "tools/call")
-	e.Action, e.Target, e.Upstream, e.Outcome, e.PolicyVersion = "call_tool", "fs__read", "fs", audit.OutcomeAllow, set.Version()
-	e.Input = &audit.Input{Kind: "tool", Arguments: json.RawMessage(`{}`)}
-	if err := audit.WriteNow(ctx, o.Store(), e); err != nil {
-		t.Fatal(err)
-	}
-	o.Close()
+	withData(t, cfgPath, func(ctx context.Context, o *ops.Ops) {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, srcs, err := ops.LoadBundle(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ops.SaveBundle(ctx, o.Store(), set, srcs); err != nil {
+			t.Fatal(err)
+		}
+		e := audit.Decision(audit.TypeDecision, time.Now(), audit.Subject{Agent: "a", RequestID: "r1"}, "tools/call")
+		e.Action, e.Target, e.Upstream, e.Outcome, e.PolicyVersion = "call_tool", "fs__read", "fs", audit.OutcomeAllow, set.Version()
+		e.Input = &audit.Input{Kind: "tool", Arguments: json.RawMessage(`{}`)}
+		if err := audit.WriteNow(ctx, o.Store(), e); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if out, stderr, err := portcullis(t, nil, "audit", "replay", "1", "--config", cfgPath); err != nil {
 		t.Fatalf("same policy: %v\n%s%s", err, out, stderr)
 	}

@@ -236,6 +236,31 @@ when { context.arguments has path && context.arguments.path like "*/allowed/*" }
 		t.Fatal("denied write reached the server")
 	}
 
+	// A token's expiry is checked on every request of an open session,
+	// also inside the verifier's clock-skew leeway.
+	short, issued, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "coder", "--ttl", "8s", "-v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, at, _ := strings.Cut(strings.TrimSpace(issued), "expires ")
+	expires, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		t.Fatalf("expiry in %q: %v", issued, err)
+	}
+	writeFile(t, filepath.Join(dir, "short-token"), short)
+	brief, err := connect(filepath.Join(dir, "short-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := brief.CallTool(ctx, &mcp.CallToolParams{Name: "read_text_file", Arguments: map[string]any{"path": filepath.Join(root, "a.txt")}}); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	time.Sleep(time.Until(expires) + 1500*time.Millisecond) // past expiry, inside the 30 s leeway
+	if _, err := brief.CallTool(ctx, &mcp.CallToolParams{Name: "read_text_file", Arguments: map[string]any{"path": filepath.Join(root, "a.txt")}}); err == nil ||
+		!(strings.Contains(err.Error(), "credential_expired") || strings.Contains(err.Error(), "unauthenticated")) {
+		t.Errorf("a call after the token expired: %v", err)
+	}
+
 	// Without a valid token every request is refused.
 	writeFile(t, filepath.Join(dir, "bad-token"), "not-a-token")
 	bad, err := connect(filepath.Join(dir, "bad-token"))
@@ -432,6 +457,27 @@ func TestToolsApproveAll(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "c.yaml")
 	writeFile(t, cfgPath, "version: 1\ndata_dir: data\npinning: strict\nupstreams: [{name: u, builtin: demo}]\n")
+	withData(t, cfgPath, func(ctx context.Context, o *ops.Ops) {
+		for name, why := range map[string]string{"read": "new tool", "list": "new tool", "send": "new tool; findings: urgency_tag in the description"} {
+			p := toolreg.Pin{Upstream: "u", Name: name, Digest: "sha256:" + name, Definition: []byte(`{"name":"` + name + `"}`), State: toolreg.Quarantined, Reason: why, SeenAt: time.Now()}
+			if err := o.Store().AddPin(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	out, stderr, err := portcullis(t, nil, "tools", "approve", "u", "--all", "--config", cfgPath, "--by", "alice")
+	if err != nil || !strings.Contains(out, "u/read sha256:read approved") || !strings.Contains(out, "u/list sha256:list approved") || strings.Contains(out, "u/send") || !strings.Contains(stderr, "left out u/send") {
+		t.Fatalf("approve --all: %v\n%s%s", err, out, stderr)
+	}
+	if _, _, err := portcullis(t, nil, "tools", "approve", "u", "--config", cfgPath); err == nil {
+		t.Error("approve without a tool or --all")
+	}
+}
+
+// withData opens the data directory of the configuration at cfgPath, as a
+// command would, hands it to f (to seed it) and closes it.
+func withData(t *testing.T, cfgPath string, f func(ctx context.Context, o *ops.Ops)) {
+	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -440,18 +486,6 @@ func TestToolsApproveAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, why := range map[string]string{"read": "new tool", "list": "new tool", "send": "new tool; findings: urgency_tag in the description"} {
-		p := toolreg.Pin{Upstream: "u", Name: name, Digest: "sha256:" + name, Definition: []byte(`{"name":"` + name + `"}`), State: toolreg.Quarantined, Reason: why, SeenAt: time.Now()}
-		if err := o.Store().AddPin(context.Background(), p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	o.Close()
-	out, stderr, err := portcullis(t, nil, "tools", "approve", "u", "--all", "--config", cfgPath, "--by", "alice")
-	if err != nil || !strings.Contains(out, "u/read sha256:read approved") || !strings.Contains(out, "u/list sha256:list approved") || strings.Contains(out, "u/send") || !strings.Contains(stderr, "left out u/send") {
-		t.Fatalf("approve --all: %v\n%s%s", err, out, stderr)
-	}
-	if _, _, err := portcullis(t, nil, "tools", "approve", "u", "--config", cfgPath); err == nil {
-		t.Error("approve without a tool or --all")
-	}
+	defer o.Close()
+	f(context.Background(), o)
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
@@ -110,19 +109,12 @@ tools: [{name: bank__transfer, classification: [moves_money]}]
 		t.Fatalf("explain from the configuration: %v\n%s%s", err, out, stderr)
 	}
 	// The recorded definition says the tool only reads.
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := ops.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	def := `{"name":"read_text_file","annotations":{"readOnlyHint":true}}`
-	if err := o.Store().AddPin(context.Background(), toolreg.Pin{Upstream: "files", Name: "read_text_file", Digest: "sha256:r", Definition: []byte(def), State: toolreg.Approved, SeenAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	o.Close()
+	withData(t, cfgPath, func(ctx context.Context, o *ops.Ops) {
+		def := `{"name":"read_text_file","annotations":{"readOnlyHint":true}}`
+		if err := o.Store().AddPin(ctx, toolreg.Pin{Upstream: "files", Name: "read_text_file", Digest: "sha256:r", Definition: []byte(def), State: toolreg.Approved, SeenAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	out, stderr, err = portcullis(t, nil, "policy", "explain", "--config", cfgPath, "--agent", "dev", "--resource", "files__read_text_file")
 	if err != nil || !strings.HasPrefix(out, "ALLOW") || !strings.Contains(stderr, "read-only true") {
 		t.Errorf("explain of a read-only tool: %v\n%s%s", err, out, stderr)
