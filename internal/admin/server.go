@@ -80,6 +80,8 @@ func New(o Options) *Server {
 // AgentRoutes registers the agent listener's endpoints on mux.
 func (s *Server) AgentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/.well-known/jwks.json", s.serveJWKS)
+	mux.HandleFunc("GET "+authn.ProtectedResourcePath, s.serveResourceMetadata)
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", s.serveResourceMetadata)
 	mux.HandleFunc("POST /oauth/token", s.serveTokenExchange)
 	mux.HandleFunc("POST /v1/enrol", s.serveEnrol)
 	mux.HandleFunc("POST /v1/svid/rotate", s.serveRotate)

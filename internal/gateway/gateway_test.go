@@ -450,3 +450,55 @@ func TestExpiredTokenInsideLeewayIsRefusedAndAudited(t *testing.T) {
 		t.Errorf("no authn event for the expired token: %+v", e)
 	}
 }
+
+// TestChallengesPointAtTheResourceMetadata: the 401 challenge always names
+// the protected resource metadata (RFC 9728), carries error= only when a
+// credential was presented (RFC 6750 §3.1) and is a DPoP challenge for a
+// DPoP credential (RFC 9449 §7.1); the metadata names the resource.
+func TestChallengesPointAtTheResourceMetadata(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, demoConfig, map[string]string{"policy.cedar": demoPolicy})
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	meta := strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp"
+	for _, tc := range []struct {
+		name, auth, prefix string
+		errorParam         bool
+	}{
+		{"no credential", "", "Bearer ", false},
+		{"a bad bearer token", "Bearer nope", "Bearer ", true},
+		{"a bad DPoP token", "DPoP nope", "DPoP ", true},
+	} {
+		req, _ := http.NewRequest("POST", h.url, strings.NewReader(init))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		ch := resp.Header.Get("WWW-Authenticate")
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(ch, tc.prefix) || !strings.Contains(ch, `resource_metadata="`+meta+`"`) ||
+			strings.Contains(ch, "error=") != tc.errorParam {
+			t.Errorf("%s: %d %q", tc.name, resp.StatusCode, ch)
+		}
+		if tc.prefix == "DPoP " && !strings.Contains(ch, `algs="ES256 EdDSA"`) {
+			t.Errorf("%s: no algorithms in %q", tc.name, ch)
+		}
+	}
+	resp, err := http.Get(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m struct {
+		Resource string   `json:"resource"`
+		Bearer   []string `json:"bearer_methods_supported"`
+		DPoP     []string `json:"dpop_signing_alg_values_supported"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 || m.Resource != h.url || len(m.DPoP) == 0 || len(m.Bearer) != 1 {
+		t.Errorf("metadata %d %+v %v", resp.StatusCode, m, err)
+	}
+}

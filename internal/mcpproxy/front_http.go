@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/transport"
@@ -260,7 +261,7 @@ func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err erro
 	e.Detail = truncate(err.Error(), 300)
 	f.p.recordBackground(e)
 	f.p.opts.Metrics.Refusal(reason.Unauthenticated)
-	w.Header().Set("WWW-Authenticate", `Bearer realm="portcullis", error="invalid_token"`)
+	w.Header().Set("WWW-Authenticate", authn.Challenge(r))
 	writeJSON(w, http.StatusUnauthorized, []byte(`{"error":"unauthenticated","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 }
 

@@ -62,7 +62,7 @@ func (d *DPoPVerifier) Verify(proof, method, url, accessToken string) (string, e
 	if proof == "" || len(proof) > MaxProofBytes || strings.Count(proof, ".") != 2 {
 		return "", fmt.Errorf("%w: missing or malformed", ErrDPoP)
 	}
-	tok, err := jwt.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA})
+	tok, err := jwt.ParseSigned(proof, DPoPAlgorithms)
 	if err != nil || len(tok.Headers) != 1 {
 		return "", fmt.Errorf("%w: unparseable", ErrDPoP)
 	}
@@ -125,6 +125,10 @@ func ATH(accessToken string) string {
 	s := sha256.Sum256([]byte(accessToken))
 	return base64.RawURLEncoding.EncodeToString(s[:])
 }
+
+// DPoPAlgorithms are the signature algorithms a DPoP proof may use (named
+// in challenges and in the protected resource's metadata).
+var DPoPAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
 
 // Thumbprint returns the RFC 7638 thumbprint (base64url) of a public key.
 func Thumbprint(pub crypto.PublicKey) (string, error) {

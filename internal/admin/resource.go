@@ -1,0 +1,29 @@
+package admin
+
+import (
+	"net/http"
+
+	"github.com/portcullis-dev/portcullis/internal/authn"
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// serveResourceMetadata publishes the MCP endpoint's protected resource
+// metadata (RFC 9728), where the 401 challenge points: the resource's URL,
+// how tokens are presented, and the DPoP algorithms accepted.
+// authorization_servers is left out while no authorization server issues
+// tokens this gateway accepts at /mcp (its own tokens come from `portcullis
+// token issue`, `task start` and the token exchange).
+func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
+	algs := make([]string, len(token.DPoPAlgorithms))
+	for i, a := range token.DPoPAlgorithms {
+		algs[i] = string(a)
+	}
+	w.Header().Set("Cache-Control", "max-age=300")
+	writeJSONResponse(w, http.StatusOK, map[string]any{
+		"resource":                                   authn.ResourceURL(r),
+		"resource_name":                              "Portcullis MCP gateway",
+		"bearer_methods_supported":                   []string{"header"},
+		"dpop_signing_alg_values_supported":          algs,
+		"tls_client_certificate_bound_access_tokens": true,
+	})
+}

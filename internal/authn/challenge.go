@@ -1,0 +1,52 @@
+package authn
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/portcullis-dev/portcullis/internal/token"
+)
+
+// The 401 challenge, per RFC 6750 §3, RFC 9449 §7.1 and the protected
+// resource metadata of RFC 9728 §5.1 (as the MCP authorization
+// specification asks): it always points at the resource's metadata; it
+// carries error="invalid_token" only when a credential was presented (a
+// request without one is told where to look, not that it erred); a DPoP
+// credential gets a DPoP challenge naming the proof algorithms.
+
+// ProtectedResourcePath is where the resource's metadata is published for
+// the MCP endpoint /mcp (RFC 9728 §3.1: the well-known prefix, then the
+// resource's path).
+const ProtectedResourcePath = "/.well-known/oauth-protected-resource/mcp"
+
+// ResourceURL is the MCP endpoint as the request reached it.
+func ResourceURL(r *http.Request) string { return baseURL(r) + "/mcp" }
+
+// ResourceMetadataURL is the resource's metadata document as the request
+// reached the gateway.
+func ResourceMetadataURL(r *http.Request) string { return baseURL(r) + ProtectedResourcePath }
+
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// Challenge is the WWW-Authenticate value refusing r.
+func Challenge(r *http.Request) string {
+	params := `realm="portcullis", resource_metadata="` + ResourceMetadataURL(r) + `"`
+	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	switch {
+	case strings.EqualFold(scheme, "DPoP"):
+		algs := make([]string, len(token.DPoPAlgorithms))
+		for i, a := range token.DPoPAlgorithms {
+			algs[i] = string(a)
+		}
+		return `DPoP ` + params + `, error="invalid_token", algs="` + strings.Join(algs, " ") + `"`
+	case r.Header.Get("Authorization") == "":
+		return `Bearer ` + params
+	}
+	return `Bearer ` + params + `, error="invalid_token"`
+}
