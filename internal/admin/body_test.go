@@ -53,3 +53,11 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 	})
 }
+
+func TestBodyRefusesTrailingData(t *testing.T) {
+	for _, in := range []string{`{"agent":"a"}]`, `{"agent":"a"}}`, `{"agent":"a"} x`} {
+		if err := decode(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}

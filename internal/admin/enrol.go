@@ -82,8 +82,17 @@ func (s *Server) serveRotate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "csr: want base64 DER")
 		return
 	}
-	id, _ := identity.SVIDOf(authn.ClientCert(r))
-	_, instance, _ := identity.AgentOf(id)
+	// Only an SVID this CA issued rotates, into the same agent and
+	// instance: a federated SVID is its own domain's to rotate and never
+	// becomes one of ours.
+	id, err := identity.SVIDOf(authn.ClientCert(r))
+	agent, instance, ok := identity.AgentOf(id)
+	if err != nil || !ok || !id.MemberOf(s.ca.TrustDomain()) || agent != p.Agent {
+		e.Agent, e.Detail = p.Agent, "only an SVID of this trust domain's agent CA rotates"
+		s.submit(e)
+		writeError(w, http.StatusForbidden, e.Detail)
+		return
+	}
 	e.Agent = p.Agent
 	s.issueSVID(w, r, e, p.Agent, instance, csr, "active")
 }
@@ -107,14 +116,16 @@ func (s *Server) issueSVID(w http.ResponseWriter, r *http.Request, e *audit.Even
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.store.PutInstance(r.Context(), store.Instance{SPIFFEID: id.String(), Agent: agent, Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter, State: state}); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "store unavailable")
-		return
-	}
+	// Recorded first: a certificate whose issue could not be recorded is
+	// neither released nor made current.
 	e.Outcome, e.Credential = audit.OutcomeAllow, id.String()
 	e.Detail = fmt.Sprintf("serial %s, expires %s", cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
 	if err := s.rec.Record(r.Context(), e); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "audit unavailable")
+		return
+	}
+	if err := s.store.PutInstance(r.Context(), store.Instance{SPIFFEID: id.String(), Agent: agent, Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter, State: state}); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store unavailable")
 		return
 	}
 	if s.revs != nil {

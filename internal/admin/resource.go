@@ -18,9 +18,15 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	for i, a := range token.DPoPAlgorithms {
 		algs[i] = string(a)
 	}
+	// The document at the well-known path without a suffix describes the
+	// origin; the one with /mcp, the MCP endpoint (RFC 9728 §3.1).
+	resource := authn.BaseURL(r)
+	if r.URL.Path == authn.ProtectedResourcePath {
+		resource = authn.ResourceURL(r)
+	}
 	w.Header().Set("Cache-Control", "max-age=300")
 	writeJSONResponse(w, http.StatusOK, map[string]any{
-		"resource":                                   authn.ResourceURL(r),
+		"resource":                                   resource,
 		"resource_name":                              "Portcullis MCP gateway",
 		"bearer_methods_supported":                   []string{"header"},
 		"dpop_signing_alg_values_supported":          algs,

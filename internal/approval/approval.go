@@ -222,7 +222,11 @@ func (q *Queue) Hold(ctx context.Context, r *Request) (*Request, error) {
 // Decide records a reviewer's decision. The reviewer cannot be the agent
 // that asked nor the user it acts for (separation of duties), and the
 // request must still be pending and unexpired.
-func Decide(ctx context.Context, s Store, id, state, by, scope, comment string, now time.Time) (*Request, error) {
+//
+// record, when set, is called with the request and must succeed before the
+// decision is stored (the audit record comes first: a decision that could
+// not be recorded is not made).
+func Decide(ctx context.Context, s Store, id, state, by, scope, comment string, now time.Time, record func(*Request) error) (*Request, error) {
 	if state != Approved && state != Denied {
 		return nil, fmt.Errorf("approval: decision must be %s or %s", Approved, Denied)
 	}
@@ -241,6 +245,11 @@ func Decide(ctx context.Context, s Store, id, state, by, scope, comment string, 
 	}
 	if r.State != Pending || !now.Before(r.Expires) {
 		return nil, ErrNotPending
+	}
+	if record != nil {
+		if err := record(r); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.DecideApproval(ctx, id, state, by, scope, comment, now); err != nil {
 		return nil, err

@@ -110,6 +110,13 @@ func (a *Authenticator) ProveHolder(r *http.Request, t token.Task, raw string) e
 		if c == nil || subtle.ConstantTimeCompare([]byte(identity.CertThumbprint(c)), []byte(t.X5T)) != 1 {
 			return errors.New("task token bound to another client certificate")
 		}
+		// The certificate must still be good as an SVID: current (not
+		// rotated away) and its instance not revoked.
+		if id, err := identity.SVIDOf(c); err == nil && a.revs != nil && a.trust != nil && id.MemberOf(a.trust.ca.TrustDomain()) {
+			if a.revs.Superseded(id.String(), c.SerialNumber.Text(16)) || a.revs.Revoked(t.Agent, id.String(), "") {
+				return errors.New("the client certificate the task token is bound to was rotated or revoked")
+			}
+		}
 		return nil
 	}
 	scheme := "http"

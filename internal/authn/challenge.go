@@ -20,13 +20,16 @@ import (
 const ProtectedResourcePath = "/.well-known/oauth-protected-resource/mcp"
 
 // ResourceURL is the MCP endpoint as the request reached it.
-func ResourceURL(r *http.Request) string { return baseURL(r) + "/mcp" }
+func ResourceURL(r *http.Request) string { return BaseURL(r) + "/mcp" }
 
 // ResourceMetadataURL is the resource's metadata document as the request
 // reached the gateway.
-func ResourceMetadataURL(r *http.Request) string { return baseURL(r) + ProtectedResourcePath }
+func ResourceMetadataURL(r *http.Request) string { return BaseURL(r) + ProtectedResourcePath }
 
-func baseURL(r *http.Request) string {
+// BaseURL is the gateway's origin as the request reached it. (Go's HTTP/1
+// server refuses a Host with quotes, spaces or controls; quote() guards
+// the challenge anyway.)
+func BaseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -36,7 +39,7 @@ func baseURL(r *http.Request) string {
 
 // Challenge is the WWW-Authenticate value refusing r.
 func Challenge(r *http.Request) string {
-	params := `realm="portcullis", resource_metadata="` + ResourceMetadataURL(r) + `"`
+	params := `realm="portcullis", resource_metadata="` + quote(ResourceMetadataURL(r)) + `"`
 	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {
 	case strings.EqualFold(scheme, "DPoP"):
@@ -49,4 +52,9 @@ func Challenge(r *http.Request) string {
 		return `Bearer ` + params
 	}
 	return `Bearer ` + params + `, error="invalid_token"`
+}
+
+// quote escapes a value for a quoted-string of an auth parameter.
+func quote(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
 }

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,9 @@ type RevocationStore interface {
 
 // Refresh reads the revocations now.
 func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
+	// A view read before an Enrolled must not overwrite it: swap only
+	// if nothing changed meanwhile (the next refresh reads it anyway).
+	old := rv.cur.Load()
 	m, err := st.Revocations(ctx)
 	if err != nil {
 		return err
@@ -46,20 +50,31 @@ func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
 	for _, in := range ins {
 		v.serials[in.SPIFFEID] = in.Serial
 	}
-	rv.cur.Store(v)
+	rv.cur.CompareAndSwap(old, v)
 	return nil
 }
 
-// Run refreshes the view every RevocationRefresh until ctx ends.
-func (rv *Revocations) Run(ctx context.Context, st RevocationStore) error {
+// Run refreshes the view every RevocationRefresh until ctx ends. On an
+// error the last view stays in force; log hears when refreshing starts
+// and stops failing (a revocation made meanwhile is not yet in force).
+func (rv *Revocations) Run(ctx context.Context, st RevocationStore, log *slog.Logger) error {
 	t := time.NewTicker(RevocationRefresh)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			rv.Refresh(ctx, st) // on error the last view stays in force
+			err := rv.Refresh(ctx, st)
+			switch {
+			case err != nil && !failing && ctx.Err() == nil:
+				log.Error("revocations cannot be read; the last view stays in force", "err", err)
+				failing = true
+			case err == nil && failing:
+				log.Info("revocations read again")
+				failing = false
+			}
 		}
 	}
 }

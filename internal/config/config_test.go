@@ -191,6 +191,9 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		"version: 1\nzzzzzz: 1\n":                                                         "line 2, column 1: zzzzzz: unknown field",
 		"":                                                                                "the configuration is empty",
 		"# only a comment\n":                                                              "the configuration is empty",
+		// The same key valid in one place and unknown in another: the
+		// error points at the unknown one.
+		"version: 1\nupstreams:\n  - name: a\n    http: {url: 'https://x'}\n  - name: b\n    stdio: {command: x, url: y}\n": "upstreams[1].stdio.url: unknown field",
 	} {
 		_, err := Parse([]byte(in), ".")
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -83,8 +84,8 @@ func locate(data []byte, err error) error {
 				continue
 			}
 			known := knownKeys(p.path[:len(p.path)-1])
-			if known == nil {
-				continue // a free-form map (headers, env): not where it is unknown
+			if known == nil || slices.Contains(known, m[1]) {
+				continue // a free-form map, or a place where the key is valid
 			}
 			hint := ""
 			if s := closest(m[1], known); s != "" {

@@ -459,7 +459,7 @@ func (g *Gateway) startBackground() *background {
 		{"upstreams", g.proxy.Run},
 		{"audit checkpoints", g.cp.Run},
 		{"grant expiry", g.grants.Run},
-		{"revocations", func(ctx context.Context) error { return g.revs.Run(ctx, g.store) }},
+		{"revocations", func(ctx context.Context) error { return g.revs.Run(ctx, g.store, g.log.With("component", "authn")) }},
 		{"store integrity", g.checkStore},
 		{"tool pins", func(ctx context.Context) error { g.pins.Watch(ctx, time.Second, g.proxy.RefreshAll); return nil }},
 		{"telemetry", g.tracer.Run},
@@ -624,10 +624,16 @@ func (g *Gateway) checkStore(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := g.store.Check(ctx); err != nil && ctx.Err() == nil {
+			switch err := g.store.Check(ctx); {
+			case ctx.Err() != nil:
+			case errors.Is(err, store.ErrCorrupt):
 				msg := err.Error()
 				g.integrity.Store(&msg)
 				g.log.Error("store integrity check failed", "err", err)
+			case err != nil:
+				g.log.Warn("store integrity check could not run; trying again at the next interval", "err", err)
+			default:
+				g.integrity.Store(nil)
 			}
 		}
 	}

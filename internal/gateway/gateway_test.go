@@ -501,4 +501,14 @@ func TestChallengesPointAtTheResourceMetadata(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 || m.Resource != h.url || len(m.DPoP) == 0 || len(m.Bearer) != 1 {
 		t.Errorf("metadata %d %+v %v", resp.StatusCode, m, err)
 	}
+	// The document without the path suffix describes the origin.
+	root, err := http.Get(strings.TrimSuffix(meta, "/mcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Body.Close()
+	var rm struct{ Resource string }
+	if err := json.NewDecoder(root.Body).Decode(&rm); err != nil || rm.Resource != strings.TrimSuffix(h.url, "/mcp") {
+		t.Errorf("origin metadata %+v %v", rm, err)
+	}
 }

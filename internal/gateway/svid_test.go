@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,6 +134,11 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 		s.Close()
 		t.Error("the certificate before the rotation still authenticates")
 	}
+	// Nor does a task token bound to it, presented with it.
+	if s, err := connect(stolen, raw); err == nil {
+		s.Close()
+		t.Error("a task token bound to the rotated certificate still works with it")
+	}
 	if s, err := connect(dir, ""); err != nil {
 		t.Errorf("the rotated certificate: %v", err)
 	} else {
@@ -172,7 +178,7 @@ identity:
   federation:
     - trust_domain: spire.test
       bundle: DIR/spire.pem
-      agents: {"spiffe://spire.test/ns/ai/sa/summariser": reader}
+      agents: {"spiffe://spire.test/ns/ai/sa/summariser": reader, "spiffe://spire.test/agent/reader/abc123": reader}
 `, map[string]string{"policy.cedar": demoPolicy, "spire.pem": string(spire.BundlePEM())})
 	ctx := context.Background()
 	trust := x509.NewCertPool()
@@ -205,6 +211,23 @@ identity:
 	}
 	if _, err := connect(svid(spire, "spiffe://acme.test/agent/mailer/forged")); err == nil {
 		t.Error("a foreign authority vouched for an identity of our trust domain")
+	}
+	// A mapped foreign SVID shaped like one of ours (/agent/A/I) must not
+	// rotate into a local SVID: it would skip the join token and could
+	// supersede a real instance.
+	shaped := "spiffe://spire.test/agent/reader/abc123"
+	cert := svid(spire, shaped)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	body := `{"csr":"` + base64.StdEncoding.EncodeToString(csrDER) + `"}`
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: trust, Certificates: []tls.Certificate{cert}}}
+	resp, err := (&http.Client{Transport: tr}).Post("https://"+h.g.AgentAddr()+"/v1/svid/rotate", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a federated SVID asking to rotate: %d, want 403", resp.StatusCode)
 	}
 }
 

@@ -35,24 +35,26 @@ func approvalNotFound(id string, err error) error {
 // DecideApproval records a reviewer's decision and audits it. The held call
 // sees it within approval.PollInterval.
 func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment string) (*approval.Request, error) {
-	st := o.st
-	r, err := approval.Decide(ctx, st, id, state, by, scope, comment, time.Now())
+	if err := attributed(by); err != nil {
+		return nil, err
+	}
+	record := func(r *approval.Request) error {
+		outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
+		if state == approval.Approved {
+			outcome, code = audit.OutcomeAllow, reason.ApprovalApproved
+		}
+		who := audit.Subject{Agent: r.Agent, User: r.User, Task: r.Task, Credential: r.ID, SessionID: r.SessionID, RequestID: r.RequestID}
+		e := audit.New(audit.TypeApproval, outcome, code, time.Now(), who)
+		e.Target, e.ArgumentsSHA256 = r.Tool, r.ArgsSHA256
+		e.Detail = fmt.Sprintf("%s by %s (scope %s)", state, by, scope)
+		if comment != "" {
+			e.Detail += ": " + comment
+		}
+		return audit.WriteNow(ctx, o.st, e)
+	}
+	r, err := approval.Decide(ctx, o.st, id, state, by, scope, comment, time.Now(), record)
 	if err != nil {
 		return nil, approvalNotFound(id, err)
-	}
-	outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
-	if state == approval.Approved {
-		outcome, code = audit.OutcomeAllow, reason.ApprovalApproved
-	}
-	who := audit.Subject{Agent: r.Agent, User: r.User, Task: r.Task, Credential: r.ID, SessionID: r.SessionID, RequestID: r.RequestID}
-	e := audit.New(audit.TypeApproval, outcome, code, time.Now(), who)
-	e.Target, e.ArgumentsSHA256 = r.Tool, r.ArgsSHA256
-	e.Detail = fmt.Sprintf("%s by %s (scope %s)", state, by, scope)
-	if comment != "" {
-		e.Detail += ": " + comment
-	}
-	if err := audit.WriteNow(ctx, st, e); err != nil {
-		return nil, err
 	}
 	return r, nil
 }

@@ -11,11 +11,15 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // CreateGrant records a just-in-time grant and audits it
 // (`portcullis grant`). The agent must be configured.
 func (o *Ops) CreateGrant(ctx context.Context, agent, tool, why, by string, d time.Duration) (grant.Grant, error) {
+	if err := attributed(by); err != nil {
+		return grant.Grant{}, err
+	}
 	if err := o.knownTool(ctx, tool); err != nil {
 		return grant.Grant{}, fmt.Errorf("grant: %w", err)
 	}
@@ -39,14 +43,27 @@ func (o *Ops) RevokeGrant(ctx context.Context, id, by string) (grant.Grant, erro
 	if err := attributed(by); err != nil {
 		return grant.Grant{}, err
 	}
-	st := o.st
-	g, err := st.RevokeGrant(ctx, id)
+	// Recorded first, then revoked: a revocation that could not be
+	// recorded is not made.
+	var g grant.Grant
+	all, err := o.st.Grants(ctx, time.Time{})
 	if err != nil {
 		return grant.Grant{}, err
 	}
+	for _, x := range all {
+		if x.ID == id && !x.Revoked {
+			g = x
+		}
+	}
+	if g.ID == "" {
+		return grant.Grant{}, fmt.Errorf("revoke grant %s: %w (or already revoked; `portcullis grant list --all`)", id, store.ErrNotFound)
+	}
 	e := GrantEvent(g, reason.GrantRevoked)
 	e.Detail += "; revoked by " + by
-	return g, audit.WriteNow(ctx, st, e)
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return grant.Grant{}, err
+	}
+	return o.st.RevokeGrant(ctx, id)
 }
 
 // ListGrants returns every grant (active only, if active).

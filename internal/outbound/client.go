@@ -101,6 +101,11 @@ func (c *Client) Post(ctx context.Context, url string, header http.Header, conte
 		if err == nil || !retry || attempt >= c.attempts || ctx.Err() != nil {
 			return err
 		}
+		if retryAfter > c.maxBackoff {
+			// The destination asked for more patience than a retry here
+			// has: give up now rather than call back early.
+			return err
+		}
 		d := min(max(wait, retryAfter), c.maxBackoff)
 		if serr := c.sleep(ctx, d); serr != nil {
 			return errors.Join(err, serr)
@@ -119,7 +124,7 @@ func (c *Client) once(ctx context.Context, url string, header http.Header, conte
 		return false, 0, err
 	}
 	for k, vs := range header {
-		req.Header[k] = vs
+		req.Header[http.CanonicalHeaderKey(k)] = vs
 	}
 	req.Header.Set("Content-Type", contentType)
 	resp, err := c.http.Do(req)
@@ -135,8 +140,11 @@ func (c *Client) once(ctx context.Context, url string, header http.Header, conte
 	serr := &StatusError{Status: resp.StatusCode, Body: string(bytes.ToValidUTF8(bytes.TrimSpace(b), []byte("?")))}
 	switch s := resp.StatusCode; {
 	case s == http.StatusRequestTimeout, s == http.StatusTooEarly, s == http.StatusTooManyRequests, s >= 500:
-		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		ra := resp.Header.Get("Retry-After")
+		if secs, err := strconv.Atoi(ra); err == nil && secs > 0 {
 			after = time.Duration(secs) * time.Second
+		} else if at, err := http.ParseTime(ra); err == nil {
+			after = max(time.Until(at), 0)
 		}
 		return true, after, serr
 	}

@@ -54,7 +54,6 @@ func TestPostGivesUp(t *testing.T) {
 	var n atomic.Int32
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
-		w.Header().Set("Retry-After", "3600")
 		http.Error(w, "overloaded", http.StatusBadGateway)
 	}))
 	defer ts.Close()
@@ -127,5 +126,26 @@ func TestPostRetriesNetworkErrorsAndStopsWithTheContext(t *testing.T) {
 	c2, waits2 := testClient(Options{Attempts: 3})
 	if err := c2.Post(ctx, url, nil, "application/json", nil); err == nil || len(*waits2) != 0 {
 		t.Fatalf("cancelled: err %v after %d waits", err, len(*waits2))
+	}
+}
+
+// TestPostDoesNotCallBackEarly: a destination that asks to wait longer
+// than a retry here would is not called again sooner.
+func TestPostDoesNotCallBackEarly(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer ts.Close()
+	c, waits := testClient(Options{Attempts: 4})
+	var se *StatusError
+	if err := c.Post(context.Background(), ts.URL, nil, "application/json", nil); !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable {
+		t.Fatalf("err %v", err)
+	}
+	if n.Load() != 1 || len(*waits) != 0 {
+		t.Errorf("%d attempts, %d waits: want one attempt", n.Load(), len(*waits))
 	}
 }

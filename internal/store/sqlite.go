@@ -198,27 +198,37 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) 
 // which events survive).
 var ErrCorrupt = errors.New("store failed its integrity check")
 
+// checkFailed classifies an error of the integrity check itself.
+func checkFailed(err error) error {
+	if strings.Contains(err.Error(), "malformed") || strings.Contains(err.Error(), "not a database") {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return fmt.Errorf("store check could not run: %w", err)
+}
+
 // Check runs SQLite's quick integrity check (every page, b-tree and index
 // entry is well formed; linear in the database's size, without the
-// cross-checks of a full integrity_check).
+// cross-checks of a full integrity_check). Only what the check reports,
+// or a database SQLite itself calls malformed, is ErrCorrupt; a check
+// that could not run (busy, I/O) is an error of its own.
 func (s *SQLite) Check(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, `PRAGMA quick_check`)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return checkFailed(err)
 	}
 	defer rows.Close()
 	var problems []string
 	for rows.Next() {
 		var line string
 		if err := rows.Scan(&line); err != nil {
-			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+			return checkFailed(err)
 		}
 		if line != "ok" && len(problems) < 5 {
 			problems = append(problems, line)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return checkFailed(err)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(problems, "; "))
