@@ -44,13 +44,17 @@ func revokeCmd(kind, what string) *cobra.Command {
 func agentCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "agent", Short: "Agent identities: join tokens, enrolment, rotation, revocation"}
 	var jsrc source
-	var agent string
+	var agent, by string
 	join := &cobra.Command{
 		Use:   "join-token --agent NAME",
 		Short: "Create a one-time, short-lived join token for enrolling an instance of an agent",
 		Args:  cobra.NoArgs,
 		RunE: jsrc.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
-			tok, exp, err := o.CreateJoinToken(cmd.Context(), agent)
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			tok, exp, err := o.CreateJoinToken(cmd.Context(), agent, who)
 			if err != nil {
 				return err
 			}
@@ -60,6 +64,7 @@ func agentCmd() *cobra.Command {
 		}),
 	}
 	jsrc.flags(join)
+	join.Flags().StringVar(&by, "by", "", "who creates it (default: $USER)")
 	join.Flags().StringVar(&agent, "agent", "", "the agent")
 
 	var gw, jt, ca, dir string

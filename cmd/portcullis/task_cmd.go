@@ -20,7 +20,7 @@ func taskCmd() *cobra.Command {
 	var src source
 	var t token.Task
 	var ttl time.Duration
-	var idTokenFile string
+	var idTokenFile, by string
 	start := &cobra.Command{
 		Use:   "start --agent A --tools upstream__tool,... --budget N --jkt THUMBPRINT",
 		Short: "Start a task for an agent: a short-lived token scoped to tools and a call budget, bound to the agent's DPoP key",
@@ -41,7 +41,11 @@ func taskCmd() *cobra.Command {
 				}
 				idToken = strings.TrimSpace(string(b))
 			}
-			raw, issued, err := o.StartTask(cmd.Context(), t, idToken, ttl)
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			raw, issued, err := o.StartTask(cmd.Context(), t, idToken, ttl, who)
 			if err != nil {
 				return err
 			}
@@ -49,6 +53,7 @@ func taskCmd() *cobra.Command {
 		}),
 	}
 	src.flags(start)
+	start.Flags().StringVar(&by, "by", "", "who starts it (default: $USER)")
 	f := start.Flags()
 	f.StringVar(&t.Agent, "agent", "", "the agent")
 	f.StringVar(&t.User, "user", "", "the user the agent acts for")

@@ -18,7 +18,7 @@ func tokenCmd() *cobra.Command {
 	var agent, admin string
 	var ttl time.Duration
 	var verbose bool
-	var out string
+	var out, by string
 	issue := &cobra.Command{
 		Use:   "issue",
 		Short: "Mint a short-lived token for a configured agent",
@@ -41,7 +41,11 @@ func tokenCmd() *cobra.Command {
 			if admin != "" {
 				mint, name = o.IssueAdminToken, admin
 			}
-			raw, c, err := mint(cmd.Context(), name, ttl)
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			raw, c, err := mint(cmd.Context(), name, ttl, who)
 			if err != nil {
 				return err
 			}
@@ -64,6 +68,7 @@ func tokenCmd() *cobra.Command {
 	issue.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl; at most auth.max_ttl)")
 	issue.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the token's ID and expiry on stderr")
 	issue.Flags().StringVarP(&out, "out", "o", "", "write the token to this file (0600) instead of stdout")
+	issue.Flags().StringVar(&by, "by", "", "who issues it (default: $USER)")
 	cmd.AddCommand(issue, revokeCmd(store.RevokeToken, "CREDENTIAL_ID"))
 	return cmd
 }

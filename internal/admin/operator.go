@@ -151,7 +151,7 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
 	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
-	raw, issued, err := a.s.ops.StartTask(r.Context(), t, req.IDToken, ttl)
+	raw, issued, err := a.s.ops.StartTask(r.Context(), t, req.IDToken, ttl, adminOf(r))
 	switch {
 	case errors.Is(err, ops.ErrIdentityProvider):
 		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")

@@ -167,7 +167,7 @@ func send2(h *harness, to string) chan error {
 func TestAdminAPIForApprovals(t *testing.T) {
 	t.Parallel()
 	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: alice}]\nagents:", 1)+"approvals: {timeout: 30s}\n", map[string]string{"policy.cedar": approvalPolicy})
-	admin, _, err := cli(t, h.cfg).IssueAdminToken(context.Background(), "alice", time.Minute)
+	admin, _, err := cli(t, h.cfg).IssueAdminToken(context.Background(), "alice", time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

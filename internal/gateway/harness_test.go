@@ -262,7 +262,7 @@ func (h *harness) taskSession(t token.Task) (*mcp.ClientSession, token.Task) {
 	}
 	t.JKT = jkt
 	ctx := context.Background()
-	raw, task, err := cli(h.t, h.cfg).StartTask(ctx, t, "", 5*time.Minute)
+	raw, task, err := cli(h.t, h.cfg).StartTask(ctx, t, "", 5*time.Minute, "test")
 	if err != nil {
 		h.t.Fatal(err)
 	}

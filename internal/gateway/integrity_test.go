@@ -31,7 +31,7 @@ func TestCorruptStoreIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 300 {
-		if _, _, err := o.IssueToken(context.Background(), "a", time.Minute); err != nil {
+		if _, _, err := o.IssueToken(context.Background(), "a", time.Minute, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}

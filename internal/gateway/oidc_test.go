@@ -60,7 +60,7 @@ func TestTaskStartAPIWithOIDCUsers(t *testing.T) {
 	idp := newOIDCProvider(t)
 	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: orchestrator}]\nagents:", 1)+
 		fmt.Sprintf("identity: {oidc: {issuer: %q, client_id: portcullis}}\n", idp.srv.URL), map[string]string{"policy.cedar": demoPolicy})
-	admin, _, err := cli(t, h.cfg).IssueAdminToken(t.Context(), "orchestrator", time.Minute)
+	admin, _, err := cli(t, h.cfg).IssueAdminToken(t.Context(), "orchestrator", time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	trust.AddCert(h.g.ca.Certificate())
 	dir := t.TempDir()
 
-	jt, _, err := cli(t, h.cfg).CreateJoinToken(ctx, "reader")
+	jt, _, err := cli(t, h.cfg).CreateJoinToken(ctx, "reader", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 	// A task token bound to this certificate (RFC 8705) works only with it.
 	pair, _ := tls.LoadX509KeyPair(filepath.Join(dir, identity.AgentSVIDFile), filepath.Join(dir, identity.AgentKeyFile))
 	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
-	raw, _, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, "", 5*time.Minute)
+	raw, _, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "reader", Tools: []string{"demo__list_files"}, Budget: 5, X5T: identity.CertThumbprint(leaf)}, "", 5*time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestEnrolmentMutualTLSRotationAndRevocation(t *testing.T) {
 		t.Errorf("cert-bound task sees %v", got)
 	}
 	s.Close()
-	jt2, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "mailer")
+	jt2, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "mailer", "test")
 	other := t.TempDir()
 	if _, err := identity.Enrol(ctx, gw, trust, jt2, other); err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestJoinTokensExpireAndRetirement(t *testing.T) {
 	if _, err := identity.Enrol(ctx, gw, trust, "pcj-expired", t.TempDir()); err == nil {
 		t.Fatal("an expired join token enrolled")
 	}
-	jt, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "reader")
+	jt, _, _ := cli(t, h.cfg).CreateJoinToken(ctx, "reader", "test")
 	dir := t.TempDir()
 	id, err := identity.Enrol(ctx, gw, trust, jt, dir)
 	if err != nil {

@@ -34,7 +34,7 @@ func TestTaskScopedSenderConstrainedTokens(t *testing.T) {
 	}
 	ctx := context.Background()
 	raw, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Purpose: "summarise notes",
-		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, "", 5*time.Minute)
+		Tools: []string{"demo__read_file", "demo__list_files"}, Budget: 3, JKT: jkt}, "", 5*time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestApprovalForTheRestOfTheTask(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jkt, _ := token.Thumbprint(key.Public())
 	ctx := context.Background()
-	raw, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, "", 5*time.Minute)
+	raw, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", Tools: []string{"demo__send_message"}, Budget: 10, JKT: jkt}, "", 5*time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestDelegationNarrowsAndRevocationCutsTheTree(t *testing.T) {
 	rKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	mJKT, _ := token.Thumbprint(mKey.Public())
 	rJKT, _ := token.Thumbprint(rKey.Public())
-	parent, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, "", 5*time.Minute)
+	parent, task, err := cli(t, h.cfg).StartTask(ctx, token.Task{Agent: "mailer", User: "alice", Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 10, Depth: 1, JKT: mJKT}, "", 5*time.Minute, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,10 @@ import (
 
 // CreateJoinToken makes a one-time join token for an agent
 // (`portcullis agent join-token`), valid for identity.join_token_ttl.
-func (o *Ops) CreateJoinToken(ctx context.Context, agent string) (string, time.Time, error) {
+func (o *Ops) CreateJoinToken(ctx context.Context, agent, by string) (string, time.Time, error) {
+	if err := attributed(by); err != nil {
+		return "", time.Time{}, err
+	}
 	if _, ok := o.cfg.Agent(agent); !ok {
 		return "", time.Time{}, fmt.Errorf("join token: %w: %q", config.ErrUnknownAgent, agent)
 	}
@@ -26,7 +29,7 @@ func (o *Ops) CreateJoinToken(ctx context.Context, agent string) (string, time.T
 	tok := "pcj-" + base64.RawURLEncoding.EncodeToString(b[:])
 	exp := time.Now().Add(o.cfg.Identity.JoinTokenTTL.D())
 	e := audit.New(audit.TypeIdentity, audit.OutcomeInfo, reason.JoinTokenCreated, time.Now(), audit.Subject{Agent: agent})
-	e.Detail = "expires " + exp.UTC().Format(time.RFC3339)
+	e.Detail = "by " + by + ", expires " + exp.UTC().Format(time.RFC3339)
 	if err := audit.WriteNow(ctx, o.st, e); err != nil {
 		return "", time.Time{}, err
 	}

@@ -38,10 +38,10 @@ func TestOperationsAreAuditedInTheirStore(t *testing.T) {
 		t.Fatalf("data directory: %v %v", st, err)
 	}
 	ctx := context.Background()
-	if _, _, err := o.IssueToken(ctx, "nobody", 0); !errors.Is(err, config.ErrUnknownAgent) {
+	if _, _, err := o.IssueToken(ctx, "nobody", 0, "test"); !errors.Is(err, config.ErrUnknownAgent) {
 		t.Errorf("token for an undeclared agent: %v", err)
 	}
-	raw, c, err := o.IssueToken(ctx, "reader", 0)
+	raw, c, err := o.IssueToken(ctx, "reader", 0, "test")
 	if err != nil || raw == "" || c.Expires.Sub(c.IssuedAt) != cfg.Auth.DefaultTTL.D() {
 		t.Fatalf("token: %v, lifetime %s", err, c.Expires.Sub(c.IssuedAt))
 	}
@@ -128,6 +128,12 @@ func TestChangesNameWhoMadeThem(t *testing.T) {
 	}
 	if err := o.SetSecret(ctx, "k", []byte("v"), ""); !errors.Is(err, ErrNoActor) {
 		t.Errorf("secret set by nobody: %v", err)
+	}
+	if _, _, err := o.IssueToken(ctx, "reader", 0, ""); !errors.Is(err, ErrNoActor) {
+		t.Errorf("token issued by nobody: %v", err)
+	}
+	if _, _, err := o.CreateJoinToken(ctx, "reader", " "); !errors.Is(err, ErrNoActor) {
+		t.Errorf("join token created by nobody: %v", err)
 	}
 	revs, err := o.Store().Revocations(ctx)
 	if err != nil || len(revs[store.RevokeAgent]) != 0 {

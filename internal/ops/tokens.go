@@ -19,20 +19,20 @@ import (
 // key (for ttl, or auth.default_ttl when 0) and records the issuance in the
 // audit log. It is what
 // `portcullis token issue` runs, beside or without a running gateway.
-func (o *Ops) IssueToken(ctx context.Context, agent string, ttl time.Duration) (string, token.Claims, error) {
+func (o *Ops) IssueToken(ctx context.Context, agent string, ttl time.Duration, by string) (string, token.Claims, error) {
 	if _, ok := o.cfg.Agent(agent); !ok {
 		return "", token.Claims{}, fmt.Errorf("issue token: %w: %q (declare it under agents:)", config.ErrUnknownAgent, agent)
 	}
-	return o.mint(ctx, token.TypAgent, o.cfg.Auth.Audience, agent, ttl)
+	return o.mint(ctx, token.TypAgent, o.cfg.Auth.Audience, agent, ttl, by)
 }
 
 // IssueAdminToken mints a short-lived admin-API token for a configured admin
 // and audits it.
-func (o *Ops) IssueAdminToken(ctx context.Context, admin string, ttl time.Duration) (string, token.Claims, error) {
+func (o *Ops) IssueAdminToken(ctx context.Context, admin string, ttl time.Duration, by string) (string, token.Claims, error) {
 	if !o.cfg.Admin(admin) {
 		return "", token.Claims{}, fmt.Errorf("issue admin token: %q is not a configured admin", admin)
 	}
-	return o.mint(ctx, token.TypAdmin, AdminAudience, admin, ttl)
+	return o.mint(ctx, token.TypAdmin, AdminAudience, admin, ttl, by)
 }
 
 // StartTask mints a task token (`portcullis task start`): the agent, the
@@ -41,7 +41,10 @@ func (o *Ops) IssueAdminToken(ctx context.Context, admin string, ttl time.Durati
 // is bound to. With identity.oidc configured the user must come from a
 // verified ID token (idToken), never from the caller's word. The start is
 // audited. A ttl of 0 is auth.default_ttl.
-func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl time.Duration) (string, token.Task, error) {
+func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl time.Duration, by string) (string, token.Task, error) {
+	if err := attributed(by); err != nil {
+		return "", token.Task{}, err
+	}
 	if ttl <= 0 {
 		ttl = o.cfg.Auth.DefaultTTL.D()
 	}
@@ -84,7 +87,7 @@ func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl t
 		binding = "client certificate " + t.X5T
 	}
 	e := audit.New(audit.TypeToken, audit.OutcomeAllow, reason.TaskStarted, time.Now(), audit.Subject{Agent: t.Agent, User: t.User, Task: t.ID, Credential: t.TokenID})
-	e.Detail = fmt.Sprintf("tools %v, budget %d, depth %d, bound to %s, expires %s: %s", t.Tools, t.Budget, t.Depth, binding, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
+	e.Detail = fmt.Sprintf("by %s: tools %v, budget %d, depth %d, bound to %s, expires %s: %s", by, t.Tools, t.Budget, t.Depth, binding, t.Expires.UTC().Format(time.RFC3339), t.Purpose)
 	if err := audit.WriteNow(ctx, o.st, e); err != nil {
 		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
 	}
@@ -136,7 +139,10 @@ func (o *Ops) SecretNames(ctx context.Context) ([]string, error) {
 
 // mint issues a token and audits it; the token is not released unless the
 // audit event is durable.
-func (o *Ops) mint(ctx context.Context, typ, audience, name string, ttl time.Duration) (string, token.Claims, error) {
+func (o *Ops) mint(ctx context.Context, typ, audience, name string, ttl time.Duration, by string) (string, token.Claims, error) {
+	if err := attributed(by); err != nil {
+		return "", token.Claims{}, err
+	}
 	if ttl <= 0 {
 		ttl = o.cfg.Auth.DefaultTTL.D()
 	}
@@ -153,7 +159,7 @@ func (o *Ops) mint(ctx context.Context, typ, audience, name string, ttl time.Dur
 		return "", token.Claims{}, err
 	}
 	who := audit.Subject{Credential: c.ID}
-	detail := "expires " + c.Expires.UTC().Format(time.RFC3339)
+	detail := "by " + by + ", expires " + c.Expires.UTC().Format(time.RFC3339)
 	if typ == token.TypAgent {
 		who.Agent = name
 	} else {

@@ -309,7 +309,7 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 		}
 	}
 	raw, _, err := r.ops.StartTask(ctx, token.Task{Agent: r.agent(), User: "replay-user", Purpose: clipRunes(t.Prompt, token.MaxPurposeBytes),
-		Tools: tools, Budget: 200, JKT: jkt}, "", 30*time.Minute)
+		Tools: tools, Budget: 200, JKT: jkt}, "", 30*time.Minute, "replay")
 	if err != nil {
 		return nil, fmt.Errorf("start task: %w", err)
 	}
