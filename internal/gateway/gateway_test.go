@@ -336,15 +336,7 @@ func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	h := startDemo(t)
 	h.mustConnect("reader").CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + h.g.AdminAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := h.adminGet
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("healthz %d %q", code, body)
 	}

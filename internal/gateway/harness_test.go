@@ -274,3 +274,15 @@ func (h *harness) taskSession(t token.Task) (*mcp.ClientSession, token.Task) {
 	h.t.Cleanup(func() { s.Close() })
 	return s, task
 }
+
+// adminGet fetches path from the admin listener: status and body.
+func (h *harness) adminGet(path string) (int, string) {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.g.AdminAddr() + path)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -49,15 +48,7 @@ upstreams:
     max_queued_calls: 1
     queue_timeout: 30s
 `, ln.Addr()), map[string]string{"p.cedar": `permit (principal, action, resource in Upstream::"slow");`})
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + h.g.AdminAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := h.adminGet
 	s := h.mustConnect("worker")
 	done := make(chan error, 2)
 	for range 2 {
@@ -130,14 +121,8 @@ func TestReadinessIsPerUpstream(t *testing.T) {
     stdio: {command: /bin/false}
 `
 	h := startGateway(t, cfg, map[string]string{"policy.cedar": demoPolicy})
-	resp, err := http.Get("http://" + h.g.AdminAddr() + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	body := string(b)
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "ready\n") || !strings.Contains(body, "upstream demo: ready") || !strings.Contains(body, "upstream broken: down") {
-		t.Errorf("readyz %d %q", resp.StatusCode, body)
+	code, body := h.adminGet("/readyz")
+	if code != http.StatusOK || !strings.HasPrefix(body, "ready\n") || !strings.Contains(body, "upstream demo: ready") || !strings.Contains(body, "upstream broken: down") {
+		t.Errorf("readyz %d %q", code, body)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -225,13 +224,7 @@ func TestSignedServerManifests(t *testing.T) {
 	}
 	// With its only upstream refused, the gateway can serve nothing: not
 	// ready, and the body says why.
-	resp, err := http.Get("http://" + h.g.AdminAddr() + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(string(b), "not ready\n") || !strings.Contains(string(b), "upstream demo: refused: ") {
-		t.Errorf("readyz with every upstream refused: %d %q", resp.StatusCode, b)
+	if code, body := h.adminGet("/readyz"); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not ready\n") || !strings.Contains(body, "upstream demo: refused: ") {
+		t.Errorf("readyz with every upstream refused: %d %q", code, body)
 	}
 }

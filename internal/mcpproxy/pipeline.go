@@ -110,7 +110,9 @@ func newStageTimer(p *Proxy) stageTimer {
 // recorded and answered; a panic in a stage is an internal refusal.
 func (p *Proxy) run(ctx context.Context, c *call, stages []stage) {
 	defer c.release()
-	ctx = telemetry.WithRemoteParent(ctx, telemetry.TraceContext{TraceID: c.traceID, ParentID: c.parentSpan})
+	if p.opts.Tracer != nil {
+		ctx = telemetry.WithRemoteParent(ctx, telemetry.TraceContext{TraceID: c.traceID, ParentID: c.parentSpan})
+	}
 	ctx, span := p.opts.Tracer.Start(ctx, "mcp "+c.method, telemetry.KindServer, c.traceID)
 	span.Set("mcp.method", c.method)
 	span.Set("portcullis.request_id", c.requestID)
