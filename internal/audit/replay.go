@@ -26,6 +26,9 @@ type Input struct {
 	// UntrustedArguments name the arguments whose values first appeared in
 	// untrusted tool output.
 	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+	// Provenance is where the arguments of each role came from
+	// ("recipient": "untrusted", ...), as policy saw it (context.roles).
+	Provenance map[string]string `json:"provenance,omitempty"`
 	// Findings are the screening detections in the arguments the decision
 	// saw ("category" and "category:rule").
 	Findings []string `json:"findings,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -463,8 +464,18 @@ func (c *Config) Validate() error {
 			add("tools[%d].name: duplicate %q", i, t.Name)
 		}
 		toolSeen[t.Name] = true
-		if len(t.Classification) == 0 && t.Labels == nil {
-			add("tools[%d]: needs classification or labels", i)
+		if len(t.Classification) == 0 && t.Labels == nil && len(t.Arguments) == 0 && len(t.TrustedFields) == 0 {
+			add("tools[%d]: needs classification, labels, arguments or trusted_fields", i)
+		}
+		for _, a := range slices.Sorted(maps.Keys(t.Arguments)) {
+			if r := t.Arguments[a]; r != RoleNone && !slices.Contains(ArgumentRoles, r) {
+				add("tools[%d].arguments.%s: role %q is not one of %v or %s", i, a, r, ArgumentRoles, RoleNone)
+			}
+		}
+		for j, f := range t.TrustedFields {
+			if err := validFieldPath(f); err != nil {
+				add("tools[%d].trusted_fields[%d]: %v", i, j, err)
+			}
 		}
 		if t.Labels != nil {
 			errs = append(errs, validLabels(fmt.Sprintf("tools[%d].labels", i), *t.Labels)...)

@@ -18,6 +18,37 @@ type Tool struct {
 	// Labels replace the upstream's labels for this tool's results. An
 	// empty list (labels: []) means its results label nothing.
 	Labels *[]string `json:"labels,omitempty"`
+	// Arguments give arguments their roles for argument provenance
+	// (recipient, destination, amount, target, content, or none);
+	// arguments not listed take the role their name suggests.
+	Arguments map[string]string `json:"arguments,omitempty"`
+	// TrustedFields name the fields of the tool's results that the system
+	// writes (dotted key paths, lists walked through): their values are
+	// trusted provenance whatever the upstream's label.
+	TrustedFields []string `json:"trusted_fields,omitempty"`
+}
+
+// ArgumentRoles are the roles an argument can have for argument provenance
+// (Cedar context.roles); RoleNone configures an argument to have none.
+var ArgumentRoles = []string{"recipient", "destination", "amount", "target", "content"}
+
+// RoleNone: the argument has no role.
+const RoleNone = "none"
+
+// validFieldPath checks a trusted_fields path: dotted keys ("*" for any),
+// at most 16 of them and 256 bytes (internal/provenance.ParsePath reads it).
+func validFieldPath(p string) error {
+	if p == "" || len(p) > 256 {
+		return fmt.Errorf("path %q must be 1 to 256 bytes", p)
+	}
+	segs := strings.Split(strings.TrimPrefix(p, "$."), ".")
+	if len(segs) > 16 {
+		return fmt.Errorf("path %q has more than 16 segments", p)
+	}
+	if slices.Contains(segs, "") {
+		return fmt.Errorf("path %q has an empty segment", p)
+	}
+	return nil
 }
 
 // Well-known session labels. Any label matching labelRE may be used;

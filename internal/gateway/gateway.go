@@ -30,6 +30,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/provenance"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/secret"
@@ -192,6 +193,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Log:             g.log.With("component", "proxy"),
 		Tracer:          g.tracer,
 		ToolClasses:     toolClasses(cfg),
+		Dataflow:        dataflow(cfg),
 		Labels:          labels(cfg),
 		Spotlight:       spotlights(cfg),
 		Screener:        screener,
@@ -291,6 +293,25 @@ func toolClasses(cfg *config.Config) map[string][]string {
 		if len(t.Classification) > 0 {
 			m[t.Name] = t.Classification
 		}
+	}
+	return m
+}
+
+// dataflow collects the tools' argument roles and trusted result fields
+// (validated with the configuration).
+func dataflow(cfg *config.Config) map[string]*mcpproxy.Dataflow {
+	m := map[string]*mcpproxy.Dataflow{}
+	for _, t := range cfg.Tools {
+		if len(t.Arguments) == 0 && len(t.TrustedFields) == 0 {
+			continue
+		}
+		df := &mcpproxy.Dataflow{Roles: t.Arguments}
+		for _, f := range t.TrustedFields {
+			if p, err := provenance.ParsePath(f); err == nil {
+				df.TrustedFields = append(df.TrustedFields, p)
+			}
+		}
+		m[t.Name] = df
 	}
 	return m
 }

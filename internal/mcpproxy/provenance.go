@@ -1,117 +1,170 @@
 package mcpproxy
 
 import (
-	"hash/maphash"
 	"slices"
-	"sync"
+	"strconv"
+	"strings"
 
+	"github.com/portcullis-dev/portcullis/internal/provenance"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
-// Argument provenance. The gateway remembers, per session, the values that
-// identify where data goes (email addresses, URL hosts, IBANs, long numbers
-// such as account and phone numbers) and whether it first saw each one in
-// untrusted output. A call argument carrying such a value is flagged to
-// policy as untrusted (context.untrusted_arguments): the classic injected
-// "send the report to attacker@evil.test" or "pay to this IBAN" then needs
-// whatever the policy says, typically a human.
-//
-// First sight decides: a value already seen in trusted output stays
-// trusted, and one first seen in untrusted output stays untrusted however
-// often it comes back. Call arguments are never an origin, so a compromised
-// agent cannot launder a value by mentioning it first.
+// Argument provenance (internal/provenance): the session's tracker sees the
+// user's request (the task's purpose, or a signed per-session intent) and
+// every text the session reads, with its source; before a call is decided
+// each argument is judged by where its value was first met, and each role
+// of the tool's arguments (recipient, destination, amount, target,
+// content) by the worst of its arguments. Policy reads both:
+// context.untrusted_arguments and context.roles.
 
-// Provenance bounds.
-const (
-	maxOrigins      = 4096    // remembered values per session (oldest forgotten first)
-	maxScannedBytes = 1 << 20 // text scanned per result
-)
-
-var originSeed = maphash.MakeSeed()
-
-// origins remembers where a session first saw each indicator. Keys are
-// 64-bit hashes (the values themselves are not kept).
-type origins struct {
-	mu        sync.Mutex
-	untrusted map[uint64]bool
-	order     []uint64 // insertion order, for forgetting the oldest
+// Dataflow is the operator's data-flow description of one tool.
+type Dataflow struct {
+	// Roles map argument names to roles (provenance.Role*); an argument
+	// not listed takes the role its name suggests (provenance.DeriveRole),
+	// RoleNone says it has none.
+	Roles map[string]string
+	// TrustedFields name the fields of the tool's result that the system
+	// writes (an ID, a price, a transaction's counterparty): values there
+	// are trusted whatever the upstream's label.
+	TrustedFields []provenance.Path
 }
 
-// observe records the indicators in the text of a result read from a source
-// that is untrusted or not.
-func (o *origins) observe(texts []string, untrusted bool) {
-	norm := make([]string, len(texts))
-	for i, t := range texts {
-		if len(t) > maxScannedBytes {
-			t = t[:maxScannedBytes]
-		}
-		// Normalised first: an address hidden from a scan by zero-width
-		// characters, entities or base64 is still read by the model.
-		norm[i] = screen.Normalize(t).Text
-	}
-	o.observeNormalized(norm, untrusted)
+// argumentProvenance judges raw (valid JSON, the call's arguments).
+type argumentProvenance struct {
+	untrusted []string          // argument names, sorted
+	roles     map[string]string // role -> origin ("trusted", "untrusted", "unseen")
 }
 
-// observeNormalized is observe of texts already normalised.
-func (o *origins) observeNormalized(texts []string, untrusted bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.untrusted == nil {
-		o.untrusted = map[uint64]bool{}
-	}
-	for _, t := range texts {
-		if len(t) > maxScannedBytes {
-			t = t[:maxScannedBytes]
-		}
-		screen.Destinations(t, func(v string) {
-			h := maphash.String(originSeed, v)
-			if _, seen := o.untrusted[h]; seen {
-				return
-			}
-			if len(o.order) >= maxOrigins {
-				delete(o.untrusted, o.order[0])
-				o.order = o.order[1:]
-			}
-			o.untrusted[h] = untrusted
-			o.order = append(o.order, h)
-		})
-	}
-}
-
-// untrustedArguments returns the names of the top-level arguments whose
-// values carry an indicator first seen in untrusted output, sorted. raw
-// must be valid JSON (the arguments as parsed).
-func (o *origins) untrustedArguments(raw []byte) []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.untrusted) == 0 || len(raw) == 0 {
-		return nil
-	}
+func judgeArguments(tr *provenance.Tracker, df *Dataflow, raw []byte) argumentProvenance {
+	var out argumentProvenance
 	obj := wire.Span{Start: 0, End: len(raw)}
-	if !wire.IsObject(raw, obj) {
-		return nil
+	if len(raw) == 0 || !wire.IsObject(raw, obj) {
+		return out
 	}
-	var out []string
+	worst := map[string]provenance.Origin{}
 	wire.Members(raw, obj, func(k, v wire.Span) bool {
-		tainted := false
-		wire.Strings(raw, v, func(_ string, sp wire.Span) {
-			if tainted {
-				return
-			}
-			text, _ := wire.String(raw, sp)
-			screen.Destinations(screen.Normalize(text).Text, func(d string) {
-				if o.untrusted[maphash.String(originSeed, d)] {
-					tainted = true
-				}
-			})
-		})
-		if tainted {
-			name, _ := wire.String(raw, k)
-			out = append(out, name)
+		name, _ := wire.String(raw, k)
+		role := ""
+		if df != nil {
+			role = df.Roles[name]
+		}
+		if role == "" {
+			role = provenance.DeriveRole(name)
+		}
+		o := judgeValue(tr, raw, v, role)
+		if o == provenance.FromUntrusted {
+			out.untrusted = append(out.untrusted, name)
+		}
+		if role != "" && role != provenance.RoleNone && o != provenance.None {
+			worst[role] = max(worst[role], o)
 		}
 		return true
 	})
-	slices.Sort(out)
-	return slices.Compact(out)
+	slices.Sort(out.untrusted)
+	out.untrusted = slices.Compact(out.untrusted)
+	if len(worst) > 0 {
+		out.roles = make(map[string]string, len(worst))
+		for r, o := range worst {
+			out.roles[r] = o.String()
+		}
+	}
+	return out
+}
+
+// judgeValue is the worst origin of the scalars in v. Free text (the
+// content role, or a string with spaces longer than a name) is judged by
+// the identifiers it carries; other strings and numbers as whole values.
+func judgeValue(tr *provenance.Tracker, raw []byte, v wire.Span, role string) provenance.Origin {
+	o := provenance.None
+	scalars(raw, v, 0, func(sp wire.Span) {
+		c := raw[sp.Start]
+		switch {
+		case c == '"':
+			s, _ := wire.String(raw, sp)
+			if role == provenance.RoleContent || freeText(s) {
+				o = max(o, tr.Content(s))
+			} else {
+				o = max(o, tr.Value(s))
+			}
+		case c == '-' || '0' <= c && c <= '9':
+			o = max(o, tr.Number(canonicalJSONNumber(string(sp.In(raw)))))
+		}
+	})
+	return o
+}
+
+// scalars calls fn with each scalar inside v (bounded by the depth the
+// arguments were parsed with).
+func scalars(raw []byte, v wire.Span, depth int, fn func(wire.Span)) {
+	if depth > 64 {
+		return
+	}
+	switch {
+	case wire.IsObject(raw, v):
+		wire.Members(raw, v, func(_, e wire.Span) bool { scalars(raw, e, depth+1, fn); return true })
+	case wire.IsArray(raw, v):
+		wire.Elements(raw, v, func(e wire.Span) bool { scalars(raw, e, depth+1, fn); return true })
+	case !v.Empty():
+		fn(v)
+	}
+}
+
+// freeText: a string a person would call text rather than a value.
+func freeText(s string) bool {
+	if len(s) < 48 {
+		return false
+	}
+	spaces := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == ' ' || s[i] == '\n' {
+			spaces++
+		}
+	}
+	return spaces >= 4
+}
+
+// canonicalJSONNumber writes a JSON number as the tracker indexes numbers:
+// no sign, no exponent, no trailing fractional zeros; integers digit for
+// digit.
+func canonicalJSONNumber(n string) string {
+	n = strings.TrimPrefix(n, "-")
+	if !strings.ContainsAny(n, ".eE") {
+		return n
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return n
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// observeResult gives the tracker what a result carried: first the values
+// of the tool's trusted fields, then every text with the source's trust.
+func observeResult(tr *provenance.Tracker, df *Dataflow, b []byte, scope wire.Span, texts []string, untrusted bool) {
+	if df != nil && len(df.TrustedFields) > 0 {
+		var docs []any
+		if sc, ok := wire.Lookup(b, scope, "structuredContent"); ok {
+			if d := provenance.ParseDocument(string(b[sc.Start:sc.End])); d != nil {
+				docs = append(docs, d)
+			}
+		}
+		for _, t := range texts {
+			if d := provenance.ParseDocument(t); d != nil {
+				docs = append(docs, d)
+			}
+		}
+		for _, d := range docs {
+			for _, p := range df.TrustedFields {
+				p.Values(d, func(v string) { tr.Observe(screen.Normalize(v).Text, provenance.Trusted) })
+			}
+		}
+	}
+	src := provenance.Trusted
+	if untrusted {
+		src = provenance.Untrusted
+	}
+	for _, t := range texts {
+		tr.Observe(t, src)
+	}
 }

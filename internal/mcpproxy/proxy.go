@@ -78,6 +78,9 @@ type Options struct {
 	// ToolClasses are operator classifications by qualified tool name; a
 	// tool not listed is classified from its annotations.
 	ToolClasses map[string][]string
+	// Dataflow describes tools' argument roles and trusted result fields,
+	// by qualified tool name (argument provenance).
+	Dataflow map[string]*Dataflow
 	// Budget rate-limits agents and breaks repetitive call loops (nil: none).
 	Budget Budget
 	// Approvals holds calls that policy says a human must approve (nil:

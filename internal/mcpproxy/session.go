@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/provenance"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -58,12 +60,14 @@ type Session struct {
 	toAgent    map[string]*serverCall // requests sent to the agent, by the gateway's id
 	closed     bool
 
-	calls   atomic.Int32 // agent requests being served
-	nextID  atomic.Int64 // ids of the gateway's requests to the agent
-	labels  sessionLabels
-	origins origins
-	token   sessionToken
-	done    chan struct{}
+	calls  atomic.Int32 // agent requests being served
+	nextID atomic.Int64 // ids of the gateway's requests to the agent
+	labels sessionLabels
+	// prov remembers where the session met each value (argument
+	// provenance).
+	prov  provenance.Tracker
+	token sessionToken
+	done  chan struct{}
 }
 
 func newSessionID() string {
@@ -246,7 +250,7 @@ func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, er
 	if pr.TaskPurpose != "" {
 		// What the task's starter asked for is trusted: an address or host
 		// it names is the user's, whoever repeats it later.
-		s.origins.observe([]string{pr.TaskPurpose}, false)
+		s.prov.Observe(screen.Normalize(pr.TaskPurpose).Text, provenance.Intent)
 	}
 	t := &p.sessions
 	t.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/provenance"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 )
@@ -23,7 +24,8 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 		Labels: c.s.labels.list(), Findings: c.findings,
 	}
 	if c.rawArgs != nil {
-		in.UntrustedArguments = c.s.origins.untrustedArguments(c.rawArgs)
+		ap := judgeArguments(&c.s.prov, c.dataflow(), c.rawArgs)
+		in.UntrustedArguments, in.Provenance = ap.untrusted, ap.roles
 	}
 	c.input = in
 	_, span := p.opts.Tracer.Start(ctx, "policy.decide", telemetry.KindInternal, c.traceID)
@@ -35,7 +37,7 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 	e.Input = &audit.Input{Roles: c.principal.Roles, Kind: in.Target.Kind,
 		ReadOnly: in.Target.ReadOnly, Destruct: in.Target.Destructive, OpenWorld: in.Target.OpenWorld, Classes: in.Target.Classes}
 	e.Input.Arguments, e.Input.Redactions = audit.RedactArguments(c.auditArgs())
-	e.Input.UntrustedArguments = in.UntrustedArguments
+	e.Input.UntrustedArguments, e.Input.Provenance = in.UntrustedArguments, in.Provenance
 	e.Input.Findings = in.Findings
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
 	if !d.Allow && d.Code == reason.ApprovalRequired && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
@@ -85,7 +87,7 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	r := &approval.Request{
 		Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, SessionID: c.s.id,
 		RequestID: c.requestID, Tool: in.Target.ID, Arguments: c.rawArgs, ArgsSHA256: e.ArgumentsSHA256, Reasons: d.Approval,
-		Findings: append(slices.Clone(in.Findings), labelNotes(in.Labels, in.UntrustedArguments)...),
+		Findings: append(slices.Clone(in.Findings), labelNotes(in.Labels, in.UntrustedArguments, in.Provenance)...),
 	}
 	if err := p.opts.Approvals.NewRequest(r); err != nil {
 		return deny(reason.Internal).withDetail("approval request: " + err.Error())
@@ -126,13 +128,22 @@ func recordedDenial(code reason.Code) *refusal {
 
 // labelNotes tells a reviewer what the session had read and which
 // arguments came from there.
-func labelNotes(labels, untrustedArgs []string) []string {
+func labelNotes(labels, untrustedArgs []string, roles map[string]string) []string {
 	var out []string
 	if len(labels) > 0 {
 		out = append(out, "session labels: "+strings.Join(labels, ", "))
 	}
 	if len(untrustedArgs) > 0 {
 		out = append(out, "arguments first seen in untrusted output: "+strings.Join(untrustedArgs, ", "))
+	}
+	var rs []string
+	for _, r := range provenance.Roles {
+		if o, ok := roles[r]; ok && o != "trusted" {
+			rs = append(rs, r+" "+o)
+		}
+	}
+	if len(rs) > 0 {
+		out = append(out, "argument provenance: "+strings.Join(rs, ", "))
 	}
 	return out
 }

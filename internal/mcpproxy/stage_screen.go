@@ -141,7 +141,7 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	})
 	if c.s != nil {
 		p.label(c, labels)
-		c.s.origins.observeNormalized(norm, untrusted)
+		observeResult(&c.s.prov, c.dataflow(), b, scope, norm, untrusted)
 	}
 	if all.Block {
 		msg := "[portcullis: result withheld by screening: " + strings.Join(all.Keys(), ", ") + "]"
@@ -190,6 +190,14 @@ func (c *call) resultLabels() []string {
 		return c.s.p.upstreamLabels(c.up)
 	}
 	return nil
+}
+
+// dataflow is the operator's data-flow description of the called tool.
+func (c *call) dataflow() *Dataflow {
+	if c.tool == nil {
+		return nil
+	}
+	return c.s.p.opts.Dataflow[c.tool.qualified]
 }
 
 func (c *call) spotlightToken() string {

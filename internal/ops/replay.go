@@ -58,6 +58,7 @@ func (o *Ops) ReplayDecision(ctx context.Context, seq int64) (*Replay, error) {
 		Now:       e.Time,
 		RequestID: e.RequestID, SessionID: e.SessionID, Method: e.Method, Arguments: args, Labels: e.Labels,
 		UntrustedArguments: e.Input.UntrustedArguments,
+		Provenance:         e.Input.Provenance,
 		Findings:           e.Input.Findings,
 	}
 	b, err := st.Bundle(ctx, e.PolicyVersion)

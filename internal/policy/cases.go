@@ -39,6 +39,9 @@ type Case struct {
 	Labels []string `json:"labels,omitempty"`
 	// UntrustedArguments name arguments whose values came from untrusted output.
 	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+	// Provenance gives the origin of arguments by role (context.roles):
+	// {recipient: untrusted, amount: trusted}.
+	Provenance map[string]string `json:"provenance,omitempty"`
 	// Findings are screening detections in the arguments.
 	Findings []string `json:"findings,omitempty"`
 	// RiskScore is the detection score in context.
@@ -101,7 +104,7 @@ func (c Case) Input() (*Input, error) {
 		return nil, fmt.Errorf("case %s: %w", c.Name, err)
 	}
 	in := &Input{
-		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, UntrustedArguments: c.UntrustedArguments, Findings: c.Findings, RiskScore: c.RiskScore,
+		Action: c.Action, Arguments: args, Method: "test", Labels: c.Labels, UntrustedArguments: c.UntrustedArguments, Provenance: c.Provenance, Findings: c.Findings, RiskScore: c.RiskScore,
 		Target: Target{Kind: c.Resource.Kind, ID: c.Resource.ID, Upstream: c.Resource.Upstream,
 			ReadOnly: c.Resource.ReadOnly, Destructive: c.Resource.Destructive, OpenWorld: c.Resource.OpenWorld,
 			Classes: c.Resource.Classification},

@@ -91,6 +91,10 @@ type Input struct {
 	// UntrustedArguments name the arguments whose values first appeared in
 	// untrusted tool output (argument provenance).
 	UntrustedArguments []string
+	// Provenance is the origin of the call's arguments by role
+	// (provenance.Roles -> "trusted", "untrusted", "unseen"); a role no
+	// argument has is absent.
+	Provenance map[string]string
 	// Findings are the screening detections in the arguments that a
 	// screening rule acted on ("category" and "category:rule").
 	Findings []string
@@ -173,6 +177,19 @@ func sessionRecord(labels []string) types.Record {
 		return noLabels
 	}
 	return types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
+}
+
+// RoleNames are the fields of context.roles (provenance.Roles; policy does
+// not import the tracker).
+var RoleNames = []string{"recipient", "destination", "amount", "target", "content"}
+
+// rolesRecord is context.roles: every role, "" when no argument has it.
+func rolesRecord(p map[string]string) types.Record {
+	m := make(types.RecordMap, len(RoleNames))
+	for _, r := range RoleNames {
+		m[types.String(r)] = types.String(p[r])
+	}
+	return types.NewRecord(m)
 }
 
 func stringSet(ss []string) types.Set {
@@ -313,6 +330,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		"time":                e.timeRecord(now),
 		"session":             sessionRecord(in.Labels),
 		"untrusted_arguments": stringSet(in.UntrustedArguments),
+		"roles":               rolesRecord(in.Provenance),
 		"findings":            stringSet(in.Findings),
 		"risk_score":          types.Long(in.RiskScore),
 		"task":                taskRecord(in),
