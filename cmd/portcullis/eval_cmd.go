@@ -158,7 +158,7 @@ func sortedRuleKeys(m map[string]int) []string {
 }
 
 func evalAgentDojoCmd() *cobra.Command {
-	var suite, cfgPath, mode, agent string
+	var suite, cfgPath, mode, agent, screening string
 	var limit int
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -182,7 +182,7 @@ tools that task needs, with the user's request as its purpose; --mode both runs 
 			if err != nil {
 				return err
 			}
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadEvalConfig(cfgPath, screening)
 			if err != nil {
 				return err
 			}
@@ -196,12 +196,13 @@ tools that task needs, with the user's request as its purpose; --mode both runs 
 	cmd.Flags().StringVar(&mode, "mode", "both", "agent, task or both")
 	cmd.Flags().StringVar(&agent, "agent", "", "the agent to act as (default: the configuration's first)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "replay only the first N pairs")
+	cmd.Flags().StringVar(&screening, "screening", "config", "config (the configuration's rules) or off (no screening rule: what stops attacks without any detector)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
 	return cmd
 }
 
 func evalTrajectoriesCmd() *cobra.Command {
-	var corpus, cfgPath, mode string
+	var corpus, cfgPath, mode, screening string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "trajectories --corpus FILE --config CONFIG",
@@ -221,7 +222,7 @@ request as the task's purpose; --mode both runs both.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadEvalConfig(cfgPath, screening)
 			if err != nil {
 				return err
 			}
@@ -232,9 +233,27 @@ request as the task's purpose; --mode both runs both.`,
 	}
 	cmd.Flags().StringVar(&corpus, "corpus", "", "trajectories corpus (.jsonl or .jsonl.gz)")
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the gateway configuration (upstream named injecagent)")
+	cmd.Flags().StringVar(&screening, "screening", "config", "config (the configuration's rules) or off (no screening rule)")
 	cmd.Flags().StringVar(&mode, "mode", "both", "agent, task or both")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
 	return cmd
+}
+
+// loadEvalConfig loads a replay's configuration; screening "off" removes
+// every screening rule, so that nothing a detector finds can stop a call.
+func loadEvalConfig(path, screening string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	switch screening {
+	case "config":
+	case "off":
+		cfg.Screening.Rules = &[]config.ScreeningRule{}
+	default:
+		return nil, fmt.Errorf("--screening: %q is not config or off", screening)
+	}
+	return cfg, nil
 }
 
 // runModes runs a replay once per credential mode ("both": agent, then

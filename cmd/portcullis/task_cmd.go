@@ -15,6 +15,60 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
+// readIDToken reads the user's OIDC ID token from file ("" for none).
+func readIDToken(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// intentCmd is `task intent`: the user's request for an agent working
+// without a task token.
+func intentCmd() *cobra.Command {
+	var src source
+	var in token.Intent
+	var ttl time.Duration
+	var idTokenFile, by string
+	cmd := &cobra.Command{
+		Use:   "intent --agent A --text \"what the user asked for\"",
+		Short: "Sign a user's request for an agent's sessions (the Portcullis-Intent header)",
+		Long: "Prints JSON {token, expires}. The orchestrator sends the token in the\n" +
+			"Portcullis-Intent header of the agent's MCP requests: addresses, names,\n" +
+			"amounts the request names are then trusted provenance in that session, as a\n" +
+			"task's purpose is (docs/identity.md). The token is for --agent only.",
+		Args: cobra.NoArgs,
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
+			idToken, err := readIDToken(idTokenFile)
+			if err != nil {
+				return err
+			}
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			raw, issued, err := o.IssueIntent(cmd.Context(), in, idToken, ttl, who)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"token": raw, "expires": issued.Expires})
+		}),
+	}
+	src.flags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&by, "by", "", "who signs it (default: $USER)")
+	f.StringVar(&in.Agent, "agent", "", "the agent")
+	f.StringVar(&in.User, "user", "", "the user who asked")
+	f.StringVar(&in.Text, "text", "", "the user's request, as they wrote it")
+	f.StringVar(&idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
+	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
+	return cmd
+}
+
 func taskCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Task-scoped, sender-constrained agent credentials"}
 	var src source
@@ -33,13 +87,9 @@ func taskCmd() *cobra.Command {
 			if (t.JKT == "") == (t.X5T == "") {
 				return errors.New("give --jkt or --x5t: task tokens are bound to the agent's key")
 			}
-			var idToken string
-			if idTokenFile != "" {
-				b, err := os.ReadFile(idTokenFile)
-				if err != nil {
-					return err
-				}
-				idToken = strings.TrimSpace(string(b))
+			idToken, err := readIDToken(idTokenFile)
+			if err != nil {
+				return err
 			}
 			who, err := actor(by)
 			if err != nil {
@@ -83,7 +133,7 @@ func taskCmd() *cobra.Command {
 		}),
 	}
 	lsrc.flags(list)
-	cmd.AddCommand(start, list, revokeCmd(store.RevokeTask, "TASK_ID"))
+	cmd.AddCommand(start, list, intentCmd(), revokeCmd(store.RevokeTask, "TASK_ID"))
 	cmd.AddCommand(dpopKeyCmds()...)
 	return cmd
 }

@@ -37,6 +37,7 @@ func (s *Server) OperatorHandler() http.Handler {
 	mux.HandleFunc("POST /v1/approvals/{id}/approve", a.decide(approval.Approved))
 	mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(approval.Denied))
 	mux.HandleFunc("POST /v1/tasks", a.startTask)
+	mux.HandleFunc("POST /v1/intents", a.issueIntent)
 	return a.authenticate(mux)
 }
 
@@ -161,6 +162,36 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, map[string]any{"task_id": issued.ID, "token": raw, "expires": issued.Expires, "user": issued.User, "started_by": adminOf(r)})
+}
+
+// issueIntent signs what a user asked an agent for, for the orchestrator's
+// Portcullis-Intent header (ops.IssueIntent).
+func (a *adminAPI) issueIntent(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Agent      string `json:"agent"`
+		User       string `json:"user"`
+		IDToken    string `json:"id_token"`
+		Intent     string `json:"intent"`
+		TTLSeconds int    `json:"ttl_seconds"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ttl := a.s.cfg.Auth.DefaultTTL.D()
+	if req.TTLSeconds > 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	raw, issued, err := a.s.ops.IssueIntent(r.Context(), token.Intent{Agent: req.Agent, User: req.User, Text: req.Intent}, req.IDToken, ttl, adminOf(r))
+	switch {
+	case errors.Is(err, ops.ErrIdentityProvider):
+		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, map[string]any{"token": raw, "expires": issued.Expires, "user": issued.User, "issued_by": adminOf(r)})
 }
 
 func approvalJSON(x *approval.Request) map[string]any {

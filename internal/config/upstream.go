@@ -38,6 +38,9 @@ const RoleNone = "none"
 // validFieldPath checks a trusted_fields path: dotted keys ("*" for any),
 // at most 16 of them and 256 bytes (internal/provenance.ParsePath reads it).
 func validFieldPath(p string) error {
+	if p == "$" {
+		return nil // the whole result
+	}
 	if p == "" || len(p) > 256 {
 		return fmt.Errorf("path %q must be 1 to 256 bytes", p)
 	}

@@ -200,6 +200,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Budget:          newBudget(cfg.Limits),
 		Approvals:       queue,
 		Pinning:         g.pins,
+		Intents:         token.NewTypedVerifier(g.key, token.TypIntent, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil),
 	})
 	for _, u := range cfg.Upstreams {
 		if why, ok := refused[u.Name]; ok {

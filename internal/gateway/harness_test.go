@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -129,11 +130,16 @@ func (h *harness) mustConnect(agent string) *mcp.ClientSession {
 	return s
 }
 
-type bearer struct{ token string }
+// bearer sends an agent token, and the orchestrator's intent header when
+// it has one.
+type bearer struct{ token, intent string }
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
+	if b.intent != "" {
+		r.Header.Set(mcpproxy.HeaderIntent, b.intent)
+	}
 	return http.DefaultTransport.RoundTrip(r)
 }
 

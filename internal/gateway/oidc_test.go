@@ -100,3 +100,47 @@ func TestTaskStartAPIWithOIDCUsers(t *testing.T) {
 		t.Error("an ID token signed by another key was accepted")
 	}
 }
+
+// TestIntentAPIWithOIDCUsers: an orchestrator gets a signed intent for the
+// user the IdP names, never for one it merely names itself.
+func TestIntentAPIWithOIDCUsers(t *testing.T) {
+	t.Parallel()
+	idp := newOIDCProvider(t)
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: orchestrator}]\nagents:", 1)+
+		fmt.Sprintf("identity: {oidc: {issuer: %q, client_id: portcullis}}\n", idp.srv.URL), map[string]string{"policy.cedar": demoPolicy})
+	admin, _, err := cli(t, h.cfg).IssueAdminToken(t.Context(), "orchestrator", time.Minute, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(body map[string]any) (int, map[string]any) {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "http://"+h.g.AdminAddr()+"/v1/intents", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	code, out := issue(map[string]any{"agent": "reader", "intent": "read my notes", "id_token": idp.idToken(t, idp.key, "alice@example.com")})
+	if code != http.StatusOK || out["user"] != "alice@example.com" || out["token"] == nil {
+		t.Fatalf("intent with an ID token: %d %v", code, out)
+	}
+	in, err := token.NewTypedVerifier(h.g.Key(), token.TypIntent, h.cfg.Auth.Issuer, h.cfg.Auth.Audience, time.Hour, nil).VerifyIntent(out["token"].(string))
+	if err != nil || in.Agent != "reader" || in.User != "alice@example.com" || in.Text != "read my notes" {
+		t.Fatalf("issued intent: %+v %v", in, err)
+	}
+	for name, body := range map[string]map[string]any{
+		"named user":    {"agent": "reader", "intent": "x", "user": "ceo@example.com", "id_token": idp.idToken(t, idp.key, "alice@example.com")},
+		"no ID token":   {"agent": "reader", "intent": "x"},
+		"unknown agent": {"agent": "ghost-agent", "intent": "x", "id_token": idp.idToken(t, idp.key, "alice@example.com")},
+		"empty intent":  {"agent": "reader", "id_token": idp.idToken(t, idp.key, "alice@example.com")},
+	} {
+		if code, out := issue(body); code != http.StatusBadRequest {
+			t.Errorf("%s: %d %v", name, code, out)
+		}
+	}
+}

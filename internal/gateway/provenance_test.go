@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -59,6 +61,7 @@ policy:
   paths: [DIR/policy.cedar]
 agents:
   - {name: teller, roles: [assistant]}
+  - {name: someone-else, roles: [assistant]}
 upstreams:
   - name: bank
     http: {url: "%s"}
@@ -83,6 +86,13 @@ forbid (principal, action == Action::"call_tool", resource)
 when {
   resource.classification.contains("moves_money") &&
   (context.roles.recipient == "untrusted" || context.roles.amount == "untrusted")
+};
+
+@id("payees-named-by-user-or-bank")
+@reason("money goes only to a payee the user named or the bank wrote")
+forbid (principal, action == Action::"call_tool", resource)
+when {
+  resource.classification.contains("moves_money") && context.roles.recipient != "trusted"
 };
 `
 
@@ -125,6 +135,8 @@ func TestPlantedPayeeIsRefusedWithoutADetector(t *testing.T) {
 		t.Fatalf("a counterparty from a trusted field was refused: %v", err)
 	}
 	assertDenied(t, pay(a, "us13-3000-0001-2121-2121-2121", 5), reason.Forbidden)
+	// A payee nobody named (the model's own) is not paid either.
+	assertDenied(t, pay(a, "FR1420041010050500013M02606", 5), reason.Forbidden)
 
 	// The refusal is audited with the provenance policy saw.
 	e := h.findEvent(func(e *audit.Event) bool {
@@ -133,5 +145,58 @@ func TestPlantedPayeeIsRefusedWithoutADetector(t *testing.T) {
 	})
 	if e == nil || e.Input.Provenance["content"] != "unseen" {
 		t.Fatalf("no denial recording the recipient's provenance: %+v", e)
+	}
+}
+
+// TestIntentHeaderIsTrustedProvenance: without a task, the orchestrator's
+// signed intent makes what the user named trusted in that session only;
+// an intent for another agent, or one that does not verify, is refused
+// and audited.
+func TestIntentHeaderIsTrustedProvenance(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, fmt.Sprintf(bankConfig, startBank(t)), map[string]string{"policy.cedar": bankPolicy})
+	ctx := context.Background()
+	intent := func(agent, text string) string {
+		raw, _, err := cli(t, h.cfg).IssueIntent(ctx, token.Intent{Agent: agent, User: "alice", Text: text}, "", time.Minute, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	connect := func(intent string) (*mcp.ClientSession, error) {
+		client := mcp.NewClient(&mcp.Implementation{Name: "orchestrated"}, nil)
+		s, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: h.url, MaxRetries: -1,
+			HTTPClient: &http.Client{Transport: bearer{token: h.token("teller", time.Minute), intent: intent}}}, nil)
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	pay := func(s *mcp.ClientSession) error {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "bank__send_money",
+			Arguments: map[string]any{"recipient": "FR14 2004 1010 0505 0001 3M02 606", "amount": 1200, "subject": "rent", "date": "2026-12-01"}})
+		return err
+	}
+	s, err := connect(intent("teller", "Pay my landlord FR1420041010050500013M02606 the rent of 1200"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pay(s); err != nil {
+		t.Fatalf("the payee the user named was refused: %v", err)
+	}
+	plain := h.mustConnect("teller")
+	assertDenied(t, pay(plain), reason.Forbidden)
+
+	if _, err := connect(intent("someone-else", "Pay FR1420041010050500013M02606")); err == nil {
+		t.Fatal("an intent for another agent was accepted")
+	}
+	if _, err := connect("eyJhbGciOiJub25lIn0.e30."); err == nil {
+		t.Fatal("an unsigned intent was accepted")
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == reason.InvalidIntent }); e == nil || e.Agent != "teller" {
+		t.Errorf("refused intent not audited: %+v", e)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == reason.IntentAccepted }); e == nil || !strings.HasPrefix(e.Detail, "intent sha256:") || e.SessionID == "" {
+		t.Errorf("accepted intent not audited: %+v", e)
 	}
 }

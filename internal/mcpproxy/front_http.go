@@ -139,6 +139,9 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 	} else if s = f.session(w, r, pr); s == nil {
 		return
 	}
+	if !f.intentFromHeader(w, r, s, pr) {
+		return
+	}
 	trace := r.Header.Get("traceparent")
 	if len(msgs) == 1 && msgs[0].Kind != wire.Request {
 		p.handle(r.Context(), s, pr, msgs[0], discard{}, trace)

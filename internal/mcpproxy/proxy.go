@@ -81,6 +81,9 @@ type Options struct {
 	// Dataflow describes tools' argument roles and trusted result fields,
 	// by qualified tool name (argument provenance).
 	Dataflow map[string]*Dataflow
+	// Intents verifies the orchestrator's Portcullis-Intent header (nil:
+	// a request carrying one is refused).
+	Intents IntentVerifier
 	// Budget rate-limits agents and breaks repetitive call loops (nil: none).
 	Budget Budget
 	// Approvals holds calls that policy says a human must approve (nil:

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -51,25 +52,11 @@ func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl t
 	if _, ok := o.cfg.Agent(t.Agent); !ok {
 		return "", token.Task{}, fmt.Errorf("start task: %w: %q", config.ErrUnknownAgent, t.Agent)
 	}
-	users, err := o.oidcUsers(ctx)
+	u, err := o.userOf(ctx, t.User, idToken)
 	if err != nil {
-		return "", token.Task{}, fmt.Errorf("start task: %w: %v", ErrIdentityProvider, err)
+		return "", token.Task{}, fmt.Errorf("start task: %w", err)
 	}
-	switch {
-	case users != nil && idToken == "":
-		return "", token.Task{}, errors.New("start task: an OIDC ID token names the user (identity.oidc is configured)")
-	case users != nil:
-		if t.User != "" {
-			return "", token.Task{}, errors.New("start task: the user comes from the ID token, not from the caller")
-		}
-		u, err := users.User(ctx, idToken)
-		if err != nil {
-			return "", token.Task{}, fmt.Errorf("start task: %w", err)
-		}
-		t.User = u
-	case idToken != "":
-		return "", token.Task{}, errors.New("start task: an ID token was given but identity.oidc is not configured")
-	}
+	t.User = u
 	key, err := o.signingKey()
 	if err != nil {
 		return "", token.Task{}, err
@@ -92,6 +79,69 @@ func (o *Ops) StartTask(ctx context.Context, t token.Task, idToken string, ttl t
 		return "", token.Task{}, fmt.Errorf("start task: audit: %w", err)
 	}
 	return raw, t, nil
+}
+
+// userOf is the user a task or intent is for: from the OIDC ID token when
+// identity.oidc is configured (the caller may not name one), else as the
+// caller named it.
+func (o *Ops) userOf(ctx context.Context, named, idToken string) (string, error) {
+	users, err := o.oidcUsers(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrIdentityProvider, err)
+	}
+	switch {
+	case users != nil && idToken == "":
+		return "", errors.New("an OIDC ID token names the user (identity.oidc is configured)")
+	case users != nil:
+		if named != "" {
+			return "", errors.New("the user comes from the ID token, not from the caller")
+		}
+		return users.User(ctx, idToken)
+	case idToken != "":
+		return "", errors.New("an ID token was given but identity.oidc is not configured")
+	}
+	return named, nil
+}
+
+// IssueIntent signs what a user asked agent for (token.Intent), for an
+// orchestrator to pass beside the agent's credential in the
+// Portcullis-Intent header: values the request names are trusted
+// provenance in the agent's sessions. The user is resolved as for a task;
+// the issue is audited with the request's SHA-256, not its text.
+func (o *Ops) IssueIntent(ctx context.Context, in token.Intent, idToken string, ttl time.Duration, by string) (string, token.Intent, error) {
+	if err := attributed(by); err != nil {
+		return "", token.Intent{}, err
+	}
+	if ttl <= 0 {
+		ttl = o.cfg.Auth.DefaultTTL.D()
+	}
+	if _, ok := o.cfg.Agent(in.Agent); !ok {
+		return "", token.Intent{}, fmt.Errorf("issue intent: %w: %q", config.ErrUnknownAgent, in.Agent)
+	}
+	u, err := o.userOf(ctx, in.User, idToken)
+	if err != nil {
+		return "", token.Intent{}, fmt.Errorf("issue intent: %w", err)
+	}
+	in.User = u
+	key, err := o.signingKey()
+	if err != nil {
+		return "", token.Intent{}, err
+	}
+	iss, err := token.NewTypedIssuer(key, token.TypIntent, o.cfg.Auth.Issuer, o.cfg.Auth.Audience, o.cfg.Auth.MaxTTL.D(), nil)
+	if err != nil {
+		return "", token.Intent{}, err
+	}
+	raw, in, err := iss.IssueIntent(in, ttl)
+	if err != nil {
+		return "", token.Intent{}, err
+	}
+	sum := sha256.Sum256([]byte(in.Text))
+	e := audit.New(audit.TypeToken, audit.OutcomeAllow, reason.IntentIssued, time.Now(), audit.Subject{Agent: in.Agent, User: in.User, Credential: in.TokenID})
+	e.Detail = fmt.Sprintf("by %s: intent sha256:%x, expires %s", by, sum, in.Expires.UTC().Format(time.RFC3339))
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return "", token.Intent{}, fmt.Errorf("issue intent: audit: %w", err)
+	}
+	return raw, in, nil
 }
 
 // oidcUsers is the verifier of ID tokens from identity.oidc (nil when none

@@ -22,8 +22,12 @@ const (
 	maxPathBytes    = 256
 )
 
-// ParsePath parses a path ("transactions.recipient", "*.id").
+// ParsePath parses a path ("transactions.recipient", "*.id"; "$" is the
+// whole result).
 func ParsePath(s string) (Path, error) {
+	if s == "$" {
+		return Path{}, nil
+	}
 	if s == "" || len(s) > maxPathBytes {
 		return nil, fmt.Errorf("path must be 1 to %d bytes", maxPathBytes)
 	}

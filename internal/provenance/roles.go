@@ -1,6 +1,7 @@
 package provenance
 
 import (
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -28,8 +29,7 @@ func ValidRole(r string) bool {
 	return false
 }
 
-// Words of argument names, by the role they suggest. Checked in this order:
-// "recipient_email" is a recipient, "file_url" a destination.
+// Words of argument names, by the role they suggest.
 var roleWords = []struct {
 	role  string
 	words []string
@@ -47,16 +47,16 @@ var roleWords = []struct {
 }
 
 // DeriveRole is the role an argument's name suggests, or "" when it
-// suggests none. Names are split at "_", "-", "." and case changes
-// ("recipientEmail" is recipient, email).
+// suggests none. Names are split at "_", "-", "." and case changes, and
+// the last word that suggests a role decides, as the head of an English
+// compound does: "email_id" is a target, "user_email" a recipient,
+// "file_url" a destination.
 func DeriveRole(name string) string {
 	words := nameWords(name)
-	for _, rw := range roleWords {
-		for _, w := range words {
-			for _, x := range rw.words {
-				if w == x {
-					return rw.role
-				}
+	for i := len(words) - 1; i >= 0; i-- {
+		for _, rw := range roleWords {
+			if slices.Contains(rw.words, words[i]) {
+				return rw.role
 			}
 		}
 	}

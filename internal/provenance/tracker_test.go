@@ -253,7 +253,7 @@ func TestRolesAgreeWithConfig(t *testing.T) {
 			t.Errorf("%q not valid", r)
 		}
 	}
-	for _, p := range []string{"a", "a.b", "$.a.*.c", "", "a..b", strings.Repeat("a.", 17) + "a", strings.Repeat("x", 300)} {
+	for _, p := range []string{"$", "a", "a.b", "$.a.*.c", "", "a..b", strings.Repeat("a.", 17) + "a", strings.Repeat("x", 300)} {
 		_, err := ParsePath(p)
 		cfg, cerr := config.Parse([]byte("version: 1\ntools: [{name: u__t, trusted_fields: [\""+p+"\"]}]\n"), ".")
 		_ = cfg
@@ -263,7 +263,7 @@ func TestRolesAgreeWithConfig(t *testing.T) {
 	}
 	if DeriveRole("recipientEmail") != RoleRecipient || DeriveRole("file_url") != RoleDestination ||
 		DeriveRole("amount") != RoleAmount || DeriveRole("body") != RoleContent || DeriveRole("hotel_name") != RoleTarget ||
-		DeriveRole("start_time") != "" {
+		DeriveRole("start_time") != "" || DeriveRole("email_id") != RoleTarget || DeriveRole("user_email") != RoleRecipient {
 		t.Error("DeriveRole")
 	}
 }

@@ -4,13 +4,17 @@ package reason
 // which part of the gateway it concerns (docs/audit-events.md).
 const (
 	// The gateway and its upstreams (gateway_lifecycle, upstream).
-	Started         Code = "started"
-	Stopped         Code = "stopped"
+	Started Code = "started"
+	Stopped Code = "stopped"
+	// A session took the user's signed request as trusted provenance
+	// (session_label).
+	IntentAccepted  Code = "intent_accepted"
 	Restarting      Code = "restarting"
 	OfferingRefused Code = "offering_refused" // a colliding or invalid tool, prompt or resource
 
 	// Credentials (token_issued).
 	TaskStarted   Code = "task_started"
+	IntentIssued  Code = "intent_issued"
 	TokenExchange Code = "token_exchange"
 	AgentRevoked  Code = "agent_revoked"
 	TaskRevoked   Code = "task_revoked"

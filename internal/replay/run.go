@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -291,7 +292,14 @@ func (r *runner) client(ctx context.Context, t *Task) (*http.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &http.Client{Transport: bearer(raw)}, nil
+		// The orchestrator passes the user's request beside the agent's
+		// credential (Portcullis-Intent), as a deployment without tasks
+		// would.
+		intent, _, err := r.ops.IssueIntent(ctx, token.Intent{Agent: r.agent(), User: "replay-user", Text: clipRunes(t.Prompt, token.MaxIntentBytes)}, "", 30*time.Minute, "replay")
+		if err != nil {
+			return nil, fmt.Errorf("issue intent: %w", err)
+		}
+		return &http.Client{Transport: bearer{token: raw, intent: intent}}, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -345,11 +353,13 @@ func refusal(err error) (code, request string) {
 	return "error", ""
 }
 
-type bearer string
+// bearer sends an agent token and the user's intent.
+type bearer struct{ token, intent string }
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+string(b))
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	r.Header.Set(mcpproxy.HeaderIntent, b.intent)
 	return http.DefaultTransport.RoundTrip(r)
 }
 

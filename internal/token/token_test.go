@@ -187,3 +187,48 @@ func TestTaskTokens(t *testing.T) {
 		t.Error("task token accepted as an agent token")
 	}
 }
+
+func TestIntentTokens(t *testing.T) {
+	k := newKey(t)
+	iss, err := NewTypedIssuer(k, TypIntent, "iss", "aud", time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, in := range map[string]Intent{"no agent": {Text: "x"}, "no text": {Agent: "a"}, "too long": {Agent: "a", Text: strings.Repeat("x", MaxIntentBytes+1)}} {
+		if _, _, err := iss.IssueIntent(in, time.Minute); err == nil {
+			t.Errorf("%s: issued", name)
+		}
+	}
+	if _, _, err := iss.IssueIntent(Intent{Agent: "a", Text: "x"}, 2*time.Hour); err == nil {
+		t.Error("ttl over the maximum issued")
+	}
+	raw, in, err := iss.IssueIntent(Intent{Agent: "a", User: "alice", Text: "pay the rent"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewTypedVerifier(k, TypIntent, "iss", "aud", time.Hour, nil).VerifyIntent(raw)
+	if err != nil || got.Agent != "a" || got.User != "alice" || got.Text != "pay the rent" || got.TokenID != in.TokenID {
+		t.Fatalf("verify: %+v %v", got, err)
+	}
+	// Not a task token, not an agent token; another audience or key; expired.
+	if _, err := NewTypedVerifier(k, TypTask, "iss", "aud", time.Hour, nil).VerifyTask(raw); err == nil {
+		t.Error("an intent verified as a task token")
+	}
+	if _, err := NewVerifier(k, "iss", "aud", time.Hour, nil).Verify(raw); err == nil {
+		t.Error("an intent verified as an agent token")
+	}
+	if _, err := NewTypedVerifier(k, TypIntent, "iss", "other", time.Hour, nil).VerifyIntent(raw); err == nil {
+		t.Error("another audience accepted")
+	}
+	if _, err := NewTypedVerifier(newKey(t), TypIntent, "iss", "aud", time.Hour, nil).VerifyIntent(raw); err == nil {
+		t.Error("another key accepted")
+	}
+	later := func() time.Time { return time.Now().Add(time.Hour) }
+	if _, err := NewTypedVerifier(k, TypIntent, "iss", "aud", time.Hour, later).VerifyIntent(raw); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired: %v", err)
+	}
+	agentTok, _, _ := mustIssuer(t, k, "iss", "aud").Issue("a", time.Minute)
+	if _, err := NewTypedVerifier(k, TypIntent, "iss", "aud", time.Hour, nil).VerifyIntent(agentTok); err == nil {
+		t.Error("an agent token verified as an intent")
+	}
+}
