@@ -472,6 +472,9 @@ func (c *Config) Validate() error {
 				add("tools[%d].arguments.%s: role %q is not one of %v or %s", i, a, r, ArgumentRoles, RoleNone)
 			}
 		}
+		if len(t.TrustedFields) > 0 && !slices.Equal(t.Classification, []string{"read_only"}) {
+			add("tools[%d].trusted_fields: only for a tool classified [read_only] (a tool that changes something may echo the agent's own arguments back)", i)
+		}
 		for j, f := range t.TrustedFields {
 			if err := validFieldPath(f); err != nil {
 				add("tools[%d].trusted_fields[%d]: %v", i, j, err)

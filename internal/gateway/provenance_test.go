@@ -69,7 +69,10 @@ upstreams:
 tools:
   - name: bank__get_most_recent_transactions
     classification: [read_only]
-    trusted_fields: [id, sender, recipient, amount]
+    # The user's own past payments: the counterparty the user paid. Not
+    # the sender of an incoming payment, nor its amount: anyone can send
+    # money, and choose both.
+    trusted_fields: [id, recipient, date]
   - name: bank__send_money
     classification: [moves_money, sends_externally]
     arguments: {recipient: recipient, amount: amount, subject: content, date: none}
@@ -131,9 +134,11 @@ func TestPlantedPayeeIsRefusedWithoutADetector(t *testing.T) {
 	// Agent mode: nothing from the user, but the bank's own fields are trusted.
 	a := h.mustConnect("teller")
 	read(a)
-	if err := pay(a, "CH9300762011623852957", 100); err != nil {
+	if err := pay(a, "CH9300762011623852957", 45); err != nil {
 		t.Fatalf("a counterparty from a trusted field was refused: %v", err)
 	}
+	// The sender of the incoming payment chose their own account number.
+	assertDenied(t, pay(a, "GB29NWBK60161331926819", 45), reason.Forbidden)
 	assertDenied(t, pay(a, "us13-3000-0001-2121-2121-2121", 5), reason.Forbidden)
 	// A payee nobody named (the model's own) is not paid either.
 	assertDenied(t, pay(a, "FR1420041010050500013M02606", 5), reason.Forbidden)

@@ -29,9 +29,18 @@ var _ IntentVerifier = (*token.Verifier)(nil)
 const maxIntents = 32
 
 // acceptIntent verifies raw for pr and gives its text to the session's
-// provenance as the user's request. An intent is taken once per session;
-// the acceptance is audited (with the request's SHA-256, not its text).
+// provenance as the user's request. An intent is taken once per session
+// (the same header again is not verified again, so it may outlive its
+// token's expiry within the session that took it); the acceptance is
+// audited (with the request's SHA-256, not its text).
 func (p *Proxy) acceptIntent(s *Session, pr *identity.Principal, raw, remote string) *refusal {
+	key := sha256.Sum256([]byte(raw))
+	s.mu.Lock()
+	seen := s.intents[key]
+	s.mu.Unlock()
+	if seen {
+		return nil
+	}
 	v := p.opts.Intents
 	if v == nil {
 		return deny(reason.InvalidIntent).withDetail("this gateway takes no intent tokens")
@@ -46,13 +55,13 @@ func (p *Proxy) acceptIntent(s *Session, pr *identity.Principal, raw, remote str
 		return deny(reason.InvalidIntent).withDetail("the intent is for another user")
 	}
 	s.mu.Lock()
-	taken := s.intents[in.TokenID]
+	taken := s.intents[key]
 	full := len(s.intents) >= maxIntents
 	if !taken && !full {
 		if s.intents == nil {
-			s.intents = map[string]bool{}
+			s.intents = map[[32]byte]bool{}
 		}
-		s.intents[in.TokenID] = true
+		s.intents[key] = true
 	}
 	s.mu.Unlock()
 	switch {

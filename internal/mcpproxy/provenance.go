@@ -52,12 +52,8 @@ func judgeArguments(tr *provenance.Tracker, df *Dataflow, raw []byte) argumentPr
 		if role == "" {
 			role = provenance.DeriveRole(name)
 		}
-		o := judgeValue(tr, raw, v, role)
-		if o == provenance.FromUntrusted {
+		if judgeMember(tr, raw, v, role, worst, 0) == provenance.FromUntrusted {
 			out.untrusted = append(out.untrusted, name)
-		}
-		if role != "" && role != provenance.RoleNone && o != provenance.None {
-			worst[role] = max(worst[role], o)
 		}
 		return true
 	})
@@ -72,9 +68,33 @@ func judgeArguments(tr *provenance.Tracker, df *Dataflow, raw []byte) argumentPr
 	return out
 }
 
-// judgeValue is the worst origin of the scalars in v. Free text (the
-// content role, or a string with spaces longer than a name) is judged by
-// the identifiers it carries; other strings and numbers as whole values.
+// maxRoleDepth bounds how deep roles are read from nested keys.
+const maxRoleDepth = 3
+
+// judgeMember judges one argument (or nested member) with role and
+// records it in worst; an object without a role of its own has its
+// members judged by their names ({"transfer": {"to": ...}}). It returns
+// the worst origin inside.
+func judgeMember(tr *provenance.Tracker, raw []byte, v wire.Span, role string, worst map[string]provenance.Origin, depth int) provenance.Origin {
+	if role == "" && depth < maxRoleDepth && wire.IsObject(raw, v) {
+		o := provenance.None
+		wire.Members(raw, v, func(k, e wire.Span) bool {
+			name, _ := wire.String(raw, k)
+			o = max(o, judgeMember(tr, raw, e, provenance.DeriveRole(name), worst, depth+1))
+			return true
+		})
+		return o
+	}
+	o := judgeValue(tr, raw, v, role)
+	if role != "" && role != provenance.RoleNone && o != provenance.None {
+		worst[role] = max(worst[role], o)
+	}
+	return o
+}
+
+// judgeValue is the worst origin of the scalars in v: free text (the
+// content role) by the identifiers it carries, anything else as whole
+// values.
 func judgeValue(tr *provenance.Tracker, raw []byte, v wire.Span, role string) provenance.Origin {
 	o := provenance.None
 	scalars(raw, v, 0, func(sp wire.Span) {
@@ -82,7 +102,7 @@ func judgeValue(tr *provenance.Tracker, raw []byte, v wire.Span, role string) pr
 		switch {
 		case c == '"':
 			s, _ := wire.String(raw, sp)
-			if role == provenance.RoleContent || freeText(s) {
+			if role == provenance.RoleContent {
 				o = max(o, tr.Content(s))
 			} else {
 				o = max(o, tr.Value(s))
@@ -110,20 +130,6 @@ func scalars(raw []byte, v wire.Span, depth int, fn func(wire.Span)) {
 	}
 }
 
-// freeText: a string a person would call text rather than a value.
-func freeText(s string) bool {
-	if len(s) < 48 {
-		return false
-	}
-	spaces := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' || s[i] == '\n' {
-			spaces++
-		}
-	}
-	return spaces >= 4
-}
-
 // canonicalJSONNumber writes a JSON number as the tracker indexes numbers:
 // no sign, no exponent, no trailing fractional zeros; integers digit for
 // digit.
@@ -140,24 +146,41 @@ func canonicalJSONNumber(n string) string {
 }
 
 // observeResult gives the tracker what a result carried: first the values
-// of the tool's trusted fields, then every text with the source's trust.
+// of the tool's trusted fields and the short fields of the records the
+// user's request names, then every text with the source's trust.
+// Trusted fields are read from the result's structuredContent and from
+// whole text items that parse as JSON or YAML, never from a string nested
+// inside one (an e-mail body that reads "sender: x" is still a body).
 func observeResult(tr *provenance.Tracker, df *Dataflow, b []byte, scope wire.Span, texts []string, untrusted bool) {
-	if df != nil && len(df.TrustedFields) > 0 {
+	if df != nil && len(df.TrustedFields) > 0 && !scope.Empty() {
 		var docs []any
 		if sc, ok := wire.Lookup(b, scope, "structuredContent"); ok {
-			if d := provenance.ParseDocument(string(b[sc.Start:sc.End])); d != nil {
+			if d := provenance.ParseDocument(string(sc.In(b))); d != nil {
 				docs = append(docs, d)
 			}
 		}
-		for _, t := range texts {
-			if d := provenance.ParseDocument(t); d != nil {
-				docs = append(docs, d)
-			}
+		if items, ok := wire.Lookup(b, scope, "content"); ok && wire.IsArray(b, items) {
+			wire.Elements(b, items, func(el wire.Span) bool {
+				if !wire.IsObject(b, el) {
+					return true
+				}
+				if typ, ok := wire.Lookup(b, el, "type"); !ok || string(typ.In(b)) != `"text"` {
+					return true
+				}
+				if sp, ok := wire.Lookup(b, el, "text"); ok && wire.IsString(b, sp) {
+					text, _ := wire.String(b, sp)
+					if d := provenance.ParseDocument(text); d != nil {
+						docs = append(docs, d)
+					}
+				}
+				return true
+			})
 		}
 		for _, d := range docs {
 			for _, p := range df.TrustedFields {
 				p.Values(d, func(v string) { tr.Observe(screen.Normalize(v).Text, provenance.Trusted) })
 			}
+			tr.ObserveNamedRecords(d)
 		}
 	}
 	src := provenance.Trusted

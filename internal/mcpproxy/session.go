@@ -59,7 +59,7 @@ type Session struct {
 	inflight   map[string]*call       // by the agent's request id
 	toAgent    map[string]*serverCall // requests sent to the agent, by the gateway's id
 	closed     bool
-	intents    map[string]bool // intent token IDs taken (acceptIntent)
+	intents    map[[32]byte]bool // SHA-256 of the intent tokens taken (acceptIntent)
 
 	calls  atomic.Int32 // agent requests being served
 	nextID atomic.Int64 // ids of the gateway's requests to the agent

@@ -28,7 +28,12 @@ const (
 )
 
 // add inserts h (a mixed hash) and reports false when the filter is full.
+// A hash already there is not counted again: reading the same text twice
+// does not fill the filter.
 func (f *filter) add(h uint64) bool {
+	if f.has(h) {
+		return true
+	}
 	if len(f.layers) == 0 || f.layers[len(f.layers)-1].n >= f.layers[len(f.layers)-1].cap {
 		if !f.grow() {
 			return false

@@ -12,23 +12,38 @@
 // and case ("GB29 NWBK 6016", "gb29-nwbk-6016") do not hide a value. Numbers
 // are also indexed in canonical form ("1,000.50" is 1000.5).
 //
-// The skeleton is indexed as 8-byte grams at every fourth position; a
-// value is found when, at one of the four phases, every gram of its
-// skeleton is there (a substring test), and values under 11 letters and
-// digits are indexed as whole runs of words. The index is a set of blocked
-// Bloom filters that grows by doubling up to a fixed size per session
-// (MaxBytes); no text is kept. A false match (a value reported seen when
-// it was not) has probability under 0.1% per lookup for values under 8
-// letters and digits even in a full filter (four times that for
-// values of 11 to 14), and vanishes for longer ones
-// (every gram must be a false match); see docs/screening.md. Once a filter is full the session
-// stops learning from that source: later values read as unseen, which a
-// policy that asks for trusted provenance refuses (fail closed).
+// The skeleton is indexed as 8-byte grams at every fourth position, plus
+// the gram that begins and the gram that ends each word; a value of 11 or
+// more letters and digits is trusted when its first and last grams are
+// where a seen word began and ended and, at one of the four phases, every
+// gram between is there (a substring test). Shorter values are indexed and
+// looked up as whole runs of words. Identifiers are compared exactly, as
+// written: addresses, hosts, IBANs and long numbers (screen.Destinations)
+// and words carrying a dot, at sign, slash or colon ("bob@example.com" is
+// not "bo@bexample.com"); a value carrying an identifier is trusted only
+// if each identifier was seen trusted. Numbers are compared in canonical
+// form, every reading of an ambiguous one ("25,000" is 25 or 25000) having
+// to be trusted.
+//
+// The index is a set of blocked Bloom filters that grows by doubling up to
+// a fixed size per session (MaxBytes); no text is kept, and a value seen
+// twice is counted once. A false match (a value reported seen when it was
+// not) has probability under 0.1% per lookup for short values even in a
+// full filter (docs/screening.md). Once the untrusted filter is full, what
+// it did not learn cannot be told from what the model wrote: every value
+// not trusted reads as untrusted, and trusted output teaches nothing more
+// (fail closed).
 //
 // First sight decides for output: a gram first seen in untrusted output is
 // not made trusted by trusted output later (a value the agent wrote to a
 // trusted store and read back stays untrusted). The user's request is
-// authoritative and always trusted. Call arguments are never a source.
+// authoritative and always trusted; so are the short fields of a record
+// the request names (ObserveNamedRecords). Call arguments are never a
+// source.
+//
+// Known limits: a long value spliced from two trusted texts, each piece
+// aligned with the index, reads trusted; "1.085" also reads as 1085; a
+// value the model computes or paraphrases reads as unseen.
 //
 // A Tracker is safe for concurrent use.
 package provenance

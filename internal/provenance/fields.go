@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // A Path names fields of a structured tool result: keys from the root,
@@ -62,6 +65,9 @@ func ParseDocument(text string) any {
 		d := json.NewDecoder(strings.NewReader(t))
 		d.UseNumber()
 		if d.Decode(&doc) == nil {
+			if _, err := d.Token(); err != io.EOF {
+				return nil // trailing data: not one document
+			}
 			return structured(doc)
 		}
 	}
@@ -142,5 +148,91 @@ func scalars(v any, depth int, fn func(string)) {
 		if x != nil {
 			fn(fmt.Sprint(x))
 		}
+	}
+}
+
+// Limits of what a record the user named can vouch for.
+const (
+	maxFieldBytes  = 128 // a field longer than this is text, not a value
+	maxFieldSpaces = 4
+	maxRecords     = 4096
+)
+
+// ObserveNamedRecords makes the short fields of each record in doc that
+// the user's request names (Named) as trusted as the request itself: "the
+// same participants as the Introductory meeting" vouches for that
+// meeting's participants, not for anything its description says. A record
+// is a map that is the document or an element of a list in it. Only short
+// values count (an address, an ID, a name, a time); free text in a named
+// record stays as its source is.
+func (t *Tracker) ObserveNamedRecords(doc any) {
+	n := 0
+	forEachRecord(doc, 0, &n, func(rec map[string]any) {
+		var short []string
+		for _, v := range rec {
+			shortValues(v, 0, func(s string) { short = append(short, s) })
+		}
+		named := false
+		for _, s := range short {
+			if named = t.Named(s); named {
+				break
+			}
+		}
+		if !named {
+			return
+		}
+		for _, s := range short {
+			t.Observe(screen.Normalize(s).Text, Intent)
+		}
+	})
+}
+
+func forEachRecord(v any, depth int, n *int, fn func(map[string]any)) {
+	if depth > maxDocDepth || *n >= maxRecords {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		*n++
+		fn(x)
+		for _, e := range x {
+			if l, ok := e.([]any); ok {
+				forEachRecord(l, depth+1, n, fn)
+			}
+		}
+	case []any:
+		for _, e := range x {
+			forEachRecord(e, depth+1, n, fn)
+		}
+	}
+}
+
+// shortValues calls fn with the scalars of a field (a list of scalars
+// counts) that are values rather than text.
+func shortValues(v any, depth int, fn func(string)) {
+	if depth > 1 {
+		return
+	}
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			shortValues(e, depth+1, fn)
+		}
+		return
+	}
+	var s string
+	switch x := v.(type) {
+	case string:
+		s = x
+	case json.Number:
+		s = x.String()
+	case int:
+		s = strconv.Itoa(x)
+	case float64:
+		s = strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return
+	}
+	if len(s) <= maxFieldBytes && strings.Count(s, " ")+strings.Count(s, "\n") <= maxFieldSpaces {
+		fn(s)
 	}
 }

@@ -36,9 +36,10 @@ var roleWords = []struct {
 }{
 	{RoleRecipient, []string{"recipient", "recipients", "to", "cc", "bcc", "email", "emails", "participants",
 		"participant", "invitees", "invitee", "attendees", "attendee", "iban", "account", "payee", "beneficiary",
-		"phone", "user", "users", "member", "members", "channel", "assignee", "reviewer", "owner", "address"}},
+		"phone", "user", "users", "username", "member", "members", "channel", "assignee", "reviewer", "owner",
+		"address", "receiver", "receivers", "addressee", "contact", "customer", "friend", "guest", "guests"}},
 	{RoleDestination, []string{"url", "urls", "uri", "link", "host", "hostname", "domain", "endpoint", "webhook",
-		"website", "server", "callback", "redirect"}},
+		"website", "server", "callback", "redirect", "destination", "dest"}},
 	{RoleAmount, []string{"amount", "price", "sum", "total", "quantity", "value", "fee", "cost", "budget"}},
 	{RoleContent, []string{"body", "content", "message", "text", "subject", "description", "note", "notes",
 		"comment", "summary", "title", "caption", "reply", "post"}},
@@ -46,18 +47,39 @@ var roleWords = []struct {
 		"event", "item", "product", "booking", "order", "document", "key", "location", "place", "city"}},
 }
 
+// handles are words that name a thing by reference: "recipient_id" is
+// still a recipient, "user_name" a user.
+var handles = []string{"id", "ids", "key", "name", "handle"}
+
 // DeriveRole is the role an argument's name suggests, or "" when it
 // suggests none. Names are split at "_", "-", "." and case changes, and
 // the last word that suggests a role decides, as the head of an English
-// compound does: "email_id" is a target, "user_email" a recipient,
-// "file_url" a destination.
+// compound does ("user_email" is a recipient, "file_url" a destination),
+// except that a handle ("id", "name") of a recipient or destination is
+// one ("recipient_id", "channel_id").
 func DeriveRole(name string) string {
 	words := nameWords(name)
 	for i := len(words) - 1; i >= 0; i-- {
-		for _, rw := range roleWords {
-			if slices.Contains(rw.words, words[i]) {
-				return rw.role
+		role := wordRole(words[i])
+		if role == "" {
+			continue
+		}
+		if slices.Contains(handles, words[i]) {
+			for j := i - 1; j >= 0; j-- {
+				if r := wordRole(words[j]); r == RoleRecipient || r == RoleDestination {
+					return r
+				}
 			}
+		}
+		return role
+	}
+	return ""
+}
+
+func wordRole(w string) string {
+	for _, rw := range roleWords {
+		if slices.Contains(rw.words, w) {
+			return rw.role
 		}
 	}
 	return ""

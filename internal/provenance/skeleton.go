@@ -88,7 +88,7 @@ func numbers(s string, fn func([]byte)) {
 			continue
 		}
 		j := i
-		for j < len(s) && (isDigit(s[j]) || (s[j] == ',' || s[j] == '.' || s[j] == '\'' || s[j] == ' ') && j+1 < len(s) && isDigit(s[j+1])) {
+		for j < len(s) && (isDigit(s[j]) || (s[j] == ',' || s[j] == '.' || s[j] == '\'') && j+1 < len(s) && isDigit(s[j+1]) || s[j] == ' ' && groupOfThree(s, j+1)) {
 			j++
 		}
 		if j < len(s) && isLetter(s[j]) {
@@ -100,10 +100,10 @@ func numbers(s string, fn func([]byte)) {
 	}
 }
 
-// canonicalNumber is the canonical form of a number written alone (an
-// argument value), or "" when s is not a number. A sign and a currency
-// code or symbol around it are ignored.
-func canonicalNumber(s string) string {
+// canonicalNumbers are the canonical readings of a number written alone
+// (an argument value), or none when s is not a number. A sign and a
+// currency code or symbol around it are ignored.
+func canonicalNumbers(s string) []string {
 	s = strings.TrimSpace(s)
 	s = strings.TrimLeft(s, "+-$€£¥ ")
 	s = strings.TrimRight(s, " $€£¥")
@@ -114,28 +114,30 @@ func canonicalNumber(s string) string {
 		s = s[:n-4] // "100 EUR"
 	}
 	if s == "" || len(s) > 64 || !isDigit(s[0]) || !isDigit(s[len(s)-1]) {
-		return ""
+		return nil
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !isDigit(c) && c != ',' && c != '.' && c != '\'' && c != ' ' {
-			return ""
+			return nil
 		}
 	}
-	first := ""
-	readings(s, nil, func(b []byte) {
-		if first == "" {
-			first = string(b)
-		}
-	})
-	return first
+	var out []string
+	readings(s, nil, func(b []byte) { out = append(out, string(b)) })
+	return out
 }
 
 // readings calls fn with the canonical forms of a written number (in
 // buf's storage): separators removed, "." as the decimal point, trailing
 // fractional zeros dropped. "1,000" and "1.000" have two readings.
 func readings(s string, buf []byte, fn func([]byte)) {
-	last := strings.LastIndexAny(s, ",.")
+	last := -1
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == ',' || s[i] == '.' {
+			last = i
+			break
+		}
+	}
 	digits := func(dst []byte, t string) []byte {
 		for i := 0; i < len(t); i++ {
 			if isDigit(t[i]) {
@@ -167,6 +169,12 @@ func readings(s string, buf []byte, fn func([]byte)) {
 	if thousands || len(s)-last-1 == 3 && !strings.ContainsAny(s[:last], ",.") {
 		fn(digits(buf[:0], s))
 	}
+}
+
+// groupOfThree: s[i:] starts with exactly three digits (a thousands group
+// after a space: "1 000", not "9500 2").
+func groupOfThree(s string, i int) bool {
+	return i+3 <= len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) && (i+3 == len(s) || !isDigit(s[i+3]))
 }
 
 func isDigit(c byte) bool  { return '0' <= c && c <= '9' }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"hash/maphash"
+	"strings"
 	"sync"
 
 	"github.com/portcullis-dev/portcullis/internal/screen"
@@ -61,6 +62,11 @@ const (
 	// MaxObserved is the text observed per call of Observe; the rest is
 	// ignored (and so reads as unseen).
 	MaxObserved = 1 << 20
+	// maxAskedBytes bounds the filter of what the user asked for.
+	maxAskedBytes = 16 << 10
+	// minNamed is the shortest value (in letters and digits) that can
+	// name a record: shorter ones ("Bob", "2024") name too much.
+	minNamed = minGrams
 	// maxValue is the part of a looked-up value that is judged.
 	maxValue = 64 << 10
 	// stride is the step between indexed grams; minGrams is the shortest
@@ -72,8 +78,6 @@ const (
 	// untrusted output (a stretch of 12 letters and digits) make a value
 	// untrusted even when the rest of it is not found.
 	untrustedRun = 2
-	// maxShortWords is how many words a short value may span.
-	maxShortWords = 3
 )
 
 // Hash domains, so that a gram, a short value and a number never collide
@@ -82,6 +86,11 @@ const (
 	domGram   = 0x67
 	domShort  = 0x73
 	domNumber = 0x6e
+	domIdent  = 0x69
+	domCode   = 0x63
+	domStart  = 0x5e
+	domEnd    = 0x24
+	domLong   = 0x6c00
 )
 
 var (
@@ -102,7 +111,10 @@ type Tracker struct {
 	mu        sync.Mutex
 	trusted   filter
 	untrusted filter
-	maxBytes  int
+	// asked holds what the user's request itself said (Intent only), to
+	// tell which records of a result the user pointed at (Named).
+	asked    filter
+	maxBytes int
 	// buffers reused under mu
 	skel    []byte
 	ends    []int
@@ -115,7 +127,7 @@ func New(maxBytes int) *Tracker {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	return &Tracker{maxBytes: maxBytes, trusted: filter{maxBytes: maxBytes}, untrusted: filter{maxBytes: maxBytes}}
+	return &Tracker{maxBytes: maxBytes, trusted: filter{maxBytes: maxBytes}, untrusted: filter{maxBytes: maxBytes}, asked: filter{maxBytes: maxAskedBytes}}
 }
 
 // Observe indexes text (already normalised with screen.Normalize) as seen
@@ -127,7 +139,12 @@ func (t *Tracker) Observe(text string, src Source) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.maxBytes == 0 { // the zero Tracker
-		t.maxBytes, t.trusted.maxBytes, t.untrusted.maxBytes = DefaultMaxBytes, DefaultMaxBytes, DefaultMaxBytes
+		t.maxBytes, t.trusted.maxBytes, t.untrusted.maxBytes, t.asked.maxBytes = DefaultMaxBytes, DefaultMaxBytes, DefaultMaxBytes, maxAskedBytes
+	}
+	if src == Trusted && t.untrusted.full {
+		// First sight can no longer be checked: trusted output teaches
+		// nothing more (what it names reads as unseen, or untrusted).
+		return
 	}
 	t.skel, t.ends = skeleton(t.skel[:0], text, t.ends[:0])
 	s := t.skel
@@ -135,6 +152,7 @@ func (t *Tracker) Observe(text string, src Source) {
 		switch src {
 		case Intent:
 			t.trusted.add(h)
+			t.asked.add(h)
 		case Trusted:
 			// First sight decides: what untrusted output showed first
 			// stays untrusted.
@@ -156,29 +174,63 @@ func (t *Tracker) Observe(text string, src Source) {
 		}
 		for i := 0; i+gram <= len(s); i += stride {
 			f.add(gramHash(s[i:]))
+			if src == Intent {
+				t.asked.add(gramHash(s[i:]))
+			}
 		}
 	}
-	// Short values: runs of up to maxShortWords whole words too short to
-	// hold a gram at every phase.
 	start := 0
 	for w, end := range t.ends {
-		for k := 0; k < maxShortWords && w+k < len(t.ends); k++ {
-			e := t.ends[w+k]
-			if e-start >= minGrams {
-				break
-			}
-			add(shortHash(s[start:e]))
+		// The grams that begin and end each word: a value is trusted only
+		// when its first and last letters are where a seen word began and
+		// ended.
+		if start+gram <= len(s) {
+			add(boundHash(s[start:], domStart))
+		}
+		if end >= gram {
+			add(boundHash(s[end-gram:], domEnd))
+		}
+		// Short values: runs of whole words too short to hold a gram at
+		// every phase.
+		for k := w; k < len(t.ends) && t.ends[k]-start < minGrams; k++ {
+			add(shortHash(s[start:t.ends[k]]))
 		}
 		start = end
 	}
 	numbers(text, func(n []byte) { add(mix(maphash.Bytes(strSeed, n), seed^domNumber)) })
+	// Identifiers exactly as written (lower-cased): an address, a host,
+	// an IBAN, a long number. A recipient is judged by these, separators
+	// and all.
+	screen.Destinations(text, func(d string) { add(identHash(d)) })
+	forEachCode(text, func(code string) {
+		if separated(code) {
+			add(codeHash(code))
+		}
+	})
+	t.release()
+}
+
+// release drops scratch buffers grown by a large text, so that a session
+// keeps only its filters.
+func (t *Tracker) release() {
+	const keep = 64 << 10
+	if cap(t.skel) > keep {
+		t.skel = nil
+	}
+	if cap(t.ends) > keep/8 {
+		t.ends = nil
+	}
+	if cap(t.covered) > keep {
+		t.covered = nil
+	}
 }
 
 // observeTrustedGrams indexes the grams of trusted output s except those
-// inside a stretch that untrusted output showed first. Untrusted text was
+// touching a stretch that untrusted output showed first. Untrusted text was
 // indexed at its own phase, so every position of s is looked up there: a
 // stretch seen before shows as grams found at every fourth position, and
-// the bytes they cover are not made trusted. Called with mu held.
+// no gram overlapping the bytes they cover is made trusted. Called with mu
+// held.
 func (t *Tracker) observeTrustedGrams(s []byte) {
 	n := len(s) - gram + 1
 	if n <= 0 {
@@ -194,11 +246,11 @@ func (t *Tracker) observeTrustedGrams(s []byte) {
 		}
 	}
 	for i := 0; i < n; i += stride {
-		inside := true
-		for k := i; k < i+gram && inside; k++ {
-			inside = covered[k]
+		touches := false
+		for k := i; k < i+gram && !touches; k++ {
+			touches = covered[k]
 		}
-		if !inside {
+		if !touches {
 			t.trusted.add(gramHash(s[i:]))
 		}
 	}
@@ -209,8 +261,44 @@ func gramHash(b []byte) uint64 {
 	return mix(binary.LittleEndian.Uint64(b), seed^domGram)
 }
 
+func boundHash(b []byte, dom uint64) uint64 {
+	return mix(binary.LittleEndian.Uint64(b), seed^dom)
+}
+
+// codeHash hashes a word with separators, lower-cased.
+func codeHash(code string) uint64 {
+	return mix(maphash.String(strSeed, strings.ToLower(code)), seed^domCode)
+}
+
+// separated: the word has, between letters or digits, a separator that
+// changes what it names: the dot of a host, the at sign of an address, the
+// slash of a path or URL. Hyphens and underscores are only spelling
+// ("Hotel-Le-Marais"), and the skeleton judges those.
+func separated(w string) bool {
+	for i := 1; i < len(w)-1; i++ {
+		switch w[i] {
+		case '/', '.', '@', ':':
+			return true
+		}
+	}
+	return false
+}
+
+func identHash(d string) uint64 {
+	return mix(maphash.String(strSeed, d), seed^domIdent)
+}
+
+// shortHash hashes a short value: up to 7 bytes are packed with their
+// length into one word (exact, and cheaper than hashing), longer ones
+// hashed.
 func shortHash(b []byte) uint64 {
-	return mix(maphash.Bytes(strSeed, b), seed^domShort)
+	if len(b) < 8 {
+		var x [8]byte
+		copy(x[:], b)
+		x[7] = byte(len(b))
+		return mix(binary.LittleEndian.Uint64(x[:]), seed^domShort)
+	}
+	return mix(maphash.Bytes(strSeed, b), seed^domShort^domLong)
 }
 
 func numberHash(n string) uint64 {
@@ -231,8 +319,31 @@ func (t *Tracker) Bytes() int {
 	return t.trusted.bytes() + t.untrusted.bytes()
 }
 
+// lookup is the origin of one hash: trusted, untrusted or unseen.
+func (t *Tracker) lookup(h uint64) Origin {
+	switch {
+	case t.trusted.has(h):
+		return FromTrusted
+	case t.untrusted.has(h):
+		return FromUntrusted
+	}
+	return Unseen
+}
+
+// failClosed: once the untrusted filter is full, what it did not learn
+// cannot be told from what the model wrote, so anything not trusted is
+// untrusted. Called with mu held.
+func (t *Tracker) failClosed(o Origin) Origin {
+	if o == Unseen && t.untrusted.full {
+		return FromUntrusted
+	}
+	return o
+}
+
 // Value is the origin of a structured value (a recipient, an amount, an
-// identifier): where the whole of it was seen. A value seen nowhere as a
+// identifier): where the whole of it was seen. A value that is or carries
+// an identifier (an address, a host, an IBAN, a long number) is trusted
+// only if each identifier was seen exactly so; a value seen nowhere as a
 // whole is still untrusted when it carries an identifier or a stretch of
 // text found only in untrusted output ("IBAN: <the attacker's>").
 func (t *Tracker) Value(v string) Origin {
@@ -242,28 +353,51 @@ func (t *Tracker) Value(v string) Origin {
 	v = screen.Normalize(v).Text
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	ids := t.identifiers(v)
 	o := t.whole(v)
-	if o == FromTrusted || o == FromUntrusted {
-		return o
-	}
-	if t.identifiers(v) == FromUntrusted {
+	switch {
+	case o == FromUntrusted || ids == FromUntrusted:
 		return FromUntrusted
+	case o == FromTrusted && ids != FromTrusted && ids != None:
+		return t.failClosed(Unseen) // trusted letters, another identifier
 	}
-	return o
+	return t.failClosed(o)
+}
+
+// Named reports whether the user's request itself (a task's purpose or a
+// signed intent, not trusted output) contains v, a value of at least 11
+// letters and digits, from the first letter of a word to the last of
+// another: the title of the meeting the user asked about, the name of the
+// hotel the user chose.
+func (t *Tracker) Named(v string) bool {
+	if len(v) > maxValue {
+		return false
+	}
+	v = screen.Normalize(v).Text
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.skel, t.ends = skeleton(t.skel[:0], v, t.ends[:0])
+	s := t.skel
+	if len(s) < minNamed || !t.asked.has(boundHash(s, domStart)) || !t.asked.has(boundHash(s[len(s)-gram:], domEnd)) {
+		return false
+	}
+	for phase := range stride {
+		all := true
+		for i := phase; i+gram <= len(s) && all; i += stride {
+			all = t.asked.has(gramHash(s[i:]))
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // Number is the origin of a number given as a JSON number.
 func (t *Tracker) Number(canonical string) Origin {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h := numberHash(canonical)
-	switch {
-	case t.trusted.has(h):
-		return FromTrusted
-	case t.untrusted.has(h):
-		return FromUntrusted
-	}
-	return Unseen
+	return t.failClosed(t.lookup(numberHash(canonical)))
 }
 
 // Content is the origin of free text the agent writes (a message body, a
@@ -279,28 +413,28 @@ func (t *Tracker) Content(v string) Origin {
 	v = screen.Normalize(v).Text
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.identifiers(v) == FromUntrusted {
+	ids := t.identifiers(v)
+	if ids == FromUntrusted {
 		return FromUntrusted
 	}
 	switch t.whole(v) {
 	case FromTrusted:
-		return FromTrusted
+		if ids == FromTrusted || ids == None {
+			return FromTrusted
+		}
 	case None:
 		return None
+	}
+	if ids == Unseen && t.untrusted.full {
+		return FromUntrusted
 	}
 	return Unseen
 }
 
 // whole judges v as one value. Called with mu held.
 func (t *Tracker) whole(v string) Origin {
-	if n := canonicalNumber(v); n != "" {
-		h := numberHash(n)
-		switch {
-		case t.trusted.has(h):
-			return FromTrusted
-		case t.untrusted.has(h):
-			return FromUntrusted
-		}
+	if o := t.numberOrigin(v); o != Unseen {
+		return o
 	}
 	t.skel, t.ends = skeleton(t.skel[:0], v, t.ends[:0])
 	s := t.skel
@@ -308,15 +442,11 @@ func (t *Tracker) whole(v string) Origin {
 		return None
 	}
 	if len(s) < minGrams {
-		h := shortHash(s)
-		switch {
-		case t.trusted.has(h):
-			return FromTrusted
-		case t.untrusted.has(h):
-			return FromUntrusted
-		}
-		return Unseen
+		return t.lookup(shortHash(s))
 	}
+	// Trusted needs the value's first and last grams where a seen word
+	// began and ended; then, at one phase, every gram.
+	bounded := t.trusted.has(boundHash(s, domStart)) && t.trusted.has(boundHash(s[len(s)-gram:], domEnd))
 	// Observed text is indexed at every stride-th gram from its start; v
 	// may sit at any offset in it, so each phase is tried.
 	o := Unseen
@@ -336,36 +466,64 @@ func (t *Tracker) whole(v string) Origin {
 			}
 		}
 		switch {
-		case allTrusted:
+		case allTrusted && bounded:
 			return FromTrusted
-		case allSeen || longest >= untrustedRun:
+		case allSeen && !allTrusted || longest >= untrustedRun:
 			o = FromUntrusted
 		}
 	}
 	return o
 }
 
-// identifiers is FromUntrusted when an identifier in v was found only in
-// untrusted output. Called with mu held.
-func (t *Tracker) identifiers(v string) Origin {
-	worst := None
-	judge := func(id string) {
-		if worst == FromUntrusted {
-			return
-		}
-		if o := t.whole(id); o == FromUntrusted {
-			worst = o
+// numberOrigin judges v as a number when it is one: trusted when every
+// reading of it was seen trusted ("25,000" is 25 or 25000), untrusted when
+// any was seen only in untrusted output, else Unseen (not a number, or not
+// seen as one). Called with mu held.
+func (t *Tracker) numberOrigin(v string) Origin {
+	rs := canonicalNumbers(v)
+	if len(rs) == 0 {
+		return Unseen
+	}
+	all := true
+	for _, r := range rs {
+		switch t.lookup(numberHash(r)) {
+		case FromUntrusted:
+			return FromUntrusted
+		case Unseen:
+			all = false
 		}
 	}
-	screen.Destinations(v, func(d string) {
-		if i := indexByte(d, ':'); i >= 0 {
-			d = d[i+1:]
+	if all {
+		return FromTrusted
+	}
+	return Unseen
+}
+
+// identifiers judges the identifiers in v together: None when there are
+// none, FromUntrusted when any was found only in untrusted output,
+// FromTrusted when every one was seen trusted, else Unseen. Addresses,
+// hosts, IBANs and long numbers are compared exactly; other codes (words
+// mixing letters and digits) as whole values. Called with mu held.
+func (t *Tracker) identifiers(v string) Origin {
+	worst := None
+	judge := func(o Origin) {
+		if o == None {
+			return
 		}
-		judge(d)
+		worst = max(worst, o)
+	}
+	screen.Destinations(v, func(d string) { judge(t.lookup(identHash(d))) })
+	forEachCode(v, func(code string) {
+		switch {
+		case worst == FromUntrusted:
+		case separated(code):
+			// A name with dots, slashes or an at sign (a host, a path, a
+			// handle): exactly as seen, separators and all.
+			judge(t.lookup(codeHash(code)))
+		default:
+			judge(t.whole(code))
+		}
 	})
-	// Words that mix letters and digits, or long digit runs: codes,
-	// account numbers, file and host names, order and booking IDs.
-	forEachCode(v, judge)
 	return worst
 }
 

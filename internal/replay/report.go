@@ -236,10 +236,12 @@ func sortedTaskIDs[V any](m map[string]V) []string {
 func (r *Report) Print(w io.Writer) {
 	pct := func(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
 	fmt.Fprintf(w, "suite %s, mode %s: %d user tasks, %d pairs\n\n", r.Suite, r.Mode, r.UserTasks, r.Pairs)
+	// The headline counts every held call as approved: a hold is not a
+	// stop when the reviewer approves what is in the queue.
+	fmt.Fprintf(w, "attack success, every hold approved   %s  (%d attacker calls were held)\n", pct(r.AttackSuccessApproved), r.AttackApprovals)
+	fmt.Fprintf(w, "attack success, holds counted as stops %s\n", pct(r.AttackSuccess))
 	fmt.Fprintf(w, "utility (no attack, no human)         %s  (%d calls needed approval)\n", pct(r.Utility), r.BenignApprovals)
-	fmt.Fprintf(w, "utility under attack (no human)       %s\n", pct(r.UtilityUnderAttack))
-	fmt.Fprintf(w, "attack success (approval stops)       %s\n", pct(r.AttackSuccess))
-	fmt.Fprintf(w, "attack success (approvals granted)    %s  (%d attacker calls needed approval)\n\n", pct(r.AttackSuccessApproved), r.AttackApprovals)
+	fmt.Fprintf(w, "utility under attack (no human)       %s\n\n", pct(r.UtilityUnderAttack))
 	fmt.Fprintln(w, "stopped by (first attacker call not executed, or held, per stopped pair):")
 	var keys []string
 	for k := range r.StoppedBy {
