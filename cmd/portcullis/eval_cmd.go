@@ -32,14 +32,16 @@ func evalScreenCmd() *cobra.Command {
 		Long: `Reads a corpus of {"text", "label": "attack"|"benign", "category"} lines and runs a
 detector over every text: prompt_injection (default for most corpora), secret (gitleaks'
 rule tests), personal_data (Presidio's tests) or exfiltration. Prints, per category, how
-many attacks it detects and how many benign texts it flags, and the score threshold used.
-For personal data with entity spans it also prints span-level precision, recall and F1.`,
+many attacks it detects and how many benign texts it flags, the score threshold used, and
+the throughput of the run (records/s and MB/s of text screened). For personal data with
+entity spans it also prints span-level precision, recall and F1. A corpus whose records
+carry no text (tool definitions, agent trajectories) or no records is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if corpus == "" {
 				return fmt.Errorf("--corpus is required")
 			}
-			recs, err := screen.ReadCorpus(corpus)
+			recs, err := readCorpus(corpus, screen.ShapeText)
 			if err != nil {
 				return err
 			}
@@ -66,8 +68,43 @@ For personal data with entity spans it also prints span-level precision, recall 
 	return cmd
 }
 
+// evalCommandFor names the eval subcommand that reads records of a shape.
+var evalCommandFor = map[string]string{screen.ShapeText: "eval screen", screen.ShapeTool: "eval tools"}
+
+// readCorpus reads a corpus whose records must be of the given shape
+// (screen.Shape*), and refuses an empty one or one of another kind,
+// naming the command that reads it.
+func readCorpus(path, shape string) ([]screen.Record, error) {
+	recs, err := screen.ReadCorpus(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := screen.CheckShape(recs, shape); err != nil {
+		return nil, withEvalHint(path, evalCommandFor[shape], fmt.Errorf("%s: %w", path, err))
+	}
+	return recs, nil
+}
+
+// withEvalHint adds to err, when the corpus at path is of a kind that
+// another eval subcommand than self reads, the command to use instead.
+func withEvalHint(path, self string, err error) error {
+	other := ""
+	if recs, rerr := screen.ReadCorpus(path); rerr == nil && len(recs) > 0 && recs[0].Shape() != "" {
+		other = evalCommandFor[recs[0].Shape()]
+	} else if _, terr := replay.ReadTrajectories(path); terr == nil {
+		other = "eval trajectories"
+	}
+	if other == "" || other == self {
+		return err
+	}
+	return fmt.Errorf("%w: use `portcullis %s`", err, other)
+}
+
 func printReport(w io.Writer, corpus string, rep *screen.Report) {
-	fmt.Fprintf(w, "corpus %s: %d records, detector %s\nthreshold %s\n\n", corpus, rep.Records, rep.Detector, rep.Threshold)
+	fmt.Fprintf(w, "corpus %s: %d records, detector %s\nthreshold %s\n", corpus, rep.Records, rep.Detector, rep.Threshold)
+	t := rep.Throughput
+	fmt.Fprintf(w, "throughput %.0f records/s, %.2f MB/s (%.2f MB of text screened in %.2fs, this run)\n\n",
+		t.RecordsPerSecond, t.MBPerSecond, float64(t.Bytes)/1e6, t.Seconds)
 	printRows(w, append(rep.Categories, rep.Total))
 	if len(rep.Entities) > 0 {
 		fmt.Fprintln(w, "\nentity spans (records listing their entities):")
@@ -112,7 +149,7 @@ that shadow another server's tool. Attacks whose malice is only in the server's 
 			if corpus == "" {
 				return fmt.Errorf("--corpus is required")
 			}
-			recs, err := screen.ReadCorpus(corpus)
+			recs, err := readCorpus(corpus, screen.ShapeTool)
 			if err != nil {
 				return err
 			}
@@ -220,7 +257,7 @@ request as the task's purpose; --mode both runs both.`,
 			}
 			recs, err := replay.ReadTrajectories(corpus)
 			if err != nil {
-				return err
+				return withEvalHint(corpus, "eval trajectories", err)
 			}
 			cfg, err := loadEvalConfig(cfgPath, screening)
 			if err != nil {

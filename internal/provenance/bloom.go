@@ -28,10 +28,12 @@ const (
 )
 
 // add inserts h (a mixed hash) and reports false when the filter is full.
-// A hash already there is not counted again: reading the same text twice
-// does not fill the filter.
+// A hash already in the newest layer is not counted again: reading the
+// same text twice does not fill the filter (an older layer is not looked
+// at, which would cost a cache miss per layer on every insert; a repeat
+// costs at most one entry per layer).
 func (f *filter) add(h uint64) bool {
-	if f.has(h) {
+	if k := len(f.layers); k > 0 && f.layers[k-1].has(h) {
 		return true
 	}
 	if len(f.layers) == 0 || f.layers[len(f.layers)-1].n >= f.layers[len(f.layers)-1].cap {
@@ -75,21 +77,24 @@ func (f *filter) grow() bool {
 func (f *filter) has(h uint64) bool {
 	x, y := h*mul1, h*mul2
 	for i := len(f.layers) - 1; i >= 0; i-- {
-		l := &f.layers[i]
-		b := &l.blocks[blockOf(h, len(l.blocks))]
-		hit := true
-		for j := range setBits / 2 {
-			bx, by := (x>>(9*j))&511, (y>>(9*j))&511
-			if b[bx>>6]&(1<<(bx&63)) == 0 || b[by>>6]&(1<<(by&63)) == 0 {
-				hit = false
-				break
-			}
-		}
-		if hit {
+		if f.layers[i].hasMixed(h, x, y) {
 			return true
 		}
 	}
 	return false
+}
+
+func (l *layer) has(h uint64) bool { return l.hasMixed(h, h*mul1, h*mul2) }
+
+func (l *layer) hasMixed(h, x, y uint64) bool {
+	b := &l.blocks[blockOf(h, len(l.blocks))]
+	for j := range setBits / 2 {
+		bx, by := (x>>(9*j))&511, (y>>(9*j))&511
+		if b[bx>>6]&(1<<(bx&63)) == 0 || b[by>>6]&(1<<(by&63)) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // bytes is the memory the filter holds.

@@ -529,60 +529,63 @@ func (t *Tracker) identifiers(v string) Origin {
 
 // forEachCode calls fn with each whitespace-separated word of v that has
 // at least 6 letters and digits, among them a digit, or a path or host
-// separator inside.
+// separator inside, without the punctuation around it.
 func forEachCode(v string, fn func(string)) {
-	start := -1
-	flush := func(end int) {
-		if start < 0 {
-			return
+	for i := 0; i < len(v); {
+		for i < len(v) && isSpace(v[i]) {
+			i++
 		}
-		w := trimPunct(v[start:end])
-		start = -1
+		start := i
 		alnum, digit, sep := 0, false, false
-		for i := 0; i < len(w); i++ {
-			c := w[i]
+		for i < len(v) && !isSpace(v[i]) {
+			c := v[i]
 			switch {
 			case isDigit(c):
 				alnum, digit = alnum+1, true
 			case isLetter(c) || c >= 0x80:
 				alnum++
 			case c == '/' || c == '.' || c == '_' || c == '-' || c == '@':
-				sep = sep || (i > 0 && i < len(w)-1)
+				sep = true
 			}
+			i++
 		}
-		if alnum >= 6 && (digit || sep) {
+		if alnum < 6 || !digit && !sep {
+			continue
+		}
+		w := trimPunct(v[start:i])
+		if digit || separatedAny(w) {
 			fn(w)
 		}
 	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
-			flush(i)
-			continue
-		}
-		if start < 0 {
-			start = i
-		}
-	}
-	flush(len(v))
 }
 
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// separatedAny: a separator inside w (not at its ends).
+func separatedAny(w string) bool {
+	for i := 1; i < len(w)-1; i++ {
+		switch w[i] {
+		case '/', '.', '_', '-', '@':
+			return true
+		}
+	}
+	return false
+}
+
+// punct marks the punctuation trimmed around a word.
+var punct = func() (t [256]bool) {
+	for _, c := range ".,;:!?\"'()[]{}<>*`" {
+		t[c] = true
+	}
+	return t
+}()
+
 func trimPunct(w string) string {
-	const p = ".,;:!?\"'()[]{}<>*`"
-	for len(w) > 0 && indexByte(p, w[0]) >= 0 {
+	for len(w) > 0 && punct[w[0]] {
 		w = w[1:]
 	}
-	for len(w) > 0 && indexByte(p, w[len(w)-1]) >= 0 {
+	for len(w) > 0 && punct[w[len(w)-1]] {
 		w = w[:len(w)-1]
 	}
 	return w
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }

@@ -68,8 +68,24 @@ type Suite struct {
 	Defaults       map[string]string // vector -> benign default text
 }
 
-// LoadSuite reads a suite directory.
+// LoadSuite reads a suite directory. A path that is not a directory
+// holding the suite's files, or a suite without tools or pairs, is
+// refused with
+// an error that says so.
 func LoadSuite(dir string) (*Suite, error) {
+	suiteFiles := []string{"tools.json", "user_tasks.jsonl", "injection_tasks.jsonl", "pairs.jsonl", "injection_vectors.json"}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not an AgentDojo suite directory (want a directory holding %s)", dir, strings.Join(suiteFiles, ", "))
+	}
+	var missing []string
+	for _, f := range suiteFiles {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s is not an AgentDojo suite directory: %s missing", dir, strings.Join(missing, ", "))
+	}
 	s := &Suite{Name: filepath.Base(filepath.Clean(dir)), UserTasks: map[string]*Task{}, InjectionTasks: map[string]*Task{}, Defaults: map[string]string{}}
 	b, err := os.ReadFile(filepath.Join(dir, "tools.json"))
 	if err != nil {
@@ -117,6 +133,9 @@ func LoadSuite(dir string) (*Suite, error) {
 	}
 	for _, v := range vectors {
 		s.Defaults[v.ID] = v.Default
+	}
+	if len(s.Pairs) == 0 || len(s.Tools) == 0 {
+		return nil, fmt.Errorf("suite %s has %d tools and %d pairs: nothing to replay", dir, len(s.Tools), len(s.Pairs))
 	}
 	return s, nil
 }

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 )
 
 // Record is one line of an evaluation corpus (../shared/corpora/*/
@@ -86,4 +88,73 @@ func ReadCorpus(path string) ([]Record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Record shapes: what an evaluation reads from each record.
+const (
+	ShapeText = "text" // a text to screen (`eval screen`)
+	ShapeTool = "tool" // a tool definition (`eval tools`)
+)
+
+// shapeProbe is how many leading records decide a corpus' shape: when
+// none of them has the fields an evaluation reads, the corpus is of
+// another kind rather than damaged.
+const shapeProbe = 20
+
+// ErrEmptyCorpus is returned by CheckShape for a corpus without records:
+// an evaluation over nothing would report perfect rates.
+var ErrEmptyCorpus = errors.New("corpus has no records")
+
+// ShapeError is returned by CheckShape when a corpus' records are not of
+// the shape wanted. Got is the shape the leading records have instead
+// (ShapeText, ShapeTool, or "" for neither), so that the caller can name
+// the evaluation that reads them.
+type ShapeError struct {
+	Want, Got string
+}
+
+func (e *ShapeError) Error() string {
+	if e.Got == "" {
+		return fmt.Sprintf("the records are not %s: the first has neither a text nor a tool", shapeName(e.Want))
+	}
+	return fmt.Sprintf("the records are %s, not %s", shapeName(e.Got), shapeName(e.Want))
+}
+
+func shapeName(shape string) string {
+	if shape == ShapeTool {
+		return "tool definitions (server, tool, description, input_schema)"
+	}
+	return "texts to screen (text, label, category)"
+}
+
+// Shape is ShapeText when the record has a text, ShapeTool when it names
+// a tool, and "" otherwise.
+func (r *Record) Shape() string {
+	switch {
+	case r.Text != "":
+		return ShapeText
+	case r.Tool != "":
+		return ShapeTool
+	}
+	return ""
+}
+
+// CheckShape returns nil when recs are a corpus of the given shape: not
+// empty, and every record of that shape. When none of the leading records
+// has it, the error is a *ShapeError (a corpus of another kind); a stray
+// record without it is an error naming the record.
+func CheckShape(recs []Record, want string) error {
+	if len(recs) == 0 {
+		return ErrEmptyCorpus
+	}
+	probe := recs[:min(len(recs), shapeProbe)]
+	if !slices.ContainsFunc(probe, func(r Record) bool { return r.Shape() == want }) {
+		return &ShapeError{Want: want, Got: probe[0].Shape()}
+	}
+	for i := range recs {
+		if recs[i].Shape() != want {
+			return fmt.Errorf("record %d (id %q) has no %s", i+1, recs[i].ID, want)
+		}
+	}
+	return nil
 }

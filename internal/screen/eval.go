@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Evaluation of the detectors on a labelled corpus (`portcullis eval
@@ -41,6 +42,25 @@ type Report struct {
 	Categories []CategoryRow `json:"categories"`
 	Total      CategoryRow   `json:"total"`
 	Entities   []EntityRow   `json:"entities,omitempty"`
+	Throughput Throughput    `json:"throughput"`
+}
+
+// Throughput is how fast the detector screened the corpus in the run that
+// produced the report: the time spent judging the texts (normalisation
+// included), not reading the corpus.
+type Throughput struct {
+	Seconds          float64 `json:"seconds"`
+	Bytes            int64   `json:"bytes"` // of text screened
+	RecordsPerSecond float64 `json:"records_per_second"`
+	MBPerSecond      float64 `json:"mb_per_second"` // 10^6 bytes
+}
+
+func (t *Throughput) measure(records int, elapsed time.Duration) {
+	t.Seconds = elapsed.Seconds()
+	if t.Seconds > 0 {
+		t.RecordsPerSecond = float64(records) / t.Seconds
+		t.MBPerSecond = float64(t.Bytes) / 1e6 / t.Seconds
+	}
 }
 
 // DetectorFor guesses the detector a corpus exercises from its records'
@@ -110,6 +130,7 @@ func Evaluate(recs []Record, detector string, threshold float64) (*Report, error
 		return nil, fmt.Errorf("unknown detector %q (want one of %v)", detector, Categories)
 	}
 	rows := map[string]*CategoryRow{}
+	screened, began := 0, time.Now()
 	for i := range recs {
 		r := &recs[i]
 		if detector == CategoryPersonal && strings.HasPrefix(r.Category, "recognizer_test/") && presidioType(r.Category) == "" {
@@ -123,7 +144,10 @@ func Evaluate(recs []Record, detector string, threshold float64) (*Report, error
 		h := hit(r)
 		row.tally(r.Attack(), h)
 		rep.Total.tally(r.Attack(), h)
+		screened++
+		rep.Throughput.Bytes += int64(len(r.Text))
 	}
+	rep.Throughput.measure(screened, time.Since(began))
 	for _, row := range rows {
 		row.rates()
 		rep.Categories = append(rep.Categories, *row)

@@ -2,7 +2,6 @@ package screen
 
 import (
 	"math"
-	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -95,21 +94,63 @@ func fnvByte(h uint32, c byte) uint32 { return (h ^ uint32(c)) * fnvPrime }
 // featureSink receives hashed feature indices.
 type featureSink func(idx uint32)
 
-// segmentFeatures hashes the features of one segment: lower-cased words,
-// word bigrams, the opening word and pair (imperatives open sentences),
-// character trigrams inside words (robust to misspelling and
-// substitutions), and a bucket of the segment's length. It returns the
-// number of words.
+// The feature space has two parts: features of the segment's form (cues,
+// word classes, shape) and features of its words (topic). Training
+// regularises them apart (TrainOptions.L2Form).
+const (
+	formBits = 15
+	formDim  = 1 << formBits
+	topicDim = featureDim - formDim
+)
+
+// IsFormFeature reports whether feature index i is a form feature.
+func IsFormFeature(i uint32) bool { return i >= topicDim }
+
+// segmentFeatures hashes the features of one segment and returns its
+// number of words. Features of its words (topic): lower-cased words and
+// word bigrams. Features of its form, which carry over to instructions
+// on topics never seen in training:
+//   - word-class bigrams and trigrams, and the opening class pair and
+//     triple, where closed-class words (pronouns, determiners, modals,
+//     the cue words) stand for themselves and open-class words for their
+//     class (verb, destination, reply, AI, number, other): "please V my
+//     x" whatever the verb and the object;
+//   - an imperative: a verb opening the segment, or after lead-in words;
+//   - cue classes, cue classes among the first three words, and pairs of
+//     cues (an action with the speaker's own things, addressed to the
+//     reader, with a destination; the reader's reply addressed to it);
+//   - a question by its opening word, the share of words separated by
+//     spaces (prose, not paths or identifiers), an e-mail address, and a
+//     bucket of the segment's length.
+//
+// Character n-grams (inside words, and across word boundaries) were
+// measured and left out: they fit the training sources' vocabulary and
+// did not carry over to a held-out source (docs/model-card-injection.md).
 func segmentFeatures(seg string, emit featureSink) int {
-	var words [maxSegTokens]uint32 // hash of each word
+	var words [maxSegTokens]uint32   // hash of each word
+	var classes [maxSegTokens]uint32 // its form token: the word, or its class
+	var kinds [maxSegTokens]byte     // its class
 	n := 0
 	var buf [64]byte
 	var cueSeen cue
+	var leadIn uint8 // bit k: word k is a lead-in word
+	spaced := 0      // words after the first preceded by a space
+	mail := false    // a word is preceded by '@' (an e-mail address)
+	form := func(x uint32) { emit(topicDim + x%formDim) }
+	topic := func(x uint32) { emit(x % topicDim) }
 	for i := 0; i < len(seg) && n < maxSegTokens; {
 		r, size := utf8.DecodeRuneInString(seg[i:])
 		if !isWordRune(r) {
 			i += size
 			continue
+		}
+		if i > 0 && n > 0 {
+			switch seg[i-1] {
+			case ' ':
+				spaced++
+			case '@':
+				mail = true
+			}
 		}
 		// One word, lower-cased into buf (truncated at len(buf)).
 		w := buf[:0]
@@ -128,144 +169,97 @@ func segmentFeatures(seg string, emit featureSink) int {
 			h = fnvByte(h, c)
 		}
 		words[n] = h
-		cue := cueOf(h, w)
-		if cue != 0 {
-			cueSeen |= cue
+		e, ok := lookup(h, w)
+		kind := classOther
+		switch {
+		case ok:
+			kind = e.class
+		case w[0] >= '0' && w[0] <= '9':
+			kind = classNum
+		}
+		kinds[n] = kind
+		classes[n] = h
+		if kind != classSelf {
+			classes[n] = fnvByte(fnvByte(fnvOffset, 'K'), kind)
+		}
+		if e.c&cueLeadIn != 0 && n < 8 {
+			leadIn |= 1 << n
+		}
+		if c := e.c; c != 0 {
+			cueSeen |= c
 			if n < 3 {
 				// A request or command opens with its verb, or with
 				// "please" and then its verb.
-				emit(fnvByte(fnvByte(fnvOffset, 'O'), byte(cue)) % featureDim)
+				form(fnvByte(fnvByte(fnvByte(fnvOffset, 'O'), byte(c)), byte(c>>8)))
 			}
 		}
 		n++
-		emit(fnvByte(h, 'u') % featureDim)
-		// Character trigrams with word boundaries.
-		if len(w) >= 4 {
-			prev2, prev1 := byte('^'), w[0]
-			for j := 1; j <= len(w); j++ {
-				c := byte('$')
-				if j < len(w) {
-					c = w[j]
-				}
-				t := fnvByte(fnvByte(fnvByte(fnvByte(fnvOffset, 'c'), prev2), prev1), c)
-				emit(t % featureDim)
-				prev2, prev1 = prev1, c
-			}
-		}
+		topic(fnvByte(h, 'u'))
 	}
 	for k := 1; k < n; k++ {
-		emit(mix(words[k-1], words[k], 'b') % featureDim)
+		topic(mix(words[k-1], words[k], 'b'))
+		form(mix(classes[k-1], classes[k], 'k'))
+		if k > 1 {
+			form(mix(mix(classes[k-2], classes[k-1], 't'), classes[k], 't'))
+		}
 	}
-	if n > 0 {
-		emit(fnvByte(words[0], 's') % featureDim)
+	switch {
+	case n > 2:
+		form(mix(mix(classes[0], classes[1], 'q'), classes[2], 'q'))
+		fallthrough
+	case n > 1:
+		form(mix(classes[0], classes[1], 'p'))
+	}
+	// An imperative: a verb opens the segment, or follows only lead-in
+	// words ("please", "then", "also").
+	for k := 0; k < min(n, 3); k++ {
+		if kinds[k] == classVerb {
+			form(fnvByte(fnvByte(fnvOffset, 'I'), byte(k)))
+		}
+		if leadIn&(1<<k) == 0 {
+			break
+		}
+	}
+	if n > 0 && seg[len(seg)-1] == '?' {
+		form(mix(classes[0], 0, '?'))
 	}
 	if n > 1 {
-		emit(mix(words[0], words[1], 'o') % featureDim)
+		form(fnvByte(fnvByte(fnvOffset, '_'), byte('0'+4*spaced/(n-1))))
+	}
+	if mail {
+		form(fnvByte(fnvOffset, '@'))
 	}
 	for c := cue(1); c != 0 && c <= cueSeen; c <<= 1 {
 		if cueSeen&c != 0 {
-			emit(fnvByte(fnvByte(fnvOffset, 'C'), byte(c)) % featureDim)
+			form(fnvByte(fnvByte(fnvByte(fnvOffset, 'C'), byte(c)), byte(c>>8)))
 		}
 	}
-	// Pairs of cues: an action with the speaker's own things ("send my
-	// ..."), an action addressed to the reader, an action with a
-	// destination.
-	for _, pair := range [...]cue{cueAction | cueFirstPerson, cueAction | cueSecondPerson, cueAction | cueDestination, cuePolite | cueAction, cueOverride | cueAction} {
+	for _, pair := range cuePairs {
 		if cueSeen&pair == pair {
-			emit(fnvByte(fnvByte(fnvOffset, 'P'), byte(pair)) % featureDim)
+			form(fnvByte(fnvByte(fnvByte(fnvOffset, 'P'), byte(pair)), byte(pair>>8)))
 		}
 	}
-	lenBucket := byte('0' + min(n/4, 9))
-	emit(fnvByte(fnvByte(fnvOffset, 'l'), lenBucket) % featureDim)
+	form(fnvByte(fnvByte(fnvOffset, 'l'), byte('0'+min(n/4, 9))))
 	return n
 }
 
-// cue is a class of words that signals a request or command regardless of
-// topic: general English, not phrases from any corpus.
-type cue uint8
-
-const (
-	cueAction       cue = 1 << iota // an imperative-capable verb of doing
-	cuePolite                       // please, kindly
-	cueFirstPerson                  // my, me, mine, our
-	cueSecondPerson                 // you, your
-	cueOverride                     // ignore, disregard, forget, instead, instructions
-	cueModal                        // must, should, need, immediately, urgent
-	cueDestination                  // email, address, url, account, website, link
-)
-
-// cueTable is cues as an open-addressing table keyed by the word's hash:
-// a lookup per word of every segment is on the hot path, and a string map
-// costs several times more.
-var cueTable = func() (t [1024]struct {
-	word string
-	c    cue
-}) {
-	for w, c := range cues {
-		h := fnvString(w)
-		for k := h % 1024; ; k = (k + 1) % 1024 {
-			if t[k].word == "" {
-				t[k].word, t[k].c = w, c
-				break
-			}
-		}
-	}
-	return t
-}()
-
-// cueOf returns the cues of the lower-cased word w, whose hash is h.
-func cueOf(h uint32, w []byte) cue {
-	for k := h % 1024; cueTable[k].word != ""; k = (k + 1) % 1024 {
-		if cueTable[k].word == string(w) {
-			return cueTable[k].c
-		}
-	}
-	return 0
+// cuePairs are pairs of cues that together mark a request: an action
+// with the speaker's own things ("send my ..."), an action addressed to
+// the reader, an action with a destination, "please" with an action, an
+// override with an action, the reader's reply ("your response"), and the
+// AI named with a second person or an action.
+var cuePairs = [...]cue{
+	cueAction | cueFirstPerson, cueAction | cueSecondPerson, cueAction | cueDestination,
+	cuePolite | cueAction, cueOverride | cueAction, cueSecondPerson | cueReply,
+	cueReader | cueSecondPerson, cueReader | cueAction,
 }
 
-func fnvString(s string) uint32 {
-	h := uint32(fnvOffset)
-	for i := 0; i < len(s); i++ {
-		h = fnvByte(h, s[i])
-	}
-	return h
-}
-
-var cues = func() map[string]cue {
-	m := map[string]cue{}
-	add := func(c cue, words string) {
-		for _, w := range strings.Fields(words) {
-			m[w] |= c
-		}
-	}
-	add(cueAction, `send email forward transfer pay wire deposit withdraw donate delete remove erase
-		update change modify set grant give share post publish upload download invite add create make
-		book reserve buy purchase sell order cancel unlock lock open close disable enable turn move
-		redirect schedule access retrieve get fetch find list read search check tell reply respond
-		answer write translate summarize summarise mention include provide ensure insert execute run
-		install click visit navigate go call text message follow subscribe approve accept print output
-		say repeat reveal show display export save store copy attach replace rename sign register reset
-		apply assign release increase decrease adjust allow block report leave join grab collect
-		compile gather use transmit deliver contact notify recommend promote advertise answer respond
-		incorporate append prepend start stop kill shut disconnect format encrypt decrypt`)
-	add(cuePolite, `please kindly plz pls`)
-	add(cueFirstPerson, `my me mine our myself`)
-	add(cueSecondPerson, `you your yourself you're`)
-	add(cueOverride, `ignore disregard forget instead instruction instructions override bypass previous prior above earlier`)
-	add(cueModal, `must should need needs immediately urgent urgently important asap now`)
-	add(cueDestination, `email e-mail address url website link account inbox phone number iban channel server`)
-	return m
-}()
-
+// mix hashes a pair of hashes and a tag: one multiplication, the high
+// half of the product (a pair per word of every segment is on the hot
+// path).
 func mix(a, b uint32, tag byte) uint32 {
-	h := fnvByte(fnvOffset, tag)
-	for _, x := range [2]uint32{a, b} {
-		h = fnvByte(h, byte(x))
-		h = fnvByte(h, byte(x>>8))
-		h = fnvByte(h, byte(x>>16))
-		h = fnvByte(h, byte(x>>24))
-	}
-	return h
+	x := (uint64(a)<<32 | uint64(b)) ^ uint64(tag)*0xff51afd7ed558ccd
+	return uint32((x * 0x9e3779b97f4a7c15) >> 32)
 }
 
 func isWordRune(r rune) bool {

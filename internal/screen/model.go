@@ -21,34 +21,54 @@ import (
 var injectionModelFile []byte
 
 // modelMagic opens a model file; the version changes when the feature
-// extraction does, so a stale model is refused rather than misread.
-const modelMagic = "PCLINJ02"
+// extraction or the format does, so a stale model is refused rather than
+// misread.
+const modelMagic = "PCLINJ03"
 
-// Model is a trained linear classifier over segment features.
+// Model is a trained linear classifier over segment features, with a
+// calibration of its margins.
 type Model struct {
-	Bias      float32
-	Threshold float32 // the decision threshold chosen at training time
-	W         []float32
+	Bias float32
+	// Threshold is the decision threshold on calibrated scores chosen at
+	// training time (docs/model-card-injection.md says how).
+	Threshold float32
+	// CalA and CalB calibrate the margin z: Score is 1/(1+e^-(CalA·z+CalB)),
+	// fitted on scores of sources the model did not see, each source
+	// weighing the same (Platt scaling). NewModel sets the identity.
+	CalA, CalB float32
+	W          []float32
 }
 
-// Score is the probability that the segment with vector v is an injected
-// instruction.
-func (m *Model) Score(v *SegmentVector) float32 {
+// Margin is the raw linear score of the segment with vector v.
+func (m *Model) Margin(v *SegmentVector) float32 {
 	z := m.Bias
 	for _, i := range v.Idx {
 		z += m.W[i] * v.Value
 	}
-	return float32(1 / (1 + math.Exp(-float64(z))))
+	return z
+}
+
+// Score is the calibrated probability that the segment with vector v is
+// an injected instruction.
+func (m *Model) Score(v *SegmentVector) float32 {
+	return m.Calibrate(m.Margin(v))
+}
+
+// Calibrate maps a margin to a calibrated score.
+func (m *Model) Calibrate(z float32) float32 {
+	return float32(1 / (1 + math.Exp(-float64(m.CalA*z+m.CalB))))
 }
 
 // MarshalBinary encodes the model in the embedded file format: magic,
-// feature bits, bias, threshold, then the weights, little-endian.
+// feature bits, bias, threshold, calibration (a, b), then the weights,
+// little-endian.
 func (m *Model) MarshalBinary() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(modelMagic)
 	_ = binary.Write(&b, binary.LittleEndian, uint32(featureBits))
-	_ = binary.Write(&b, binary.LittleEndian, m.Bias)
-	_ = binary.Write(&b, binary.LittleEndian, m.Threshold)
+	for _, x := range []float32{m.Bias, m.Threshold, m.CalA, m.CalB} {
+		_ = binary.Write(&b, binary.LittleEndian, x)
+	}
 	_ = binary.Write(&b, binary.LittleEndian, m.W)
 	return b.Bytes(), nil
 }
@@ -76,15 +96,19 @@ func UnmarshalModel(data []byte) (*Model, error) {
 		}
 		data = raw
 	}
-	if len(data) < len(modelMagic)+12 || string(data[:len(modelMagic)]) != modelMagic {
+	if len(data) < len(modelMagic)+20 || string(data[:len(modelMagic)]) != modelMagic {
 		return nil, errors.New("screen: not an injection model (bad magic or version)")
 	}
 	r := bytes.NewReader(data[len(modelMagic):])
 	var bits uint32
 	m := &Model{}
 	_ = binary.Read(r, binary.LittleEndian, &bits)
-	_ = binary.Read(r, binary.LittleEndian, &m.Bias)
-	_ = binary.Read(r, binary.LittleEndian, &m.Threshold)
+	for _, x := range []*float32{&m.Bias, &m.Threshold, &m.CalA, &m.CalB} {
+		_ = binary.Read(r, binary.LittleEndian, x)
+	}
+	if !(m.CalA > 0) || math.IsInf(float64(m.CalA), 0) || math.IsNaN(float64(m.CalB)) || math.IsInf(float64(m.CalB), 0) {
+		return nil, fmt.Errorf("screen: model calibration (%v, %v) is not increasing and finite", m.CalA, m.CalB)
+	}
 	if bits != featureBits {
 		return nil, fmt.Errorf("screen: model has %d feature bits, this build hashes %d", bits, featureBits)
 	}
@@ -99,7 +123,7 @@ func UnmarshalModel(data []byte) (*Model, error) {
 }
 
 // NewModel returns an untrained model (all weights zero).
-func NewModel() *Model { return &Model{W: make([]float32, featureDim), Threshold: 0.5} }
+func NewModel() *Model { return &Model{W: make([]float32, featureDim), Threshold: 0.5, CalA: 1} }
 
 var embedded = sync.OnceValues(func() (*Model, error) { return UnmarshalModel(injectionModelFile) })
 
@@ -112,9 +136,25 @@ func EmbeddedModel() (*Model, error) { return embedded() }
 var vectorPool = sync.Pool{New: func() any { return &SegmentVector{} }}
 
 // MaxSegment scores every segment of text with at least minSegWords words
-// and returns the highest score and that segment's span. A text with no
-// such segment scores 0.
+// and returns the highest calibrated score and that segment's span. A
+// text with no such segment scores 0.
 func (m *Model) MaxSegment(text string) (score float32, start, end int) {
+	best, found := float32(0), false
+	m.EachSegment(text, func(b, e int, z float32) {
+		if !found || z > best {
+			best, start, end, found = z, b, e, true
+		}
+	})
+	if !found {
+		return 0, 0, 0
+	}
+	// The calibration is increasing, so the best margin is the best score.
+	return m.Calibrate(best), start, end
+}
+
+// EachSegment calls fn with the span and margin of every segment of text
+// that the classifier judges (at least minSegWords words).
+func (m *Model) EachSegment(text string, fn func(start, end int, margin float32)) {
 	v := vectorPool.Get().(*SegmentVector)
 	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
@@ -125,9 +165,6 @@ func (m *Model) MaxSegment(text string) (score float32, start, end int) {
 		if v.Words < minSegWords {
 			return
 		}
-		if s := m.Score(v); s > score {
-			score, start, end = s, b, e
-		}
+		fn(b, e, m.Margin(v))
 	})
-	return score, start, end
 }

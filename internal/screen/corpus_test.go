@@ -1,0 +1,46 @@
+package screen
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCheckShape(t *testing.T) {
+	t.Parallel()
+	text := Record{ID: "a", Text: "some text", Label: "benign"}
+	tool := Record{ID: "b", Tool: "read_file", Description: "Read a file.", Label: "benign"}
+	neither := Record{ID: "c", Label: "attack"}
+	for _, tc := range []struct {
+		name    string
+		recs    []Record
+		want    string
+		wantGot string // a *ShapeError with this Got
+		errHas  string // or another error containing this
+	}{
+		{"texts", []Record{text, text}, ShapeText, "", ""},
+		{"tools", []Record{tool}, ShapeTool, "", ""},
+		{"empty", nil, ShapeText, "", "no records"},
+		{"tools as texts", []Record{tool, tool}, ShapeText, ShapeTool, ""},
+		{"texts as tools", []Record{text}, ShapeTool, ShapeText, ""},
+		{"neither", []Record{neither}, ShapeText, "", "neither a text nor a tool"},
+		{"stray record", []Record{text, neither}, ShapeText, "", `record 2 (id "c") has no text`},
+	} {
+		err := CheckShape(tc.recs, tc.want)
+		var se *ShapeError
+		switch {
+		case tc.wantGot == "" && tc.errHas == "":
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+		case tc.wantGot != "":
+			if !errors.As(err, &se) || se.Got != tc.wantGot || se.Want != tc.want {
+				t.Errorf("%s: %v, want a shape error with got %q", tc.name, err, tc.wantGot)
+			}
+		default:
+			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+				t.Errorf("%s: %v, want %q", tc.name, err, tc.errHas)
+			}
+		}
+	}
+}
