@@ -29,6 +29,9 @@ type Decider interface {
 	Decide(in *policy.Input) policy.Decision
 	Visible(ctx context.Context, in *policy.Input) bool
 	Version() string
+	// ReadsProvenance: the policies read argument provenance, so sessions
+	// index what they read.
+	ReadsProvenance() bool
 }
 
 // Recorder writes audit events (audit.Recorder).

@@ -141,7 +141,13 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	})
 	if c.s != nil {
 		p.label(c, labels)
-		observeResult(&c.s.prov, c.dataflow(), b, scope, norm, untrusted)
+		if p.opts.Decider.ReadsProvenance() {
+			observeResult(&c.s.prov, c.dataflow(), b, scope, norm, untrusted)
+		} else {
+			// Not indexed: should policies start reading provenance, this
+			// session cannot tell untrusted from unseen and fails closed.
+			c.s.prov.Skip()
+		}
 	}
 	if all.Block {
 		msg := "[portcullis: result withheld by screening: " + strings.Join(all.Keys(), ", ") + "]"

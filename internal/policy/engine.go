@@ -433,6 +433,10 @@ func targetEntity(ents types.EntityMap, t Target) types.EntityUID {
 // Version is the version of the Set in force.
 func (e *Engine) Version() string { return e.cur.Load().version }
 
+// ReadsProvenance reports whether the current policies read argument
+// provenance.
+func (e *Engine) ReadsProvenance() bool { return e.cur.Load().provenance }
+
 func sortedUIDs(set types.EntityUIDSet) []types.EntityUID {
 	out := slices.Collect(set.All())
 	slices.SortFunc(out, func(a, b types.EntityUID) int { return strings.Compare(a.String(), b.String()) })

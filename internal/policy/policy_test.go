@@ -283,3 +283,20 @@ func TestDefaultPolicyNamesWhatItPermits(t *testing.T) {
 		}
 	}
 }
+
+func TestReadsProvenance(t *testing.T) {
+	for src, want := range map[string]bool{
+		`permit (principal, action, resource);`:                                                             false,
+		`forbid (principal, action, resource) when { context.roles.recipient == "untrusted" };`:             true,
+		`forbid (principal, action, resource) when { context.untrusted_arguments.contains("to") };`:         true,
+		`forbid (principal, action, resource) when { context.session.labels.contains("untrusted_input") };`: false,
+	} {
+		s, err := Compile([]Source{{Name: "p.cedar", Data: []byte(src)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.ReadsProvenance() != want || NewEngine(s).ReadsProvenance() != want {
+			t.Errorf("%s: ReadsProvenance %v, want %v", src, s.ReadsProvenance(), want)
+		}
+	}
+}

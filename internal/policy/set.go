@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -55,6 +56,10 @@ type Set struct {
 	// decision would be if a human approved.
 	sansApproval *cedar.PolicySet
 	idx          *index
+	// provenance: some source mentions context.roles or
+	// context.untrusted_arguments (a comment counts: erring on the side of
+	// indexing).
+	provenance bool
 }
 
 type policyMeta struct {
@@ -66,6 +71,11 @@ type policyMeta struct {
 
 // Version is the SHA-256 over the bundle's sources, as "sha256:<hex>".
 func (s *Set) Version() string { return s.version }
+
+// ReadsProvenance reports whether the policies read argument provenance
+// (context.roles, context.untrusted_arguments): without it the gateway
+// need not index what sessions read.
+func (s *Set) ReadsProvenance() bool { return s.provenance }
 
 // Len is the number of policies.
 func (s *Set) Len() int { return len(s.meta) }
@@ -149,6 +159,7 @@ func Compile(sources []Source) (*Set, error) {
 	for _, src := range sources {
 		fmt.Fprintf(h, "%d:%s\n%d:", len(src.Name), src.Name, len(src.Data))
 		h.Write(src.Data)
+		s.provenance = s.provenance || bytes.Contains(src.Data, []byte("context.roles")) || bytes.Contains(src.Data, []byte("context.untrusted_arguments"))
 		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Data)
 		if err != nil {
 			errs = append(errs, parseError(src.Name, err))

@@ -115,6 +115,9 @@ type Tracker struct {
 	// tell which records of a result the user pointed at (Named).
 	asked    filter
 	maxBytes int
+	// skipped: some output was not observed (Skip); like a full
+	// untrusted filter, the tracker then fails closed.
+	skipped bool
 	// buffers reused under mu
 	skel    []byte
 	ends    []int
@@ -141,7 +144,7 @@ func (t *Tracker) Observe(text string, src Source) {
 	if t.maxBytes == 0 { // the zero Tracker
 		t.maxBytes, t.trusted.maxBytes, t.untrusted.maxBytes, t.asked.maxBytes = DefaultMaxBytes, DefaultMaxBytes, DefaultMaxBytes, maxAskedBytes
 	}
-	if src == Trusted && t.untrusted.full {
+	if src == Trusted && t.blind() {
 		// First sight can no longer be checked: trusted output teaches
 		// nothing more (what it names reads as unseen, or untrusted).
 		return
@@ -334,10 +337,23 @@ func (t *Tracker) lookup(h uint64) Origin {
 // cannot be told from what the model wrote, so anything not trusted is
 // untrusted. Called with mu held.
 func (t *Tracker) failClosed(o Origin) Origin {
-	if o == Unseen && t.untrusted.full {
+	if o == Unseen && t.blind() {
 		return FromUntrusted
 	}
 	return o
+}
+
+// blind: the tracker may have missed untrusted output (its filter is
+// full, or output went unobserved). Called with mu held.
+func (t *Tracker) blind() bool { return t.untrusted.full || t.skipped }
+
+// Skip records that the session read output without observing it (the
+// policies did not read provenance then): from now on the tracker fails
+// closed, as with a full filter.
+func (t *Tracker) Skip() {
+	t.mu.Lock()
+	t.skipped = true
+	t.mu.Unlock()
 }
 
 // Value is the origin of a structured value (a recipient, an amount, an
@@ -425,7 +441,7 @@ func (t *Tracker) Content(v string) Origin {
 	case None:
 		return None
 	}
-	if ids == Unseen && t.untrusted.full {
+	if ids == Unseen && t.blind() {
 		return FromUntrusted
 	}
 	return Unseen

@@ -334,3 +334,24 @@ func FuzzParseDocument(f *testing.F) {
 		tr.ObserveNamedRecords(doc)
 	})
 }
+
+// TestSkipFailsClosed: a session that read output without observing it
+// cannot tell untrusted from unseen, and learns nothing from trusted output.
+func TestSkipFailsClosed(t *testing.T) {
+	tr := New(0)
+	observe(tr, "pay the landlord CH9300762011623852957", Intent)
+	tr.Skip()
+	observe(tr, "recipient: GB33BUKB20201555555555", Trusted)
+	for v, want := range map[string]Origin{
+		"CH9300762011623852957":  FromTrusted,
+		"GB33BUKB20201555555555": FromUntrusted,
+		"made-up-value-1234":     FromUntrusted,
+	} {
+		if got := tr.Value(v); got != want {
+			t.Errorf("Value(%q) = %v, want %v", v, got, want)
+		}
+	}
+	if got := tr.Content("see www.unseen-host.example"); got != FromUntrusted {
+		t.Errorf("Content = %v", got)
+	}
+}

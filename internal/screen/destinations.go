@@ -73,11 +73,53 @@ func urlHostAt(s string, i int) (string, int, bool) {
 	for e < len(s) && e-i < 2048 && strings.IndexByte(" \t\r\n\"'<>()[]{}\\`", s[e]) < 0 {
 		e++
 	}
-	u, err := url.Parse(scheme + strings.TrimRight(s[i:e], ".,;:!?"))
+	rest := strings.TrimRight(s[i:e], ".,;:!?")
+	if h, ok := plainHost(rest[3:]); ok {
+		return h, e, true
+	}
+	u, err := url.Parse(scheme + rest)
 	if err != nil || u.Hostname() == "" {
 		return "", e, false
 	}
 	return strings.ToLower(u.Hostname()), e, true
+}
+
+// plainHost is the host of a URL's authority and what follows it, when
+// the authority is a plain name with an optional port (no user info, IPv6
+// brackets or escapes: those go to url.Parse): the common case, without
+// allocating a URL.
+func plainHost(rest string) (string, bool) {
+	end := len(rest)
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		end = j
+	}
+	auth := rest[:end]
+	if c := strings.IndexByte(auth, ':'); c >= 0 {
+		for k := c + 1; k < len(auth); k++ {
+			if !isDigitB(auth[k]) {
+				return "", false
+			}
+		}
+		auth = auth[:c]
+	}
+	if auth == "" {
+		return "", false
+	}
+	lower := true
+	for k := 0; k < len(auth); k++ {
+		c := auth[k]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			lower = false
+		case isAlnumB(c) || c == '.' || c == '-' || c == '_':
+		default:
+			return "", false
+		}
+	}
+	if lower {
+		return auth, true
+	}
+	return strings.ToLower(auth), true
 }
 
 // bareHostAt returns the host of a scheme-less "www." address at i.
@@ -105,14 +147,18 @@ func ibanAt(s string, i int) (string, bool) {
 }
 
 // numberAt returns the digits of the number starting at i (digits grouped
-// by single spaces, dots or hyphens, after an optional '+') and where it
-// ends.
+// by single spaces, dots or hyphens, after an optional '+') when there are
+// 9 to 19 of them (an account or phone number), and where it ends.
 func numberAt(s string, i int) (string, int) {
-	var b strings.Builder
+	var buf [19]byte
+	n := 0
 	e := i
 	for e < len(s) {
 		if isDigitB(s[e]) {
-			b.WriteByte(s[e])
+			if n < len(buf) {
+				buf[n] = s[e]
+			}
+			n++
 			e++
 			continue
 		}
@@ -122,8 +168,8 @@ func numberAt(s string, i int) (string, int) {
 		}
 		break
 	}
-	if e < len(s) && isAlnumB(s[e]) {
-		return "", e // part of a word or identifier
+	if e < len(s) && isAlnumB(s[e]) || n > len(buf) || n < 9 {
+		return "", e // part of a word or identifier, or no account number's length
 	}
-	return b.String(), e
+	return string(buf[:n]), e
 }
