@@ -147,18 +147,9 @@ func (a *adminAPI) startTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ttl := a.s.cfg.Auth.DefaultTTL.D()
-	if req.TTLSeconds > 0 {
-		ttl = time.Duration(req.TTLSeconds) * time.Second
-	}
 	t := token.Task{Agent: req.Agent, User: req.User, Purpose: req.Purpose, Tools: req.Tools, Budget: req.Budget, Depth: req.Depth, JKT: req.JKT, X5T: req.X5T}
-	raw, issued, err := a.s.ops.StartTask(r.Context(), t, req.IDToken, ttl, adminOf(r))
-	switch {
-	case errors.Is(err, ops.ErrIdentityProvider):
-		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
-		return
-	case err != nil:
-		writeError(w, http.StatusBadRequest, err.Error())
+	raw, issued, err := a.s.ops.StartTask(r.Context(), t, req.IDToken, a.ttl(req.TTLSeconds), adminOf(r))
+	if issueFailed(w, err) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, map[string]any{"task_id": issued.ID, "token": raw, "expires": issued.Expires, "user": issued.User, "started_by": adminOf(r)})
@@ -178,20 +169,33 @@ func (a *adminAPI) issueIntent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ttl := a.s.cfg.Auth.DefaultTTL.D()
-	if req.TTLSeconds > 0 {
-		ttl = time.Duration(req.TTLSeconds) * time.Second
-	}
-	raw, issued, err := a.s.ops.IssueIntent(r.Context(), token.Intent{Agent: req.Agent, User: req.User, Text: req.Intent}, req.IDToken, ttl, adminOf(r))
-	switch {
-	case errors.Is(err, ops.ErrIdentityProvider):
-		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
-		return
-	case err != nil:
-		writeError(w, http.StatusBadRequest, err.Error())
+	raw, issued, err := a.s.ops.IssueIntent(r.Context(), token.Intent{Agent: req.Agent, User: req.User, Text: req.Intent}, req.IDToken, a.ttl(req.TTLSeconds), adminOf(r))
+	if issueFailed(w, err) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, map[string]any{"token": raw, "expires": issued.Expires, "user": issued.User, "issued_by": adminOf(r)})
+}
+
+// ttl is a requested lifetime in seconds, or auth.default_ttl.
+func (a *adminAPI) ttl(seconds int) time.Duration {
+	if seconds > 0 {
+		return time.Duration(seconds) * time.Second
+	}
+	return a.s.cfg.Auth.DefaultTTL.D()
+}
+
+// issueFailed answers a refused task start or intent: 503 when the
+// identity provider could not be asked, else 400 with why.
+func issueFailed(w http.ResponseWriter, err error) bool {
+	switch {
+	case errors.Is(err, ops.ErrIdentityProvider):
+		writeError(w, http.StatusServiceUnavailable, "identity provider unavailable")
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		return false
+	}
+	return true
 }
 
 func approvalJSON(x *approval.Request) map[string]any {

@@ -66,19 +66,7 @@ func TestTaskStartAPIWithOIDCUsers(t *testing.T) {
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jkt, _ := token.Thumbprint(key.Public())
-	start := func(body map[string]any) (int, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest("POST", "http://"+h.g.AdminAddr()+"/v1/tasks", strings.NewReader(string(b)))
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
+	start := func(body map[string]any) (int, map[string]any) { return adminPost(t, h, admin, "/v1/tasks", body) }
 	base := func() map[string]any {
 		return map[string]any{"agent": "reader", "tools": []string{"demo__read_file"}, "budget": 5, "jkt": jkt, "ttl_seconds": 300}
 	}
@@ -112,19 +100,7 @@ func TestIntentAPIWithOIDCUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(body map[string]any) (int, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest("POST", "http://"+h.g.AdminAddr()+"/v1/intents", strings.NewReader(string(b)))
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
+	issue := func(body map[string]any) (int, map[string]any) { return adminPost(t, h, admin, "/v1/intents", body) }
 	code, out := issue(map[string]any{"agent": "reader", "intent": "read my notes", "id_token": idp.idToken(t, idp.key, "alice@example.com")})
 	if code != http.StatusOK || out["user"] != "alice@example.com" || out["token"] == nil {
 		t.Fatalf("intent with an ID token: %d %v", code, out)
@@ -143,4 +119,21 @@ func TestIntentAPIWithOIDCUsers(t *testing.T) {
 			t.Errorf("%s: %d %v", name, code, out)
 		}
 	}
+}
+
+// adminPost sends body as JSON to the operator API with an admin token:
+// status and decoded answer.
+func adminPost(t *testing.T, h *harness, admin, path string, body map[string]any) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", "http://"+h.g.AdminAddr()+path, strings.NewReader(string(b)))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
 }

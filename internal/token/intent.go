@@ -4,10 +4,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -72,32 +70,15 @@ func (v *Verifier) VerifyIntent(raw string) (Intent, error) {
 	if v.typ != TypIntent {
 		return Intent{}, errors.New("verify intent: not an intent verifier")
 	}
-	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
-		return Intent{}, ErrMalformed
-	}
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil || len(tok.Headers) != 1 {
-		return Intent{}, ErrMalformed
-	}
-	h := tok.Headers[0]
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TypIntent || h.KeyID != v.key.kid {
-		return Intent{}, ErrSignature
-	}
 	var c intentClaims
-	if err := tok.Claims(v.key.Public(), &c); err != nil {
-		return Intent{}, ErrSignature
+	if err := v.verifySigned(raw, TypIntent, &c); err != nil {
+		return Intent{}, err
 	}
 	if c.Expiry == nil || c.IssuedAt == nil || c.ID == "" || c.Subject == "" || c.Intent == "" || len(c.Intent) > MaxIntentBytes {
 		return Intent{}, fmt.Errorf("%w: exp, iat, jti, sub and intent are required", ErrClaims)
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, Leeway); err != nil {
-		if errors.Is(err, jwt.ErrExpired) || errors.Is(err, jwt.ErrNotValidYet) || errors.Is(err, jwt.ErrIssuedInTheFuture) {
-			return Intent{}, ErrExpired
-		}
-		return Intent{}, fmt.Errorf("%w: %v", ErrClaims, err)
-	}
-	if c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.maxTTL {
-		return Intent{}, fmt.Errorf("%w: lifetime exceeds %s", ErrClaims, v.maxTTL)
+	if err := v.checkTimes(c.Claims); err != nil {
+		return Intent{}, err
 	}
 	return Intent{Agent: c.Subject, User: c.User, Text: c.Intent, TokenID: c.ID, Expires: c.Expiry.Time()}, nil
 }

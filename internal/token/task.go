@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -126,32 +124,15 @@ func (v *Verifier) VerifyTask(raw string) (Task, error) {
 	if v.typ != TypTask {
 		return Task{}, errors.New("verify task: not a task verifier")
 	}
-	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
-		return Task{}, ErrMalformed
-	}
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil || len(tok.Headers) != 1 {
-		return Task{}, ErrMalformed
-	}
-	h := tok.Headers[0]
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != TypTask || h.KeyID != v.key.kid {
-		return Task{}, ErrSignature
-	}
 	var c taskClaims
-	if err := tok.Claims(v.key.Public(), &c); err != nil {
-		return Task{}, ErrSignature
+	if err := v.verifySigned(raw, TypTask, &c); err != nil {
+		return Task{}, err
 	}
 	if c.Expiry == nil || c.IssuedAt == nil || c.ID == "" || c.Subject == "" || c.Task == "" || (c.Cnf.JKT == "") == (c.Cnf.X5T == "") || len(c.Tools) == 0 {
 		return Task{}, fmt.Errorf("%w: exp, iat, jti, sub, task, tools and one cnf binding are required", ErrClaims)
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, Leeway); err != nil {
-		if errors.Is(err, jwt.ErrExpired) || errors.Is(err, jwt.ErrNotValidYet) || errors.Is(err, jwt.ErrIssuedInTheFuture) {
-			return Task{}, ErrExpired
-		}
-		return Task{}, fmt.Errorf("%w: %v", ErrClaims, err)
-	}
-	if c.Expiry.Time().Sub(c.IssuedAt.Time()) > v.maxTTL {
-		return Task{}, fmt.Errorf("%w: lifetime exceeds %s", ErrClaims, v.maxTTL)
+	if err := v.checkTimes(c.Claims); err != nil {
+		return Task{}, err
 	}
 	return Task{ID: c.Task, Agent: c.Subject, User: c.User, Purpose: c.Purpose, Tools: c.Tools, Budget: c.Budget,
 		Depth: c.Depth, JKT: c.Cnf.JKT, X5T: c.Cnf.X5T, TokenID: c.ID, Expires: c.Expiry.Time(), Actors: c.Act.list(0), Parent: c.Parent}, nil

@@ -129,42 +129,60 @@ func NewTypedVerifier(key *SigningKey, typ, issuer, audience string, maxTTL time
 
 // Verify parses and checks raw, returning its claims.
 func (v *Verifier) Verify(raw string) (Claims, error) {
-	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
-		return Claims{}, ErrMalformed
-	}
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil || len(tok.Headers) != 1 {
-		return Claims{}, ErrMalformed
-	}
-	h := tok.Headers[0]
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != v.typ {
-		return Claims{}, fmt.Errorf("%w: typ %q", ErrClaims, typ)
-	}
-	if h.KeyID != v.key.kid {
-		return Claims{}, ErrSignature
-	}
 	var wc wireClaims
-	if err := tok.Claims(v.key.Public(), &wc); err != nil {
-		return Claims{}, ErrSignature
+	if err := v.verifySigned(raw, v.typ, &wc); err != nil {
+		return Claims{}, err
 	}
-	now := v.now()
 	if wc.Expiry == nil || wc.IssuedAt == nil || wc.ID == "" || wc.Subject == "" {
 		return Claims{}, fmt.Errorf("%w: exp, iat, jti and sub are required", ErrClaims)
 	}
-	err = wc.Claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: now}, Leeway)
-	switch {
-	case errors.Is(err, jwt.ErrExpired), errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
-		return Claims{}, ErrExpired
-	case err != nil:
-		return Claims{}, fmt.Errorf("%w: %v", ErrClaims, err)
-	}
-	if life := wc.Expiry.Time().Sub(wc.IssuedAt.Time()); life > v.maxTTL {
-		return Claims{}, fmt.Errorf("%w: lifetime %s exceeds %s", ErrClaims, life, v.maxTTL)
+	if err := v.checkTimes(wc.Claims); err != nil {
+		return Claims{}, err
 	}
 	return Claims{
 		ID: wc.ID, Agent: wc.Subject, Issuer: wc.Issuer, Audience: v.audience,
 		IssuedAt: wc.IssuedAt.Time(), Expires: wc.Expiry.Time(),
 	}, nil
+}
+
+// verifySigned parses raw as a compact JWS of JOSE type typ signed with
+// v's key, and decodes its claims into out. Every token type is checked
+// this way; what its claims must hold is the caller's.
+func (v *Verifier) verifySigned(raw, typ string, out any) error {
+	if len(raw) > MaxTokenBytes || strings.Count(raw, ".") != 2 {
+		return ErrMalformed
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil || len(tok.Headers) != 1 {
+		return ErrMalformed
+	}
+	h := tok.Headers[0]
+	if t, _ := h.ExtraHeaders[jose.HeaderType].(string); t != typ {
+		return fmt.Errorf("%w: typ %q", ErrClaims, t)
+	}
+	if h.KeyID != v.key.kid {
+		return ErrSignature
+	}
+	if err := tok.Claims(v.key.Public(), out); err != nil {
+		return ErrSignature
+	}
+	return nil
+}
+
+// checkTimes checks issuer, audience, validity (with Leeway) and that the
+// lifetime is within v's maximum.
+func (v *Verifier) checkTimes(c jwt.Claims) error {
+	err := c.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, Leeway)
+	switch {
+	case errors.Is(err, jwt.ErrExpired), errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return ErrExpired
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrClaims, err)
+	}
+	if life := c.Expiry.Time().Sub(c.IssuedAt.Time()); life > v.maxTTL {
+		return fmt.Errorf("%w: lifetime %s exceeds %s", ErrClaims, life, v.maxTTL)
+	}
+	return nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
