@@ -9,10 +9,10 @@ import (
 
 // serveResourceMetadata publishes the MCP endpoint's protected resource
 // metadata (RFC 9728), where the 401 challenge points: the resource's URL,
-// how tokens are presented, and the DPoP algorithms accepted.
-// authorization_servers is left out while no authorization server issues
-// tokens this gateway accepts at /mcp (its own tokens come from `portcullis
-// token issue`, `task start` and the token exchange).
+// how tokens are presented, the DPoP algorithms accepted, and the
+// authorization servers whose tokens it accepts (config auth.external; its
+// own tokens come from `portcullis token issue`, `task start` and the
+// token exchange, which are not OAuth authorization servers).
 func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	algs := make([]string, len(token.DPoPAlgorithms))
 	for i, a := range token.DPoPAlgorithms {
@@ -24,12 +24,20 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == authn.ProtectedResourcePath {
 		resource = authn.ResourceURL(r)
 	}
-	w.Header().Set("Cache-Control", "max-age=300")
-	writeJSONResponse(w, http.StatusOK, map[string]any{
+	doc := map[string]any{
 		"resource":                                   resource,
 		"resource_name":                              "Portcullis MCP gateway",
 		"bearer_methods_supported":                   []string{"header"},
 		"dpop_signing_alg_values_supported":          algs,
 		"tls_client_certificate_bound_access_tokens": true,
-	})
+	}
+	var servers []string
+	for _, x := range s.cfg.Auth.External {
+		servers = append(servers, x.Issuer)
+	}
+	if len(servers) > 0 {
+		doc["authorization_servers"] = servers
+	}
+	w.Header().Set("Cache-Control", "max-age=300")
+	writeJSONResponse(w, http.StatusOK, doc)
 }

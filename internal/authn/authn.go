@@ -34,6 +34,10 @@ type Authenticator struct {
 	// agents are the configured agents by name.
 	agents map[string]config.Agent
 	now    func() time.Time
+	// ext verifies tokens of the configured external issuers (nil: none);
+	// issuer is this gateway's own, never taken for an external one.
+	ext    *external
+	issuer string
 
 	mu        sync.Mutex
 	cache     map[[32]byte]token.Claims
@@ -64,13 +68,18 @@ func New(o Options) *Authenticator {
 		now = time.Now
 	}
 	maxTTL := o.Auth.MaxTTL.D()
+	var ext *external
+	if len(o.Auth.External) > 0 {
+		ext = newExternal(o.Auth.External, m, now)
+	}
 	return &Authenticator{
+		ext:    ext,
 		v:      token.NewVerifier(o.Key, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
 		tasks:  token.NewTypedVerifier(o.Key, token.TypTask, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
 		dpop:   token.NewDPoPVerifier(nil),
 		revs:   o.Revocations,
 		trust:  o.Trust,
-		agents: m, now: now,
+		agents: m, now: now, issuer: o.Auth.Issuer,
 		cache: map[[32]byte]token.Claims{}, taskCache: map[[32]byte]token.Task{},
 	}
 }
@@ -91,10 +100,15 @@ func (a *Authenticator) Authenticate(r *http.Request) (*identity.Principal, erro
 		return a.taskPrincipal(r, raw)
 	case strings.EqualFold(scheme, "Bearer"):
 		p, err := a.Principal(raw)
-		if err != nil && tokenType(raw) == token.TypTask {
+		switch {
+		case err == nil:
+			return p, nil
+		case tokenType(raw) == token.TypTask:
 			// RFC 8705: a certificate-bound task token comes as Bearer on
 			// a mutual-TLS connection with the bound certificate.
 			return a.taskPrincipal(r, raw)
+		case a.ext != nil && issuerOf(raw) != "" && issuerOf(raw) != a.issuer:
+			return a.externalPrincipal(r, raw)
 		}
 		return p, err
 	}
@@ -227,6 +241,19 @@ func (a *Authenticator) taskPrincipal(r *http.Request, raw string) (*identity.Pr
 		Agent: ag.Name, Roles: ag.Roles, User: t.User, Task: t.ID, TaskTools: t.Tools, TaskBudget: t.Budget, TaskPurpose: t.Purpose,
 		Actors: t.Actors, CredentialID: t.TokenID, Method: "task+dpop", Expires: t.Expires,
 	}, nil
+}
+
+// externalPrincipal verifies a token from a configured external issuer
+// and checks the mapped agent and credential against revocations.
+func (a *Authenticator) externalPrincipal(r *http.Request, raw string) (*identity.Principal, error) {
+	p, err := a.ext.principal(r.Context(), raw)
+	if err != nil {
+		return nil, err
+	}
+	if a.revs != nil && a.revs.Revoked(p.Agent, p.CredentialID, "") {
+		return nil, errors.New("credential revoked")
+	}
+	return p, nil
 }
 
 // Principal verifies a raw token and returns its principal.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -137,6 +139,45 @@ type Auth struct {
 	Audience   string   `json:"audience,omitempty"`
 	MaxTTL     Duration `json:"max_ttl,omitempty"`
 	DefaultTTL Duration `json:"default_ttl,omitempty"`
+	// External are OAuth/OIDC issuers whose JWT access tokens the MCP
+	// endpoint accepts as Bearer credentials.
+	External []ExternalIssuer `json:"external,omitempty"`
+}
+
+// ExternalIssuer is an OAuth 2.0 / OIDC authorization server the gateway
+// trusts: its signing keys come from discovery (issuer +
+// /.well-known/openid-configuration, jwks_uri) and rotate with it. A token
+// is accepted when signed by it with an allowed algorithm, unexpired, for
+// Audience (the resource's URL, RFC 8707), and naming a configured agent.
+type ExternalIssuer struct {
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+	// Algorithms allowed (default RS256, ES256, EdDSA).
+	Algorithms []string `json:"algorithms,omitempty"`
+	// AgentClaim names the agent: the client the token was issued to
+	// (default "azp", then "client_id"). Agents maps its values to agent
+	// names; without a map the value must be an agent's name.
+	AgentClaim string            `json:"agent_claim,omitempty"`
+	Agents     map[string]string `json:"agents,omitempty"`
+	// UserClaim names the person the agent acts for (default "sub").
+	UserClaim string `json:"user_claim,omitempty"`
+	// RolesClaim is a claim holding a list of groups; RoleMap maps groups
+	// to Cedar roles added to the agent's. Groups not in the map are
+	// ignored (an IdP group never becomes a role by its name alone).
+	RolesClaim string            `json:"roles_claim,omitempty"`
+	RoleMap    map[string]string `json:"role_map,omitempty"`
+}
+
+// ExternalAlgorithms are the JWS algorithms an external issuer may use
+// (asymmetric only: a shared secret would let the gateway mint tokens).
+var ExternalAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Policy names the Cedar policy files or directories.
@@ -486,6 +527,24 @@ func (c *Config) Validate() error {
 		for _, cl := range t.Classification {
 			if !slices.Contains(ToolClasses, cl) {
 				add("tools[%d].classification: %q is not one of %v", i, cl, ToolClasses)
+			}
+		}
+	}
+	for i, x := range c.Auth.External {
+		if u, err := url.Parse(x.Issuer); err != nil || u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())) || u.Host == "" {
+			add("auth.external[%d].issuer: %q must be an https URL (http only on loopback)", i, x.Issuer)
+		}
+		if x.Audience == "" {
+			add("auth.external[%d].audience: required (the resource's URL, RFC 8707)", i)
+		}
+		for _, alg := range x.Algorithms {
+			if !slices.Contains(ExternalAlgorithms, alg) {
+				add("auth.external[%d].algorithms: %q is not one of %v", i, alg, ExternalAlgorithms)
+			}
+		}
+		for claim, agent := range x.Agents {
+			if _, ok := c.Agent(agent); !ok {
+				add("auth.external[%d].agents.%s: %q is not a configured agent", i, claim, agent)
 			}
 		}
 	}
