@@ -20,9 +20,10 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	}
 	// The document at the well-known path without a suffix describes the
 	// origin; the one with /mcp, the MCP endpoint (RFC 9728 §3.1).
-	resource := authn.BaseURL(r)
+	public := s.cfg.Listen.PublicURL
+	resource := authn.BaseURL(r, public)
 	if r.URL.Path == authn.ProtectedResourcePath {
-		resource = authn.ResourceURL(r)
+		resource = authn.ResourceURL(r, public)
 	}
 	doc := map[string]any{
 		"resource":                                   resource,
@@ -39,5 +40,7 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 		doc["authorization_servers"] = servers
 	}
 	w.Header().Set("Cache-Control", "max-age=300")
+	// Public information, fetched by browser-based MCP clients too.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	writeJSONResponse(w, http.StatusOK, doc)
 }

@@ -19,17 +19,23 @@ import (
 // resource's path).
 const ProtectedResourcePath = "/.well-known/oauth-protected-resource/mcp"
 
-// ResourceURL is the MCP endpoint as the request reached it.
-func ResourceURL(r *http.Request) string { return BaseURL(r) + "/mcp" }
+// ResourceURL is the MCP endpoint at public (the configured public
+// origin), or as the request reached it.
+func ResourceURL(r *http.Request, public string) string { return BaseURL(r, public) + "/mcp" }
 
-// ResourceMetadataURL is the resource's metadata document as the request
-// reached the gateway.
-func ResourceMetadataURL(r *http.Request) string { return BaseURL(r) + ProtectedResourcePath }
+// ResourceMetadataURL is the resource's metadata document.
+func ResourceMetadataURL(r *http.Request, public string) string {
+	return BaseURL(r, public) + ProtectedResourcePath
+}
 
-// BaseURL is the gateway's origin as the request reached it. (Go's HTTP/1
-// server refuses a Host with quotes, spaces or controls; quote() guards
-// the challenge anyway.)
-func BaseURL(r *http.Request) string {
+// BaseURL is the gateway's origin: public when configured (a Host header
+// cannot then point a client's metadata elsewhere), else as the request
+// reached it. (Go's HTTP/1 server refuses a Host with quotes, spaces or
+// controls; quote() guards the challenge anyway.)
+func BaseURL(r *http.Request, public string) string {
+	if public != "" {
+		return strings.TrimRight(public, "/")
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -38,8 +44,8 @@ func BaseURL(r *http.Request) string {
 }
 
 // Challenge is the WWW-Authenticate value refusing r.
-func Challenge(r *http.Request) string {
-	params := `realm="portcullis", resource_metadata="` + quote(ResourceMetadataURL(r)) + `"`
+func Challenge(r *http.Request, public string) string {
+	params := `realm="portcullis", resource_metadata="` + quote(ResourceMetadataURL(r, public)) + `"`
 	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {
 	case strings.EqualFold(scheme, "DPoP"):

@@ -131,6 +131,12 @@ type Listen struct {
 	// [::1]; otherwise none. Requests without an Origin header (not from a
 	// browser) are not affected.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// PublicURL is the origin agents reach the gateway at
+	// (scheme://host[:port], e.g. behind a TLS proxy): the resource URL of
+	// the OAuth metadata and challenges, instead of the request's Host;
+	// its host is allowed (with the loopback names) when AllowedHosts is
+	// empty.
+	PublicURL string `json:"public_url,omitempty"`
 }
 
 // Auth configures how agents authenticate.
@@ -528,6 +534,11 @@ func (c *Config) Validate() error {
 			if !slices.Contains(ToolClasses, cl) {
 				add("tools[%d].classification: %q is not one of %v", i, cl, ToolClasses)
 			}
+		}
+	}
+	if p := c.Listen.PublicURL; p != "" {
+		if u, err := url.Parse(p); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			add("listen.public_url: %q must be an origin, scheme://host[:port] (no path)", p)
 		}
 	}
 	for i, x := range c.Auth.External {

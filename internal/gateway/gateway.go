@@ -190,6 +190,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		SyncBeforeRelay: cfg.Audit.Sync == config.SyncBeforeRelay,
 		AllowedHosts:    cfg.Listen.AllowedHosts,
 		AllowedOrigins:  cfg.Listen.AllowedOrigins,
+		PublicURL:       cfg.Listen.PublicURL,
 		Log:             g.log.With("component", "proxy"),
 		Tracer:          g.tracer,
 		ToolClasses:     toolClasses(cfg),

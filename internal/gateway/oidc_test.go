@@ -243,3 +243,62 @@ func TestExternalIssuerTokens(t *testing.T) {
 		t.Errorf("resource metadata authorization_servers: %v", meta.Servers)
 	}
 }
+
+// TestPublicURLAndCORS: behind a TLS proxy the gateway answers to its
+// public name and names its public URL in challenges and metadata, whatever
+// Host a request carries; a browser client of an allowed origin gets CORS
+// answers (preflight before credentials, headers it may read); another
+// origin or host is refused.
+func TestPublicURLAndCORS(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "listen:\n  public_url: https://gw.example.com\n  allowed_origins: [\"https://app.example.com\"]\nagents:", 1),
+		map[string]string{"policy.cedar": demoPolicy})
+	do := func(method, host, origin string, header map[string]string) *http.Response {
+		req, _ := http.NewRequest(method, h.url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Host = host
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	pre := do("OPTIONS", "gw.example.com", "https://app.example.com", map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, mcp-session-id"})
+	if pre.StatusCode != http.StatusNoContent || pre.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		!strings.Contains(pre.Header.Get("Access-Control-Allow-Headers"), "Mcp-Session-Id") || !strings.Contains(pre.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Errorf("preflight: %d %v", pre.StatusCode, pre.Header)
+	}
+	if r := do("OPTIONS", "gw.example.com", "https://evil.example", map[string]string{"Access-Control-Request-Method": "POST"}); r.StatusCode != http.StatusForbidden || r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin: %d %v", r.StatusCode, r.Header)
+	}
+	r := do("POST", "gw.example.com", "https://app.example.com", map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+	if r.StatusCode != http.StatusUnauthorized || r.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		!strings.Contains(r.Header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") ||
+		!strings.Contains(r.Header.Get("WWW-Authenticate"), `resource_metadata="https://gw.example.com/.well-known/oauth-protected-resource/mcp"`) {
+		t.Errorf("unauthenticated POST: %d %v", r.StatusCode, r.Header)
+	}
+	if r := do("POST", "evil.example", "", map[string]string{"Content-Type": "application/json"}); r.StatusCode != http.StatusForbidden {
+		t.Errorf("another Host: %d", r.StatusCode)
+	}
+	if r := do("POST", "127.0.0.1", "", map[string]string{"Content-Type": "application/json"}); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("loopback Host: %d", r.StatusCode)
+	}
+	resp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var meta struct {
+		Resource string `json:"resource"`
+	}
+	json.NewDecoder(resp.Body).Decode(&meta)
+	if meta.Resource != "https://gw.example.com/mcp" || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("metadata: %q %v", meta.Resource, resp.Header)
+	}
+}

@@ -57,10 +57,21 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, []byte(`{"error":"host_not_allowed","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 		return
 	}
+	if r.Header.Get("Origin") != "" {
+		// The host check let the origin through: a browser client of an
+		// allowed origin may read the answers (CORS).
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", corsExposed)
+	}
 	switch r.Method {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	case http.MethodOptions:
+		preflight(w, r)
+		return
 	default:
-		w.Header().Set("Allow", "GET, POST, DELETE")
+		w.Header().Set("Allow", "GET, POST, DELETE, OPTIONS")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
@@ -264,7 +275,7 @@ func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err erro
 	e.Detail = truncate(err.Error(), 300)
 	f.p.recordBackground(e)
 	f.p.opts.Metrics.Refusal(reason.Unauthenticated)
-	w.Header().Set("WWW-Authenticate", authn.Challenge(r))
+	w.Header().Set("WWW-Authenticate", authn.Challenge(r, f.p.opts.PublicURL))
 	writeJSON(w, http.StatusUnauthorized, []byte(`{"error":"unauthenticated","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 }
 
@@ -396,6 +407,37 @@ func (x *collectExchange) reply(msg []byte) {
 	if x.answer == nil {
 		x.answer = msg
 	}
+}
+
+// CORS: what a browser client may send and read.
+const (
+	corsMethods = "GET, POST, DELETE"
+	corsHeaders = "Authorization, Content-Type, Accept, DPoP, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Portcullis-Intent, traceparent"
+	corsExposed = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
+	corsMaxAge  = "600"
+)
+
+// preflight answers a CORS preflight (an OPTIONS request from a browser,
+// before credentials), for an origin the host check allowed: the methods
+// and headers MCP uses. It grants nothing: the real request is
+// authenticated as any other.
+func preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Allow", "GET, POST, DELETE, OPTIONS")
+	if r.Header.Get("Origin") == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	switch r.Header.Get("Access-Control-Request-Method") {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+	default:
+		http.Error(w, "method not allowed", http.StatusForbidden)
+		return
+	}
+	h.Set("Access-Control-Allow-Methods", corsMethods)
+	h.Set("Access-Control-Allow-Headers", corsHeaders)
+	h.Set("Access-Control-Max-Age", corsMaxAge)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // discard answers nothing (notifications, internal refusals).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"time"
 
@@ -111,6 +112,8 @@ type Options struct {
 	// rebinding and cross-site requests (see config.Listen).
 	AllowedHosts   []string
 	AllowedOrigins []string
+	// PublicURL is the configured public origin (config listen.public_url).
+	PublicURL string
 }
 
 // Proxy is the enforcement point between agents and upstreams.
@@ -133,7 +136,13 @@ func New(opts Options) *Proxy {
 	}
 	p := &Proxy{opts: opts, taskCalls: map[string]int{}}
 	p.sessions.init()
-	p.hosts = newHostCheck(opts.AllowedHosts, opts.AllowedOrigins)
+	hosts := opts.AllowedHosts
+	if len(hosts) == 0 && opts.PublicURL != "" {
+		if u, err := url.Parse(opts.PublicURL); err == nil {
+			hosts = append([]string{u.Hostname()}, loopbackNames...)
+		}
+	}
+	p.hosts = newHostCheck(hosts, opts.AllowedOrigins)
 	p.timer = newStageTimer(p)
 	return p
 }
