@@ -25,6 +25,14 @@ import (
 // (dpop_jkt). Policy must permit the delegation (action "delegate"), the
 // parent must have hops left, and the new token keeps the task and the user
 // and records the chain of actors back to the start of the task (act).
+//
+// The same endpoint exchanges an access token of a configured external
+// issuer (auth.external) for a task token of the agent it maps to: the
+// tools it names (scope), a call budget, bound to a key (dpop_jkt), no
+// longer-lived than the external token, with the user's request as its
+// purpose when given. A task only narrows what the agent may do, so no
+// policy decision is needed beyond the external token's verification;
+// upstreams never see the external token.
 
 const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -83,6 +91,9 @@ func (s *Server) exchange(r *http.Request, e *audit.Event) (map[string]any, erro
 		return nil, oerr(http.StatusBadRequest, "unsupported_grant_type", "want token-exchange of an access_token")
 	}
 	raw := f.Get("subject_token")
+	if s.authn.IsExternal(raw) {
+		return s.exchangeExternal(r, e, raw)
+	}
 	parent, err := s.authn.VerifyTask(raw)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
@@ -146,6 +157,53 @@ func (s *Server) exchange(r *http.Request, e *audit.Event) (map[string]any, erro
 	}
 	e.Detail = fmt.Sprintf("delegated %s to %s: tools %v, budget %d, depth %d, token %s, until %s",
 		parent.TokenID, issued.Agent, issued.Tools, issued.Budget, issued.Depth, issued.TokenID, issued.Expires.UTC().Format(time.RFC3339))
+	return map[string]any{
+		"access_token": tok, "issued_token_type": tokenTypeAccess, "token_type": "DPoP",
+		"expires_in": int(time.Until(issued.Expires).Seconds()), "scope": strings.Join(issued.Tools, " "),
+	}, nil
+}
+
+// exchangeExternal mints a task token for the agent an external access
+// token maps to.
+func (s *Server) exchangeExternal(r *http.Request, e *audit.Event, raw string) (map[string]any, error) {
+	f := r.PostForm
+	p, err := s.authn.External(r.Context(), raw)
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
+	}
+	e.Agent, e.User, e.Credential = p.Agent, p.User, p.CredentialID
+	budget, err := strconv.Atoi(f.Get("budget"))
+	if err != nil || budget <= 0 {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "budget: want a positive integer")
+	}
+	jkt := f.Get("dpop_jkt")
+	if jkt == "" {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "dpop_jkt: task tokens are bound to the agent's key")
+	}
+	ttl := s.cfg.Auth.DefaultTTL.D()
+	if v := f.Get("expires_in"); v != "" {
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs <= 0 {
+			return nil, oerr(http.StatusBadRequest, "invalid_request", "expires_in: want seconds")
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	ttl = min(ttl, s.cfg.Auth.MaxTTL.D(), time.Until(p.Expires).Truncate(time.Second))
+	if ttl <= 0 {
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the subject token is about to expire")
+	}
+	iss, err := token.NewTypedIssuer(s.key, token.TypTask, s.cfg.Auth.Issuer, s.cfg.Auth.Audience, s.cfg.Auth.MaxTTL.D(), nil)
+	if err != nil {
+		return nil, err
+	}
+	t := token.Task{Agent: p.Agent, User: p.User, Purpose: f.Get("purpose"), Tools: strings.Fields(f.Get("scope")), Budget: budget, JKT: jkt}
+	tok, issued, err := iss.IssueTask(t, ttl)
+	if err != nil {
+		return nil, oerr(http.StatusBadRequest, "invalid_scope", "%v", err)
+	}
+	e.Task = issued.ID
+	e.Detail = fmt.Sprintf("exchanged %s (%s) for task %s: tools %v, budget %d, bound to DPoP key %s, token %s, until %s",
+		p.CredentialID, p.Method, issued.ID, issued.Tools, issued.Budget, jkt, issued.TokenID, issued.Expires.UTC().Format(time.RFC3339))
 	return map[string]any{
 		"access_token": tok, "issued_token_type": tokenTypeAccess, "token_type": "DPoP",
 		"expires_in": int(time.Until(issued.Expires).Seconds()), "scope": strings.Join(issued.Tools, " "),

@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -107,8 +108,8 @@ func (a *Authenticator) Authenticate(r *http.Request) (*identity.Principal, erro
 			// RFC 8705: a certificate-bound task token comes as Bearer on
 			// a mutual-TLS connection with the bound certificate.
 			return a.taskPrincipal(r, raw)
-		case a.ext != nil && issuerOf(raw) != "" && issuerOf(raw) != a.issuer:
-			return a.externalPrincipal(r, raw)
+		case a.IsExternal(raw):
+			return a.External(r.Context(), raw)
 		}
 		return p, err
 	}
@@ -243,10 +244,20 @@ func (a *Authenticator) taskPrincipal(r *http.Request, raw string) (*identity.Pr
 	}, nil
 }
 
-// externalPrincipal verifies a token from a configured external issuer
-// and checks the mapped agent and credential against revocations.
-func (a *Authenticator) externalPrincipal(r *http.Request, raw string) (*identity.Principal, error) {
-	p, err := a.ext.principal(r.Context(), raw)
+// IsExternal reports whether raw claims to come from an issuer other than
+// this gateway while external issuers are configured (it is not verified).
+func (a *Authenticator) IsExternal(raw string) bool {
+	iss := issuerOf(raw)
+	return a.ext != nil && iss != "" && iss != a.issuer
+}
+
+// External verifies a token from a configured external issuer and checks
+// the mapped agent and credential against revocations.
+func (a *Authenticator) External(ctx context.Context, raw string) (*identity.Principal, error) {
+	if !a.IsExternal(raw) {
+		return nil, ErrUnknownIssuer
+	}
+	p, err := a.ext.principal(ctx, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +301,63 @@ func TestPublicURLAndCORS(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&meta)
 	if meta.Resource != "https://gw.example.com/mcp" || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
 		t.Errorf("metadata: %q %v", meta.Resource, resp.Header)
+	}
+}
+
+// TestExternalTokenExchangedForTask: an agent holding the organisation's
+// access token exchanges it (RFC 8693) for a task token bound to its key,
+// scoped to the tools it names; the task token works with its DPoP key
+// only, and only for those tools.
+func TestExternalTokenExchangedForTask(t *testing.T) {
+	t.Parallel()
+	idp := newOIDCProvider(t)
+	const resource = "https://gateway.example.com/mcp"
+	h := startGateway(t, demoConfig+fmt.Sprintf("auth:\n  external:\n    - {issuer: %q, audience: %q, algorithms: [ES256], agents: {claude-code: reader}, user_claim: email}\n", idp.srv.URL, resource),
+		map[string]string{"policy.cedar": demoPolicy})
+	ext := idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "email": "alice@example.com", "jti": "at-9"})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, _ := token.Thumbprint(key.Public())
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {ext},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"demo__read_file"}, "budget": {"3"},
+		"dpop_jkt": {jkt}, "purpose": {"read my meeting notes"}}
+	resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	raw, _ := out["access_token"].(string)
+	if resp.StatusCode != http.StatusOK || raw == "" || out["token_type"] != "DPoP" {
+		t.Fatalf("exchange: %d %v", resp.StatusCode, out)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "task-agent"}, nil)
+	s, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: h.url, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: raw, Key: key}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CallTool(t.Context(), &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err != nil {
+		t.Fatalf("task call: %v", err)
+	}
+	_, err = s.CallTool(t.Context(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	assertDenied(t, err, reason.OutsideTask)
+	// Without its key the task token is refused.
+	if _, err := h.connect(raw); err == nil {
+		t.Error("the task token worked as a bearer token")
+	}
+	// The exchange is audited with the external credential and the task.
+	if e := h.findEvent(func(e *audit.Event) bool {
+		return e.Code == reason.TokenExchange && e.Outcome == audit.OutcomeAllow && e.Credential == "ext:at-9"
+	}); e == nil || e.Task == "" || e.User != "alice@example.com" {
+		t.Errorf("exchange not audited: %+v", e)
+	}
+	// A forged external token is refused.
+	other := &oidcProvider{srv: idp.srv}
+	other.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	form.Set("subject_token", other.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1"}))
+	if resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("forged subject token: %v %v", resp.StatusCode, err)
 	}
 }

@@ -164,8 +164,11 @@ func TestFalseMatchRate(t *testing.T) {
 	if rate := float64(short) / n; rate > 0.005 {
 		t.Errorf("short false-match rate %.4f, want under 0.5%%", rate)
 	}
-	if long > 0 {
-		t.Errorf("long values: %d false matches", long)
+	// A long value reads untrusted when two neighbouring sampled grams are
+	// false matches: about one in a million per pair (the filters' seed is
+	// random, so this varies from run to run).
+	if rate := float64(long) / n; rate > 0.0005 {
+		t.Errorf("long false-match rate %.5f, want under 0.05%%", rate)
 	}
 }
 
