@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -34,6 +37,15 @@ const bankHistory = `- id: 1
 // startBank serves get_most_recent_transactions and send_money over
 // streamable HTTP with the Go SDK; it returns the URL.
 func startBank(t *testing.T) string {
+	u, _ := startBankSeeing(t)
+	return u
+}
+
+// startBankSeeing is startBank, also reporting the _meta intent values
+// send_money received (the upstream must never see an intent token).
+func startBankSeeing(t *testing.T) (string, func() []any) {
+	var mu sync.Mutex
+	var seen []any
 	srv := mcp.NewServer(&mcp.Implementation{Name: "bank"}, nil)
 	srv.AddTool(&mcp.Tool{Name: "get_most_recent_transactions", InputSchema: map[string]any{"type": "object"}},
 		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -42,7 +54,12 @@ func startBank(t *testing.T) string {
 	srv.AddTool(&mcp.Tool{Name: "send_money", InputSchema: map[string]any{"type": "object", "properties": map[string]any{
 		"recipient": map[string]any{"type": "string"}, "amount": map[string]any{"type": "number"},
 		"subject": map[string]any{"type": "string"}, "date": map[string]any{"type": "string"}}}},
-		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			mu.Lock()
+			if v, ok := req.Params.Meta[mcpproxy.MetaIntent]; ok {
+				seen = append(seen, v)
+			}
+			mu.Unlock()
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil
 		})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -51,7 +68,11 @@ func startBank(t *testing.T) string {
 	}
 	go http.Serve(ln, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(func() { ln.Close() })
-	return "http://" + ln.Addr().String() + "/mcp"
+	return "http://" + ln.Addr().String() + "/mcp", func() []any {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
 }
 
 const bankConfig = `
@@ -204,4 +225,34 @@ func TestIntentHeaderIsTrustedProvenance(t *testing.T) {
 	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == reason.IntentAccepted }); e == nil || !strings.HasPrefix(e.Detail, "intent sha256:") || e.SessionID == "" {
 		t.Errorf("accepted intent not audited: %+v", e)
 	}
+}
+
+// TestIntentInMetaIsTrustedAndNotRelayed: a client that cannot set headers
+// (stdio) passes the intent in the request's _meta; it counts as the
+// header does, and the upstream never receives the token.
+func TestIntentInMetaIsTrustedAndNotRelayed(t *testing.T) {
+	t.Parallel()
+	bank, seen := startBankSeeing(t)
+	h := startGateway(t, fmt.Sprintf(bankConfig, bank), map[string]string{"policy.cedar": bankPolicy})
+	ctx := context.Background()
+	intent, _, err := cli(t, h.cfg).IssueIntent(ctx, token.Intent{Agent: "teller", Text: "Pay my landlord FR1420041010050500013M02606 the rent"}, "", time.Minute, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := h.mustConnect("teller")
+	pay := &mcp.CallToolParams{Name: "bank__send_money", Arguments: map[string]any{"recipient": "FR1420041010050500013M02606", "amount": 1200, "subject": "rent", "date": "2026-12-01"}}
+	_, err = s.CallTool(ctx, pay)
+	assertDenied(t, err, reason.Forbidden) // nobody named the payee yet
+	pay.Meta = mcp.Meta{mcpproxy.MetaIntent: intent}
+	if _, err := s.CallTool(ctx, pay); err != nil {
+		t.Fatalf("the payee named in the _meta intent was refused: %v", err)
+	}
+	for _, v := range seen() {
+		if v != nil {
+			t.Fatalf("the upstream received the intent token: %v", v)
+		}
+	}
+	pay.Meta = mcp.Meta{mcpproxy.MetaIntent: "not-a-token"}
+	_, err = s.CallTool(ctx, pay)
+	assertDenied(t, err, reason.InvalidIntent)
 }

@@ -33,6 +33,17 @@ func (p *Proxy) request(ctx context.Context, s *Session, pr *identity.Principal,
 		p.refuse(ctx, c, deny(reason.MethodNotAllowed))
 		return
 	}
+	if sp := m.Meta(MetaIntent); s != nil && !sp.Empty() {
+		raw, ok := wire.String(m.Raw, sp)
+		r := deny(reason.InvalidIntent).withDetail("_meta intent is not a string")
+		if ok {
+			r = p.acceptIntent(s, pr, raw, "")
+		}
+		if r != nil {
+			p.refuse(ctx, c, r)
+			return
+		}
+	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	defer c.cancel()
 	if s != nil && m.Method != "initialize" {

@@ -18,6 +18,12 @@ import (
 // model writes tool calls, not headers, so it cannot forge or change it.
 const HeaderIntent = "Portcullis-Intent"
 
+// MetaIntent is the same token in a request's _meta, for clients that
+// cannot set headers (stdio, `portcullis wrap`): set by the orchestrator's
+// MCP client, never by the model. It is verified before the request goes
+// on and blanked before the request reaches an upstream.
+const MetaIntent = "dev.portcullis/intent"
+
 // IntentVerifier checks intent tokens.
 type IntentVerifier interface {
 	VerifyIntent(raw string) (token.Intent, error)

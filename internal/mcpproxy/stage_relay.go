@@ -50,6 +50,9 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		} else {
 			edits = append(edits, wire.InsertMember(m.Raw, meta, "traceparent", tp))
 		}
+		if sp := m.Meta(MetaIntent); !sp.Empty() {
+			edits = append(edits, wire.Replace(sp, []byte("null"))) // the user's intent stays here
+		}
 		if sp := m.Meta("progressToken"); !sp.Empty() && l.key != "" {
 			token = "pt-" + strconv.FormatInt(l.nextID.Add(1), 10) + "-" + c.requestID
 			edits = append(edits, wire.Replace(sp, wire.Quote(token)))

@@ -461,6 +461,8 @@ func knownKey(k []byte) string {
 		return "progress"
 	case "traceparent":
 		return "traceparent"
+	case "dev.portcullis/intent":
+		return "dev.portcullis/intent"
 	case "level":
 		return "level"
 	case "ref":
