@@ -56,6 +56,9 @@ type Options struct {
 	// for tests of the authenticator alone).
 	Revocations *Revocations
 	Now         func() time.Time
+	// ExternalSecrets are the introspection client secrets of external
+	// issuers, by issuer URL (resolved by the caller).
+	ExternalSecrets map[string]string
 }
 
 // New returns an authenticator for the configured agents.
@@ -71,7 +74,7 @@ func New(o Options) *Authenticator {
 	maxTTL := o.Auth.MaxTTL.D()
 	var ext *external
 	if len(o.Auth.External) > 0 {
-		ext = newExternal(o.Auth.External, m, now)
+		ext = newExternal(o.Auth.External, o.ExternalSecrets, m, now)
 	}
 	return &Authenticator{
 		ext:    ext,
@@ -110,6 +113,8 @@ func (a *Authenticator) Authenticate(r *http.Request) (*identity.Principal, erro
 			return a.taskPrincipal(r, raw)
 		case a.IsExternal(raw):
 			return a.External(r.Context(), raw)
+		case a.ext != nil && len(a.ext.introspecting) > 0 && strings.Count(raw, ".") != 2:
+			return a.Introspected(r.Context(), raw)
 		}
 		return p, err
 	}
@@ -258,6 +263,22 @@ func (a *Authenticator) External(ctx context.Context, raw string) (*identity.Pri
 		return nil, ErrUnknownIssuer
 	}
 	p, err := a.ext.principal(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if a.revs != nil && a.revs.Revoked(p.Agent, p.CredentialID, "") {
+		return nil, errors.New("credential revoked")
+	}
+	return p, nil
+}
+
+// Introspected asks the configured issuers about an opaque token (RFC
+// 7662) and checks the mapped agent and credential against revocations.
+func (a *Authenticator) Introspected(ctx context.Context, raw string) (*identity.Principal, error) {
+	if a.ext == nil || len(raw) > token.MaxTokenBytes {
+		return nil, ErrUnknownIssuer
+	}
+	p, err := a.ext.introspect(ctx, raw)
 	if err != nil {
 		return nil, err
 	}

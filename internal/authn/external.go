@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -44,24 +47,54 @@ const (
 
 // externalIssuer verifies one issuer's tokens.
 type externalIssuer struct {
-	cfg config.ExternalIssuer
+	cfg    config.ExternalIssuer
+	secret string // introspection client secret (resolved)
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	failed   time.Time // last failed discovery
+	mu         sync.Mutex
+	verifier   *oidc.IDTokenVerifier
+	introspect string    // the introspection endpoint (config, else discovery)
+	failed     time.Time // last failed discovery
 }
 
 // external holds the configured issuers by issuer URL.
 type external struct {
 	byIssuer map[string]*externalIssuer
-	agents   map[string]config.Agent
-	now      func() time.Time
+	// introspecting are the issuers asked about opaque tokens, in order.
+	introspecting []*externalIssuer
+	agents        map[string]config.Agent
+	now           func() time.Time
+	http          *http.Client
+
+	mu    sync.Mutex
+	cache map[[32]byte]introspected
 }
 
-func newExternal(issuers []config.ExternalIssuer, agents map[string]config.Agent, now func() time.Time) *external {
-	e := &external{byIssuer: map[string]*externalIssuer{}, agents: agents, now: now}
+// introspected is an introspection's answer, kept briefly: an issuer that
+// revokes a token is believed within introspectionCache.
+type introspected struct {
+	p     *identity.Principal
+	until time.Time
+}
+
+const (
+	introspectionCache   = 30 * time.Second
+	introspectionTimeout = 5 * time.Second
+	maxIntrospectionBody = 64 << 10
+	maxIntrospectionKeep = 10000
+)
+
+// newExternal builds the verifiers; secrets are the introspection client
+// secrets by issuer URL.
+func newExternal(issuers []config.ExternalIssuer, secrets map[string]string, agents map[string]config.Agent, now func() time.Time) *external {
+	e := &external{byIssuer: map[string]*externalIssuer{}, agents: agents, now: now,
+		http: &http.Client{Timeout: introspectionTimeout}, cache: map[[32]byte]introspected{}}
 	for _, x := range issuers {
-		e.byIssuer[strings.TrimRight(x.Issuer, "/")] = &externalIssuer{cfg: x}
+		xi := &externalIssuer{cfg: x, secret: secrets[x.Issuer]}
+		e.byIssuer[strings.TrimRight(x.Issuer, "/")] = xi
+		if x.Introspection != nil {
+			xi.introspect = x.Introspection.Endpoint
+			e.introspecting = append(e.introspecting, xi)
+		}
 	}
 	return e
 }
@@ -104,7 +137,7 @@ func (e *external) principal(ctx context.Context, raw string) (*identity.Princip
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("external token: %w", err)
 	}
-	return x.mapClaims(claims, tok, raw, e.agents)
+	return x.mapClaims(claims, tok.Expiry, raw, e.agents)
 }
 
 func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.IDTokenVerifier, error) {
@@ -131,19 +164,128 @@ func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.
 	// keeps them refreshable after this request ends.
 	keys := oidc.NewRemoteKeySet(context.Background(), jwksURI(p))
 	x.verifier = oidc.NewVerifier(x.cfg.Issuer, keys, &oidc.Config{ClientID: x.cfg.Audience, SupportedSigningAlgs: algs})
+	if x.introspect == "" {
+		x.introspect = discovered(p).Introspection
+	}
 	return x.verifier, nil
 }
 
-func jwksURI(p *oidc.Provider) string {
-	var d struct {
-		JWKS string `json:"jwks_uri"`
-	}
+type discovery struct {
+	JWKS          string `json:"jwks_uri"`
+	Introspection string `json:"introspection_endpoint"`
+}
+
+func discovered(p *oidc.Provider) discovery {
+	var d discovery
 	_ = p.Claims(&d)
-	return d.JWKS
+	return d
+}
+
+func jwksURI(p *oidc.Provider) string { return discovered(p).JWKS }
+
+// introspect asks the introspecting issuers about an opaque token (RFC
+// 7662), in order; the first that knows it decides. Answers are cached
+// briefly by the token's hash.
+func (e *external) introspect(ctx context.Context, raw string) (*identity.Principal, error) {
+	key := sha256.Sum256([]byte(raw))
+	now := e.now()
+	e.mu.Lock()
+	if c, ok := e.cache[key]; ok && now.Before(c.until) {
+		e.mu.Unlock()
+		return c.p, nil
+	}
+	e.mu.Unlock()
+	var last error = ErrUnknownIssuer
+	for _, x := range e.introspecting {
+		p, err := x.ask(ctx, e, raw, now)
+		if err != nil {
+			last = err
+			continue
+		}
+		until := now.Add(introspectionCache)
+		if p.Expires.Before(until) {
+			until = p.Expires
+		}
+		e.mu.Lock()
+		if len(e.cache) >= maxIntrospectionKeep {
+			clear(e.cache)
+		}
+		e.cache[key] = introspected{p: p, until: until}
+		e.mu.Unlock()
+		return p, nil
+	}
+	return nil, last
+}
+
+// ask is one introspection request.
+func (x *externalIssuer) ask(ctx context.Context, e *external, raw string, now time.Time) (*identity.Principal, error) {
+	if _, err := x.verifierFor(ctx, now); err != nil && x.cfg.Introspection.Endpoint == "" {
+		return nil, err // the endpoint comes from discovery, which failed
+	}
+	x.mu.Lock()
+	endpoint := x.introspect
+	x.mu.Unlock()
+	if endpoint == "" {
+		return nil, fmt.Errorf("%w: %s publishes no introspection endpoint", ErrIssuerUnavailable, x.cfg.Issuer)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), introspectionTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, endpoint,
+		strings.NewReader(url.Values{"token": {raw}, "token_type_hint": {"access_token"}}.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.SetBasicAuth(url.QueryEscape(x.cfg.Introspection.ClientID), url.QueryEscape(x.secret))
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: introspection: %v", ErrIssuerUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: introspection answered %d", ErrIssuerUnavailable, resp.StatusCode)
+	}
+	var claims map[string]any
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxIntrospectionBody)).Decode(&claims); err != nil {
+		return nil, fmt.Errorf("%w: introspection: %v", ErrIssuerUnavailable, err)
+	}
+	if active, _ := claims["active"].(bool); !active {
+		return nil, errors.New("external token: inactive (introspection)")
+	}
+	if iss, ok := claims["iss"].(string); ok && strings.TrimRight(iss, "/") != strings.TrimRight(x.cfg.Issuer, "/") {
+		return nil, errors.New("external token: introspection names another issuer")
+	}
+	if !audienceHas(claims["aud"], x.cfg.Audience) {
+		return nil, errors.New("external token: not for this resource (aud)")
+	}
+	exp, ok := claims["exp"].(float64)
+	if !ok || !now.Before(time.Unix(int64(exp), 0)) {
+		return nil, errors.New("external token: expired or without exp")
+	}
+	if _, ok := claims["azp"]; !ok && x.cfg.AgentClaim == "" {
+		claims["azp"] = claims["client_id"]
+	}
+	return x.mapClaims(claims, time.Unix(int64(exp), 0), raw, e.agents)
+}
+
+// audienceHas: aud (a string or a list) names want.
+func audienceHas(aud any, want string) bool {
+	switch a := aud.(type) {
+	case string:
+		return a == want
+	case []any:
+		for _, v := range a {
+			if s, _ := v.(string); s == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // mapClaims maps a verified token's claims to a principal.
-func (x *externalIssuer) mapClaims(claims map[string]any, tok *oidc.IDToken, raw string, agents map[string]config.Agent) (*identity.Principal, error) {
+func (x *externalIssuer) mapClaims(claims map[string]any, expires time.Time, raw string, agents map[string]config.Agent) (*identity.Principal, error) {
 	c := x.cfg
 	var client string
 	if c.AgentClaim != "" {
@@ -189,6 +331,6 @@ func (x *externalIssuer) mapClaims(claims map[string]any, tok *oidc.IDToken, raw
 		id = hex.EncodeToString(sum[:16])
 	}
 	return &identity.Principal{
-		Agent: ag.Name, Roles: roles, User: user, CredentialID: "ext:" + id, Method: "oauth:" + c.Issuer, Expires: tok.Expiry,
+		Agent: ag.Name, Roles: roles, User: user, CredentialID: "ext:" + id, Method: "oauth:" + c.Issuer, Expires: expires,
 	}, nil
 }

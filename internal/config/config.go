@@ -172,6 +172,18 @@ type ExternalIssuer struct {
 	// ignored (an IdP group never becomes a role by its name alone).
 	RolesClaim string            `json:"roles_claim,omitempty"`
 	RoleMap    map[string]string `json:"role_map,omitempty"`
+	// Introspection, when set, accepts the issuer's opaque (non-JWT)
+	// tokens by asking it about each (RFC 7662).
+	Introspection *Introspection `json:"introspection,omitempty"`
+}
+
+// Introspection is how the gateway asks an issuer about an opaque token:
+// its introspection endpoint (default: from discovery) with the gateway's
+// own client credentials (HTTP Basic).
+type Introspection struct {
+	Endpoint     string `json:"endpoint,omitempty"`
+	ClientID     string `json:"client_id"`
+	ClientSecret Value  `json:"client_secret"`
 }
 
 // ExternalAlgorithms are the JWS algorithms an external issuer may use
@@ -551,6 +563,17 @@ func (c *Config) Validate() error {
 		for _, alg := range x.Algorithms {
 			if !slices.Contains(ExternalAlgorithms, alg) {
 				add("auth.external[%d].algorithms: %q is not one of %v", i, alg, ExternalAlgorithms)
+			}
+		}
+		if in := x.Introspection; in != nil {
+			if in.ClientID == "" {
+				add("auth.external[%d].introspection.client_id: required", i)
+			}
+			if err := in.ClientSecret.validate("client_secret"); err != nil {
+				add("auth.external[%d].introspection.client_secret: %v", i, err)
+			}
+			if u, err := url.Parse(in.Endpoint); in.Endpoint != "" && (err != nil || u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())) || u.Host == "") {
+				add("auth.external[%d].introspection.endpoint: %q must be an https URL (http only on loopback)", i, in.Endpoint)
 			}
 		}
 		for claim, agent := range x.Agents {

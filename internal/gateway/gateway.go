@@ -149,7 +149,18 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err := g.revs.Refresh(context.Background(), g.store); err != nil {
 		return nil, err
 	}
-	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs})
+	extSecrets := map[string]string{}
+	for _, x := range cfg.Auth.External {
+		if x.Introspection == nil {
+			continue
+		}
+		s, err := x.Introspection.ClientSecret.Resolve(cfg.Dir(), g.openSecret)
+		if err != nil {
+			return nil, fmt.Errorf("auth.external %s: introspection client secret: %w", x.Issuer, err)
+		}
+		extSecrets[x.Issuer] = s
+	}
+	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets})
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()

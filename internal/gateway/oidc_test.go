@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ import (
 type oidcProvider struct {
 	srv *httptest.Server
 	key *ecdsa.PrivateKey
+
+	mu     sync.Mutex
+	opaque map[string]map[string]any // introspection answers by opaque token
+	asked  int                       // introspection requests served
 }
 
 func newOIDCProvider(t *testing.T) *oidcProvider {
@@ -40,7 +45,22 @@ func newOIDCProvider(t *testing.T) *oidcProvider {
 		json.NewEncoder(w).Encode(map[string]any{
 			"issuer": p.srv.URL, "jwks_uri": p.srv.URL + "/jwks", "authorization_endpoint": p.srv.URL + "/auth",
 			"token_endpoint": p.srv.URL + "/token", "id_token_signing_alg_values_supported": []string{"ES256"},
+			"introspection_endpoint": p.srv.URL + "/introspect",
 		})
+	})
+	mux.HandleFunc("POST /introspect", func(w http.ResponseWriter, r *http.Request) {
+		if id, secret, ok := r.BasicAuth(); !ok || id != "portcullis" || secret != "s3cret" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		p.mu.Lock()
+		p.asked++
+		answer, ok := p.opaque[r.FormValue("token")]
+		p.mu.Unlock()
+		if !ok {
+			answer = map[string]any{"active": false}
+		}
+		json.NewEncoder(w).Encode(answer)
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: p.key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
@@ -359,5 +379,49 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 	form.Set("subject_token", other.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1"}))
 	if resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("forged subject token: %v %v", resp.StatusCode, err)
+	}
+}
+
+// TestOpaqueTokensByIntrospection: an issuer's opaque token is accepted
+// when its introspection endpoint (from discovery, with the gateway's
+// client credentials) says it is active, for this resource, and names a
+// mapped client; an inactive, unknown or other-audience token is refused;
+// answers are cached briefly.
+func TestOpaqueTokensByIntrospection(t *testing.T) {
+	t.Parallel()
+	idp := newOIDCProvider(t)
+	const resource = "https://gateway.example.com/mcp"
+	exp := float64(time.Now().Add(5 * time.Minute).Unix())
+	idp.opaque = map[string]map[string]any{
+		"opaque-good":      {"active": true, "client_id": "claude-code", "sub": "u-1", "aud": resource, "exp": exp, "iss": idp.srv.URL},
+		"opaque-inactive":  {"active": false},
+		"opaque-elsewhere": {"active": true, "client_id": "claude-code", "sub": "u-1", "aud": "https://other.example/mcp", "exp": exp},
+	}
+	cfg := demoConfig + fmt.Sprintf(`auth:
+  external:
+    - issuer: %q
+      audience: %q
+      agents: {claude-code: reader}
+      introspection: {client_id: portcullis, client_secret: {from_file: DIR/idp.secret}}
+`, idp.srv.URL, resource)
+	h := startGateway(t, cfg, map[string]string{"policy.cedar": demoPolicy, "idp.secret": "s3cret"})
+	s, err := h.connect("opaque-good")
+	if err != nil {
+		t.Fatalf("an active opaque token was refused: %v", err)
+	}
+	if _, err := s.CallTool(t.Context(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	idp.mu.Lock()
+	asked := idp.asked
+	idp.mu.Unlock()
+	if asked > 2 {
+		t.Errorf("introspection asked %d times for one session's requests (not cached)", asked)
+	}
+	for _, tok := range []string{"opaque-inactive", "opaque-unknown", "opaque-elsewhere"} {
+		resp, _ := h.post(tok, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, nil)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %d", tok, resp.StatusCode)
+		}
 	}
 }
