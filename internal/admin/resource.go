@@ -39,6 +39,9 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	if len(servers) > 0 {
 		doc["authorization_servers"] = servers
 	}
+	if len(s.cfg.Auth.Scopes) > 0 {
+		doc["scopes_supported"] = s.cfg.Auth.Scopes
+	}
 	w.Header().Set("Cache-Control", "max-age=300")
 	// Public information, fetched by browser-based MCP clients too.
 	w.Header().Set("Access-Control-Allow-Origin", "*")

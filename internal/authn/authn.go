@@ -74,7 +74,7 @@ func New(o Options) *Authenticator {
 	maxTTL := o.Auth.MaxTTL.D()
 	var ext *external
 	if len(o.Auth.External) > 0 {
-		ext = newExternal(o.Auth.External, o.ExternalSecrets, m, now)
+		ext = newExternal(o.Auth.External, o.Auth.Scopes, o.ExternalSecrets, m, now)
 	}
 	return &Authenticator{
 		ext:    ext,

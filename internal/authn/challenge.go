@@ -44,8 +44,11 @@ func BaseURL(r *http.Request, public string) string {
 }
 
 // Challenge is the WWW-Authenticate value refusing r.
-func Challenge(r *http.Request, public string) string {
+func Challenge(r *http.Request, public string, scopes []string) string {
 	params := `realm="portcullis", resource_metadata="` + quote(ResourceMetadataURL(r, public)) + `"`
+	if len(scopes) > 0 {
+		params += `, scope="` + quote(strings.Join(scopes, " ")) + `"`
+	}
 	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {
 	case strings.EqualFold(scheme, "DPoP"):
@@ -58,6 +61,13 @@ func Challenge(r *http.Request, public string) string {
 		return `Bearer ` + params
 	}
 	return `Bearer ` + params + `, error="invalid_token"`
+}
+
+// ScopeChallenge is the WWW-Authenticate value of a 403 for a valid token
+// without the scopes the resource requires (RFC 6750 §3.1).
+func ScopeChallenge(r *http.Request, public string, scopes []string) string {
+	return `Bearer realm="portcullis", resource_metadata="` + quote(ResourceMetadataURL(r, public)) +
+		`", error="insufficient_scope", scope="` + quote(strings.Join(scopes, " ")) + `"`
 }
 
 // quote escapes a value for a quoted-string of an auth parameter.

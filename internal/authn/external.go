@@ -36,6 +36,9 @@ var (
 	// not be fetched; the token is refused (fail closed) and discovery is
 	// retried after a pause.
 	ErrIssuerUnavailable = errors.New("issuer unavailable")
+	// ErrInsufficientScope: a valid token without every scope auth.scopes
+	// requires (answered 403 insufficient_scope).
+	ErrInsufficientScope = errors.New("insufficient scope")
 )
 
 const (
@@ -59,6 +62,7 @@ type externalIssuer struct {
 // external holds the configured issuers by issuer URL.
 type external struct {
 	byIssuer map[string]*externalIssuer
+	scopes   []string // required of every token
 	// introspecting are the issuers asked about opaque tokens, in order.
 	introspecting []*externalIssuer
 	agents        map[string]config.Agent
@@ -85,8 +89,8 @@ const (
 
 // newExternal builds the verifiers; secrets are the introspection client
 // secrets by issuer URL.
-func newExternal(issuers []config.ExternalIssuer, secrets map[string]string, agents map[string]config.Agent, now func() time.Time) *external {
-	e := &external{byIssuer: map[string]*externalIssuer{}, agents: agents, now: now,
+func newExternal(issuers []config.ExternalIssuer, scopes []string, secrets map[string]string, agents map[string]config.Agent, now func() time.Time) *external {
+	e := &external{byIssuer: map[string]*externalIssuer{}, scopes: scopes, agents: agents, now: now,
 		http: &http.Client{Timeout: introspectionTimeout}, cache: map[[32]byte]introspected{}}
 	for _, x := range issuers {
 		xi := &externalIssuer{cfg: x, secret: secrets[x.Issuer]}
@@ -137,7 +141,39 @@ func (e *external) principal(ctx context.Context, raw string) (*identity.Princip
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("external token: %w", err)
 	}
+	if err := e.hasScopes(claims); err != nil {
+		return nil, err
+	}
 	return x.mapClaims(claims, tok.Expiry, raw, e.agents)
+}
+
+// hasScopes checks that claims carry every required scope ("scope", space
+// separated, or "scp", a list or a string).
+func (e *external) hasScopes(claims map[string]any) error {
+	if len(e.scopes) == 0 {
+		return nil
+	}
+	var have []string
+	switch s := claims["scope"].(type) {
+	case string:
+		have = strings.Fields(s)
+	}
+	switch s := claims["scp"].(type) {
+	case string:
+		have = append(have, strings.Fields(s)...)
+	case []any:
+		for _, v := range s {
+			if x, ok := v.(string); ok {
+				have = append(have, x)
+			}
+		}
+	}
+	for _, want := range e.scopes {
+		if !slices.Contains(have, want) {
+			return fmt.Errorf("%w: the token lacks %q", ErrInsufficientScope, want)
+		}
+	}
+	return nil
 }
 
 func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.IDTokenVerifier, error) {
@@ -265,6 +301,9 @@ func (x *externalIssuer) ask(ctx context.Context, e *external, raw string, now t
 	}
 	if _, ok := claims["azp"]; !ok && x.cfg.AgentClaim == "" {
 		claims["azp"] = claims["client_id"]
+	}
+	if err := e.hasScopes(claims); err != nil {
+		return nil, err
 	}
 	return x.mapClaims(claims, time.Unix(int64(exp), 0), raw, e.agents)
 }

@@ -148,6 +148,10 @@ type Auth struct {
 	// External are OAuth/OIDC issuers whose JWT access tokens the MCP
 	// endpoint accepts as Bearer credentials.
 	External []ExternalIssuer `json:"external,omitempty"`
+	// Scopes are the OAuth scopes an external token must carry (all of
+	// them) to reach the MCP endpoint; published as scopes_supported and
+	// named in challenges.
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // ExternalIssuer is an OAuth 2.0 / OIDC authorization server the gateway
@@ -185,6 +189,9 @@ type Introspection struct {
 	ClientID     string `json:"client_id"`
 	ClientSecret Value  `json:"client_secret"`
 }
+
+// scopeRE is an OAuth scope token (RFC 6749 §3.3, NQCHAR).
+var scopeRE = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]{1,128}$`)
 
 // ExternalAlgorithms are the JWS algorithms an external issuer may use
 // (asymmetric only: a shared secret would let the gateway mint tokens).
@@ -551,6 +558,11 @@ func (c *Config) Validate() error {
 	if p := c.Listen.PublicURL; p != "" {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			add("listen.public_url: %q must be an origin, scheme://host[:port] (no path)", p)
+		}
+	}
+	for i, sc := range c.Auth.Scopes {
+		if !scopeRE.MatchString(sc) {
+			add("auth.scopes[%d]: %q is not a scope token (RFC 6749: printable ASCII without spaces, quotes or backslashes)", i, sc)
 		}
 	}
 	for i, x := range c.Auth.External {

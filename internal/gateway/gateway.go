@@ -202,6 +202,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		AllowedHosts:    cfg.Listen.AllowedHosts,
 		AllowedOrigins:  cfg.Listen.AllowedOrigins,
 		PublicURL:       cfg.Listen.PublicURL,
+		Scopes:          cfg.Auth.Scopes,
 		Log:             g.log.With("component", "proxy"),
 		Tracer:          g.tracer,
 		ToolClasses:     toolClasses(cfg),

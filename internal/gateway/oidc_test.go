@@ -425,3 +425,40 @@ func TestOpaqueTokensByIntrospection(t *testing.T) {
 		}
 	}
 }
+
+// TestExternalTokenScopes: with auth.scopes, a valid token without them is
+// refused 403 insufficient_scope naming the scopes; challenges and the
+// resource metadata name them; a token with them is accepted.
+func TestExternalTokenScopes(t *testing.T) {
+	t.Parallel()
+	idp := newOIDCProvider(t)
+	const resource = "https://gateway.example.com/mcp"
+	h := startGateway(t, demoConfig+fmt.Sprintf("auth:\n  scopes: [mcp]\n  external:\n    - {issuer: %q, audience: %q, agents: {claude-code: reader}}\n", idp.srv.URL, resource),
+		map[string]string{"policy.cedar": demoPolicy})
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	resp, _ := h.post(idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "scope": "openid profile"}), init, nil)
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="mcp"`) {
+		t.Errorf("token without the scope: %d %q", resp.StatusCode, ch)
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Code == reason.InsufficientScope }); e == nil {
+		t.Error("insufficient scope not audited")
+	}
+	resp, _ = h.post("", init, nil)
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(ch, `scope="mcp"`) || strings.Contains(ch, "error=") {
+		t.Errorf("no credential: %d %q", resp.StatusCode, ch)
+	}
+	if _, err := h.connect(idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "scope": "openid mcp"})); err != nil {
+		t.Errorf("a token with the scope was refused: %v", err)
+	}
+	mresp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mresp.Body.Close()
+	var meta struct {
+		Scopes []string `json:"scopes_supported"`
+	}
+	if json.NewDecoder(mresp.Body).Decode(&meta); len(meta.Scopes) != 1 || meta.Scopes[0] != "mcp" {
+		t.Errorf("scopes_supported: %v", meta.Scopes)
+	}
+}

@@ -271,12 +271,18 @@ func (p *Proxy) limits() MessageLimits {
 }
 
 func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err error) {
-	e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.Unauthenticated, f.p.opts.Now(), audit.Subject{RequestID: newRequestID(), RemoteAddr: r.RemoteAddr})
+	code, status := reason.Unauthenticated, http.StatusUnauthorized
+	challenge := authn.Challenge(r, f.p.opts.PublicURL, f.p.opts.Scopes)
+	if errors.Is(err, authn.ErrInsufficientScope) {
+		code, status = reason.InsufficientScope, http.StatusForbidden
+		challenge = authn.ScopeChallenge(r, f.p.opts.PublicURL, f.p.opts.Scopes)
+	}
+	e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, code, f.p.opts.Now(), audit.Subject{RequestID: newRequestID(), RemoteAddr: r.RemoteAddr})
 	e.Detail = truncate(err.Error(), 300)
 	f.p.recordBackground(e)
-	f.p.opts.Metrics.Refusal(reason.Unauthenticated)
-	w.Header().Set("WWW-Authenticate", authn.Challenge(r, f.p.opts.PublicURL))
-	writeJSON(w, http.StatusUnauthorized, []byte(`{"error":"unauthenticated","request_id":`+string(wire.Quote(e.RequestID))+`}`))
+	f.p.opts.Metrics.Refusal(code)
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeJSON(w, status, []byte(`{"error":"`+string(code)+`","request_id":`+string(wire.Quote(e.RequestID))+`}`))
 }
 
 // refuseFrame answers a message that failed the framing checks with a

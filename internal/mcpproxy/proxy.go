@@ -114,6 +114,9 @@ type Options struct {
 	AllowedOrigins []string
 	// PublicURL is the configured public origin (config listen.public_url).
 	PublicURL string
+	// Scopes are the scopes external tokens must carry (config
+	// auth.scopes), named in challenges.
+	Scopes []string
 }
 
 // Proxy is the enforcement point between agents and upstreams.

@@ -13,6 +13,7 @@ const (
 	CredentialExpired Code = "credential_expired"        // the credential expired since the session began
 	SessionHijack     Code = "session_agent_mismatch"    // a session ID presented by another agent
 	InvalidIntent     Code = "invalid_intent"            // a Portcullis-Intent header that does not verify or is for another agent or user
+	InsufficientScope Code = "insufficient_scope"        // an external token without the scopes auth.scopes requires
 	SessionBusy       Code = "session_concurrency_limit" // too many calls in flight in the session
 	TooManySessions   Code = "session_limit"             // too many sessions in the gateway
 	NotInitialized    Code = "session_not_initialized"   // a request before initialize
@@ -62,7 +63,7 @@ const (
 
 // AgentVisible lists every code above, for documentation checks.
 var AgentVisible = []Code{
-	Unauthenticated, CredentialExpired, SessionHijack, InvalidIntent, SessionBusy, TooManySessions, NotInitialized, AmbiguousSession,
+	Unauthenticated, CredentialExpired, SessionHijack, InvalidIntent, InsufficientScope, SessionBusy, TooManySessions, NotInitialized, AmbiguousSession,
 	MessageTooLarge, MessageTooDeep, BatchTooLarge, Malformed, MethodNotAllowed, HostNotAllowed,
 	NoPermit, Forbidden, PolicyError, ApprovalRequired, ApprovalDenied, ApprovalTimeout,
 	UnknownTarget, BadArguments, ArgumentsTooLarge, ScreeningBlocked, UnknownTask,
