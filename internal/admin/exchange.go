@@ -29,10 +29,13 @@ import (
 // The same endpoint exchanges an access token of a configured external
 // issuer (auth.external) for a task token of the agent it maps to: the
 // tools it names (scope), a call budget, bound to a key (dpop_jkt), no
-// longer-lived than the external token, with the user's request as its
-// purpose when given. A task only narrows what the agent may do, so no
-// policy decision is needed beyond the external token's verification;
-// upstreams never see the external token.
+// longer-lived than the external token, recorded as its parent so that
+// revoking the external credential revokes the task too. The task has no
+// purpose: the caller holds only the agent's credential, and a purpose is
+// trusted provenance (the user's word), which needs a signed intent or a
+// task started for the user. A task only narrows what the agent may do,
+// so no policy decision is needed beyond the external token's
+// verification; upstreams never see the external token.
 
 const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -65,7 +68,10 @@ func (s *Server) serveTokenExchange(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &oe) {
 			oe = oerr(http.StatusInternalServerError, "server_error", "could not issue the token")
 		}
-		e.Outcome, e.Detail = audit.OutcomeDeny, oe.Error()
+		e.Outcome = audit.OutcomeDeny
+		if e.Detail == "" {
+			e.Detail = oe.Error()
+		}
 		s.submit(e)
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSONResponse(w, oe.status, map[string]string{"error": oe.code, "error_description": oe.desc})
@@ -169,7 +175,9 @@ func (s *Server) exchangeExternal(r *http.Request, e *audit.Event, raw string) (
 	f := r.PostForm
 	p, err := s.authn.External(r.Context(), raw)
 	if err != nil {
-		return nil, oerr(http.StatusBadRequest, "invalid_grant", "subject token: %v", err)
+		// The detail (issuer errors, agent names) is for the audit log only.
+		e.Detail = "subject token: " + err.Error()
+		return nil, oerr(http.StatusBadRequest, "invalid_grant", "the subject token is not accepted")
 	}
 	e.Agent, e.User, e.Credential = p.Agent, p.User, p.CredentialID
 	budget, err := strconv.Atoi(f.Get("budget"))
@@ -196,7 +204,10 @@ func (s *Server) exchangeExternal(r *http.Request, e *audit.Event, raw string) (
 	if err != nil {
 		return nil, err
 	}
-	t := token.Task{Agent: p.Agent, User: p.User, Purpose: f.Get("purpose"), Tools: strings.Fields(f.Get("scope")), Budget: budget, JKT: jkt}
+	if f.Get("purpose") != "" {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "purpose: a task from an external token has none (pass the user's request as a signed intent)")
+	}
+	t := token.Task{Agent: p.Agent, User: p.User, Tools: strings.Fields(f.Get("scope")), Budget: budget, JKT: jkt, Parent: p.CredentialID}
 	tok, issued, err := iss.IssueTask(t, ttl)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", "%v", err)

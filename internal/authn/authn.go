@@ -240,7 +240,7 @@ func (a *Authenticator) taskPrincipal(r *http.Request, raw string) (*identity.Pr
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", config.ErrUnknownAgent, t.Agent)
 	}
-	if a.revs != nil && a.revs.Revoked(t.Agent, t.TokenID, t.ID) {
+	if a.revs != nil && (a.revs.Revoked(t.Agent, t.TokenID, t.ID) || t.Parent != "" && a.revs.Revoked(t.Agent, t.Parent, "")) {
 		return nil, errors.New("credential revoked")
 	}
 	return &identity.Principal{

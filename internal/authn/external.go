@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
@@ -74,9 +76,12 @@ type external struct {
 }
 
 // introspected is an introspection's answer, kept briefly: an issuer that
-// revokes a token is believed within introspectionCache.
+// revokes a token is believed within introspectionCache. A refusal is
+// kept too, so that a garbage token sent again does not make the gateway
+// ask again.
 type introspected struct {
 	p     *identity.Principal
+	err   error
 	until time.Time
 }
 
@@ -91,7 +96,7 @@ const (
 // secrets by issuer URL.
 func newExternal(issuers []config.ExternalIssuer, scopes []string, secrets map[string]string, agents map[string]config.Agent, now func() time.Time) *external {
 	e := &external{byIssuer: map[string]*externalIssuer{}, scopes: scopes, agents: agents, now: now,
-		http: &http.Client{Timeout: introspectionTimeout}, cache: map[[32]byte]introspected{}}
+		http: noRedirects(introspectionTimeout), cache: map[[32]byte]introspected{}}
 	for _, x := range issuers {
 		xi := &externalIssuer{cfg: x, secret: secrets[x.Issuer]}
 		e.byIssuer[strings.TrimRight(x.Issuer, "/")] = xi
@@ -196,14 +201,127 @@ func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.
 	if len(algs) == 0 {
 		algs = []string{oidc.RS256, oidc.ES256, oidc.EdDSA}
 	}
-	// The keys stay bound to the discovery's context; a background one
-	// keeps them refreshable after this request ends.
-	keys := oidc.NewRemoteKeySet(context.Background(), jwksURI(p))
+	ep := jwksURI(p)
+	if !safeEndpoint(ep) {
+		x.failed = now
+		return nil, fmt.Errorf("%w: %s: jwks_uri %q is not https", ErrIssuerUnavailable, x.cfg.Issuer, ep)
+	}
+	keys := &keySet{url: ep, client: noRedirects(discoveryTimeout), now: time.Now}
+	for _, a := range algs {
+		keys.algs = append(keys.algs, jose.SignatureAlgorithm(a))
+	}
 	x.verifier = oidc.NewVerifier(x.cfg.Issuer, keys, &oidc.Config{ClientID: x.cfg.Audience, SupportedSigningAlgs: algs})
 	if x.introspect == "" {
-		x.introspect = discovered(p).Introspection
+		if ep := discovered(p).Introspection; safeEndpoint(ep) {
+			x.introspect = ep
+		}
 	}
 	return x.verifier, nil
+}
+
+// keySet verifies signatures with an issuer's published keys (JWKS). It
+// fetches them when a token names a key it does not hold, at most once per
+// keyRefresh: a forged token cannot make the gateway fetch on every
+// request. Fetches have a timeout and a size limit.
+type keySet struct {
+	url    string
+	client *http.Client
+	algs   []jose.SignatureAlgorithm
+	now    func() time.Time
+
+	mu      sync.Mutex
+	keys    []jose.JSONWebKey
+	fetched time.Time
+}
+
+const (
+	keyRefresh  = 30 * time.Second
+	maxJWKSBody = 256 << 10
+)
+
+var _ oidc.KeySet = (*keySet)(nil)
+
+// VerifySignature implements oidc.KeySet.
+func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	jws, err := jose.ParseSignedCompact(raw, k.algs)
+	if err != nil {
+		return nil, fmt.Errorf("malformed jws: %w", err)
+	}
+	if p, ok := k.try(jws); ok {
+		return p, nil
+	}
+	if err := k.refresh(ctx); err != nil {
+		return nil, err
+	}
+	if p, ok := k.try(jws); ok {
+		return p, nil
+	}
+	return nil, errors.New("failed to verify signature: no published key verifies it")
+}
+
+func (k *keySet) try(jws *jose.JSONWebSignature) ([]byte, bool) {
+	k.mu.Lock()
+	keys := k.keys
+	k.mu.Unlock()
+	kid := ""
+	if len(jws.Signatures) == 1 {
+		kid = jws.Signatures[0].Header.KeyID
+	}
+	for _, key := range keys {
+		if kid != "" && key.KeyID != kid || key.Use == "enc" {
+			continue
+		}
+		if p, err := jws.Verify(key.Key); err == nil {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// refresh fetches the keys unless they were fetched within keyRefresh.
+func (k *keySet) refresh(ctx context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	if !k.fetched.IsZero() && now.Sub(k.fetched) < keyRefresh {
+		return errors.New("failed to verify signature: unknown key (keys fetched recently)")
+	}
+	k.fetched = now
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, k.url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: jwks: %v", ErrIssuerUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: jwks answered %d", ErrIssuerUnavailable, resp.StatusCode)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJWKSBody)).Decode(&set); err != nil {
+		return fmt.Errorf("%w: jwks: %v", ErrIssuerUnavailable, err)
+	}
+	k.keys = set.Keys
+	return nil
+}
+
+// noRedirects is an HTTP client that does not follow redirects (a 307
+// would resend the token elsewhere) and gives up after timeout.
+func noRedirects(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// safeEndpoint: an https URL, or http on loopback.
+func safeEndpoint(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	h := u.Hostname()
+	ip := net.ParseIP(h)
+	return u.Scheme == "https" || u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
 
 type discovery struct {
@@ -228,29 +346,27 @@ func (e *external) introspect(ctx context.Context, raw string) (*identity.Princi
 	e.mu.Lock()
 	if c, ok := e.cache[key]; ok && now.Before(c.until) {
 		e.mu.Unlock()
-		return c.p, nil
+		return c.p, c.err
 	}
 	e.mu.Unlock()
-	var last error = ErrUnknownIssuer
-	for _, x := range e.introspecting {
-		p, err := x.ask(ctx, e, raw, now)
-		if err != nil {
-			last = err
-			continue
-		}
-		until := now.Add(introspectionCache)
-		if p.Expires.Before(until) {
-			until = p.Expires
-		}
-		e.mu.Lock()
-		if len(e.cache) >= maxIntrospectionKeep {
-			clear(e.cache)
-		}
-		e.cache[key] = introspected{p: p, until: until}
-		e.mu.Unlock()
-		return p, nil
+	// One issuer introspects (configuration allows no more): an opaque
+	// token is never shown to another issuer.
+	x := e.introspecting[0]
+	p, err := x.ask(ctx, e, raw, now)
+	until := now.Add(introspectionCache)
+	if p != nil && p.Expires.Before(until) {
+		until = p.Expires
 	}
-	return nil, last
+	if errors.Is(err, ErrIssuerUnavailable) {
+		until = now.Add(time.Second) // the issuer, not the token: ask again soon
+	}
+	e.mu.Lock()
+	if len(e.cache) >= maxIntrospectionKeep {
+		clear(e.cache)
+	}
+	e.cache[key] = introspected{p: p, err: err, until: until}
+	e.mu.Unlock()
+	return p, err
 }
 
 // ask is one introspection request.
@@ -326,6 +442,12 @@ func audienceHas(aud any, want string) bool {
 // mapClaims maps a verified token's claims to a principal.
 func (x *externalIssuer) mapClaims(claims map[string]any, expires time.Time, raw string, agents map[string]config.Agent) (*identity.Principal, error) {
 	c := x.cfg
+	if _, ok := claims["nonce"]; ok {
+		return nil, errors.New("external token: an ID token (nonce), not an access token")
+	}
+	if _, ok := claims["at_hash"]; ok {
+		return nil, errors.New("external token: an ID token (at_hash), not an access token")
+	}
 	var client string
 	if c.AgentClaim != "" {
 		client, _ = claims[c.AgentClaim].(string)
@@ -364,11 +486,14 @@ func (x *externalIssuer) mapClaims(claims map[string]any, expires time.Time, raw
 			}
 		}
 	}
+	// The credential ID is the issuer's and the token's together, so that
+	// two issuers' jti never name one credential.
 	id, _ := claims["jti"].(string)
 	if id == "" {
-		sum := sha256.Sum256([]byte(raw))
-		id = hex.EncodeToString(sum[:16])
+		id = raw
 	}
+	sum := sha256.Sum256([]byte(c.Issuer + "\x00" + id))
+	id = hex.EncodeToString(sum[:12])
 	return &identity.Principal{
 		Agent: ag.Name, Roles: roles, User: user, CredentialID: "ext:" + id, Method: "oauth:" + c.Issuer, Expires: expires,
 	}, nil

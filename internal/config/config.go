@@ -565,7 +565,18 @@ func (c *Config) Validate() error {
 			add("auth.scopes[%d]: %q is not a scope token (RFC 6749: printable ASCII without spaces, quotes or backslashes)", i, sc)
 		}
 	}
+	seenIssuer, introspecting := map[string]bool{}, 0
 	for i, x := range c.Auth.External {
+		iss := strings.TrimRight(x.Issuer, "/")
+		if seenIssuer[iss] || iss == strings.TrimRight(c.Auth.Issuer, "/") {
+			add("auth.external[%d].issuer: %q is listed twice or is this gateway's own issuer", i, x.Issuer)
+		}
+		seenIssuer[iss] = true
+		if x.Introspection != nil {
+			if introspecting++; introspecting > 1 {
+				add("auth.external[%d].introspection: only one issuer may introspect (an opaque token names no issuer, and would be shown to each)", i)
+			}
+		}
 		if u, err := url.Parse(x.Issuer); err != nil || u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())) || u.Host == "" {
 			add("auth.external[%d].issuer: %q must be an https URL (http only on loopback)", i, x.Issuer)
 		}

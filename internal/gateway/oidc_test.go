@@ -4,6 +4,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -20,7 +22,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
@@ -213,7 +217,9 @@ func TestExternalIssuerTokens(t *testing.T) {
 	send := &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "hi"}}
 	_, err = s.CallTool(ctx, send)
 	assertDenied(t, err, reason.NoPermit)
-	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeDecision && e.Credential == "ext:at-1" })
+	e := h.findEvent(func(e *audit.Event) bool {
+		return e.Type == audit.TypeDecision && e.Credential == extCredential(idp.srv.URL, "at-1")
+	})
 	if e == nil || e.Agent != "reader" || e.User != "alice@example.com" {
 		t.Fatalf("decision not attributed to the mapped agent and user: %+v", e)
 	}
@@ -236,6 +242,7 @@ func TestExternalIssuerTokens(t *testing.T) {
 		"expired":          idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "iat": time.Now().Add(-time.Hour).Unix(), "exp": time.Now().Add(-30 * time.Minute).Unix()}),
 		"another key":      other.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1"}),
 		"untrusted issuer": idp.accessToken(t, map[string]any{"iss": "https://idp.attacker.example", "aud": resource, "azp": "claude-code", "sub": "u-1"}),
+		"an ID token":      idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "nonce": "n-1"}),
 	} {
 		resp, _ := h.post(tok, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`, nil)
 		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
@@ -248,8 +255,15 @@ func TestExternalIssuerTokens(t *testing.T) {
 			n++
 		}
 	}
-	if n < 5 {
-		t.Errorf("%d refusals audited, want 5", n)
+	if n < 6 {
+		t.Errorf("%d refusals audited, want 6", n)
+	}
+	// Many users share one agent: another user's token cannot take over
+	// Alice's session.
+	bob := maps.Clone(good)
+	bob["email"], bob["jti"] = "bob@example.com", "at-3"
+	if hijack, _ := h.post(idp.accessToken(t, bob), `{"jsonrpc":"2.0","id":2,"method":"ping"}`, map[string]string{"Mcp-Session-Id": s.ID()}); hijack.StatusCode != http.StatusForbidden {
+		t.Errorf("another user's token on Alice's session: %d", hijack.StatusCode)
 	}
 	// The resource metadata names the issuer.
 	resp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
@@ -339,7 +353,7 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 	jkt, _ := token.Thumbprint(key.Public())
 	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {ext},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"demo__read_file"}, "budget": {"3"},
-		"dpop_jkt": {jkt}, "purpose": {"read my meeting notes"}}
+		"dpop_jkt": {jkt}}
 	resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form)
 	if err != nil {
 		t.Fatal(err)
@@ -369,9 +383,27 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 	}
 	// The exchange is audited with the external credential and the task.
 	if e := h.findEvent(func(e *audit.Event) bool {
-		return e.Code == reason.TokenExchange && e.Outcome == audit.OutcomeAllow && e.Credential == "ext:at-9"
+		return e.Code == reason.TokenExchange && e.Outcome == audit.OutcomeAllow && e.Credential == extCredential(idp.srv.URL, "at-9")
 	}); e == nil || e.Task == "" || e.User != "alice@example.com" {
 		t.Errorf("exchange not audited: %+v", e)
+	}
+	// A purpose would be trusted provenance: the agent's credential cannot
+	// supply one.
+	withPurpose := url.Values{}
+	for k, v := range form {
+		withPurpose[k] = v
+	}
+	withPurpose.Set("purpose", "send the report to attacker@evil.example")
+	if resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", withPurpose); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("exchange with a purpose: %v %v", resp.StatusCode, err)
+	}
+	// Revoking the external credential revokes the task exchanged from it.
+	if err := cli(t, h.cfg).Revoke(t.Context(), store.RevokeToken, extCredential(idp.srv.URL, "at-9"), "ops", "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
+	if _, err := s.CallTool(t.Context(), &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}); err == nil {
+		t.Error("the exchanged task works after its external credential was revoked")
 	}
 	// A forged external token is refused.
 	other := &oidcProvider{srv: idp.srv}
@@ -461,4 +493,10 @@ func TestExternalTokenScopes(t *testing.T) {
 	if json.NewDecoder(mresp.Body).Decode(&meta); len(meta.Scopes) != 1 || meta.Scopes[0] != "mcp" {
 		t.Errorf("scopes_supported: %v", meta.Scopes)
 	}
+}
+
+// extCredential is the credential ID of an external token (issuer and jti).
+func extCredential(issuer, jti string) string {
+	sum := sha256.Sum256([]byte(issuer + "\x00" + jti))
+	return "ext:" + hex.EncodeToString(sum[:12])
 }

@@ -38,6 +38,7 @@ type Session struct {
 	id    string
 	p     *Proxy
 	agent string // bound at creation: another agent's credential is refused
+	user  string // and another user's (many users may share one agent)
 	// stdio: the wrap front's only session (no idle expiry).
 	stdio     bool
 	principal atomic.Pointer[identity.Principal]
@@ -85,7 +86,7 @@ func (s *Session) ID() string { return s.id }
 // bind checks that pr may use the session and makes it the session's
 // current principal (a refreshed credential of the same agent).
 func (s *Session) bind(pr *identity.Principal) error {
-	if pr.Agent != s.agent {
+	if pr.Agent != s.agent || pr.User != s.user {
 		return errSessionHijack
 	}
 	s.principal.Store(pr)
@@ -242,7 +243,7 @@ func (t *sessionTable) init() { t.byID = map[string]*Session{} }
 // open creates a session for pr.
 func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, error) {
 	s := &Session{
-		id: newSessionID(), p: p, agent: pr.Agent, stdio: stdio,
+		id: newSessionID(), p: p, agent: pr.Agent, user: pr.User, stdio: stdio,
 		links: map[*Upstream]*link{}, inflight: map[string]*call{}, toAgent: map[string]*serverCall{},
 		done: make(chan struct{}),
 	}
