@@ -262,7 +262,12 @@ func (a *Authenticator) External(ctx context.Context, raw string) (*identity.Pri
 	if !a.IsExternal(raw) {
 		return nil, ErrUnknownIssuer
 	}
-	p, err := a.ext.principal(ctx, raw)
+	return a.unlessRevoked(a.ext.principal(ctx, raw))
+}
+
+// unlessRevoked passes on a verified external principal unless its agent
+// or credential is revoked.
+func (a *Authenticator) unlessRevoked(p *identity.Principal, err error) (*identity.Principal, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -278,14 +283,7 @@ func (a *Authenticator) Introspected(ctx context.Context, raw string) (*identity
 	if a.ext == nil || len(raw) > token.MaxTokenBytes {
 		return nil, ErrUnknownIssuer
 	}
-	p, err := a.ext.introspect(ctx, raw)
-	if err != nil {
-		return nil, err
-	}
-	if a.revs != nil && a.revs.Revoked(p.Agent, p.CredentialID, "") {
-		return nil, errors.New("credential revoked")
-	}
-	return p, nil
+	return a.unlessRevoked(a.ext.introspect(ctx, raw))
 }
 
 // Principal verifies a raw token and returns its principal.

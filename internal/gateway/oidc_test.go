@@ -266,15 +266,7 @@ func TestExternalIssuerTokens(t *testing.T) {
 		t.Errorf("another user's token on Alice's session: %d", hijack.StatusCode)
 	}
 	// The resource metadata names the issuer.
-	resp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var meta struct {
-		Servers []string `json:"authorization_servers"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&meta); len(meta.Servers) != 1 || meta.Servers[0] != idp.srv.URL {
+	if meta := resourceMetadata(t, h); len(meta.Servers) != 1 || meta.Servers[0] != idp.srv.URL {
 		t.Errorf("resource metadata authorization_servers: %v", meta.Servers)
 	}
 }
@@ -482,15 +474,7 @@ func TestExternalTokenScopes(t *testing.T) {
 	if _, err := h.connect(idp.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1", "scope": "openid mcp"})); err != nil {
 		t.Errorf("a token with the scope was refused: %v", err)
 	}
-	mresp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mresp.Body.Close()
-	var meta struct {
-		Scopes []string `json:"scopes_supported"`
-	}
-	if json.NewDecoder(mresp.Body).Decode(&meta); len(meta.Scopes) != 1 || meta.Scopes[0] != "mcp" {
+	if meta := resourceMetadata(t, h); len(meta.Scopes) != 1 || meta.Scopes[0] != "mcp" {
 		t.Errorf("scopes_supported: %v", meta.Scopes)
 	}
 }
@@ -499,4 +483,22 @@ func TestExternalTokenScopes(t *testing.T) {
 func extCredential(issuer, jti string) string {
 	sum := sha256.Sum256([]byte(issuer + "\x00" + jti))
 	return "ext:" + hex.EncodeToString(sum[:12])
+}
+
+// resourceMetadata fetches the MCP endpoint's protected resource metadata.
+func resourceMetadata(t *testing.T, h *harness) (meta struct {
+	Resource string   `json:"resource"`
+	Servers  []string `json:"authorization_servers"`
+	Scopes   []string `json:"scopes_supported"`
+}) {
+	t.Helper()
+	resp, err := http.Get(strings.TrimSuffix(h.url, "/mcp") + "/.well-known/oauth-protected-resource/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&meta); err != nil {
+		t.Fatal(err)
+	}
+	return meta
 }
