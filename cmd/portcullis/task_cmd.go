@@ -9,22 +9,37 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
-// readIDToken reads the user's OIDC ID token from file ("" for none).
-func readIDToken(file string) (string, error) {
-	if file == "" {
-		return "", nil
+// issuance holds the flags shared by `task start` and `task intent`: who
+// issues, the user's OIDC ID token, the lifetime.
+type issuance struct {
+	by, idTokenFile string
+	ttl             time.Duration
+}
+
+func (x *issuance) flags(f *pflag.FlagSet, verb string) {
+	f.StringVar(&x.by, "by", "", "who "+verb+" it (default: $USER)")
+	f.StringVar(&x.idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
+	f.DurationVar(&x.ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
+}
+
+// resolve reads the ID token (if any) and names who issues.
+func (x *issuance) resolve() (idToken, who string, err error) {
+	if x.idTokenFile != "" {
+		b, err := os.ReadFile(x.idTokenFile)
+		if err != nil {
+			return "", "", err
+		}
+		idToken = strings.TrimSpace(string(b))
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+	who, err = actor(x.by)
+	return idToken, who, err
 }
 
 // intentCmd is `task intent`: the user's request for an agent working
@@ -32,8 +47,7 @@ func readIDToken(file string) (string, error) {
 func intentCmd() *cobra.Command {
 	var src source
 	var in token.Intent
-	var ttl time.Duration
-	var idTokenFile, by string
+	var is issuance
 	cmd := &cobra.Command{
 		Use:   "intent --agent A --text \"what the user asked for\"",
 		Short: "Sign a user's request for an agent's sessions (the Portcullis-Intent header)",
@@ -43,15 +57,11 @@ func intentCmd() *cobra.Command {
 			"task's purpose is (docs/identity.md). The token is for --agent only.",
 		Args: cobra.NoArgs,
 		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
-			idToken, err := readIDToken(idTokenFile)
+			idToken, who, err := is.resolve()
 			if err != nil {
 				return err
 			}
-			who, err := actor(by)
-			if err != nil {
-				return err
-			}
-			raw, issued, err := o.IssueIntent(cmd.Context(), in, idToken, ttl, who)
+			raw, issued, err := o.IssueIntent(cmd.Context(), in, idToken, is.ttl, who)
 			if err != nil {
 				return err
 			}
@@ -60,12 +70,10 @@ func intentCmd() *cobra.Command {
 	}
 	src.flags(cmd)
 	f := cmd.Flags()
-	f.StringVar(&by, "by", "", "who signs it (default: $USER)")
+	is.flags(f, "signs")
 	f.StringVar(&in.Agent, "agent", "", "the agent")
 	f.StringVar(&in.User, "user", "", "the user who asked")
 	f.StringVar(&in.Text, "text", "", "the user's request, as they wrote it")
-	f.StringVar(&idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
-	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
 	return cmd
 }
 
@@ -73,8 +81,7 @@ func taskCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Task-scoped, sender-constrained agent credentials"}
 	var src source
 	var t token.Task
-	var ttl time.Duration
-	var idTokenFile, by string
+	var is issuance
 	start := &cobra.Command{
 		Use:   "start --agent A --tools upstream__tool,... --budget N --jkt THUMBPRINT",
 		Short: "Start a task for an agent: a short-lived token scoped to tools and a call budget, bound to the agent's DPoP key",
@@ -87,15 +94,11 @@ func taskCmd() *cobra.Command {
 			if (t.JKT == "") == (t.X5T == "") {
 				return errors.New("give --jkt or --x5t: task tokens are bound to the agent's key")
 			}
-			idToken, err := readIDToken(idTokenFile)
+			idToken, who, err := is.resolve()
 			if err != nil {
 				return err
 			}
-			who, err := actor(by)
-			if err != nil {
-				return err
-			}
-			raw, issued, err := o.StartTask(cmd.Context(), t, idToken, ttl, who)
+			raw, issued, err := o.StartTask(cmd.Context(), t, idToken, is.ttl, who)
 			if err != nil {
 				return err
 			}
@@ -103,8 +106,8 @@ func taskCmd() *cobra.Command {
 		}),
 	}
 	src.flags(start)
-	start.Flags().StringVar(&by, "by", "", "who starts it (default: $USER)")
 	f := start.Flags()
+	is.flags(f, "starts")
 	f.StringVar(&t.Agent, "agent", "", "the agent")
 	f.StringVar(&t.User, "user", "", "the user the agent acts for")
 	f.StringVar(&t.Purpose, "purpose", "", "what the task is for (shown to reviewers and in the audit log)")
@@ -113,8 +116,6 @@ func taskCmd() *cobra.Command {
 	f.StringVar(&t.JKT, "jkt", "", "RFC 7638 thumbprint of the agent's DPoP public key")
 	f.StringVar(&t.X5T, "x5t", "", "RFC 8705 thumbprint (x5t#S256) of the agent's client certificate, instead of --jkt")
 	f.IntVar(&t.Depth, "depth", 0, "how many times the task may be delegated onwards")
-	f.StringVar(&idTokenFile, "id-token", "", "file holding the user's OIDC ID token (required when identity.oidc is configured)")
-	f.DurationVar(&ttl, "ttl", 0, "lifetime (default: auth.default_ttl)")
 	var lsrc source
 	list := &cobra.Command{
 		Use:   "list",

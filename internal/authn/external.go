@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -202,7 +201,7 @@ func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.
 		algs = []string{oidc.RS256, oidc.ES256, oidc.EdDSA}
 	}
 	ep := jwksURI(p)
-	if !safeEndpoint(ep) {
+	if !config.SecureURL(ep) {
 		x.failed = now
 		return nil, fmt.Errorf("%w: %s: jwks_uri %q is not https", ErrIssuerUnavailable, x.cfg.Issuer, ep)
 	}
@@ -212,7 +211,7 @@ func (x *externalIssuer) verifierFor(ctx context.Context, now time.Time) (*oidc.
 	}
 	x.verifier = oidc.NewVerifier(x.cfg.Issuer, keys, &oidc.Config{ClientID: x.cfg.Audience, SupportedSigningAlgs: algs})
 	if x.introspect == "" {
-		if ep := discovered(p).Introspection; safeEndpoint(ep) {
+		if ep := discovered(p).Introspection; config.SecureURL(ep) {
 			x.introspect = ep
 		}
 	}
@@ -311,17 +310,6 @@ func (k *keySet) refresh(ctx context.Context) error {
 // would resend the token elsewhere) and gives up after timeout.
 func noRedirects(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-// safeEndpoint: an https URL, or http on loopback.
-func safeEndpoint(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	h := u.Hostname()
-	ip := net.ParseIP(h)
-	return u.Scheme == "https" || u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
 
 type discovery struct {

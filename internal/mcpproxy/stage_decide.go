@@ -23,7 +23,8 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 		RequestID: c.requestID, SessionID: c.s.id, Method: c.method, BudgetLeft: c.budgetLeft,
 		Labels: c.s.labels.list(), Findings: c.findings,
 	}
-	if c.rawArgs != nil {
+	if c.rawArgs != nil && p.opts.Decider.ReadsProvenance() {
+		// Only when a policy reads it: judging costs every call.
 		ap := judgeArguments(&c.s.prov, c.dataflow(), c.rawArgs)
 		in.UntrustedArguments, in.Provenance = ap.untrusted, ap.roles
 	}

@@ -289,6 +289,7 @@ func TestReadsProvenance(t *testing.T) {
 		`permit (principal, action, resource);`:                                                             false,
 		`forbid (principal, action, resource) when { context.roles.recipient == "untrusted" };`:             true,
 		`forbid (principal, action, resource) when { context.untrusted_arguments.contains("to") };`:         true,
+		`forbid (principal, action, resource) when { context["roles"]["amount"] == "untrusted" };`:          true,
 		`forbid (principal, action, resource) when { context.session.labels.contains("untrusted_input") };`: false,
 	} {
 		s, err := Compile([]Source{{Name: "p.cedar", Data: []byte(src)}})

@@ -56,9 +56,8 @@ type Set struct {
 	// decision would be if a human approved.
 	sansApproval *cedar.PolicySet
 	idx          *index
-	// provenance: some source mentions context.roles or
-	// context.untrusted_arguments (a comment counts: erring on the side of
-	// indexing).
+	// provenance: some source mentions "roles" or "untrusted_arguments"
+	// (argument provenance), however it is spelt.
 	provenance bool
 }
 
@@ -159,7 +158,9 @@ func Compile(sources []Source) (*Set, error) {
 	for _, src := range sources {
 		fmt.Fprintf(h, "%d:%s\n%d:", len(src.Name), src.Name, len(src.Data))
 		h.Write(src.Data)
-		s.provenance = s.provenance || bytes.Contains(src.Data, []byte("context.roles")) || bytes.Contains(src.Data, []byte("context.untrusted_arguments"))
+		// Any mention counts, whatever the access syntax (context.roles,
+		// context["roles"]) or a comment: erring on the side of indexing.
+		s.provenance = s.provenance || bytes.Contains(src.Data, []byte("roles")) || bytes.Contains(src.Data, []byte("untrusted_arguments"))
 		list, err := cedar.NewPolicyListFromBytes(src.Name, src.Data)
 		if err != nil {
 			errs = append(errs, parseError(src.Name, err))

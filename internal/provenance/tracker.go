@@ -363,10 +363,7 @@ func (t *Tracker) Skip() {
 // whole is still untrusted when it carries an identifier or a stretch of
 // text found only in untrusted output ("IBAN: <the attacker's>").
 func (t *Tracker) Value(v string) Origin {
-	if len(v) > maxValue {
-		v = v[:maxValue]
-	}
-	v = screen.Normalize(v).Text
+	v = lookedUp(v)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ids := t.identifiers(v)
@@ -409,6 +406,15 @@ func (t *Tracker) Named(v string) bool {
 	return false
 }
 
+// lookedUp is a value as it is judged: its first maxValue bytes,
+// normalised as observed text is.
+func lookedUp(v string) string {
+	if len(v) > maxValue {
+		v = v[:maxValue]
+	}
+	return screen.Normalize(v).Text
+}
+
 // Number is the origin of a number given as a JSON number.
 func (t *Tracker) Number(canonical string) Origin {
 	t.mu.Lock()
@@ -423,10 +429,7 @@ func (t *Tracker) Number(canonical string) Origin {
 // Quoting what it read is not what makes text untrusted: steering it
 // somewhere is.
 func (t *Tracker) Content(v string) Origin {
-	if len(v) > maxValue {
-		v = v[:maxValue]
-	}
-	v = screen.Normalize(v).Text
+	v = lookedUp(v)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ids := t.identifiers(v)
