@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	if os.Getenv(conformanceClientEnv) == "1" {
+		os.Exit(conformanceClient())
+	}
 	os.Exit(m.Run())
 }
 

@@ -38,6 +38,7 @@ func (s *Server) OperatorHandler() http.Handler {
 	mux.HandleFunc("POST /v1/approvals/{id}/deny", a.decide(approval.Denied))
 	mux.HandleFunc("POST /v1/tasks", a.startTask)
 	mux.HandleFunc("POST /v1/intents", a.issueIntent)
+	mux.HandleFunc("GET /v1/upstreams/authorizations", a.listAuthorizations)
 	return a.authenticate(mux)
 }
 
@@ -63,6 +64,16 @@ func (a *adminAPI) authenticate(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxAdminBody)
 		next.ServeHTTP(w, r.WithContext(contextWith(r, name)))
 	})
+}
+
+// listAuthorizations lists the upstream authorizations waiting for an
+// operator to open their URL.
+func (a *adminAPI) listAuthorizations(w http.ResponseWriter, r *http.Request) {
+	var out any = []any{}
+	if a.s.authzs != nil {
+		out = a.s.authzs()
+	}
+	writeJSONResponse(w, http.StatusOK, out)
 }
 
 func (a *adminAPI) listApprovals(w http.ResponseWriter, r *http.Request) {

@@ -53,7 +53,10 @@ type Options struct {
 	Recorder    Recorder
 	Decider     Decider
 	Budgets     Budgets
-	Log         *slog.Logger
+	// Authorizations lists the upstream authorizations waiting for an
+	// operator (nil: none can).
+	Authorizations func() any
+	Log            *slog.Logger
 }
 
 // Server serves the endpoints.
@@ -68,13 +71,14 @@ type Server struct {
 	rec     Recorder
 	decider Decider
 	budgets Budgets
+	authzs  func() any
 	log     *slog.Logger
 }
 
 // New returns a server over o.
 func New(o Options) *Server {
 	return &Server{cfg: o.Config, ops: o.Ops, key: o.Key, ca: o.CA, authn: o.Authn, revs: o.Revocations,
-		store: o.Enrolment, rec: o.Recorder, decider: o.Decider, budgets: o.Budgets, log: o.Log}
+		store: o.Enrolment, rec: o.Recorder, decider: o.Decider, budgets: o.Budgets, authzs: o.Authorizations, log: o.Log}
 }
 
 // AgentRoutes registers the agent listener's endpoints on mux.

@@ -32,6 +32,7 @@ const (
 	TypeIdentity     Type = "identity"          // an agent SVID or join token was issued, rotated or refused
 	TypeSessionLabel Type = "session_label"     // a session acquired data-flow labels from what it read
 	TypeScreening    Type = "screening"         // content screening acted on a message (redacted, ...)
+	TypeUpstreamAuth Type = "upstream_auth"     // the gateway asked for, obtained or failed an upstream's OAuth authorization
 )
 
 // Outcome is how an event ended.

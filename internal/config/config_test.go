@@ -73,6 +73,14 @@ func TestParseRejects(t *testing.T) {
 		"global queue timeout":   {"version: 1\nlimits: {queue_timeout: -1s}\n", "is negative"},
 		"spares":                 {"version: 1\nupstreams: [{name: a, stdio: {command: x}, spares: 99}]\n", "spares"},
 		"audit sync":             {"version: 1\naudit: {sync: never}\n", "audit.sync"},
+		"oauth and header":       {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {}, headers: {authorization: {from_env: T}}}}]\n", "must not also set Authorization"},
+		"oauth grant":            {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {grant: password}}}]\n", "grant: \"password\""},
+		"oauth cc no secret":     {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {grant: client_credentials, client_id: c}}}]\n", "needs client_id and client_secret"},
+		"oauth cc per user":      {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {grant: client_credentials, client_id: c, client_secret: {from_env: S}, per_user: true}}}]\n", "authorization_code only"},
+		"oauth inline secret":    {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {client_id: c, client_secret: {value: s}}}}]\n", "looks like a secret"},
+		"oauth metadata url":     {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {client_metadata_url: 'http://x/c.json'}}}]\n", "client_metadata_url"},
+		"oauth scope":            {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {scopes: ['a b']}}}]\n", "not a scope token"},
+		"oauth per user shared":  {"version: 1\nupstreams: [{name: a, isolation: agent, http: {url: 'https://x', oauth: {per_user: true}}}]\n", "per_user needs isolation user or session"},
 		"sync window":            {"version: 1\naudit: {sync_window: 1s}\n", "audit.sync_window"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")

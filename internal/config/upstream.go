@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -218,6 +219,41 @@ type HTTPServer struct {
 	// SPKISHA256 pins the server's TLS key: the base64 SHA-256 of the leaf
 	// certificate's SubjectPublicKeyInfo (as in HPKP). Needs an https URL.
 	SPKISHA256 string `json:"spki_sha256,omitempty"`
+	// OAuth makes the gateway an OAuth client of this upstream (MCP
+	// authorization): it discovers the upstream's authorization server,
+	// obtains tokens and sends them; agents' own credentials never reach it.
+	OAuth *UpstreamOAuth `json:"oauth,omitempty"`
+}
+
+// OAuth grants the gateway can use towards an upstream.
+const (
+	GrantAuthorizationCode = "authorization_code"
+	GrantClientCredentials = "client_credentials"
+)
+
+// UpstreamOAuth configures the gateway as an OAuth client of an upstream.
+type UpstreamOAuth struct {
+	// Grant is authorization_code (default: a person authorizes the
+	// gateway in a browser) or client_credentials (the gateway's own
+	// pre-registered client, no person).
+	Grant string `json:"grant,omitempty"`
+	// ClientID and ClientSecret are a client pre-registered with the
+	// upstream's authorization server (required for client_credentials).
+	// Without them the gateway registers itself (dynamic client
+	// registration) or uses ClientMetadataURL.
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret *Value `json:"client_secret,omitempty"`
+	// ClientMetadataURL is the https URL of the gateway's client ID
+	// metadata document, used as its client_id where the authorization
+	// server supports them.
+	ClientMetadataURL string `json:"client_metadata_url,omitempty"`
+	// Scopes, when set, are the scopes requested (else those the upstream
+	// asks for, or the ones its metadata lists).
+	Scopes []string `json:"scopes,omitempty"`
+	// PerUser gives every user their own authorization (authorization_code
+	// only; needs isolation user or session): a user's calls carry their
+	// token. The tool list is read with the operator's authorization.
+	PerUser bool `json:"per_user,omitempty"`
 }
 
 func (u *Upstream) validate(at string) []error {
@@ -260,6 +296,11 @@ func (u *Upstream) validate(at string) []error {
 				add("http.headers.%s: %v", k, err)
 			}
 		}
+		if o := u.HTTP.OAuth; o != nil {
+			for _, err := range o.validate(u) {
+				add("http.oauth.%v", err)
+			}
+		}
 	}
 	if u.Builtin != "" {
 		kinds++
@@ -297,6 +338,53 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if u.MaxSessions < 0 || u.MaxSessions > MaxUpstreamSessionsConfig || u.SessionIdle < 0 || (u.Spares != nil && (*u.Spares < 0 || *u.Spares > 16)) {
 		add("max_sessions (0..%d), session_idle (not negative) and spares (0..16) out of range", MaxUpstreamSessionsConfig)
+	}
+	return errs
+}
+
+func (o *UpstreamOAuth) validate(u *Upstream) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for k := range u.HTTP.Headers {
+		if strings.EqualFold(k, "Authorization") {
+			add("the upstream's headers must not also set Authorization")
+		}
+	}
+	switch o.Grant {
+	case "", GrantAuthorizationCode:
+		if o.ClientID == "" && o.ClientSecret != nil {
+			add("client_secret: needs client_id")
+		}
+	case GrantClientCredentials:
+		if o.ClientID == "" || o.ClientSecret == nil {
+			add("client_credentials needs client_id and client_secret")
+		}
+		if o.PerUser || o.ClientMetadataURL != "" {
+			add("per_user and client_metadata_url apply to authorization_code only")
+		}
+	default:
+		add("grant: %q is not %s or %s", o.Grant, GrantAuthorizationCode, GrantClientCredentials)
+	}
+	if o.ClientSecret != nil {
+		if err := o.ClientSecret.validate("client_secret"); err != nil {
+			add("client_secret: %v", err)
+		}
+	}
+	if m := o.ClientMetadataURL; m != "" {
+		if pu, err := url.Parse(m); err != nil || pu.Scheme != "https" || pu.Host == "" || pu.Path == "" || pu.Path == "/" {
+			add("client_metadata_url: %q must be an https URL with a path", m)
+		}
+	}
+	for _, s := range o.Scopes {
+		if !scopeRE.MatchString(s) {
+			add("scopes: %q is not a scope token", s)
+		}
+	}
+	if len(o.Scopes) > 0 && o.Grant == GrantClientCredentials {
+		add("scopes: for client_credentials the gateway asks for what the upstream names")
+	}
+	if o.PerUser && u.Isolation != IsolationUser && u.Isolation != IsolationSession && u.Isolation != "" {
+		add("per_user needs isolation user or session (a shared link cannot carry one user's token)")
 	}
 	return errs
 }

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
+
 	"github.com/portcullis-dev/portcullis/internal/admin"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/authn"
@@ -27,6 +29,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
+	"github.com/portcullis-dev/portcullis/internal/oauthclient"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -58,6 +61,7 @@ type Gateway struct {
 	revs     *authn.Revocations
 	trust    *authn.Trust
 	proxy    *mcpproxy.Proxy
+	oauth    *oauthclient.Broker // the gateway as OAuth client of upstreams
 	metrics  *metrics.Metrics
 	cp       *audit.Checkpointer
 	exporter *audit.Exporter
@@ -215,6 +219,19 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Pinning:         g.pins,
 		Intents:         token.NewTypedVerifier(g.key, token.TypIntent, cfg.Auth.Issuer, cfg.Auth.Audience, cfg.Auth.MaxTTL.D(), nil),
 	})
+	g.oauth = oauthclient.New(oauthclient.Options{
+		PublicURL: g.publicOrigin, Vault: g.vault,
+		Resolve: func(v config.Value) (string, error) { return v.Resolve(g.cfg.Dir(), g.openSecret) },
+		Log:     g.log.With("component", "oauth-client"),
+		Event:   g.upstreamAuthEvent,
+		Authorized: func(a oauthclient.Authorized) {
+			if a.PerUser {
+				g.proxy.ElicitationComplete(a.User, a.ID)
+			} else {
+				g.proxy.Reprobe(a.Upstream)
+			}
+		},
+	})
 	for _, u := range cfg.Upstreams {
 		if why, ok := refused[u.Name]; ok {
 			g.refused[u.Name] = why
@@ -236,6 +253,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.api = admin.New(admin.Options{
 		Config: cfg, Ops: g.ops, Key: g.key, CA: g.ca, Authn: g.authn, Revocations: g.revs, Enrolment: g.store,
 		Recorder: g.recorder, Decider: g.engine, Budgets: g.proxy, Log: g.log.With("component", "admin"),
+		Authorizations: func() any { return g.oauth.Pending(false) },
 	})
 	g.metrics.WatchSlots(g.proxy.SlotUse)
 	return g, nil
@@ -251,7 +269,7 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 		if u.MaxConcurrentCalls > 0 {
 			maxc = u.MaxConcurrentCalls
 		}
-		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret, maxc, g.cfg.Limits, log)
+		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret, maxc, g.cfg.Limits, log, g.grantFor(u))
 	case u.Builtin == "demo":
 		d, err := demo.New(filepath.Join(g.dataDir, DemoDir))
 		if err != nil {
@@ -260,6 +278,46 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 		return mcpproxy.InProcessDialer(d.MCPServer, g.cfg.Limits), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
+}
+
+// grantFor returns how sessions with u obtain their OAuth grant (nil: u
+// is not an OAuth upstream). A session serving one user's agents uses
+// that user's grant when u authorizes per user; the probe and shared
+// sessions use the operator's.
+func (g *Gateway) grantFor(u config.Upstream) mcpproxy.GrantFunc {
+	o := u.HTTP.OAuth
+	if o == nil {
+		return nil
+	}
+	return func(ctx context.Context) (auth.OAuthHandler, error) {
+		user, serves := mcpproxy.LinkUser(ctx)
+		if o.PerUser && serves && user == "" {
+			return nil, fmt.Errorf("upstream %s authorizes each user, and this session acts for none", u.Name)
+		}
+		return g.oauth.Grant(u.Name, o, user)
+	}
+}
+
+// publicOrigin is where people's browsers reach the gateway: the
+// configured public URL, else the agent listener.
+func (g *Gateway) publicOrigin() string {
+	if p := g.cfg.Listen.PublicURL; p != "" {
+		return strings.TrimRight(p, "/")
+	}
+	if g.agentLn == nil {
+		return ""
+	}
+	return strings.TrimSuffix(g.AgentURL(), "/mcp")
+}
+
+func (g *Gateway) upstreamAuthEvent(e oauthclient.Event) {
+	outcome := audit.OutcomeInfo
+	if e.Code == reason.UpstreamAuthorizationFailed {
+		outcome = audit.OutcomeError
+	}
+	ev := audit.New(audit.TypeUpstreamAuth, outcome, e.Code, time.Now(), audit.Subject{User: e.User})
+	ev.Upstream, ev.Detail = e.Upstream, e.Detail
+	g.submit(ev)
 }
 
 func (g *Gateway) pinEvent(e toolreg.Event) {
@@ -573,6 +631,7 @@ func (g *Gateway) lifecycle(what reason.Code) {
 func (g *Gateway) agentMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
+	mux.HandleFunc("GET "+oauthclient.CallbackPath, g.oauth.ServeCallback)
 	g.api.AgentRoutes(mux)
 	return mux
 }

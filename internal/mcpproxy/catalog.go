@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -376,6 +378,16 @@ func (s *Session) view(ctx context.Context, fresh string) *sessionView {
 		go func() {
 			defer wg.Done()
 			l, err := u.linkFor(ctx, s)
+			var ar *transport.AuthorizationRequired
+			if errors.As(err, &ar) && ar.PerUser {
+				// The user has not authorized the gateway there yet: offer
+				// what the operator's authorization lists, so that calling
+				// asks them to.
+				if snap := u.snapshot.Load(); snap != nil {
+					results[i] = got{u, nil, snap}
+				}
+				return
+			}
 			if err != nil {
 				p.opts.Log.Debug("upstream not reachable for the session", "upstream", u.Name, "session", s.id, "err", err)
 				return

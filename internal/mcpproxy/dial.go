@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
@@ -98,11 +99,15 @@ func stderrLogger(log *slog.Logger) io.Writer {
 	return pw
 }
 
+// GrantFunc returns the OAuth grant a new session with an upstream uses
+// (ctx says for which user: LinkUser).
+type GrantFunc func(ctx context.Context) (auth.OAuthHandler, error)
+
 // HTTPDialer opens sessions with a streamable-HTTP upstream over one HTTP
 // transport that keeps as many connections as the upstream may have calls
 // in flight. Configured headers are resolved from their references for
-// every session.
-func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConns int, limits config.Limits, log *slog.Logger) (transport.Dialer, error) {
+// every session; grant, if set, makes every session an OAuth client.
+func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConns int, limits config.Limits, log *slog.Logger, grant GrantFunc) (transport.Dialer, error) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.SPKISHA256 != "" {
 		tc, err := SPKIPinnedTLS(cfg.SPKISHA256)
@@ -122,8 +127,30 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 			}
 			h.Set(k, s)
 		}
-		return transport.NewHTTPConn(cfg.URL, client, h, maxMsg, maxDepth, log), nil
+		c := transport.NewHTTPConn(cfg.URL, client, h, maxMsg, maxDepth, log)
+		if grant != nil {
+			g, err := grant(ctx)
+			if err != nil {
+				return nil, err
+			}
+			c.SetOAuth(g)
+		}
+		return c, nil
 	}, nil
+}
+
+type linkUserKey struct{}
+
+// withLinkUser says that the session being opened with an upstream serves
+// user's agent sessions only (isolation user or session).
+func withLinkUser(ctx context.Context, user string) context.Context {
+	return context.WithValue(ctx, linkUserKey{}, user)
+}
+
+// LinkUser is the user a new upstream session serves alone, if it does.
+func LinkUser(ctx context.Context) (string, bool) {
+	u, ok := ctx.Value(linkUserKey{}).(string)
+	return u, ok
 }
 
 // InProcessDialer serves an in-process *mcp.Server (the built-in demo, and

@@ -160,7 +160,7 @@ func (u *Upstream) offeredCaps(caps []byte) []byte {
 func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (*link, error) {
 	conn, err := u.takeConn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUpstreamDown, err)
+		return nil, fmt.Errorf("%w: %w", ErrUpstreamDown, err)
 	}
 	l := &link{
 		up: u, conn: conn, key: key, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
@@ -178,16 +178,16 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 	res, err := l.request(ctx, "initialize", params, nil)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("%w: initialize: %v", ErrUpstreamDown, err)
+		return nil, fmt.Errorf("%w: initialize: %w", ErrUpstreamDown, err)
 	}
 	if err := l.initialized(res); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("%w: initialize: %v", ErrUpstreamDown, err)
+		return nil, fmt.Errorf("%w: initialize: %w", ErrUpstreamDown, err)
 	}
 	conn.Negotiated(l.version)
 	if err := conn.Send(ctx, wire.NewNotification("notifications/initialized", nil)); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("%w: %v", ErrUpstreamDown, err)
+		return nil, fmt.Errorf("%w: %w", ErrUpstreamDown, err)
 	}
 	conn.Listen(l.onMessage)
 	return l, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/transport"
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 // Decider is the policy decision point.
@@ -160,6 +161,16 @@ func (p *Proxy) AddUpstream(cfg config.Upstream, dial transport.Dialer) *Upstrea
 // Upstreams returns the registered upstreams.
 func (p *Proxy) Upstreams() []*Upstream { return p.upstreams }
 
+// Reprobe asks the named upstream's probe to connect and list again now
+// (after it was authorized, say).
+func (p *Proxy) Reprobe(name string) {
+	for _, u := range p.upstreams {
+		if u.Name == name {
+			u.reprobe()
+		}
+	}
+}
+
 func (p *Proxy) upstream(name string) *Upstream {
 	for _, u := range p.upstreams {
 		if u.Name == name {
@@ -219,6 +230,20 @@ func (p *Proxy) RefreshAll() {
 	}
 	for _, u := range p.upstreams {
 		u.reprobe()
+	}
+}
+
+// ElicitationComplete tells user's agent sessions that the URL elicitation
+// id (an upstream authorization they were asked to open) is complete, so
+// that their clients retry what it held up.
+func (p *Proxy) ElicitationComplete(user, id string) {
+	params := wire.AppendString([]byte(`{"elicitationId":`), id)
+	params = append(params, '}')
+	msg := wire.NewNotification("notifications/elicitation/complete", params)
+	for _, s := range p.sessions.all() {
+		if pr := s.principal.Load(); pr != nil && pr.User == user {
+			s.notify(msg)
+		}
 	}
 }
 

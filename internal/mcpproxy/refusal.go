@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -15,6 +16,9 @@ import (
 const (
 	CodeDenied      = -32030 // refused: authentication, policy, limits
 	CodeUnavailable = -32031 // allowed, but the upstream could not serve it
+	// CodeURLElicitation is MCP's URLElicitationRequiredError: the user
+	// must visit a URL (here: to authorize the gateway at an upstream).
+	CodeURLElicitation = -32042
 )
 
 // refusal is how a stage stops a request. The runner records it (unless
@@ -32,6 +36,9 @@ type refusal struct {
 	// retryAfter, if set, tells the agent when trying again may succeed
 	// (the answer's data carries it as retry_after_ms).
 	retryAfter time.Duration
+	// visit, if set, is the URL the user must visit (the answer's data
+	// carries it as a URL elicitation).
+	visit *transport.AuthorizationRequired
 }
 
 func (r *refusal) Error() string { return r.text }
@@ -63,8 +70,37 @@ func (r *refusal) message(id []byte, requestID string) []byte {
 		data = append(data, `,"retry_after_ms":`...)
 		data = strconv.AppendInt(data, r.retryAfter.Milliseconds(), 10)
 	}
+	if v := r.visit; v != nil {
+		data = append(data, `,"elicitations":[{"mode":"url","elicitationId":`...)
+		data = wire.AppendString(data, v.ID)
+		data = append(data, `,"url":`...)
+		data = wire.AppendString(data, v.URL)
+		data = append(data, `,"message":`...)
+		data = wire.AppendString(data, "Authorize Portcullis to use "+v.Upstream+" on your behalf.")
+		data = append(data, `}]`...)
+	}
 	data = append(data, '}')
 	return wire.NewError(id, r.rpcCode, r.text, data)
+}
+
+// upstreamFailure is the refusal for a call the upstream could not take:
+// busy, down, or waiting for someone's authorization (the user's: their
+// client is asked to open the URL; an operator's: the agent is told only
+// that it waits).
+func upstreamFailure(err error) *refusal {
+	var ar *transport.AuthorizationRequired
+	switch {
+	case errors.As(err, &ar) && ar.PerUser:
+		r := unavailable(reason.UpstreamAuthorizationRequired).withDetail(err.Error())
+		r.rpcCode, r.visit = CodeURLElicitation, ar
+		r.text = "portcullis: " + ar.Upstream + " needs your authorization: open the URL given"
+		return r
+	case errors.As(err, &ar):
+		return unavailable(reason.UpstreamAuthorizationRequired).withDetail(err.Error())
+	case errors.Is(err, ErrUpstreamSessions):
+		return unavailable(reason.UpstreamBusy).withDetail(err.Error())
+	}
+	return unavailable(reason.UpstreamUnavailable).withDetail(err.Error())
 }
 
 // asRefusal turns any error a stage returns into a refusal (an unexpected

@@ -90,6 +90,10 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	case errors.Is(err, transport.ErrClosed):
 		return unavailable(reason.UpstreamUnavailable).withDetail(err.Error())
 	}
+	var ar *transport.AuthorizationRequired
+	if errors.As(err, &ar) {
+		return upstreamFailure(err)
+	}
 	p.opts.Log.Warn("upstream call failed", "upstream", u.Name, "request_id", c.requestID, "err", err)
 	return unavailable(reason.UpstreamError).withDetail(err.Error())
 }

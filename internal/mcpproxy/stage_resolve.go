@@ -2,7 +2,6 @@ package mcpproxy
 
 import (
 	"context"
-	"errors"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -197,10 +196,7 @@ func (c *call) needLink() error {
 	}
 	l, err := c.up.linkFor(context.Background(), c.s)
 	if err != nil {
-		if errors.Is(err, ErrUpstreamSessions) {
-			return unavailable(reason.UpstreamBusy).withDetail(err.Error())
-		}
-		return unavailable(reason.UpstreamUnavailable).withDetail(err.Error())
+		return upstreamFailure(err)
 	}
 	c.link = l
 	return nil

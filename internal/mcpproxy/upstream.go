@@ -158,6 +158,7 @@ func (u *Upstream) run(ctx context.Context) {
 		u.p.upstreamEvent(u, reason.Restarting, fmt.Sprintf("exited: %v; restarting in %s", err, backoff))
 		select {
 		case <-time.After(backoff):
+		case <-u.kick: // authorized, say: try now
 		case <-ctx.Done():
 			return
 		}
@@ -280,6 +281,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	u.p.opts.Metrics.UpstreamSessions(u.Name, 1)
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), initTimeout)
+	if iso := u.isolation(); iso == config.IsolationUser || iso == config.IsolationSession {
+		if pr := s.principal.Load(); pr != nil {
+			cctx = withLinkUser(cctx, pr.User)
+		}
+	}
 	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
 	cancel()
 	u.mu.Lock()
@@ -293,7 +299,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-		u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
+		var ar *transport.AuthorizationRequired
+		if !errors.As(pl.err, &ar) {
+			// Down, not waiting for one person's authorization.
+			u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
+		}
 		return nil, pl.err
 	}
 	return u.awaitOpening(ctx, pl, s, key)

@@ -57,8 +57,10 @@ const (
 	UpstreamBusy        Code = "upstream_busy"
 	UpstreamTimeout     Code = "upstream_timeout"
 	UpstreamError       Code = "upstream_error"
-	ResultTooLarge      Code = "result_too_large"
-	Cancelled           Code = "cancelled" // by the agent, before the answer
+	// The upstream needs a person to authorize the gateway (OAuth).
+	UpstreamAuthorizationRequired Code = "upstream_authorization_required"
+	ResultTooLarge                Code = "result_too_large"
+	Cancelled                     Code = "cancelled" // by the agent, before the answer
 )
 
 // AgentVisible lists every code above, for documentation checks.
@@ -69,5 +71,5 @@ var AgentVisible = []Code{
 	UnknownTarget, BadArguments, ArgumentsTooLarge, ScreeningBlocked, UnknownTask,
 	RateLimited, BreakerOpen, OutsideTask, TaskExhausted,
 	AuditUnavailable, Internal,
-	UpstreamUnavailable, UpstreamBusy, UpstreamTimeout, UpstreamError, ResultTooLarge, Cancelled,
+	UpstreamUnavailable, UpstreamBusy, UpstreamTimeout, UpstreamError, UpstreamAuthorizationRequired, ResultTooLarge, Cancelled,
 }

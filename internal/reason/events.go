@@ -12,6 +12,11 @@ const (
 	Restarting      Code = "restarting"
 	OfferingRefused Code = "offering_refused" // a colliding or invalid tool, prompt or resource
 
+	// The gateway's authorizations towards upstreams (upstream_auth).
+	UpstreamAuthorizationRequested Code = "upstream_authorization_requested"
+	UpstreamAuthorized             Code = "upstream_authorized"
+	UpstreamAuthorizationFailed    Code = "upstream_authorization_failed"
+
 	// Credentials (token_issued).
 	TaskStarted   Code = "task_started"
 	IntentIssued  Code = "intent_issued"

@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -40,6 +43,7 @@ type HTTPConn struct {
 	url      string
 	client   *http.Client
 	header   http.Header // added to every request (credentials from configuration)
+	auth     auth.OAuthHandler
 	maxMsg   int
 	maxDepth int
 	log      *slog.Logger
@@ -66,6 +70,12 @@ func NewHTTPConn(url string, client *http.Client, header http.Header, maxMsg, ma
 }
 
 var _ Conn = (*HTTPConn)(nil)
+
+// SetOAuth makes the connection an OAuth client of the server (MCP
+// authorization): every request carries h's access token, and a 401 or 403
+// answer runs h's authorization once before the request is sent again. Set
+// it before the first request.
+func (c *HTTPConn) SetOAuth(h auth.OAuthHandler) { c.auth = h }
 
 // Streamed reports whether the server sent its last answer as an event
 // stream (rather than one JSON body), so that a relay can answer the same
@@ -115,12 +125,20 @@ func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
 		return nil, ErrClosed
 	default:
 	}
+	if err := c.setToken(req); err != nil {
+		return nil, err
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
 		return nil, fmt.Errorf("upstream request: %w", err)
+	}
+	if c.auth != nil && challenged(resp) {
+		if resp, err = c.reauthorize(req, resp); err != nil {
+			return nil, err
+		}
 	}
 	if resp.StatusCode == http.StatusNotFound && c.SessionID() != "" {
 		// The server no longer knows the session (it restarted or expired
@@ -134,6 +152,78 @@ func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
 		c.sessionID = id
 	}
 	c.mu.Unlock()
+	return resp, nil
+}
+
+// challenged reports whether resp asks for authorization: a 401, or a 403
+// for want of scope (step-up). Another 403 is the answer.
+func challenged(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return true
+	case http.StatusForbidden:
+		cs, err := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
+		if err != nil {
+			return false
+		}
+		for _, c := range cs {
+			if c.Params["error"] == "insufficient_scope" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setToken puts the OAuth handler's current access token on req. A token
+// that cannot be had (an expired one the server will not refresh) is left
+// out: the server's challenge then starts a new authorization.
+func (c *HTTPConn) setToken(req *http.Request) error {
+	if c.auth == nil {
+		return nil
+	}
+	ts, err := c.auth.TokenSource(req.Context())
+	if err != nil {
+		return fmt.Errorf("upstream authorization: %w", err)
+	}
+	if ts == nil {
+		return nil
+	}
+	tok, err := ts.Token()
+	if err != nil {
+		c.log.Warn("upstream access token not renewed; authorizing again", "err", err)
+		return nil
+	}
+	tok.SetAuthHeader(req)
+	return nil
+}
+
+// reauthorize answers the server's 401 or 403 challenge to req with one
+// authorization round and sends req again (once: a second refusal is the
+// answer).
+func (c *HTTPConn) reauthorize(req *http.Request, resp *http.Response) (*http.Response, error) {
+	if err := c.auth.Authorize(req.Context(), req, resp); err != nil {
+		return nil, fmt.Errorf("upstream authorization: %w", err)
+	}
+	again := req.Clone(req.Context())
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		again.Body = body
+	}
+	again.Header.Del("Authorization")
+	if err := c.setToken(again); err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(again)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, fmt.Errorf("upstream request: %w", err)
+	}
 	return resp, nil
 }
 

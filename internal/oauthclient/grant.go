@@ -1,0 +1,375 @@
+package oauthclient
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/auth/extauth"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/transport"
+)
+
+// Grant is the gateway's authorization towards one upstream (for one user,
+// or the operator's): an auth.OAuthHandler shared by every connection that
+// uses it.
+type Grant struct {
+	b                  *Broker
+	key                grantKey
+	upstream, user     string
+	perUser, clientCCs bool
+
+	// mu serialises the client credentials handler (which does not lock)
+	// and guards pending.
+	mu      sync.Mutex
+	h       auth.OAuthHandler
+	pending *flow
+	// recent are the times of the authorizations completed lately: an
+	// upstream that keeps refusing after each is not asked again (no
+	// authorization loop).
+	recent []time.Time
+	// failed is the last authorization's failure and when it came: it is
+	// the answer for failWait (no discovery, no event per request).
+	failed   error
+	failedAt time.Time
+}
+
+// Bounds on repeated authorization: at most maxRounds completed in
+// roundsWindow.
+const (
+	maxRounds    = 3
+	roundsWindow = 10 * time.Minute
+	failWait     = 30 * time.Second
+)
+
+// flow is one authorization code flow waiting for its person.
+type flow struct {
+	g       *Grant
+	id      string
+	state   string
+	url     string
+	expires time.Time
+	ready   chan struct{} // closed once url is known
+	result  chan result   // the callback's
+	done    chan struct{} // closed when the flow ended; err says how
+	err     error
+}
+
+type result struct {
+	code, state, iss string
+	err              error
+}
+
+func (b *Broker) newGrant(k grantKey, cfg *config.UpstreamOAuth) (*Grant, error) {
+	g := &Grant{b: b, key: k, upstream: k.upstream, user: k.user, perUser: cfg.PerUser && k.user != "", clientCCs: cfg.Grant == config.GrantClientCredentials}
+	var secret string
+	if cfg.ClientSecret != nil {
+		s, err := b.o.Resolve(*cfg.ClientSecret)
+		if err != nil {
+			return nil, fmt.Errorf("client_secret: %w", err)
+		}
+		secret = s
+	}
+	if g.clientCCs {
+		h, err := extauth.NewClientCredentialsHandler(&extauth.ClientCredentialsHandlerConfig{
+			Credentials: &oauthex.ClientCredentials{ClientID: cfg.ClientID, ClientSecretAuth: &oauthex.ClientSecretAuth{ClientSecret: secret}},
+			HTTPClient:  b.http,
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.h = h
+		return g, nil
+	}
+	if b.o.PublicURL() == "" {
+		return nil, errors.New("authorization_code needs the gateway's public URL (listen.public_url) for its redirect URI")
+	}
+	ac := &auth.AuthorizationCodeHandlerConfig{
+		RedirectURL: b.RedirectURL(),
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{b.RedirectURL()},
+			ClientName:   "Portcullis gateway",
+			GrantTypes:   []string{"authorization_code", "refresh_token"},
+		}},
+		AuthorizationCodeFetcher: g.fetch,
+		RequestRefreshToken:      true,
+		Client:                   b.http,
+		NewTokenSource: func(ctx context.Context, c *oauth2.Config, t *oauth2.Token) (oauth2.TokenSource, error) {
+			return g.saving(ctx, c, t), nil
+		},
+	}
+	if cfg.ClientMetadataURL != "" {
+		ac.ClientIDMetadataDocumentConfig = &auth.ClientIDMetadataDocumentConfig{URL: cfg.ClientMetadataURL}
+	}
+	if cfg.ClientID != "" {
+		ac.PreregisteredClient = &oauthex.ClientCredentials{ClientID: cfg.ClientID}
+		if secret != "" {
+			ac.PreregisteredClient.ClientSecretAuth = &oauthex.ClientSecretAuth{ClientSecret: secret}
+		}
+	}
+	if len(cfg.Scopes) > 0 {
+		scopes := cfg.Scopes
+		ac.ScopeFilter = func([]string) []string { return scopes }
+	}
+	if ts := g.restore(); ts != nil {
+		ac.InitialTokenSource = ts
+	}
+	h, err := auth.NewAuthorizationCodeHandler(ac)
+	if err != nil {
+		return nil, err
+	}
+	g.h = h
+	return g, nil
+}
+
+// TokenSource implements auth.OAuthHandler.
+func (g *Grant) TokenSource(ctx context.Context) (oauth2.TokenSource, error) {
+	if g.clientCCs {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+	}
+	return g.h.TokenSource(ctx)
+}
+
+// Authorize implements auth.OAuthHandler: the upstream refused req with
+// resp (401 or 403). With client credentials the gateway obtains a token
+// at once. With an authorization code a flow starts (or the one waiting
+// is joined) and the caller gets an *transport.AuthorizationRequired
+// naming its URL; the flow goes on without it.
+func (g *Grant) Authorize(ctx context.Context, req *http.Request, resp *http.Response) error {
+	if g.clientCCs {
+		return g.authorizeClient(ctx, req, resp)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	g.mu.Lock()
+	f := g.pending
+	if f == nil && g.failed != nil && time.Since(g.failedAt) < failWait {
+		err := g.failed
+		g.mu.Unlock()
+		return err
+	}
+	if f == nil && g.looping() {
+		g.mu.Unlock()
+		return fmt.Errorf("upstream %s still refuses after %d authorizations in %s; not asking again yet", g.upstream, maxRounds, roundsWindow)
+	}
+	if f == nil {
+		id := rand.Text()
+		f = &flow{g: g, id: id, ready: make(chan struct{}), result: make(chan result, 1), done: make(chan struct{})}
+		g.pending = f
+		// The flow outlives the request that started it: it gets a copy
+		// of what discovery needs (the URL and the challenge).
+		r := req.Clone(context.WithoutCancel(ctx))
+		r.Body = http.NoBody
+		challenge := &http.Response{StatusCode: resp.StatusCode, Header: resp.Header.Clone(), Body: http.NoBody, Request: r}
+		go g.run(f, r, challenge)
+	}
+	g.mu.Unlock()
+	select {
+	case <-f.ready:
+		return &transport.AuthorizationRequired{Upstream: g.upstream, User: g.user, PerUser: g.perUser, ID: f.id, URL: f.url, Expires: f.expires}
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// looping reports whether maxRounds authorizations completed within
+// roundsWindow (g.mu held).
+func (g *Grant) looping() bool {
+	cut := time.Now().Add(-roundsWindow)
+	for len(g.recent) > 0 && g.recent[0].Before(cut) {
+		g.recent = g.recent[1:]
+	}
+	return len(g.recent) >= maxRounds
+}
+
+func (g *Grant) authorizeClient(ctx context.Context, req *http.Request, resp *http.Response) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.looping() {
+		resp.Body.Close()
+		return fmt.Errorf("upstream %s still refuses after %d authorizations in %s; not asking again yet", g.upstream, maxRounds, roundsWindow)
+	}
+	// The token source keeps the context for its renewals: not the
+	// request's, which ends.
+	bg := context.WithoutCancel(ctx)
+	err := g.h.Authorize(bg, req, resp)
+	if err == nil {
+		var ts oauth2.TokenSource
+		if ts, err = g.h.TokenSource(bg); err == nil && ts != nil {
+			_, err = ts.Token()
+		}
+	}
+	if err != nil {
+		g.b.o.Event(Event{Upstream: g.upstream, Code: reason.UpstreamAuthorizationFailed, Detail: err.Error()})
+		return err
+	}
+	g.recent = append(g.recent, time.Now())
+	g.b.o.Event(Event{Upstream: g.upstream, Code: reason.UpstreamAuthorized, Detail: "client credentials"})
+	g.b.o.Authorized(Authorized{Upstream: g.upstream})
+	return nil
+}
+
+// run carries one authorization code flow to its end.
+func (g *Grant) run(f *flow, req *http.Request, challenge *http.Response) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.b.o.FlowTTL)
+	err := g.h.Authorize(ctx, req, challenge)
+	cancel()
+	g.b.forget(f)
+	g.mu.Lock()
+	if g.pending == f {
+		g.pending = nil
+	}
+	if err == nil {
+		g.recent = append(g.recent, time.Now())
+		g.failed = nil
+	} else {
+		g.failed, g.failedAt = err, time.Now()
+	}
+	g.mu.Unlock()
+	// Whoever waits on the flow (the callback's page) learns its end once
+	// everything it implies is done.
+	defer close(f.done)
+	f.err = err
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = errors.New("nobody completed the authorization in time")
+		}
+		g.b.o.Log.Warn("upstream authorization failed", "upstream", g.upstream, "user", g.user, "err", err)
+		g.b.o.Event(Event{Upstream: g.upstream, User: g.user, Code: reason.UpstreamAuthorizationFailed, Detail: err.Error()})
+		return
+	}
+	g.b.o.Log.Info("upstream authorized", "upstream", g.upstream, "user", g.user)
+	g.b.o.Event(Event{Upstream: g.upstream, User: g.user, Code: reason.UpstreamAuthorized, Detail: "authorization code"})
+	g.b.o.Authorized(Authorized{Upstream: g.upstream, User: g.user, ID: f.id, PerUser: g.perUser})
+}
+
+// fetch is the SDK's AuthorizationCodeFetcher: it publishes the
+// authorization URL and waits for the callback.
+func (g *Grant) fetch(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+	g.mu.Lock()
+	f := g.pending
+	g.mu.Unlock()
+	if f == nil {
+		return nil, errors.New("no authorization in progress")
+	}
+	u, err := url.Parse(args.URL)
+	if err != nil {
+		return nil, err
+	}
+	f.state, f.url, f.expires = u.Query().Get("state"), args.URL, time.Now().Add(g.b.o.FlowTTL)
+	if f.state == "" {
+		return nil, errors.New("authorization URL without state")
+	}
+	if err := g.b.register(f); err != nil {
+		return nil, err
+	}
+	close(f.ready)
+	detail := "at " + u.Scheme + "://" + u.Host
+	g.b.o.Event(Event{Upstream: g.upstream, User: g.user, Code: reason.UpstreamAuthorizationRequested, Detail: detail})
+	if !g.perUser {
+		g.b.o.Log.Warn("upstream needs an operator's authorization: open this URL in a browser", "upstream", g.upstream, "url", args.URL, "expires", f.expires.Format(time.RFC3339))
+	}
+	select {
+	case r := <-f.result:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return &auth.AuthorizationResult{Code: r.code, State: r.state, Iss: r.iss}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// record is a grant's token as sealed in the vault, with what renewing it
+// needs.
+type record struct {
+	ClientID     string           `json:"client_id"`
+	ClientSecret string           `json:"client_secret,omitempty"`
+	TokenURL     string           `json:"token_url"`
+	AuthStyle    oauth2.AuthStyle `json:"auth_style"`
+	Scopes       []string         `json:"scopes,omitempty"`
+	Token        *oauth2.Token    `json:"token"`
+}
+
+// saving returns a token source for t that seals every new token in the
+// vault (a refresh may rotate the refresh token).
+func (g *Grant) saving(ctx context.Context, c *oauth2.Config, t *oauth2.Token) oauth2.TokenSource {
+	s := &savingSource{g: g, cfg: c, src: c.TokenSource(ctx, t)}
+	s.save(t)
+	return s
+}
+
+type savingSource struct {
+	g   *Grant
+	cfg *oauth2.Config
+	src oauth2.TokenSource
+
+	mu   sync.Mutex
+	last string
+}
+
+func (s *savingSource) Token() (*oauth2.Token, error) {
+	t, err := s.src.Token()
+	if err != nil {
+		return nil, err
+	}
+	s.save(t)
+	return t, nil
+}
+
+func (s *savingSource) save(t *oauth2.Token) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t.AccessToken == s.last {
+		return
+	}
+	s.last = t.AccessToken
+	b, err := json.Marshal(record{ClientID: s.cfg.ClientID, ClientSecret: s.cfg.ClientSecret, TokenURL: s.cfg.Endpoint.TokenURL, AuthStyle: s.cfg.Endpoint.AuthStyle, Scopes: s.cfg.Scopes, Token: t})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = s.g.b.o.Vault.Put(ctx, vaultName(s.g.key), b)
+		cancel()
+	}
+	if err != nil {
+		// The token still works in memory; after a restart it must be
+		// authorized again.
+		s.g.b.o.Log.Error("upstream token not saved", "upstream", s.g.upstream, "err", err)
+	}
+}
+
+// restore returns the token source of a grant's sealed token, if any.
+func (g *Grant) restore() oauth2.TokenSource {
+	if g.b.o.Vault == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := g.b.o.Vault.Get(ctx, vaultName(g.key))
+	if err != nil {
+		return nil // none yet (or unreadable: authorize again)
+	}
+	var r record
+	if err := json.Unmarshal([]byte(v.Reveal()), &r); err != nil || r.Token == nil || r.TokenURL == "" || !config.SecureURL(r.TokenURL) {
+		g.b.o.Log.Warn("sealed upstream token unusable; authorizing again", "upstream", g.upstream)
+		return nil
+	}
+	c := &oauth2.Config{ClientID: r.ClientID, ClientSecret: r.ClientSecret, Endpoint: oauth2.Endpoint{TokenURL: r.TokenURL, AuthStyle: r.AuthStyle}, Scopes: r.Scopes}
+	ctx = context.WithValue(context.Background(), oauth2.HTTPClient, g.b.http)
+	s := &savingSource{g: g, cfg: c, src: c.TokenSource(ctx, r.Token), last: r.Token.AccessToken}
+	return s
+}
