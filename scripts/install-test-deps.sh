@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=.cache/npm
 mkdir -p "$prefix"
-cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs "$prefix/"
+cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs "$prefix/"
 ref=../shared/conformance/reference-server/everything-server.ts
 if [ -f "$ref" ]; then
   mkdir -p "$prefix/conformance"

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
@@ -491,4 +493,56 @@ func withData(t *testing.T, cfgPath string, f func(ctx context.Context, o *ops.O
 	}
 	defer o.Close()
 	f(context.Background(), o)
+}
+
+// TestServeDevOAuthWithTypeScriptClient: an MCP client that speaks OAuth
+// (the TypeScript SDK's OAuthClientProvider, as Claude Code uses) connects
+// to `serve --dev` with no header: discovery from the 401, dynamic
+// registration, authorization code with PKCE through the sign-in page
+// (user and password from the banner), the tools, and a refresh when its
+// access token is refused.
+func TestServeDevOAuthWithTypeScriptClient(t *testing.T) {
+	t.Parallel()
+	script, _ := filepath.Abs("../../.cache/npm/oauth-client.mjs")
+	if _, err := os.Stat(script); err != nil {
+		t.Fatalf("%s missing: run ./scripts/install-test-deps.sh", script)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", freeAddr(t), "--admin-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	var endpoint, user, password string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && (endpoint == "" || password == "") {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 3 && f[0] == "MCP" && f[1] == "endpoint":
+			endpoint = f[2]
+		case len(f) >= 4 && f[0] == "user" && f[2] == "password":
+			user, password = strings.TrimSuffix(f[1], ","), f[3]
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if endpoint == "" || password == "" {
+		t.Fatalf("banner lacks the endpoint or the sign-in; stderr:\n%s", stderr.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "node", script, endpoint, user, password, gateway.DevAgent).CombinedOutput()
+	if err != nil {
+		t.Fatalf("TypeScript OAuth client: %v\n%s\ngateway:\n%s", err, out, stderr.String())
+	}
+	got := string(out)
+	t.Logf("TypeScript OAuth client:\n%s", got)
+	for _, want := range []string{`"registered":"pc-`, `"authorize":"http://`, `"demo__search_files"`, `{"tokens":2,"refresh":true}`, `{"called":true,"saved":2}`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("client output lacks %s:\n%s", want, got)
+		}
+	}
 }

@@ -74,7 +74,14 @@ Portcullis development gateway (embedded defaults; not for production)
                  (a new one: portcullis token issue --dev --agent %s)
 
   Authorization: Bearer %s
-
 `, g.AgentURL(), g.AdminAddr(), ops.DataDir(cfg), gateway.DevAgent, claims.Expires.Local().Format("15:04:05"), gateway.DevAgent, raw)
+	if as := cfg.Auth.AuthorizationServer; as != nil && len(as.Users) > 0 && as.Users[0].Password.Value != "" {
+		fmt.Fprintf(w, `
+  Or connect with no header: an MCP client that speaks OAuth (Claude Code,
+  VS Code, the SDKs) registers at %s and opens a sign-in page:
+  user %s, password %s   (this run only)
+`, g.AuthorizationServerURL(), as.Users[0].Name, as.Users[0].Password.Value)
+	}
+	fmt.Fprintln(w)
 	return nil
 }

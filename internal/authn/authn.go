@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -59,6 +60,10 @@ type Options struct {
 	// ExternalSecrets are the introspection client secrets of external
 	// issuers, by issuer URL (resolved by the caller).
 	ExternalSecrets map[string]string
+	// LocalKeys are the signing keys of issuers in process (the built-in
+	// authorization server), by issuer URL: their tokens verify with these
+	// keys, nothing is fetched.
+	LocalKeys map[string]crypto.PublicKey
 }
 
 // New returns an authenticator for the configured agents.
@@ -75,6 +80,7 @@ func New(o Options) *Authenticator {
 	var ext *external
 	if len(o.Auth.External) > 0 {
 		ext = newExternal(o.Auth.External, o.Auth.Scopes, o.ExternalSecrets, m, now)
+		ext.local(o.LocalKeys)
 	}
 	return &Authenticator{
 		ext:    ext,

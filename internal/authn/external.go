@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -105,6 +106,22 @@ func newExternal(issuers []config.ExternalIssuer, scopes []string, secrets map[s
 		}
 	}
 	return e
+}
+
+// local gives issuers in process their keys: their verifiers need no
+// discovery.
+func (e *external) local(keys map[string]crypto.PublicKey) {
+	for iss, key := range keys {
+		x := e.byIssuer[strings.TrimRight(iss, "/")]
+		if x == nil {
+			continue
+		}
+		algs := x.cfg.Algorithms
+		if len(algs) == 0 {
+			algs = []string{oidc.ES256}
+		}
+		x.verifier = oidc.NewVerifier(x.cfg.Issuer, &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{key}}, &oidc.Config{ClientID: x.cfg.Audience, SupportedSigningAlgs: algs})
+	}
 }
 
 // issuerOf reads a JWT's iss claim without verifying it (to pick the

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -22,6 +23,34 @@ type Auth struct {
 	// them) to reach the MCP endpoint; published as scopes_supported and
 	// named in challenges.
 	Scopes []string `json:"scopes,omitempty"`
+	// AuthorizationServer is the built-in OAuth authorization server (for
+	// small deployments and --dev): MCP clients register, their person
+	// signs in and consents, and the gateway accepts the tokens it issues.
+	AuthorizationServer *AuthorizationServer `json:"authorization_server,omitempty"`
+}
+
+// AuthorizationServer configures the built-in authorization server, served
+// on the agent listener at the gateway's public URL.
+type AuthorizationServer struct {
+	// Users who may sign in, with their passwords (value references).
+	Users []LocalUser `json:"users"`
+	// Agents a person may let a client act as (default: every configured
+	// agent).
+	Agents []string `json:"agents,omitempty"`
+	// AccessTokenTTL is an access token's life (default 10m, at most
+	// auth.max_ttl); RefreshTokenTTL a refresh token's (default 24h; each
+	// use rotates it).
+	AccessTokenTTL  Duration `json:"access_token_ttl,omitempty"`
+	RefreshTokenTTL Duration `json:"refresh_token_ttl,omitempty"`
+	// Optional (--dev only, not configurable): when the issuer cannot be
+	// known (a listener on port 0), serve without the server.
+	Optional bool `json:"-"`
+}
+
+// LocalUser is a person of the built-in authorization server.
+type LocalUser struct {
+	Name     string `json:"name"`
+	Password Value  `json:"password"`
 }
 
 // ExternalIssuer is an OAuth 2.0 / OIDC authorization server the gateway
@@ -79,6 +108,34 @@ func SecureURL(s string) bool {
 	return u.Scheme == "https" || u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
 }
 
+// AuthorizationServerIssuer is the built-in authorization server's issuer
+// URL: the public URL (https, or http on loopback), else the agent
+// listener's loopback address with its fixed port.
+func (c *Config) AuthorizationServerIssuer() (string, error) {
+	if p := c.Listen.PublicURL; p != "" {
+		if !SecureURL(p) {
+			return "", fmt.Errorf("listen.public_url %q must be https (http only on loopback) to issue tokens", p)
+		}
+		return strings.TrimRight(p, "/"), nil
+	}
+	addr := c.Listen.Address
+	if addr == "" {
+		addr = DefaultListenAddress
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" || port == "" {
+		return "", errors.New("needs listen.public_url, or a listen address with a fixed port (its issuer URL)")
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return "", errors.New("needs listen.public_url (https) when the agent listener is not on loopback")
+	}
+	scheme := "http"
+	if c.Listen.TLS.Enabled {
+		scheme = "https"
+	}
+	return scheme + "://" + addr, nil
+}
+
 // validate checks the external issuers and scopes; c is the whole
 // configuration (the agents the issuers map to).
 func (a Auth) validate(c *Config) []error {
@@ -87,6 +144,30 @@ func (a Auth) validate(c *Config) []error {
 	for i, sc := range a.Scopes {
 		if !scopeRE.MatchString(sc) {
 			add("auth.scopes[%d]: %q is not a scope token (RFC 6749: printable ASCII without spaces, quotes or backslashes)", i, sc)
+		}
+	}
+	if as := a.AuthorizationServer; as != nil {
+		if len(as.Users) == 0 {
+			add("auth.authorization_server.users: at least one is required")
+		}
+		for i, u := range as.Users {
+			if u.Name == "" || len(u.Name) > 64 {
+				add("auth.authorization_server.users[%d].name: 1 to 64 characters", i)
+			}
+			if err := u.Password.validate("password"); err != nil {
+				add("auth.authorization_server.users[%d].password: %v", i, err)
+			}
+		}
+		for i, ag := range as.Agents {
+			if _, ok := c.Agent(ag); !ok {
+				add("auth.authorization_server.agents[%d]: %q is not a configured agent", i, ag)
+			}
+		}
+		if as.AccessTokenTTL < 0 || as.RefreshTokenTTL < 0 || (a.MaxTTL > 0 && as.AccessTokenTTL > a.MaxTTL) {
+			add("auth.authorization_server: token lifetimes must not be negative, and access_token_ttl not over auth.max_ttl")
+		}
+		if _, err := c.AuthorizationServerIssuer(); err != nil {
+			add("auth.authorization_server: %v", err)
 		}
 	}
 	seenIssuer, introspecting := map[string]bool{}, 0

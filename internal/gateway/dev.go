@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"crypto/rand"
+
 	"github.com/portcullis-dev/portcullis/internal/config"
 )
 
 // DevAgent is the agent `serve --dev` declares and prints a token for.
 const DevAgent = "demo-agent"
+
+// DevUser is the person who signs in at the built-in authorization server
+// of `serve --dev`.
+const DevUser = "admin"
 
 var devYAML = []byte(`
 version: 1
@@ -26,5 +32,9 @@ func DevConfig(dataDir string) (*config.Config, error) {
 		return nil, err
 	}
 	c.DataDir = dataDir
+	// MCP clients that find no token sign in at the built-in authorization
+	// server as DevUser, with a password made for this run (printed by
+	// the banner, kept nowhere).
+	c.Auth.AuthorizationServer = &config.AuthorizationServer{Users: []config.LocalUser{{Name: DevUser, Password: config.Value{Value: rand.Text()}}}, Optional: true}
 	return c, nil
 }

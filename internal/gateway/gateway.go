@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/admin"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/authn"
+	"github.com/portcullis-dev/portcullis/internal/authserver"
 	"github.com/portcullis-dev/portcullis/internal/budget"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
@@ -62,17 +63,19 @@ type Gateway struct {
 	trust    *authn.Trust
 	proxy    *mcpproxy.Proxy
 	oauth    *oauthclient.Broker // the gateway as OAuth client of upstreams
-	metrics  *metrics.Metrics
-	cp       *audit.Checkpointer
-	exporter *audit.Exporter
-	tracer   *telemetry.Tracer
-	grants   *grant.Cache
-	vault    *secret.Vault
-	ca       *identity.CA
-	pins     *toolreg.Registry
-	ops      *ops.Ops         // the operations the admin API shares with the CLI, over this store
-	api      *admin.Server    // the endpoints other than MCP, on both listeners
-	out      *outbound.Client // every request the gateway sends of its own accord
+	// authServer is the built-in authorization server (nil: not configured).
+	authServer *authserver.Server
+	metrics    *metrics.Metrics
+	cp         *audit.Checkpointer
+	exporter   *audit.Exporter
+	tracer     *telemetry.Tracer
+	grants     *grant.Cache
+	vault      *secret.Vault
+	ca         *identity.CA
+	pins       *toolreg.Registry
+	ops        *ops.Ops         // the operations the admin API shares with the CLI, over this store
+	api        *admin.Server    // the endpoints other than MCP, on both listeners
+	out        *outbound.Client // every request the gateway sends of its own accord
 	// integrity is the last failed integrity check of the store (nil:
 	// none failed); /readyz reports it.
 	integrity atomic.Pointer[string]
@@ -164,7 +167,11 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		}
 		extSecrets[x.Issuer] = s
 	}
-	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets})
+	localKeys, err := g.startAuthorizationServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets, LocalKeys: localKeys})
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()
@@ -632,6 +639,9 @@ func (g *Gateway) agentMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
 	mux.HandleFunc("GET "+oauthclient.CallbackPath, g.oauth.ServeCallback)
+	if g.authServer != nil {
+		g.authServer.Routes(mux)
+	}
 	g.api.AgentRoutes(mux)
 	return mux
 }

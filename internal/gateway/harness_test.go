@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,9 @@ func startGateway(t testing.TB, configYAML string, policies map[string]string) *
 		t.Fatalf("load config: %v", err)
 	}
 	cfg.Listen.Address, cfg.Listen.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	if u, err := url.Parse(cfg.Listen.PublicURL); err == nil && u.Hostname() == "127.0.0.1" && u.Port() != "" {
+		cfg.Listen.Address = u.Host // a test naming a loopback public URL listens there
+	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	g, err := New(cfg, Options{Log: log})
 	if err != nil {

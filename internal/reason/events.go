@@ -30,6 +30,10 @@ const (
 	SVIDIssued       Code = "svid_issued"
 	SVIDRotated      Code = "svid_rotated"
 	SecretSet        Code = "secret_set"
+	// The built-in authorization server (identity).
+	ClientRegistered       Code = "client_registered"
+	AuthorizationConsented Code = "authorization_consented"
+	SignInRefused          Code = "sign_in_refused"
 
 	// Privileges and reviews (privilege_change, approval; a denial by a
 	// reviewer is ApprovalDenied).

@@ -1,0 +1,352 @@
+package authserver
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// Paths of the server on the gateway's agent listener.
+const (
+	pathPrefix   = "/oauth2/"
+	LoginPath    = "/oauth2/login"
+	RegisterPath = "/oauth2/register"
+	// AgentClaim is the access token claim naming the agent the person let
+	// the client act as.
+	AgentClaim = "portcullis_agent"
+	// ScopeMCP is the scope of the gateway's MCP endpoint.
+	ScopeMCP = "mcp"
+	// KeyFile is the signing key in the data directory's keys folder.
+	KeyFile = "authserver.key"
+)
+
+// Defaults and bounds.
+const (
+	DefaultAccessTTL  = 10 * time.Minute
+	DefaultRefreshTTL = 24 * time.Hour
+	maxAttempts       = 3 // wrong passwords before an authorization request is dropped
+	maxFormBody       = 8 << 10
+)
+
+// Event kinds for the audit log.
+const (
+	EventClientRegistered = "client_registered"
+	EventConsented        = "consented"
+	EventRefused          = "refused"
+)
+
+// Event is something the audit log records.
+type Event struct {
+	Kind                string
+	User, Agent, Client string
+	Detail              string
+	Deny                bool
+}
+
+// Options configure the server.
+type Options struct {
+	// Issuer is the server's URL (the gateway's origin); Resource the
+	// MCP endpoint its tokens are for.
+	Issuer, Resource string
+	// Agents are those a person may let a client act as.
+	Agents []string
+	// Users are the people who may sign in: name -> password.
+	Users map[string]string
+	// KeyDir holds the signing key (created on first use).
+	KeyDir                string
+	AccessTTL, RefreshTTL time.Duration
+	// Scopes are scopes granted besides mcp and the OIDC ones.
+	Scopes []string
+	Log    *slog.Logger
+	Event  func(Event)
+	Now    func() time.Time
+}
+
+// Server is the built-in authorization server.
+type Server struct {
+	o     Options
+	st    *storage
+	op    *op.Provider
+	key   *ecdsa.PrivateKey
+	keyID string
+}
+
+// New returns a server; it loads (or creates) its signing key.
+func New(o Options) (*Server, error) {
+	if o.Issuer == "" || o.Resource == "" {
+		return nil, errors.New("authorization server: issuer and resource are required")
+	}
+	if len(o.Users) == 0 || len(o.Agents) == 0 {
+		return nil, errors.New("authorization server: needs at least one user and one agent")
+	}
+	if o.AccessTTL <= 0 {
+		o.AccessTTL = DefaultAccessTTL
+	}
+	if o.RefreshTTL <= 0 {
+		o.RefreshTTL = DefaultRefreshTTL
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Event == nil {
+		o.Event = func(Event) {}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{o: o}
+	var err error
+	if s.key, err = loadOrCreateKey(filepath.Join(o.KeyDir, KeyFile)); err != nil {
+		return nil, err
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&s.key.PublicKey)
+	sum := sha256.Sum256(der)
+	s.keyID = hex.EncodeToString(sum[:8])
+	s.st = newStorage(s)
+	var crypto [32]byte
+	rand.Read(crypto[:])
+	cfg := &op.Config{
+		CryptoKey:             crypto,
+		CodeMethodS256:        true,
+		GrantTypeRefreshToken: true,
+		SupportedScopes:       append([]string{oidc.ScopeOpenID, oidc.ScopeOfflineAccess, ScopeMCP}, o.Scopes...),
+	}
+	opts := []op.Option{
+		op.WithCustomEndpoints(op.NewEndpoint(pathPrefix+"authorize"), op.NewEndpoint(pathPrefix+"token"),
+			op.NewEndpoint(pathPrefix+"userinfo"), op.NewEndpoint(pathPrefix+"revoke"),
+			op.NewEndpoint(pathPrefix+"logout"), op.NewEndpoint(pathPrefix+"keys")),
+		op.WithCustomIntrospectionEndpoint(op.NewEndpoint(pathPrefix + "introspect")),
+		op.WithLogger(o.Log),
+	}
+	if u, err := url.Parse(o.Issuer); err == nil && u.Scheme == "http" {
+		opts = append(opts, op.WithAllowInsecure()) // loopback only: checked by configuration
+	}
+	if s.op, err = op.NewProvider(cfg, s.st, op.StaticIssuer(o.Issuer), opts...); err != nil {
+		return nil, fmt.Errorf("authorization server: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Server) now() time.Time { return s.o.Now() }
+
+// PublicKey is the key the server's access tokens verify with.
+func (s *Server) PublicKey() *ecdsa.PublicKey { return &s.key.PublicKey }
+
+// Routes registers the server's endpoints on mux: its metadata (RFC 8414
+// and OpenID discovery), the OAuth endpoints, registration and the
+// sign-in page.
+func (s *Server) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.serveMetadata)
+	mux.HandleFunc("POST "+RegisterPath, s.serveRegister)
+	mux.HandleFunc("GET "+LoginPath, s.serveLogin)
+	mux.HandleFunc("POST "+LoginPath, s.serveConsent)
+	mux.Handle(pathPrefix+"authorize", defaultScope(s.op))
+	mux.Handle(pathPrefix, s.op)
+}
+
+// defaultScope gives an authorization request without a scope the mcp
+// scope (MCP clients omit it when nothing names one).
+func defaultScope(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Query().Get("scope") == "" {
+			q := r.URL.Query()
+			q.Set("scope", ScopeMCP+" "+oidc.ScopeOfflineAccess)
+			r.URL.RawQuery = q.Encode()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// serveMetadata answers the server's metadata, with its registration
+// endpoint and PKCE method.
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	ctx := op.ContextWithIssuer(r.Context(), s.o.Issuer)
+	d := op.CreateDiscoveryConfig(ctx, s.op, s.st)
+	d.RegistrationEndpoint = s.o.Issuer + RegisterPath
+	d.CodeChallengeMethodsSupported = []oidc.CodeChallengeMethod{oidc.CodeChallengeMethodS256}
+	d.TokenEndpointAuthMethodsSupported = []oidc.AuthMethod{oidc.AuthMethodNone}
+	d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
+	d.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	json.NewEncoder(w).Encode(d)
+}
+
+// page is the sign-in and consent page.
+var page = template.Must(template.New("login").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Portcullis: sign in</title></head>
+<body style="font-family:sans-serif;max-width:36em;margin:3em auto">
+<h1>Portcullis</h1>
+<p><b>{{.Client}}</b> asks to use this gateway's tools for you, as an agent. It will return to <code>{{.Redirect}}</code>.</p>
+{{if .Error}}<p style="color:#a00">{{.Error}}</p>{{end}}
+<form method="post" action="{{.Action}}">
+<input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<p><label>Act as agent <select name="agent">{{range .Agents}}<option>{{.}}</option>{{end}}</select></label></p>
+<p>Scopes: {{range .Scopes}}<code>{{.}}</code> {{end}}</p>
+<p><label>User <input name="user" autocomplete="username" required></label></p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
+<p><button name="decision" value="allow">Allow</button> <button name="decision" value="deny" formnovalidate>Deny</button></p>
+</form></body></html>
+`))
+
+type pageData struct {
+	ID, CSRF, Client, Redirect, Action, Error string
+	Agents, Scopes                            []string
+}
+
+func secureHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+func (s *Server) render(w http.ResponseWriter, status int, a *authRequest, msg string) {
+	secureHeaders(w)
+	c, _ := s.st.GetClientByClientID(context.Background(), a.req.ClientID)
+	name := "a client"
+	if cl, ok := c.(*client); ok {
+		name = cl.name
+	}
+	redirect := a.req.RedirectURI
+	if u, err := url.Parse(redirect); err == nil {
+		redirect = u.Scheme + "://" + u.Host
+	}
+	w.WriteHeader(status)
+	page.Execute(w, pageData{ID: a.id, CSRF: a.csrf, Client: name, Redirect: redirect, Action: LoginPath, Error: msg, Agents: s.o.Agents, Scopes: a.req.Scopes})
+}
+
+func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
+	a, err := s.st.request(r.URL.Query().Get("id"))
+	if err != nil {
+		secureHeaders(w)
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, "<!doctype html><p>This sign-in request is unknown or expired: start again from your client.</p>")
+		return
+	}
+	s.render(w, http.StatusOK, a, "")
+}
+
+// serveConsent takes the person's answer: their name and password, the
+// agent they let the client act as, allow or deny.
+func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	id := r.PostForm.Get("id")
+	a, err := s.st.request(id)
+	if err != nil || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(a.csrf)) != 1 {
+		secureHeaders(w)
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, "<!doctype html><p>This sign-in request is unknown, expired or forged: start again from your client.</p>")
+		return
+	}
+	if r.PostForm.Get("decision") != "allow" {
+		s.o.Event(Event{Kind: EventRefused, Client: a.req.ClientID, Detail: "the person denied the client", Deny: true})
+		s.st.DeleteAuthRequest(r.Context(), id)
+		op.AuthRequestError(w, r, a, oidc.ErrAccessDenied().WithDescription("the person denied access"), s.op)
+		return
+	}
+	user, agent := r.PostForm.Get("user"), r.PostForm.Get("agent")
+	if !s.checkPassword(user, r.PostForm.Get("password")) {
+		s.o.Event(Event{Kind: EventRefused, User: user, Client: a.req.ClientID, Detail: "wrong user or password", Deny: true})
+		if s.st.failedSignIn(id) {
+			op.AuthRequestError(w, r, a, oidc.ErrAccessDenied().WithDescription("too many failed sign-ins"), s.op)
+			return
+		}
+		s.render(w, http.StatusUnauthorized, a, "Wrong user or password.")
+		return
+	}
+	if !slices.Contains(s.o.Agents, agent) {
+		s.render(w, http.StatusBadRequest, a, "Choose one of the agents listed.")
+		return
+	}
+	if err := s.st.complete(id, user, agent); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.o.Event(Event{Kind: EventConsented, User: user, Agent: agent, Client: a.req.ClientID, Detail: "scopes " + strings.Join(a.req.Scopes, " ")})
+	ctx := op.ContextWithIssuer(r.Context(), s.o.Issuer)
+	http.Redirect(w, r, op.AuthCallbackURL(s.op)(ctx, id), http.StatusFound)
+}
+
+// checkPassword compares in constant time whatever the name (an unknown
+// name costs what a known one does).
+func (s *Server) checkPassword(user, password string) bool {
+	want, ok := s.o.Users[user]
+	got := sha256.Sum256([]byte(password))
+	exp := sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(got[:], exp[:]) == 1 && ok && want != ""
+}
+
+// loadOrCreateKey reads the P-256 signing key at path, creating it (0600)
+// on first use.
+func loadOrCreateKey(path string) (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("authorization server key: %w", err)
+		}
+		defer f.Close()
+		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+			return nil, err
+		}
+		return k, f.Sync()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authorization server key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("authorization server key %s: not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("authorization server key %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("authorization server key %s: want a P-256 key", path)
+	}
+	return ek, nil
+}
