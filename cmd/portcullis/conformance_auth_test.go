@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
 // The MCP conformance suite's client-side authorization scenarios (auth/*)
@@ -145,7 +146,13 @@ func runConformanceClient(serverURL string) error {
 	oauth := `{client_metadata_url: "https://conformance-test.local/client-metadata.json"`
 	env := os.Environ()
 	if sctx.ClientID != "" {
-		oauth = fmt.Sprintf(`{client_id: %q, client_secret: {from_env: SUITE_CLIENT_SECRET}`, sctx.ClientID)
+		// A client secret goes to its own authorization server only: the
+		// operator names it, as read from the server's metadata here.
+		issuer, err := authorizationServerOf(serverURL)
+		if err != nil {
+			return err
+		}
+		oauth = fmt.Sprintf(`{client_id: %q, client_secret: {from_env: SUITE_CLIENT_SECRET}, issuer: %q`, sctx.ClientID, issuer)
 		env = append(env, "SUITE_CLIENT_SECRET="+sctx.ClientSecret)
 		if strings.Contains(scenario, "client-credentials") {
 			oauth += ", grant: client_credentials"
@@ -244,6 +251,41 @@ upstreams:
 		time.Sleep(300 * time.Millisecond)
 	}
 	return fmt.Errorf("gave up: %v", last)
+}
+
+// authorizationServerOf reads the authorization server a protected MCP
+// server names (its 401 challenge, then its resource metadata).
+func authorizationServerOf(server string) (string, error) {
+	resp, err := http.Post(server, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"operator","version":"1"}}}`))
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	cs, err := oauthex.ParseWWWAuthenticate(resp.Header.Values("WWW-Authenticate"))
+	if err != nil {
+		return "", err
+	}
+	meta := ""
+	for _, c := range cs {
+		if m := c.Params["resource_metadata"]; m != "" {
+			meta = m
+		}
+	}
+	if meta == "" {
+		return "", fmt.Errorf("%s answered %d with no resource metadata", server, resp.StatusCode)
+	}
+	resp, err = http.Get(meta)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var prm struct {
+		AuthorizationServers []string `json:"authorization_servers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&prm); err != nil || len(prm.AuthorizationServers) == 0 {
+		return "", fmt.Errorf("resource metadata %s names no authorization server: %v", meta, err)
+	}
+	return prm.AuthorizationServers[0], nil
 }
 
 // waitHealthy waits for the gateway's admin listener to answer, unless

@@ -243,6 +243,14 @@ type UpstreamOAuth struct {
 	// registration) or uses ClientMetadataURL.
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret *Value `json:"client_secret,omitempty"`
+	// Issuer is the authorization server the client is registered with:
+	// required with a client secret, which is sent to no other (an
+	// upstream names its authorization server, and could name its own).
+	Issuer string `json:"issuer,omitempty"`
+	// PrivateNetworks lets the gateway's OAuth requests reach loopback and
+	// private addresses (an authorization server on the internal
+	// network); implied when the upstream's own URL is such an address.
+	PrivateNetworks bool `json:"private_networks,omitempty"`
 	// ClientMetadataURL is the https URL of the gateway's client ID
 	// metadata document, used as its client_id where the authorization
 	// server supports them.
@@ -369,6 +377,15 @@ func (o *UpstreamOAuth) validate(u *Upstream) []error {
 		if err := o.ClientSecret.validate("client_secret"); err != nil {
 			add("client_secret: %v", err)
 		}
+		if o.Issuer == "" {
+			add("issuer: required with client_secret (the secret goes to that authorization server only)")
+		}
+	}
+	if o.Issuer != "" && !SecureURL(o.Issuer) {
+		add("issuer: %q must be an https URL (http only on loopback)", o.Issuer)
+	}
+	if !SecureURL(u.HTTP.URL) {
+		add("the upstream's url must be https (http only on loopback) to send it tokens")
 	}
 	if m := o.ClientMetadataURL; m != "" {
 		if pu, err := url.Parse(m); err != nil || pu.Scheme != "https" || pu.Host == "" || pu.Path == "" || pu.Path == "/" {

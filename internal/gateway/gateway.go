@@ -292,16 +292,15 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 // that user's grant when u authorizes per user; the probe and shared
 // sessions use the operator's.
 func (g *Gateway) grantFor(u config.Upstream) mcpproxy.GrantFunc {
-	o := u.HTTP.OAuth
-	if o == nil {
+	if u.HTTP.OAuth == nil {
 		return nil
 	}
 	return func(ctx context.Context) (auth.OAuthHandler, error) {
 		user, serves := mcpproxy.LinkUser(ctx)
-		if o.PerUser && serves && user == "" {
+		if u.HTTP.OAuth.PerUser && serves && user.Key == "" {
 			return nil, fmt.Errorf("upstream %s authorizes each user, and this session acts for none", u.Name)
 		}
-		return g.oauth.Grant(u.Name, o, user)
+		return g.oauth.Grant(u.Name, u.HTTP, user.Key, user.Name)
 	}
 }
 
@@ -638,7 +637,7 @@ func (g *Gateway) lifecycle(what reason.Code) {
 func (g *Gateway) agentMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.proxy.HTTPHandler(g.authn))
-	mux.HandleFunc("GET "+oauthclient.CallbackPath, g.oauth.ServeCallback)
+	mux.HandleFunc("GET "+oauthclient.CallbackPath+"/{upstream}", g.oauth.ServeCallback)
 	if g.authServer != nil {
 		g.authServer.Routes(mux)
 	}

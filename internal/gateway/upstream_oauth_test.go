@@ -234,7 +234,7 @@ upstreams:
 		t.Fatalf("callback: %d %s", code, page)
 	}
 	// A callback is single use.
-	if code, _ := openInBrowser(t, h.g.publicOrigin()+"/oauth/callback?code=x&state="+url.QueryEscape(stateOf(t, pending[0]))); code != http.StatusBadRequest {
+	if code, _ := openInBrowser(t, h.g.publicOrigin()+"/oauth/callback/files?code=x&state="+url.QueryEscape(stateOf(t, pending[0]))); code != http.StatusBadRequest {
 		t.Errorf("replayed callback answered %d", code)
 	}
 
@@ -259,6 +259,21 @@ upstreams:
 	}
 	if who, err := call(alice); err != nil || who != "alice" {
 		t.Fatalf("alice's call after authorizing: %q %v", who, err)
+	}
+	// A session acting for nobody gets nothing from a per-user upstream,
+	// and takes it down for nobody: a new session of Alice's still works.
+	nobody, err := h.connect(h.token("reader", time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := call(nobody); err == nil {
+			t.Fatal("a session without a user called a per-user upstream")
+		}
+	}
+	alice2, _ := h.taskSession(token.Task{ID: "t-alice-2", Agent: "reader", User: "alice", Tools: []string{"files__whoami"}, Budget: 10})
+	if who, err := call(alice2); err != nil || who != "alice" {
+		t.Fatalf("alice's new session after the user-less one: %q %v", who, err)
 	}
 	// Bob's sessions do not ride on Alice's token.
 	_, err = call(bob)

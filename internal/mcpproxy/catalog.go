@@ -381,10 +381,11 @@ func (s *Session) view(ctx context.Context, fresh string) *sessionView {
 			var ar *transport.AuthorizationRequired
 			if errors.As(err, &ar) && ar.PerUser {
 				// The user has not authorized the gateway there yet: offer
-				// what the operator's authorization lists, so that calling
+				// the tools the operator's authorization lists (nothing
+				// else of the operator's account), so that calling one
 				// asks them to.
 				if snap := u.snapshot.Load(); snap != nil {
-					results[i] = got{u, nil, snap}
+					results[i] = got{u, nil, &linkLists{tools: snap.tools, fetched: map[string]bool{"tools": true}, digest: "tools of the operator:" + snap.digest}}
 				}
 				return
 			}

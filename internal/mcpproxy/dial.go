@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
@@ -117,6 +119,12 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 		base.TLSClientConfig = tc
 	}
 	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns)}
+	if cfg.OAuth != nil {
+		// Streamable HTTP needs no redirect; following one would carry the
+		// upstream's token elsewhere (Go keeps Authorization for the same
+		// host on another scheme or port).
+		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
 	maxMsg, maxDepth := upstreamLimits(limits)
 	return func(ctx context.Context) (transport.Conn, error) {
 		h := http.Header{}
@@ -131,7 +139,7 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 		if grant != nil {
 			g, err := grant(ctx)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: %w", transport.ErrAuthorization, err)
 			}
 			c.SetOAuth(g)
 		}
@@ -141,15 +149,32 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 
 type linkUserKey struct{}
 
+// User is the person an agent session acts for: Name as the credential
+// gave it, Key qualified by who vouched for it (Portcullis, or an external
+// issuer), so that one name from two issuers is two people.
+type User struct{ Key, Name string }
+
+// userOf is the person p acts for (zero when none).
+func userOf(p *identity.Principal) User {
+	if p == nil || p.User == "" {
+		return User{}
+	}
+	by := "portcullis"
+	if strings.HasPrefix(p.Method, "oauth:") {
+		by = p.Method
+	}
+	return User{Key: by + "\x00" + p.User, Name: p.User}
+}
+
 // withLinkUser says that the session being opened with an upstream serves
 // user's agent sessions only (isolation user or session).
-func withLinkUser(ctx context.Context, user string) context.Context {
-	return context.WithValue(ctx, linkUserKey{}, user)
+func withLinkUser(ctx context.Context, u User) context.Context {
+	return context.WithValue(ctx, linkUserKey{}, u)
 }
 
 // LinkUser is the user a new upstream session serves alone, if it does.
-func LinkUser(ctx context.Context) (string, bool) {
-	u, ok := ctx.Value(linkUserKey{}).(string)
+func LinkUser(ctx context.Context) (User, bool) {
+	u, ok := ctx.Value(linkUserKey{}).(User)
 	return u, ok
 }
 

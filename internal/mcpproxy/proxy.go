@@ -233,15 +233,16 @@ func (p *Proxy) RefreshAll() {
 	}
 }
 
-// ElicitationComplete tells user's agent sessions that the URL elicitation
-// id (an upstream authorization they were asked to open) is complete, so
-// that their clients retry what it held up.
+// ElicitationComplete tells the agent sessions of the user whose key is
+// user (User.Key) that the URL elicitation id (an upstream authorization
+// they were asked to open) is complete, so that their clients retry what
+// it held up.
 func (p *Proxy) ElicitationComplete(user, id string) {
 	params := wire.AppendString([]byte(`{"elicitationId":`), id)
 	params = append(params, '}')
 	msg := wire.NewNotification("notifications/elicitation/complete", params)
 	for _, s := range p.sessions.all() {
-		if pr := s.principal.Load(); pr != nil && pr.User == user {
+		if u := userOf(s.principal.Load()); u.Key != "" && u.Key == user {
 			s.notify(msg)
 		}
 	}

@@ -90,7 +90,7 @@ func (r *refusal) message(id []byte, requestID string) []byte {
 func upstreamFailure(err error) *refusal {
 	var ar *transport.AuthorizationRequired
 	switch {
-	case errors.As(err, &ar) && ar.PerUser:
+	case errors.As(err, &ar) && ar.PerUser && ar.URL != "":
 		r := unavailable(reason.UpstreamAuthorizationRequired).withDetail(err.Error())
 		r.rpcCode, r.visit = CodeURLElicitation, ar
 		r.text = "portcullis: " + ar.Upstream + " needs your authorization: open the URL given"

@@ -69,7 +69,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	l.active.Add(1)
 	defer l.active.Add(-1)
 	l.lastUsed.Store(time.Now().UnixNano())
-	rctx, cancel := context.WithTimeout(ctx, u.timeout)
+	rctx, cancel := context.WithTimeout(transport.WithPrompt(ctx), u.timeout)
 	defer cancel()
 	start := time.Now()
 	resp, err := l.conn.RoundTrip(rctx, out, c.related)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -194,7 +195,8 @@ func (c *call) needLink() error {
 	if c.link != nil && c.link.alive() {
 		return nil
 	}
-	l, err := c.up.linkFor(context.Background(), c.s)
+	// A call may ask its user to authorize the gateway at the upstream.
+	l, err := c.up.linkFor(transport.WithPrompt(context.Background()), c.s)
 	if err != nil {
 		return upstreamFailure(err)
 	}

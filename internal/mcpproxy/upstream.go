@@ -282,9 +282,7 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), initTimeout)
 	if iso := u.isolation(); iso == config.IsolationUser || iso == config.IsolationSession {
-		if pr := s.principal.Load(); pr != nil {
-			cctx = withLinkUser(cctx, pr.User)
-		}
+		cctx = withLinkUser(cctx, userOf(s.principal.Load()))
 	}
 	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
 	cancel()
@@ -299,9 +297,8 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-		var ar *transport.AuthorizationRequired
-		if !errors.As(pl.err, &ar) {
-			// Down, not waiting for one person's authorization.
+		if !errors.Is(pl.err, transport.ErrAuthorization) {
+			// Down, not a matter of one grant's authorization.
 			u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
 		}
 		return nil, pl.err
@@ -348,7 +345,7 @@ func (u *Upstream) isolationKey(s *Session) string {
 	case config.IsolationAgent:
 		return "a:" + s.agent
 	case config.IsolationUser:
-		return "u:" + s.agent + "\x00" + pr.User
+		return "u:" + s.agent + "\x00" + userOf(pr).Key
 	case config.IsolationShared:
 		return "*"
 	}

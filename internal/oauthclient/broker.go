@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -30,7 +33,7 @@ const (
 	DefaultFlowTTL = 10 * time.Minute // how long an authorization waits for its person
 	requestTimeout = 10 * time.Second // one request to a metadata, registration or token endpoint
 	callbackWait   = 30 * time.Second // the callback waits this long for the code's exchange
-	maxPending     = 256              // authorization flows waiting at once
+	maxPending     = 256              // users' authorization flows waiting at once
 )
 
 // Vault keeps the grants' tokens sealed.
@@ -67,18 +70,24 @@ type Options struct {
 
 // Broker holds the gateway's OAuth grants towards upstreams.
 type Broker struct {
-	o    Options
-	http *http.Client
+	o Options
+	// http is for what the upstreams name: internet destinations only;
+	// private also reaches loopback and private networks (for upstreams
+	// there).
+	http, private *http.Client
 
 	mu     sync.Mutex
 	grants map[grantKey]*Grant
 	flows  map[string]*flow // waiting for their callback, by state
 }
 
+// grantKey names a grant: the upstream and the user's key ("" for the
+// operator's grant).
 type grantKey struct{ upstream, user string }
 
 // Authorized says that a grant obtained its token: for which upstream and
-// user, through which flow (ID, "" with client credentials).
+// user (User is the user's key), through which flow (ID, "" with client
+// credentials).
 type Authorized struct {
 	Upstream, User, ID string
 	PerUser            bool
@@ -101,32 +110,45 @@ func New(o Options) *Broker {
 	if o.Authorized == nil {
 		o.Authorized = func(Authorized) {}
 	}
-	b := &Broker{o: o, http: o.HTTP, grants: map[grantKey]*Grant{}, flows: map[string]*flow{}}
+	b := &Broker{o: o, http: o.HTTP, private: o.HTTP, grants: map[grantKey]*Grant{}, flows: map[string]*flow{}}
 	if b.http == nil {
-		b.http = guardedClient()
+		b.http, b.private = guardedClient(false), guardedClient(true)
 	}
 	return b
 }
 
-// RedirectURL is where the authorization server sends people back.
-func (b *Broker) RedirectURL() string { return b.o.PublicURL() + CallbackPath }
+// RedirectURL is where the authorization server sends people back for
+// upstream: one per upstream, so that a callback cannot be taken for
+// another upstream's (mix-up).
+func (b *Broker) RedirectURL(upstream string) string {
+	return b.o.PublicURL() + CallbackPath + "/" + upstream
+}
 
-// Grant returns the grant that upstream (configured with cfg) uses for
-// user: the user's own when cfg is per user, else the operator's (user is
-// then ignored). Grants are made once and shared by every connection.
-func (b *Broker) Grant(upstream string, cfg *config.UpstreamOAuth, user string) (*Grant, error) {
+// Grant returns the grant that upstream (configured with srv) uses for a
+// user (userKey qualifies the name by who vouched for it; userName is how
+// events name them): the user's own when the upstream authorizes per
+// user, else the operator's (the user is then ignored). Grants are made
+// once and shared by every connection.
+func (b *Broker) Grant(upstream string, srv *config.HTTPServer, userKey, userName string) (*Grant, error) {
+	cfg := srv.OAuth
 	if !cfg.PerUser {
-		user = ""
+		userKey, userName = "", ""
 	}
-	k := grantKey{upstream, user}
+	k := grantKey{upstream, userKey}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if g := b.grants[k]; g != nil {
+	g := b.grants[k]
+	b.mu.Unlock()
+	if g != nil {
 		return g, nil
 	}
-	g, err := b.newGrant(k, cfg)
+	g, err := b.newGrant(k, userName, srv)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: oauth: %w", upstream, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if prev := b.grants[k]; prev != nil {
+		return prev, nil // made meanwhile
 	}
 	b.grants[k] = g
 	return g, nil
@@ -152,27 +174,42 @@ func (b *Broker) Pending(users bool) []Pending {
 		if f.g.perUser && !users {
 			continue
 		}
-		out = append(out, Pending{Upstream: f.g.upstream, User: f.g.user, PerUser: f.g.perUser, ID: f.id, URL: f.url, Expires: f.expires})
+		out = append(out, Pending{Upstream: f.g.upstream, User: f.g.userName, PerUser: f.g.perUser, ID: f.id, URL: f.url, Expires: f.expires})
 	}
 	slices.SortFunc(out, func(a, b Pending) int { return a.Expires.Compare(b.Expires) })
 	return out
 }
 
+// register makes f wait for its callback. Users' flows are bounded (the
+// operator's, one per upstream, are not: users cannot crowd them out).
 func (b *Broker) register(f *flow) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.flows) >= maxPending {
-		return errors.New("too many authorizations waiting")
+	if f.g.perUser {
+		n := 0
+		for _, o := range b.flows {
+			if o.g.perUser {
+				n++
+			}
+		}
+		if n >= maxPending {
+			return errors.New("too many users' authorizations waiting")
+		}
 	}
 	b.flows[f.state] = f
 	return nil
 }
 
-// take removes and returns the flow waiting with state (single use).
-func (b *Broker) take(state string) *flow {
+// take removes and returns the flow of upstream waiting with state
+// (single use); a state presented at another upstream's callback is
+// refused and stays.
+func (b *Broker) take(state, upstream string) *flow {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.flows[state]
+	if f == nil || f.g.upstream != upstream {
+		return nil
+	}
 	delete(b.flows, state)
 	return f
 }
@@ -196,7 +233,7 @@ func (b *Broker) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
 	q := r.URL.Query()
-	f := b.take(q.Get("state"))
+	f := b.take(q.Get("state"), r.PathValue("upstream"))
 	if f == nil {
 		w.WriteHeader(http.StatusBadRequest)
 		callbackPage.Execute(w, page{Title: "Unknown authorization", Text: "This authorization is unknown, already used or expired. Ask the agent (or the gateway) for a new link."})
@@ -214,7 +251,7 @@ func (b *Broker) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	case <-time.After(callbackWait):
 		err = errors.New("the token exchange is taking too long")
 	}
-	p := page{Title: "Authorized", Text: fmt.Sprintf("Portcullis can now reach %s%s. You can close this window.", f.g.upstream, forUser(f.g.user))}
+	p := page{Title: "Authorized", Text: fmt.Sprintf("Portcullis can now reach %s%s. You can close this window.", f.g.upstream, forUser(f.g.userName))}
 	if err != nil {
 		w.WriteHeader(http.StatusBadGateway)
 		p = page{Title: "Authorization failed", Text: fmt.Sprintf("Portcullis could not obtain access to %s: %s", f.g.upstream, oneLine(err.Error(), 300))}
@@ -254,10 +291,32 @@ func vaultName(k grantKey) string {
 }
 
 // guardedClient is the client for what upstreams name: https only (http
-// on loopback, as for issuers), no redirects followed, bounded in time.
-func guardedClient() *http.Client {
+// on loopback, as for issuers), no redirects followed, bounded in time,
+// never to link-local, multicast or unspecified addresses (cloud metadata,
+// say) and, unless private is set, not to loopback or private networks
+// either, whatever a name resolves to when it is dialled.
+func guardedClient(private bool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = http.ProxyFromEnvironment
+	d := &net.Dialer{Timeout: requestTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return fmt.Errorf("refusing %s: not an address", host)
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.IsUnspecified() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast():
+			return fmt.Errorf("refusing %s: not a destination for OAuth requests", ip)
+		case !private && (ip.IsLoopback() || ip.IsPrivate() || cgnat.Contains(ip)):
+			return fmt.Errorf("refusing %s: a private address, and the upstream is not on a private network (http.oauth.private_networks)", ip)
+		}
+		return nil
+	}}
+	t.DialContext = d.DialContext
 	return &http.Client{
 		Timeout:   requestTimeout,
 		Transport: secureOnly{t},
@@ -266,6 +325,8 @@ func guardedClient() *http.Client {
 		},
 	}
 }
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 type secureOnly struct{ next http.RoundTripper }
 

@@ -98,6 +98,15 @@ func authServer(t *testing.T, refuse bool) *httptest.Server {
 	return as
 }
 
+// callback serves r as the gateway routes the callback.
+func callback(b *Broker, r *http.Request) *httptest.ResponseRecorder {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+CallbackPath+"/{upstream}", b.ServeCallback)
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, r)
+	return w
+}
+
 func TestFlowCallbackAndRestore(t *testing.T) {
 	as := authServer(t, false)
 	v := vault(t)
@@ -110,7 +119,7 @@ func TestFlowCallbackAndRestore(t *testing.T) {
 		mu.Unlock()
 	}})
 	cfg := &config.UpstreamOAuth{}
-	g, err := b.Grant("docs", cfg, "ignored: not per user")
+	g, err := b.Grant("docs", &config.HTTPServer{URL: "http://127.0.0.1:9/mcp", OAuth: cfg}, "k", "ignored: not per user")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +139,7 @@ func TestFlowCallbackAndRestore(t *testing.T) {
 	}
 
 	// A callback with an unknown state changes nothing.
-	w := httptest.NewRecorder()
-	b.ServeCallback(w, httptest.NewRequest(http.MethodGet, CallbackPath+"?code=x&state=forged", nil))
+	w := callback(b, httptest.NewRequest(http.MethodGet, CallbackPath+"/docs?code=x&state=forged", nil))
 	if w.Code != http.StatusBadRequest || len(b.Pending(false)) != 1 {
 		t.Fatalf("forged callback: %d, pending %d", w.Code, len(b.Pending(false)))
 	}
@@ -141,8 +149,12 @@ func TestFlowCallbackAndRestore(t *testing.T) {
 	if i := strings.IndexByte(state, '&'); i >= 0 {
 		state = state[:i]
 	}
-	w = httptest.NewRecorder()
-	b.ServeCallback(w, httptest.NewRequest(http.MethodGet, CallbackPath+"?code=good&state="+state, nil))
+	// At another upstream's callback the state is refused and stays.
+	w = callback(b, httptest.NewRequest(http.MethodGet, CallbackPath+"/other?code=good&state="+state, nil))
+	if w.Code != http.StatusBadRequest || len(b.Pending(false)) != 1 {
+		t.Fatalf("callback at another upstream: %d, pending %d", w.Code, len(b.Pending(false)))
+	}
+	w = callback(b, httptest.NewRequest(http.MethodGet, CallbackPath+"/docs?code=good&state="+state, nil))
 	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "Authorized") {
 		t.Fatalf("callback: %d %s", w.Code, w.Body)
 	}
@@ -164,7 +176,7 @@ func TestFlowCallbackAndRestore(t *testing.T) {
 
 	// A new broker (a restarted gateway) finds the sealed token.
 	b2 := New(Options{PublicURL: func() string { return "http://127.0.0.1:1" }, Vault: v})
-	g2, err := b2.Grant("docs", cfg, "")
+	g2, err := b2.Grant("docs", &config.HTTPServer{URL: "http://127.0.0.1:9/mcp", OAuth: cfg}, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,13 +187,47 @@ func TestFlowCallbackAndRestore(t *testing.T) {
 	if tok, err := ts2.Token(); err != nil || tok.AccessToken != "at-1" || tok.RefreshToken != "rt-1" {
 		t.Fatalf("restored token %+v %v", tok, err)
 	}
+	// The upstream moved: its old token is not sent to the new URL.
+	b3 := New(Options{PublicURL: func() string { return "http://127.0.0.1:1" }, Vault: v})
+	g3, err := b3.Grant("docs", &config.HTTPServer{URL: "http://127.0.0.1:10/mcp", OAuth: cfg}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts3, _ := g3.TokenSource(context.Background()); ts3 != nil {
+		t.Fatal("a token sealed for another upstream URL was restored")
+	}
+}
+
+func TestUsersFlowStartsOnlyFromACall(t *testing.T) {
+	as := authServer(t, false)
+	var ev events
+	b := New(Options{PublicURL: func() string { return "http://127.0.0.1:1" }, Vault: vault(t), Event: ev.add})
+	g, _ := b.Grant("docs", &config.HTTPServer{URL: "http://127.0.0.1:9/mcp", OAuth: &config.UpstreamOAuth{PerUser: true}}, "portcullis\x00alice", "alice")
+	req, resp, _ := challenge(t, as.URL)
+	var ar *transport.AuthorizationRequired
+	if err := g.Authorize(context.Background(), req, resp); !errors.As(err, &ar) || ar.URL != "" || !ar.PerUser {
+		t.Fatalf("a listing started the user's authorization: %v", err)
+	}
+	if len(ev.codes()) != 0 || len(b.Pending(true)) != 0 {
+		t.Fatalf("events %v, pending %v", ev.codes(), b.Pending(true))
+	}
+	req, resp, _ = challenge(t, as.URL)
+	if err := g.Authorize(transport.WithPrompt(context.Background()), req, resp); !errors.As(err, &ar) || ar.URL == "" || ar.User != "alice" {
+		t.Fatalf("a call did not ask the user: %v", err)
+	}
+	if p := b.Pending(false); len(p) != 0 {
+		t.Errorf("a user's URL listed for operators: %+v", p)
+	}
+	if !errors.Is(ar, transport.ErrAuthorization) {
+		t.Error("AuthorizationRequired is not an ErrAuthorization")
+	}
 }
 
 func TestFailedFlowIsAuditedAndNotRetriedAtOnce(t *testing.T) {
 	as := authServer(t, true)
 	var ev events
 	b := New(Options{PublicURL: func() string { return "http://127.0.0.1:1" }, Vault: vault(t), Event: ev.add})
-	g, _ := b.Grant("docs", &config.UpstreamOAuth{}, "")
+	g, _ := b.Grant("docs", &config.HTTPServer{URL: "http://127.0.0.1:9/mcp", OAuth: &config.UpstreamOAuth{}}, "", "")
 	req, resp, _ := challenge(t, as.URL)
 	var ar *transport.AuthorizationRequired
 	if err := g.Authorize(context.Background(), req, resp); !errors.As(err, &ar) {
@@ -191,8 +237,7 @@ func TestFailedFlowIsAuditedAndNotRetriedAtOnce(t *testing.T) {
 	if i := strings.IndexByte(state, '&'); i >= 0 {
 		state = state[:i]
 	}
-	w := httptest.NewRecorder()
-	b.ServeCallback(w, httptest.NewRequest(http.MethodGet, CallbackPath+"?error=access_denied&error_description=%3Cscript%3E&state="+state, nil))
+	w := callback(b, httptest.NewRequest(http.MethodGet, CallbackPath+"/docs?error=access_denied&error_description=%3Cscript%3E&state="+state, nil))
 	if w.Code != http.StatusBadGateway || strings.Contains(w.Body.String(), "<script>") {
 		t.Fatalf("refused authorization page: %d %s", w.Code, w.Body)
 	}
@@ -232,7 +277,7 @@ func TestClientCredentials(t *testing.T) {
 	defer as.Close()
 	var ev events
 	b := New(Options{Event: ev.add, Resolve: func(v config.Value) (string, error) { return v.Value, nil }})
-	g, err := b.Grant("ci", &config.UpstreamOAuth{Grant: config.GrantClientCredentials, ClientID: "gw", ClientSecret: &config.Value{Value: "s3cret"}}, "alice")
+	g, err := b.Grant("ci", &config.HTTPServer{URL: "http://127.0.0.1:9/mcp", OAuth: &config.UpstreamOAuth{Grant: config.GrantClientCredentials, ClientID: "gw", ClientSecret: &config.Value{Value: "s3cret"}, Issuer: as.URL}}, "alice", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +297,26 @@ func TestClientCredentials(t *testing.T) {
 	}
 }
 
+func TestPrivateAddressesRefused(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler()) // on 127.0.0.1
+	defer srv.Close()
+	if _, err := guardedClient(false).Get(srv.URL); err == nil || !strings.Contains(err.Error(), "private address") {
+		t.Errorf("loopback reached from a public upstream's grant: %v", err)
+	}
+	resp, err := guardedClient(true).Get(srv.URL)
+	if err != nil {
+		t.Fatalf("loopback refused for an upstream on loopback: %v", err)
+	}
+	resp.Body.Close()
+	for _, u := range []string{"https://169.254.169.254/latest/meta-data", "https://[fe80::1]/x", "https://0.0.0.0/x"} {
+		if _, err := guardedClient(true).Get(u); err == nil || !strings.Contains(err.Error(), "not a destination") {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}
+
 func TestOnlySecureURLs(t *testing.T) {
-	c := guardedClient()
+	c := guardedClient(false)
 	for _, u := range []string{"http://example.com/.well-known/oauth-authorization-server", "file:///etc/passwd", "gopher://x"} {
 		if _, err := c.Get(u); err == nil || !strings.Contains(err.Error(), "https") {
 			t.Errorf("%s: %v", u, err)
@@ -262,7 +325,7 @@ func TestOnlySecureURLs(t *testing.T) {
 	// Redirects are not followed.
 	srv := httptest.NewServer(http.RedirectHandler("http://169.254.169.254/", http.StatusFound))
 	defer srv.Close()
-	resp, err := c.Get(srv.URL)
+	resp, err := guardedClient(true).Get(srv.URL)
 	if err != nil || resp.StatusCode != http.StatusFound {
 		t.Fatalf("redirect: %v %v", resp, err)
 	}
@@ -271,7 +334,7 @@ func TestOnlySecureURLs(t *testing.T) {
 
 func TestGrantNeedsPublicURLForCodes(t *testing.T) {
 	b := New(Options{})
-	if _, err := b.Grant("x", &config.UpstreamOAuth{}, ""); err == nil || !strings.Contains(err.Error(), "public_url") {
+	if _, err := b.Grant("x", &config.HTTPServer{URL: "https://x/mcp", OAuth: &config.UpstreamOAuth{}}, "", ""); err == nil || !strings.Contains(err.Error(), "public_url") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -1,6 +1,32 @@
 package transport
 
-import "time"
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrAuthorization wraps every failure of the gateway's authorization
+// towards an upstream (OAuth): it concerns the grant (one user's, or the
+// operator's), not whether the upstream is up.
+var ErrAuthorization = errors.New("upstream authorization")
+
+type promptKey struct{}
+
+// WithPrompt says that the request may start an authorization that asks
+// a person (a call: the person is told where to go). Without it (opening
+// a session, listing) an authorization that needs the user fails at once
+// and asks nobody.
+func WithPrompt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, promptKey{}, true)
+}
+
+// Prompting reports whether ctx may start an authorization that asks a
+// person.
+func Prompting(ctx context.Context) bool {
+	p, _ := ctx.Value(promptKey{}).(bool)
+	return p
+}
 
 // AuthorizationRequired is an upstream that refuses the gateway until a
 // person authorizes it (OAuth authorization code): the request failed, and
@@ -12,11 +38,15 @@ type AuthorizationRequired struct {
 	User    string
 	PerUser bool
 	// ID names the authorization flow (an elicitation ID for the agent's
-	// client).
+	// client); ID and URL are empty when no flow was started (a user's
+	// authorization is asked for by a call, not by a listing).
 	ID      string
 	URL     string
 	Expires time.Time
 }
+
+// Is makes an AuthorizationRequired an ErrAuthorization.
+func (e *AuthorizationRequired) Is(target error) bool { return target == ErrAuthorization }
 
 func (e *AuthorizationRequired) Error() string {
 	if e.PerUser {

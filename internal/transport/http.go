@@ -167,7 +167,7 @@ func challenged(resp *http.Response) bool {
 			return false
 		}
 		for _, c := range cs {
-			if c.Params["error"] == "insufficient_scope" {
+			if c.Scheme == "bearer" && c.Params["error"] == "insufficient_scope" {
 				return true
 			}
 		}
@@ -184,7 +184,7 @@ func (c *HTTPConn) setToken(req *http.Request) error {
 	}
 	ts, err := c.auth.TokenSource(req.Context())
 	if err != nil {
-		return fmt.Errorf("upstream authorization: %w", err)
+		return fmt.Errorf("%w: %w", ErrAuthorization, err)
 	}
 	if ts == nil {
 		return nil
@@ -203,7 +203,7 @@ func (c *HTTPConn) setToken(req *http.Request) error {
 // answer).
 func (c *HTTPConn) reauthorize(req *http.Request, resp *http.Response) (*http.Response, error) {
 	if err := c.auth.Authorize(req.Context(), req, resp); err != nil {
-		return nil, fmt.Errorf("upstream authorization: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrAuthorization, err)
 	}
 	again := req.Clone(req.Context())
 	if req.GetBody != nil {
