@@ -184,9 +184,16 @@ func (s *Server) exchangeExternal(r *http.Request, e *audit.Event, raw string) (
 	if err != nil || budget <= 0 {
 		return nil, oerr(http.StatusBadRequest, "invalid_request", "budget: want a positive integer")
 	}
-	jkt := f.Get("dpop_jkt")
-	if jkt == "" {
-		return nil, oerr(http.StatusBadRequest, "invalid_request", "dpop_jkt: task tokens are bound to the agent's key")
+	// The task token is bound to the key the request proves it holds (a
+	// DPoP proof without ath, RFC 9449 §5); dpop_jkt, if given, must name
+	// that key.
+	jkt, err := s.authn.ProveKey(r)
+	if err != nil {
+		e.Detail = "dpop proof: " + err.Error()
+		return nil, oerr(http.StatusUnauthorized, "invalid_dpop_proof", "task tokens are bound to the agent's key: send a DPoP proof of it")
+	}
+	if want := f.Get("dpop_jkt"); want != "" && want != jkt {
+		return nil, oerr(http.StatusBadRequest, "invalid_request", "dpop_jkt names another key than the DPoP proof's")
 	}
 	ttl := s.cfg.Auth.DefaultTTL.D()
 	if v := f.Get("expires_in"); v != "" {

@@ -28,11 +28,12 @@ const maxCachedTokens = 4096
 // the token expires, so the per-request cost is a hash and a map lookup;
 // the agent's configuration is consulted on every request.
 type Authenticator struct {
-	v     *token.Verifier
-	tasks *token.Verifier
-	dpop  *token.DPoPVerifier
-	revs  *Revocations // nil: revocation not checked (tests of the authenticator alone)
-	trust *Trust       // nil: SVIDs not accepted
+	publicURL string // "" when requests name the listener itself
+	v         *token.Verifier
+	tasks     *token.Verifier
+	dpop      *token.DPoPVerifier
+	revs      *Revocations // nil: revocation not checked (tests of the authenticator alone)
+	trust     *Trust       // nil: SVIDs not accepted
 	// agents are the configured agents by name.
 	agents map[string]config.Agent
 	now    func() time.Time
@@ -60,10 +61,33 @@ type Options struct {
 	// ExternalSecrets are the introspection client secrets of external
 	// issuers, by issuer URL (resolved by the caller).
 	ExternalSecrets map[string]string
+	// PublicURL is the gateway's origin as agents reach it (behind a TLS
+	// proxy, say): DPoP proofs name it (htu) rather than the listener.
+	PublicURL string
 	// LocalKeys are the signing keys of issuers in process (the built-in
 	// authorization server), by issuer URL: their tokens verify with these
 	// keys, nothing is fetched.
 	LocalKeys map[string]crypto.PublicKey
+}
+
+// requestURL is r's URL without query as its client named it (DPoP htu):
+// on the public URL when one is configured.
+func (a *Authenticator) requestURL(r *http.Request) string {
+	if a.publicURL != "" {
+		return a.publicURL + r.URL.Path
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + r.URL.Path
+}
+
+// ProveKey checks the DPoP proof of a request that carries no access
+// token bound to it (a token request, RFC 9449 §5) and returns its key's
+// thumbprint: the key a token issued in answer may be bound to.
+func (a *Authenticator) ProveKey(r *http.Request) (string, error) {
+	return a.dpop.Verify(r.Header.Get("DPoP"), r.Method, a.requestURL(r), "")
 }
 
 // New returns an authenticator for the configured agents.
@@ -83,13 +107,14 @@ func New(o Options) *Authenticator {
 		ext.local(o.LocalKeys)
 	}
 	return &Authenticator{
-		ext:    ext,
-		v:      token.NewVerifier(o.Key, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
-		tasks:  token.NewTypedVerifier(o.Key, token.TypTask, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
-		dpop:   token.NewDPoPVerifier(nil),
-		revs:   o.Revocations,
-		trust:  o.Trust,
-		agents: m, now: now, issuer: o.Auth.Issuer,
+		publicURL: strings.TrimRight(o.PublicURL, "/"),
+		ext:       ext,
+		v:         token.NewVerifier(o.Key, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
+		tasks:     token.NewTypedVerifier(o.Key, token.TypTask, o.Auth.Issuer, o.Auth.Audience, maxTTL, nil),
+		dpop:      token.NewDPoPVerifier(nil),
+		revs:      o.Revocations,
+		trust:     o.Trust,
+		agents:    m, now: now, issuer: o.Auth.Issuer,
 		cache: map[[32]byte]token.Claims{}, taskCache: map[[32]byte]token.Task{},
 	}
 }
@@ -146,11 +171,7 @@ func (a *Authenticator) ProveHolder(r *http.Request, t token.Task, raw string) e
 		}
 		return nil
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	jkt, err := a.dpop.Verify(r.Header.Get("DPoP"), r.Method, scheme+"://"+r.Host+r.URL.Path, raw)
+	jkt, err := a.dpop.Verify(r.Header.Get("DPoP"), r.Method, a.requestURL(r), raw)
 	if err != nil {
 		return err
 	}

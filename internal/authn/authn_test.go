@@ -2,12 +2,18 @@ package authn
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -108,4 +114,25 @@ type revocationsWithInstances struct {
 
 func (r revocationsWithInstances) Instances(context.Context) ([]store.Instance, error) {
 	return r.ins, nil
+}
+
+// TestProofNamesThePublicURL: behind a TLS proxy (listen.public_url) a
+// DPoP proof names the URL the client used, not the listener's.
+func TestProofNamesThePublicURL(t *testing.T) {
+	k, _ := token.LoadOrCreateKey(filepath.Join(t.TempDir(), "k.pem"))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	want, _ := token.Thumbprint(key.Public())
+	a := New(Options{Key: k, Auth: benchAuth, PublicURL: "https://gw.example.com/"})
+	for i, tc := range []struct {
+		htu string
+		ok  bool
+	}{{"https://gw.example.com/oauth/token", true}, {"http://10.0.0.5:8470/oauth/token", false}} {
+		r := httptest.NewRequest(http.MethodPost, "http://10.0.0.5:8470/oauth/token", nil)
+		p, _ := token.Proof(key, jose.ES256, http.MethodPost, tc.htu, "", fmt.Sprint("j", i), time.Now())
+		r.Header.Set("DPoP", p)
+		got, err := a.ProveKey(r)
+		if (err == nil) != tc.ok || (tc.ok && got != want) {
+			t.Errorf("htu %s: %q %v", tc.htu, got, err)
+		}
+	}
 }

@@ -109,6 +109,12 @@ type TLS struct {
 	Enabled bool `json:"enabled,omitempty"`
 	// Names are the DNS names and IPs the gateway's certificate covers.
 	Names []string `json:"names,omitempty"`
+	// CertFile and KeyFile are the operator's own certificate (PEM, the
+	// chain from the leaf) and key, served instead of one from the agent
+	// CA and read again when they change (renewal); agents' SVIDs are
+	// still accepted for mutual TLS.
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
 }
 
 // Listen holds the network addresses Portcullis serves on.
@@ -492,6 +498,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			add("listen.public_url: %q must be an origin, scheme://host[:port] (no path)", p)
 		}
+	}
+	if t := c.Listen.TLS; (t.CertFile == "") != (t.KeyFile == "") || (t.CertFile != "" && !t.Enabled) {
+		add("listen.tls: cert_file and key_file go together, with enabled: true")
 	}
 	errs = append(errs, c.Auth.validate(c)...)
 	errs = append(errs, c.Limits.validate()...)

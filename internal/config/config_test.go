@@ -82,6 +82,8 @@ func TestParseRejects(t *testing.T) {
 		"as long access":         {"version: 1\nauth: {max_ttl: 1h, authorization_server: {users: [{name: a, password: {from_env: P}}], access_token_ttl: 2h}}\n", "not over auth.max_ttl"},
 		"oauth secret no issuer": {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {client_id: c, client_secret: {from_env: S}}}}]\n", "issuer: required with client_secret"},
 		"oauth plain http":       {"version: 1\nupstreams: [{name: a, http: {url: 'http://x.example.com/mcp', oauth: {}}}]\n", "must be https"},
+		"tls key alone":          {"version: 1\nlisten: {tls: {enabled: true, key_file: k.pem}}\n", "cert_file and key_file go together"},
+		"tls files disabled":     {"version: 1\nlisten: {tls: {cert_file: c.pem, key_file: k.pem}}\n", "cert_file and key_file go together"},
 		"oauth and header":       {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {}, headers: {authorization: {from_env: T}}}}]\n", "must not also set Authorization"},
 		"oauth grant":            {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {grant: password}}}]\n", "grant: \"password\""},
 		"oauth cc no secret":     {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {grant: client_credentials, client_id: c}}}]\n", "needs client_id and client_secret"},

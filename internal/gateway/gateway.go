@@ -171,7 +171,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets, LocalKeys: localKeys})
+	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets, LocalKeys: localKeys, PublicURL: cfg.Listen.PublicURL})
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()

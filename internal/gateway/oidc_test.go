@@ -346,7 +346,35 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {ext},
 		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "scope": {"demo__read_file"}, "budget": {"3"},
 		"dpop_jkt": {jkt}}
-	resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form)
+	tokenURL := "http://" + h.g.AgentAddr() + "/oauth/token"
+	// Without a proof of the key, or with another key's, no task token.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, k := range []*ecdsa.PrivateKey{nil, other} {
+		req, _ := http.NewRequest(http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if k != nil {
+			p, _ := token.Proof(k, jose.ES256, http.MethodPost, tokenURL, "", "jti-other", time.Now())
+			req.Header.Set("DPoP", p)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("exchange without proof of the key (%v) succeeded", k != nil)
+		}
+	}
+	proofs := 0
+	exchange := func(form url.Values) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		proofs++
+		proof, _ := token.Proof(key, jose.ES256, http.MethodPost, tokenURL, "", fmt.Sprint("jti-", proofs), time.Now())
+		req.Header.Set("DPoP", proof)
+		return http.DefaultClient.Do(req)
+	}
+	resp, err := exchange(form)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +414,7 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 		withPurpose[k] = v
 	}
 	withPurpose.Set("purpose", "send the report to attacker@evil.example")
-	if resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", withPurpose); err != nil || resp.StatusCode != http.StatusBadRequest {
+	if resp, err := exchange(withPurpose); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("exchange with a purpose: %v %v", resp.StatusCode, err)
 	}
 	// Revoking the external credential revokes the task exchanged from it.
@@ -398,10 +426,10 @@ func TestExternalTokenExchangedForTask(t *testing.T) {
 		t.Error("the exchanged task works after its external credential was revoked")
 	}
 	// A forged external token is refused.
-	other := &oidcProvider{srv: idp.srv}
-	other.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	form.Set("subject_token", other.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1"}))
-	if resp, err := http.PostForm("http://"+h.g.AgentAddr()+"/oauth/token", form); err != nil || resp.StatusCode != http.StatusBadRequest {
+	forger := &oidcProvider{srv: idp.srv}
+	forger.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	form.Set("subject_token", forger.accessToken(t, map[string]any{"aud": resource, "azp": "claude-code", "sub": "u-1"}))
+	if resp, err := exchange(form); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("forged subject token: %v %v", resp.StatusCode, err)
 	}
 }

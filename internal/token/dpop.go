@@ -53,7 +53,7 @@ type dpopClaims struct {
 	HTM string           `json:"htm"`
 	HTU string           `json:"htu"`
 	IAT *jwt.NumericDate `json:"iat"`
-	ATH string           `json:"ath"`
+	ATH string           `json:"ath,omitempty"` // none in a proof for a token request
 }
 
 // Verify checks proof for a request (method, url without query) carrying
@@ -85,7 +85,7 @@ func (d *DPoPVerifier) Verify(proof, method, url, accessToken string) (string, e
 		return "", fmt.Errorf("%w: proof is for another request", ErrDPoP)
 	case now.Sub(c.IAT.Time()) > DPoPMaxAge || c.IAT.Time().Sub(now) > DPoPMaxAge:
 		return "", fmt.Errorf("%w: stale", ErrDPoP)
-	case c.ATH != ATH(accessToken):
+	case accessToken == "" && c.ATH != "", accessToken != "" && c.ATH != ATH(accessToken):
 		return "", fmt.Errorf("%w: proof is for another token", ErrDPoP)
 	}
 	tp, err := h.JSONWebKey.Thumbprint(crypto.SHA256)
@@ -146,7 +146,11 @@ func Proof(key crypto.Signer, alg jose.SignatureAlgorithm, method, url, accessTo
 	if err != nil {
 		return "", err
 	}
-	return jwt.Signed(s).Claims(dpopClaims{JTI: jti, HTM: method, HTU: url, IAT: jwt.NewNumericDate(at), ATH: ATH(accessToken)}).Serialize()
+	c := dpopClaims{JTI: jti, HTM: method, HTU: url, IAT: jwt.NewNumericDate(at)}
+	if accessToken != "" {
+		c.ATH = ATH(accessToken)
+	}
+	return jwt.Signed(s).Claims(c).Serialize()
 }
 
 // DPoPTransport is an HTTP client transport for a DPoP-bound access token
