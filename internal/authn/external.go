@@ -492,8 +492,15 @@ func (x *externalIssuer) mapClaims(claims map[string]any, expires time.Time, raw
 		}
 	}
 	// The credential ID is the issuer's and the token's together, so that
-	// two issuers' jti never name one credential.
-	id, _ := claims["jti"].(string)
+	// two issuers' jti never name one credential; a token naming its grant
+	// (sid: every token refreshed from one consent) is that grant, so that
+	// revoking it outlives refreshes.
+	id, _ := claims["sid"].(string)
+	if id != "" {
+		id = "sid:" + id
+	} else {
+		id, _ = claims["jti"].(string)
+	}
 	if id == "" {
 		id = raw
 	}

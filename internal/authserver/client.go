@@ -83,12 +83,21 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		registrationError(w, "invalid_client_metadata", "the body is not a JSON client registration")
 		return
 	}
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if s.signups.add(remoteAddr(r)) > maxRegistrations {
+		w.Header().Set("Retry-After", "900")
+		registrationError(w, "temporarily_unavailable", "too many registrations from this address")
+		return
+	}
 	c, err := s.newClient(reg)
 	if err != nil {
 		registrationError(w, "invalid_redirect_uri", err.Error())
 		return
 	}
-	s.st.addClient(c)
+	if err := s.st.addClient(c); err != nil {
+		registrationError(w, "temporarily_unavailable", err.Error())
+		return
+	}
 	s.o.Event(Event{Kind: EventClientRegistered, Client: c.id, Detail: fmt.Sprintf("%q, redirects %v", c.name, c.redirects)})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -132,14 +141,16 @@ func (s *Server) newClient(reg registration) (*client, error) {
 			return nil, fmt.Errorf("redirect URI %q must be https, or http on loopback", ru)
 		}
 	}
+	// Shown to people: no control or format characters (bidi overrides
+	// could make it read as another name), at most maxClientName runes.
 	name := strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return -1
 		}
 		return r
 	}, reg.ClientName))
-	if len(name) > maxClientName {
-		name = name[:maxClientName]
+	if r := []rune(name); len(r) > maxClientName {
+		name = string(r[:maxClientName])
 	}
 	if name == "" {
 		name = "an unnamed client"

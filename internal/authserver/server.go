@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
@@ -72,8 +73,8 @@ type Options struct {
 	Issuer, Resource string
 	// Agents are those a person may let a client act as.
 	Agents []string
-	// Users are the people who may sign in: name -> password.
-	Users map[string]string
+	// Users are the people who may sign in.
+	Users map[string]User
 	// KeyDir holds the signing key (created on first use).
 	KeyDir                string
 	AccessTTL, RefreshTTL time.Duration
@@ -84,13 +85,22 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// User is a person who may sign in: their password and the agents they
+// may let a client act as (none: Options.Agents).
+type User struct {
+	Password string
+	Agents   []string
+}
+
 // Server is the built-in authorization server.
 type Server struct {
-	o     Options
-	st    *storage
-	op    *op.Provider
-	key   *ecdsa.PrivateKey
-	keyID string
+	o        Options
+	st       *storage
+	op       *op.Provider
+	key      *ecdsa.PrivateKey
+	keyID    string
+	failures *throttle // wrong passwords, by "u:"+user and "a:"+address
+	signups  *throttle // registrations by address
 }
 
 // New returns a server; it loads (or creates) its signing key.
@@ -116,7 +126,7 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{o: o}
+	s := &Server{o: o, failures: newThrottle(o.Now), signups: newThrottle(o.Now)}
 	var err error
 	if s.key, err = loadOrCreateKey(filepath.Join(o.KeyDir, KeyFile)); err != nil {
 		return nil, err
@@ -139,6 +149,13 @@ func New(o Options) (*Server, error) {
 			op.NewEndpoint(pathPrefix+"logout"), op.NewEndpoint(pathPrefix+"keys")),
 		op.WithCustomIntrospectionEndpoint(op.NewEndpoint(pathPrefix + "introspect")),
 		op.WithLogger(o.Log),
+		// Browser-based clients may call the token endpoint from any
+		// origin; no cookies, so never with credentials.
+		op.WithCORSOptions(&cors.Options{
+			AllowOriginFunc: func(string) bool { return true },
+			AllowedMethods:  []string{http.MethodGet, http.MethodPost},
+			AllowedHeaders:  []string{"Authorization", "Content-Type", "DPoP"},
+		}),
 	}
 	if u, err := url.Parse(o.Issuer); err == nil && u.Scheme == "http" {
 		opts = append(opts, op.WithAllowInsecure()) // loopback only: checked by configuration
@@ -164,7 +181,12 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+LoginPath, s.serveLogin)
 	mux.HandleFunc("POST "+LoginPath, s.serveConsent)
 	mux.Handle(pathPrefix+"authorize", defaultScope(s.op))
-	mux.Handle(pathPrefix, s.op)
+	// Served by serveConsent instead: the provider's callback would give a
+	// code to whoever knows the request ID (the client does).
+	mux.Handle(pathPrefix+"authorize/callback", http.NotFoundHandler())
+	for _, p := range []string{"token", "keys", "revoke", "userinfo"} {
+		mux.Handle(pathPrefix+p, s.op)
+	}
 }
 
 // defaultScope gives an authorization request without a scope the mcp
@@ -190,6 +212,9 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	d.TokenEndpointAuthMethodsSupported = []oidc.AuthMethod{oidc.AuthMethodNone}
 	d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
 	d.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
+	// Not served here.
+	d.IntrospectionEndpoint, d.EndSessionEndpoint, d.DeviceAuthorizationEndpoint, d.CheckSessionIframe = "", "", "", ""
+	d.ScopesSupported = append([]string{ScopeMCP, oidc.ScopeOfflineAccess}, s.o.Scopes...)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	json.NewEncoder(w).Encode(d)
@@ -217,35 +242,38 @@ type pageData struct {
 	Agents, Scopes                            []string
 }
 
-func secureHeaders(w http.ResponseWriter) {
+// secureHeaders sets the page's headers; redirect is the origin the
+// form's answer may send the browser on to (the client's validated
+// redirect URI: browsers hold a form's redirects to form-action).
+func secureHeaders(w http.ResponseWriter, redirect string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", strings.TrimSpace("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' "+redirect)+"; frame-ancestors 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
 func (s *Server) render(w http.ResponseWriter, status int, a *authRequest, msg string) {
-	secureHeaders(w)
+	redirect := ""
+	if u, err := url.Parse(a.req.RedirectURI); err == nil {
+		redirect = u.Scheme + "://" + u.Host
+	}
+	secureHeaders(w, redirect)
 	c, _ := s.st.GetClientByClientID(context.Background(), a.req.ClientID)
 	name := "a client"
 	if cl, ok := c.(*client); ok {
 		name = cl.name
-	}
-	redirect := a.req.RedirectURI
-	if u, err := url.Parse(redirect); err == nil {
-		redirect = u.Scheme + "://" + u.Host
 	}
 	w.WriteHeader(status)
 	page.Execute(w, pageData{ID: a.id, CSRF: a.csrf, Client: name, Redirect: redirect, Action: LoginPath, Error: msg, Agents: s.o.Agents, Scopes: a.req.Scopes})
 }
 
 func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
-	a, err := s.st.request(r.URL.Query().Get("id"))
+	a, err := s.st.open(r.URL.Query().Get("id"))
 	if err != nil {
-		secureHeaders(w)
+		secureHeaders(w, "")
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprint(w, "<!doctype html><p>This sign-in request is unknown or expired: start again from your client.</p>")
 		return
@@ -264,7 +292,7 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	id := r.PostForm.Get("id")
 	a, err := s.st.request(id)
 	if err != nil || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(a.csrf)) != 1 {
-		secureHeaders(w)
+		secureHeaders(w, "")
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprint(w, "<!doctype html><p>This sign-in request is unknown, expired or forged: start again from your client.</p>")
 		return
@@ -276,8 +304,21 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, agent := r.PostForm.Get("user"), r.PostForm.Get("agent")
+	u, known := s.o.Users[user]
+	named := "" // the audit log names only configured people
+	if known {
+		named = user
+	}
+	addr := remoteAddr(r)
+	if s.failures.count("u:"+user) >= maxUserFailures || s.failures.count("a:"+addr) >= maxAddrFailures {
+		s.o.Event(Event{Kind: EventRefused, User: named, Client: a.req.ClientID, Detail: "sign-in throttled after repeated wrong passwords (from " + addr + ")", Deny: true})
+		s.render(w, http.StatusTooManyRequests, a, "Too many failed sign-ins: try again later.")
+		return
+	}
 	if !s.checkPassword(user, r.PostForm.Get("password")) {
-		s.o.Event(Event{Kind: EventRefused, User: user, Client: a.req.ClientID, Detail: "wrong user or password", Deny: true})
+		s.failures.add("u:" + user)
+		s.failures.add("a:" + addr)
+		s.o.Event(Event{Kind: EventRefused, User: named, Client: a.req.ClientID, Detail: "wrong user or password (from " + addr + ")", Deny: true})
 		if s.st.failedSignIn(id) {
 			op.AuthRequestError(w, r, a, oidc.ErrAccessDenied().WithDescription("too many failed sign-ins"), s.op)
 			return
@@ -285,8 +326,12 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusUnauthorized, a, "Wrong user or password.")
 		return
 	}
-	if !slices.Contains(s.o.Agents, agent) {
-		s.render(w, http.StatusBadRequest, a, "Choose one of the agents listed.")
+	allowed := u.Agents
+	if len(allowed) == 0 {
+		allowed = s.o.Agents
+	}
+	if !slices.Contains(allowed, agent) || !slices.Contains(s.o.Agents, agent) {
+		s.render(w, http.StatusForbidden, a, "You may not let a client act as that agent.")
 		return
 	}
 	if err := s.st.complete(id, user, agent); err != nil {
@@ -294,17 +339,18 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.o.Event(Event{Kind: EventConsented, User: user, Agent: agent, Client: a.req.ClientID, Detail: "scopes " + strings.Join(a.req.Scopes, " ")})
-	ctx := op.ContextWithIssuer(r.Context(), s.o.Issuer)
-	http.Redirect(w, r, op.AuthCallbackURL(s.op)(ctx, id), http.StatusFound)
+	// The code goes in the answer to the person's own POST, never through
+	// a URL a client could fetch (the provider's callback is not served).
+	op.AuthResponse(a, s.op, w, r.WithContext(op.ContextWithIssuer(r.Context(), s.o.Issuer)))
 }
 
 // checkPassword compares in constant time whatever the name (an unknown
 // name costs what a known one does).
 func (s *Server) checkPassword(user, password string) bool {
-	want, ok := s.o.Users[user]
+	u, ok := s.o.Users[user]
 	got := sha256.Sum256([]byte(password))
-	exp := sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(got[:], exp[:]) == 1 && ok && want != ""
+	exp := sha256.Sum256([]byte(u.Password))
+	return subtle.ConstantTimeCompare(got[:], exp[:]) == 1 && ok && u.Password != ""
 }
 
 // loadOrCreateKey reads the P-256 signing key at path, creating it (0600)

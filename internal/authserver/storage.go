@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,11 +17,14 @@ import (
 
 // Bounds of what the server keeps in memory.
 const (
-	maxRequests      = 1024             // authorization requests waiting for a person
-	maxClients       = 1024             // registered clients (oldest forgotten first)
-	maxRefreshTokens = 10000            // live refresh tokens
-	requestTTL       = 10 * time.Minute // an authorization request's life
-	codeTTL          = time.Minute      // from code to token
+	maxRequests       = 1024             // authorization requests waiting for a person
+	maxClientRequests = 16               // of them, for one client
+	maxClients        = 1024             // registered clients (the oldest without tokens forgotten first)
+	maxRefreshTokens  = 10000            // live refresh tokens
+	maxRotated        = 10000            // rotated refresh tokens remembered (replay detection)
+	requestTTL        = 10 * time.Minute // an authorization request's life
+	unopenedTTL       = 2 * time.Minute  // one whose sign-in page nobody opened
+	codeTTL           = time.Minute      // from code to token
 )
 
 // authRequest is one authorization request: created by the authorize
@@ -32,6 +36,7 @@ type authRequest struct {
 	req      oidc.AuthRequest
 	csrf     string // the login form's anti-forgery token
 	attempts int    // failed sign-ins
+	opened   bool   // someone opened its sign-in page
 
 	done     bool
 	user     string
@@ -61,14 +66,22 @@ func (a *authRequest) GetState() string                   { return a.req.State }
 func (a *authRequest) GetSubject() string                 { return a.user }
 func (a *authRequest) Done() bool                         { return a.done }
 
-// refreshToken is a live refresh token (rotated at every use).
+// family is the grant's ID: the request's (one consent).
+func (a *authRequest) family() string { return "g-" + a.id[:16] }
+
+// refreshToken is a live refresh token (rotated at every use). Family
+// names the grant it descends from (the person's consent): every access
+// token of the family carries it (sid), so that revoking it revokes them
+// all, and a rotated token presented again revokes the family.
 type refreshToken struct {
 	token    string
+	family   string
 	aud      []string
 	client   string
 	user     string
 	agent    string
-	scopes   []string
+	granted  []string // the scopes consented to
+	scopes   []string // those of this request (may narrow granted)
 	authTime time.Time
 	expires  time.Time
 }
@@ -79,7 +92,7 @@ func (r *refreshToken) GetAuthTime() time.Time           { return r.authTime }
 func (r *refreshToken) GetClientID() string              { return r.client }
 func (r *refreshToken) GetScopes() []string              { return r.scopes }
 func (r *refreshToken) GetSubject() string               { return r.user }
-func (r *refreshToken) SetCurrentScopes(scopes []string) { r.scopes = scopes }
+func (r *refreshToken) SetCurrentScopes(scopes []string) { r.scopes = scopes } // on the request's copy
 
 // storage is the op.Storage of the built-in server: clients, requests
 // and refresh tokens in memory (a restart signs everyone out), and one
@@ -93,17 +106,18 @@ type storage struct {
 	clients  map[string]*client
 	order    []string // client IDs, oldest first
 	refresh  map[string]*refreshToken
+	rotated  map[string]string // rotated-away refresh token -> family
 }
 
 func newStorage(s *Server) *storage {
 	return &storage{s: s, requests: map[string]*authRequest{}, codes: map[string]string{},
-		clients: map[string]*client{}, refresh: map[string]*refreshToken{}}
+		clients: map[string]*client{}, refresh: map[string]*refreshToken{}, rotated: map[string]string{}}
 }
 
 // sweep forgets expired requests, codes and refresh tokens (st.mu held).
 func (st *storage) sweep(now time.Time) {
 	for id, a := range st.requests {
-		if now.Sub(a.created) > requestTTL {
+		if age := now.Sub(a.created); age > requestTTL || (!a.opened && age > unopenedTTL) {
 			delete(st.requests, id)
 			if a.code != "" {
 				delete(st.codes, a.code)
@@ -128,7 +142,20 @@ func (st *storage) CreateAuthRequest(_ context.Context, req *oidc.AuthRequest, _
 	if req.CodeChallenge == "" || req.CodeChallengeMethod != oidc.CodeChallengeMethodS256 {
 		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE with S256 is required")
 	}
+	n := 0
+	for _, a := range st.requests {
+		if a.req.ClientID == req.ClientID {
+			n++
+		}
+	}
+	if n >= maxClientRequests {
+		return nil, oidc.ErrServerError().WithDescription("too many authorization requests waiting for this client")
+	}
 	a := &authRequest{id: rand.Text(), created: now, aud: []string{st.s.o.Resource}, req: *req, csrf: rand.Text()}
+	// Every token of this server is for the gateway's MCP endpoint.
+	if !slices.Contains(a.req.Scopes, ScopeMCP) {
+		a.req.Scopes = append(slices.Clone(a.req.Scopes), ScopeMCP)
+	}
 	st.requests[a.id] = a
 	return a, nil
 }
@@ -143,14 +170,29 @@ func (st *storage) request(id string) (*authRequest, error) {
 	return a, nil
 }
 
+// opened marks that someone opened request id's sign-in page (it then
+// lives its full requestTTL).
+func (st *storage) open(id string) (*authRequest, error) {
+	a, err := st.request(id)
+	if err == nil {
+		st.mu.Lock()
+		a.opened = true
+		st.mu.Unlock()
+	}
+	return a, err
+}
+
 func (st *storage) AuthRequestByID(_ context.Context, id string) (op.AuthRequest, error) {
 	return st.request(id)
 }
 
+// AuthRequestByCode consumes the code: a second exchange, even a
+// concurrent one, finds nothing.
 func (st *storage) AuthRequestByCode(_ context.Context, code string) (op.AuthRequest, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	id, ok := st.codes[code]
+	delete(st.codes, code)
 	a := st.requests[id]
 	if !ok || a == nil || st.s.now().Sub(a.codeAt) > codeTTL {
 		return nil, errors.New("invalid or expired code")
@@ -164,6 +206,9 @@ func (st *storage) SaveAuthCode(_ context.Context, id, code string) error {
 	a, ok := st.requests[id]
 	if !ok || !a.done {
 		return errors.New("unknown or incomplete authorization request")
+	}
+	if a.code != "" {
+		return errors.New("this authorization request already has its code")
 	}
 	a.code, a.codeAt = code, st.s.now()
 	st.codes[code] = id
@@ -226,13 +271,17 @@ func (st *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenR
 	var r refreshToken
 	switch t := req.(type) {
 	case *authRequest:
-		r = refreshToken{aud: t.aud, client: t.req.ClientID, user: t.user, agent: t.agent, scopes: t.req.Scopes, authTime: t.authTime, expires: now.Add(st.s.o.RefreshTTL)}
+		r = refreshToken{family: t.family(), aud: t.aud, client: t.req.ClientID, user: t.user, agent: t.agent, granted: t.req.Scopes, scopes: t.req.Scopes, authTime: t.authTime, expires: now.Add(st.s.o.RefreshTTL)}
 	case *refreshToken:
 		old, ok := st.refresh[current]
-		if !ok || old != t {
+		if !ok || old.token != t.token {
 			return "", "", time.Time{}, errors.New("invalid refresh token")
 		}
 		delete(st.refresh, current)
+		if len(st.rotated) >= maxRotated {
+			clear(st.rotated) // forget the oldest generation (detection only)
+		}
+		st.rotated[current] = old.family
 		r = *old
 		r.scopes = t.scopes
 	default:
@@ -246,14 +295,29 @@ func (st *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenR
 	return rand.Text(), r.token, now.Add(st.s.o.AccessTTL), nil
 }
 
+// TokenRequestByRefreshToken returns a copy of the token's grant (the
+// provider narrows its scopes in place). A token rotated away and
+// presented again was stolen, or its holder's was: the family dies.
 func (st *storage) TokenRequestByRefreshToken(_ context.Context, token string) (op.RefreshTokenRequest, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if fam, ok := st.rotated[token]; ok {
+		for t, r := range st.refresh {
+			if r.family == fam {
+				delete(st.refresh, t)
+				st.s.o.Event(Event{Kind: EventRefused, User: r.user, Agent: r.agent, Client: r.client, Deny: true,
+					Detail: "a rotated refresh token was presented again: the grant is revoked (sid " + fam + ")"})
+			}
+		}
+		return nil, errors.New("invalid refresh token")
+	}
 	r, ok := st.refresh[token]
 	if !ok || st.s.now().After(r.expires) {
 		return nil, errors.New("invalid refresh token")
 	}
-	return r, nil
+	c := *r
+	c.scopes = slices.Clone(r.granted)
+	return &c, nil
 }
 
 func (st *storage) TerminateSession(_ context.Context, user, clientID string) error {
@@ -295,9 +359,9 @@ func (st *storage) GetRefreshTokenInfo(_ context.Context, clientID, token string
 func (st *storage) GetPrivateClaimsFromRequest(_ context.Context, req op.TokenRequest, _ []string) (map[string]any, error) {
 	switch t := req.(type) {
 	case *authRequest:
-		return map[string]any{AgentClaim: t.agent}, nil
+		return map[string]any{AgentClaim: t.agent, "sid": t.family(), "scope": strings.Join(t.req.Scopes, " ")}, nil
 	case *refreshToken:
-		return map[string]any{AgentClaim: t.agent}, nil
+		return map[string]any{AgentClaim: t.agent, "sid": t.family, "scope": strings.Join(t.scopes, " ")}, nil
 	}
 	return nil, errors.New("unsupported token request")
 }
@@ -343,15 +407,26 @@ func (st *storage) GetClientByClientID(ctx context.Context, id string) (op.Clien
 	return nil, oidc.ErrInvalidClient().WithDescription("unknown client")
 }
 
-func (st *storage) addClient(c *client) {
+// addClient registers c; when full, the oldest client without a live
+// refresh token is forgotten (none: the registration is refused).
+func (st *storage) addClient(c *client) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.order) >= maxClients {
-		delete(st.clients, st.order[0])
-		st.order = st.order[1:]
+		live := map[string]bool{}
+		for _, r := range st.refresh {
+			live[r.client] = true
+		}
+		i := slices.IndexFunc(st.order, func(id string) bool { return !live[id] })
+		if i < 0 {
+			return errors.New("too many registered clients")
+		}
+		delete(st.clients, st.order[i])
+		st.order = slices.Delete(st.order, i, i+1)
 	}
 	st.clients[c.id] = c
 	st.order = append(st.order, c.id)
+	return nil
 }
 
 // AuthorizeClientIDSecret: every client here is public (PKCE, no secret).

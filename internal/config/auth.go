@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Auth configures how agents authenticate.
@@ -34,8 +35,8 @@ type Auth struct {
 type AuthorizationServer struct {
 	// Users who may sign in, with their passwords (value references).
 	Users []LocalUser `json:"users"`
-	// Agents a person may let a client act as (default: every configured
-	// agent).
+	// Agents a person may let a client act as (required: an agent meant
+	// for SVIDs or task tokens is not offered to passwords by default).
 	Agents []string `json:"agents,omitempty"`
 	// AccessTokenTTL is an access token's life (default 10m, at most
 	// auth.max_ttl); RefreshTokenTTL a refresh token's (default 24h; each
@@ -51,7 +52,17 @@ type AuthorizationServer struct {
 type LocalUser struct {
 	Name     string `json:"name"`
 	Password Value  `json:"password"`
+	// Agents this person may let a client act as (default: the server's
+	// agents).
+	Agents []string `json:"agents,omitempty"`
 }
+
+// MinLocalPassword is the shortest password a person of the built-in
+// authorization server may have.
+const MinLocalPassword = 12
+
+// MaxRefreshTokenTTL bounds the built-in server's refresh tokens.
+const MaxRefreshTokenTTL = 30 * 24 * time.Hour
 
 // ExternalIssuer is an OAuth 2.0 / OIDC authorization server the gateway
 // trusts: its signing keys come from discovery (issuer +
@@ -158,13 +169,23 @@ func (a Auth) validate(c *Config) []error {
 				add("auth.authorization_server.users[%d].password: %v", i, err)
 			}
 		}
+		if len(as.Agents) == 0 {
+			add("auth.authorization_server.agents: required (the agents a person may let a client act as)")
+		}
 		for i, ag := range as.Agents {
 			if _, ok := c.Agent(ag); !ok {
 				add("auth.authorization_server.agents[%d]: %q is not a configured agent", i, ag)
 			}
 		}
-		if as.AccessTokenTTL < 0 || as.RefreshTokenTTL < 0 || (a.MaxTTL > 0 && as.AccessTokenTTL > a.MaxTTL) {
-			add("auth.authorization_server: token lifetimes must not be negative, and access_token_ttl not over auth.max_ttl")
+		for i, u := range as.Users {
+			for _, ag := range u.Agents {
+				if !slices.Contains(as.Agents, ag) {
+					add("auth.authorization_server.users[%d].agents: %q is not one of auth.authorization_server.agents", i, ag)
+				}
+			}
+		}
+		if as.AccessTokenTTL < 0 || as.RefreshTokenTTL < 0 || (a.MaxTTL > 0 && as.AccessTokenTTL > a.MaxTTL) || as.RefreshTokenTTL > Duration(MaxRefreshTokenTTL) {
+			add("auth.authorization_server: token lifetimes must not be negative, access_token_ttl not over auth.max_ttl, refresh_token_ttl not over %s", MaxRefreshTokenTTL)
 		}
 		if _, err := c.AuthorizationServerIssuer(); err != nil {
 			add("auth.authorization_server: %v", err)

@@ -31,25 +31,32 @@ func (g *Gateway) startAuthorizationServer(cfg *config.Config) (map[string]crypt
 	if err != nil {
 		return nil, fmt.Errorf("auth.authorization_server: %w", err)
 	}
-	users := map[string]string{}
+	users := map[string]authserver.User{}
 	for _, u := range as.Users {
 		pw, err := u.Password.Resolve(cfg.Dir(), g.openSecret)
 		if err != nil {
 			return nil, fmt.Errorf("auth.authorization_server: user %s: %w", u.Name, err)
 		}
-		users[u.Name] = pw
+		if len(pw) < config.MinLocalPassword {
+			return nil, fmt.Errorf("auth.authorization_server: user %s: the password must have at least %d characters", u.Name, config.MinLocalPassword)
+		}
+		users[u.Name] = authserver.User{Password: pw, Agents: u.Agents}
 	}
 	agents := as.Agents
-	if len(agents) == 0 {
+	if len(agents) == 0 && as.Optional { // --dev: its agents
 		for _, a := range cfg.Agents {
 			agents = append(agents, a.Name)
 		}
+	}
+	access := as.AccessTokenTTL.D()
+	if access == 0 {
+		access = min(authserver.DefaultAccessTTL, cfg.Auth.MaxTTL.D())
 	}
 	resource := issuer + "/mcp"
 	g.authServer, err = authserver.New(authserver.Options{
 		Issuer: issuer, Resource: resource, Agents: agents, Users: users,
 		KeyDir:    filepath.Join(g.dataDir, ops.KeysDir),
-		AccessTTL: as.AccessTokenTTL.D(), RefreshTTL: as.RefreshTokenTTL.D(), Scopes: cfg.Auth.Scopes,
+		AccessTTL: access, RefreshTTL: as.RefreshTokenTTL.D(), Scopes: cfg.Auth.Scopes,
 		Log: g.log.With("component", "authorization-server"), Event: g.authServerEvent,
 	})
 	if err != nil {

@@ -75,6 +75,71 @@ func signIn(t *testing.T, authURL, user, password, agent string) (*auth.Authoriz
 	return &auth.AuthorizationResult{Code: loc.Query().Get("code"), State: loc.Query().Get("state"), Iss: loc.Query().Get("iss")}, nil
 }
 
+// TestBuiltinAuthorizationServerThrottlesPasswords: wrong passwords lock
+// the person's sign-in for a while, across authorization requests.
+func TestBuiltinAuthorizationServerThrottlesPasswords(t *testing.T) {
+	t.Setenv("PORTCULLIS_TEST_ALICE", "s3cret-alice")
+	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	h := startGateway(t, fmt.Sprintf(`version: 1
+data_dir: DIR/data
+listen: {public_url: %q}
+policy: {paths: [DIR/policy.cedar]}
+agents: [{name: reader}]
+upstreams: [{name: demo, builtin: demo}]
+auth:
+  authorization_server:
+    users: [{name: alice, password: {from_env: PORTCULLIS_TEST_ALICE}}]
+    agents: [reader]
+`, origin), map[string]string{"policy.cedar": `permit (principal, action, resource);`})
+	defer h.stop()
+	resp, err := http.Post(origin+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["http://127.0.0.1:1/callback"],"client_name":"guesser"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&reg)
+	resp.Body.Close()
+	authorize := func() string {
+		q := url.Values{"response_type": {"code"}, "client_id": {reg.ClientID}, "redirect_uri": {"http://127.0.0.1:1/callback"},
+			"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}, "state": {"s"}, "scope": {"mcp"}}
+		return origin + "/oauth2/authorize?" + q.Encode()
+	}
+	try := func(password string) int {
+		jar := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if r.URL.Path == "/callback" {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+		resp, err := jar.Get(authorize())
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		csrf, id := csrfRE.FindSubmatch(page), idRE.FindSubmatch(page)
+		if csrf == nil || id == nil {
+			t.Fatalf("sign-in page: %d %s", resp.StatusCode, page)
+		}
+		resp, err = jar.PostForm(origin+"/oauth2/login", url.Values{"id": {string(id[1])}, "csrf": {string(csrf[1])}, "user": {"alice"}, "password": {password}, "agent": {"reader"}, "decision": {"allow"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 5 {
+		if code := try(fmt.Sprint("guess-", i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d answered %d", i, code)
+		}
+	}
+	if code := try("s3cret-alice"); code != http.StatusTooManyRequests {
+		t.Errorf("the right password after five wrong ones answered %d, want 429 (throttled)", code)
+	}
+}
+
 func TestBuiltinAuthorizationServer(t *testing.T) {
 	t.Setenv("PORTCULLIS_TEST_ALICE", "s3cret-alice")
 	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
@@ -162,10 +227,12 @@ auth:
 	var claims struct {
 		ClientID string `json:"client_id"`
 		Agent    string `json:"portcullis_agent"`
+		Scope    string `json:"scope"`
+		SID      string `json:"sid"`
 		Aud      any    `json:"aud"`
 	}
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[1])
-	if err := json.Unmarshal(payload, &claims); err != nil || claims.ClientID == "" || claims.Agent != "reader" {
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.ClientID == "" || claims.Agent != "reader" || !strings.Contains(claims.Scope, "mcp") || claims.SID == "" {
 		t.Fatalf("access token claims %s: %v", payload, err)
 	}
 	resp, err := http.PostForm(origin+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {claims.ClientID}})
@@ -175,6 +242,21 @@ auth:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("a used refresh token answered %d", resp.StatusCode)
+	}
+	// Presenting a rotated refresh token again revokes its whole grant:
+	// the live refresh token dies too.
+	resp, err = http.PostForm(origin+"/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok2.RefreshToken}, "client_id": {claims.ClientID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Error("the grant survived the replay of a rotated refresh token")
+	}
+	// The provider's callback, which would give a code to whoever knows a
+	// request ID, is not served.
+	if resp, err := http.Get(origin + "/oauth2/authorize/callback?id=x"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the provider's callback is served: %v %v", resp.StatusCode, err)
 	}
 	parts := strings.Split(tok.AccessToken, ".")
 	forged := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
