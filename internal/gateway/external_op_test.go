@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/authn"
+	"github.com/portcullis-dev/portcullis/internal/authserver"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// The organisation's IdP as a real OpenID provider started by the test:
+// zitadel/oidc's (the provider internal/authserver wraps), on its own
+// listener, found by the gateway through discovery and JWKS like any
+// external issuer. A token for an agent and a user is accepted, mapped
+// and decided on; a token for another audience, of an issuer not trusted,
+// expired or revoked is refused with the invalid_token challenge and an
+// authn event.
+
+// startOP runs an OpenID provider whose tokens are for resource.
+func startOP(t *testing.T, resource string, ttl time.Duration) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + srv.Listener.Addr().String()
+	as, err := authserver.New(authserver.Options{
+		Issuer: issuer, Resource: resource, Agents: []string{"reader"},
+		Users:  map[string]authserver.User{"alice@example.com": {Password: "op-password-1"}},
+		KeyDir: t.TempDir(), AccessTTL: ttl,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	as.Routes(mux)
+	srv.Config.Handler = mux
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return issuer
+}
+
+// opToken runs the authorization code flow with PKCE against the
+// provider at issuer, as alice choosing agent reader.
+func opToken(t *testing.T, issuer string) *oauth2.Token {
+	t.Helper()
+	resp, err := http.Post(issuer+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["http://127.0.0.1:1/callback"],"client_name":"e2e-oauth"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&reg)
+	resp.Body.Close()
+	cfg := &oauth2.Config{ClientID: reg.ClientID, RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"mcp"},
+		Endpoint: oauth2.Endpoint{AuthURL: issuer + "/oauth2/authorize", TokenURL: issuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
+	verifier := oauth2.GenerateVerifier()
+	res, err := signIn(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)), "alice@example.com", "op-password-1", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cfg.Exchange(context.Background(), res.Code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestExternalIssuerIsARealOP(t *testing.T) {
+	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	resource := origin + "/mcp"
+	idp := startOP(t, resource, time.Minute)
+	elsewhere := startOP(t, "https://elsewhere.example/mcp", time.Minute) // trusted, for another resource
+	short := startOP(t, resource, time.Second)                            // trusted, tokens of one second
+	untrusted := startOP(t, resource, time.Minute)
+	trust := func(iss string) string {
+		return fmt.Sprintf("    - {issuer: %q, audience: %q, algorithms: [ES256], agent_claim: portcullis_agent}\n", iss, resource)
+	}
+	h := startGateway(t, fmt.Sprintf(`version: 1
+data_dir: DIR/data
+listen: {public_url: %q}
+policy: {paths: [DIR/policy.cedar]}
+agents: [{name: reader, roles: [demo]}]
+upstreams: [{name: demo, builtin: demo}]
+auth:
+  external:
+`, origin)+trust(idp)+trust(elsewhere)+trust(short), map[string]string{"policy.cedar": demoPolicy})
+	defer h.stop()
+	const list = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+
+	tok := opToken(t, idp)
+	if resp, body := h.post(tok.AccessToken, list, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the IdP's token answered %d: %s", resp.StatusCode, body)
+	}
+	s, err := h.connect(tok.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toolNames(t, s)
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeDecision && e.Agent == "reader" }); e == nil || e.User != "alice@example.com" {
+		t.Fatalf("decision not attributed to the mapped agent and user: %+v", e)
+	}
+
+	refused := func(what, raw string) {
+		t.Helper()
+		resp, _ := h.post(raw, list, nil)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+			t.Errorf("%s: %d %q", what, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+	refused("another audience", opToken(t, elsewhere).AccessToken)
+	refused("an issuer not trusted", opToken(t, untrusted).AccessToken)
+	expiring := opToken(t, short)
+	time.Sleep(1500 * time.Millisecond)
+	refused("expired", expiring.AccessToken)
+
+	// Revoked: the credential is the grant (sid), so a revocation outlives
+	// refreshes.
+	var claims struct {
+		SID string `json:"sid"`
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[1])
+	json.Unmarshal(payload, &claims)
+	if err := cli(t, h.cfg).Revoke(t.Context(), store.RevokeToken, extCredential(idp, "sid:"+claims.SID), "ops", "lost laptop"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(authn.RevocationRefresh + 100*time.Millisecond)
+	refused("revoked", tok.AccessToken)
+	if n := len(filterEvents(h.events(), func(e *audit.Event) bool {
+		return e.Type == audit.TypeAuthn && e.Code == reason.Unauthenticated
+	})); n < 4 {
+		t.Errorf("%d authn refusals audited, want at least 4", n)
+	}
+}
+
+func filterEvents(all []*audit.Event, f func(*audit.Event) bool) []*audit.Event {
+	var out []*audit.Event
+	for _, e := range all {
+		if f(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
