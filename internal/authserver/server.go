@@ -80,9 +80,12 @@ type Options struct {
 	AccessTTL, RefreshTTL time.Duration
 	// Scopes are scopes granted besides mcp and the OIDC ones.
 	Scopes []string
-	Log    *slog.Logger
-	Event  func(Event)
-	Now    func() time.Time
+	// Federation signs people in through the organisation's identity
+	// provider (nil: local users only).
+	Federation *Federation
+	Log        *slog.Logger
+	Event      func(Event)
+	Now        func() time.Time
 }
 
 // User is a person who may sign in: their password and the agents they
@@ -101,6 +104,7 @@ type Server struct {
 	keyID    string
 	failures *throttle // wrong passwords, by "u:"+user and "a:"+address
 	signups  *throttle // registrations by address
+	fed      *federation
 }
 
 // New returns a server; it loads (or creates) its signing key.
@@ -108,8 +112,8 @@ func New(o Options) (*Server, error) {
 	if o.Issuer == "" || o.Resource == "" {
 		return nil, errors.New("authorization server: issuer and resource are required")
 	}
-	if len(o.Users) == 0 || len(o.Agents) == 0 {
-		return nil, errors.New("authorization server: needs at least one user and one agent")
+	if (len(o.Users) == 0 && o.Federation == nil) || len(o.Agents) == 0 {
+		return nil, errors.New("authorization server: needs users or a federation, and at least one agent")
 	}
 	if o.AccessTTL <= 0 {
 		o.AccessTTL = DefaultAccessTTL
@@ -127,6 +131,10 @@ func New(o Options) (*Server, error) {
 		o.Now = time.Now
 	}
 	s := &Server{o: o, failures: newThrottle(o.Now), signups: newThrottle(o.Now)}
+	if f := o.Federation; f != nil {
+		s.fed = &federation{cfg: *f, redirect: o.Issuer + FederatedPath, http: &http.Client{Timeout: fedTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	}
 	var err error
 	if s.key, err = loadOrCreateKey(filepath.Join(o.KeyDir, KeyFile)); err != nil {
 		return nil, err
@@ -180,6 +188,8 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+RegisterPath, s.serveRegister)
 	mux.HandleFunc("GET "+LoginPath, s.serveLogin)
 	mux.HandleFunc("POST "+LoginPath, s.serveConsent)
+	mux.HandleFunc("POST "+FederatePath, s.serveFederate)
+	mux.HandleFunc("GET "+FederatedPath, s.serveFederated)
 	mux.Handle(pathPrefix+"authorize", defaultScope(s.op))
 	// Served by serveConsent instead: the provider's callback would give a
 	// code to whoever knows the request ID (the client does).
@@ -227,19 +237,25 @@ var page = template.Must(template.New("login").Parse(`<!doctype html>
 <h1>Portcullis</h1>
 <p><b>{{.Client}}</b> asks to use this gateway's tools for you, as an agent. It will return to <code>{{.Redirect}}</code>.</p>
 {{if .Error}}<p style="color:#a00">{{.Error}}</p>{{end}}
-<form method="post" action="{{.Action}}">
+{{if and .Federation (not .SignedIn)}}<form method="post" action="{{.FederateAction}}">
 <input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<p><button>Sign in with {{.Federation}}</button></p></form>{{end}}
+{{if or .SignedIn .Local}}<form method="post" action="{{.Action}}">
+<input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+{{if .SignedIn}}<p>Signed in as <b>{{.SignedIn}}</b>.</p>{{end}}
 <p><label>Act as agent <select name="agent">{{range .Agents}}<option>{{.}}</option>{{end}}</select></label></p>
 <p>Scopes: {{range .Scopes}}<code>{{.}}</code> {{end}}</p>
-<p><label>User <input name="user" autocomplete="username" required></label></p>
-<p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
+{{if not .SignedIn}}<p><label>User <input name="user" autocomplete="username" required></label></p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>{{end}}
 <p><button name="decision" value="allow">Allow</button> <button name="decision" value="deny" formnovalidate>Deny</button></p>
-</form></body></html>
+</form>{{end}}</body></html>
 `))
 
 type pageData struct {
 	ID, CSRF, Client, Redirect, Action, Error string
 	Agents, Scopes                            []string
+	FederateAction, Federation, SignedIn      string // the identity provider's host; who it signed in
+	Local                                     bool   // local users may sign in
 }
 
 // secureHeaders sets the page's headers; redirect is the origin the
@@ -260,14 +276,30 @@ func (s *Server) render(w http.ResponseWriter, status int, a *authRequest, msg s
 	if u, err := url.Parse(a.req.RedirectURI); err == nil {
 		redirect = u.Scheme + "://" + u.Host
 	}
-	secureHeaders(w, redirect)
+	// The forms' answers send the browser on to the client, or to the
+	// identity provider.
+	targets := redirect
+	if s.fed != nil {
+		if u, err := url.Parse(s.fed.cfg.Issuer); err == nil {
+			targets += " " + u.Scheme + "://" + u.Host
+		}
+	}
+	secureHeaders(w, targets)
 	c, _ := s.st.GetClientByClientID(context.Background(), a.req.ClientID)
 	name := "a client"
 	if cl, ok := c.(*client); ok {
 		name = cl.name
 	}
+	d := pageData{ID: a.id, CSRF: a.csrf, Client: name, Redirect: redirect, Action: LoginPath, Error: msg, Agents: s.o.Agents, Scopes: a.req.Scopes,
+		FederateAction: FederatePath, SignedIn: s.st.fedUserOf(a), Local: len(s.o.Users) > 0}
+	if s.fed != nil {
+		d.Federation = s.fed.cfg.Issuer
+		if u, err := url.Parse(s.fed.cfg.Issuer); err == nil {
+			d.Federation = u.Host
+		}
+	}
 	w.WriteHeader(status)
-	page.Execute(w, pageData{ID: a.id, CSRF: a.csrf, Client: name, Redirect: redirect, Action: LoginPath, Error: msg, Agents: s.o.Agents, Scopes: a.req.Scopes})
+	page.Execute(w, d)
 }
 
 func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
@@ -303,6 +335,10 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		op.AuthRequestError(w, r, a, oidc.ErrAccessDenied().WithDescription("the person denied access"), s.op)
 		return
 	}
+	if fu := s.st.fedUserOf(a); fu != "" {
+		s.consented(w, r, a, fu, r.PostForm.Get("agent"), s.o.Agents)
+		return
+	}
 	user, agent := r.PostForm.Get("user"), r.PostForm.Get("agent")
 	u, known := s.o.Users[user]
 	named := "" // the audit log names only configured people
@@ -330,6 +366,12 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	if len(allowed) == 0 {
 		allowed = s.o.Agents
 	}
+	s.consented(w, r, a, user, agent, allowed)
+}
+
+// consented completes request a for user, who chose agent among allowed.
+func (s *Server) consented(w http.ResponseWriter, r *http.Request, a *authRequest, user, agent string, allowed []string) {
+	id := a.id
 	if !slices.Contains(allowed, agent) || !slices.Contains(s.o.Agents, agent) {
 		s.render(w, http.StatusForbidden, a, "You may not let a client act as that agent.")
 		return
@@ -342,6 +384,13 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	// The code goes in the answer to the person's own POST, never through
 	// a URL a client could fetch (the provider's callback is not served).
 	op.AuthResponse(a, s.op, w, r.WithContext(op.ContextWithIssuer(r.Context(), s.o.Issuer)))
+}
+
+// fedUserOf is whom the identity provider signed in for a ("" if nobody).
+func (st *storage) fedUserOf(a *authRequest) string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return a.fedUser
 }
 
 // checkPassword compares in constant time whatever the name (an unknown

@@ -34,9 +34,11 @@ type authRequest struct {
 	created  time.Time
 	aud      []string // the resource: this server's tokens are for the gateway only
 	req      oidc.AuthRequest
-	csrf     string // the login form's anti-forgery token
-	attempts int    // failed sign-ins
-	opened   bool   // someone opened its sign-in page
+	csrf     string    // the login form's anti-forgery token
+	attempts int       // failed sign-ins
+	opened   bool      // someone opened its sign-in page
+	fed      fedSignIn // the sign-in at the identity provider in flight
+	fedUser  string    // the person the identity provider signed in
 
 	done     bool
 	user     string
@@ -107,11 +109,12 @@ type storage struct {
 	order    []string // client IDs, oldest first
 	refresh  map[string]*refreshToken
 	rotated  map[string]string // rotated-away refresh token -> family
+	fedState map[string]string // federated sign-in state -> request id
 }
 
 func newStorage(s *Server) *storage {
 	return &storage{s: s, requests: map[string]*authRequest{}, codes: map[string]string{},
-		clients: map[string]*client{}, refresh: map[string]*refreshToken{}, rotated: map[string]string{}}
+		clients: map[string]*client{}, refresh: map[string]*refreshToken{}, rotated: map[string]string{}, fedState: map[string]string{}}
 }
 
 // sweep forgets expired requests, codes and refresh tokens (st.mu held).
@@ -122,6 +125,7 @@ func (st *storage) sweep(now time.Time) {
 			if a.code != "" {
 				delete(st.codes, a.code)
 			}
+			delete(st.fedState, a.fed.state)
 		}
 	}
 	for t, r := range st.refresh {
@@ -225,6 +229,44 @@ func (st *storage) DeleteAuthRequest(_ context.Context, id string) error {
 	}
 	delete(st.requests, id)
 	return nil
+}
+
+// federate records the sign-in at the identity provider that request id
+// waits for (a new one replaces the previous).
+func (st *storage) federate(id string, in fedSignIn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	a, ok := st.requests[id]
+	if !ok {
+		return
+	}
+	delete(st.fedState, a.fed.state)
+	a.fed = in
+	st.fedState[in.state] = id
+}
+
+// federated consumes the sign-in with state, returning its request.
+func (st *storage) federated(state string) (*authRequest, fedSignIn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	id, ok := st.fedState[state]
+	delete(st.fedState, state)
+	a := st.requests[id]
+	if !ok || a == nil || a.done || st.s.now().Sub(a.created) > requestTTL {
+		return nil, fedSignIn{}
+	}
+	in := a.fed
+	a.fed = fedSignIn{}
+	return a, in
+}
+
+// signedIn records the person the identity provider vouched for.
+func (st *storage) signedIn(id, user string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if a := st.requests[id]; a != nil {
+		a.fedUser = user
+	}
 }
 
 // complete records the person's consent on request id.

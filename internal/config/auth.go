@@ -34,7 +34,10 @@ type Auth struct {
 // on the agent listener at the gateway's public URL.
 type AuthorizationServer struct {
 	// Users who may sign in, with their passwords (value references).
-	Users []LocalUser `json:"users"`
+	Users []LocalUser `json:"users,omitempty"`
+	// Federation signs people in through the organisation's identity
+	// provider (OpenID Connect) instead of, or besides, local passwords.
+	Federation *SignInFederation `json:"federation,omitempty"`
 	// Agents a person may let a client act as (required: an agent meant
 	// for SVIDs or task tokens is not offered to passwords by default).
 	Agents []string `json:"agents,omitempty"`
@@ -46,6 +49,18 @@ type AuthorizationServer struct {
 	// Optional (--dev only, not configurable): when the issuer cannot be
 	// known (a listener on port 0), serve without the server.
 	Optional bool `json:"-"`
+}
+
+// SignInFederation is the identity provider the built-in authorization
+// server signs people in with: the gateway is its client (authorization
+// code with PKCE; redirect URI <issuer of the built-in server>/oauth2/federated).
+type SignInFederation struct {
+	Issuer       string `json:"issuer"`
+	ClientID     string `json:"client_id"`
+	ClientSecret *Value `json:"client_secret,omitempty"`
+	// UserClaim names the person in the ID token (default email, else
+	// sub).
+	UserClaim string `json:"user_claim,omitempty"`
 }
 
 // LocalUser is a person of the built-in authorization server.
@@ -158,8 +173,21 @@ func (a Auth) validate(c *Config) []error {
 		}
 	}
 	if as := a.AuthorizationServer; as != nil {
-		if len(as.Users) == 0 {
-			add("auth.authorization_server.users: at least one is required")
+		if len(as.Users) == 0 && as.Federation == nil {
+			add("auth.authorization_server.users: at least one is required (or a federation)")
+		}
+		if f := as.Federation; f != nil {
+			if !SecureURL(f.Issuer) {
+				add("auth.authorization_server.federation.issuer: %q must be an https URL (http only on loopback)", f.Issuer)
+			}
+			if f.ClientID == "" {
+				add("auth.authorization_server.federation.client_id: required")
+			}
+			if f.ClientSecret != nil {
+				if err := f.ClientSecret.validate("client_secret"); err != nil {
+					add("auth.authorization_server.federation.client_secret: %v", err)
+				}
+			}
 		}
 		for i, u := range as.Users {
 			if u.Name == "" || len(u.Name) > 64 {

@@ -79,6 +79,8 @@ func TestParseRejects(t *testing.T) {
 		"as public http":         {"version: 1\nlisten: {public_url: 'http://gw.example.com'}\nauth: {authorization_server: {users: [{name: a, password: {from_env: P}}]}}\n", "must be https"},
 		"as any interface":       {"version: 1\nlisten: {address: '0.0.0.0:8470'}\nauth: {authorization_server: {users: [{name: a, password: {from_env: P}}]}}\n", "not on loopback"},
 		"as port zero":           {"version: 1\nlisten: {address: '127.0.0.1:0'}\nauth: {authorization_server: {users: [{name: a, password: {from_env: P}}]}}\n", "fixed port"},
+		"as federation http":     {"version: 1\nauth: {authorization_server: {agents: [], federation: {issuer: 'http://idp.example.com', client_id: c}}}\n", "federation.issuer"},
+		"as federation no id":    {"version: 1\nauth: {authorization_server: {federation: {issuer: 'https://idp.example.com'}}}\n", "federation.client_id: required"},
 		"as long access":         {"version: 1\nauth: {max_ttl: 1h, authorization_server: {users: [{name: a, password: {from_env: P}}], access_token_ttl: 2h}}\n", "not over auth.max_ttl"},
 		"oauth secret no issuer": {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {client_id: c, client_secret: {from_env: S}}}}]\n", "issuer: required with client_secret"},
 		"oauth plain http":       {"version: 1\nupstreams: [{name: a, http: {url: 'http://x.example.com/mcp', oauth: {}}}]\n", "must be https"},

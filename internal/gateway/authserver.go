@@ -48,13 +48,22 @@ func (g *Gateway) startAuthorizationServer(cfg *config.Config) (map[string]crypt
 			agents = append(agents, a.Name)
 		}
 	}
+	var fed *authserver.Federation
+	if f := as.Federation; f != nil {
+		fed = &authserver.Federation{Issuer: f.Issuer, ClientID: f.ClientID, UserClaim: f.UserClaim}
+		if f.ClientSecret != nil {
+			if fed.ClientSecret, err = f.ClientSecret.Resolve(cfg.Dir(), g.openSecret); err != nil {
+				return nil, fmt.Errorf("auth.authorization_server.federation: client secret: %w", err)
+			}
+		}
+	}
 	access := as.AccessTokenTTL.D()
 	if access == 0 {
 		access = min(authserver.DefaultAccessTTL, cfg.Auth.MaxTTL.D())
 	}
 	resource := issuer + "/mcp"
 	g.authServer, err = authserver.New(authserver.Options{
-		Issuer: issuer, Resource: resource, Agents: agents, Users: users,
+		Issuer: issuer, Resource: resource, Agents: agents, Users: users, Federation: fed,
 		KeyDir:    filepath.Join(g.dataDir, ops.KeysDir),
 		AccessTTL: access, RefreshTTL: as.RefreshTokenTTL.D(), Scopes: cfg.Auth.Scopes,
 		Log: g.log.With("component", "authorization-server"), Event: g.authServerEvent,

@@ -5,13 +5,19 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/authn"
@@ -151,4 +157,117 @@ func filterEvents(all []*audit.Event, f func(*audit.Event) bool) []*audit.Event 
 		}
 	}
 	return out
+}
+
+// TestBuiltinAuthorizationServerFederation: the built-in authorization
+// server signs people in through the organisation's IdP (a real OpenID
+// provider started by the test): an MCP client's person goes to the IdP,
+// comes back signed in, chooses the agent, and the client's token is for
+// that person.
+func TestBuiltinAuthorizationServerFederation(t *testing.T) {
+	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	idp := startOP(t, "https://ignored.example/mcp", time.Minute)
+	resp, err := http.Post(idp+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["`+origin+`/oauth2/federated"],"client_name":"Portcullis"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&reg)
+	resp.Body.Close()
+	h := startGateway(t, fmt.Sprintf(`version: 1
+data_dir: DIR/data
+listen: {public_url: %q}
+policy: {paths: [DIR/policy.cedar]}
+agents: [{name: reader, roles: [demo]}]
+upstreams: [{name: demo, builtin: demo}]
+auth:
+  authorization_server:
+    agents: [reader]
+    federation: {issuer: %q, client_id: %q}
+`, origin, idp, reg.ClientID), map[string]string{"policy.cedar": demoPolicy})
+	defer h.stop()
+
+	browser := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if r.URL.Path == "/callback" {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	form := func(page []byte) url.Values {
+		csrf, id := csrfRE.FindSubmatch(page), idRE.FindSubmatch(page)
+		if csrf == nil || id == nil {
+			t.Fatalf("no form in %s", page)
+		}
+		return url.Values{"id": {string(id[1])}, "csrf": {string(csrf[1])}}
+	}
+	handler, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		RedirectURL: "http://127.0.0.1:1/callback",
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{"http://127.0.0.1:1/callback"}, ClientName: "e2e-oauth", TokenEndpointAuthMethod: "none"}},
+		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			resp, err := browser.Get(args.URL) // the gateway's sign-in page: a button to the IdP
+			if err != nil {
+				return nil, err
+			}
+			page, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(page), "Sign in with") || strings.Contains(string(page), `name="password"`) {
+				t.Errorf("the sign-in page offers no federation, or a password: %s", page)
+			}
+			resp, err = browser.PostForm(origin+"/oauth2/federate", form(page)) // to the IdP's sign-in page
+			if err != nil {
+				return nil, err
+			}
+			page, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			f := form(page)
+			f.Set("user", "alice@example.com")
+			f.Set("password", "op-password-1")
+			f.Set("agent", "reader")
+			f.Set("decision", "allow")
+			resp, err = browser.PostForm(idp+"/oauth2/login", f) // back at the gateway, signed in
+			if err != nil {
+				return nil, err
+			}
+			page, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(page), "Signed in as <b>alice@example.com</b>") {
+				return nil, fmt.Errorf("not signed in at the gateway: %d %s", resp.StatusCode, page)
+			}
+			f = form(page)
+			f.Set("agent", "reader")
+			f.Set("decision", "allow")
+			resp, err = browser.PostForm(origin+"/oauth2/login", f)
+			if err != nil {
+				return nil, err
+			}
+			resp.Body.Close()
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || loc.Query().Get("code") == "" {
+				return nil, fmt.Errorf("consent answered %d %q", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			return &auth.AuthorizationResult{Code: loc.Query().Get("code"), State: loc.Query().Get("state"), Iss: loc.Query().Get("iss")}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "e2e-oauth", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: origin + "/mcp", OAuthHandler: handler, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("connect through federated sign-in: %v", err)
+	}
+	defer s.Close()
+	toolNames(t, s)
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeDecision && e.Agent == "reader" }); e == nil || e.User != "alice@example.com" {
+		t.Fatalf("decision not attributed to the person the IdP signed in: %+v", e)
+	}
+	// A forged return from the IdP signs nobody in.
+	if resp, err := http.Get(origin + "/oauth2/federated?code=x&state=forged"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a forged return answered %v %v", resp.StatusCode, err)
+	}
 }
