@@ -6,9 +6,15 @@
 # comes from ../shared/conformance (beside the checkout, as in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Chromium (Debian's) for the tests that drive pages in a real browser.
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+fi
 prefix=.cache/npm
 mkdir -p "$prefix"
-cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs "$prefix/"
+cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs testdata/npm/consent-browser.mjs "$prefix/"
 ref=../shared/conformance/reference-server/everything-server.ts
 if [ -f "$ref" ]; then
   mkdir -p "$prefix/conformance"

@@ -7,8 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,7 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -544,5 +549,93 @@ func TestServeDevOAuthWithTypeScriptClient(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("client output lacks %s:\n%s", want, got)
 		}
+	}
+}
+
+// TestServeDevConsentInARealBrowser: the sign-in and consent page of
+// `serve --dev` in a real browser (Debian's Chromium, driven by
+// Playwright): a person signs in, chooses the agent and allows; the
+// browser lands on the client's redirect URI with the code (under the
+// page's real Content-Security-Policy), and the client (the Go SDK's
+// OAuth handler) gets its token and lists the tools.
+func TestServeDevConsentInARealBrowser(t *testing.T) {
+	t.Parallel()
+	script, _ := filepath.Abs("../../.cache/npm/consent-browser.mjs")
+	for _, p := range []string{script, "/usr/bin/chromium"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s missing: run ./scripts/install-test-deps.sh", p)
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", freeAddr(t), "--admin-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	var endpoint, user, password string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && (endpoint == "" || password == "") {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 3 && f[0] == "MCP" && f[1] == "endpoint":
+			endpoint = f[2]
+		case len(f) >= 4 && f[0] == "user" && f[2] == "password":
+			user, password = strings.TrimSuffix(f[1], ","), f[3]
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if endpoint == "" || password == "" {
+		t.Fatalf("banner lacks the endpoint or the sign-in; stderr:\n%s", stderr.String())
+	}
+	// The client's redirect URI: where the browser lands with the code.
+	landed := make(chan url.Values, 1)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case landed <- r.URL.Query():
+		default:
+		}
+		io.WriteString(w, "you can close this window")
+	}))
+	defer cb.Close()
+	redirect := cb.URL + "/callback"
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	handler, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		RedirectURL: redirect,
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{redirect}, ClientName: "browser-e2e", TokenEndpointAuthMethod: "none"}},
+		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			out, err := exec.CommandContext(ctx, "node", script, args.URL, user, password, gateway.DevAgent).CombinedOutput()
+			t.Logf("browser: %s", out)
+			if err != nil {
+				return nil, fmt.Errorf("browser: %v: %s", err, out)
+			}
+			if strings.Contains(string(out), `"blocked":["`) {
+				t.Errorf("the browser refused something: %s", out)
+			}
+			select {
+			case q := <-landed:
+				return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "browser-e2e", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: endpoint, OAuthHandler: handler, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("connect after consent in the browser: %v\ngateway:\n%s", err, stderr.String())
+	}
+	defer s.Close()
+	res, err := s.ListTools(ctx, nil)
+	if err != nil || len(res.Tools) == 0 {
+		t.Fatalf("tools after consent: %v %v", res, err)
 	}
 }

@@ -83,9 +83,12 @@ type Options struct {
 	// Federation signs people in through the organisation's identity
 	// provider (nil: local users only).
 	Federation *Federation
-	Log        *slog.Logger
-	Event      func(Event)
-	Now        func() time.Time
+	// MetadataClient fetches client ID metadata documents (nil: public
+	// https addresses only; tests give their own).
+	MetadataClient *http.Client
+	Log            *slog.Logger
+	Event          func(Event)
+	Now            func() time.Time
 }
 
 // User is a person who may sign in: their password and the agents they
@@ -105,6 +108,7 @@ type Server struct {
 	failures *throttle // wrong passwords, by "u:"+user and "a:"+address
 	signups  *throttle // registrations by address
 	fed      *federation
+	cimd     *cimd
 }
 
 // New returns a server; it loads (or creates) its signing key.
@@ -131,6 +135,10 @@ func New(o Options) (*Server, error) {
 		o.Now = time.Now
 	}
 	s := &Server{o: o, failures: newThrottle(o.Now), signups: newThrottle(o.Now)}
+	s.cimd = &cimd{s: s, http: o.MetadataClient, cache: map[string]cimdEntry{}}
+	if s.cimd.http == nil {
+		s.cimd.http = publicOnly()
+	}
 	if f := o.Federation; f != nil {
 		s.fed = &federation{cfg: *f, redirect: o.Issuer + FederatedPath, http: &http.Client{Timeout: fedTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -225,9 +233,14 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	// Not served here.
 	d.IntrospectionEndpoint, d.EndSessionEndpoint, d.DeviceAuthorizationEndpoint, d.CheckSessionIframe = "", "", "", ""
 	d.ScopesSupported = append([]string{ScopeMCP, oidc.ScopeOfflineAccess}, s.o.Scopes...)
+	// Fields the provider's type does not know.
+	b, _ := json.Marshal(d)
+	var doc map[string]any
+	json.Unmarshal(b, &doc)
+	doc["client_id_metadata_document_supported"] = true
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
-	json.NewEncoder(w).Encode(d)
+	json.NewEncoder(w).Encode(doc)
 }
 
 // page is the sign-in and consent page.

@@ -446,6 +446,13 @@ func (st *storage) GetClientByClientID(ctx context.Context, id string) (op.Clien
 	if ok {
 		return c, nil
 	}
+	if isCIMD(id) {
+		c, err := st.s.cimd.get(ctx, id)
+		if err != nil {
+			return nil, oidc.ErrInvalidClient().WithDescription("%s", err.Error())
+		}
+		return c, nil
+	}
 	return nil, oidc.ErrInvalidClient().WithDescription("unknown client")
 }
 
