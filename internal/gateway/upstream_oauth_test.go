@@ -150,8 +150,9 @@ func (as *testAS) verify(resource string) auth.TokenVerifier {
 }
 
 // protectedUpstream is an MCP server (the Go SDK's) that needs a token
-// from as, with a tool saying whose token it got.
-func protectedUpstream(t *testing.T, as *testAS) string {
+// from as, with a tool saying whose token it got; seen collects every
+// Authorization header it received.
+func protectedUpstream(t *testing.T, as *testAS, seen *[]string, mu *sync.Mutex) string {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "protected"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "whoami"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: req.Extra.TokenInfo.UserID}}}, nil, nil
@@ -164,9 +165,17 @@ func protectedUpstream(t *testing.T, as *testAS) string {
 		Resource: resource, AuthorizationServers: []string{as.srv.URL},
 	}))
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
-	mux.Handle("/mcp", auth.RequireBearerToken(as.verify(resource), &auth.RequireBearerTokenOptions{
+	protected := auth.RequireBearerToken(as.verify(resource), &auth.RequireBearerTokenOptions{
 		ResourceMetadataURL: ts.URL + "/.well-known/oauth-protected-resource/mcp",
-	})(h))
+	})(h)
+	mux.Handle("/mcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			mu.Lock()
+			*seen = append(*seen, a)
+			mu.Unlock()
+		}
+		protected.ServeHTTP(w, r)
+	}))
 	return resource
 }
 
@@ -205,7 +214,9 @@ func elicitedURL(t *testing.T, err error) string {
 
 func TestUpstreamOAuthPerUser(t *testing.T) {
 	as := newTestAS(t)
-	up := protectedUpstream(t, as)
+	var seen []string
+	var seenMu sync.Mutex
+	up := protectedUpstream(t, as, &seen, &seenMu)
 	h := startGateway(t, fmt.Sprintf(`version: 1
 data_dir: DIR/data
 policy: {paths: [DIR/allow.cedar]}
@@ -306,6 +317,18 @@ upstreams:
 	for _, e := range h.events() {
 		if b, _ := json.Marshal(e); strings.Contains(string(b), "at-alice") || strings.Contains(string(b), "rt-alice") {
 			t.Fatalf("a token reached the audit log: %s", b)
+		}
+	}
+	// The upstream saw the gateway's tokens from its authorization server,
+	// never an agent's credential.
+	seenMu.Lock()
+	defer seenMu.Unlock()
+	if len(seen) == 0 {
+		t.Fatal("the upstream saw no token")
+	}
+	for _, a := range seen {
+		if !strings.HasPrefix(a, "Bearer at-") {
+			t.Errorf("the upstream received %q, not a token of its authorization server", a)
 		}
 	}
 }
