@@ -33,6 +33,8 @@ const (
 	TypeSessionLabel Type = "session_label"     // a session acquired data-flow labels from what it read
 	TypeScreening    Type = "screening"         // content screening acted on a message (redacted, ...)
 	TypeUpstreamAuth Type = "upstream_auth"     // the gateway asked for, obtained or failed an upstream's OAuth authorization
+	TypeAlert        Type = "alert"             // an agent deviated from its declared baseline
+	TypeResponse     Type = "response"          // a response step taken for an alert (containment, revocation)
 )
 
 // Outcome is how an event ended.
@@ -92,6 +94,10 @@ type Event struct {
 	// Labels are the session's data-flow labels when it was decided (for a
 	// decision), or the labels it just acquired (for session_label).
 	Labels []string `json:"labels,omitempty"`
+	// Severity and Techniques qualify an alert: low, medium or high, and
+	// the MITRE ATT&CK / ATLAS technique IDs it may indicate.
+	Severity   string   `json:"severity,omitempty"`
+	Techniques []string `json:"techniques,omitempty"`
 	// Input keeps what a policy decision needs for replay.
 	Input *Input `json:"input,omitempty"`
 }

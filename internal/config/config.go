@@ -58,6 +58,9 @@ type Config struct {
 	Audit     Audit     `json:"audit,omitempty"`
 	Telemetry Telemetry `json:"telemetry,omitempty"`
 	Approvals Approvals `json:"approvals,omitempty"`
+	// Detection watches agents against their declared baselines and
+	// answers deviations.
+	Detection Detection `json:"detection,omitempty"`
 	Log       Log       `json:"log,omitempty"`
 	// Screening decides what happens to content detections.
 	Screening Screening `json:"screening,omitempty"`
@@ -503,6 +506,7 @@ func (c *Config) Validate() error {
 		add("listen.tls: cert_file and key_file go together, with enabled: true")
 	}
 	errs = append(errs, c.Auth.validate(c)...)
+	errs = append(errs, c.Detection.validate(c)...)
 	errs = append(errs, c.Limits.validate()...)
 	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
 		add("policy.require_signed: needs policy.signature and policy.trusted_keys")

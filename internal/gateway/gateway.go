@@ -26,6 +26,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/budget"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
@@ -63,6 +64,7 @@ type Gateway struct {
 	trust    *authn.Trust
 	proxy    *mcpproxy.Proxy
 	oauth    *oauthclient.Broker // the gateway as OAuth client of upstreams
+	detector *detect.Detector    // behavioural monitoring (declared baselines)
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics
@@ -204,9 +206,10 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("screening: %w", err)
 	}
+	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Decider:         decider{Engine: g.engine, grants: g.grants},
-		Recorder:        g.recorder,
+		Recorder:        detecting{g.recorder, g},
 		Metrics:         g.metrics,
 		Limits:          cfg.Limits,
 		SyncBeforeRelay: cfg.Audit.Sync == config.SyncBeforeRelay,

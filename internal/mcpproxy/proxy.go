@@ -125,6 +125,7 @@ type Proxy struct {
 	opts      Options
 	upstreams []*Upstream
 	sessions  sessionTable
+	contained containment // the response's hold on sessions and agents
 	problems  problemLog
 	hosts     hostCheck
 	timer     stageTimer

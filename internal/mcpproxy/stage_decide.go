@@ -18,6 +18,11 @@ import (
 // untrusted output, what screening found, the task's budget. A decision
 // that needs a human holds the call until a reviewer decides.
 func decide(p *Proxy, ctx context.Context, c *call) error {
+	if c.method == "tools/call" {
+		if err := p.contain(c, &c.target); err != nil {
+			return err
+		}
+	}
 	in := &policy.Input{
 		Principal: c.principal, Action: c.event.Action, Target: c.target, Arguments: c.cedarArgs,
 		RequestID: c.requestID, SessionID: c.s.id, Method: c.method, BudgetLeft: c.budgetLeft,

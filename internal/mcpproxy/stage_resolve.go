@@ -29,7 +29,7 @@ func admit(p *Proxy, ctx context.Context, c *call) error {
 	}
 	c.onRelease(func() { s.calls.Add(-1) })
 	s.touch()
-	return nil
+	return p.contain(c, nil)
 }
 
 // resolved notes the target in the call and its audit record.

@@ -48,6 +48,9 @@ const (
 	OutsideTask   Code = "outside_task_scope"
 	TaskExhausted Code = "task_budget_exhausted"
 
+	// The response to an alert holds the session back (detection).
+	Contained Code = "contained"
+
 	// The gateway itself.
 	AuditUnavailable Code = "audit_unavailable"
 	Internal         Code = "internal_error"
@@ -69,7 +72,7 @@ var AgentVisible = []Code{
 	MessageTooLarge, MessageTooDeep, BatchTooLarge, Malformed, MethodNotAllowed, HostNotAllowed,
 	NoPermit, Forbidden, PolicyError, ApprovalRequired, ApprovalDenied, ApprovalTimeout,
 	UnknownTarget, BadArguments, ArgumentsTooLarge, ScreeningBlocked, UnknownTask,
-	RateLimited, BreakerOpen, OutsideTask, TaskExhausted,
+	RateLimited, BreakerOpen, OutsideTask, TaskExhausted, Contained,
 	AuditUnavailable, Internal,
 	UpstreamUnavailable, UpstreamBusy, UpstreamTimeout, UpstreamError, UpstreamAuthorizationRequired, ResultTooLarge, Cancelled,
 }

@@ -17,6 +17,17 @@ const (
 	UpstreamAuthorized             Code = "upstream_authorized"
 	UpstreamAuthorizationFailed    Code = "upstream_authorization_failed"
 
+	// Detection and response (alert, response): the alert's class, the
+	// step taken.
+	AlertUnexpectedTool Code = "unexpected_tool"
+	AlertDenialBurst    Code = "denial_burst"
+	AlertRate           Code = "rate"
+	AlertOffHours       Code = "off_hours"
+	ResponseFlag        Code = "flag"
+	ResponseReadOnly    Code = "read_only"
+	ResponseTerminate   Code = "terminate_session"
+	ResponseRevokeAgent Code = "revoke_agent"
+
 	// Credentials (token_issued).
 	TaskStarted   Code = "task_started"
 	IntentIssued  Code = "intent_issued"

@@ -1,0 +1,101 @@
+package detect
+
+import (
+	"testing"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+)
+
+func call(at time.Time, agent, session, tool string, denied bool) *audit.Event {
+	o := audit.OutcomeAllow
+	if denied {
+		o = audit.OutcomeDeny
+	}
+	e := audit.New(audit.TypeDecision, o, "", at, audit.Subject{Agent: agent, SessionID: session})
+	e.Action, e.Target = "call_tool", tool
+	return e
+}
+
+func classes(as []Alert) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.Class)
+	}
+	return out
+}
+
+func TestBaselines(t *testing.T) {
+	paris, _ := time.LoadLocation("Europe/Paris")
+	d := New([]Baseline{
+		{Role: "ops", Tools: []string{"demo__read_*"}, ActiveFrom: 8 * 60, ActiveTo: 18 * 60, Location: paris, Source: "b0"},
+		{Agent: "night", ActiveFrom: 22 * 60, ActiveTo: 6 * 60, Location: time.UTC, Source: "b1"},
+	})
+	noon := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC) // 12:00 in Paris
+	if got := d.Observe(call(noon, "a", "s1", "demo__read_file", false), []string{"ops"}); len(got) != 0 {
+		t.Fatalf("a normal call raised %v", classes(got))
+	}
+	if got := d.Observe(call(noon, "b", "s2", "demo__read_file", false), nil); len(got) != 0 {
+		t.Fatalf("an agent without a baseline raised %v", classes(got))
+	}
+	late := time.Date(2026, 11, 30, 19, 30, 0, 0, time.UTC) // 20:30 in Paris
+	if got := classes(d.Observe(call(late, "a", "s1", "demo__read_file", false), []string{"ops"})); len(got) != 1 || got[0] != OffHours {
+		t.Fatalf("off hours: %v", got)
+	}
+	// Across midnight: 23:00 and 05:00 are active, 12:00 is not.
+	for _, tc := range []struct {
+		at  time.Time
+		off bool
+	}{{time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC), false}, {time.Date(2026, 12, 1, 5, 0, 0, 0, time.UTC), false}, {noon, true}} {
+		got := d.Observe(call(tc.at, "night", "n-"+tc.at.String(), "x__y", false), nil)
+		if (len(got) == 1) != tc.off {
+			t.Errorf("night agent at %s: %v", tc.at, classes(got))
+		}
+	}
+	// Five denials in a minute are a burst, raised once per session and
+	// class within suppressFor; the unexpected tools too.
+	var all []string
+	for i := range 7 {
+		all = append(all, classes(d.Observe(call(noon.Add(time.Duration(i)*time.Second), "a", "s3", "demo__send_message", true), []string{"ops"}))...)
+	}
+	want := map[string]int{UnexpectedTool: 1, DenialBurst: 1}
+	got := map[string]int{}
+	for _, c := range all {
+		got[c]++
+	}
+	if got[UnexpectedTool] != want[UnexpectedTool] || got[DenialBurst] != want[DenialBurst] || len(all) != 2 {
+		t.Fatalf("burst: %v", all)
+	}
+	if g := d.Observe(call(noon.Add(6*time.Minute), "a", "s3", "demo__send_message", false), []string{"ops"}); len(g) != 1 || g[0].Class != UnexpectedTool || len(g[0].Techniques) == 0 {
+		t.Fatalf("after suppressFor the alert is raised again: %v", classes(g))
+	}
+}
+
+func TestRate(t *testing.T) {
+	d := New([]Baseline{{Agent: "a", CallsPerMinute: 3, Location: time.UTC}})
+	t0 := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)
+	var got []string
+	for i := range 4 {
+		got = append(got, classes(d.Observe(call(t0.Add(time.Duration(i)*time.Second), "a", "s", "x__y", false), nil))...)
+	}
+	if len(got) != 1 || got[0] != Rate {
+		t.Fatalf("4 calls in a minute over 3: %v", got)
+	}
+	// A minute later the window is clear.
+	if g := d.Observe(call(t0.Add(2*time.Minute), "a", "s2", "x__y", false), nil); len(g) != 0 {
+		t.Fatalf("after the window: %v", classes(g))
+	}
+}
+
+// BenchmarkObserve is the detector's cost on the hot path: one call
+// decision of an agent with a baseline.
+func BenchmarkObserve(b *testing.B) {
+	d := New([]Baseline{{Agent: "a", Tools: []string{"demo__read_*", "demo__list_files"}, CallsPerMinute: 1 << 30, ActiveFrom: 0, ActiveTo: 0, Location: time.UTC}})
+	t0 := time.Now()
+	e := call(t0, "a", "s", "demo__read_file", false)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		e.Time = t0.Add(time.Duration(i) * time.Microsecond)
+		d.Observe(e, nil)
+	}
+}

@@ -1,0 +1,105 @@
+package mcpproxy
+
+import (
+	"sync"
+
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+)
+
+// Containment is how far a session (or every session of an agent) is
+// held back by the response to an alert.
+type Containment int
+
+// Containment levels, weakest first.
+const (
+	NotContained Containment = iota
+	// ReadOnly: only tools classified read_only may be called.
+	ReadOnly
+	// Terminated: every request is refused.
+	Terminated
+)
+
+// containment holds the levels by session ID and by agent (bounded: a
+// session's entry goes with the session table's sweep of closed sessions
+// at the latest when the process restarts; agents are few).
+type containment struct {
+	mu       sync.RWMutex
+	sessions map[string]Containment
+	agents   map[string]Containment
+}
+
+// maxContained bounds the sessions held back at once (beyond it, the
+// oldest are not forgotten: the newest is refused the lighter level and
+// gets Terminated, failing closed).
+const maxContained = 100_000
+
+// Contain holds back session (or, with session "", every session of
+// agent) at level from its next message on; a level never weakens this
+// way (Release does).
+func (p *Proxy) Contain(session, agent string, level Containment) {
+	c := &p.contained
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sessions == nil {
+		c.sessions, c.agents = map[string]Containment{}, map[string]Containment{}
+	}
+	if session == "" {
+		c.agents[agent] = max(c.agents[agent], level)
+		return
+	}
+	if len(c.sessions) >= maxContained {
+		level = Terminated
+	}
+	c.sessions[session] = max(c.sessions[session], level)
+}
+
+// Release lifts the containment of session (or of agent with session "").
+func (p *Proxy) Release(session, agent string) {
+	c := &p.contained
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if session == "" {
+		delete(c.agents, agent)
+		return
+	}
+	delete(c.sessions, session)
+}
+
+// containmentOf is the level that holds the session back.
+func (p *Proxy) containmentOf(session, agent string) Containment {
+	c := &p.contained
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.sessions == nil {
+		return NotContained
+	}
+	return max(c.sessions[session], c.agents[agent])
+}
+
+// contain refuses what the session's containment forbids: everything
+// when terminated; when read-only, calls of tools not classified
+// read_only only (t is the call's target; nil for other requests).
+func (p *Proxy) contain(c *call, t *policy.Target) error {
+	if c.s == nil || c.principal == nil {
+		return nil
+	}
+	switch p.containmentOf(c.s.id, c.principal.Agent) {
+	case Terminated:
+		return deny(reason.Contained).withDetail("the session is contained: terminated by the response to an alert")
+	case ReadOnly:
+		if t != nil && !readOnly(*t) {
+			return deny(reason.Contained).withDetail("the session is contained: read-only tools only, by the response to an alert")
+		}
+	}
+	return nil
+}
+
+// readOnly reports whether t is classified read_only and nothing else.
+func readOnly(t policy.Target) bool {
+	classes := t.Classes
+	if len(classes) == 0 {
+		classes = policy.Classify(t)
+	}
+	return len(classes) == 1 && classes[0] == "read_only"
+}
