@@ -39,6 +39,7 @@ func (s *Server) OperatorHandler() http.Handler {
 	mux.HandleFunc("POST /v1/tasks", a.startTask)
 	mux.HandleFunc("POST /v1/intents", a.issueIntent)
 	mux.HandleFunc("GET /v1/upstreams/authorizations", a.listAuthorizations)
+	mux.HandleFunc("POST /v1/containment/release", a.releaseContainment)
 	return a.authenticate(mux)
 }
 
@@ -64,6 +65,25 @@ func (a *adminAPI) authenticate(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxAdminBody)
 		next.ServeHTTP(w, r.WithContext(contextWith(r, name)))
 	})
+}
+
+// releaseContainment undoes the response's hold on a session or an agent
+// (a revocation is undone by `portcullis revoke`'s own record, not here).
+func (a *adminAPI) releaseContainment(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Session string `json:"session"`
+		Agent   string `json:"agent"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if (req.Session == "") == (req.Agent == "") || a.s.release == nil {
+		writeError(w, http.StatusBadRequest, "give session or agent")
+		return
+	}
+	a.s.release(req.Session, req.Agent, adminOf(r))
+	writeJSONResponse(w, http.StatusOK, map[string]any{"released": true, "by": adminOf(r)})
 }
 
 // listAuthorizations lists the upstream authorizations waiting for an

@@ -56,7 +56,10 @@ type Options struct {
 	// Authorizations lists the upstream authorizations waiting for an
 	// operator (nil: none can).
 	Authorizations func() any
-	Log            *slog.Logger
+	// Release lifts the response's containment of a session (or, with
+	// session "", of an agent's sessions); by is the admin.
+	Release func(session, agent, by string)
+	Log     *slog.Logger
 }
 
 // Server serves the endpoints.
@@ -72,13 +75,14 @@ type Server struct {
 	decider Decider
 	budgets Budgets
 	authzs  func() any
+	release func(session, agent, by string)
 	log     *slog.Logger
 }
 
 // New returns a server over o.
 func New(o Options) *Server {
 	return &Server{cfg: o.Config, ops: o.Ops, key: o.Key, ca: o.CA, authn: o.Authn, revs: o.Revocations,
-		store: o.Enrolment, rec: o.Recorder, decider: o.Decider, budgets: o.Budgets, authzs: o.Authorizations, log: o.Log}
+		store: o.Enrolment, rec: o.Recorder, decider: o.Decider, budgets: o.Budgets, authzs: o.Authorizations, release: o.Release, log: o.Log}
 }
 
 // AgentRoutes registers the agent listener's endpoints on mux.

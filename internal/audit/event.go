@@ -35,6 +35,8 @@ const (
 	TypeUpstreamAuth Type = "upstream_auth"     // the gateway asked for, obtained or failed an upstream's OAuth authorization
 	TypeAlert        Type = "alert"             // an agent deviated from its declared baseline
 	TypeResponse     Type = "response"          // a response step taken for an alert (containment, revocation)
+	TypeTriage       Type = "triage"            // the first-pass triage of an alert: verdict, confidence, recommendation
+	TypeAlertState   Type = "alert_state"       // a person acknowledged or resolved an alert
 )
 
 // Outcome is how an event ended.
@@ -98,6 +100,9 @@ type Event struct {
 	// the MITRE ATT&CK / ATLAS technique IDs it may indicate.
 	Severity   string   `json:"severity,omitempty"`
 	Techniques []string `json:"techniques,omitempty"`
+	// Alert is the alert an alert, triage, response or alert_state event
+	// is about (its ID).
+	Alert string `json:"alert_id,omitempty"`
 	// Input keeps what a policy decision needs for replay.
 	Input *Input `json:"input,omitempty"`
 }

@@ -21,6 +21,7 @@
 package detect
 
 import (
+	"crypto/rand"
 	"fmt"
 	"path"
 	"slices"
@@ -84,6 +85,7 @@ type Baseline struct {
 
 // Alert is a deviation from a baseline.
 type Alert struct {
+	ID                 string // unique: "al-..."
 	Class, Severity    string
 	Time               time.Time
 	Agent, User, Task  string
@@ -170,7 +172,7 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 			return
 		}
 		d.lastSeen[key] = now
-		out = append(out, Alert{Class: class, Severity: severity[class], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
+		out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: class, Severity: severity[class], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
 			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target,
 			Techniques: Techniques[class], Evidence: evidence, Baseline: b.Source})
 	}

@@ -99,3 +99,26 @@ func BenchmarkObserve(b *testing.B) {
 		d.Observe(e, nil)
 	}
 }
+
+func TestTriage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		a     Alert
+		ev    Evidence
+		want  string
+		reply string
+	}{
+		{"hijacked after injection", Alert{Class: UnexpectedTool}, Evidence{Findings: []string{"prompt_injection"}}, Malicious, "revoke_agent"},
+		{"probing after untrusted input", Alert{Class: DenialBurst}, Evidence{Labels: []string{"untrusted_input"}}, Malicious, "revoke_agent"},
+		{"several deviations", Alert{Class: Rate}, Evidence{RelatedAlerts: []string{UnexpectedTool}}, Malicious, "terminate_session"},
+		{"a late worker", Alert{Class: OffHours}, Evidence{Decisions: 3}, Benign, "flag"},
+		{"late with denials", Alert{Class: OffHours}, Evidence{Decisions: 3, Denied: 2}, Suspicious, "read_only"},
+		{"a burst alone", Alert{Class: DenialBurst}, Evidence{Decisions: 9, Denied: 6}, Suspicious, "terminate_session"},
+		{"one unexpected tool", Alert{Class: UnexpectedTool}, Evidence{Decisions: 1}, Suspicious, "read_only"},
+	} {
+		r := Triage(tc.a, tc.ev)
+		if r.Verdict != tc.want || r.Recommended != tc.reply || len(r.Reasons) == 0 || r.Confidence <= 0 {
+			t.Errorf("%s: %+v", tc.name, r)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -71,12 +72,84 @@ func (g *Gateway) observe(e *audit.Event) {
 	for _, al := range g.detector.Observe(e, roles) {
 		ev := audit.New(audit.TypeAlert, audit.OutcomeInfo, reason.Code(al.Class), al.Time,
 			audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
-		ev.Target, ev.Severity, ev.Techniques = al.Target, al.Severity, al.Techniques
+		ev.Target, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Severity, al.Techniques, al.ID
 		ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
 		g.submit(ev)
-		g.log.Warn("alert", "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
+		g.metrics.Alert(al.Class, al.Severity)
+		g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
 		g.respond(al)
+		go g.triage(al)
 	}
+}
+
+// triage is every alert's first pass, off the hot path: it gathers the
+// session's recent record and the agent's other alerts from the log and
+// writes the disposition as a triage event.
+func (g *Gateway) triage(al detect.Alert) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ev detect.Evidence
+	tools := map[string]bool{}
+	if al.Session != "" {
+		rows, err := g.store.Events(ctx, store.EventQuery{SessionID: al.Session, Types: []string{string(audit.TypeDecision), string(audit.TypeSessionLabel), string(audit.TypeScreening)}, Limit: 200, Last: true})
+		if err != nil {
+			g.log.Error("triage: the session's record unreadable", "alert", al.ID, "err", err)
+		}
+		for _, r := range rows {
+			e, err := audit.Decode(r)
+			if err != nil {
+				continue
+			}
+			switch e.Type {
+			case audit.TypeDecision:
+				ev.Decisions++
+				if e.Outcome == audit.OutcomeDeny {
+					ev.Denied++
+				}
+				if e.Action == "call_tool" {
+					tools[e.Target] = true
+				}
+			case audit.TypeSessionLabel:
+				ev.Labels = append(ev.Labels, e.Labels...)
+			case audit.TypeScreening:
+				for _, cat := range []string{"prompt_injection", "secret", "personal_data", "exfiltration"} {
+					if strings.Contains(e.Detail, cat) && !slices.Contains(ev.Findings, cat) {
+						ev.Findings = append(ev.Findings, cat)
+					}
+				}
+			}
+		}
+	}
+	for t := range tools {
+		ev.Tools = append(ev.Tools, t)
+	}
+	slices.Sort(ev.Tools)
+	rows, _ := g.store.Events(ctx, store.EventQuery{Agent: al.Agent, Types: []string{string(audit.TypeAlert)}, Limit: 100, Last: true})
+	for _, r := range rows {
+		if e, err := audit.Decode(r); err == nil && e.Alert != al.ID && al.Time.Sub(e.Time) < time.Hour {
+			ev.RelatedAlerts = append(ev.RelatedAlerts, string(e.Code))
+		}
+	}
+	rep := detect.Triage(al, ev)
+	te := audit.New(audit.TypeTriage, audit.OutcomeInfo, reason.Code(rep.Verdict), time.Now(),
+		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
+	te.Alert, te.Severity = al.ID, al.Severity
+	te.Detail = fmt.Sprintf("%s. Evidence: %d decisions (%d denied), tools %v, labels %v, findings %v, related alerts %v",
+		rep.Summary(), ev.Decisions, ev.Denied, ev.Tools, ev.Labels, ev.Findings, ev.RelatedAlerts)
+	g.submit(te)
+	g.metrics.Triaged(rep.Verdict, time.Since(al.Time))
+}
+
+// release lifts a containment (an operator's undo), audited in their name.
+func (g *Gateway) release(session, agent, by string) {
+	if session != "" {
+		g.proxy.Release(session, "")
+	} else {
+		g.proxy.Release("", agent)
+	}
+	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseReleased, time.Now(), audit.Subject{Agent: agent, SessionID: session})
+	ev.Detail = "containment lifted by " + by
+	g.submit(ev)
 }
 
 // actions orders the response actions by strength.
@@ -101,6 +174,7 @@ func (g *Gateway) respond(al detect.Alert) {
 	}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(),
 		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
+	ev.Alert = al.ID
 	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
 	switch step {
 	case "read_only":
@@ -118,4 +192,5 @@ func (g *Gateway) respond(al detect.Alert) {
 		}()
 	}
 	g.submit(ev)
+	g.metrics.Contained(step, time.Since(al.Time))
 }

@@ -2,11 +2,15 @@ package gateway
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
@@ -16,7 +20,7 @@ import (
 // a session that calls faster than declared raises a rate alert and is
 // held to read-only tools; other sessions are untouched.
 func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
-	h := startGateway(t, demoConfig+`detection:
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: soc}]\nagents:", 1)+`detection:
   baselines:
     - {agent: mailer, tools: ["demo__read_file", "demo__list_files"], calls_per_minute: 4}
   response:
@@ -63,5 +67,64 @@ func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
 	s3 := h.mustConnect("reader")
 	if _, err := s3.CallTool(ctx, read); err != nil {
 		t.Fatalf("another agent: %v", err)
+	}
+
+	// Every alert gets its first-pass triage (off the hot path), listed
+	// with it: the two above, and the contained session's attempt at the
+	// unexpected tool; a person acknowledges and resolves one.
+	o := cli(t, h.cfg)
+	triaged := func(vs []*ops.AlertView) bool {
+		for _, v := range vs {
+			if v.Triage == nil {
+				return false
+			}
+		}
+		return true
+	}
+	var views []*ops.AlertView
+	for i := 0; i < 100; i++ {
+		if views, _ = o.Alerts(ctx, "open", 0); len(views) == 3 && triaged(views) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(views) != 3 || !triaged(views) || views[2].Alert.Code != reason.AlertUnexpectedTool || len(views[2].Responses) == 0 {
+		t.Fatalf("open alerts with triage: %d", len(views))
+	}
+	views = views[1:] // the rate alert and the first session's
+	for _, v := range views {
+		if v.Triage.Code != reason.VerdictSuspicious && v.Triage.Code != reason.VerdictMalicious {
+			t.Errorf("%s triaged %s: %s", v.Alert.Code, v.Triage.Code, v.Triage.Detail)
+		}
+	}
+	id := views[1].Alert.Alert
+	if err := o.SetAlertState(ctx, id, ops.AlertAcknowledged, "soc", "looking"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetAlertState(ctx, id, ops.AlertResolved, "soc", "contained, agent fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetAlertState(ctx, id, ops.AlertAcknowledged, "soc", ""); err == nil {
+		t.Error("a resolved alert was acknowledged again")
+	}
+	if v, _ := o.ShowAlert(ctx, id); v == nil || v.State != ops.AlertResolved || !strings.Contains(v.Describe(), "contained, agent fixed") {
+		t.Errorf("resolved alert: %+v", v)
+	}
+
+	// An operator lifts the containment of the first session (undo).
+	admin, _, err := o.IssueAdminToken(ctx, "soc", time.Minute, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := views[1].Alert.SessionID
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.g.AdminAddr()+"/v1/containment/release", strings.NewReader(`{"session":"`+sid+`"}`))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("release: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	if _, err := s1.CallTool(ctx, read); err != nil {
+		t.Fatalf("the released session: %v", err)
 	}
 }

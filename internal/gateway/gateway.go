@@ -264,6 +264,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Config: cfg, Ops: g.ops, Key: g.key, CA: g.ca, Authn: g.authn, Revocations: g.revs, Enrolment: g.store,
 		Recorder: g.recorder, Decider: g.engine, Budgets: g.proxy, Log: g.log.With("component", "admin"),
 		Authorizations: func() any { return g.oauth.Pending(false) },
+		Release:        g.release,
 	})
 	g.metrics.WatchSlots(g.proxy.SlotUse)
 	return g, nil

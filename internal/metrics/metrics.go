@@ -30,6 +30,9 @@ type Metrics struct {
 	queueWait   *prometheus.HistogramVec
 	agentWait   *prometheus.CounterVec
 	shed        *prometheus.CounterVec
+	alerts      *prometheus.CounterVec
+	triage      *prometheus.HistogramVec
+	contained   *prometheus.HistogramVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -90,15 +93,40 @@ func New() *Metrics {
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_upstream_shed_total", Help: "Calls refused for want of a slot with the upstream, by upstream, agent and reason (queue_full, queue_timeout).",
 		}, []string{"upstream", "agent", "reason"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_alerts_total", Help: "Alerts raised, by class and severity (detection speed: alerts are raised on the decision that deviates).",
+		}, []string{"class", "severity"}),
+		triage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_alert_triage_seconds", Help: "Time from an alert to its first-pass triage (every alert is triaged automatically), by verdict.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 8),
+		}, []string{"verdict"}),
+		contained: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_alert_response_seconds", Help: "Dwell time: from the anomalous decision to the response step taken, by action.",
+			Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
+		}, []string{"action"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
 		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions, m.auditSyncs,
-		m.queueWait, m.agentWait, m.shed,
+		m.queueWait, m.agentWait, m.shed, m.alerts, m.triage, m.contained,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // Handler serves the registry in the Prometheus text format.
+// Alert counts an alert.
+func (m *Metrics) Alert(class, severity string) { m.alerts.WithLabelValues(class, severity).Inc() }
+
+// Triaged records an alert's triage and how long after the alert it came.
+func (m *Metrics) Triaged(verdict string, d time.Duration) {
+	m.triage.WithLabelValues(verdict).Observe(d.Seconds())
+}
+
+// Contained records a response step and how long after the anomalous
+// decision it was taken.
+func (m *Metrics) Contained(action string, d time.Duration) {
+	m.contained.WithLabelValues(action).Observe(d.Seconds())
+}
+
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
 }

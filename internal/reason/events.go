@@ -27,6 +27,13 @@ const (
 	ResponseReadOnly    Code = "read_only"
 	ResponseTerminate   Code = "terminate_session"
 	ResponseRevokeAgent Code = "revoke_agent"
+	ResponseReleased    Code = "released"
+	// Triage verdicts (triage) and alert states (alert_state).
+	VerdictBenign     Code = "benign"
+	VerdictSuspicious Code = "suspicious"
+	VerdictMalicious  Code = "malicious"
+	AlertAcknowledged Code = "acknowledged"
+	AlertResolved     Code = "resolved"
 
 	// Credentials (token_issued).
 	TaskStarted   Code = "task_started"

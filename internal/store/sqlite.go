@@ -322,6 +322,9 @@ type EventQuery struct {
 	RequestID string
 	TraceID   string
 	Agent     string
+	SessionID string
+	// Types selects events of these types (none: all).
+	Types []string
 	// BodyContains selects events whose (hashed) body contains this
 	// text: a search with no index column behind it (a task ID, for
 	// instance), linear in the log. Callers decode and check what they get.
@@ -351,6 +354,16 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 	if q.Agent != "" {
 		where += " AND agent = ?"
 		args = append(args, q.Agent)
+	}
+	if q.SessionID != "" {
+		where += " AND session_id = ?"
+		args = append(args, q.SessionID)
+	}
+	if len(q.Types) > 0 {
+		where += " AND type IN (?" + strings.Repeat(",?", len(q.Types)-1) + ")"
+		for _, t := range q.Types {
+			args = append(args, t)
+		}
 	}
 	if q.BodyContains != "" {
 		where += " AND instr(body, ?) > 0"
