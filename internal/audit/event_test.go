@@ -40,3 +40,21 @@ func TestFollowUpIsAttributedLikeItsDecision(t *testing.T) {
 		t.Error("a follow-up shares its decision's delegation path")
 	}
 }
+
+// TestOCSFDetectionFinding: an alert exports as an OCSF Detection Finding
+// with its severity and techniques; its resolution closes it.
+func TestOCSFDetectionFinding(t *testing.T) {
+	e := New(TypeAlert, OutcomeInfo, "unexpected_tool", time.Now(), Subject{Agent: "mailer", SessionID: "s1"})
+	e.Alert, e.Severity, e.Techniques = "al-1", "high", []string{"AML.T0053"}
+	o := OCSF(e)
+	info, _ := o["finding_info"].(map[string]any)
+	attacks, _ := o["attacks"].([]map[string]any)
+	if o["class_uid"] != 2004 || o["activity_id"] != 1 || o["severity_id"] != 4 || info["uid"] != "al-1" || len(attacks) != 1 {
+		t.Fatalf("alert as OCSF: %v", o)
+	}
+	s := New(TypeAlertState, OutcomeInfo, "resolved", time.Now(), Subject{})
+	s.Alert = "al-1"
+	if o := OCSF(s); o["class_uid"] != 2004 || o["activity_id"] != 3 {
+		t.Fatalf("resolution as OCSF: %v", o)
+	}
+}

@@ -16,6 +16,7 @@ const (
 	ocsfAuthentication       = 3002 // Identity & Access Management: Authentication
 	ocsfAPIActivity          = 6003 // Application Activity: API Activity
 	ocsfApplicationLifecycle = 6002 // Application Activity: Application Lifecycle
+	ocsfDetectionFinding     = 2004 // Findings: Detection Finding
 	ocsfVersion              = "1.3.0"
 )
 
@@ -86,7 +87,38 @@ func OCSF(e *Event) map[string]any {
 	if e.Detail != "" {
 		o["message"] = e.Detail
 	}
+	if class == ocsfDetectionFinding {
+		finding(o, e)
+	}
 	return o
+}
+
+// finding fills a Detection Finding: the alert, its severity and the
+// techniques it may indicate.
+func finding(o map[string]any, e *Event) {
+	info := map[string]any{"uid": e.Alert, "title": string(e.Code), "types": []string{string(e.Type)}}
+	if e.Type == TypeAlert {
+		info["analytic"] = map[string]any{"name": "declared baseline", "type": "Rule", "type_id": 1}
+	}
+	o["finding_info"] = info
+	switch e.Severity {
+	case "low":
+		o["severity_id"] = 2
+	case "medium":
+		o["severity_id"] = 3
+	case "high":
+		o["severity_id"] = 4
+	}
+	var attacks []map[string]any
+	for _, t := range e.Techniques {
+		attacks = append(attacks, map[string]any{"technique": map[string]any{"uid": t}})
+	}
+	if attacks != nil {
+		o["attacks"] = attacks
+	}
+	if e.Type == TypeTriage {
+		o["disposition"] = string(e.Code) // benign, suspicious, malicious
+	}
 }
 
 func classify(e *Event) (class, category, activity int, name string) {
@@ -95,6 +127,15 @@ func classify(e *Event) (class, category, activity int, name string) {
 		return ocsfAuthentication, 3, 1, "Logon"
 	case TypeToken:
 		return ocsfAuthentication, 3, 99, "Token Issued"
+	case TypeAlert:
+		return ocsfDetectionFinding, 2, 1, "Create"
+	case TypeTriage, TypeResponse:
+		return ocsfDetectionFinding, 2, 2, "Update"
+	case TypeAlertState:
+		if e.Code == reason.AlertResolved {
+			return ocsfDetectionFinding, 2, 3, "Close"
+		}
+		return ocsfDetectionFinding, 2, 2, "Update"
 	case TypeUpstream, TypeLifecycle, TypeRetention:
 		switch e.Code {
 		case reason.Started:
