@@ -639,3 +639,26 @@ func TestServeDevConsentInARealBrowser(t *testing.T) {
 		t.Fatalf("tools after consent: %v %v", res, err)
 	}
 }
+
+// TestSimulate: `portcullis simulate` runs its scripted misbehaviours and
+// normal traffic through a real gateway: every misbehaviour is detected
+// (and contained where its playbook says), normal traffic raises nothing.
+func TestSimulate(t *testing.T) {
+	t.Parallel()
+	out, errOut, err := portcullis(t, nil, "simulate")
+	if err != nil {
+		t.Fatalf("simulate: %v\n%s\n%s", err, out, errOut)
+	}
+	t.Log("\n" + out)
+	for _, want := range []string{"normal work ", "tool enumeration ", "burst of calls ", "bulk read, then external send ", "off-hours use "} {
+		line := ""
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, want) {
+				line = l
+			}
+		}
+		if f := strings.Fields(strings.TrimPrefix(line, want)); len(f) == 0 || f[0] != "ok" {
+			t.Errorf("%q: %q", want, line)
+		}
+	}
+}
