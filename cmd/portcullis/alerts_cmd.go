@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,6 +59,32 @@ func alertsCmd() *cobra.Command {
 	}
 	ssrc.flags(show)
 	cmd.AddCommand(list, show, alertStateCmd("ack", ops.AlertAcknowledged), alertStateCmd("resolve", ops.AlertResolved))
+	return cmd
+}
+
+func incidentsCmd() *cobra.Command {
+	var src source
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "incidents",
+		Short: "Alerts grouped by agent and session: classes, highest severity, worst triage verdict, steps taken",
+		Args:  cobra.NoArgs,
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
+			ins, err := o.Incidents(cmd.Context(), !all)
+			if err != nil {
+				return err
+			}
+			w := newTable(cmd.OutOrStdout(), "AGENT\tUSER\tSESSION\tFIRST\tLAST\tALERTS\tOPEN\tSEVERITY\tVERDICT\tCLASSES\tSTEPS")
+			for _, in := range ins {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", in.Agent, orDash(in.User), orDash(in.Session),
+					in.First.Local().Format(time.DateTime), in.Last.Local().Format(time.TimeOnly), len(in.Alerts), in.Open,
+					orDash(in.Severity), orDash(in.Verdict), strings.Join(in.Classes, ","), orDash(strings.Join(in.Steps, ",")))
+			}
+			return w.Flush()
+		}),
+	}
+	src.flags(cmd)
+	cmd.Flags().BoolVar(&all, "all", false, "also incidents whose alerts are all resolved")
 	return cmd
 }
 

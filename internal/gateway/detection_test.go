@@ -110,6 +110,15 @@ func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
 	if v, _ := o.ShowAlert(ctx, id); v == nil || v.State != ops.AlertResolved || !strings.Contains(v.Describe(), "contained, agent fixed") {
 		t.Errorf("resolved alert: %+v", v)
 	}
+	// Incidents: the second session's two alerts together; the first
+	// session's, resolved, only with --all.
+	ins, err := o.Incidents(ctx, true)
+	if err != nil || len(ins) != 1 || len(ins[0].Alerts) != 2 || ins[0].Severity != "high" || ins[0].Open != 2 || ins[0].Session == views[1].Alert.SessionID {
+		t.Fatalf("open incidents: %v %+v", err, ins)
+	}
+	if all, _ := o.Incidents(ctx, false); len(all) != 2 {
+		t.Errorf("all incidents: %d", len(all))
+	}
 
 	// An operator lifts the containment of the first session (undo).
 	admin, _, err := o.IssueAdminToken(ctx, "soc", time.Minute, "test")

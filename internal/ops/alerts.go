@@ -136,3 +136,62 @@ func (v *AlertView) Describe() string {
 	}
 	return b.String()
 }
+
+// Incident is the alerts of one agent's session taken together.
+type Incident struct {
+	Agent, User, Session string
+	First, Last          time.Time
+	Alerts               []*AlertView
+	Classes              []string
+	Severity             string // the highest
+	Verdict              string // the worst triage verdict
+	Steps                []string
+	Open                 int // alerts not resolved
+}
+
+// Incidents groups the latest alerts by agent and session, most recent
+// first; open only keeps incidents with an unresolved alert.
+func (o *Ops) Incidents(ctx context.Context, open bool) ([]*Incident, error) {
+	views, err := o.Alerts(ctx, "all", 0)
+	if err != nil {
+		return nil, err
+	}
+	rank := func(list []string, s string) int { return slices.Index(list, s) }
+	severities := []string{"low", "medium", "high"}
+	verdicts := []string{"benign", "suspicious", "malicious"}
+	by := map[string]*Incident{}
+	var out []*Incident
+	for _, v := range views { // newest first
+		a := v.Alert
+		key := a.Agent + "\x00" + a.SessionID
+		in := by[key]
+		if in == nil {
+			in = &Incident{Agent: a.Agent, User: a.User, Session: a.SessionID, Last: a.Time}
+			by[key] = in
+			out = append(out, in)
+		}
+		in.First = a.Time
+		in.Alerts = append(in.Alerts, v)
+		if !slices.Contains(in.Classes, string(a.Code)) {
+			in.Classes = append(in.Classes, string(a.Code))
+		}
+		if rank(severities, a.Severity) > rank(severities, in.Severity) {
+			in.Severity = a.Severity
+		}
+		if v.Triage != nil && rank(verdicts, string(v.Triage.Code)) > rank(verdicts, in.Verdict) {
+			in.Verdict = string(v.Triage.Code)
+		}
+		for _, r := range v.Responses {
+			if !slices.Contains(in.Steps, string(r.Code)) {
+				in.Steps = append(in.Steps, string(r.Code))
+			}
+		}
+		if v.State != AlertResolved {
+			in.Open++
+		}
+	}
+	if open {
+		out = slices.DeleteFunc(out, func(in *Incident) bool { return in.Open == 0 })
+	}
+	return out, nil
+}
