@@ -500,29 +500,21 @@ func withData(t *testing.T, cfgPath string, f func(ctx context.Context, o *ops.O
 	f(context.Background(), o)
 }
 
-// TestServeDevOAuthWithTypeScriptClient: an MCP client that speaks OAuth
-// (the TypeScript SDK's OAuthClientProvider, as Claude Code uses) connects
-// to `serve --dev` with no header: discovery from the 401, dynamic
-// registration, authorization code with PKCE through the sign-in page
-// (user and password from the banner), the tools, and a refresh when its
-// access token is refused.
-func TestServeDevOAuthWithTypeScriptClient(t *testing.T) {
-	t.Parallel()
-	script, _ := filepath.Abs("../../.cache/npm/oauth-client.mjs")
-	if _, err := os.Stat(script); err != nil {
-		t.Fatalf("%s missing: run ./scripts/install-test-deps.sh", script)
-	}
+// devServe runs `serve --dev` on a fixed free port (the built-in
+// authorization server's issuer) and returns its MCP endpoint, the sign-in
+// its banner prints, and its stderr.
+func devServe(t *testing.T) (endpoint, user, password string, stderr *bytes.Buffer) {
+	t.Helper()
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", freeAddr(t), "--admin-listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
 	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	var endpoint, user, password string
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() && (endpoint == "" || password == "") {
 		f := strings.Fields(sc.Text())
@@ -537,6 +529,22 @@ func TestServeDevOAuthWithTypeScriptClient(t *testing.T) {
 	if endpoint == "" || password == "" {
 		t.Fatalf("banner lacks the endpoint or the sign-in; stderr:\n%s", stderr.String())
 	}
+	return endpoint, user, password, stderr
+}
+
+// TestServeDevOAuthWithTypeScriptClient: an MCP client that speaks OAuth
+// (the TypeScript SDK's OAuthClientProvider, as Claude Code uses) connects
+// to `serve --dev` with no header: discovery from the 401, dynamic
+// registration, authorization code with PKCE through the sign-in page
+// (user and password from the banner), the tools, and a refresh when its
+// access token is refused.
+func TestServeDevOAuthWithTypeScriptClient(t *testing.T) {
+	t.Parallel()
+	script, _ := filepath.Abs("../../.cache/npm/oauth-client.mjs")
+	if _, err := os.Stat(script); err != nil {
+		t.Fatalf("%s missing: run ./scripts/install-test-deps.sh", script)
+	}
+	endpoint, user, password, stderr := devServe(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "node", script, endpoint, user, password, gateway.DevAgent).CombinedOutput()
@@ -566,31 +574,7 @@ func TestServeDevConsentInARealBrowser(t *testing.T) {
 			t.Fatalf("%s missing: run ./scripts/install-test-deps.sh", p)
 		}
 	}
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", freeAddr(t), "--admin-listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	var endpoint, user, password string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && (endpoint == "" || password == "") {
-		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) >= 3 && f[0] == "MCP" && f[1] == "endpoint":
-			endpoint = f[2]
-		case len(f) >= 4 && f[0] == "user" && f[2] == "password":
-			user, password = strings.TrimSuffix(f[1], ","), f[3]
-		}
-	}
-	go io.Copy(io.Discard, stdout)
-	if endpoint == "" || password == "" {
-		t.Fatalf("banner lacks the endpoint or the sign-in; stderr:\n%s", stderr.String())
-	}
+	endpoint, user, password, stderr := devServe(t)
 	// The client's redirect URI: where the browser lands with the code.
 	landed := make(chan url.Values, 1)
 	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -8,12 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/netguard"
 )
 
 // Client ID metadata documents (the MCP authorization specification,
@@ -53,21 +53,7 @@ type cimd struct {
 // URL is the client's choice, the fetch is the server's).
 func publicOnly() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	d := &net.Dialer{Timeout: cimdTimeout, Control: func(_, address string, _ syscall.RawConn) error {
-		host, _, err := net.SplitHostPort(address)
-		if err != nil {
-			return err
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil {
-			return err
-		}
-		ip = ip.Unmap()
-		if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() || netip.MustParsePrefix("100.64.0.0/10").Contains(ip) {
-			return fmt.Errorf("refusing %s: client metadata documents are fetched from public addresses only", ip)
-		}
-		return nil
-	}}
+	d := &net.Dialer{Timeout: cimdTimeout, Control: netguard.Control(false, "client metadata documents are fetched from public addresses only")}
 	t.DialContext = d.DialContext
 	return &http.Client{Timeout: cimdTimeout, Transport: t,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

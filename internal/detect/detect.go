@@ -4,17 +4,23 @@
 // playbook.
 //
 // A baseline says, for an agent (or every agent of a role), which tools
-// it is expected to call, how many calls a minute are normal, and in
-// which hours it works. The detector sees every tool call decision (the
-// audit event, allowed or denied) and raises, for one session, at most
-// one alert of a class every suppressFor:
+// it is expected to call, how many requests a minute are normal, and in
+// which hours it works. The detector sees every decision on a target (the
+// audit event, allowed or denied: tool calls, resource reads, prompts,
+// completions; not lists) and raises, for one session, at most one alert
+// of a class every suppressFor (unexpected_tool: per tool). Windows are
+// per session, so one session's traffic never puts another in an alert
+// (an agent's rate across sessions is the budget's: limits):
 //
 //   - unexpected_tool (high): a call, allowed or not, to a tool outside
 //     the expected ones;
-//   - denial_burst (high): deniedBurst or more denied calls in a minute
+//   - denial_burst (high): deniedBurst or more denied requests in a minute
 //     (probing what it may do);
-//   - rate (medium): more calls in a minute than the baseline allows;
-//   - off_hours (low): a call outside the active hours.
+//   - rate (medium): more requests in a minute than the baseline allows;
+//   - off_hours (low): a request outside the active hours.
+//
+// A call held for approval is not a denial (its outcome is a second
+// decision, seen then).
 //
 // Observe is on the hot path: a few map operations under one lock, no
 // allocation beyond the alerts themselves.
@@ -29,6 +35,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
 // Alert classes.
@@ -103,9 +110,9 @@ type Detector struct {
 	byRole  map[string]*Baseline
 
 	mu       sync.Mutex
-	calls    map[string][]time.Time // by agent: calls in the last minute
-	denials  map[string][]time.Time // by agent: denials in the last minute
-	lastSeen map[string]time.Time   // by session+class: the last alert
+	calls    map[string][]time.Time // by session: requests in the last minute
+	denials  map[string][]time.Time // by session: denials in the last minute
+	lastSeen map[string]time.Time   // by session+class(+tool): the last alert
 }
 
 // New returns a detector for baselines (an agent's own wins over its
@@ -142,9 +149,10 @@ func (d *Detector) baselineOf(agent string, roles []string) *Baseline {
 // Observe takes a decision event and returns the alerts it raises. roles
 // are the agent's (the event does not carry them).
 func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
-	if d.Empty() || e.Type != audit.TypeDecision || e.Action != "call_tool" || e.Agent == "" {
+	if d.Empty() || e.Type != audit.TypeDecision || e.Action == "" || e.Action == "list" || e.Agent == "" || e.Code == reason.ApprovalRequired {
 		return nil
 	}
+	tool := e.Action == "call_tool"
 	b := d.baselineOf(e.Agent, roles)
 	if b == nil {
 		return nil
@@ -158,16 +166,33 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 		clear(d.lastSeen)
 	}
 	now := e.Time
-	calls := recent(append(d.calls[e.Agent], now), now)
-	d.calls[e.Agent] = calls
+	win := e.SessionID
+	if win == "" {
+		win = "agent:" + e.Agent // a stdio session, one per process
+	}
+	// Windows are kept in order: a decision recorded late counts as now.
+	if w := d.calls[win]; len(w) > 0 && now.Before(w[len(w)-1]) {
+		now = w[len(w)-1]
+	}
+	calls := recent(append(d.calls[win], now), now)
+	if b.CallsPerMinute > 0 && len(calls) > b.CallsPerMinute+1 {
+		calls = calls[len(calls)-b.CallsPerMinute-1:] // enough to tell
+	}
+	d.calls[win] = calls
 	var denials []time.Time
 	if denied {
-		denials = recent(append(d.denials[e.Agent], now), now)
-		d.denials[e.Agent] = denials
+		denials = recent(append(d.denials[win], now), now)
+		if len(denials) > deniedBurst {
+			denials = denials[len(denials)-deniedBurst:]
+		}
+		d.denials[win] = denials
 	}
 	var out []Alert
 	raise := func(class, evidence string) {
 		key := e.SessionID + "\x00" + e.Agent + "\x00" + class
+		if class == UnexpectedTool {
+			key += "\x00" + e.Target // one harmless deviation does not hide a sensitive one
+		}
 		if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
 			return
 		}
@@ -176,14 +201,14 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target,
 			Techniques: Techniques[class], Evidence: evidence, Baseline: b.Source})
 	}
-	if len(b.Tools) > 0 && !matches(b.Tools, e.Target) {
+	if tool && len(b.Tools) > 0 && !matches(b.Tools, e.Target) {
 		raise(UnexpectedTool, fmt.Sprintf("%s is not among the tools %v the agent is expected to call (%s)", e.Target, b.Tools, e.Outcome))
 	}
 	if len(denials) >= deniedBurst {
-		raise(DenialBurst, fmt.Sprintf("%d denied calls in a minute (the last: %s, %s)", len(denials), e.Target, e.Code))
+		raise(DenialBurst, fmt.Sprintf("%d denied requests in a minute (the last: %s %s, %s)", len(denials), e.Action, e.Target, e.Code))
 	}
 	if b.CallsPerMinute > 0 && len(calls) > b.CallsPerMinute {
-		raise(Rate, fmt.Sprintf("%d calls in a minute, over the %d declared", len(calls), b.CallsPerMinute))
+		raise(Rate, fmt.Sprintf("over %d requests in a minute, the most declared (the last: %s %s)", b.CallsPerMinute, e.Action, e.Target))
 	}
 	if b.ActiveFrom != b.ActiveTo && !active(b, now) {
 		raise(OffHours, fmt.Sprintf("a call at %s, outside the active hours %s-%s %s", now.In(b.Location).Format("15:04"),

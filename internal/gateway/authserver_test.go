@@ -92,17 +92,9 @@ auth:
     agents: [reader]
 `, origin), map[string]string{"policy.cedar": `permit (principal, action, resource);`})
 	defer h.stop()
-	resp, err := http.Post(origin+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["http://127.0.0.1:1/callback"],"client_name":"guesser"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&reg)
-	resp.Body.Close()
+	clientID := register(t, origin, "http://127.0.0.1:1/callback", "guesser")
 	authorize := func() string {
-		q := url.Values{"response_type": {"code"}, "client_id": {reg.ClientID}, "redirect_uri": {"http://127.0.0.1:1/callback"},
+		q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {"http://127.0.0.1:1/callback"},
 			"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}, "state": {"s"}, "scope": {"mcp"}}
 		return origin + "/oauth2/authorize?" + q.Encode()
 	}

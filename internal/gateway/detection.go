@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -152,6 +153,40 @@ func (g *Gateway) release(session, agent, by string) {
 	g.submit(ev)
 }
 
+// escalation: an agent whose sessions keep being contained is held back
+// whole: a compromised agent gains nothing by opening new sessions.
+const (
+	escalateAfter  = 3 // sessions contained ...
+	escalateWithin = 10 * time.Minute
+)
+
+// escalate counts al's session among the agent's contained ones and
+// terminates every session of the agent when there are escalateAfter
+// within escalateWithin.
+func (g *Gateway) escalate(al detect.Alert) {
+	g.escMu.Lock()
+	if g.contained == nil {
+		g.contained = map[string]map[string]time.Time{}
+	}
+	sessions := g.contained[al.Agent]
+	if sessions == nil {
+		sessions = map[string]time.Time{}
+		g.contained[al.Agent] = sessions
+	}
+	sessions[al.Session] = al.Time
+	maps.DeleteFunc(sessions, func(_ string, t time.Time) bool { return t.Before(al.Time.Add(-escalateWithin)) })
+	n := len(sessions)
+	g.escMu.Unlock()
+	if n < escalateAfter {
+		return
+	}
+	g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseTerminate, time.Now(), audit.Subject{Agent: al.Agent, User: al.User})
+	ev.Alert = al.ID
+	ev.Detail = fmt.Sprintf("every session of the agent: %d of its sessions contained within %s", n, escalateWithin)
+	g.submit(ev)
+}
+
 // actions orders the response actions by strength.
 var actions = []string{"flag", "read_only", "terminate_session", "revoke_agent"}
 
@@ -172,6 +207,10 @@ func (g *Gateway) respond(al detect.Alert) {
 	if step == "" {
 		return
 	}
+	if al.Session == "" && step != "revoke_agent" {
+		g.log.Warn("response: an alert without a session; not contained", "alert", al.ID, "step", step)
+		step = "flag"
+	}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(),
 		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
 	ev.Alert = al.ID
@@ -179,8 +218,10 @@ func (g *Gateway) respond(al detect.Alert) {
 	switch step {
 	case "read_only":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.ReadOnly)
+		g.escalate(al)
 	case "terminate_session":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
+		g.escalate(al)
 	case "revoke_agent":
 		g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
 		go func() {

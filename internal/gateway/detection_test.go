@@ -20,7 +20,9 @@ import (
 // a session that calls faster than declared raises a rate alert and is
 // held to read-only tools; other sessions are untouched.
 func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
-	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: soc}]\nagents:", 1)+`detection:
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: soc}]\nagents:", 1)+`tools:
+  - {name: demo__read_file, classification: [read_only]}
+detection:
   baselines:
     - {agent: mailer, tools: ["demo__read_file", "demo__list_files"], calls_per_minute: 4}
   response:
@@ -32,11 +34,11 @@ func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
 	read := &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}
 	send := &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "hi"}}
 
-	// Unexpected tool: allowed by policy, outside the baseline.
+	// Unexpected tool: allowed by policy, outside the baseline: the
+	// response takes effect on that very call (at relay).
 	s1 := h.mustConnect("mailer")
-	if _, err := s1.CallTool(ctx, send); err != nil {
-		t.Fatalf("the first unexpected call is decided by policy alone: %v", err)
-	}
+	_, err := s1.CallTool(ctx, send)
+	assertDenied(t, err, reason.Contained)
 	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeAlert && e.Code == reason.AlertUnexpectedTool })
 	if e == nil || e.Severity != "high" || len(e.Techniques) == 0 || e.Agent != "mailer" || e.SessionID == "" {
 		t.Fatalf("unexpected_tool alert: %+v", e)
@@ -44,7 +46,7 @@ func TestDeclaredBaselineAlertsAndContainment(t *testing.T) {
 	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeResponse && e.Code == reason.ResponseTerminate }) == nil {
 		t.Fatal("no terminate_session response event")
 	}
-	_, err := s1.CallTool(ctx, read)
+	_, err = s1.CallTool(ctx, read)
 	assertDenied(t, err, reason.Contained)
 
 	// Rate: the fifth call in a minute; then read-only.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -59,16 +60,7 @@ func startOP(t *testing.T, resource string, ttl time.Duration) string {
 // provider at issuer, as alice choosing agent reader.
 func opToken(t *testing.T, issuer string) *oauth2.Token {
 	t.Helper()
-	resp, err := http.Post(issuer+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["http://127.0.0.1:1/callback"],"client_name":"e2e-oauth"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&reg)
-	resp.Body.Close()
-	cfg := &oauth2.Config{ClientID: reg.ClientID, RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"mcp"},
+	cfg := &oauth2.Config{ClientID: register(t, issuer, "http://127.0.0.1:1/callback", "e2e-oauth"), RedirectURL: "http://127.0.0.1:1/callback", Scopes: []string{"mcp"},
 		Endpoint: oauth2.Endpoint{AuthURL: issuer + "/oauth2/authorize", TokenURL: issuer + "/oauth2/token", AuthStyle: oauth2.AuthStyleInParams}}
 	verifier := oauth2.GenerateVerifier()
 	res, err := signIn(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)), "alice@example.com", "op-password-1", "reader")
@@ -149,6 +141,25 @@ auth:
 	}
 }
 
+// register registers a public client with the authorization server at
+// issuer (RFC 7591) and returns its ID.
+func register(t *testing.T, issuer, redirect, name string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"redirect_uris": []string{redirect}, "client_name": name})
+	resp, err := http.Post(issuer+"/oauth2/register", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&reg); err != nil || reg.ClientID == "" {
+		t.Fatalf("registration at %s: %d %v", issuer, resp.StatusCode, err)
+	}
+	return reg.ClientID
+}
+
 func filterEvents(all []*audit.Event, f func(*audit.Event) bool) []*audit.Event {
 	var out []*audit.Event
 	for _, e := range all {
@@ -167,15 +178,7 @@ func filterEvents(all []*audit.Event, f func(*audit.Event) bool) []*audit.Event 
 func TestBuiltinAuthorizationServerFederation(t *testing.T) {
 	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	idp := startOP(t, "https://ignored.example/mcp", time.Minute)
-	resp, err := http.Post(idp+"/oauth2/register", "application/json", strings.NewReader(`{"redirect_uris":["`+origin+`/oauth2/federated"],"client_name":"Portcullis"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&reg)
-	resp.Body.Close()
+	clientID := register(t, idp, origin+"/oauth2/federated", "Portcullis")
 	h := startGateway(t, fmt.Sprintf(`version: 1
 data_dir: DIR/data
 listen: {public_url: %q}
@@ -186,7 +189,7 @@ auth:
   authorization_server:
     agents: [reader]
     federation: {issuer: %q, client_id: %q}
-`, origin, idp, reg.ClientID), map[string]string{"policy.cedar": demoPolicy})
+`, origin, idp, clientID), map[string]string{"policy.cedar": demoPolicy})
 	defer h.stop()
 
 	browser := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {

@@ -52,19 +52,21 @@ const DemoDir = "demo"
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	dataDir  string
-	store    *store.SQLite
-	recorder *audit.Recorder
-	engine   *policy.Engine
-	key      *token.SigningKey
-	authn    *authn.Authenticator
-	revs     *authn.Revocations
-	trust    *authn.Trust
-	proxy    *mcpproxy.Proxy
-	oauth    *oauthclient.Broker // the gateway as OAuth client of upstreams
-	detector *detect.Detector    // behavioural monitoring (declared baselines)
+	cfg       *config.Config
+	log       *slog.Logger
+	dataDir   string
+	store     *store.SQLite
+	recorder  *audit.Recorder
+	engine    *policy.Engine
+	key       *token.SigningKey
+	authn     *authn.Authenticator
+	revs      *authn.Revocations
+	trust     *authn.Trust
+	proxy     *mcpproxy.Proxy
+	oauth     *oauthclient.Broker // the gateway as OAuth client of upstreams
+	detector  *detect.Detector    // behavioural monitoring (declared baselines)
+	escMu     sync.Mutex
+	contained map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics

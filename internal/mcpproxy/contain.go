@@ -1,7 +1,10 @@
 package mcpproxy
 
 import (
+	"context"
 	"sync"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -20,9 +23,8 @@ const (
 	Terminated
 )
 
-// containment holds the levels by session ID and by agent (bounded: a
-// session's entry goes with the session table's sweep of closed sessions
-// at the latest when the process restarts; agents are few).
+// containment holds the levels by session ID and by agent (a session's
+// entry goes when the session is removed; agents are few).
 type containment struct {
 	mu       sync.RWMutex
 	sessions map[string]Containment
@@ -66,6 +68,14 @@ func (p *Proxy) Release(session, agent string) {
 	delete(c.sessions, session)
 }
 
+// forget drops a removed session's containment.
+func (p *Proxy) forget(session string) {
+	c := &p.contained
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sessions, session)
+}
+
 // containmentOf is the level that holds the session back.
 func (p *Proxy) containmentOf(session, agent string) Containment {
 	c := &p.contained
@@ -95,11 +105,31 @@ func (p *Proxy) contain(c *call, t *policy.Target) error {
 	return nil
 }
 
-// readOnly reports whether t is classified read_only and nothing else.
+// readOnly reports whether the operator classified t read_only (and
+// nothing else): an upstream's own annotations are its claims, and a
+// contained session is held to what the operator vouched for.
 func readOnly(t policy.Target) bool {
-	classes := t.Classes
-	if len(classes) == 0 {
-		classes = policy.Classify(t)
+	return len(t.Classes) == 1 && t.Classes[0] == "read_only"
+}
+
+// containAtRelay refuses, after the decision was committed, a call its
+// session's containment now holds back; the refusal is a decision event
+// of its own (the agent never hears of a denial the log lacks).
+func (p *Proxy) containAtRelay(ctx context.Context, c *call) error {
+	var t *policy.Target
+	if c.method == "tools/call" {
+		t = &c.target
 	}
-	return len(classes) == 1 && classes[0] == "read_only"
+	err := p.contain(c, t)
+	if err == nil || c.event == nil || !c.committed {
+		return err
+	}
+	r := asRefusal(err)
+	e := p.followUp(c, audit.TypeDecision, reason.Contained)
+	e.Outcome, e.Detail = audit.OutcomeDeny, r.detail
+	if rerr := p.opts.Recorder.Record(ctx, e); rerr != nil {
+		p.opts.Log.Error("audit write failed for a contained call", "request_id", c.requestID, "err", rerr)
+	}
+	r.recorded = true
+	return r
 }

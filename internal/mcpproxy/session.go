@@ -278,6 +278,9 @@ func (t *sessionTable) remove(s *Session) {
 	}
 	t.mu.Unlock()
 	s.close()
+	if s.p != nil {
+		s.p.forget(s.id)
+	}
 }
 
 func (t *sessionTable) all() []*Session {

@@ -110,6 +110,9 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	switch {
 	case err != nil:
 		out.Code, out.Detail = reason.ApprovalTimeout, "approval "+r.ID+": "+err.Error()
+	case final.State == approval.Consumed && p.contain(c, &c.target) != nil:
+		// Contained while it waited: an approval does not lift it.
+		out.Code, out.Detail = reason.Contained, "approved by "+final.DecidedBy+", but the session was contained meanwhile"
 	case final.State == approval.Consumed:
 		out.Outcome, out.Code = audit.OutcomeAllow, ""
 		out.Policies = append(out.Policies, "approval:"+r.ID)

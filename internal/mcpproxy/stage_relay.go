@@ -20,6 +20,13 @@ import (
 // call timeout; messages the upstream sends in relation to the request
 // reach the agent in order, ahead of the answer.
 func relay(p *Proxy, ctx context.Context, c *call) (err error) {
+	// Containment is looked at again last thing before the upstream: the
+	// response to an alert raised by this very decision (recorded at
+	// commit), or by a call of the session that went on meanwhile, holds
+	// this call back too.
+	if err := p.containAtRelay(ctx, c); err != nil {
+		return err
+	}
 	u, l := c.up, c.link
 	slot, err := u.takeSlot(ctx, c)
 	if err != nil {

@@ -10,16 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/netguard"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 )
@@ -298,24 +297,7 @@ func vaultName(k grantKey) string {
 func guardedClient(private bool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = http.ProxyFromEnvironment
-	d := &net.Dialer{Timeout: requestTimeout, Control: func(_, address string, _ syscall.RawConn) error {
-		host, _, err := net.SplitHostPort(address)
-		if err != nil {
-			return err
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil {
-			return fmt.Errorf("refusing %s: not an address", host)
-		}
-		ip = ip.Unmap()
-		switch {
-		case ip.IsUnspecified() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast():
-			return fmt.Errorf("refusing %s: not a destination for OAuth requests", ip)
-		case !private && (ip.IsLoopback() || ip.IsPrivate() || cgnat.Contains(ip)):
-			return fmt.Errorf("refusing %s: a private address, and the upstream is not on a private network (http.oauth.private_networks)", ip)
-		}
-		return nil
-	}}
+	d := &net.Dialer{Timeout: requestTimeout, Control: netguard.Control(private, "the upstream is not on a private network: http.oauth.private_networks")}
 	t.DialContext = d.DialContext
 	return &http.Client{
 		Timeout:   requestTimeout,
@@ -325,8 +307,6 @@ func guardedClient(private bool) *http.Client {
 		},
 	}
 }
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 type secureOnly struct{ next http.RoundTripper }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/netguard"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 )
@@ -164,7 +165,7 @@ func onPrivateNetwork(raw string) bool {
 		return true
 	}
 	ip, err := netip.ParseAddr(u.Hostname())
-	return err == nil && (ip.IsLoopback() || ip.IsPrivate() || cgnat.Contains(ip.Unmap()))
+	return err == nil && netguard.Private(ip)
 }
 
 // TokenSource implements auth.OAuthHandler.

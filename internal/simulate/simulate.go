@@ -30,6 +30,7 @@ type Result struct {
 	Scenario     string
 	Misbehaviour bool     // false: normal traffic, which must raise nothing
 	Expected     []string // the alert classes the scenario should raise
+	Contain      bool     // the playbook should contain the session
 	Alerts       []string // the classes raised
 	Verdicts     []string // their triage verdicts
 	Responses    []string // the steps taken
@@ -39,10 +40,14 @@ type Result struct {
 }
 
 // OK reports whether the scenario went as expected: normal traffic
-// raised nothing; a misbehaviour raised every expected class.
+// raised nothing; a misbehaviour raised every expected class, and its
+// session was contained exactly when the playbook says.
 func (r Result) OK() bool {
 	if !r.Misbehaviour {
-		return len(r.Alerts) == 0
+		return len(r.Alerts) == 0 && !r.Contained
+	}
+	if r.Contained != r.Contain {
+		return false
 	}
 	for _, c := range r.Expected {
 		if !slices.Contains(r.Alerts, c) {
@@ -78,6 +83,10 @@ agents:
   - {name: exfil, roles: [workers]}
   - {name: nightowl, roles: [night]}
 upstreams: [{name: demo, builtin: demo}]
+tools:
+  - {name: demo__read_file, classification: [read_only]}
+  - {name: demo__list_files, classification: [read_only]}
+  - {name: demo__search_files, classification: [read_only]}
 detection:
   baselines:
     - {role: workers, tools: [demo__read_file, demo__list_files, demo__search_files], calls_per_minute: 20}
@@ -94,6 +103,7 @@ detection:
 type scenario struct {
 	name, agent  string
 	misbehaviour bool
+	contain      bool
 	expected     []string
 	drive        func(ctx context.Context, s *mcp.ClientSession) time.Time
 	// probe is the next call after the scenario: refused if contained.
@@ -115,7 +125,7 @@ var scenarios = []scenario{
 		}
 		return time.Time{}
 	}, probe: read("notes/meeting.txt")},
-	{name: "tool enumeration", agent: "prober", misbehaviour: true, expected: []string{"unexpected_tool", "denial_burst"},
+	{name: "tool enumeration", agent: "prober", misbehaviour: true, contain: true, expected: []string{"unexpected_tool", "denial_burst"},
 		drive: func(ctx context.Context, s *mcp.ClientSession) time.Time {
 			start := time.Now()
 			for _, t := range []string{"demo__delete_file", "demo__exec", "demo__shell", "admin__users", "demo__write_file", "demo__upload"} {
@@ -123,7 +133,7 @@ var scenarios = []scenario{
 			}
 			return start
 		}, probe: read("notes/meeting.txt")},
-	{name: "burst of calls", agent: "burster", misbehaviour: true, expected: []string{"rate"},
+	{name: "burst of calls", agent: "burster", misbehaviour: true, contain: true, expected: []string{"rate"},
 		drive: func(ctx context.Context, s *mcp.ClientSession) time.Time {
 			var start time.Time
 			for i := range 25 {
@@ -134,7 +144,7 @@ var scenarios = []scenario{
 			}
 			return start
 		}, probe: &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "hi"}}},
-	{name: "bulk read, then external send", agent: "exfil", misbehaviour: true, expected: []string{"unexpected_tool"},
+	{name: "bulk read, then external send", agent: "exfil", misbehaviour: true, contain: true, expected: []string{"unexpected_tool"},
 		drive: func(ctx context.Context, s *mcp.ClientSession) time.Time {
 			s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "password"}})
 			for _, p := range []string{"notes/meeting.txt", "notes/todo.txt"} {
@@ -215,7 +225,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func run(ctx context.Context, g *gateway.Gateway, o *ops.Ops, sc scenario) (Result, error) {
-	r := Result{Scenario: sc.name, Misbehaviour: sc.misbehaviour, Expected: sc.expected}
+	r := Result{Scenario: sc.name, Misbehaviour: sc.misbehaviour, Expected: sc.expected, Contain: sc.contain}
 	tok, _, err := g.IssueToken(ctx, sc.agent, 10*time.Minute)
 	if err != nil {
 		return r, err

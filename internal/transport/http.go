@@ -128,12 +128,9 @@ func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
 	if err := c.setToken(req); err != nil {
 		return nil, err
 	}
-	resp, err := c.client.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		if ctxErr := req.Context().Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, fmt.Errorf("upstream request: %w", err)
+		return nil, err
 	}
 	if c.auth != nil && challenged(resp) {
 		if resp, err = c.reauthorize(req, resp); err != nil {
@@ -217,7 +214,12 @@ func (c *HTTPConn) reauthorize(req *http.Request, resp *http.Response) (*http.Re
 	if err := c.setToken(again); err != nil {
 		return nil, err
 	}
-	resp, err := c.client.Do(again)
+	return c.send(again)
+}
+
+// send sends req; a failure is the context's when it ended.
+func (c *HTTPConn) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.client.Do(req)
 	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
