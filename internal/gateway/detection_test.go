@@ -65,6 +65,12 @@ detection:
 	_, err = s2.CallTool(ctx, send)
 	assertDenied(t, err, reason.Contained)
 
+	// Another session of the same agent is untouched: windows and
+	// containment are per session.
+	s4 := h.mustConnect("mailer")
+	if _, err := s4.CallTool(ctx, read); err != nil {
+		t.Fatalf("another session of the agent: %v", err)
+	}
 	// Another agent's session is untouched.
 	s3 := h.mustConnect("reader")
 	if _, err := s3.CallTool(ctx, read); err != nil {
