@@ -80,17 +80,11 @@ func signIn(t *testing.T, authURL, user, password, agent string) (*auth.Authoriz
 func TestBuiltinAuthorizationServerThrottlesPasswords(t *testing.T) {
 	t.Setenv("PORTCULLIS_TEST_ALICE", "s3cret-alice")
 	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	h := startGateway(t, fmt.Sprintf(`version: 1
-data_dir: DIR/data
-listen: {public_url: %q}
-policy: {paths: [DIR/policy.cedar]}
-agents: [{name: reader}]
-upstreams: [{name: demo, builtin: demo}]
-auth:
+	h := startGateway(t, atOrigin(origin, `[{name: reader}]`)+`auth:
   authorization_server:
     users: [{name: alice, password: {from_env: PORTCULLIS_TEST_ALICE}}]
     agents: [reader]
-`, origin), map[string]string{"policy.cedar": `permit (principal, action, resource);`})
+`, map[string]string{"policy.cedar": `permit (principal, action, resource);`})
 	defer h.stop()
 	clientID := register(t, origin, "http://127.0.0.1:1/callback", "guesser")
 	authorize := func() string {
@@ -135,18 +129,12 @@ auth:
 func TestBuiltinAuthorizationServer(t *testing.T) {
 	t.Setenv("PORTCULLIS_TEST_ALICE", "s3cret-alice")
 	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	h := startGateway(t, fmt.Sprintf(`version: 1
-data_dir: DIR/data
-listen: {public_url: %q}
-policy: {paths: [DIR/policy.cedar]}
-agents: [{name: reader, roles: [demo]}, {name: writer}]
-upstreams: [{name: demo, builtin: demo}]
-auth:
+	h := startGateway(t, atOrigin(origin, `[{name: reader, roles: [demo]}, {name: writer}]`)+`auth:
   authorization_server:
     users: [{name: alice, password: {from_env: PORTCULLIS_TEST_ALICE}}]
     agents: [reader]
     access_token_ttl: 2s
-`, origin), map[string]string{"policy.cedar": `permit (principal == Agent::"reader", action, resource);`})
+`, map[string]string{"policy.cedar": `permit (principal == Agent::"reader", action, resource);`})
 	defer h.stop()
 	_ = h
 

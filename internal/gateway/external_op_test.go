@@ -84,15 +84,9 @@ func TestExternalIssuerIsARealOP(t *testing.T) {
 	trust := func(iss string) string {
 		return fmt.Sprintf("    - {issuer: %q, audience: %q, algorithms: [ES256], agent_claim: portcullis_agent}\n", iss, resource)
 	}
-	h := startGateway(t, fmt.Sprintf(`version: 1
-data_dir: DIR/data
-listen: {public_url: %q}
-policy: {paths: [DIR/policy.cedar]}
-agents: [{name: reader, roles: [demo]}]
-upstreams: [{name: demo, builtin: demo}]
-auth:
+	h := startGateway(t, atOrigin(origin, `[{name: reader, roles: [demo]}]`)+`auth:
   external:
-`, origin)+trust(idp)+trust(elsewhere)+trust(short), map[string]string{"policy.cedar": demoPolicy})
+`+trust(idp)+trust(elsewhere)+trust(short), map[string]string{"policy.cedar": demoPolicy})
 	defer h.stop()
 	const list = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
 
@@ -141,6 +135,18 @@ auth:
 	}
 }
 
+// atOrigin is the start of a gateway configuration whose public URL (and
+// listener) is origin, with the given agents and the demo upstream.
+func atOrigin(origin, agents string) string {
+	return fmt.Sprintf(`version: 1
+data_dir: DIR/data
+listen: {public_url: %q}
+policy: {paths: [DIR/policy.cedar]}
+agents: %s
+upstreams: [{name: demo, builtin: demo}]
+`, origin, agents)
+}
+
 // register registers a public client with the authorization server at
 // issuer (RFC 7591) and returns its ID.
 func register(t *testing.T, issuer, redirect, name string) string {
@@ -179,17 +185,11 @@ func TestBuiltinAuthorizationServerFederation(t *testing.T) {
 	origin := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	idp := startOP(t, "https://ignored.example/mcp", time.Minute)
 	clientID := register(t, idp, origin+"/oauth2/federated", "Portcullis")
-	h := startGateway(t, fmt.Sprintf(`version: 1
-data_dir: DIR/data
-listen: {public_url: %q}
-policy: {paths: [DIR/policy.cedar]}
-agents: [{name: reader, roles: [demo]}]
-upstreams: [{name: demo, builtin: demo}]
-auth:
+	h := startGateway(t, atOrigin(origin, `[{name: reader, roles: [demo]}]`)+fmt.Sprintf(`auth:
   authorization_server:
     agents: [reader]
     federation: {issuer: %q, client_id: %q}
-`, origin, idp, clientID), map[string]string{"policy.cedar": demoPolicy})
+`, idp, clientID), map[string]string{"policy.cedar": demoPolicy})
 	defer h.stop()
 
 	browser := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
