@@ -75,11 +75,22 @@ func (g *Gateway) observe(e *audit.Event) {
 			audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
 		ev.Target, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Severity, al.Techniques, al.ID
 		ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
-		g.submit(ev)
+		g.recordNow(ev)
 		g.metrics.Alert(al.Class, al.Severity)
 		g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
 		g.respond(al)
 		go g.triage(al)
+	}
+}
+
+// recordNow writes an alert or response event durably (not through the
+// queue, which drops when full): a session is never contained without a
+// record of why. It costs the deviating call only.
+func (g *Gateway) recordNow(e *audit.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := g.recorder.Record(ctx, e); err != nil {
+		g.log.Error("audit event lost", "type", e.Type, "alert", e.Alert, "err", err)
 	}
 }
 
@@ -150,7 +161,7 @@ func (g *Gateway) release(session, agent, by string) {
 	}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseReleased, time.Now(), audit.Subject{Agent: agent, SessionID: session})
 	ev.Detail = "containment lifted by " + by
-	g.submit(ev)
+	g.recordNow(ev)
 }
 
 // escalation: an agent whose sessions keep being contained is held back
@@ -184,7 +195,7 @@ func (g *Gateway) escalate(al detect.Alert) {
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseTerminate, time.Now(), audit.Subject{Agent: al.Agent, User: al.User})
 	ev.Alert = al.ID
 	ev.Detail = fmt.Sprintf("every session of the agent: %d of its sessions contained within %s", n, escalateWithin)
-	g.submit(ev)
+	g.recordNow(ev)
 }
 
 // actions orders the response actions by strength.
@@ -232,6 +243,6 @@ func (g *Gateway) respond(al detect.Alert) {
 			}
 		}()
 	}
-	g.submit(ev)
+	g.recordNow(ev)
 	g.metrics.Contained(step, time.Since(al.Time))
 }
