@@ -157,13 +157,17 @@ func (u *Upstream) offeredCaps(caps []byte) []byte {
 }
 
 // connect opens a connection and initialises an MCP session over it.
+// probeKey is the key of the probe's link: set when the link is made,
+// before it listens (its notifications read it).
+const probeKey = "probe"
+
 func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (*link, error) {
 	conn, err := u.takeConn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUpstreamDown, err)
 	}
 	l := &link{
-		up: u, conn: conn, key: key, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
+		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
 	}

@@ -175,12 +175,11 @@ func (u *Upstream) probe(ctx context.Context) error {
 	if v := u.cfg.ProtocolVersion; v != "" {
 		hello.version = v
 	}
-	l, err := u.connect(ctx, hello, "probe")
+	l, err := u.connect(ctx, hello, probeKey)
 	if err != nil {
 		return err
 	}
 	defer l.close()
-	l.probe = true
 	if err := u.relist(ctx, l); err != nil {
 		return err
 	}
