@@ -1,10 +1,12 @@
 package detect
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 )
 
 func call(at time.Time, agent, session, tool string, denied bool) *audit.Event {
@@ -120,5 +122,13 @@ func TestTriage(t *testing.T) {
 		if r.Verdict != tc.want || r.Recommended != tc.reply || len(r.Reasons) == 0 || r.Confidence <= 0 {
 			t.Errorf("%s: %+v", tc.name, r)
 		}
+	}
+}
+
+// TestConfigurationKnowsTheClasses: the classes the configuration accepts
+// are the detector's.
+func TestConfigurationKnowsTheClasses(t *testing.T) {
+	if !slices.Equal(config.AlertClasses, Classes) {
+		t.Fatalf("config.AlertClasses %v, detect.Classes %v", config.AlertClasses, Classes)
 	}
 }

@@ -198,8 +198,9 @@ func (g *Gateway) escalate(al detect.Alert) {
 	g.recordNow(ev)
 }
 
-// actions orders the response actions by strength.
-var actions = []string{"flag", "read_only", "terminate_session", "revoke_agent"}
+// actions orders the response actions by strength (the configuration
+// lists them weakest first).
+var actions = config.ResponseActions
 
 // respond takes the strongest step the playbook gives alert al.
 func (g *Gateway) respond(al detect.Alert) {

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 
@@ -26,6 +27,9 @@ const (
 // containment holds the levels by session ID and by agent (a session's
 // entry goes when the session is removed; agents are few).
 type containment struct {
+	// any is set once something was contained: until then (always, when
+	// no detection is configured) a request pays one atomic load.
+	any      atomic.Bool
 	mu       sync.RWMutex
 	sessions map[string]Containment
 	agents   map[string]Containment
@@ -46,6 +50,7 @@ func (p *Proxy) Contain(session, agent string, level Containment) {
 	if c.sessions == nil {
 		c.sessions, c.agents = map[string]Containment{}, map[string]Containment{}
 	}
+	c.any.Store(true)
 	if session == "" {
 		c.agents[agent] = max(c.agents[agent], level)
 		return
@@ -79,11 +84,11 @@ func (p *Proxy) forget(session string) {
 // containmentOf is the level that holds the session back.
 func (p *Proxy) containmentOf(session, agent string) Containment {
 	c := &p.contained
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.sessions == nil {
+	if !c.any.Load() {
 		return NotContained
 	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return max(c.sessions[session], c.agents[agent])
 }
 
