@@ -37,6 +37,7 @@ const (
 	TypeResponse     Type = "response"          // a response step taken for an alert (containment, revocation)
 	TypeTriage       Type = "triage"            // the first-pass triage of an alert: verdict, confidence, recommendation
 	TypeAlertState   Type = "alert_state"       // a person acknowledged or resolved an alert
+	TypeBaseline     Type = "baseline"          // an operator restored the learned baselines
 )
 
 // Outcome is how an event ended.

@@ -13,7 +13,31 @@ import (
 // to do, and how the gateway answers a deviation.
 type Detection struct {
 	Baselines []Baseline     `json:"baselines,omitempty"`
+	Learning  *Learning      `json:"learning,omitempty"`
 	Response  []ResponseRule `json:"response,omitempty"`
+}
+
+// Learning turns on learned baselines (per agent and per role, from the
+// decisions the gateway sees) and drift detection; absent: off.
+type Learning struct {
+	// MinObservations is the learning period: decisions a profile learns
+	// before it scores (default 200).
+	MinObservations int `json:"min_observations,omitempty"`
+	// Sensitivity is the z-score above which a rate deviates, and sets
+	// the improbability (10^-(sensitivity+2)) at which a session's tool mix
+	// or denials do (default 4; lower is more sensitive).
+	Sensitivity float64 `json:"sensitivity,omitempty"`
+	// Threshold is the summed score of the deviating metrics that raises
+	// an anomaly alert (default 1).
+	Threshold float64 `json:"threshold,omitempty"`
+	// Window is the drift window, after which counts decay and the window
+	// is compared with the reference (default 24h).
+	Window Duration `json:"window,omitempty"`
+	// DriftThreshold is the Page-Hinkley limit (default 0.3).
+	DriftThreshold float64 `json:"drift_threshold,omitempty"`
+	// SyncInterval is how often the learned state is saved to the store,
+	// and an operator's restore picked up (default 10s).
+	SyncInterval Duration `json:"sync_interval,omitempty"`
 }
 
 // Baseline is what an agent (or every agent of a role) is declared to do.
@@ -23,6 +47,10 @@ type Baseline struct {
 	// Tools are the qualified tool names it is expected to call (path
 	// patterns: "files__read_*"); empty: any.
 	Tools []string `json:"tools,omitempty"`
+	// DelegatesTo are the agents (path patterns) it is expected to
+	// delegate to (an agent's baseline only); empty: any. An agent acting
+	// on its delegation otherwise raises lateral_movement.
+	DelegatesTo []string `json:"delegates_to,omitempty"`
 	// CallsPerMinute is the most calls a minute that are normal (0: no
 	// limit).
 	CallsPerMinute int `json:"calls_per_minute,omitempty"`
@@ -47,7 +75,7 @@ type ResponseRule struct {
 
 // Alert classes and response actions (internal/detect documents them).
 var (
-	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours"}
+	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours", "credential_access", "lateral_movement", "anomaly", "drift"}
 	ResponseActions = []string{"flag", "read_only", "terminate_session", "revoke_agent"}
 	severities      = []string{"low", "medium", "high"}
 )
@@ -87,6 +115,14 @@ func (d *Detection) validate(c *Config) []error {
 			add("%s: a second baseline for the same agent or role", at)
 		}
 		seen[key] = true
+		if len(b.DelegatesTo) > 0 && b.Agent == "" {
+			add("%s.delegates_to: an agent's baseline only (a delegation names its agent)", at)
+		}
+		for _, p := range b.DelegatesTo {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				add("%s.delegates_to: %q is not a pattern", at, p)
+			}
+		}
 		for _, p := range b.Tools {
 			if _, err := path.Match(p, ""); err != nil || p == "" {
 				add("%s.tools: %q is not a pattern", at, p)
@@ -104,6 +140,17 @@ func (d *Detection) validate(c *Config) []error {
 			if _, err := time.LoadLocation(b.Timezone); err != nil {
 				add("%s.timezone: %v", at, err)
 			}
+		}
+	}
+	if l := d.Learning; l != nil {
+		if l.MinObservations < 0 || l.Sensitivity < 0 || l.Threshold < 0 || l.DriftThreshold < 0 || l.Window < 0 || l.SyncInterval < 0 {
+			add("detection.learning: values must not be negative")
+		}
+		if l.Window != 0 && l.Window.D() < time.Minute {
+			add("detection.learning.window: at least 1m")
+		}
+		if l.SyncInterval != 0 && l.SyncInterval.D() < 100*time.Millisecond {
+			add("detection.learning.sync_interval: at least 100ms")
 		}
 	}
 	for i, r := range d.Response {

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,10 +45,16 @@ const (
 	DenialBurst    = "denial_burst"
 	Rate           = "rate"
 	OffHours       = "off_hours"
+	// CredentialAccess: results carrying secrets, read again and again in
+	// one session (credential hunting, within the expected tools).
+	CredentialAccess = "credential_access"
+	// LateralMovement: an agent acting on a delegation its delegator's
+	// baseline does not expect.
+	LateralMovement = "lateral_movement"
 )
 
-// Classes lists every alert class.
-var Classes = []string{UnexpectedTool, DenialBurst, Rate, OffHours}
+// Classes lists every alert class (the learned ones are in learn.go).
+var Classes = []string{UnexpectedTool, DenialBurst, Rate, OffHours, CredentialAccess, LateralMovement, Anomaly, Drift}
 
 // Severities, in order.
 const (
@@ -62,26 +69,37 @@ func SeverityRank(s string) int { return slices.Index([]string{Low, Medium, High
 // Techniques are the MITRE ATT&CK and ATLAS techniques each class may
 // indicate.
 var Techniques = map[string][]string{
-	UnexpectedTool: {"AML.T0053"},          // ATLAS: LLM plugin compromise (a tool used beyond its purpose)
-	DenialBurst:    {"T1526", "AML.T0053"}, // ATT&CK: cloud service discovery; probing the tools
-	Rate:           {"T1119", "T1030"},     // automated collection; data transfer size limits
-	OffHours:       {"T1078"},              // valid accounts (used at an unusual time)
+	UnexpectedTool:   {"AML.T0053"},          // ATLAS: LLM plugin compromise (a tool used beyond its purpose)
+	DenialBurst:      {"T1526", "AML.T0053"}, // ATT&CK: cloud service discovery; probing the tools
+	Rate:             {"T1119", "T1030"},     // automated collection; data transfer size limits
+	OffHours:         {"T1078"},              // valid accounts (used at an unusual time)
+	CredentialAccess: {"T1552", "AML.T0055"}, // unsecured credentials (ATT&CK, ATLAS)
+	LateralMovement:  {"T1550.001"},          // application access token used to move
+	Anomaly:          nil,                    // those of its deviating metrics
+	Drift:            {"AML.T0051"},          // LLM prompt injection: the usual reason an agent's goals shift
 }
 
-var severity = map[string]string{UnexpectedTool: High, DenialBurst: High, Rate: Medium, OffHours: Low}
+var severity = map[string]string{UnexpectedTool: High, DenialBurst: High, Rate: Medium, OffHours: Low, Drift: Medium,
+	CredentialAccess: High, LateralMovement: High}
 
 // Bounds.
 const (
-	deniedBurst = 5               // denials in a minute that make a burst
-	suppressFor = 5 * time.Minute // one alert of a class per session this often
-	maxTracked  = 100_000         // agents and sessions tracked at once
+	deniedBurst   = 5 // denials in a minute that make a burst
+	secretReads   = 2 // results with secrets within secretsWithin that make a hunt
+	secretsWithin = 10 * time.Minute
+	suppressFor   = 5 * time.Minute // one alert of a class per session this often
+	maxTracked    = 100_000         // agents and sessions tracked at once
+	maxWindow     = 600             // requests a minute a session's window counts up to
 )
 
 // Baseline is what an agent is declared to do.
 type Baseline struct {
-	Agent, Role    string
-	Tools          []string // path.Match patterns of qualified names; empty: any
-	CallsPerMinute int      // 0: no limit
+	Agent, Role string
+	Tools       []string // path.Match patterns of qualified names; empty: any
+	// DelegatesTo are the agents (path patterns) it is expected to
+	// delegate to; empty: any.
+	DelegatesTo    []string
+	CallsPerMinute int // 0: no limit
 	// ActiveFrom and ActiveTo are minutes after midnight in Location (From
 	// equal To: always).
 	ActiveFrom, ActiveTo int
@@ -109,7 +127,11 @@ type Detector struct {
 	byAgent map[string]*Baseline
 	byRole  map[string]*Baseline
 
+	learn   *learner // nil: no learned baselines
+	content bool     // watch screening findings of every agent
+
 	mu       sync.Mutex
+	secrets  map[string][]time.Time // by session: results with secrets lately
 	calls    map[string][]time.Time // by session: requests in the last minute
 	denials  map[string][]time.Time // by session: denials in the last minute
 	lastSeen map[string]time.Time   // by session+class(+tool): the last alert
@@ -119,7 +141,7 @@ type Detector struct {
 // role's).
 func New(baselines []Baseline) *Detector {
 	d := &Detector{byAgent: map[string]*Baseline{}, byRole: map[string]*Baseline{},
-		calls: map[string][]time.Time{}, denials: map[string][]time.Time{}, lastSeen: map[string]time.Time{}}
+		secrets: map[string][]time.Time{}, calls: map[string][]time.Time{}, denials: map[string][]time.Time{}, lastSeen: map[string]time.Time{}}
 	for i := range baselines {
 		b := &baselines[i]
 		if b.Agent != "" {
@@ -131,8 +153,56 @@ func New(baselines []Baseline) *Detector {
 	return d
 }
 
+// Learn turns on learned baselines and drift detection (before the
+// detector is used).
+func (d *Detector) Learn(o LearnOptions) { d.learn = newLearner(o) }
+
+// WatchContent turns on the alerts that need no baseline (screening
+// findings: credential_access) for every agent.
+func (d *Detector) WatchContent() { d.content = true }
+
 // Empty reports whether there is nothing to watch.
-func (d *Detector) Empty() bool { return d == nil || len(d.byAgent)+len(d.byRole) == 0 }
+func (d *Detector) Empty() bool {
+	return d == nil || len(d.byAgent)+len(d.byRole) == 0 && d.learn == nil && !d.content
+}
+
+// ObserveFinding takes a screening event of a result the agent read, with
+// the categories screening found in it, and returns the alerts it raises:
+// credential_access when secretReads results carrying secrets reached one
+// session within secretsWithin (credential hunting with tools it may
+// use).
+func (d *Detector) ObserveFinding(e *audit.Event, categories []string) []Alert {
+	if d.Empty() || !d.content || e.Type != audit.TypeScreening || e.Agent == "" || e.SessionID == "" || !slices.Contains(categories, "secret") {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.secrets) > maxTracked {
+		clear(d.secrets)
+	}
+	now := e.Time
+	w := d.secrets[e.SessionID]
+	if n := len(w); n > 0 && now.Before(w[n-1]) {
+		now = w[n-1]
+	}
+	cut := now.Add(-secretsWithin)
+	w = slices.DeleteFunc(append(w, now), func(t time.Time) bool { return !t.After(cut) })
+	if len(w) > secretReads {
+		w = w[len(w)-secretReads:]
+	}
+	d.secrets[e.SessionID] = w
+	if len(w) < secretReads {
+		return nil
+	}
+	key := e.SessionID + "\x00" + e.Agent + "\x00" + CredentialAccess
+	if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
+		return nil
+	}
+	d.lastSeen[key] = now
+	return []Alert{{ID: "al-" + rand.Text()[:16], Class: CredentialAccess, Severity: severity[CredentialAccess], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
+		Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target, Techniques: Techniques[CredentialAccess],
+		Evidence: fmt.Sprintf("%d results carrying secrets read within %s (the last: %s)", len(w), secretsWithin, e.Target), Baseline: "screening"}}
+}
 
 func (d *Detector) baselineOf(agent string, roles []string) *Baseline {
 	if b := d.byAgent[agent]; b != nil {
@@ -154,7 +224,7 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 	}
 	tool := e.Action == "call_tool"
 	b := d.baselineOf(e.Agent, roles)
-	if b == nil {
+	if b == nil && d.learn == nil && len(e.Actors) == 0 {
 		return nil
 	}
 	denied := e.Outcome == audit.OutcomeDeny
@@ -175,8 +245,12 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 		now = w[len(w)-1]
 	}
 	calls := recent(append(d.calls[win], now), now)
-	if b.CallsPerMinute > 0 && len(calls) > b.CallsPerMinute+1 {
-		calls = calls[len(calls)-b.CallsPerMinute-1:] // enough to tell
+	keep := maxWindow // the learned rate counts up to this
+	if d.learn == nil && b != nil && b.CallsPerMinute > 0 {
+		keep = b.CallsPerMinute + 1 // enough to tell
+	}
+	if len(calls) > keep {
+		calls = calls[len(calls)-keep:]
 	}
 	d.calls[win] = calls
 	var denials []time.Time
@@ -188,18 +262,43 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 		d.denials[win] = denials
 	}
 	var out []Alert
-	raise := func(class, evidence string) {
-		key := e.SessionID + "\x00" + e.Agent + "\x00" + class
-		if class == UnexpectedTool {
-			key += "\x00" + e.Target // one harmless deviation does not hide a sensitive one
-		}
+	raiseAs := func(key, class, sev string, techniques []string, evidence, source string) {
 		if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
 			return
 		}
 		d.lastSeen[key] = now
-		out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: class, Severity: severity[class], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
+		out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: class, Severity: sev, Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
 			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target,
-			Techniques: Techniques[class], Evidence: evidence, Baseline: b.Source})
+			Techniques: techniques, Evidence: evidence, Baseline: source})
+	}
+	key := e.SessionID + "\x00" + e.Agent + "\x00"
+	if d.learn != nil {
+		devs, against, drifts := d.learn.observe(e, roles, win, len(calls))
+		if len(devs) > 0 {
+			raiseAs(key+Anomaly+"\x00"+e.Target, Anomaly, anomalySeverity(devs, d.learn.o.Threshold), techniquesOf(devs),
+				anomalyEvidence(devs, d.learn.o.Threshold), "learned "+against.Key)
+		}
+		for _, ev := range drifts {
+			pk, _, _ := strings.Cut(ev, ":")
+			raiseAs("drift\x00"+pk, Drift, severity[Drift], Techniques[Drift], ev, "learned "+pk)
+		}
+	}
+	if len(e.Actors) > 0 {
+		from := e.Actors[0] // the agent that delegated to this one
+		if db := d.byAgent[from]; db != nil && len(db.DelegatesTo) > 0 && !matches(db.DelegatesTo, e.Agent) {
+			raiseAs(key+LateralMovement, LateralMovement, severity[LateralMovement], Techniques[LateralMovement],
+				fmt.Sprintf("acting on a delegation from %s (chain %v), which is expected to delegate to %v only", from, e.Actors, db.DelegatesTo), db.Source)
+		}
+	}
+	if b == nil {
+		return out
+	}
+	raise := func(class, evidence string) {
+		k := key + class
+		if class == UnexpectedTool {
+			k += "\x00" + e.Target // one harmless deviation does not hide a sensitive one
+		}
+		raiseAs(k, class, severity[class], Techniques[class], evidence, b.Source)
 	}
 	if tool && len(b.Tools) > 0 && !matches(b.Tools, e.Target) {
 		raise(UnexpectedTool, fmt.Sprintf("%s is not among the tools %v the agent is expected to call (%s)", e.Target, b.Tools, e.Outcome))
@@ -246,3 +345,34 @@ func active(b *Baseline, t time.Time) bool {
 }
 
 func clock(m int) string { return fmt.Sprintf("%02d:%02d", m/60, m%60) }
+
+func anomalySeverity(devs []deviation, threshold float64) string {
+	var sum float64
+	for _, d := range devs {
+		sum += d.score
+	}
+	if len(devs) > 1 || sum >= 2*threshold {
+		return High
+	}
+	return Medium
+}
+
+func techniquesOf(devs []deviation) []string {
+	var ts []string
+	for _, d := range devs {
+		if !slices.Contains(ts, d.technique) {
+			ts = append(ts, d.technique)
+		}
+	}
+	return ts
+}
+
+func anomalyEvidence(devs []deviation, threshold float64) string {
+	var sum float64
+	parts := make([]string, len(devs))
+	for i, d := range devs {
+		sum += d.score
+		parts[i] = fmt.Sprintf("%s (%.1f): %s", d.metric, d.score, d.evidence)
+	}
+	return fmt.Sprintf("score %.1f over %.1f: %s", sum, threshold, strings.Join(parts, "; "))
+}

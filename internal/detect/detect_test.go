@@ -132,3 +132,84 @@ func TestConfigurationKnowsTheClasses(t *testing.T) {
 		t.Fatalf("config.AlertClasses %v, detect.Classes %v", config.AlertClasses, Classes)
 	}
 }
+
+// Credential hunting: two results carrying secrets in one session within
+// ten minutes, whatever the tools; other categories and sessions do not
+// count.
+func TestCredentialAccess(t *testing.T) {
+	d := New(nil)
+	d.WatchContent()
+	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	finding := func(at time.Time, session string) *audit.Event {
+		e := audit.New(audit.TypeScreening, audit.OutcomeInfo, "redacted", at, audit.Subject{Agent: "a", SessionID: session})
+		e.Target = "files__read"
+		return e
+	}
+	if got := d.ObserveFinding(finding(at, "s1"), []string{"secret"}); len(got) != 0 {
+		t.Fatalf("one secret: %v", classes(got))
+	}
+	if got := d.ObserveFinding(finding(at, "s2"), []string{"secret"}); len(got) != 0 {
+		t.Fatalf("another session's secret counted: %v", classes(got))
+	}
+	if got := d.ObserveFinding(finding(at.Add(time.Minute), "s1"), []string{"personal_data"}); len(got) != 0 {
+		t.Fatalf("personal data counted as a secret: %v", classes(got))
+	}
+	if got := d.ObserveFinding(finding(at.Add(11*time.Minute), "s2"), []string{"secret"}); len(got) != 0 {
+		t.Fatalf("secrets eleven minutes apart: %v", classes(got))
+	}
+	got := d.ObserveFinding(finding(at.Add(2*time.Minute), "s1"), []string{"prompt_injection", "secret"})
+	if len(got) != 1 || got[0].Class != CredentialAccess || got[0].Severity != High || got[0].Session != "s1" {
+		t.Fatalf("credential hunting: %+v", got)
+	}
+	if New(nil).ObserveFinding(finding(at, "s1"), []string{"secret"}) != nil {
+		t.Error("a detector not watching content raised an alert")
+	}
+}
+
+// Lateral movement: an agent acting on a delegation from an agent whose
+// baseline expects other receivers; the expected receiver raises nothing.
+func TestLateralMovement(t *testing.T) {
+	d := New([]Baseline{{Agent: "orchestrator", DelegatesTo: []string{"reporter"}, Source: "b0"}})
+	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	e := call(at, "reporter", "s1", "files__read", false)
+	e.Actors = []string{"orchestrator"}
+	if got := d.Observe(e, nil); len(got) != 0 {
+		t.Fatalf("the expected receiver: %v", classes(got))
+	}
+	e = call(at, "helper", "s2", "files__read", false)
+	e.Actors = []string{"orchestrator", "user-agent"}
+	got := d.Observe(e, nil)
+	if len(got) != 1 || got[0].Class != LateralMovement || got[0].Baseline != "b0" {
+		t.Fatalf("an unexpected receiver: %+v", got)
+	}
+	e = call(at, "helper", "s3", "files__read", false)
+	e.Actors = []string{"someone-else"}
+	if got := d.Observe(e, nil); len(got) != 0 {
+		t.Fatalf("a delegator without a baseline: %v", classes(got))
+	}
+}
+
+// FuzzObserve: no event, whatever its fields, makes the detector fail,
+// with declared and learned baselines on.
+func FuzzObserve(f *testing.F) {
+	f.Add("a", "s", "call_tool", "t__x", false, "b", int64(0))
+	f.Add("", "", "read_resource", "", true, "", int64(1e18))
+	f.Fuzz(func(t *testing.T, agent, session, action, target string, denied bool, actor string, ns int64) {
+		d := New([]Baseline{{Agent: "a", Tools: []string{"t__*"}, DelegatesTo: []string{"c"}, CallsPerMinute: 2, ActiveFrom: 60, ActiveTo: 120, Location: time.UTC}, {Role: "r"}})
+		d.Learn(LearnOptions{MinObservations: 2})
+		d.WatchContent()
+		for i := range 5 {
+			e := call(time.Unix(0, ns).Add(time.Duration(i)*time.Second), agent, session, target, denied)
+			e.Action = action
+			if actor != "" {
+				e.Actors = []string{actor}
+			}
+			d.Observe(e, []string{"r"})
+			e.Type = audit.TypeScreening
+			d.ObserveFinding(e, []string{"secret"})
+		}
+		if s := d.Snapshot(time.Unix(0, ns)); s.Validate() != nil {
+			t.Fatalf("a snapshot of the learned state does not validate: %v", s.Validate())
+		}
+	})
+}

@@ -56,8 +56,10 @@ func Triage(a Alert, ev Evidence) Report {
 	if ev.Decisions > 0 {
 		reasons = append(reasons, fmt.Sprintf("%d of the session's last %d decisions were denials", ev.Denied, ev.Decisions))
 	}
-	probing := a.Class == UnexpectedTool || a.Class == DenialBurst
+	probing := a.Class == UnexpectedTool || a.Class == DenialBurst || a.Class == CredentialAccess || a.Class == LateralMovement || a.Class == Anomaly
 	switch {
+	case a.Class == Drift:
+		return Report{Suspicious, 0.5, "flag", append(reasons, "a slow change of behaviour: review whether it is legitimate; if not, restore the last known-good baseline")}
 	case probing && (injected || untrusted):
 		return Report{Malicious, 0.9, "revoke_agent", append(reasons, "behaviour outside the role after reading attacker-controllable content: consistent with a hijacked agent")}
 	case len(classes) > 1 && (probing || classes[Rate]):
@@ -66,6 +68,10 @@ func Triage(a Alert, ev Evidence) Report {
 		return Report{Benign, 0.6, "flag", append(reasons, "off-hours use alone, with nothing denied")}
 	case a.Class == DenialBurst:
 		return Report{Suspicious, 0.7, "terminate_session", append(reasons, "probing for what it may call")}
+	case a.Class == CredentialAccess:
+		return Report{Suspicious, 0.75, "terminate_session", append(reasons, "secrets gathered from several sources: credential hunting")}
+	case a.Class == LateralMovement:
+		return Report{Suspicious, 0.7, "terminate_session", append(reasons, "a delegation outside the delegator's expected ones")}
 	}
 	return Report{Suspicious, 0.5, "read_only", append(reasons, "a single deviation without corroboration")}
 }

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -21,7 +24,7 @@ import (
 func newDetector(d config.Detection) *detect.Detector {
 	var bs []detect.Baseline
 	for i, b := range d.Baselines {
-		db := detect.Baseline{Agent: b.Agent, Role: b.Role, Tools: b.Tools, CallsPerMinute: b.CallsPerMinute,
+		db := detect.Baseline{Agent: b.Agent, Role: b.Role, Tools: b.Tools, DelegatesTo: b.DelegatesTo, CallsPerMinute: b.CallsPerMinute,
 			Location: time.UTC, Source: fmt.Sprintf("detection.baselines[%d]", i)}
 		if b.Timezone != "" {
 			if loc, err := time.LoadLocation(b.Timezone); err == nil {
@@ -33,7 +36,76 @@ func newDetector(d config.Detection) *detect.Detector {
 		}
 		bs = append(bs, db)
 	}
-	return detect.New(bs)
+	det := detect.New(bs)
+	if len(d.Baselines) > 0 || d.Learning != nil || len(d.Response) > 0 {
+		det.WatchContent()
+	}
+	if l := d.Learning; l != nil {
+		det.Learn(detect.LearnOptions{MinObservations: l.MinObservations, Sensitivity: l.Sensitivity, Threshold: l.Threshold,
+			Window: l.Window.D(), DriftThreshold: l.DriftThreshold})
+	}
+	return det
+}
+
+// syncBaselines keeps the learned baselines in the store: loaded at start,
+// saved every sync interval and at stop, and replaced when an operator
+// restored a snapshot (`portcullis baseline restore` bumps the stored
+// generation; the gateway's next save notices and loads it).
+func (g *Gateway) syncBaselines(ctx context.Context) error {
+	every := g.cfg.Detection.Learning.SyncInterval.D()
+	if every == 0 {
+		every = 10 * time.Second
+	}
+	g.loadBaselines(ctx)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			g.saveBaselines(sctx)
+			cancel()
+			return nil
+		case <-t.C:
+			g.saveBaselines(ctx)
+		}
+	}
+}
+
+func (g *Gateway) saveBaselines(ctx context.Context) {
+	body, err := json.Marshal(g.detector.Snapshot(time.Now()))
+	if err != nil {
+		g.log.Error("learned baselines not saved", "err", err)
+		return
+	}
+	ok, err := g.store.SaveBaselines(ctx, g.baselineGen, body)
+	switch {
+	case err != nil:
+		g.log.Error("learned baselines not saved", "err", err)
+	case !ok:
+		g.loadBaselines(ctx) // restored by an operator since
+	}
+}
+
+func (g *Gateway) loadBaselines(ctx context.Context) {
+	gen, body, _, err := g.store.Baselines(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		g.log.Error("learned baselines not loaded; learning afresh", "err", err)
+		return
+	}
+	g.baselineGen = gen // an unreadable document is overwritten by the next save
+	s, err := detect.ParseSnapshot(body)
+	if err == nil {
+		err = g.detector.Restore(s)
+	}
+	if err != nil {
+		g.log.Error("learned baselines not loaded; learning afresh", "err", err)
+		return
+	}
+	g.log.Info("learned baselines loaded", "generation", gen, "profiles", len(s.Profiles), "taken", s.Taken)
 }
 
 // detecting is the proxy's recorder: every decision it records is also
@@ -51,6 +123,15 @@ func (d detecting) Record(ctx context.Context, e *audit.Event) error {
 	return err
 }
 
+// Submit is how screening events arrive (queued, off the call's path).
+func (d detecting) Submit(e *audit.Event) error {
+	err := d.Recorder.Submit(e)
+	if err == nil && e.Type == audit.TypeScreening {
+		d.g.observe(e)
+	}
+	return err
+}
+
 func (d detecting) Commit(ctx context.Context, e *audit.Event) (*audit.Receipt, error) {
 	r, err := d.Recorder.Commit(ctx, e)
 	if err == nil {
@@ -63,14 +144,23 @@ func (d detecting) Commit(ctx context.Context, e *audit.Event) (*audit.Receipt, 
 // alerts: containment takes effect before the session's next message;
 // revocation is written after.
 func (g *Gateway) observe(e *audit.Event) {
-	if g.detector.Empty() || e.Type != audit.TypeDecision {
+	if g.detector.Empty() {
 		return
 	}
-	var roles []string
-	if a, ok := g.cfg.Agent(e.Agent); ok {
-		roles = a.Roles
+	var alerts []detect.Alert
+	switch e.Type {
+	case audit.TypeDecision:
+		var roles []string
+		if a, ok := g.cfg.Agent(e.Agent); ok {
+			roles = a.Roles
+		}
+		alerts = g.detector.Observe(e, roles)
+	case audit.TypeScreening:
+		if dir, cats := screeningCategories(e.Detail); dir != screen.DirArguments {
+			alerts = g.detector.ObserveFinding(e, cats)
+		}
 	}
-	for _, al := range g.detector.Observe(e, roles) {
+	for _, al := range alerts {
 		ev := audit.New(audit.TypeAlert, audit.OutcomeInfo, reason.Code(al.Class), al.Time,
 			audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
 		ev.Target, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Severity, al.Techniques, al.ID
@@ -81,6 +171,19 @@ func (g *Gateway) observe(e *audit.Event) {
 		g.respond(al)
 		go g.triage(al)
 	}
+}
+
+// screeningCategories reads a screening event's detail ("result:
+// secret/aws-key:redact×1 prompt_injection/...") as its direction and the
+// categories found.
+func screeningCategories(detail string) (dir string, cats []string) {
+	dir, summary, _ := strings.Cut(detail, ": ")
+	for _, f := range strings.Fields(summary) {
+		if c, _, ok := strings.Cut(f, "/"); ok && !slices.Contains(cats, c) {
+			cats = append(cats, c)
+		}
+	}
+	return dir, cats
 }
 
 // recordNow writes an alert or response event durably (not through the
@@ -124,8 +227,9 @@ func (g *Gateway) triage(al detect.Alert) {
 			case audit.TypeSessionLabel:
 				ev.Labels = append(ev.Labels, e.Labels...)
 			case audit.TypeScreening:
-				for _, cat := range []string{"prompt_injection", "secret", "personal_data", "exfiltration"} {
-					if strings.Contains(e.Detail, cat) && !slices.Contains(ev.Findings, cat) {
+				_, cats := screeningCategories(e.Detail)
+				for _, cat := range cats {
+					if !slices.Contains(ev.Findings, cat) {
 						ev.Findings = append(ev.Findings, cat)
 					}
 				}

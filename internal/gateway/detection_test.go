@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
@@ -186,5 +189,94 @@ permit (principal in Role::"readers", action == Action::"call_tool", resource in
 	outbox := filepath.Join(h.g.dataDir, DemoDir, "outbox.jsonl")
 	if b, _ := os.ReadFile(outbox); strings.Contains(string(b), "attacker.example") {
 		t.Fatal("the approved call of a contained session was sent")
+	}
+}
+
+// Learned baselines through a real gateway: after the learning period a
+// tool the agent never used raises an anomaly alert and its session is
+// terminated; the learned state is saved to the store, exported, and an
+// operator's restore of an edited snapshot is loaded by the running
+// gateway (the tool is then normal, and raises nothing).
+func TestLearnedBaselineAlertsAndRestore(t *testing.T) {
+	h := startGateway(t, demoConfig+`detection:
+  learning: {min_observations: 30, sync_interval: 100ms}
+  response:
+    - {alerts: [anomaly], action: terminate_session}
+`, map[string]string{"policy.cedar": demoPolicy})
+	defer h.stop()
+	ctx := context.Background()
+	read := &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}
+	list := &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}}
+	send := &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "hi"}}
+	for range 4 {
+		s := h.mustConnect("mailer")
+		for i := range 10 {
+			p := read
+			if i%3 == 0 {
+				p = list
+			}
+			if _, err := s.CallTool(ctx, p); err != nil {
+				t.Fatalf("learning: %v", err)
+			}
+		}
+		s.Close()
+	}
+	if e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeAlert }); e != nil {
+		t.Fatalf("the learning period raised %s: %s", e.Code, e.Detail)
+	}
+	s := h.mustConnect("mailer")
+	_, err := s.CallTool(ctx, send)
+	assertDenied(t, err, reason.Contained)
+	e := h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeAlert && e.Code == reason.AlertAnomaly })
+	if e == nil || !strings.Contains(e.Detail, "new_tool") || !strings.Contains(e.Detail, "learned agent:mailer") {
+		t.Fatalf("anomaly alert: %+v", e)
+	}
+
+	// Saved to the store within the sync interval; edited and restored.
+	o := cli(t, h.cfg)
+	var snap *detect.Snapshot
+	for range 100 {
+		if snap, _, err = o.Baselines(ctx); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if snap == nil {
+		t.Fatalf("no saved baselines: %v", err)
+	}
+	var prof *detect.Profile
+	for _, p := range snap.Profiles {
+		if p.Key == "agent:mailer" {
+			prof = p
+		}
+	}
+	if prof == nil || prof.Observations < 40 || prof.Reference == nil || prof.Tools["demo__send_message"] != 0 {
+		t.Fatalf("the saved profile: %+v", prof)
+	}
+	prof.Tools["demo__send_message"] = 20
+	doc, _ := json.Marshal(snap)
+	if _, err := o.RestoreBaselines(ctx, doc, "soc"); err != nil {
+		t.Fatal(err)
+	}
+	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeBaseline && strings.Contains(e.Detail, "by soc") }) == nil {
+		t.Fatal("the restore was not audited")
+	}
+	for i := 0; ; i++ {
+		if cur := h.g.detector.Snapshot(time.Now()); cur != nil && slices.ContainsFunc(cur.Profiles, func(p *detect.Profile) bool {
+			return p.Key == "agent:mailer" && p.Tools["demo__send_message"] > 0
+		}) {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the running gateway did not load the restored baselines")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s2 := h.mustConnect("mailer")
+	if _, err := s2.CallTool(ctx, send); err != nil {
+		t.Fatalf("a tool of the restored baseline: %v", err)
+	}
+	if _, err := o.RestoreBaselines(ctx, []byte(`{"version":1,"profiles":[{"key":"nope"}]}`), "soc"); err == nil {
+		t.Error("an invalid snapshot was restored")
 	}
 }

@@ -52,21 +52,22 @@ const DemoDir = "demo"
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	dataDir   string
-	store     *store.SQLite
-	recorder  *audit.Recorder
-	engine    *policy.Engine
-	key       *token.SigningKey
-	authn     *authn.Authenticator
-	revs      *authn.Revocations
-	trust     *authn.Trust
-	proxy     *mcpproxy.Proxy
-	oauth     *oauthclient.Broker // the gateway as OAuth client of upstreams
-	detector  *detect.Detector    // behavioural monitoring (declared baselines)
-	escMu     sync.Mutex
-	contained map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
+	cfg         *config.Config
+	log         *slog.Logger
+	dataDir     string
+	store       *store.SQLite
+	recorder    *audit.Recorder
+	engine      *policy.Engine
+	key         *token.SigningKey
+	authn       *authn.Authenticator
+	revs        *authn.Revocations
+	trust       *authn.Trust
+	proxy       *mcpproxy.Proxy
+	oauth       *oauthclient.Broker // the gateway as OAuth client of upstreams
+	detector    *detect.Detector    // behavioural monitoring (declared baselines)
+	baselineGen int64               // the learned baselines' stored generation (syncBaselines only)
+	escMu       sync.Mutex
+	contained   map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics
@@ -97,6 +98,10 @@ type Options struct {
 	Log *slog.Logger
 	// Policies, if set, replaces the configured policy paths (serve --dev).
 	Policies []policy.Source
+	// Now, if set, is the clock of the proxy's audit events (the decisions
+	// detection sees): `portcullis simulate` runs days of behaviour in
+	// seconds with it. Credentials are always checked on the real clock.
+	Now func() time.Time
 }
 
 // New opens the store and keys, compiles the policy and builds the proxy.
@@ -210,6 +215,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	}
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
+		Now:             opts.Now,
 		Decider:         decider{Engine: g.engine, grants: g.grants},
 		Recorder:        detecting{g.recorder, g},
 		Metrics:         g.metrics,
@@ -572,6 +578,9 @@ func (g *Gateway) startBackground() *background {
 	}
 	if g.watch {
 		services = append(services, task{"policy reload", g.watchPolicy})
+	}
+	if g.cfg.Detection.Learning != nil {
+		services = append(services, task{"learned baselines", g.syncBaselines})
 	}
 	b.services = startTasks(g.log, services...)
 	g.lifecycle(reason.Started)

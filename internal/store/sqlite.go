@@ -126,6 +126,12 @@ CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS learned_baselines (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	generation INTEGER NOT NULL,
+	body       BLOB NOT NULL,
+	saved_ns   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
 	size    INTEGER PRIMARY KEY,
 	time_ns INTEGER NOT NULL,
