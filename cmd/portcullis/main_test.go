@@ -634,7 +634,8 @@ func TestSimulate(t *testing.T) {
 		t.Fatalf("simulate: %v\n%s\n%s", err, out, errOut)
 	}
 	t.Log("\n" + out)
-	for _, want := range []string{"normal work ", "tool enumeration ", "burst of calls ", "bulk read, then external send ", "off-hours use "} {
+	for _, want := range []string{"normal work ", "tool enumeration ", "burst of calls ", "bulk read, then external send ", "off-hours use ",
+		"credential hunting ", "lateral movement by delegation ", "slow drift over simulated days "} {
 		line := ""
 		for _, l := range strings.Split(out, "\n") {
 			if strings.HasPrefix(l, want) {

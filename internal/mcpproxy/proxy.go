@@ -77,7 +77,9 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	Limits   config.Limits
 	Log      *slog.Logger
-	Now      func() time.Time
+	// Now is the clock of audit events (default time.Now); credentials'
+	// expiry is always checked on the real clock.
+	Now func() time.Time
 	// Tracer records spans of each request's stages (nil: none).
 	Tracer *telemetry.Tracer
 	// ToolClasses are operator classifications by qualified tool name; a

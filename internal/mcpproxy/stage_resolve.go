@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"context"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -20,7 +21,7 @@ func admit(p *Proxy, ctx context.Context, c *call) error {
 	}
 	if pr := c.principal; pr == nil {
 		return deny(reason.Unauthenticated)
-	} else if !pr.Expires.IsZero() && p.opts.Now().After(pr.Expires) {
+	} else if !pr.Expires.IsZero() && time.Now().After(pr.Expires) { // credentials: the real clock
 		return deny(reason.CredentialExpired)
 	}
 	if n := s.calls.Add(1); int(n) > p.opts.Limits.MaxCallsPerSession {

@@ -7,22 +7,32 @@ package simulate
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
 // Result is what happened to one scenario.
@@ -63,6 +73,8 @@ when { resource.read_only_hint };
 permit (principal in Role::"workers", action == Action::"call_tool", resource == Tool::"demo__send_message");
 permit (principal in Role::"night", action == Action::"call_tool", resource in Upstream::"demo")
 when { resource.read_only_hint };
+permit (principal in Role::"analysts", action == Action::"call_tool", resource in Upstream::"demo");
+permit (principal == Agent::"orchestrator", action == Action::"delegate", resource == Agent::"helper");
 `
 
 // config is the simulation's gateway: one agent per scenario (windows are
@@ -82,7 +94,15 @@ agents:
   - {name: burster, roles: [workers]}
   - {name: exfil, roles: [workers]}
   - {name: nightowl, roles: [night]}
+  - {name: hunter, roles: [workers]}
+  - {name: orchestrator, roles: [workers]}
+  - {name: helper, roles: [workers]}
+  - {name: reporter, roles: [workers]}
+  - {name: drifter, roles: [analysts]}
 upstreams: [{name: demo, builtin: demo}]
+# The slow drift compresses days of calls into seconds: the budget's
+# real-time rate cap and repeat breaker would read that as a flood.
+limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 tools:
   - {name: demo__read_file, classification: [read_only]}
   - {name: demo__list_files, classification: [read_only]}
@@ -91,10 +111,12 @@ detection:
   baselines:
     - {role: workers, tools: [demo__read_file, demo__list_files, demo__search_files], calls_per_minute: 20}
     - {role: night, tools: ["demo__*"], active_hours: "%s-%s"}
+    - {agent: orchestrator, tools: [demo__read_file, demo__list_files, demo__search_files], delegates_to: [reporter]}
+  learning: {min_observations: 150, window: 24h}
   response:
-    - {alerts: [unexpected_tool, rate], action: read_only}
-    - {alerts: [denial_burst], action: terminate_session}
-    - {alerts: [off_hours], action: flag}
+    - {alerts: [unexpected_tool, rate, anomaly], action: read_only}
+    - {alerts: [denial_burst, credential_access, lateral_movement], action: terminate_session}
+    - {alerts: [off_hours, drift], action: flag}
 `, dir, dir, from.Format("15:04"), to.Format("15:04"))
 }
 
@@ -106,8 +128,34 @@ type scenario struct {
 	contain      bool
 	expected     []string
 	drive        func(ctx context.Context, s *mcp.ClientSession) time.Time
+	// connect, if set, opens the scenario's session (default: a token of
+	// agent).
+	connect func(ctx context.Context, env *env) (*mcp.ClientSession, error)
 	// probe is the next call after the scenario: refused if contained.
 	probe *mcp.CallToolParams
+}
+
+// env is what scenarios reach beyond their session.
+type env struct {
+	g     *gateway.Gateway
+	o     *ops.Ops
+	clock *clock
+}
+
+// clock is the simulation's time: real time plus an offset scenarios move
+// forward (days of behaviour in seconds).
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// set moves the clock to real time plus d (never backwards).
+func (c *clock) set(d time.Duration) {
+	for {
+		cur := c.offset.Load()
+		if int64(d) <= cur || c.offset.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
 }
 
 func read(path string) *mcp.CallToolParams {
@@ -160,14 +208,157 @@ var scenarios = []scenario{
 			s.CallTool(ctx, read("notes/meeting.txt"))
 			return start
 		}, probe: read("notes/todo.txt")},
+	{name: "credential hunting", agent: "hunter", misbehaviour: true, contain: true, expected: []string{"credential_access"},
+		drive: func(ctx context.Context, s *mcp.ClientSession) time.Time {
+			s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "key"}})
+			start := time.Now()
+			for _, p := range []string{"ops/deploy.env", "ops/ci-token.txt"} {
+				s.CallTool(ctx, read(p))
+			}
+			return start
+		}, probe: read("notes/meeting.txt")},
+	{name: "lateral movement by delegation", agent: "helper", misbehaviour: true, contain: true, expected: []string{"lateral_movement"},
+		connect: delegated, drive: func(ctx context.Context, s *mcp.ClientSession) time.Time {
+			start := time.Now()
+			s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+			return start
+		}, probe: read("notes/meeting.txt")},
 }
 
-// NotCovered are misbehaviours of the detection issue that the current
-// detectors (declared baselines) cannot see, reported as such.
-var NotCovered = []string{
-	"slow drift over days (needs learned baselines and drift detection)",
-	"lateral movement by delegation (needs delegation-graph detection)",
-	"credential hunting within the expected tools (needs content-aware alerts)",
+// secrets are the credentials the hunter finds lying in the demo folder
+// (synthetic, built at run time so that the repository holds no literal a
+// scanner would flag).
+var secrets = map[string]string{
+	"ops/deploy.env":    "AWS_REGION=eu-west-1\nAWS_ACCESS_KEY_ID=" + "AKIA" + "Z7QK4XJ2M3NB5VHT" + "\n",
+	"ops/ci-token.txt":  "CI uses GITHUB_TOKEN=" + "ghp_" + "R8mZ2qKx7TnW4vLc9YbP3sHd6JfA1uGe0QiO" + " for releases\n",
+	"ops/key-notes.txt": "Keys rotate every quarter.\n",
+}
+
+// delegated opens the session of an agent acting on a delegation: the
+// orchestrator starts a task for a user, then delegates part of it to the
+// helper (OAuth 2.0 token exchange, DPoP-bound), which its baseline does
+// not expect (it delegates to the reporter only).
+func delegated(ctx context.Context, e *env) (*mcp.ClientSession, error) {
+	oKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	hKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	oJKT, _ := token.Thumbprint(oKey.Public())
+	hJKT, _ := token.Thumbprint(hKey.Public())
+	parent, _, err := e.o.StartTask(ctx, token.Task{Agent: "orchestrator", User: "alice", Purpose: "weekly report",
+		Tools: []string{"demo__list_files", "demo__read_file"}, Budget: 20, Depth: 1, JKT: oJKT}, "", 10*time.Minute, "simulate")
+	if err != nil {
+		return nil, err
+	}
+	endpoint := "http://" + e.g.AgentAddr() + "/oauth/token"
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {parent},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}, "audience": {"helper"},
+		"scope": {"demo__list_files demo__read_file"}, "budget": {"5"}, "dpop_jkt": {hJKT}}
+	req, err := http.NewRequestWithContext(ctx, "POST", endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	proof, err := token.Proof(oKey, jose.ES256, "POST", endpoint, parent, rand.Text(), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error_description"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || out.AccessToken == "" {
+		return nil, fmt.Errorf("delegation refused (%s): %s %v", resp.Status, out.Error, err)
+	}
+	c := mcp.NewClient(&mcp.Implementation{Name: "simulated-helper", Version: "1"}, nil)
+	return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(),
+		HTTPClient: &http.Client{Transport: &token.DPoPTransport{Token: out.AccessToken, Key: hKey}}, MaxRetries: -1}, nil)
+}
+
+// drift is the slow-drift scenario, run last on the simulated clock: an
+// analyst agent works for four days (its learning period), then over
+// twenty days sends a little more mail and reads a little less each day.
+// No day looks anomalous against the day before; the divergence from the
+// known-good reference is what is caught, and how many simulated days it
+// took is the detection time.
+func drift(ctx context.Context, e *env) (Result, error) {
+	r := Result{Scenario: "slow drift over simulated days", Misbehaviour: true, Expected: []string{"drift"}}
+	tok, _, err := e.g.IssueToken(ctx, "drifter", 10*time.Minute)
+	if err != nil {
+		return r, err
+	}
+	rng := mathrand.New(mathrand.NewPCG(7, 11))
+	var first time.Time
+	for day := range 24 {
+		f := max(float64(day-4), 0) / 20
+		mix := []struct {
+			p *mcp.CallToolParams
+			w float64
+		}{
+			{read("notes/meeting.txt"), 50 * (1 - f)},
+			{&mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}}, 30},
+			{&mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": "plan"}}, 15},
+			{&mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "bob@example.com", "body": "summary"}}, 5 + 60*f},
+		}
+		var total float64
+		for _, m := range mix {
+			total += m.w
+		}
+		for sess := range 2 {
+			c := mcp.NewClient(&mcp.Implementation{Name: "simulated-drifter", Version: "1"}, nil)
+			s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: bearer(tok)}, MaxRetries: -1}, nil)
+			if err != nil {
+				return r, err
+			}
+			for i := range 20 {
+				e.clock.set(time.Duration(day)*24*time.Hour + time.Duration(sess*20+i)*30*time.Second)
+				if day == 5 && first.IsZero() {
+					first = e.clock.now()
+				}
+				x := rng.Float64() * total
+				p := mix[len(mix)-1].p
+				for _, m := range mix {
+					if x -= m.w; x < 0 {
+						p = m.p
+						break
+					}
+				}
+				// Calls differ as real work does (identical calls repeated
+				// open the breaker).
+				q := *p
+				q.Arguments = map[string]any{}
+				for k, v := range p.Arguments.(map[string]any) {
+					q.Arguments.(map[string]any)[k] = v
+				}
+				args := q.Arguments.(map[string]any)
+				switch p.Name {
+				case "demo__read_file":
+					args["path"] = []string{"notes/meeting.txt", "notes/todo.txt", "README.txt", "reports/summary.txt"}[i%4]
+				case "demo__search_files":
+					args["query"] = fmt.Sprintf("plan %d", day*40+sess*20+i)
+				case "demo__send_message":
+					args["body"] = fmt.Sprintf("summary %d", day*40+sess*20+i)
+				}
+				if _, err := s.CallTool(ctx, &q); err != nil {
+					s.Close()
+					return r, fmt.Errorf("day %d: %w", day, err)
+				}
+			}
+			s.Close()
+		}
+	}
+	err = collect(ctx, e.o, "drifter", first, &r)
+	return r, err
 }
 
 // Run runs every scenario against a fresh gateway in dir.
@@ -183,7 +374,8 @@ func Run(ctx context.Context, dir string) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(cfg, gateway.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	clk := &clock{}
+	g, err := gateway.New(cfg, gateway.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clk.now})
 	if err != nil {
 		return nil, err
 	}
@@ -205,15 +397,29 @@ func Run(ctx context.Context, dir string) ([]Result, error) {
 		return nil, err
 	}
 	defer o.Close()
+	for name, body := range secrets {
+		p := filepath.Join(ops.DataDir(cfg), gateway.DemoDir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	e := &env{g: g, o: o, clock: clk}
 	var out []Result
 	for _, sc := range scenarios {
-		r, err := run(ctx, g, o, sc)
+		r, err := run(ctx, e, sc)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", sc.name, err)
 		}
 		out = append(out, r)
 	}
-	return out, nil
+	r, err := drift(ctx, e)
+	if err != nil {
+		return out, fmt.Errorf("slow drift: %w", err)
+	}
+	return append(out, r), nil
 }
 
 type bearer string
@@ -224,14 +430,20 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-func run(ctx context.Context, g *gateway.Gateway, o *ops.Ops, sc scenario) (Result, error) {
+func run(ctx context.Context, e *env, sc scenario) (Result, error) {
 	r := Result{Scenario: sc.name, Misbehaviour: sc.misbehaviour, Expected: sc.expected, Contain: sc.contain}
-	tok, _, err := g.IssueToken(ctx, sc.agent, 10*time.Minute)
-	if err != nil {
-		return r, err
+	connect := sc.connect
+	if connect == nil {
+		connect = func(ctx context.Context, e *env) (*mcp.ClientSession, error) {
+			tok, _, err := e.g.IssueToken(ctx, sc.agent, 10*time.Minute)
+			if err != nil {
+				return nil, err
+			}
+			c := mcp.NewClient(&mcp.Implementation{Name: "simulated-" + sc.agent, Version: "1"}, nil)
+			return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: bearer(tok)}, MaxRetries: -1}, nil)
+		}
 	}
-	c := mcp.NewClient(&mcp.Implementation{Name: "simulated-" + sc.agent, Version: "1"}, nil)
-	s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.AgentURL(), HTTPClient: &http.Client{Transport: bearer(tok)}, MaxRetries: -1}, nil)
+	s, err := connect(ctx, e)
 	if err != nil {
 		return r, err
 	}
@@ -239,18 +451,24 @@ func run(ctx context.Context, g *gateway.Gateway, o *ops.Ops, sc scenario) (Resu
 	first := sc.drive(ctx, s)
 	_, perr := s.CallTool(ctx, sc.probe)
 	r.Contained = perr != nil && strings.Contains(perr.Error(), "contained")
-	// Triage runs off the hot path: wait for it.
+	err = collect(ctx, e.o, sc.agent, first, &r)
+	return r, err
+}
+
+// collect fills r with the alerts raised for agent, their triage and the
+// steps taken, waiting for triage (off the hot path).
+func collect(ctx context.Context, o *ops.Ops, agent string, first time.Time, r *Result) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		views, err := o.Alerts(ctx, "all", 0)
 		if err != nil {
-			return r, err
+			return err
 		}
 		r.Alerts, r.Verdicts, r.Responses = nil, nil, nil
 		triaged := true
 		var earliest time.Time
 		for _, v := range views {
-			if v.Alert.Agent != sc.agent {
+			if v.Alert.Agent != agent {
 				continue
 			}
 			r.Alerts = append(r.Alerts, string(v.Alert.Code))
@@ -283,7 +501,7 @@ func run(ctx context.Context, g *gateway.Gateway, o *ops.Ops, sc scenario) (Resu
 	r.Verdicts = slices.Compact(r.Verdicts)
 	slices.Sort(r.Responses)
 	r.Responses = slices.Compact(r.Responses)
-	return r, nil
+	return nil
 }
 
 // Table renders results for people.
@@ -299,13 +517,13 @@ func Table(rs []Result) string {
 			}
 		}
 		det := "-"
-		if r.Detected > 0 || len(r.Alerts) > 0 && r.Misbehaviour {
+		switch {
+		case r.Detected >= 24*time.Hour:
+			det = fmt.Sprintf("%.1f days (simulated)", r.Detected.Hours()/24)
+		case r.Detected > 0 || len(r.Alerts) > 0 && r.Misbehaviour:
 			det = r.Detected.Round(time.Microsecond).String()
 		}
 		fmt.Fprintf(&b, "%-32s %-8s %-30s %-22s %-30s %-9v %s\n", r.Scenario, res, dash(r.Alerts), dash(r.Verdicts), dash(r.Responses), r.Contained, det)
-	}
-	for _, n := range NotCovered {
-		fmt.Fprintf(&b, "%-32s %-8s %s\n", "(not simulated)", "-", n)
 	}
 	return b.String()
 }
