@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -14,7 +16,32 @@ import (
 type Detection struct {
 	Baselines []Baseline     `json:"baselines,omitempty"`
 	Learning  *Learning      `json:"learning,omitempty"`
+	Triage    *Triage        `json:"triage,omitempty"`
 	Response  []ResponseRule `json:"response,omitempty"`
+}
+
+// Triage selects the model-backed triage backend (absent: the
+// deterministic one only). The triage agent investigates each alert with
+// Anthropic's Messages API and the read-only evidence tools of a
+// `builtin: evidence` upstream, reached through the gateway under its own
+// identity and policy.
+type Triage struct {
+	// Model is the Messages API model name.
+	Model string `json:"model"`
+	// BaseURL is the Messages API's origin (default Anthropic's); plain
+	// http only to a loopback address.
+	BaseURL string `json:"base_url,omitempty"`
+	// APIKey is the API key (from the secret store, the environment or a
+	// file).
+	APIKey *Value `json:"api_key"`
+	// Agent is the configured agent triage acts as (its policy decides
+	// which evidence tools it sees).
+	Agent string `json:"agent"`
+	// MaxTurns bounds the model calls per alert (default 8).
+	MaxTurns int `json:"max_turns,omitempty"`
+	// Timeout bounds one alert's triage (default 60s); past it, the
+	// deterministic report stands.
+	Timeout Duration `json:"timeout,omitempty"`
 }
 
 // Learning turns on learned baselines (per agent and per role, from the
@@ -153,6 +180,28 @@ func (d *Detection) validate(c *Config) []error {
 			add("detection.learning.sync_interval: at least 100ms")
 		}
 	}
+	if tr := d.Triage; tr != nil {
+		if tr.Model == "" {
+			add("detection.triage.model: required")
+		}
+		if tr.APIKey == nil {
+			add("detection.triage.api_key: required (from_secret, from_env or from_file)")
+		}
+		if _, ok := c.Agent(tr.Agent); !ok {
+			add("detection.triage.agent: %q is not a configured agent", tr.Agent)
+		}
+		if tr.BaseURL != "" {
+			if u, err := url.Parse(tr.BaseURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+				add("detection.triage.base_url: %q is not an https URL (or http to a loopback address)", tr.BaseURL)
+			}
+		}
+		if tr.MaxTurns < 0 || tr.MaxTurns > 50 || tr.Timeout < 0 {
+			add("detection.triage: max_turns in 0..50, timeout not negative")
+		}
+		if c.Listen.TLS.Enabled {
+			add("detection.triage: the triage agent reaches the gateway over plain HTTP on its own listener; not yet with listen.tls.enabled")
+		}
+	}
 	for i, r := range d.Response {
 		at := fmt.Sprintf("detection.response[%d]", i)
 		if !slices.Contains(ResponseActions, r.Action) {
@@ -168,4 +217,12 @@ func (d *Detection) validate(c *Config) []error {
 		}
 	}
 	return errs
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -312,8 +312,8 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if u.Builtin != "" {
 		kinds++
-		if u.Builtin != "demo" {
-			add("builtin: %q is unknown (known: demo)", u.Builtin)
+		if u.Builtin != "demo" && u.Builtin != "evidence" {
+			add("builtin: %q is unknown (known: demo, evidence)", u.Builtin)
 		}
 	}
 	if kinds != 1 {

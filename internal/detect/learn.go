@@ -613,3 +613,26 @@ func lchoose(n, k int) float64 {
 	c, _ := math.Lgamma(float64(n - k + 1))
 	return a - b - c
 }
+
+// Profile returns a copy of the learned profile of key ("agent:NAME",
+// "role:NAME"), or nil.
+func (d *Detector) Profile(key string) *Profile {
+	if d == nil || d.learn == nil {
+		return nil
+	}
+	d.mu.Lock()
+	p := d.learn.profiles[key]
+	var b []byte
+	if p != nil {
+		b, _ = json.Marshal(p)
+	}
+	d.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	var out Profile
+	if json.Unmarshal(b, &out) != nil {
+		return nil
+	}
+	return &out
+}

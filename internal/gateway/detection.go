@@ -167,6 +167,7 @@ func (g *Gateway) observe(e *audit.Event) {
 		ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
 		g.recordNow(ev)
 		g.metrics.Alert(al.Class, al.Severity)
+		g.metrics.Detected(al.Class, time.Since(e.Time))
 		g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
 		g.respond(al)
 		go g.triage(al)
@@ -247,13 +248,34 @@ func (g *Gateway) triage(al detect.Alert) {
 		}
 	}
 	rep := detect.Triage(al, ev)
+	detail := fmt.Sprintf("%s. Evidence: %d decisions (%d denied), tools %v, labels %v, findings %v, related alerts %v",
+		rep.Summary(), ev.Decisions, ev.Denied, ev.Tools, ev.Labels, ev.Findings, ev.RelatedAlerts)
+	backend := "deterministic"
+	// The model-backed pass, when configured, for every agent but the
+	// triage agent itself (its own alerts would feed it).
+	if tc := g.cfg.Detection.Triage; tc != nil && al.Agent != tc.Agent {
+		timeout := tc.Timeout.D()
+		if timeout == 0 {
+			timeout = time.Minute
+		}
+		mctx, mcancel := context.WithTimeout(context.Background(), timeout)
+		res, err := g.modelTriage(mctx, al, rep)
+		mcancel()
+		if err != nil {
+			g.log.Warn("model triage failed; the deterministic report stands", "alert", al.ID, "err", err)
+			detail += ". Model triage failed: " + err.Error()
+		} else {
+			backend = "model"
+			detail = fmt.Sprintf("model (%d turns, queries %v): %s. Deterministic first pass: %s", res.Turns, res.Queries, res.Summary(), detail)
+			rep = res.Report
+		}
+	}
 	te := audit.New(audit.TypeTriage, audit.OutcomeInfo, reason.Code(rep.Verdict), time.Now(),
 		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
 	te.Alert, te.Severity = al.ID, al.Severity
-	te.Detail = fmt.Sprintf("%s. Evidence: %d decisions (%d denied), tools %v, labels %v, findings %v, related alerts %v",
-		rep.Summary(), ev.Decisions, ev.Denied, ev.Tools, ev.Labels, ev.Findings, ev.RelatedAlerts)
+	te.Detail = detail
 	g.submit(te)
-	g.metrics.Triaged(rep.Verdict, time.Since(al.Time))
+	g.metrics.Triaged(rep.Verdict, backend, time.Since(al.Time))
 }
 
 // release lifts a containment (an operator's undo), audited in their name.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/admin"
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -27,6 +28,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/detect"
+	"github.com/portcullis-dev/portcullis/internal/evidence"
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
@@ -295,6 +297,8 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 			return nil, err
 		}
 		return mcpproxy.InProcessDialer(d.MCPServer, g.cfg.Limits), nil
+	case u.Builtin == "evidence":
+		return mcpproxy.InProcessDialer(func() *mcp.Server { return evidence.Server(g.store, g.agentProfile) }, g.cfg.Limits), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
 }

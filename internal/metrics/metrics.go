@@ -33,6 +33,7 @@ type Metrics struct {
 	alerts      *prometheus.CounterVec
 	triage      *prometheus.HistogramVec
 	contained   *prometheus.HistogramVec
+	detection   *prometheus.HistogramVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -97,9 +98,13 @@ func New() *Metrics {
 			Name: "portcullis_alerts_total", Help: "Alerts raised, by class and severity (detection speed: alerts are raised on the decision that deviates).",
 		}, []string{"class", "severity"}),
 		triage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "portcullis_alert_triage_seconds", Help: "Time from an alert to its first-pass triage (every alert is triaged automatically), by verdict.",
-			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 8),
-		}, []string{"verdict"}),
+			Name: "portcullis_alert_triage_seconds", Help: "Time to triage: from an alert to its automatic triage (every alert is triaged; the count by backend over portcullis_alerts_total is the share triaged by the model), by verdict and backend.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10),
+		}, []string{"verdict", "backend"}),
+		detection: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "portcullis_alert_detection_seconds", Help: "Detection speed: from the deviating decision's record to its alert, by class.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+		}, []string{"class"}),
 		contained: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "portcullis_alert_response_seconds", Help: "Dwell time: from the anomalous decision to the response step taken, by action.",
 			Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
@@ -107,7 +112,7 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
 		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions, m.auditSyncs,
-		m.queueWait, m.agentWait, m.shed, m.alerts, m.triage, m.contained,
+		m.queueWait, m.agentWait, m.shed, m.alerts, m.triage, m.contained, m.detection,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -117,8 +122,14 @@ func New() *Metrics {
 func (m *Metrics) Alert(class, severity string) { m.alerts.WithLabelValues(class, severity).Inc() }
 
 // Triaged records an alert's triage and how long after the alert it came.
-func (m *Metrics) Triaged(verdict string, d time.Duration) {
-	m.triage.WithLabelValues(verdict).Observe(d.Seconds())
+func (m *Metrics) Triaged(verdict, backend string, d time.Duration) {
+	m.triage.WithLabelValues(verdict, backend).Observe(d.Seconds())
+}
+
+// Detected records how long after the deviating decision an alert was
+// raised.
+func (m *Metrics) Detected(class string, d time.Duration) {
+	m.detection.WithLabelValues(class).Observe(max(d, 0).Seconds())
 }
 
 // Contained records a response step and how long after the anomalous

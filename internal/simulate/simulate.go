@@ -316,7 +316,7 @@ func drift(ctx context.Context, e *env) (Result, error) {
 		}
 		for sess := range 2 {
 			c := mcp.NewClient(&mcp.Implementation{Name: "simulated-drifter", Version: "1"}, nil)
-			s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: bearer(tok)}, MaxRetries: -1}, nil)
+			s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: token.BearerTransport{Token: tok}}, MaxRetries: -1}, nil)
 			if err != nil {
 				return r, err
 			}
@@ -422,14 +422,6 @@ func Run(ctx context.Context, dir string) ([]Result, error) {
 	return append(out, r), nil
 }
 
-type bearer string
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+string(b))
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 func run(ctx context.Context, e *env, sc scenario) (Result, error) {
 	r := Result{Scenario: sc.name, Misbehaviour: sc.misbehaviour, Expected: sc.expected, Contain: sc.contain}
 	connect := sc.connect
@@ -440,7 +432,7 @@ func run(ctx context.Context, e *env, sc scenario) (Result, error) {
 				return nil, err
 			}
 			c := mcp.NewClient(&mcp.Implementation{Name: "simulated-" + sc.agent, Version: "1"}, nil)
-			return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: bearer(tok)}, MaxRetries: -1}, nil)
+			return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.g.AgentURL(), HTTPClient: &http.Client{Transport: token.BearerTransport{Token: tok}}, MaxRetries: -1}, nil)
 		}
 	}
 	s, err := connect(ctx, e)

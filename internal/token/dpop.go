@@ -174,3 +174,15 @@ func (d *DPoPTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set("DPoP", proof)
 	return http.DefaultTransport.RoundTrip(r)
 }
+
+// BearerTransport is an HTTP client transport for a bearer token (an
+// agent token): every request carries it. For the gateway's own clients
+// (triage, simulation).
+type BearerTransport struct{ Token string }
+
+// RoundTrip implements http.RoundTripper.
+func (b BearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.Token)
+	return http.DefaultTransport.RoundTrip(r)
+}
