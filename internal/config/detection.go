@@ -93,17 +93,24 @@ type ResponseRule struct {
 	Alerts []string `json:"alerts,omitempty"`
 	// MinSeverity is the least severity it answers (default low).
 	MinSeverity string `json:"min_severity,omitempty"`
-	// Action is flag (the alert only), read_only (the session may call
-	// read-only tools only), terminate_session (the session is refused
-	// everything) or revoke_agent (the agent's credentials are revoked and
-	// its sessions refused).
+	// Action is flag (the alert only), require_approval (the session's
+	// calls of tools not classified read_only wait for a reviewer),
+	// read_only (the session may call read-only tools only),
+	// terminate_session (the session is refused everything), revoke_task
+	// (the alert's task tree is revoked) or revoke_agent (the agent's
+	// credentials are revoked and its sessions refused).
 	Action string `json:"action"`
+	// Automatic lets a revocation (revoke_task, revoke_agent) happen
+	// without a reviewer. By default it waits for one (the approval
+	// workflow: `portcullis approvals approve`) while the session is
+	// terminated.
+	Automatic bool `json:"automatic,omitempty"`
 }
 
 // Alert classes and response actions (internal/detect documents them).
 var (
 	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours", "credential_access", "lateral_movement", "anomaly", "drift"}
-	ResponseActions = []string{"flag", "read_only", "terminate_session", "revoke_agent"}
+	ResponseActions = []string{"flag", "require_approval", "read_only", "terminate_session", "revoke_task", "revoke_agent"}
 	severities      = []string{"low", "medium", "high"}
 )
 
@@ -206,6 +213,9 @@ func (d *Detection) validate(c *Config) []error {
 		at := fmt.Sprintf("detection.response[%d]", i)
 		if !slices.Contains(ResponseActions, r.Action) {
 			add("%s.action: %q is not one of %v", at, r.Action, ResponseActions)
+		}
+		if r.Automatic && r.Action != "revoke_task" && r.Action != "revoke_agent" {
+			add("%s.automatic: only revocations wait for a reviewer; the other steps are always automatic", at)
 		}
 		for _, cl := range r.Alerts {
 			if !slices.Contains(AlertClasses, cl) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/detect"
@@ -328,9 +329,11 @@ func (g *Gateway) escalate(al detect.Alert) {
 // lists them weakest first).
 var actions = config.ResponseActions
 
-// respond takes the strongest step the playbook gives alert al.
+// respond takes the strongest step the playbook gives alert al. A
+// revocation not marked automatic waits for a reviewer (the approval
+// workflow) while the session is terminated.
 func (g *Gateway) respond(al detect.Alert) {
-	step := ""
+	step, automatic := "", false
 	for _, r := range g.cfg.Detection.Response {
 		if len(r.Alerts) > 0 && !slices.Contains(r.Alerts, al.Class) {
 			continue
@@ -338,38 +341,91 @@ func (g *Gateway) respond(al detect.Alert) {
 		if r.MinSeverity != "" && detect.SeverityRank(al.Severity) < detect.SeverityRank(r.MinSeverity) {
 			continue
 		}
-		if slices.Index(actions, r.Action) > slices.Index(actions, step) {
-			step = r.Action
+		if i, j := slices.Index(actions, r.Action), slices.Index(actions, step); i > j || i == j && r.Automatic {
+			step, automatic = r.Action, r.Automatic
 		}
 	}
 	if step == "" {
 		return
 	}
-	if al.Session == "" && step != "revoke_agent" {
+	if step == "revoke_task" && al.Task == "" {
+		g.log.Warn("response: an alert outside a task; the session is terminated instead", "alert", al.ID)
+		step = "terminate_session"
+	}
+	if al.Session == "" && step != "revoke_agent" && step != "revoke_task" {
 		g.log.Warn("response: an alert without a session; not contained", "alert", al.ID, "step", step)
 		step = "flag"
 	}
-	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(),
-		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
+	who := audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID}
+	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(), who)
 	ev.Alert = al.ID
 	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
 	switch step {
+	case "require_approval":
+		g.proxy.Contain(al.Session, al.Agent, mcpproxy.RequireApproval)
 	case "read_only":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.ReadOnly)
 		g.escalate(al)
 	case "terminate_session":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
 		g.escalate(al)
-	case "revoke_agent":
-		g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := g.ops.Revoke(ctx, store.RevokeAgent, al.Agent, "portcullis-response", "alert "+al.Class+": "+al.Evidence); err != nil {
-				g.log.Error("response: agent not revoked", "agent", al.Agent, "err", err)
-			}
-		}()
+	case "revoke_task", "revoke_agent":
+		if al.Session != "" {
+			g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
+		}
+		if !automatic {
+			ev.Code = reason.ResponseAwaiting
+			ev.Detail = step + " waits for a reviewer; the session is terminated meanwhile. " + ev.Detail
+			g.recordNow(ev)
+			g.metrics.Contained("terminate_session", time.Since(al.Time))
+			go g.awaitStep(al, step)
+			return
+		}
+		g.revoke(al, step, "portcullis-response")
 	}
 	g.recordNow(ev)
 	g.metrics.Contained(step, time.Since(al.Time))
+}
+
+// revoke takes a revocation step: the task tree, or the agent (its
+// sessions refused at once, its credentials revoked in the store).
+func (g *Gateway) revoke(al detect.Alert, step, by string) {
+	kind, value := store.RevokeTask, al.Task
+	if step == "revoke_agent" {
+		kind, value = store.RevokeAgent, al.Agent
+		g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.ops.Revoke(ctx, kind, value, by, "alert "+al.Class+": "+al.Evidence); err != nil {
+		g.log.Error("response: not revoked", "kind", kind, "value", value, "err", err)
+	}
+}
+
+// awaitStep holds a revocation for a reviewer, as an approval request
+// (listed by `portcullis approvals list`, decided like any), and takes it
+// once approved.
+func (g *Gateway) awaitStep(al detect.Alert, step string) {
+	r := &approval.Request{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID,
+		Tool: "portcullis.response/" + step, Reasons: []string{"response to the " + al.Severity + " " + al.Class + " alert " + al.ID + ": " + al.Evidence}}
+	if err := g.approvals.NewRequest(r); err != nil {
+		g.log.Error("response: approval request", "alert", al.ID, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Until(r.Expires)+time.Minute)
+	defer cancel()
+	final, err := g.approvals.Hold(ctx, r)
+	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseNotTaken, time.Now(),
+		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
+	ev.Alert = al.ID
+	switch {
+	case err != nil:
+		ev.Detail = step + " not taken: " + err.Error()
+	case final.State == approval.Consumed:
+		g.revoke(al, step, final.DecidedBy)
+		ev.Code, ev.Detail = reason.Code(step), step+" approved by "+final.DecidedBy+" ("+r.ID+")"
+	default:
+		ev.Detail = fmt.Sprintf("%s not taken: %s by %s (%s)", step, final.State, final.DecidedBy, r.ID)
+	}
+	g.recordNow(ev)
 }

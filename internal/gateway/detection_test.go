@@ -280,3 +280,94 @@ func TestLearnedBaselineAlertsAndRestore(t *testing.T) {
 		t.Error("an invalid snapshot was restored")
 	}
 }
+
+// Graduated response: require_approval holds a contained session's
+// non-read calls for a reviewer (reads pass); a revocation not marked
+// automatic waits for one as an approval request, the session terminated
+// meanwhile, and is taken once approved.
+func TestResponseStepsWaitForReviewers(t *testing.T) {
+	h := startGateway(t, demoConfig+`tools:
+  - {name: demo__read_file, classification: [read_only]}
+detection:
+  baselines:
+    - {agent: mailer, tools: ["demo__read_file", "demo__list_files"]}
+    - {agent: reader, tools: ["demo__*"]}
+  response:
+    - {alerts: [unexpected_tool], action: require_approval}
+    - {alerts: [denial_burst], action: revoke_agent}
+`, map[string]string{"policy.cedar": demoPolicy})
+	defer h.stop()
+	ctx := context.Background()
+	o := cli(t, h.cfg)
+	read := &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}
+	send := func(to string) *mcp.CallToolParams {
+		return &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": to, "body": "hi"}}
+	}
+	pending := func(tool string) *approval.Request {
+		for range 200 {
+			rs, _ := o.ListApprovals(ctx, "pending")
+			for _, r := range rs {
+				if r.Tool == tool {
+					return r
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no pending approval for %s", tool)
+		return nil
+	}
+
+	s := h.mustConnect("mailer")
+	_, err := s.CallTool(ctx, send("bob@example.com")) // the deviating call: stopped at relay
+	assertDenied(t, err, reason.Contained)
+	if _, err := s.CallTool(ctx, read); err != nil {
+		t.Fatalf("a read in a session held to approval: %v", err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := s.CallTool(ctx, send("carol@example.com")); errc <- err }()
+	r := pending("demo__send_message")
+	if !slices.ContainsFunc(r.Reasons, func(s string) bool { return strings.Contains(s, "contained by the response to an alert") }) {
+		t.Errorf("the held call's reasons: %v", r.Reasons)
+	}
+	if _, err := o.DecideApproval(ctx, r.ID, approval.Approved, "soc", "once", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("an approved call of a session held to approval: %v", err)
+	}
+
+	// Five denials in a minute: revoke_agent waits for a reviewer.
+	s2 := h.mustConnect("reader")
+	for range 5 {
+		s2.CallTool(ctx, send("x@example.com"))
+	}
+	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeResponse && e.Code == reason.ResponseAwaiting }) == nil {
+		t.Fatal("no awaiting_approval response")
+	}
+	_, err = s2.CallTool(ctx, read)
+	assertDenied(t, err, reason.Contained) // terminated meanwhile
+	s3 := h.mustConnect("reader")
+	if _, err := s3.CallTool(ctx, read); err != nil {
+		t.Fatalf("another session before the revocation is approved: %v", err)
+	}
+	step := pending("portcullis.response/revoke_agent")
+	if _, err := o.DecideApproval(ctx, step.ID, approval.Approved, "soc", "once", ""); err != nil {
+		t.Fatal(err)
+	}
+	var done *audit.Event
+	for range 200 {
+		if done = h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeResponse && e.Code == reason.ResponseRevokeAgent }); done != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if done == nil || !strings.Contains(done.Detail, "approved by soc") {
+		t.Fatalf("the approved revocation: %+v", done)
+	}
+	// Every session of the agent is refused at once, and its credential
+	// is revoked (refused before the MCP layer, once the revocation list
+	// is refreshed).
+	if _, err = s3.CallTool(ctx, read); err == nil || !strings.Contains(err.Error(), "Unauthorized") && !strings.Contains(err.Error(), "contained") {
+		t.Fatalf("after the revocation: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/admin"
+	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/authn"
 	"github.com/portcullis-dev/portcullis/internal/authserver"
@@ -58,6 +59,7 @@ type Gateway struct {
 	log         *slog.Logger
 	dataDir     string
 	store       *store.SQLite
+	approvals   *approval.Queue // the calls and response steps held for a reviewer
 	recorder    *audit.Recorder
 	engine      *policy.Engine
 	key         *token.SigningKey
@@ -203,6 +205,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	g.approvals = queue
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
 	g.refused = map[string]error{}

@@ -63,6 +63,7 @@ type call struct {
 	// decide and commit
 	input     *policy.Input
 	committed bool
+	approved  bool // a reviewer approved it (holdForApproval)
 	receipt   *audit.Receipt
 	// relay
 	upID []byte

@@ -18,6 +18,9 @@ type Containment int
 // Containment levels, weakest first.
 const (
 	NotContained Containment = iota
+	// RequireApproval: every call of a tool not classified read_only is
+	// held for a reviewer's approval, whatever policy says.
+	RequireApproval
 	// ReadOnly: only tools classified read_only may be called.
 	ReadOnly
 	// Terminated: every request is refused.
@@ -106,8 +109,20 @@ func (p *Proxy) contain(c *call, t *policy.Target) error {
 		if t != nil && !readOnly(*t) {
 			return deny(reason.Contained).withDetail("the session is contained: read-only tools only, by the response to an alert")
 		}
+	case RequireApproval:
+		// decide holds such a call for approval; one that passed
+		// decide before the containment and was not approved stops here.
+		if t != nil && !readOnly(*t) && c.committed && !c.approved {
+			return deny(reason.Contained).withDetail("the session is contained: non-read calls need a reviewer's approval, by the response to an alert")
+		}
 	}
 	return nil
+}
+
+// approvalContained reports whether c's session is held to approval for
+// its non-read calls and c is one.
+func (p *Proxy) approvalContained(c *call) bool {
+	return c.s != nil && c.principal != nil && !readOnly(c.target) && p.containmentOf(c.s.id, c.principal.Agent) == RequireApproval
 }
 
 // readOnly reports whether the operator classified t read_only (and

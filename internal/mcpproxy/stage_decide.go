@@ -46,6 +46,13 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 	e.Input.UntrustedArguments, e.Input.Provenance = in.UntrustedArguments, in.Provenance
 	e.Input.Findings = in.Findings
 	e.Policies, e.Reasons, e.Errors, e.PolicyVersion = d.Policies, d.Reasons, d.Errors, d.Version
+	if d.Allow && in.Action == policy.ActionCallTool && p.approvalContained(c) {
+		if p.opts.Approvals == nil {
+			return deny(reason.Contained).withDetail("the session is contained: non-read calls need a reviewer's approval, and no approval workflow is configured")
+		}
+		d.Allow, d.Code = false, reason.ApprovalRequired
+		d.Approval = append(d.Approval, "the session is contained by the response to an alert: every non-read call needs a reviewer's approval")
+	}
 	if !d.Allow && d.Code == reason.ApprovalRequired && p.opts.Approvals != nil && in.Action == policy.ActionCallTool {
 		return p.holdForApproval(ctx, c, in, d)
 	}
@@ -107,6 +114,7 @@ func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, 
 	out := *e
 	out.Seq, out.Time, out.Outcome, out.Input = 0, p.opts.Now().UTC(), audit.OutcomeDeny, e.Input
 	c.event, c.committed = &out, false
+	c.approved = err == nil && final.State == approval.Consumed
 	switch {
 	case err != nil:
 		out.Code, out.Detail = reason.ApprovalTimeout, "approval "+r.ID+": "+err.Error()

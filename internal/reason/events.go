@@ -32,6 +32,10 @@ const (
 	ResponseReadOnly      Code = "read_only"
 	ResponseTerminate     Code = "terminate_session"
 	ResponseRevokeAgent   Code = "revoke_agent"
+	ResponseRevokeTask    Code = "revoke_task"
+	ResponseApproval      Code = "require_approval"
+	ResponseAwaiting      Code = "awaiting_approval"
+	ResponseNotTaken      Code = "not_taken"
 	ResponseReleased      Code = "released"
 	// Triage verdicts (triage) and alert states (alert_state).
 	VerdictBenign     Code = "benign"
