@@ -58,7 +58,35 @@ func alertsCmd() *cobra.Command {
 		}),
 	}
 	ssrc.flags(show)
-	cmd.AddCommand(list, show, alertStateCmd("ack", ops.AlertAcknowledged), alertStateCmd("resolve", ops.AlertResolved))
+	cmd.AddCommand(list, show, alertStateCmd("ack", ops.AlertAcknowledged), alertStateCmd("resolve", ops.AlertResolved), releaseCmd())
+	return cmd
+}
+
+// releaseCmd undoes a containment step (read-only, approval, terminated);
+// `agent|task|token unrevoke` undoes a revocation.
+func releaseCmd() *cobra.Command {
+	var src source
+	var by, session, agent string
+	cmd := &cobra.Command{
+		Use:   "release --session ID | --agent NAME",
+		Short: "Lift the response's containment of a session or of every session of an agent (audited; applied within a second)",
+		Args:  cobra.NoArgs,
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
+			by, err := actor(by)
+			if err != nil {
+				return err
+			}
+			if err := o.ReleaseContainment(cmd.Context(), session, agent, by); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "released; a running gateway applies it within a second (a revocation is lifted by `portcullis agent|task|token unrevoke`)")
+			return nil
+		}),
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&session, "session", "", "the contained session")
+	cmd.Flags().StringVar(&agent, "agent", "", "the agent whose sessions are contained")
+	cmd.Flags().StringVar(&by, "by", "", "who (default: $USER)")
 	return cmd
 }
 

@@ -41,6 +41,33 @@ func revokeCmd(kind, what string) *cobra.Command {
 	return cmd
 }
 
+// unrevokeCmd is `<noun> unrevoke VALUE`: an operator's undo of a
+// revocation (theirs, or a response step's).
+func unrevokeCmd(kind, what string) *cobra.Command {
+	var src source
+	var by, reason string
+	cmd := &cobra.Command{
+		Use:   "unrevoke " + what,
+		Short: "Lift a revocation (yours, or a response step's); audited",
+		Args:  cobra.ExactArgs(1),
+		RunE: src.run(func(cmd *cobra.Command, args []string, o *ops.Ops) error {
+			by, err := actor(by)
+			if err != nil {
+				return err
+			}
+			if err := o.Unrevoke(cmd.Context(), kind, args[0], by, reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s no longer revoked; a running gateway accepts it again within %s\n", kind, args[0], authn.RevocationRefresh)
+			return nil
+		}),
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&by, "by", "", "who (default: $USER)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	return cmd
+}
+
 func agentCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "agent", Short: "Agent identities: join tokens, enrolment, rotation, revocation"}
 	var jsrc source
@@ -149,7 +176,7 @@ func agentCmd() *cobra.Command {
 	}
 	rsrc.flags(retire)
 	retire.Flags().StringVar(&rby, "by", "", "who retires it (default: $USER)")
-	cmd.AddCommand(join, enrol, rotate, list, retire, revokeCmd(store.RevokeAgent, "NAME"))
+	cmd.AddCommand(join, enrol, rotate, list, retire, revokeCmd(store.RevokeAgent, "NAME"), unrevokeCmd(store.RevokeAgent, "NAME"))
 	return cmd
 }
 

@@ -134,7 +134,7 @@ func taskCmd() *cobra.Command {
 		}),
 	}
 	lsrc.flags(list)
-	cmd.AddCommand(start, list, intentCmd(), revokeCmd(store.RevokeTask, "TASK_ID"))
+	cmd.AddCommand(start, list, intentCmd(), revokeCmd(store.RevokeTask, "TASK_ID"), unrevokeCmd(store.RevokeTask, "TASK_ID"))
 	cmd.AddCommand(dpopKeyCmds()...)
 	return cmd
 }

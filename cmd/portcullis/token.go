@@ -69,7 +69,7 @@ func tokenCmd() *cobra.Command {
 	issue.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the token's ID and expiry on stderr")
 	issue.Flags().StringVarP(&out, "out", "o", "", "write the token to this file (0600) instead of stdout")
 	issue.Flags().StringVar(&by, "by", "", "who issues it (default: $USER)")
-	cmd.AddCommand(issue, revokeCmd(store.RevokeToken, "CREDENTIAL_ID"))
+	cmd.AddCommand(issue, revokeCmd(store.RevokeToken, "CREDENTIAL_ID"), unrevokeCmd(store.RevokeToken, "CREDENTIAL_ID"))
 	return cmd
 }
 

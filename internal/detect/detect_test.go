@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -212,4 +213,29 @@ func FuzzObserve(f *testing.F) {
 			t.Fatalf("a snapshot of the learned state does not validate: %v", s.Validate())
 		}
 	})
+}
+
+// BenchmarkObserveLearned is the learned detectors' cost on the hot path:
+// one normal call of an agent whose profile has learned (scored on every
+// metric, then learned).
+func BenchmarkObserveLearned(b *testing.B) {
+	d := New(nil)
+	d.Learn(LearnOptions{MinObservations: 200})
+	t0 := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	tools := []string{"demo__read_file", "demo__list_files", "demo__search_files", "demo__read_file"}
+	for i := range 1000 {
+		e := call(t0.Add(time.Duration(i)*time.Second), "a", fmt.Sprint("s", i/20), tools[i%4], false)
+		e.Upstream = "demo"
+		d.Observe(e, []string{"r"})
+	}
+	e := call(t0, "a", "s-bench", "demo__read_file", false)
+	e.Upstream = "demo"
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		e.Time = t0.Add(1000*time.Second + time.Duration(i)*10*time.Second)
+		e.Target = tools[i%4]
+		if got := d.Observe(e, []string{"r"}); len(got) != 0 {
+			b.Fatalf("a normal call raised %s: %s", got[0].Class, got[0].Evidence)
+		}
+	}
 }

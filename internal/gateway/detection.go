@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -151,8 +152,12 @@ func (g *Gateway) observe(e *audit.Event) {
 	var alerts []detect.Alert
 	switch e.Type {
 	case audit.TypeDecision:
+		// The roles the decision was made with (an identity provider's
+		// mapped roles included), else the configured ones.
 		var roles []string
-		if a, ok := g.cfg.Agent(e.Agent); ok {
+		if e.Input != nil && len(e.Input.Roles) > 0 {
+			roles = e.Input.Roles
+		} else if a, ok := g.cfg.Agent(e.Agent); ok {
 			roles = a.Roles
 		}
 		alerts = g.detector.Observe(e, roles)
@@ -166,11 +171,10 @@ func (g *Gateway) observe(e *audit.Event) {
 			audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
 		ev.Target, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Severity, al.Techniques, al.ID
 		ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
-		g.recordNow(ev)
 		g.metrics.Alert(al.Class, al.Severity)
 		g.metrics.Detected(al.Class, time.Since(e.Time))
 		g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
-		g.respond(al)
+		g.respond(al, ev)
 		go g.triage(al)
 	}
 }
@@ -291,6 +295,41 @@ func (g *Gateway) release(session, agent, by string) {
 	g.recordNow(ev)
 }
 
+// watchReleases applies the containment releases operators record with
+// `portcullis alerts release` (the admin API's release acts at once).
+func (g *Gateway) watchReleases(ctx context.Context) error {
+	last, err := g.store.LastRelease(ctx)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rs, err := g.store.Releases(ctx, last)
+		if err != nil {
+			g.log.Error("containment releases unreadable", "err", err)
+			continue
+		}
+		for _, r := range rs {
+			last = r.ID
+			if r.Session != "" {
+				g.proxy.Release(r.Session, "")
+			} else {
+				g.proxy.Release("", r.Agent)
+				g.escMu.Lock()
+				delete(g.contained, r.Agent)
+				g.escMu.Unlock()
+			}
+			g.log.Info("containment released", "session", r.Session, "agent", r.Agent, "by", r.By)
+		}
+	}
+}
+
 // escalation: an agent whose sessions keep being contained is held back
 // whole: a compromised agent gains nothing by opening new sessions.
 const (
@@ -329,10 +368,13 @@ func (g *Gateway) escalate(al detect.Alert) {
 // lists them weakest first).
 var actions = config.ResponseActions
 
-// respond takes the strongest step the playbook gives alert al. A
-// revocation not marked automatic waits for a reviewer (the approval
-// workflow) while the session is terminated.
-func (g *Gateway) respond(al detect.Alert) {
+// respond takes the strongest step the playbook gives alert al (whose
+// event is alertEv). Containment comes first, in memory, so that the
+// session's next message is refused whatever the disk does; then the
+// record of why: the alert committed and the step recorded durably (one
+// sync covers both). A revocation not marked automatic waits for a
+// reviewer (the approval workflow) while the session is terminated.
+func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 	step, automatic := "", false
 	for _, r := range g.cfg.Detection.Response {
 		if len(r.Alerts) > 0 && !slices.Contains(r.Alerts, al.Class) {
@@ -346,6 +388,7 @@ func (g *Gateway) respond(al detect.Alert) {
 		}
 	}
 	if step == "" {
+		g.recordNow(alertEv)
 		return
 	}
 	if step == "revoke_task" && al.Task == "" {
@@ -356,35 +399,56 @@ func (g *Gateway) respond(al detect.Alert) {
 		g.log.Warn("response: an alert without a session; not contained", "alert", al.ID, "step", step)
 		step = "flag"
 	}
-	who := audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID}
-	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(), who)
-	ev.Alert = al.ID
-	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
 	switch step {
 	case "require_approval":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.RequireApproval)
 	case "read_only":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.ReadOnly)
-		g.escalate(al)
 	case "terminate_session":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
-		g.escalate(al)
 	case "revoke_task", "revoke_agent":
 		if al.Session != "" {
 			g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
 		}
+		if step == "revoke_agent" && automatic {
+			g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+		}
+	}
+	taken := time.Since(al.Time)
+	g.commitNow(alertEv)
+	who := audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID}
+	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(), who)
+	ev.Alert = al.ID
+	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
+	switch step {
+	case "read_only", "terminate_session":
+		g.recordNow(ev)
+		g.escalate(al)
+	case "revoke_task", "revoke_agent":
 		if !automatic {
 			ev.Code = reason.ResponseAwaiting
 			ev.Detail = step + " waits for a reviewer; the session is terminated meanwhile. " + ev.Detail
 			g.recordNow(ev)
-			g.metrics.Contained("terminate_session", time.Since(al.Time))
+			g.metrics.Contained("terminate_session", taken)
 			go g.awaitStep(al, step)
 			return
 		}
+		g.recordNow(ev)
 		g.revoke(al, step, "portcullis-response")
+	default:
+		g.recordNow(ev)
 	}
-	g.recordNow(ev)
-	g.metrics.Contained(step, time.Since(al.Time))
+	g.metrics.Contained(step, taken)
+}
+
+// commitNow commits an event to the log without waiting for the disk (the
+// durable write that follows covers it).
+func (g *Gateway) commitNow(e *audit.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := g.recorder.Commit(ctx, e); err != nil {
+		g.log.Error("audit event lost", "type", e.Type, "alert", e.Alert, "err", err)
+	}
 }
 
 // revoke takes a revocation step: the task tree, or the agent (its
@@ -395,10 +459,23 @@ func (g *Gateway) revoke(al detect.Alert, step, by string) {
 		kind, value = store.RevokeAgent, al.Agent
 		g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
 	}
+	why := "alert " + al.Class + ": " + al.Evidence
+	e, err := ops.RevocationEvent(kind, value, by, why)
+	if err != nil {
+		g.log.Error("response: not revoked", "kind", kind, "value", value, "err", err)
+		return
+	}
+	// Through the gateway's own recorder: an append beside it would
+	// move the log under its feet.
+	g.recordNow(e)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := g.ops.Revoke(ctx, kind, value, by, "alert "+al.Class+": "+al.Evidence); err != nil {
+	if err := g.store.Revoke(ctx, kind, value, by, why); err != nil {
 		g.log.Error("response: not revoked", "kind", kind, "value", value, "err", err)
+		return
+	}
+	if err := g.revs.Refresh(ctx, g.store); err != nil { // at once, not at the next refresh
+		g.log.Error("response: revocations not refreshed", "err", err)
 	}
 }
 

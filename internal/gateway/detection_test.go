@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // Declared baselines, alerts and containment: a session that calls a tool
@@ -369,5 +370,34 @@ detection:
 	// is refreshed).
 	if _, err = s3.CallTool(ctx, read); err == nil || !strings.Contains(err.Error(), "Unauthorized") && !strings.Contains(err.Error(), "contained") {
 		t.Fatalf("after the revocation: %v", err)
+	}
+
+	// Every step is undone by an operator: the revocation lifted, the
+	// agent's containment released (through the store, as the CLI does).
+	if err := o.Unrevoke(ctx, store.RevokeAgent, "reader", "soc", "false positive"); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Unrevoke(ctx, store.RevokeAgent, "reader", "soc", "again"); err == nil {
+		t.Error("lifted a revocation that is not there")
+	}
+	if err := o.ReleaseContainment(ctx, "", "reader", "soc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		s4, err := h.connect(h.token("reader", time.Minute))
+		if err == nil {
+			_, err = s4.CallTool(ctx, read)
+			s4.Close()
+		}
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("after the undo: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeToken && e.Code == reason.RevocationLifted }) == nil {
+		t.Error("the lifted revocation is not audited")
 	}
 }

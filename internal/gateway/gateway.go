@@ -586,6 +586,9 @@ func (g *Gateway) startBackground() *background {
 	if g.watch {
 		services = append(services, task{"policy reload", g.watchPolicy})
 	}
+	if !g.detector.Empty() {
+		services = append(services, task{"containment releases", g.watchReleases})
+	}
 	if g.cfg.Detection.Learning != nil {
 		services = append(services, task{"learned baselines", g.syncBaselines})
 	}

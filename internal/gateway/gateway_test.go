@@ -160,7 +160,7 @@ func TestDeniedCallHasNoEffectUpstream(t *testing.T) {
 	}
 }
 
-func assertDenied(t *testing.T, err error, want reason.Code) {
+func assertDenied(t testing.TB, err error, want reason.Code) {
 	t.Helper()
 	var we *jsonrpc.Error
 	if !errors.As(err, &we) {

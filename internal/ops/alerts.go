@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -194,4 +195,23 @@ func (o *Ops) Incidents(ctx context.Context, open bool) ([]*Incident, error) {
 		out = slices.DeleteFunc(out, func(in *Incident) bool { return in.Open == 0 })
 	}
 	return out, nil
+}
+
+// ReleaseContainment lifts the response's hold on a session (or, with
+// session "", on every session of agent): recorded for the running
+// gateway, which applies it within a second, and audited in by's name.
+// A revocation is lifted by Unrevoke.
+func (o *Ops) ReleaseContainment(ctx context.Context, session, agent, by string) error {
+	if err := attributed(by); err != nil {
+		return err
+	}
+	if (session == "") == (agent == "") {
+		return errors.New("release: give a session or an agent")
+	}
+	e := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseReleased, time.Now(), audit.Subject{Agent: agent, SessionID: session})
+	e.Detail = "containment lifted by " + by
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return err
+	}
+	return o.st.AddRelease(ctx, session, agent, by)
 }

@@ -17,7 +17,19 @@ func (o *Ops) Revoke(ctx context.Context, kind, value, by, why string) error {
 	if err := attributed(by); err != nil {
 		return err
 	}
-	st := o.st
+	e, err := RevocationEvent(kind, value, by, why)
+	if err != nil {
+		return err
+	}
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return err
+	}
+	return o.st.Revoke(ctx, kind, value, by, why)
+}
+
+// RevocationEvent is the audit event of a revocation (the gateway records
+// its own response's through its recorder).
+func RevocationEvent(kind, value, by, why string) (*audit.Event, error) {
 	var who audit.Subject
 	var code reason.Code
 	switch kind {
@@ -28,12 +40,39 @@ func (o *Ops) Revoke(ctx context.Context, kind, value, by, why string) error {
 	case store.RevokeToken:
 		who.Credential, code = value, reason.TokenRevoked
 	default:
-		return fmt.Errorf("revoke: unknown kind %q", kind)
+		return nil, fmt.Errorf("revoke: unknown kind %q", kind)
 	}
 	e := audit.New(audit.TypeToken, audit.OutcomeInfo, code, time.Now(), who)
 	e.Detail = fmt.Sprintf("by %s: %s", by, why)
-	if err := audit.WriteNow(ctx, st, e); err != nil {
+	return e, nil
+}
+
+// Unrevoke lifts a revocation (the undo of `revoke`, or of a response
+// step), audited; a running gateway accepts the credentials again from
+// its next revocation refresh.
+func (o *Ops) Unrevoke(ctx context.Context, kind, value, by, why string) error {
+	if err := attributed(by); err != nil {
 		return err
 	}
-	return st.Revoke(ctx, kind, value, by, why)
+	var who audit.Subject
+	switch kind {
+	case store.RevokeAgent:
+		who.Agent = value
+	case store.RevokeTask:
+		who.Task = value
+	case store.RevokeToken:
+		who.Credential = value
+	default:
+		return fmt.Errorf("unrevoke: unknown kind %q", kind)
+	}
+	ok, err := o.st.Unrevoke(ctx, kind, value)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("unrevoke: %s %s is not revoked", kind, value)
+	}
+	e := audit.New(audit.TypeToken, audit.OutcomeInfo, reason.RevocationLifted, time.Now(), who)
+	e.Detail = fmt.Sprintf("%s %s: revocation lifted by %s: %s", kind, value, by, why)
+	return audit.WriteNow(ctx, o.st, e)
 }

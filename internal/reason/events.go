@@ -45,12 +45,13 @@ const (
 	AlertResolved     Code = "resolved"
 
 	// Credentials (token_issued).
-	TaskStarted   Code = "task_started"
-	IntentIssued  Code = "intent_issued"
-	TokenExchange Code = "token_exchange"
-	AgentRevoked  Code = "agent_revoked"
-	TaskRevoked   Code = "task_revoked"
-	TokenRevoked  Code = "token_revoked"
+	TaskStarted      Code = "task_started"
+	RevocationLifted Code = "revocation_lifted"
+	IntentIssued     Code = "intent_issued"
+	TokenExchange    Code = "token_exchange"
+	AgentRevoked     Code = "agent_revoked"
+	TaskRevoked      Code = "task_revoked"
+	TokenRevoked     Code = "token_revoked"
 
 	// Identity (identity).
 	JoinTokenCreated Code = "join_token_created"

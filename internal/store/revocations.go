@@ -43,3 +43,14 @@ func (s *SQLite) Revocations(ctx context.Context) (map[string]map[string]bool, e
 	}
 	return out, rows.Err()
 }
+
+// Unrevoke lifts a revocation (an operator's undo); it reports whether
+// there was one.
+func (s *SQLite) Unrevoke(ctx context.Context, kind, value string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM revocations WHERE kind = ? AND value = ?`, kind, value)
+	if err != nil {
+		return false, fmt.Errorf("unrevoke: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}

@@ -126,6 +126,13 @@ CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS containment_releases (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	session_id TEXT NOT NULL,
+	agent      TEXT NOT NULL,
+	by         TEXT NOT NULL,
+	at_ns      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS learned_baselines (
 	id         INTEGER PRIMARY KEY CHECK (id = 1),
 	generation INTEGER NOT NULL,

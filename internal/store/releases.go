@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Release is an operator's lifting of a containment (of a session, or of
+// every session of an agent) recorded for the running gateway, which holds
+// containment in memory and polls for these.
+type Release struct {
+	ID             int64
+	Session, Agent string
+	By             string
+	At             time.Time
+}
+
+// AddRelease records a release.
+func (s *SQLite) AddRelease(ctx context.Context, session, agent, by string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO containment_releases(session_id, agent, by, at_ns) VALUES (?,?,?,?)`, session, agent, by, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	return nil
+}
+
+// Releases returns the releases after id, oldest first (at most 1000).
+func (s *SQLite) Releases(ctx context.Context, after int64) ([]Release, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, session_id, agent, by, at_ns FROM containment_releases WHERE id > ? ORDER BY id LIMIT 1000`, after)
+	if err != nil {
+		return nil, fmt.Errorf("read releases: %w", err)
+	}
+	defer rows.Close()
+	var out []Release
+	for rows.Next() {
+		var r Release
+		var ns int64
+		if err := rows.Scan(&r.ID, &r.Session, &r.Agent, &r.By, &ns); err != nil {
+			return nil, err
+		}
+		r.At = time.Unix(0, ns)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// LastRelease is the newest release's ID (0: none).
+func (s *SQLite) LastRelease(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM containment_releases`).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("read releases: %w", err)
+	}
+	return id, nil
+}
