@@ -173,8 +173,21 @@ func (q *Queue) SessionGrant(ctx context.Context, agent, task, sessionID, tool s
 // final request: Consumed (approved, and this call used it), Denied or
 // Expired. An error means the request could not be held; the caller denies.
 func (q *Queue) Hold(ctx context.Context, r *Request) (*Request, error) {
-	if err := q.Store.AddApproval(ctx, r); err != nil {
+	if err := q.Add(ctx, r); err != nil {
 		return nil, err
+	}
+	final, err := q.Wait(ctx, r.ID)
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up: the request is void.
+		q.Store.DecideApproval(context.WithoutCancel(ctx), r.ID, Expired, "agent-cancelled", ScopeOnce, "", q.now())
+	}
+	return final, err
+}
+
+// Add stores r and notifies reviewers.
+func (q *Queue) Add(ctx context.Context, r *Request) error {
+	if err := q.Store.AddApproval(ctx, r); err != nil {
+		return err
 	}
 	if q.Notifier != nil {
 		go func() {
@@ -185,6 +198,15 @@ func (q *Queue) Hold(ctx context.Context, r *Request) (*Request, error) {
 			}
 		}()
 	}
+	return nil
+}
+
+// Wait waits for the decision on a stored request (one held before a
+// restart, for instance): Consumed (approved, and used by this wait),
+// Denied or Expired. Unlike Hold, giving up (ctx) leaves the request
+// pending.
+func (q *Queue) Wait(ctx context.Context, id string) (*Request, error) {
+	r := &Request{ID: id}
 	tick := time.NewTicker(PollInterval)
 	defer tick.Stop()
 	for {
@@ -212,7 +234,6 @@ func (q *Queue) Hold(ctx context.Context, r *Request) (*Request, error) {
 		}
 		select {
 		case <-ctx.Done():
-			q.Store.DecideApproval(context.WithoutCancel(ctx), r.ID, Expired, "agent-cancelled", ScopeOnce, "", q.now())
 			return nil, ctx.Err()
 		case <-tick.C:
 		}

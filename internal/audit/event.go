@@ -38,6 +38,7 @@ const (
 	TypeTriage       Type = "triage"            // the first-pass triage of an alert: verdict, confidence, recommendation
 	TypeAlertState   Type = "alert_state"       // a person acknowledged or resolved an alert
 	TypeBaseline     Type = "baseline"          // an operator restored the learned baselines
+	TypeMemory       Type = "memory"            // agent memory changed: written, quarantined, released, expired, rolled back, purged; or failed verification
 )
 
 // Outcome is how an event ended.
@@ -104,8 +105,20 @@ type Event struct {
 	// Alert is the alert an alert, triage, response or alert_state event
 	// is about (its ID).
 	Alert string `json:"alert_id,omitempty"`
+	// Memory are the memory element versions a memory event commits to
+	// (their hashes, checked at every read).
+	Memory []MemoryRef `json:"memory,omitempty"`
 	// Input keeps what a policy decision needs for replay.
 	Input *Input `json:"input,omitempty"`
+}
+
+// MemoryRef is one version of a memory element and its hash.
+type MemoryRef struct {
+	ID     int64  `json:"id"`
+	Scope  string `json:"scope"`
+	Key    string `json:"key"`
+	State  string `json:"state"`
+	SHA256 string `json:"sha256"`
 }
 
 // New returns an event of type t attributed to who, with outcome o and code.

@@ -90,6 +90,10 @@ const (
 	suppressFor   = 5 * time.Minute // one alert of a class per session this often
 	maxTracked    = 100_000         // agents and sessions tracked at once
 	maxWindow     = 600             // requests a minute a session's window counts up to
+	// maxSessionAlerts bounds the alerts of one session within
+	// suppressFor: a session calling made-up tools one after another
+	// raises this many (and is contained by the first), not one a call.
+	maxSessionAlerts = 8
 )
 
 // Baseline is what an agent is declared to do.
@@ -135,13 +139,14 @@ type Detector struct {
 	calls    map[string][]time.Time // by session: requests in the last minute
 	denials  map[string][]time.Time // by session: denials in the last minute
 	lastSeen map[string]time.Time   // by session+class(+tool): the last alert
+	raised   map[string][]time.Time // by session: its alerts within suppressFor
 }
 
 // New returns a detector for baselines (an agent's own wins over its
 // role's).
 func New(baselines []Baseline) *Detector {
 	d := &Detector{byAgent: map[string]*Baseline{}, byRole: map[string]*Baseline{},
-		secrets: map[string][]time.Time{}, calls: map[string][]time.Time{}, denials: map[string][]time.Time{}, lastSeen: map[string]time.Time{}}
+		secrets: map[string][]time.Time{}, calls: map[string][]time.Time{}, denials: map[string][]time.Time{}, lastSeen: map[string]time.Time{}, raised: map[string][]time.Time{}}
 	for i := range baselines {
 		b := &baselines[i]
 		if b.Agent != "" {
@@ -194,11 +199,9 @@ func (d *Detector) ObserveFinding(e *audit.Event, categories []string) []Alert {
 	if len(w) < secretReads {
 		return nil
 	}
-	key := e.SessionID + "\x00" + e.Agent + "\x00" + CredentialAccess
-	if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
+	if !d.admit(e.SessionID+"\x00"+e.Agent+"\x00"+CredentialAccess, e.SessionID, now) {
 		return nil
 	}
-	d.lastSeen[key] = now
 	return []Alert{{ID: "al-" + rand.Text()[:16], Class: CredentialAccess, Severity: severity[CredentialAccess], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
 		Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target, Techniques: Techniques[CredentialAccess],
 		Evidence: fmt.Sprintf("%d results carrying secrets read within %s (the last: %s)", len(w), secretsWithin, e.Target), Baseline: "screening"}}
@@ -230,10 +233,11 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 	denied := e.Outcome == audit.OutcomeDeny
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.calls) > maxTracked || len(d.lastSeen) > maxTracked {
+	if len(d.calls) > maxTracked || len(d.lastSeen) > maxTracked || len(d.raised) > maxTracked {
 		clear(d.calls)
 		clear(d.denials)
 		clear(d.lastSeen)
+		clear(d.raised)
 	}
 	now := e.Time
 	win := e.SessionID
@@ -263,10 +267,9 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 	}
 	var out []Alert
 	raiseAs := func(key, class, sev string, techniques []string, evidence, source string) {
-		if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
+		if !d.admit(key, win, now) {
 			return
 		}
-		d.lastSeen[key] = now
 		out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: class, Severity: sev, Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
 			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target,
 			Techniques: techniques, Evidence: evidence, Baseline: source})
@@ -278,8 +281,18 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 			raiseAs(key+Anomaly+"\x00"+e.Target, Anomaly, anomalySeverity(devs, d.learn.o.Threshold), techniquesOf(devs),
 				anomalyEvidence(devs, d.learn.o.Threshold), "learned "+against.Key)
 		}
-		for _, ev := range drifts {
-			pk, _, _ := strings.Cut(ev, ":")
+		for _, dr := range drifts {
+			pk, ev := dr[0], dr[1]
+			if strings.HasPrefix(pk, "role:") {
+				// A role's drift is no one agent's: raised on no session
+				// (the playbook contains nothing for it), never on the
+				// peer whose call happened to close the window.
+				if d.admit("drift\x00"+pk, pk, now) {
+					out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: Drift, Severity: severity[Drift], Time: now,
+						Target: pk, Techniques: Techniques[Drift], Evidence: ev, Baseline: "learned " + pk})
+				}
+				continue
+			}
 			raiseAs("drift\x00"+pk, Drift, severity[Drift], Techniques[Drift], ev, "learned "+pk)
 		}
 	}
@@ -375,4 +388,23 @@ func anomalyEvidence(devs []deviation, threshold float64) string {
 		parts[i] = fmt.Sprintf("%s (%.1f): %s", d.metric, d.score, d.evidence)
 	}
 	return fmt.Sprintf("score %.1f over %.1f: %s", sum, threshold, strings.Join(parts, "; "))
+}
+
+// admit decides whether an alert of key (session, agent, class and maybe
+// target) may be raised now: not if one was within suppressFor, nor if
+// the session (budget) raised maxSessionAlerts within it. Called with
+// d.mu held.
+func (d *Detector) admit(key, budget string, now time.Time) bool {
+	if last, ok := d.lastSeen[key]; ok && now.Sub(last) < suppressFor {
+		return false
+	}
+	cut := now.Add(-suppressFor)
+	rs := slices.DeleteFunc(d.raised[budget], func(t time.Time) bool { return !t.After(cut) })
+	if len(rs) >= maxSessionAlerts {
+		d.raised[budget] = rs
+		return false
+	}
+	d.lastSeen[key] = now
+	d.raised[budget] = append(rs, now)
+	return true
 }

@@ -106,7 +106,16 @@ func (s *Stat) add(x float64) {
 	d := x - s.Mean
 	s.Mean += a * d
 	s.Var = (1 - a) * (s.Var + a*d*d)
+	if !finite(s.Mean) || !finite(s.Var) { // a restored state out of range
+		s.Mean, s.Var = x, 0
+	}
 }
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// maxValue bounds every number of a restored snapshot (counts and
+// statistics stay far below it).
+const maxValue = 1e12
 
 // SD is the standard deviation.
 func (s Stat) SD() float64 { return math.Sqrt(s.Var) }
@@ -210,7 +219,7 @@ type deviation struct {
 // unless it raised an alert. rate is the session's requests in the last
 // minute, this one included. It returns the anomaly's deviations (none:
 // normal) and the profile scored against, and any drift alerts' evidence.
-func (l *learner) observe(e *audit.Event, roles []string, win string, rate int) (devs []deviation, against *Profile, drifts []string) {
+func (l *learner) observe(e *audit.Event, roles []string, win string, rate int) (devs []deviation, against *Profile, drifts [][2]string) {
 	s := l.sessions[win]
 	if s == nil {
 		if len(l.sessions) > maxTracked {
@@ -260,7 +269,7 @@ func (l *learner) observe(e *audit.Event, roles []string, win string, rate int) 
 		devs = nil
 		for _, p := range ps {
 			if ev := l.learn(p, e, s.last, tool, rate, denied); ev != "" {
-				drifts = append(drifts, ev)
+				drifts = append(drifts, [2]string{p.Key, ev})
 			}
 		}
 	}
@@ -365,7 +374,12 @@ func (l *learner) learn(p *Profile, e *audit.Event, prev, tool string, rate int,
 		addCount(p.Delegators, e.Actors[0], maxProfileTools)
 	}
 	p.Hours[e.Time.UTC().Hour()]++
-	p.Rate.add(float64(rate))
+	// After learning, a rate in the upper tail is not learned: a session
+	// ramping its rate up a little at a time does not carry the baseline
+	// along (it meets the z limit).
+	if x := float64(rate); p.learning(l.o) || x <= p.Rate.Mean+2*max(p.Rate.SD(), 1) {
+		p.Rate.add(x)
+	}
 	d := 0.0
 	if denied {
 		d = 1
@@ -473,20 +487,26 @@ type Snapshot struct {
 // SnapshotVersion is the format of Snapshot.
 const SnapshotVersion = 1
 
-// Snapshot copies the learned state (nil when learning is off).
+// Snapshot copies the learned state (nil when learning is off). A profile
+// that does not encode (a number out of range) is left out.
 func (d *Detector) Snapshot(now time.Time) *Snapshot {
 	if d == nil || d.learn == nil {
 		return nil
 	}
+	s := &Snapshot{Version: SnapshotVersion, Taken: now, Profiles: []*Profile{}}
 	d.mu.Lock()
-	b, err := json.Marshal(slices.Collect(maps.Values(d.learn.profiles)))
-	d.mu.Unlock()
-	s := &Snapshot{Version: SnapshotVersion, Taken: now}
-	if err == nil {
-		err = json.Unmarshal(b, &s.Profiles)
+	docs := make([][]byte, 0, len(d.learn.profiles))
+	for _, p := range d.learn.profiles {
+		if b, err := json.Marshal(p); err == nil {
+			docs = append(docs, b)
+		}
 	}
-	if err != nil { // profiles hold only finite numbers, strings and maps of them
-		panic("detect: a profile does not encode: " + err.Error())
+	d.mu.Unlock()
+	for _, b := range docs {
+		var p Profile
+		if json.Unmarshal(b, &p) == nil {
+			s.Profiles = append(s.Profiles, &p)
+		}
 	}
 	slices.SortFunc(s.Profiles, func(a, b *Profile) int { return strings.Compare(a.Key, b.Key) })
 	return s
@@ -561,17 +581,27 @@ func (s *Snapshot) Validate() error {
 		}
 		for _, m := range counts {
 			for _, v := range m {
-				if v < 0 || math.IsInf(v, 0) {
-					return fmt.Errorf("%s: a negative count", at)
+				if v < 0 || v > maxValue {
+					return fmt.Errorf("%s: a count out of range", at)
 				}
 			}
 		}
 		for _, h := range p.Hours {
-			if h < 0 {
-				return fmt.Errorf("%s: a negative count", at)
+			if h < 0 || h > maxValue {
+				return fmt.Errorf("%s: a count out of range", at)
 			}
 		}
-		if p.Rate.Var < 0 || p.Denials.Var < 0 || p.Rate.N < 0 || p.Denials.N < 0 {
+		nums := []float64{p.Rate.Mean, p.Rate.Var, p.Denials.Mean, p.Denials.Var, p.DriftTools.Avg, p.DriftTools.Sum, p.DriftTools.Min,
+			p.DriftDenials.Avg, p.DriftDenials.Sum, p.DriftDenials.Min, p.LastDistance, p.LastDriftStat}
+		if p.Reference != nil {
+			nums = append(nums, p.Reference.Denials)
+		}
+		for _, x := range nums {
+			if x < -maxValue || x > maxValue {
+				return fmt.Errorf("%s: a statistic out of range", at)
+			}
+		}
+		if p.Rate.Var < 0 || p.Denials.Var < 0 || p.Rate.N < 0 || p.Denials.N < 0 || p.Observations > maxValue {
 			return fmt.Errorf("%s: a negative statistic", at)
 		}
 		for _, m := range []*map[string]float64{&p.Tools, &p.Transitions, &p.Upstreams} {

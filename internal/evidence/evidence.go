@@ -86,14 +86,36 @@ type RequestArgs struct {
 	RequestID string `json:"request_id" jsonschema:"the request's ID"`
 }
 
-// Server builds the read-only evidence server over src.
-func Server(src Source, profile Profile) *mcp.Server {
+// MetaCaller is the request _meta key the gateway sets with the caller it
+// vouches for (mcpproxy.MetaCaller).
+const MetaCaller = "dev.portcullis/caller"
+
+// allowed checks the caller the gateway vouches for against may: only the
+// triage agent reads the evidence, whatever a broad policy would permit.
+func allowed(req *mcp.CallToolRequest, may func(agent string) bool) error {
+	if req == nil || req.Params == nil || req.Params.Meta == nil {
+		return fmt.Errorf("evidence: reached through the Portcullis gateway only")
+	}
+	c, _ := req.Params.Meta[MetaCaller].(map[string]any)
+	agent, _ := c["agent"].(string)
+	if agent == "" || may == nil || !may(agent) {
+		return fmt.Errorf("evidence: %q is not the triage agent", agent)
+	}
+	return nil
+}
+
+// Server builds the read-only evidence server over src; may says which
+// agents may read it (the triage agent).
+func Server(src Source, profile Profile, may func(agent string) bool) *mcp.Server {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portcullis-evidence", Version: "1"}, nil)
 	ro, closed := true, false
 	ann := &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &closed, IdempotentHint: ro}
 	mcp.AddTool(srv, &mcp.Tool{Name: "session_timeline", Annotations: ann,
 		Description: "A session's recent audit events: decisions, data-flow labels, screening findings, alerts, triage and response steps."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, a SessionArgs) (*mcp.CallToolResult, Records, error) {
+		func(ctx context.Context, req *mcp.CallToolRequest, a SessionArgs) (*mcp.CallToolResult, Records, error) {
+			if err := allowed(req, may); err != nil {
+				return nil, Records{}, err
+			}
 			if a.SessionID == "" {
 				return nil, Records{}, fmt.Errorf("session_id is required")
 			}
@@ -101,7 +123,10 @@ func Server(src Source, profile Profile) *mcp.Server {
 		})
 	mcp.AddTool(srv, &mcp.Tool{Name: "agent_alerts", Annotations: ann,
 		Description: "An agent's recent alerts with their triage and the response steps taken."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
+		func(ctx context.Context, req *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
+			if err := allowed(req, may); err != nil {
+				return nil, Records{}, err
+			}
 			if a.Agent == "" {
 				return nil, Records{}, fmt.Errorf("agent is required")
 			}
@@ -110,7 +135,10 @@ func Server(src Source, profile Profile) *mcp.Server {
 		})
 	mcp.AddTool(srv, &mcp.Tool{Name: "agent_activity", Annotations: ann,
 		Description: "An agent's recent decisions across its sessions (what it called, allowed or denied)."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
+		func(ctx context.Context, req *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
+			if err := allowed(req, may); err != nil {
+				return nil, Records{}, err
+			}
 			if a.Agent == "" {
 				return nil, Records{}, fmt.Errorf("agent is required")
 			}
@@ -119,7 +147,10 @@ func Server(src Source, profile Profile) *mcp.Server {
 		})
 	mcp.AddTool(srv, &mcp.Tool{Name: "request_chain", Annotations: ann,
 		Description: "Every audit event of one request: its decision, upstream outcome, screening and any alert it raised."},
-		func(ctx context.Context, _ *mcp.CallToolRequest, a RequestArgs) (*mcp.CallToolResult, Records, error) {
+		func(ctx context.Context, req *mcp.CallToolRequest, a RequestArgs) (*mcp.CallToolResult, Records, error) {
+			if err := allowed(req, may); err != nil {
+				return nil, Records{}, err
+			}
 			if a.RequestID == "" {
 				return nil, Records{}, fmt.Errorf("request_id is required")
 			}
@@ -128,7 +159,10 @@ func Server(src Source, profile Profile) *mcp.Server {
 	if profile != nil {
 		mcp.AddTool(srv, &mcp.Tool{Name: "agent_profile", Annotations: ann,
 			Description: "An agent's configured roles, its declared baseline and what it was learned to do (tools, rates, denials, drift)."},
-			func(ctx context.Context, _ *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, any, error) {
+			func(ctx context.Context, req *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, any, error) {
+				if err := allowed(req, may); err != nil {
+					return nil, nil, err
+				}
 				p, ok := profile(a.Agent)
 				if !ok {
 					return nil, nil, fmt.Errorf("no agent %q is configured", a.Agent)

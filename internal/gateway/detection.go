@@ -128,8 +128,8 @@ func (d detecting) Record(ctx context.Context, e *audit.Event) error {
 // Submit is how screening events arrive (queued, off the call's path).
 func (d detecting) Submit(e *audit.Event) error {
 	err := d.Recorder.Submit(e)
-	if err == nil && e.Type == audit.TypeScreening {
-		d.g.observe(e)
+	if e.Type == audit.TypeScreening {
+		d.g.observe(e) // even when the queue is full: load does not blind detection
 	}
 	return err
 }
@@ -246,7 +246,10 @@ func (g *Gateway) triage(al detect.Alert) {
 		ev.Tools = append(ev.Tools, t)
 	}
 	slices.Sort(ev.Tools)
-	rows, _ := g.store.Events(ctx, store.EventQuery{Agent: al.Agent, Types: []string{string(audit.TypeAlert)}, Limit: 100, Last: true})
+	var rows []store.EventRow
+	if al.Agent != "" {
+		rows, _ = g.store.Events(ctx, store.EventQuery{Agent: al.Agent, Types: []string{string(audit.TypeAlert)}, Limit: 100, Last: true})
+	}
 	for _, r := range rows {
 		if e, err := audit.Decode(r); err == nil && e.Alert != al.ID && al.Time.Sub(e.Time) < time.Hour {
 			ev.RelatedAlerts = append(ev.RelatedAlerts, string(e.Code))
@@ -270,9 +273,14 @@ func (g *Gateway) triage(al detect.Alert) {
 			g.log.Warn("model triage failed; the deterministic report stands", "alert", al.ID, "err", err)
 			detail += ". Model triage failed: " + err.Error()
 		} else {
+			// The model's verdict is recorded beside the rules'; the
+			// event's verdict is the more severe of the two (a fooled
+			// model does not clear an alert the rules flag).
 			backend = "model"
 			detail = fmt.Sprintf("model (%d turns, queries %v): %s. Deterministic first pass: %s", res.Turns, res.Queries, res.Summary(), detail)
-			rep = res.Report
+			if verdictRank(res.Verdict) > verdictRank(rep.Verdict) {
+				rep = res.Report
+			}
 		}
 	}
 	te := audit.New(audit.TypeTriage, audit.OutcomeInfo, reason.Code(rep.Verdict), time.Now(),
@@ -289,6 +297,9 @@ func (g *Gateway) release(session, agent, by string) {
 		g.proxy.Release(session, "")
 	} else {
 		g.proxy.Release("", agent)
+		g.escMu.Lock()
+		delete(g.contained, agent) // or the next containment re-escalates at once
+		g.escMu.Unlock()
 	}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseReleased, time.Now(), audit.Subject{Agent: agent, SessionID: session})
 	ev.Detail = "containment lifted by " + by
@@ -387,7 +398,7 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 			step, automatic = r.Action, r.Automatic
 		}
 	}
-	if step == "" {
+	if step == "" || al.Agent == "" { // a role's drift: no one agent's to contain
 		g.recordNow(alertEv)
 		return
 	}
@@ -421,16 +432,22 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 	ev.Alert = al.ID
 	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
 	switch step {
-	case "read_only", "terminate_session":
+	case "require_approval", "read_only", "terminate_session":
 		g.recordNow(ev)
 		g.escalate(al)
 	case "revoke_task", "revoke_agent":
 		if !automatic {
+			// While a reviewer decides, every session of the agent has
+			// its non-read calls reviewed too.
+			g.proxy.Contain("", al.Agent, mcpproxy.RequireApproval)
 			ev.Code = reason.ResponseAwaiting
-			ev.Detail = step + " waits for a reviewer; the session is terminated meanwhile. " + ev.Detail
+			ev.Detail = step + " waits for a reviewer; the session is terminated and the agent's other sessions held to approval meanwhile. " + ev.Detail
 			g.recordNow(ev)
+			g.escalate(al)
 			g.metrics.Contained("terminate_session", taken)
-			go g.awaitStep(al, step)
+			if g.pendingStep(al.Agent, step, true) {
+				go g.awaitStep(al, step, nil)
+			}
 			return
 		}
 		g.recordNow(ev)
@@ -479,19 +496,58 @@ func (g *Gateway) revoke(al detect.Alert, step, by string) {
 	}
 }
 
-// awaitStep holds a revocation for a reviewer, as an approval request
-// (listed by `portcullis approvals list`, decided like any), and takes it
-// once approved.
-func (g *Gateway) awaitStep(al detect.Alert, step string) {
-	r := &approval.Request{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID,
-		Tool: "portcullis.response/" + step, Reasons: []string{"response to the " + al.Severity + " " + al.Class + " alert " + al.ID + ": " + al.Evidence}}
-	if err := g.approvals.NewRequest(r); err != nil {
-		g.log.Error("response: approval request", "alert", al.ID, "err", err)
-		return
+// pendingStep marks (on) or clears a revocation waiting for a reviewer; it
+// reports false when one was waiting already (no second request).
+func (g *Gateway) pendingStep(agent, step string, on bool) bool {
+	g.escMu.Lock()
+	defer g.escMu.Unlock()
+	if g.awaiting == nil {
+		g.awaiting = map[string]bool{}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Until(r.Expires)+time.Minute)
+	k := agent + "\x00" + step
+	if on && g.awaiting[k] {
+		return false
+	}
+	if on {
+		g.awaiting[k] = true
+	} else {
+		delete(g.awaiting, k)
+	}
+	return true
+}
+
+// stepTool names a response step held for a reviewer in the approval
+// queue.
+const stepTool = "portcullis.response/"
+
+// awaitStep holds a revocation for a reviewer, as an approval request
+// (listed by `portcullis approvals list`, decided like any; held is one
+// stored before a restart), and takes it once approved.
+func (g *Gateway) awaitStep(al detect.Alert, step string, held *approval.Request) {
+	defer g.pendingStep(al.Agent, step, false)
+	r := held
+	if r == nil {
+		r = &approval.Request{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID,
+			Tool: stepTool + step, Reasons: []string{"response to the " + al.Severity + " " + al.Class + " alert " + al.ID + ": " + al.Evidence}}
+		if err := g.approvals.NewRequest(r); err != nil {
+			g.log.Error("response: approval request", "alert", al.ID, "err", err)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(g.bgCtx, time.Until(r.Expires)+time.Minute)
 	defer cancel()
-	final, err := g.approvals.Hold(ctx, r)
+	if held == nil {
+		if err := g.approvals.Add(ctx, r); err != nil {
+			g.log.Error("response: approval request", "alert", al.ID, "err", err)
+			return
+		}
+	}
+	// Waited for without voiding it when the gateway stops: the next
+	// start resumes it.
+	final, err := g.approvals.Wait(ctx, r.ID)
+	if g.bgCtx.Err() != nil {
+		return // stopping: resumed at the next start
+	}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseNotTaken, time.Now(),
 		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID})
 	ev.Alert = al.ID
@@ -503,6 +559,33 @@ func (g *Gateway) awaitStep(al detect.Alert, step string) {
 		ev.Code, ev.Detail = reason.Code(step), step+" approved by "+final.DecidedBy+" ("+r.ID+")"
 	default:
 		ev.Detail = fmt.Sprintf("%s not taken: %s by %s (%s)", step, final.State, final.DecidedBy, r.ID)
+		if g.proxy.Containment("", al.Agent) == mcpproxy.RequireApproval {
+			g.proxy.Release("", al.Agent) // the hold that waited for this decision
+		}
 	}
 	g.recordNow(ev)
+}
+
+// resumeSteps picks up the revocations that were waiting for a reviewer
+// when the gateway stopped: the agent is held to approval again, and an
+// approval made since (or later) takes the step.
+func (g *Gateway) resumeSteps(ctx context.Context) error {
+	rs, err := g.store.Approvals(ctx, approval.Pending)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		step, ok := strings.CutPrefix(r.Tool, stepTool)
+		if !ok || (step != "revoke_agent" && step != "revoke_task") || !g.pendingStep(r.Agent, step, true) {
+			continue
+		}
+		g.proxy.Contain("", r.Agent, mcpproxy.RequireApproval)
+		al := detect.Alert{Agent: r.Agent, User: r.User, Task: r.Task, Session: r.SessionID, RequestID: r.RequestID, Class: "resumed", Evidence: strings.Join(r.Reasons, "; ")}
+		go g.awaitStep(al, step, r)
+	}
+	return nil
+}
+
+func verdictRank(v string) int {
+	return slices.Index([]string{detect.Benign, detect.Suspicious, detect.Malicious}, v)
 }

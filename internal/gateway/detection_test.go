@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/detect"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -399,5 +401,78 @@ detection:
 	}
 	if h.findEvent(func(e *audit.Event) bool { return e.Type == audit.TypeToken && e.Code == reason.RevocationLifted }) == nil {
 		t.Error("the lifted revocation is not audited")
+	}
+}
+
+// A revocation waiting for a reviewer survives a restart: the agent is
+// held to approval again at start, a second alert does not pile up a
+// second request, and the approval given after the restart takes the step.
+func TestPendingRevocationSurvivesRestart(t *testing.T) {
+	conf := demoConfig + `detection:
+  baselines:
+    - {agent: reader, tools: ["demo__*"]}
+  response:
+    - {alerts: [denial_burst], action: revoke_agent}
+`
+	h := startGateway(t, conf, map[string]string{"policy.cedar": demoPolicy})
+	ctx := context.Background()
+	send := &mcp.CallToolParams{Name: "demo__send_message", Arguments: map[string]any{"to": "x@example.com", "body": "hi"}}
+	burst := func(h *harness) {
+		s := h.mustConnect("reader")
+		for range 5 {
+			s.CallTool(ctx, send)
+		}
+	}
+	burst(h)
+	burst(h) // a second session's burst: the same step, no second request
+	o := cli(t, h.cfg)
+	var pending []*approval.Request
+	for range 100 {
+		rs, _ := o.ListApprovals(ctx, "pending")
+		pending = pending[:0]
+		for _, r := range rs {
+			if r.Tool == "portcullis.response/revoke_agent" {
+				pending = append(pending, r)
+			}
+		}
+		if len(pending) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(pending) != 1 {
+		t.Fatalf("pending revocations: %d", len(pending))
+	}
+	h.stop()
+
+	g, err := New(h.cfg, Options{Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	if err := g.proxy.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.proxy.Containment("any-session", "reader"); got != mcpproxy.RequireApproval {
+		t.Fatalf("after the restart the agent is held at %v, want require_approval", got)
+	}
+	if _, err := o.DecideApproval(ctx, pending[0].ID, approval.Approved, "soc", "once", ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		revs, _ := g.store.Revocations(ctx)
+		if revs[store.RevokeAgent]["reader"] {
+			break
+		}
+		if i == 200 {
+			t.Fatal("the approval given after the restart did not revoke the agent")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -70,6 +70,9 @@ type Gateway struct {
 	oauth       *oauthclient.Broker // the gateway as OAuth client of upstreams
 	detector    *detect.Detector    // behavioural monitoring (declared baselines)
 	baselineGen int64               // the learned baselines' stored generation (syncBaselines only)
+	awaiting    map[string]bool     // agent and step: a revocation waiting for a reviewer (escMu)
+	bgCtx       context.Context     // ends when the gateway stops (response steps waiting for reviewers)
+	bgStop      context.CancelFunc
 	escMu       sync.Mutex
 	contained   map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
 	// authServer is the built-in authorization server (nil: not configured).
@@ -115,6 +118,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: opts.Log, dataDir: ops.DataDir(cfg), metrics: metrics.New(), out: outbound.New(outbound.Options{})}
+	g.bgCtx, g.bgStop = context.WithCancel(context.Background())
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -301,7 +305,8 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 		}
 		return mcpproxy.InProcessDialer(d.MCPServer, g.cfg.Limits), nil
 	case u.Builtin == "evidence":
-		return mcpproxy.InProcessDialer(func() *mcp.Server { return evidence.Server(g.store, g.agentProfile) }, g.cfg.Limits), nil
+		may := func(agent string) bool { t := g.cfg.Detection.Triage; return t != nil && agent == t.Agent }
+		return mcpproxy.InProcessDialer(func() *mcp.Server { return evidence.Server(g.store, g.agentProfile, may) }, g.cfg.Limits), nil
 	}
 	return nil, fmt.Errorf("upstream %s: no transport", u.Name)
 }
@@ -588,6 +593,9 @@ func (g *Gateway) startBackground() *background {
 	}
 	if !g.detector.Empty() {
 		services = append(services, task{"containment releases", g.watchReleases})
+		if err := g.resumeSteps(context.Background()); err != nil {
+			g.log.Error("response steps waiting for reviewers not resumed", "err", err)
+		}
 	}
 	if g.cfg.Detection.Learning != nil {
 		services = append(services, task{"learned baselines", g.syncBaselines})
@@ -600,6 +608,7 @@ func (g *Gateway) startBackground() *background {
 // stop stops the services and waits for every one, then records the stop,
 // flushes the recorder, signs a final checkpoint and closes the store.
 func (b *background) stop() error {
+	b.g.bgStop()
 	b.services.stop()
 	b.g.lifecycle(reason.Stopped)
 	b.recorder.stop()

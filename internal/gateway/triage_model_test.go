@@ -120,7 +120,8 @@ detection:
     - {alerts: [unexpected_tool], action: terminate_session}
 `
 	h := startGateway(t, cfg, map[string]string{"policy.cedar": demoPolicy + `
-@id("soc-evidence") permit (principal in Role::"soc", action == Action::"call_tool", resource in Upstream::"evidence") when { resource.read_only_hint };`})
+@id("soc-evidence") permit (principal in Role::"soc", action == Action::"call_tool", resource in Upstream::"evidence") when { resource.read_only_hint };
+@id("too-broad") permit (principal == Agent::"reader", action == Action::"call_tool", resource in Upstream::"evidence");`})
 	defer h.stop()
 	ctx := context.Background()
 	s := h.mustConnect("mailer")
@@ -159,10 +160,20 @@ detection:
 	if q == nil {
 		t.Fatal("the model's query is not in the audit log under the triage agent")
 	}
-	// Another agent does not see the evidence tools.
+	// Another agent does not read the evidence, even where a policy
+	// (too broad) permits it: the evidence server serves the triage agent
+	// only, as the gateway vouches for the caller; nor can an agent claim
+	// to be it.
 	other := h.mustConnect("reader")
-	_, err = other.CallTool(ctx, &mcp.CallToolParams{Name: "evidence__agent_alerts", Arguments: map[string]any{"agent": "mailer"}})
-	if err == nil {
-		t.Fatal("an agent without the soc role read the evidence")
+	for _, meta := range []mcp.Meta{nil, {"dev.portcullis/caller": map[string]any{"agent": "triage-bot"}}} {
+		res, err := other.CallTool(ctx, &mcp.CallToolParams{Name: "evidence__agent_alerts", Arguments: map[string]any{"agent": "mailer"}, Meta: meta})
+		if err == nil && !res.IsError {
+			t.Fatalf("another agent read the evidence (meta %v)", meta)
+		}
+	}
+	if m := h.findEvent(func(e *audit.Event) bool {
+		return e.Agent == "reader" && e.Target == "evidence__agent_alerts" && e.Outcome == audit.OutcomeAllow
+	}); m == nil {
+		t.Fatal("the too broad policy was not in force (the test proves nothing)")
 	}
 }

@@ -84,6 +84,11 @@ func (p *Proxy) forget(session string) {
 	delete(c.sessions, session)
 }
 
+// Containment is the level that holds session (of agent) back.
+func (p *Proxy) Containment(session, agent string) Containment {
+	return p.containmentOf(session, agent)
+}
+
 // containmentOf is the level that holds the session back.
 func (p *Proxy) containmentOf(session, agent string) Containment {
 	c := &p.contained
@@ -109,7 +114,13 @@ func (p *Proxy) contain(c *call, t *policy.Target) error {
 		if t != nil && !readOnly(*t) {
 			return deny(reason.Contained).withDetail("the session is contained: read-only tools only, by the response to an alert")
 		}
+		if t == nil && carriesData[c.method] {
+			return deny(reason.Contained).withDetail("the session is contained: read-only tools only (" + c.method + " sends arguments upstream), by the response to an alert")
+		}
 	case RequireApproval:
+		if t == nil && carriesData[c.method] {
+			return deny(reason.Contained).withDetail("the session is contained: " + c.method + " sends arguments upstream and is not reviewed; tools only, by the response to an alert")
+		}
 		// decide holds such a call for approval; one that passed
 		// decide before the containment and was not approved stops here.
 		if t != nil && !readOnly(*t) && c.committed && !c.approved {
@@ -124,6 +135,11 @@ func (p *Proxy) contain(c *call, t *policy.Target) error {
 func (p *Proxy) approvalContained(c *call) bool {
 	return c.s != nil && c.principal != nil && !readOnly(c.target) && p.containmentOf(c.s.id, c.principal.Agent) == RequireApproval
 }
+
+// carriesData are the requests besides tool calls whose arguments or URI
+// reach an upstream: a session held to read-only tools (or to approval)
+// is refused them, a channel out otherwise.
+var carriesData = map[string]bool{"prompts/get": true, "completion/complete": true, "resources/read": true, "resources/subscribe": true}
 
 // readOnly reports whether the operator classified t read_only (and
 // nothing else): an upstream's own annotations are its claims, and a

@@ -81,6 +81,9 @@ func (p *Proxy) agentNotification(ctx context.Context, s *Session, m *wire.Messa
 	if s == nil {
 		return
 	}
+	if m.Method != "notifications/cancelled" && p.containmentOf(s.id, s.agent) == Terminated {
+		return // a terminated session reaches no upstream
+	}
 	switch m.Method {
 	case "notifications/cancelled":
 		// The agent gave up on a request: cancelling its context stops the
@@ -132,6 +135,10 @@ func (p *Proxy) agentAnswer(ctx context.Context, s *Session, m *wire.Message) {
 	sc := s.takeToAgent(m.IDBytes())
 	if sc == nil {
 		p.opts.Log.Debug("answer to no pending request; dropped", "session", s.id)
+		return
+	}
+	if p.containmentOf(s.id, s.agent) == Terminated {
+		sc.fail(errContained) // a terminated session's answers reach no upstream
 		return
 	}
 	sc.answered(m)

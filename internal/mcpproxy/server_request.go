@@ -23,6 +23,7 @@ import (
 var (
 	errCancelledByAgent    = errors.New("cancelled by the agent")
 	errCancelledByUpstream = errors.New("cancelled by the upstream")
+	errContained           = errors.New("the agent's session is contained by the response to an alert")
 )
 
 // maxServerWait bounds how long a request to an agent may wait for its

@@ -89,7 +89,9 @@ func commit(p *Proxy, ctx context.Context, c *call) error {
 // returns nil when the call may proceed.
 func (p *Proxy) holdForApproval(ctx context.Context, c *call, in *policy.Input, d policy.Decision) error {
 	e := c.event
-	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, c.principal.Task, c.s.id, in.Target.ID); ok {
+	// An earlier grant covers the call, unless the session is held to
+	// approval by the response to an alert: then every call is reviewed.
+	if prior, ok := p.opts.Approvals.SessionGrant(ctx, c.principal.Agent, c.principal.Task, c.s.id, in.Target.ID); ok && !p.approvalContained(c) {
 		e.Outcome, e.Policies = audit.OutcomeAllow, append(e.Policies, "approval:"+prior.ID)
 		e.Detail = "approved for the " + prior.Scope + " by " + prior.DecidedBy
 		if !p.record(ctx, c, true) {

@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -60,12 +61,21 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		if sp := m.Meta(MetaIntent); !sp.Empty() {
 			edits = append(edits, wire.Replace(sp, []byte("null"))) // the user's intent stays here
 		}
+		if sp := m.Meta(MetaCaller); !sp.Empty() {
+			edits = append(edits, wire.Replace(sp, c.callerMeta(u))) // only the gateway vouches for the caller
+		} else if u.vouched() {
+			edits = append(edits, wire.InsertMember(m.Raw, meta, MetaCaller, c.callerMeta(u)))
+		}
 		if sp := m.Meta("progressToken"); !sp.Empty() && l.key != "" {
 			token = "pt-" + strconv.FormatInt(l.nextID.Add(1), 10) + "-" + c.requestID
 			edits = append(edits, wire.Replace(sp, wire.Quote(token)))
 		}
 	} else if wire.IsObject(m.Raw, m.Params) {
-		edits = append(edits, wire.InsertMember(m.Raw, m.Params, "_meta", append(append([]byte(`{"traceparent":`), tp...), '}')))
+		mv := append(append([]byte(`{"traceparent":`), tp...), '}')
+		if u.vouched() {
+			mv = append(append(append(mv[:len(mv)-1], `,"`+MetaCaller+`":`...), c.callerMeta(u)...), '}')
+		}
+		edits = append(edits, wire.InsertMember(m.Raw, m.Params, "_meta", mv))
 	}
 	out, err := wire.Parse(wire.Apply(m.Raw, edits...), 0)
 	if err != nil {
@@ -197,4 +207,44 @@ func (c *call) answerLike(l *link) {
 			ps.preferStream()
 		}
 	}
+}
+
+// MetaCaller is the request _meta key by which the gateway tells its
+// built-in upstreams (memory, evidence) who calls: agent, user, task,
+// session, request, the session's labels, screening's findings in the
+// arguments and the arguments that came from untrusted output. It is set
+// only towards those, and an agent's own value is overwritten (with null
+// towards any other upstream).
+const MetaCaller = "dev.portcullis/caller"
+
+// vouched reports whether u is a built-in upstream the gateway tells who
+// calls.
+func (u *Upstream) vouched() bool { return u.cfg.Builtin == "memory" || u.cfg.Builtin == "evidence" }
+
+// callerMeta is MetaCaller's value for a call to u.
+func (c *call) callerMeta(u *Upstream) []byte {
+	if !u.vouched() || c.principal == nil {
+		return []byte("null")
+	}
+	v := struct {
+		Agent              string   `json:"agent"`
+		User               string   `json:"user,omitempty"`
+		Task               string   `json:"task,omitempty"`
+		Session            string   `json:"session,omitempty"`
+		RequestID          string   `json:"request_id,omitempty"`
+		Labels             []string `json:"labels,omitempty"`
+		Findings           []string `json:"findings,omitempty"`
+		UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+	}{Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, RequestID: c.requestID, Findings: c.findings}
+	if c.s != nil {
+		v.Session, v.Labels = c.s.id, c.s.labels.list()
+	}
+	if c.input != nil {
+		v.UntrustedArguments = c.input.UntrustedArguments
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte("null")
+	}
+	return b
 }

@@ -2,6 +2,8 @@ package mcpproxy
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -94,6 +96,11 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	b := resp.Raw
 	edits := []wire.Edit{wire.Replace(resp.ID, c.msg.IDBytes())}
 	labels := c.resultLabels()
+	if c.up != nil && c.up.vouched() && resp.Kind == wire.Response {
+		// The built-in memory says what what it returned carries: the
+		// session takes it (memory does not launder provenance).
+		labels = append(slices.Clone(labels), resultMetaLabels(b, resp.Result)...)
+	}
 	untrusted := false
 	for _, l := range labels {
 		untrusted = untrusted || l == LabelUntrustedInput
@@ -211,4 +218,25 @@ func (c *call) spotlightToken() string {
 		return (&sessionToken{}).get()
 	}
 	return c.s.token.get()
+}
+
+// MetaLabels is the result _meta key by which a built-in upstream (the
+// memory) gives the labels of what it returned.
+const MetaLabels = "dev.portcullis/labels"
+
+// resultMetaLabels reads MetaLabels from a result (at most 32 labels).
+func resultMetaLabels(b []byte, result wire.Span) []string {
+	meta, ok := wire.Lookup(b, result, "_meta")
+	if !ok {
+		return nil
+	}
+	sp, ok := wire.Lookup(b, meta, MetaLabels)
+	if !ok {
+		return nil
+	}
+	var ls []string
+	if json.Unmarshal(sp.In(b), &ls) != nil || len(ls) > 32 {
+		return nil
+	}
+	return ls
 }

@@ -65,14 +65,20 @@ func (o *Ops) Unrevoke(ctx context.Context, kind, value, by, why string) error {
 	default:
 		return fmt.Errorf("unrevoke: unknown kind %q", kind)
 	}
-	ok, err := o.st.Unrevoke(ctx, kind, value)
+	revs, err := o.st.Revocations(ctx)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if !revs[kind][value] {
 		return fmt.Errorf("unrevoke: %s %s is not revoked", kind, value)
 	}
+	// The record comes first: a lifted revocation the log lacks is not
+	// lifted.
 	e := audit.New(audit.TypeToken, audit.OutcomeInfo, reason.RevocationLifted, time.Now(), who)
 	e.Detail = fmt.Sprintf("%s %s: revocation lifted by %s: %s", kind, value, by, why)
-	return audit.WriteNow(ctx, o.st, e)
+	if err := audit.WriteNow(ctx, o.st, e); err != nil {
+		return err
+	}
+	_, err = o.st.Unrevoke(ctx, kind, value)
+	return err
 }

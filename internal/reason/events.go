@@ -44,6 +44,16 @@ const (
 	AlertAcknowledged Code = "acknowledged"
 	AlertResolved     Code = "resolved"
 
+	// Agent memory (memory).
+	MemoryWritten     Code = "memory_written"
+	MemoryDeleted     Code = "memory_deleted"
+	MemoryTampered    Code = "memory_tampered"
+	MemoryReleased    Code = "memory_released"
+	MemoryQuarantined Code = "memory_quarantined"
+	MemoryPurged      Code = "memory_purged"
+	MemoryExpired     Code = "memory_expired"
+	MemoryRolledBack  Code = "memory_rolled_back"
+
 	// Credentials (token_issued).
 	TaskStarted      Code = "task_started"
 	RevocationLifted Code = "revocation_lifted"

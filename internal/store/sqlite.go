@@ -126,6 +126,28 @@ CREATE TABLE IF NOT EXISTS export_cursors (
 	name TEXT PRIMARY KEY,
 	seq  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS memory_elements (
+	id         INTEGER PRIMARY KEY,
+	scope      TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	body       BLOB,
+	state      TEXT NOT NULL,
+	agent      TEXT NOT NULL,
+	user_name  TEXT NOT NULL,
+	task       TEXT NOT NULL,
+	session_id TEXT NOT NULL,
+	request_id TEXT NOT NULL,
+	labels     TEXT NOT NULL,
+	untrusted  INTEGER NOT NULL,
+	findings   TEXT NOT NULL,
+	by         TEXT NOT NULL,
+	created_ns INTEGER NOT NULL,
+	expires_ns INTEGER NOT NULL,
+	sha256     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_current ON memory_elements(scope, key, id);
+CREATE INDEX IF NOT EXISTS memory_session ON memory_elements(session_id, id) WHERE session_id != '';
 CREATE TABLE IF NOT EXISTS containment_releases (
 	id         INTEGER PRIMARY KEY AUTOINCREMENT,
 	session_id TEXT NOT NULL,

@@ -1,0 +1,387 @@
+// Package memory is Portcullis' governed agent memory (the framework's
+// seventh phase; T5, memory and context poisoning): a knowledge graph and
+// key/value notes, served as the built-in upstream `builtin: memory` with
+// the tools of the reference memory server.
+//
+// Every element belongs to a scope, resolved against the caller the
+// gateway vouches for (never against what the agent says): its user, its
+// agent, its task, its session, or a shared scope the operator created.
+// A compromised session names no other user's or session's scope: there
+// is no syntax for it. Shared scopes are reached by name, and policy
+// decides (the `scope` argument is in Cedar's context.arguments).
+//
+// Every element records who wrote it (agent, user, task, session,
+// request) and under which conditions (the session's labels, whether its
+// values came from untrusted output, screening findings). Every change is
+// a new version whose SHA-256 is committed to the audit log before the
+// version is stored; every read re-hashes the current versions and checks
+// them against the log: a mismatch is never returned, and is an alert. An
+// element written from untrusted provenance or with a finding is
+// quarantined: stored, never returned to agents, visible to operators
+// until released or purged. Reading memory gives the session the labels
+// of what it read: memory does not launder provenance.
+package memory
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// Element kinds.
+const (
+	KindEntity      = "entity"
+	KindObservation = "observation"
+	KindRelation    = "relation"
+	KindValue       = "value"
+)
+
+// Element states.
+const (
+	Active      = "active"
+	Quarantined = "quarantined"
+	Deleted     = "deleted"
+	Expired     = "expired"
+	Purged      = "purged"
+)
+
+// Labels a session carries that make what it writes untrusted.
+var untrustedLabels = []string{"untrusted_input", "prompt_injection"}
+
+// Caller is who calls, as the gateway vouches for it (MetaCaller).
+type Caller struct {
+	Agent     string   `json:"agent"`
+	User      string   `json:"user,omitempty"`
+	Task      string   `json:"task,omitempty"`
+	Session   string   `json:"session,omitempty"`
+	RequestID string   `json:"request_id,omitempty"`
+	Labels    []string `json:"labels,omitempty"`
+	// Findings are screening's detections in the call's arguments.
+	Findings []string `json:"findings,omitempty"`
+	// UntrustedArguments name the arguments whose values first appeared in
+	// untrusted output (argument provenance).
+	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
+}
+
+// MetaCaller is the request _meta key the gateway sets (overwriting what
+// an agent sent) on calls to the built-in memory upstream; MetaLabels is
+// the result _meta key with the labels of what was read.
+const (
+	MetaCaller = "dev.portcullis/caller"
+	MetaLabels = "dev.portcullis/labels"
+)
+
+// TTL is how long elements live, by trust.
+type TTL struct {
+	Default   time.Duration // 0: forever
+	Untrusted time.Duration // elements written from untrusted provenance or with findings (0: Default)
+	Session   time.Duration // elements of session scopes (0: Default)
+}
+
+// Options configure a Service.
+type Options struct {
+	Store *store.SQLite
+	// Record writes an audit event durably (the gateway's recorder).
+	Record func(ctx context.Context, e *audit.Event) error
+	// Screen returns the screening categories found in written text
+	// (prompt_injection, secret, personal_data, ...).
+	Screen func(text string) []string
+	// Alert is told of a version that failed verification.
+	Alert func(e *audit.Event)
+	// Shared are the shared scopes operators created ("team": scope
+	// "shared:team").
+	Shared []string
+	TTL    TTL
+	Now    func() time.Time
+}
+
+// Service is the memory service.
+type Service struct {
+	o  Options
+	mu sync.Mutex // writes, one at a time (versions are numbered in order)
+
+	hmu     sync.Mutex
+	hashes  map[int64]string // committed hashes by version ID, from the audit log
+	scanned int64            // the log's seq read up to
+}
+
+// New returns a service over o.Store.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Service{o: o, hashes: map[int64]string{}}
+}
+
+// ErrScope: a scope that is not the caller's, or not configured.
+var ErrScope = errors.New("memory: no such scope for this caller")
+
+// Scope resolves a scope as the caller names it: "" (its user's, or its
+// agent's when it acts for no user), "user", "agent", "task", "session",
+// or "shared:NAME".
+func (s *Service) Scope(c Caller, name string) (string, error) {
+	switch {
+	case name == "" && c.User != "":
+		return "user:" + c.User, nil
+	case name == "" || name == "agent":
+		if c.Agent == "" {
+			return "", ErrScope
+		}
+		return "agent:" + c.Agent, nil
+	case name == "user" && c.User != "":
+		return "user:" + c.User, nil
+	case name == "task" && c.Task != "":
+		return "task:" + c.Task, nil
+	case name == "session" && c.Session != "":
+		return "session:" + c.Session, nil
+	}
+	if n, ok := strings.CutPrefix(name, "shared:"); ok && slices.Contains(s.o.Shared, n) {
+		return name, nil
+	}
+	return "", fmt.Errorf("%w: %q", ErrScope, name)
+}
+
+// hashOf is a version's SHA-256 over its canonical encoding.
+func hashOf(e *store.MemoryElement) string {
+	b, _ := json.Marshal(struct {
+		ID                                int64
+		Scope, Key, Kind                  string
+		Body                              []byte
+		State, Agent, User, Task, Session string
+		RequestID                         string
+		Labels                            []string
+		Untrusted                         bool
+		Findings                          []string
+		By                                string
+		Created, Expires                  int64
+	}{e.ID, e.Scope, e.Key, e.Kind, e.Body, e.State, e.Agent, e.User, e.Task, e.Session, e.RequestID,
+		e.Labels, e.Untrusted, e.Findings, e.By, e.Created.UnixNano(), nanos(e.Expires)})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// change is one element to write.
+type change struct {
+	key, kind string
+	body      []byte
+	state     string // Active (to be screened) or Deleted
+	text      string // what to screen
+}
+
+// write stores changes in scope for caller c as new versions. Elements
+// written from untrusted provenance or with findings are quarantined; it
+// returns how many.
+func (s *Service) write(ctx context.Context, c Caller, by, scope string, cs []change, code reason.Code, detail string) (int, error) {
+	if len(cs) == 0 {
+		return 0, nil
+	}
+	now := s.o.Now()
+	untrusted := len(c.UntrustedArguments) > 0
+	for _, l := range c.Labels {
+		untrusted = untrusted || slices.Contains(untrustedLabels, l)
+	}
+	labels := slices.Clone(c.Labels)
+	if len(c.UntrustedArguments) > 0 && !slices.Contains(labels, "untrusted_input") {
+		labels = append(labels, "untrusted_input")
+	}
+	if by == "" {
+		by = c.Agent
+	}
+	var es []store.MemoryElement
+	quarantined := 0
+	var findings []string
+	for _, ch := range cs {
+		e := store.MemoryElement{Scope: scope, Key: ch.key, Kind: ch.kind, Body: ch.body, State: ch.state,
+			Agent: c.Agent, User: c.User, Task: c.Task, Session: c.Session, RequestID: c.RequestID, Labels: labels,
+			Untrusted: untrusted, Findings: slices.Clone(c.Findings), By: by, Created: now}
+		if ch.state == Active {
+			if s.o.Screen != nil && ch.text != "" {
+				for _, f := range s.o.Screen(ch.text) {
+					if !slices.Contains(e.Findings, f) {
+						e.Findings = append(e.Findings, f)
+					}
+				}
+			}
+			if e.Untrusted || len(e.Findings) > 0 {
+				e.State = Quarantined
+				quarantined++
+				for _, f := range e.Findings {
+					if !slices.Contains(findings, f) {
+						findings = append(findings, f)
+					}
+				}
+			}
+			e.Expires = s.expiry(scope, e.State == Quarantined || e.Untrusted, now)
+		}
+		es = append(es, e)
+	}
+	ev := audit.New(audit.TypeMemory, audit.OutcomeInfo, code, now, audit.Subject{Agent: c.Agent, User: c.User, Task: c.Task, SessionID: c.Session, RequestID: c.RequestID})
+	ev.Target, ev.Labels, ev.Detail = scope, labels, detail
+	if quarantined > 0 {
+		ev.Detail += fmt.Sprintf("; %d quarantined (untrusted provenance %v, findings %v)", quarantined, untrusted, findings)
+	}
+	return quarantined, s.commit(ctx, es, ev)
+}
+
+// commit numbers versions, commits their hashes to the audit log (in ev)
+// and then stores them: a version is never readable before its hash is in
+// the log.
+func (s *Service) commit(ctx context.Context, es []store.MemoryElement, ev *audit.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		next, err := s.o.Store.NextMemoryID(ctx)
+		if err != nil {
+			return err
+		}
+		rec := *ev // a fresh event each attempt
+		rec.Memory = nil
+		for i := range es {
+			e := &es[i]
+			e.ID = next + int64(i)
+			h := hashOf(e)
+			e.SHA256 = mustHex(h)
+			rec.Memory = append(rec.Memory, audit.MemoryRef{ID: e.ID, Scope: e.Scope, Key: e.Key, State: e.State, SHA256: h})
+		}
+		if err := s.o.Record(ctx, &rec); err != nil {
+			return fmt.Errorf("memory: audit: %w", err)
+		}
+		s.hmu.Lock()
+		for _, r := range rec.Memory {
+			s.hashes[r.ID] = r.SHA256
+		}
+		s.hmu.Unlock()
+		err = s.o.Store.AddMemory(ctx, es)
+		if errors.Is(err, store.ErrMemoryConflict) && attempt < 3 {
+			continue // another process wrote meanwhile: renumber
+		}
+		return err
+	}
+}
+
+func (s *Service) expiry(scope string, untrusted bool, now time.Time) time.Time {
+	t := s.o.TTL.Default
+	if strings.HasPrefix(scope, "session:") && s.o.TTL.Session > 0 {
+		t = s.o.TTL.Session
+	}
+	if untrusted && s.o.TTL.Untrusted > 0 && (t == 0 || s.o.TTL.Untrusted < t) {
+		t = s.o.TTL.Untrusted
+	}
+	if t == 0 {
+		return time.Time{}
+	}
+	return now.Add(t)
+}
+
+// committed returns the hash the audit log holds for version id, reading
+// the log on from where it stopped when the version is not known yet
+// (written by another process).
+func (s *Service) committed(ctx context.Context, id int64) (string, bool) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if h, ok := s.hashes[id]; ok {
+		return h, true
+	}
+	for {
+		rows, err := s.o.Store.Events(ctx, store.EventQuery{AfterSeq: s.scanned, Types: []string{string(audit.TypeMemory)}, Limit: 1000})
+		if err != nil || len(rows) == 0 {
+			break
+		}
+		for _, r := range rows {
+			s.scanned = r.Seq
+			e, err := audit.Decode(r)
+			if err != nil {
+				continue
+			}
+			for _, m := range e.Memory {
+				s.hashes[m.ID] = m.SHA256
+			}
+		}
+	}
+	h, ok := s.hashes[id]
+	return h, ok
+}
+
+// verified reads the current versions of scopes (active ones, unexpired),
+// each re-hashed and checked against the audit log; a version that fails
+// is left out and reported.
+func (s *Service) verified(ctx context.Context, c Caller, scopes []string, kinds ...string) ([]store.MemoryElement, error) {
+	es, err := s.o.Store.MemoryElements(ctx, store.MemoryQuery{Scopes: scopes, Kinds: kinds, Current: true})
+	if err != nil {
+		return nil, err
+	}
+	now := s.o.Now()
+	out := es[:0]
+	for _, e := range es {
+		if e.State != Active || !e.Expires.IsZero() && now.After(e.Expires) {
+			continue
+		}
+		got := hashOf(&e)
+		want, ok := s.committed(ctx, e.ID)
+		if !ok || got != want || !bytes.Equal(e.SHA256, mustHex(want)) {
+			s.integrityFailure(ctx, c, e, got, want, ok)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func mustHex(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
+}
+
+func (s *Service) integrityFailure(ctx context.Context, c Caller, e store.MemoryElement, got, want string, known bool) {
+	ev := audit.New(audit.TypeMemory, audit.OutcomeDeny, reason.MemoryTampered, s.o.Now(),
+		audit.Subject{Agent: c.Agent, User: c.User, Task: c.Task, SessionID: c.Session, RequestID: c.RequestID})
+	ev.Target = e.Scope
+	ev.Memory = []audit.MemoryRef{{ID: e.ID, Scope: e.Scope, Key: e.Key, State: e.State, SHA256: got}}
+	if known {
+		ev.Detail = fmt.Sprintf("version %d of %s does not match the hash the audit log committed (%s): not returned", e.ID, e.Key, want)
+	} else {
+		ev.Detail = fmt.Sprintf("version %d of %s has no hash in the audit log: not returned", e.ID, e.Key)
+	}
+	if err := s.o.Record(ctx, ev); err != nil {
+		ev.Detail += " (audit: " + err.Error() + ")"
+	}
+	if s.o.Alert != nil {
+		s.o.Alert(ev)
+	}
+}
+
+// labelsOf are the labels a reader takes from what it read.
+func labelsOf(es []store.MemoryElement) []string {
+	var out []string
+	for _, e := range es {
+		for _, l := range e.Labels {
+			if !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+		if e.Untrusted && !slices.Contains(out, "untrusted_input") {
+			out = append(out, "untrusted_input")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
