@@ -61,7 +61,9 @@ type Config struct {
 	// Detection watches agents against their declared baselines and
 	// answers deviations.
 	Detection Detection `json:"detection,omitempty"`
-	Log       Log       `json:"log,omitempty"`
+	// Memory configures the built-in memory (builtin: memory).
+	Memory Memory `json:"memory,omitempty"`
+	Log    Log    `json:"log,omitempty"`
 	// Screening decides what happens to content detections.
 	Screening Screening `json:"screening,omitempty"`
 
@@ -507,6 +509,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Auth.validate(c)...)
 	errs = append(errs, c.Detection.validate(c)...)
+	errs = append(errs, c.Memory.validate()...)
 	errs = append(errs, c.Limits.validate()...)
 	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
 		add("policy.require_signed: needs policy.signature and policy.trusted_keys")

@@ -312,8 +312,8 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if u.Builtin != "" {
 		kinds++
-		if u.Builtin != "demo" && u.Builtin != "evidence" {
-			add("builtin: %q is unknown (known: demo, evidence)", u.Builtin)
+		if u.Builtin != "demo" && u.Builtin != "evidence" && u.Builtin != "memory" {
+			add("builtin: %q is unknown (known: demo, evidence, memory)", u.Builtin)
 		}
 	}
 	if kinds != 1 {

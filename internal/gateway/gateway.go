@@ -33,6 +33,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/grant"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/memory"
 	"github.com/portcullis-dev/portcullis/internal/metrics"
 	"github.com/portcullis-dev/portcullis/internal/oauthclient"
 	"github.com/portcullis-dev/portcullis/internal/ops"
@@ -60,6 +61,7 @@ type Gateway struct {
 	dataDir     string
 	store       *store.SQLite
 	approvals   *approval.Queue // the calls and response steps held for a reviewer
+	memory      *memory.Service // the built-in memory (builtin: memory)
 	recorder    *audit.Recorder
 	engine      *policy.Engine
 	key         *token.SigningKey
@@ -210,6 +212,9 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.approvals = queue
+	if g.memory, err = newMemory(g); err != nil {
+		return nil, err
+	}
 	g.pins = &toolreg.Registry{Store: g.store, Mode: cfg.Pinning, Inspect: inspectTool, OnEvent: g.pinEvent}
 	refused := map[string]error{}
 	g.refused = map[string]error{}
@@ -304,6 +309,8 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 			return nil, err
 		}
 		return mcpproxy.InProcessDialer(d.MCPServer, g.cfg.Limits), nil
+	case u.Builtin == "memory":
+		return mcpproxy.InProcessDialer(g.memory.Server, g.cfg.Limits), nil
 	case u.Builtin == "evidence":
 		may := func(agent string) bool { t := g.cfg.Detection.Triage; return t != nil && agent == t.Agent }
 		return mcpproxy.InProcessDialer(func() *mcp.Server { return evidence.Server(g.store, g.agentProfile, may) }, g.cfg.Limits), nil
@@ -600,6 +607,7 @@ func (g *Gateway) startBackground() *background {
 	if g.cfg.Detection.Learning != nil {
 		services = append(services, task{"learned baselines", g.syncBaselines})
 	}
+	services = append(services, task{"memory expiry", func(ctx context.Context) error { return g.memory.Run(ctx, time.Minute) }})
 	b.services = startTasks(g.log, services...)
 	g.lifecycle(reason.Started)
 	return b

@@ -164,10 +164,15 @@ func (p *Proxy) refuse(ctx context.Context, c *call, r *refusal) {
 			e.PolicyVersion = p.opts.Decider.Version()
 		}
 		p.record(ctx, c, false)
-	} else if c.committed && c.event != nil && r.rpcCode == CodeUnavailable {
-		// Allowed and recorded; the upstream could not serve it. The
-		// outcome is an event of its own, attributed like the decision.
-		e := p.followUp(c, audit.TypeUpstream, r.code)
+	} else if c.committed && c.event != nil && (r.rpcCode == CodeUnavailable || r.code == reason.Internal) {
+		// Allowed and recorded; the upstream could not serve it, or the
+		// gateway failed after the decision. The outcome is an event of
+		// its own, attributed like the decision.
+		typ := audit.TypeUpstream
+		if r.code == reason.Internal {
+			typ = audit.TypeDecision
+		}
+		e := p.followUp(c, typ, r.code)
 		e.Outcome, e.Detail = audit.OutcomeError, truncate(r.detail, 500)
 		p.recordBackground(e)
 	}

@@ -53,6 +53,8 @@ const (
 	MemoryPurged      Code = "memory_purged"
 	MemoryExpired     Code = "memory_expired"
 	MemoryRolledBack  Code = "memory_rolled_back"
+	// AlertMemoryTampered: a memory version failed verification (alert).
+	AlertMemoryTampered Code = "memory_tampered_alert"
 
 	// Credentials (token_issued).
 	TaskStarted      Code = "task_started"

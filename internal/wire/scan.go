@@ -463,6 +463,8 @@ func knownKey(k []byte) string {
 		return "traceparent"
 	case "dev.portcullis/intent":
 		return "dev.portcullis/intent"
+	case "dev.portcullis/caller":
+		return "dev.portcullis/caller"
 	case "level":
 		return "level"
 	case "ref":
