@@ -18,6 +18,9 @@ type Detection struct {
 	Learning  *Learning      `json:"learning,omitempty"`
 	Triage    *Triage        `json:"triage,omitempty"`
 	Response  []ResponseRule `json:"response,omitempty"`
+	// Notify is the webhook response rules with notify send their alert
+	// and step to (JSON).
+	Notify *WebhookExport `json:"notify,omitempty"`
 }
 
 // Triage selects the model-backed triage backend (absent: the
@@ -100,17 +103,19 @@ type ResponseRule struct {
 	// (the alert's task tree is revoked) or revoke_agent (the agent's
 	// credentials are revoked and its sessions refused).
 	Action string `json:"action"`
-	// Automatic lets a revocation (revoke_task, revoke_agent) happen
-	// without a reviewer. By default it waits for one (the approval
-	// workflow: `portcullis approvals approve`) while the session is
-	// terminated.
+	// Automatic lets a high-impact step (revoke_task, revoke_agent,
+	// quarantine_upstream) happen without a reviewer. By default it waits
+	// for one (the approval workflow: `portcullis approvals approve`)
+	// while the session is terminated.
 	Automatic bool `json:"automatic,omitempty"`
+	// Notify sends the alert and the step taken to detection.notify.
+	Notify bool `json:"notify,omitempty"`
 }
 
 // Alert classes and response actions (internal/detect documents them).
 var (
 	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours", "credential_access", "lateral_movement", "anomaly", "drift"}
-	ResponseActions = []string{"flag", "require_approval", "read_only", "terminate_session", "revoke_task", "revoke_agent"}
+	ResponseActions = []string{"flag", "require_approval", "read_only", "terminate_session", "revoke_task", "revoke_agent", "quarantine_upstream"}
 	severities      = []string{"low", "medium", "high"}
 )
 
@@ -209,13 +214,19 @@ func (d *Detection) validate(c *Config) []error {
 			add("detection.triage: the triage agent reaches the gateway over plain HTTP on its own listener; not yet with listen.tls.enabled")
 		}
 	}
+	if d.Notify != nil {
+		errs = append(errs, d.Notify.validate("detection.notify")...)
+	}
 	for i, r := range d.Response {
 		at := fmt.Sprintf("detection.response[%d]", i)
 		if !slices.Contains(ResponseActions, r.Action) {
 			add("%s.action: %q is not one of %v", at, r.Action, ResponseActions)
 		}
-		if r.Automatic && r.Action != "revoke_task" && r.Action != "revoke_agent" {
-			add("%s.automatic: only revocations wait for a reviewer; the other steps are always automatic", at)
+		if r.Automatic && !HighImpact(r.Action) {
+			add("%s.automatic: only revocations and quarantine_upstream wait for a reviewer; the other steps are always automatic", at)
+		}
+		if r.Notify && d.Notify == nil {
+			add("%s.notify: needs detection.notify (the webhook)", at)
 		}
 		for _, cl := range r.Alerts {
 			if !slices.Contains(AlertClasses, cl) {
@@ -235,4 +246,10 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// HighImpact reports whether a response action waits for a reviewer
+// unless its rule is automatic.
+func HighImpact(action string) bool {
+	return action == "revoke_task" || action == "revoke_agent" || action == "quarantine_upstream"
 }

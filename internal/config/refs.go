@@ -62,6 +62,9 @@ func (c *Config) Values() []ValueRef {
 	if o := c.Telemetry.OTLP; o != nil {
 		add("telemetry.otlp.headers", o.Headers)
 	}
+	if n := c.Detection.Notify; n != nil {
+		add("detection.notify.headers", n.Headers)
+	}
 	if t := c.Detection.Triage; t != nil && t.APIKey != nil {
 		add("detection.triage", map[string]Value{"api_key": *t.APIKey})
 	}

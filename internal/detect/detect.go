@@ -119,6 +119,7 @@ type Alert struct {
 	Time               time.Time
 	Agent, User, Task  string
 	Session, RequestID string
+	Upstream           string // of the call that raised it
 	Actors             []string
 	Target             string
 	Techniques         []string
@@ -203,7 +204,7 @@ func (d *Detector) ObserveFinding(e *audit.Event, categories []string) []Alert {
 		return nil
 	}
 	return []Alert{{ID: "al-" + rand.Text()[:16], Class: CredentialAccess, Severity: severity[CredentialAccess], Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
-		Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target, Techniques: Techniques[CredentialAccess],
+		Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target, Upstream: e.Upstream, Techniques: Techniques[CredentialAccess],
 		Evidence: fmt.Sprintf("%d results carrying secrets read within %s (the last: %s)", len(w), secretsWithin, e.Target), Baseline: "screening"}}
 }
 
@@ -271,7 +272,7 @@ func (d *Detector) Observe(e *audit.Event, roles []string) []Alert {
 			return
 		}
 		out = append(out, Alert{ID: "al-" + rand.Text()[:16], Class: class, Severity: sev, Time: now, Agent: e.Agent, User: e.User, Task: e.Task,
-			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target,
+			Session: e.SessionID, RequestID: e.RequestID, Actors: e.Actors, Target: e.Target, Upstream: e.Upstream,
 			Techniques: techniques, Evidence: evidence, Baseline: source})
 	}
 	key := e.SessionID + "\x00" + e.Agent + "\x00"

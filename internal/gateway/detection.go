@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 // newDetector builds the detector of the configured baselines (validated
@@ -386,7 +387,7 @@ var actions = config.ResponseActions
 // sync covers both). A revocation not marked automatic waits for a
 // reviewer (the approval workflow) while the session is terminated.
 func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
-	step, automatic := "", false
+	step, automatic, notify := "", false, false
 	for _, r := range g.cfg.Detection.Response {
 		if len(r.Alerts) > 0 && !slices.Contains(r.Alerts, al.Class) {
 			continue
@@ -394,19 +395,24 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 		if r.MinSeverity != "" && detect.SeverityRank(al.Severity) < detect.SeverityRank(r.MinSeverity) {
 			continue
 		}
+		notify = notify || r.Notify
 		if i, j := slices.Index(actions, r.Action), slices.Index(actions, step); i > j || i == j && r.Automatic {
 			step, automatic = r.Action, r.Automatic
 		}
 	}
 	if step == "" || al.Agent == "" { // a role's drift: no one agent's to contain
 		g.recordNow(alertEv)
+		if notify && step != "" {
+			go g.notify(al, "flag")
+		}
 		return
 	}
-	if step == "revoke_task" && al.Task == "" {
-		g.log.Warn("response: an alert outside a task; the session is terminated instead", "alert", al.ID)
+	switch {
+	case step == "revoke_task" && al.Task == "", step == "quarantine_upstream" && al.Upstream == "":
+		g.log.Warn("response: the step has nothing to act on; the session is terminated instead", "alert", al.ID, "step", step)
 		step = "terminate_session"
 	}
-	if al.Session == "" && step != "revoke_agent" && step != "revoke_task" {
+	if al.Session == "" && !config.HighImpact(step) {
 		g.log.Warn("response: an alert without a session; not contained", "alert", al.ID, "step", step)
 		step = "flag"
 	}
@@ -417,7 +423,7 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.ReadOnly)
 	case "terminate_session":
 		g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
-	case "revoke_task", "revoke_agent":
+	case "revoke_task", "revoke_agent", "quarantine_upstream":
 		if al.Session != "" {
 			g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
 		}
@@ -429,33 +435,100 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 	g.commitNow(alertEv)
 	who := audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID}
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.Code(step), time.Now(), who)
-	ev.Alert = al.ID
+	ev.Alert, ev.Upstream = al.ID, al.Upstream
 	ev.Detail = "for the " + al.Class + " alert: " + al.Evidence
-	switch step {
-	case "require_approval", "read_only", "terminate_session":
+	if notify {
+		defer func() { go g.notify(al, string(ev.Code)) }()
+	}
+	switch {
+	case step == "require_approval" || step == "read_only" || step == "terminate_session":
 		g.recordNow(ev)
 		g.escalate(al)
-	case "revoke_task", "revoke_agent":
-		if !automatic {
-			// While a reviewer decides, every session of the agent has
-			// its non-read calls reviewed too.
-			g.proxy.Contain("", al.Agent, mcpproxy.RequireApproval)
-			ev.Code = reason.ResponseAwaiting
-			ev.Detail = step + " waits for a reviewer; the session is terminated and the agent's other sessions held to approval meanwhile. " + ev.Detail
-			g.recordNow(ev)
-			g.escalate(al)
-			g.metrics.Contained("terminate_session", taken)
-			if g.pendingStep(al.Agent, step, true) {
-				go g.awaitStep(al, step, nil)
-			}
-			return
-		}
+	case config.HighImpact(step) && !automatic:
+		// While a reviewer decides, every session of the agent has its
+		// non-read calls reviewed too.
+		g.proxy.Contain("", al.Agent, mcpproxy.RequireApproval)
+		ev.Code = reason.ResponseAwaiting
+		ev.Detail = step + " waits for a reviewer; the session is terminated and the agent's other sessions held to approval meanwhile. " + ev.Detail
 		g.recordNow(ev)
-		g.revoke(al, step, "portcullis-response")
+		g.escalate(al)
+		g.metrics.Contained("terminate_session", taken)
+		if g.pendingStep(al.Agent, step, true) {
+			go g.awaitStep(al, step, nil)
+		}
+		return
+	case config.HighImpact(step):
+		g.recordNow(ev)
+		g.takeStep(al, step, "portcullis-response")
 	default:
 		g.recordNow(ev)
 	}
 	g.metrics.Contained(step, taken)
+}
+
+// takeStep takes a high-impact step (approved, or automatic).
+func (g *Gateway) takeStep(al detect.Alert, step, by string) {
+	if step == "quarantine_upstream" {
+		g.quarantineUpstream(al, by)
+		return
+	}
+	g.revoke(al, step, by)
+}
+
+// quarantineUpstream withholds every tool of the alert's upstream from
+// every agent: their pinned definitions go back to quarantine (the tool
+// registry serves approved definitions only), durable and audited like a
+// supply-chain quarantine, and undone like one (`portcullis tools
+// approve`).
+func (g *Gateway) quarantineUpstream(al detect.Alert, by string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pins, err := g.store.Pins(ctx, al.Upstream)
+	if err != nil {
+		g.log.Error("response: upstream not quarantined", "upstream", al.Upstream, "err", err)
+		return
+	}
+	n := 0
+	for _, p := range pins {
+		if p.State != toolreg.Approved {
+			continue
+		}
+		e := audit.New(audit.TypeSupplyChain, audit.OutcomeInfo, reason.ToolQuarantined, time.Now(), audit.Subject{Agent: al.Agent})
+		e.Upstream, e.Target, e.Alert = al.Upstream, p.Name, al.ID
+		e.Detail = fmt.Sprintf("%s quarantined by %s: response to the %s alert %s", p.Digest, by, al.Class, al.ID)
+		g.recordNow(e)
+		if err := g.store.SetPinState(ctx, al.Upstream, p.Name, p.Digest, toolreg.Quarantined, by); err != nil {
+			g.log.Error("response: tool not quarantined", "upstream", al.Upstream, "tool", p.Name, "err", err)
+			continue
+		}
+		n++
+	}
+	g.proxy.RefreshAll()
+	g.log.Warn("response: upstream quarantined", "upstream", al.Upstream, "tools", n, "by", by)
+}
+
+// notify sends an alert and the step taken to detection.notify.
+func (g *Gateway) notify(al detect.Alert, step string) {
+	w := g.cfg.Detection.Notify
+	if w == nil {
+		return
+	}
+	h, err := headers(g.cfg, w.Headers, g.openSecret)
+	if err != nil {
+		g.log.Error("response: notification headers", "err", err)
+		return
+	}
+	body, _ := json.Marshal(map[string]any{
+		"alert_id": al.ID, "class": al.Class, "severity": al.Severity, "time": al.Time, "agent": al.Agent, "user": al.User,
+		"task": al.Task, "session_id": al.Session, "request_id": al.RequestID, "act_chain": al.Actors, "target": al.Target,
+		"upstream": al.Upstream, "techniques": al.Techniques, "evidence": al.Evidence, "baseline": al.Baseline, "step": step,
+		"show": "portcullis alerts show " + al.ID,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.out.Post(ctx, w.URL, h, "application/json", body); err != nil {
+		g.log.Error("response: notification failed", "alert", al.ID, "err", err)
+	}
 }
 
 // commitNow commits an event to the log without waiting for the disk (the
@@ -527,8 +600,9 @@ func (g *Gateway) awaitStep(al detect.Alert, step string, held *approval.Request
 	defer g.pendingStep(al.Agent, step, false)
 	r := held
 	if r == nil {
+		args, _ := json.Marshal(map[string]string{"alert_id": al.ID, "upstream": al.Upstream})
 		r = &approval.Request{Agent: al.Agent, User: al.User, Task: al.Task, SessionID: al.Session, RequestID: al.RequestID,
-			Tool: stepTool + step, Reasons: []string{"response to the " + al.Severity + " " + al.Class + " alert " + al.ID + ": " + al.Evidence}}
+			Tool: stepTool + step, Arguments: args, Reasons: []string{"response to the " + al.Severity + " " + al.Class + " alert " + al.ID + ": " + al.Evidence}}
 		if err := g.approvals.NewRequest(r); err != nil {
 			g.log.Error("response: approval request", "alert", al.ID, "err", err)
 			return
@@ -555,7 +629,7 @@ func (g *Gateway) awaitStep(al detect.Alert, step string, held *approval.Request
 	case err != nil:
 		ev.Detail = step + " not taken: " + err.Error()
 	case final.State == approval.Consumed:
-		g.revoke(al, step, final.DecidedBy)
+		g.takeStep(al, step, final.DecidedBy)
 		ev.Code, ev.Detail = reason.Code(step), step+" approved by "+final.DecidedBy+" ("+r.ID+")"
 	default:
 		ev.Detail = fmt.Sprintf("%s not taken: %s by %s (%s)", step, final.State, final.DecidedBy, r.ID)
@@ -576,11 +650,17 @@ func (g *Gateway) resumeSteps(ctx context.Context) error {
 	}
 	for _, r := range rs {
 		step, ok := strings.CutPrefix(r.Tool, stepTool)
-		if !ok || (step != "revoke_agent" && step != "revoke_task") || !g.pendingStep(r.Agent, step, true) {
+		if !ok || !config.HighImpact(step) || !g.pendingStep(r.Agent, step, true) {
 			continue
 		}
 		g.proxy.Contain("", r.Agent, mcpproxy.RequireApproval)
-		al := detect.Alert{Agent: r.Agent, User: r.User, Task: r.Task, Session: r.SessionID, RequestID: r.RequestID, Class: "resumed", Evidence: strings.Join(r.Reasons, "; ")}
+		var args struct {
+			Alert    string `json:"alert_id"`
+			Upstream string `json:"upstream"`
+		}
+		json.Unmarshal(r.Arguments, &args)
+		al := detect.Alert{ID: args.Alert, Agent: r.Agent, User: r.User, Task: r.Task, Session: r.SessionID, RequestID: r.RequestID,
+			Upstream: args.Upstream, Class: "resumed", Evidence: strings.Join(r.Reasons, "; ")}
 		go g.awaitStep(al, step, r)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -474,5 +475,65 @@ func TestPendingRevocationSurvivesRestart(t *testing.T) {
 			t.Fatal("the approval given after the restart did not revoke the agent")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// quarantine_upstream (automatic here) withholds every tool of the
+// alert's upstream from every agent, durably, through the tool registry;
+// `tools approve` undoes it. notify sends the alert and step to the
+// webhook.
+func TestQuarantineUpstreamAndNotify(t *testing.T) {
+	got := make(chan map[string]any, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		json.NewDecoder(r.Body).Decode(&m)
+		got <- m
+	}))
+	defer hook.Close()
+	h := startGateway(t, demoConfig+`detection:
+  baselines:
+    - {agent: mailer, tools: ["demo__read_file"]}
+  notify: {url: "`+hook.URL+`"}
+  response:
+    - {alerts: [unexpected_tool], action: quarantine_upstream, automatic: true, notify: true}
+`, map[string]string{"policy.cedar": demoPolicy})
+	defer h.stop()
+	ctx := context.Background()
+	read := &mcp.CallToolParams{Name: "demo__read_file", Arguments: map[string]any{"path": "notes/meeting.txt"}}
+	s := h.mustConnect("mailer")
+	_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+	assertDenied(t, err, reason.Contained)
+	select {
+	case m := <-got:
+		if m["class"] != "unexpected_tool" || m["step"] != "quarantine_upstream" || m["upstream"] != "demo" || m["agent"] != "mailer" {
+			t.Errorf("notification: %v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification")
+	}
+	// Another agent no longer sees the upstream's tools.
+	other := h.mustConnect("reader")
+	for i := 0; ; i++ {
+		if _, err := other.CallTool(ctx, read); err != nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the quarantined upstream still serves")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o := cli(t, h.cfg)
+	if _, err := o.DecidePin(ctx, "demo", "read_file", "approved", "soc"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		s := h.mustConnect("reader")
+		if _, err := s.CallTool(ctx, read); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("approving the tool did not undo the quarantine")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

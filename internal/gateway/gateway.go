@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -671,6 +673,12 @@ func (g *Gateway) drain(s *http.Server) {
 func (g *Gateway) lifecycle(what reason.Code) {
 	e := audit.New(audit.TypeLifecycle, audit.OutcomeInfo, what, time.Now(), audit.Subject{})
 	e.PolicyVersion = g.engine.Version()
+	// The declared baselines and the playbook in force are versioned with
+	// the start: their digest, as policy's is.
+	if b, err := json.Marshal(g.cfg.Detection); err == nil && what == reason.Started {
+		sum := sha256.Sum256(b)
+		e.Detail = fmt.Sprintf("detection configuration sha256:%x (%d declared baselines, %d response rules)", sum[:16], len(g.cfg.Detection.Baselines), len(g.cfg.Detection.Response))
+	}
 	if err := g.recorder.Submit(e); err != nil {
 		g.log.Error("audit lifecycle event", "err", err)
 	}
