@@ -5,10 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"database/sql"
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/memory"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/token"
 )
@@ -178,9 +182,136 @@ func TestMemoryPoisoningScenario(t *testing.T) {
 	}) == nil {
 		t.Error("the quarantined write is not in the log with its hash")
 	}
+	// A row altered on disk is never returned, and is an alert.
+	call(t, clean, "memory__memory_set", map[string]any{"key": "payee", "value": "ACME Ltd"})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(h.dir, "data", ops.StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE memory_elements SET body = ? WHERE key = 'value:payee'`, `{"key":"payee","value":"Mallory"}`); err != nil {
+		t.Fatal(err)
+	}
+	if got := text(call(t, later, "memory__memory_get", map[string]any{"key": "payee"})); strings.Contains(got, "Mallory") || strings.Contains(got, "ACME") {
+		t.Fatalf("a tampered row was returned: %s", got)
+	}
+	if h.findEvent(func(e *audit.Event) bool {
+		return e.Type == audit.TypeAlert && e.Code == reason.AlertMemoryTampered && e.Severity == "high"
+	}) == nil {
+		t.Fatal("no alert for the tampered row")
+	}
 	// A shared scope the policy keeps from the agent.
 	denied, err := later.CallTool(ctx, &mcp.CallToolParams{Name: "memory__memory_get", Arguments: map[string]any{"scope": "shared:finance"}})
 	if err == nil && !denied.IsError {
 		t.Fatal("policy did not keep the agent from the shared scope")
+	}
+}
+
+// The built-in memory speaks the reference memory server's tools: the
+// same calls (the JSON an agent sends @modelcontextprotocol/server-memory)
+// give the same answers through the gateway as from the reference server
+// itself, run here over stdio.
+func TestMemoryMatchesReferenceServer(t *testing.T) {
+	bin := npmBin(t, "mcp-server-memory")
+	ctx := context.Background()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "MEMORY_FILE_PATH="+filepath.Join(t.TempDir(), "memory.jsonl"))
+	ref, err := mcp.NewClient(&mcp.Implementation{Name: "ref"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	h := startGateway(t, memoryConfig, map[string]string{"policy.cedar": memoryPolicy})
+	defer h.stop()
+	ours := h.mustConnect("assistant")
+
+	// Tools: every reference tool, with every reference argument, of the
+	// same type (ours add an optional scope).
+	refTools := map[string]*mcp.Tool{}
+	for tool, err := range ref.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		refTools[tool.Name] = tool
+	}
+	ourTools := map[string]*mcp.Tool{}
+	for tool, err := range ours.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ourTools[strings.TrimPrefix(tool.Name, "memory__")] = tool
+	}
+	props := func(tool *mcp.Tool) map[string]any {
+		b, _ := json.Marshal(tool.InputSchema)
+		var s struct {
+			Properties map[string]map[string]any `json:"properties"`
+		}
+		json.Unmarshal(b, &s)
+		out := map[string]any{}
+		for k, v := range s.Properties {
+			out[k] = v["type"]
+		}
+		return out
+	}
+	for name, rt := range refTools {
+		ot, ok := ourTools[name]
+		if !ok {
+			t.Errorf("tool %s missing", name)
+			continue
+		}
+		rp, op := props(rt), props(ot)
+		for k, typ := range rp {
+			if op[k] != typ {
+				t.Errorf("%s.%s: type %v, the reference's %v", name, k, op[k], typ)
+			}
+		}
+		if rt.Annotations != nil && ot.Annotations != nil && rt.Annotations.ReadOnlyHint != ot.Annotations.ReadOnlyHint {
+			t.Errorf("%s: readOnlyHint %v, the reference's %v", name, ot.Annotations.ReadOnlyHint, rt.Annotations.ReadOnlyHint)
+		}
+	}
+
+	steps := []struct {
+		tool string
+		args string
+	}{
+		{"create_entities", `{"entities":[{"name":"Alice","entityType":"person","observations":["likes tea","works in finance"]},{"name":"ACME","entityType":"company","observations":[]}]}`},
+		{"create_entities", `{"entities":[{"name":"Alice","entityType":"person","observations":["dup"]},{"name":"Bob","entityType":"person","observations":["new hire"]}]}`},
+		{"create_relations", `{"relations":[{"from":"Alice","to":"ACME","relationType":"works_at"},{"from":"Bob","to":"ACME","relationType":"works_at"}]}`},
+		{"create_relations", `{"relations":[{"from":"Alice","to":"ACME","relationType":"works_at"}]}`},
+		{"add_observations", `{"observations":[{"entityName":"Alice","contents":["likes tea","speaks French"]}]}`},
+		{"add_observations", `{"observations":[{"entityName":"Nobody","contents":["x"]}]}`},
+		{"search_nodes", `{"query":"FRENCH"}`},
+		{"search_nodes", `{"query":"company"}`},
+		{"open_nodes", `{"names":["Bob","Nobody"]}`},
+		{"delete_observations", `{"deletions":[{"entityName":"Alice","observations":["likes tea"]}]}`},
+		{"delete_relations", `{"relations":[{"from":"Bob","to":"ACME","relationType":"works_at"}]}`},
+		{"read_graph", `{}`},
+		{"delete_entities", `{"entityNames":["ACME"]}`},
+		{"read_graph", `{}`},
+	}
+	for i, st := range steps {
+		var args map[string]any
+		if err := json.Unmarshal([]byte(st.args), &args); err != nil {
+			t.Fatal(err)
+		}
+		r1, err1 := ref.CallTool(ctx, &mcp.CallToolParams{Name: st.tool, Arguments: args})
+		r2, err2 := ours.CallTool(ctx, &mcp.CallToolParams{Name: "memory__" + st.tool, Arguments: args})
+		if err1 != nil || err2 != nil {
+			t.Fatalf("step %d %s: %v / %v", i, st.tool, err1, err2)
+		}
+		if r1.IsError != r2.IsError {
+			t.Fatalf("step %d %s: isError %v, the reference's %v (%s / %s)", i, st.tool, r2.IsError, r1.IsError, text(r2), text(r1))
+		}
+		if r1.IsError {
+			continue
+		}
+		a, _ := json.Marshal(r1.StructuredContent)
+		b, _ := json.Marshal(r2.StructuredContent)
+		var ja, jb any
+		json.Unmarshal(a, &ja)
+		json.Unmarshal(b, &jb)
+		if !reflect.DeepEqual(ja, jb) {
+			t.Errorf("step %d %s:\n ours      %s\n reference %s", i, st.tool, b, a)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -129,6 +130,12 @@ func meta(labels []string, quarantined int) *mcp.CallToolResult {
 // tool registers a handler that resolves the caller and the scope first.
 func tool[In, Out any](srv *mcp.Server, s *Service, t *mcp.Tool, scope func(In) string,
 	h func(ctx context.Context, c Caller, scope string, in In) (*mcp.CallToolResult, Out, error)) {
+	in, err := jsonschema.For[In](nil)
+	if err != nil {
+		panic("memory: " + err.Error()) // the argument types are this package's
+	}
+	arrays(in)
+	t.InputSchema = in
 	mcp.AddTool(srv, t, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
 		var zero Out
 		c, err := callerOf(req)
@@ -245,4 +252,19 @@ func (s *Service) Server() *mcp.Server {
 			return nil, done{err == nil, "Value deleted successfully"}, err
 		})
 	return srv
+}
+
+// arrays makes the inferred schema's lists plain arrays (Go's nil slices
+// infer "null or array"; the reference server's arguments are arrays).
+func arrays(s *jsonschema.Schema) {
+	if s == nil {
+		return
+	}
+	if len(s.Types) == 2 && s.Types[0] == "null" && s.Types[1] == "array" {
+		s.Type, s.Types = "array", nil
+	}
+	for _, p := range s.Properties {
+		arrays(p)
+	}
+	arrays(s.Items)
 }
