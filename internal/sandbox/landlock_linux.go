@@ -1,0 +1,100 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Landlock through golang.org/x/sys/unix's bindings, on the calling
+// thread only (the init execs right after, which leaves no other thread):
+// the all-threads paths of higher-level bindings are not needed, and
+// their thread-wrapping helpers stay out of the gateway's binary.
+
+// MinLandlockABI is the least Landlock ABI the sandbox runs with: 6
+// (filesystem, TCP bind and connect, scoping of abstract UNIX sockets
+// and signals).
+const MinLandlockABI = 6
+
+const (
+	fsRead    = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR
+	fsFileRO  = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE
+	fsFileRW  = unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+	fsHandled = fsRead | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK | unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_REFER |
+		unix.LANDLOCK_ACCESS_FS_TRUNCATE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+	// fsDirRW: everything but making devices.
+	fsDirRW = fsHandled &^ (unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK)
+)
+
+// LandlockABI returns the kernel's Landlock ABI version (0: none).
+func LandlockABI() int {
+	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if e != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+func landlockSelf(ro, rw, files []string) error {
+	if abi := LandlockABI(); abi < MinLandlockABI {
+		return fmt.Errorf("the kernel's Landlock ABI is %d; the sandbox needs %d", abi, MinLandlockABI)
+	}
+	attr := unix.LandlockRulesetAttr{
+		Handled_access_fs:  fsHandled,
+		Handled_access_net: unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP,
+		Scoped:             unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL,
+	}
+	fd, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
+	if e != 0 {
+		return fmt.Errorf("create ruleset: %w", e)
+	}
+	defer unix.Close(int(fd))
+	add := func(p string, rw bool) error {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil // a missing path grants nothing
+		}
+		access := uint64(fsRead)
+		switch {
+		case st.IsDir() && rw:
+			access = fsDirRW
+		case !st.IsDir() && rw:
+			access = fsFileRW
+		case !st.IsDir():
+			access = fsFileRO
+		}
+		pfd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		defer unix.Close(pfd)
+		pb := unix.LandlockPathBeneathAttr{Allowed_access: access, Parent_fd: int32(pfd)}
+		if _, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&pb)), 0, 0, 0); e != 0 {
+			return fmt.Errorf("%s: %w", p, e)
+		}
+		return nil
+	}
+	for _, p := range ro {
+		if err := add(p, false); err != nil {
+			return err
+		}
+	}
+	for _, p := range append(rw, files...) {
+		if err := add(p, true); err != nil {
+			return err
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); e != 0 {
+		return fmt.Errorf("restrict self: %w", e)
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+// Package sandbox launches stdio tool servers confined: their own
+// unprivileged user, new user, mount, PID, IPC, UTS and network namespaces,
+// a Landlock filesystem policy (read-only paths, read-write paths, nothing
+// else; the gateway's data directory never), a seccomp filter denying what
+// tool servers never need, resource limits, and only the environment the
+// configuration gives.
+//
+// Go cannot run code between fork and exec, so the gateway re-executes its
+// own binary as a small init (Main, called first thing by every binary that
+// launches servers) which, already inside the namespaces, sets the limits,
+// applies Landlock and seccomp to itself and then execs the server: the
+// restrictions carry over the exec and cannot be lifted.
+//
+// A level that cannot be had is an error, never a silent downgrade.
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Spec is what the init applies before it execs the server.
+type Spec struct {
+	Path      string   `json:"path"` // the server's executable
+	Args      []string `json:"args"` // argv, argv[0] included
+	Env       []string `json:"env"`
+	Dir       string   `json:"dir,omitempty"`
+	ReadOnly  []string `json:"read_only"`
+	ReadWrite []string `json:"read_write"`
+	// Files are single files granted read-write (/dev/null).
+	Files []string `json:"files,omitempty"`
+	// Limits (0: none).
+	MemoryBytes uint64 `json:"memory_bytes,omitempty"`
+	CPUSeconds  uint64 `json:"cpu_seconds,omitempty"`
+	Processes   uint64 `json:"processes,omitempty"`
+	OpenFiles   uint64 `json:"open_files,omitempty"`
+	// UID and GID are the server's, inside and outside its user namespace.
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+}
+
+// initArg is the argv[0] the init runs under.
+const initArg = "portcullis-sandbox-init"
+
+// specEnv carries the spec to the init (its environment is replaced by the
+// spec's before the exec).
+const specEnv = "PORTCULLIS_SANDBOX_SPEC"
+
+// Unprivileged is the user a server runs as when the gateway runs as root
+// (nobody); otherwise the gateway's own user, the only one an
+// unprivileged process may map.
+const Unprivileged = 65534
+
+// Namespaces are the namespaces every sandboxed server gets.
+const Namespaces = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
+
+// Command returns the command that runs spec's server in the sandbox:
+// this binary as the init, in new namespaces, as an unprivileged user.
+func Command(spec Spec) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if spec.Path == "" || !filepath.IsAbs(spec.Path) {
+		return nil, errors.New("sandbox: the server's path must be absolute")
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{Path: self, Args: []string{initArg}, Env: []string{specEnv + "=" + string(b)}, Dir: "/"}
+	attr := &syscall.SysProcAttr{Cloneflags: Namespaces, Pdeathsig: syscall.SIGKILL, Setsid: true}
+	if os.Getuid() == 0 {
+		// The init starts as root of its namespace (root outside, so
+		// that it can execute this binary wherever it is) and becomes the
+		// unprivileged user, mapped to the same one outside, before it
+		// execs the server.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: spec.UID, HostID: spec.UID, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: spec.GID, HostID: spec.GID, Size: 1}}
+		attr.GidMappingsEnableSetgroups = true
+	} else {
+		// An unprivileged gateway can map only itself.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: spec.UID, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: spec.GID, HostID: os.Getgid(), Size: 1}}
+		attr.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), NoSetGroups: true}
+	}
+	cmd.SysProcAttr = attr
+	return cmd, nil
+}
+
+// Main runs the init when this process is one (and never returns then);
+// otherwise it returns at once. Call it first thing in main (and in
+// TestMain of packages whose tests launch sandboxed servers).
+func Main() {
+	if len(os.Args) == 0 || os.Args[0] != initArg {
+		return
+	}
+	spec := os.Getenv(specEnv)
+	var s Spec
+	if err := json.Unmarshal([]byte(spec), &s); err != nil {
+		fail("the spec: %v", err)
+	}
+	if err := enter(&s); err != nil {
+		fail("%v", err)
+	}
+	fail("exec returned")
+}
+
+func fail(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "portcullis sandbox: "+format+"\n", a...)
+	os.Exit(126)
+}
+
+// DefaultReadOnly are the system paths a server may read (the libraries,
+// the loader, certificates, time zones, name resolution).
+var DefaultReadOnly = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin",
+	"/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime",
+	"/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/usr/share/zoneinfo"}
+
+// DefaultFiles are the devices a server may use.
+var DefaultFiles = []string{"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full"}
+
+// CodePaths are the paths a server's code lives in, to be readable: the
+// executable's directory and, for each absolute path among the arguments,
+// its node_modules root or directory (an npm package's script is found
+// through a link into node_modules).
+func CodePaths(path string, args []string) []string {
+	var out []string
+	add := func(p string) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		d := p
+		if i := strings.Index(p, "/node_modules/"); i >= 0 {
+			d = p[:i+len("/node_modules")]
+		} else if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			d = filepath.Dir(p)
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	add(path)
+	for _, a := range args {
+		if filepath.IsAbs(a) {
+			if _, err := os.Stat(a); err == nil {
+				add(a)
+			}
+		}
+	}
+	return out
+}
+
+// Within reports whether path is dir or inside it.
+func Within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}

@@ -1,0 +1,216 @@
+package sandbox
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The escape suite: this test binary, re-executed as the sandboxed server
+// ("sandbox-probe ATTEMPT"), tries one escape and prints what happened;
+// every attempt must fail, and the allowed paths must work.
+
+func TestMain(m *testing.M) {
+	Main()
+	if len(os.Args) > 1 && os.Args[0] == "sandbox-probe" {
+		probe(os.Args[1], os.Args[2:])
+		return
+	}
+	code := m.Run()
+	if probeOnce.path != "" {
+		os.RemoveAll(filepath.Dir(probeOnce.path))
+	}
+	os.Exit(code)
+}
+
+// probe tries one thing and prints "ok" or "refused: why".
+func probe(what string, args []string) {
+	var err error
+	switch what {
+	case "read":
+		_, err = os.ReadFile(args[0])
+	case "write":
+		err = os.WriteFile(args[0], []byte("x"), 0o600)
+	case "connect":
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", args[0], 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+	case "ptrace":
+		err = syscall.PtraceAttach(1)
+	case "mount":
+		err = syscall.Mount("tmpfs", "/tmp", "tmpfs", 0, "")
+	case "setuid-root":
+		err = syscall.Setuid(0)
+		if err == nil && os.Getuid() != 0 {
+			err = fmt.Errorf("uid %d", os.Getuid())
+		}
+	case "uid":
+		fmt.Printf("uid %d\n", os.Getuid())
+		return
+	case "env":
+		fmt.Println(strings.Join(os.Environ(), "\n"))
+		return
+	case "fork-bomb":
+		var n int
+		for n = 0; n < 2000; n++ {
+			c := exec.Command("/bin/sleep", "5")
+			if err = c.Start(); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = nil
+			fmt.Println("ok")
+			return
+		}
+		fmt.Printf("refused after %d: %v\n", n, err)
+		return
+	case "memory":
+		var keep [][]byte
+		for i := 0; i < 64; i++ { // 64 × 64 MiB
+			b := make([]byte, 64<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("ok", len(keep))
+		return
+	}
+	if err != nil {
+		fmt.Printf("refused: %v\n", err)
+		return
+	}
+	fmt.Println("ok")
+}
+
+// sandboxed runs the probe in the sandbox with the given read-write
+// directory, and returns its output.
+func sandboxed(t *testing.T, rw string, extra func(*Spec), what string, args ...string) string {
+	t.Helper()
+	self := probeBinary(t)
+	s := Spec{Path: self, Args: append([]string{"sandbox-probe", what}, args...), Env: []string{"ONLY=this"},
+		ReadOnly: append(append([]string(nil), DefaultReadOnly...), CodePaths(self, nil)...), ReadWrite: []string{rw}, Files: DefaultFiles,
+		MemoryBytes: 512 << 20, Processes: 64, OpenFiles: 256, UID: Unprivileged, GID: Unprivileged}
+	if extra != nil {
+		extra(&s)
+	}
+	cmd, err := Command(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil && out.Len() == 0 {
+		return fmt.Sprintf("failed: %v: %s", err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+
+func TestEscapes(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("no user namespaces")
+	}
+	secretDir := t.TempDir() // stands for the gateway's data directory
+	os.WriteFile(filepath.Join(secretDir, "signing.key"), []byte("secret"), 0o600)
+	rw := t.TempDir()
+	os.Chmod(rw, 0o777) // the unprivileged user's own folder
+	os.Chmod(filepath.Dir(rw), 0o755)
+	outside := t.TempDir()
+	os.Chmod(outside, 0o777)
+	os.Chmod(filepath.Dir(outside), 0o755)
+	// Readable by anyone: only Landlock keeps the server from it.
+	pub := t.TempDir()
+	os.Chmod(pub, 0o755)
+	os.Chmod(filepath.Dir(pub), 0o755)
+	readable := filepath.Join(pub, "notes.txt")
+	os.WriteFile(readable, []byte("x"), 0o644)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Setenv("PORTCULLIS_PARENT_SECRET", "parent-env")
+
+	for _, tc := range []struct {
+		name string
+		what string
+		args []string
+		want string // prefix of the output
+	}{
+		{"read the data directory", "read", []string{filepath.Join(secretDir, "signing.key")}, "refused"},
+		{"read /etc/shadow", "read", []string{"/etc/shadow"}, "refused"},
+		{"read a world-readable file outside the read-only paths", "read", []string{readable}, "refused"},
+		{"write outside the read-write paths", "write", []string{filepath.Join(outside, "x")}, "refused"},
+		{"write /etc", "write", []string{"/etc/portcullis-escape"}, "refused"},
+		{"connect to a loopback listener", "connect", []string{ln.Addr().String()}, "refused"},
+		{"connect out", "connect", []string{"1.1.1.1:443"}, "refused"},
+		{"ptrace", "ptrace", nil, "refused"},
+		{"mount", "mount", nil, "refused"},
+		{"become root", "setuid-root", nil, "refused"},
+		{"fork bomb", "fork-bomb", nil, "refused"},
+		{"exhaust memory", "memory", nil, "failed"},
+		{"write the read-write path", "write", []string{filepath.Join(rw, "ok.txt")}, "ok"},
+		{"read a system library path", "read", []string{"/etc/hosts"}, "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sandboxed(t, rw, nil, tc.what, tc.args...)
+			if !strings.HasPrefix(got, tc.want) {
+				t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+			}
+		})
+	}
+	if got := sandboxed(t, rw, nil, "uid"); got != fmt.Sprintf("uid %d", Unprivileged) {
+		t.Errorf("runs as %q", got)
+	}
+	if got := sandboxed(t, rw, nil, "env"); got != "ONLY=this" {
+		t.Errorf("environment leaked: %q", got)
+	}
+	if _, err := os.Stat("/etc/portcullis-escape"); err == nil {
+		os.Remove("/etc/portcullis-escape")
+		t.Error("the sandbox wrote /etc")
+	}
+}
+
+var probeOnce struct {
+	path string
+}
+
+// probeBinary is this test binary, copied where the unprivileged user may
+// execute it (go test builds in a folder only its owner may enter), as a
+// tool server's code would be installed.
+func probeBinary(t *testing.T) string {
+	t.Helper()
+	if probeOnce.path != "" {
+		return probeOnce.path
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "portcullis-probe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "probe")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	probeOnce.path = p
+	return p
+}
