@@ -236,7 +236,7 @@ func resultMetaLabels(b []byte, result wire.Span) []string {
 	}
 	var ls []string
 	if json.Unmarshal(sp.In(b), &ls) != nil || len(ls) > 32 {
-		return nil
+		return []string{LabelUntrustedInput} // unreadable: fail closed
 	}
 	return ls
 }

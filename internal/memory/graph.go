@@ -268,7 +268,7 @@ func (s *Service) DeleteEntities(ctx context.Context, c Caller, scope string, na
 			hit = json.Unmarshal(e.Body, &r) == nil && (slices.Contains(names, r.From) || slices.Contains(names, r.To))
 		}
 		if hit {
-			cs = append(cs, change{key: e.Key, kind: e.Kind, body: e.Body, state: Deleted})
+			cs = append(cs, change{key: e.Key, kind: e.Kind, body: s.carry(ctx, c, e), state: Deleted})
 		}
 	}
 	_, err = s.write(ctx, c, "", scope, cs, reason.MemoryDeleted, fmt.Sprintf("delete_entities: %d elements", len(cs)))
@@ -415,8 +415,8 @@ func (s *Service) SetValue(ctx context.Context, c Caller, scope, key, value stri
 	if err := checkText("a value", value, maxText); err != nil {
 		return 0, err
 	}
-	return s.write(ctx, c, "", scope, []change{{key: valueKey(key), kind: KindValue, body: mustJSON(valueBody{key, value}), state: Active, text: value}},
-		reason.MemoryWritten, "memory_set: "+key)
+	return s.write(ctx, c, "", scope, []change{{key: valueKey(key), kind: KindValue, body: mustJSON(valueBody{key, value}), state: Active, text: key + "\n" + value}},
+		reason.MemoryWritten, "memory_set")
 }
 
 // Value is a key and its value.
@@ -450,6 +450,6 @@ func (s *Service) DeleteValue(ctx context.Context, c Caller, scope, key string) 
 	if err != nil {
 		return err
 	}
-	_, err = s.write(ctx, c, "", scope, cs, reason.MemoryDeleted, "memory_delete: "+key)
+	_, err = s.write(ctx, c, "", scope, cs, reason.MemoryDeleted, "memory_delete")
 	return err
 }

@@ -115,6 +115,7 @@ type Service struct {
 	hmu     sync.Mutex
 	hashes  map[int64]string // committed hashes by version ID, from the audit log
 	scanned int64            // the log's seq read up to
+	alerted map[int64]bool   // versions already reported as failing verification
 }
 
 // New returns a service over o.Store.
@@ -122,7 +123,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{o: o, hashes: map[int64]string{}}
+	return &Service{o: o, hashes: map[int64]string{}, alerted: map[int64]bool{}}
 }
 
 // ErrScope: a scope that is not the caller's, or not configured.
@@ -138,6 +139,11 @@ func (s *Service) Scope(c Caller, name string) (string, error) {
 	case name == "" || name == "agent":
 		if c.Agent == "" {
 			return "", ErrScope
+		}
+		if c.User != "" {
+			// Acting for a user, the agent's own memory is still that
+			// user's: no channel from one user to another.
+			return "agent:" + c.Agent + "/user:" + c.User, nil
 		}
 		return "agent:" + c.Agent, nil
 	case name == "user" && c.User != "":
@@ -206,6 +212,28 @@ func (s *Service) write(ctx context.Context, c Caller, by, scope string, cs []ch
 	if by == "" {
 		by = c.Agent
 	}
+	if len(cs) > maxChanges {
+		return 0, fmt.Errorf("memory: at most %d elements a call", maxChanges)
+	}
+	adds := 0
+	for _, ch := range cs {
+		if ch.state == Active {
+			adds++
+		} else if untrusted || len(c.Findings) > 0 {
+			// A session that read untrusted input deletes nothing: an
+			// injected "forget the rule" would otherwise act at once.
+			return 0, errors.New("memory: a session that read untrusted input (or sent findings) cannot delete memory; an operator can (portcullis memory quarantine|purge)")
+		}
+	}
+	if adds > 0 {
+		n, err := s.o.Store.CountMemory(ctx, scope)
+		if err != nil {
+			return 0, err
+		}
+		if n+adds > maxPerScope {
+			return 0, fmt.Errorf("memory: the scope holds %d elements, at most %d", n, maxPerScope)
+		}
+	}
 	var es []store.MemoryElement
 	quarantined := 0
 	var findings []string
@@ -248,35 +276,45 @@ func (s *Service) write(ctx context.Context, c Caller, by, scope string, cs []ch
 func (s *Service) commit(ctx context.Context, es []store.MemoryElement, ev *audit.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for attempt := 0; ; attempt++ {
-		next, err := s.o.Store.NextMemoryID(ctx)
-		if err != nil {
-			return err
-		}
-		rec := *ev // a fresh event each attempt
-		rec.Memory = nil
-		for i := range es {
-			e := &es[i]
-			e.ID = next + int64(i)
-			h := hashOf(e)
-			e.SHA256 = mustHex(h)
-			rec.Memory = append(rec.Memory, audit.MemoryRef{ID: e.ID, Scope: e.Scope, Key: e.Key, State: e.State, SHA256: h})
-		}
-		if err := s.o.Record(ctx, &rec); err != nil {
-			return fmt.Errorf("memory: audit: %w", err)
-		}
-		s.hmu.Lock()
-		for _, r := range rec.Memory {
-			s.hashes[r.ID] = r.SHA256
-		}
-		s.hmu.Unlock()
-		err = s.o.Store.AddMemory(ctx, es)
-		if errors.Is(err, store.ErrMemoryConflict) && attempt < 3 {
-			continue // another process wrote meanwhile: renumber
-		}
+	// IDs reserved for this write alone (another process, the CLI, may
+	// write at the same time): a committed hash is never for another
+	// version's ID.
+	first, err := s.o.Store.ReserveMemoryIDs(ctx, len(es))
+	if err != nil {
 		return err
 	}
+	ev.Memory = nil
+	for i := range es {
+		e := &es[i]
+		e.ID = first + int64(i)
+		h := hashOf(e)
+		e.SHA256 = mustHex(h)
+		ev.Memory = append(ev.Memory, audit.MemoryRef{ID: e.ID, Scope: e.Scope, Key: keyDigest(e.Key), State: e.State, SHA256: h})
+	}
+	if err := s.o.Record(ctx, ev); err != nil {
+		return fmt.Errorf("memory: audit: %w", err)
+	}
+	s.hmu.Lock()
+	for _, r := range ev.Memory {
+		if _, ok := s.hashes[r.ID]; !ok {
+			s.hashes[r.ID] = r.SHA256
+		}
+	}
+	s.hmu.Unlock()
+	return s.o.Store.AddMemory(ctx, es)
 }
+
+// keyDigest stands for a key (which may hold a name) in the audit log.
+func keyDigest(k string) string {
+	h := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(h[:8])
+}
+
+// Bounds of the service.
+const (
+	maxChanges  = 2000   // versions one call writes
+	maxPerScope = 20_000 // current elements a scope holds
+)
 
 func (s *Service) expiry(scope string, untrusted bool, now time.Time) time.Time {
 	t := s.o.TTL.Default
@@ -309,11 +347,13 @@ func (s *Service) committed(ctx context.Context, id int64) (string, bool) {
 		for _, r := range rows {
 			s.scanned = r.Seq
 			e, err := audit.Decode(r)
-			if err != nil {
-				continue
+			if err != nil || e.Outcome != audit.OutcomeInfo || e.Code == reason.MemoryTampered {
+				continue // only commitments count, never a report of a mismatch
 			}
 			for _, m := range e.Memory {
-				s.hashes[m.ID] = m.SHA256
+				if _, ok := s.hashes[m.ID]; !ok { // the first commitment of an ID stands
+					s.hashes[m.ID] = m.SHA256
+				}
 			}
 		}
 	}
@@ -335,10 +375,7 @@ func (s *Service) verified(ctx context.Context, c Caller, scopes []string, kinds
 		if e.State != Active || !e.Expires.IsZero() && now.After(e.Expires) {
 			continue
 		}
-		got := hashOf(&e)
-		want, ok := s.committed(ctx, e.ID)
-		if !ok || got != want || !bytes.Equal(e.SHA256, mustHex(want)) {
-			s.integrityFailure(ctx, c, e, got, want, ok)
+		if !s.check(ctx, c, e) {
 			continue
 		}
 		out = append(out, e)
@@ -351,15 +388,46 @@ func mustHex(s string) []byte {
 	return b
 }
 
+// check verifies a version against the hash the audit log committed; a
+// failure is reported (once per version) and the version is not to be
+// used.
+func (s *Service) check(ctx context.Context, c Caller, e store.MemoryElement) bool {
+	got := hashOf(&e)
+	want, ok := s.committed(ctx, e.ID)
+	if ok && got == want && bytes.Equal(e.SHA256, mustHex(want)) {
+		return true
+	}
+	s.hmu.Lock()
+	seen := s.alerted[e.ID]
+	if len(s.alerted) < 100_000 {
+		s.alerted[e.ID] = true
+	}
+	s.hmu.Unlock()
+	if !seen {
+		s.integrityFailure(ctx, c, e, got, want, ok)
+	}
+	return false
+}
+
+// carry is the content an operation may carry from e into a new version:
+// none, when e does not verify (a tampered row is never re-hashed into a
+// verified one).
+func (s *Service) carry(ctx context.Context, c Caller, e store.MemoryElement) []byte {
+	if e.Body == nil || !s.check(ctx, c, e) {
+		return nil
+	}
+	return e.Body
+}
+
 func (s *Service) integrityFailure(ctx context.Context, c Caller, e store.MemoryElement, got, want string, known bool) {
 	ev := audit.New(audit.TypeMemory, audit.OutcomeDeny, reason.MemoryTampered, s.o.Now(),
 		audit.Subject{Agent: c.Agent, User: c.User, Task: c.Task, SessionID: c.Session, RequestID: c.RequestID})
 	ev.Target = e.Scope
-	ev.Memory = []audit.MemoryRef{{ID: e.ID, Scope: e.Scope, Key: e.Key, State: e.State, SHA256: got}}
+	// No memory refs: a report of a mismatch commits nothing.
 	if known {
-		ev.Detail = fmt.Sprintf("version %d of %s does not match the hash the audit log committed (%s): not returned", e.ID, e.Key, want)
+		ev.Detail = fmt.Sprintf("version %d (key %s) hashes to %s, not the %s the audit log committed: not returned", e.ID, keyDigest(e.Key), got, want)
 	} else {
-		ev.Detail = fmt.Sprintf("version %d of %s has no hash in the audit log: not returned", e.ID, e.Key)
+		ev.Detail = fmt.Sprintf("version %d (key %s) hashes to %s, and the audit log committed no hash for it: not returned", e.ID, keyDigest(e.Key), got)
 	}
 	if err := s.o.Record(ctx, ev); err != nil {
 		ev.Detail += " (audit: " + err.Error() + ")"
@@ -369,17 +437,32 @@ func (s *Service) integrityFailure(ctx context.Context, c Caller, e store.Memory
 	}
 }
 
-// labelsOf are the labels a reader takes from what it read.
+// labelsOf are the labels a reader takes from what it read: the writer's
+// session labels, untrusted_input for untrusted writes, and what
+// screening found (an injection: prompt_injection and untrusted_input; a
+// secret or personal data: confidential), released elements included.
 func labelsOf(es []store.MemoryElement) []string {
 	var out []string
+	add := func(l string) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
 	for _, e := range es {
 		for _, l := range e.Labels {
-			if !slices.Contains(out, l) {
-				out = append(out, l)
-			}
+			add(l)
 		}
-		if e.Untrusted && !slices.Contains(out, "untrusted_input") {
-			out = append(out, "untrusted_input")
+		if e.Untrusted {
+			add("untrusted_input")
+		}
+		for _, f := range e.Findings {
+			switch f {
+			case "prompt_injection", "exfiltration":
+				add("prompt_injection")
+				add("untrusted_input")
+			case "secret", "personal_data":
+				add("confidential")
+			}
 		}
 	}
 	slices.Sort(out)

@@ -59,8 +59,13 @@ func (s *Service) current(ctx context.Context, id int64) (*store.MemoryElement, 
 }
 
 // restate writes a new version of e (content and attribution kept) in
-// state, by an operator.
+// state, by an operator. A version that does not verify is not carried
+// forward: releasing or quarantining it is refused (purging it is not).
 func (s *Service) restate(ctx context.Context, e store.MemoryElement, state, by, why string, code reason.Code) error {
+	operator := Caller{Agent: by}
+	if state != Purged && !s.check(ctx, operator, e) {
+		return fmt.Errorf("memory: version %d does not verify against the audit log: purge it or roll back", e.ID)
+	}
 	e.State, e.By = state, by
 	if state == Purged {
 		e.Body = nil
@@ -112,7 +117,8 @@ func (s *Service) Purge(ctx context.Context, id int64, by, why string) error {
 	if err := s.restate(ctx, *e, Purged, by, why, reason.MemoryPurged); err != nil {
 		return err
 	}
-	return s.o.Store.PurgeMemory(ctx, e.Scope, e.Key)
+	// The key may hold a name (an entity's, a value's): it goes too.
+	return s.o.Store.PurgeMemory(ctx, e.Scope, e.Key, fmt.Sprintf("purged:%s:%d", keyDigest(e.Key), e.ID))
 }
 
 // RollbackTarget says where to roll back to: a version, a time, or the
@@ -150,21 +156,23 @@ func (s *Service) Rollback(ctx context.Context, scope string, t RollbackTarget, 
 	for _, e := range then {
 		past[e.Scope+"\x00"+e.Key] = e
 	}
+	operator := Caller{Agent: by}
 	var es []store.MemoryElement
 	for _, cur := range now {
 		if cur.ID <= asOf || cur.State == Purged {
 			continue
 		}
 		old, existed := past[cur.Scope+"\x00"+cur.Key]
+		if existed && old.State != Deleted && (old.Body == nil || !s.check(ctx, operator, old)) {
+			existed = false // purged, or altered on disk: nothing to restore
+		}
 		switch {
 		case !existed:
 			if cur.State == Deleted {
 				continue
 			}
-			cur.State = Deleted
+			cur.State, cur.Body = Deleted, s.carry(ctx, operator, cur)
 			es = append(es, cur)
-		case old.Body == nil && old.State != Deleted:
-			continue // purged since: stays purged
 		default:
 			if old.State == cur.State && string(old.Body) == string(cur.Body) {
 				continue
@@ -221,6 +229,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for i := range es {
+		es[i].Body = s.carry(ctx, Caller{Agent: "portcullis"}, es[i])
 		es[i].State, es[i].By = Expired, "portcullis"
 	}
 	ev := audit.New(audit.TypeMemory, audit.OutcomeInfo, reason.MemoryExpired, s.o.Now(), audit.Subject{})
@@ -237,8 +246,12 @@ func (s *Service) Run(ctx context.Context, every time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				return err
+			// An error is retried at the next tick (a store that is down
+			// does not end expiry for good).
+			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil && s.o.Alert != nil {
+				ev := audit.New(audit.TypeMemory, audit.OutcomeError, reason.MemoryExpired, s.o.Now(), audit.Subject{})
+				ev.Detail = "expiry sweep failed: " + err.Error()
+				s.o.Record(ctx, ev)
 			}
 		}
 	}

@@ -116,7 +116,6 @@ func sandboxed(t *testing.T, rw string, extra func(*Spec), what string, args ...
 	return strings.TrimSpace(out.String())
 }
 
-
 func TestEscapes(t *testing.T) {
 	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
 		t.Skip("no user namespaces")

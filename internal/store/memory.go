@@ -34,14 +34,17 @@ type MemoryElement struct {
 
 const memoryColumns = `id, scope, key, kind, body, state, agent, user_name, task, session_id, request_id, labels, untrusted, findings, by, created_ns, expires_ns, sha256`
 
-// NextMemoryID is the ID the next version will get (versions are numbered
-// in order; the caller hashes the version with its ID before inserting).
-func (s *SQLite) NextMemoryID(ctx context.Context) (int64, error) {
-	var id int64
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM memory_elements`).Scan(&id); err != nil {
+// ReserveMemoryIDs reserves n version IDs for the caller alone (whatever
+// other process writes too) and returns the first: the caller hashes and
+// commits its versions under IDs no one else will use.
+func (s *SQLite) ReserveMemoryIDs(ctx context.Context, n int) (int64, error) {
+	var first int64
+	err := s.db.QueryRowContext(ctx, `INSERT INTO memory_ids(id, next) VALUES (1, (SELECT COALESCE(MAX(id), 0) + 1 FROM memory_elements) + ?)
+		ON CONFLICT(id) DO UPDATE SET next = next + ? RETURNING next - ?`, n, n, n).Scan(&first)
+	if err != nil {
 		return 0, fmt.Errorf("memory: %w", err)
 	}
-	return id, nil
+	return first, nil
 }
 
 // ErrMemoryConflict: another writer took the version's ID first.
@@ -170,13 +173,25 @@ func split(s string) []string {
 	return strings.Split(s, ",")
 }
 
-// PurgeMemory erases the content of every version of (scope, key): what
-// a purge removes for good (the hashes stay in the audit log).
-func (s *SQLite) PurgeMemory(ctx context.Context, scope, key string) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE memory_elements SET body = NULL WHERE scope = ? AND key = ?`, scope, key); err != nil {
+// PurgeMemory erases the content of every version of (scope, key), and
+// the key itself (a name) in favour of newKey: what a purge removes for
+// good (the hashes stay in the audit log).
+func (s *SQLite) PurgeMemory(ctx context.Context, scope, key, newKey string) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE memory_elements SET body = NULL, key = ? WHERE scope = ? AND key = ?`, newKey, scope, key); err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
 	return nil
+}
+
+// CountMemory counts the current active or quarantined elements of scope.
+func (s *SQLite) CountMemory(ctx context.Context, scope string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM memory_elements m WHERE m.scope = ? AND m.state IN ('active', 'quarantined')
+		AND m.id = (SELECT MAX(id) FROM memory_elements x WHERE x.scope = m.scope AND x.key = m.key)`, scope).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("memory: %w", err)
+	}
+	return n, nil
 }
 
 // ExpiredMemory returns the current versions, active or quarantined,

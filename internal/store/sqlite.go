@@ -147,6 +147,10 @@ CREATE TABLE IF NOT EXISTS memory_elements (
 	sha256     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memory_current ON memory_elements(scope, key, id);
+CREATE TABLE IF NOT EXISTS memory_ids (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	next INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS memory_session ON memory_elements(session_id, id) WHERE session_id != '';
 CREATE TABLE IF NOT EXISTS containment_releases (
 	id         INTEGER PRIMARY KEY AUTOINCREMENT,
