@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+
+	"github.com/portcullis-dev/portcullis/internal/sandbox"
 )
 
 // CPUProfileEnv names a file to write a CPU profile of the whole run to
@@ -17,6 +19,7 @@ import (
 const CPUProfileEnv = "PORTCULLIS_CPUPROFILE"
 
 func main() {
+	sandbox.Main() // this process may be a sandboxed server's init: it never returns then
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if path := os.Getenv(CPUProfileEnv); path != "" {

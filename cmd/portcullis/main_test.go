@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,12 +32,14 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/sandbox"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 // The test binary doubles as the portcullis binary when re-executed with
 // PORTCULLIS_TEST_MAIN=1, so CLI tests run the real command without a build.
 func TestMain(m *testing.M) {
+	sandbox.Main()
 	if os.Getenv("PORTCULLIS_TEST_MAIN") == "1" {
 		main()
 		os.Exit(0)
@@ -190,6 +193,8 @@ func TestWrapEnforcesOnAStdioServer(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "files")
 	writeFile(t, filepath.Join(root, "a.txt"), "alpha\n")
+	os.MkdirAll(filepath.Join(root, "allowed"), 0o700)
+	sandboxOwns(t, root) // the sandboxed server runs as its own user
 	writeFile(t, filepath.Join(dir, "policy.cedar"), `
 @id("read-only")
 permit (principal == Agent::"coder", action == Action::"call_tool", resource)
@@ -208,7 +213,7 @@ when { context.arguments has path && context.arguments.path like "*/allowed/*" }
 	writeFile(t, tokFile, tok)
 
 	connect := func(tokenFile string) (*mcp.ClientSession, error) {
-		cmd := exec.Command(os.Args[0], "wrap", "--config", cfg, "--token-file", tokenFile, "--", fsBin, root)
+		cmd := exec.Command(os.Args[0], "wrap", "--config", cfg, "--token-file", tokenFile, "--read-write", root, "--", fsBin, root)
 		cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -645,5 +650,23 @@ func TestSimulate(t *testing.T) {
 		if f := strings.Fields(strings.TrimPrefix(line, want)); len(f) == 0 || f[0] != "ok" {
 			t.Errorf("%q: %q", want, line)
 		}
+	}
+}
+
+// sandboxOwns gives dir to the user sandboxed servers run as (when the
+// tests run as root), and lets it through dir's ancestors.
+func sandboxOwns(t *testing.T, dir string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		return
+	}
+	filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err == nil {
+			os.Lchown(p, sandbox.Unprivileged, sandbox.Unprivileged)
+		}
+		return nil
+	})
+	for p := filepath.Dir(dir); len(p) > len(os.TempDir()); p = filepath.Dir(p) {
+		os.Chmod(p, 0o711)
 	}
 }

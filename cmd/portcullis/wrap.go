@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,8 @@ const TokenEnv = "PORTCULLIS_TOKEN"
 
 func wrapCmd() *cobra.Command {
 	var configPath, upstream, name, tokenFile string
-	var inherit []string
+	var inherit, readOnly, readWrite []string
+	var sandboxMode string
 	var namespace bool
 	cmd := &cobra.Command{
 		Use:   "wrap --config FILE [--upstream NAME | -- COMMAND [ARGS...]]",
@@ -38,7 +40,8 @@ func wrapCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := selectWrapped(cfg, upstream, name, inherit, args); err != nil {
+			sb := &config.Sandbox{Mode: sandboxMode, ReadOnly: absPaths(readOnly), ReadWrite: absPaths(readWrite)}
+			if err := selectWrapped(cfg, upstream, name, inherit, args, sb); err != nil {
 				return err
 			}
 			// One agent, one server: names as the server gives them unless
@@ -79,11 +82,14 @@ func wrapCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&inherit, "inherit-env", []string{"PATH"}, "variables the command inherits (nothing else is passed)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the agent token (default: $"+TokenEnv+")")
 	cmd.Flags().BoolVar(&namespace, "namespace", false, "prefix tool names with the upstream name")
+	cmd.Flags().StringSliceVar(&readWrite, "read-write", nil, "for a command after --: a path the sandboxed server may read and write (repeatable)")
+	cmd.Flags().StringSliceVar(&readOnly, "read-only", nil, "for a command after --: a path the sandboxed server may read (repeatable)")
+	cmd.Flags().StringVar(&sandboxMode, "sandbox", config.SandboxBuiltin, "for a command after --: builtin or none")
 	return cmd
 }
 
 // selectWrapped narrows cfg.Upstreams to the one server wrap serves.
-func selectWrapped(cfg *config.Config, upstream, name string, inherit, args []string) error {
+func selectWrapped(cfg *config.Config, upstream, name string, inherit, args []string, sb *config.Sandbox) error {
 	switch {
 	case upstream != "" && len(args) > 0:
 		return errors.New("give either --upstream or a command after --, not both")
@@ -96,7 +102,7 @@ func selectWrapped(cfg *config.Config, upstream, name string, inherit, args []st
 		}
 		return fmt.Errorf("no upstream %q in the configuration", upstream)
 	case len(args) > 0:
-		cfg.Upstreams = []config.Upstream{{Name: name, Stdio: &config.StdioServer{Command: args[0], Args: args[1:], InheritEnv: inherit}}}
+		cfg.Upstreams = []config.Upstream{{Name: name, Stdio: &config.StdioServer{Command: args[0], Args: args[1:], InheritEnv: inherit, Sandbox: sb}}}
 		return cfg.Validate()
 	case len(cfg.Upstreams) == 1:
 		return nil
@@ -130,4 +136,16 @@ func (t *tokenSource) token() (string, error) {
 		return "", fmt.Errorf("read token file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// absPaths makes command-line paths absolute (the sandbox's rules are).
+func absPaths(ps []string) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if a, err := filepath.Abs(p); err == nil {
+			p = a
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -458,6 +458,11 @@ func (c *Config) Validate() error {
 	upSeen := map[string]bool{}
 	for i, u := range c.Upstreams {
 		errs = append(errs, u.validate(fmt.Sprintf("upstreams[%d]", i))...)
+		if u.Stdio != nil && u.Stdio.Sandbox != nil {
+			for _, err := range u.Stdio.Sandbox.validate(c.Path(c.DataDir)) {
+				add("upstreams[%d].stdio.%v", i, err)
+			}
+		}
 		if upSeen[u.Name] {
 			add("upstreams[%d].name: duplicate %q", i, u.Name)
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -210,6 +211,76 @@ type StdioServer struct {
 	// SHA256 pins the executable (as found on PATH): a launch whose binary
 	// hashes differently is refused.
 	SHA256 string `json:"sha256,omitempty"`
+	// Sandbox confines the server (docs/sandbox.md); absent: the built-in
+	// sandbox with its defaults.
+	Sandbox *Sandbox `json:"sandbox,omitempty"`
+}
+
+// Sandbox modes.
+const (
+	SandboxBuiltin = "builtin"
+	SandboxRuntime = "runtime"
+	SandboxNone    = "none"
+)
+
+// Sandbox is how a stdio server is confined.
+type Sandbox struct {
+	// Mode is builtin (default: namespaces, an unprivileged user, Landlock,
+	// seccomp, limits), runtime (an external runtime command runs it) or
+	// none (no confinement: an operator's explicit choice, logged at every
+	// launch).
+	Mode string `json:"mode,omitempty"`
+	// ReadOnly and ReadWrite are the paths the server may read, or read
+	// and write, beyond the system's libraries and its own code (absolute;
+	// never the gateway's data directory).
+	ReadOnly  []string `json:"read_only,omitempty"`
+	ReadWrite []string `json:"read_write,omitempty"`
+	// Limits: memory (MiB, default 2048), CPU seconds (default none),
+	// processes of its user (default 512), open files (default 1024).
+	MemoryMB   int `json:"memory_mb,omitempty"`
+	CPUSeconds int `json:"cpu_seconds,omitempty"`
+	Processes  int `json:"processes,omitempty"`
+	OpenFiles  int `json:"open_files,omitempty"`
+	// Runtime is the external runtime's command, the server's command and
+	// arguments appended (mode runtime): for example ["runsc", "--network=none", "do"].
+	Runtime []string `json:"runtime,omitempty"`
+}
+
+// validate checks a sandbox description against the data directory it
+// must never reach.
+func (s *Sandbox) validate(dataDir string) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	switch s.Mode {
+	case "", SandboxBuiltin, SandboxNone:
+		if len(s.Runtime) > 0 {
+			add("sandbox.runtime: only with mode runtime")
+		}
+	case SandboxRuntime:
+		if len(s.Runtime) == 0 {
+			add("sandbox.runtime: the runtime's command is required with mode runtime")
+		}
+	default:
+		add("sandbox.mode: %q is not builtin, runtime or none", s.Mode)
+	}
+	for _, p := range append(append([]string(nil), s.ReadOnly...), s.ReadWrite...) {
+		if !filepath.IsAbs(p) {
+			add("sandbox: %q is not an absolute path", p)
+			continue
+		}
+		if dataDir != "" && (within(p, dataDir) || within(dataDir, p)) {
+			add("sandbox: %q would reach the gateway's data directory", p)
+		}
+	}
+	if s.MemoryMB < 0 || s.CPUSeconds < 0 || s.Processes < 0 || s.OpenFiles < 0 {
+		add("sandbox: limits must not be negative")
+	}
+	return errs
+}
+
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // HTTPServer is a remote MCP server over streamable HTTP.

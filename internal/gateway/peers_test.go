@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/sandbox"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
@@ -68,6 +70,7 @@ func TestFilesystemServerThroughGateway(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "drafts"), 0o700)
 	os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hello from the filesystem server\n"), 0o600)
+	sandboxOwns(t, root) // the server runs sandboxed, as its own user: the folder it serves is its
 	h := startGateway(t, fmt.Sprintf(`
 version: 1
 data_dir: DIR/data
@@ -77,8 +80,8 @@ agents:
   - {name: writer, roles: [readers, writers]}
 upstreams:
   - name: fs
-    stdio: {command: %q, args: [%q], inherit_env: [PATH]}
-`, bin, root), map[string]string{"policy.cedar": fsPolicy})
+    stdio: {command: %q, args: [%q], inherit_env: [PATH], sandbox: {read_write: [%q]}}
+`, bin, root, root), map[string]string{"policy.cedar": fsPolicy})
 	ctx := context.Background()
 
 	reader := h.mustConnect("reader")
@@ -615,5 +618,24 @@ upstreams:
 	}
 	if _, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "after review"}}); err != nil {
 		t.Fatalf("call after approval: %v", err)
+	}
+}
+
+// sandboxOwns gives dir (and what is in it) to the user sandboxed servers
+// run as, and lets it through dir's parent, as an operator gives a tool
+// server its folder.
+func sandboxOwns(t *testing.T, dir string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		return // the server runs as this user
+	}
+	filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err == nil {
+			os.Lchown(p, sandbox.Unprivileged, sandbox.Unprivileged)
+		}
+		return nil
+	})
+	for p := filepath.Dir(dir); len(p) > len(os.TempDir()); p = filepath.Dir(p) {
+		os.Chmod(p, 0o711) // through, not into
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -36,8 +35,18 @@ func upstreamLimits(l config.Limits) (maxMsg, maxDepth int) {
 // its stdio. Secret references are resolved at every launch and never
 // logged. The executable's hash is checked at every launch when pinned, and
 // in strict mode a package-runner launch must name an exact version.
-func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger) transport.Dialer {
+//
+// The server runs in the built-in sandbox unless its configuration says
+// otherwise (internal/sandbox; dataDir is what it must never reach).
+func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger) transport.Dialer {
 	maxMsg, maxDepth := upstreamLimits(limits)
+	sb := cfg.Sandbox
+	if sb == nil {
+		sb = &config.Sandbox{}
+	}
+	// One private folder for the server's temporary files and home, made
+	// at its first launch and kept across restarts.
+	var tmp string
 	return func(ctx context.Context) (transport.Conn, error) {
 		if strict {
 			if err := CheckPackagePinned(cfg.Command, cfg.Args); err != nil {
@@ -52,11 +61,18 @@ func StdioDialer(cfg *config.StdioServer, baseDir string, strict bool, secrets S
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(path, cfg.Args...)
-		cmd.Env = env
-		cmd.Dir = cfg.Dir
-		if cmd.Dir != "" && !filepath.IsAbs(cmd.Dir) {
-			cmd.Dir = filepath.Join(baseDir, cmd.Dir)
+		dir := cfg.Dir
+		if dir != "" && !filepath.IsAbs(dir) {
+			dir = filepath.Join(baseDir, dir)
+		}
+		if tmp == "" && (sb.Mode == "" || sb.Mode == config.SandboxBuiltin) {
+			if tmp, err = sandboxTemp(); err != nil {
+				return nil, err
+			}
+		}
+		cmd, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, log)
+		if err != nil {
+			return nil, err
 		}
 		cmd.Stderr = stderrLogger(log)
 		return transport.StartProcess(cmd, maxMsg, maxDepth, log)

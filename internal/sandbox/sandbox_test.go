@@ -213,3 +213,29 @@ func probeBinary(t *testing.T) string {
 	probeOnce.path = p
 	return p
 }
+
+// BenchmarkStart is a launch's cost: /bin/true run to its end, plainly
+// and in the sandbox (namespaces, the init's re-exec, Landlock, seccomp).
+func BenchmarkStart(b *testing.B) {
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sandboxed", func(b *testing.B) {
+		if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+			b.Skip("no user namespaces")
+		}
+		for b.Loop() {
+			cmd, err := Command(Spec{Path: "/bin/true", Args: []string{"true"}, ReadOnly: DefaultReadOnly, Files: DefaultFiles, UID: Unprivileged, GID: Unprivileged})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+		}
+	})
+}
