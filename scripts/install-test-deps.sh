@@ -14,6 +14,13 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 prefix=.cache/npm
 mkdir -p "$prefix"
+# The tests run stdio servers in the built-in sandbox, as the unprivileged
+# user nobody when they run as root: the servers' code under this checkout
+# must be reachable by it (through its parent folders, not into them).
+if [ "$(id -u)" -eq 0 ]; then
+  p=$(pwd -P)
+  while [ "$p" != "/" ]; do chmod o+x "$p"; p=$(dirname "$p"); done
+fi
 cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs testdata/npm/consent-browser.mjs "$prefix/"
 ref=../shared/conformance/reference-server/everything-server.ts
 if [ -f "$ref" ]; then

@@ -294,6 +294,35 @@ type HTTPServer struct {
 	// authorization): it discovers the upstream's authorization server,
 	// obtains tokens and sends them; agents' own credentials never reach it.
 	OAuth *UpstreamOAuth `json:"oauth,omitempty"`
+	// CAFile is a PEM bundle of the roots the upstream's certificate must
+	// chain to (a private CA), instead of the system's.
+	CAFile string `json:"ca_file,omitempty"`
+	// ClientCertificate is the gateway's identity in mutual TLS: its own
+	// SVID, or the operator's certificate.
+	ClientCertificate *ClientCertificate `json:"client_certificate,omitempty"`
+	// Assertion sends, with every request, a signed assertion of who is
+	// behind it (agent, user, task, delegation chain), audience the
+	// upstream's URL, verifiable with the gateway's JWKS.
+	Assertion *UpstreamAssertion `json:"assertion,omitempty"`
+}
+
+// ClientCertificate is the certificate the gateway presents to an
+// upstream.
+type ClientCertificate struct {
+	// SVID presents the gateway's own X.509-SVID
+	// (spiffe://TRUST_DOMAIN/gateway), issued by its CA for a day and
+	// renewed before it expires.
+	SVID bool `json:"svid,omitempty"`
+	// CertFile and KeyFile are the operator's certificate and key (PEM),
+	// read at each new connection.
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// UpstreamAssertion configures the per-request assertion.
+type UpstreamAssertion struct {
+	// Header is the header it travels in (default Portcullis-Assertion).
+	Header string `json:"header,omitempty"`
 }
 
 // OAuth grants the gateway can use towards an upstream.
@@ -379,6 +408,19 @@ func (u *Upstream) validate(at string) []error {
 			for _, err := range o.validate(u) {
 				add("http.oauth.%v", err)
 			}
+		}
+	}
+	if h := u.HTTP; h != nil {
+		if c := h.ClientCertificate; c != nil && c.SVID == (c.CertFile != "" || c.KeyFile != "") {
+			add("http.client_certificate: give svid: true, or cert_file and key_file")
+		} else if c != nil && !c.SVID && (c.CertFile == "" || c.KeyFile == "") {
+			add("http.client_certificate: cert_file and key_file go together")
+		}
+		if (h.CAFile != "" || h.ClientCertificate != nil) && !strings.HasPrefix(h.URL, "https://") {
+			add("http: ca_file and client_certificate need an https URL")
+		}
+		if a := h.Assertion; a != nil && a.Header != "" && !envNameRE.MatchString(strings.ReplaceAll(a.Header, "-", "_")) {
+			add("http.assertion.header: %q is not a header name", a.Header)
 		}
 	}
 	if u.Builtin != "" {

@@ -63,7 +63,9 @@ type Gateway struct {
 	dataDir     string
 	store       *store.SQLite
 	approvals   *approval.Queue // the calls and response steps held for a reviewer
-	memory      *memory.Service // the built-in memory (builtin: memory)
+	svidMu      sync.Mutex
+	svid        *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
+	memory      *memory.Service  // the built-in memory (builtin: memory)
 	recorder    *audit.Recorder
 	engine      *policy.Engine
 	key         *token.SigningKey
@@ -232,6 +234,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,
+		Assert:          g.assertion,
 		Decider:         decider{Engine: g.engine, grants: g.grants},
 		Recorder:        detecting{g.recorder, g},
 		Metrics:         g.metrics,
@@ -304,7 +307,11 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 		if u.MaxConcurrentCalls > 0 {
 			maxc = u.MaxConcurrentCalls
 		}
-		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret, maxc, g.cfg.Limits, log, g.grantFor(u))
+		tlsc, err := g.upstreamTLS(u.HTTP)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		return mcpproxy.HTTPDialer(u.HTTP, g.cfg.Dir(), g.openSecret, maxc, g.cfg.Limits, log, g.grantFor(u), tlsc)
 	case u.Builtin == "demo":
 		d, err := demo.New(filepath.Join(g.dataDir, DemoDir))
 		if err != nil {

@@ -41,6 +41,17 @@ type harness struct {
 // until its upstreams are connected.
 func startGateway(t testing.TB, configYAML string, policies map[string]string) *harness {
 	t.Helper()
+	return startGatewayWith(t, configYAML, policies, true)
+}
+
+// startGatewayNoWait starts a gateway without waiting for its upstreams.
+func startGatewayNoWait(t testing.TB, configYAML string, policies map[string]string) *harness {
+	t.Helper()
+	return startGatewayWith(t, configYAML, policies, false)
+}
+
+func startGatewayWith(t testing.TB, configYAML string, policies map[string]string, wait bool) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	for name, body := range policies {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
@@ -84,6 +95,9 @@ func startGateway(t testing.TB, configYAML string, policies map[string]string) *
 		}
 	}
 	t.Cleanup(h.stop)
+	if !wait {
+		return h
+	}
 	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer rcancel()
 	if err := g.proxy.WaitReady(rctx); err != nil {

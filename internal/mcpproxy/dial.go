@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -125,14 +126,23 @@ type GrantFunc func(ctx context.Context) (auth.OAuthHandler, error)
 // transport that keeps as many connections as the upstream may have calls
 // in flight. Configured headers are resolved from their references for
 // every session; grant, if set, makes every session an OAuth client.
-func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConns int, limits config.Limits, log *slog.Logger, grant GrantFunc) (transport.Dialer, error) {
+// tlsc, if set, is the TLS the gateway speaks to it (its roots, its
+// client certificate); an SPKI pin is checked on top.
+func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConns int, limits config.Limits, log *slog.Logger, grant GrantFunc, tlsc *tls.Config) (transport.Dialer, error) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsc != nil {
+		base.TLSClientConfig = tlsc.Clone()
+	}
 	if cfg.SPKISHA256 != "" {
 		tc, err := SPKIPinnedTLS(cfg.SPKISHA256)
 		if err != nil {
 			return nil, err
 		}
-		base.TLSClientConfig = tc
+		if base.TLSClientConfig == nil {
+			base.TLSClientConfig = tc
+		} else {
+			base.TLSClientConfig.VerifyConnection = tc.VerifyConnection
+		}
 	}
 	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns)}
 	if cfg.OAuth != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
+	"github.com/portcullis-dev/portcullis/internal/token"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -80,6 +81,9 @@ type Options struct {
 	// Now is the clock of audit events (default time.Now); credentials'
 	// expiry is always checked on the real clock.
 	Now func() time.Time
+	// Assert signs the per-request assertion towards an HTTP upstream
+	// whose configuration asks for one (audience: its URL).
+	Assert func(audience string, a token.Assertion) (string, error)
 	// Tracer records spans of each request's stages (nil: none).
 	Tracer *telemetry.Tracer
 	// ToolClasses are operator classifications by qualified tool name; a

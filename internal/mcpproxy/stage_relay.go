@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
+	"github.com/portcullis-dev/portcullis/internal/token"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -88,6 +90,18 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	l.lastUsed.Store(time.Now().UnixNano())
 	rctx, cancel := context.WithTimeout(transport.WithPrompt(ctx), u.timeout)
 	defer cancel()
+	if h := u.cfg.HTTP; h != nil && h.Assertion != nil {
+		// Who is behind this request, signed for this upstream alone.
+		raw, err := p.assertion(c, h)
+		if err != nil {
+			return deny(reason.Internal).withDetail("assertion: " + err.Error())
+		}
+		name := h.Assertion.Header
+		if name == "" {
+			name = DefaultAssertionHeader
+		}
+		rctx = transport.WithRequestHeader(rctx, name, raw)
+	}
 	start := time.Now()
 	resp, err := l.conn.RoundTrip(rctx, out, c.related)
 	p.opts.Metrics.UpstreamCall(u.Name, resultLabel(err), time.Since(start))
@@ -247,4 +261,20 @@ func (c *call) callerMeta(u *Upstream) []byte {
 		return []byte("null")
 	}
 	return b
+}
+
+// DefaultAssertionHeader carries the per-request assertion.
+const DefaultAssertionHeader = "Portcullis-Assertion"
+
+// assertion is the signed assertion of who is behind c, for upstream h.
+func (p *Proxy) assertion(c *call, h *config.HTTPServer) (string, error) {
+	if p.opts.Assert == nil || c.principal == nil {
+		return "", errors.New("no signer, or no principal")
+	}
+	pr := c.principal
+	a := token.Assertion{Agent: pr.Agent, User: pr.User, Task: pr.Task, Actors: pr.Actors, RequestID: c.requestID}
+	if c.s != nil {
+		a.Session = c.s.id
+	}
+	return p.opts.Assert(h.URL, a)
 }

@@ -54,3 +54,11 @@ func (e *AuthorizationRequired) Error() string {
 	}
 	return "upstream " + e.Upstream + " needs an operator's authorization"
 }
+
+type headerKey struct{}
+
+// WithRequestHeader makes the HTTP request carrying a message sent with
+// ctx carry header name: value (the gateway's per-request assertion).
+func WithRequestHeader(ctx context.Context, name, value string) context.Context {
+	return context.WithValue(ctx, headerKey{}, [2]string{name, value})
+}

@@ -101,6 +101,9 @@ func (c *HTTPConn) newRequest(ctx context.Context, method string, body []byte) (
 	for k, vs := range c.header {
 		req.Header[k] = vs
 	}
+	if h, ok := ctx.Value(headerKey{}).([2]string); ok {
+		req.Header.Set(h[0], h[1])
+	}
 	c.mu.Lock()
 	if c.sessionID != "" {
 		req.Header.Set(HeaderSession, c.sessionID)
