@@ -211,6 +211,12 @@ type StdioServer struct {
 	// SHA256 pins the executable (as found on PATH): a launch whose binary
 	// hashes differently is refused.
 	SHA256 string `json:"sha256,omitempty"`
+	// Files pins the code the launcher runs (sha256 covers only the
+	// launcher: node, python, a shim): path (absolute, or relative to the
+	// configuration) → SHA-256 hex of the entry script, the package's
+	// lockfile, or any file whose change must stop a launch. In the
+	// built-in sandbox they are checked inside it, right before the exec.
+	Files map[string]string `json:"files,omitempty"`
 	// Sandbox confines the server (docs/sandbox.md); absent: the built-in
 	// sandbox with its defaults.
 	Sandbox *Sandbox `json:"sandbox,omitempty"`
@@ -378,6 +384,11 @@ func (u *Upstream) validate(at string) []error {
 		}
 		if h := u.Stdio.SHA256; h != "" && !sha256HexRE.MatchString(h) {
 			add("stdio.sha256: want 64 lowercase hex digits")
+		}
+		for p, h := range u.Stdio.Files {
+			if !sha256HexRE.MatchString(h) || p == "" {
+				add("stdio.files: %q: want a path and 64 lowercase hex digits", p)
+			}
 		}
 		for _, k := range u.Stdio.InheritEnv {
 			if !envNameRE.MatchString(k) {

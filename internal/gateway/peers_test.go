@@ -10,6 +10,8 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -637,5 +639,51 @@ func sandboxOwns(t *testing.T, dir string) {
 	})
 	for p := filepath.Dir(dir); len(p) > len(os.TempDir()); p = filepath.Dir(p) {
 		os.Chmod(p, 0o711) // through, not into
+	}
+}
+
+// Launch pinning covers the code: the npm server's entry script and its
+// package's manifest are pinned (stdio.files), checked inside the sandbox
+// right before the exec; a changed pin stops the launch.
+func TestPinnedServerCode(t *testing.T) {
+	t.Parallel()
+	bin := npmBin(t, "mcp-server-everything")
+	entry, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(filepath.Dir(entry), "..", "package.json")
+	hash := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256(b)
+		return hex.EncodeToString(s[:])
+	}
+	conf := func(entryPin string) string {
+		return fmt.Sprintf(`
+version: 1
+data_dir: DIR/data
+policy: {paths: [DIR/policy.cedar]}
+agents: [{name: tester, roles: [testers]}]
+upstreams:
+  - name: everything
+    stdio: {command: %q, args: [stdio], inherit_env: [PATH], files: {%q: %q, %q: %q}}
+`, bin, entry, entryPin, manifest, hash(manifest))
+	}
+	ctx := context.Background()
+	h := startGateway(t, conf(hash(entry)), map[string]string{"policy.cedar": everythingPolicy})
+	if _, err := h.mustConnect("tester").CallTool(ctx, &mcp.CallToolParams{Name: "everything__get-sum", Arguments: map[string]any{"a": 1, "b": 2}}); err != nil {
+		t.Fatalf("pinned and unchanged: %v", err)
+	}
+	h.stop()
+	bad := startGatewayNoWait(t, conf(strings.Repeat("0", 64)), map[string]string{"policy.cedar": everythingPolicy})
+	defer bad.stop()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	bad.g.proxy.WaitReady(wctx)
+	if _, err := bad.mustConnect("tester").CallTool(ctx, &mcp.CallToolParams{Name: "everything__get-sum", Arguments: map[string]any{"a": 1, "b": 2}}); err == nil {
+		t.Fatal("a server whose pinned entry script differs was launched")
 	}
 }

@@ -62,7 +62,14 @@ func orDefault(v, d int) int {
 }
 
 // confine returns the command that runs the server as sb says.
-func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, tmp string, log *slog.Logger) (*exec.Cmd, error) {
+func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, tmp string, pins map[string]string, log *slog.Logger) (*exec.Cmd, error) {
+	if sb.Mode == config.SandboxNone || sb.Mode == config.SandboxRuntime {
+		// Outside the built-in sandbox the pins are checked here, before
+		// the launch.
+		if err := sandbox.CheckPins(pins); err != nil {
+			return nil, err
+		}
+	}
 	switch sb.Mode {
 	case config.SandboxNone:
 		log.Warn("upstream launched without a sandbox (sandbox.mode: none)", "command", path)
@@ -83,6 +90,7 @@ func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, 
 		return nil, err
 	}
 	spec.Env = append(append([]string(nil), env...), "TMPDIR="+tmp, "HOME="+tmp)
+	spec.Pins = pins
 	return sandbox.Command(spec)
 }
 

@@ -71,7 +71,14 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 				return nil, err
 			}
 		}
-		cmd, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, log)
+		pins := map[string]string{}
+		for p, h := range cfg.Files {
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(baseDir, p)
+			}
+			pins[p] = h
+		}
+		cmd, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, pins, log)
 		if err != nil {
 			return nil, err
 		}

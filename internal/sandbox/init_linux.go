@@ -75,6 +75,9 @@ func enter(s *Spec) error {
 	}); err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
+	if err := CheckPins(s.Pins); err != nil {
+		return err
+	}
 	if s.Dir != "" {
 		if err := os.Chdir(s.Dir); err != nil {
 			return fmt.Errorf("working directory: %w", err)

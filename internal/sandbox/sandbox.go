@@ -15,9 +15,12 @@
 package sandbox
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +44,11 @@ type Spec struct {
 	CPUSeconds  uint64 `json:"cpu_seconds,omitempty"`
 	Processes   uint64 `json:"processes,omitempty"`
 	OpenFiles   uint64 `json:"open_files,omitempty"`
+	// Pins are files the server runs (its entry script, its package's
+	// lockfile) and their SHA-256: the init hashes them after the
+	// sandbox is in force, right before the exec, and refuses to go on
+	// on a mismatch.
+	Pins map[string]string `json:"pins,omitempty"`
 	// UID and GID are the server's, inside and outside its user namespace.
 	UID int `json:"uid"`
 	GID int `json:"gid"`
@@ -162,4 +170,24 @@ func CodePaths(path string, args []string) []string {
 func Within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// CheckPins hashes each pinned file and compares it with its pin.
+func CheckPins(pins map[string]string) error {
+	for p, want := range pins {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("pinned file %s: %w", p, err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("pinned file %s: %w", p, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			return fmt.Errorf("pinned file %s: sha256 %s, pinned %s: refusing to launch", p, got, want)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -238,4 +240,26 @@ func BenchmarkStart(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Pinned files are checked inside the sandbox, right before the exec: a
+// changed entry file stops the launch.
+func TestPinsCheckedBeforeExec(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("no user namespaces")
+	}
+	rw := t.TempDir()
+	os.Chmod(rw, 0o777)
+	os.Chmod(filepath.Dir(rw), 0o755)
+	entry := filepath.Join(filepath.Dir(probeBinary(t)), "entry.js")
+	os.WriteFile(entry, []byte("console.log('hi')\n"), 0o644)
+	sum := sha256.Sum256([]byte("console.log('hi')\n"))
+	good := hex.EncodeToString(sum[:])
+	if got := sandboxed(t, rw, func(s *Spec) { s.Pins = map[string]string{entry: good} }, "uid"); !strings.HasPrefix(got, "uid ") {
+		t.Fatalf("a matching pin stopped the launch: %s", got)
+	}
+	os.WriteFile(entry, []byte("require('child_process').exec('curl evil')\n"), 0o644)
+	if got := sandboxed(t, rw, func(s *Spec) { s.Pins = map[string]string{entry: good} }, "uid"); !strings.Contains(got, "refusing to launch") {
+		t.Fatalf("a changed pinned file was launched: %s", got)
+	}
 }
