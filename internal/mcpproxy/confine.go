@@ -37,6 +37,15 @@ func SandboxSpec(sb *config.Sandbox, path string, args []string, dir, dataDir, t
 		s.ReadWrite = append(s.ReadWrite, tmp)
 	}
 	s.ReadWrite = append(s.ReadWrite, sb.ReadWrite...)
+	// Every grant by its real path: a link must not lead the rules (and the
+	// data directory check) elsewhere.
+	for _, l := range []*[]string{&s.ReadOnly, &s.ReadWrite} {
+		for i, p := range *l {
+			if r, err := filepath.EvalSymlinks(p); err == nil {
+				(*l)[i] = r
+			}
+		}
+	}
 	if dataDir != "" {
 		data, err := filepath.Abs(dataDir)
 		if err != nil {
@@ -50,6 +59,7 @@ func SandboxSpec(sb *config.Sandbox, path string, args []string, dir, dataDir, t
 				return s, fmt.Errorf("sandbox: %s would reach the gateway's data directory %s", p, data)
 			}
 		}
+		s.Deny = []string{data}
 	}
 	return s, nil
 }
@@ -90,6 +100,13 @@ func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, 
 		return nil, err
 	}
 	spec.Env = append(append([]string(nil), env...), "TMPDIR="+tmp, "HOME="+tmp)
+	for p := range pins {
+		for _, rw := range spec.ReadWrite {
+			if r, err := filepath.EvalSymlinks(p); err == nil && sandbox.Within(r, rw) {
+				return nil, fmt.Errorf("sandbox: pinned file %s is in a path the server may write (%s): the pin would prove nothing", p, rw)
+			}
+		}
+	}
 	spec.Pins = pins
 	return sandbox.Command(spec)
 }

@@ -45,9 +45,7 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 	if sb == nil {
 		sb = &config.Sandbox{}
 	}
-	// One private folder for the server's temporary files and home, made
-	// at its first launch and kept across restarts.
-	var tmp string
+
 	return func(ctx context.Context) (transport.Conn, error) {
 		if strict {
 			if err := CheckPackagePinned(cfg.Command, cfg.Args); err != nil {
@@ -66,10 +64,15 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 		if dir != "" && !filepath.IsAbs(dir) {
 			dir = filepath.Join(baseDir, dir)
 		}
-		if tmp == "" && (sb.Mode == "" || sb.Mode == config.SandboxBuiltin) {
+		// A private folder for the server's temporary files and home, for
+		// this launch alone, removed when it exits.
+		var tmp string
+		cleanup := func() {}
+		if sb.Mode == "" || sb.Mode == config.SandboxBuiltin {
 			if tmp, err = sandboxTemp(); err != nil {
 				return nil, err
 			}
+			cleanup = func() { os.RemoveAll(tmp) }
 		}
 		pins := map[string]string{}
 		for p, h := range cfg.Files {
@@ -80,10 +83,11 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 		}
 		cmd, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, pins, log)
 		if err != nil {
+			cleanup()
 			return nil, err
 		}
 		cmd.Stderr = stderrLogger(log)
-		return transport.StartProcess(cmd, maxMsg, maxDepth, log)
+		return transport.StartProcessThen(cmd, maxMsg, maxDepth, log, cleanup)
 	}
 }
 
@@ -152,7 +156,7 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 		}
 	}
 	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns)}
-	if cfg.OAuth != nil {
+	if cfg.OAuth != nil || cfg.Assertion != nil {
 		// Streamable HTTP needs no redirect; following one would carry the
 		// upstream's token elsewhere (Go keeps Authorization for the same
 		// host on another scheme or port).

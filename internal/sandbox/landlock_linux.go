@@ -5,6 +5,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -41,7 +42,7 @@ func LandlockABI() int {
 	return int(v)
 }
 
-func landlockSelf(ro, rw, files []string) error {
+func landlockSelf(ro, rw, files, deny []string) error {
 	if abi := LandlockABI(); abi < MinLandlockABI {
 		return fmt.Errorf("the kernel's Landlock ABI is %d; the sandbox needs %d", abi, MinLandlockABI)
 	}
@@ -56,6 +57,9 @@ func landlockSelf(ro, rw, files []string) error {
 	}
 	defer unix.Close(int(fd))
 	add := func(p string, rw bool) error {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r // /lib -> /usr/lib; the rule is on what it names
+		}
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil // a missing path grants nothing
@@ -69,11 +73,22 @@ func landlockSelf(ro, rw, files []string) error {
 		case !st.IsDir():
 			access = fsFileRO
 		}
-		pfd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		pfd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		defer unix.Close(pfd)
+		// What was opened, not what was named: a path swapped for a link
+		// since the gateway checked it is caught here.
+		real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", pfd))
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		for _, d := range deny {
+			if Within(real, d) || Within(d, real) {
+				return fmt.Errorf("%s (%s) would reach %s", p, real, d)
+			}
+		}
 		pb := unix.LandlockPathBeneathAttr{Allowed_access: access, Parent_fd: int32(pfd)}
 		if _, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&pb)), 0, 0, 0); e != 0 {
 			return fmt.Errorf("%s: %w", p, e)

@@ -49,6 +49,9 @@ type Spec struct {
 	// sandbox is in force, right before the exec, and refuses to go on
 	// on a mismatch.
 	Pins map[string]string `json:"pins,omitempty"`
+	// Deny are paths no rule may reach (the gateway's data directory),
+	// checked again in the init on the opened paths.
+	Deny []string `json:"deny,omitempty"`
 	// UID and GID are the server's, inside and outside its user namespace.
 	UID int `json:"uid"`
 	GID int `json:"gid"`
@@ -94,6 +97,16 @@ func Command(spec Spec) (*exec.Cmd, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: spec.GID, HostID: spec.GID, Size: 1}}
 		attr.GidMappingsEnableSetgroups = true
 	} else {
+		// An unprivileged gateway can map only itself, and cannot drop
+		// its supplementary groups in the namespace: refuse rather than
+		// hand the server (a docker group, say) to it.
+		if gs, err := os.Getgroups(); err == nil {
+			for _, g := range gs {
+				if g != os.Getgid() {
+					return nil, fmt.Errorf("sandbox: the gateway's user has supplementary groups (%d) the server would keep; run the gateway as a user without them", g)
+				}
+			}
+		}
 		// An unprivileged gateway can map only itself.
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: spec.UID, HostID: os.Getuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: spec.GID, HostID: os.Getgid(), Size: 1}}
@@ -135,21 +148,28 @@ var DefaultReadOnly = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbi
 // DefaultFiles are the devices a server may use.
 var DefaultFiles = []string{"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full"}
 
-// CodePaths are the paths a server's code lives in, to be readable: the
-// executable's directory and, for each absolute path among the arguments,
-// its node_modules root or directory (an npm package's script is found
-// through a link into node_modules).
+// CodePaths are the paths a server's code lives in, to be readable: for
+// the executable and each absolute path among the arguments that is a
+// file, its npm node_modules root, or its package's root (the nearest
+// folder above it with a package.json, pyproject.toml, setup.py or
+// go.mod, below any home or system folder), or the file alone. A folder
+// among the arguments is not granted: the configuration says what a
+// server may read beyond its code (sandbox.read_only, read_write).
 func CodePaths(path string, args []string) []string {
 	var out []string
 	add := func(p string) {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			p = r
 		}
+		st, err := os.Stat(p)
+		if err != nil || st.IsDir() {
+			return
+		}
 		d := p
 		if i := strings.Index(p, "/node_modules/"); i >= 0 {
 			d = p[:i+len("/node_modules")]
-		} else if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			d = filepath.Dir(p)
+		} else if root := packageRoot(filepath.Dir(p)); root != "" {
+			d = root
 		}
 		if !slices.Contains(out, d) {
 			out = append(out, d)
@@ -158,12 +178,26 @@ func CodePaths(path string, args []string) []string {
 	add(path)
 	for _, a := range args {
 		if filepath.IsAbs(a) {
-			if _, err := os.Stat(a); err == nil {
-				add(a)
-			}
+			add(a)
 		}
 	}
 	return out
+}
+
+// packageRoot is the nearest folder at or above dir holding a package's
+// manifest, never a home, the root or a system folder ("": none).
+func packageRoot(dir string) string {
+	home, _ := os.UserHomeDir()
+	for d := dir; ; d = filepath.Dir(d) {
+		if d == "/" || d == home || filepath.Dir(d) == "/" || strings.HasPrefix(d+"/", "/etc/") || d == "/home" {
+			return ""
+		}
+		for _, m := range []string{"package.json", "pyproject.toml", "setup.py", "go.mod"} {
+			if _, err := os.Stat(filepath.Join(d, m)); err == nil {
+				return d
+			}
+		}
+	}
 }
 
 // Within reports whether path is dir or inside it.

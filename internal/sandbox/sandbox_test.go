@@ -9,10 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/sandbox/internal/int80"
 )
 
 // The escape suite: this test binary, re-executed as the sandboxed server
@@ -54,6 +58,30 @@ func probe(what string, args []string) {
 		err = syscall.Setuid(0)
 		if err == nil && os.Getuid() != 0 {
 			err = fmt.Errorf("uid %d", os.Getuid())
+		}
+	case "i386-unshare":
+		// unshare(CLONE_NEWUSER) through the i386 interface: seccomp
+		// must kill the process (nothing is printed then).
+		r := int80.Call(310, 0x10000000, 0)
+		fmt.Printf("ok %d\n", int64(r))
+		return
+	case "clone-newuser":
+		pid, _, e := syscall.RawSyscall6(syscall.SYS_CLONE, syscall.CLONE_NEWUSER|uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+		if e != 0 {
+			err = e
+		} else if pid == 0 {
+			syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0) // the child
+		}
+	case "io_uring":
+		_, _, e := syscall.RawSyscall(425, 8, 0, 0) // io_uring_setup
+		if e != syscall.EFAULT && e != 0 {
+			err = e
+		}
+	case "connect-unix":
+		var c net.Conn
+		c, err = net.DialTimeout("unix", args[0], 2*time.Second)
+		if err == nil {
+			c.Close()
 		}
 	case "uid":
 		fmt.Printf("uid %d\n", os.Getuid())
@@ -142,6 +170,20 @@ func TestEscapes(t *testing.T) {
 	}
 	defer ln.Close()
 	os.Setenv("PORTCULLIS_PARENT_SECRET", "parent-env")
+	// A host socket anyone may connect to, where host daemons keep theirs.
+	sockDir, err := os.MkdirTemp("/run", "portcullis-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(sockDir)
+	os.Chmod(sockDir, 0o755)
+	sock := filepath.Join(sockDir, "daemon.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	os.Chmod(sock, 0o777)
 
 	for _, tc := range []struct {
 		name string
@@ -161,6 +203,9 @@ func TestEscapes(t *testing.T) {
 		{"become root", "setuid-root", nil, "refused"},
 		{"fork bomb", "fork-bomb", nil, "refused"},
 		{"exhaust memory", "memory", nil, "failed"},
+		{"new namespaces through clone", "clone-newuser", nil, "refused"},
+		{"io_uring", "io_uring", nil, "refused"},
+		{"connect to a host UNIX socket under /run", "connect-unix", []string{sock}, "refused"},
 		{"write the read-write path", "write", []string{filepath.Join(rw, "ok.txt")}, "ok"},
 		{"read a system library path", "read", []string{"/etc/hosts"}, "ok"},
 	} {
@@ -170,6 +215,12 @@ func TestEscapes(t *testing.T) {
 				t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
 			}
 		})
+	}
+	if runtime.GOARCH == "amd64" {
+		// The i386 interface: killed by seccomp, so nothing is printed.
+		if got := sandboxed(t, rw, nil, "i386-unshare"); strings.HasPrefix(got, "ok") {
+			t.Errorf("a system call through int 0x80 got through: %q", got)
+		}
 	}
 	if got := sandboxed(t, rw, nil, "uid"); got != fmt.Sprintf("uid %d", Unprivileged) {
 		t.Errorf("runs as %q", got)
@@ -255,11 +306,34 @@ func TestPinsCheckedBeforeExec(t *testing.T) {
 	os.WriteFile(entry, []byte("console.log('hi')\n"), 0o644)
 	sum := sha256.Sum256([]byte("console.log('hi')\n"))
 	good := hex.EncodeToString(sum[:])
-	if got := sandboxed(t, rw, func(s *Spec) { s.Pins = map[string]string{entry: good} }, "uid"); !strings.HasPrefix(got, "uid ") {
+	if got := sandboxed(t, rw, func(s *Spec) { s.Pins, s.ReadOnly = map[string]string{entry: good}, append(s.ReadOnly, entry) }, "uid"); !strings.HasPrefix(got, "uid ") {
 		t.Fatalf("a matching pin stopped the launch: %s", got)
 	}
 	os.WriteFile(entry, []byte("require('child_process').exec('curl evil')\n"), 0o644)
-	if got := sandboxed(t, rw, func(s *Spec) { s.Pins = map[string]string{entry: good} }, "uid"); !strings.Contains(got, "refusing to launch") {
+	if got := sandboxed(t, rw, func(s *Spec) { s.Pins, s.ReadOnly = map[string]string{entry: good}, append(s.ReadOnly, entry) }, "uid"); !strings.Contains(got, "refusing to launch") {
 		t.Fatalf("a changed pinned file was launched: %s", got)
+	}
+}
+
+// CodePaths grants a script's package, not the folder it happens to be in,
+// nor a folder named among the arguments.
+func TestCodePathsAreNarrow(t *testing.T) {
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "server.py"), nil, 0o644)
+	os.WriteFile(filepath.Join(home, "id_ed25519"), nil, 0o600)
+	pkg := filepath.Join(home, "tools", "srv")
+	os.MkdirAll(filepath.Join(pkg, "lib"), 0o755)
+	os.WriteFile(filepath.Join(pkg, "package.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(pkg, "lib", "main.js"), nil, 0o644)
+	got := CodePaths("/usr/bin/python3", []string{filepath.Join(home, "server.py"), "/etc/passwd", home, filepath.Join(pkg, "lib", "main.js")})
+	for _, p := range got {
+		if p == home || p == "/etc" || p == "/" {
+			t.Errorf("a whole folder granted: %s (%v)", p, got)
+		}
+	}
+	for _, want := range []string{filepath.Join(home, "server.py"), pkg} {
+		if !slices.Contains(got, want) {
+			t.Errorf("%s not granted: %v", want, got)
+		}
 	}
 }

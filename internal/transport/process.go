@@ -22,6 +22,15 @@ const (
 // StartProcess starts cmd (whose Stdin and Stdout must be unset) and speaks
 // MCP over its stdio. Closing the connection stops the process.
 func StartProcess(cmd *exec.Cmd, maxLine, maxDepth int, log *slog.Logger) (*StreamConn, error) {
+	return StartProcessThen(cmd, maxLine, maxDepth, log, nil)
+}
+
+// StartProcessThen is StartProcess, with onExit (if set) called once the
+// process has exited (or did not start).
+func StartProcessThen(cmd *exec.Cmd, maxLine, maxDepth int, log *slog.Logger, onExit func()) (*StreamConn, error) {
+	if onExit == nil {
+		onExit = func() {}
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
@@ -31,11 +40,13 @@ func StartProcess(cmd *exec.Cmd, maxLine, maxDepth int, log *slog.Logger) (*Stre
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
+		onExit()
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() {
 		cmd.Wait()
+		onExit()
 		close(exited)
 	}()
 	release := func() error {

@@ -1,0 +1,3 @@
+package int80
+
+func call(nr, a, b uintptr) uintptr
