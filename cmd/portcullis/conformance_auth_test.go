@@ -57,10 +57,14 @@ func TestConformanceAuthClient(t *testing.T) {
 		}
 	}
 	out := t.TempDir()
+	var runTo func(out string, args ...string)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	home := t.TempDir()
 	run := func(args ...string) {
+		runTo(out, args...)
+	}
+	runTo = func(out string, args ...string) {
 		args = append([]string{suite, "client", "--command", os.Args[0], "-o", out, "--timeout", "100000"}, args...)
 		cmd := exec.CommandContext(ctx, node, args...)
 		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(node)+":"+os.Getenv("PATH"), "HOME="+home, conformanceClientEnv+"=1")
@@ -84,20 +88,39 @@ func TestConformanceAuthClient(t *testing.T) {
 		t.Fatalf("only %d auth scenarios ran", len(files))
 	}
 	passed := 0
-	for _, f := range files {
-		scenario := "auth/" + timestampRE.ReplaceAllString(strings.TrimPrefix(filepath.Base(filepath.Dir(f)), "auth-"), "")
+	failures := func(f string) (scenario string, failed []string) {
+		scenario = "auth/" + timestampRE.ReplaceAllString(strings.TrimPrefix(filepath.Base(filepath.Dir(f)), "auth-"), "")
 		var checks []struct{ ID, Status, Description string }
 		raw, _ := os.ReadFile(f)
 		if err := json.Unmarshal(raw, &checks); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		var failed []string
 		for _, c := range checks {
 			if c.Status == "FAILURE" || c.Status == "WARNING" {
 				failed = append(failed, c.ID+": "+c.Description)
 			}
 		}
+		return scenario, failed
+	}
+	for _, f := range files {
+		scenario, failed := failures(f)
 		why, expected := conformanceAuthExpected[scenario]
+		if len(failed) > 0 && !expected {
+			// Once more, alone: a scenario timed by the suite can lose a
+			// race on a loaded machine; a regression fails twice.
+			again := t.TempDir()
+			runTo(again, "--scenario", scenario)
+			filepath.WalkDir(again, func(path string, d fs.DirEntry, err error) error {
+				if err == nil && d.Name() == "checks.json" {
+					f = path
+				}
+				return nil
+			})
+			if _, failed2 := failures(f); len(failed2) == 0 {
+				t.Logf("%s passed when run again (first run: %s)", scenario, strings.Join(failed, "; "))
+				failed = nil
+			}
+		}
 		switch {
 		case len(failed) > 0 && !expected:
 			stderr, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "stderr.txt"))

@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -86,17 +87,13 @@ type RequestArgs struct {
 	RequestID string `json:"request_id" jsonschema:"the request's ID"`
 }
 
-// MetaCaller is the request _meta key the gateway sets with the caller it
-// vouches for (mcpproxy.MetaCaller).
-const MetaCaller = "dev.portcullis/caller"
-
 // allowed checks the caller the gateway vouches for against may: only the
 // triage agent reads the evidence, whatever a broad policy would permit.
 func allowed(req *mcp.CallToolRequest, may func(agent string) bool) error {
 	if req == nil || req.Params == nil || req.Params.Meta == nil {
 		return fmt.Errorf("evidence: reached through the Portcullis gateway only")
 	}
-	c, _ := req.Params.Meta[MetaCaller].(map[string]any)
+	c, _ := req.Params.Meta[identity.MetaCaller].(map[string]any)
 	agent, _ := c["agent"].(string)
 	if agent == "" || may == nil || !may(agent) {
 		return fmt.Errorf("evidence: %q is not the triage agent", agent)
@@ -110,51 +107,23 @@ func Server(src Source, profile Profile, may func(agent string) bool) *mcp.Serve
 	srv := mcp.NewServer(&mcp.Implementation{Name: "portcullis-evidence", Version: "1"}, nil)
 	ro, closed := true, false
 	ann := &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: &closed, IdempotentHint: ro}
-	mcp.AddTool(srv, &mcp.Tool{Name: "session_timeline", Annotations: ann,
-		Description: "A session's recent audit events: decisions, data-flow labels, screening findings, alerts, triage and response steps."},
-		func(ctx context.Context, req *mcp.CallToolRequest, a SessionArgs) (*mcp.CallToolResult, Records, error) {
-			if err := allowed(req, may); err != nil {
-				return nil, Records{}, err
-			}
-			if a.SessionID == "" {
-				return nil, Records{}, fmt.Errorf("session_id is required")
-			}
-			return query(ctx, src, store.EventQuery{SessionID: a.SessionID, Limit: limit(a.Limit), Last: true})
+	addQuery(srv, "session_timeline", "A session's recent audit events: decisions, data-flow labels, screening findings, alerts, triage and response steps.",
+		ann, may, src, func(a SessionArgs) (store.EventQuery, string) {
+			return store.EventQuery{SessionID: a.SessionID, Limit: limit(a.Limit), Last: true}, missing(a.SessionID, "session_id")
 		})
-	mcp.AddTool(srv, &mcp.Tool{Name: "agent_alerts", Annotations: ann,
-		Description: "An agent's recent alerts with their triage and the response steps taken."},
-		func(ctx context.Context, req *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
-			if err := allowed(req, may); err != nil {
-				return nil, Records{}, err
-			}
-			if a.Agent == "" {
-				return nil, Records{}, fmt.Errorf("agent is required")
-			}
-			return query(ctx, src, store.EventQuery{Agent: a.Agent, Limit: limit(a.Limit), Last: true,
-				Types: []string{string(audit.TypeAlert), string(audit.TypeTriage), string(audit.TypeResponse), string(audit.TypeAlertState)}})
+	addQuery(srv, "agent_alerts", "An agent's recent alerts with their triage and the response steps taken.",
+		ann, may, src, func(a AgentArgs) (store.EventQuery, string) {
+			return store.EventQuery{Agent: a.Agent, Limit: limit(a.Limit), Last: true,
+				Types: []string{string(audit.TypeAlert), string(audit.TypeTriage), string(audit.TypeResponse), string(audit.TypeAlertState)}}, missing(a.Agent, "agent")
 		})
-	mcp.AddTool(srv, &mcp.Tool{Name: "agent_activity", Annotations: ann,
-		Description: "An agent's recent decisions across its sessions (what it called, allowed or denied)."},
-		func(ctx context.Context, req *mcp.CallToolRequest, a AgentArgs) (*mcp.CallToolResult, Records, error) {
-			if err := allowed(req, may); err != nil {
-				return nil, Records{}, err
-			}
-			if a.Agent == "" {
-				return nil, Records{}, fmt.Errorf("agent is required")
-			}
-			return query(ctx, src, store.EventQuery{Agent: a.Agent, Limit: limit(a.Limit), Last: true,
-				Types: []string{string(audit.TypeDecision), string(audit.TypeSessionLabel), string(audit.TypeScreening)}})
+	addQuery(srv, "agent_activity", "An agent's recent decisions across its sessions (what it called, allowed or denied).",
+		ann, may, src, func(a AgentArgs) (store.EventQuery, string) {
+			return store.EventQuery{Agent: a.Agent, Limit: limit(a.Limit), Last: true,
+				Types: []string{string(audit.TypeDecision), string(audit.TypeSessionLabel), string(audit.TypeScreening)}}, missing(a.Agent, "agent")
 		})
-	mcp.AddTool(srv, &mcp.Tool{Name: "request_chain", Annotations: ann,
-		Description: "Every audit event of one request: its decision, upstream outcome, screening and any alert it raised."},
-		func(ctx context.Context, req *mcp.CallToolRequest, a RequestArgs) (*mcp.CallToolResult, Records, error) {
-			if err := allowed(req, may); err != nil {
-				return nil, Records{}, err
-			}
-			if a.RequestID == "" {
-				return nil, Records{}, fmt.Errorf("request_id is required")
-			}
-			return query(ctx, src, store.EventQuery{RequestID: a.RequestID, Limit: maxLimit})
+	addQuery(srv, "request_chain", "Every audit event of one request: its decision, upstream outcome, screening and any alert it raised.",
+		ann, may, src, func(a RequestArgs) (store.EventQuery, string) {
+			return store.EventQuery{RequestID: a.RequestID, Limit: maxLimit}, missing(a.RequestID, "request_id")
 		})
 	if profile != nil {
 		mcp.AddTool(srv, &mcp.Tool{Name: "agent_profile", Annotations: ann,
@@ -201,4 +170,27 @@ func query(ctx context.Context, src Source, q store.EventQuery) (*mcp.CallToolRe
 			Techniques: e.Techniques, Alert: e.Alert, Detail: d})
 	}
 	return nil, out, nil
+}
+
+// addQuery adds a read-only tool answering the events q selects for its
+// arguments (q's second result names a required argument left empty).
+func addQuery[In any](srv *mcp.Server, name, desc string, ann *mcp.ToolAnnotations, may func(string) bool, src Source, q func(In) (store.EventQuery, string)) {
+	mcp.AddTool(srv, &mcp.Tool{Name: name, Description: desc, Annotations: ann},
+		func(ctx context.Context, req *mcp.CallToolRequest, a In) (*mcp.CallToolResult, Records, error) {
+			if err := allowed(req, may); err != nil {
+				return nil, Records{}, err
+			}
+			eq, miss := q(a)
+			if miss != "" {
+				return nil, Records{}, fmt.Errorf("%s is required", miss)
+			}
+			return query(ctx, src, eq)
+		})
+}
+
+func missing(v, name string) string {
+	if v == "" {
+		return name
+	}
+	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -224,12 +225,8 @@ func (c *call) answerLike(l *link) {
 }
 
 // MetaCaller is the request _meta key by which the gateway tells its
-// built-in upstreams (memory, evidence) who calls: agent, user, task,
-// session, request, the session's labels, screening's findings in the
-// arguments and the arguments that came from untrusted output. It is set
-// only towards those, and an agent's own value is overwritten (with null
-// towards any other upstream).
-const MetaCaller = "dev.portcullis/caller"
+// built-in upstreams (memory, evidence) who calls (identity.Caller).
+const MetaCaller = identity.MetaCaller
 
 // vouched reports whether u is a built-in upstream the gateway tells who
 // calls.
@@ -240,16 +237,7 @@ func (c *call) callerMeta(u *Upstream) []byte {
 	if !u.vouched() || c.principal == nil {
 		return []byte("null")
 	}
-	v := struct {
-		Agent              string   `json:"agent"`
-		User               string   `json:"user,omitempty"`
-		Task               string   `json:"task,omitempty"`
-		Session            string   `json:"session,omitempty"`
-		RequestID          string   `json:"request_id,omitempty"`
-		Labels             []string `json:"labels,omitempty"`
-		Findings           []string `json:"findings,omitempty"`
-		UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
-	}{Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, RequestID: c.requestID, Findings: c.findings}
+	v := identity.Caller{Agent: c.principal.Agent, User: c.principal.User, Task: c.principal.Task, RequestID: c.requestID, Findings: c.findings}
 	if c.s != nil {
 		v.Session, v.Labels = c.s.id, c.s.labels.list()
 	}

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -60,26 +61,14 @@ const (
 // Labels a session carries that make what it writes untrusted.
 var untrustedLabels = []string{"untrusted_input", "prompt_injection"}
 
-// Caller is who calls, as the gateway vouches for it (MetaCaller).
-type Caller struct {
-	Agent     string   `json:"agent"`
-	User      string   `json:"user,omitempty"`
-	Task      string   `json:"task,omitempty"`
-	Session   string   `json:"session,omitempty"`
-	RequestID string   `json:"request_id,omitempty"`
-	Labels    []string `json:"labels,omitempty"`
-	// Findings are screening's detections in the call's arguments.
-	Findings []string `json:"findings,omitempty"`
-	// UntrustedArguments name the arguments whose values first appeared in
-	// untrusted output (argument provenance).
-	UntrustedArguments []string `json:"untrusted_arguments,omitempty"`
-}
+// Caller is who calls, as the gateway vouches for it.
+type Caller = identity.Caller
 
 // MetaCaller is the request _meta key the gateway sets (overwriting what
-// an agent sent) on calls to the built-in memory upstream; MetaLabels is
-// the result _meta key with the labels of what was read.
+// an agent sent) on calls to the built-in memory; MetaLabels is the result
+// _meta key with the labels of what was read.
 const (
-	MetaCaller = "dev.portcullis/caller"
+	MetaCaller = identity.MetaCaller
 	MetaLabels = "dev.portcullis/labels"
 )
 
