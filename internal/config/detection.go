@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
-	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -203,7 +201,7 @@ func (d *Detection) validate(c *Config) []error {
 			add("detection.triage.agent: %q is not a configured agent", tr.Agent)
 		}
 		if tr.BaseURL != "" {
-			if u, err := url.Parse(tr.BaseURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+			if !SecureURL(tr.BaseURL) {
 				add("detection.triage.base_url: %q is not an https URL (or http to a loopback address)", tr.BaseURL)
 			}
 		}
@@ -238,14 +236,6 @@ func (d *Detection) validate(c *Config) []error {
 		}
 	}
 	return errs
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // HighImpact reports whether a response action waits for a reviewer

@@ -433,7 +433,7 @@ func (u *Upstream) validate(at string) []error {
 		if a := h.Assertion; a != nil && a.Header != "" && !envNameRE.MatchString(strings.ReplaceAll(a.Header, "-", "_")) {
 			add("http.assertion.header: %q is not a header name", a.Header)
 		}
-		if h.Assertion != nil && !strings.HasPrefix(h.URL, "https://") && !loopbackURL(h.URL) {
+		if h.Assertion != nil && !SecureURL(h.URL) {
 			add("http.assertion: needs an https URL (or http to a loopback address): the assertion is a bearer credential")
 		}
 	}
@@ -571,9 +571,4 @@ func (u *Upstream) LaunchSpec() map[string]any {
 		return map[string]any{"url": u.HTTP.URL, "spki_sha256": u.HTTP.SPKISHA256}
 	}
 	return map[string]any{"builtin": u.Builtin}
-}
-
-func loopbackURL(raw string) bool {
-	u, err := url.Parse(raw)
-	return err == nil && u.Scheme == "http" && isLoopback(u.Hostname())
 }

@@ -43,19 +43,6 @@ func (s *SQLite) Baselines(ctx context.Context) (gen int64, body []byte, saved t
 	return gen, body, time.Unix(0, ns), nil
 }
 
-// BaselinesGeneration returns the stored generation (0: none stored).
-func (s *SQLite) BaselinesGeneration(ctx context.Context) (int64, error) {
-	var gen int64
-	err := s.db.QueryRowContext(ctx, `SELECT generation FROM learned_baselines WHERE id = 1`).Scan(&gen)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read baselines: %w", err)
-	}
-	return gen, nil
-}
-
 // RestoreBaselines replaces the stored learned baselines with body under a
 // new generation, which it returns.
 func (s *SQLite) RestoreBaselines(ctx context.Context, body []byte) (int64, error) {

@@ -39,7 +39,7 @@ func TestBaselinesGenerations(t *testing.T) {
 	if ok, _ := s.SaveBaselines(ctx, 1, []byte("c")); !ok {
 		t.Fatal("save at the new generation refused")
 	}
-	if g, _ := s.BaselinesGeneration(ctx); g != 1 {
+	if g, _, _, _ := s.Baselines(ctx); g != 1 {
 		t.Fatalf("generation %d", g)
 	}
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -47,9 +46,6 @@ func (s *SQLite) ReserveMemoryIDs(ctx context.Context, n int) (int64, error) {
 	return first, nil
 }
 
-// ErrMemoryConflict: another writer took the version's ID first.
-var ErrMemoryConflict = errors.New("memory: a concurrent write took the version's ID")
-
 // AddMemory inserts versions (each with its ID already set) in one
 // transaction.
 func (s *SQLite) AddMemory(ctx context.Context, es []MemoryElement) error {
@@ -63,10 +59,7 @@ func (s *SQLite) AddMemory(ctx context.Context, es []MemoryElement) error {
 			e.ID, e.Scope, e.Key, e.Kind, e.Body, e.State, e.Agent, e.User, e.Task, e.Session, e.RequestID,
 			strings.Join(e.Labels, ","), e.Untrusted, strings.Join(e.Findings, ","), e.By, e.Created.UnixNano(), nanos(e.Expires), e.SHA256)
 		if err != nil {
-			if strings.Contains(err.Error(), "UNIQUE") || strings.Contains(err.Error(), "PRIMARY KEY") {
-				return ErrMemoryConflict
-			}
-			return fmt.Errorf("memory: %w", err)
+			return fmt.Errorf("memory: %w", err) // IDs are reserved (ReserveMemoryIDs): a clash is a bug
 		}
 	}
 	if err := tx.Commit(); err != nil {
