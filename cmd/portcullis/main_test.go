@@ -670,3 +670,25 @@ func sandboxOwns(t *testing.T, dir string) {
 		os.Chmod(p, 0o711)
 	}
 }
+
+// TestSandboxShow prints the sandbox an upstream gets, its way out
+// included.
+func TestSandboxShow(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "c.yaml")
+	writeFile(t, cfgPath, `version: 1
+data_dir: data
+upstreams:
+  - {name: closed, stdio: {command: /bin/cat}}
+  - {name: web, stdio: {command: /bin/cat, sandbox: {egress: ["api.example.com:443", "10.0.0.0/8:5432"]}}}
+`)
+	out, _, err := portcullis(t, nil, "sandbox", "show", "web", "--config", cfgPath)
+	if err != nil || !strings.Contains(out, "egress     api.example.com:443 10.0.0.0/8:5432") || !strings.Contains(out, "127.0.0.1:3128") {
+		t.Fatalf("show web: %v\n%s", err, out)
+	}
+	out, _, err = portcullis(t, nil, "sandbox", "show", "closed", "--config", cfgPath)
+	if err != nil || !strings.Contains(out, "egress     none") || !strings.Contains(out, "no network") {
+		t.Fatalf("show closed: %v\n%s", err, out)
+	}
+}

@@ -70,7 +70,14 @@ func sandboxCmd() *cobra.Command {
 			if os.Getuid() != 0 {
 				user = fmt.Sprintf("%d inside, mapped to this user (%d): an unprivileged gateway can map only itself", spec.UID, os.Getuid())
 			}
-			fmt.Fprintf(out, "user       %s\nnamespaces user, mount, pid, ipc, uts, net (no interface but a down loopback: no network)\n", user)
+			fmt.Fprintf(out, "user       %s\n", user)
+			if spec.Egress {
+				fmt.Fprintf(out, "namespaces user, mount, pid, ipc, uts, net (loopback only: the gateway's proxy on 127.0.0.1:%d, which HTTP_PROXY and HTTPS_PROXY name)\n", sandbox.EgressPort)
+				fmt.Fprintf(out, "egress     %s (every connection audited; any other destination refused and alerted: egress_violation)\n", strings.Join(sb.Egress, " "))
+			} else {
+				fmt.Fprintln(out, "namespaces user, mount, pid, ipc, uts, net (no interface but a down loopback: no network)")
+				fmt.Fprintln(out, "egress     none")
+			}
 			fmt.Fprintf(out, "read-only  %s\nread-write %s\ndevices    %s\n", strings.Join(spec.ReadOnly, " "), strings.Join(spec.ReadWrite, " "), strings.Join(spec.Files, " "))
 			fmt.Fprintf(out, "never      %s (the data directory)\n", ops.DataDir(cfg))
 			fmt.Fprintf(out, "limits     memory %d MiB, cpu %s, processes %d, open files %d, core dumps none\n", spec.MemoryBytes>>20, seconds(spec.CPUSeconds), spec.Processes, spec.OpenFiles)

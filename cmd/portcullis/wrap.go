@@ -20,7 +20,7 @@ const TokenEnv = "PORTCULLIS_TOKEN"
 
 func wrapCmd() *cobra.Command {
 	var configPath, upstream, name, tokenFile string
-	var inherit, readOnly, readWrite []string
+	var inherit, readOnly, readWrite, egressTo []string
 	var sandboxMode string
 	var namespace bool
 	cmd := &cobra.Command{
@@ -40,7 +40,7 @@ func wrapCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sb := &config.Sandbox{Mode: sandboxMode, ReadOnly: absPaths(readOnly), ReadWrite: absPaths(readWrite)}
+			sb := &config.Sandbox{Mode: sandboxMode, ReadOnly: absPaths(readOnly), ReadWrite: absPaths(readWrite), Egress: egressTo}
 			if err := selectWrapped(cfg, upstream, name, inherit, args, sb); err != nil {
 				return err
 			}
@@ -85,6 +85,7 @@ func wrapCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&readWrite, "read-write", nil, "for a command after --: a path the sandboxed server may read and write (repeatable)")
 	cmd.Flags().StringSliceVar(&readOnly, "read-only", nil, "for a command after --: a path the sandboxed server may read (repeatable)")
 	cmd.Flags().StringVar(&sandboxMode, "sandbox", config.SandboxBuiltin, "for a command after --: builtin or none")
+	cmd.Flags().StringSliceVar(&egressTo, "egress", nil, "for a command after --: a destination HOST:PORT the sandboxed server may reach through the gateway's proxy (repeatable; default: no network)")
 	return cmd
 }
 

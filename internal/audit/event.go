@@ -39,6 +39,7 @@ const (
 	TypeAlertState   Type = "alert_state"       // a person acknowledged or resolved an alert
 	TypeBaseline     Type = "baseline"          // an operator restored the learned baselines
 	TypeMemory       Type = "memory"            // agent memory changed: written, quarantined, released, expired, rolled back, purged; or failed verification
+	TypeEgress       Type = "egress"            // a sandboxed server's connection through the egress proxy: allowed, refused, failed, closed
 )
 
 // Outcome is how an event ended.

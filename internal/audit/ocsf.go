@@ -17,6 +17,7 @@ const (
 	ocsfAPIActivity          = 6003 // Application Activity: API Activity
 	ocsfApplicationLifecycle = 6002 // Application Activity: Application Lifecycle
 	ocsfDetectionFinding     = 2004 // Findings: Detection Finding
+	ocsfNetworkActivity      = 4001 // Network Activity: Network Activity
 	ocsfVersion              = "1.3.0"
 )
 
@@ -136,6 +137,16 @@ func classify(e *Event) (class, category, activity int, name string) {
 			return ocsfDetectionFinding, 2, 3, "Close"
 		}
 		return ocsfDetectionFinding, 2, 2, "Update"
+	case TypeEgress:
+		switch e.Code {
+		case reason.EgressAllowed:
+			return ocsfNetworkActivity, 4, 1, "Open"
+		case reason.EgressClosed:
+			return ocsfNetworkActivity, 4, 2, "Close"
+		case reason.EgressRefused:
+			return ocsfNetworkActivity, 4, 5, "Refuse"
+		}
+		return ocsfNetworkActivity, 4, 4, "Fail"
 	case TypeUpstream, TypeLifecycle, TypeRetention:
 		switch e.Code {
 		case reason.Started:

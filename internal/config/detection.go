@@ -112,7 +112,7 @@ type ResponseRule struct {
 
 // Alert classes and response actions (internal/detect documents them).
 var (
-	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours", "credential_access", "lateral_movement", "anomaly", "drift"}
+	AlertClasses    = []string{"unexpected_tool", "denial_burst", "rate", "off_hours", "credential_access", "lateral_movement", "anomaly", "drift", "egress_violation"}
 	ResponseActions = []string{"flag", "require_approval", "read_only", "terminate_session", "revoke_task", "revoke_agent", "quarantine_upstream"}
 	severities      = []string{"low", "medium", "high"}
 )

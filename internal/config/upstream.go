@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // Tool is the operator's classification of a tool, which replaces the one
@@ -250,6 +252,13 @@ type Sandbox struct {
 	// Runtime is the external runtime's command, the server's command and
 	// arguments appended (mode runtime): for example ["runsc", "--network=none", "do"].
 	Runtime []string `json:"runtime,omitempty"`
+	// Egress are the destinations the server may reach (mode builtin;
+	// default none: no network at all), as "HOST:PORT" where HOST is a
+	// name, "*.name" for the names under it, an address or a CIDR network.
+	// The server reaches them through the gateway's proxy (HTTP_PROXY and
+	// HTTPS_PROXY are set for it), which records every connection and
+	// raises an alert on a destination off the list.
+	Egress []string `json:"egress,omitempty"`
 }
 
 // validate checks a sandbox description against the data directory it
@@ -280,6 +289,14 @@ func (s *Sandbox) validate(dataDir string) []error {
 	}
 	if s.MemoryMB < 0 || s.CPUSeconds < 0 || s.Processes < 0 || s.OpenFiles < 0 {
 		add("sandbox: limits must not be negative")
+	}
+	if len(s.Egress) > 0 {
+		if s.Mode == SandboxNone || s.Mode == SandboxRuntime {
+			add("sandbox.egress: only with mode builtin (with none the server has the host's network; a runtime brings its own)")
+		}
+		if _, err := egress.ParseRules(s.Egress); err != nil {
+			add("sandbox.%v", err)
+		}
 	}
 	return errs
 }

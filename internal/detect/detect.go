@@ -51,10 +51,13 @@ const (
 	// LateralMovement: an agent acting on a delegation its delegator's
 	// baseline does not expect.
 	LateralMovement = "lateral_movement"
+	// EgressViolation: a sandboxed tool server tried to reach a
+	// destination off its egress allow-list (the proxy refused it).
+	EgressViolation = "egress_violation"
 )
 
 // Classes lists every alert class (the learned ones are in learn.go).
-var Classes = []string{UnexpectedTool, DenialBurst, Rate, OffHours, CredentialAccess, LateralMovement, Anomaly, Drift}
+var Classes = []string{UnexpectedTool, DenialBurst, Rate, OffHours, CredentialAccess, LateralMovement, Anomaly, Drift, EgressViolation}
 
 // Severities, in order.
 const (
@@ -77,10 +80,11 @@ var Techniques = map[string][]string{
 	LateralMovement:  {"T1550.001"},          // application access token used to move
 	Anomaly:          nil,                    // those of its deviating metrics
 	Drift:            {"AML.T0051"},          // LLM prompt injection: the usual reason an agent's goals shift
+	EgressViolation:  {"T1048", "T1071"},     // exfiltration over an alternative protocol; application-layer C2
 }
 
 var severity = map[string]string{UnexpectedTool: High, DenialBurst: High, Rate: Medium, OffHours: Low, Drift: Medium,
-	CredentialAccess: High, LateralMovement: High}
+	CredentialAccess: High, LateralMovement: High, EgressViolation: High}
 
 // Bounds.
 const (
@@ -408,4 +412,29 @@ func (d *Detector) admit(key, budget string, now time.Time) bool {
 	d.lastSeen[key] = now
 	d.raised[budget] = append(rs, now)
 	return true
+}
+
+// ObserveEgress takes a destination the egress proxy refused to a
+// sandboxed server of upstream and returns the alert it raises: one per
+// upstream and destination every suppressFor, and at most
+// maxSessionAlerts an upstream in that time (a server scanning for a way
+// out raises a few, not one a port). It works whatever the baselines:
+// an unlisted destination is a deviation from what the operator
+// declared for the server.
+func (d *Detector) ObserveEgress(upstream, dest, detail string, now time.Time) []Alert {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.lastSeen) > maxTracked {
+		clear(d.lastSeen)
+	}
+	if !d.admit("egress\x00"+upstream+"\x00"+dest, "egress\x00"+upstream, now) {
+		return nil
+	}
+	return []Alert{{ID: "al-" + rand.Text()[:16], Class: EgressViolation, Severity: severity[EgressViolation], Time: now,
+		Upstream: upstream, Target: dest, Techniques: Techniques[EgressViolation],
+		Evidence: fmt.Sprintf("a sandboxed server of upstream %s tried to reach %s, not on its egress allow-list (%s)", upstream, dest, detail),
+		Baseline: "upstreams." + upstream + ".stdio.sandbox.egress"}}
 }

@@ -72,6 +72,8 @@ func Triage(a Alert, ev Evidence) Report {
 		return Report{Suspicious, 0.75, "terminate_session", append(reasons, "secrets gathered from several sources: credential hunting")}
 	case a.Class == LateralMovement:
 		return Report{Suspicious, 0.7, "terminate_session", append(reasons, "a delegation outside the delegator's expected ones")}
+	case a.Class == EgressViolation:
+		return Report{Suspicious, 0.75, "quarantine_upstream", append(reasons, "a tool server reaching for a destination it was not given: a compromised or malicious server, or a list to extend")}
 	}
 	return Report{Suspicious, 0.5, "read_only", append(reasons, "a single deviation without corroboration")}
 }

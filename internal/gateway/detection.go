@@ -168,16 +168,22 @@ func (g *Gateway) observe(e *audit.Event) {
 		}
 	}
 	for _, al := range alerts {
-		ev := audit.New(audit.TypeAlert, audit.OutcomeInfo, reason.Code(al.Class), al.Time,
-			audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
-		ev.Target, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Severity, al.Techniques, al.ID
-		ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
-		g.metrics.Alert(al.Class, al.Severity)
-		g.metrics.Detected(al.Class, time.Since(e.Time))
-		g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "evidence", al.Evidence)
-		g.respond(al, ev)
-		go g.triage(al)
+		g.raise(al, e.Time)
 	}
+}
+
+// raise audits alert al (raised on what happened at observed), answers
+// it and has it triaged.
+func (g *Gateway) raise(al detect.Alert, observed time.Time) {
+	ev := audit.New(audit.TypeAlert, audit.OutcomeInfo, reason.Code(al.Class), al.Time,
+		audit.Subject{Agent: al.Agent, User: al.User, Task: al.Task, Actors: al.Actors, SessionID: al.Session, RequestID: al.RequestID})
+	ev.Target, ev.Upstream, ev.Severity, ev.Techniques, ev.Alert = al.Target, al.Upstream, al.Severity, al.Techniques, al.ID
+	ev.Detail = al.Evidence + " (baseline " + al.Baseline + ")"
+	g.metrics.Alert(al.Class, al.Severity)
+	g.metrics.Detected(al.Class, time.Since(observed))
+	g.log.Warn("alert", "id", al.ID, "class", al.Class, "severity", al.Severity, "agent", al.Agent, "session", al.Session, "upstream", al.Upstream, "evidence", al.Evidence)
+	g.respond(al, ev)
+	go g.triage(al)
 }
 
 // screeningCategories reads a screening event's detail ("result:
@@ -400,8 +406,16 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 			step, automatic = r.Action, r.Automatic
 		}
 	}
-	if step == "" || al.Agent == "" { // a role's drift: no one agent's to contain
+	if step == "" || al.Agent == "" { // a role's drift, an upstream's egress: no one agent's to contain
 		g.recordNow(alertEv)
+		if step == "quarantine_upstream" && automatic && al.Upstream != "" {
+			// A tool server's own misbehaviour: its tools are withheld.
+			ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseQuarantineUpstream, time.Now(), audit.Subject{})
+			ev.Alert, ev.Upstream, ev.Detail = al.ID, al.Upstream, "for the "+al.Class+" alert: "+al.Evidence
+			g.recordNow(ev)
+			g.takeStep(al, step, "portcullis-response")
+			g.metrics.Contained(step, time.Since(al.Time))
+		}
 		if notify && step != "" {
 			go g.notify(al, "flag")
 		}

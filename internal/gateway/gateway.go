@@ -301,7 +301,7 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 	log := g.log.With("component", "upstream", "upstream", u.Name)
 	switch {
 	case u.Stdio != nil:
-		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.dataDir, g.cfg.Pinning == "strict", g.openSecret, g.cfg.Limits, log), nil
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.dataDir, g.cfg.Pinning == "strict", g.openSecret, g.cfg.Limits, log, g.egressRecorder(u.Name)), nil
 	case u.HTTP != nil:
 		maxc := g.cfg.Limits.MaxCallsPerUpstream
 		if u.MaxConcurrentCalls > 0 {

@@ -28,7 +28,8 @@ func SandboxSpec(sb *config.Sandbox, path string, args []string, dir, dataDir, t
 		ReadOnly: append(append([]string(nil), sandbox.DefaultReadOnly...), sandbox.CodePaths(path, args)...),
 		Files:    sandbox.DefaultFiles, UID: sandbox.Unprivileged, GID: sandbox.Unprivileged,
 		MemoryBytes: uint64(orDefault(sb.MemoryMB, defaultSandboxMemoryMB)) << 20, CPUSeconds: uint64(sb.CPUSeconds),
-		Processes: uint64(orDefault(sb.Processes, defaultSandboxProcesses)), OpenFiles: uint64(orDefault(sb.OpenFiles, defaultSandboxOpenFiles))}
+		Processes: uint64(orDefault(sb.Processes, defaultSandboxProcesses)), OpenFiles: uint64(orDefault(sb.OpenFiles, defaultSandboxOpenFiles)),
+		Egress: len(sb.Egress) > 0}
 	s.ReadOnly = append(s.ReadOnly, sb.ReadOnly...)
 	if dir != "" {
 		s.ReadOnly = append(s.ReadOnly, dir)
@@ -71,13 +72,14 @@ func orDefault(v, d int) int {
 	return v
 }
 
-// confine returns the command that runs the server as sb says.
-func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, tmp string, pins map[string]string, log *slog.Logger) (*exec.Cmd, error) {
+// confine returns the command that runs the server as sb says, and the
+// gateway's end of its way out when it has egress.
+func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, tmp string, pins map[string]string, log *slog.Logger) (*exec.Cmd, *sandbox.Egress, error) {
 	if sb.Mode == config.SandboxNone || sb.Mode == config.SandboxRuntime {
 		// Outside the built-in sandbox the pins are checked here, before
 		// the launch.
 		if err := sandbox.CheckPins(pins); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	switch sb.Mode {
@@ -85,25 +87,28 @@ func confine(sb *config.Sandbox, path string, args, env []string, dir, dataDir, 
 		log.Warn("upstream launched without a sandbox (sandbox.mode: none)", "command", path)
 		cmd := exec.Command(path, args...)
 		cmd.Env, cmd.Dir = env, dir
-		return cmd, nil
+		return cmd, nil, nil
 	case config.SandboxRuntime:
 		rt, err := exec.LookPath(sb.Runtime[0])
 		if err != nil {
-			return nil, fmt.Errorf("sandbox runtime: %w", err)
+			return nil, nil, fmt.Errorf("sandbox runtime: %w", err)
 		}
 		cmd := exec.Command(rt, append(append(append([]string(nil), sb.Runtime[1:]...), path), args...)...)
 		cmd.Env, cmd.Dir = env, dir
-		return cmd, nil
+		return cmd, nil, nil
 	}
 	spec, err := SandboxSpec(sb, path, args, dir, dataDir, tmp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	spec.Env = append(append([]string(nil), env...), "TMPDIR="+tmp, "HOME="+tmp)
+	if spec.Egress {
+		spec.Env = append(spec.Env, sandbox.ProxyEnv()...)
+	}
 	for p := range pins {
 		for _, rw := range spec.ReadWrite {
 			if r, err := filepath.EvalSymlinks(p); err == nil && sandbox.Within(r, rw) {
-				return nil, fmt.Errorf("sandbox: pinned file %s is in a path the server may write (%s): the pin would prove nothing", p, rw)
+				return nil, nil, fmt.Errorf("sandbox: pinned file %s is in a path the server may write (%s): the pin would prove nothing", p, rw)
 			}
 		}
 	}

@@ -12,17 +12,22 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/transport"
 )
 
 // Secrets opens from_secret references (the gateway's vault).
 type Secrets func(name string) (string, error)
+
+// egressWait bounds how long a launch waits for its sandbox's way out.
+const egressWait = 10 * time.Second
 
 // upstreamLimits bound what an upstream may send in one message: an answer
 // a little over the largest result the gateway relays, nested deeper than
@@ -38,12 +43,18 @@ func upstreamLimits(l config.Limits) (maxMsg, maxDepth int) {
 // in strict mode a package-runner launch must name an exact version.
 //
 // The server runs in the built-in sandbox unless its configuration says
-// otherwise (internal/sandbox; dataDir is what it must never reach).
-func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger) transport.Dialer {
+// otherwise (internal/sandbox; dataDir is what it must never reach). With
+// sandbox.egress, its way out is a proxy of the gateway's allowing only
+// those destinations, reporting every connection to onEgress.
+func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger, onEgress func(egress.Event)) transport.Dialer {
 	maxMsg, maxDepth := upstreamLimits(limits)
 	sb := cfg.Sandbox
 	if sb == nil {
 		sb = &config.Sandbox{}
+	}
+	rules, err := egress.ParseRules(sb.Egress)
+	if err != nil { // configuration validation refused it already
+		return func(context.Context) (transport.Conn, error) { return nil, err }
 	}
 
 	return func(ctx context.Context) (transport.Conn, error) {
@@ -81,13 +92,28 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 			}
 			pins[p] = h
 		}
-		cmd, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, pins, log)
+		cmd, eg, err := confine(sb, path, cfg.Args, env, dir, dataDir, tmp, pins, log)
 		if err != nil {
 			cleanup()
 			return nil, err
 		}
 		cmd.Stderr = stderrLogger(log)
-		return transport.StartProcessThen(cmd, maxMsg, maxDepth, log, cleanup)
+		if eg == nil {
+			return transport.StartProcessThen(cmd, maxMsg, maxDepth, log, cleanup)
+		}
+		// The way out lives as long as the process.
+		proxy := &egress.Proxy{Rules: rules, Record: onEgress}
+		conn, err := transport.StartProcessThen(cmd, maxMsg, maxDepth, log, func() { proxy.Close(); eg.Close(); cleanup() })
+		if err != nil {
+			return nil, err
+		}
+		ln, err := eg.Listener(egressWait)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		go proxy.Serve(ln)
+		return conn, nil
 	}
 }
 

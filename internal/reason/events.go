@@ -27,6 +27,7 @@ const (
 	AlertLateralMovement       Code = "lateral_movement"
 	AlertAnomaly               Code = "anomaly"
 	AlertDrift                 Code = "drift"
+	AlertEgressViolation       Code = "egress_violation"
 	BaselineRestored           Code = "baseline_restored"
 	ResponseFlag               Code = "flag"
 	ResponseReadOnly           Code = "read_only"
@@ -82,6 +83,12 @@ const (
 	GrantRevoked     Code = "grant_revoked"
 	GrantExpired     Code = "grant_expired"
 	ApprovalApproved Code = "approval_approved"
+
+	// A sandboxed server's connections through the egress proxy (egress).
+	EgressAllowed Code = "egress_allowed"
+	EgressRefused Code = "egress_refused"
+	EgressFailed  Code = "egress_failed"
+	EgressClosed  Code = "egress_closed"
 
 	// Tool supply chain (tool_pin).
 	ToolPinned      Code = "tool_pinned"

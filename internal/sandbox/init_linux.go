@@ -54,11 +54,16 @@ func enter(s *Spec) error {
 	if err := hideSockets(); err != nil {
 		return fmt.Errorf("mounts: %w", err)
 	}
+	if s.Egress {
+		if err := openEgress(); err != nil {
+			return fmt.Errorf("egress: %w", err)
+		}
+	}
 	// Landlock ABI 6: filesystem, TCP bind and connect (none allowed: the
 	// server's network namespace is empty besides), and scoping of
 	// abstract UNIX sockets and signals to the sandbox. Not best effort: a
 	// kernel that cannot enforce it refuses the launch.
-	if err := landlockSelf(s.ReadOnly, s.ReadWrite, s.Files, s.Deny); err != nil {
+	if err := landlockSelf(s.ReadOnly, s.ReadWrite, s.Files, s.Deny, s.Egress); err != nil {
 		return fmt.Errorf("landlock: %w", err)
 	}
 	if os.Getuid() != s.UID {
@@ -73,6 +78,16 @@ func enter(s *Spec) error {
 		if err := syscall.Setuid(s.UID); err != nil {
 			return fmt.Errorf("setuid: %w", err)
 		}
+	}
+	// Whatever capabilities the init held in its namespace (an
+	// unprivileged gateway's ambient ones) end here: none cross the exec.
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var none [2]unix.CapUserData
+	if err := unix.Capset(&hdr, &none[0]); err != nil {
+		return fmt.Errorf("capabilities: %w", err)
 	}
 	if err := loadSeccomp(); err != nil {
 		return fmt.Errorf("seccomp: %w", err)

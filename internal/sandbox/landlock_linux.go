@@ -42,7 +42,13 @@ func LandlockABI() int {
 	return int(v)
 }
 
-func landlockSelf(ro, rw, files, deny []string) error {
+// netPortAttr is the kernel's struct landlock_net_port_attr (rule type
+// ruleNetPort), which golang.org/x/sys/unix does not define.
+type netPortAttr struct{ allowed, port uint64 }
+
+const ruleNetPort = 2 // LANDLOCK_RULE_NET_PORT
+
+func landlockSelf(ro, rw, files, deny []string, egress bool) error {
 	if abi := LandlockABI(); abi < MinLandlockABI {
 		return fmt.Errorf("the kernel's Landlock ABI is %d; the sandbox needs %d", abi, MinLandlockABI)
 	}
@@ -103,6 +109,14 @@ func landlockSelf(ro, rw, files, deny []string) error {
 	for _, p := range append(rw, files...) {
 		if err := add(p, true); err != nil {
 			return err
+		}
+	}
+	if egress {
+		// The proxy's port, the only one in a namespace that has nothing
+		// else to reach.
+		np := netPortAttr{allowed: unix.LANDLOCK_ACCESS_NET_CONNECT_TCP, port: EgressPort}
+		if _, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, ruleNetPort, uintptr(unsafe.Pointer(&np)), 0, 0, 0); e != 0 {
+			return fmt.Errorf("egress port: %w", e)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {

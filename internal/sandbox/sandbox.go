@@ -27,6 +27,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec is what the init applies before it execs the server.
@@ -52,6 +54,10 @@ type Spec struct {
 	// Deny are paths no rule may reach (the gateway's data directory),
 	// checked again in the init on the opened paths.
 	Deny []string `json:"deny,omitempty"`
+	// Egress gives the server a way out: the loopback interface, where
+	// the gateway's proxy listens on EgressPort (egress.go). Without it
+	// the network namespace is empty.
+	Egress bool `json:"egress,omitempty"`
 	// UID and GID are the server's, inside and outside its user namespace.
 	UID int `json:"uid"`
 	GID int `json:"gid"`
@@ -74,17 +80,20 @@ const Namespaces = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_N
 
 // Command returns the command that runs spec's server in the sandbox:
 // this binary as the init, in new namespaces, as an unprivileged user.
-func Command(spec Spec) (*exec.Cmd, error) {
+// With spec.Egress it returns the gateway's end of the server's way out
+// too (Egress.Listener once the command has started; Close it when the
+// launch fails or ends).
+func Command(spec Spec) (*exec.Cmd, *Egress, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
+		return nil, nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if spec.Path == "" || !filepath.IsAbs(spec.Path) {
-		return nil, errors.New("sandbox: the server's path must be absolute")
+		return nil, nil, errors.New("sandbox: the server's path must be absolute")
 	}
 	b, err := json.Marshal(spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cmd := &exec.Cmd{Path: self, Args: []string{initArg}, Env: []string{specEnv + "=" + string(b)}, Dir: "/"}
 	attr := &syscall.SysProcAttr{Cloneflags: Namespaces, Pdeathsig: syscall.SIGKILL, Setsid: true}
@@ -103,7 +112,7 @@ func Command(spec Spec) (*exec.Cmd, error) {
 		if gs, err := os.Getgroups(); err == nil {
 			for _, g := range gs {
 				if g != os.Getgid() {
-					return nil, fmt.Errorf("sandbox: the gateway's user has supplementary groups (%d) the server would keep; run the gateway as a user without them", g)
+					return nil, nil, fmt.Errorf("sandbox: the gateway's user has supplementary groups (%d) the server would keep; run the gateway as a user without them", g)
 				}
 			}
 		}
@@ -111,9 +120,21 @@ func Command(spec Spec) (*exec.Cmd, error) {
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: spec.UID, HostID: os.Getuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: spec.GID, HostID: os.Getgid(), Size: 1}}
 		attr.Credential = &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), NoSetGroups: true}
+		// What the init needs of its namespaces (its own mounts, the
+		// loopback interface), as ambient capabilities of the user
+		// namespace alone; it clears them before it execs the server.
+		attr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN}
 	}
 	cmd.SysProcAttr = attr
-	return cmd, nil
+	if !spec.Egress {
+		return cmd, nil, nil
+	}
+	eg, err := pairFor()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.ExtraFiles = []*os.File{eg.child} // the init's descriptor 3
+	return cmd, eg, nil
 }
 
 // Main runs the init when this process is one (and never returns then);

@@ -5,7 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/sandbox/internal/int80"
 )
 
@@ -83,6 +88,22 @@ func probe(what string, args []string) {
 		if err == nil {
 			c.Close()
 		}
+	case "proxy-get":
+		// Through the way out, as an HTTP client configured by the
+		// environment would go.
+		pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", EgressPort))
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+		var resp *http.Response
+		if resp, err = c.Get(args[0]); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, b)
+			} else {
+				fmt.Printf("ok %s\n", b)
+				return
+			}
+		}
 	case "uid":
 		fmt.Printf("uid %d\n", os.Getuid())
 		return
@@ -134,16 +155,80 @@ func sandboxed(t *testing.T, rw string, extra func(*Spec), what string, args ...
 	if extra != nil {
 		extra(&s)
 	}
-	cmd, err := Command(s)
+	return run(t, s, nil)
+}
+
+// run runs s and returns its output; with s.Egress, through a proxy
+// allowing rules.
+func run(t *testing.T, s Spec, rules []string) string {
+	t.Helper()
+	cmd, eg, err := Command(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil && out.Len() == 0 {
+	if eg != nil {
+		defer eg.Close()
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if eg != nil {
+		rs, err := egress.ParseRules(rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := eg.Listener(10 * time.Second)
+		if err != nil {
+			cmd.Wait()
+			return fmt.Sprintf("failed: %v: %s", err, errb.String())
+		}
+		p := &egress.Proxy{Rules: rs}
+		go p.Serve(ln)
+		defer p.Close()
+	}
+	if err := cmd.Wait(); err != nil && out.Len() == 0 {
 		return fmt.Sprintf("failed: %v: %s", err, errb.String())
 	}
 	return strings.TrimSpace(out.String())
+}
+
+// The way out: only through the gateway's proxy, only to the listed
+// destinations; the listed ones work.
+func TestEgress(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("no user namespaces")
+	}
+	rw := t.TempDir()
+	os.Chmod(rw, 0o777)
+	os.Chmod(filepath.Dir(rw), 0o755)
+	allowed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "allowed") }))
+	defer allowed.Close()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "other") }))
+	defer other.Close()
+	rules := []string{strings.TrimPrefix(allowed.URL, "http://")}
+	self := probeBinary(t)
+	spec := func(what string, args ...string) Spec {
+		return Spec{Path: self, Args: append([]string{"sandbox-probe", what}, args...), Egress: true,
+			ReadOnly: append(append([]string(nil), DefaultReadOnly...), CodePaths(self, nil)...), ReadWrite: []string{rw}, Files: DefaultFiles,
+			MemoryBytes: 512 << 20, Processes: 64, OpenFiles: 256, UID: Unprivileged, GID: Unprivileged}
+	}
+	for _, tc := range []struct {
+		name, what, arg, want string
+	}{
+		{"a listed destination, through the proxy", "proxy-get", allowed.URL, "ok allowed"},
+		{"a destination off the list (a second listener on loopback)", "proxy-get", other.URL, "refused: 403"},
+		{"the listed destination, around the proxy", "connect", strings.TrimPrefix(allowed.URL, "http://"), "refused"},
+		{"out, around the proxy", "connect", "1.1.1.1:443", "refused"},
+		{"another port of the namespace's own loopback", "connect", "127.0.0.1:8080", "refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := run(t, spec(tc.what, tc.arg), rules); !strings.HasPrefix(got, tc.want) {
+				t.Errorf("%q, want %s", got, tc.want)
+			}
+		})
+	}
 }
 
 func TestEscapes(t *testing.T) {
@@ -282,7 +367,7 @@ func BenchmarkStart(b *testing.B) {
 			b.Skip("no user namespaces")
 		}
 		for b.Loop() {
-			cmd, err := Command(Spec{Path: "/bin/true", Args: []string{"true"}, ReadOnly: DefaultReadOnly, Files: DefaultFiles, UID: Unprivileged, GID: Unprivileged})
+			cmd, _, err := Command(Spec{Path: "/bin/true", Args: []string{"true"}, ReadOnly: DefaultReadOnly, Files: DefaultFiles, UID: Unprivileged, GID: Unprivileged})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -335,5 +420,29 @@ func TestCodePathsAreNarrow(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("%s not granted: %v", want, got)
 		}
+	}
+}
+
+// An unprivileged gateway sandboxes too: the way-out suite and the
+// server's user, run by this test binary as nobody (as root only: it
+// takes setpriv and a user to become).
+func TestUnprivilegedGateway(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if os.Getuid() != 0 || err != nil || os.Getenv("PORTCULLIS_TEST_UNPRIVILEGED") != "" {
+		t.Skip("needs root and setpriv to become an unprivileged gateway")
+	}
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("no user namespaces")
+	}
+	tmp := t.TempDir()
+	os.Chmod(tmp, 0o777)
+	os.Chmod(filepath.Dir(tmp), 0o755)
+	cmd := exec.Command(setpriv, "--reuid", fmt.Sprint(Unprivileged), "--regid", fmt.Sprint(Unprivileged), "--clear-groups",
+		probeBinary(t), "-test.run", "^TestEgress$", "-test.count", "1")
+	cmd.Env = []string{"PORTCULLIS_TEST_UNPRIVILEGED=1", "TMPDIR=" + tmp, "PATH=/usr/bin:/bin"}
+	cmd.Dir = tmp
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASS") {
+		t.Fatalf("as an unprivileged gateway: %v\n%s", err, out)
 	}
 }
