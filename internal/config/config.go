@@ -66,6 +66,8 @@ type Config struct {
 	Log    Log    `json:"log,omitempty"`
 	// Screening decides what happens to content detections.
 	Screening Screening `json:"screening,omitempty"`
+	// Governance names the governance documents and approvers (posture).
+	Governance Governance `json:"governance,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
 	// paths in the file are resolved against it.
@@ -515,6 +517,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Auth.validate(c)...)
 	errs = append(errs, c.Detection.validate(c)...)
 	errs = append(errs, c.Memory.validate()...)
+	errs = append(errs, c.Governance.validate()...)
 	errs = append(errs, c.Limits.validate()...)
 	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
 		add("policy.require_signed: needs policy.signature and policy.trusted_keys")

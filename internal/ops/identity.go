@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
@@ -95,4 +96,25 @@ func (o *Ops) ListTasks(ctx context.Context) ([]TaskRecord, error) {
 			Revoked: revs[store.RevokeTask][e.Task] || revs[store.RevokeToken][e.Credential] || revs[store.RevokeAgent][e.Agent]})
 	}
 	return out, nil
+}
+
+// TaskTools returns the tools a started task may use, as its task_started
+// event recorded them.
+func (o *Ops) TaskTools(ctx context.Context, id string) ([]string, error) {
+	ts, err := o.ListTasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ts {
+		if t.ID != id {
+			continue
+		}
+		_, rest, ok := strings.Cut(t.Detail, "tools [")
+		list, _, ok2 := strings.Cut(rest, "]")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("task %s: its tools are not in its record", id)
+		}
+		return strings.Fields(list), nil
+	}
+	return nil, fmt.Errorf("no task %q started", id)
 }

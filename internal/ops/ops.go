@@ -103,3 +103,6 @@ func attributed(by string) error {
 	}
 	return nil
 }
+
+// Config is the configuration the operations work under.
+func (o *Ops) Config() *config.Config { return o.cfg }

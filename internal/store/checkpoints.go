@@ -123,3 +123,30 @@ func (s *SQLite) Bundle(ctx context.Context, version string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// BundleInfo is a kept policy bundle: its version and when it was first
+// saved.
+type BundleInfo struct {
+	Version string
+	Saved   time.Time
+}
+
+// Bundles lists the kept policy bundles, oldest first.
+func (s *SQLite) Bundles(ctx context.Context) ([]BundleInfo, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version, time_ns FROM policy_bundles ORDER BY time_ns, version`)
+	if err != nil {
+		return nil, fmt.Errorf("list policy bundles: %w", err)
+	}
+	defer rows.Close()
+	var out []BundleInfo
+	for rows.Next() {
+		var b BundleInfo
+		var ns int64
+		if err := rows.Scan(&b.Version, &ns); err != nil {
+			return nil, err
+		}
+		b.Saved = time.Unix(0, ns)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
