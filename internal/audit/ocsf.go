@@ -143,8 +143,10 @@ func classify(e *Event) (class, category, activity int, name string) {
 			return ocsfNetworkActivity, 4, 1, "Open"
 		case reason.EgressClosed:
 			return ocsfNetworkActivity, 4, 2, "Close"
-		case reason.EgressRefused:
+		case reason.EgressRefused, reason.EgressCut:
 			return ocsfNetworkActivity, 4, 5, "Refuse"
+		case reason.EgressSuppressed:
+			return ocsfNetworkActivity, 4, 99, "Suppressed"
 		}
 		return ocsfNetworkActivity, 4, 4, "Fail"
 	case TypeUpstream, TypeLifecycle, TypeRetention:

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,10 +144,59 @@ func match(rules []Rule, host string, port uint16) (Rule, bool) {
 	return Rule{}, false
 }
 
-// reachable reports whether a name's rule may lead to address a.
-func reachable(a netip.Addr) bool {
+// nonGlobal are the networks a name on the list never leads to (list the
+// address or network itself to reach one): private and shared space,
+// the IETF's and benchmarking ranges, cloud metadata addresses outside
+// link-local, and the IPv6 forms that embed an IPv4 address.
+var nonGlobal = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+		"192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+		"::/96", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// global reports whether address a may be reached through a name: not in
+// a non-global network, and not one of this host's own addresses.
+func global(a netip.Addr, own []netip.Addr) bool {
 	a = a.Unmap()
-	return !(a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast())
+	for _, p := range nonGlobal {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return !slices.Contains(own, a)
+}
+
+// ownAddrs are the host's interface addresses.
+func ownAddrs() []netip.Addr {
+	as, _ := net.InterfaceAddrs()
+	var out []netip.Addr
+	for _, a := range as {
+		if pf, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, pf.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// allowedAddr reports whether a name's rule may lead to address a: a
+// global address, or one a network or address rule of the same port
+// covers (an internal service is listed by its network and its name).
+func allowedAddr(rules []Rule, a netip.Addr, port uint16, own []netip.Addr) bool {
+	if global(a, own) {
+		return true
+	}
+	for _, r := range rules {
+		if r.Prefix.IsValid() && r.Port == port && r.Prefix.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 // Outcomes of a connection.
@@ -155,11 +205,18 @@ const (
 	Refused = "refused" // not on the list (an alert)
 	Failed  = "failed"  // on the list, but unreachable, or a bad request
 	Closed  = "closed"  // an allowed connection ended (its byte counts)
+	// Suppressed summarises the connections not recorded one by one
+	// beyond the launch's event rate (Reason counts them).
+	Suppressed = "suppressed"
+	// Cut: the proxy stopped serving the launch (too many bad requests).
+	Cut = "cut"
 )
 
 // Event is one connection's record.
 type Event struct {
-	Time    time.Time
+	Time time.Time
+	// Launch identifies the launch (one server process) the proxy serves.
+	Launch  string
 	Outcome string
 	Method  string // CONNECT, or the plain HTTP request's method
 	Host    string // as asked
@@ -183,17 +240,38 @@ type Proxy struct {
 	DialTimeout time.Duration
 	// MaxConns bounds connections at once (0: 64).
 	MaxConns int
+	// Launch names the launch in every event.
+	Launch string
+	// Idle ends a connection nothing crossed for this long (0: 10 min).
+	Idle time.Duration
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	done  bool
 	ln    net.Listener
+
+	// The launch's event budget: a token bucket, and what it left out.
+	evMu       sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed map[string]int
+	bad        int
 }
 
 // Bounds.
 const (
 	maxHeader     = 64 << 10
 	headerTimeout = 10 * time.Second
+	// eventRate and eventBurst bound the events one launch records one by
+	// one (a server cannot flood the audit log through its way out); the
+	// rest are counted in a Suppressed event.
+	eventRate  = 5.0
+	eventBurst = 50.0
+	// maxBad is how many malformed requests end a launch's way out (an
+	// HTTP client never sends one).
+	maxBad = 256
+	// maxField bounds what an event keeps of a destination.
+	maxField = 255
 )
 
 // Serve accepts the server's connections on ln until Close.
@@ -211,11 +289,19 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		maxc = 64
 	}
 	slots := make(chan struct{}, maxc)
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return err
+			if errors.Is(err, net.ErrClosed) || p.Closed() {
+				return err
+			}
+			// Out of descriptors, say: wait and try again, as net/http does.
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		if !p.track(c, true) {
 			c.Close()
 			return net.ErrClosed
@@ -234,6 +320,13 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	}
 }
 
+// Closed reports whether the proxy was closed (or cut).
+func (p *Proxy) Closed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
 func (p *Proxy) track(c net.Conn, add bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -248,16 +341,21 @@ func (p *Proxy) track(c net.Conn, add bool) bool {
 	return true
 }
 
-// Close stops the proxy and ends every connection through it.
+// Close stops the proxy and ends every connection through it; what the
+// event budget left out is recorded then.
 func (p *Proxy) Close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	was := p.done
 	p.done = true
 	if p.ln != nil {
 		p.ln.Close()
 	}
 	for c := range p.conns {
 		c.Close()
+	}
+	p.mu.Unlock()
+	if !was {
+		p.flush(time.Now())
 	}
 }
 
@@ -288,7 +386,8 @@ func (p *Proxy) handle(c net.Conn) {
 	c.SetReadDeadline(start.Add(headerTimeout))
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		p.refuse(c, http.StatusBadRequest, Event{Time: start, Outcome: Failed, Reason: "unreadable request: " + err.Error()})
+		p.refuse(c, http.StatusBadRequest, Event{Time: start, Outcome: Failed, Reason: "unreadable request"})
+		p.badRequest()
 		return
 	}
 	cr.on = false
@@ -306,19 +405,22 @@ func (p *Proxy) handle(c net.Conn) {
 	default:
 		ev.Outcome, ev.Reason = Failed, "not a CONNECT or an absolute http:// request (HTTPS goes through CONNECT)"
 		p.refuse(c, http.StatusBadRequest, ev)
+		p.badRequest()
 		return
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	pn, perr := strconv.ParseUint(port, 10, 16)
 	if err != nil || perr != nil || pn == 0 {
-		ev.Outcome, ev.Reason, ev.Host = Failed, "bad destination", hostport
+		ev.Outcome, ev.Reason, ev.Host = Failed, "bad destination", truncate(hostport)
 		p.refuse(c, http.StatusBadRequest, ev)
+		p.badRequest()
 		return
 	}
 	ev.Host, ev.Port = strings.TrimSuffix(strings.ToLower(host), "."), uint16(pn)
 	if _, err := netip.ParseAddr(ev.Host); err != nil && !validName(ev.Host) {
-		ev.Outcome, ev.Reason = Failed, "bad destination"
+		ev.Outcome, ev.Reason, ev.Host = Failed, "bad destination", truncate(ev.Host)
 		p.refuse(c, http.StatusBadRequest, ev)
+		p.badRequest()
 		return
 	}
 	r, ok := match(p.Rules, ev.Host, ev.Port)
@@ -335,14 +437,14 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	defer up.Close()
-	ev.Outcome, ev.Addr = Allowed, up.RemoteAddr().String()
-	p.record(ev)
 	if !p.track(up, true) {
-		return
+		return // closing
 	}
 	defer p.track(up, false)
-
+	ev.Outcome, ev.Addr = Allowed, up.RemoteAddr().String()
+	p.record(ev)
 	var sent, received atomic.Int64
+	defer p.watchdog(c, up, &sent, &received)()
 	if req.Method == http.MethodConnect {
 		if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 			return
@@ -370,6 +472,36 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	ev.Outcome, ev.Sent, ev.Received, ev.Duration = Closed, sent.Load(), received.Load(), time.Since(start)
 	p.record(ev)
+}
+
+// watchdog ends a and b when no byte crossed between them (the counts
+// stood still) for p.Idle; stop ends the watch.
+func (p *Proxy) watchdog(a, b net.Conn, sent, received *atomic.Int64) (stop func()) {
+	idle := p.Idle
+	if idle == 0 {
+		idle = 10 * time.Minute
+	}
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(max(idle/4, 5*time.Millisecond))
+		defer tick.Stop()
+		seen, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				if n := sent.Load() + received.Load(); n != seen {
+					seen, since = n, now
+				} else if now.Sub(since) >= idle {
+					a.Close()
+					b.Close()
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // pipe copies both ways between the server's connection c and up until
@@ -418,17 +550,25 @@ func (p *Proxy) dial(host string, port uint16, r Rule) (net.Conn, error) {
 		if res == nil {
 			res = net.DefaultResolver
 		}
-		found, err := res.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return nil, fmt.Errorf("resolving %s: %w", host, err)
+		// A dotted name is resolved fully qualified: no search domain
+		// (Kubernetes' ndots:5) leads it elsewhere. A single label is
+		// what the operator listed, resolved as the host resolves it.
+		fq := host
+		if strings.Contains(host, ".") {
+			fq += "."
 		}
+		found, err := res.LookupNetIP(ctx, "ip", fq)
+		if err != nil {
+			return nil, errors.New("the name does not resolve")
+		}
+		own := ownAddrs()
 		for _, a := range found {
-			if reachable(a) {
+			if allowedAddr(p.Rules, a, port, own) {
 				addrs = append(addrs, a.Unmap())
 			}
 		}
 		if len(addrs) == 0 {
-			return nil, fmt.Errorf("%s resolves to no address a name may lead to (loopback, link-local and the like are reached only by listing the address)", host)
+			return nil, errors.New("the name resolves to no address a name may lead to (private, loopback, link-local, this host's own: list the address or network to reach one)")
 		}
 	}
 	var d net.Dialer
@@ -444,15 +584,92 @@ func (p *Proxy) dial(host string, port uint16, r Rule) (net.Conn, error) {
 		last = err
 	}
 	if last == nil {
-		last = errors.New("no address to dial")
+		return nil, errors.New("no address to dial")
 	}
-	return nil, last
+	return nil, errors.New("unreachable") // the dialler's error quotes nothing the server sent, but stays out of the record
 }
 
+// record reports e within the launch's event budget; beyond it, e is
+// counted, and the counts are reported as one Suppressed event once the
+// budget allows (or at Close).
 func (p *Proxy) record(e Event) {
-	if p.Record != nil {
-		p.Record(e)
+	if p.Record == nil {
+		return
 	}
+	e.Launch = p.Launch
+	p.evMu.Lock()
+	if p.last.IsZero() {
+		p.tokens, p.last = eventBurst, e.Time
+	}
+	if el := e.Time.Sub(p.last).Seconds(); el > 0 {
+		p.tokens = min(eventBurst, p.tokens+el*eventRate)
+		p.last = e.Time
+	}
+	if p.tokens < 1 {
+		if p.suppressed == nil {
+			p.suppressed = map[string]int{}
+		}
+		p.suppressed[e.Outcome]++
+		p.evMu.Unlock()
+		return
+	}
+	p.tokens--
+	sum := p.summary(e.Time)
+	p.evMu.Unlock()
+	if sum != nil {
+		p.Record(*sum)
+	}
+	p.Record(e)
+}
+
+// summary takes the counts left out so far as an event (nil: none);
+// p.evMu held.
+func (p *Proxy) summary(now time.Time) *Event {
+	if len(p.suppressed) == 0 {
+		return nil
+	}
+	var parts []string
+	n := 0
+	for _, o := range []string{Allowed, Closed, Refused, Failed} {
+		if k := p.suppressed[o]; k > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", k, o))
+			n += k
+		}
+	}
+	p.suppressed = nil
+	return &Event{Time: now, Launch: p.Launch, Outcome: Suppressed, Reason: fmt.Sprintf("%d connection events beyond %g a second not recorded one by one: %s", n, eventRate, strings.Join(parts, ", "))}
+}
+
+// flush reports what the budget left out.
+func (p *Proxy) flush(now time.Time) {
+	p.evMu.Lock()
+	sum := p.summary(now)
+	p.evMu.Unlock()
+	if sum != nil && p.Record != nil {
+		p.Record(*sum)
+	}
+}
+
+// badRequest counts a malformed request; maxBad of them end the launch's
+// way out.
+func (p *Proxy) badRequest() {
+	p.evMu.Lock()
+	p.bad++
+	cut := p.bad == maxBad
+	p.evMu.Unlock()
+	if cut {
+		if p.Record != nil {
+			p.Record(Event{Time: time.Now(), Launch: p.Launch, Outcome: Cut, Reason: fmt.Sprintf("%d malformed proxy requests: the launch's way out is closed", maxBad)})
+		}
+		go p.Close()
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > maxField {
+		return s[:maxField]
+	}
+	return s
 }
 
 // refuse answers the server with status and why, and records e.

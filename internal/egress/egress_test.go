@@ -2,15 +2,19 @@ package egress
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 func TestParseRule(t *testing.T) {
@@ -347,4 +351,149 @@ func FuzzProxy(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestNamesLeadToGlobalAddressesOnly(t *testing.T) {
+	own := []netip.Addr{netip.MustParseAddr("203.0.114.7")}
+	for _, s := range []string{"10.1.2.3", "172.17.0.1", "192.168.1.1", "100.100.100.200", "192.0.0.192", "169.254.169.254", "127.0.0.1",
+		"0.0.0.0", "fd00:ec2::254", "fe80::1", "::1", "64:ff9b::a9fe:a9fe", "::7f00:1", "2002:7f00:1::", "2001::1", "::ffff:10.0.0.1", "203.0.114.7"} {
+		if global(netip.MustParseAddr(s), own) {
+			t.Errorf("%s counted global", s)
+		}
+	}
+	for _, s := range []string{"8.8.8.8", "140.82.112.3", "2606:4700::1111"} {
+		if !global(netip.MustParseAddr(s), own) {
+			t.Errorf("%s not counted global", s)
+		}
+	}
+	rules, _ := ParseRules([]string{"db.corp.example:5432", "10.20.0.0/16:5432"})
+	if !allowedAddr(rules, netip.MustParseAddr("10.20.1.1"), 5432, nil) {
+		t.Error("a private address a network rule lists is refused")
+	}
+	if allowedAddr(rules, netip.MustParseAddr("10.21.1.1"), 5432, nil) || allowedAddr(rules, netip.MustParseAddr("10.20.1.1"), 443, nil) {
+		t.Error("a private address outside the listed network (or port) allowed")
+	}
+}
+
+// fakeDNS answers every A query with addr.
+func fakeDNS(t *testing.T, addr [4]byte) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
+				continue
+			}
+			q := m.Questions[0]
+			m.Header.Response, m.Header.Authoritative = true, true
+			if q.Type == dnsmessage.TypeA {
+				m.Answers = []dnsmessage.Resource{{Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60}, Body: &dnsmessage.AResource{A: addr}}}
+			}
+			out, _ := m.Pack()
+			pc.WriteTo(out, from)
+		}
+	}()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", pc.LocalAddr().String())
+	}}
+}
+
+// A listed name whose DNS the attacker controls cannot lead to a private
+// address (the gateway host's listeners, an internal service, metadata),
+// unless a network rule lists it.
+func TestRebindingToPrivateAddresses(t *testing.T) {
+	addr := echo(t)
+	_, port, _ := net.SplitHostPort(addr)
+	h := newHarness(t, "*.attacker.example:"+port)
+	h.p.Resolver = fakeDNS(t, [4]byte{127, 0, 0, 1})
+	status, c := h.connect(t, "x.attacker.example:"+port)
+	if c != nil {
+		c.Close()
+		t.Fatal("a listed name reached a loopback address its DNS gave")
+	}
+	if !strings.HasPrefix(status, "502") || !strings.Contains(status, "no address a name may lead to") {
+		t.Fatalf("status %s", status)
+	}
+	h2 := newHarness(t, "*.attacker.example:"+port, "127.0.0.0/8:"+port)
+	h2.p.Resolver = h.p.Resolver
+	if status, c := h2.connect(t, "x.attacker.example:"+port); c == nil {
+		t.Fatalf("a name listed with its network refused: %s", status)
+	} else {
+		c.Close()
+	}
+}
+
+// A server cannot flood the audit log through its way out: events beyond
+// the launch's budget are counted in one summary, and malformed requests
+// end its way out.
+func TestEventBudget(t *testing.T) {
+	h := newHarness(t, "127.0.0.1:1")
+	h.p.Launch = "launch-1"
+	for i := 0; i < maxBad; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			break // cut
+		}
+		io.WriteString(c, "NOT A REQUEST\r\n\r\n")
+		bufio.NewReader(c).ReadString('\n')
+		c.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	h.p.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.events) > int(eventBurst)+10 {
+		t.Fatalf("%d events recorded for %d bad requests", len(h.events), maxBad)
+	}
+	var suppressed, cut bool
+	for _, e := range h.events {
+		if e.Launch != "launch-1" {
+			t.Fatalf("event without its launch: %+v", e)
+		}
+		if strings.Contains(e.Reason, "NOT A REQUEST") || len(e.Host) > maxField {
+			t.Fatalf("an event keeps what the server sent: %+v", e)
+		}
+		suppressed = suppressed || e.Outcome == Suppressed && strings.Contains(e.Reason, "failed")
+		cut = cut || e.Outcome == Cut
+	}
+	if !suppressed || !cut {
+		t.Fatalf("no summary (%v) or no cut (%v): %+v", suppressed, cut, h.events[len(h.events)-3:])
+	}
+	if c, err := net.Dial("tcp", h.addr); err == nil {
+		c.Close()
+		t.Error("the way out still accepts after the cut")
+	}
+}
+
+func TestIdleTunnelsEnd(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}
+	}()
+	h := newHarness(t, ln.Addr().String())
+	h.p.Idle = 100 * time.Millisecond
+	_, c := h.connect(t, ln.Addr().String())
+	if c == nil {
+		t.Fatal("refused")
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("an idle tunnel stayed open: %v", err)
+	}
 }

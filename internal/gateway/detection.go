@@ -518,7 +518,9 @@ func (g *Gateway) quarantineUpstream(al detect.Alert, by string) {
 		n++
 	}
 	g.proxy.RefreshAll()
-	g.log.Warn("response: upstream quarantined", "upstream", al.Upstream, "tools", n, "by", by)
+	// Its running servers keep no way out either.
+	cut := g.cutEgress(al.Upstream)
+	g.log.Warn("response: upstream quarantined", "upstream", al.Upstream, "tools", n, "egress_cut", cut, "by", by)
 }
 
 // notify sends an alert and the step taken to detection.notify.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -106,6 +107,26 @@ detection:
 	h.findEvent(func(e *audit.Event) bool {
 		return e.Type == audit.TypeSupplyChain && e.Code == reason.ToolQuarantined && e.Upstream == "web" && e.Alert == alert.Alert
 	})
+	// Contained: the running server's way out is cut too.
+	cut := func() (live, open int) {
+		h.g.egressProxies.mu.Lock()
+		defer h.g.egressProxies.mu.Unlock()
+		for p := range h.g.egressProxies.by["web"] {
+			live++
+			if !p.Closed() {
+				open++
+			}
+		}
+		return live, open
+	}
+	live, open := cut()
+	for i := 0; i < 100 && open > 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+		live, open = cut()
+	}
+	if live == 0 || open > 0 {
+		t.Errorf("%d running launches, %d keep their way out after the quarantine", live, open)
+	}
 	// Quarantined: the tool is no longer served.
 	res, err := agent.CallTool(ctx, &mcp.CallToolParams{Name: "web__fetch_url", Arguments: map[string]any{"url": allowed.URL}})
 	if err == nil && !res.IsError {

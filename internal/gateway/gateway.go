@@ -58,29 +58,30 @@ const DemoDir = "demo"
 
 // Gateway is a configured daemon, ready to Run.
 type Gateway struct {
-	cfg         *config.Config
-	log         *slog.Logger
-	dataDir     string
-	store       *store.SQLite
-	approvals   *approval.Queue // the calls and response steps held for a reviewer
-	svidMu      sync.Mutex
-	svid        *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
-	memory      *memory.Service  // the built-in memory (builtin: memory)
-	recorder    *audit.Recorder
-	engine      *policy.Engine
-	key         *token.SigningKey
-	authn       *authn.Authenticator
-	revs        *authn.Revocations
-	trust       *authn.Trust
-	proxy       *mcpproxy.Proxy
-	oauth       *oauthclient.Broker // the gateway as OAuth client of upstreams
-	detector    *detect.Detector    // behavioural monitoring (declared baselines)
-	baselineGen int64               // the learned baselines' stored generation (syncBaselines only)
-	awaiting    map[string]bool     // agent and step: a revocation waiting for a reviewer (escMu)
-	bgCtx       context.Context     // ends when the gateway stops (response steps waiting for reviewers)
-	bgStop      context.CancelFunc
-	escMu       sync.Mutex
-	contained   map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
+	cfg           *config.Config
+	log           *slog.Logger
+	dataDir       string
+	store         *store.SQLite
+	approvals     *approval.Queue // the calls and response steps held for a reviewer
+	svidMu        sync.Mutex
+	svid          *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
+	memory        *memory.Service  // the built-in memory (builtin: memory)
+	egressProxies egressProxies    // running sandboxed launches' ways out, by upstream
+	recorder      *audit.Recorder
+	engine        *policy.Engine
+	key           *token.SigningKey
+	authn         *authn.Authenticator
+	revs          *authn.Revocations
+	trust         *authn.Trust
+	proxy         *mcpproxy.Proxy
+	oauth         *oauthclient.Broker // the gateway as OAuth client of upstreams
+	detector      *detect.Detector    // behavioural monitoring (declared baselines)
+	baselineGen   int64               // the learned baselines' stored generation (syncBaselines only)
+	awaiting      map[string]bool     // agent and step: a revocation waiting for a reviewer (escMu)
+	bgCtx         context.Context     // ends when the gateway stops (response steps waiting for reviewers)
+	bgStop        context.CancelFunc
+	escMu         sync.Mutex
+	contained     map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics
@@ -301,7 +302,7 @@ func (g *Gateway) dialer(u config.Upstream) (transport.Dialer, error) {
 	log := g.log.With("component", "upstream", "upstream", u.Name)
 	switch {
 	case u.Stdio != nil:
-		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.dataDir, g.cfg.Pinning == "strict", g.openSecret, g.cfg.Limits, log, g.egressRecorder(u.Name)), nil
+		return mcpproxy.StdioDialer(u.Stdio, g.cfg.Dir(), g.dataDir, g.cfg.Pinning == "strict", g.openSecret, g.cfg.Limits, log, g.egressHooks(u.Name)), nil
 	case u.HTTP != nil:
 		maxc := g.cfg.Limits.MaxCallsPerUpstream
 		if u.MaxConcurrentCalls > 0 {

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -26,6 +27,15 @@ import (
 // Secrets opens from_secret references (the gateway's vault).
 type Secrets func(name string) (string, error)
 
+// EgressHooks are what the gateway does with sandboxed servers' ways out:
+// Record audits each connection; Opened (optional) registers a launch's
+// proxy so that the gateway can cut it (containment), and returns the
+// function that forgets it when the launch ends.
+type EgressHooks struct {
+	Record func(egress.Event)
+	Opened func(*egress.Proxy) (forget func())
+}
+
 // egressWait bounds how long a launch waits for its sandbox's way out.
 const egressWait = 10 * time.Second
 
@@ -45,8 +55,8 @@ func upstreamLimits(l config.Limits) (maxMsg, maxDepth int) {
 // The server runs in the built-in sandbox unless its configuration says
 // otherwise (internal/sandbox; dataDir is what it must never reach). With
 // sandbox.egress, its way out is a proxy of the gateway's allowing only
-// those destinations, reporting every connection to onEgress.
-func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger, onEgress func(egress.Event)) transport.Dialer {
+// those destinations, reporting every connection to hooks.
+func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, secrets Secrets, limits config.Limits, log *slog.Logger, hooks EgressHooks) transport.Dialer {
 	maxMsg, maxDepth := upstreamLimits(limits)
 	sb := cfg.Sandbox
 	if sb == nil {
@@ -101,9 +111,14 @@ func StdioDialer(cfg *config.StdioServer, baseDir, dataDir string, strict bool, 
 		if eg == nil {
 			return transport.StartProcessThen(cmd, maxMsg, maxDepth, log, cleanup)
 		}
-		// The way out lives as long as the process.
-		proxy := &egress.Proxy{Rules: rules, Record: onEgress}
-		conn, err := transport.StartProcessThen(cmd, maxMsg, maxDepth, log, func() { proxy.Close(); eg.Close(); cleanup() })
+		// The way out lives as long as the process (or until the gateway
+		// cuts it).
+		proxy := &egress.Proxy{Rules: rules, Record: hooks.Record, Launch: "launch-" + strings.ToLower(rand.Text()[:12])}
+		forget := func() {}
+		if hooks.Opened != nil {
+			forget = hooks.Opened(proxy)
+		}
+		conn, err := transport.StartProcessThen(cmd, maxMsg, maxDepth, log, func() { proxy.Close(); forget(); eg.Close(); cleanup() })
 		if err != nil {
 			return nil, err
 		}

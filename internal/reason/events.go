@@ -89,6 +89,10 @@ const (
 	EgressRefused Code = "egress_refused"
 	EgressFailed  Code = "egress_failed"
 	EgressClosed  Code = "egress_closed"
+	// Beyond a launch's event rate, the rest counted in one event; and a
+	// launch's way out closed for malformed requests.
+	EgressSuppressed Code = "egress_suppressed"
+	EgressCut        Code = "egress_cut"
 
 	// Tool supply chain (tool_pin).
 	ToolPinned      Code = "tool_pinned"

@@ -100,6 +100,11 @@ func enter(s *Spec) error {
 			return fmt.Errorf("working directory: %w", err)
 		}
 	}
+	// Nothing the gateway may have inherited (a supervisor's descriptors,
+	// socket activation) crosses the exec.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close descriptors: %w", err)
+	}
 	err := syscall.Exec(s.Path, s.Args, s.Env)
 	return fmt.Errorf("exec %s: %w", s.Path, err)
 }
@@ -149,6 +154,16 @@ func loadSeccomp() error {
 	if runtime.GOARCH == "amd64" {
 		prefix = append(prefix, bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 0x40000000, SkipFalse: 1}, kill) // x32
 	}
+	// socket(..., IPPROTO_MPTCP): Landlock's TCP rules do not govern
+	// MPTCP; refused as unsupported, clients fall back to TCP.
+	eproto := bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.EPROTONOSUPPORT)}
+	prefix = append(prefix,
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(unix.SYS_SOCKET), SkipFalse: 4},
+		bpf.LoadAbsolute{Off: 32, Size: 4}, // args[2], its low half: the protocol
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_MPTCP, SkipFalse: 1},
+		eproto,
+		bpf.LoadAbsolute{Off: 0, Size: 4}, // the number again
+	)
 	prefix = append(prefix,
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(unix.SYS_CLONE3), SkipFalse: 1},
 		enosys,

@@ -104,6 +104,21 @@ func probe(what string, args []string) {
 				return
 			}
 		}
+	case "mptcp":
+		fd, e := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 262) // IPPROTO_MPTCP
+		if e == nil {
+			syscall.Close(fd)
+		}
+		err = e
+	case "fds":
+		var open []string
+		for fd := 3; fd < 256; fd++ {
+			if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0); e == 0 {
+				open = append(open, fmt.Sprint(fd))
+			}
+		}
+		fmt.Printf("fds %s\n", strings.Join(open, " "))
+		return
 	case "uid":
 		fmt.Printf("uid %d\n", os.Getuid())
 		return
@@ -156,6 +171,23 @@ func sandboxed(t *testing.T, rw string, extra func(*Spec), what string, args ...
 		extra(&s)
 	}
 	return run(t, s, nil)
+}
+
+// runWith runs the probe what with the command adjusted by adjust.
+func runWith(t *testing.T, rw string, adjust func(*exec.Cmd), what string) string {
+	t.Helper()
+	self := probeBinary(t)
+	cmd, _, err := Command(Spec{Path: self, Args: []string{"sandbox-probe", what}, ReadOnly: append(append([]string(nil), DefaultReadOnly...), CodePaths(self, nil)...),
+		ReadWrite: []string{rw}, Files: DefaultFiles, UID: Unprivileged, GID: Unprivileged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adjust(cmd)
+	out, err := cmd.Output()
+	if err != nil && len(out) == 0 {
+		return fmt.Sprintf("failed: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // run runs s and returns its output; with s.Egress, through a proxy
@@ -291,6 +323,7 @@ func TestEscapes(t *testing.T) {
 		{"new namespaces through clone", "clone-newuser", nil, "refused"},
 		{"io_uring", "io_uring", nil, "refused"},
 		{"connect to a host UNIX socket under /run", "connect-unix", []string{sock}, "refused"},
+		{"an MPTCP socket (Landlock does not govern it)", "mptcp", nil, "refused"},
 		{"write the read-write path", "write", []string{filepath.Join(rw, "ok.txt")}, "ok"},
 		{"read a system library path", "read", []string{"/etc/hosts"}, "ok"},
 	} {
@@ -309,6 +342,16 @@ func TestEscapes(t *testing.T) {
 	}
 	if got := sandboxed(t, rw, nil, "uid"); got != fmt.Sprintf("uid %d", Unprivileged) {
 		t.Errorf("runs as %q", got)
+	}
+	// A descriptor the gateway holds without close-on-exec (from its own
+	// supervisor) does not reach the server.
+	leak, err := os.Open("/etc/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leak.Close()
+	if got := runWith(t, rw, func(cmd *exec.Cmd) { cmd.ExtraFiles = append(cmd.ExtraFiles, leak) }, "fds"); got != "fds" {
+		t.Errorf("descriptors reach the server: %q", got)
 	}
 	if got := sandboxed(t, rw, nil, "env"); got != "ONLY=this" {
 		t.Errorf("environment leaked: %q", got)
