@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/note"
@@ -16,12 +17,13 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 func policyCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Cedar policies: validate, test, explain, sign"}
-	cmd.AddCommand(policyValidateCmd(), policySchemaCmd(), policyTestCmd(), policyExplainCmd(), policySignCmd(), policyKeygenCmd())
+	cmd := &cobra.Command{Use: "policy", Short: "Cedar policies: validate, test, explain, sign, history, rollback"}
+	cmd.AddCommand(policyValidateCmd(), policySchemaCmd(), policyTestCmd(), policyExplainCmd(), policySignCmd(), policyKeygenCmd(), policyRollbackCmd(), policyHistoryCmd())
 	return cmd
 }
 
@@ -306,4 +308,90 @@ func policyKeygenCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func policyRollbackCmd() *cobra.Command {
+	var src source
+	var to, by, why string
+	var release bool
+	cmd := &cobra.Command{
+		Use:   "rollback [--to DIGEST] --reason TEXT",
+		Short: "Serve a kept policy bundle instead of the files (default: the one before the last good), until --release",
+		Long: `Every bundle the gateway loads is kept in its store under its digest
+("portcullis policy history" lists them). A rollback points the gateway at one
+of them: a running gateway swaps it in within its reload interval, and serves it
+across restarts, whatever the files say, until "portcullis policy rollback
+--release" lets the files apply again. Both are audited (policy_change events
+bundle_rolled_back, bundle_rollback_released) with the person's name.`,
+		Args: cobra.NoArgs,
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
+			who, err := actor(by)
+			if err != nil {
+				return err
+			}
+			if release {
+				if to != "" {
+					return errors.New("--release takes no --to")
+				}
+				if err := o.ReleaseRollback(cmd.Context(), who, why); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "rollback released: the gateway serves its configured files again")
+				return nil
+			}
+			if why == "" {
+				return errors.New("--reason is required: why the bundle in force is rolled back")
+			}
+			v, err := o.RollbackPolicy(cmd.Context(), to, who, why)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rolled back to %s: a running gateway serves it within its reload interval, and across restarts until --release\n", v)
+			return nil
+		}),
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "the kept bundle's digest (sha256:..., or a unique prefix of 8 hex digits or more)")
+	cmd.Flags().BoolVar(&release, "release", false, "end the rollback: the files apply again")
+	cmd.Flags().StringVar(&by, "by", "", "who rolls back (default: $USER)")
+	cmd.Flags().StringVar(&why, "reason", "", "why (recorded in the audit log)")
+	return cmd
+}
+
+func policyHistoryCmd() *cobra.Command {
+	var src source
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "The policy bundles the gateway kept, oldest first, with the last good one and any rollback",
+		Args:  cobra.NoArgs,
+		RunE: src.run(func(cmd *cobra.Command, _ []string, o *ops.Ops) error {
+			st := o.Store()
+			kept, err := st.Bundles(cmd.Context())
+			if err != nil {
+				return err
+			}
+			lg, _, err := st.PolicyPointer(cmd.Context(), store.PolicyLastGood)
+			if err != nil {
+				return err
+			}
+			rb, rolled, err := st.PolicyPointer(cmd.Context(), store.PolicyRollback)
+			if err != nil {
+				return err
+			}
+			w := newTable(cmd.OutOrStdout(), "KEPT\tVERSION\tSTATE")
+			for _, b := range kept {
+				var state []string
+				if b.Version == lg.Version {
+					state = append(state, "last good (files)")
+				}
+				if rolled && b.Version == rb.Version {
+					state = append(state, fmt.Sprintf("ROLLED BACK TO by %s at %s: served", rb.By, rb.Time.Local().Format(time.DateTime)))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", b.Saved.Local().Format(time.DateTime), b.Version, orDash(strings.Join(state, "; ")))
+			}
+			return w.Flush()
+		}),
+	}
+	src.flags(cmd)
+	return cmd
 }

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/sumdb/note"
 	"sigs.k8s.io/yaml"
 
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/posture"
@@ -24,7 +28,7 @@ const ExitBelowTarget = 4
 
 func postureCmd() *cobra.Command {
 	var src source
-	var format, minTier, targetsFile string
+	var format, minTier, targetsFile, framework, oscalOut string
 	var window time.Duration
 	cmd := &cobra.Command{
 		Use:   "posture",
@@ -35,6 +39,16 @@ directory: for each, the tier reached, the evidence, and what the next tier
 needs; then the outcome metrics over the window (decisions, denials, holds,
 explainability, coverage, alerts and triage, approval latency, dwell time,
 detection speed, a daily trend).
+
+With --framework (owasp-asi, nist-ai-rmf, nist-800-207, iso-42001, eu-ai-act,
+soc2), the report is per control of that framework instead: each control
+satisfied, partial or not, with the checks that evidence it.
+
+With --oscal FILE, the assessment is also written as an OSCAL 1.1.2
+assessment-results document, computed at a checkpoint of the audit log signed
+for it, and FILE.sig holds a signed note over the document and that checkpoint
+(the audit log's key: verify with "portcullis posture verify FILE --key
+audit-log.pub").
 
 With --min-tier or --targets, a capability below its target makes the command
 exit with status 4 (for CI). docs/posture.md explains every check.`,
@@ -62,24 +76,46 @@ exit with status 4 (for CI). docs/posture.md explains every check.`,
 					return err
 				}
 			}
-			rep, err := assess(cmd, &src, window)
+			var fw *posture.Framework
+			if framework != "" {
+				f, err := posture.FrameworkByID(framework)
+				if err != nil {
+					return err
+				}
+				fw = &f
+			}
+			rep, err := assess(cmd, &src, window, oscalOut != "")
 			if err != nil {
 				return err
 			}
 			rep.SetTargets(all, per)
 			out := cmd.OutOrStdout()
-			switch format {
-			case "table":
+			switch {
+			case fw != nil && format == "table":
+				err = posture.WriteControls(out, *fw, rep.Evaluate(*fw))
+			case fw != nil && format == "json":
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				err = enc.Encode(map[string]any{"framework": fw.ID, "title": fw.Title, "source": fw.Source, "note": posture.MappingNote, "controls": rep.Evaluate(*fw)})
+			case fw != nil:
+				return fmt.Errorf("--format %q with --framework: table or json", format)
+			case format == "table":
 				err = rep.WriteText(out)
-			case "json":
+			case format == "json":
 				err = rep.WriteJSON(out)
-			case "html":
+			case format == "html":
 				err = rep.WriteHTML(out)
 			default:
 				return fmt.Errorf("--format %q: table, json or html", format)
 			}
 			if err != nil {
 				return err
+			}
+			if oscalOut != "" {
+				if err := writeOSCAL(&src, rep, fw, oscalOut); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "OSCAL assessment results in %s, signed in %s.sig\n", oscalOut, oscalOut)
 			}
 			if below := rep.Below(); len(below) > 0 {
 				var names []string
@@ -96,11 +132,83 @@ exit with status 4 (for CI). docs/posture.md explains every check.`,
 	cmd.Flags().StringVar(&minTier, "min-tier", "", "exit with status 4 if a capability is below this tier (F, E or A)")
 	cmd.Flags().StringVar(&targetsFile, "targets", "", "a YAML or JSON file of capability ID to target tier (exit status 4 below one)")
 	cmd.Flags().DurationVar(&window, "window", posture.DefaultWindow, "how far back the outcome metrics and recent activity count")
+	cmd.Flags().StringVar(&framework, "framework", "", "report per control of a compliance framework: owasp-asi, nist-ai-rmf, nist-800-207, iso-42001, eu-ai-act or soc2")
+	cmd.Flags().StringVar(&oscalOut, "oscal", "", "also write the assessment as a signed OSCAL assessment-results document to this file")
+	cmd.AddCommand(postureVerifyCmd())
 	return cmd
 }
 
-// assess gathers the facts the flags select and assesses them.
-func assess(cmd *cobra.Command, src *source, window time.Duration) (*posture.Report, error) {
+// writeOSCAL writes rep as OSCAL assessment results to path and a signed
+// note over it (and the checkpoint it was computed at) to path.sig.
+func writeOSCAL(src *source, rep *posture.Report, fw *posture.Framework, path string) error {
+	cfg, err := src.load()
+	if err != nil {
+		return err
+	}
+	doc, err := rep.OSCAL(fw, mcpproxy.Version)
+	if err != nil {
+		return err
+	}
+	signer, _, err := audit.LoadOrCreateLogKey(filepath.Join(ops.DataDir(cfg), ops.KeysDir), cfg.Audit.Origin)
+	if err != nil {
+		return err
+	}
+	sig, err := posture.SignEvidence(doc, rep.Checkpoint, signer)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(path+".sig", sig, 0o644)
+}
+
+func postureVerifyCmd() *cobra.Command {
+	var key, sigPath string
+	cmd := &cobra.Command{
+		Use:   "verify OSCAL.json --key LOG.pub",
+		Short: "Verify a posture evidence document against its signature (the audit log's key), offline",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if key == "" {
+				return errors.New("--key is required (the audit log's public key, keys/audit-log.pub in the data directory)")
+			}
+			if sigPath == "" {
+				sigPath = args[0] + ".sig"
+			}
+			doc, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			sig, err := os.ReadFile(sigPath)
+			if err != nil {
+				return err
+			}
+			kb, err := os.ReadFile(key)
+			if err != nil {
+				return err
+			}
+			v, err := note.NewVerifier(strings.TrimSpace(string(kb)))
+			if err != nil {
+				return fmt.Errorf("--key: %w", err)
+			}
+			text, err := posture.VerifyEvidence(doc, sig, note.VerifierList(v))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signature good (%s)\n%s", v.Name(), text)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "the audit log's public key file")
+	cmd.Flags().StringVar(&sigPath, "sig", "", "the signature (default: OSCAL.json.sig)")
+	return cmd
+}
+
+// assess gathers the facts the flags select and assesses them (after
+// signing a checkpoint of the audit log, with checkpoint: the evidence
+// names the log's state it was computed at).
+func assess(cmd *cobra.Command, src *source, window time.Duration, checkpoint bool) (*posture.Report, error) {
 	cfg, err := src.load()
 	if err != nil {
 		return nil, err
@@ -116,6 +224,13 @@ func assess(cmd *cobra.Command, src *source, window time.Duration) (*posture.Rep
 	defer o.Close()
 	if window <= 0 {
 		return nil, errors.New("--window must be positive")
+	}
+	if checkpoint {
+		// Signed and stored first; publishing it (copies, the witness) may
+		// fail without making the evidence less true.
+		if _, err := o.Checkpoint(cmd.Context()); err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: audit checkpoint: %v\n", err)
+		}
 	}
 	f, err := posture.Gather(cmd.Context(), posture.Source{Config: cfg, ConfigPath: src.config, Dev: src.dev, Store: o.Store(), Policy: set, Window: window})
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,34 @@ func TestBlastRadiusCommand(t *testing.T) {
 	}
 	if _, stderr, err := portcullis(t, nil, "blast-radius", "--agent", "nobody", "--config", cfg, "--data-dir", data); err == nil || !strings.Contains(stderr, "no agent") {
 		t.Fatalf("unknown agent: %v %s", err, stderr)
+	}
+}
+
+// TestPostureEvidence: per-control reports, and the OSCAL document with
+// its signature, verified offline with the audit log's key.
+func TestPostureEvidence(t *testing.T) {
+	t.Parallel()
+	cfg, _ := filepath.Abs("../../examples/full.yaml")
+	data := t.TempDir()
+	out, stderr, err := portcullis(t, nil, "posture", "--config", cfg, "--data-dir", data, "--framework", "owasp-asi")
+	if err != nil || !strings.Contains(out, "ASI10") || !strings.Contains(out, "of 10 controls") {
+		t.Fatalf("--framework: %v\n%s%s", err, out, stderr)
+	}
+	if _, stderr, err := portcullis(t, nil, "posture", "--config", cfg, "--data-dir", data, "--framework", "pci"); err == nil || !strings.Contains(stderr, "owasp-asi") {
+		t.Fatalf("an unknown framework: %v %s", err, stderr)
+	}
+	doc := filepath.Join(t.TempDir(), "ar.json")
+	if _, stderr, err := portcullis(t, nil, "posture", "--config", cfg, "--data-dir", data, "--framework", "soc2", "--format", "json", "--oscal", doc); err != nil {
+		t.Fatalf("--oscal: %v %s", err, stderr)
+	}
+	key := filepath.Join(data, "keys", "audit-log.pub")
+	out, stderr, err = portcullis(t, nil, "posture", "verify", doc, "--key", key)
+	if err != nil || !strings.Contains(out, "signature good") || !strings.Contains(out, "checkpoint ") {
+		t.Fatalf("verify: %v\n%s%s", err, out, stderr)
+	}
+	b, _ := os.ReadFile(doc)
+	os.WriteFile(doc, append(b, ' '), 0o644)
+	if _, stderr, err := portcullis(t, nil, "posture", "verify", doc, "--key", key); err == nil || !strings.Contains(stderr, "another document") {
+		t.Fatalf("a changed document verified: %v %s", err, stderr)
 	}
 }

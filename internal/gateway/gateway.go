@@ -66,6 +66,7 @@ type Gateway struct {
 	svidMu        sync.Mutex
 	svid          *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
 	memory        *memory.Service  // the built-in memory (builtin: memory)
+	rolledBack    atomic.Bool      // a rollback held the bundle at the last reload
 	egressProxies egressProxies    // running sandboxed launches' ways out, by upstream
 	recorder      *audit.Recorder
 	engine        *policy.Engine
@@ -131,16 +132,16 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	}
 	var set *policy.Set
 	var srcs []policy.Source
+	var filesErr error // the configured bundle's failure: the store may hold a good one
 	if opts.Policies != nil {
 		srcs = opts.Policies
 		if set, err = policy.Compile(srcs); err != nil {
 			return nil, fmt.Errorf("compile policy: %w", err)
 		}
-	} else if set, srcs, err = ops.LoadBundle(cfg); err != nil {
-		return nil, err
+	} else {
+		set, srcs, filesErr = ops.LoadBundle(cfg)
 	}
 	g.watch = opts.Policies == nil
-	g.engine = policy.NewEngine(set)
 	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, ops.KeyFile)); err != nil {
 		return nil, err
 	}
@@ -167,9 +168,14 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.exporter = &audit.Exporter{Store: g.store, Sinks: sinks, Log: g.log.With("component", "audit-export")}
-	if err := ops.SaveBundle(context.Background(), g.store, set, srcs); err != nil {
+	if g.watch {
+		if set, err = g.startingBundle(set, srcs, filesErr); err != nil {
+			return nil, err
+		}
+	} else if err := ops.SaveBundle(context.Background(), g.store, set, srcs); err != nil {
 		return nil, err
 	}
+	g.engine = policy.NewEngine(set)
 	if g.ca, err = identity.LoadOrCreateCA(filepath.Join(g.dataDir, ops.KeysDir), cfg.Identity.TrustDomain, nil); err != nil {
 		return nil, err
 	}

@@ -14,14 +14,74 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
-// ReloadPolicy loads the configured bundle and, if it is valid (and signed
-// when required) and differs from the one in force, swaps it in atomically.
-// A bundle that fails leaves the last good one serving. Either way the
-// outcome is audited.
+// startingBundle is the bundle the gateway starts with: the one an
+// operator rolled back to, if any; else the configured files (kept in the
+// store and marked the last good); else, when the files are rejected, the
+// last good bundle the store kept (a rejected edit is not an outage),
+// audited as such. With neither, the files' error.
+func (g *Gateway) startingBundle(files *policy.Set, srcs []policy.Source, filesErr error) (*policy.Set, error) {
+	ctx := context.Background()
+	if rb, ok, err := g.store.PolicyPointer(ctx, store.PolicyRollback); err != nil {
+		return nil, err
+	} else if ok {
+		set, _, err := ops.KeptBundle(ctx, g.store, rb.Version)
+		if err != nil {
+			return nil, fmt.Errorf("policy rolled back to %s by %s: %w", rb.Version, rb.By, err)
+		}
+		g.log.Warn("serving the policy bundle rolled back to; the files are not applied until `portcullis policy rollback --release`", "version", rb.Version, "by", rb.By)
+		g.rolledBack.Store(true)
+		return set, nil
+	}
+	if filesErr == nil {
+		if err := ops.SaveBundle(ctx, g.store, files, srcs); err != nil {
+			return nil, err
+		}
+		return files, g.store.SetPolicyPointer(ctx, store.PolicyLastGood, files.Version(), "portcullis-gateway")
+	}
+	lg, ok, err := g.store.PolicyPointer(ctx, store.PolicyLastGood)
+	if err != nil || !ok {
+		return nil, filesErr
+	}
+	set, _, err := ops.KeptBundle(ctx, g.store, lg.Version)
+	if err != nil {
+		return nil, fmt.Errorf("%w (and the last good bundle: %v)", filesErr, err)
+	}
+	e := audit.New(audit.TypePolicy, audit.OutcomeError, reason.BundleLastGood, time.Now(), audit.Subject{})
+	e.PolicyVersion, e.Detail = set.Version(), "the configured bundle was rejected; serving the last good one. "+truncateErr(filesErr)
+	if err := audit.WriteNow(ctx, g.store, e); err != nil {
+		return nil, err
+	}
+	g.log.Error("policy bundle rejected at start; serving the last good one", "version", set.Version(), "err", filesErr)
+	return set, nil
+}
+
+// ReloadPolicy applies a rollback an operator made (or released) and
+// otherwise loads the configured bundle: if it is valid (and signed when
+// required) and differs from the one in force, it is swapped in
+// atomically and becomes the last good one. A bundle that fails leaves the
+// last good one serving. Every change is audited.
 func (g *Gateway) ReloadPolicy(ctx context.Context) error {
+	rb, pinned, err := g.store.PolicyPointer(ctx, store.PolicyRollback)
+	if err != nil {
+		return err // the store is down: keep what serves
+	}
+	if pinned {
+		if rb.Version == g.engine.Version() {
+			return nil
+		}
+		set, _, err := ops.KeptBundle(ctx, g.store, rb.Version)
+		if err != nil {
+			g.log.Error("the bundle rolled back to cannot be loaded; the one in force keeps serving", "version", rb.Version, "err", err)
+			return err
+		}
+		g.swap(set, fmt.Sprintf("rolled back by %s", rb.By))
+		return nil
+	}
 	set, srcs, err := ops.LoadBundle(g.cfg)
 	if err != nil {
 		e := audit.New(audit.TypePolicy, audit.OutcomeError, reason.BundleRejected, time.Now(), audit.Subject{})
@@ -36,13 +96,21 @@ func (g *Gateway) ReloadPolicy(ctx context.Context) error {
 	if err := ops.SaveBundle(ctx, g.store, set, srcs); err != nil {
 		return err
 	}
+	if err := g.store.SetPolicyPointer(ctx, store.PolicyLastGood, set.Version(), "portcullis-gateway"); err != nil {
+		return err
+	}
+	g.swap(set, "from the configured files")
+	return nil
+}
+
+// swap puts set in force and audits it.
+func (g *Gateway) swap(set *policy.Set, how string) {
 	old := g.engine.Swap(set)
 	e := audit.New(audit.TypePolicy, audit.OutcomeInfo, reason.BundleLoaded, time.Now(), audit.Subject{})
 	e.PolicyVersion = set.Version()
-	e.Detail = fmt.Sprintf("replaces %s; %d policies", old.Version(), set.Len())
-	g.log.Info("policy bundle loaded", "version", set.Version(), "policies", set.Len())
+	e.Detail = fmt.Sprintf("%s; replaces %s; %d policies", how, old.Version(), set.Len())
+	g.log.Info("policy bundle loaded", "version", set.Version(), "policies", set.Len(), "how", how)
 	g.submit(e)
-	return nil
 }
 
 func truncateErr(err error) string {
@@ -75,8 +143,13 @@ func (g *Gateway) watchPolicy(ctx context.Context) error {
 			g.ReloadPolicy(ctx)
 			last = g.policyFingerprint()
 		case <-tick.C:
-			if fp := g.policyFingerprint(); fp != last {
+			// The files changed, or an operator rolled back (or released):
+			// one small query a tick.
+			fp := g.policyFingerprint()
+			rb, pinned, _ := g.store.PolicyPointer(ctx, store.PolicyRollback)
+			if fp != last || pinned && rb.Version != g.engine.Version() || !pinned && g.rolledBack.Load() {
 				last = fp
+				g.rolledBack.Store(pinned)
 				g.ReloadPolicy(ctx)
 			}
 		}

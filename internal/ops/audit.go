@@ -57,8 +57,12 @@ func NewCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, out *
 	for i, d := range cfg.Audit.CheckpointCopies {
 		copies[i] = cfg.Path(d)
 	}
-	return &audit.Checkpointer{
+	cp := &audit.Checkpointer{
 		Store: st, Signer: signer, Origin: cfg.Audit.Origin, Copies: copies, URL: cfg.Audit.CheckpointURL,
-		Interval: cfg.Audit.CheckpointInterval.D(), Log: log, Client: out,
-	}, nil
+		Interval: cfg.Audit.CheckpointInterval.D(), Log: log,
+	}
+	if out != nil {
+		cp.Client = out // a nil *Client in the interface would not read as nil
+	}
+	return cp, nil
 }

@@ -58,6 +58,10 @@ var checks = []check{
 			}
 			return true, "the agent listener serves TLS and accepts client SVIDs (mutual TLS)"
 		}},
+	{"identity_verification", None, "delegation", "delegation that only narrows, with the chain of actors recorded",
+		func(f *Facts) (bool, string) {
+			return true, "task delegation by token exchange (RFC 8693) narrows tools, budget and depth; every event carries the act chain"
+		}},
 	{"identity_verification", Advanced, "hardware-identity", "hardware-backed agent keys with remote attestation (TPM, HSM, enclaves)",
 		notProvided("not provided by Portcullis: SVID keys live with the agent's process; no TPM/HSM attestation")},
 
@@ -459,6 +463,16 @@ var checks = []check{
 			return true, "injection screening, data-flow labels and argument provenance, spotlighting on " + list(spot)
 		}},
 
+	{"input_sanitization", None, "memory", "agent memory with provenance, quarantine of untrusted writes, expiry and integrity checks",
+		func(f *Facts) (bool, string) {
+			for _, u := range f.Config.Upstreams {
+				if u.Builtin == "memory" {
+					return true, "agent memory served by the built-in memory upstream: provenance per element, untrusted writes quarantined, TTLs, hashes checked on read"
+				}
+			}
+			return false, "no agent memory is served through Portcullis (builtin: memory)"
+		}},
+
 	// D5 Output filtering.
 	{"output_filtering", Foundation, "pii-secrets", "personal data and credentials filtered out, every filtering logged",
 		func(f *Facts) (bool, string) {
@@ -513,6 +527,10 @@ var checks = []check{
 			}
 			return true, "policy bundles and tool manifests must be signed by trusted keys; unsigned ones are refused"
 		}},
+	{"configuration_integrity", None, "tool-pinning", "tool definitions pinned, a changed definition quarantined (rug pulls)",
+		func(f *Facts) (bool, string) {
+			return true, fmt.Sprintf("tool pinning %s: %d definitions approved, %d quarantined", f.Config.Pinning, f.PinsApproved, f.PinsQuarantined)
+		}},
 	{"configuration_integrity", Advanced, "immutable", "immutable deployment with attested integrity",
 		notProvided("not provided by Portcullis: the binary and its configuration are not attested at start")},
 
@@ -557,17 +575,17 @@ var checks = []check{
 			}
 			return true, fmt.Sprintf("acceptable use %s, incident response %s, %d approvers", g.AcceptableUse, g.IncidentResponse, len(g.Approvers))
 		}},
-	{"governance", Enterprise, "reviewed", "formal oversight: onboarding approval and a policy review within the year",
+	{"governance", Enterprise, "reviewed", "formal oversight: onboarding approval, an emergency change procedure and a policy review within the year",
 		func(f *Facts) (bool, string) {
 			g := f.Config.Governance
-			if g.Onboarding == "" || g.Reviewed == "" {
-				return false, "governance.onboarding and governance.reviewed (date of the last policy review) not set"
+			if g.Onboarding == "" || g.EmergencyChange == "" || g.Reviewed == "" {
+				return false, "governance.onboarding, governance.emergency_change and governance.reviewed (date of the last policy review) not all set"
 			}
 			t, err := time.Parse(time.DateOnly, g.Reviewed)
 			if err != nil || f.Now.Sub(t) > 366*24*time.Hour {
 				return false, "last review " + g.Reviewed + ": more than a year ago"
 			}
-			return true, "onboarding " + g.Onboarding + ", last reviewed " + g.Reviewed
+			return true, "onboarding " + g.Onboarding + ", emergency change " + g.EmergencyChange + ", last reviewed " + g.Reviewed
 		}},
 	{"governance", Advanced, "automated", "policy enforced in the pipeline: signed changes, strict pinning, posture checked",
 		func(f *Facts) (bool, string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
 // Facts are what the checks read: the configuration, the policy bundle,
@@ -41,6 +43,8 @@ type Facts struct {
 	BaselinesSaved time.Time
 	// TaskTokens and Grants issued within Window.
 	TaskTokens, Grants int
+	// PinsApproved and PinsQuarantined count the tool definitions pinned.
+	PinsApproved, PinsQuarantined int
 	// KnownTools and Reach: every agent's blast radius.
 	KnownTools int
 	Reach      []*Reach
@@ -74,6 +78,14 @@ func Gather(ctx context.Context, src Source) (*Facts, error) {
 	}
 	f := &Facts{Now: src.Now, Window: src.Window, Config: src.Config, ConfigPath: src.ConfigPath, Dev: src.Dev,
 		PolicyVersion: src.Policy.Version(), Rules: src.Policy.Rules(), AgentSVIDs: map[string]int{}}
+	if src.Dev {
+		// No file: the digest of the configuration as the gateway reads it.
+		f.ConfigPath = "the embedded development configuration (--dev)"
+		if b, err := json.Marshal(src.Config); err == nil {
+			sum := sha256.Sum256(b)
+			f.ConfigSHA256 = hex.EncodeToString(sum[:])
+		}
+	}
 	if src.ConfigPath != "" {
 		b, err := os.ReadFile(src.ConfigPath)
 		if err != nil {
@@ -112,6 +124,14 @@ func Gather(ctx context.Context, src Source) (*Facts, error) {
 	pins, err := st.Pins(ctx, "")
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range pins {
+		switch p.State {
+		case toolreg.Approved:
+			f.PinsApproved++
+		case toolreg.Quarantined:
+			f.PinsQuarantined++
+		}
 	}
 	tools := KnownTools(src.Config, pins)
 	f.KnownTools = len(tools)

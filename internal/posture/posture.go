@@ -174,6 +174,10 @@ func Assess(f *Facts) *Report {
 		cr.Tier = reached(cr.Checks)
 		for _, ch := range cr.Checks {
 			switch {
+			case ch.Tier == None: // supporting: evidence when met, never missing
+				if ch.Met && ch.Evidence != "" {
+					cr.Evidence = append(cr.Evidence, ch.Evidence)
+				}
 			case ch.Tier <= cr.Tier && ch.Evidence != "":
 				cr.Evidence = append(cr.Evidence, ch.Evidence)
 			case ch.Tier == cr.Tier+1 && !ch.Met:

@@ -3,6 +3,7 @@ package posture
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -233,5 +234,18 @@ func TestRenderings(t *testing.T) {
 	}
 	if strings.Contains(html.String(), "<script>") || !strings.Contains(html.String(), "&lt;script&gt;") {
 		t.Error("the HTML report does not escape evidence")
+	}
+}
+
+// TestChecksAreDocumented: docs/posture.md names every check.
+func TestChecksAreDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/posture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
+		if !strings.Contains(string(b), "| `"+c.capability+"` | ") || !strings.Contains(string(b), "`"+c.id+"`") {
+			t.Errorf("check %s/%s is not in docs/posture.md", c.capability, c.id)
+		}
 	}
 }

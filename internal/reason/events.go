@@ -105,7 +105,12 @@ const (
 	// Policy (policy_change) and retention.
 	BundleLoaded   Code = "bundle_loaded"
 	BundleRejected Code = "bundle_rejected"
-	BodiesPruned   Code = "bodies_pruned"
+	// An operator rolled back to a kept bundle, or released the rollback;
+	// the gateway started on the last good bundle, its files rejected.
+	BundleRolledBack       Code = "bundle_rolled_back"
+	BundleRollbackReleased Code = "bundle_rollback_released"
+	BundleLastGood         Code = "bundle_last_good"
+	BodiesPruned           Code = "bodies_pruned"
 
 	// Screening and data-flow labels (screening, session_label): the most
 	// severe action taken.

@@ -150,3 +150,49 @@ func (s *SQLite) Bundles(ctx context.Context) ([]BundleInfo, error) {
 	}
 	return out, rows.Err()
 }
+
+// Policy pointers: the last bundle the gateway loaded and verified
+// (PolicyLastGood), and the one an operator rolled back to
+// (PolicyRollback), which the gateway serves instead of its files until
+// it is released.
+const (
+	PolicyLastGood = "last_good"
+	PolicyRollback = "rollback"
+)
+
+// PolicyPointer is where a pointer stands.
+type PolicyPointer struct {
+	Version, By string
+	Time        time.Time
+}
+
+// SetPolicyPointer points name at version (a kept bundle).
+func (s *SQLite) SetPolicyPointer(ctx context.Context, name, version, by string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO policy_pointers(name, version, by, time_ns) VALUES (?,?,?,?)
+		ON CONFLICT(name) DO UPDATE SET version = excluded.version, by = excluded.by, time_ns = excluded.time_ns`, name, version, by, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("set policy pointer %s: %w", name, err)
+	}
+	return nil
+}
+
+// PolicyPointer reads a pointer (ok false: not set).
+func (s *SQLite) PolicyPointer(ctx context.Context, name string) (PolicyPointer, bool, error) {
+	var p PolicyPointer
+	var ns int64
+	err := s.db.QueryRowContext(ctx, `SELECT version, by, time_ns FROM policy_pointers WHERE name = ?`, name).Scan(&p.Version, &p.By, &ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, false, nil
+	}
+	if err != nil {
+		return p, false, fmt.Errorf("read policy pointer %s: %w", name, err)
+	}
+	p.Time = time.Unix(0, ns)
+	return p, true, nil
+}
+
+// ClearPolicyPointer removes a pointer.
+func (s *SQLite) ClearPolicyPointer(ctx context.Context, name string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM policy_pointers WHERE name = ?`, name)
+	return err
+}

@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS policy_bundles (
 	time_ns INTEGER NOT NULL,
 	sources BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_pointers (
+	name    TEXT PRIMARY KEY,
+	version TEXT NOT NULL,
+	by      TEXT NOT NULL,
+	time_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS grants (
 	id         TEXT PRIMARY KEY,
 	agent      TEXT NOT NULL,
