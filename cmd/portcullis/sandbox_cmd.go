@@ -83,12 +83,12 @@ func sandboxCmd() *cobra.Command {
 			fmt.Fprintf(out, "limits     memory %d MiB, cpu %s, processes %d, open files %d, core dumps none\n", spec.MemoryBytes>>20, seconds(spec.CPUSeconds), spec.Processes, spec.OpenFiles)
 			fmt.Fprintf(out, "seccomp    denies %s\n", strings.Join(sandbox.Denied, " "))
 			fmt.Fprintf(out, "env        only the configured variables (and inherit_env), TMPDIR, HOME\n")
-			abi := sandbox.LandlockABI()
+			abi, userns, cgroups := sandbox.Kernel()
 			state := "enforced"
 			if abi < sandbox.MinLandlockABI {
 				state = fmt.Sprintf("NOT AVAILABLE: a launch is refused (needs ABI %d)", sandbox.MinLandlockABI)
 			}
-			fmt.Fprintf(out, "kernel     Landlock ABI %d: %s; user namespaces: %s; cgroups: not used (limits are rlimits)\n", abi, state, usernsState())
+			fmt.Fprintf(out, "kernel     Landlock ABI %d: %s; user namespaces: %s; cgroups %s: not used (limits are rlimits, per process)\n", abi, state, userns, cgroups)
 			return nil
 		},
 	}
@@ -104,12 +104,3 @@ func seconds(s uint64) string {
 	return fmt.Sprintf("%d s", s)
 }
 
-func usernsState() string {
-	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
-		return "not available"
-	}
-	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
-		return "disabled (user.max_user_namespaces = 0)"
-	}
-	return "available"
-}

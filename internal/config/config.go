@@ -71,7 +71,8 @@ type Config struct {
 
 	// dir is the directory of the file the config was loaded from; relative
 	// paths in the file are resolved against it.
-	dir string
+	dir  string
+	file string
 }
 
 // Identity configures the agent CA.
@@ -335,6 +336,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	c.file = abs
 	return c, nil
 }
 
@@ -735,6 +737,9 @@ func (c *Config) ReadFile(p string, max int64) ([]byte, error) {
 
 // Dir is the directory relative paths are resolved against.
 func (c *Config) Dir() string { return c.dir }
+
+// File is the file the configuration was loaded from ("" when it was not).
+func (c *Config) File() string { return c.file }
 
 // SetDir sets the base directory for relative paths (for built-in configs).
 func (c *Config) SetDir(dir string) { c.dir = dir }

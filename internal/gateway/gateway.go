@@ -43,6 +43,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/provenance"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/sandbox"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -623,10 +624,31 @@ func (g *Gateway) startBackground() *background {
 	if g.cfg.Detection.Learning != nil {
 		services = append(services, task{"learned baselines", g.syncBaselines})
 	}
-	services = append(services, task{"memory expiry", func(ctx context.Context) error { return g.memory.Run(ctx, time.Minute) }})
+	services = append(services, task{"memory expiry", func(ctx context.Context) error { return g.memory.Run(ctx, time.Minute) }},
+		task{"posture metrics", g.watchPosture})
 	b.services = startTasks(g.log, services...)
 	g.lifecycle(reason.Started)
+	g.logSandboxKernel()
 	return b
+}
+
+// logSandboxKernel says at start what this kernel lets the built-in
+// sandbox enforce, when a stdio upstream uses it: what a launch would
+// refuse shows here first.
+func (g *Gateway) logSandboxKernel() {
+	for _, u := range g.cfg.Upstreams {
+		if u.Stdio == nil || u.Stdio.Sandbox != nil && u.Stdio.Sandbox.Mode != "" && u.Stdio.Sandbox.Mode != config.SandboxBuiltin {
+			continue
+		}
+		abi, userns, cgroups := sandbox.Kernel()
+		log := g.log.Info
+		if abi < sandbox.MinLandlockABI || userns != "available" {
+			log = g.log.Error // every sandboxed launch will be refused
+		}
+		log("built-in sandbox", "landlock_abi", abi, "landlock_needed", sandbox.MinLandlockABI, "user_namespaces", userns,
+			"cgroups", cgroups, "limits", "rlimits per process (cgroup controllers not used)")
+		return
+	}
 }
 
 // stop stops the services and waits for every one, then records the stop,

@@ -349,6 +349,18 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The posture, computed in the background from the start.
+	for i := 0; i < 100; i++ {
+		if _, body = get("/metrics"); strings.Contains(body, `portcullis_posture_tier{capability="action_logging"}`) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{`portcullis_posture_tier{capability="permission_models"}`, `portcullis_outcome{metric="decisions"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	// The agent listener serves MCP and the JWKS, nothing else.
 	resp, err := http.Get("http://" + h.g.AgentAddr() + "/metrics")
 	if err != nil || resp.StatusCode != http.StatusNotFound {

@@ -34,6 +34,8 @@ type Metrics struct {
 	triage      *prometheus.HistogramVec
 	contained   *prometheus.HistogramVec
 	detection   *prometheus.HistogramVec
+	tier        *prometheus.GaugeVec
+	outcome     *prometheus.GaugeVec
 }
 
 // New creates the metrics in a fresh registry, with Go runtime and process
@@ -109,12 +111,28 @@ func New() *Metrics {
 			Name: "portcullis_alert_response_seconds", Help: "Dwell time: from the anomalous decision to the response step taken, by action.",
 			Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
 		}, []string{"action"}),
+		tier: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portcullis_posture_tier", Help: "The framework tier each capability reaches (0 none, 1 Foundation, 2 Enterprise, 3 Advanced), as `portcullis posture` computes it, refreshed every few minutes.",
+		}, []string{"capability"}),
+		outcome: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portcullis_outcome", Help: "The framework's outcome metrics over the posture window (docs/posture.md), by metric: ratios 0..1, durations in seconds, counts.",
+		}, []string{"metric"}),
 	}
 	m.reg.MustRegister(m.requests, m.decisions, m.decisionLat, m.callLat, m.upstreamUp, m.restarts,
 		m.auditWrites, m.refusals, m.sessions, m.screened, m.stages, m.upSessions, m.auditSyncs,
-		m.queueWait, m.agentWait, m.shed, m.alerts, m.triage, m.contained, m.detection,
+		m.queueWait, m.agentWait, m.shed, m.alerts, m.triage, m.contained, m.detection, m.tier, m.outcome,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Posture sets the tier of each capability and the outcome metrics.
+func (m *Metrics) Posture(tiers map[string]int, outcomes map[string]float64) {
+	for c, t := range tiers {
+		m.tier.WithLabelValues(c).Set(float64(t))
+	}
+	for k, v := range outcomes {
+		m.outcome.WithLabelValues(k).Set(v)
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.

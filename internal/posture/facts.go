@@ -105,12 +105,11 @@ func Gather(ctx context.Context, src Source) (*Facts, error) {
 			f.AgentSVIDs[in.Agent]++
 		}
 	}
-	cps, err := st.Checkpoints(ctx)
+	c, ok, err := st.LatestCheckpoint(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if n := len(cps); n > 0 {
-		c := cps[n-1]
+	if ok {
 		f.Checkpoint = &Checkpoint{Size: c.Size, Time: c.Time.UTC(), Note: string(c.Note), Root: noteRoot(c.Note)}
 	}
 	bs, err := st.Bundles(ctx)
@@ -363,13 +362,13 @@ func gatherMetrics(ctx context.Context, st *store.SQLite, cfg *config.Config, no
 		}
 	}
 	m.DwellTime, m.DetectionSpeed = stats(dwell), stats(speed)
-	apps, err := st.Approvals(ctx, "")
+	apps, err := st.RecentApprovals(ctx, since)
 	if err != nil {
 		return nil, err
 	}
 	var lat []time.Duration
 	for _, a := range apps {
-		if !a.DecidedAt.IsZero() && a.Created.After(since) && a.DecidedBy != "" {
+		if !a.DecidedAt.IsZero() && a.DecidedBy != "" {
 			lat = append(lat, a.DecidedAt.Sub(a.Created))
 		}
 	}
@@ -403,4 +402,41 @@ func (m *Metrics) ExplainedShare() string { return pct(m.Explained, m.Decisions)
 // String summarises the metrics on one line.
 func (m *Metrics) String() string {
 	return fmt.Sprintf("%d decisions (%d denied, %d held), %d alerts (%d triaged)", m.Decisions, m.Denied, m.Held, m.Alerts, m.Triaged)
+}
+
+// Gauges are the report's figures for Prometheus: each capability's tier
+// (0 to 3) and the outcome metrics (ratios 0..1 where a denominator is
+// zero are left out).
+func (r *Report) Gauges() (tiers map[string]int, outcomes map[string]float64) {
+	tiers = map[string]int{}
+	for _, c := range r.Capabilities {
+		tiers[c.ID] = int(c.Tier)
+	}
+	outcomes = map[string]float64{}
+	m := r.Metrics
+	if m == nil {
+		return tiers, outcomes
+	}
+	ratio := func(k string, n, of int) {
+		if of > 0 {
+			outcomes[k] = float64(n) / float64(of)
+		}
+	}
+	outcomes["decisions"] = float64(m.Decisions)
+	ratio("denied_ratio", m.Denied, m.Decisions)
+	ratio("held_ratio", m.Held, m.Decisions)
+	ratio("explained_ratio", m.Explained, m.Decisions)
+	ratio("request_id_ratio", m.WithRequestID, m.Decisions)
+	outcomes["alerts"] = float64(m.Alerts)
+	ratio("triaged_ratio", m.Triaged, m.Alerts)
+	outcomes["drift_alerts"] = float64(m.Drift)
+	outcomes["idle_agents"] = float64(len(m.IdleAgents))
+	outcomes["unenrolled_agents"] = float64(len(m.Unenrolled))
+	outcomes["unknown_targets"] = float64(m.UnknownTargets)
+	for k, s := range map[string]Stats{"approval_latency": m.ApprovalLatency, "dwell_time": m.DwellTime, "detection_speed": m.DetectionSpeed} {
+		if s.N > 0 {
+			outcomes[k+"_p50_seconds"], outcomes[k+"_p95_seconds"] = s.P50, s.P95
+		}
+	}
+	return tiers, outcomes
 }

@@ -246,3 +246,20 @@ func CheckPins(pins map[string]string) error {
 	}
 	return nil
 }
+
+// Kernel describes what this kernel lets the built-in sandbox enforce:
+// Landlock's ABI, user namespaces and the cgroup hierarchy (limits are
+// rlimits, per process; cgroup v2 controllers are not used).
+func Kernel() (landlockABI int, userns, cgroups string) {
+	userns = "available"
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		userns = "not available"
+	} else if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		userns = "disabled (user.max_user_namespaces = 0)"
+	}
+	cgroups = "v1 or none"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		cgroups = "v2"
+	}
+	return LandlockABI(), userns, cgroups
+}

@@ -127,3 +127,22 @@ func (s *SQLite) TaskApproval(ctx context.Context, agent, task, tool string) (*a
 	}
 	return r, err
 }
+
+// RecentApprovals returns the requests created since then, newest first
+// (at most MaxQueryLimit).
+func (s *SQLite) RecentApprovals(ctx context.Context, since time.Time) ([]*approval.Request, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE created_ns >= ? ORDER BY created_ns DESC LIMIT ?`, since.UnixNano(), MaxQueryLimit)
+	if err != nil {
+		return nil, fmt.Errorf("read approvals: %w", err)
+	}
+	defer rows.Close()
+	var out []*approval.Request
+	for rows.Next() {
+		r, err := scanApproval(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -196,3 +196,18 @@ func (s *SQLite) ClearPolicyPointer(ctx context.Context, name string) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM policy_pointers WHERE name = ?`, name)
 	return err
 }
+
+// LatestCheckpoint returns the largest checkpoint (ok false: none yet).
+func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, bool, error) {
+	var c Checkpoint
+	var ns int64
+	err := s.db.QueryRowContext(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size DESC LIMIT 1`).Scan(&c.Size, &ns, &c.Note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("read checkpoints: %w", err)
+	}
+	c.Time = time.Unix(0, ns).UTC()
+	return c, true, nil
+}
