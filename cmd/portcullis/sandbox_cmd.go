@@ -103,4 +103,3 @@ func seconds(s uint64) string {
 	}
 	return fmt.Sprintf("%d s", s)
 }
-
