@@ -21,7 +21,7 @@ if [ "$(id -u)" -eq 0 ]; then
   p=$(pwd -P)
   while [ "$p" != "/" ]; do chmod o+x "$p"; p=$(dirname "$p"); done
 fi
-cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs testdata/npm/consent-browser.mjs "$prefix/"
+cp testdata/npm/client.mjs testdata/npm/rewrite-description.mjs testdata/npm/oauth-client.mjs testdata/npm/consent-browser.mjs testdata/npm/console-browser.mjs "$prefix/"
 ref=../shared/conformance/reference-server/everything-server.ts
 if [ -f "$ref" ]; then
   mkdir -p "$prefix/conformance"

@@ -35,7 +35,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       mcpproxy.Version,
 	}
-	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), alertsCmd(), incidentsCmd(), baselineCmd(), memoryCmd(), sandboxCmd(), simulateCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd(), postureCmd(), blastRadiusCmd())
+	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), alertsCmd(), incidentsCmd(), baselineCmd(), memoryCmd(), sandboxCmd(), simulateCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd(), postureCmd(), blastRadiusCmd(), consoleCmd())
 	return root
 }
 

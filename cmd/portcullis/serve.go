@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -81,6 +82,12 @@ Portcullis development gateway (embedded defaults; not for production)
   VS Code, the SDKs) registers at %s and opens a sign-in page:
   user %s, password %s   (this run only)
 `, g.AuthorizationServerURL(), as.Users[0].Name, as.Users[0].Password.Value)
+	}
+	if token, _, err := g.Ops().ConsoleLink(cmd.Context(), gateway.DevAdmin, "portcullis-dev", 30*time.Minute); err == nil {
+		fmt.Fprintf(w, `
+  Console        %s
+                 (signs in %s once, within 30 minutes; another: portcullis console link --dev --admin %s)
+`, ConsoleLoginURL(cfg, g.AdminAddr(), token), gateway.DevAdmin, gateway.DevAdmin)
 	}
 	fmt.Fprintln(w)
 	return nil

@@ -168,9 +168,32 @@ type Policy struct {
 }
 
 // Admin declares a person who may use the admin API (review approvals) with
-// an admin token (`portcullis token issue --admin NAME`).
+// an admin token (`portcullis token issue --admin NAME`), and the web
+// console with the roles given.
 type Admin struct {
 	Name string `json:"name"`
+	// Roles in the console (docs/console.md): viewer (reads every page),
+	// approver (and decides held calls), operator (and reviews tools,
+	// alerts, containment, revokes), admin (and rolls policy back, signs
+	// people in). Default: approver.
+	Roles []string `json:"roles,omitempty"`
+}
+
+// ConsoleRoles are the console's roles, weakest first (each includes the
+// ones before it).
+var ConsoleRoles = []string{"viewer", "approver", "operator", "admin"}
+
+// ConsoleRole is the strongest console role of the admin (approver by
+// default).
+func (a Admin) ConsoleRole() string {
+	best := -1
+	for _, r := range a.Roles {
+		best = max(best, slices.Index(ConsoleRoles, r))
+	}
+	if best < 0 {
+		return "approver"
+	}
+	return ConsoleRoles[best]
 }
 
 // Agent declares an agent that may hold credentials.
@@ -458,6 +481,11 @@ func (c *Config) Validate() error {
 			add("admins[%d].name: %q is also an agent or a duplicate; a person and an agent never share a name", i, a.Name)
 		}
 		seen[a.Name] = true
+		for _, r := range a.Roles {
+			if !slices.Contains(ConsoleRoles, r) {
+				add("admins[%d].roles: %q is not one of %v", i, r, ConsoleRoles)
+			}
+		}
 	}
 	upSeen := map[string]bool{}
 	for i, u := range c.Upstreams {
@@ -746,12 +774,18 @@ func (c *Config) SetDir(dir string) { c.dir = dir }
 
 // Admin reports whether name is a declared admin.
 func (c *Config) Admin(name string) bool {
+	_, ok := c.AdminNamed(name)
+	return ok
+}
+
+// AdminNamed returns the declared admin called name.
+func (c *Config) AdminNamed(name string) (Admin, bool) {
 	for _, a := range c.Admins {
 		if a.Name == name {
-			return true
+			return a, true
 		}
 	}
-	return false
+	return Admin{}, false
 }
 
 // Agent returns the declared agent with the given name.

@@ -21,7 +21,14 @@ agents:
 upstreams:
   - name: demo
     builtin: demo
+admins:
+  - name: ` + DevAdmin + `
+    roles: [admin]
 `)
+
+// DevAdmin is the person `serve --dev` signs into the console (with the
+// one-time link its banner prints).
+const DevAdmin = "dev-admin"
 
 // DevConfig is the embedded configuration of `serve --dev`: the built-in
 // demo upstream, one agent in the demo role, and (chosen by the caller) the

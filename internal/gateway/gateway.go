@@ -29,6 +29,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/authserver"
 	"github.com/portcullis-dev/portcullis/internal/budget"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/console"
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/detect"
 	"github.com/portcullis-dev/portcullis/internal/evidence"
@@ -68,6 +69,7 @@ type Gateway struct {
 	svid          *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
 	memory        *memory.Service  // the built-in memory (builtin: memory)
 	rolledBack    atomic.Bool      // a rollback held the bundle at the last reload
+	console       *console.Server  // the web console on the admin listener
 	egressProxies egressProxies    // running sandboxed launches' ways out, by upstream
 	recorder      *audit.Recorder
 	engine        *policy.Engine
@@ -302,6 +304,16 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Release:        g.release,
 	})
 	g.metrics.WatchSlots(g.proxy.SlotUse)
+	if g.console, err = console.New(console.Options{Config: cfg, Store: g.store, Ops: g.ops, Engine: g.engine, Log: g.log.With("component", "console"),
+		Upstreams: func() []console.UpstreamState {
+			var out []console.UpstreamState
+			for _, u := range g.proxy.Upstreams() {
+				out = append(out, console.UpstreamState{Name: u.Name, Healthy: u.Healthy()})
+			}
+			return out
+		}}); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -739,6 +751,7 @@ func (g *Gateway) adminMux() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.Handle("/v1/", g.api.OperatorHandler())
+	mux.Handle(console.Prefix+"/", g.console.Handler())
 	return mux
 }
 
@@ -827,3 +840,7 @@ func (g *Gateway) checkStore(ctx context.Context) error {
 		}
 	}
 }
+
+// Ops performs operations on the gateway's own store (the CLI's, with the
+// gateway's signing key).
+func (g *Gateway) Ops() *ops.Ops { return g.ops }

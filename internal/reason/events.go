@@ -76,6 +76,11 @@ const (
 	ClientRegistered       Code = "client_registered"
 	AuthorizationConsented Code = "authorization_consented"
 	SignInRefused          Code = "sign_in_refused"
+	// The web console (identity): a one-time sign-in link issued, a person
+	// signed in or out.
+	ConsoleLinkIssued Code = "console_link_issued"
+	ConsoleSignedIn   Code = "console_signed_in"
+	ConsoleSignedOut  Code = "console_signed_out"
 
 	// Privileges and reviews (privilege_change, approval; a denial by a
 	// reviewer is ApprovalDenied).

@@ -84,3 +84,33 @@ func (s *SQLite) Instances(ctx context.Context) ([]Instance, error) {
 	}
 	return out, rows.Err()
 }
+
+// ErrConsoleLink: the sign-in link is unknown, used or expired.
+var ErrConsoleLink = errors.New("sign-in link unknown, already used or expired")
+
+// AddConsoleLink stores a one-time console sign-in link (its hash).
+func (s *SQLite) AddConsoleLink(ctx context.Context, token, admin string, expires time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO console_links(hash, admin, expires_ns) VALUES (?,?,?)`, hashToken(token), admin, expires.UnixNano())
+	if err != nil {
+		return fmt.Errorf("add console link: %w", err)
+	}
+	return nil
+}
+
+// UseConsoleLink consumes a sign-in link and returns the admin it is for:
+// once, before it expires.
+func (s *SQLite) UseConsoleLink(ctx context.Context, token string, now time.Time) (string, error) {
+	h := hashToken(token)
+	res, err := s.db.ExecContext(ctx, `UPDATE console_links SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
+	if err != nil {
+		return "", fmt.Errorf("use console link: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return "", ErrConsoleLink
+	}
+	var admin string
+	if err := s.db.QueryRowContext(ctx, `SELECT admin FROM console_links WHERE hash = ?`, h).Scan(&admin); err != nil {
+		return "", fmt.Errorf("use console link: %w", err)
+	}
+	return admin, nil
+}

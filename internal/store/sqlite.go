@@ -109,6 +109,12 @@ CREATE TABLE IF NOT EXISTS revocations (
 	reason TEXT NOT NULL,
 	PRIMARY KEY (kind, value)
 );
+CREATE TABLE IF NOT EXISTS console_links (
+	hash       TEXT PRIMARY KEY,
+	admin      TEXT NOT NULL,
+	expires_ns INTEGER NOT NULL,
+	used       INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS join_tokens (
 	hash       TEXT PRIMARY KEY,
 	agent      TEXT NOT NULL,

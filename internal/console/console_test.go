@@ -1,0 +1,100 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/store"
+)
+
+// newTestServer is a console over a fresh store, with one operator signed
+// in: its session cookie and CSRF token.
+func newTestServer(t testing.TB) (*Server, *http.Cookie, string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte("version: 1\ndata_dir: data\nagents: [{name: bot}]\nadmins: [{name: olga, roles: [operator]}]\nupstreams: [{name: demo, builtin: demo}]\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	set, _ := policy.Compile(nil)
+	s, err := New(Options{Config: cfg, Store: st, Ops: ops.With(cfg, st, nil), Engine: policy.NewEngine(set)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddConsoleLink(context.Background(), "link-token", "olga", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/console/login?token=link-token", nil))
+	var ck *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		ck = c
+	}
+	if ck == nil {
+		t.Fatalf("no session: %d", rec.Code)
+	}
+	s.mu.Lock()
+	csrf := s.sessions[ck.Value].CSRF
+	s.mu.Unlock()
+	return s, ck, csrf
+}
+
+// FuzzConsole: whatever a signed-in browser sends (any path, method and
+// form, with a valid token), the console answers without crashing, never
+// with a server error for a path or form it does not know.
+func FuzzConsole(f *testing.F) {
+	for _, seed := range []struct{ method, path, form string }{
+		{"GET", "/console/audit", "agent=bot&type=decision&within=1h"},
+		{"POST", "/console/approvals/x", "action=approve&scope=task"},
+		{"POST", "/console/revoke", "kind=agent&value=bot"},
+		{"GET", "/console/policy", "agent=bot&tool=demo__x&args=%7B"},
+		{"GET", "/console/tools/%2e%2e/%2e%2e", ""},
+		{"POST", "/console/alerts/..%2F", "action=ack"},
+	} {
+		f.Add(seed.method, seed.path, seed.form)
+	}
+	s, ck, csrf := newTestServer(f)
+	h := s.Handler()
+	f.Fuzz(func(t *testing.T, method, path, form string) {
+		if method != "GET" && method != "POST" {
+			method = "GET"
+		}
+		u, err := url.Parse(path)
+		if err != nil || !strings.HasPrefix(u.Path, "/console/") {
+			return
+		}
+		var req *http.Request
+		if method == "POST" {
+			req, err = http.NewRequest("POST", "http://console.test"+u.RequestURI(), strings.NewReader(form+"&csrf="+url.QueryEscape(csrf)))
+			if err != nil {
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		} else {
+			u.RawQuery = form
+			if req, err = http.NewRequest("GET", "http://console.test"+u.RequestURI(), nil); err != nil {
+				return
+			}
+		}
+		req.AddCookie(ck)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s %q: %d %s", method, path, form, rec.Code, rec.Body.String())
+		}
+	})
+}
