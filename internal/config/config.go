@@ -173,10 +173,31 @@ type Policy struct {
 type Admin struct {
 	Name string `json:"name"`
 	// Roles in the console (docs/console.md): viewer (reads every page),
-	// approver (and decides held calls), operator (and reviews tools,
-	// alerts, containment, revokes), admin (and rolls policy back, signs
-	// people in). Default: approver.
+	// approver (and decides held calls), operator (and reviews tools and
+	// alerts, revokes), admin (all of it). Default: approver.
 	Roles []string `json:"roles,omitempty"`
+	// Identities are the other names the person is known by as a user
+	// agents act for (an identity provider's email, say): separation of
+	// duties keeps them from deciding those requests too (compared
+	// without regard to case).
+	Identities []string `json:"identities,omitempty"`
+}
+
+// Is reports whether user names this admin (its name or one of its
+// identities, without regard to case).
+func (a Admin) Is(user string) bool {
+	if user == "" {
+		return false
+	}
+	if strings.EqualFold(user, a.Name) {
+		return true
+	}
+	for _, id := range a.Identities {
+		if strings.EqualFold(user, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // ConsoleRoles are the console's roles, weakest first (each includes the

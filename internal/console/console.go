@@ -81,6 +81,18 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// Refused sign-ins are counted and audited at most once a
+	// refusalEvery, so that a page looping on bogus links cannot flood
+	// the audit log.
+	refused     int
+	lastRefusal time.Time
+
+	maskMu sync.Mutex // held calls' masked arguments, by their hash
+	masked map[string]maskedArgs
+
+	ovMu   sync.Mutex // the overview's figures, reused for overviewTTL
+	ovAt   time.Time
+	ovData map[string]any
 }
 
 type session struct {
@@ -88,6 +100,13 @@ type session struct {
 	CSRF          string // the form token of every change
 	Admin, Role   string
 	created, seen time.Time
+	// flash and flashErr are what the last change did, shown once.
+	flash, flashErr string
+}
+
+type maskedArgs struct {
+	text string
+	n    int
 }
 
 //go:embed templates/*.html
@@ -108,7 +127,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("console templates: %w", err)
 	}
-	s := &Server{o: o, pages: t, sessions: map[string]*session{}}
+	s := &Server{o: o, pages: t, sessions: map[string]*session{}, masked: map[string]maskedArgs{}}
 	s.routes()
 	return s, nil
 }
@@ -195,6 +214,9 @@ func (s *Server) current(r *http.Request) *session {
 	if ss == nil {
 		return nil
 	}
+	// The live queue's refresh is not the person's activity: an open tab
+	// alone does not keep a session past its idle timeout.
+	touch := r.URL.Query().Get("fragment") != "1"
 	if now.Sub(ss.seen) > idleTimeout || now.Sub(ss.created) > maxLifetime {
 		delete(s.sessions, c.Value)
 		return nil
@@ -206,31 +228,93 @@ func (s *Server) current(r *http.Request) *session {
 		delete(s.sessions, c.Value)
 		return nil
 	}
-	ss.Role, ss.seen = a.ConsoleRole(), now
+	ss.Role = a.ConsoleRole()
+	if touch {
+		ss.seen = now
+	}
 	cp := *ss
 	return &cp
 }
 
-// signIn consumes a one-time link and starts a session.
+// setFlash records what a change did, for the next page the person sees.
+func (s *Server) setFlash(ss *session, done string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live := s.sessions[ss.id]; live != nil {
+		live.flash, live.flashErr = done, ""
+		if err != nil {
+			live.flash, live.flashErr = "", err.Error()
+		}
+	}
+}
+
+// takeFlash returns and clears it.
+func (s *Server) takeFlash(ss *session) (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.sessions[ss.id]
+	if live == nil {
+		return "", ""
+	}
+	f, e := live.flash, live.flashErr
+	live.flash, live.flashErr = "", ""
+	return f, e
+}
+
+// linkForm is a sign-in link's token: "pcl_" and 52 characters of
+// rand.Text (ops.ConsoleLink).
+func linkForm(token string) bool {
+	if len(token) != 56 || !strings.HasPrefix(token, "pcl_") {
+		return false
+	}
+	for _, c := range token[4:] {
+		if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// refusalEvery bounds how often refused sign-ins are audited (the others
+// are counted into the next event).
+const refusalEvery = 10 * time.Second
+
+// confirmSignIn is what a sign-in link opens: a page with one button. The
+// link itself changes nothing (a preview fetching it does not use it up);
+// the button's POST does.
+func (s *Server) confirmSignIn(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "confirm", nil, map[string]any{"Token": r.URL.Query().Get("token")})
+}
+
+// signIn consumes a one-time link (posted from its confirmation page of
+// this origin) and starts a session, ending the browser's previous one.
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
-	token := r.URL.Query().Get("token")
-	if token == "" {
-		s.render(w, r, http.StatusUnauthorized, "signin", nil, nil)
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if r.ParseForm() != nil || !sameOrigin(r) {
+		http.Error(w, "refused: sign in from the link's own page", http.StatusForbidden)
 		return
 	}
+	token := r.PostFormValue("token")
 	ctx := r.Context()
-	admin, err := s.o.Store.UseConsoleLink(ctx, token, s.o.Now())
+	var admin string
+	err := errors.New("not a sign-in link")
+	if linkForm(token) {
+		admin, err = s.o.Store.UseConsoleLink(ctx, token, s.o.Now())
+	}
 	if err == nil {
 		if _, ok := s.o.Config.AdminNamed(admin); !ok {
 			err = errors.New("no longer an admin")
 		}
 	}
 	if err != nil {
-		e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SignInRefused, s.o.Now(), audit.Subject{RemoteAddr: r.RemoteAddr})
-		e.Detail = "console: " + err.Error()
-		s.write(ctx, e)
+		s.refuse(ctx, r, err)
 		s.render(w, r, http.StatusUnauthorized, "signin", nil, map[string]any{"Error": "This sign-in link is unknown, was used already or has expired. Ask for a new one (portcullis console link)."})
 		return
+	}
+	if old := s.current(r); old != nil {
+		s.mu.Lock()
+		delete(s.sessions, old.id)
+		s.mu.Unlock()
 	}
 	a, _ := s.o.Config.AdminNamed(admin)
 	ss := &session{id: randomID(), CSRF: randomID(), Admin: admin, Role: a.ConsoleRole(), created: s.o.Now(), seen: s.o.Now()}
@@ -248,6 +332,23 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	s.write(ctx, e)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: ss.id, Path: Prefix, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(maxLifetime.Seconds())})
 	http.Redirect(w, r, Prefix+"/", http.StatusSeeOther)
+}
+
+// refuse audits a refused sign-in, at most once a refusalEvery.
+func (s *Server) refuse(ctx context.Context, r *http.Request, why error) {
+	now := s.o.Now()
+	s.mu.Lock()
+	s.refused++
+	if now.Sub(s.lastRefusal) < refusalEvery {
+		s.mu.Unlock()
+		return
+	}
+	n := s.refused
+	s.refused, s.lastRefusal = 0, now
+	s.mu.Unlock()
+	e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SignInRefused, now, audit.Subject{RemoteAddr: r.RemoteAddr})
+	e.Detail = fmt.Sprintf("console: %v (%d refused sign-ins since the last such event)", why, n)
+	s.write(ctx, e)
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, ss *session) {

@@ -5,11 +5,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -35,11 +39,14 @@ func newTestServer(t testing.TB) (*Server, *http.Cookie, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AddConsoleLink(context.Background(), "link-token", "olga", time.Now().Add(time.Minute)); err != nil {
+	token := "pcl_" + strings.Repeat("A", 52)
+	if err := st.AddConsoleLink(context.Background(), token, "olga", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/console/login?token=link-token", nil))
+	req := httptest.NewRequest("POST", "/console/login", strings.NewReader("token="+token))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	s.Handler().ServeHTTP(rec, req)
 	var ck *http.Cookie
 	for _, c := range rec.Result().Cookies() {
 		ck = c
@@ -97,4 +104,18 @@ func FuzzConsole(f *testing.F) {
 			t.Fatalf("%s %s %q: %d %s", method, path, form, rec.Code, rec.Body.String())
 		}
 	})
+}
+
+// TestEventTypesComplete: the overview counts decisions as the events
+// that are no other type, so it must know every type.
+func TestEventTypesComplete(t *testing.T) {
+	b, err := os.ReadFile("../audit/event.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`Type\s+= "([a-z_]+)"`).FindAllSubmatch(b, -1) {
+		if !slices.Contains(eventTypes, audit.Type(m[1])) {
+			t.Errorf("event type %s is not in eventTypes", m[1])
+		}
+	}
 }

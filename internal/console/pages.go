@@ -30,7 +30,8 @@ import (
 
 func (s *Server) routes() {
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("GET "+Prefix+"/login", s.signIn)
+	s.mux.HandleFunc("GET "+Prefix+"/login", s.confirmSignIn)
+	s.mux.HandleFunc("POST "+Prefix+"/login", s.signIn)
 	s.mux.Handle("GET "+Prefix+"/static/", s.static())
 	s.route("POST "+Prefix+"/logout", "viewer", s.signOut)
 	s.route("GET "+Prefix+"/{$}", "viewer", s.overview)
@@ -68,7 +69,10 @@ type page struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, ss *session, data map[string]any) {
-	p := page{Page: name, S: ss, Data: data, Flash: r.URL.Query().Get("done"), Error: r.URL.Query().Get("error")}
+	p := page{Page: name, S: ss, Data: data}
+	if ss != nil && r.URL.Query().Get("fragment") != "1" {
+		p.Flash, p.Error = s.takeFlash(ss)
+	}
 	if data != nil {
 		if e, ok := data["Error"].(string); ok {
 			p.Error = e
@@ -85,21 +89,18 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	w.Write(b.Bytes())
 }
 
-// fail shows an error page for a failed read.
+// fail shows an error page for a failed read (the details go to the
+// log, not to the page).
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, ss *session, err error) {
 	s.o.Log.Error("console", "path", r.URL.Path, "err", err)
-	s.render(w, r, http.StatusInternalServerError, "error", ss, map[string]any{"Title": "Something failed", "Message": err.Error()})
+	s.render(w, r, http.StatusInternalServerError, "error", ss, map[string]any{"Title": "Something failed", "Message": "the page could not be read; the gateway's log says why"})
 }
 
-// back redirects to path after a change, with what happened.
-func back(w http.ResponseWriter, r *http.Request, path, done string, err error) {
-	q := url.Values{}
-	if err != nil {
-		q.Set("error", err.Error())
-	} else {
-		q.Set("done", done)
-	}
-	http.Redirect(w, r, path+"?"+q.Encode(), http.StatusSeeOther)
+// back redirects to path after a change; the next page says what happened
+// (kept in the session: a URL cannot put words on the console's pages).
+func (s *Server) back(w http.ResponseWriter, r *http.Request, ss *session, path, done string, err error) {
+	s.setFlash(ss, done, err)
+	http.Redirect(w, r, path, http.StatusSeeOther)
 }
 
 // Overview.
@@ -111,21 +112,50 @@ type bar struct {
 }
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request, ss *session) {
-	ctx := r.Context()
-	pending, err := s.o.Ops.ListApprovals(ctx, approval.Pending)
+	data, err := s.overviewData(r.Context())
 	if err != nil {
 		s.fail(w, r, ss, err)
 		return
 	}
-	alerts, err := s.o.Ops.Alerts(ctx, ops.AlertOpen, 500)
+	s.render(w, r, http.StatusOK, "overview", ss, data)
+}
+
+// maxOpenCount is where the overview stops counting open alerts ("100 or
+// more": the alerts page lists them).
+const maxOpenCount = 100
+
+// eventTypes are every type of audit event (the overview counts them).
+var eventTypes = append(slices.Clone(auditTypes), audit.TypeRetention, audit.TypeUpstreamAuth, audit.TypeBaseline)
+
+// chartSample is how many of the day's latest decisions the chart splits
+// by outcome (counting them all is the type index's job; splitting them
+// needs their bodies).
+const chartSample = 3000
+
+// overviewTTL is how long the overview's figures are reused: they sum
+// thousands of events, and every reviewer's browser may open the page.
+const overviewTTL = 10 * time.Second
+
+// overviewData computes the overview's figures (or reuses them for
+// overviewTTL).
+func (s *Server) overviewData(ctx context.Context) (map[string]any, error) {
+	s.ovMu.Lock()
+	defer s.ovMu.Unlock()
+	now := s.o.Now()
+	if s.ovData != nil && now.Sub(s.ovAt) < overviewTTL {
+		return s.ovData, nil
+	}
+	pending, err := s.o.Store.PendingApprovals(ctx, now, store.MaxQueryLimit)
 	if err != nil {
-		s.fail(w, r, ss, err)
-		return
+		return nil, err
+	}
+	alerts, err := s.o.Ops.Alerts(ctx, ops.AlertOpen, maxOpenCount)
+	if err != nil {
+		return nil, err
 	}
 	pins, err := s.o.Store.Pins(ctx, "")
 	if err != nil {
-		s.fail(w, r, ss, err)
-		return
+		return nil, err
 	}
 	quarantined := 0
 	for _, p := range pins {
@@ -133,14 +163,36 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, ss *session) {
 			quarantined++
 		}
 	}
-	// Decisions of the last 24 hours, per hour: allowed, denied, held.
-	now := s.o.Now()
-	rows, err := s.o.Store.Events(ctx, store.EventQuery{Types: []string{string(audit.TypeDecision), string(audit.TypeScreening), string(audit.TypeAlert)}, Limit: store.MaxQueryLimit, Last: true})
+	// The last 24 hours: how many decisions, screening actions and alerts
+	// (counted on the type index), and the split of the latest
+	// chartSample decisions per hour (allowed, denied, held).
+	from, err := s.o.Store.SeqSince(ctx, now.Add(-24*time.Hour))
 	if err != nil {
-		s.fail(w, r, ss, err)
-		return
+		return nil, err
 	}
-	type hour struct{ allow, deny, held, screened, alerts int }
+	// Decisions are most of the log: counted as the window's events less
+	// the other types' (each a short range of the type index).
+	state, err := s.o.Store.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[audit.Type]int64{audit.TypeDecision: state.Size - (from - 1)}
+	for _, t := range eventTypes {
+		if t == audit.TypeDecision {
+			continue
+		}
+		n, err := s.o.Store.CountEvents(ctx, string(t), from-1)
+		if err != nil {
+			return nil, err
+		}
+		counts[t] = n
+		counts[audit.TypeDecision] -= n
+	}
+	rows, err := s.o.Store.Events(ctx, store.EventQuery{AfterSeq: from - 1, Types: []string{string(audit.TypeDecision)}, Limit: chartSample, Last: true})
+	if err != nil {
+		return nil, err
+	}
+	type hour struct{ allow, deny, held int }
 	hours := make([]hour, 24)
 	totals := hour{}
 	for _, row := range rows {
@@ -148,19 +200,16 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, ss *session) {
 		if age < 0 || age >= 24*time.Hour {
 			continue
 		}
-		i := 23 - int(age/time.Hour)
-		e, err := audit.Decode(row)
-		if err != nil {
+		h := &hours[23-int(age/time.Hour)]
+		// Only what the chart needs of a decision.
+		var e struct {
+			Outcome audit.Outcome `json:"outcome"`
+			Code    reason.Code   `json:"code"`
+		}
+		if json.Unmarshal(row.Body, &e) != nil {
 			continue
 		}
-		h := &hours[i]
 		switch {
-		case e.Type == audit.TypeScreening:
-			h.screened++
-			totals.screened++
-		case e.Type == audit.TypeAlert:
-			h.alerts++
-			totals.alerts++
 		case e.Outcome == audit.OutcomeAllow:
 			h.allow++
 			totals.allow++
@@ -196,21 +245,18 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, ss *session) {
 	if s.o.Upstreams != nil {
 		ups = s.o.Upstreams()
 	}
-	state, err := s.o.Store.State(ctx)
-	if err != nil {
-		s.fail(w, r, ss, err)
-		return
-	}
 	cp, hasCP, err := s.o.Store.LatestCheckpoint(ctx)
 	if err != nil {
-		s.fail(w, r, ss, err)
-		return
+		return nil, err
 	}
-	s.render(w, r, http.StatusOK, "overview", ss, map[string]any{
-		"Pending": len(pending), "Alerts": len(alerts), "Quarantined": quarantined, "Upstreams": ups,
-		"Allowed": totals.allow, "Denied": totals.deny, "Held": totals.held, "Screened": totals.screened, "AlertsDay": totals.alerts,
-		"Bars": bars, "Peak": peak, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP, "Policy": s.o.Engine.Version(),
-	})
+	s.ovData = map[string]any{
+		"Pending": len(pending), "Alerts": len(alerts), "AlertsMore": len(alerts) == maxOpenCount, "Quarantined": quarantined, "Upstreams": ups,
+		"Decisions": counts[audit.TypeDecision], "Allowed": totals.allow, "Denied": totals.deny, "Held": totals.held,
+		"Screened": counts[audit.TypeScreening], "AlertsDay": counts[audit.TypeAlert], "Sampled": int64(len(rows)) < counts[audit.TypeDecision], "Sample": len(rows), "Bars": bars, "Peak": peak, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP,
+		"Policy": s.o.Engine.Version(), "At": now,
+	}
+	s.ovAt = now
+	return s.ovData, nil
 }
 
 // Approvals.
@@ -241,51 +287,84 @@ func maskSecrets(s string) (string, int) {
 	return screen.RedactSpans(s, fs), len(fs)
 }
 
+// scanWindow is how many of the log's last events a page reads when no
+// index narrows its query (a task's tokens, a search by type or text).
+const scanWindow = 100_000
+
+// maxQueue bounds the held calls the page shows (oldest first: a new
+// request never slides under the reviewer's cursor).
+const maxQueue = 100
+
 func (s *Server) approvals(w http.ResponseWriter, r *http.Request, ss *session) {
 	ctx := r.Context()
-	all, err := s.o.Ops.ListApprovals(ctx, "")
+	pendingReqs, err := s.o.Store.PendingApprovals(ctx, s.o.Now(), maxQueue+1)
+	if err != nil {
+		s.fail(w, r, ss, err)
+		return
+	}
+	more := len(pendingReqs) > maxQueue
+	if more {
+		pendingReqs = pendingReqs[:maxQueue]
+	}
+	decidedReqs, err := s.o.Store.DecidedApprovals(ctx, 20)
 	if err != nil {
 		s.fail(w, r, ss, err)
 		return
 	}
 	var pending, decided []approvalView
-	for i := len(all) - 1; i >= 0; i-- {
-		a := all[i]
-		var pretty bytes.Buffer
-		if json.Indent(&pretty, a.Arguments, "", "  ") != nil {
-			pretty.Reset()
-			pretty.Write(a.Arguments)
-		}
-		v := approvalView{Request: a}
-		v.Args, v.Masked = maskSecrets(pretty.String())
-		if a.State == approval.Pending {
-			if a.SessionID != "" {
-				rows, err := s.o.Store.Events(ctx, store.EventQuery{SessionID: a.SessionID, Types: []string{string(audit.TypeDecision), string(audit.TypeSessionLabel), string(audit.TypeScreening)}, Limit: 10, Last: true})
-				if err == nil {
-					for _, row := range rows {
-						if e, err := audit.Decode(row); err == nil {
-							v.History = append(v.History, e)
-						}
+	for _, a := range pendingReqs {
+		v := s.view(a)
+		if a.SessionID != "" {
+			rows, err := s.o.Store.Events(ctx, store.EventQuery{SessionID: a.SessionID, Types: []string{string(audit.TypeDecision), string(audit.TypeSessionLabel), string(audit.TypeScreening)}, Limit: 10, Last: true})
+			if err == nil {
+				for _, row := range rows {
+					if e, err := audit.Decode(row); err == nil {
+						v.History = append(v.History, e)
 					}
 				}
 			}
-			pending = append(pending, v)
-		} else if len(decided) < 20 {
-			decided = append(decided, v)
 		}
+		pending = append(pending, v)
+	}
+	for _, a := range decidedReqs {
+		decided = append(decided, approvalView{Request: a})
 	}
 	name := "approvals"
 	if r.URL.Query().Get("fragment") == "1" {
 		name = "approvals-list" // the live queue's refresh
 	}
-	s.render(w, r, http.StatusOK, name, ss, map[string]any{"Pending": pending, "Decided": decided})
+	s.render(w, r, http.StatusOK, name, ss, map[string]any{"Pending": pending, "More": more, "Decided": decided})
+}
+
+// view prepares a held call for the page: its arguments indented, with
+// secrets masked (cached by the arguments' hash: the queue is refreshed
+// every few seconds).
+func (s *Server) view(a *approval.Request) approvalView {
+	s.maskMu.Lock()
+	m, ok := s.masked[a.ArgsSHA256]
+	s.maskMu.Unlock()
+	if !ok {
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, a.Arguments, "", "  ") != nil {
+			pretty.Reset()
+			pretty.Write(a.Arguments)
+		}
+		m.text, m.n = maskSecrets(pretty.String())
+		s.maskMu.Lock()
+		if len(s.masked) > 4*maxQueue {
+			clear(s.masked)
+		}
+		s.masked[a.ArgsSHA256] = m
+		s.maskMu.Unlock()
+	}
+	return approvalView{Request: a, Args: m.text, Masked: m.n}
 }
 
 func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request, ss *session) {
 	id := r.PathValue("id")
 	state := map[string]string{"approve": approval.Approved, "deny": approval.Denied}[r.PostFormValue("action")]
 	if state == "" {
-		back(w, r, Prefix+"/approvals", "", errors.New("choose approve or deny"))
+		s.back(w, r, ss, Prefix+"/approvals", "", errors.New("choose approve or deny"))
 		return
 	}
 	scope := r.PostFormValue("scope")
@@ -301,7 +380,7 @@ func (s *Server) decideApproval(w http.ResponseWriter, r *http.Request, ss *sess
 	case errors.Is(err, store.ErrNotFound):
 		err = errors.New("no such request")
 	}
-	back(w, r, Prefix+"/approvals", fmt.Sprintf("%s %s", id, state), err)
+	s.back(w, r, ss, Prefix+"/approvals", fmt.Sprintf("%s %s", id, state), err)
 }
 
 // Alerts.
@@ -312,22 +391,18 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request, ss *session) {
 		s.fail(w, r, ss, err)
 		return
 	}
-	incidents, err := s.o.Ops.Incidents(r.Context(), true)
-	if err != nil {
-		s.fail(w, r, ss, err)
-		return
-	}
+	incidents := ops.GroupIncidents(vs, true)
 	s.render(w, r, http.StatusOK, "alerts", ss, map[string]any{"Alerts": vs, "Incidents": incidents})
 }
 
 func (s *Server) alertState(w http.ResponseWriter, r *http.Request, ss *session) {
 	state := map[string]string{"ack": ops.AlertAcknowledged, "resolve": ops.AlertResolved}[r.PostFormValue("action")]
 	if state == "" {
-		back(w, r, Prefix+"/alerts", "", errors.New("choose acknowledge or resolve"))
+		s.back(w, r, ss, Prefix+"/alerts", "", errors.New("choose acknowledge or resolve"))
 		return
 	}
 	err := s.o.Ops.SetAlertState(r.Context(), r.PathValue("id"), state, ss.Admin, r.PostFormValue("comment"))
-	back(w, r, Prefix+"/alerts", r.PathValue("id")+" "+state, err)
+	s.back(w, r, ss, Prefix+"/alerts", r.PathValue("id")+" "+state, err)
 }
 
 // Audit.
@@ -341,11 +416,26 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, ss *session) {
 	q := r.URL.Query()
 	eq := store.EventQuery{Agent: q.Get("agent"), SessionID: q.Get("session"), RequestID: q.Get("request"), TraceID: q.Get("trace"), Limit: 500, Last: true}
 	if t := q.Get("type"); t != "" {
+		if !slices.Contains(auditTypes, audit.Type(t)) {
+			s.render(w, r, http.StatusBadRequest, "error", ss, map[string]any{"Title": "Bad search", "Message": "no such event type"})
+			return
+		}
 		eq.Types = []string{t}
 	}
 	user, task, outcome := q.Get("user"), q.Get("task"), q.Get("outcome")
 	if task != "" {
 		eq.BodyContains = task
+	}
+	// Without an indexed filter (agent, session, request, trace) a search
+	// reads the log's last scanWindow events only, and says so.
+	windowed := eq.Agent == "" && eq.SessionID == "" && eq.RequestID == "" && eq.TraceID == ""
+	state, err := s.o.Store.State(r.Context())
+	if err != nil {
+		s.fail(w, r, ss, err)
+		return
+	}
+	if windowed {
+		eq.AfterSeq = max(0, state.Size-scanWindow)
 	}
 	var since time.Time
 	if d, err := time.ParseDuration(q.Get("within")); err == nil && d > 0 {
@@ -364,17 +454,13 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, ss *session) {
 		}
 		events = append(events, e)
 	}
-	state, err := s.o.Store.State(r.Context())
-	if err != nil {
-		s.fail(w, r, ss, err)
-		return
-	}
 	cp, hasCP, err := s.o.Store.LatestCheckpoint(r.Context())
 	if err != nil {
 		s.fail(w, r, ss, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "audit", ss, map[string]any{"Events": events, "Q": q, "Types": auditTypes, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP})
+	s.render(w, r, http.StatusOK, "audit", ss, map[string]any{"Events": events, "Q": q, "Types": auditTypes, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP,
+		"Windowed": windowed && state.Size > scanWindow, "Window": scanWindow})
 }
 
 func (s *Server) requestChain(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -451,11 +537,16 @@ func (s *Server) decideTool(w http.ResponseWriter, r *http.Request, ss *session)
 	up, name := r.PathValue("upstream"), r.PathValue("name")
 	state := map[string]string{"approve": toolreg.Approved, "reject": toolreg.Rejected}[r.PostFormValue("action")]
 	if state == "" {
-		back(w, r, Prefix+"/tools", "", errors.New("choose approve or reject"))
+		s.back(w, r, ss, Prefix+"/tools", "", errors.New("choose approve or reject"))
 		return
 	}
-	_, err := s.o.Ops.DecidePin(r.Context(), up, name, state, ss.Admin)
-	back(w, r, Prefix+"/tools", up+"/"+name+" "+state, err)
+	digest := r.PostFormValue("digest")
+	if digest == "" {
+		s.back(w, r, ss, Prefix+"/tools", "", errors.New("which definition? (the form names its digest)"))
+		return
+	}
+	_, err := s.o.Ops.DecidePinDigest(r.Context(), up, name, digest, state, ss.Admin)
+	s.back(w, r, ss, Prefix+"/tools", up+"/"+name+" "+state, err)
 }
 
 // Agents and tasks.
@@ -467,7 +558,7 @@ func (s *Server) agents(w http.ResponseWriter, r *http.Request, ss *session) {
 		s.fail(w, r, ss, err)
 		return
 	}
-	tasks, err := s.o.Ops.ListTasks(ctx)
+	tasks, err := s.o.Ops.RecentTasks(ctx, scanWindow)
 	if err != nil {
 		s.fail(w, r, ss, err)
 		return
@@ -511,7 +602,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, ss *session) {
 	} else {
 		err = s.o.Ops.Revoke(r.Context(), kind, value, ss.Admin, why)
 	}
-	back(w, r, Prefix+"/agents", kind+" "+value+" revoked", err)
+	s.back(w, r, ss, Prefix+"/agents", kind+" "+value+" revoked", err)
 }
 
 // Policy.

@@ -27,7 +27,7 @@ import (
 const consoleConfig = demoConfig + `
 admins:
   - {name: vera, roles: [viewer]}
-  - {name: alice, roles: [approver]}
+  - {name: alice, roles: [approver], identities: [alice@corp.example]}
   - {name: olga, roles: [operator]}
 approvals: {timeout: 1m}
 `
@@ -48,7 +48,7 @@ func (h *harness) consoleSignIn(t *testing.T, admin string) *consoleClient {
 		t.Fatal(err)
 	}
 	c := &consoleClient{t: t, base: "http://" + h.g.AdminAddr() + "/console"}
-	resp := c.do("GET", "/login?token="+url.QueryEscape(token), nil, nil)
+	resp := c.do("POST", "/login", url.Values{"token": {token}}, map[string]string{"Origin": "http://" + h.g.AdminAddr(), "Sec-Fetch-Site": "same-origin"})
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-in: %s", resp.Status)
 	}
@@ -130,11 +130,30 @@ func TestConsoleSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp := anon.do("GET", "/login?token="+url.QueryEscape(token), nil, nil); resp.StatusCode != http.StatusSeeOther {
+	same := map[string]string{"Origin": "http://" + h.g.AdminAddr(), "Sec-Fetch-Site": "same-origin"}
+	// Opening the link changes nothing (a preview does not use it up).
+	if code, body := anon.get("/login?token=" + url.QueryEscape(token)); code != http.StatusOK || !strings.Contains(body, `name="token"`) {
+		t.Fatalf("the link's page: %d", code)
+	}
+	// Posted from another site, it signs nobody in (login CSRF).
+	if resp := anon.do("POST", "/login", url.Values{"token": {token}}, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site sign-in: %s", resp.Status)
+	}
+	if resp := anon.do("POST", "/login", url.Values{"token": {token}}, same); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first use: %s", resp.Status)
 	}
-	if resp := anon.do("GET", "/login?token="+url.QueryEscape(token), nil, nil); resp.StatusCode != http.StatusUnauthorized {
+	if resp := anon.do("POST", "/login", url.Values{"token": {token}}, same); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("second use: %s", resp.Status)
+	}
+	// A page fetching bogus links in a loop adds one audit event, not one
+	// per try.
+	before := len(h.events())
+	for i := 0; i < 50; i++ {
+		anon.do("POST", "/login", url.Values{"token": {"pcl_" + strings.Repeat("A", 52)}}, same)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if added := len(h.events()) - before; added > 2 {
+		t.Errorf("50 refused sign-ins added %d audit events", added)
 	}
 	h.findEvent(func(e *audit.Event) bool {
 		return e.Type == audit.TypeIdentity && e.Code == reason.SignInRefused && strings.Contains(e.Detail, "console")
@@ -209,8 +228,11 @@ func TestConsoleSecurity(t *testing.T) {
 	}
 
 	// The approver approves; the call completes; the decision names her.
-	if resp := alice.post("/approvals/"+req.ID, url.Values{"action": {"approve"}, "comment": {"known partner"}}); resp.StatusCode != http.StatusSeeOther || strings.Contains(resp.Header.Get("Location"), "error") {
-		t.Fatalf("approve: %s %s", resp.Status, resp.Header.Get("Location"))
+	if resp := alice.post("/approvals/"+req.ID, url.Values{"action": {"approve"}, "comment": {"known partner"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve: %s", resp.Status)
+	}
+	if _, page := alice.get("/approvals"); !strings.Contains(page, "Done: "+req.ID+" approved") {
+		t.Fatalf("approve: the page does not say so")
 	}
 	select {
 	case err := <-errc:
@@ -239,9 +261,22 @@ func TestConsoleSecurity(t *testing.T) {
 	if _, page := alice.get("/approvals"); strings.Contains(page, "ghp_8a7sdf7a6sd5f4as6d5f4as6d5f4as6d5f4a") || !strings.Contains(page, "secrets masked") {
 		t.Error("a secret in the arguments is shown")
 	}
-	resp = alice.post("/approvals/ap-own", url.Values{"action": {"approve"}})
-	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "separation+of+duties") {
-		t.Fatalf("self-approval: %s %s", resp.Status, loc)
+	alice.post("/approvals/ap-own", url.Values{"action": {"approve"}})
+	if _, page := alice.get("/approvals"); !strings.Contains(page, "separation of duties") {
+		t.Fatal("self-approval not refused")
+	}
+	// Known by another identity (an identity provider's email): refused too.
+	ida := &approval.Request{ID: "ap-idp", Agent: "mailer", User: "Alice@Corp.example", Tool: "demo__send_message", Created: time.Now(), Expires: time.Now().Add(time.Minute), State: approval.Pending, ArgsSHA256: "y", Arguments: []byte(`{}`)}
+	if err := h.g.store.AddApproval(ctx, ida); err != nil {
+		t.Fatal(err)
+	}
+	alice.post("/approvals/ap-idp", url.Values{"action": {"approve"}})
+	if got, _ := cli(t, h.cfg).ShowApproval(ctx, "ap-idp"); got.State != approval.Pending {
+		t.Fatalf("approved a request made for one of her identities: %s", got.State)
+	}
+	// A message in the URL is not shown on the page.
+	if _, page := alice.get("/approvals?error=Your+session+expired,+sign+in+at+evil.example"); strings.Contains(page, "evil.example") {
+		t.Error("the URL puts words on the page")
 	}
 
 	// Sign-out ends the session.
@@ -284,8 +319,9 @@ func TestConsolePages(t *testing.T) {
 		}
 	}
 	// The operator revokes the agent; its next call is refused.
-	if resp := olga.post("/revoke", url.Values{"kind": {"agent"}, "value": {"reader"}, "reason": {"test"}}); strings.Contains(resp.Header.Get("Location"), "error") {
-		t.Fatalf("revoke: %s", resp.Header.Get("Location"))
+	olga.post("/revoke", url.Values{"kind": {"agent"}, "value": {"reader"}, "reason": {"test"}})
+	if _, page := olga.get("/agents"); !strings.Contains(page, "Done: agent reader revoked") {
+		t.Fatal("revoke: the page does not say so")
 	}
 	var callErr error
 	for i := 0; i < 100; i++ {

@@ -33,7 +33,13 @@ type AlertView struct {
 // Alerts lists the latest alerts (up to limit), newest first, with their
 // state; state filters ("" or "all": every one).
 func (o *Ops) Alerts(ctx context.Context, state string, limit int) ([]*AlertView, error) {
-	rows, err := o.st.Events(ctx, store.EventQuery{Types: []string{string(audit.TypeAlert), string(audit.TypeTriage), string(audit.TypeResponse), string(audit.TypeAlertState)}, Limit: store.MaxQueryLimit, Last: true})
+	// The newest alert events: all that fit a query, or, for a bounded
+	// list, enough for its alerts and what followed them.
+	window := store.MaxQueryLimit
+	if limit > 0 {
+		window = min(store.MaxQueryLimit, max(1000, 8*limit))
+	}
+	rows, err := o.st.Events(ctx, store.EventQuery{Types: []string{string(audit.TypeAlert), string(audit.TypeTriage), string(audit.TypeResponse), string(audit.TypeAlertState)}, Limit: window, Last: true})
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +163,12 @@ func (o *Ops) Incidents(ctx context.Context, open bool) ([]*Incident, error) {
 	if err != nil {
 		return nil, err
 	}
+	return GroupIncidents(views, open), nil
+}
+
+// GroupIncidents groups alert views (newest first) by agent and session;
+// open only keeps incidents with an unresolved alert.
+func GroupIncidents(views []*AlertView, open bool) []*Incident {
 	rank := func(list []string, s string) int { return slices.Index(list, s) }
 	severities := []string{"low", "medium", "high"}
 	verdicts := []string{"benign", "suspicious", "malicious"}
@@ -194,7 +206,7 @@ func (o *Ops) Incidents(ctx context.Context, open bool) ([]*Incident, error) {
 	if open {
 		out = slices.DeleteFunc(out, func(in *Incident) bool { return in.Open == 0 })
 	}
-	return out, nil
+	return out
 }
 
 // ReleaseContainment lifts the response's hold on a session (or, with

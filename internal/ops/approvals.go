@@ -38,6 +38,14 @@ func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment 
 	if err := attributed(by); err != nil {
 		return nil, err
 	}
+	// Separation of duties beyond the exact name: an admin known as the
+	// request's user by another identity (an identity provider's email)
+	// may not decide it either.
+	if a, ok := o.cfg.AdminNamed(by); ok {
+		if r, err := o.st.Approval(ctx, id); err == nil && a.Is(r.User) {
+			return nil, approval.ErrSelfApproval
+		}
+	}
 	record := func(r *approval.Request) error {
 		outcome, code := audit.OutcomeDeny, reason.ApprovalDenied
 		if state == approval.Approved {

@@ -71,11 +71,26 @@ type TaskRecord struct {
 	Revoked                          bool
 }
 
-// ListTasks returns the tasks started (newest last), from the audit log,
-// with whether they were revoked.
+// ListTasks returns the tasks started (newest last; the last 10,000
+// token events of the audit log are read), with whether they were revoked.
 func (o *Ops) ListTasks(ctx context.Context) ([]TaskRecord, error) {
+	return o.RecentTasks(ctx, 0)
+}
+
+// RecentTasks is ListTasks over the last window events of the log (0: the
+// whole log): a page need not scan millions of events for a few tasks.
+func (o *Ops) RecentTasks(ctx context.Context, window int64) ([]TaskRecord, error) {
 	st := o.st
-	rows, err := st.Events(ctx, store.EventQuery{})
+	var after int64
+	if window > 0 {
+		state, err := st.State(ctx)
+		if err != nil {
+			return nil, err
+		}
+		after = max(0, state.Size-window)
+	}
+	// The newest task_started events (the log may hold millions of others).
+	rows, err := st.Events(ctx, store.EventQuery{AfterSeq: after, Types: []string{string(audit.TypeToken)}, Limit: store.MaxQueryLimit, Last: true})
 	if err != nil {
 		return nil, err
 	}

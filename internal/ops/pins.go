@@ -51,6 +51,13 @@ func (o *Ops) PinDiff(ctx context.Context, upstream, name string) (string, error
 // DecidePin approves or rejects the quarantined definition of a tool and
 // audits it. A running gateway serves an approved one within a second.
 func (o *Ops) DecidePin(ctx context.Context, upstream, name, state, by string) (toolreg.Pin, error) {
+	return o.DecidePinDigest(ctx, upstream, name, "", state, by)
+}
+
+// DecidePinDigest is DecidePin for the quarantined definition with digest
+// (empty: the newest quarantined one): a reviewer decides the definition
+// they saw, never one that arrived since.
+func (o *Ops) DecidePinDigest(ctx context.Context, upstream, name, digest, state, by string) (toolreg.Pin, error) {
 	if err := attributed(by); err != nil {
 		return toolreg.Pin{}, err
 	}
@@ -64,11 +71,14 @@ func (o *Ops) DecidePin(ctx context.Context, upstream, name, state, by string) (
 	}
 	var target *toolreg.Pin
 	for i := range pins {
-		if pins[i].Name == name && pins[i].State == toolreg.Quarantined {
+		if pins[i].Name == name && pins[i].State == toolreg.Quarantined && (digest == "" || pins[i].Digest == digest) {
 			target = &pins[i]
 		}
 	}
 	if target == nil {
+		if digest != "" {
+			return toolreg.Pin{}, fmt.Errorf("no quarantined definition of %s/%s with digest %s (decided already, or another version)", upstream, name, digest)
+		}
 		return toolreg.Pin{}, fmt.Errorf("no quarantined definition of %s/%s", upstream, name)
 	}
 	code := reason.ToolRejected

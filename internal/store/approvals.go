@@ -131,7 +131,22 @@ func (s *SQLite) TaskApproval(ctx context.Context, agent, task, tool string) (*a
 // RecentApprovals returns the requests created since then, newest first
 // (at most MaxQueryLimit).
 func (s *SQLite) RecentApprovals(ctx context.Context, since time.Time) ([]*approval.Request, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE created_ns >= ? ORDER BY created_ns DESC LIMIT ?`, since.UnixNano(), MaxQueryLimit)
+	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE created_ns >= ? ORDER BY created_ns DESC LIMIT ?`, since.UnixNano(), MaxQueryLimit)
+}
+
+// PendingApprovals returns the requests still pending and not expired at
+// now, oldest first (at most limit).
+func (s *SQLite) PendingApprovals(ctx context.Context, now time.Time, limit int) ([]*approval.Request, error) {
+	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE state = ? AND expires_ns > ? ORDER BY created_ns LIMIT ?`, approval.Pending, now.UnixNano(), limit)
+}
+
+// DecidedApprovals returns the latest decided requests, newest first.
+func (s *SQLite) DecidedApprovals(ctx context.Context, limit int) ([]*approval.Request, error) {
+	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE decided_ns > 0 ORDER BY decided_ns DESC LIMIT ?`, limit)
+}
+
+func (s *SQLite) queryApprovals(ctx context.Context, q string, args ...any) ([]*approval.Request, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read approvals: %w", err)
 	}

@@ -211,3 +211,40 @@ func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, bool, error)
 	c.Time = time.Unix(0, ns).UTC()
 	return c, true, nil
 }
+
+// SeqSince returns the first event at or after t, found by bisecting the
+// log by sequence number (event times follow the sequence, up to the
+// recorder's batching): reading a recent window starts there instead of
+// scanning back through the whole log. With no event that recent it
+// returns the log's size plus one.
+func (s *SQLite) SeqSince(ctx context.Context, t time.Time) (int64, error) {
+	st, err := s.State(ctx)
+	if err != nil {
+		return 0, err
+	}
+	lo, hi := int64(1), st.Size+1 // the answer is in [lo, hi]
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		var ns int64
+		err := s.db.QueryRowContext(ctx, `SELECT time_ns FROM events WHERE seq = ?`, mid).Scan(&ns)
+		if err != nil {
+			return 0, fmt.Errorf("bisect events: %w", err)
+		}
+		if ns >= t.UnixNano() {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo, nil
+}
+
+// CountEvents counts the events of type typ after seq (the type index
+// alone: no event is read).
+func (s *SQLite) CountEvents(ctx context.Context, typ string, afterSeq int64) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ?`, typ, afterSeq).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +44,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_request ON events(request_id) WHERE request_id != '';
 CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id) WHERE trace_id != '';
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent, seq);
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq) WHERE session_id != '';
+CREATE INDEX IF NOT EXISTS events_type ON events(type, seq);
 CREATE TABLE IF NOT EXISTS log_state (
 	id    INTEGER PRIMARY KEY CHECK (id = 1),
 	size  INTEGER NOT NULL,
@@ -393,13 +397,39 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 	if q.Limit <= 0 || q.Limit > MaxQueryLimit {
 		q.Limit = MaxQueryLimit
 	}
+	if len(q.Types) > 1 {
+		// One query a type, each a range of the type index, merged: SQLite
+		// would otherwise scan the log by sequence for a rare type.
+		var all []EventRow
+		for _, t := range q.Types {
+			one := q
+			one.Types = []string{t}
+			rows, err := s.Events(ctx, one)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, rows...)
+		}
+		slices.SortFunc(all, func(a, b EventRow) int { return cmp.Compare(a.Seq, b.Seq) })
+		if len(all) > q.Limit {
+			if q.Last {
+				all = all[len(all)-q.Limit:]
+			} else {
+				all = all[:q.Limit]
+			}
+		}
+		return all, nil
+	}
+	// The "!= ''" terms let SQLite use the partial indexes (it cannot
+	// prove a bound parameter non-empty): without them a lookup by request,
+	// trace or session scans the whole log.
 	where, args := "seq > ?", []any{q.AfterSeq}
 	if q.RequestID != "" {
-		where += " AND request_id = ?"
+		where += " AND request_id = ? AND request_id != ''"
 		args = append(args, q.RequestID)
 	}
 	if q.TraceID != "" {
-		where += " AND trace_id = ?"
+		where += " AND trace_id = ? AND trace_id != ''"
 		args = append(args, q.TraceID)
 	}
 	if q.Agent != "" {
@@ -407,7 +437,7 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		args = append(args, q.Agent)
 	}
 	if q.SessionID != "" {
-		where += " AND session_id = ?"
+		where += " AND session_id = ? AND session_id != ''"
 		args = append(args, q.SessionID)
 	}
 	if len(q.Types) > 0 {

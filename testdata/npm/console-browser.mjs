@@ -23,6 +23,7 @@ try {
   const flash = async () => (await page.locator(".flash, .error").first().textContent({ timeout: 5000 }))?.trim();
 
   await page.goto(plan.link);
+  await Promise.all([page.waitForURL((u) => u.pathname === "/console/"), page.click('button[type="submit"]')]);
   steps.signedIn = new URL(page.url()).pathname + " " + (await page.locator("form.who span").textContent());
   await shot("overview");
 
@@ -31,25 +32,25 @@ try {
   await shot("approvals");
   const a = page.locator(`[data-approval="${plan.approve}"]`);
   await a.locator('input[name="comment"]').fill("checked with the partner");
-  await Promise.all([page.waitForURL(/done=|error=/), a.locator('button[value="approve"]').click()]);
+  await Promise.all([page.waitForNavigation(), a.locator('button[value="approve"]').click()]);
   steps.approved = await flash();
   const d = page.locator(`[data-approval="${plan.deny}"]`);
   await d.locator('input[name="comment"]').fill("not an address we write to");
-  await Promise.all([page.waitForURL(/done=|error=/), d.locator('button[value="deny"]').click()]);
+  await Promise.all([page.waitForNavigation(), d.locator('button[value="deny"]').click()]);
   steps.denied = await flash();
 
   await page.goto(plan.base + "/tools");
   await shot("tools");
   await page.goto(plan.base + "/tools/" + plan.tool);
   await shot("tool-diff");
-  await Promise.all([page.waitForURL(/done=|error=/), page.locator('button[value="approve"]').click()]);
+  await Promise.all([page.waitForNavigation(), page.locator('button[value="approve"]').click()]);
   steps.tool = await flash();
 
   await page.goto(plan.base + "/agents");
   await shot("agents");
   const row = page.locator(`#agent-${plan.revoke}`);
   await row.locator('input[name="reason"]').fill("compromised in the exercise");
-  await Promise.all([page.waitForURL(/done=|error=/), row.locator("button").click()]);
+  await Promise.all([page.waitForNavigation(), row.locator("button").click()]);
   steps.revoked = await flash();
 
   await page.goto(plan.base + "/audit");
