@@ -302,10 +302,14 @@ func TestConnectionBound(t *testing.T) {
 	}
 }
 
-func TestCloseEndsTunnels(t *testing.T) {
-	// A destination that holds the tunnel open.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
+// sink is a destination that reads whatever it is sent and never answers.
+func sink(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
@@ -313,6 +317,11 @@ func TestCloseEndsTunnels(t *testing.T) {
 			io.Copy(io.Discard, c)
 		}
 	}()
+	return ln
+}
+
+func TestCloseEndsTunnels(t *testing.T) {
+	ln := sink(t) // a destination that holds the tunnel open
 	h := newHarness(t, ln.Addr().String())
 	_, c := h.connect(t, ln.Addr().String())
 	if c == nil {
@@ -476,15 +485,7 @@ func TestEventBudget(t *testing.T) {
 }
 
 func TestIdleTunnelsEnd(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			defer c.Close()
-			io.Copy(io.Discard, c)
-		}
-	}()
+	ln := sink(t)
 	h := newHarness(t, ln.Addr().String())
 	h.p.Idle = 100 * time.Millisecond
 	_, c := h.connect(t, ln.Addr().String())

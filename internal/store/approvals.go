@@ -40,20 +40,7 @@ func (s *SQLite) Approvals(ctx context.Context, state string) ([]*approval.Reque
 		q += ` WHERE state = ?`
 		args = append(args, state)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_ns LIMIT 1000`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read approvals: %w", err)
-	}
-	defer rows.Close()
-	var out []*approval.Request
-	for rows.Next() {
-		r, err := scanApproval(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return s.queryApprovals(ctx, q+` ORDER BY created_ns LIMIT 1000`, args...)
 }
 
 // DecideApproval moves a pending request to state.

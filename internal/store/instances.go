@@ -29,19 +29,26 @@ func (s *SQLite) AddJoinToken(ctx context.Context, token, agent string, expires 
 // UseJoinToken consumes a join token and returns its agent. A token works
 // once, before it expires.
 func (s *SQLite) UseJoinToken(ctx context.Context, token string, now time.Time) (string, error) {
+	return s.useOnce(ctx, "join_tokens", "agent", token, now, ErrJoinToken)
+}
+
+// useOnce consumes a one-time token of table (join_tokens,
+// console_links) and returns its owner column: once, before it expires;
+// gone is the error otherwise.
+func (s *SQLite) useOnce(ctx context.Context, table, owner, token string, now time.Time, gone error) (string, error) {
 	h := hashToken(token)
-	res, err := s.db.ExecContext(ctx, `UPDATE join_tokens SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
+	res, err := s.db.ExecContext(ctx, `UPDATE `+table+` SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
 	if err != nil {
-		return "", fmt.Errorf("use join token: %w", err)
+		return "", fmt.Errorf("use %s: %w", table, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return "", ErrJoinToken
+		return "", gone
 	}
-	var agent string
-	if err := s.db.QueryRowContext(ctx, `SELECT agent FROM join_tokens WHERE hash = ?`, h).Scan(&agent); err != nil {
-		return "", fmt.Errorf("use join token: %w", err)
+	var who string
+	if err := s.db.QueryRowContext(ctx, `SELECT `+owner+` FROM `+table+` WHERE hash = ?`, h).Scan(&who); err != nil {
+		return "", fmt.Errorf("use %s: %w", table, err)
 	}
-	return agent, nil
+	return who, nil
 }
 
 // Instance is an enrolled agent instance.
@@ -100,17 +107,5 @@ func (s *SQLite) AddConsoleLink(ctx context.Context, token, admin string, expire
 // UseConsoleLink consumes a sign-in link and returns the admin it is for:
 // once, before it expires.
 func (s *SQLite) UseConsoleLink(ctx context.Context, token string, now time.Time) (string, error) {
-	h := hashToken(token)
-	res, err := s.db.ExecContext(ctx, `UPDATE console_links SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
-	if err != nil {
-		return "", fmt.Errorf("use console link: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return "", ErrConsoleLink
-	}
-	var admin string
-	if err := s.db.QueryRowContext(ctx, `SELECT admin FROM console_links WHERE hash = ?`, h).Scan(&admin); err != nil {
-		return "", fmt.Errorf("use console link: %w", err)
-	}
-	return admin, nil
+	return s.useOnce(ctx, "console_links", "admin", token, now, ErrConsoleLink)
 }
