@@ -68,6 +68,8 @@ type Config struct {
 	Screening Screening `json:"screening,omitempty"`
 	// Governance names the governance documents and approvers (posture).
 	Governance Governance `json:"governance,omitempty"`
+	// Console configures the web console's sign-in.
+	Console Console `json:"console,omitempty"`
 
 	// dir is the directory of the file the config was loaded from; relative
 	// paths in the file are resolved against it.
@@ -569,6 +571,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Detection.validate(c)...)
 	errs = append(errs, c.Memory.validate()...)
 	errs = append(errs, c.Governance.validate()...)
+	errs = append(errs, c.Console.validate()...)
 	errs = append(errs, c.Limits.validate()...)
 	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
 		add("policy.require_signed: needs policy.signature and policy.trusted_keys")

@@ -71,6 +71,10 @@ type Options struct {
 	Upstreams func() []UpstreamState
 	Log       *slog.Logger
 	Now       func() time.Time
+	// IdPSecret is console.sign_in's client secret, resolved ("" for a
+	// public client); IdPClient the HTTP client that reaches the provider.
+	IdPSecret string
+	IdPClient *http.Client
 }
 
 // Server is the console.
@@ -78,6 +82,8 @@ type Server struct {
 	o     Options
 	pages *template.Template
 	mux   *http.ServeMux
+
+	idp *idp // console.sign_in, if configured
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -102,6 +108,9 @@ type session struct {
 	created, seen time.Time
 	// flash and flashErr are what the last change did, shown once.
 	flash, flashErr string
+	// fixedRole: the role came from the identity provider's groups at
+	// sign-in (not from an admin of the configuration).
+	fixedRole bool
 }
 
 type maskedArgs struct {
@@ -128,6 +137,13 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("console templates: %w", err)
 	}
 	s := &Server{o: o, pages: t, sessions: map[string]*session{}, masked: map[string]maskedArgs{}}
+	if si := o.Config.Console.SignIn; si != nil {
+		hc := o.IdPClient
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		s.idp = &idp{cfg: si, secret: o.IdPSecret, http: hc, pending: map[string]pendingSignIn{}}
+	}
 	s.routes()
 	return s, nil
 }
@@ -160,7 +176,7 @@ func (s *Server) route(pattern, role string, h func(w http.ResponseWriter, r *ht
 				http.Error(w, "not signed in", http.StatusUnauthorized)
 				return
 			}
-			s.render(w, r, http.StatusUnauthorized, "signin", nil, nil)
+			s.render(w, r, http.StatusUnauthorized, "signin", nil, s.signInData())
 			return
 		}
 		if change {
@@ -183,6 +199,14 @@ func (s *Server) route(pattern, role string, h func(w http.ResponseWriter, r *ht
 		}
 		h(w, r, ss)
 	})
+}
+
+// signInData is what the sign-in page offers besides links.
+func (s *Server) signInData() map[string]any {
+	if s.idp == nil {
+		return nil
+	}
+	return map[string]any{"IdP": s.idp.cfg.Issuer}
 }
 
 // sameOrigin reports whether a change came from a page of this origin:
@@ -223,12 +247,14 @@ func (s *Server) current(r *http.Request) *session {
 	}
 	// The role is read again: an admin removed or narrowed in the
 	// configuration is so at once.
-	a, ok := s.o.Config.AdminNamed(ss.Admin)
-	if !ok {
-		delete(s.sessions, c.Value)
-		return nil
+	if !ss.fixedRole {
+		a, ok := s.o.Config.AdminNamed(ss.Admin)
+		if !ok {
+			delete(s.sessions, c.Value)
+			return nil
+		}
+		ss.Role = a.ConsoleRole()
 	}
-	ss.Role = a.ConsoleRole()
 	if touch {
 		ss.seen = now
 	}
@@ -311,27 +337,8 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, "signin", nil, map[string]any{"Error": "This sign-in link is unknown, was used already or has expired. Ask for a new one (portcullis console link)."})
 		return
 	}
-	if old := s.current(r); old != nil {
-		s.mu.Lock()
-		delete(s.sessions, old.id)
-		s.mu.Unlock()
-	}
 	a, _ := s.o.Config.AdminNamed(admin)
-	ss := &session{id: randomID(), CSRF: randomID(), Admin: admin, Role: a.ConsoleRole(), created: s.o.Now(), seen: s.o.Now()}
-	s.mu.Lock()
-	s.sweep()
-	if len(s.sessions) >= maxSessions {
-		s.mu.Unlock()
-		http.Error(w, "too many console sessions", http.StatusServiceUnavailable)
-		return
-	}
-	s.sessions[ss.id] = ss
-	s.mu.Unlock()
-	e := audit.New(audit.TypeIdentity, audit.OutcomeAllow, reason.ConsoleSignedIn, s.o.Now(), audit.Subject{User: admin, RemoteAddr: r.RemoteAddr})
-	e.Detail = "console, role " + ss.Role
-	s.write(ctx, e)
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: ss.id, Path: Prefix, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(maxLifetime.Seconds())})
-	http.Redirect(w, r, Prefix+"/", http.StatusSeeOther)
+	s.startSession(w, r, admin, a.ConsoleRole(), false, false)
 }
 
 // refuse audits a refused sign-in, at most once a refusalEvery.

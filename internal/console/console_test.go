@@ -119,3 +119,50 @@ func TestEventTypesComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestIdPRoles: the provider's person is the admin it names (name or
+// identity, any case) with that admin's role, else the strongest role its
+// groups map to, else nobody.
+func TestIdPRoles(t *testing.T) {
+	cfg, err := config.Parse([]byte(`version: 1
+admins: [{name: alice, roles: [approver], identities: [alice@corp.example]}]
+console:
+  sign_in:
+    issuer: https://idp.corp.example
+    client_id: portcullis
+    redirect_url: http://localhost:8471/console/oidc/callback
+    groups: {secops: operator, auditors: viewer}
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		claims     map[string]any
+		user, role string
+		viaGroups  bool
+	}{
+		{map[string]any{"email": "Alice@Corp.example"}, "alice", "approver", false},
+		{map[string]any{"email": "bob@corp.example", "groups": []any{"auditors", "secops"}}, "bob@corp.example", "operator", true},
+		{map[string]any{"email": "carol@corp.example", "groups": []any{"sales"}}, "carol@corp.example", "", false},
+		{map[string]any{"sub": "u-1"}, "u-1", "", false},
+		{map[string]any{"email": ""}, "", "", false},
+	} {
+		user, role, via := s.idpRole(tc.claims)
+		if user != tc.user || role != tc.role || via != tc.viaGroups {
+			t.Errorf("%v: %q %q %v, want %q %q %v", tc.claims, user, role, via, tc.user, tc.role, tc.viaGroups)
+		}
+	}
+	for _, bad := range []string{
+		"console: {sign_in: {issuer: 'http://idp.example', client_id: c, redirect_url: 'http://localhost:1/console/oidc/callback'}}",
+		"console: {sign_in: {issuer: 'https://idp.example', client_id: c, redirect_url: 'http://localhost:1/elsewhere'}}",
+		"console: {sign_in: {issuer: 'https://idp.example', client_id: c, redirect_url: 'http://localhost:1/console/oidc/callback', groups: {g: root}}}",
+	} {
+		if _, err := config.Parse([]byte("version: 1\n"+bad+"\n"), t.TempDir()); err == nil {
+			t.Errorf("accepted: %s", bad)
+		}
+	}
+}

@@ -32,6 +32,8 @@ func (s *Server) routes() {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET "+Prefix+"/login", s.confirmSignIn)
 	s.mux.HandleFunc("POST "+Prefix+"/login", s.signIn)
+	s.mux.HandleFunc("POST "+Prefix+"/oidc/start", s.startIdP)
+	s.mux.HandleFunc("GET "+Prefix+"/oidc/callback", s.idpCallback)
 	s.mux.Handle("GET "+Prefix+"/static/", s.static())
 	s.route("POST "+Prefix+"/logout", "viewer", s.signOut)
 	s.route("GET "+Prefix+"/{$}", "viewer", s.overview)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -490,5 +491,92 @@ when { resource.read_only_hint };
 	}
 	if callErr == nil {
 		t.Error("the revoked agent's call went through")
+	}
+}
+
+// TestConsoleSignInWithIdP: a person signs in to the console through the
+// organisation's identity provider (a real OpenID provider started by the
+// test): the provider's person is the admin whose identity it names, with
+// that admin's role; a forged return signs nobody in; a person the
+// configuration does not know is refused.
+func TestConsoleSignInWithIdP(t *testing.T) {
+	idp := startOP(t, "https://ignored.example/mcp", time.Minute)
+	// The redirect URI names the admin port, registered first: a port
+	// taken meanwhile by another test is tried again with another.
+	var h *harness
+	var admin string
+	for i := 0; i < 5 && h == nil; i++ {
+		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		redirect := "http://" + admin + "/console/oidc/callback"
+		clientID := register(t, idp, redirect, "Portcullis console")
+		h = startGateway(t, demoConfig+fmt.Sprintf(`listen: {admin: %s}
+admins:
+  - {name: alice, roles: [approver], identities: [alice@example.com]}
+console:
+  sign_in: {issuer: %q, client_id: %q, redirect_url: %q}
+`, admin, idp, clientID, redirect), map[string]string{"policy.cedar": demoPolicy})
+	}
+	if h == nil {
+		t.Fatal("no free admin port")
+	}
+	base := "http://" + admin + "/console"
+	browser := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if strings.HasPrefix(r.URL.String(), base) {
+			return http.ErrUseLastResponse // the console's own answers are read one by one
+		}
+		return nil
+	}}
+	// The sign-in page offers the provider.
+	if code, body := (&consoleClient{t: t, base: base}).get("/"); code != http.StatusUnauthorized || !strings.Contains(body, "Sign in with "+idp) {
+		t.Fatalf("sign-in page: %d", code)
+	}
+	req, _ := http.NewRequest("POST", base+"/oidc/start", nil)
+	req.Header.Set("Origin", "http://"+admin)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := browser.Do(req) // to the provider's sign-in page
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	csrf, id := csrfRE.FindSubmatch(page), idRE.FindSubmatch(page)
+	if csrf == nil || id == nil {
+		t.Fatalf("no provider sign-in form: %d %s", resp.StatusCode, page)
+	}
+	f := url.Values{"id": {string(id[1])}, "csrf": {string(csrf[1])}, "user": {"alice@example.com"}, "password": {"op-password-1"}, "agent": {"reader"}, "decision": {"allow"}}
+	resp, err = browser.PostForm(idp+"/oauth2/login", f) // back to the console's callback
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cb := resp.Header.Get("Location")
+	if !strings.HasPrefix(cb, base+"/oidc/callback?") {
+		t.Fatalf("the provider sent the person to %q (%d)", cb, resp.StatusCode)
+	}
+	resp, err = browser.Get(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var session string
+	for _, c := range resp.Cookies() {
+		if c.Name == "portcullis_console" {
+			session = c.Value
+		}
+	}
+	if resp.StatusCode != http.StatusOK || session == "" || !strings.Contains(string(body), "Signed in as alice (approver)") {
+		t.Fatalf("callback: %d %s", resp.StatusCode, body)
+	}
+	alice := &consoleClient{t: t, base: base, cookie: session}
+	if code, page := alice.get("/approvals"); code != http.StatusOK || !strings.Contains(page, "alice (approver)") {
+		t.Fatalf("signed in through the provider: %d", code)
+	}
+	h.findEvent(func(e *audit.Event) bool { return e.Code == reason.ConsoleSignedIn && e.User == "alice" })
+	// The same return again, or a forged one, signs nobody in.
+	for _, u := range []string{cb, base + "/oidc/callback?code=x&state=forged"} {
+		if resp, err := browser.Get(u); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %v %v", u, resp.StatusCode, err)
+		}
 	}
 }

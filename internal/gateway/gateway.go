@@ -304,7 +304,14 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Release:        g.release,
 	})
 	g.metrics.WatchSlots(g.proxy.SlotUse)
+	var idpSecret string
+	if si := cfg.Console.SignIn; si != nil && si.ClientSecret != nil {
+		if idpSecret, err = si.ClientSecret.Resolve(cfg.Dir(), g.openSecret); err != nil {
+			return nil, fmt.Errorf("console.sign_in.client_secret: %w", err)
+		}
+	}
 	if g.console, err = console.New(console.Options{Config: cfg, Store: g.store, Ops: g.ops, Engine: g.engine, Log: g.log.With("component", "console"),
+		IdPSecret: idpSecret, IdPClient: &http.Client{Timeout: 15 * time.Second},
 		Upstreams: func() []console.UpstreamState {
 			var out []console.UpstreamState
 			for _, u := range g.proxy.Upstreams() {

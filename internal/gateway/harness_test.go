@@ -5,13 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +70,11 @@ func startGatewayWith(t testing.TB, configYAML string, policies map[string]strin
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
-	cfg.Listen.Address, cfg.Listen.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	admin := "127.0.0.1:0"
+	if h, p, err := net.SplitHostPort(cfg.Listen.Admin); err == nil && h == "127.0.0.1" && p != "0" && strings.Contains(configYAML, "admin: "+cfg.Listen.Admin) {
+		admin = cfg.Listen.Admin // a test that names its admin port (a redirect URI registered with it)
+	}
+	cfg.Listen.Address, cfg.Listen.Admin = "127.0.0.1:0", admin
 	if u, err := url.Parse(cfg.Listen.PublicURL); err == nil && u.Hostname() == "127.0.0.1" && u.Port() != "" {
 		cfg.Listen.Address = u.Host // a test naming a loopback public URL listens there
 	}
@@ -77,6 +84,10 @@ func startGatewayWith(t testing.TB, configYAML string, policies map[string]strin
 		t.Fatalf("new gateway: %v", err)
 	}
 	if err := g.Listen(); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) && admin != "127.0.0.1:0" {
+			g.store.Close()
+			return nil // the named port was taken meanwhile: the caller picks another
+		}
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

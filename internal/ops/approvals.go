@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
@@ -41,8 +42,9 @@ func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment 
 	// Separation of duties beyond the exact name: an admin known as the
 	// request's user by another identity (an identity provider's email)
 	// may not decide it either.
-	if a, ok := o.cfg.AdminNamed(by); ok {
-		if r, err := o.st.Approval(ctx, id); err == nil && a.Is(r.User) {
+	if r, err := o.st.Approval(ctx, id); err == nil && r.User != "" {
+		a, ok := o.cfg.AdminNamed(by)
+		if strings.EqualFold(by, r.User) || ok && a.Is(r.User) {
 			return nil, approval.ErrSelfApproval
 		}
 	}

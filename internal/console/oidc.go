@@ -1,0 +1,237 @@
+package console
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+)
+
+// Sign-in through the organisation's identity provider (console.sign_in):
+// authorization code with PKCE, a nonce and a one-time state; the ID
+// token's person is the admin it names (by name or identity), or else
+// gets the strongest role its groups map to.
+
+// idpTimeout bounds a call to the provider; pendingTTL a sign-in in
+// flight; maxPending how many may be.
+const (
+	idpTimeout = 10 * time.Second
+	pendingTTL = 10 * time.Minute
+	maxPending = 1000
+)
+
+type idp struct {
+	cfg    *config.ConsoleSignIn
+	secret string
+	http   *http.Client
+
+	mu       sync.Mutex
+	verifier *oidc.IDTokenVerifier
+	oauth    *oauth2.Config
+	failed   time.Time
+	pending  map[string]pendingSignIn // by state
+}
+
+type pendingSignIn struct {
+	verifier, nonce string
+	at              time.Time
+}
+
+func (p *idp) discover(ctx context.Context) (*oidc.IDTokenVerifier, *oauth2.Config, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.verifier != nil {
+		return p.verifier, p.oauth, nil
+	}
+	if !p.failed.IsZero() && time.Since(p.failed) < 30*time.Second {
+		return nil, nil, errors.New("the identity provider could not be reached lately")
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.http), idpTimeout)
+	defer cancel()
+	prov, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	if err != nil {
+		p.failed = time.Now()
+		return nil, nil, fmt.Errorf("identity provider %s: %w", p.cfg.Issuer, err)
+	}
+	p.verifier = prov.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
+	ep := prov.Endpoint()
+	if p.secret == "" {
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
+	p.oauth = &oauth2.Config{ClientID: p.cfg.ClientID, ClientSecret: p.secret, Endpoint: ep, RedirectURL: p.cfg.RedirectURL,
+		Scopes: []string{oidc.ScopeOpenID, "email", "profile"}}
+	return p.verifier, p.oauth, nil
+}
+
+// startIdP sends the person to the provider (a POST from the sign-in page
+// of this origin).
+func (s *Server) startIdP(w http.ResponseWriter, r *http.Request) {
+	if s.idp == nil || !sameOrigin(r) {
+		http.NotFound(w, r)
+		return
+	}
+	_, oc, err := s.idp.discover(r.Context())
+	if err != nil {
+		s.o.Log.Warn("console: identity provider unavailable", "err", err)
+		s.render(w, r, http.StatusBadGateway, "signin", nil, map[string]any{"Error": "The identity provider cannot be reached; try again later.", "IdP": s.idp.cfg.Issuer})
+		return
+	}
+	state, in := randomID(), pendingSignIn{verifier: oauth2.GenerateVerifier(), nonce: randomID(), at: s.o.Now()}
+	s.idp.mu.Lock()
+	for k, v := range s.idp.pending {
+		if s.o.Now().Sub(v.at) > pendingTTL {
+			delete(s.idp.pending, k)
+		}
+	}
+	if len(s.idp.pending) >= maxPending {
+		s.idp.mu.Unlock()
+		http.Error(w, "too many sign-ins in flight", http.StatusServiceUnavailable)
+		return
+	}
+	s.idp.pending[state] = in
+	s.idp.mu.Unlock()
+	http.Redirect(w, r, oc.AuthCodeURL(state, oauth2.S256ChallengeOption(in.verifier), oidc.Nonce(in.nonce)), http.StatusFound)
+}
+
+// idpCallback takes the person back: the state used once, the code
+// exchanged with its verifier, the ID token verified (issuer, audience,
+// expiry, nonce), and the person mapped to a role.
+func (s *Server) idpCallback(w http.ResponseWriter, r *http.Request) {
+	if s.idp == nil {
+		http.NotFound(w, r)
+		return
+	}
+	q := r.URL.Query()
+	s.idp.mu.Lock()
+	in, ok := s.idp.pending[q.Get("state")]
+	delete(s.idp.pending, q.Get("state"))
+	s.idp.mu.Unlock()
+	fail := func(why string, err error) {
+		s.o.Log.Warn("console: identity provider sign-in refused", "why", why, "err", err)
+		s.refuse(r.Context(), r, errors.New("identity provider: "+why))
+		s.render(w, r, http.StatusUnauthorized, "signin", nil, map[string]any{"Error": "The identity provider did not sign you in to the console.", "IdP": s.idp.cfg.Issuer})
+	}
+	if !ok || s.o.Now().Sub(in.at) > pendingTTL {
+		fail("unknown, used or expired sign-in", nil)
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		fail("the provider refused", nil)
+		return
+	}
+	v, oc, err := s.idp.discover(r.Context())
+	if err != nil {
+		fail("provider unavailable", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(r.Context(), s.idp.http), idpTimeout)
+	defer cancel()
+	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(in.verifier))
+	if err != nil {
+		fail("code exchange failed", err)
+		return
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	idt, err := v.Verify(ctx, raw)
+	if err != nil || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(in.nonce)) != 1 {
+		fail("ID token refused", err)
+		return
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		fail("ID token claims", err)
+		return
+	}
+	user, role, viaGroups := s.idpRole(claims)
+	if user == "" || role == "" {
+		fail(fmt.Sprintf("%q is no admin and in no group the console maps", user), nil)
+		return
+	}
+	s.startSession(w, r, user, role, viaGroups, true)
+}
+
+// idpRole maps an ID token's claims to the console: the admin the user
+// claim names (its name or identities: that admin's role), else the
+// strongest role of its groups. viaGroups: the role comes from the groups
+// (fixed for the session; an admin's is read at every request).
+func (s *Server) idpRole(claims map[string]any) (user, role string, viaGroups bool) {
+	claim := s.idp.cfg.UserClaim
+	if claim == "" {
+		claim = "email"
+		if _, ok := claims[claim].(string); !ok {
+			claim = "sub"
+		}
+	}
+	user, _ = claims[claim].(string)
+	if user == "" || len(user) > 256 {
+		return "", "", false
+	}
+	for _, a := range s.o.Config.Admins {
+		if a.Is(user) {
+			return a.Name, a.ConsoleRole(), false
+		}
+	}
+	gc := s.idp.cfg.GroupsClaim
+	if gc == "" {
+		gc = "groups"
+	}
+	groups, _ := claims[gc].([]any)
+	best := -1
+	for _, g := range groups {
+		if name, ok := g.(string); ok {
+			if r, ok := s.idp.cfg.Groups[name]; ok {
+				best = max(best, slices.Index(config.ConsoleRoles, r))
+			}
+		}
+	}
+	if best < 0 {
+		return user, "", false
+	}
+	return strings.ToLower(user), config.ConsoleRoles[best], true
+}
+
+// startSession signs a person in (ending the browser's previous session).
+// fromIdP: the request came from the provider's redirect, where a
+// SameSite=Strict cookie would not follow a redirect at once: a page of
+// this origin goes on to the console.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, admin, role string, fixedRole, fromIdP bool) {
+	if old := s.current(r); old != nil {
+		s.mu.Lock()
+		delete(s.sessions, old.id)
+		s.mu.Unlock()
+	}
+	ss := &session{id: randomID(), CSRF: randomID(), Admin: admin, Role: role, created: s.o.Now(), seen: s.o.Now(), fixedRole: fixedRole}
+	s.mu.Lock()
+	s.sweep()
+	if len(s.sessions) >= maxSessions {
+		s.mu.Unlock()
+		http.Error(w, "too many console sessions", http.StatusServiceUnavailable)
+		return
+	}
+	s.sessions[ss.id] = ss
+	s.mu.Unlock()
+	e := audit.New(audit.TypeIdentity, audit.OutcomeAllow, reason.ConsoleSignedIn, s.o.Now(), audit.Subject{User: admin, RemoteAddr: r.RemoteAddr})
+	e.Detail = "console, role " + role
+	if fixedRole {
+		e.Detail += " (from the identity provider's groups)"
+	}
+	s.write(r.Context(), e)
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: ss.id, Path: Prefix, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(maxLifetime.Seconds())})
+	if fromIdP {
+		s.render(w, r, http.StatusOK, "continue", nil, map[string]any{"Admin": admin, "Role": role})
+		return
+	}
+	http.Redirect(w, r, Prefix+"/", http.StatusSeeOther)
+}
