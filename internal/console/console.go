@@ -71,6 +71,9 @@ type Options struct {
 	Upstreams func() []UpstreamState
 	Log       *slog.Logger
 	Now       func() time.Time
+	// Integrity reports the store's last integrity check ("" when it
+	// passed: the gateway checks at start and periodically).
+	Integrity func() string
 	// IdPSecret is console.sign_in's client secret, resolved ("" for a
 	// public client); IdPClient the HTTP client that reaches the provider.
 	IdPSecret string

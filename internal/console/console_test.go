@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -164,5 +165,33 @@ console:
 		if _, err := config.Parse([]byte("version: 1\n"+bad+"\n"), t.TempDir()); err == nil {
 			t.Errorf("accepted: %s", bad)
 		}
+	}
+}
+
+// TestDelegationTrees: a task's tree from its start and each exchange.
+func TestDelegationTrees(t *testing.T) {
+	started := func(task, agent string) *audit.Event {
+		return audit.New(audit.TypeToken, audit.OutcomeInfo, reason.TaskStarted, time.Now(), audit.Subject{Task: task, Agent: agent, User: "alice"})
+	}
+	handed := func(task, from, to string, o audit.Outcome) *audit.Event {
+		e := audit.New(audit.TypeToken, o, reason.TokenExchange, time.Now(), audit.Subject{Task: task, Agent: from, User: "alice"})
+		e.Target = to
+		return e
+	}
+	trees := delegationTrees([]*audit.Event{
+		started("t1", "planner"),
+		handed("t1", "planner", "researcher", audit.OutcomeAllow),
+		handed("t1", "planner", "writer", audit.OutcomeAllow),
+		handed("t1", "researcher", "fetcher", audit.OutcomeAllow),
+		handed("t1", "writer", "mallory", audit.OutcomeDeny), // refused: no branch
+		started("t2", "solo"),
+		handed("t3", "x", "orphan", audit.OutcomeAllow), // its task started before the window
+	})
+	if len(trees) != 2 || trees[0].ID != "t2" || trees[1].ID != "t1" {
+		t.Fatalf("trees %+v", trees)
+	}
+	root := trees[1].Root
+	if root.Agent != "planner" || len(root.Children) != 2 || root.Children[0].Agent != "researcher" || len(root.Children[0].Children) != 1 || root.Children[0].Children[0].Agent != "fetcher" || len(root.Children[1].Children) != 0 {
+		t.Fatalf("t1's tree: %+v", root)
 	}
 }

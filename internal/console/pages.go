@@ -243,6 +243,47 @@ func (s *Server) overviewData(ctx context.Context) (map[string]any, error) {
 			bars = append(bars, bar{X: 30 + i*22, Y: y, H: ht, W: 18, Kind: part.kind, Tooltip: fmt.Sprintf("%s: %d %s", label, part.n, part.kind)})
 		}
 	}
+	// Screening actions and alerts per hour: each hour's first event found
+	// by bisection, then counted on the type index between them.
+	since := now.Add(-24 * time.Hour)
+	var bounds [25]int64
+	for i := range 24 {
+		if bounds[i], err = s.o.Store.SeqSince(ctx, since.Add(time.Duration(i)*time.Hour)); err != nil {
+			return nil, err
+		}
+	}
+	bounds[24] = state.Size + 1
+	var screened, raised [24]int
+	for i := range 24 {
+		for _, c := range []struct {
+			typ audit.Type
+			out *[24]int
+		}{{audit.TypeScreening, &screened}, {audit.TypeAlert, &raised}} {
+			n, err := s.o.Store.CountEventsBetween(ctx, string(c.typ), bounds[i]-1, bounds[i+1]-1)
+			if err != nil {
+				return nil, err
+			}
+			c.out[i] = int(n)
+		}
+	}
+	peak2 := 1
+	for i := range 24 {
+		peak2 = max(peak2, screened[i], raised[i])
+	}
+	var bars2 []bar
+	for i := range 24 {
+		label := since.Add(time.Duration(i) * time.Hour).Local().Format("15:00")
+		for j, part := range []struct {
+			n    int
+			kind string
+		}{{screened[i], "screened"}, {raised[i], "alert"}} {
+			if part.n == 0 {
+				continue
+			}
+			ht := max(1, part.n*110/peak2)
+			bars2 = append(bars2, bar{X: 30 + i*22 + j*9, Y: 120 - ht, H: ht, W: 8, Kind: part.kind, Tooltip: fmt.Sprintf("%s: %d %s", label, part.n, part.kind)})
+		}
+	}
 	var ups []UpstreamState
 	if s.o.Upstreams != nil {
 		ups = s.o.Upstreams()
@@ -255,7 +296,7 @@ func (s *Server) overviewData(ctx context.Context) (map[string]any, error) {
 		"Pending": len(pending), "Alerts": len(alerts), "AlertsMore": len(alerts) == maxOpenCount, "Quarantined": quarantined, "Upstreams": ups,
 		"Decisions": counts[audit.TypeDecision], "Allowed": totals.allow, "Denied": totals.deny, "Held": totals.held,
 		"Screened": counts[audit.TypeScreening], "AlertsDay": counts[audit.TypeAlert], "Sampled": int64(len(rows)) < counts[audit.TypeDecision], "Sample": len(rows), "Bars": bars, "Peak": peak, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP,
-		"Policy": s.o.Engine.Version(), "At": now,
+		"Policy": s.o.Engine.Version(), "At": now, "Bars2": bars2, "Peak2": peak2,
 	}
 	s.ovAt = now
 	return s.ovData, nil
@@ -461,7 +502,11 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, ss *session) {
 		s.fail(w, r, ss, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "audit", ss, map[string]any{"Events": events, "Q": q, "Types": auditTypes, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP,
+	integrity := ""
+	if s.o.Integrity != nil {
+		integrity = s.o.Integrity()
+	}
+	s.render(w, r, http.StatusOK, "audit", ss, map[string]any{"Events": events, "Q": q, "Types": auditTypes, "LogSize": state.Size, "Checkpoint": cp, "HasCheckpoint": hasCP, "Integrity": integrity,
 		"Windowed": windowed && state.Size > scanWindow, "Window": scanWindow})
 }
 
@@ -525,14 +570,28 @@ func (s *Server) tool(w http.ResponseWriter, r *http.Request, ss *session) {
 		Pretty string
 	}
 	var vs []version
+	var approved *version
 	for _, p := range versions {
 		var b bytes.Buffer
 		if json.Indent(&b, p.Definition, "", "  ") != nil {
 			b.Write(p.Definition)
 		}
 		vs = append(vs, version{Pin: p, Pretty: b.String()})
+		if p.State == toolreg.Approved {
+			approved = &vs[len(vs)-1]
+		}
 	}
-	s.render(w, r, http.StatusOK, "tool", ss, map[string]any{"Upstream": up, "Name": name, "Versions": vs, "Diff": diff})
+	// Side by side: the approved definition beside each quarantined one.
+	type pair struct{ Approved, Pending version }
+	var pairs []pair
+	if approved != nil {
+		for _, v := range vs {
+			if v.State == toolreg.Quarantined {
+				pairs = append(pairs, pair{*approved, v})
+			}
+		}
+	}
+	s.render(w, r, http.StatusOK, "tool", ss, map[string]any{"Upstream": up, "Name": name, "Versions": vs, "Diff": diff, "Pairs": pairs})
 }
 
 func (s *Server) decideTool(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -590,7 +649,29 @@ func (s *Server) agents(w http.ResponseWriter, r *http.Request, ss *session) {
 	if len(tasks) > 100 {
 		tasks = tasks[:100]
 	}
-	s.render(w, r, http.StatusOK, "agents", ss, map[string]any{"Agents": agents, "Tasks": tasks})
+	// Delegation trees of the tasks started among the last scanWindow
+	// events.
+	state, err := s.o.Store.State(ctx)
+	if err != nil {
+		s.fail(w, r, ss, err)
+		return
+	}
+	rows, err := s.o.Store.Events(ctx, store.EventQuery{AfterSeq: max(0, state.Size-scanWindow), Types: []string{string(audit.TypeToken)}, Limit: store.MaxQueryLimit, Last: true})
+	if err != nil {
+		s.fail(w, r, ss, err)
+		return
+	}
+	var tokenEvents []*audit.Event
+	for _, row := range rows {
+		if e, err := audit.Decode(row); err == nil {
+			tokenEvents = append(tokenEvents, e)
+		}
+	}
+	trees := delegationTrees(tokenEvents)
+	if len(trees) > 50 {
+		trees = trees[:50]
+	}
+	s.render(w, r, http.StatusOK, "agents", ss, map[string]any{"Agents": agents, "Tasks": tasks, "Trees": trees})
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, ss *session) {

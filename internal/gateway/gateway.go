@@ -312,6 +312,12 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	}
 	if g.console, err = console.New(console.Options{Config: cfg, Store: g.store, Ops: g.ops, Engine: g.engine, Log: g.log.With("component", "console"),
 		IdPSecret: idpSecret, IdPClient: &http.Client{Timeout: 15 * time.Second},
+		Integrity: func() string {
+			if m := g.integrity.Load(); m != nil {
+				return *m
+			}
+			return ""
+		},
 		Upstreams: func() []console.UpstreamState {
 			var out []console.UpstreamState
 			for _, u := range g.proxy.Upstreams() {

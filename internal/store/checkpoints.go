@@ -248,3 +248,13 @@ func (s *SQLite) CountEvents(ctx context.Context, typ string, afterSeq int64) (i
 	}
 	return n, nil
 }
+
+// CountEventsBetween counts the events of type typ with after < seq <=
+// upTo (the type index alone).
+func (s *SQLite) CountEventsBetween(ctx context.Context, typ string, after, upTo int64) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ? AND seq <= ?`, typ, after, upTo).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}
