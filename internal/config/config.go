@@ -186,20 +186,47 @@ type Admin struct {
 }
 
 // Is reports whether user names this admin (its name or one of its
-// identities, without regard to case).
+// identities, ASCII letters compared without regard to case).
 func (a Admin) Is(user string) bool {
-	if user == "" {
-		return false
-	}
-	if strings.EqualFold(user, a.Name) {
-		return true
-	}
+	return user != "" && (SameName(user, a.Name) || a.HasIdentity(user))
+}
+
+// HasIdentity reports whether user is one of the admin's identities (an
+// identity provider's names for the person; never its local name).
+func (a Admin) HasIdentity(user string) bool {
 	for _, id := range a.Identities {
-		if strings.EqualFold(user, id) {
+		if SameName(user, id) {
 			return true
 		}
 	}
 	return false
+}
+
+// SameName compares two names, folding the case of ASCII letters only
+// (Unicode folding would make "ſam" the admin "sam").
+func SameName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 {
+			if x != y {
+				return false
+			}
+			continue
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // ConsoleRoles are the console's roles, weakest first (each includes the

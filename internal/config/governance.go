@@ -45,9 +45,9 @@ type Console struct {
 }
 
 // ConsoleSignIn is the identity provider people sign in to the console
-// with. A person is the admin whose name or identities match the ID
-// token's user claim (that admin's roles), or else gets the strongest
-// role its groups map to; anyone else is refused.
+// with. A person is the admin whose identities include the ID token's
+// user claim (that admin's roles), or else, named idp:<user>, gets the
+// strongest role its groups map to; anyone else is refused.
 type ConsoleSignIn struct {
 	Issuer       string `json:"issuer"`
 	ClientID     string `json:"client_id"`
@@ -55,8 +55,8 @@ type ConsoleSignIn struct {
 	// RedirectURL is the console's callback as registered at the provider:
 	// http(s)://<admin listener>/console/oidc/callback.
 	RedirectURL string `json:"redirect_url"`
-	// UserClaim names the person (default email); GroupsClaim their groups
-	// (default groups).
+	// UserClaim names the person (default email, which must be
+	// email_verified); GroupsClaim their groups (default groups).
 	UserClaim   string `json:"user_claim,omitempty"`
 	GroupsClaim string `json:"groups_claim,omitempty"`
 	// Groups maps a group to a console role.
@@ -75,8 +75,8 @@ func (c *Console) validate() []error {
 	if s.ClientID == "" {
 		errs = append(errs, fmt.Errorf("console.sign_in.client_id: required"))
 	}
-	if u, err := url.Parse(s.RedirectURL); err != nil || u.Path != "/console/oidc/callback" || (u.Scheme != "https" && u.Scheme != "http") {
-		errs = append(errs, fmt.Errorf("console.sign_in.redirect_url: %q must be http(s)://<admin listener>/console/oidc/callback", s.RedirectURL))
+	if u, err := url.Parse(s.RedirectURL); err != nil || u.Path != "/console/oidc/callback" || !SecureURL(s.RedirectURL) {
+		errs = append(errs, fmt.Errorf("console.sign_in.redirect_url: %q must be https://<admin listener>/console/oidc/callback (http on loopback only)", s.RedirectURL))
 	}
 	for g, r := range s.Groups {
 		if !slices.Contains(ConsoleRoles, r) {

@@ -341,7 +341,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, _ := s.o.Config.AdminNamed(admin)
-	s.startSession(w, r, admin, a.ConsoleRole(), false, false)
+	s.startSession(w, r, admin, a.ConsoleRole(), false, false, "one-time link")
 }
 
 // refuse audits a refused sign-in, at most once a refusalEvery.

@@ -121,12 +121,13 @@ func TestEventTypesComplete(t *testing.T) {
 	}
 }
 
-// TestIdPRoles: the provider's person is the admin it names (name or
-// identity, any case) with that admin's role, else the strongest role its
-// groups map to, else nobody.
+// TestIdPRoles: the provider's person is the admin whose identities
+// include it (ASCII case only; never an admin's local name) with that
+// admin's role, else, named idp:<user>, the strongest role its groups map
+// to, else nobody; an email must be verified.
 func TestIdPRoles(t *testing.T) {
 	cfg, err := config.Parse([]byte(`version: 1
-admins: [{name: alice, roles: [approver], identities: [alice@corp.example]}]
+admins: [{name: alice, roles: [approver], identities: [alice@corp.example]}, {name: sam, roles: [admin]}]
 console:
   sign_in:
     issuer: https://idp.corp.example
@@ -141,18 +142,25 @@ console:
 	if err != nil {
 		t.Fatal(err)
 	}
+	ok := func(email string, groups ...any) map[string]any {
+		return map[string]any{"email": email, "email_verified": true, "groups": groups}
+	}
 	for _, tc := range []struct {
 		claims     map[string]any
 		user, role string
 		viaGroups  bool
 	}{
-		{map[string]any{"email": "Alice@Corp.example"}, "alice", "approver", false},
-		{map[string]any{"email": "bob@corp.example", "groups": []any{"auditors", "secops"}}, "bob@corp.example", "operator", true},
-		{map[string]any{"email": "carol@corp.example", "groups": []any{"sales"}}, "carol@corp.example", "", false},
-		{map[string]any{"sub": "u-1"}, "u-1", "", false},
-		{map[string]any{"email": ""}, "", "", false},
+		{ok("Alice@Corp.example"), "alice", "approver", false},
+		{ok("bob@corp.example", "auditors", "secops"), "idp:bob@corp.example", "operator", true},
+		{ok("carol@corp.example", "sales"), "carol@corp.example", "", false},
+		{map[string]any{"email": "alice@corp.example", "email_verified": false}, "alice@corp.example", "", false}, // unverified
+		{map[string]any{"email": "alice@corp.example"}, "alice@corp.example", "", false},                          // unverified
+		{ok("sam"), "sam", "", false},                               // an admin's local name is no identity
+		{ok("ſam", "secops"), "idp:ſam", "operator", true},          // no Unicode folding onto sam
+		{ok("alİce@corp.example"), "alİce@corp.example", "", false}, // nor onto alice
+		{map[string]any{"sub": "u-1"}, "", "", false},               // no email: no fallback to sub
 	} {
-		user, role, via := s.idpRole(tc.claims)
+		user, role, via, _ := s.idpRole(tc.claims)
 		if user != tc.user || role != tc.role || via != tc.viaGroups {
 			t.Errorf("%v: %q %q %v, want %q %q %v", tc.claims, user, role, via, tc.user, tc.role, tc.viaGroups)
 		}
@@ -160,6 +168,7 @@ console:
 	for _, bad := range []string{
 		"console: {sign_in: {issuer: 'http://idp.example', client_id: c, redirect_url: 'http://localhost:1/console/oidc/callback'}}",
 		"console: {sign_in: {issuer: 'https://idp.example', client_id: c, redirect_url: 'http://localhost:1/elsewhere'}}",
+		"console: {sign_in: {issuer: 'https://idp.example', client_id: c, redirect_url: 'http://console.corp.example/console/oidc/callback'}}",
 		"console: {sign_in: {issuer: 'https://idp.example', client_id: c, redirect_url: 'http://localhost:1/console/oidc/callback', groups: {g: root}}}",
 	} {
 		if _, err := config.Parse([]byte("version: 1\n"+bad+"\n"), t.TempDir()); err == nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +28,13 @@ import (
 const (
 	idpTimeout = 10 * time.Second
 	pendingTTL = 10 * time.Minute
-	maxPending = 1000
+	maxPending = 10000
+	// bindCookie ties a sign-in in flight to the browser that started it
+	// (SameSite=Lax: the provider's redirect back is a cross-site GET).
+	bindCookie = "portcullis_console_signin"
+	// GroupPrefix names the people the provider's groups let in (they are
+	// no admin of the configuration): "idp:" and the user claim.
+	GroupPrefix = "idp:"
 )
 
 type idp struct {
@@ -45,8 +50,8 @@ type idp struct {
 }
 
 type pendingSignIn struct {
-	verifier, nonce string
-	at              time.Time
+	verifier, nonce, bind string
+	at                    time.Time
 }
 
 func (p *idp) discover(ctx context.Context) (*oidc.IDTokenVerifier, *oauth2.Config, error) {
@@ -58,7 +63,9 @@ func (p *idp) discover(ctx context.Context) (*oidc.IDTokenVerifier, *oauth2.Conf
 	if !p.failed.IsZero() && time.Since(p.failed) < 30*time.Second {
 		return nil, nil, errors.New("the identity provider could not be reached lately")
 	}
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, p.http), idpTimeout)
+	// Not the request's context: a client that goes away must not count
+	// as the provider failing.
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), p.http), idpTimeout)
 	defer cancel()
 	prov, err := oidc.NewProvider(ctx, p.cfg.Issuer)
 	if err != nil {
@@ -88,20 +95,30 @@ func (s *Server) startIdP(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadGateway, "signin", nil, map[string]any{"Error": "The identity provider cannot be reached; try again later.", "IdP": s.idp.cfg.Issuer})
 		return
 	}
-	state, in := randomID(), pendingSignIn{verifier: oauth2.GenerateVerifier(), nonce: randomID(), at: s.o.Now()}
+	// This browser's session, if any, ends here (its cookie comes with
+	// this same-origin POST, not with the provider's redirect back).
+	if old := s.current(r); old != nil {
+		s.mu.Lock()
+		delete(s.sessions, old.id)
+		s.mu.Unlock()
+	}
+	bind := randomID()
+	state, in := randomID(), pendingSignIn{verifier: oauth2.GenerateVerifier(), nonce: randomID(), bind: bind, at: s.o.Now()}
 	s.idp.mu.Lock()
+	var oldest string
 	for k, v := range s.idp.pending {
 		if s.o.Now().Sub(v.at) > pendingTTL {
 			delete(s.idp.pending, k)
+		} else if oldest == "" || v.at.Before(s.idp.pending[oldest].at) {
+			oldest = k
 		}
 	}
 	if len(s.idp.pending) >= maxPending {
-		s.idp.mu.Unlock()
-		http.Error(w, "too many sign-ins in flight", http.StatusServiceUnavailable)
-		return
+		delete(s.idp.pending, oldest) // bounded: the oldest sign-in in flight gives way
 	}
 	s.idp.pending[state] = in
 	s.idp.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{Name: bindCookie, Value: bind, Path: Prefix + "/oidc", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: int(pendingTTL.Seconds())})
 	http.Redirect(w, r, oc.AuthCodeURL(state, oauth2.S256ChallengeOption(in.verifier), oidc.Nonce(in.nonce)), http.StatusFound)
 }
 
@@ -114,9 +131,19 @@ func (s *Server) idpCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	// The state is used up only by the browser that started the sign-in
+	// (its binding cookie): another one presenting the callback URL (login
+	// CSRF, a replayed redirect) is refused without spoiling it.
+	bound := func(in pendingSignIn) bool {
+		c, err := r.Cookie(bindCookie)
+		return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(in.bind)) == 1
+	}
 	s.idp.mu.Lock()
 	in, ok := s.idp.pending[q.Get("state")]
-	delete(s.idp.pending, q.Get("state"))
+	ok = ok && bound(in)
+	if ok {
+		delete(s.idp.pending, q.Get("state"))
+	}
 	s.idp.mu.Unlock()
 	fail := func(why string, err error) {
 		s.o.Log.Warn("console: identity provider sign-in refused", "why", why, "err", err)
@@ -124,9 +151,10 @@ func (s *Server) idpCallback(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, "signin", nil, map[string]any{"Error": "The identity provider did not sign you in to the console.", "IdP": s.idp.cfg.Issuer})
 	}
 	if !ok || s.o.Now().Sub(in.at) > pendingTTL {
-		fail("unknown, used or expired sign-in", nil)
+		fail("unknown, used or expired sign-in, or started in another browser", nil)
 		return
 	}
+	http.SetCookie(w, &http.Cookie{Name: bindCookie, Value: "", Path: Prefix + "/oidc", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: -1})
 	if e := q.Get("error"); e != "" {
 		fail("the provider refused", nil)
 		return
@@ -154,33 +182,41 @@ func (s *Server) idpCallback(w http.ResponseWriter, r *http.Request) {
 		fail("ID token claims", err)
 		return
 	}
-	user, role, viaGroups := s.idpRole(claims)
-	if user == "" || role == "" {
-		fail(fmt.Sprintf("%q is no admin and in no group the console maps", user), nil)
+	user, role, viaGroups, why := s.idpRole(claims)
+	if role == "" {
+		// A verified person refused: recorded one by one, with who.
+		e := audit.New(audit.TypeIdentity, audit.OutcomeDeny, reason.SignInRefused, s.o.Now(), audit.Subject{User: user, RemoteAddr: r.RemoteAddr})
+		e.Detail = "console, identity provider " + s.idp.cfg.Issuer + ": " + why
+		s.write(r.Context(), e)
+		s.o.Log.Warn("console: identity provider sign-in refused", "why", why)
+		s.render(w, r, http.StatusUnauthorized, "signin", nil, map[string]any{"Error": "The identity provider did not sign you in to the console.", "IdP": s.idp.cfg.Issuer})
 		return
 	}
-	s.startSession(w, r, user, role, viaGroups, true)
+	s.startSession(w, r, user, role, viaGroups, true, fmt.Sprintf("identity provider %s, subject %s", s.idp.cfg.Issuer, idt.Subject))
 }
 
-// idpRole maps an ID token's claims to the console: the admin the user
-// claim names (its name or identities: that admin's role), else the
-// strongest role of its groups. viaGroups: the role comes from the groups
-// (fixed for the session; an admin's is read at every request).
-func (s *Server) idpRole(claims map[string]any) (user, role string, viaGroups bool) {
+// idpRole maps an ID token's claims to the console: the admin whose
+// identities include the user claim (never an admin's local name), with
+// that admin's role; else, named GroupPrefix+user, the strongest role its
+// groups map to, fixed for the session. why says what refused it.
+func (s *Server) idpRole(claims map[string]any) (user, role string, viaGroups bool, why string) {
 	claim := s.idp.cfg.UserClaim
 	if claim == "" {
 		claim = "email"
-		if _, ok := claims[claim].(string); !ok {
-			claim = "sub"
-		}
 	}
 	user, _ = claims[claim].(string)
-	if user == "" || len(user) > 256 {
-		return "", "", false
+	switch {
+	case user == "":
+		return "", "", false, "the ID token has no " + claim
+	case len(user) > 256:
+		return "", "", false, "the ID token's " + claim + " is too long"
+	case claim == "email" && claims["email_verified"] != true:
+		// An address the person set themselves proves nothing.
+		return user, "", false, "the provider has not verified the email address"
 	}
 	for _, a := range s.o.Config.Admins {
-		if a.Is(user) {
-			return a.Name, a.ConsoleRole(), false
+		if a.HasIdentity(user) {
+			return a.Name, a.ConsoleRole(), false, ""
 		}
 	}
 	gc := s.idp.cfg.GroupsClaim
@@ -197,16 +233,16 @@ func (s *Server) idpRole(claims map[string]any) (user, role string, viaGroups bo
 		}
 	}
 	if best < 0 {
-		return user, "", false
+		return user, "", false, "no admin has this identity and no group of it maps to a role"
 	}
-	return strings.ToLower(user), config.ConsoleRoles[best], true
+	return GroupPrefix + user, config.ConsoleRoles[best], true, ""
 }
 
 // startSession signs a person in (ending the browser's previous session).
 // fromIdP: the request came from the provider's redirect, where a
 // SameSite=Strict cookie would not follow a redirect at once: a page of
 // this origin goes on to the console.
-func (s *Server) startSession(w http.ResponseWriter, r *http.Request, admin, role string, fixedRole, fromIdP bool) {
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, admin, role string, fixedRole, fromIdP bool, how string) {
 	if old := s.current(r); old != nil {
 		s.mu.Lock()
 		delete(s.sessions, old.id)
@@ -223,9 +259,9 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, admin, rol
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
 	e := audit.New(audit.TypeIdentity, audit.OutcomeAllow, reason.ConsoleSignedIn, s.o.Now(), audit.Subject{User: admin, RemoteAddr: r.RemoteAddr})
-	e.Detail = "console, role " + role
+	e.Detail = "console, role " + role + ", " + how
 	if fixedRole {
-		e.Detail += " (from the identity provider's groups)"
+		e.Detail += " (the role from the provider's groups)"
 	}
 	s.write(r.Context(), e)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: ss.id, Path: Prefix, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(maxLifetime.Seconds())})

@@ -543,7 +543,7 @@ func TestConsoleSignInWithIdP(t *testing.T) {
 admins:
   - {name: alice, roles: [approver], identities: [alice@example.com]}
 console:
-  sign_in: {issuer: %q, client_id: %q, redirect_url: %q}
+  sign_in: {issuer: %q, client_id: %q, redirect_url: %q, user_claim: sub}
 `, admin, idp, clientID, redirect), map[string]string{"policy.cedar": demoPolicy})
 	}
 	if h == nil {
@@ -563,7 +563,21 @@ console:
 	req, _ := http.NewRequest("POST", base+"/oidc/start", nil)
 	req.Header.Set("Origin", "http://"+admin)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err := browser.Do(req) // to the provider's sign-in page
+	start, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start.Body.Close()
+	var bind *http.Cookie
+	for _, c := range start.Cookies() {
+		if c.Name == "portcullis_console_signin" {
+			bind = c
+		}
+	}
+	if bind == nil || start.StatusCode != http.StatusFound {
+		t.Fatalf("start: %s, binding cookie %v", start.Status, bind)
+	}
+	resp, err := browser.Get(start.Header.Get("Location")) // the provider's sign-in page
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,10 +597,23 @@ console:
 	if !strings.HasPrefix(cb, base+"/oidc/callback?") {
 		t.Fatalf("the provider sent the person to %q (%d)", cb, resp.StatusCode)
 	}
-	resp, err = browser.Get(cb)
-	if err != nil {
-		t.Fatal(err)
+	// Another browser with the callback URL (login CSRF, a replayed
+	// redirect) is refused and uses it up.
+	cbReq := func(withBind bool) *http.Response {
+		req, _ := http.NewRequest("GET", cb, nil)
+		if withBind {
+			req.AddCookie(bind)
+		}
+		resp, err := browser.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
 	}
+	if resp := cbReq(false); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the callback without the browser's binding: %s", resp.Status)
+	}
+	resp = cbReq(true)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	var session string
@@ -604,9 +631,10 @@ console:
 	}
 	h.findEvent(func(e *audit.Event) bool { return e.Code == reason.ConsoleSignedIn && e.User == "alice" })
 	// The same return again, or a forged one, signs nobody in.
-	for _, u := range []string{cb, base + "/oidc/callback?code=x&state=forged"} {
-		if resp, err := browser.Get(u); err != nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s: %v %v", u, resp.StatusCode, err)
-		}
+	if resp := cbReq(true); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the same return again: %s", resp.Status)
+	}
+	if resp, err := browser.Get(base + "/oidc/callback?code=x&state=forged"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a forged return: %v %v", resp.StatusCode, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -42,9 +43,14 @@ func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment 
 	// Separation of duties beyond the exact name: an admin known as the
 	// request's user by another identity (an identity provider's email)
 	// may not decide it either.
-	if r, err := o.st.Approval(ctx, id); err == nil && r.User != "" {
+	r, err := o.st.Approval(ctx, id)
+	if err != nil {
+		return nil, approvalNotFound(id, err) // fail closed: the check cannot run
+	}
+	if r.User != "" {
 		a, ok := o.cfg.AdminNamed(by)
-		if strings.EqualFold(by, r.User) || ok && a.Is(r.User) {
+		// A person the console let in by group is "idp:<their name>".
+		if config.SameName(strings.TrimPrefix(by, "idp:"), r.User) || ok && a.Is(r.User) {
 			return nil, approval.ErrSelfApproval
 		}
 	}
@@ -62,9 +68,9 @@ func (o *Ops) DecideApproval(ctx context.Context, id, state, by, scope, comment 
 		}
 		return audit.WriteNow(ctx, o.st, e)
 	}
-	r, err := approval.Decide(ctx, o.st, id, state, by, scope, comment, time.Now(), record)
+	decided, err := approval.Decide(ctx, o.st, id, state, by, scope, comment, time.Now(), record)
 	if err != nil {
 		return nil, approvalNotFound(id, err)
 	}
-	return r, nil
+	return decided, nil
 }
