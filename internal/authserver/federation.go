@@ -1,17 +1,11 @@
 package authserver
 
 import (
-	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
-	"sync"
-	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
-	"golang.org/x/oauth2"
+	"github.com/portcullis-dev/portcullis/internal/oidcrp"
 )
 
 // Federation signs people in through the organisation's identity
@@ -29,52 +23,19 @@ type Federation struct {
 const (
 	FederatePath  = "/oauth2/federate"
 	FederatedPath = "/oauth2/federated"
-	fedTimeout    = 10 * time.Second
 )
 
-// federation is the server's side of it: the provider, discovered on
-// first use, and the sign-ins in flight by state.
+// federation is the server's side of it: the provider (as a relying
+// party, internal/oidcrp).
 type federation struct {
-	cfg      Federation
-	redirect string
-	http     *http.Client
-
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	oauth    *oauth2.Config
-	failed   time.Time
+	cfg Federation
+	rp  *oidcrp.Provider
 }
 
 // fedSignIn is a sign-in at the provider in flight for an authorization
 // request.
 type fedSignIn struct {
 	state, verifier, nonce string
-}
-
-func (f *federation) discover(ctx context.Context) (*oidc.IDTokenVerifier, *oauth2.Config, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.verifier != nil {
-		return f.verifier, f.oauth, nil
-	}
-	if !f.failed.IsZero() && time.Since(f.failed) < 30*time.Second {
-		return nil, nil, errors.New("the identity provider could not be reached lately")
-	}
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, f.http), fedTimeout)
-	defer cancel()
-	p, err := oidc.NewProvider(ctx, f.cfg.Issuer)
-	if err != nil {
-		f.failed = time.Now()
-		return nil, nil, fmt.Errorf("identity provider %s: %w", f.cfg.Issuer, err)
-	}
-	f.verifier = p.Verifier(&oidc.Config{ClientID: f.cfg.ClientID})
-	ep := p.Endpoint()
-	if f.cfg.ClientSecret == "" {
-		ep.AuthStyle = oauth2.AuthStyleInParams // a public client names itself
-	}
-	f.oauth = &oauth2.Config{ClientID: f.cfg.ClientID, ClientSecret: f.cfg.ClientSecret, Endpoint: ep,
-		RedirectURL: f.redirect, Scopes: []string{oidc.ScopeOpenID, "email"}}
-	return f.verifier, f.oauth, nil
 }
 
 // serveFederate sends the person of an authorization request to the
@@ -92,15 +53,15 @@ func (s *Server) serveFederate(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "<!doctype html><p>This sign-in request is unknown, expired or forged: start again from your client.</p>")
 		return
 	}
-	_, oc, err := s.fed.discover(r.Context())
+	f := oidcrp.NewFlow()
+	authURL, err := s.fed.rp.AuthURL(r.Context(), f)
 	if err != nil {
 		s.o.Log.Warn("federated sign-in unavailable", "err", err)
 		s.render(w, http.StatusBadGateway, a, "The identity provider cannot be reached; try again later.")
 		return
 	}
-	in := fedSignIn{state: rand.Text(), verifier: oauth2.GenerateVerifier(), nonce: rand.Text()}
-	s.st.federate(a.id, in)
-	http.Redirect(w, r, oc.AuthCodeURL(in.state, oauth2.S256ChallengeOption(in.verifier), oidc.Nonce(in.nonce)), http.StatusFound)
+	s.st.federate(a.id, fedSignIn{state: f.State, verifier: f.Verifier, nonce: f.Nonce})
+	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 // serveFederated takes the person back from the identity provider: the
@@ -128,27 +89,9 @@ func (s *Server) serveFederated(w http.ResponseWriter, r *http.Request) {
 		fail("the provider answered "+oneLine(e, 64), nil)
 		return
 	}
-	v, oc, err := s.fed.discover(r.Context())
+	_, claims, why, err := s.fed.rp.Finish(r.Context(), q.Get("code"), oidcrp.Flow{State: in.state, Verifier: in.verifier, Nonce: in.nonce})
 	if err != nil {
-		fail("provider unavailable", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(r.Context(), s.fed.http), fedTimeout)
-	defer cancel()
-	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(in.verifier))
-	if err != nil {
-		fail("code exchange failed", err)
-		return
-	}
-	raw, _ := tok.Extra("id_token").(string)
-	idt, err := v.Verify(ctx, raw)
-	if err != nil || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(in.nonce)) != 1 {
-		fail("ID token refused", err)
-		return
-	}
-	var claims map[string]any
-	if err := idt.Claims(&claims); err != nil {
-		fail("ID token claims", err)
+		fail(why, err)
 		return
 	}
 	claim := s.fed.cfg.UserClaim

@@ -27,6 +27,8 @@ import (
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/portcullis-dev/portcullis/internal/oidcrp"
 )
 
 // Paths of the server on the gateway's agent listener.
@@ -140,8 +142,9 @@ func New(o Options) (*Server, error) {
 		s.cimd.http = publicOnly()
 	}
 	if f := o.Federation; f != nil {
-		s.fed = &federation{cfg: *f, redirect: o.Issuer + FederatedPath, http: &http.Client{Timeout: fedTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		s.fed = &federation{cfg: *f, rp: &oidcrp.Provider{Issuer: f.Issuer, ClientID: f.ClientID, ClientSecret: f.ClientSecret,
+			RedirectURL: o.Issuer + FederatedPath, Scopes: []string{"email"}, HTTP: &http.Client{Timeout: oidcrp.Timeout,
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}}
 	}
 	var err error
 	if s.key, err = loadOrCreateKey(filepath.Join(o.KeyDir, KeyFile)); err != nil {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/oidcrp"
 	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -145,7 +146,8 @@ func New(o Options) (*Server, error) {
 		if hc == nil {
 			hc = http.DefaultClient
 		}
-		s.idp = &idp{cfg: si, secret: o.IdPSecret, http: hc, pending: map[string]pendingSignIn{}}
+		s.idp = &idp{cfg: si, pending: map[string]pendingSignIn{},
+			rp: &oidcrp.Provider{Issuer: si.Issuer, ClientID: si.ClientID, ClientSecret: o.IdPSecret, RedirectURL: si.RedirectURL, Scopes: []string{"email", "profile"}, HTTP: hc}}
 	}
 	s.routes()
 	return s, nil

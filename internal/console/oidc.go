@@ -1,7 +1,6 @@
 package console
 
 import (
-	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -10,11 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
-	"golang.org/x/oauth2"
-
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/oidcrp"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
@@ -23,10 +20,8 @@ import (
 // token's person is the admin it names (by name or identity), or else
 // gets the strongest role its groups map to.
 
-// idpTimeout bounds a call to the provider; pendingTTL a sign-in in
-// flight; maxPending how many may be.
+// pendingTTL bounds a sign-in in flight; maxPending how many may be.
 const (
-	idpTimeout = 10 * time.Second
 	pendingTTL = 10 * time.Minute
 	maxPending = 10000
 	// bindCookie ties a sign-in in flight to the browser that started it
@@ -38,48 +33,17 @@ const (
 )
 
 type idp struct {
-	cfg    *config.ConsoleSignIn
-	secret string
-	http   *http.Client
+	cfg *config.ConsoleSignIn
+	rp  *oidcrp.Provider
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	oauth    *oauth2.Config
-	failed   time.Time
-	pending  map[string]pendingSignIn // by state
+	mu      sync.Mutex
+	pending map[string]pendingSignIn // by state
 }
 
 type pendingSignIn struct {
-	verifier, nonce, bind string
-	at                    time.Time
-}
-
-func (p *idp) discover(ctx context.Context) (*oidc.IDTokenVerifier, *oauth2.Config, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.verifier != nil {
-		return p.verifier, p.oauth, nil
-	}
-	if !p.failed.IsZero() && time.Since(p.failed) < 30*time.Second {
-		return nil, nil, errors.New("the identity provider could not be reached lately")
-	}
-	// Not the request's context: a client that goes away must not count
-	// as the provider failing.
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), p.http), idpTimeout)
-	defer cancel()
-	prov, err := oidc.NewProvider(ctx, p.cfg.Issuer)
-	if err != nil {
-		p.failed = time.Now()
-		return nil, nil, fmt.Errorf("identity provider %s: %w", p.cfg.Issuer, err)
-	}
-	p.verifier = prov.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
-	ep := prov.Endpoint()
-	if p.secret == "" {
-		ep.AuthStyle = oauth2.AuthStyleInParams
-	}
-	p.oauth = &oauth2.Config{ClientID: p.cfg.ClientID, ClientSecret: p.secret, Endpoint: ep, RedirectURL: p.cfg.RedirectURL,
-		Scopes: []string{oidc.ScopeOpenID, "email", "profile"}}
-	return p.verifier, p.oauth, nil
+	flow oidcrp.Flow
+	bind string
+	at   time.Time
 }
 
 // startIdP sends the person to the provider (a POST from the sign-in page
@@ -89,7 +53,8 @@ func (s *Server) startIdP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	_, oc, err := s.idp.discover(r.Context())
+	in := pendingSignIn{flow: oidcrp.NewFlow(), bind: randomID(), at: s.o.Now()}
+	authURL, err := s.idp.rp.AuthURL(r.Context(), in.flow)
 	if err != nil {
 		s.o.Log.Warn("console: identity provider unavailable", "err", err)
 		s.render(w, r, http.StatusBadGateway, "signin", nil, map[string]any{"Error": "The identity provider cannot be reached; try again later.", "IdP": s.idp.cfg.Issuer})
@@ -102,8 +67,6 @@ func (s *Server) startIdP(w http.ResponseWriter, r *http.Request) {
 		delete(s.sessions, old.id)
 		s.mu.Unlock()
 	}
-	bind := randomID()
-	state, in := randomID(), pendingSignIn{verifier: oauth2.GenerateVerifier(), nonce: randomID(), bind: bind, at: s.o.Now()}
 	s.idp.mu.Lock()
 	var oldest string
 	for k, v := range s.idp.pending {
@@ -116,10 +79,10 @@ func (s *Server) startIdP(w http.ResponseWriter, r *http.Request) {
 	if len(s.idp.pending) >= maxPending {
 		delete(s.idp.pending, oldest) // bounded: the oldest sign-in in flight gives way
 	}
-	s.idp.pending[state] = in
+	s.idp.pending[in.flow.State] = in
 	s.idp.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: bindCookie, Value: bind, Path: Prefix + "/oidc", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: int(pendingTTL.Seconds())})
-	http.Redirect(w, r, oc.AuthCodeURL(state, oauth2.S256ChallengeOption(in.verifier), oidc.Nonce(in.nonce)), http.StatusFound)
+	http.SetCookie(w, &http.Cookie{Name: bindCookie, Value: in.bind, Path: Prefix + "/oidc", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: int(pendingTTL.Seconds())})
+	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 // idpCallback takes the person back: the state used once, the code
@@ -159,27 +122,9 @@ func (s *Server) idpCallback(w http.ResponseWriter, r *http.Request) {
 		fail("the provider refused", nil)
 		return
 	}
-	v, oc, err := s.idp.discover(r.Context())
+	idt, claims, why, err := s.idp.rp.Finish(r.Context(), q.Get("code"), in.flow)
 	if err != nil {
-		fail("provider unavailable", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(oidc.ClientContext(r.Context(), s.idp.http), idpTimeout)
-	defer cancel()
-	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(in.verifier))
-	if err != nil {
-		fail("code exchange failed", err)
-		return
-	}
-	raw, _ := tok.Extra("id_token").(string)
-	idt, err := v.Verify(ctx, raw)
-	if err != nil || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(in.nonce)) != 1 {
-		fail("ID token refused", err)
-		return
-	}
-	var claims map[string]any
-	if err := idt.Claims(&claims); err != nil {
-		fail("ID token claims", err)
+		fail(why, err)
 		return
 	}
 	user, role, viaGroups, why := s.idpRole(claims)
