@@ -184,11 +184,11 @@ func postureVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			kb, err := os.ReadFile(key)
+			vkey, err := readKey(key, "", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			v, err := note.NewVerifier(strings.TrimSpace(string(kb)))
+			v, err := note.NewVerifier(vkey)
 			if err != nil {
 				return fmt.Errorf("--key: %w", err)
 			}
