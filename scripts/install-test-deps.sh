@@ -12,6 +12,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
+# PostgreSQL (Debian's) for the store conformance suite and the fleet tests:
+# the tests start their own server from its programs (internal/pgtest).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q postgresql >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q postgresql >/dev/null; }
+fi
 prefix=.cache/npm
 mkdir -p "$prefix"
 # The tests run stdio servers in the built-in sandbox, as the unprivileged

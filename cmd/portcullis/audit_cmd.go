@@ -44,7 +44,7 @@ func auditCmd() *cobra.Command {
 	return cmd
 }
 
-func tailEvents(ctx context.Context, st *store.SQLite, q store.EventQuery, follow, asJSON bool, w io.Writer) error {
+func tailEvents(ctx context.Context, st *store.DB, q store.EventQuery, follow, asJSON bool, w io.Writer) error {
 	for {
 		rows, err := st.Events(ctx, q)
 		if err != nil {

@@ -34,7 +34,16 @@ func (s *source) dataDirOnly() (string, error) {
 	return ops.DataDir(cfg), nil
 }
 
-func (s *source) openStore() (*store.SQLite, error) {
+func (s *source) openStore() (*store.DB, error) {
+	if s.config != "" || s.dev {
+		cfg, err := s.load()
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Store.Postgres != nil {
+			return ops.OpenStore(cfg, store.Options{})
+		}
+	}
 	dir, err := s.dataDirOnly()
 	if err != nil {
 		return nil, err
@@ -264,7 +273,7 @@ func traceCmd() *cobra.Command {
 
 // traceEvents prints the events of a request ID, a W3C trace ID or a task
 // ID, in log order.
-func traceEvents(ctx context.Context, st *store.SQLite, id string, asJSON bool, w io.Writer) error {
+func traceEvents(ctx context.Context, st *store.DB, id string, asJSON bool, w io.Writer) error {
 	seen := map[int64]bool{}
 	var n int
 	task, _ := json.Marshal(id)

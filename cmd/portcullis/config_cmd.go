@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -74,7 +73,7 @@ func checkSecretRefs(c *config.Config) error {
 		return nil
 	}
 	var names []string
-	if _, err := os.Stat(filepath.Join(ops.DataDir(c), ops.StoreFile)); err == nil {
+	if ops.HasStore(c) {
 		o, err := ops.Open(c)
 		if err != nil {
 			return err
@@ -87,7 +86,7 @@ func checkSecretRefs(c *config.Config) error {
 	var errs []error
 	for _, v := range refs {
 		if !slices.Contains(names, v.Value.FromSecret) {
-			errs = append(errs, fmt.Errorf("%s.from_secret: no secret %q in the store of %s (`portcullis secret set %s`)", v.Path, v.Value.FromSecret, ops.DataDir(c), v.Value.FromSecret))
+			errs = append(errs, fmt.Errorf("%s.from_secret: no secret %q in %s (`portcullis secret set %s`)", v.Path, v.Value.FromSecret, ops.StoreName(c), v.Value.FromSecret))
 		}
 	}
 	return errors.Join(errs...)

@@ -32,6 +32,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/ops"
+	"github.com/portcullis-dev/portcullis/internal/pgtest"
 	"github.com/portcullis-dev/portcullis/internal/sandbox"
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
@@ -47,7 +48,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(conformanceClientEnv) == "1" {
 		os.Exit(conformanceClient())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	pgtest.Stop()
+	os.Exit(code)
 }
 
 // portcullis runs the CLI in a subprocess and returns stdout, stderr and the

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -208,7 +207,7 @@ func fromConfig(cmd *cobra.Command, cfg *config.Config, agent, tool string, role
 	if f.Changed("read-only") || f.Changed("destructive") || f.Changed("open-world") {
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join(ops.DataDir(cfg), ops.StoreFile)); err != nil {
+	if !ops.HasStore(cfg) {
 		return nil // no data directory here: the hints stay as given
 	}
 	o, err := ops.Open(cfg)

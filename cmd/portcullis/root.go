@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/portcullis-dev/portcullis/internal/buildinfo"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/gateway"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
@@ -35,7 +36,8 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       mcpproxy.Version,
 	}
-	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), alertsCmd(), incidentsCmd(), baselineCmd(), memoryCmd(), sandboxCmd(), simulateCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd(), postureCmd(), blastRadiusCmd(), consoleCmd())
+	root.SetVersionTemplate(buildinfo.Read().String() + "\n")
+	root.AddCommand(serveCmd(), wrapCmd(), tokenCmd(), configCmd(), auditCmd(), policyCmd(), grantCmd(), approvalsCmd(), alertsCmd(), incidentsCmd(), baselineCmd(), memoryCmd(), sandboxCmd(), simulateCmd(), toolsCmd(), bomCmd(), evalCmd(), taskCmd(), agentCmd(), secretCmd(), postureCmd(), blastRadiusCmd(), consoleCmd(), migrateCmd())
 	return root
 }
 

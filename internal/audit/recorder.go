@@ -184,9 +184,13 @@ func (r *Recorder) Run(ctx context.Context) error {
 		LogWriter(context.Context) (*store.LogWriter, error)
 	}); ok {
 		w, err := o.LogWriter(context.WithoutCancel(ctx))
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrNoLogWriter):
+			// Commits are durable when they return (PostgreSQL): every
+			// batch is one transaction through the store.
+		case err != nil:
 			r.log.Error("audit log writer unavailable; writing through the store", "err", err)
-		} else {
+		default:
 			r.w = w
 			defer w.Close()
 		}

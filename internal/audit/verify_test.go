@@ -24,7 +24,7 @@ const testOrigin = "portcullis.test/audit"
 type logFixture struct {
 	t      *testing.T
 	path   string
-	st     *store.SQLite
+	st     *store.DB
 	db     *sql.DB
 	vkey   string
 	copies string

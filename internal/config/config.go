@@ -193,6 +193,12 @@ type Store struct {
 	// group-committed batch) or "normal" (it survives a crash of the
 	// process, not of the machine; no fsync on the request path).
 	Synchronous string `json:"synchronous,omitempty"`
+	// Postgres, if set, is the URL of a PostgreSQL database (postgres://...)
+	// that holds the store instead of the data directory's SQLite file:
+	// several gateways on one database are one fleet (one audit log,
+	// shared revocations, approvals, grants, pins, budgets and secrets).
+	// A URL with a password is given with from_env or from_file.
+	Postgres *Value `json:"postgres,omitempty"`
 }
 
 // Audit configures the tamper-evident audit log.
@@ -592,6 +598,9 @@ func (c *Config) Validate() error {
 	if c.Store.Synchronous != "full" && c.Store.Synchronous != "normal" {
 		add("store.synchronous: %q is not full or normal", c.Store.Synchronous)
 	}
+	if p := c.Store.Postgres; p != nil {
+		errs = append(errs, checkPostgres(*p)...)
+	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -650,6 +659,29 @@ func (w *WebhookExport) validate(at string) []error {
 func checkURL(at, u string) []error {
 	if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		return []error{fmt.Errorf("%s: %q must be an http(s) URL", at, u)}
+	}
+	return nil
+}
+
+// checkPostgres checks store.postgres: a reference, or an inline URL
+// without a password. The secret store lives in this database, so it
+// cannot hold the database's own password.
+func checkPostgres(v Value) []error {
+	if err := v.validate("store.postgres"); err != nil {
+		return []error{fmt.Errorf("store.postgres: %w", err)}
+	}
+	if v.FromSecret != "" {
+		return []error{errors.New("store.postgres: from_secret cannot be used: the secret store is in this database; use from_env or from_file")}
+	}
+	if v.Value == "" {
+		return nil
+	}
+	u, err := url.Parse(v.Value)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return []error{errors.New("store.postgres: the value must be a postgres:// URL")}
+	}
+	if _, ok := u.User.Password(); ok {
+		return []error{errors.New("store.postgres: the URL holds a password: give it with from_env or from_file, never inline")}
 	}
 	return nil
 }

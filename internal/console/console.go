@@ -66,7 +66,7 @@ type UpstreamState struct {
 // Options are what the console works with.
 type Options struct {
 	Config    *config.Config
-	Store     *store.SQLite
+	Store     *store.DB
 	Ops       *ops.Ops
 	Engine    *policy.Engine
 	Upstreams func() []UpstreamState

@@ -10,7 +10,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
-func newApprovals(cfg *config.Config, st *store.SQLite, secrets func(string) (string, error), out *outbound.Client, log *slog.Logger) (*approval.Queue, error) {
+func newApprovals(cfg *config.Config, st *store.DB, secrets func(string) (string, error), out *outbound.Client, log *slog.Logger) (*approval.Queue, error) {
 	q := &approval.Queue{Store: st, Timeout: cfg.Approvals.Timeout.D(), Log: log}
 	if w := cfg.Approvals.Webhook; w != nil {
 		h, err := headers(cfg, w.Headers, secrets)

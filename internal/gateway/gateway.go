@@ -63,7 +63,7 @@ type Gateway struct {
 	cfg           *config.Config
 	log           *slog.Logger
 	dataDir       string
-	store         *store.SQLite
+	store         *store.DB
 	approvals     *approval.Queue // the calls and response steps held for a reviewer
 	svidMu        sync.Mutex
 	svid          *tls.Certificate // the gateway's own SVID towards upstreams (gatewaySVID)
@@ -148,7 +148,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if g.key, err = token.LoadOrCreateKey(filepath.Join(g.dataDir, ops.KeyFile)); err != nil {
 		return nil, err
 	}
-	if g.store, err = store.OpenWith(filepath.Join(g.dataDir, ops.StoreFile), store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
+	if g.store, err = ops.OpenStore(cfg, store.Options{Normal: cfg.Store.Synchronous == "normal"}); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -157,7 +157,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		}
 	}()
 	if err := g.store.Check(context.Background()); err != nil {
-		return nil, fmt.Errorf("%s: %w: the gateway does not serve on a store it cannot trust; restore it from a backup (`portcullis audit verify` on a copy tells which events survive)", filepath.Join(g.dataDir, ops.StoreFile), err)
+		return nil, fmt.Errorf("%s: %w: the gateway does not serve on a store it cannot trust; restore it from a backup (`portcullis audit verify` on a copy tells which events survive)", ops.StoreName(cfg), err)
 	}
 	g.ops = ops.With(cfg, g.store, g.key)
 	if g.vault, err = secret.Open(filepath.Join(g.dataDir, ops.KeysDir), g.store); err != nil {

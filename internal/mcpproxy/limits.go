@@ -1,5 +1,7 @@
 package mcpproxy
 
+import "github.com/portcullis-dev/portcullis/internal/buildinfo"
+
 // Limits on what upstreams offer. Limits on what agents send come from
 // config.Limits.
 const (
@@ -15,4 +17,4 @@ const (
 )
 
 // Version is reported to upstreams and agents as the implementation version.
-var Version = "dev"
+var Version = buildinfo.Version()

@@ -37,7 +37,7 @@ import (
 type rig struct {
 	t     *testing.T
 	p     *Proxy
-	store *store.SQLite
+	store *store.DB
 }
 
 const permitAll = `permit (principal, action, resource in Upstream::"up");
@@ -48,7 +48,7 @@ func newRig(t *testing.T, namespace string, limits func(*config.Limits), upstrea
 	return newRigWith(t, namespace, limits, upstreams, nil)
 }
 
-func newRigWith(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]*mcp.Server, mutate func(*Options, *store.SQLite)) *rig {
+func newRigWith(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]*mcp.Server, mutate func(*Options, *store.DB)) *rig {
 	t.Helper()
 	dialers := map[string]func(config.Limits) transport.Dialer{}
 	for n, srv := range upstreams {
@@ -57,7 +57,7 @@ func newRigWith(t *testing.T, namespace string, limits func(*config.Limits), ups
 	return newRigDialers(t, namespace, limits, dialers, mutate)
 }
 
-func newRigDialers(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]func(config.Limits) transport.Dialer, mutate func(*Options, *store.SQLite)) *rig {
+func newRigDialers(t *testing.T, namespace string, limits func(*config.Limits), upstreams map[string]func(config.Limits) transport.Dialer, mutate func(*Options, *store.DB)) *rig {
 	t.Helper()
 	names := make([]string, 0, len(upstreams))
 	for n := range upstreams {
@@ -80,7 +80,7 @@ type rigUpstream struct {
 // newRigFull runs a proxy over ups with permitAll policies, a real audit
 // store and the default limits (adjusted by limits), and waits until every
 // upstream answered its probe.
-func newRigFull(t *testing.T, limits func(*config.Limits), ups []rigUpstream, mutate func(*Options, *store.SQLite)) *rig {
+func newRigFull(t *testing.T, limits func(*config.Limits), ups []rigUpstream, mutate func(*Options, *store.DB)) *rig {
 	t.Helper()
 	set, err := policy.Compile([]policy.Source{{Name: "t.cedar", Data: []byte(permitAll)}})
 	if err != nil {
@@ -433,7 +433,7 @@ func TestRugPullByListChanged(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": up}, func(o *Options, st *store.SQLite) {
+	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": up}, func(o *Options, st *store.DB) {
 		o.Pinning = &toolreg.Registry{Store: st, Mode: toolreg.ModeTOFU, Now: clock, Inspect: func(t *mcp.Tool, others map[string]string) []string {
 			return screen.ToolFindings(screen.ToolDef{Name: t.Name, Title: t.Title, Description: t.Description, InputSchema: t.InputSchema}, others)
 		}}

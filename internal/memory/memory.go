@@ -81,7 +81,7 @@ type TTL struct {
 
 // Options configure a Service.
 type Options struct {
-	Store *store.SQLite
+	Store *store.DB
 	// Record writes an audit event durably (the gateway's recorder).
 	Record func(ctx context.Context, e *audit.Event) error
 	// Screen returns the screening categories found in written text

@@ -22,7 +22,7 @@ import (
 
 type fixture struct {
 	s      *Service
-	st     *store.SQLite
+	st     *store.DB
 	path   string
 	alerts []*audit.Event
 	now    time.Time

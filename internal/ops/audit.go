@@ -48,7 +48,7 @@ func (o *Ops) Prune(ctx context.Context, before time.Time) (int64, error) {
 
 // NewCheckpointer signs checkpoints of the log in st; out posts them to the
 // configured witness (nil: outbound.Default()).
-func NewCheckpointer(cfg *config.Config, dataDir string, st *store.SQLite, out *outbound.Client, log *slog.Logger) (*audit.Checkpointer, error) {
+func NewCheckpointer(cfg *config.Config, dataDir string, st *store.DB, out *outbound.Client, log *slog.Logger) (*audit.Checkpointer, error) {
 	signer, _, err := audit.LoadOrCreateLogKey(filepath.Join(dataDir, "keys"), cfg.Audit.Origin)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -40,7 +41,7 @@ func DataDir(cfg *config.Config) string { return cfg.Path(cfg.DataDir) }
 type Ops struct {
 	cfg   *config.Config
 	dir   string
-	st    *store.SQLite
+	st    *store.DB
 	owned bool // Close closes the store
 
 	keyOnce sync.Once
@@ -58,17 +59,50 @@ func Open(cfg *config.Config) (*Ops, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	st, err := store.Open(filepath.Join(dir, StoreFile))
+	st, err := OpenStore(cfg, store.Options{})
 	if err != nil {
 		return nil, err
 	}
 	return &Ops{cfg: cfg, dir: dir, st: st, owned: true}, nil
 }
 
+// OpenStore opens the store cfg names: the PostgreSQL database of
+// store.postgres (shared by a fleet of gateways), or else the SQLite file
+// in the data directory. Either way the schema is brought up to date, or
+// the store refused if its schema is newer than this binary's.
+func OpenStore(cfg *config.Config, opts store.Options) (*store.DB, error) {
+	if cfg.Store.Postgres != nil {
+		url, err := cfg.Store.Postgres.Resolve(cfg.Path("."), nil)
+		if err != nil {
+			return nil, fmt.Errorf("store.postgres: %w", err)
+		}
+		return store.OpenPostgres(context.Background(), url, opts)
+	}
+	return store.OpenWith(filepath.Join(DataDir(cfg), StoreFile), opts)
+}
+
+// HasStore reports whether cfg's store exists already (a PostgreSQL store
+// is taken to exist; a data directory may not have been used yet).
+func HasStore(cfg *config.Config) bool {
+	if cfg.Store.Postgres != nil {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(DataDir(cfg), StoreFile))
+	return err == nil
+}
+
+// StoreName describes the store cfg names, for messages (never a secret).
+func StoreName(cfg *config.Config) string {
+	if cfg.Store.Postgres != nil {
+		return "the PostgreSQL store (store.postgres)"
+	}
+	return filepath.Join(DataDir(cfg), StoreFile)
+}
+
 // With performs operations over a store the caller owns (the running
 // gateway's), signing tokens with key (nil: the data directory's, loaded
 // on first use).
-func With(cfg *config.Config, st *store.SQLite, key *token.SigningKey) *Ops {
+func With(cfg *config.Config, st *store.DB, key *token.SigningKey) *Ops {
 	o := &Ops{cfg: cfg, dir: DataDir(cfg), st: st}
 	if key != nil {
 		o.keyOnce.Do(func() { o.key = key })
@@ -85,7 +119,7 @@ func (o *Ops) Close() error {
 }
 
 // Store is the store operations read and write.
-func (o *Ops) Store() *store.SQLite { return o.st }
+func (o *Ops) Store() *store.DB { return o.st }
 
 // signingKey is the data directory's token-signing key, loaded (or created)
 // on first use.

@@ -62,7 +62,7 @@ func LoadPolicies(cfg *config.Config) ([]policy.Source, error) {
 
 // KeptBundle compiles the bundle the store keeps under version (a full
 // digest, or a prefix of one that names a single kept bundle).
-func KeptBundle(ctx context.Context, st *store.SQLite, version string) (*policy.Set, []policy.Source, error) {
+func KeptBundle(ctx context.Context, st *store.DB, version string) (*policy.Set, []policy.Source, error) {
 	kept, err := st.Bundles(ctx)
 	if err != nil {
 		return nil, nil, err

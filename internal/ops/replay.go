@@ -12,7 +12,7 @@ import (
 )
 
 // SaveBundle keeps the policy sources in force under their version.
-func SaveBundle(ctx context.Context, st *store.SQLite, set *policy.Set, srcs []policy.Source) error {
+func SaveBundle(ctx context.Context, st *store.DB, set *policy.Set, srcs []policy.Source) error {
 	b, err := json.Marshal(srcs)
 	if err != nil {
 		return err

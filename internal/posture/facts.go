@@ -59,7 +59,7 @@ type Source struct {
 	Config     *config.Config
 	ConfigPath string // "" with Dev
 	Dev        bool
-	Store      *store.SQLite
+	Store      *store.DB
 	Policy     *policy.Set
 	Now        time.Time
 	Window     time.Duration // default 7 days
@@ -242,7 +242,7 @@ type Day struct {
 // eventLimit bounds the events of each kind read for the metrics.
 const eventLimit = store.MaxQueryLimit
 
-func gatherMetrics(ctx context.Context, st *store.SQLite, cfg *config.Config, now time.Time, window time.Duration) (*Metrics, error) {
+func gatherMetrics(ctx context.Context, st *store.DB, cfg *config.Config, now time.Time, window time.Duration) (*Metrics, error) {
 	since := now.Add(-window)
 	m := &Metrics{Window: window.String(), Since: since.UTC(), ActiveAgents: []string{}, IdleAgents: []string{}, Unenrolled: []string{}, Trend: []Day{}}
 	state, err := st.State(ctx)

@@ -169,7 +169,7 @@ func (r *Report) addPair(p Pair, steps []step, outs []outcome) {
 type pendingStop struct{ code, request string }
 
 // explain reads the audit log for what decided the refused calls.
-func (r *Report) explain(ctx context.Context, st *store.SQLite) error {
+func (r *Report) explain(ctx context.Context, st *store.DB) error {
 	ids := map[string]bool{}
 	for id := range r.pending {
 		ids[id] = true

@@ -364,7 +364,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // decisionInfo maps request IDs to what decided them, from the audit log.
-func decisionInfo(ctx context.Context, st *store.SQLite, ids map[string]bool) (map[string]string, error) {
+func decisionInfo(ctx context.Context, st *store.DB, ids map[string]bool) (map[string]string, error) {
 	rows, err := st.Events(ctx, store.EventQuery{})
 	if err != nil {
 		return nil, err

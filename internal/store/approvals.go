@@ -11,15 +11,15 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/approval"
 )
 
-var _ approval.Store = (*SQLite)(nil)
+var _ approval.Store = (*DB)(nil)
 
 const approvalCols = `id, agent, user_name, task, session_id, request_id, tool, arguments, args_sha256, reasons, findings, created_ns, expires_ns, state, scope, decided_by, decided_ns, comment`
 
 // AddApproval stores a pending request.
-func (s *SQLite) AddApproval(ctx context.Context, r *approval.Request) error {
+func (s *DB) AddApproval(ctx context.Context, r *approval.Request) error {
 	reasons, _ := json.Marshal(r.Reasons)
 	findings, _ := json.Marshal(r.Findings)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO approvals(`+approvalCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.exec(ctx, `INSERT INTO approvals(`+approvalCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.Agent, r.User, r.Task, r.SessionID, r.RequestID, r.Tool, []byte(r.Arguments), r.ArgsSHA256,
 		string(reasons), string(findings), r.Created.UnixNano(), r.Expires.UnixNano(), r.State, r.Scope, "", 0, "")
 	if err != nil {
@@ -29,12 +29,12 @@ func (s *SQLite) AddApproval(ctx context.Context, r *approval.Request) error {
 }
 
 // Approval returns one request.
-func (s *SQLite) Approval(ctx context.Context, id string) (*approval.Request, error) {
-	return scanApproval(s.db.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE id = ?`, id))
+func (s *DB) Approval(ctx context.Context, id string) (*approval.Request, error) {
+	return scanApproval(s.queryRow(ctx, `SELECT `+approvalCols+` FROM approvals WHERE id = ?`, id))
 }
 
 // Approvals returns the requests in a state (all if state is empty), newest last.
-func (s *SQLite) Approvals(ctx context.Context, state string) ([]*approval.Request, error) {
+func (s *DB) Approvals(ctx context.Context, state string) ([]*approval.Request, error) {
 	q, args := `SELECT `+approvalCols+` FROM approvals`, []any{}
 	if state != "" {
 		q += ` WHERE state = ?`
@@ -44,8 +44,8 @@ func (s *SQLite) Approvals(ctx context.Context, state string) ([]*approval.Reque
 }
 
 // DecideApproval moves a pending request to state.
-func (s *SQLite) DecideApproval(ctx context.Context, id, state, by, scope, comment string, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET state = ?, decided_by = ?, scope = ?, comment = ?, decided_ns = ? WHERE id = ? AND state = 'pending'`,
+func (s *DB) DecideApproval(ctx context.Context, id, state, by, scope, comment string, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE approvals SET state = ?, decided_by = ?, scope = ?, comment = ?, decided_ns = ? WHERE id = ? AND state = 'pending'`,
 		state, by, scope, comment, at.UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("decide approval: %w", err)
@@ -57,8 +57,8 @@ func (s *SQLite) DecideApproval(ctx context.Context, id, state, by, scope, comme
 }
 
 // ConsumeApproval uses an approved request once.
-func (s *SQLite) ConsumeApproval(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE approvals SET state = 'consumed' WHERE id = ? AND state = 'approved'`, id)
+func (s *DB) ConsumeApproval(ctx context.Context, id string) error {
+	res, err := s.exec(ctx, `UPDATE approvals SET state = 'consumed' WHERE id = ? AND state = 'approved'`, id)
 	if err != nil {
 		return fmt.Errorf("consume approval: %w", err)
 	}
@@ -70,8 +70,8 @@ func (s *SQLite) ConsumeApproval(ctx context.Context, id string) error {
 
 // SessionApproval returns a used approval with session scope for this
 // agent, session and tool, if any.
-func (s *SQLite) SessionApproval(ctx context.Context, agent, sessionID, tool string) (*approval.Request, error) {
-	r, err := scanApproval(s.db.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals
+func (s *DB) SessionApproval(ctx context.Context, agent, sessionID, tool string) (*approval.Request, error) {
+	r, err := scanApproval(s.queryRow(ctx, `SELECT `+approvalCols+` FROM approvals
 		WHERE agent = ? AND session_id = ? AND tool = ? AND scope = 'session' AND state = 'consumed' ORDER BY created_ns DESC LIMIT 1`,
 		agent, sessionID, tool))
 	if errors.Is(err, ErrNotFound) {
@@ -105,8 +105,8 @@ func scanApproval(sc scanner) (*approval.Request, error) {
 
 // TaskApproval returns a used approval with task scope for this agent, task
 // and tool, if any.
-func (s *SQLite) TaskApproval(ctx context.Context, agent, task, tool string) (*approval.Request, error) {
-	r, err := scanApproval(s.db.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals
+func (s *DB) TaskApproval(ctx context.Context, agent, task, tool string) (*approval.Request, error) {
+	r, err := scanApproval(s.queryRow(ctx, `SELECT `+approvalCols+` FROM approvals
 		WHERE agent = ? AND task = ? AND tool = ? AND scope = 'task' AND state = 'consumed' ORDER BY created_ns DESC LIMIT 1`,
 		agent, task, tool))
 	if errors.Is(err, ErrNotFound) {
@@ -117,23 +117,23 @@ func (s *SQLite) TaskApproval(ctx context.Context, agent, task, tool string) (*a
 
 // RecentApprovals returns the requests created since then, newest first
 // (at most MaxQueryLimit).
-func (s *SQLite) RecentApprovals(ctx context.Context, since time.Time) ([]*approval.Request, error) {
+func (s *DB) RecentApprovals(ctx context.Context, since time.Time) ([]*approval.Request, error) {
 	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE created_ns >= ? ORDER BY created_ns DESC LIMIT ?`, since.UnixNano(), MaxQueryLimit)
 }
 
 // PendingApprovals returns the requests still pending and not expired at
 // now, oldest first (at most limit).
-func (s *SQLite) PendingApprovals(ctx context.Context, now time.Time, limit int) ([]*approval.Request, error) {
+func (s *DB) PendingApprovals(ctx context.Context, now time.Time, limit int) ([]*approval.Request, error) {
 	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE state = ? AND expires_ns > ? ORDER BY created_ns LIMIT ?`, approval.Pending, now.UnixNano(), limit)
 }
 
 // DecidedApprovals returns the latest decided requests, newest first.
-func (s *SQLite) DecidedApprovals(ctx context.Context, limit int) ([]*approval.Request, error) {
+func (s *DB) DecidedApprovals(ctx context.Context, limit int) ([]*approval.Request, error) {
 	return s.queryApprovals(ctx, `SELECT `+approvalCols+` FROM approvals WHERE decided_ns > 0 ORDER BY decided_ns DESC LIMIT ?`, limit)
 }
 
-func (s *SQLite) queryApprovals(ctx context.Context, q string, args ...any) ([]*approval.Request, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
+func (s *DB) queryApprovals(ctx context.Context, q string, args ...any) ([]*approval.Request, error) {
+	rows, err := s.query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read approvals: %w", err)
 	}

@@ -18,8 +18,8 @@ type Checkpoint struct {
 // AddCheckpoint stores a signed checkpoint. Storing the same size twice
 // keeps the first (a second, different note for one size is evidence of a
 // fork and is for the verifier to find in external copies, not to overwrite).
-func (s *SQLite) AddCheckpoint(ctx context.Context, c Checkpoint) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO checkpoints(size, time_ns, note) VALUES (?,?,?) ON CONFLICT(size) DO NOTHING`,
+func (s *DB) AddCheckpoint(ctx context.Context, c Checkpoint) error {
+	_, err := s.exec(ctx, `INSERT INTO checkpoints(size, time_ns, note) VALUES (?,?,?) ON CONFLICT(size) DO NOTHING`,
 		c.Size, c.Time.UnixNano(), c.Note)
 	if err != nil {
 		return fmt.Errorf("add checkpoint: %w", err)
@@ -28,8 +28,8 @@ func (s *SQLite) AddCheckpoint(ctx context.Context, c Checkpoint) error {
 }
 
 // Checkpoints returns every stored checkpoint by size.
-func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size`)
+func (s *DB) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
+	rows, err := s.query(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size`)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
@@ -48,8 +48,8 @@ func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 }
 
 // ScanEvents calls fn with every event in sequence order (all columns).
-func (s *SQLite) ScanEvents(ctx context.Context, fn func(EventRow) error) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body FROM events ORDER BY seq`)
+func (s *DB) ScanEvents(ctx context.Context, fn func(EventRow) error) error {
+	rows, err := s.query(ctx, `SELECT `+eventColumns+` FROM events ORDER BY seq`)
 	if err != nil {
 		return fmt.Errorf("scan events: %w", err)
 	}
@@ -71,8 +71,8 @@ func (s *SQLite) ScanEvents(ctx context.Context, fn func(EventRow) error) error 
 // PruneBodies removes the bodies of events older than before, keeping their
 // leaf hashes so that the log still verifies. It is the one change the store
 // makes to existing events; the caller records it as an event.
-func (s *SQLite) PruneBodies(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE events SET body = NULL WHERE time_ns < ? AND body IS NOT NULL`, before.UnixNano())
+func (s *DB) PruneBodies(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.exec(ctx, `UPDATE events SET body = NULL WHERE time_ns < ? AND body IS NOT NULL`, before.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("prune event bodies: %w", err)
 	}
@@ -81,9 +81,9 @@ func (s *SQLite) PruneBodies(ctx context.Context, before time.Time) (int64, erro
 
 // Cursor returns the last event sequence number exported to the named sink
 // (0 if none).
-func (s *SQLite) Cursor(ctx context.Context, name string) (int64, error) {
+func (s *DB) Cursor(ctx context.Context, name string) (int64, error) {
 	var seq int64
-	err := s.db.QueryRowContext(ctx, `SELECT seq FROM export_cursors WHERE name = ?`, name).Scan(&seq)
+	err := s.queryRow(ctx, `SELECT seq FROM export_cursors WHERE name = ?`, name).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -94,8 +94,8 @@ func (s *SQLite) Cursor(ctx context.Context, name string) (int64, error) {
 }
 
 // SetCursor records that the named sink has received every event up to seq.
-func (s *SQLite) SetCursor(ctx context.Context, name string, seq int64) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO export_cursors(name, seq) VALUES (?, ?)
+func (s *DB) SetCursor(ctx context.Context, name string, seq int64) error {
+	_, err := s.exec(ctx, `INSERT INTO export_cursors(name, seq) VALUES (?, ?)
 		ON CONFLICT(name) DO UPDATE SET seq = excluded.seq`, name, seq)
 	if err != nil {
 		return fmt.Errorf("write export cursor: %w", err)
@@ -105,8 +105,8 @@ func (s *SQLite) SetCursor(ctx context.Context, name string, seq int64) error {
 
 // SaveBundle keeps a policy bundle's sources under its version, so that
 // decisions can be replayed under the policy that made them.
-func (s *SQLite) SaveBundle(ctx context.Context, version string, sources []byte) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO policy_bundles(version, time_ns, sources) VALUES (?,?,?) ON CONFLICT(version) DO NOTHING`,
+func (s *DB) SaveBundle(ctx context.Context, version string, sources []byte) error {
+	_, err := s.exec(ctx, `INSERT INTO policy_bundles(version, time_ns, sources) VALUES (?,?,?) ON CONFLICT(version) DO NOTHING`,
 		version, time.Now().UnixNano(), sources)
 	if err != nil {
 		return fmt.Errorf("save policy bundle: %w", err)
@@ -115,9 +115,9 @@ func (s *SQLite) SaveBundle(ctx context.Context, version string, sources []byte)
 }
 
 // Bundle returns the sources saved under version.
-func (s *SQLite) Bundle(ctx context.Context, version string) ([]byte, error) {
+func (s *DB) Bundle(ctx context.Context, version string) ([]byte, error) {
 	var b []byte
-	err := s.db.QueryRowContext(ctx, `SELECT sources FROM policy_bundles WHERE version = ?`, version).Scan(&b)
+	err := s.queryRow(ctx, `SELECT sources FROM policy_bundles WHERE version = ?`, version).Scan(&b)
 	if err != nil {
 		return nil, fmt.Errorf("read policy bundle %s: %w", version, err)
 	}
@@ -132,8 +132,8 @@ type BundleInfo struct {
 }
 
 // Bundles lists the kept policy bundles, oldest first.
-func (s *SQLite) Bundles(ctx context.Context) ([]BundleInfo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT version, time_ns FROM policy_bundles ORDER BY time_ns, version`)
+func (s *DB) Bundles(ctx context.Context) ([]BundleInfo, error) {
+	rows, err := s.query(ctx, `SELECT version, time_ns FROM policy_bundles ORDER BY time_ns, version`)
 	if err != nil {
 		return nil, fmt.Errorf("list policy bundles: %w", err)
 	}
@@ -167,8 +167,8 @@ type PolicyPointer struct {
 }
 
 // SetPolicyPointer points name at version (a kept bundle).
-func (s *SQLite) SetPolicyPointer(ctx context.Context, name, version, by string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO policy_pointers(name, version, by, time_ns) VALUES (?,?,?,?)
+func (s *DB) SetPolicyPointer(ctx context.Context, name, version, by string) error {
+	_, err := s.exec(ctx, `INSERT INTO policy_pointers(name, version, by, time_ns) VALUES (?,?,?,?)
 		ON CONFLICT(name) DO UPDATE SET version = excluded.version, by = excluded.by, time_ns = excluded.time_ns`, name, version, by, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("set policy pointer %s: %w", name, err)
@@ -177,10 +177,10 @@ func (s *SQLite) SetPolicyPointer(ctx context.Context, name, version, by string)
 }
 
 // PolicyPointer reads a pointer (ok false: not set).
-func (s *SQLite) PolicyPointer(ctx context.Context, name string) (PolicyPointer, bool, error) {
+func (s *DB) PolicyPointer(ctx context.Context, name string) (PolicyPointer, bool, error) {
 	var p PolicyPointer
 	var ns int64
-	err := s.db.QueryRowContext(ctx, `SELECT version, by, time_ns FROM policy_pointers WHERE name = ?`, name).Scan(&p.Version, &p.By, &ns)
+	err := s.queryRow(ctx, `SELECT version, by, time_ns FROM policy_pointers WHERE name = ?`, name).Scan(&p.Version, &p.By, &ns)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, false, nil
 	}
@@ -192,16 +192,16 @@ func (s *SQLite) PolicyPointer(ctx context.Context, name string) (PolicyPointer,
 }
 
 // ClearPolicyPointer removes a pointer.
-func (s *SQLite) ClearPolicyPointer(ctx context.Context, name string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM policy_pointers WHERE name = ?`, name)
+func (s *DB) ClearPolicyPointer(ctx context.Context, name string) error {
+	_, err := s.exec(ctx, `DELETE FROM policy_pointers WHERE name = ?`, name)
 	return err
 }
 
 // LatestCheckpoint returns the largest checkpoint (ok false: none yet).
-func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, bool, error) {
+func (s *DB) LatestCheckpoint(ctx context.Context) (Checkpoint, bool, error) {
 	var c Checkpoint
 	var ns int64
-	err := s.db.QueryRowContext(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size DESC LIMIT 1`).Scan(&c.Size, &ns, &c.Note)
+	err := s.queryRow(ctx, `SELECT size, time_ns, note FROM checkpoints ORDER BY size DESC LIMIT 1`).Scan(&c.Size, &ns, &c.Note)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, false, nil
 	}
@@ -217,7 +217,7 @@ func (s *SQLite) LatestCheckpoint(ctx context.Context) (Checkpoint, bool, error)
 // recorder's batching): reading a recent window starts there instead of
 // scanning back through the whole log. With no event that recent it
 // returns the log's size plus one.
-func (s *SQLite) SeqSince(ctx context.Context, t time.Time) (int64, error) {
+func (s *DB) SeqSince(ctx context.Context, t time.Time) (int64, error) {
 	st, err := s.State(ctx)
 	if err != nil {
 		return 0, err
@@ -226,7 +226,7 @@ func (s *SQLite) SeqSince(ctx context.Context, t time.Time) (int64, error) {
 	for lo < hi {
 		mid := lo + (hi-lo)/2
 		var ns int64
-		err := s.db.QueryRowContext(ctx, `SELECT time_ns FROM events WHERE seq = ?`, mid).Scan(&ns)
+		err := s.queryRow(ctx, `SELECT time_ns FROM events WHERE seq = ?`, mid).Scan(&ns)
 		if err != nil {
 			return 0, fmt.Errorf("bisect events: %w", err)
 		}
@@ -241,9 +241,9 @@ func (s *SQLite) SeqSince(ctx context.Context, t time.Time) (int64, error) {
 
 // CountEvents counts the events of type typ after seq (the type index
 // alone: no event is read).
-func (s *SQLite) CountEvents(ctx context.Context, typ string, afterSeq int64) (int64, error) {
+func (s *DB) CountEvents(ctx context.Context, typ string, afterSeq int64) (int64, error) {
 	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ?`, typ, afterSeq).Scan(&n); err != nil {
+	if err := s.queryRow(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ?`, typ, afterSeq).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count events: %w", err)
 	}
 	return n, nil
@@ -251,9 +251,9 @@ func (s *SQLite) CountEvents(ctx context.Context, typ string, afterSeq int64) (i
 
 // CountEventsBetween counts the events of type typ with after < seq <=
 // upTo (the type index alone).
-func (s *SQLite) CountEventsBetween(ctx context.Context, typ string, after, upTo int64) (int64, error) {
+func (s *DB) CountEventsBetween(ctx context.Context, typ string, after, upTo int64) (int64, error) {
 	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ? AND seq <= ?`, typ, after, upTo).Scan(&n); err != nil {
+	if err := s.queryRow(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ? AND seq <= ?`, typ, after, upTo).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count events: %w", err)
 	}
 	return n, nil

@@ -18,8 +18,8 @@ func hashToken(t string) string {
 }
 
 // AddJoinToken stores a one-time join token (only its hash).
-func (s *SQLite) AddJoinToken(ctx context.Context, token, agent string, expires time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO join_tokens(hash, agent, expires_ns) VALUES (?,?,?)`, hashToken(token), agent, expires.UnixNano())
+func (s *DB) AddJoinToken(ctx context.Context, token, agent string, expires time.Time) error {
+	_, err := s.exec(ctx, `INSERT INTO join_tokens(hash, agent, expires_ns) VALUES (?,?,?)`, hashToken(token), agent, expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("add join token: %w", err)
 	}
@@ -28,16 +28,16 @@ func (s *SQLite) AddJoinToken(ctx context.Context, token, agent string, expires 
 
 // UseJoinToken consumes a join token and returns its agent. A token works
 // once, before it expires.
-func (s *SQLite) UseJoinToken(ctx context.Context, token string, now time.Time) (string, error) {
+func (s *DB) UseJoinToken(ctx context.Context, token string, now time.Time) (string, error) {
 	return s.useOnce(ctx, "join_tokens", "agent", token, now, ErrJoinToken)
 }
 
 // useOnce consumes a one-time token of table (join_tokens,
 // console_links) and returns its owner column: once, before it expires;
 // gone is the error otherwise.
-func (s *SQLite) useOnce(ctx context.Context, table, owner, token string, now time.Time, gone error) (string, error) {
+func (s *DB) useOnce(ctx context.Context, table, owner, token string, now time.Time, gone error) (string, error) {
 	h := hashToken(token)
-	res, err := s.db.ExecContext(ctx, `UPDATE `+table+` SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
+	res, err := s.exec(ctx, `UPDATE `+table+` SET used = 1 WHERE hash = ? AND used = 0 AND expires_ns > ?`, h, now.UnixNano())
 	if err != nil {
 		return "", fmt.Errorf("use %s: %w", table, err)
 	}
@@ -45,7 +45,7 @@ func (s *SQLite) useOnce(ctx context.Context, table, owner, token string, now ti
 		return "", gone
 	}
 	var who string
-	if err := s.db.QueryRowContext(ctx, `SELECT `+owner+` FROM `+table+` WHERE hash = ?`, h).Scan(&who); err != nil {
+	if err := s.queryRow(ctx, `SELECT `+owner+` FROM `+table+` WHERE hash = ?`, h).Scan(&who); err != nil {
 		return "", fmt.Errorf("use %s: %w", table, err)
 	}
 	return who, nil
@@ -62,8 +62,8 @@ type Instance struct {
 }
 
 // PutInstance records an instance's current SVID.
-func (s *SQLite) PutInstance(ctx context.Context, in Instance) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO agent_instances(spiffe_id, agent, serial, not_after_ns, state, updated_ns) VALUES (?,?,?,?,?,?)
+func (s *DB) PutInstance(ctx context.Context, in Instance) error {
+	_, err := s.exec(ctx, `INSERT INTO agent_instances(spiffe_id, agent, serial, not_after_ns, state, updated_ns) VALUES (?,?,?,?,?,?)
 		ON CONFLICT(spiffe_id) DO UPDATE SET serial = excluded.serial, not_after_ns = excluded.not_after_ns, state = excluded.state, updated_ns = excluded.updated_ns`,
 		in.SPIFFEID, in.Agent, in.Serial, in.NotAfter.UnixNano(), in.State, time.Now().UnixNano())
 	if err != nil {
@@ -73,8 +73,8 @@ func (s *SQLite) PutInstance(ctx context.Context, in Instance) error {
 }
 
 // Instances lists enrolled instances.
-func (s *SQLite) Instances(ctx context.Context) ([]Instance, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT spiffe_id, agent, serial, not_after_ns, state, updated_ns FROM agent_instances ORDER BY agent, spiffe_id`)
+func (s *DB) Instances(ctx context.Context) ([]Instance, error) {
+	rows, err := s.query(ctx, `SELECT spiffe_id, agent, serial, not_after_ns, state, updated_ns FROM agent_instances ORDER BY agent, spiffe_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read instances: %w", err)
 	}
@@ -96,8 +96,8 @@ func (s *SQLite) Instances(ctx context.Context) ([]Instance, error) {
 var ErrConsoleLink = errors.New("sign-in link unknown, already used or expired")
 
 // AddConsoleLink stores a one-time console sign-in link (its hash).
-func (s *SQLite) AddConsoleLink(ctx context.Context, token, admin string, expires time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO console_links(hash, admin, expires_ns) VALUES (?,?,?)`, hashToken(token), admin, expires.UnixNano())
+func (s *DB) AddConsoleLink(ctx context.Context, token, admin string, expires time.Time) error {
+	_, err := s.exec(ctx, `INSERT INTO console_links(hash, admin, expires_ns) VALUES (?,?,?)`, hashToken(token), admin, expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("add console link: %w", err)
 	}
@@ -106,6 +106,6 @@ func (s *SQLite) AddConsoleLink(ctx context.Context, token, admin string, expire
 
 // UseConsoleLink consumes a sign-in link and returns the admin it is for:
 // once, before it expires.
-func (s *SQLite) UseConsoleLink(ctx context.Context, token string, now time.Time) (string, error) {
+func (s *DB) UseConsoleLink(ctx context.Context, token string, now time.Time) (string, error) {
 	return s.useOnce(ctx, "console_links", "admin", token, now, ErrConsoleLink)
 }

@@ -22,7 +22,7 @@ var ErrLogMoved = errors.New("append events: the log moved on")
 // durable with Sync, which fsyncs the write-ahead log: committing the next
 // batch overlaps with syncing the last. Not safe for concurrent use.
 type LogWriter struct {
-	s        *SQLite
+	s        *DB
 	conn     *sql.Conn
 	begin    *sql.Stmt
 	commit   *sql.Stmt
@@ -37,7 +37,10 @@ type LogWriter struct {
 }
 
 // LogWriter opens the log writer. Close it before closing the store.
-func (s *SQLite) LogWriter(ctx context.Context) (*LogWriter, error) {
+func (s *DB) LogWriter(ctx context.Context) (*LogWriter, error) {
+	if s.dialect != sqlite {
+		return nil, ErrNoLogWriter
+	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("log writer: %w", err)
@@ -56,7 +59,7 @@ func (s *SQLite) LogWriter(ctx context.Context) (*LogWriter, error) {
 		{&w.begin, `BEGIN IMMEDIATE`},
 		{&w.commit, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
-		{&w.insert, `INSERT INTO events(seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body) VALUES (?,?,?,?,?,?,?,?,?)`},
+		{&w.insert, `INSERT INTO events(` + eventColumns + `) VALUES (?,?,?,?,?,?,?,?,?)`},
 		{&w.update, `UPDATE log_state SET size = ?, range = ? WHERE id = 1 AND size = ?`},
 		{&w.create, `INSERT INTO log_state(id, size, range) SELECT 1, ?, ? WHERE NOT EXISTS (SELECT 1 FROM log_state)`},
 		{&w.state, `SELECT size, range FROM log_state WHERE id = 1`},

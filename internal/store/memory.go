@@ -36,10 +36,10 @@ const memoryColumns = `id, scope, key, kind, body, state, agent, user_name, task
 // ReserveMemoryIDs reserves n version IDs for the caller alone (whatever
 // other process writes too) and returns the first: the caller hashes and
 // commits its versions under IDs no one else will use.
-func (s *SQLite) ReserveMemoryIDs(ctx context.Context, n int) (int64, error) {
+func (s *DB) ReserveMemoryIDs(ctx context.Context, n int) (int64, error) {
 	var first int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO memory_ids(id, next) VALUES (1, (SELECT COALESCE(MAX(id), 0) + 1 FROM memory_elements) + ?)
-		ON CONFLICT(id) DO UPDATE SET next = next + ? RETURNING next - ?`, n, n, n).Scan(&first)
+	err := s.queryRow(ctx, `INSERT INTO memory_ids(id, next) VALUES (1, (SELECT COALESCE(MAX(id), 0) + 1 FROM memory_elements) + ?)
+		ON CONFLICT(id) DO UPDATE SET next = memory_ids.next + ? RETURNING next - ?`, n, n, n).Scan(&first)
 	if err != nil {
 		return 0, fmt.Errorf("memory: %w", err)
 	}
@@ -48,14 +48,14 @@ func (s *SQLite) ReserveMemoryIDs(ctx context.Context, n int) (int64, error) {
 
 // AddMemory inserts versions (each with its ID already set) in one
 // transaction.
-func (s *SQLite) AddMemory(ctx context.Context, es []MemoryElement) error {
+func (s *DB) AddMemory(ctx context.Context, es []MemoryElement) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
 	defer tx.Rollback()
 	for _, e := range es {
-		_, err := tx.ExecContext(ctx, `INSERT INTO memory_elements(`+memoryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := s.execOn(ctx, tx, `INSERT INTO memory_elements(`+memoryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			e.ID, e.Scope, e.Key, e.Kind, e.Body, e.State, e.Agent, e.User, e.Task, e.Session, e.RequestID,
 			strings.Join(e.Labels, ","), e.Untrusted, strings.Join(e.Findings, ","), e.By, e.Created.UnixNano(), nanos(e.Expires), e.SHA256)
 		if err != nil {
@@ -90,7 +90,7 @@ type MemoryQuery struct {
 }
 
 // MemoryElements returns versions matching q, in ID order.
-func (s *SQLite) MemoryElements(ctx context.Context, q MemoryQuery) ([]MemoryElement, error) {
+func (s *DB) MemoryElements(ctx context.Context, q MemoryQuery) ([]MemoryElement, error) {
 	var where []string
 	var args []any
 	if q.ID != 0 {
@@ -127,7 +127,7 @@ func (s *SQLite) MemoryElements(ctx context.Context, q MemoryQuery) ([]MemoryEle
 	if q.Limit > 0 {
 		query += fmt.Sprintf(" LIMIT %d", q.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
@@ -169,17 +169,17 @@ func split(s string) []string {
 // PurgeMemory erases the content of every version of (scope, key), and
 // the key itself (a name) in favour of newKey: what a purge removes for
 // good (the hashes stay in the audit log).
-func (s *SQLite) PurgeMemory(ctx context.Context, scope, key, newKey string) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE memory_elements SET body = NULL, key = ? WHERE scope = ? AND key = ?`, newKey, scope, key); err != nil {
+func (s *DB) PurgeMemory(ctx context.Context, scope, key, newKey string) error {
+	if _, err := s.exec(ctx, `UPDATE memory_elements SET body = NULL, key = ? WHERE scope = ? AND key = ?`, newKey, scope, key); err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
 	return nil
 }
 
 // CountMemory counts the current active or quarantined elements of scope.
-func (s *SQLite) CountMemory(ctx context.Context, scope string) (int, error) {
+func (s *DB) CountMemory(ctx context.Context, scope string) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM memory_elements m WHERE m.scope = ? AND m.state IN ('active', 'quarantined')
+	err := s.queryRow(ctx, `SELECT COUNT(*) FROM memory_elements m WHERE m.scope = ? AND m.state IN ('active', 'quarantined')
 		AND m.id = (SELECT MAX(id) FROM memory_elements x WHERE x.scope = m.scope AND x.key = m.key)`, scope).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("memory: %w", err)
@@ -189,8 +189,8 @@ func (s *SQLite) CountMemory(ctx context.Context, scope string) (int, error) {
 
 // ExpiredMemory returns the current versions, active or quarantined,
 // whose expiry is before now.
-func (s *SQLite) ExpiredMemory(ctx context.Context, now time.Time, limit int) ([]MemoryElement, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT m.id FROM memory_elements m WHERE m.expires_ns != 0 AND m.expires_ns < ? AND m.state IN ('active', 'quarantined')
+func (s *DB) ExpiredMemory(ctx context.Context, now time.Time, limit int) ([]MemoryElement, error) {
+	rows, err := s.query(ctx, `SELECT m.id FROM memory_elements m WHERE m.expires_ns != 0 AND m.expires_ns < ? AND m.state IN ('active', 'quarantined')
 		AND m.id = (SELECT MAX(id) FROM memory_elements x WHERE x.scope = m.scope AND x.key = m.key) ORDER BY m.id LIMIT ?`, now.UnixNano(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)

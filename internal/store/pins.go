@@ -8,16 +8,16 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/toolreg"
 )
 
-var _ toolreg.Store = (*SQLite)(nil)
+var _ toolreg.Store = (*DB)(nil)
 
 // Pins returns every pin of an upstream ("" for all upstreams), oldest first.
-func (s *SQLite) Pins(ctx context.Context, upstream string) ([]toolreg.Pin, error) {
+func (s *DB) Pins(ctx context.Context, upstream string) ([]toolreg.Pin, error) {
 	q, args := `SELECT upstream, name, digest, definition, state, reason, seen_ns, decided_by FROM tool_pins`, []any{}
 	if upstream != "" {
 		q += ` WHERE upstream = ?`
 		args = append(args, upstream)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seen_ns, name`, args...)
+	rows, err := s.query(ctx, q+` ORDER BY seen_ns, name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read tool pins: %w", err)
 	}
@@ -36,9 +36,9 @@ func (s *SQLite) Pins(ctx context.Context, upstream string) ([]toolreg.Pin, erro
 }
 
 // AddPin records a definition seen for the first time.
-func (s *SQLite) AddPin(ctx context.Context, p toolreg.Pin) error {
+func (s *DB) AddPin(ctx context.Context, p toolreg.Pin) error {
 	now := time.Now().UnixNano()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tool_pins(upstream, name, digest, definition, state, reason, seen_ns, decided_by, changed_ns)
+	_, err := s.exec(ctx, `INSERT INTO tool_pins(upstream, name, digest, definition, state, reason, seen_ns, decided_by, changed_ns)
 		VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING`,
 		p.Upstream, p.Name, p.Digest, []byte(p.Definition), p.State, p.Reason, p.SeenAt.UnixNano(), p.DecidedBy, now)
 	if err != nil {
@@ -48,8 +48,8 @@ func (s *SQLite) AddPin(ctx context.Context, p toolreg.Pin) error {
 }
 
 // SetPinState approves or rejects a pin.
-func (s *SQLite) SetPinState(ctx context.Context, upstream, name, digest, state, by string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE tool_pins SET state = ?, decided_by = ?, changed_ns = ? WHERE upstream = ? AND name = ? AND digest = ?`,
+func (s *DB) SetPinState(ctx context.Context, upstream, name, digest, state, by string) error {
+	res, err := s.exec(ctx, `UPDATE tool_pins SET state = ?, decided_by = ?, changed_ns = ? WHERE upstream = ? AND name = ? AND digest = ?`,
 		state, by, time.Now().UnixNano(), upstream, name, digest)
 	if err != nil {
 		return fmt.Errorf("set tool pin: %w", err)
@@ -62,9 +62,9 @@ func (s *SQLite) SetPinState(ctx context.Context, upstream, name, digest, state,
 
 // PinsChanged returns a value that changes whenever a pin is added or
 // decided.
-func (s *SQLite) PinsChanged(ctx context.Context) (int64, error) {
+func (s *DB) PinsChanged(ctx context.Context) (int64, error) {
 	var v int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(changed_ns), 0) + COUNT(*) FROM tool_pins`).Scan(&v)
+	err := s.queryRow(ctx, `SELECT COALESCE(MAX(changed_ns), 0) + COUNT(*) FROM tool_pins`).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("read tool pins: %w", err)
 	}

@@ -17,8 +17,8 @@ type Release struct {
 }
 
 // AddRelease records a release.
-func (s *SQLite) AddRelease(ctx context.Context, session, agent, by string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO containment_releases(session_id, agent, by, at_ns) VALUES (?,?,?,?)`, session, agent, by, time.Now().UnixNano())
+func (s *DB) AddRelease(ctx context.Context, session, agent, by string) error {
+	_, err := s.exec(ctx, `INSERT INTO containment_releases(session_id, agent, by, at_ns) VALUES (?,?,?,?)`, session, agent, by, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("record release: %w", err)
 	}
@@ -26,8 +26,8 @@ func (s *SQLite) AddRelease(ctx context.Context, session, agent, by string) erro
 }
 
 // Releases returns the releases after id, oldest first (at most 1000).
-func (s *SQLite) Releases(ctx context.Context, after int64) ([]Release, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, session_id, agent, by, at_ns FROM containment_releases WHERE id > ? ORDER BY id LIMIT 1000`, after)
+func (s *DB) Releases(ctx context.Context, after int64) ([]Release, error) {
+	rows, err := s.query(ctx, `SELECT id, session_id, agent, by, at_ns FROM containment_releases WHERE id > ? ORDER BY id LIMIT 1000`, after)
 	if err != nil {
 		return nil, fmt.Errorf("read releases: %w", err)
 	}
@@ -46,9 +46,9 @@ func (s *SQLite) Releases(ctx context.Context, after int64) ([]Release, error) {
 }
 
 // LastRelease is the newest release's ID (0: none).
-func (s *SQLite) LastRelease(ctx context.Context) (int64, error) {
+func (s *DB) LastRelease(ctx context.Context) (int64, error) {
 	var id int64
-	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM containment_releases`).Scan(&id)
+	err := s.queryRow(ctx, `SELECT COALESCE(MAX(id), 0) FROM containment_releases`).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("read releases: %w", err)
 	}

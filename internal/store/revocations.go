@@ -14,8 +14,8 @@ const (
 )
 
 // Revoke records a revocation (idempotent).
-func (s *SQLite) Revoke(ctx context.Context, kind, value, by, reason string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO revocations(kind, value, at_ns, by, reason) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`,
+func (s *DB) Revoke(ctx context.Context, kind, value, by, reason string) error {
+	_, err := s.exec(ctx, `INSERT INTO revocations(kind, value, at_ns, by, reason) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING`,
 		kind, value, time.Now().UnixNano(), by, reason)
 	if err != nil {
 		return fmt.Errorf("revoke: %w", err)
@@ -24,8 +24,8 @@ func (s *SQLite) Revoke(ctx context.Context, kind, value, by, reason string) err
 }
 
 // Revocations returns every revoked value by kind.
-func (s *SQLite) Revocations(ctx context.Context) (map[string]map[string]bool, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT kind, value FROM revocations`)
+func (s *DB) Revocations(ctx context.Context) (map[string]map[string]bool, error) {
+	rows, err := s.query(ctx, `SELECT kind, value FROM revocations`)
 	if err != nil {
 		return nil, fmt.Errorf("read revocations: %w", err)
 	}
@@ -46,8 +46,8 @@ func (s *SQLite) Revocations(ctx context.Context) (map[string]map[string]bool, e
 
 // Unrevoke lifts a revocation (an operator's undo); it reports whether
 // there was one.
-func (s *SQLite) Unrevoke(ctx context.Context, kind, value string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM revocations WHERE kind = ? AND value = ?`, kind, value)
+func (s *DB) Unrevoke(ctx context.Context, kind, value string) (bool, error) {
+	res, err := s.exec(ctx, `DELETE FROM revocations WHERE kind = ? AND value = ?`, kind, value)
 	if err != nil {
 		return false, fmt.Errorf("unrevoke: %w", err)
 	}

@@ -9,8 +9,8 @@ import (
 )
 
 // PutSecret stores a sealed secret (replacing one of the same name).
-func (s *SQLite) PutSecret(ctx context.Context, name string, sealed []byte) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO secrets(name, sealed, updated_ns) VALUES (?,?,?)
+func (s *DB) PutSecret(ctx context.Context, name string, sealed []byte) error {
+	_, err := s.exec(ctx, `INSERT INTO secrets(name, sealed, updated_ns) VALUES (?,?,?)
 		ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_ns = excluded.updated_ns`, name, sealed, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("put secret: %w", err)
@@ -19,9 +19,9 @@ func (s *SQLite) PutSecret(ctx context.Context, name string, sealed []byte) erro
 }
 
 // GetSecret returns a sealed secret.
-func (s *SQLite) GetSecret(ctx context.Context, name string) ([]byte, error) {
+func (s *DB) GetSecret(ctx context.Context, name string) ([]byte, error) {
 	var b []byte
-	err := s.db.QueryRowContext(ctx, `SELECT sealed FROM secrets WHERE name = ?`, name).Scan(&b)
+	err := s.queryRow(ctx, `SELECT sealed FROM secrets WHERE name = ?`, name).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -32,8 +32,8 @@ func (s *SQLite) GetSecret(ctx context.Context, name string) ([]byte, error) {
 }
 
 // SecretNames lists the stored secrets' names.
-func (s *SQLite) SecretNames(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM secrets ORDER BY name`)
+func (s *DB) SecretNames(ctx context.Context) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT name FROM secrets ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list secrets: %w", err)
 	}

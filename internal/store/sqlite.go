@@ -16,14 +16,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// SQLite is the embedded store.
-type SQLite struct {
-	db     *sql.DB
-	path   string
-	insert *sql.Stmt // prepared once: parsing SQL per batch showed in profiles
-	normal bool      // synchronous=NORMAL: commits are not fsynced
-}
-
 // The events table is the audit log: row seq is leaf seq-1 of its Merkle
 // tree, leaf_hash is the RFC 6962 leaf hash of body, and body is NULL only
 // after retention pruned it. log_state holds the tree's compact range so
@@ -190,17 +182,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 // Open opens (creating if needed) the SQLite database at path with full
 // durability.
-func Open(path string) (*SQLite, error) { return OpenWith(path, Options{}) }
+func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
 
 // Options tune the store.
 type Options struct {
 	// Normal selects synchronous=NORMAL: writes survive a crash of the
 	// process but not of the machine. The default is FULL.
 	Normal bool
+	// NoMigrate opens the store as it is, without applying migrations
+	// (`portcullis migrate --status`).
+	NoMigrate bool
 }
 
 // OpenWith opens the database at path with opts.
-func OpenWith(path string, opts Options) (*SQLite, error) {
+func OpenWith(path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -222,30 +217,24 @@ func OpenWith(path string, opts Options) (*SQLite, error) {
 	db.SetMaxOpenConns(4)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(ctx, schemaSQL); err != nil {
+	s := &DB{db: db, dialect: sqlite, path: path, normal: opts.Normal}
+	if _, err := s.migrateUnless(ctx, opts.NoMigrate); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open store: migrate: %w", err)
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	insert, err := db.PrepareContext(ctx, `INSERT INTO events(seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body) VALUES (?,?,?,?,?,?,?,?,?)`)
-	if err != nil {
+	if opts.NoMigrate {
+		return s, nil // a store opened to be looked at: statements prepared on use
+	}
+	if s.insert, err = db.PrepareContext(ctx, `INSERT INTO events(`+eventColumns+`) VALUES (?,?,?,?,?,?,?,?,?)`); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: prepare: %w", err)
 	}
-	return &SQLite{db: db, path: path, insert: insert, normal: opts.Normal}, nil
+	return s, nil
 }
-
-// Close closes the database.
-func (s *SQLite) Close() error {
-	s.insert.Close()
-	return s.db.Close()
-}
-
-// Ping checks the database answers; /readyz uses it.
-func (s *SQLite) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // ErrCorrupt is returned by Check for a database that fails SQLite's
 // integrity check: nothing it says can be trusted, and nothing should be
@@ -266,8 +255,13 @@ func checkFailed(err error) error {
 // cross-checks of a full integrity_check). Only what the check reports,
 // or a database SQLite itself calls malformed, is ErrCorrupt; a check
 // that could not run (busy, I/O) is an error of its own.
-func (s *SQLite) Check(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `PRAGMA quick_check`)
+func (s *DB) Check(ctx context.Context) error {
+	if s.dialect == postgres {
+		// PostgreSQL checks its own pages (data checksums, amcheck) under
+		// its operator's care; here the database must answer.
+		return s.Ping(ctx)
+	}
+	rows, err := s.query(ctx, `PRAGMA quick_check`)
 	if err != nil {
 		return checkFailed(err)
 	}
@@ -319,14 +313,21 @@ var ErrEmptyBatch = errors.New("append events: empty batch")
 // state.Size+1) and the new state. Either everything is durable when it
 // returns nil, or nothing is written. Several processes may append; the
 // transaction serialises them.
-func (s *SQLite) AppendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
+func (s *DB) AppendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append events: %w", err)
 	}
 	defer tx.Rollback()
+	// PostgreSQL: the row lock on the log state is the fleet's single
+	// sequencer (its migration creates the row). SQLite: the transaction
+	// began with the database's write lock.
+	lock := ""
+	if s.dialect == postgres {
+		lock = " FOR UPDATE"
+	}
 	var st LogState
-	err = tx.QueryRowContext(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
+	err = s.queryRowOn(ctx, tx, `SELECT size, range FROM log_state WHERE id = 1`+lock).Scan(&st.Size, &st.Range)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("append events: read log state: %w", err)
 	}
@@ -340,15 +341,10 @@ func (s *SQLite) AppendLog(ctx context.Context, build func(LogState) ([]EventRow
 	if rows[0].Seq != st.Size+1 || next.Size != st.Size+int64(len(rows)) {
 		return fmt.Errorf("append events: rows numbered from %d for a log of %d", rows[0].Seq, st.Size)
 	}
-	stmt := tx.StmtContext(ctx, s.insert)
-	defer stmt.Close()
-	for i := range rows {
-		r := &rows[i]
-		if _, err := stmt.ExecContext(ctx, r.Seq, r.Time.UnixNano(), r.Type, r.RequestID, r.TraceID, r.Agent, r.SessionID, r.LeafHash, r.Body); err != nil {
-			return fmt.Errorf("append events: %w", err)
-		}
+	if err := s.insertEvents(ctx, tx, rows); err != nil {
+		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO log_state(id, size, range) VALUES (1, ?, ?)
+	if _, err := s.execOn(ctx, tx, `INSERT INTO log_state(id, size, range) VALUES (1, ?, ?)
 		ON CONFLICT(id) DO UPDATE SET size = excluded.size, range = excluded.range`, next.Size, next.Range); err != nil {
 		return fmt.Errorf("append events: write log state: %w", err)
 	}
@@ -359,9 +355,9 @@ func (s *SQLite) AppendLog(ctx context.Context, build func(LogState) ([]EventRow
 }
 
 // State returns the log's current state.
-func (s *SQLite) State(ctx context.Context) (LogState, error) {
+func (s *DB) State(ctx context.Context) (LogState, error) {
 	var st LogState
-	err := s.db.QueryRowContext(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
+	err := s.queryRow(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
 	if errors.Is(err, sql.ErrNoRows) {
 		return LogState{}, nil
 	}
@@ -393,7 +389,7 @@ type EventQuery struct {
 const MaxQueryLimit = 10000
 
 // Events returns events matching q in ascending sequence order.
-func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
+func (s *DB) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 	if q.Limit <= 0 || q.Limit > MaxQueryLimit {
 		q.Limit = MaxQueryLimit
 	}
@@ -447,7 +443,7 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		}
 	}
 	if q.BodyContains != "" {
-		where += " AND instr(body, ?) > 0"
+		where += " AND " + s.containsBytes("body")
 		args = append(args, []byte(q.BodyContains))
 	}
 	order := "ASC"
@@ -455,7 +451,7 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		order = "DESC"
 	}
 	args = append(args, q.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body FROM events WHERE `+where+` ORDER BY seq `+order+` LIMIT ?`, args...)
+	rows, err := s.query(ctx, `SELECT `+eventColumns+` FROM events WHERE `+where+` ORDER BY seq `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query events: %w", err)
 	}
@@ -479,4 +475,37 @@ func (s *SQLite) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
 		}
 	}
 	return out, nil
+}
+
+const eventColumns = `seq, time_ns, type, request_id, trace_id, agent, session_id, leaf_hash, body`
+
+// insertEvents inserts rows inside tx: through the prepared statement on
+// SQLite, in one multi-row statement on PostgreSQL (one round trip a batch).
+func (s *DB) insertEvents(ctx context.Context, tx *sql.Tx, rows []EventRow) error {
+	if s.dialect == sqlite && s.insert != nil {
+		stmt := tx.StmtContext(ctx, s.insert)
+		defer stmt.Close()
+		for i := range rows {
+			r := &rows[i]
+			if _, err := stmt.ExecContext(ctx, r.Seq, r.Time.UnixNano(), r.Type, r.RequestID, r.TraceID, r.Agent, r.SessionID, r.LeafHash, r.Body); err != nil {
+				return fmt.Errorf("append events: %w", err)
+			}
+		}
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO events(` + eventColumns + `) VALUES `)
+	args := make([]any, 0, 9*len(rows))
+	for i := range rows {
+		r := &rows[i]
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?)")
+		args = append(args, r.Seq, r.Time.UnixNano(), r.Type, r.RequestID, r.TraceID, r.Agent, r.SessionID, r.LeafHash, r.Body)
+	}
+	if _, err := s.execOn(ctx, tx, q.String(), args...); err != nil {
+		return fmt.Errorf("append events: %w", err)
+	}
+	return nil
 }
