@@ -1,13 +1,33 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/pgtest"
 	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/token"
 )
 
 func TestVersionSaysMoreThanDev(t *testing.T) {
@@ -68,3 +88,287 @@ func TestMigrate(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// replica is one `portcullis serve` of a fleet.
+type replica struct {
+	cfg, addr, admin, data string
+	cmd                    *exec.Cmd
+}
+
+func startReplica(t *testing.T, r *replica, env []string) {
+	t.Helper()
+	r.cmd = exec.Command(os.Args[0], "serve", "--config", r.cfg)
+	r.cmd.Env = append(append(os.Environ(), "PORTCULLIS_TEST_MAIN=1"), env...)
+	stderr, _ := r.cmd.StderrPipe()
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
+	sc := bufio.NewScanner(stderr)
+	var lines []string
+	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
+		lines = append(lines, sc.Text())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if len(lines) > 0 && !strings.Contains(strings.Join(lines, "\n"), "level=") {
+		t.Logf("replica start: %s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestFleet runs three `portcullis serve` on one PostgreSQL database, each
+// with its own data directory (the keys copied from the first, as a fleet
+// mounts them from one secret), and clients spread across them: a task
+// budget of 10 holds across replicas under concurrent use; one replica
+// killed (SIGKILL) under load loses no acknowledged event, its clients
+// go on through another, and the fleet's one audit log verifies; an agent
+// held for approval on one replica is released by an approval given
+// through another; an agent revoked through one replica is refused on
+// another within a second.
+func TestFleet(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	env := []string{"FLEET_STORE=" + dsn}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };
+@approval("fleet test")
+forbid (principal, action == Action::"call_tool", resource == Tool::"demo__list_files");`)
+	rs := make([]*replica, 3)
+	for i := range rs {
+		r := &replica{cfg: filepath.Join(dir, fmt.Sprintf("c%d.yaml", i+1)), addr: freeAddr(t), admin: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1))}
+		writeFile(t, r.cfg, fmt.Sprintf(`version: 1
+data_dir: %s
+listen: {address: %q, admin: %q}
+policy: {paths: [p.cedar]}
+agents: [{name: worker}, {name: loader}]
+upstreams: [{name: demo, builtin: demo}]
+store: {postgres: {from_env: FLEET_STORE}}
+limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
+`, r.data, r.addr, r.admin))
+		rs[i] = r
+	}
+	startReplica(t, rs[0], env)
+	for _, r := range rs[1:] {
+		if err := os.CopyFS(filepath.Join(r.data, "keys"), os.DirFS(filepath.Join(rs[0].data, "keys"))); err != nil {
+			t.Fatal(err)
+		}
+		startReplica(t, r, env)
+	}
+	// Each replica is ready and says it reads the shared store.
+	for i, r := range rs {
+		resp, err := http.Get("http://" + r.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "fleet: postgres store, revocations read") {
+			t.Fatalf("replica %d /readyz: %d %q", i+1, resp.StatusCode, body)
+		}
+	}
+	connect := func(r *replica, rt http.RoundTripper) (*mcp.ClientSession, error) {
+		return mcp.NewClient(&mcp.Implementation{Name: "fleet"}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: "http://" + r.addr + "/mcp", HTTPClient: &http.Client{Transport: rt}, MaxRetries: -1}, nil)
+	}
+	call := func(s *mcp.ClientSession, query string) (bool, error) {
+		res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": query}})
+		if err != nil {
+			return false, err
+		}
+		return !res.IsError, nil
+	}
+
+	// A task budget of 10, spent concurrently through all three replicas.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jkt, err := token.Thumbprint(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := portcullis(t, env, "task", "start", "--config", rs[0].cfg, "--agent", "worker", "--tools", "demo__search_files", "--budget", "10", "--jkt", jkt, "--by", "test")
+	if err != nil {
+		t.Fatalf("task start: %v %s", err, stderr)
+	}
+	var task struct{ Token string }
+	if err := json.Unmarshal([]byte(out), &task); err != nil || task.Token == "" {
+		t.Fatalf("task start printed %q", out)
+	}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		s, err := connect(r, &token.DPoPTransport{Token: task.Token, Key: key})
+		if err != nil {
+			t.Fatalf("replica %d: %v", i+1, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			for j := 0; j < 8; j++ {
+				if ok, _ := call(s, fmt.Sprintf("budget-%d-%d", i, j)); ok {
+					allowed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != 10 {
+		t.Fatalf("a task budget of 10 allowed %d calls across the fleet", n)
+	}
+
+	// Load on every replica; replica 2 killed in the middle. Its client
+	// opens a new session on replica 1 and goes on.
+	tok, stderr, err := portcullis(t, env, "token", "issue", "--config", rs[0].cfg, "--agent", "loader", "--ttl", "10m", "--by", "test")
+	if err != nil {
+		t.Fatalf("token issue: %v %s", err, stderr)
+	}
+	bearer := token.BearerTransport{Token: strings.TrimSpace(tok)}
+	var mu sync.Mutex
+	var acked []string
+	var afterDeath atomic.Int64 // calls acknowledged to a client after its replica died
+	stop := make(chan struct{})
+	for i, r := range rs {
+		s, err := connect(r, bearer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			moved := false
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					s.Close()
+					return
+				default:
+				}
+				q := fmt.Sprintf("load-%d-%d", i, j)
+				ok, err := call(s, q)
+				if err != nil {
+					// The replica is gone: reconnect elsewhere.
+					s.Close()
+					if s, err = connect(rs[0], bearer); err != nil {
+						t.Error(err)
+						return
+					}
+					moved = true
+					continue
+				}
+				if ok {
+					if moved {
+						afterDeath.Add(1)
+					}
+					mu.Lock()
+					acked = append(acked, q)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	rs[1].cmd.Process.Signal(syscall.SIGKILL)
+	rs[1].cmd.Wait()
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if len(acked) < 100 {
+		t.Fatalf("only %d calls acknowledged; load too light to mean anything", len(acked))
+	}
+	if afterDeath.Load() == 0 {
+		t.Fatal("the killed replica's client did not go on through another replica")
+	}
+
+	// Every acknowledged call's decision is in the fleet's one log, and
+	// the log verifies.
+	st, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	logged := map[string]bool{}
+	if err := st.ScanEvents(context.Background(), func(r store.EventRow) error {
+		e, err := audit.Decode(r)
+		if err == nil && e.Type == audit.TypeDecision && e.Outcome == audit.OutcomeAllow && e.Input != nil {
+			var args struct{ Query string }
+			json.Unmarshal(e.Input.Arguments, &args)
+			logged[args.Query] = true
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range acked {
+		if !logged[q] {
+			t.Fatalf("acknowledged call %s has no decision in the log", q)
+		}
+	}
+	out, stderr, err = portcullis(t, env, "audit", "verify", "--config", rs[2].cfg, "--key", filepath.Join(rs[0].data, "keys", "audit-log.pub"))
+	if err != nil || !strings.Contains(out, "log verified") {
+		t.Fatalf("verify the fleet's log after kill -9: %v\n%s%s", err, out, stderr)
+	}
+
+	// A call held on replica 3 is released by an approval given through
+	// replica 1's configuration (the shared store).
+	s3, err := connect(rs[2], bearer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	held := make(chan error, 1)
+	go func() {
+		res, err := s3.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__list_files", Arguments: map[string]any{}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("held call answered with an error: %+v", res.Content)
+		}
+		held <- err
+	}()
+	var id string
+	for deadline := time.Now().Add(10 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, _, _ := portcullis(t, env, "approvals", "list", "--config", rs[0].cfg)
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 3 && f[1] == "pending" && f[3] == "demo__list_files" {
+				id = f[0]
+			}
+		}
+	}
+	if id == "" {
+		t.Fatal("the held call's approval request never showed on replica 1")
+	}
+	if _, stderr, err := portcullis(t, env, "approvals", "approve", id, "--config", rs[0].cfg, "--by", "reviewer"); err != nil {
+		t.Fatalf("approve: %v %s", err, stderr)
+	}
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an approval given through replica 1 did not release the call held on replica 3")
+	}
+
+	// Revoked through replica 1's store, refused by replica 3 within 1 s.
+	if ok, err := call(s3, "before-revocation"); !ok || err != nil {
+		t.Fatalf("call before the revocation: %v %v", ok, err)
+	}
+	if _, stderr, err := portcullis(t, env, "agent", "revoke", "loader", "--config", rs[0].cfg, "--by", "test"); err != nil {
+		t.Fatalf("revoke: %v %s", err, stderr)
+	}
+	revoked := time.Now()
+	for {
+		ok, err := call(s3, "after-revocation")
+		if err != nil || !ok {
+			break
+		}
+		if time.Since(revoked) > time.Second {
+			t.Fatal("replica 3 still serves an agent revoked more than a second ago")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d calls acknowledged under load (%d to replica 2's client after it died, through replica 1); revocation effective on replica 3 after %v",
+		len(acked), afterDeath.Load(), time.Since(revoked).Round(time.Millisecond))
+}

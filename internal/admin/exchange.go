@@ -132,21 +132,27 @@ func (s *Server) exchange(r *http.Request, e *audit.Event) (map[string]any, erro
 			expires = t
 		}
 	}
+	left, err := s.budgets.Left(r.Context(), parent.TokenID, parent.Budget)
+	if err != nil {
+		return nil, err
+	}
 	child, err := token.Narrow(parent, receiver.Name, f.Get("dpop_jkt"), strings.Fields(f.Get("scope")), budget,
-		s.budgets.Left(parent.TokenID, parent.Budget), expires)
+		left, expires)
 	if err != nil {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", "%v", err)
 	}
 	d := s.decider.Decide(&policy.Input{
 		Principal: &identity.Principal{Agent: delegator.Name, Roles: delegator.Roles, User: parent.User, Task: parent.ID, TaskTools: parent.Tools, TaskBudget: parent.Budget},
 		Action:    policy.ActionDelegate, Target: policy.Target{Kind: policy.KindAgent, ID: receiver.Name},
-		Method: "oauth/token", BudgetLeft: int64(s.budgets.Left(parent.TokenID, parent.Budget)),
+		Method: "oauth/token", BudgetLeft: int64(left),
 	})
 	e.Policies, e.PolicyVersion = d.Policies, d.Version
 	if !d.Allow {
 		return nil, oerr(http.StatusForbidden, "access_denied", "delegation not permitted (%s)", d.Code)
 	}
-	if _, ok := s.budgets.Reserve(parent.TokenID, parent.Budget, budget); !ok {
+	if _, ok, err := s.budgets.Reserve(r.Context(), parent.TokenID, parent.Budget, budget); err != nil {
+		return nil, err
+	} else if !ok {
 		return nil, oerr(http.StatusBadRequest, "invalid_scope", "the parent no longer has %d calls left", budget)
 	}
 	iss, err := token.NewTypedIssuer(s.key, token.TypTask, s.cfg.Auth.Issuer, s.cfg.Auth.Audience, s.cfg.Auth.MaxTTL.D(), nil)

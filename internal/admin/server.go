@@ -31,8 +31,8 @@ type Decider interface {
 // Budgets are the task call budgets the gateway enforces: what a task has
 // left, and a reservation of n calls of it for a delegated token.
 type Budgets interface {
-	Left(tokenID string, budget int) int
-	Reserve(tokenID string, budget, n int) (int, bool)
+	Left(ctx context.Context, tokenID string, budget int) (int, error)
+	Reserve(ctx context.Context, tokenID string, budget, n int) (int, bool, error)
 }
 
 // Enrolment is where join tokens are spent and agent instances recorded.

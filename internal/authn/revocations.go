@@ -19,7 +19,16 @@ const RevocationRefresh = 250 * time.Millisecond
 // agent instance (a rotation supersedes the one before). The zero value
 // counts everything as revoked until the first Refresh.
 type Revocations struct {
-	cur atomic.Pointer[revocationView]
+	cur    atomic.Pointer[revocationView]
+	synced atomic.Int64 // unix nanoseconds of the last successful read
+}
+
+// Synced is when revocations were last read from the store (zero: never).
+func (rv *Revocations) Synced() time.Time {
+	if ns := rv.synced.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 type revocationView struct {
@@ -51,6 +60,7 @@ func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
 		v.serials[in.SPIFFEID] = in.Serial
 	}
 	rv.cur.CompareAndSwap(old, v)
+	rv.synced.Store(time.Now().UnixNano())
 	return nil
 }
 

@@ -244,6 +244,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,
+		TaskBudgets:     g.taskBudgets(),
 		Assert:          g.assertion,
 		Decider:         decider{Engine: g.engine, grants: g.grants},
 		Recorder:        detecting{g.recorder, g},
@@ -649,6 +650,9 @@ func (g *Gateway) startBackground() *background {
 	if g.cfg.Detection.Learning != nil {
 		services = append(services, task{"learned baselines", g.syncBaselines})
 	}
+	if g.fleet() {
+		services = append(services, task{"task budgets", g.pruneBudgets})
+	}
 	services = append(services, task{"memory expiry", func(ctx context.Context) error { return g.memory.Run(ctx, time.Minute) }},
 		task{"posture metrics", g.watchPosture})
 	b.services = startTasks(g.log, services...)
@@ -787,6 +791,11 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if p := g.integrity.Load(); p != nil {
 		storeOK = false
 		lines = append(lines, "store: "+*p)
+	}
+	if g.fleet() {
+		line, ok := g.fleetSync()
+		storeOK = storeOK && ok
+		lines = append(lines, line)
 	}
 	configured, serving := len(g.cfg.Upstreams), 0
 	for _, u := range g.proxy.Upstreams() {

@@ -73,11 +73,14 @@ type Budget interface {
 
 // Options configure a Proxy. Decider, Recorder and Log are required.
 type Options struct {
-	Decider  Decider
-	Recorder Recorder
-	Metrics  *metrics.Metrics
-	Limits   config.Limits
-	Log      *slog.Logger
+	// TaskBudgets, if set, counts task budgets (the fleet's store);
+	// otherwise each gateway counts its own.
+	TaskBudgets TaskBudgets
+	Decider     Decider
+	Recorder    Recorder
+	Metrics     *metrics.Metrics
+	Limits      config.Limits
+	Log         *slog.Logger
 	// Now is the clock of audit events (default time.Now); credentials'
 	// expiry is always checked on the real clock.
 	Now func() time.Time
@@ -137,7 +140,7 @@ type Proxy struct {
 	timer     stageTimer
 
 	taskMu    sync.Mutex
-	taskCalls map[string]int // task token ID -> calls made or delegated through this gateway
+	taskCalls map[string]int // task token ID -> calls made or delegated through this gateway (without TaskBudgets)
 }
 
 // New builds a Proxy with no upstreams; add them with AddUpstream.
@@ -267,31 +270,43 @@ func (p *Proxy) InFlight() int {
 // maxTrackedTasks bounds the task budget table.
 const maxTrackedTasks = 100_000
 
+// TaskBudgets counts task budgets outside the gateway (the fleet's store):
+// a budget of N calls is N across every gateway sharing it.
+type TaskBudgets interface {
+	ReserveBudget(ctx context.Context, tokenID string, budget, n int) (left int, ok bool, err error)
+	BudgetLeft(ctx context.Context, tokenID string, budget int) (int, error)
+}
+
 // Reserve takes n calls from a task token's budget (a call, or a budget
 // handed to a delegate, so that a task tree never spends more than its
 // root was given). It returns what is left after, and false if n calls are
-// not left. Budgets are counted per gateway process (a task spread over
-// several gateways gets each one's budget; a shared store comes with
-// scale-out).
-func (p *Proxy) Reserve(tokenID string, budget, n int) (int, bool) {
+// not left. Budgets are counted in Options.TaskBudgets when set (a fleet
+// on one store), else in this process; an error counting is a refusal.
+func (p *Proxy) Reserve(ctx context.Context, tokenID string, budget, n int) (int, bool, error) {
+	if p.opts.TaskBudgets != nil {
+		return p.opts.TaskBudgets.ReserveBudget(ctx, tokenID, budget, n)
+	}
 	p.taskMu.Lock()
 	defer p.taskMu.Unlock()
 	used, seen := p.taskCalls[tokenID]
 	if !seen && len(p.taskCalls) >= maxTrackedTasks {
-		return 0, false // fail closed rather than forget budgets
+		return 0, false, nil // fail closed rather than forget budgets
 	}
 	if used+n > budget {
-		return budget - used, false
+		return budget - used, false, nil
 	}
 	p.taskCalls[tokenID] = used + n
-	return budget - used - n, true
+	return budget - used - n, true, nil
 }
 
 // Left is what a task token has left of its budget.
-func (p *Proxy) Left(tokenID string, budget int) int {
+func (p *Proxy) Left(ctx context.Context, tokenID string, budget int) (int, error) {
+	if p.opts.TaskBudgets != nil {
+		return p.opts.TaskBudgets.BudgetLeft(ctx, tokenID, budget)
+	}
 	p.taskMu.Lock()
 	defer p.taskMu.Unlock()
-	return budget - p.taskCalls[tokenID]
+	return budget - p.taskCalls[tokenID], nil
 }
 
 var reqIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

@@ -78,7 +78,10 @@ func taskScope(p *Proxy, ctx context.Context, c *call) error {
 	if !found {
 		return deny(reason.OutsideTask)
 	}
-	left, ok := p.Reserve(pr.CredentialID, pr.TaskBudget, 1)
+	left, ok, err := p.Reserve(ctx, pr.CredentialID, pr.TaskBudget, 1)
+	if err != nil {
+		return deny(reason.Internal).withDetail(err.Error())
+	}
 	if !ok {
 		return deny(reason.TaskExhausted)
 	}

@@ -633,3 +633,53 @@ func TestConformanceState(t *testing.T) {
 		}
 	})
 }
+
+// Task budgets: a budget of 10 is 10 calls whoever takes them, however
+// concurrently; a delegation takes several at once or none.
+func TestConformanceTaskBudgets(t *testing.T) {
+	conform(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, other := b.open(t), b.open(t)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		taken := 0
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				db := s
+				if i%2 == 1 {
+					db = other
+				}
+				_, ok, err := db.ReserveBudget(ctx, "tok-1", 10, 1)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					mu.Lock()
+					taken++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if taken != 10 {
+			t.Fatalf("%d calls taken from a budget of 10", taken)
+		}
+		if left, err := other.BudgetLeft(ctx, "tok-1", 10); err != nil || left != 0 {
+			t.Fatalf("left %d %v", left, err)
+		}
+		if left, ok, err := s.ReserveBudget(ctx, "tok-2", 5, 3); !ok || left != 2 || err != nil {
+			t.Fatalf("delegate 3 of 5: %d %v %v", left, ok, err)
+		}
+		if left, ok, _ := other.ReserveBudget(ctx, "tok-2", 5, 3); ok || left != 2 {
+			t.Fatalf("delegate 3 more of 5: %d %v", left, ok)
+		}
+		if left, ok, _ := other.ReserveBudget(ctx, "tok-3", 2, 3); ok || left != 2 {
+			t.Fatalf("more than the whole budget: %d %v", left, ok)
+		}
+		if n, err := s.PruneBudgets(ctx, time.Now().Add(time.Minute)); err != nil || n != 2 {
+			t.Fatalf("prune: %d %v", n, err)
+		}
+	})
+}

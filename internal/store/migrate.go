@@ -25,7 +25,18 @@ type migration struct {
 var migrations = []migration{
 	{version: 1, sqlite: schemaSQL, postgres: postgresSchema(schemaSQL) + `
 INSERT INTO log_state(id, size, range) VALUES (1, 0, ''::bytea) ON CONFLICT DO NOTHING;`},
+	{version: 2, sqlite: budgetsSQL, postgres: postgresSchema(budgetsSQL)},
 }
+
+// budgetsSQL (version 2): task budgets counted in the store, for a fleet.
+const budgetsSQL = `
+CREATE TABLE IF NOT EXISTS task_budgets (
+	token_id   TEXT PRIMARY KEY,
+	used       INTEGER NOT NULL,
+	updated_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_budgets_updated ON task_budgets(updated_ns);
+`
 
 // SchemaVersion is the newest schema this binary knows.
 func SchemaVersion() int { return migrations[len(migrations)-1].version }
