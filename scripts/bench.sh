@@ -34,6 +34,10 @@ echo
 echo "== the same with store.synchronous=normal (no fsync)"
 go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"
 
+echo
+echo "== a fleet: SQLite against PostgreSQL, one and three gateways; revocation propagation"
+go run ./bench/fleet -portcullis bench/results/portcullis | tee bench/results/fleet.txt
+
 if [ "${SOAK:-0}" = 1 ]; then
   echo
   echo "== soak: 200 and 1,000 concurrent sessions, ten minutes each, against 16 in the same run"

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+revision=$(git rev-parse HEAD 2>/dev/null || true)
 out=${OUT:-bin/portcullis}
-CGO_ENABLED=0 go build -trimpath \
-  -ldflags "-s -w -X github.com/portcullis-dev/portcullis/internal/buildinfo.version=${version}" \
+pkg=github.com/portcullis-dev/portcullis/internal/buildinfo
+CGO_ENABLED=0 go build -trimpath -buildvcs=auto \
+  -ldflags "-s -w -X ${pkg}.version=${version} -X ${pkg}.revision=${revision}" \
   -o "$out" ./cmd/portcullis
 "$out" --version

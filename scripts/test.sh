@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-test-deps.sh
 
 echo "== gofmt"
-unformatted=$(gofmt -l cmd internal bench 2>/dev/null || true)
+unformatted=$(gofmt -l cmd internal bench deploy 2>/dev/null || true)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi

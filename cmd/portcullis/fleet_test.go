@@ -372,3 +372,76 @@ limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 	t.Logf("%d calls acknowledged under load (%d to replica 2's client after it died, through replica 1); revocation effective on replica 3 after %v",
 		len(acked), afterDeath.Load(), time.Since(revoked).Round(time.Millisecond))
 }
+
+// TestFleetRateCap: limits.agent_calls_per_minute holds across the fleet:
+// two gateways on one store, clients on both calling as fast as they can,
+// allow the agent at most its 40 calls in the minute (and at least 40 less
+// a lease share per gateway left unspent).
+func TestFleetRateCap(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	env := []string{"FLEET_STORE=" + dsn}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };`)
+	rs := make([]*replica, 2)
+	for i := range rs {
+		r := &replica{cfg: filepath.Join(dir, fmt.Sprintf("c%d.yaml", i+1)), addr: freeAddr(t), admin: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1))}
+		writeFile(t, r.cfg, fmt.Sprintf(`version: 1
+data_dir: %s
+listen: {address: %q, admin: %q}
+policy: {paths: [p.cedar]}
+agents: [{name: busy}]
+upstreams: [{name: demo, builtin: demo}]
+store: {postgres: {from_env: FLEET_STORE}}
+limits: {agent_calls_per_minute: 40, repeat_call_limit: -1}
+`, r.data, r.addr, r.admin))
+		rs[i] = r
+	}
+	startReplica(t, rs[0], env)
+	if err := os.CopyFS(filepath.Join(rs[1].data, "keys"), os.DirFS(filepath.Join(rs[0].data, "keys"))); err != nil {
+		t.Fatal(err)
+	}
+	startReplica(t, rs[1], env)
+	tok, stderr, err := portcullis(t, env, "token", "issue", "--config", rs[0].cfg, "--agent", "busy", "--ttl", "10m", "--by", "test")
+	if err != nil {
+		t.Fatalf("token issue: %v %s", err, stderr)
+	}
+	bearer := token.BearerTransport{Token: strings.TrimSpace(tok)}
+	// One minute window: start with at least 15 s of it left.
+	if s := time.Now().Second(); s > 45 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	var allowed, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 4 {
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "busy"}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: "http://" + rs[i%2].addr + "/mcp", HTTPClient: &http.Client{Transport: bearer}, MaxRetries: -1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			for j := 0; j < 20; j++ {
+				res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__search_files", Arguments: map[string]any{"query": fmt.Sprint("q", i, j)}})
+				switch {
+				case err == nil && !res.IsError:
+					allowed.Add(1)
+				case err != nil && strings.Contains(err.Error(), "rate"):
+					refused.Add(1)
+				case err != nil:
+					t.Errorf("call: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := allowed.Load(); n > 40 || n < 40-2*2 {
+		t.Fatalf("%d calls allowed of 80 against a fleet-wide cap of 40 a minute (%d refused)", n, refused.Load())
+	}
+	if refused.Load() == 0 {
+		t.Fatal("no call was refused for the rate")
+	}
+}

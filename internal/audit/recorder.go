@@ -69,6 +69,15 @@ type logWriter interface {
 	Close() error
 }
 
+// asyncLog is a store whose log commits may return before they reach the
+// disk, and whose SyncLog makes every earlier commit durable
+// (PostgreSQL: asynchronous commits, then one synchronous).
+type asyncLog interface {
+	AsyncLog() bool
+	AppendLogAsync(ctx context.Context, build func(store.LogState) ([]store.EventRow, store.LogState, error)) error
+	SyncLog(ctx context.Context) error
+}
+
 // Recorder writes events in group commits. One goroutine (Run) appends
 // batches to the Merkle log; with a store that offers a LogWriter, a second
 // one fsyncs the log behind it, so that committing batch n+1 overlaps with
@@ -91,6 +100,7 @@ type Recorder struct {
 
 	// Owned by Run.
 	w      logWriter
+	async  asyncLog // when the store offers no logWriter but this
 	state  store.LogState
 	loaded bool
 
@@ -186,8 +196,11 @@ func (r *Recorder) Run(ctx context.Context) error {
 		w, err := o.LogWriter(context.WithoutCancel(ctx))
 		switch {
 		case errors.Is(err, store.ErrNoLogWriter):
-			// Commits are durable when they return (PostgreSQL): every
-			// batch is one transaction through the store.
+			// PostgreSQL: each batch one asynchronous commit through the
+			// store, made durable by the sync loop.
+			if a, ok := r.store.(asyncLog); ok && a.AsyncLog() {
+				r.async = a
+			}
 		case err != nil:
 			r.log.Error("audit log writer unavailable; writing through the store", "err", err)
 		default:
@@ -278,7 +291,7 @@ func (r *Recorder) write(batch []pending) {
 	if r.OnWrite != nil {
 		r.OnWrite(len(events), err)
 	}
-	needSync := err == nil && r.w != nil && r.w.Durable()
+	needSync := err == nil && (r.w != nil && r.w.Durable() || r.async != nil)
 	var toSync []*Receipt
 	for _, p := range batch {
 		if p.receipt == nil {
@@ -307,6 +320,11 @@ func (r *Recorder) append(events []*Event) error {
 	ctx := context.Background()
 	if p := r.syncFailed.Load(); p != nil {
 		return fmt.Errorf("audit log unusable after a failed sync: %w", *p)
+	}
+	if r.async != nil {
+		return r.async.AppendLogAsync(ctx, func(st store.LogState) ([]store.EventRow, store.LogState, error) {
+			return buildRows(st, events)
+		})
 	}
 	if r.w == nil {
 		return Append(ctx, r.store, events) // every commit fsynced by the store
@@ -378,13 +396,24 @@ func (r *Recorder) syncPending() int {
 	if len(batch) == 0 {
 		return 0
 	}
-	err := r.w.Sync()
+	var err error
+	if r.async != nil {
+		err = r.async.SyncLog(context.Background())
+	} else {
+		err = r.w.Sync()
+	}
 	r.syncMu.Lock()
 	r.syncing = false
 	r.syncIdle.Broadcast()
 	r.syncMu.Unlock()
 	if err != nil {
-		r.syncFailed.CompareAndSwap(nil, &err)
+		// A failed fsync of the local log poisons it (see syncFailed). A
+		// database's failed flush does not: every batch re-reads the log's
+		// state under its lock, so the log stays whole; the actions waiting
+		// on this flush are denied.
+		if r.async == nil {
+			r.syncFailed.CompareAndSwap(nil, &err)
+		}
 		r.log.Error("audit log sync failed; denying the recorded actions", "events", len(batch), "err", err)
 	}
 	for _, rc := range batch {

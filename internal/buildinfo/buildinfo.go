@@ -1,8 +1,9 @@
 // Package buildinfo says which build of Portcullis is running: the release
-// version stamped at build time (scripts/build.sh:
+// version and source revision stamped at build time (scripts/build.sh:
 // -ldflags "-X github.com/portcullis-dev/portcullis/internal/buildinfo.version=..."),
-// and the source revision, its time and whether the tree was modified, which
-// the Go toolchain records in every binary built from a git checkout.
+// and the revision, its time and whether the tree was modified, which the
+// Go toolchain records in a binary built from a git checkout (unless
+// -buildvcs=false).
 package buildinfo
 
 import (
@@ -12,8 +13,9 @@ import (
 	"sync"
 )
 
-// version is set at build time; empty for a plain go build.
-var version string
+// version and revision are set at build time (empty for a plain go
+// build); the revision the toolchain records, when it does, comes first.
+var version, revision string
 
 // Info describes the running binary.
 type Info struct {
@@ -26,7 +28,7 @@ type Info struct {
 }
 
 var read = sync.OnceValue(func() Info {
-	in := Info{Version: version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	in := Info{Version: version, Revision: revision, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	bi, ok := debug.ReadBuildInfo()
 	if ok {
 		if in.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {

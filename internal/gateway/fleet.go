@@ -28,8 +28,9 @@ func (g *Gateway) taskBudgets() mcpproxy.TaskBudgets {
 }
 
 // pruneBudgets forgets, every hour, the budgets of task tokens that
-// cannot be used any more: untouched for longer than the longest token
-// lifetime (auth.max_ttl) and the verification leeway.
+// cannot be used any more (untouched for longer than the longest token
+// lifetime, auth.max_ttl, and the verification leeway) and the rate
+// windows of minutes more than an hour old.
 func (g *Gateway) pruneBudgets(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -44,6 +45,9 @@ func (g *Gateway) pruneBudgets(ctx context.Context) error {
 			g.log.Warn("task budgets not pruned", "err", err)
 		} else if n > 0 {
 			g.log.Info("task budgets of expired tokens pruned", "tokens", n)
+		}
+		if err := g.store.PruneRates(ctx, time.Now().Add(-time.Hour).Unix()/60); err != nil {
+			g.log.Warn("rate windows not pruned", "err", err)
 		}
 	}
 }
@@ -65,4 +69,46 @@ func (g *Gateway) fleetSync() (string, bool) {
 		return fmt.Sprintf("fleet: revocations last read from the shared store %v ago (stale after %v)", age.Round(time.Millisecond), FleetSyncStale), false
 	}
 	return fmt.Sprintf("fleet: postgres store, revocations read %v ago", age.Round(time.Millisecond)), true
+}
+
+// followChanges applies the fleet's change feed: what another gateway (or
+// the CLI) changes in the shared store is read here at once, not at the
+// next poll. The polls go on regardless: a missed notification delays a
+// change by one poll, never loses it.
+func (g *Gateway) followChanges(ctx context.Context) error {
+	kick := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+	lost := func(msg string, err error) { g.log.Warn(msg, "err", err) }
+	g.store.Changes(ctx, lost, func(table string) {
+		switch table {
+		case "revocations", "agent_instances":
+			if err := g.revs.Refresh(ctx, g.store); err != nil && ctx.Err() == nil {
+				g.log.Warn("revocations not read after a change", "err", err)
+			}
+		case "grants":
+			if err := g.grants.Refresh(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("grants not read after a change", "err", err)
+			}
+		case "tool_pins":
+			kick(g.pinsKick)
+		case "policy_pointers":
+			kick(g.policyKick)
+		}
+		// approvals: a held call reads its request every
+		// approval.PollInterval (200 ms).
+	})
+	return nil
+}
+
+// fleetRate caps each agent's calls per minute across the fleet
+// (limits.agent_calls_per_minute), leased in shares from the store.
+func (g *Gateway) fleetRate() *mcpproxy.FleetRate {
+	if !g.fleet() || g.cfg.Limits.AgentCallsPerMinute <= 0 {
+		return nil
+	}
+	return mcpproxy.NewFleetRate(g.store, g.cfg.Limits.AgentCallsPerMinute)
 }

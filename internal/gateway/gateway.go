@@ -76,16 +76,18 @@ type Gateway struct {
 	key           *token.SigningKey
 	authn         *authn.Authenticator
 	revs          *authn.Revocations
-	trust         *authn.Trust
-	proxy         *mcpproxy.Proxy
-	oauth         *oauthclient.Broker // the gateway as OAuth client of upstreams
-	detector      *detect.Detector    // behavioural monitoring (declared baselines)
-	baselineGen   int64               // the learned baselines' stored generation (syncBaselines only)
-	awaiting      map[string]bool     // agent and step: a revocation waiting for a reviewer (escMu)
-	bgCtx         context.Context     // ends when the gateway stops (response steps waiting for reviewers)
-	bgStop        context.CancelFunc
-	escMu         sync.Mutex
-	contained     map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
+	// A fleet's change feed makes these look at the store at once.
+	pinsKick, policyKick chan struct{}
+	trust                *authn.Trust
+	proxy                *mcpproxy.Proxy
+	oauth                *oauthclient.Broker // the gateway as OAuth client of upstreams
+	detector             *detect.Detector    // behavioural monitoring (declared baselines)
+	baselineGen          int64               // the learned baselines' stored generation (syncBaselines only)
+	awaiting             map[string]bool     // agent and step: a revocation waiting for a reviewer (escMu)
+	bgCtx                context.Context     // ends when the gateway stops (response steps waiting for reviewers)
+	bgStop               context.CancelFunc
+	escMu                sync.Mutex
+	contained            map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics
@@ -186,6 +188,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.revs = &authn.Revocations{}
+	g.pinsKick, g.policyKick = make(chan struct{}, 1), make(chan struct{}, 1)
 	if err := g.revs.Refresh(context.Background(), g.store); err != nil {
 		return nil, err
 	}
@@ -245,6 +248,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,
 		TaskBudgets:     g.taskBudgets(),
+		FleetRate:       g.fleetRate(),
 		Assert:          g.assertion,
 		Decider:         decider{Engine: g.engine, grants: g.grants},
 		Recorder:        detecting{g.recorder, g},
@@ -634,7 +638,10 @@ func (g *Gateway) startBackground() *background {
 		{"grant expiry", g.grants.Run},
 		{"revocations", func(ctx context.Context) error { return g.revs.Run(ctx, g.store, g.log.With("component", "authn")) }},
 		{"store integrity", g.checkStore},
-		{"tool pins", func(ctx context.Context) error { g.pins.Watch(ctx, time.Second, g.proxy.RefreshAll); return nil }},
+		{"tool pins", func(ctx context.Context) error {
+			g.pins.Watch(ctx, time.Second, g.pinsKick, g.proxy.RefreshAll)
+			return nil
+		}},
 		{"telemetry", g.tracer.Run},
 		{"audit export", g.exporter.Run}, // what was not exported yet is sent after the next start
 	}
@@ -651,7 +658,7 @@ func (g *Gateway) startBackground() *background {
 		services = append(services, task{"learned baselines", g.syncBaselines})
 	}
 	if g.fleet() {
-		services = append(services, task{"task budgets", g.pruneBudgets})
+		services = append(services, task{"fleet pruning", g.pruneBudgets}, task{"change feed", g.followChanges})
 	}
 	services = append(services, task{"memory expiry", func(ctx context.Context) error { return g.memory.Run(ctx, time.Minute) }},
 		task{"posture metrics", g.watchPosture})

@@ -142,16 +142,18 @@ func (g *Gateway) watchPolicy(ctx context.Context) error {
 		case <-hup:
 			g.ReloadPolicy(ctx)
 			last = g.policyFingerprint()
+			continue
 		case <-tick.C:
-			// The files changed, or an operator rolled back (or released):
-			// one small query a tick.
-			fp := g.policyFingerprint()
-			rb, pinned, _ := g.store.PolicyPointer(ctx, store.PolicyRollback)
-			if fp != last || pinned && rb.Version != g.engine.Version() || !pinned && g.rolledBack.Load() {
-				last = fp
-				g.rolledBack.Store(pinned)
-				g.ReloadPolicy(ctx)
-			}
+		case <-g.policyKick: // a fleet's change feed: a pointer moved
+		}
+		// The files changed, or an operator rolled back (or released): one
+		// small query a tick.
+		fp := g.policyFingerprint()
+		rb, pinned, _ := g.store.PolicyPointer(ctx, store.PolicyRollback)
+		if fp != last || pinned && rb.Version != g.engine.Version() || !pinned && g.rolledBack.Load() {
+			last = fp
+			g.rolledBack.Store(pinned)
+			g.ReloadPolicy(ctx)
 		}
 	}
 }

@@ -70,9 +70,10 @@ type Cache struct {
 	// OnExpired is called once for each grant seen to expire.
 	OnExpired func(Grant)
 
-	mu     sync.RWMutex
-	byKey  map[[2]string]Grant // (agent, tool) -> the grant that lasts longest
-	active map[string]Grant
+	refreshing sync.Mutex // one Refresh at a time (a poll and a fleet's change feed)
+	mu         sync.RWMutex
+	byKey      map[[2]string]Grant // (agent, tool) -> the grant that lasts longest
+	active     map[string]Grant
 }
 
 // NewCache returns an empty cache; Refresh or Run fill it.
@@ -99,6 +100,8 @@ func (c *Cache) Lookup(agent, tool string) (Grant, bool) {
 
 // Refresh re-reads the active grants and reports the ones that ended.
 func (c *Cache) Refresh(ctx context.Context) error {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
 	now := c.now()
 	gs, err := c.store.Grants(ctx, now)
 	if err != nil {

@@ -76,11 +76,14 @@ type Options struct {
 	// TaskBudgets, if set, counts task budgets (the fleet's store);
 	// otherwise each gateway counts its own.
 	TaskBudgets TaskBudgets
-	Decider     Decider
-	Recorder    Recorder
-	Metrics     *metrics.Metrics
-	Limits      config.Limits
-	Log         *slog.Logger
+	// FleetRate, if set, caps each agent's calls per minute across a
+	// fleet (beside Budget's cap in this gateway).
+	FleetRate *FleetRate
+	Decider   Decider
+	Recorder  Recorder
+	Metrics   *metrics.Metrics
+	Limits    config.Limits
+	Log       *slog.Logger
 	// Now is the clock of audit events (default time.Now); credentials'
 	// expiry is always checked on the real clock.
 	Now func() time.Time

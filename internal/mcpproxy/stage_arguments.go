@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -92,18 +93,26 @@ func taskScope(p *Proxy, ctx context.Context, c *call) error {
 // rateAndBudget: the agent's call rate, and the breaker on identical calls
 // repeated in a loop.
 func rateAndBudget(p *Proxy, ctx context.Context, c *call) error {
-	if p.opts.Budget == nil {
-		return nil
+	if p.opts.Budget != nil {
+		refused, tripped := p.opts.Budget.Admit(c.principal.Agent, c.tool.qualified, c.argsDigest)
+		if refused != "" {
+			r := deny(refused)
+			if tripped {
+				r.detail = "breaker opened: the same call repeated too often"
+			}
+			return r
+		}
 	}
-	refused, tripped := p.opts.Budget.Admit(c.principal.Agent, c.tool.qualified, c.argsDigest)
-	if refused == "" {
-		return nil
+	if p.opts.FleetRate != nil {
+		ok, err := p.opts.FleetRate.Allow(ctx, c.principal.Agent, time.Now())
+		if err != nil {
+			return deny(reason.Internal).withDetail("fleet rate cap: " + err.Error())
+		}
+		if !ok {
+			return deny(reason.RateLimited).withDetail("the fleet's calls per minute for this agent are spent")
+		}
 	}
-	r := deny(refused)
-	if tripped {
-		r.detail = "breaker opened: the same call repeated too often"
-	}
-	return r
+	return nil
 }
 
 // isErrorResult is a tool result reporting an error to the model.

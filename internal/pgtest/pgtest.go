@@ -1,7 +1,8 @@
-// Package pgtest runs a real PostgreSQL server for tests: one per test
-// binary, started on first use from the machine's PostgreSQL installation
-// (initdb and postgres on PATH or under /usr/lib/postgresql), listening on
-// a Unix socket only, and a fresh database for each caller.
+// Package pgtest runs a real PostgreSQL server for tests and benchmarks,
+// from the machine's PostgreSQL installation (initdb and postgres on PATH
+// or under /usr/lib/postgresql), listening on a Unix socket only: DSN gives
+// each test a fresh database on one server per test binary; Start gives a
+// benchmark a server of its own.
 //
 // Without PostgreSQL installed a test skips, except under CI (CI=true),
 // where the missing server is a failure: CI installs it
@@ -31,22 +32,31 @@ import (
 
 var (
 	once    sync.Once
-	srv     *server
+	srv     *Server
 	srvErr  error
 	counter atomic.Int64
 )
 
-type server struct {
+// Server is a running PostgreSQL server.
+type Server struct {
 	dir  string // data directory and socket directory's parent
 	sock string
 	cmd  *exec.Cmd
+}
+
+// Options tune a server.
+type Options struct {
+	// Durable keeps PostgreSQL's durable defaults (fsync,
+	// synchronous_commit, full-page writes), for benchmarks. Tests run
+	// without them: they kill gateways, never the server.
+	Durable bool
 }
 
 // DSN returns the connection URL of a new, empty database on the shared
 // server, dropped when tb ends.
 func DSN(tb testing.TB) string {
 	tb.Helper()
-	once.Do(func() { srv, srvErr = start() })
+	once.Do(func() { srv, srvErr = Start(Options{}) })
 	if srvErr != nil {
 		if os.Getenv("CI") != "" {
 			tb.Fatalf("PostgreSQL: %v", srvErr)
@@ -54,15 +64,11 @@ func DSN(tb testing.TB) string {
 		tb.Skipf("PostgreSQL not available: %v", srvErr)
 	}
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), counter.Add(1))
-	admin := srv.url("postgres")
-	db, err := sql.Open("pgx", admin)
+	dsn, err := srv.CreateDatabase(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer db.Close()
-	if _, err := db.Exec(`CREATE DATABASE ` + name + ` TEMPLATE template0 ENCODING 'UTF8'`); err != nil {
-		tb.Fatalf("create database: %v", err)
-	}
+	admin := srv.url("postgres")
 	tb.Cleanup(func() {
 		db, err := sql.Open("pgx", admin)
 		if err != nil {
@@ -71,27 +77,51 @@ func DSN(tb testing.TB) string {
 		defer db.Close()
 		db.Exec(`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`)
 	})
-	return srv.url(name)
+	return dsn
 }
 
-// Stop stops the server if one was started (call it from TestMain after
-// m.Run; without it the server dies with the test binary).
+// CreateDatabase creates an empty database (name: letters, digits and
+// underscores) and returns its connection URL.
+func (s *Server) CreateDatabase(name string) (string, error) {
+	if strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return "", fmt.Errorf("database name %q", name)
+	}
+	db, err := sql.Open("pgx", s.url("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE DATABASE ` + name + ` TEMPLATE template0 ENCODING 'UTF8'`); err != nil {
+		return "", fmt.Errorf("create database: %w", err)
+	}
+	return s.url(name), nil
+}
+
+// Stop stops the tests' shared server if one was started (call it from
+// TestMain after m.Run; without it the server dies with the test binary).
 func Stop() {
-	if srv == nil || srv.cmd == nil || srv.cmd.Process == nil {
+	if srv != nil {
+		srv.Stop()
+	}
+}
+
+// Stop stops the server and removes its files.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
-	srv.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
+	s.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
 	done := make(chan struct{})
-	go func() { srv.cmd.Wait(); close(done) }()
+	go func() { s.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		srv.cmd.Process.Kill()
+		s.cmd.Process.Kill()
 	}
-	os.RemoveAll(srv.dir)
+	os.RemoveAll(s.dir)
 }
 
-func (s *server) url(db string) string {
+func (s *Server) url(db string) string {
 	return "postgres:///" + db + "?host=" + s.sock + "&user=postgres&sslmode=disable"
 }
 
@@ -112,7 +142,8 @@ func binDir() (string, error) {
 	return "", errors.New("initdb and postgres not found (install the postgresql package)")
 }
 
-func start() (*server, error) {
+// Start starts a server of its own (stop it with Stop).
+func Start(o Options) (*Server, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -121,7 +152,7 @@ func start() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{dir: dir, sock: filepath.Join(dir, "sock")}
+	s := &Server{dir: dir, sock: filepath.Join(dir, "sock")}
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(s.sock, 0o755); err != nil {
 		return nil, err
@@ -153,10 +184,12 @@ func start() (*server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, lastLines(out))
 	}
-	// Sockets only, and the speed of a test server: nothing is fsynced (a
-	// test kills gateways, never this server).
-	s.cmd = run("postgres", "-D", data, "-k", s.sock, "-c", "listen_addresses=", "-c", "fsync=off",
-		"-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300")
+	// Sockets only; for tests, the speed of a server that fsyncs nothing.
+	args := []string{"-D", data, "-k", s.sock, "-c", "listen_addresses=", "-c", "max_connections=300"}
+	if !o.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	s.cmd = run("postgres", args...)
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		return nil, err

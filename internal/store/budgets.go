@@ -66,3 +66,41 @@ func (s *DB) PruneBudgets(ctx context.Context, before time.Time) (int64, error) 
 	}
 	return res.RowsAffected()
 }
+
+// LeaseRate grants up to want of agent's calls in the minute numbered
+// minute (Unix seconds / 60) out of limit for the whole fleet, atomically
+// against every other gateway, and returns how many it granted (0: the
+// minute's calls are all taken). A gateway spends what it was granted
+// locally and leases again when it runs out: what it leased and did not
+// spend is lost to the others for that minute, so the fleet never exceeds
+// limit.
+func (s *DB) LeaseRate(ctx context.Context, agent string, minute int64, limit, want int) (int, error) {
+	if limit <= 0 || want <= 0 {
+		return 0, fmt.Errorf("lease rate: %d of %d", want, limit)
+	}
+	least := "MIN"
+	if s.dialect == postgres {
+		least = "LEAST"
+	}
+	first := min(want, limit)
+	// Every expression of the update reads the row as it was: last_grant
+	// and used take the same grant.
+	var granted int
+	err := s.queryRow(ctx, `INSERT INTO rate_windows(agent, minute, used, last_grant) VALUES (?, ?, ?, ?)
+		ON CONFLICT(agent, minute) DO UPDATE SET
+			last_grant = `+least+`(?, ? - rate_windows.used),
+			used = rate_windows.used + `+least+`(?, ? - rate_windows.used)
+		RETURNING last_grant`, agent, minute, first, first, want, limit, want, limit).Scan(&granted)
+	if err != nil {
+		return 0, fmt.Errorf("lease rate: %w", err)
+	}
+	return max(granted, 0), nil
+}
+
+// PruneRates forgets rate windows before minute.
+func (s *DB) PruneRates(ctx context.Context, minute int64) error {
+	if _, err := s.exec(ctx, `DELETE FROM rate_windows WHERE minute < ?`, minute); err != nil {
+		return fmt.Errorf("prune rates: %w", err)
+	}
+	return nil
+}

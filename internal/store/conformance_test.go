@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -680,6 +681,119 @@ func TestConformanceTaskBudgets(t *testing.T) {
 		}
 		if n, err := s.PruneBudgets(ctx, time.Now().Add(time.Minute)); err != nil || n != 2 {
 			t.Fatalf("prune: %d %v", n, err)
+		}
+	})
+}
+
+// The change feed (PostgreSQL): a change to any shared table, by any
+// writer, is announced with the table's name; the log is not.
+func TestChangeFeed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := postgresBackend(t)
+	listener, writer := b.open(t), b.open(t)
+	heard := make(chan string, 100)
+	go listener.Changes(ctx, func(string, error) {}, func(table string) { heard <- table })
+	wait := func(table string, write func() error) {
+		t.Helper()
+		// The first write may come before the feed listens: write again.
+		for try := 0; try < 50; try++ {
+			if err := write(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.After(100 * time.Millisecond)
+			for {
+				select {
+				case got := <-heard:
+					if got == table {
+						return
+					}
+					continue
+				case <-deadline:
+				}
+				break
+			}
+		}
+		t.Fatalf("no announcement of %s", table)
+	}
+	now := time.Now()
+	n := 0
+	wait("revocations", func() error { n++; return writer.Revoke(ctx, store.RevokeToken, fmt.Sprint("jti-", n), "t", "r") })
+	if err := audit.Append(ctx, writer, events(3, now, "quiet")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-heard:
+		t.Fatalf("appending to the log announced %s", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	wait("grants", func() error {
+		n++
+		return writer.AddGrant(ctx, grant.Grant{ID: fmt.Sprint("g", n), Agent: "a", Tool: "t", Created: now, Expires: now.Add(time.Hour)})
+	})
+	wait("tool_pins", func() error {
+		n++
+		return writer.AddPin(ctx, toolreg.Pin{Upstream: "u", Name: "t", Digest: fmt.Sprint(n), Definition: json.RawMessage(`{}`), State: "pending", SeenAt: now})
+	})
+	wait("policy_pointers", func() error { return writer.SetPolicyPointer(ctx, "rollback", "v1", "t") })
+	wait("approvals", func() error {
+		n++
+		return writer.AddApproval(ctx, &approval.Request{ID: fmt.Sprint("ap", n), Agent: "a", Tool: "t", Created: now, Expires: now.Add(time.Minute), State: approval.Pending})
+	})
+	wait("agent_instances", func() error {
+		return writer.PutInstance(ctx, store.Instance{SPIFFEID: "spiffe://x/a", Agent: "a", Serial: "1", NotAfter: now, State: "active"})
+	})
+	// SQLite has no feed: Changes returns at once.
+	done := make(chan struct{})
+	go func() { sqliteBackend(t).open(t).Changes(ctx, nil, nil); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changes on SQLite did not return")
+	}
+}
+
+// Fleet rate caps: leases from several gateways at once never grant more
+// than the minute's limit, and grant all of it when asked for more.
+func TestConformanceRateLeases(t *testing.T) {
+	conform(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s, other := b.open(t), b.open(t)
+		var total atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < 30; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				db := s
+				if i%2 == 1 {
+					db = other
+				}
+				n, err := db.LeaseRate(ctx, "agent-a", 1000, 50, 3)
+				if err != nil {
+					t.Error(err)
+				}
+				total.Add(int64(n))
+			}()
+		}
+		wg.Wait()
+		if total.Load() != 50 {
+			t.Fatalf("30 leases of 3 from a limit of 50 granted %d", total.Load())
+		}
+		if n, _ := s.LeaseRate(ctx, "agent-a", 1000, 50, 1); n != 0 {
+			t.Fatalf("a spent minute granted %d", n)
+		}
+		if n, _ := s.LeaseRate(ctx, "agent-a", 1001, 50, 80); n != 50 {
+			t.Fatalf("a new minute granted %d of 50", n)
+		}
+		if n, _ := other.LeaseRate(ctx, "agent-b", 1000, 50, 5); n != 5 {
+			t.Fatalf("another agent granted %d", n)
+		}
+		if err := s.PruneRates(ctx, 1001); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.LeaseRate(ctx, "agent-a", 1000, 50, 5); n != 5 {
+			t.Fatalf("a pruned minute granted %d", n)
 		}
 	})
 }

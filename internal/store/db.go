@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // dialect is the SQL database behind a DB. The store's statements are
@@ -36,6 +38,9 @@ type DB struct {
 	path   string
 	insert *sql.Stmt // prepared once: parsing SQL per batch showed in profiles
 	normal bool      // synchronous=NORMAL: commits are not fsynced
+	// PostgreSQL only: the connection settings, for the change feed's own
+	// connection.
+	pgcfg *pgx.ConnConfig
 }
 
 // Backend names the database behind the store: "sqlite" or "postgres".

@@ -26,7 +26,20 @@ var migrations = []migration{
 	{version: 1, sqlite: schemaSQL, postgres: postgresSchema(schemaSQL) + `
 INSERT INTO log_state(id, size, range) VALUES (1, 0, ''::bytea) ON CONFLICT DO NOTHING;`},
 	{version: 2, sqlite: budgetsSQL, postgres: postgresSchema(budgetsSQL)},
+	{version: 3, postgres: changeFeedSQL}, // nothing for SQLite: one process
+	{version: 4, sqlite: rateWindowsSQL, postgres: postgresSchema(rateWindowsSQL)},
 }
+
+// rateWindowsSQL (version 4): agents' calls per minute counted for a fleet.
+const rateWindowsSQL = `
+CREATE TABLE IF NOT EXISTS rate_windows (
+	agent      TEXT NOT NULL,
+	minute     INTEGER NOT NULL,
+	used       INTEGER NOT NULL,
+	last_grant INTEGER NOT NULL,
+	PRIMARY KEY (agent, minute)
+);
+`
 
 // budgetsSQL (version 2): task budgets counted in the store, for a fleet.
 const budgetsSQL = `
@@ -62,6 +75,33 @@ func postgresSchema(s string) string {
 	s = reBlob.ReplaceAllString(s, "BYTEA")
 	return reText.ReplaceAllString(s, `TEXT COLLATE "C"`)
 }
+
+// changeFeedSQL (version 3, PostgreSQL): every change to the state a fleet
+// shares is announced on the ChangeChannel, naming its table, by a
+// statement trigger: whoever writes (a gateway, the CLI, SQL by hand), every
+// gateway listening hears of it when the change commits.
+var changeFeedSQL = `
+CREATE OR REPLACE FUNCTION portcullis_announce() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + ChangeChannel + `', TG_TABLE_NAME);
+	RETURN NULL;
+END $$;
+` + changeTriggers
+
+var changeTriggers = func() string {
+	var b strings.Builder
+	for _, t := range SharedTables {
+		fmt.Fprintf(&b, "CREATE TRIGGER %s_announce AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION portcullis_announce();\n", t, t)
+	}
+	return b.String()
+}()
+
+// ChangeChannel is the PostgreSQL notification channel of the change feed.
+const ChangeChannel = "portcullis_changes"
+
+// SharedTables are the tables whose changes a fleet's gateways must see at
+// once (store.Changes).
+var SharedTables = []string{"revocations", "agent_instances", "grants", "tool_pins", "policy_pointers", "approvals"}
 
 const versionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    INTEGER PRIMARY KEY,
@@ -138,8 +178,10 @@ func (s *DB) migrate(ctx context.Context) (Migration, error) {
 		if s.dialect == postgres {
 			text = mg.postgres
 		}
-		if _, err := tx.ExecContext(ctx, text); err != nil {
-			return m, fmt.Errorf("migrate to version %d: %w", mg.version, err)
+		if text != "" {
+			if _, err := tx.ExecContext(ctx, text); err != nil {
+				return m, fmt.Errorf("migrate to version %d: %w", mg.version, err)
+			}
 		}
 		if _, err := s.execOn(ctx, tx, `INSERT INTO schema_migrations(version, applied_ns) VALUES (?, ?)`, mg.version, time.Now().UnixNano()); err != nil {
 			return m, fmt.Errorf("migrate to version %d: %w", mg.version, err)

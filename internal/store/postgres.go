@@ -2,27 +2,32 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	neturl "net/url"
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // OpenPostgres opens the PostgreSQL database at url (a postgres:// URL or
 // a key=value connection string) and brings its schema up to date. Every
 // gateway of a fleet opens the same database: the audit log's sequencer,
 // revocations, approvals, grants, pins, budgets and secrets are shared.
-// Commits are durable when they return (PostgreSQL's synchronous_commit,
-// on by default); opts.Normal does not apply.
+// Commits are durable when they return (synchronous_commit is set on for
+// the store's sessions); opts.Normal does not apply.
 func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
-	db, err := sql.Open("pgx", url)
+	cc, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open store: postgres: %w", redactURL(err, url))
 	}
+	// Every commit waits for the disk (whatever the server's default),
+	// except the audit log's own asynchronous ones (AppendLogAsync), which
+	// SyncLog then flushes.
+	cc.RuntimeParams["synchronous_commit"] = "on"
+	db := stdlib.OpenDB(*cc)
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -32,7 +37,7 @@ func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store: postgres: %w", redactURL(err, url))
 	}
-	s := &DB{db: db, dialect: postgres}
+	s := &DB{db: db, dialect: postgres, pgcfg: cc}
 	if _, err := s.migrateUnless(ctx, opts.NoMigrate); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
@@ -52,4 +57,90 @@ func redactURL(err error, raw string) error {
 		return err
 	}
 	return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+}
+
+// AsyncLog reports whether AppendLogAsync and SyncLog are available: on
+// PostgreSQL, where they let the audit recorder commit a batch before the
+// relay without waiting for the disk, as SQLite's LogWriter does.
+func (s *DB) AsyncLog() bool { return s.dialect == postgres }
+
+// AppendLogAsync is AppendLog with an asynchronous commit: when it
+// returns the batch is committed (visible to every gateway, kept if this
+// process dies) but may not be on the database's disk yet; SyncLog makes
+// it so. PostgreSQL only.
+func (s *DB) AppendLogAsync(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
+	if !s.AsyncLog() {
+		return ErrNoLogWriter
+	}
+	return s.appendLog(ctx, build, true)
+}
+
+// SyncLog makes every commit before it durable: one statement that
+// commits a transaction with an ID and nothing else (txid_current, in its
+// own synchronous commit). PostgreSQL flushes its write-ahead log up to
+// that commit, which covers every earlier asynchronous commit, from any
+// gateway, and lets concurrent flushes share one fsync. Nothing is
+// written to any table.
+func (s *DB) SyncLog(ctx context.Context) error {
+	if !s.AsyncLog() {
+		return ErrNoLogWriter
+	}
+	var xid int64
+	if err := s.db.QueryRowContext(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+		return fmt.Errorf("sync audit log: %w", err)
+	}
+	return nil
+}
+
+// Changes calls fn with the table's name whenever a shared table changes
+// (SharedTables), from any writer, until ctx ends: the change feed of a
+// fleet, on one connection of its own that LISTENs on ChangeChannel and
+// reconnects after a failure (after which fn is called for every table:
+// what changed meanwhile was not heard). fn runs on the listening
+// goroutine and should be quick. SQLite has no feed (one process writes
+// and reads it): Changes returns at once.
+func (s *DB) Changes(ctx context.Context, log func(msg string, err error), fn func(table string)) {
+	if s.dialect != postgres {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for first := true; ctx.Err() == nil; first = false {
+		err := s.listen(ctx, func() {
+			backoff = 100 * time.Millisecond
+			if !first {
+				for _, t := range SharedTables {
+					fn(t)
+				}
+			}
+		}, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		log("change feed lost; polling alone until it is back", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *DB) listen(ctx context.Context, listening func(), fn func(string)) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pgcfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		return err
+	}
+	listening()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		fn(n.Payload)
+	}
 }

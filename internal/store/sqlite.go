@@ -314,11 +314,20 @@ var ErrEmptyBatch = errors.New("append events: empty batch")
 // returns nil, or nothing is written. Several processes may append; the
 // transaction serialises them.
 func (s *DB) AppendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
+	return s.appendLog(ctx, build, false)
+}
+
+func (s *DB) appendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error), async bool) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append events: %w", err)
 	}
 	defer tx.Rollback()
+	if async {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+			return fmt.Errorf("append events: %w", err)
+		}
+	}
 	// PostgreSQL: the row lock on the log state is the fleet's single
 	// sequencer (its migration creates the row). SQLite: the transaction
 	// began with the database's write lock.

@@ -264,8 +264,10 @@ func (r *Registry) event(e Event) {
 	}
 }
 
-// Watch calls changed whenever an operator changes a pin, until ctx ends.
-func (r *Registry) Watch(ctx context.Context, every time.Duration, changed func()) {
+// Watch calls changed whenever an operator changes a pin, until ctx ends:
+// it looks every interval, and at once when kick fires (a fleet's change
+// feed; nil: never).
+func (r *Registry) Watch(ctx context.Context, every time.Duration, kick <-chan struct{}, changed func()) {
 	last, _ := r.Store.PinsChanged(ctx)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -273,11 +275,12 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration, changed func(
 		select {
 		case <-ctx.Done():
 			return
+		case <-kick:
 		case <-t.C:
-			if v, err := r.Store.PinsChanged(ctx); err == nil && v != last {
-				last = v
-				changed()
-			}
+		}
+		if v, err := r.Store.PinsChanged(ctx); err == nil && v != last {
+			last = v
+			changed()
 		}
 	}
 }

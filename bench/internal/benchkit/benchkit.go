@@ -60,6 +60,8 @@ type Proc struct {
 	Tokens  map[string]string // by agent
 	Metrics string            // the gateway's /metrics
 	Admin   string            // the gateway's admin address
+	Dir     string            // a gateway's data directory
+	Config  string            // a gateway's configuration file
 }
 
 // PID is the process's id.
@@ -144,6 +146,11 @@ type Gateway struct {
 	Profile     string   // PORTCULLIS_CPUPROFILE
 	// Upstream is extra YAML for the upstream's entry (indented by four).
 	Upstream string
+	// Postgres, if set, is the URL of the PostgreSQL store (a fleet's);
+	// Keys is then a keys directory to copy into the data directory
+	// before the start (the fleet's shared keys).
+	Postgres string
+	Keys     string
 }
 
 // StartGateway runs the gateway and waits until it is ready.
@@ -170,10 +177,15 @@ agents:
     http: {url: %q}
     protocol_version: %q
 %slimits: {max_sessions: %d, agent_calls_per_minute: -1, repeat_call_limit: -1}
-store: {synchronous: %s}
+store: {synchronous: %s%s}
 audit: {sync: %s}
 log: {level: warn}
-`, filepath.Join(dir, "data"), agentPort, adminPort, agents.String(), o.UpstreamURL, o.Protocol, o.Upstream, o.MaxSessions, o.Sync, o.AuditSync)
+`, filepath.Join(dir, "data"), agentPort, adminPort, agents.String(), o.UpstreamURL, o.Protocol, o.Upstream, o.MaxSessions, o.Sync, storeURL(o.Postgres), o.AuditSync)
+	if o.Keys != "" {
+		if err := os.CopyFS(filepath.Join(dir, "data", "keys"), os.DirFS(o.Keys)); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "gw.yaml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -181,9 +193,12 @@ log: {level: warn}
 	if err := os.WriteFile(filepath.Join(dir, "policy.cedar"), []byte(pol), 0o600); err != nil {
 		return nil, err
 	}
+	env := append(os.Environ(), "BENCH_STORE_URL="+o.Postgres)
 	tokens := map[string]string{}
 	for _, a := range o.Agents {
-		out, err := exec.Command(o.Binary, "token", "issue", "--config", filepath.Join(dir, "gw.yaml"), "--agent", a, "--ttl", "1h").Output()
+		c := exec.Command(o.Binary, "token", "issue", "--config", filepath.Join(dir, "gw.yaml"), "--agent", a, "--ttl", "1h", "--by", "bench")
+		c.Env = env
+		out, err := c.Output()
 		if err != nil {
 			return nil, fmt.Errorf("issue token: %w", err)
 		}
@@ -191,13 +206,14 @@ log: {level: warn}
 	}
 	cmd := exec.CommandContext(ctx, o.Binary, "serve", "--config", filepath.Join(dir, "gw.yaml"))
 	cmd.Stderr = os.Stderr
+	cmd.Env = env
 	if o.Profile != "" {
-		cmd.Env = append(os.Environ(), "PORTCULLIS_CPUPROFILE="+o.Profile)
+		cmd.Env = append(cmd.Env, "PORTCULLIS_CPUPROFILE="+o.Profile)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	g := &Proc{Cmd: cmd, URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", agentPort), Token: tokens[o.Agents[0]], Tokens: tokens,
+	g := &Proc{Dir: filepath.Join(dir, "data"), Config: filepath.Join(dir, "gw.yaml"), Cmd: cmd, URL: fmt.Sprintf("http://127.0.0.1:%d/mcp", agentPort), Token: tokens[o.Agents[0]], Tokens: tokens,
 		Metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort), Admin: fmt.Sprintf("127.0.0.1:%d", adminPort)}
 	for i := 0; i < 200; i++ {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
@@ -212,6 +228,13 @@ log: {level: warn}
 	}
 	g.Stop()
 	return nil, errors.New("gateway did not become ready")
+}
+
+func storeURL(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	return ", postgres: {from_env: BENCH_STORE_URL}"
 }
 
 // FreePort is a loopback TCP port free a moment ago.
