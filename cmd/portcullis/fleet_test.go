@@ -362,6 +362,10 @@ limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 	for {
 		ok, err := call(s3, "after-revocation")
 		if err != nil || !ok {
+			// Refused for its credential (401), nothing else.
+			if err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+				t.Fatalf("the call after the revocation failed otherwise: %v %v", ok, err)
+			}
 			break
 		}
 		if time.Since(revoked) > time.Second {
@@ -369,8 +373,23 @@ limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	elapsed := time.Since(revoked)
+	// Replica 3 recorded why (the fleet's one log).
+	found := false
+	for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		rows, err := st.Events(context.Background(), store.EventQuery{Types: []string{string(audit.TypeAuthn)}, Last: true, Limit: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			found = found || strings.Contains(string(r.Body), "credential revoked")
+		}
+	}
+	if !found {
+		t.Fatal("no authentication refusal for the revoked credential in the log")
+	}
 	t.Logf("%d calls acknowledged under load (%d to replica 2's client after it died, through replica 1); revocation effective on replica 3 after %v",
-		len(acked), afterDeath.Load(), time.Since(revoked).Round(time.Millisecond))
+		len(acked), afterDeath.Load(), elapsed.Round(time.Millisecond))
 }
 
 // TestFleetRateCap: limits.agent_calls_per_minute holds across the fleet:

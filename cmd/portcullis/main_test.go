@@ -256,7 +256,7 @@ when { context.arguments has path && context.arguments.path like "*/allowed/*" }
 
 	// A token's expiry is checked on every request of an open session,
 	// also inside the verifier's clock-skew leeway.
-	short, issued, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "coder", "--ttl", "8s", "-v")
+	short, issued, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "coder", "--ttl", "20s", "-v") // room for a slow start of the sandboxed server on a loaded machine
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,8 @@ const (
 )
 
 // Exporter streams the committed log to sinks. It reads from the durable
-// log and advances a sink's cursor only after the sink accepted a batch, so
+// log (on PostgreSQL, up to what it has just flushed: durableSize) and
+// advances a sink's cursor only after the sink accepted a batch, so
 // a slow or failing sink makes its export lag, never lose an event: the
 // backpressure lands on the export, not on agents' calls. A sink that keeps
 // failing is retried with backoff, and its lag is reported.
@@ -83,9 +84,19 @@ func (x *Exporter) Step(ctx context.Context, s Sink) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	rows, err := x.Store.Events(ctx, store.EventQuery{AfterSeq: cur, Limit: exportBatch})
-	if err != nil || len(rows) == 0 {
+	upTo, err := x.durableSize(ctx)
+	if err != nil {
 		return 0, err
+	}
+	rows, err := x.Store.Events(ctx, store.EventQuery{AfterSeq: cur, Limit: exportBatch})
+	if err != nil {
+		return 0, err
+	}
+	for len(rows) > 0 && upTo >= 0 && rows[len(rows)-1].Seq > upTo {
+		rows = rows[:len(rows)-1] // committed, not yet known to be on disk
+	}
+	if len(rows) == 0 {
+		return 0, nil
 	}
 	events := make([]*Event, 0, len(rows))
 	for _, r := range rows {
@@ -106,6 +117,30 @@ func (x *Exporter) Step(ctx context.Context, s Sink) (int, error) {
 		x.OnLag(s.Name(), 0)
 	}
 	return len(rows), nil
+}
+
+// durableSize is how much of the log is known to be on disk, on a store
+// whose commits may come before their flush (PostgreSQL: the log's size
+// read, then a flush that covers it); -1 where every commit is durable
+// when it is readable. A sink never receives an event a crash of the
+// database could take back (and whose number it could give another).
+func (x *Exporter) durableSize(ctx context.Context) (int64, error) {
+	a, ok := x.Store.(interface {
+		AsyncLog() bool
+		State(ctx context.Context) (store.LogState, error)
+		SyncLog(ctx context.Context) error
+	})
+	if !ok || !a.AsyncLog() {
+		return -1, nil
+	}
+	st, err := a.State(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := a.SyncLog(ctx); err != nil {
+		return 0, err
+	}
+	return st.Size, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

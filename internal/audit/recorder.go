@@ -18,6 +18,9 @@ const (
 	QueueSize = 8192
 	// MaxBatch bounds events per transaction.
 	MaxBatch = 512
+	// DatabaseTimeout bounds one batch's commit, and one flush, on a
+	// database store (PostgreSQL).
+	DatabaseTimeout = 10 * time.Second
 )
 
 // Errors returned by Record. The caller must deny the action it records.
@@ -322,6 +325,11 @@ func (r *Recorder) append(events []*Event) error {
 		return fmt.Errorf("audit log unusable after a failed sync: %w", *p)
 	}
 	if r.async != nil {
+		// A database that does not answer in time (a lock held by a
+		// gateway that died mid-batch, a lost connection) fails the batch:
+		// its actions are denied rather than left waiting.
+		ctx, cancel := context.WithTimeout(ctx, DatabaseTimeout)
+		defer cancel()
 		return r.async.AppendLogAsync(ctx, func(st store.LogState) ([]store.EventRow, store.LogState, error) {
 			return buildRows(st, events)
 		})
@@ -398,7 +406,9 @@ func (r *Recorder) syncPending() int {
 	}
 	var err error
 	if r.async != nil {
-		err = r.async.SyncLog(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), DatabaseTimeout)
+		err = r.async.SyncLog(ctx)
+		cancel()
 	} else {
 		err = r.w.Sync()
 	}

@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,8 +20,23 @@ const RevocationRefresh = 250 * time.Millisecond
 // agent instance (a rotation supersedes the one before). The zero value
 // counts everything as revoked until the first Refresh.
 type Revocations struct {
-	cur    atomic.Pointer[revocationView]
-	synced atomic.Int64 // unix nanoseconds of the last successful read
+	// MaxAge, if set, is how old the view may grow (no successful read
+	// for that long) before every credential counts as revoked: a gateway
+	// of a fleet that cannot read the shared store does not go on serving
+	// agents another gateway revoked. Set before use.
+	MaxAge time.Duration
+
+	cur        atomic.Pointer[revocationView]
+	synced     atomic.Int64 // unix nanoseconds of the last successful read
+	refreshing sync.Mutex   // one Refresh at a time (a poll and a change feed)
+}
+
+// RefreshTimeout bounds one read of the revocations.
+const RefreshTimeout = 2 * time.Second
+
+// stale reports whether the view is older than MaxAge.
+func (rv *Revocations) stale() bool {
+	return rv.MaxAge > 0 && time.Since(time.Unix(0, rv.synced.Load())) > rv.MaxAge
 }
 
 // Synced is when revocations were last read from the store (zero: never).
@@ -44,6 +60,10 @@ type RevocationStore interface {
 
 // Refresh reads the revocations now.
 func (rv *Revocations) Refresh(ctx context.Context, st RevocationStore) error {
+	rv.refreshing.Lock()
+	defer rv.refreshing.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, RefreshTimeout)
+	defer cancel()
 	// A view read before an Enrolled must not overwrite it: swap only
 	// if nothing changed meanwhile (the next refresh reads it anyway).
 	old := rv.cur.Load()
@@ -93,8 +113,8 @@ func (rv *Revocations) Run(ctx context.Context, st RevocationStore, log *slog.Lo
 // (task tokens) its task, which covers every token delegated within it.
 func (rv *Revocations) Revoked(agent, credentialID, task string) bool {
 	v := rv.cur.Load()
-	if v == nil {
-		return true // not loaded: fail closed
+	if v == nil || rv.stale() {
+		return true // not loaded, or too old to trust: fail closed
 	}
 	m := v.revoked
 	return m[store.RevokeAgent][agent] || m[store.RevokeToken][credentialID] || (task != "" && m[store.RevokeTask][task])
@@ -105,8 +125,8 @@ func (rv *Revocations) Revoked(agent, credentialID, task string) bool {
 // CA issues is recorded before it is released).
 func (rv *Revocations) Superseded(spiffeID, serial string) bool {
 	v := rv.cur.Load()
-	if v == nil {
-		return true // not loaded: fail closed
+	if v == nil || rv.stale() {
+		return true // not loaded, or too old to trust: fail closed
 	}
 	cur, ok := v.serials[spiffeID]
 	return !ok || cur != serial

@@ -680,7 +680,8 @@ func checkPostgres(v Value) []error {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return []error{errors.New("store.postgres: the value must be a postgres:// URL")}
 	}
-	if _, ok := u.User.Password(); ok {
+	_, inUser := u.User.Password()
+	if inUser || u.Query().Has("password") {
 		return []error{errors.New("store.postgres: the URL holds a password: give it with from_env or from_file, never inline")}
 	}
 	return nil

@@ -52,6 +52,11 @@ func (g *Gateway) pruneBudgets(ctx context.Context) error {
 	}
 }
 
+// FleetRevocationsMaxAge is how long a fleet's gateway may go without
+// reading the shared revocations before it refuses every credential
+// (after FleetSyncStale, /readyz has already taken it out of rotation).
+const FleetRevocationsMaxAge = 5 * time.Second
+
 // FleetSyncStale is how long a fleet's gateway may go without reading the
 // shared revocations before /readyz takes it out of rotation: it could be
 // serving an agent revoked through another gateway.

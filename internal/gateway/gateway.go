@@ -188,6 +188,9 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.revs = &authn.Revocations{}
+	if g.fleet() {
+		g.revs.MaxAge = FleetRevocationsMaxAge
+	}
 	g.pinsKick, g.policyKick = make(chan struct{}, 1), make(chan struct{}, 1)
 	if err := g.revs.Refresh(context.Background(), g.store); err != nil {
 		return nil, err

@@ -27,11 +27,15 @@ type FleetRate struct {
 	limit  int
 	share  int
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards leases (the map), never held across the store
 	leases map[string]*rateLease
 }
 
+// rateLease is one agent's share of the current minute. Its own lock is
+// held while leasing from the store: one agent's calls on this gateway
+// wait for that statement, other agents' do not.
 type rateLease struct {
+	mu     sync.Mutex
 	minute int64
 	left   int
 	spent  bool // the fleet's calls of this minute are all taken
@@ -39,6 +43,9 @@ type rateLease struct {
 
 // maxLeases bounds the agents tracked at once.
 const maxLeases = 100_000
+
+// leaseTimeout bounds one lease from the store.
+const leaseTimeout = 5 * time.Second
 
 // NewFleetRate returns a cap of perMinute calls per agent leased from l.
 func NewFleetRate(l RateLeaser, perMinute int) *FleetRate {
@@ -49,27 +56,21 @@ func NewFleetRate(l RateLeaser, perMinute int) *FleetRate {
 // the store is the caller's to refuse on.
 func (f *FleetRate) Allow(ctx context.Context, agent string, now time.Time) (bool, error) {
 	minute := now.Unix() / 60
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	l := f.leases[agent]
-	if l == nil || l.minute != minute {
-		if len(f.leases) >= maxLeases {
-			for a, x := range f.leases {
-				if x.minute != minute {
-					delete(f.leases, a)
-				}
-			}
-		}
-		if len(f.leases) >= maxLeases {
-			return false, nil // fail closed rather than forget
-		}
-		l = &rateLease{minute: minute}
-		f.leases[agent] = l
+	l, ok := f.lease(agent, minute)
+	if !ok {
+		return false, nil // fail closed rather than forget
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.minute != minute {
+		l.minute, l.left, l.spent = minute, 0, false
 	}
 	if l.spent {
 		return false, nil // until the next minute, without asking the store
 	}
 	if l.left == 0 {
+		ctx, cancel := context.WithTimeout(ctx, leaseTimeout)
+		defer cancel()
 		n, err := f.leaser.LeaseRate(ctx, agent, minute, f.limit, f.share)
 		if err != nil {
 			return false, err
@@ -82,4 +83,30 @@ func (f *FleetRate) Allow(ctx context.Context, agent string, now time.Time) (boo
 	}
 	l.left--
 	return true, nil
+}
+
+// lease finds (or makes) agent's lease; false when too many agents are
+// tracked even after forgetting those of earlier minutes.
+func (f *FleetRate) lease(agent string, minute int64) (*rateLease, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l := f.leases[agent]; l != nil {
+		return l, true
+	}
+	if len(f.leases) >= maxLeases {
+		for a, x := range f.leases {
+			if x.mu.TryLock() {
+				if x.minute != minute {
+					delete(f.leases, a)
+				}
+				x.mu.Unlock()
+			}
+		}
+		if len(f.leases) >= maxLeases {
+			return nil, false
+		}
+	}
+	l := &rateLease{minute: minute}
+	f.leases[agent] = l
+	return l, true
 }

@@ -78,18 +78,20 @@ func (s *DB) LeaseRate(ctx context.Context, agent string, minute int64, limit, w
 	if limit <= 0 || want <= 0 {
 		return 0, fmt.Errorf("lease rate: %d of %d", want, limit)
 	}
-	least := "MIN"
+	least, greatest := "MIN", "MAX"
 	if s.dialect == postgres {
-		least = "LEAST"
+		least, greatest = "LEAST", "GREATEST"
 	}
 	first := min(want, limit)
 	// Every expression of the update reads the row as it was: last_grant
-	// and used take the same grant.
+	// and used take the same grant, never negative (gateways configured
+	// with different limits during a change must not count calls back).
+	grant := greatest + `(0, ` + least + `(?, ? - rate_windows.used))`
 	var granted int
 	err := s.queryRow(ctx, `INSERT INTO rate_windows(agent, minute, used, last_grant) VALUES (?, ?, ?, ?)
 		ON CONFLICT(agent, minute) DO UPDATE SET
-			last_grant = `+least+`(?, ? - rate_windows.used),
-			used = rate_windows.used + `+least+`(?, ? - rate_windows.used)
+			last_grant = `+grant+`,
+			used = rate_windows.used + `+grant+`
 		RETURNING last_grant`, agent, minute, first, first, want, limit, want, limit).Scan(&granted)
 	if err != nil {
 		return 0, fmt.Errorf("lease rate: %w", err)

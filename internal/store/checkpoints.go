@@ -95,8 +95,10 @@ func (s *DB) Cursor(ctx context.Context, name string) (int64, error) {
 
 // SetCursor records that the named sink has received every event up to seq.
 func (s *DB) SetCursor(ctx context.Context, name string, seq int64) error {
+	// Forward only: a second exporter (another gateway of a fleet) that
+	// finished an older batch later does not move the cursor back.
 	_, err := s.exec(ctx, `INSERT INTO export_cursors(name, seq) VALUES (?, ?)
-		ON CONFLICT(name) DO UPDATE SET seq = excluded.seq`, name, seq)
+		ON CONFLICT(name) DO UPDATE SET seq = excluded.seq WHERE export_cursors.seq < excluded.seq`, name, seq)
 	if err != nil {
 		return fmt.Errorf("write export cursor: %w", err)
 	}

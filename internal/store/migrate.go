@@ -148,19 +148,20 @@ func (s *DB) schemaVersion(ctx context.Context, e execer) (int, error) {
 // transaction does the same.
 func (s *DB) migrate(ctx context.Context) (Migration, error) {
 	m := Migration{Known: SchemaVersion()}
-	if _, err := s.exec(ctx, versionTable); err != nil {
-		return m, fmt.Errorf("migrate: %w", err)
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return m, fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
 	if s.dialect == postgres {
-		// Any constant shared by every Portcullis binary.
+		// Any constant shared by every Portcullis binary; taken before
+		// anything is created, so that two first starts take turns.
 		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7061726)`); err != nil {
 			return m, fmt.Errorf("migrate: lock: %w", err)
 		}
+	}
+	if _, err := tx.ExecContext(ctx, versionTable); err != nil {
+		return m, fmt.Errorf("migrate: %w", err)
 	}
 	v, err := s.schemaVersion(ctx, tx)
 	if err != nil {

@@ -16,17 +16,24 @@ import (
 // a key=value connection string) and brings its schema up to date. Every
 // gateway of a fleet opens the same database: the audit log's sequencer,
 // revocations, approvals, grants, pins, budgets and secrets are shared.
-// Commits are durable when they return (synchronous_commit is set on for
-// the store's sessions); opts.Normal does not apply.
+// Commits are durable when they return: a database that commits
+// asynchronously (synchronous_commit off for this role) is refused, and
+// SyncLog checks it again on every flush; stronger settings (remote_write,
+// remote_apply) are kept. opts.Normal does not apply.
 func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
 	cc, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open store: postgres: %w", redactURL(err, url))
 	}
-	// Every commit waits for the disk (whatever the server's default),
-	// except the audit log's own asynchronous ones (AppendLogAsync), which
-	// SyncLog then flushes.
-	cc.RuntimeParams["synchronous_commit"] = "on"
+	// Nothing may wait forever on the database: a statement, a lock (the
+	// log's sequencer is a row lock) or a session that died inside a
+	// transaction (its locks are released after the idle timeout).
+	// Callers deny what they cannot record in time.
+	for k, v := range map[string]string{"statement_timeout": "30s", "lock_timeout": "10s", "idle_in_transaction_session_timeout": "30s"} {
+		if _, set := cc.RuntimeParams[k]; !set {
+			cc.RuntimeParams[k] = v
+		}
+	}
 	db := stdlib.OpenDB(*cc)
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(16)
@@ -38,6 +45,10 @@ func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open store: postgres: %w", redactURL(err, url))
 	}
 	s := &DB{db: db, dialect: postgres, pgcfg: cc}
+	if err := s.checkSynchronous(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	if _, err := s.migrateUnless(ctx, opts.NoMigrate); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
@@ -45,18 +56,51 @@ func OpenPostgres(ctx context.Context, url string, opts Options) (*DB, error) {
 	return s, nil
 }
 
+// ErrAsyncCommit is returned when the database commits without waiting for
+// its disk: an acknowledged event could be lost with the database.
+var ErrAsyncCommit = errors.New("the database commits asynchronously (synchronous_commit = off): set it on (or stronger) for Portcullis' role; a proxy that drops startup parameters must not turn it off")
+
+func (s *DB) checkSynchronous(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&mode); err != nil {
+		return fmt.Errorf("read synchronous_commit: %w", err)
+	}
+	if mode == "off" {
+		return ErrAsyncCommit
+	}
+	return nil
+}
+
 // redactURL keeps the connection URL's password out of an error that
-// might quote it (the error is logged and printed).
+// might quote it (the error is logged and printed): a password found in
+// the message is masked; one too short to mask safely withholds the
+// message.
 func redactURL(err error, raw string) error {
-	u, perr := neturl.Parse(raw)
-	if perr != nil || u.User == nil {
+	var pws []string
+	if u, perr := neturl.Parse(raw); perr == nil {
+		if u.User != nil {
+			if pw, ok := u.User.Password(); ok {
+				pws = append(pws, pw, neturl.QueryEscape(pw), neturl.PathEscape(pw))
+			}
+		}
+		if pw := u.Query().Get("password"); pw != "" {
+			pws = append(pws, pw, neturl.QueryEscape(pw))
+		}
+	}
+	msg := err.Error()
+	for _, pw := range pws {
+		if pw == "" || !strings.Contains(msg, pw) {
+			continue
+		}
+		if len(pw) < 6 {
+			return errors.New("cannot connect to the database (details withheld: they would show its password)")
+		}
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	if msg == err.Error() {
 		return err
 	}
-	pw, ok := u.User.Password()
-	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+	return errors.New(msg)
 }
 
 // AsyncLog reports whether AppendLogAsync and SyncLog are available: on
@@ -80,14 +124,20 @@ func (s *DB) AppendLogAsync(ctx context.Context, build func(LogState) ([]EventRo
 // own synchronous commit). PostgreSQL flushes its write-ahead log up to
 // that commit, which covers every earlier asynchronous commit, from any
 // gateway, and lets concurrent flushes share one fsync. Nothing is
-// written to any table.
+// written to any table. The same statement reads the commit's
+// synchronous_commit: if it is off (a pooler that reset the session, a
+// changed role), nothing was flushed and SyncLog fails.
 func (s *DB) SyncLog(ctx context.Context) error {
 	if !s.AsyncLog() {
 		return ErrNoLogWriter
 	}
 	var xid int64
-	if err := s.db.QueryRowContext(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, `SELECT txid_current(), current_setting('synchronous_commit')`).Scan(&xid, &mode); err != nil {
 		return fmt.Errorf("sync audit log: %w", err)
+	}
+	if mode == "off" {
+		return fmt.Errorf("sync audit log: %w", ErrAsyncCommit)
 	}
 	return nil
 }
