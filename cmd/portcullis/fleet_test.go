@@ -118,6 +118,38 @@ func startReplica(t *testing.T, r *replica, env []string) {
 	}
 }
 
+// startFleet starts n `portcullis serve` on one new PostgreSQL database,
+// each with its own data directory and the keys of the first (as a fleet
+// mounts them from one secret), all with policy and the configuration's
+// extra lines (agents, limits). It returns them, the environment naming
+// the database (FLEET_STORE) and its URL.
+func startFleet(t *testing.T, n int, policy, extra string) ([]*replica, []string, string) {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	env := []string{"FLEET_STORE=" + dsn}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.cedar"), policy)
+	rs := make([]*replica, n)
+	for i := range rs {
+		r := &replica{cfg: filepath.Join(dir, fmt.Sprintf("c%d.yaml", i+1)), addr: freeAddr(t), admin: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1))}
+		writeFile(t, r.cfg, fmt.Sprintf(`version: 1
+data_dir: %s
+listen: {address: %q, admin: %q}
+policy: {paths: [p.cedar]}
+upstreams: [{name: demo, builtin: demo}]
+store: {postgres: {from_env: FLEET_STORE}}
+%s`, r.data, r.addr, r.admin, extra))
+		rs[i] = r
+		if i > 0 {
+			if err := os.CopyFS(filepath.Join(r.data, "keys"), os.DirFS(filepath.Join(rs[0].data, "keys"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		startReplica(t, r, env)
+	}
+	return rs, env, dsn
+}
+
 // TestFleet runs three `portcullis serve` on one PostgreSQL database, each
 // with its own data directory (the keys copied from the first, as a fleet
 // mounts them from one secret), and clients spread across them: a task
@@ -129,33 +161,10 @@ func startReplica(t *testing.T, r *replica, env []string) {
 // another within a second.
 func TestFleet(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	env := []string{"FLEET_STORE=" + dsn}
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };
+	rs, env, dsn := startFleet(t, 3, `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };
 @approval("fleet test")
-forbid (principal, action == Action::"call_tool", resource == Tool::"demo__list_files");`)
-	rs := make([]*replica, 3)
-	for i := range rs {
-		r := &replica{cfg: filepath.Join(dir, fmt.Sprintf("c%d.yaml", i+1)), addr: freeAddr(t), admin: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1))}
-		writeFile(t, r.cfg, fmt.Sprintf(`version: 1
-data_dir: %s
-listen: {address: %q, admin: %q}
-policy: {paths: [p.cedar]}
-agents: [{name: worker}, {name: loader}]
-upstreams: [{name: demo, builtin: demo}]
-store: {postgres: {from_env: FLEET_STORE}}
-limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
-`, r.data, r.addr, r.admin))
-		rs[i] = r
-	}
-	startReplica(t, rs[0], env)
-	for _, r := range rs[1:] {
-		if err := os.CopyFS(filepath.Join(r.data, "keys"), os.DirFS(filepath.Join(rs[0].data, "keys"))); err != nil {
-			t.Fatal(err)
-		}
-		startReplica(t, r, env)
-	}
+forbid (principal, action == Action::"call_tool", resource == Tool::"demo__list_files");`,
+		"agents: [{name: worker}, {name: loader}]\nlimits: {agent_calls_per_minute: -1, repeat_call_limit: -1}\n")
 	// Each replica is ready and says it reads the shared store.
 	for i, r := range rs {
 		resp, err := http.Get("http://" + r.admin + "/readyz")
@@ -398,29 +407,8 @@ limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
 // a lease share per gateway left unspent).
 func TestFleetRateCap(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	env := []string{"FLEET_STORE=" + dsn}
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };`)
-	rs := make([]*replica, 2)
-	for i := range rs {
-		r := &replica{cfg: filepath.Join(dir, fmt.Sprintf("c%d.yaml", i+1)), addr: freeAddr(t), admin: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("data%d", i+1))}
-		writeFile(t, r.cfg, fmt.Sprintf(`version: 1
-data_dir: %s
-listen: {address: %q, admin: %q}
-policy: {paths: [p.cedar]}
-agents: [{name: busy}]
-upstreams: [{name: demo, builtin: demo}]
-store: {postgres: {from_env: FLEET_STORE}}
-limits: {agent_calls_per_minute: 40, repeat_call_limit: -1}
-`, r.data, r.addr, r.admin))
-		rs[i] = r
-	}
-	startReplica(t, rs[0], env)
-	if err := os.CopyFS(filepath.Join(rs[1].data, "keys"), os.DirFS(filepath.Join(rs[0].data, "keys"))); err != nil {
-		t.Fatal(err)
-	}
-	startReplica(t, rs[1], env)
+	rs, env, dsn := startFleet(t, 2, `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };`,
+		"agents: [{name: busy}]\nlimits: {agent_calls_per_minute: 40, repeat_call_limit: -1}\naudit: {export: [{name: siem, file: {path: export.jsonl}}]}\n")
 	tok, stderr, err := portcullis(t, env, "token", "issue", "--config", rs[0].cfg, "--agent", "busy", "--ttl", "10m", "--by", "test")
 	if err != nil {
 		t.Fatalf("token issue: %v %s", err, stderr)
@@ -462,5 +450,39 @@ limits: {agent_calls_per_minute: 40, repeat_call_limit: -1}
 	}
 	if refused.Load() == 0 {
 		t.Fatal("no call was refused for the rate")
+	}
+
+	// Both gateways name the same export file: one exports at a time (a
+	// lease in the store), so every event of the fleet's log reaches it
+	// once.
+	st, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	logState, err := st.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen map[int64]int
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		raw, _ := os.ReadFile(filepath.Join(filepath.Dir(rs[0].cfg), "export.jsonl"))
+		seen = map[int64]int{}
+		for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			var e struct {
+				Metadata struct{ UID int64 } `json:"metadata"`
+			}
+			if json.Unmarshal([]byte(line), &e) == nil && e.Metadata.UID > 0 {
+				seen[e.Metadata.UID]++
+			}
+		}
+		if int64(len(seen)) >= logState.Size {
+			break
+		}
+	}
+	for seq := int64(1); seq <= logState.Size; seq++ {
+		if seen[seq] != 1 {
+			t.Fatalf("event %d exported %d times (log of %d events)", seq, seen[seq], logState.Size)
+		}
 	}
 }

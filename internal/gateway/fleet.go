@@ -32,14 +32,7 @@ func (g *Gateway) taskBudgets() mcpproxy.TaskBudgets {
 // lifetime, auth.max_ttl, and the verification leeway) and the rate
 // windows of minutes more than an hour old.
 func (g *Gateway) pruneBudgets(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	every(ctx, time.Hour, func() {
 		before := time.Now().Add(-g.cfg.Auth.MaxTTL.D() - time.Hour)
 		if n, err := g.store.PruneBudgets(ctx, before); err != nil {
 			g.log.Warn("task budgets not pruned", "err", err)
@@ -49,7 +42,8 @@ func (g *Gateway) pruneBudgets(ctx context.Context) error {
 		if err := g.store.PruneRates(ctx, time.Now().Add(-time.Hour).Unix()/60); err != nil {
 			g.log.Warn("rate windows not pruned", "err", err)
 		}
-	}
+	})
+	return nil
 }
 
 // FleetRevocationsMaxAge is how long a fleet's gateway may go without
@@ -116,4 +110,40 @@ func (g *Gateway) fleetRate() *mcpproxy.FleetRate {
 		return nil
 	}
 	return mcpproxy.NewFleetRate(g.store, g.cfg.Limits.AgentCallsPerMinute)
+}
+
+// runExport runs the audit exporters: in a fleet, on one gateway at a time
+// (a lease in the shared store, taken over by another gateway when its
+// holder stops or loses the database), so that a sink receives the fleet's
+// one log once, in order.
+func (g *Gateway) runExport(ctx context.Context) error {
+	if !g.fleet() || len(g.exporter.Sinks) == 0 {
+		return g.exporter.Run(ctx)
+	}
+	for ctx.Err() == nil {
+		lost, release, ok, err := g.store.Lease(ctx, "audit-export")
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("audit export lease unavailable", "err", err)
+		}
+		if !ok {
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		ectx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lost:
+				g.log.Warn("audit export lease lost; another gateway takes over")
+			case <-ectx.Done():
+			}
+			cancel()
+		}()
+		g.exporter.Run(ectx)
+		cancel()
+		release()
+	}
+	return nil
 }

@@ -646,7 +646,7 @@ func (g *Gateway) startBackground() *background {
 			return nil
 		}},
 		{"telemetry", g.tracer.Run},
-		{"audit export", g.exporter.Run}, // what was not exported yet is sent after the next start
+		{"audit export", g.runExport}, // what was not exported yet is sent after the next start
 	}
 	if g.watch {
 		services = append(services, task{"policy reload", g.watchPolicy})
@@ -851,26 +851,20 @@ const IntegrityInterval = time.Hour
 // store that fails makes /readyz fail; calls keep failing closed on their
 // own when writes fail.
 func (g *Gateway) checkStore(ctx context.Context) error {
-	t := time.NewTicker(IntegrityInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			switch err := g.store.Check(ctx); {
-			case ctx.Err() != nil:
-			case errors.Is(err, store.ErrCorrupt):
-				msg := err.Error()
-				g.integrity.Store(&msg)
-				g.log.Error("store integrity check failed", "err", err)
-			case err != nil:
-				g.log.Warn("store integrity check could not run; trying again at the next interval", "err", err)
-			default:
-				g.integrity.Store(nil)
-			}
+	every(ctx, IntegrityInterval, func() {
+		switch err := g.store.Check(ctx); {
+		case ctx.Err() != nil:
+		case errors.Is(err, store.ErrCorrupt):
+			msg := err.Error()
+			g.integrity.Store(&msg)
+			g.log.Error("store integrity check failed", "err", err)
+		case err != nil:
+			g.log.Warn("store integrity check could not run; trying again at the next interval", "err", err)
+		default:
+			g.integrity.Store(nil)
 		}
-	}
+	})
+	return nil
 }
 
 // Ops performs operations on the gateway's own store (the CLI's, with the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // task is a part of the gateway that runs in the background until its
@@ -43,4 +44,18 @@ func startTasks(log *slog.Logger, list ...task) *tasks {
 func (ts *tasks) stop() {
 	ts.cancel()
 	ts.wg.Wait()
+}
+
+// every calls fn each interval d until ctx ends (the first call after d).
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

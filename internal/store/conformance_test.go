@@ -86,6 +86,24 @@ func conform(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, postgresBackend(t)) })
 }
 
+// concurrently runs fn n times at once, alternating between two handles
+// (two gateways), and waits for them.
+func concurrently(n int, a, b *store.DB, fn func(i int, db *store.DB)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		db := a
+		if i%2 == 1 {
+			db = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, db)
+		}()
+	}
+	wg.Wait()
+}
+
 func events(n int, base time.Time, session string) []*audit.Event {
 	out := make([]*audit.Event, n)
 	for i := range out {
@@ -457,21 +475,11 @@ func TestConformanceState(t *testing.T) {
 			t.Fatalf("expired link: %v", err)
 		}
 		var wins sync.Map
-		var wg sync.WaitGroup
-		for i := 0; i < 8; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				db := s
-				if i%2 == 1 {
-					db = other
-				}
-				if who, err := db.UseJoinToken(ctx, "join-1", now); err == nil {
-					wins.Store(i, who)
-				}
-			}()
-		}
-		wg.Wait()
+		concurrently(8, s, other, func(i int, db *store.DB) {
+			if who, err := db.UseJoinToken(ctx, "join-1", now); err == nil {
+				wins.Store(i, who)
+			}
+		})
 		n := 0
 		wins.Range(func(_, v any) bool { n++; return v == "agent-a" })
 		if n != 1 {
@@ -556,22 +564,13 @@ func TestConformanceState(t *testing.T) {
 		// Memory IDs: concurrent reservations never overlap.
 		type span struct{ first, n int64 }
 		spans := make(chan span, 20)
-		for i := 0; i < 20; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				db := s
-				if i%2 == 1 {
-					db = other
-				}
-				first, err := db.ReserveMemoryIDs(ctx, i+1)
-				if err != nil {
-					t.Error(err)
-				}
-				spans <- span{first, int64(i + 1)}
-			}()
-		}
-		wg.Wait()
+		concurrently(20, s, other, func(i int, db *store.DB) {
+			first, err := db.ReserveMemoryIDs(ctx, i+1)
+			if err != nil {
+				t.Error(err)
+			}
+			spans <- span{first, int64(i + 1)}
+		})
 		close(spans)
 		used := map[int64]bool{}
 		for sp := range spans {
@@ -647,30 +646,17 @@ func TestConformanceTaskBudgets(t *testing.T) {
 	conform(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		s, other := b.open(t), b.open(t)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		taken := 0
-		for i := 0; i < 40; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				db := s
-				if i%2 == 1 {
-					db = other
-				}
-				_, ok, err := db.ReserveBudget(ctx, "tok-1", 10, 1)
-				if err != nil {
-					t.Error(err)
-				}
-				if ok {
-					mu.Lock()
-					taken++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if taken != 10 {
+		var taken atomic.Int64
+		concurrently(40, s, other, func(_ int, db *store.DB) {
+			_, ok, err := db.ReserveBudget(ctx, "tok-1", 10, 1)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				taken.Add(1)
+			}
+		})
+		if taken := taken.Load(); taken != 10 {
 			t.Fatalf("%d calls taken from a budget of 10", taken)
 		}
 		if left, err := other.BudgetLeft(ctx, "tok-1", 10); err != nil || left != 0 {
@@ -774,23 +760,13 @@ func TestConformanceRateLeases(t *testing.T) {
 		ctx := context.Background()
 		s, other := b.open(t), b.open(t)
 		var total atomic.Int64
-		var wg sync.WaitGroup
-		for i := 0; i < 30; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				db := s
-				if i%2 == 1 {
-					db = other
-				}
-				n, err := db.LeaseRate(ctx, "agent-a", 1000, 50, 3)
-				if err != nil {
-					t.Error(err)
-				}
-				total.Add(int64(n))
-			}()
-		}
-		wg.Wait()
+		concurrently(30, s, other, func(_ int, db *store.DB) {
+			n, err := db.LeaseRate(ctx, "agent-a", 1000, 50, 3)
+			if err != nil {
+				t.Error(err)
+			}
+			total.Add(int64(n))
+		})
 		if total.Load() != 50 {
 			t.Fatalf("30 leases of 3 from a limit of 50 granted %d", total.Load())
 		}
@@ -908,4 +884,46 @@ func crashRecorder() {
 		}()
 	}
 	select {}
+}
+
+// A lease has one holder in the fleet; released, another takes it; its
+// holder's connection killed, the holder hears it is lost and the lease
+// is free.
+func TestLease(t *testing.T) {
+	ctx := context.Background()
+	b := postgresBackend(t)
+	a, c := b.open(t), b.open(t)
+	lostA, releaseA, ok, err := a.Lease(ctx, "export")
+	if err != nil || !ok {
+		t.Fatalf("first lease: %v %v", ok, err)
+	}
+	if _, _, ok, err := c.Lease(ctx, "export"); ok || err != nil {
+		t.Fatalf("a held lease granted twice: %v %v", ok, err)
+	}
+	releaseA()
+	lostC, _, ok, err := c.Lease(ctx, "export")
+	if err != nil || !ok {
+		t.Fatalf("a released lease not granted: %v %v", ok, err)
+	}
+	<-lostA // released: its watcher is done
+	// The holder's connection dies (the database ends its session).
+	if err := a.ExecForTest(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid != pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lostC:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lease whose connection died was not reported lost")
+	}
+	if _, release, ok, err := a.Lease(ctx, "export"); !ok || err != nil {
+		t.Fatalf("a lost lease is not free: %v %v", ok, err)
+	} else {
+		release()
+	}
+	// SQLite: one gateway, always granted.
+	if _, release, ok, err := sqliteBackend(t).open(t).Lease(ctx, "export"); !ok || err != nil {
+		t.Fatalf("sqlite lease: %v %v", ok, err)
+	} else {
+		release()
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	neturl "net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -193,4 +194,61 @@ func (s *DB) listen(ctx context.Context, listening func(), fn func(string)) erro
 		}
 		fn(n.Payload)
 	}
+}
+
+// Lease makes the caller the fleet's one holder of name (an exporter, a
+// sweeper) for as long as it keeps the lease: a PostgreSQL session-level
+// advisory lock on a connection of its own, checked every few seconds.
+// ok is false when another gateway holds it. lost is closed when the
+// lease is gone (the connection failed: the database released the lock);
+// release gives it up. On SQLite (one gateway) the lease is always
+// granted and never lost.
+func (s *DB) Lease(ctx context.Context, name string) (lost <-chan struct{}, release func(), ok bool, err error) {
+	gone := make(chan struct{})
+	if s.dialect != postgres {
+		return gone, func() {}, true, nil
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("lease %s: %w", name, err)
+	}
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, "portcullis:"+name).Scan(&ok); err != nil || !ok {
+		conn.Close()
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("lease %s: %w", name, err)
+		}
+		return nil, nil, false, nil
+	}
+	stop := make(chan struct{})
+	var once sync.Once
+	go func() {
+		defer close(gone)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				err := conn.PingContext(pctx)
+				cancel()
+				if err != nil {
+					conn.Close()
+					return
+				}
+			}
+		}
+	}()
+	release = func() {
+		once.Do(func() {
+			close(stop)
+			<-gone
+			uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			conn.ExecContext(uctx, `SELECT pg_advisory_unlock(hashtext($1))`, "portcullis:"+name)
+			conn.Close()
+		})
+	}
+	return gone, release, true, nil
 }
