@@ -927,3 +927,28 @@ func TestLease(t *testing.T) {
 		release()
 	}
 }
+
+// Gateways starting together on a new database migrate it once: every
+// one opens it (they take turns on the migration lock).
+func TestConcurrentFirstStart(t *testing.T) {
+	b := postgresBackend(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			s, err := store.OpenPostgres(context.Background(), b.where, store.Options{})
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a gateway starting with others: %v", err)
+		}
+	}
+	m, err := b.open(t).MigrationStatus(context.Background())
+	if err != nil || m.Version != store.SchemaVersion() {
+		t.Fatalf("%+v %v", m, err)
+	}
+}
