@@ -102,8 +102,11 @@ type Recorder struct {
 	SyncWindow time.Duration
 
 	// Owned by Run.
-	w      logWriter
-	async  asyncLog // when the store offers no logWriter but this
+	w     logWriter
+	async asyncLog // when the store offers no logWriter but this
+	// sync makes committed batches durable (w's fsync, async's flush);
+	// nil when every commit is durable, or nothing is fsynced by choice.
+	sync   func() error
 	state  store.LogState
 	loaded bool
 
@@ -203,12 +206,20 @@ func (r *Recorder) Run(ctx context.Context) error {
 			// store, made durable by the sync loop.
 			if a, ok := r.store.(asyncLog); ok && a.AsyncLog() {
 				r.async = a
+				r.sync = func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), DatabaseTimeout)
+					defer cancel()
+					return a.SyncLog(ctx)
+				}
 			}
 		case err != nil:
 			r.log.Error("audit log writer unavailable; writing through the store", "err", err)
 		default:
 			r.w = w
 			defer w.Close()
+			if w.Durable() {
+				r.sync = w.Sync
+			}
 		}
 	}
 	syncDone := make(chan struct{})
@@ -294,7 +305,7 @@ func (r *Recorder) write(batch []pending) {
 	if r.OnWrite != nil {
 		r.OnWrite(len(events), err)
 	}
-	needSync := err == nil && (r.w != nil && r.w.Durable() || r.async != nil)
+	needSync := err == nil && r.sync != nil
 	var toSync []*Receipt
 	for _, p := range batch {
 		if p.receipt == nil {
@@ -404,14 +415,7 @@ func (r *Recorder) syncPending() int {
 	if len(batch) == 0 {
 		return 0
 	}
-	var err error
-	if r.async != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), DatabaseTimeout)
-		err = r.async.SyncLog(ctx)
-		cancel()
-	} else {
-		err = r.w.Sync()
-	}
+	err := r.sync()
 	r.syncMu.Lock()
 	r.syncing = false
 	r.syncIdle.Broadcast()

@@ -5,21 +5,15 @@ package store_test
 // (skipped where PostgreSQL is not installed, a failure under CI).
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +72,15 @@ func postgresBackend(t *testing.T) backend {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}}
+}
+
+// openStore opens the database of backend name ("sqlite": a file path;
+// "postgres": a URL) as a gateway or a helper process would.
+func openStore(name, where string) (*store.DB, error) {
+	if name == "postgres" {
+		return store.OpenPostgres(context.Background(), where, store.Options{})
+	}
+	return store.Open(where)
 }
 
 // conform runs fn against every backend, each on a fresh database.
@@ -317,91 +320,6 @@ func TestConformanceFailedBatchWritesNothing(t *testing.T) {
 	})
 }
 
-// A writer killed (SIGKILL) in the middle of its batches: every batch it
-// acknowledged is in the log, no batch is in it in part, and the log
-// verifies and takes further appends.
-func TestConformanceCrashMidBatch(t *testing.T) {
-	conform(t, func(t *testing.T, b backend) {
-		ctx := context.Background()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "STORE_CRASH_HELPER="+b.name, "STORE_CRASH_WHERE="+b.where)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
-		var acked int64
-		for sc.Scan() {
-			n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "committed "), 10, 64)
-			if err != nil {
-				t.Fatalf("helper said %q", sc.Text())
-			}
-			acked = n
-			if acked >= 3*crashBatch {
-				// Kill it while it writes its next batch.
-				time.Sleep(time.Duration(acked%7) * time.Millisecond)
-				cmd.Process.Signal(syscall.SIGKILL)
-				break
-			}
-		}
-		cmd.Wait()
-		if acked < 3*crashBatch {
-			t.Fatalf("helper acknowledged %d events", acked)
-		}
-		s := b.open(t)
-		st, err := s.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Size < acked || st.Size%crashBatch != 0 {
-			t.Fatalf("log of %d events after %d acknowledged (batches of %d)", st.Size, acked, crashBatch)
-		}
-		rows, _ := s.Events(ctx, store.EventQuery{AfterSeq: st.Size - 1})
-		if len(rows) != 1 || rows[0].Seq != st.Size {
-			t.Fatalf("last row %+v", rows)
-		}
-		verify(t, s)
-		if err := audit.Append(ctx, s, events(1, time.Now(), "after-crash")); err != nil {
-			t.Fatal(err)
-		}
-		verify(t, s)
-	})
-}
-
-const crashBatch = 500
-
-// crashHelper appends batches until it is killed, saying what committed.
-func crashHelper() {
-	ctx := context.Background()
-	var s *store.DB
-	var err error
-	where := os.Getenv("STORE_CRASH_WHERE")
-	if os.Getenv("STORE_CRASH_HELPER") == "postgres" {
-		s, err = store.OpenPostgres(ctx, where, store.Options{})
-	} else {
-		s, err = store.Open(where)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	for i := 0; ; i++ {
-		if err := audit.Append(ctx, s, events(crashBatch, time.Now(), fmt.Sprintf("batch-%d", i))); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
-		st, err := s.State(ctx)
-		if err != nil {
-			os.Exit(2)
-		}
-		fmt.Printf("committed %d\n", st.Size)
-	}
-}
-
 func TestConformanceMigrations(t *testing.T) {
 	conform(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
@@ -419,14 +337,7 @@ func TestConformanceMigrations(t *testing.T) {
 		if err := s.ExecForTest(ctx, `INSERT INTO schema_migrations(version, applied_ns) VALUES (?, 0)`, store.SchemaVersion()+1); err != nil {
 			t.Fatal(err)
 		}
-		var berr error
-		switch b.name {
-		case "postgres":
-			_, berr = store.OpenPostgres(ctx, b.where, store.Options{})
-		default:
-			_, berr = store.Open(b.where)
-		}
-		if !errors.Is(berr, store.ErrSchemaNewer) {
+		if _, berr := openStore(b.name, b.where); !errors.Is(berr, store.ErrSchemaNewer) {
 			t.Fatalf("newer schema: %v", berr)
 		}
 	})
@@ -638,317 +549,4 @@ func TestConformanceState(t *testing.T) {
 			t.Fatal("stale baselines saved over a restore")
 		}
 	})
-}
-
-// Task budgets: a budget of 10 is 10 calls whoever takes them, however
-// concurrently; a delegation takes several at once or none.
-func TestConformanceTaskBudgets(t *testing.T) {
-	conform(t, func(t *testing.T, b backend) {
-		ctx := context.Background()
-		s, other := b.open(t), b.open(t)
-		var taken atomic.Int64
-		concurrently(40, s, other, func(_ int, db *store.DB) {
-			_, ok, err := db.ReserveBudget(ctx, "tok-1", 10, 1)
-			if err != nil {
-				t.Error(err)
-			}
-			if ok {
-				taken.Add(1)
-			}
-		})
-		if taken := taken.Load(); taken != 10 {
-			t.Fatalf("%d calls taken from a budget of 10", taken)
-		}
-		if left, err := other.BudgetLeft(ctx, "tok-1", 10); err != nil || left != 0 {
-			t.Fatalf("left %d %v", left, err)
-		}
-		if left, ok, err := s.ReserveBudget(ctx, "tok-2", 5, 3); !ok || left != 2 || err != nil {
-			t.Fatalf("delegate 3 of 5: %d %v %v", left, ok, err)
-		}
-		if left, ok, _ := other.ReserveBudget(ctx, "tok-2", 5, 3); ok || left != 2 {
-			t.Fatalf("delegate 3 more of 5: %d %v", left, ok)
-		}
-		if left, ok, _ := other.ReserveBudget(ctx, "tok-3", 2, 3); ok || left != 2 {
-			t.Fatalf("more than the whole budget: %d %v", left, ok)
-		}
-		if n, err := s.PruneBudgets(ctx, time.Now().Add(time.Minute)); err != nil || n != 2 {
-			t.Fatalf("prune: %d %v", n, err)
-		}
-	})
-}
-
-// The change feed (PostgreSQL): a change to any shared table, by any
-// writer, is announced with the table's name; the log is not.
-func TestChangeFeed(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b := postgresBackend(t)
-	listener, writer := b.open(t), b.open(t)
-	heard := make(chan string, 100)
-	go listener.Changes(ctx, func(string, error) {}, func(table string) { heard <- table })
-	wait := func(table string, write func() error) {
-		t.Helper()
-		// The first write may come before the feed listens: write again.
-		for try := 0; try < 50; try++ {
-			if err := write(); err != nil {
-				t.Fatal(err)
-			}
-			deadline := time.After(100 * time.Millisecond)
-			for {
-				select {
-				case got := <-heard:
-					if got == table {
-						return
-					}
-					continue
-				case <-deadline:
-				}
-				break
-			}
-		}
-		t.Fatalf("no announcement of %s", table)
-	}
-	now := time.Now()
-	n := 0
-	wait("revocations", func() error { n++; return writer.Revoke(ctx, store.RevokeToken, fmt.Sprint("jti-", n), "t", "r") })
-	if err := audit.Append(ctx, writer, events(3, now, "quiet")); err != nil {
-		t.Fatal(err)
-	}
-	// Appending to the log announces nothing (a late announcement of the
-	// revocations written above may still arrive).
-	for quiet := time.After(200 * time.Millisecond); ; {
-		select {
-		case got := <-heard:
-			if got != "revocations" {
-				t.Fatalf("appending to the log announced %s", got)
-			}
-			continue
-		case <-quiet:
-		}
-		break
-	}
-	wait("grants", func() error {
-		n++
-		return writer.AddGrant(ctx, grant.Grant{ID: fmt.Sprint("g", n), Agent: "a", Tool: "t", Created: now, Expires: now.Add(time.Hour)})
-	})
-	wait("tool_pins", func() error {
-		n++
-		return writer.AddPin(ctx, toolreg.Pin{Upstream: "u", Name: "t", Digest: fmt.Sprint(n), Definition: json.RawMessage(`{}`), State: "pending", SeenAt: now})
-	})
-	wait("policy_pointers", func() error { return writer.SetPolicyPointer(ctx, "rollback", "v1", "t") })
-	wait("approvals", func() error {
-		n++
-		return writer.AddApproval(ctx, &approval.Request{ID: fmt.Sprint("ap", n), Agent: "a", Tool: "t", Created: now, Expires: now.Add(time.Minute), State: approval.Pending})
-	})
-	wait("agent_instances", func() error {
-		return writer.PutInstance(ctx, store.Instance{SPIFFEID: "spiffe://x/a", Agent: "a", Serial: "1", NotAfter: now, State: "active"})
-	})
-	// SQLite has no feed: Changes returns at once.
-	done := make(chan struct{})
-	go func() { sqliteBackend(t).open(t).Changes(ctx, nil, nil); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Changes on SQLite did not return")
-	}
-}
-
-// Fleet rate caps: leases from several gateways at once never grant more
-// than the minute's limit, and grant all of it when asked for more.
-func TestConformanceRateLeases(t *testing.T) {
-	conform(t, func(t *testing.T, b backend) {
-		ctx := context.Background()
-		s, other := b.open(t), b.open(t)
-		var total atomic.Int64
-		concurrently(30, s, other, func(_ int, db *store.DB) {
-			n, err := db.LeaseRate(ctx, "agent-a", 1000, 50, 3)
-			if err != nil {
-				t.Error(err)
-			}
-			total.Add(int64(n))
-		})
-		if total.Load() != 50 {
-			t.Fatalf("30 leases of 3 from a limit of 50 granted %d", total.Load())
-		}
-		if n, _ := s.LeaseRate(ctx, "agent-a", 1000, 50, 1); n != 0 {
-			t.Fatalf("a spent minute granted %d", n)
-		}
-		if n, _ := s.LeaseRate(ctx, "agent-a", 1001, 50, 80); n != 50 {
-			t.Fatalf("a new minute granted %d of 50", n)
-		}
-		if n, _ := other.LeaseRate(ctx, "agent-b", 1000, 50, 5); n != 5 {
-			t.Fatalf("another agent granted %d", n)
-		}
-		if err := s.PruneRates(ctx, 1001); err != nil {
-			t.Fatal(err)
-		}
-		if n, _ := s.LeaseRate(ctx, "agent-a", 1000, 50, 5); n != 5 {
-			t.Fatalf("a pruned minute granted %d", n)
-		}
-	})
-}
-
-// A PostgreSQL database that commits asynchronously is refused: an
-// acknowledged event could be lost with it.
-func TestAsynchronousDatabaseRefused(t *testing.T) {
-	ctx := context.Background()
-	b := postgresBackend(t)
-	s := b.open(t)
-	// The role's setting, as an operator (or a pooler) might leave it.
-	if err := s.ExecForTest(ctx, `ALTER ROLE postgres IN DATABASE `+dbName(b.where)+` SET synchronous_commit = off`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.OpenPostgres(ctx, b.where, store.Options{}); !errors.Is(err, store.ErrAsyncCommit) {
-		t.Fatalf("asynchronous database opened: %v", err)
-	}
-}
-
-func dbName(dsn string) string {
-	name := strings.TrimPrefix(dsn, "postgres:///")
-	name, _, _ = strings.Cut(name, "?")
-	return name
-}
-
-// The audit recorder killed (SIGKILL) under load: every event whose
-// Record returned (durable: on SQLite the log writer's fsync, on
-// PostgreSQL the asynchronous commit and the flush after it) is in the
-// log, and the log verifies.
-func TestConformanceCrashRecorder(t *testing.T) {
-	conform(t, func(t *testing.T, b backend) {
-		ctx := context.Background()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "STORE_CRASH_HELPER="+b.name, "STORE_CRASH_WHERE="+b.where, "STORE_CRASH_RECORDER=1")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
-		var acked []string
-		for sc.Scan() {
-			acked = append(acked, sc.Text())
-			if len(acked) == 300 {
-				cmd.Process.Signal(syscall.SIGKILL)
-				break
-			}
-		}
-		cmd.Wait()
-		if len(acked) < 300 {
-			t.Fatalf("the recorder acknowledged %d events", len(acked))
-		}
-		s := b.open(t)
-		for _, id := range acked {
-			rows, err := s.Events(ctx, store.EventQuery{RequestID: id})
-			if err != nil || len(rows) != 1 {
-				t.Fatalf("acknowledged event %s: %d rows, %v", id, len(rows), err)
-			}
-		}
-		verify(t, s)
-	})
-}
-
-// crashRecorder records events from 16 writers until it is killed, printing
-// each request ID once Record returned.
-func crashRecorder() {
-	var s *store.DB
-	var err error
-	where := os.Getenv("STORE_CRASH_WHERE")
-	if os.Getenv("STORE_CRASH_HELPER") == "postgres" {
-		s, err = store.OpenPostgres(context.Background(), where, store.Options{})
-	} else {
-		s, err = store.Open(where)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	r := audit.NewRecorder(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go r.Run(context.Background())
-	var mu sync.Mutex
-	for w := 0; w < 16; w++ {
-		go func() {
-			for i := 0; ; i++ {
-				e := audit.Decision(audit.TypeDecision, time.Now(), audit.Subject{Agent: "a"}, "tools/call")
-				e.RequestID = fmt.Sprintf("w%d-%d", w, i)
-				if err := r.Record(context.Background(), e); err != nil {
-					fmt.Fprintln(os.Stderr, err)
-					os.Exit(2)
-				}
-				mu.Lock()
-				fmt.Println(e.RequestID)
-				mu.Unlock()
-			}
-		}()
-	}
-	select {}
-}
-
-// A lease has one holder in the fleet; released, another takes it; its
-// holder's connection killed, the holder hears it is lost and the lease
-// is free.
-func TestLease(t *testing.T) {
-	ctx := context.Background()
-	b := postgresBackend(t)
-	a, c := b.open(t), b.open(t)
-	lostA, releaseA, ok, err := a.Lease(ctx, "export")
-	if err != nil || !ok {
-		t.Fatalf("first lease: %v %v", ok, err)
-	}
-	if _, _, ok, err := c.Lease(ctx, "export"); ok || err != nil {
-		t.Fatalf("a held lease granted twice: %v %v", ok, err)
-	}
-	releaseA()
-	lostC, _, ok, err := c.Lease(ctx, "export")
-	if err != nil || !ok {
-		t.Fatalf("a released lease not granted: %v %v", ok, err)
-	}
-	<-lostA // released: its watcher is done
-	// The holder's connection dies (the database ends its session).
-	if err := a.ExecForTest(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid != pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-lostC:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a lease whose connection died was not reported lost")
-	}
-	if _, release, ok, err := a.Lease(ctx, "export"); !ok || err != nil {
-		t.Fatalf("a lost lease is not free: %v %v", ok, err)
-	} else {
-		release()
-	}
-	// SQLite: one gateway, always granted.
-	if _, release, ok, err := sqliteBackend(t).open(t).Lease(ctx, "export"); !ok || err != nil {
-		t.Fatalf("sqlite lease: %v %v", ok, err)
-	} else {
-		release()
-	}
-}
-
-// Gateways starting together on a new database migrate it once: every
-// one opens it (they take turns on the migration lock).
-func TestConcurrentFirstStart(t *testing.T) {
-	b := postgresBackend(t)
-	errs := make(chan error, 4)
-	for range 4 {
-		go func() {
-			s, err := store.OpenPostgres(context.Background(), b.where, store.Options{})
-			if err == nil {
-				s.Close()
-			}
-			errs <- err
-		}()
-	}
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatalf("a gateway starting with others: %v", err)
-		}
-	}
-	m, err := b.open(t).MigrationStatus(context.Background())
-	if err != nil || m.Version != store.SchemaVersion() {
-		t.Fatalf("%+v %v", m, err)
-	}
 }

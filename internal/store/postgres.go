@@ -96,7 +96,7 @@ func redactURL(err error, raw string) error {
 		if len(pw) < 6 {
 			return errors.New("cannot connect to the database (details withheld: they would show its password)")
 		}
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		msg = strings.ReplaceAll(msg, pw, "[redacted]")
 	}
 	if msg == err.Error() {
 		return err
