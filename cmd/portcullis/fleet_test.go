@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -25,6 +26,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
 	"github.com/portcullis-dev/portcullis/internal/pgtest"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/token"
@@ -484,5 +486,177 @@ func TestFleetRateCap(t *testing.T) {
 		if seen[seq] != 1 {
 			t.Fatalf("event %d exported %d times (log of %d events)", seq, seen[seq], logState.Size)
 		}
+	}
+}
+
+// balancer spreads requests over backends in turn, without session
+// affinity; a request a backend cannot take (it is down) goes to the next
+// one, as a load balancer with health checks does.
+type balancer struct {
+	backends []string
+	next     atomic.Uint64
+	served   []atomic.Int64 // requests each backend answered
+}
+
+func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+	}
+	start := b.next.Add(1)
+	var err error
+	for i := range b.backends {
+		k := int((start + uint64(i)) % uint64(len(b.backends)))
+		req := r.Clone(r.Context())
+		req.URL.Host, req.Host = b.backends[k], b.backends[k]
+		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		var resp *http.Response
+		if resp, err = http.DefaultTransport.RoundTrip(req); err == nil {
+			b.served[k].Add(1)
+			return resp, nil
+		}
+	}
+	return nil, err
+}
+
+// withBearer sends the agent's token through next.
+type withBearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b withBearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// TestFleetSessions: one client session served by two gateways behind a
+// balancer without session affinity (every request may go to either):
+// the session's data-flow labels, acquired on one gateway, decide its next
+// request on the other; a containment written to the store holds the
+// session back on both; one gateway killed (SIGKILL), the same session
+// goes on through the other, labels and all, with no new initialize.
+func TestFleetSessions(t *testing.T) {
+	t.Parallel()
+	rs, env, dsn := startFleet(t, 2, `permit (principal, action == Action::"call_tool", resource in Upstream::"demo");
+@id("untrusted-then-send")
+forbid (principal, action == Action::"call_tool", resource)
+when { resource.classification.contains("sends_externally") && context.session.labels.contains("untrusted_input") };`,
+		`agents: [{name: roamer}]
+limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
+tools:
+  - {name: demo__read_file, labels: [untrusted_input]}
+  - {name: demo__send_message, classification: [sends_externally], labels: []}
+`)
+	tok, stderr, err := portcullis(t, env, "token", "issue", "--config", rs[0].cfg, "--agent", "roamer", "--ttl", "10m", "--by", "test")
+	if err != nil {
+		t.Fatalf("token issue: %v %s", err, stderr)
+	}
+	lb := &balancer{backends: []string{rs[0].addr, rs[1].addr}, served: make([]atomic.Int64, 2)}
+	bearer := withBearer{token: strings.TrimSpace(tok), next: lb}
+	connect := func() *mcp.ClientSession {
+		t.Helper()
+		// Default retries: the client's stream for messages outside requests
+		// reconnects (through the balancer) when its gateway dies.
+		s, err := mcp.NewClient(&mcp.Implementation{Name: "roamer"}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: "http://balancer/mcp", HTTPClient: &http.Client{Transport: bearer}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	call := func(s *mcp.ClientSession, name string, args map[string]any) error {
+		res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("%s: tool error %+v", name, res.Content)
+		}
+		return err
+	}
+	send := map[string]any{"to": "carol@example.com", "body": "hi"}
+	refusedFor := func(err error, code string) bool {
+		return err != nil && strings.Contains(err.Error(), code)
+	}
+
+	s := connect()
+	if err := call(s, "demo__send_message", send); err != nil {
+		t.Fatalf("send in a clean session: %v", err)
+	}
+	if err := call(s, "demo__read_file", map[string]any{"path": "notes/meeting.txt"}); err != nil {
+		t.Fatal(err)
+	}
+	// Whichever gateway serves them, the sends after are refused.
+	for i := range 6 {
+		if err := call(s, "demo__send_message", send); !refusedFor(err, "forbidden_by_policy") {
+			t.Fatalf("send %d after untrusted input: %v", i, err)
+		}
+	}
+	if a, b := lb.served[0].Load(), lb.served[1].Load(); a < 3 || b < 3 {
+		t.Fatalf("the balancer did not spread the session: %d and %d requests", a, b)
+	}
+
+	// A containment written to the store (by any gateway's response to an
+	// alert) holds the session back on both gateways within a second.
+	other := connect()
+	if err := call(other, "demo__search_files", map[string]any{"query": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Contain(context.Background(), store.Containment{Session: other.ID(), Agent: "roamer", Level: int(mcpproxy.Terminated), At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	contained := time.Now()
+	for {
+		err := call(other, "demo__search_files", map[string]any{"query": "y"})
+		if refusedFor(err, "contained") {
+			break
+		}
+		if time.Since(contained) > time.Second {
+			t.Fatalf("the session is still served a second after its containment: %v", err)
+		}
+	}
+	t.Logf("containment effective after %v", time.Since(contained).Round(time.Millisecond))
+	time.Sleep(time.Until(contained.Add(time.Second)))
+	for i := range 4 { // both gateways, in turn
+		if err := call(other, "demo__search_files", map[string]any{"query": "z"}); !refusedFor(err, "contained") {
+			t.Fatalf("call %d a second after the containment: %v", i, err)
+		}
+	}
+
+	// Gateway 2 dies; the session goes on through gateway 1, still labelled.
+	rs[1].cmd.Process.Signal(syscall.SIGKILL)
+	rs[1].cmd.Wait()
+	before := lb.served[0].Load()
+	for i := range 10 {
+		if err := call(s, "demo__search_files", map[string]any{"query": fmt.Sprint("after-", i)}); err != nil {
+			t.Fatalf("call %d after gateway 2 died: %v", i, err)
+		}
+	}
+	if err := call(s, "demo__send_message", send); !refusedFor(err, "forbidden_by_policy") {
+		t.Fatalf("send after gateway 2 died: %v", err)
+	}
+	if lb.served[0].Load()-before < 11 {
+		t.Fatal("the calls after the death did not go to gateway 1")
+	}
+
+	// The log says which gateway took the session up, with its labels.
+	found := false
+	for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		rows, err := st.Events(context.Background(), store.EventQuery{SessionID: s.ID(), Types: []string{string(audit.TypeSessionLabel)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			found = found || strings.Contains(string(r.Body), `"session_taken_up"`)
+		}
+	}
+	if !found {
+		t.Fatal("no session_taken_up event for the session in the fleet's log")
 	}
 }

@@ -301,9 +301,9 @@ func (g *Gateway) triage(al detect.Alert) {
 // release lifts a containment (an operator's undo), audited in their name.
 func (g *Gateway) release(session, agent, by string) {
 	if session != "" {
-		g.proxy.Release(session, "")
+		g.uncontain(session, "")
 	} else {
-		g.proxy.Release("", agent)
+		g.uncontain("", agent)
 		g.escMu.Lock()
 		delete(g.contained, agent) // or the next containment re-escalates at once
 		g.escMu.Unlock()
@@ -345,6 +345,9 @@ func (g *Gateway) watchReleases(ctx context.Context) error {
 			}
 			g.log.Info("containment released", "session", r.Session, "agent", r.Agent, "by", r.By)
 		}
+		if len(rs) > 0 {
+			g.loadContainments(ctx) // the release lifted the stored one too
+		}
 	}
 }
 
@@ -375,7 +378,7 @@ func (g *Gateway) escalate(al detect.Alert) {
 	if n < escalateAfter {
 		return
 	}
-	g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+	g.contain("", al.Agent, mcpproxy.Terminated)
 	ev := audit.New(audit.TypeResponse, audit.OutcomeInfo, reason.ResponseTerminate, time.Now(), audit.Subject{Agent: al.Agent, User: al.User})
 	ev.Alert = al.ID
 	ev.Detail = fmt.Sprintf("every session of the agent: %d of its sessions contained within %s", n, escalateWithin)
@@ -432,17 +435,17 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 	}
 	switch step {
 	case "require_approval":
-		g.proxy.Contain(al.Session, al.Agent, mcpproxy.RequireApproval)
+		g.contain(al.Session, al.Agent, mcpproxy.RequireApproval)
 	case "read_only":
-		g.proxy.Contain(al.Session, al.Agent, mcpproxy.ReadOnly)
+		g.contain(al.Session, al.Agent, mcpproxy.ReadOnly)
 	case "terminate_session":
-		g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
+		g.contain(al.Session, al.Agent, mcpproxy.Terminated)
 	case "revoke_task", "revoke_agent", "quarantine_upstream":
 		if al.Session != "" {
-			g.proxy.Contain(al.Session, al.Agent, mcpproxy.Terminated)
+			g.contain(al.Session, al.Agent, mcpproxy.Terminated)
 		}
 		if step == "revoke_agent" && automatic {
-			g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+			g.contain("", al.Agent, mcpproxy.Terminated)
 		}
 	}
 	taken := time.Since(al.Time)
@@ -461,7 +464,7 @@ func (g *Gateway) respond(al detect.Alert, alertEv *audit.Event) {
 	case config.HighImpact(step) && !automatic:
 		// While a reviewer decides, every session of the agent has its
 		// non-read calls reviewed too.
-		g.proxy.Contain("", al.Agent, mcpproxy.RequireApproval)
+		g.contain("", al.Agent, mcpproxy.RequireApproval)
 		ev.Code = reason.ResponseAwaiting
 		ev.Detail = step + " waits for a reviewer; the session is terminated and the agent's other sessions held to approval meanwhile. " + ev.Detail
 		g.recordNow(ev)
@@ -563,7 +566,7 @@ func (g *Gateway) revoke(al detect.Alert, step, by string) {
 	kind, value := store.RevokeTask, al.Task
 	if step == "revoke_agent" {
 		kind, value = store.RevokeAgent, al.Agent
-		g.proxy.Contain("", al.Agent, mcpproxy.Terminated)
+		g.contain("", al.Agent, mcpproxy.Terminated)
 	}
 	why := "alert " + al.Class + ": " + al.Evidence
 	e, err := ops.RevocationEvent(kind, value, by, why)
@@ -650,7 +653,7 @@ func (g *Gateway) awaitStep(al detect.Alert, step string, held *approval.Request
 	default:
 		ev.Detail = fmt.Sprintf("%s not taken: %s by %s (%s)", step, final.State, final.DecidedBy, r.ID)
 		if g.proxy.Containment("", al.Agent) == mcpproxy.RequireApproval {
-			g.proxy.Release("", al.Agent) // the hold that waited for this decision
+			g.uncontain("", al.Agent) // the hold that waited for this decision
 		}
 	}
 	g.recordNow(ev)
@@ -669,7 +672,7 @@ func (g *Gateway) resumeSteps(ctx context.Context) error {
 		if !ok || !config.HighImpact(step) || !g.pendingStep(r.Agent, step, true) {
 			continue
 		}
-		g.proxy.Contain("", r.Agent, mcpproxy.RequireApproval)
+		g.contain("", r.Agent, mcpproxy.RequireApproval)
 		var args struct {
 			Alert    string `json:"alert_id"`
 			Upstream string `json:"upstream"`

@@ -11,8 +11,9 @@ import (
 // A fleet: gateways sharing one PostgreSQL store (store.postgres). The
 // audit log, revocations (re-read every authn.RevocationRefresh),
 // approvals, grants, pins and policy pointers are shared through the
-// store's tables; task budgets are counted there too (below). Sessions,
-// rate caps and detection windows stay with the gateway serving them
+// store's tables; task budgets are counted there too (below), and sessions
+// are kept there (mcpproxy/session_store.go) with their containments
+// (contain.go). Detection windows stay with the gateway serving them
 // (docs/deployment.md).
 
 // fleet reports whether this gateway shares its store with others.
@@ -96,6 +97,8 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 			kick(g.pinsKick)
 		case "policy_pointers":
 			kick(g.policyKick)
+		case "containments":
+			g.loadContainments(ctx)
 		}
 		// approvals: a held call reads its request every
 		// approval.PollInterval (200 ms).

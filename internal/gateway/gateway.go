@@ -252,6 +252,8 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Now:             opts.Now,
 		TaskBudgets:     g.taskBudgets(),
 		FleetRate:       g.fleetRate(),
+		Sessions:        g.store,
+		SharedSessions:  g.fleet(),
 		Assert:          g.assertion,
 		Decider:         decider{Engine: g.engine, grants: g.grants},
 		Recorder:        detecting{g.recorder, g},
@@ -634,6 +636,7 @@ type background struct {
 
 func (g *Gateway) startBackground() *background {
 	b := &background{g: g}
+	g.loadContainments(context.Background()) // before any request
 	b.recorder = startTasks(g.log, task{"audit recorder", g.recorder.Run})
 	services := []task{
 		{"upstreams", g.proxy.Run},
@@ -647,6 +650,7 @@ func (g *Gateway) startBackground() *background {
 		}},
 		{"telemetry", g.tracer.Run},
 		{"audit export", g.runExport}, // what was not exported yet is sent after the next start
+		{"stored sessions", g.keepSessions},
 	}
 	if g.watch {
 		services = append(services, task{"policy reload", g.watchPolicy})

@@ -28,7 +28,9 @@ const (
 )
 
 // containment holds the levels by session ID and by agent (a session's
-// entry goes when the session is removed; agents are few).
+// entry goes when the session is removed; agents are few): those this
+// gateway applied, and those read from the store (every gateway's, kept
+// across restarts), which hold beside them.
 type containment struct {
 	// any is set once something was contained: until then (always, when
 	// no detection is configured) a request pays one atomic load.
@@ -36,6 +38,21 @@ type containment struct {
 	mu       sync.RWMutex
 	sessions map[string]Containment
 	agents   map[string]Containment
+	// stored: the store's, replaced whole by SetStored.
+	storedSessions map[string]Containment
+	storedAgents   map[string]Containment
+}
+
+// SetStoredContainment replaces the containments read from the store (by
+// session ID, and by agent for every session of an agent).
+func (p *Proxy) SetStoredContainment(sessions, agents map[string]Containment) {
+	c := &p.contained
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storedSessions, c.storedAgents = sessions, agents
+	if len(sessions) > 0 || len(agents) > 0 {
+		c.any.Store(true)
+	}
 }
 
 // maxContained bounds the sessions held back at once (beyond it, the
@@ -97,7 +114,7 @@ func (p *Proxy) containmentOf(session, agent string) Containment {
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return max(c.sessions[session], c.agents[agent])
+	return max(c.sessions[session], c.agents[agent], c.storedSessions[session], c.storedAgents[agent])
 }
 
 // contain refuses what the session's containment forbids: everything

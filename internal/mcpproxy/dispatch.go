@@ -44,6 +44,12 @@ func (p *Proxy) request(ctx context.Context, s *Session, pr *identity.Principal,
 			return
 		}
 	}
+	if s != nil && m.Method != "initialize" {
+		if r := p.syncSession(ctx, s); r != nil {
+			p.refuse(ctx, c, r)
+			return
+		}
+	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	defer c.cancel()
 	if s != nil && m.Method != "initialize" {

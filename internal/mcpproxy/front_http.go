@@ -93,16 +93,34 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// session finds the request's session and binds pr to it; it answers the
+// session finds the request's session (taking it up from the store when
+// this gateway does not hold it) and binds pr to it; it answers the
 // request itself when that fails.
 func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity.Principal) *Session {
 	sid := r.Header.Get(transport.HeaderSession)
 	s := f.p.sessions.get(sid)
+	var err error
 	if s == nil {
-		writeJSON(w, http.StatusNotFound, wire.NewError(nil, wire.CodeInvalidRequest, "session not found", nil))
-		return nil
+		s, err = f.p.takeUp(r.Context(), sid, pr, r.RemoteAddr)
+		var ref *refusal
+		switch {
+		case errors.Is(err, errNoSuchSession):
+			writeJSON(w, http.StatusNotFound, wire.NewError(nil, wire.CodeInvalidRequest, "session not found", nil))
+			return nil
+		case errors.As(err, &ref):
+			e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, ref.code, f.p.opts.Now(),
+				audit.Subject{Agent: pr.Agent, User: pr.User, Credential: pr.CredentialID, SessionID: sid, RequestID: newRequestID(), RemoteAddr: r.RemoteAddr})
+			e.Detail = ref.detail
+			f.p.recordBackground(e)
+			f.p.opts.Metrics.Refusal(ref.code)
+			writeJSON(w, http.StatusServiceUnavailable, ref.message(nil, e.RequestID))
+			return nil
+		}
 	}
-	if err := s.bind(pr); err != nil {
+	if err == nil {
+		err = s.bind(pr)
+	}
+	if err != nil {
 		who := audit.Subject{Agent: pr.Agent, Credential: pr.CredentialID, SessionID: sid, RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
 		e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.SessionHijack, f.p.opts.Now(), who)
 		e.Detail = "the session belongs to another agent"
@@ -260,6 +278,7 @@ func (f *httpFront) get(w http.ResponseWriter, r *http.Request, pr *identity.Pri
 
 func (f *httpFront) delete(w http.ResponseWriter, r *http.Request, pr *identity.Principal) {
 	if s := f.session(w, r, pr); s != nil {
+		f.p.endSession(r.Context(), s)
 		f.p.sessions.remove(s)
 		w.WriteHeader(http.StatusOK)
 	}

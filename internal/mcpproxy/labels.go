@@ -83,18 +83,21 @@ func (p *Proxy) upstreamLabels(u *Upstream) []string {
 
 // label adds labels to c's session after it read from target, and records
 // the labels that were new. The label applies before the result reaches
-// the agent, so the agent's next request is decided with it.
-func (p *Proxy) label(c *call, labels []string) {
+// the agent, so the agent's next request is decided with it; a session
+// kept in the store has it written there first (a refusal when that
+// fails: the result must then be withheld).
+func (p *Proxy) label(c *call, labels []string) *refusal {
 	if c.s == nil || len(labels) == 0 {
-		return
+		return nil
 	}
 	added := c.s.labels.add(labels)
 	if len(added) == 0 {
-		return
+		return nil
 	}
 	e := p.followUp(c, audit.TypeSessionLabel, reason.Labelled)
 	e.Labels = added
 	p.recordBackground(e)
+	return p.keepLabels(c.s, added)
 }
 
 // followUp is an info event about what happened after c's decision,

@@ -199,6 +199,8 @@ func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
 		return b
 	}
 	if c.event != nil {
+		// A label that could not be kept refuses the session's next
+		// request (syncSession); the message itself goes on.
 		p.recordScreening(c, screen.DirResult, &all)
 	}
 	return wire.Apply(b, edits...)

@@ -79,11 +79,18 @@ type Options struct {
 	// FleetRate, if set, caps each agent's calls per minute across a
 	// fleet (beside Budget's cap in this gateway).
 	FleetRate *FleetRate
-	Decider   Decider
-	Recorder  Recorder
-	Metrics   *metrics.Metrics
-	Limits    config.Limits
-	Log       *slog.Logger
+	// Sessions, if set, keeps HTTP sessions in the store, so that another
+	// gateway sharing it, or this one restarted, takes a session up
+	// (session_store.go).
+	Sessions SessionStore
+	// SharedSessions: other gateways serve the same sessions (a fleet):
+	// each request reads its session's labels from Sessions first.
+	SharedSessions bool
+	Decider        Decider
+	Recorder       Recorder
+	Metrics        *metrics.Metrics
+	Limits         config.Limits
+	Log            *slog.Logger
 	// Now is the clock of audit events (default time.Now); credentials'
 	// expiry is always checked on the real clock.
 	Now func() time.Time

@@ -69,7 +69,9 @@ type Session struct {
 	// provenance).
 	prov  provenance.Tracker
 	token sessionToken
-	done  chan struct{}
+	// kept is its state in the store (Options.Sessions).
+	kept kept
+	done chan struct{}
 }
 
 func newSessionID() string {
@@ -240,10 +242,10 @@ type sessionTable struct {
 
 func (t *sessionTable) init() { t.byID = map[string]*Session{} }
 
-// open creates a session for pr.
-func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, error) {
+// newSession makes session id of pr (not in the table yet).
+func (p *Proxy) newSession(id string, pr *identity.Principal, stdio bool) *Session {
 	s := &Session{
-		id: newSessionID(), p: p, agent: pr.Agent, user: pr.User, stdio: stdio,
+		id: id, p: p, agent: pr.Agent, user: pr.User, stdio: stdio,
 		links: map[*Upstream]*link{}, inflight: map[string]*call{}, toAgent: map[string]*serverCall{},
 		done: make(chan struct{}),
 	}
@@ -254,6 +256,12 @@ func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, er
 		// it names is the user's, whoever repeats it later.
 		s.prov.Observe(screen.Normalize(pr.TaskPurpose).Text, provenance.Intent)
 	}
+	return s
+}
+
+// openSessionFor creates a session for pr.
+func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, error) {
+	s := p.newSession(newSessionID(), pr, stdio)
 	t := &p.sessions
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -263,6 +271,22 @@ func (p *Proxy) openSessionFor(pr *identity.Principal, stdio bool) (*Session, er
 	t.byID[s.id] = s
 	p.opts.Metrics.Sessions(1)
 	return s, nil
+}
+
+// adopt adds s, taken up from the store, unless a session by its ID is
+// there already (taken up by a concurrent request): that one is returned,
+// fresh false.
+func (t *sessionTable) adopt(s *Session, limit int) (_ *Session, fresh bool, _ error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if have := t.byID[s.id]; have != nil {
+		return have, false, nil
+	}
+	if len(t.byID) >= limit {
+		return nil, false, errTooManySessions
+	}
+	t.byID[s.id] = s
+	return s, true, nil
 }
 
 func (t *sessionTable) get(id string) *Session {

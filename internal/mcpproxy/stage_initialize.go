@@ -70,7 +70,6 @@ func connectUpstreams(p *Proxy, ctx context.Context, c *call) error {
 	wg.Wait()
 	s.initMu.Lock()
 	version := s.version
-	s.opened = true
 	s.initMu.Unlock()
 	var caps [][]byte
 	var infos, instructions [][]byte
@@ -99,6 +98,12 @@ func connectUpstreams(p *Proxy, ctx context.Context, c *call) error {
 	}
 	s.initMu.Lock()
 	s.version = version
+	s.initMu.Unlock()
+	if err := p.keepSession(ctx, s); err != nil {
+		return err
+	}
+	s.initMu.Lock()
+	s.opened = true
 	s.initMu.Unlock()
 	res := []byte(`{"protocolVersion":`)
 	res = wire.AppendString(res, version)

@@ -43,7 +43,9 @@ func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 			c.argMask = append(c.argMask, d.Finding)
 		}
 	}
-	p.recordScreening(c, screen.DirArguments, &v)
+	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
+		return r
+	}
 	if v.Block {
 		return deny(reason.ScreeningBlocked).withDetail("screening: " + v.Summary())
 	}
@@ -61,12 +63,13 @@ func (c *call) auditArgs() []byte {
 }
 
 // recordScreening records what screening in direction dir acted on, and
-// applies its labels to the session. It never records the content.
-func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) {
+// applies its labels to the session (a refusal when they could not be
+// kept). It never records the content.
+func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) *refusal {
 	if len(v.Detections) == 0 {
-		return
+		return nil
 	}
-	p.label(c, v.Labels)
+	kept := p.label(c, v.Labels)
 	e := p.followUp(c, audit.TypeScreening, screeningCode(v))
 	e.Detail = dir + ": " + v.Summary()
 	if len(v.Steps) > 0 {
@@ -77,6 +80,7 @@ func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) {
 	for _, d := range v.Detections {
 		p.opts.Metrics.Screened(dir, d.Category, d.Action)
 	}
+	return kept
 }
 
 // Keys whose string values are not text a model reads as content: content
@@ -147,7 +151,9 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 		texts = append(texts, t)
 	})
 	if c.s != nil {
-		p.label(c, labels)
+		if r := p.label(c, labels); r != nil {
+			return r
+		}
 		if p.opts.Decider.ReadsProvenance() {
 			observeResult(&c.s.prov, c.dataflow(), b, scope, norm, untrusted)
 		} else {
@@ -158,7 +164,9 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	}
 	if all.Block {
 		msg := "[portcullis: result withheld by screening: " + strings.Join(all.Keys(), ", ") + "]"
-		p.recordScreening(c, screen.DirResult, &all)
+		if r := p.recordScreening(c, screen.DirResult, &all); r != nil {
+			return r
+		}
 		if resp.Kind == wire.Response && (c.method == "tools/call" || c.method == "tasks/result") {
 			c.out = wire.NewResponse(c.msg.IDBytes(), isErrorResult(msg))
 			return nil
@@ -188,7 +196,9 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 			edits = append(edits, wire.Replace(t.sp, wire.Quote(s)))
 		}
 	}
-	p.recordScreening(c, screen.DirResult, &all)
+	if r := p.recordScreening(c, screen.DirResult, &all); r != nil {
+		return r
+	}
 	c.out = wire.Apply(b, edits...)
 	return nil
 }

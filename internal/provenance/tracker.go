@@ -343,6 +343,14 @@ func (t *Tracker) failClosed(o Origin) Origin {
 	return o
 }
 
+// Blind reports whether the tracker fails closed (it may have missed
+// untrusted output: its filter is full, or output went unobserved).
+func (t *Tracker) Blind() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.blind()
+}
+
 // blind: the tracker may have missed untrusted output (its filter is
 // full, or output went unobserved). Called with mu held.
 func (t *Tracker) blind() bool { return t.untrusted.full || t.skipped }

@@ -18,6 +18,7 @@ const (
 	TooManySessions   Code = "session_limit"             // too many sessions in the gateway
 	NotInitialized    Code = "session_not_initialized"   // a request before initialize
 	AmbiguousSession  Code = "no_unique_agent_session"   // a server request no single agent session owns
+	SessionEnded      Code = "session_ended"             // the agent ended the session through another gateway
 
 	// Framing, before any pipeline.
 	MessageTooLarge  Code = "message_too_large"
@@ -54,6 +55,7 @@ const (
 	// The gateway itself.
 	AuditUnavailable Code = "audit_unavailable"
 	Internal         Code = "internal_error"
+	StoreUnavailable Code = "store_unavailable" // the store holding the session's state could not be read or written: fails closed
 
 	// Allowed, but the upstream could not serve it (-32031).
 	UpstreamUnavailable Code = "upstream_unavailable"
@@ -68,11 +70,11 @@ const (
 
 // AgentVisible lists every code above, for documentation checks.
 var AgentVisible = []Code{
-	Unauthenticated, CredentialExpired, SessionHijack, InvalidIntent, InsufficientScope, SessionBusy, TooManySessions, NotInitialized, AmbiguousSession,
+	Unauthenticated, CredentialExpired, SessionHijack, InvalidIntent, InsufficientScope, SessionBusy, TooManySessions, NotInitialized, AmbiguousSession, SessionEnded,
 	MessageTooLarge, MessageTooDeep, BatchTooLarge, Malformed, MethodNotAllowed, HostNotAllowed,
 	NoPermit, Forbidden, PolicyError, ApprovalRequired, ApprovalDenied, ApprovalTimeout,
 	UnknownTarget, BadArguments, ArgumentsTooLarge, ScreeningBlocked, UnknownTask,
 	RateLimited, BreakerOpen, OutsideTask, TaskExhausted, Contained,
-	AuditUnavailable, Internal,
+	AuditUnavailable, Internal, StoreUnavailable,
 	UpstreamUnavailable, UpstreamBusy, UpstreamTimeout, UpstreamError, UpstreamAuthorizationRequired, ResultTooLarge, Cancelled,
 }

@@ -8,7 +8,10 @@ const (
 	Stopped Code = "stopped"
 	// A session took the user's signed request as trusted provenance
 	// (session_label).
-	IntentAccepted  Code = "intent_accepted"
+	IntentAccepted Code = "intent_accepted"
+	// A gateway took up a session that began on another gateway (or
+	// before a restart), with the labels it had (session_label).
+	SessionTakenUp  Code = "session_taken_up"
 	Restarting      Code = "restarting"
 	OfferingRefused Code = "offering_refused" // a colliding or invalid tool, prompt or resource
 

@@ -123,6 +123,10 @@ func TestChangeFeed(t *testing.T) {
 	wait("agent_instances", func() error {
 		return writer.PutInstance(ctx, store.Instance{SPIFFEID: "spiffe://x/a", Agent: "a", Serial: "1", NotAfter: now, State: "active"})
 	})
+	wait("containments", func() error {
+		n++
+		return writer.Contain(ctx, store.Containment{Session: fmt.Sprint("s", n), Agent: "a", Level: 3, At: now})
+	})
 	// SQLite has no feed: Changes returns at once.
 	done := make(chan struct{})
 	go func() { sqliteBackend(t).open(t).Changes(ctx, nil, nil); close(done) }()
@@ -254,4 +258,140 @@ func TestConcurrentFirstStart(t *testing.T) {
 	if err != nil || m.Version != store.SchemaVersion() {
 		t.Fatalf("%+v %v", m, err)
 	}
+}
+
+// Agent sessions: recorded once, taken up by another gateway only while
+// alive (not ended, seen within the idle timeout), labels only ever added,
+// from any gateway, and read back with the session's state in one go.
+func TestConformanceSessions(t *testing.T) {
+	conform(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		a, other := b.open(t), b.open(t)
+		now := time.Now()
+		sess := store.AgentSession{ID: "s1", Agent: "agent-a", User: "alice", Version: "2025-11-25",
+			ClientCaps: []byte(`{"sampling":{}}`), ClientInfo: []byte(`{"name":"c","version":"1"}`), Created: now, Seen: now}
+		if err := a.PutSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		if err := other.PutSession(ctx, sess); !errors.Is(err, store.ErrSessionExists) {
+			t.Fatalf("the same ID twice: %v", err)
+		}
+		got, ok, err := other.Session(ctx, "s1")
+		if err != nil || !ok || got.Agent != "agent-a" || got.User != "alice" || got.Version != "2025-11-25" ||
+			string(got.ClientCaps) != `{"sampling":{}}` || string(got.ClientInfo) != `{"name":"c","version":"1"}` || got.Moved || got.Ended {
+			t.Fatalf("read back: %+v %v %v", got, ok, err)
+		}
+		if _, ok, err := other.Session(ctx, "nope"); ok || err != nil {
+			t.Fatalf("unknown session: %v %v", ok, err)
+		}
+		st, err := other.SessionState(ctx, "s1")
+		if err != nil || !st.Found || st.Moved || st.Ended || len(st.Labels) != 0 {
+			t.Fatalf("state: %+v %v", st, err)
+		}
+		// Labels from two gateways at once: every one kept, none twice.
+		concurrently(20, a, other, func(i int, db *store.DB) {
+			if err := db.AddSessionLabels(ctx, "s1", []string{fmt.Sprint("l", i%4), "untrusted_input"}); err != nil {
+				t.Error(err)
+			}
+		})
+		st, err = a.SessionState(ctx, "s1")
+		if want := "[l0 l1 l2 l3 untrusted_input]"; err != nil || fmt.Sprint(st.Labels) != want {
+			t.Fatalf("labels %v %v, want %s", st.Labels, err, want)
+		}
+		// Taken up: not when idle too long, once alive; then moved.
+		if ok, err := other.TakeUpSession(ctx, "s1", now, now.Add(time.Second)); ok || err != nil {
+			t.Fatalf("idle session taken up: %v %v", ok, err)
+		}
+		if ok, err := other.TakeUpSession(ctx, "s1", now.Add(time.Second), now.Add(-time.Minute)); !ok || err != nil {
+			t.Fatalf("take up: %v %v", ok, err)
+		}
+		if st, _ := a.SessionState(ctx, "s1"); !st.Moved {
+			t.Fatal("taken up, not marked moved")
+		}
+		if err := a.SeenSession(ctx, "s1", now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.SeenSession(ctx, "s1", now); err != nil { // never back
+			t.Fatal(err)
+		}
+		if got, _, _ := other.Session(ctx, "s1"); !got.Seen.Equal(time.Unix(0, now.Add(time.Minute).UnixNano())) {
+			t.Fatalf("seen %v", got.Seen)
+		}
+		// Ended: never taken up again.
+		if err := other.EndSession(ctx, "s1", now); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := a.SessionState(ctx, "s1"); !st.Ended {
+			t.Fatal("ended session not ended")
+		}
+		if ok, err := a.TakeUpSession(ctx, "s1", now, now.Add(-time.Hour)); ok || err != nil {
+			t.Fatalf("ended session taken up: %v %v", ok, err)
+		}
+		// Pruned with its labels and containment; the agent's stays.
+		if err := a.Contain(ctx, store.Containment{Session: "s1", Agent: "agent-a", Level: 2, At: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Contain(ctx, store.Containment{Agent: "agent-a", Level: 3, At: now}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := a.PruneSessions(ctx, now.Add(2*time.Minute)); err != nil || n != 1 {
+			t.Fatalf("prune: %d %v", n, err)
+		}
+		if st, err := a.SessionState(ctx, "s1"); err != nil || st.Found || len(st.Labels) != 0 {
+			t.Fatalf("pruned session: %+v %v", st, err)
+		}
+		cs, err := other.Containments(ctx)
+		if err != nil || len(cs) != 1 || cs[0].Session != "" || cs[0].Agent != "agent-a" {
+			t.Fatalf("containments after prune: %+v %v", cs, err)
+		}
+	})
+}
+
+// Containments: never weakened by a later, weaker one; lifted by an
+// operator's release (recorded for the gateways that watch releases) or
+// by Uncontain.
+func TestConformanceContainments(t *testing.T) {
+	conform(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		a, other := b.open(t), b.open(t)
+		now := time.Now()
+		for _, c := range []store.Containment{
+			{Session: "s1", Agent: "x", Level: 3, At: now},
+			{Session: "s1", Agent: "x", Level: 1, At: now.Add(time.Second)}, // weaker: ignored
+			{Session: "s2", Agent: "x", Level: 1, At: now},
+			{Session: "s2", Agent: "x", Level: 2, At: now.Add(time.Second)}, // stronger: kept
+			{Agent: "y", Level: 3, At: now},
+		} {
+			if err := a.Contain(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		levels := func() string {
+			t.Helper()
+			cs, err := other.Containments(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, c := range cs {
+				out = append(out, fmt.Sprintf("%s/%s=%d", c.Session, c.Agent, c.Level))
+			}
+			return strings.Join(out, " ")
+		}
+		if got, want := levels(), "s1/x=3 /y=3 s2/x=2"; got != want {
+			t.Fatalf("containments %q, want %q", got, want)
+		}
+		if err := other.AddRelease(ctx, "s1", "", "op"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Uncontain(ctx, "", "y"); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := levels(), "s2/x=2"; got != want {
+			t.Fatalf("after release: %q, want %q", got, want)
+		}
+		if rs, err := a.Releases(ctx, 0); err != nil || len(rs) != 1 || rs[0].Session != "s1" {
+			t.Fatalf("release recorded: %+v %v", rs, err)
+		}
+	})
 }

@@ -28,7 +28,39 @@ INSERT INTO log_state(id, size, range) VALUES (1, 0, ''::bytea) ON CONFLICT DO N
 	{version: 2, sqlite: budgetsSQL, postgres: postgresSchema(budgetsSQL)},
 	{version: 3, postgres: changeFeedSQL}, // nothing for SQLite: one process
 	{version: 4, sqlite: rateWindowsSQL, postgres: postgresSchema(rateWindowsSQL)},
+	{version: 5, sqlite: sessionsSQL, postgres: postgresSchema(sessionsSQL) + announce("containments")},
 }
+
+// sessionsSQL (version 5): agent sessions, their data-flow labels and the
+// containments detection puts on sessions and agents, kept so that a
+// session outlives the gateway serving it and follows it to another.
+const sessionsSQL = `
+CREATE TABLE IF NOT EXISTS agent_sessions (
+	id          TEXT PRIMARY KEY,
+	agent       TEXT NOT NULL,
+	user_id     TEXT NOT NULL,
+	version     TEXT NOT NULL,
+	client_caps TEXT NOT NULL,
+	client_info TEXT NOT NULL,
+	created_ns  INTEGER NOT NULL,
+	seen_ns     INTEGER NOT NULL,
+	ended_ns    INTEGER NOT NULL DEFAULT 0,
+	moved       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS agent_sessions_seen ON agent_sessions(seen_ns);
+CREATE TABLE IF NOT EXISTS session_labels (
+	session_id TEXT NOT NULL,
+	label      TEXT NOT NULL,
+	PRIMARY KEY (session_id, label)
+);
+CREATE TABLE IF NOT EXISTS containments (
+	session_id TEXT NOT NULL,
+	agent      TEXT NOT NULL,
+	level      INTEGER NOT NULL,
+	at_ns      INTEGER NOT NULL,
+	PRIMARY KEY (session_id, agent)
+);
+`
 
 // rateWindowsSQL (version 4): agents' calls per minute counted for a fleet.
 const rateWindowsSQL = `
@@ -88,20 +120,24 @@ BEGIN
 END $$;
 ` + changeTriggers
 
-var changeTriggers = func() string {
+var changeTriggers = announce(SharedTables[:6]...)
+
+// announce is the change feed's triggers on tables.
+func announce(tables ...string) string {
 	var b strings.Builder
-	for _, t := range SharedTables {
+	for _, t := range tables {
 		fmt.Fprintf(&b, "CREATE TRIGGER %s_announce AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION portcullis_announce();\n", t, t)
 	}
 	return b.String()
-}()
+}
 
 // ChangeChannel is the PostgreSQL notification channel of the change feed.
 const ChangeChannel = "portcullis_changes"
 
 // SharedTables are the tables whose changes a fleet's gateways must see at
-// once (store.Changes).
-var SharedTables = []string{"revocations", "agent_instances", "grants", "tool_pins", "policy_pointers", "approvals"}
+// once (store.Changes): version 3 announces the first six, version 5
+// containments.
+var SharedTables = []string{"revocations", "agent_instances", "grants", "tool_pins", "policy_pointers", "approvals", "containments"}
 
 const versionTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    INTEGER PRIMARY KEY,

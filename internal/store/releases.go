@@ -16,10 +16,20 @@ type Release struct {
 	At             time.Time
 }
 
-// AddRelease records a release.
+// AddRelease records a release and lifts the containment it releases.
 func (s *DB) AddRelease(ctx context.Context, session, agent, by string) error {
-	_, err := s.exec(ctx, `INSERT INTO containment_releases(session_id, agent, by, at_ns) VALUES (?,?,?,?)`, session, agent, by, time.Now().UnixNano())
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := s.execOn(ctx, tx, `INSERT INTO containment_releases(session_id, agent, by, at_ns) VALUES (?,?,?,?)`, session, agent, by, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	if err := s.uncontain(ctx, tx, session, agent); err != nil {
+		return fmt.Errorf("record release: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("record release: %w", err)
 	}
 	return nil
