@@ -18,6 +18,11 @@ import (
 // (for performance work: docs/performance.md).
 const CPUProfileEnv = "PORTCULLIS_CPUPROFILE"
 
+// MemProfileEnv names a file to write a heap profile to when the process
+// ends (every allocation sampled since the start: pprof -sample_index
+// alloc_space).
+const MemProfileEnv = "PORTCULLIS_MEMPROFILE"
+
 func main() {
 	sandbox.Main() // this process may be a sandboxed server's init: it never returns then
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -31,9 +36,15 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	if path := os.Getenv(MemProfileEnv); path != "" {
+		defer writeHeapProfile(path)
+	}
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "portcullis:", err)
 		pprof.StopCPUProfile()
+		if path := os.Getenv(MemProfileEnv); path != "" {
+			writeHeapProfile(path)
+		}
 		code := 1
 		var st *exitStatus
 		if errors.As(err, &st) {
@@ -56,3 +67,16 @@ func (e *exitStatus) Error() string { return e.msg }
 // ExitDecisionDiffers is `audit replay`'s exit status when the current
 // policy decides the replayed request differently.
 const ExitDecisionDiffers = 3
+
+// writeHeapProfile writes the heap profile to path (performance work).
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis: heap profile:", err)
+	}
+}

@@ -346,7 +346,7 @@ func (g *Gateway) watchReleases(ctx context.Context) error {
 			g.log.Info("containment released", "session", r.Session, "agent", r.Agent, "by", r.By)
 		}
 		if len(rs) > 0 {
-			g.loadContainments(ctx) // the release lifted the stored one too
+			g.reloadContainments(ctx) // the release lifted the stored one too
 		}
 	}
 }
@@ -375,6 +375,10 @@ func (g *Gateway) escalate(al detect.Alert) {
 	maps.DeleteFunc(sessions, func(_ string, t time.Time) bool { return t.Before(al.Time.Add(-escalateWithin)) })
 	n := len(sessions)
 	g.escMu.Unlock()
+	if g.fleet() && n < escalateAfter {
+		// Its sessions contained by the other gateways count too.
+		n = max(n, g.containedSessions(al.Agent, al.Time.Add(-escalateWithin)))
+	}
 	if n < escalateAfter {
 		return
 	}

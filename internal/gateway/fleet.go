@@ -98,7 +98,7 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 		case "policy_pointers":
 			kick(g.policyKick)
 		case "containments":
-			g.loadContainments(ctx)
+			g.reloadContainments(ctx)
 		}
 		// approvals: a held call reads its request every
 		// approval.PollInterval (200 ms).

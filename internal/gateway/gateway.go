@@ -88,6 +88,10 @@ type Gateway struct {
 	bgStop               context.CancelFunc
 	escMu                sync.Mutex
 	contained            map[string]map[string]time.Time // by agent, then session: when it was contained (escalation)
+	// containMu serialises reading the store's containments into the
+	// proxy; unwritten counts containments not yet written there.
+	containMu sync.Mutex
+	unwritten atomic.Int64
 	// authServer is the built-in authorization server (nil: not configured).
 	authServer *authserver.Server
 	metrics    *metrics.Metrics
@@ -335,6 +339,13 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 			}
 			return out
 		}}); err != nil {
+		return nil, err
+	}
+	// Held back before a restart, held back after it, from the first
+	// request on.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.loadContainments(ctx); err != nil {
 		return nil, err
 	}
 	return g, nil
@@ -636,7 +647,6 @@ type background struct {
 
 func (g *Gateway) startBackground() *background {
 	b := &background{g: g}
-	g.loadContainments(context.Background()) // before any request
 	b.recorder = startTasks(g.log, task{"audit recorder", g.recorder.Run})
 	services := []task{
 		{"upstreams", g.proxy.Run},
@@ -810,6 +820,12 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 		line, ok := g.fleetSync()
 		storeOK = storeOK && ok
 		lines = append(lines, line)
+	}
+	if n := g.unwritten.Load(); n > 0 {
+		// A session held back here could get away through another
+		// gateway, or a restart.
+		storeOK = false
+		lines = append(lines, fmt.Sprintf("containments: %d not written to the store yet (held in this gateway only)", n))
 	}
 	configured, serving := len(g.cfg.Upstreams), 0
 	for _, u := range g.proxy.Upstreams() {

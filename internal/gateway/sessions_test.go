@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/mcpproxy"
+	"github.com/portcullis-dev/portcullis/internal/ops"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 )
 
@@ -181,5 +184,53 @@ func TestSessionOutlivesRestart(t *testing.T) {
 		return e.Code == reason.SessionHijack && e.SessionID == labelled.ID()
 	}); e == nil || e.Agent != "other" {
 		t.Fatalf("hijack event: %+v", e)
+	}
+}
+
+// A containment the store cannot take holds in this gateway at once, is
+// retried until the store takes it, and takes the gateway out of rotation
+// (/readyz) meanwhile: a session held back here must not get away through
+// another gateway or a restart.
+func TestContainmentRetriedUntilStored(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, sessionConfig, map[string]string{"policy.cedar": sessionPolicy})
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(h.g.dataDir, ops.StoreFile)+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The store refuses containments (its table gone).
+	if _, err := db.Exec(`ALTER TABLE containments RENAME TO containments_away`); err != nil {
+		t.Fatal(err)
+	}
+	h.g.contain("0123456789abcdef0123456789abcdef", "mailer", mcpproxy.ReadOnly)
+	if got := h.g.proxy.Containment("0123456789abcdef0123456789abcdef", "mailer"); got != mcpproxy.ReadOnly {
+		t.Fatalf("not held at once: %v", got)
+	}
+	if code, body := h.adminGet("/readyz"); code == http.StatusOK || !strings.Contains(body, "containments: 1 not written") {
+		t.Fatalf("/readyz with a containment unwritten: %d %s", code, body)
+	}
+	if _, err := db.Exec(`ALTER TABLE containments_away RENAME TO containments`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		cs, err := h.g.store.Containments(context.Background())
+		if err == nil && len(cs) == 1 && cs[0].Level == int(mcpproxy.ReadOnly) {
+			break
+		}
+		if i == 300 {
+			t.Fatalf("the containment was never written: %+v %v", cs, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; ; i++ {
+		if code, _ := h.adminGet("/readyz"); code == http.StatusOK {
+			break
+		}
+		if i == 100 {
+			code, body := h.adminGet("/readyz")
+			t.Fatalf("/readyz after the write: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

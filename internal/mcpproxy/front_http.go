@@ -121,9 +121,9 @@ func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity
 		err = s.bind(pr)
 	}
 	if err != nil {
-		who := audit.Subject{Agent: pr.Agent, Credential: pr.CredentialID, SessionID: sid, RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
+		who := audit.Subject{Agent: pr.Agent, User: pr.User, Credential: pr.CredentialID, SessionID: sid, RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
 		e := audit.New(audit.TypeAuthn, audit.OutcomeDeny, reason.SessionHijack, f.p.opts.Now(), who)
-		e.Detail = "the session belongs to another agent"
+		e.Detail = "the session belongs to another agent or user"
 		f.p.recordBackground(e)
 		f.p.opts.Metrics.Refusal(reason.SessionHijack)
 		writeJSON(w, http.StatusForbidden, deny(reason.SessionHijack).message(nil, e.RequestID))

@@ -90,14 +90,14 @@ func (p *Proxy) label(c *call, labels []string) *refusal {
 	if c.s == nil || len(labels) == 0 {
 		return nil
 	}
-	added := c.s.labels.add(labels)
-	if len(added) == 0 {
-		return nil
+	if added := c.s.labels.add(labels); len(added) > 0 {
+		e := p.followUp(c, audit.TypeSessionLabel, reason.Labelled)
+		e.Labels = added
+		p.recordBackground(e)
 	}
-	e := p.followUp(c, audit.TypeSessionLabel, reason.Labelled)
-	e.Labels = added
-	p.recordBackground(e)
-	return p.keepLabels(c.s, added)
+	// Every label of the result, new here or not: another call of the
+	// session may be writing it still, or may have failed to.
+	return p.keepLabels(c.s, labels)
 }
 
 // followUp is an info event about what happened after c's decision,

@@ -50,7 +50,9 @@ func (l *link) notification(m *wire.Message, c *call) {
 		}
 	case "notifications/message":
 		for _, s := range l.users() {
-			s.notify(l.up.p.screenNotification(&call{s: s, up: l.up, link: l, event: sessionEvent(s)}, m))
+			if msg := l.up.p.screenNotification(&call{s: s, up: l.up, link: l, event: sessionEvent(s)}, m); msg != nil {
+				s.notify(msg)
+			}
 		}
 	case "notifications/progress":
 		l.mu.Lock()
@@ -72,7 +74,9 @@ func (l *link) notification(m *wire.Message, c *call) {
 		t, ok := l.tasks[id]
 		l.mu.Unlock()
 		if ok {
-			t.s.notify(l.up.p.screenNotification(&call{s: t.s, up: l.up, link: l, event: sessionEvent(t.s)}, m))
+			if msg := l.up.p.screenNotification(&call{s: t.s, up: l.up, link: l, event: sessionEvent(t.s)}, m); msg != nil {
+				t.s.notify(msg)
+			}
 		}
 	case "notifications/cancelled":
 		// The upstream withdrew a request it had sent the agent.
@@ -170,7 +174,8 @@ func (l *link) probeAfterTimeout() {
 
 // screenNotification screens the text of a notification an upstream sends
 // an agent (log messages, task status): redactions applied, withheld or
-// blocked text replaced.
+// blocked text replaced; nil when the notification must be dropped (the
+// labels screening gave the session could not be kept).
 func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
 	sc := p.opts.Screener
 	if sc == nil || m.Params.Empty() {
@@ -199,9 +204,11 @@ func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
 		return b
 	}
 	if c.event != nil {
-		// A label that could not be kept refuses the session's next
-		// request (syncSession); the message itself goes on.
-		p.recordScreening(c, screen.DirResult, &all)
+		if r := p.recordScreening(c, screen.DirResult, &all); r != nil {
+			// Its labels could not be kept: it must not reach the agent.
+			p.opts.Log.Warn("notification dropped: the session's labels could not be kept", "session", c.s.id, "err", r.detail)
+			return nil
+		}
 	}
 	return wire.Apply(b, edits...)
 }
@@ -217,7 +224,9 @@ func (p *Proxy) screenText(c *call, text string) string {
 	if len(v.Detections) == 0 {
 		return text
 	}
-	p.recordScreening(c, screen.DirResult, &v)
+	if r := p.recordScreening(c, screen.DirResult, &v); r != nil {
+		return "[portcullis: text withheld: the session's labels could not be kept]"
+	}
 	if v.Block || v.Withhold {
 		return "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
 	}

@@ -137,6 +137,9 @@ func routeToAgent(p *Proxy, ctx context.Context, c *call) error {
 // decideServerRequest asks policy whether the upstream may send this
 // request to the agent.
 func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
+	if r := p.syncSession(ctx, c.s); r != nil {
+		return r
+	}
 	in := &policy.Input{
 		Upstream: c.up.Name, Action: c.event.Action, RequestID: c.requestID, SessionID: c.s.id, Method: c.method,
 		Target: policy.Target{Kind: policy.KindAgent, ID: c.s.agent}, Labels: c.s.labels.list(),

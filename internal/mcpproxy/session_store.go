@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,9 +52,32 @@ const storeWait = 5 * time.Second
 type kept struct {
 	// seen is when the session's last use was written (unix nanoseconds).
 	seen atomic.Int64
-	// labelsLost: a label the session acquired could not be written; the
-	// session is refused until it is.
-	labelsLost atomic.Bool
+	// mu serialises label writes: a result waits for the write of every
+	// label it gives, even one a concurrent call of the session is writing.
+	mu sync.Mutex
+	// stored are the labels known to be in the store.
+	stored map[string]bool
+}
+
+// missing returns the labels not known to be stored. Called with mu held.
+func (k *kept) missing(labels []string) []string {
+	var out []string
+	for _, l := range labels {
+		if !k.stored[l] {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// confirm records labels as stored. Called with mu held.
+func (k *kept) confirm(labels []string) {
+	if k.stored == nil {
+		k.stored = map[string]bool{}
+	}
+	for _, l := range labels {
+		k.stored[l] = true
+	}
 }
 
 // keeps reports whether s is kept in the store.
@@ -87,19 +111,27 @@ func (p *Proxy) keepSession(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// keepLabels writes labels, just acquired by s, to the store before the
-// result that gave them reaches the agent; when that fails the result is
-// withheld and the session refused until they are written.
+// keepLabels makes sure labels, which s has, are in the store before what
+// gave them reaches the agent (waiting for a concurrent call's write of
+// the same label); when that fails, what gave them is withheld, and the
+// session's next request writes them first or is refused.
 func (p *Proxy) keepLabels(s *Session, labels []string) *refusal {
 	if !p.keeps(s) || len(labels) == 0 {
 		return nil
 	}
+	s.kept.mu.Lock()
+	defer s.kept.mu.Unlock()
+	missing := s.kept.missing(labels)
+	if len(missing) == 0 {
+		return nil
+	}
 	ctx, cancel := storeContext(context.Background())
 	defer cancel()
-	if err := p.opts.Sessions.AddSessionLabels(ctx, s.id, labels); err != nil {
-		s.kept.labelsLost.Store(true)
-		return storeRefusal("the session's new labels could not be kept", err)
+	if err := p.opts.Sessions.AddSessionLabels(ctx, s.id, missing); err != nil {
+		// The call was allowed and relayed: its answer cannot be served.
+		return unavailable(reason.StoreUnavailable).withDetail("the session's new labels could not be kept: " + truncate(err.Error(), 200))
 	}
+	s.kept.confirm(missing)
 	return nil
 }
 
@@ -110,11 +142,8 @@ func (p *Proxy) syncSession(ctx context.Context, s *Session) *refusal {
 	if !p.keeps(s) {
 		return nil
 	}
-	if s.kept.labelsLost.Load() {
-		if r := p.keepLabels(s, s.labels.list()); r != nil {
-			return r
-		}
-		s.kept.labelsLost.Store(false)
+	if r := p.keepLabels(s, s.labels.list()); r != nil { // any a failed write left behind
+		return deny(reason.StoreUnavailable).withDetail(r.detail)
 	}
 	p.noteSeen(s)
 	if !p.opts.SharedSessions {
@@ -134,6 +163,9 @@ func (p *Proxy) syncSession(ctx context.Context, s *Session) *refusal {
 		s.prov.Skip()
 	}
 	s.labels.add(st.Labels)
+	s.kept.mu.Lock()
+	s.kept.confirm(st.Labels)
+	s.kept.mu.Unlock()
 	return nil
 }
 
@@ -203,9 +235,13 @@ func (p *Proxy) takeUp(ctx context.Context, id string, pr *identity.Principal, r
 	if err != nil {
 		return nil, storeRefusal("the session's state could not be read", err)
 	}
+	if !state.Found || state.Ended { // ended or pruned since it was read
+		return nil, errNoSuchSession
+	}
 	s := p.newSession(id, pr, false)
 	s.opened, s.version, s.clientCaps, s.clientInfo = true, a.Version, a.ClientCaps, a.ClientInfo
 	s.labels.add(state.Labels)
+	s.kept.confirm(state.Labels)
 	// Its provenance memory stayed where it was served: whatever this
 	// gateway did not see is untrusted.
 	s.prov.Skip()

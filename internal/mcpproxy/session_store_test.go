@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -21,6 +22,9 @@ import (
 type failingStore struct {
 	*store.DB
 	labels, reads atomic.Bool
+	// hold, when set, makes the next label write wait for it to close
+	// (after closing held).
+	hold, held chan struct{}
 }
 
 var errStoreDown = errors.New("store down (test)")
@@ -28,6 +32,12 @@ var errStoreDown = errors.New("store down (test)")
 func (f *failingStore) AddSessionLabels(ctx context.Context, id string, labels []string) error {
 	if f.labels.Load() {
 		return errStoreDown
+	}
+	if f.hold != nil {
+		hold := f.hold
+		f.hold = nil
+		close(f.held)
+		<-hold
 	}
 	return f.DB.AddSessionLabels(ctx, id, labels)
 }
@@ -133,5 +143,48 @@ func TestSessionLabelsAreKeptBeforeTheResult(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("another agent's take-up: %d", resp.StatusCode)
+	}
+}
+
+// Two calls of one session read from the same labelled upstream: the
+// second's result waits for the first's write of the label (the label is
+// in the store before any result that gave it reaches the agent).
+func TestConcurrentResultsWaitForTheLabelWrite(t *testing.T) {
+	t.Parallel()
+	fs := &failingStore{}
+	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": upstreamWith("read")}, func(o *Options, st *store.DB) {
+		fs.DB = st
+		o.Sessions = fs
+		o.Labels = Labels{Upstreams: map[string][]string{"up": {LabelUntrustedInput}}}
+	})
+	srv := httptest.NewServer(r.p.HTTPHandler(agentHeader{}))
+	defer srv.Close()
+	ctx := context.Background()
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, nil).Connect(ctx, &mcp.StreamableClientTransport{
+		Endpoint: srv.URL, HTTPClient: &http.Client{Transport: asAgent{"agent"}}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release := make(chan struct{})
+	fs.hold, fs.held = release, make(chan struct{})
+	done := make(chan error, 2)
+	call := func() {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "up__read", Arguments: map[string]any{}})
+		done <- err
+	}
+	go call()
+	<-fs.held // the first call's write has begun
+	go call()
+	select {
+	case err := <-done:
+		t.Fatalf("a result reached the agent before its label was written: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -180,7 +180,9 @@ func (c *call) related(m *wire.Message) {
 		case "notifications/progress":
 			c.send(l.restoreToken(m))
 		case "notifications/message":
-			c.send(l.up.p.screenNotification(c, m))
+			if msg := l.up.p.screenNotification(c, m); msg != nil {
+				c.send(msg)
+			}
 		default:
 			l.notification(m, c)
 		}

@@ -381,6 +381,15 @@ func TestConformanceContainments(t *testing.T) {
 		if got, want := levels(), "s1/x=3 /y=3 s2/x=2"; got != want {
 			t.Fatalf("containments %q, want %q", got, want)
 		}
+		// Escalation counts an agent's contained sessions, not its own hold.
+		for agent, want := range map[string]int{"x": 2, "y": 0} {
+			if n, err := other.ContainedSessions(ctx, agent, now.Add(-time.Second)); err != nil || n != want {
+				t.Fatalf("contained sessions of %s: %d %v, want %d", agent, n, err, want)
+			}
+		}
+		if n, _ := other.ContainedSessions(ctx, "x", now.Add(time.Hour)); n != 0 {
+			t.Fatalf("contained sessions in the future: %d", n)
+		}
 		if err := other.AddRelease(ctx, "s1", "", "op"); err != nil {
 			t.Fatal(err)
 		}

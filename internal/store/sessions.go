@@ -217,6 +217,16 @@ func (s *DB) uncontain(ctx context.Context, e execer, session, agent string) err
 	return err
 }
 
+// ContainedSessions counts agent's sessions contained at or after since.
+func (s *DB) ContainedSessions(ctx context.Context, agent string, since time.Time) (int, error) {
+	var n int
+	err := s.queryRow(ctx, `SELECT COUNT(*) FROM containments WHERE agent = ? AND session_id <> '' AND at_ns >= ?`, agent, since.UnixNano()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count containments: %w", err)
+	}
+	return n, nil
+}
+
 // Containments returns every containment recorded.
 func (s *DB) Containments(ctx context.Context) ([]Containment, error) {
 	rows, err := s.query(ctx, `SELECT session_id, agent, level, at_ns FROM containments ORDER BY at_ns`)
