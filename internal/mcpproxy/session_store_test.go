@@ -64,12 +64,11 @@ func (a asAgent) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// A label that cannot be written to the store withholds the result that
-// gave it and refuses the session until it is written; a session the
-// gateway dropped is taken up from the store with its labels, and not
-// while the store cannot be read.
-func TestSessionLabelsAreKeptBeforeTheResult(t *testing.T) {
-	t.Parallel()
+// keptSessionRig is a proxy over one upstream whose results label the
+// session untrusted, keeping sessions in a store whose failures the test
+// switches on, with an HTTP front and one agent session through it.
+func keptSessionRig(t *testing.T) (*rig, *failingStore, *httptest.Server, *mcp.ClientSession) {
+	t.Helper()
 	fs := &failingStore{}
 	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": upstreamWith("read")}, func(o *Options, st *store.DB) {
 		fs.DB = st
@@ -77,14 +76,24 @@ func TestSessionLabelsAreKeptBeforeTheResult(t *testing.T) {
 		o.Labels = Labels{Upstreams: map[string][]string{"up": {LabelUntrustedInput}}}
 	})
 	srv := httptest.NewServer(r.p.HTTPHandler(agentHeader{}))
-	defer srv.Close()
-	ctx := context.Background()
-	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, nil).Connect(ctx, &mcp.StreamableClientTransport{
+	t.Cleanup(srv.Close)
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, nil).Connect(context.Background(), &mcp.StreamableClientTransport{
 		Endpoint: srv.URL, HTTPClient: &http.Client{Transport: asAgent{"agent"}}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return r, fs, srv, s
+}
+
+// A label that cannot be written to the store withholds the result that
+// gave it and refuses the session until it is written; a session the
+// gateway dropped is taken up from the store with its labels, and not
+// while the store cannot be read.
+func TestSessionLabelsAreKeptBeforeTheResult(t *testing.T) {
+	t.Parallel()
+	r, fs, srv, s := keptSessionRig(t)
+	ctx := context.Background()
 	kept, ok, err := fs.DB.Session(ctx, s.ID())
 	if err != nil || !ok || kept.Agent != "agent" || kept.Version == "" {
 		t.Fatalf("session not kept at initialize: %+v %v %v", kept, ok, err)
@@ -151,21 +160,8 @@ func TestSessionLabelsAreKeptBeforeTheResult(t *testing.T) {
 // in the store before any result that gave it reaches the agent).
 func TestConcurrentResultsWaitForTheLabelWrite(t *testing.T) {
 	t.Parallel()
-	fs := &failingStore{}
-	r := newRigWith(t, "", nil, map[string]*mcp.Server{"up": upstreamWith("read")}, func(o *Options, st *store.DB) {
-		fs.DB = st
-		o.Sessions = fs
-		o.Labels = Labels{Upstreams: map[string][]string{"up": {LabelUntrustedInput}}}
-	})
-	srv := httptest.NewServer(r.p.HTTPHandler(agentHeader{}))
-	defer srv.Close()
+	_, fs, _, s := keptSessionRig(t)
 	ctx := context.Background()
-	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, nil).Connect(ctx, &mcp.StreamableClientTransport{
-		Endpoint: srv.URL, HTTPClient: &http.Client{Transport: asAgent{"agent"}}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	release := make(chan struct{})
 	fs.hold, fs.held = release, make(chan struct{})
 	done := make(chan error, 2)

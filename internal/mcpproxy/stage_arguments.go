@@ -33,7 +33,7 @@ func boundArguments(p *Proxy, ctx context.Context, c *call) error {
 		r.result = isErrorResult("Invalid arguments for tool " + c.tool.served + ": " + err.Error())
 		return r
 	}
-	args, err := policy.Arguments(raw)
+	args, err := policy.WireArguments(c.msg.Raw, sp)
 	if err != nil {
 		return deny(reason.BadArguments).withDetail(err.Error())
 	}
@@ -57,7 +57,7 @@ func promptArguments(p *Proxy, ctx context.Context, c *call) error {
 	if raw != nil && !wire.IsObject(raw, wire.Span{Start: 0, End: len(raw)}) && string(raw) != "null" {
 		return deny(reason.BadArguments)
 	}
-	args, err := policy.Arguments(raw)
+	args, err := policy.WireArguments(c.msg.Raw, sp)
 	if err != nil {
 		return deny(reason.BadArguments).withDetail(err.Error())
 	}

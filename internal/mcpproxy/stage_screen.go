@@ -135,7 +135,9 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 		if notText[key] {
 			return
 		}
-		s, _ := wire.String(b, sp)
+		// Read in place: the answer's bytes are never edited (edits make a
+		// new copy), and nothing here keeps the text beyond the call.
+		s, _ := wire.StringView(b, sp)
 		if s == "" {
 			return
 		}

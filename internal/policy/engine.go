@@ -135,7 +135,10 @@ type Engine struct {
 	// every call, so they are built once (bounded by maxEntities).
 	entities sync.Map // key -> types.Entity
 	nEnt     atomic.Int64
-	lastTime atomic.Pointer[timeRec]
+	// labelRecs caches context.session records by label set.
+	labelRecs  sync.Map // labels joined by NUL -> types.Record
+	nLabelRecs atomic.Int64
+	lastTime   atomic.Pointer[timeRec]
 }
 
 const maxEntities = 50000
@@ -172,19 +175,46 @@ func taskRecord(in *Input) types.Record {
 
 var noLabels = types.NewRecord(types.RecordMap{"labels": types.NewSet()})
 
-func sessionRecord(labels []string) types.Record {
+// maxLabelRecords bounds the cached context.session records (label sets
+// come from configuration: a deployment has few).
+const maxLabelRecords = 1024
+
+// sessionRecord is context.session for a session with labels (sorted),
+// made once per label set: a session's labels rarely change, and every
+// decision of the session needs them.
+func (e *Engine) sessionRecord(labels []string) types.Record {
 	if len(labels) == 0 {
 		return noLabels
 	}
-	return types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
+	key := strings.Join(labels, "\x00")
+	if r, ok := e.labelRecs.Load(key); ok {
+		return r.(types.Record)
+	}
+	r := types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
+	if e.nLabelRecs.Load() < maxLabelRecords {
+		if _, loaded := e.labelRecs.LoadOrStore(key, r); !loaded {
+			e.nLabelRecs.Add(1)
+		}
+	}
+	return r
 }
 
 // RoleNames are the fields of context.roles (provenance.Roles; policy does
 // not import the tracker).
 var RoleNames = []string{"recipient", "destination", "amount", "target", "content"}
 
+// noRoles is context.roles when no argument has a role.
+var noRoles = makeRolesRecord(nil)
+
 // rolesRecord is context.roles: every role, "" when no argument has it.
 func rolesRecord(p map[string]string) types.Record {
+	if len(p) == 0 {
+		return noRoles
+	}
+	return makeRolesRecord(p)
+}
+
+func makeRolesRecord(p map[string]string) types.Record {
 	m := make(types.RecordMap, len(RoleNames))
 	for _, r := range RoleNames {
 		m[types.String(r)] = types.String(p[r])
@@ -192,7 +222,13 @@ func rolesRecord(p map[string]string) types.Record {
 	return types.NewRecord(m)
 }
 
+// emptySet is the empty set (shared: cedar values are immutable).
+var emptySet = types.NewSet()
+
 func stringSet(ss []string) types.Set {
+	if len(ss) == 0 {
+		return emptySet
+	}
 	vs := make([]types.Value, len(ss))
 	for i, s := range ss {
 		vs[i] = types.String(s)
@@ -328,7 +364,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		"method":              types.String(in.Method),
 		"arguments":           args,
 		"time":                e.timeRecord(now),
-		"session":             sessionRecord(in.Labels),
+		"session":             e.sessionRecord(in.Labels),
 		"untrusted_arguments": stringSet(in.UntrustedArguments),
 		"roles":               rolesRecord(in.Provenance),
 		"findings":            stringSet(in.Findings),

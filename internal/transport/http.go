@@ -25,7 +25,8 @@ const (
 	maxRetryWait    = 5 * time.Second // cap on a server's requested reconnection delay
 	defaultRetry    = 100 * time.Millisecond
 	deleteTimeout   = 2 * time.Second
-	streamGrace     = 2 * time.Second // wait for a server to end a stream that delivered its answer
+	streamGrace     = 2 * time.Second      // wait for a server to end a stream that delivered its answer
+	drainWait       = 2 * time.Millisecond // of which the answer waits this long (finishStream)
 	listenMinDelay  = 250 * time.Millisecond
 	listenMaxDelay  = 30 * time.Second
 	maxErrorBodyLen = 64 << 10
@@ -510,17 +511,38 @@ func mediaType(resp *http.Response) string {
 }
 
 // finishStream lets the server end a stream that has delivered its answer
-// (it should close it next): the rest is read in the background, bounded,
-// so that the connection goes back to the pool instead of being torn down,
-// and the body is closed after streamGrace if the server keeps it open.
+// (it should close it next): the rest is read, bounded, so that the
+// connection goes back to the pool instead of being torn down; the answer
+// waits drainWait for it, then it goes on in the background, and the body
+// is closed after streamGrace if the server keeps it open.
 func finishStream(body io.ReadCloser) {
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		t := time.AfterFunc(streamGrace, func() { body.Close() })
 		io.Copy(io.Discard, io.LimitReader(body, 64<<10))
 		t.Stop()
 		body.Close()
 	}()
+	// The server ends the stream with its answer, almost always: wait that
+	// long, so that the connection is back in the pool for the next call
+	// (else the next call dials a new one).
+	wait := drainTimers.Get().(*time.Timer)
+	wait.Reset(drainWait)
+	select {
+	case <-done:
+	case <-wait.C:
+	}
+	wait.Stop() // no value left behind: timers' channels are unbuffered since Go 1.23
+	drainTimers.Put(wait)
 }
+
+// drainTimers recycles finishStream's timers (one a relayed call).
+var drainTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // drain discards what is left of a body (bounded) so the connection can be
 // reused, and closes it.

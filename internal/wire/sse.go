@@ -26,14 +26,25 @@ type Event struct {
 
 // EventReader reads events from a text/event-stream body.
 type EventReader struct {
-	r   *bufio.Reader
+	*eventBuffers
 	max int
 }
 
+// eventBuffers are an event reader's buffers: the read buffer, and where
+// a line longer than it is assembled.
+type eventBuffers struct {
+	r    *bufio.Reader
+	long []byte
+}
+
+// maxKeptLong bounds the long-line buffer a released reader keeps.
+const maxKeptLong = 64 << 10
+
 // readers recycles the buffers of event readers: an answer is read per
-// relayed call, and a fresh buffer each time showed in allocation
-// profiles. Lines longer than the buffer are assembled by line().
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// relayed call, and fresh buffers each time showed in allocation
+// profiles. What an event keeps (its data, id, type) is copied out of
+// them, once.
+var readers = sync.Pool{New: func() any { return &eventBuffers{r: bufio.NewReaderSize(nil, 4096)} }}
 
 // NewEventReader reads events of at most max bytes (MaxSSEEvent if max <= 0).
 // Call Release when done with it.
@@ -41,18 +52,21 @@ func NewEventReader(r io.Reader, max int) *EventReader {
 	if max <= 0 {
 		max = MaxSSEEvent
 	}
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(r)
-	return &EventReader{r: br, max: max}
+	b := readers.Get().(*eventBuffers)
+	b.r.Reset(r)
+	return &EventReader{eventBuffers: b, max: max}
 }
 
-// Release returns the reader's buffer for reuse; the reader must not be
+// Release returns the reader's buffers for reuse; the reader must not be
 // used after.
 func (er *EventReader) Release() {
-	if er.r != nil {
-		er.r.Reset(nil)
-		readers.Put(er.r)
-		er.r = nil
+	if b := er.eventBuffers; b != nil {
+		b.r.Reset(nil)
+		if cap(b.long) > maxKeptLong {
+			b.long = nil
+		}
+		readers.Put(b)
+		er.eventBuffers = nil
 	}
 }
 
@@ -88,14 +102,21 @@ func (er *EventReader) Next() (Event, error) {
 		}
 		switch string(field) {
 		case "data":
+			n := len(data) + len(value)
+			if hasData {
+				n++ // the line break between data lines
+			}
+			if n > er.max {
+				return Event{}, ErrEventTooLarge
+			}
 			if hasData {
 				data = append(data, '\n')
+			} else {
+				// Most events have one data line: one allocation of its size.
+				data = make([]byte, 0, len(value))
 			}
 			data = append(data, value...)
 			hasData = true
-			if len(data) > er.max {
-				return Event{}, ErrEventTooLarge
-			}
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
 				ev.ID, ev.HasID = string(value), true
@@ -117,27 +138,31 @@ func (er *EventReader) Next() (Event, error) {
 }
 
 // line reads one line without its terminator (CRLF, LF or CR), bounded.
+// The line is in the reader's buffers: valid until the next call.
 func (er *EventReader) line() ([]byte, error) {
-	var out []byte
-	for {
-		chunk, err := er.r.ReadSlice('\n')
-		if len(out)+len(chunk) > er.max+64 {
-			return nil, ErrEventTooLarge
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			out = append(out, chunk...)
-			continue
-		}
-		if err != nil {
-			if len(chunk) == 0 && len(out) == 0 {
-				return nil, err
+	chunk, err := er.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) { // longer than the read buffer
+		out := append(er.long[:0], chunk...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			chunk, err = er.r.ReadSlice('\n')
+			if len(out)+len(chunk) > er.max+64 {
+				return nil, ErrEventTooLarge
 			}
 			out = append(out, chunk...)
-			return bytes.TrimRight(out, "\r"), nil
 		}
-		out = append(out, chunk...) // a copy: the buffer is reused
-		return bytes.TrimRight(out[:len(out)-1], "\r"), nil
+		er.long = out
+		chunk = out
 	}
+	if len(chunk) > er.max+64 {
+		return nil, ErrEventTooLarge
+	}
+	if err != nil {
+		if len(chunk) == 0 {
+			return nil, err
+		}
+		return bytes.TrimRight(chunk, "\r"), nil
+	}
+	return bytes.TrimRight(chunk[:len(chunk)-1], "\r"), nil
 }
 
 // AppendEvent appends one event carrying data (an id if not empty). Data

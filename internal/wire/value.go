@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The readers below assume b is valid JSON (accepted by Parse or Valid);
@@ -159,6 +160,25 @@ func String(b []byte, sp Span) (string, bool) {
 		return "", false
 	}
 	return unquote(sp.In(b)), true
+}
+
+// StringView is String without a copy when the string has no escapes: the
+// result then shares b's memory, so b must not change while the string is
+// in use (a message's bytes, which are never edited in place, qualify; a
+// reused read buffer does not).
+func StringView(b []byte, sp Span) (string, bool) {
+	if !IsString(b, sp) {
+		return "", false
+	}
+	tok := sp.In(b)
+	raw := tok[1 : len(tok)-1]
+	if len(raw) == 0 {
+		return "", true
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
+	}
+	return unquote(tok), true
 }
 
 // Int returns the integer at sp.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -194,6 +195,65 @@ func TestEventReader(t *testing.T) {
 	big := "data: " + strings.Repeat("x", 100) + "\n\n"
 	if _, err := NewEventReader(strings.NewReader(big), 50).Next(); !errors.Is(err, ErrEventTooLarge) {
 		t.Fatalf("oversize: %v", err)
+	}
+}
+
+// Lines longer than the read buffer, and events read one after another:
+// each event's data, id and type are its own (not the reader's buffers,
+// which the next line reuses).
+func TestEventReaderLongLinesKeepTheirData(t *testing.T) {
+	t.Parallel()
+	var in strings.Builder
+	var want []string
+	for i, n := range []int{10, 5000, 4095, 4096, 4097, 12000, 3, 70000} {
+		d := strings.Repeat(string(rune('a'+i)), n)
+		want = append(want, d)
+		fmt.Fprintf(&in, "id: %d\r\nevent: e%d\r\ndata: %s\r\n\r\n", i, i, d)
+	}
+	r := NewEventReader(strings.NewReader(in.String()), 0)
+	defer r.Release()
+	var got []Event
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d", len(got), len(want))
+	}
+	for i, ev := range got {
+		if string(ev.Data) != want[i] || ev.ID != fmt.Sprint(i) || ev.Type != fmt.Sprint("e", i) {
+			t.Errorf("event %d: id %q type %q, %d bytes of data (want %d)", i, ev.ID, ev.Type, len(ev.Data), len(want[i]))
+		}
+	}
+	// A long line over the bound, with the bound above the read buffer.
+	big := "data: " + strings.Repeat("x", 9000) + "\n\n"
+	if _, err := NewEventReader(strings.NewReader(big), 8000).Next(); !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("oversize long line: %v", err)
+	}
+	// Exactly at the bound: accepted, two lines included.
+	at := "data: " + strings.Repeat("x", 50) + "\ndata: " + strings.Repeat("y", 49) + "\n\n"
+	if ev, err := NewEventReader(strings.NewReader(at), 100).Next(); err != nil || len(ev.Data) != 100 {
+		t.Fatalf("at the bound: %d %v", len(ev.Data), err)
+	}
+}
+
+func BenchmarkEventReader4K(b *testing.B) {
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 95)
+	ev := AppendEvent(nil, "", []byte(`{"jsonrpc":"2.0","id":12,"result":{"content":[{"type":"text","text":`+string(Quote(text))+`}]}}`))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(ev)))
+	for b.Loop() {
+		r := NewEventReader(bytes.NewReader(ev), 0)
+		if _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+		r.Release()
 	}
 }
 
