@@ -14,7 +14,9 @@ import (
 // parser accepted (strict JSON: valid UTF-8, no duplicate keys), read in
 // place: the gateway's hot path, without decoding the arguments a second
 // time into Go values first. It converts exactly as Arguments does
-// (TestWireArgumentsAsArguments, FuzzWireArguments).
+// (TestWireArgumentsAsArguments, FuzzWireArguments). b must be what the
+// wire parser accepted: on malformed JSON the walk stops early instead of
+// failing (use Arguments for anything else).
 func WireArguments(b []byte, sp wire.Span) (types.Record, error) {
 	if sp.End-sp.Start > MaxArgumentBytes {
 		return types.Record{}, fmt.Errorf("%w: %d bytes exceed %d", ErrArguments, sp.End-sp.Start, MaxArgumentBytes)

@@ -186,7 +186,7 @@ func (e *Engine) sessionRecord(labels []string) types.Record {
 	if len(labels) == 0 {
 		return noLabels
 	}
-	key := strings.Join(labels, "\x00")
+	key := strings.Join(labels, "\x00") // labels never hold NUL (config's label pattern)
 	if r, ok := e.labelRecs.Load(key); ok {
 		return r.(types.Record)
 	}

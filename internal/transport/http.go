@@ -58,7 +58,10 @@ type HTTPConn struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	listening atomic.Bool
-	streamed  atomic.Bool // the last answer came as an event stream
+	// slowEnd: the server's last answer stream did not end within
+	// drainWait of its answer (finishStream).
+	slowEnd  atomic.Bool
+	streamed atomic.Bool // the last answer came as an event stream
 	// Dropped counts invalid messages the server sent.
 	Dropped atomic.Int64
 }
@@ -329,7 +332,7 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			}
 			if answers(m, req) {
 				er.Release()
-				finishStream(body)
+				c.finishStream(body)
 				return m, nil
 			}
 			if m.Kind == wire.Response || m.Kind == wire.ErrorReply {
@@ -512,18 +515,26 @@ func mediaType(resp *http.Response) string {
 
 // finishStream lets the server end a stream that has delivered its answer
 // (it should close it next): the rest is read, bounded, so that the
-// connection goes back to the pool instead of being torn down; the answer
-// waits drainWait for it, then it goes on in the background, and the body
-// is closed after streamGrace if the server keeps it open.
-func finishStream(body io.ReadCloser) {
+// connection goes back to the pool instead of being torn down. The answer
+// waits up to drainWait for that, unless this server's last stream took
+// longer to end (then the wait would only add latency); the read goes on
+// in the background, and the body is closed after streamGrace if the
+// server keeps it open.
+func (c *HTTPConn) finishStream(body io.ReadCloser) {
 	done := make(chan struct{})
+	start := time.Now()
 	go func() {
 		defer close(done)
 		t := time.AfterFunc(streamGrace, func() { body.Close() })
-		io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+		_, err := io.Copy(io.Discard, io.LimitReader(body, 64<<10))
 		t.Stop()
 		body.Close()
+		// Slow: the stream was cut (the call ended first) or ended late.
+		c.slowEnd.Store(err != nil || time.Since(start) > drainWait)
 	}()
+	if c.slowEnd.Load() {
+		return
+	}
 	// The server ends the stream with its answer, almost always: wait that
 	// long, so that the connection is back in the pool for the next call
 	// (else the next call dials a new one).

@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,6 +254,51 @@ func TestHTTPReusesConnections(t *testing.T) {
 	if opened != 1 {
 		t.Fatalf("%d calls opened %d connections", calls, opened)
 	}
+}
+
+// TestHTTPSlowStreamEndIsNotAwaited: a server that keeps an answer's
+// stream open after the answer is marked slow, so that later answers do
+// not wait for its streams to end; one that ends them at once is not.
+func TestHTTPSlowStreamEndIsNotAwaited(t *testing.T) {
+	t.Parallel()
+	var hold atomic.Int64 // how long the stream stays open after the answer
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		m, _ := wire.Parse(body, 64)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Duration(hold.Load()))
+	}))
+	defer ts.Close()
+	c := NewHTTPConn(ts.URL, ts.Client(), nil, 1<<20, 64, nil)
+	defer c.Close()
+	call := func(id int) {
+		t.Helper()
+		res, err := c.RoundTrip(context.Background(), parse(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"x"}}`, id)), func(*wire.Message) {})
+		if err != nil || res.Kind != wire.Response {
+			t.Fatalf("call %d: %v %v", id, res, err)
+		}
+	}
+	waitFor := func(slow bool) {
+		t.Helper()
+		for i := 0; c.slowEnd.Load() != slow; i++ {
+			if i == 500 {
+				t.Fatalf("slowEnd never became %v", slow)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	hold.Store(int64(300 * time.Millisecond))
+	call(1)
+	waitFor(true)
+	hold.Store(0)
+	call(2)
+	waitFor(false)
 }
 
 func TestHTTPErrorStatusCarriesTheServersError(t *testing.T) {

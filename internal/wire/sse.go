@@ -140,6 +140,9 @@ func (er *EventReader) Next() (Event, error) {
 // line reads one line without its terminator (CRLF, LF or CR), bounded.
 // The line is in the reader's buffers: valid until the next call.
 func (er *EventReader) line() ([]byte, error) {
+	if cap(er.long) > maxKeptLong {
+		er.long = nil // a long-lived stream does not keep its largest line's buffer
+	}
 	chunk, err := er.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) { // longer than the read buffer
 		out := append(er.long[:0], chunk...)
