@@ -195,12 +195,10 @@ func TestHTTPResumesADroppedAnswer(t *testing.T) {
 	}
 }
 
-// TestHTTPReusesConnections: a server that ends an answer's event stream a
-// moment after sending the answer still gets its connection reused, not a
-// new TCP connection per call.
-func TestHTTPReusesConnections(t *testing.T) {
-	t.Parallel()
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// answerThenHold answers every POST with `{}` on an event stream, and ends
+// the stream hold() after the answer.
+func answerThenHold(hold func() time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.WriteHeader(http.StatusMethodNotAllowed)
 			return
@@ -211,8 +209,16 @@ func TestHTTPReusesConnections(t *testing.T) {
 		w.Header().Set(HeaderSession, "s1")
 		w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
 		w.(http.Flusher).Flush()
-		time.Sleep(2 * time.Millisecond) // the stream ends after the answer
-	}))
+		time.Sleep(hold())
+	}
+}
+
+// TestHTTPReusesConnections: a server that ends an answer's event stream a
+// moment after sending the answer still gets its connection reused, not a
+// new TCP connection per call.
+func TestHTTPReusesConnections(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewUnstartedServer(answerThenHold(func() time.Duration { return 2 * time.Millisecond }))
 	var mu sync.Mutex
 	opened := 0
 	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -262,18 +268,7 @@ func TestHTTPReusesConnections(t *testing.T) {
 func TestHTTPSlowStreamEndIsNotAwaited(t *testing.T) {
 	t.Parallel()
 	var hold atomic.Int64 // how long the stream stays open after the answer
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		m, _ := wire.Parse(body, 64)
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
-		w.(http.Flusher).Flush()
-		time.Sleep(time.Duration(hold.Load()))
-	}))
+	ts := httptest.NewServer(answerThenHold(func() time.Duration { return time.Duration(hold.Load()) }))
 	defer ts.Close()
 	c := NewHTTPConn(ts.URL, ts.Client(), nil, 1<<20, 64, nil)
 	defer c.Close()
