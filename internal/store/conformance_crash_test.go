@@ -21,23 +21,31 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
+// startCrashHelper starts this test binary as a writer on b's database
+// (crashHelper, with env added) and returns it with a scanner of the lines
+// it acknowledges on.
+func startCrashHelper(t *testing.T, b backend, env ...string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "STORE_CRASH_HELPER="+b.name, "STORE_CRASH_WHERE="+b.where), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewScanner(out)
+}
+
 // A writer killed (SIGKILL) in the middle of its batches: every batch it
 // acknowledged is in the log, no batch is in it in part, and the log
 // verifies and takes further appends.
 func TestConformanceCrashMidBatch(t *testing.T) {
 	conform(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "STORE_CRASH_HELPER="+b.name, "STORE_CRASH_WHERE="+b.where)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
+		cmd, sc := startCrashHelper(t, b)
 		var acked int64
 		for sc.Scan() {
 			n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "committed "), 10, 64)
@@ -106,17 +114,7 @@ func crashHelper() {
 func TestConformanceCrashRecorder(t *testing.T) {
 	conform(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "STORE_CRASH_HELPER="+b.name, "STORE_CRASH_WHERE="+b.where, "STORE_CRASH_RECORDER=1")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(out)
+		cmd, sc := startCrashHelper(t, b, "STORE_CRASH_RECORDER=1")
 		var acked []string
 		for sc.Scan() {
 			acked = append(acked, sc.Text())
