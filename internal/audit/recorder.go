@@ -82,9 +82,11 @@ type asyncLog interface {
 }
 
 // Recorder writes events in group commits. One goroutine (Run) appends
-// batches to the Merkle log; with a store that offers a LogWriter, a second
-// one fsyncs the log behind it, so that committing batch n+1 overlaps with
-// syncing batch n and one fsync covers every batch committed meanwhile.
+// batches to the Merkle log; a second one makes them durable behind it, so
+// that committing batch n+1 overlaps with syncing batch n and one fsync
+// (or flush) covers every batch committed meanwhile. With SQLite a batch is
+// committed when its frame is in the journal and the events table is filled
+// behind (journal.go); with PostgreSQL each batch is an asynchronous commit.
 type Recorder struct {
 	store LogStore
 	queue chan pending
@@ -101,14 +103,25 @@ type Recorder struct {
 	// synced as soon as the last sync ends. Set before Run.
 	SyncWindow time.Duration
 
+	// Set by Open.
+	opened  bool
+	openErr error
+	// SQLite: the log's durable record, when this recorder owns it (else
+	// it appends through the store, and so through the owner's journal).
+	j  *store.Journal
+	ix *indexer // with j: fills the events table behind it
+
+	running        bool // Run has begun (Run's goroutine)
+	ixStop, ixDone chan struct{}
+
 	// Owned by Run.
-	w     logWriter
+	w     journalWriter
 	async asyncLog // when the store offers no logWriter but this
-	// sync makes committed batches durable (w's fsync, async's flush);
-	// nil when every commit is durable, or nothing is fsynced by choice.
-	sync   func() error
-	state  store.LogState
-	loaded bool
+	// sync makes committed batches durable (the journal's fsync, async's
+	// flush); nil when every commit is durable, or nothing is fsynced by
+	// choice. Set under syncMu once Run runs.
+	sync  func() error
+	state store.LogState
 
 	syncMu   sync.Mutex
 	syncIdle *sync.Cond // signalled when syncing turns false
@@ -194,42 +207,145 @@ func (r *Recorder) enqueue(p pending) error {
 	}
 }
 
-// Run is the writer loop. It drains what is queued when ctx ends, then stops.
-func (r *Recorder) Run(ctx context.Context) error {
-	if o, ok := r.store.(interface {
+// Open prepares the writer: the store's single-writer path, and with
+// SQLite its journal, recovering what a previous run left in it. Run calls
+// it if the caller did not; calling it first reports at start a journal
+// another process holds or cannot recover (every event would otherwise be
+// refused). Not safe for concurrent use with Run.
+func (r *Recorder) Open(ctx context.Context) error {
+	if r.opened {
+		return r.openErr
+	}
+	r.opened = true
+	r.openErr = r.open(ctx)
+	return r.openErr
+}
+
+func (r *Recorder) open(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx) // recovery runs to its end
+	o, ok := r.store.(interface {
 		LogWriter(context.Context) (*store.LogWriter, error)
-	}); ok {
-		w, err := o.LogWriter(context.WithoutCancel(ctx))
-		switch {
-		case errors.Is(err, store.ErrNoLogWriter):
-			// PostgreSQL: each batch one asynchronous commit through the
-			// store, made durable by the sync loop.
-			if a, ok := r.store.(asyncLog); ok && a.AsyncLog() {
-				r.async = a
-				r.sync = func() error {
-					ctx, cancel := context.WithTimeout(context.Background(), DatabaseTimeout)
-					defer cancel()
-					return a.SyncLog(ctx)
-				}
-			}
-		case err != nil:
-			r.log.Error("audit log writer unavailable; writing through the store", "err", err)
-		default:
-			r.w = w
-			defer w.Close()
-			if w.Durable() {
-				r.sync = w.Sync
+	})
+	if !ok {
+		return nil
+	}
+	w, err := o.LogWriter(ctx)
+	switch {
+	case errors.Is(err, store.ErrNoLogWriter):
+		// PostgreSQL: each batch one asynchronous commit through the
+		// store, made durable by the sync loop.
+		if a, ok := r.store.(asyncLog); ok && a.AsyncLog() {
+			r.async = a
+			r.sync = func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), DatabaseTimeout)
+				defer cancel()
+				return a.SyncLog(ctx)
 			}
 		}
+		return nil
+	case err != nil:
+		r.log.Error("audit log writer unavailable; writing through the store", "err", err)
+		return nil
+	}
+	j, st, err := openJournal(ctx, w, r.log)
+	switch {
+	case errors.Is(err, store.ErrJournalLocked):
+		// Another process (a gateway on the same data directory) owns the
+		// journal: this one appends through it, each batch synced, and
+		// takes it over when that one stops.
+		r.w = w
+		r.log.Info("audit journal owned by another process on this data directory: appending through it")
+		return nil
+	case err != nil:
+		w.Close()
+		return err
+	}
+	r.w = w
+	r.own(j, st)
+	return nil
+}
+
+// own makes this recorder the journal's owner, the table's one writer.
+// Run's goroutine (or Open, before Run).
+func (r *Recorder) own(j *store.Journal, st store.LogState) {
+	r.j, r.state = j, st
+	r.ix = newIndexer(r.w, j, st, r.log)
+	if r.w.Durable() {
+		r.syncMu.Lock()
+		r.sync = j.Sync
+		r.syncMu.Unlock()
+	}
+	r.w.SetReadBarrier(r.ix.barrier)
+	journaled.Store(r.store, r)
+	if r.running {
+		r.startIndexer()
+	}
+}
+
+// startIndexer starts the indexer's goroutine (Run's).
+func (r *Recorder) startIndexer() {
+	r.ixStop, r.ixDone = make(chan struct{}), make(chan struct{})
+	go func() { r.ix.run(r.ixStop); close(r.ixDone) }()
+}
+
+// tryOwn takes the journal over if its owner stopped (Run's goroutine,
+// every CatchUpInterval while this recorder appends through another's).
+func (r *Recorder) tryOwn() {
+	j, st, err := openJournal(context.Background(), r.w, r.log)
+	switch {
+	case errors.Is(err, store.ErrJournalLocked):
+	case err != nil:
+		r.log.Error("audit journal: taking it over", "err", err)
+	default:
+		r.log.Info("audit journal: taken over from the process that owned it", "size", st.Size)
+		r.own(j, st)
+	}
+}
+
+// Run is the writer loop. It drains what is queued when ctx ends, then stops.
+func (r *Recorder) Run(ctx context.Context) error {
+	if err := r.Open(ctx); err != nil {
+		r.log.Error("audit log unavailable; every recorded action is denied", "err", err)
+	}
+	r.running = true
+	if r.ix != nil {
+		r.startIndexer()
+	}
+	if r.w != nil {
+		defer func() {
+			if r.ix != nil {
+				// After the drain and the last sync: the table gets every
+				// event, then the journal is emptied.
+				close(r.ixStop)
+				<-r.ixDone
+				journaled.CompareAndDelete(r.store, r)
+				r.w.SetReadBarrier(nil)
+				r.j.Close()
+			}
+			r.w.Close()
+		}()
 	}
 	syncDone := make(chan struct{})
 	syncStop := make(chan struct{})
 	go func() { r.syncLoop(syncStop); close(syncDone) }()
+	var catchUp <-chan time.Time
+	if r.w != nil && r.openErr == nil {
+		t := time.NewTicker(CatchUpInterval)
+		defer t.Stop()
+		catchUp = t.C
+	}
 	batch := make([]pending, 0, MaxBatch)
 	for {
 		select {
 		case p := <-r.queue:
 			batch = append(batch[:0], p)
+		case <-catchUp:
+			if r.j != nil {
+				r.catchUp()
+			} else {
+				r.tryOwn()
+			}
+			continue
 		case <-ctx.Done():
 			close(r.stop)
 			r.drain()
@@ -345,33 +461,30 @@ func (r *Recorder) append(events []*Event) error {
 			return buildRows(st, events)
 		})
 	}
-	if r.w == nil {
+	if r.openErr != nil {
+		return fmt.Errorf("audit log unavailable: %w", r.openErr)
+	}
+	if r.j == nil {
 		return Append(ctx, r.store, events) // every commit fsynced by the store
 	}
-	for attempt := 0; ; attempt++ {
-		if !r.loaded {
-			st, err := r.w.State(ctx)
-			if err != nil {
-				return err
-			}
-			r.state, r.loaded = st, true
+	if err := r.ix.room(len(events)); err != nil {
+		return err
+	}
+	var fr store.JournalFrame
+	err := r.j.Append(func(foreign []store.JournalFrame) ([]store.EventRow, store.LogState, error) {
+		if err := r.apply(foreign); err != nil {
+			return nil, store.LogState{}, err
 		}
 		rows, next, err := buildRows(r.state, events)
-		if err != nil {
-			return err
-		}
-		err = r.w.Append(ctx, r.state, rows, next)
-		switch {
-		case err == nil:
-			r.state = next
-			return nil
-		case errors.Is(err, store.ErrLogMoved) && attempt == 0:
-			r.loaded = false // another process appended: build on its state
-		default:
-			r.loaded = false
-			return err
-		}
+		fr = store.JournalFrame{Rows: rows, Next: next}
+		return rows, next, err
+	})
+	if err != nil {
+		return err
 	}
+	r.state = fr.Next
+	r.ix.add(fr)
+	return nil
 }
 
 // syncLoop makes committed batches durable: each fsync covers every batch
@@ -411,11 +524,12 @@ func (r *Recorder) syncPending() int {
 	batch := r.unsynced
 	r.unsynced = nil
 	r.syncing = len(batch) > 0
+	sync := r.sync
 	r.syncMu.Unlock()
 	if len(batch) == 0 {
 		return 0
 	}
-	err := r.sync()
+	err := sync()
 	r.syncMu.Lock()
 	r.syncing = false
 	r.syncIdle.Broadcast()

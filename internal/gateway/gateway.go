@@ -569,6 +569,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := g.recorder.Open(ctx); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
 	bg := g.startBackground()
 	if err := g.waitUpstreams(ctx); err != nil {
 		g.agentLn.Close()
@@ -603,6 +606,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 // end or ctx ends, then shuts down in order. principal is the agent's
 // credential, checked on every message.
 func (g *Gateway) RunStdio(ctx context.Context, in io.Reader, out io.Writer, principal mcpproxy.PrincipalFunc) error {
+	if err := g.recorder.Open(ctx); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
 	bg := g.startBackground()
 	if err := g.waitUpstreams(ctx); err != nil {
 		return errors.Join(err, bg.stop())

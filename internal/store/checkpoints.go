@@ -49,6 +49,9 @@ func (s *DB) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 
 // ScanEvents calls fn with every event in sequence order (all columns).
 func (s *DB) ScanEvents(ctx context.Context, fn func(EventRow) error) error {
+	if err := s.caughtUp(ctx); err != nil {
+		return err
+	}
 	rows, err := s.query(ctx, `SELECT `+eventColumns+` FROM events ORDER BY seq`)
 	if err != nil {
 		return fmt.Errorf("scan events: %w", err)
@@ -244,6 +247,9 @@ func (s *DB) SeqSince(ctx context.Context, t time.Time) (int64, error) {
 // CountEvents counts the events of type typ after seq (the type index
 // alone: no event is read).
 func (s *DB) CountEvents(ctx context.Context, typ string, afterSeq int64) (int64, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return 0, err
+	}
 	var n int64
 	if err := s.queryRow(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ?`, typ, afterSeq).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count events: %w", err)
@@ -254,6 +260,9 @@ func (s *DB) CountEvents(ctx context.Context, typ string, afterSeq int64) (int64
 // CountEventsBetween counts the events of type typ with after < seq <=
 // upTo (the type index alone).
 func (s *DB) CountEventsBetween(ctx context.Context, typ string, after, upTo int64) (int64, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return 0, err
+	}
 	var n int64
 	if err := s.queryRow(ctx, `SELECT count(*) FROM events WHERE type = ? AND seq > ? AND seq <= ?`, typ, after, upTo).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count events: %w", err)

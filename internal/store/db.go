@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -38,9 +39,43 @@ type DB struct {
 	path   string
 	insert *sql.Stmt // prepared once: parsing SQL per batch showed in profiles
 	normal bool      // synchronous=NORMAL: commits are not fsynced
+	// readOnly: opened to be looked at (NoMigrate): the audit journal is
+	// not recovered into the table.
+	readOnly bool
 	// PostgreSQL only: the connection settings, for the change feed's own
 	// connection.
 	pgcfg *pgx.ConnConfig
+	// barrier, if set, is called before every read of the audit log: the
+	// recorder's, which waits until the events table holds every event
+	// committed to the journal before the read began.
+	barrier atomic.Pointer[func(context.Context) error]
+}
+
+// SetReadBarrier sets (nil: clears) the function every read of the audit
+// log calls first; see DB.barrier.
+func (s *DB) SetReadBarrier(fn func(context.Context) error) {
+	if fn == nil {
+		s.barrier.Store(nil)
+		return
+	}
+	s.barrier.Store(&fn)
+}
+
+// caughtUp is called before reading the events table or the log's state.
+// Without a barrier (no recorder in this process owns the log), a journal
+// that no process owns (its gateway stopped before putting every event in
+// the table, or crashed) is recovered first, so that a reader after a
+// crash sees every event the gateway acknowledged; a journal a gateway
+// owns is left to it (the table follows it within IndexDelay and
+// CatchUpInterval).
+func (s *DB) caughtUp(ctx context.Context) error {
+	if fn := s.barrier.Load(); fn != nil {
+		return (*fn)(ctx)
+	}
+	if s.dialect != sqlite || s.readOnly {
+		return nil
+	}
+	return s.recoverUnowned(ctx)
 }
 
 // Backend names the database behind the store: "sqlite" or "postgres".

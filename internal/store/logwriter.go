@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrLogMoved is returned by LogWriter.Append when another writer (another
@@ -190,6 +191,25 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// OpenJournal opens the audit journal in front of this writer's table,
+// waiting up to wait for another owner to release it, and recovers what it
+// holds (DB.RecoverJournal). It returns the log's state.
+func (w *LogWriter) OpenJournal(ctx context.Context, wait time.Duration, check func(LogState, JournalFrame) error) (*Journal, LogState, int, error) {
+	j, err := OpenJournal(JournalDir(w.s.path), wait)
+	if err != nil {
+		return nil, LogState{}, 0, err
+	}
+	st, n, err := w.s.RecoverJournal(ctx, j, check)
+	if err != nil {
+		j.Close()
+		return nil, LogState{}, 0, err
+	}
+	return j, st, n, nil
+}
+
+// SetReadBarrier sets the store's read barrier (DB.SetReadBarrier).
+func (w *LogWriter) SetReadBarrier(fn func(context.Context) error) { w.s.SetReadBarrier(fn) }
 
 // Durable reports whether commits need Sync to reach the disk (false when
 // the store was opened with synchronous=NORMAL: then nothing is fsynced per

@@ -217,7 +217,7 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	db.SetMaxOpenConns(4)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s := &DB{db: db, dialect: sqlite, path: path, normal: opts.Normal}
+	s := &DB{db: db, dialect: sqlite, path: path, normal: opts.Normal, readOnly: opts.NoMigrate}
 	if _, err := s.migrateUnless(ctx, opts.NoMigrate); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
@@ -314,7 +314,143 @@ var ErrEmptyBatch = errors.New("append events: empty batch")
 // returns nil, or nothing is written. Several processes may append; the
 // transaction serialises them.
 func (s *DB) AppendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) error {
+	if s.dialect == sqlite {
+		if done, err := s.appendJournaled(ctx, build); done {
+			return err
+		}
+	}
 	return s.appendLog(ctx, build, false)
+}
+
+// appendJournaled appends through the audit journal when the database has
+// one (a gateway ran on it): to the journal when a gateway owns it, else
+// to the table after putting in it what the journal holds. done is false
+// when there is no journal.
+func (s *DB) appendJournaled(ctx context.Context, build func(LogState) ([]EventRow, LogState, error)) (done bool, err error) {
+	dir := JournalDir(s.path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	j, err := OpenJournal(dir, 0)
+	if errors.Is(err, ErrJournalLocked) {
+		return true, AppendForeign(dir, build, func() (LogState, error) { return s.tableState(ctx) })
+	}
+	if err != nil {
+		return true, err
+	}
+	defer j.Close()
+	if _, _, err := s.RecoverJournal(ctx, j, nil); err != nil {
+		return true, err
+	}
+	return true, s.appendLog(ctx, build, false)
+}
+
+// recoverUnowned recovers the audit journal if it holds frames and no
+// process owns it (DB.caughtUp).
+func (s *DB) recoverUnowned(ctx context.Context) error {
+	dir := JournalDir(s.path)
+	segs, err := listSegments(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	empty := true
+	for _, sg := range segs {
+		if fi, err := os.Stat(sg.path); err == nil && fi.Size() > 0 {
+			empty = false
+		}
+	}
+	if empty {
+		return nil
+	}
+	j, err := OpenJournal(dir, 0)
+	if errors.Is(err, ErrJournalLocked) {
+		return s.waitForTable(ctx, dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	_, _, err = s.RecoverJournal(ctx, j, nil)
+	return err
+}
+
+// TableWait bounds how long a read waits for the journal's owner (another
+// process, or a recorder that is not this handle's) to put what its
+// journal holds in the table.
+const TableWait = 5 * time.Second
+
+// waitForTable waits until the table holds every event the journal in
+// dir, which another writer owns, held when it was called.
+func (s *DB) waitForTable(ctx context.Context, dir string) error {
+	end, err := JournalEnd(dir)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(TableWait)
+	for {
+		st, err := s.tableState(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Size >= end {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("audit log: the table holds %d events, its journal %d: its owner is not filling it", st.Size, end)
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("audit log: waiting for the table: %w", ctx.Err())
+		}
+	}
+}
+
+// RecoverJournal puts in the table every row of j it lacks (frames a
+// writer committed and did not index before it stopped), each frame in
+// one transaction, and empties j. check, if set, vets each frame against
+// the log's state before it. It returns the log's state and how many rows
+// it added.
+func (s *DB) RecoverJournal(ctx context.Context, j *Journal, check func(LogState, JournalFrame) error) (LogState, int, error) {
+	// Only the journal's owner, which the caller is, writes the table.
+	st, err := s.tableState(ctx)
+	if err != nil {
+		return LogState{}, 0, err
+	}
+	added := 0
+	err = j.Recover(func(fr JournalFrame) error {
+		first := fr.Rows[0].Seq
+		switch {
+		case fr.Next.Size <= st.Size:
+			return nil // in the table already
+		case first != st.Size+1:
+			return fmt.Errorf("audit journal: a frame of events %d-%d does not continue the log of %d events", first, fr.Next.Size, st.Size)
+		}
+		if check != nil {
+			if err := check(st, fr); err != nil {
+				return err
+			}
+		}
+		err := s.appendLog(ctx, func(cur LogState) ([]EventRow, LogState, error) {
+			if cur.Size != st.Size {
+				return nil, LogState{}, ErrLogMoved
+			}
+			return fr.Rows, fr.Next, nil
+		}, false)
+		if err != nil {
+			return fmt.Errorf("audit journal: recover events %d-%d: %w", first, fr.Next.Size, err)
+		}
+		st = fr.Next
+		added += len(fr.Rows)
+		return nil
+	})
+	if err != nil {
+		return LogState{}, 0, err
+	}
+	return st, added, nil
 }
 
 func (s *DB) appendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error), async bool) error {
@@ -365,6 +501,14 @@ func (s *DB) appendLog(ctx context.Context, build func(LogState) ([]EventRow, Lo
 
 // State returns the log's current state.
 func (s *DB) State(ctx context.Context) (LogState, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return LogState{}, err
+	}
+	return s.tableState(ctx)
+}
+
+// tableState is the log's state as the table has it.
+func (s *DB) tableState(ctx context.Context) (LogState, error) {
 	var st LogState
 	err := s.queryRow(ctx, `SELECT size, range FROM log_state WHERE id = 1`).Scan(&st.Size, &st.Range)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -399,6 +543,9 @@ const MaxQueryLimit = 10000
 
 // Events returns events matching q in ascending sequence order.
 func (s *DB) Events(ctx context.Context, q EventQuery) ([]EventRow, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return nil, err
+	}
 	if q.Limit <= 0 || q.Limit > MaxQueryLimit {
 		q.Limit = MaxQueryLimit
 	}

@@ -1,0 +1,284 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// journalRows makes n rows numbered from first (leaf hashes are not
+// checked at this level).
+func journalRows(first int64, n int) []EventRow {
+	rows := make([]EventRow, n)
+	for i := range rows {
+		seq := first + int64(i)
+		rows[i] = EventRow{Seq: seq, Time: time.Unix(0, 1_700_000_000_000_000_000+seq), Type: "decision",
+			RequestID: fmt.Sprintf("req-%d", seq), TraceID: "t", Agent: "agent", SessionID: "s",
+			LeafHash: bytes.Repeat([]byte{byte(seq)}, 32), Body: []byte(fmt.Sprintf(`{"seq":%d}`, seq))}
+	}
+	return rows
+}
+
+func stateAt(size int64) LogState {
+	return LogState{Size: size, Range: bytes.Repeat([]byte{byte(size)}, 32)}
+}
+
+func TestJournalFrameRoundTrip(t *testing.T) {
+	rows := journalRows(7, 3)
+	rows[1].Body = nil // pruned bodies are not journalled, but must not break the codec
+	rows[2].SessionID = ""
+	fr := JournalFrame{Rows: rows, Next: stateAt(9)}
+	got, err := DecodeJournalFrame(AppendJournalFrame(nil, fr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Next.Size != 9 || !bytes.Equal(got.Next.Range, fr.Next.Range) || len(got.Rows) != 3 {
+		t.Fatalf("next %+v, %d rows", got.Next, len(got.Rows))
+	}
+	for i, r := range got.Rows {
+		w := rows[i]
+		if r.Seq != w.Seq || !r.Time.Equal(w.Time) || r.Type != w.Type || r.RequestID != w.RequestID || r.TraceID != w.TraceID ||
+			r.Agent != w.Agent || r.SessionID != w.SessionID || !bytes.Equal(r.LeafHash, w.LeafHash) || !bytes.Equal(r.Body, w.Body) {
+			t.Errorf("row %d: %+v, want %+v", i, r, w)
+		}
+	}
+	for _, bad := range [][]byte{nil, {0}, {1, 0}, {1, 1, 0}, append(AppendJournalFrame(nil, fr), 0)} {
+		if _, err := DecodeJournalFrame(bad); err == nil {
+			t.Errorf("decoded %x", bad)
+		}
+	}
+}
+
+func FuzzJournalFrame(f *testing.F) {
+	f.Add(AppendJournalFrame(nil, JournalFrame{Rows: journalRows(1, 2), Next: stateAt(2)}))
+	f.Add([]byte{1, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		fr, err := DecodeJournalFrame(p)
+		if err != nil {
+			return
+		}
+		again, err := DecodeJournalFrame(AppendJournalFrame(nil, fr))
+		if err != nil || len(again.Rows) != len(fr.Rows) || again.Next.Size != fr.Next.Size {
+			t.Fatalf("re-decoded %d rows (%v), had %d", len(again.Rows), err, len(fr.Rows))
+		}
+	})
+}
+
+// openOwned opens a fresh journal as its owner would.
+func openOwned(t *testing.T, dir string) *Journal {
+	t.Helper()
+	j, err := OpenJournal(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Recover(func(JournalFrame) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func appendRows(t *testing.T, j *Journal, first int64, n int) {
+	t.Helper()
+	if err := j.Append(func(foreign []JournalFrame) ([]EventRow, LogState, error) {
+		if len(foreign) != 0 {
+			t.Fatalf("%d foreign frames", len(foreign))
+		}
+		return journalRows(first, n), stateAt(first + int64(n) - 1), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAll(t *testing.T, j *Journal) ([]JournalFrame, error) {
+	t.Helper()
+	var frames []JournalFrame
+	err := j.Frames(func(fr JournalFrame) error { frames = append(frames, fr); return nil })
+	return frames, err
+}
+
+// A frame cut short at the end of the journal (the machine crashed during
+// a write that was never synced) ends the reading; damage with frames
+// after it is an error, never skipped.
+func TestJournalTornTail(t *testing.T) {
+	dir := t.TempDir()
+	j := openOwned(t, dir)
+	appendRows(t, j, 1, 2)
+	appendRows(t, j, 3, 1)
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	seg := j.segments[0].path
+	j.Close()
+	whole, _ := os.ReadFile(seg)
+	for cut := 1; cut < 12; cut++ {
+		if err := os.WriteFile(seg, whole[:len(whole)-cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j, err := OpenJournal(dir, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames, err := readAll(t, j)
+		j.Close()
+		if err != nil || len(frames) != 1 || frames[0].Next.Size != 2 {
+			t.Fatalf("cut %d: %d frames, %v", cut, len(frames), err)
+		}
+	}
+	// A flipped byte in the first frame, the second intact after it.
+	damaged := bytes.Clone(whole)
+	damaged[12] ^= 0xff
+	if err := os.WriteFile(seg, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, err := OpenJournal(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if _, err := readAll(t, j); err == nil {
+		t.Fatal("damage in the middle of the journal was read past")
+	}
+}
+
+// One owner at a time; another process appends its own frames under the
+// append lock, which the owner reads before its next frame; segments
+// rotate and indexed ones are released.
+func TestJournalOwnerAndForeignWriters(t *testing.T) {
+	dir := t.TempDir()
+	j := openOwned(t, dir)
+	defer j.Close()
+	if _, err := OpenJournal(dir, 20*time.Millisecond); !errors.Is(err, ErrJournalLocked) {
+		t.Fatalf("second owner: %v", err)
+	}
+	appendRows(t, j, 1, 2)
+	// Another process: the journal's last frame is its state.
+	err := AppendForeign(dir, func(st LogState) ([]EventRow, LogState, error) {
+		if st.Size != 2 {
+			t.Errorf("foreign writer built on %d", st.Size)
+		}
+		return journalRows(3, 1), stateAt(3), nil
+	}, func() (LogState, error) { t.Error("table read with frames in the journal"); return LogState{}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []JournalFrame
+	if err := j.Append(func(foreign []JournalFrame) ([]EventRow, LogState, error) {
+		seen = foreign
+		return journalRows(4, 1), stateAt(4), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 || seen[0].Rows[0].RequestID != "req-3" {
+		t.Fatalf("foreign frames %+v", seen)
+	}
+	if more, err := j.CatchUp(); err != nil || len(more) != 0 {
+		t.Fatalf("caught up again: %d, %v", len(more), err)
+	}
+	frames, err := readAll(t, j)
+	if err != nil || len(frames) != 3 || frames[2].Next.Size != 4 {
+		t.Fatalf("%d frames, %v", len(frames), err)
+	}
+	// A foreign frame in front of a reset is kept for the next start.
+	if err := AppendForeign(dir, func(LogState) ([]EventRow, LogState, error) { return journalRows(5, 1), stateAt(5), nil },
+		func() (LogState, error) { return LogState{}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Reset(); !errors.Is(err, ErrForeignFrames) {
+		t.Fatalf("reset over a foreign frame: %v", err)
+	}
+	if _, err := j.CatchUp(); err != nil {
+		t.Fatal(err)
+	}
+	// Rotation: a large frame fills the segment.
+	big := journalRows(6, 1)
+	big[0].Body = bytes.Repeat([]byte("x"), JournalSegmentSize)
+	if err := j.Append(func([]JournalFrame) ([]EventRow, LogState, error) { return big, stateAt(6), nil }); err != nil {
+		t.Fatal(err)
+	}
+	appendRows(t, j, 7, 1)
+	if j.Segments() != 2 {
+		t.Fatalf("%d segments after a full one", j.Segments())
+	}
+	if err := j.Release(5); err != nil || j.Segments() != 2 {
+		t.Fatalf("released a segment with unindexed rows: %d, %v", j.Segments(), err)
+	}
+	if err := j.Release(6); err != nil || j.Segments() != 1 {
+		t.Fatalf("after release: %d segments, %v", j.Segments(), err)
+	}
+	frames, err = readAll(t, j)
+	if err != nil || len(frames) != 1 || frames[0].Rows[0].Seq != 7 {
+		t.Fatalf("after release: %d frames, %v", len(frames), err)
+	}
+	// The owner's lock is released by Close.
+	j.Close()
+	j2, err := OpenJournal(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2.Close()
+}
+
+// A damaged frame a foreign writer left (it died mid-write, never
+// acknowledging) is cut off by the owner, and later frames are readable.
+func TestJournalForeignTornFrameIsCut(t *testing.T) {
+	dir := t.TempDir()
+	j := openOwned(t, dir)
+	defer j.Close()
+	appendRows(t, j, 1, 1)
+	f, err := os.OpenFile(j.segments[0].path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{200, 0, 0, 0, 1, 2})
+	f.Close()
+	appendRows(t, j, 2, 1)
+	frames, err := readAll(t, j)
+	if err != nil || len(frames) != 2 || frames[1].Rows[0].Seq != 2 {
+		t.Fatalf("%d frames, %v", len(frames), err)
+	}
+}
+
+// Frames a writer left in the journal (it died before putting them in
+// the table) are put there by the next reader of the log when no process
+// owns the journal; while one does, readers wait for it.
+func TestJournalRecoveredByReaders(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j := openOwned(t, JournalDir(path))
+	appendRows(t, j, 1, 3)
+	// While a writer owns it, a reader waits for the table to reach the
+	// journal's end (here it never does: nothing indexes).
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if st, err := s.State(short); err == nil {
+		t.Fatalf("state while owned and not indexed: %+v", st)
+	}
+	j.Close() // the owner dies
+	st, err := s.State(context.Background())
+	if err != nil || st.Size != 3 {
+		t.Fatalf("state after the owner stopped: %+v, %v", st, err)
+	}
+	rows, err := s.Events(context.Background(), EventQuery{RequestID: "req-2"})
+	if err != nil || len(rows) != 1 || string(rows[0].Body) != `{"seq":2}` {
+		t.Fatalf("recovered rows %+v, %v", rows, err)
+	}
+	// Direct appends after it continue the log.
+	err = s.AppendLog(context.Background(), func(st LogState) ([]EventRow, LogState, error) {
+		return journalRows(st.Size+1, 1), stateAt(st.Size + 1), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.State(context.Background()); st.Size != 4 {
+		t.Fatalf("size %d", st.Size)
+	}
+}
