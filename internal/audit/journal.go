@@ -19,12 +19,12 @@ import (
 // indexer; every read of the log through the store waits until the table
 // holds what was committed before the read began (the store's read
 // barrier), so readers in this process never see less than the writer
-// acknowledged. Another process reading the database sees the table at
-// most IndexDelay behind.
+// acknowledged; a reader in another process waits until the table reaches
+// the journal's end (DB.caughtUp).
 const (
 	// IndexDelay is the longest a committed event waits for the table
 	// when nothing reads the log.
-	IndexDelay = 50 * time.Millisecond
+	IndexDelay = 200 * time.Millisecond
 	// IndexBatch is the most rows put in the table in one transaction.
 	IndexBatch = 4096
 	// MaxUnindexed bounds rows committed but not yet in the table: past

@@ -112,11 +112,17 @@ func TestJournalTornTail(t *testing.T) {
 	if err := j.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	seg := j.segments[0].path
+	seg, end := j.segments[0].path, int(j.size)
 	j.Close()
 	whole, _ := os.ReadFile(seg)
+	if len(whole) != JournalSegmentSize {
+		t.Fatalf("segment of %d bytes", len(whole))
+	}
 	for cut := 1; cut < 12; cut++ {
-		if err := os.WriteFile(seg, whole[:len(whole)-cut], 0o600); err != nil {
+		// The last frame's end never reached the disk.
+		torn := bytes.Clone(whole)
+		clear(torn[end-cut : end])
+		if err := os.WriteFile(seg, torn, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		j, err := OpenJournal(dir, time.Second)
@@ -201,10 +207,11 @@ func TestJournalOwnerAndForeignWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendRows(t, j, 7, 1)
-	if j.Segments() != 2 {
-		t.Fatalf("%d segments after a full one", j.Segments())
+	// 1-5, the large frame in a segment of its size, 7.
+	if j.Segments() != 3 {
+		t.Fatalf("%d segments after a large frame", j.Segments())
 	}
-	if err := j.Release(5); err != nil || j.Segments() != 2 {
+	if err := j.Release(4); err != nil || j.Segments() != 3 {
 		t.Fatalf("released a segment with unindexed rows: %d, %v", j.Segments(), err)
 	}
 	if err := j.Release(6); err != nil || j.Segments() != 1 {
@@ -230,11 +237,11 @@ func TestJournalForeignTornFrameIsCut(t *testing.T) {
 	j := openOwned(t, dir)
 	defer j.Close()
 	appendRows(t, j, 1, 1)
-	f, err := os.OpenFile(j.segments[0].path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(j.segments[0].path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Write([]byte{200, 0, 0, 0, 1, 2})
+	f.WriteAt([]byte{200, 0, 0, 0, 1, 2}, j.size)
 	f.Close()
 	appendRows(t, j, 2, 1)
 	frames, err := readAll(t, j)

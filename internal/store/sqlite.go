@@ -356,13 +356,7 @@ func (s *DB) recoverUnowned(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	empty := true
-	for _, sg := range segs {
-		if fi, err := os.Stat(sg.path); err == nil && fi.Size() > 0 {
-			empty = false
-		}
-	}
-	if empty {
+	if !slices.ContainsFunc(segs, func(sg segment) bool { return hasFrames(sg.path) }) {
 		return nil
 	}
 	j, err := OpenJournal(dir, 0)
