@@ -59,14 +59,42 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 	return nil
 }
 
-// catchUp reads what other processes appended to the journal.
+// catchUp reads what other processes appended to the journal. A frame
+// that does not continue the log stops the recorder (every later event is
+// refused): nothing may be built on it, nor may it be dropped.
 func (r *Recorder) catchUp() {
+	if r.broken != nil {
+		return
+	}
 	foreign, err := r.j.CatchUp()
 	if err == nil {
 		err = r.apply(foreign)
 	}
 	if err != nil {
-		r.log.Error("audit journal: reading other processes' events", "err", err)
+		r.broken = err
+		r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
+	}
+}
+
+// catchUpNow has Run's goroutine read other processes' frames, for a
+// reader in this process (the read barrier); it returns at once if Run is
+// not running.
+func (r *Recorder) catchUpNow(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case r.catchUpReq <- done:
+	case <-r.stop:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("audit log: %w", ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-r.stop:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("audit log: %w", ctx.Err())
 	}
 }
 
@@ -74,7 +102,7 @@ func (r *Recorder) catchUp() {
 // single writer (store.LogWriter) and the journal in front of it.
 type journalWriter interface {
 	logWriter
-	OpenJournal(ctx context.Context, wait time.Duration, check func(store.LogState, store.JournalFrame) error) (*store.Journal, store.LogState, int, error)
+	OpenJournal(ctx context.Context, wait time.Duration) (*store.Journal, store.LogState, int, error)
 	SetReadBarrier(func(context.Context) error)
 }
 
@@ -83,7 +111,7 @@ type journalWriter interface {
 // each checked against the tree), and empties it. It returns the journal
 // and the log's state.
 func openJournal(ctx context.Context, w journalWriter, log *slog.Logger) (*store.Journal, store.LogState, error) {
-	j, st, n, err := w.OpenJournal(ctx, 0, continues)
+	j, st, n, err := w.OpenJournal(ctx, 0)
 	if err != nil {
 		return nil, store.LogState{}, err
 	}
@@ -92,6 +120,10 @@ func openJournal(ctx context.Context, w journalWriter, log *slog.Logger) (*store
 	}
 	return j, st, nil
 }
+
+// Every recovery of a journal, in any process that writes events, checks
+// each frame it takes against the tree.
+func init() { store.CheckJournalWith(continues) }
 
 // continues checks that fr extends the log at st: every leaf hash is its
 // body's, and appending them gives fr's state.
@@ -131,6 +163,9 @@ type indexer struct {
 	stopped   bool
 	progress  chan struct{} // closed (and replaced) after every attempt
 	kick      chan struct{}
+	// catchUp has the writer read other processes' frames (set by the
+	// recorder before the barrier is installed).
+	catchUp func(context.Context) error
 }
 
 func newIndexer(w journalWriter, j *store.Journal, st store.LogState, log *slog.Logger) *indexer {
@@ -171,8 +206,14 @@ func (x *indexer) signal() {
 }
 
 // barrier waits until the table holds every event committed when it was
-// called (the store's read barrier).
+// called, by this process or (read first) another (the store's read
+// barrier).
 func (x *indexer) barrier(ctx context.Context) error {
+	if x.catchUp != nil {
+		if err := x.catchUp(ctx); err != nil {
+			return err
+		}
+	}
 	x.mu.Lock()
 	target := x.committed
 	for x.table.Size < target && !x.stopped {
@@ -211,14 +252,14 @@ func (x *indexer) run(stop <-chan struct{}) {
 				break
 			}
 			t := time.NewTimer(wait)
+			kick := x.kick
+			if failed {
+				kick = nil // after a failure only the pause ends the wait
+			}
 			select {
 			case <-t.C:
-			case <-x.kick:
+			case <-kick:
 				t.Stop()
-				if failed {
-					// After a failure only the pause ends the wait.
-					<-t.C
-				}
 			case <-stop:
 				t.Stop()
 				x.finish()
@@ -289,6 +330,7 @@ func (x *indexer) flush() {
 	x.mu.Unlock()
 	if err != nil {
 		x.log.Error("audit log: putting committed events in the table failed; they are kept in the journal and tried again", "events", count, "err", err)
+		x.signal() // the loop waits out the pause, then tries again
 		return
 	}
 	if more {

@@ -113,6 +113,9 @@ type Recorder struct {
 
 	running        bool // Run has begun (Run's goroutine)
 	ixStop, ixDone chan struct{}
+	catchUpReq     chan chan struct{} // the read barrier's requests to catch up
+	// broken: another process's frame could not be taken (Run's).
+	broken error
 
 	// Owned by Run.
 	w     journalWriter
@@ -136,7 +139,8 @@ type Recorder struct {
 // NewRecorder returns a Recorder writing to s. Run must be running for Record
 // to return.
 func NewRecorder(s LogStore, log *slog.Logger) *Recorder {
-	r := &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log, syncKick: make(chan struct{}, 1)}
+	r := &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log,
+		syncKick: make(chan struct{}, 1), catchUpReq: make(chan chan struct{})}
 	r.syncIdle = sync.NewCond(&r.syncMu)
 	return r
 }
@@ -270,6 +274,7 @@ func (r *Recorder) open(ctx context.Context) error {
 func (r *Recorder) own(j *store.Journal, st store.LogState) {
 	r.j, r.state = j, st
 	r.ix = newIndexer(r.w, j, st, r.log)
+	r.ix.catchUp = r.catchUpNow
 	if r.w.Durable() {
 		r.syncMu.Lock()
 		r.sync = j.Sync
@@ -345,6 +350,12 @@ func (r *Recorder) Run(ctx context.Context) error {
 			} else {
 				r.tryOwn()
 			}
+			continue
+		case done := <-r.catchUpReq:
+			if r.j != nil {
+				r.catchUp()
+			}
+			close(done)
 			continue
 		case <-ctx.Done():
 			close(r.stop)
@@ -467,12 +478,17 @@ func (r *Recorder) append(events []*Event) error {
 	if r.j == nil {
 		return Append(ctx, r.store, events) // every commit fsynced by the store
 	}
+	if r.broken != nil {
+		return fmt.Errorf("audit log unusable: %w", r.broken)
+	}
 	if err := r.ix.room(len(events)); err != nil {
 		return err
 	}
 	var fr store.JournalFrame
 	err := r.j.Append(func(foreign []store.JournalFrame) ([]store.EventRow, store.LogState, error) {
 		if err := r.apply(foreign); err != nil {
+			r.broken = err
+			r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
 			return nil, store.LogState{}, err
 		}
 		rows, next, err := buildRows(r.state, events)

@@ -86,9 +86,10 @@ type segment struct {
 // for the writer and the indexer respectively; Sync may run concurrently
 // with both.
 type Journal struct {
-	dir    string
-	lock   *os.File // the owner's lock, held until Close
-	append *os.File // append.lock
+	dir      string
+	lock     *os.File   // the owner's lock, held until Close
+	append   *os.File   // append.lock
+	appendMu sync.Mutex // held with append.lock: order appendMu, append.lock, syncMu, mu
 
 	mu       sync.Mutex
 	segments []segment // oldest first; the last is the active one
@@ -96,11 +97,11 @@ type Journal struct {
 	size     int64 // bytes of frames in the active segment
 	capacity int64 // the active segment's size
 	buf      []byte
+	failed   error // a write failed: nothing more is appended
 
 	// syncMu orders Sync with the switch to a new segment, which syncs the
 	// old one before it stops being the active one.
 	syncMu     sync.Mutex
-	dirSynced  bool
 	syncFailed error
 }
 
@@ -216,7 +217,7 @@ func readSegment(path string, last, headOnly bool, fn func(JournalFrame) error) 
 			return off, nil
 		}
 		if err != nil {
-			if last && zeroFrom(f, off+n, fi.Size()) {
+			if errors.Is(err, errTorn) && last && zeroFrom(f, off+n, fi.Size()) {
 				return off, nil // a torn tail: never synced
 			}
 			return 0, fmt.Errorf("audit journal: %s at byte %d: %w", filepath.Base(path), off, err)
@@ -246,32 +247,39 @@ func zeroFrom(f *os.File, off, end int64) bool {
 	return true
 }
 
-// errTorn is a frame cut short by the end of the segment.
-var errTorn = errors.New("incomplete frame")
+// Errors of readFrame. errTorn is a frame whose bytes are not all there
+// (its checksum fails): a write that did not finish, if nothing follows
+// it. errDamaged is anything else a frame cannot be.
+var (
+	errTorn    = errors.New("incomplete frame (checksum mismatch)")
+	errDamaged = errors.New("damaged frame header")
+)
 
 // readFrame reads one frame of at most left bytes. n is how far the frame
 // claims to reach (for a damaged one, how far it would).
 func readFrame(r io.Reader, left int64, headOnly bool) (JournalFrame, int64, error) {
 	var hdr [8]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			return JournalFrame{}, 0, io.EOF
-		}
-		return JournalFrame{}, left, errTorn
-	}
+	n, err := io.ReadFull(r, hdr[:])
 	if hdr == [8]byte{} {
-		return JournalFrame{}, 0, io.EOF // the zeros after the last frame
+		// The zeros after the last frame (fewer than a header's at the
+		// segment's end when the last frame nearly filled it).
+		return JournalFrame{}, 0, io.EOF
+	}
+	if err != nil {
+		return JournalFrame{}, int64(n), errDamaged
 	}
 	size := int64(binary.LittleEndian.Uint32(hdr[:4]))
 	if size == 0 || size > maxFrame || 8+size > left {
-		return JournalFrame{}, left, errTorn
+		// A header is written with its frame's first bytes: a length that
+		// is not a frame's is damage, not an unfinished write.
+		return JournalFrame{}, 8, errDamaged
 	}
 	payload := make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {
-		return JournalFrame{}, left, errTorn
+		return JournalFrame{}, 8 + size, errTorn
 	}
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
-		return JournalFrame{}, 8 + size, errors.New("checksum mismatch")
+		return JournalFrame{}, 8 + size, errTorn
 	}
 	if headOnly {
 		next, err := decodeFrameHead(payload)
@@ -401,14 +409,21 @@ func appendField[T string | []byte](b []byte, v T) []byte {
 }
 
 // Recover calls fn with every frame the journal holds (see Frames), then
-// removes every segment and starts a new one: fn puts the frames' rows in
-// the table, durably. Other processes' appends wait meanwhile.
-func (j *Journal) Recover(fn func(JournalFrame) error) error {
+// removes every segment and starts a new one, then calls then (if set):
+// fn puts the frames' rows in the table, durably. Other processes' appends
+// wait until then returns.
+func (j *Journal) Recover(fn func(JournalFrame) error, then func() error) error {
 	return j.withAppendLock(func() error {
 		if err := j.Frames(fn); err != nil {
 			return err
 		}
-		return j.reset()
+		if err := j.reset(); err != nil {
+			return err
+		}
+		if then != nil {
+			return then() // still under the append lock
+		}
+		return nil
 	})
 }
 
@@ -432,6 +447,9 @@ func (j *Journal) Reset() error {
 }
 
 func (j *Journal) withAppendLock(fn func() error) error {
+	// flock(2) excludes other open files, not this one's other goroutines.
+	j.appendMu.Lock()
+	defer j.appendMu.Unlock()
 	if err := syscall.Flock(int(j.append.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("audit journal: lock: %w", err)
 	}
@@ -471,14 +489,23 @@ func (j *Journal) startSegment(num, need int64) error {
 		return fmt.Errorf("audit journal: %w", err)
 	}
 	capacity := max(JournalSegmentSize, need)
-	if err := zeroRange(f, 0, capacity); err != nil {
+	// The zeros and the name on disk before any frame: a frame's
+	// fdatasync then writes the frame alone, and another process's frame
+	// synced into this segment survives with it.
+	err = zeroRange(f, 0, capacity)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = syncDir(j.dir)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(path)
-		return fmt.Errorf("audit journal: %w", err)
+		return fmt.Errorf("audit journal: new segment: %w", err)
 	}
 	j.active, j.size, j.capacity = f, 0, capacity
 	j.segments = append(j.segments, segment{num: num, path: path})
-	j.dirSynced = false // the next Sync makes the new file's name durable
 	return nil
 }
 
@@ -543,13 +570,16 @@ func (j *Journal) readForeign() ([]JournalFrame, error) {
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err != nil {
+		if errors.Is(err, errTorn) {
 			// A writer that died mid-frame never reported it written: zero
 			// it, so that frames after it are readable.
 			if zerr := zeroRange(j.active, j.size, min(j.size+n, fi.Size())); zerr != nil {
-				return nil, fmt.Errorf("audit journal: a damaged frame at byte %d could not be cleared: %w", j.size, zerr)
+				return nil, fmt.Errorf("audit journal: an unfinished frame at byte %d could not be cleared: %w", j.size, zerr)
 			}
 			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("audit journal: another writer's frame at byte %d: %w", j.size, err)
 		}
 		j.size += n
 		frames = append(frames, fr)
@@ -576,8 +606,16 @@ func zeroRange(f *os.File, off, end int64) error {
 // next segment first if it does not fit. Append lock held.
 func (j *Journal) write(rows []EventRow, next LogState) error {
 	j.mu.Lock()
+	if j.failed != nil {
+		j.mu.Unlock()
+		return j.failed
+	}
 	b := append(j.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0)
 	b = frame(b, JournalFrame{Rows: rows, Next: next})
+	if len(b)-8 > maxFrame {
+		j.mu.Unlock()
+		return fmt.Errorf("audit journal: a frame of %d bytes is past the limit", len(b)-8)
+	}
 	fits := j.size+int64(len(b)) <= j.capacity
 	j.mu.Unlock()
 	if !fits {
@@ -593,10 +631,10 @@ func (j *Journal) write(rows []EventRow, next LogState) error {
 	}
 	if err != nil {
 		// A partial write leaves a damaged frame that later frames would
-		// follow: nothing more may be appended to this segment.
-		j.active.Close()
-		j.active = nil
-		return fmt.Errorf("audit journal: write: %w", err)
+		// follow: nothing more may be appended (the file stays open until
+		// Close: Sync may be using it).
+		j.failed = fmt.Errorf("audit journal: write: %w", err)
+		return j.failed
 	}
 	j.size += int64(len(b))
 	j.segments[len(j.segments)-1].lastSeq = next.Size
@@ -691,11 +729,23 @@ func AppendForeign(dir string, build func(LogState) ([]EventRow, LogState, error
 	if rows[0].Seq != st.Size+1 || next.Size != st.Size+int64(len(rows)) {
 		return fmt.Errorf("append events: rows numbered from %d for a log of %d", rows[0].Seq, st.Size)
 	}
-	f, err := os.OpenFile(segs[len(segs)-1].path, os.O_WRONLY, 0)
+	f, err := os.OpenFile(segs[len(segs)-1].path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("audit journal: %w", err)
 	}
 	defer f.Close()
+	// An unfinished frame where this one goes (its writer died) is cleared
+	// first: a shorter frame must not leave its bytes behind it.
+	var hdr [8]byte
+	if n, _ := f.ReadAt(hdr[:], end); n > 0 && hdr != [8]byte{} {
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("audit journal: %w", err)
+		}
+		if err := zeroRange(f, end, fi.Size()); err != nil {
+			return fmt.Errorf("audit journal: clearing an unfinished frame: %w", err)
+		}
+	}
 	// Past the segment's size if it does not fit: the owner starts the
 	// next one before its own next frame.
 	if _, err := f.WriteAt(frame(make([]byte, 8, 1024), JournalFrame{Rows: rows, Next: next}), end); err != nil {
@@ -738,7 +788,7 @@ func (j *Journal) syncLocked() error {
 		return j.syncFailed
 	}
 	j.mu.Lock()
-	f, dirSynced := j.active, j.dirSynced
+	f := j.active
 	j.mu.Unlock()
 	if f == nil {
 		return errors.New("audit journal: no segment to sync")
@@ -746,15 +796,6 @@ func (j *Journal) syncLocked() error {
 	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
 		j.syncFailed = fmt.Errorf("audit journal: sync: %w", err)
 		return j.syncFailed
-	}
-	if !dirSynced {
-		if err := syncDir(j.dir); err != nil {
-			j.syncFailed = err
-			return err
-		}
-		j.mu.Lock()
-		j.dirSynced = true
-		j.mu.Unlock()
 	}
 	return nil
 }

@@ -156,28 +156,53 @@ func (w *LogWriter) appendTx(ctx context.Context, from LogState, rows []EventRow
 func (w *LogWriter) Sync() error {
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
-	f, err := os.Open(w.walPath)
+	ino, err := syncFile(w.walPath)
+	if err != nil || ino == 0 {
+		return err
+	}
+	if ino != w.walInode {
+		if err := syncDir(filepath.Dir(w.walPath)); err != nil {
+			return err
+		}
+		w.walInode = ino
+	}
+	return nil
+}
+
+// syncWAL fdatasyncs a SQLite write-ahead log, and its directory.
+func syncWAL(path string) error {
+	ino, err := syncFile(path)
+	if err != nil || ino == 0 {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncFile fdatasyncs the file at path and returns its inode (zero: there
+// is no such file, nothing to sync).
+func syncFile(path string) (uint64, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("sync audit log: %w", err)
+		return 0, fmt.Errorf("sync audit log: %w", err)
 	}
 	defer f.Close()
 	// fdatasync: the WAL's data, and its size when it grew; SQLite
 	// itself syncs the log this way.
 	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-		return fmt.Errorf("sync audit log: %w", err)
+		return 0, fmt.Errorf("sync audit log: %w", err)
 	}
-	if fi, err := f.Stat(); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino != w.walInode {
-			if err := syncDir(filepath.Dir(w.walPath)); err != nil {
-				return err
-			}
-			w.walInode = st.Ino
-		}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("sync audit log: %w", err)
 	}
-	return nil
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 1, nil
+	}
+	return st.Ino, nil
 }
 
 func syncDir(dir string) error {
@@ -195,12 +220,12 @@ func syncDir(dir string) error {
 // OpenJournal opens the audit journal in front of this writer's table,
 // waiting up to wait for another owner to release it, and recovers what it
 // holds (DB.RecoverJournal). It returns the log's state.
-func (w *LogWriter) OpenJournal(ctx context.Context, wait time.Duration, check func(LogState, JournalFrame) error) (*Journal, LogState, int, error) {
+func (w *LogWriter) OpenJournal(ctx context.Context, wait time.Duration) (*Journal, LogState, int, error) {
 	j, err := OpenJournal(JournalDir(w.s.path), wait)
 	if err != nil {
 		return nil, LogState{}, 0, err
 	}
-	st, n, err := w.s.RecoverJournal(ctx, j, check)
+	st, n, err := w.s.RecoverJournal(ctx, j, nil)
 	if err != nil {
 		j.Close()
 		return nil, LogState{}, 0, err

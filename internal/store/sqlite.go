@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -339,10 +341,11 @@ func (s *DB) appendJournaled(ctx context.Context, build func(LogState) ([]EventR
 		return true, err
 	}
 	defer j.Close()
-	if _, _, err := s.RecoverJournal(ctx, j, nil); err != nil {
-		return true, err
-	}
-	return true, s.appendLog(ctx, build, false)
+	// The table append runs under the journal's append lock: another
+	// writer that finds the journal owned (by this process, for now)
+	// appends a frame after it, never one with the same number.
+	_, _, err = s.RecoverJournal(ctx, j, func() error { return s.appendLog(ctx, build, false) })
+	return true, err
 }
 
 // recoverUnowned recovers the audit journal if it holds frames and no
@@ -370,6 +373,15 @@ func (s *DB) recoverUnowned(ctx context.Context) error {
 	_, _, err = s.RecoverJournal(ctx, j, nil)
 	return err
 }
+
+// journalCheck vets a frame against the log's state before it (the audit
+// package registers its Merkle check: every leaf is its body's hash and
+// they give the state the frame records).
+var journalCheck atomic.Pointer[func(LogState, JournalFrame) error]
+
+// CheckJournalWith sets the check every recovery of a journal applies to
+// each frame the table lacks.
+func CheckJournalWith(fn func(LogState, JournalFrame) error) { journalCheck.Store(&fn) }
 
 // TableWait bounds how long a read waits for the journal's owner (another
 // process, or a recorder that is not this handle's) to put what its
@@ -405,10 +417,15 @@ func (s *DB) waitForTable(ctx context.Context, dir string) error {
 
 // RecoverJournal puts in the table every row of j it lacks (frames a
 // writer committed and did not index before it stopped), each frame in
-// one transaction, and empties j. check, if set, vets each frame against
-// the log's state before it. It returns the log's state and how many rows
-// it added.
-func (s *DB) RecoverJournal(ctx context.Context, j *Journal, check func(LogState, JournalFrame) error) (LogState, int, error) {
+// one transaction after the registered check (CheckJournalWith), checks
+// that the frames it has are the table's rows, makes the table durable,
+// empties j, then calls then (if set) with other writers still held off.
+// It returns the log's state and how many rows it added.
+func (s *DB) RecoverJournal(ctx context.Context, j *Journal, then func() error) (LogState, int, error) {
+	var check func(LogState, JournalFrame) error
+	if p := journalCheck.Load(); p != nil {
+		check = *p
+	}
 	// Only the journal's owner, which the caller is, writes the table.
 	st, err := s.tableState(ctx)
 	if err != nil {
@@ -419,7 +436,7 @@ func (s *DB) RecoverJournal(ctx context.Context, j *Journal, check func(LogState
 		first := fr.Rows[0].Seq
 		switch {
 		case fr.Next.Size <= st.Size:
-			return nil // in the table already
+			return s.sameRows(ctx, fr) // in the table already
 		case first != st.Size+1:
 			return fmt.Errorf("audit journal: a frame of events %d-%d does not continue the log of %d events", first, fr.Next.Size, st.Size)
 		}
@@ -439,12 +456,45 @@ func (s *DB) RecoverJournal(ctx context.Context, j *Journal, check func(LogState
 		}
 		st = fr.Next
 		added += len(fr.Rows)
+		if s.normal {
+			// The frames are about to be removed: their rows must be on
+			// disk, which a commit alone is not with synchronous=NORMAL.
+			return syncWAL(s.path + "-wal")
+		}
 		return nil
-	})
+	}, then)
 	if err != nil {
 		return LogState{}, 0, err
 	}
 	return st, added, nil
+}
+
+// sameRows checks that the table's rows for fr's events are fr's.
+func (s *DB) sameRows(ctx context.Context, fr JournalFrame) error {
+	rows, err := s.query(ctx, `SELECT seq, leaf_hash FROM events WHERE seq >= ? AND seq <= ? ORDER BY seq`, fr.Rows[0].Seq, fr.Next.Size)
+	if err != nil {
+		return fmt.Errorf("audit journal: %w", err)
+	}
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		var seq int64
+		var leaf []byte
+		if err := rows.Scan(&seq, &leaf); err != nil {
+			return fmt.Errorf("audit journal: %w", err)
+		}
+		if i >= len(fr.Rows) || seq != fr.Rows[i].Seq || !bytes.Equal(leaf, fr.Rows[i].LeafHash) {
+			return fmt.Errorf("audit journal: event %d in the journal is not the log's event %d", fr.Rows[min(i, len(fr.Rows)-1)].Seq, seq)
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit journal: %w", err)
+	}
+	if i != len(fr.Rows) {
+		return fmt.Errorf("audit journal: events %d-%d are in the journal, %d of them in the log", fr.Rows[0].Seq, fr.Next.Size, i)
+	}
+	return nil
 }
 
 func (s *DB) appendLog(ctx context.Context, build func(LogState) ([]EventRow, LogState, error), async bool) error {
