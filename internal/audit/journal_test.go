@@ -19,6 +19,36 @@ import (
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// openDB opens (another handle on) the store at path, closed with the test.
+func openDB(t *testing.T, path string) *store.DB {
+	t.Helper()
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// checkpointAndVerify signs a checkpoint of st's log and verifies it
+// offline: it must verify, with want events.
+func checkpointAndVerify(t *testing.T, st *store.DB, dir string, want int64) {
+	t.Helper()
+	signer, vkey, err := LoadOrCreateLogKey(filepath.Join(dir, "keys"), "test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &Checkpointer{Store: st, Signer: signer, Origin: "test/audit", Log: discard()}
+	if _, err := cp.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := note.NewVerifier(vkey)
+	rep, err := Verify(context.Background(), st, v, nil)
+	if err != nil || !rep.OK() || rep.Events != want {
+		t.Fatalf("verify: %+v %v; want %d events", rep, err, want)
+	}
+}
+
 // While a recorder owns the log, another process (here a second handle on
 // the same database, which takes the same locks) writes events: they go
 // to the journal, the recorder builds on them, every event reaches the
@@ -26,16 +56,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 func TestJournalOtherWritersWhileOwned(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.db")
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	other, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	st, other := openDB(t, path), openDB(t, path)
 	r := NewRecorder(st, discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -62,19 +83,7 @@ func TestJournalOtherWritersWhileOwned(t *testing.T) {
 	}
 	cancel()
 	<-done
-	signer, vkey, err := LoadOrCreateLogKey(filepath.Join(dir, "keys"), "test/audit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := &Checkpointer{Store: st, Signer: signer, Origin: "test/audit", Log: discard()}
-	if _, err := cp.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	v, _ := note.NewVerifier(vkey)
-	rep, err := Verify(context.Background(), st, v, nil)
-	if err != nil || !rep.OK() || rep.Events != 40 {
-		t.Fatalf("verify: %+v %v", rep, err)
-	}
+	checkpointAndVerify(t, st, dir, 40)
 	segs, _ := filepath.Glob(filepath.Join(store.JournalDir(path), "*.journal"))
 	for _, s := range segs {
 		if b, err := os.ReadFile(s); err != nil || len(bytes.Trim(b, "\x00")) != 0 {
@@ -87,13 +96,7 @@ func TestJournalOtherWritersWhileOwned(t *testing.T) {
 // while the gateway was down) is refused at start: nothing is recorded on
 // top of it.
 func TestJournalTamperedIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "a.db")
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
 	// A recorder that dies with events only in the journal.
 	w, err := st.LogWriter(context.Background())
 	if err != nil {
@@ -132,25 +135,13 @@ func TestJournalTamperedIsRefused(t *testing.T) {
 func TestJournalUnownedWritersDoNotCollide(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.db")
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openDB(t, path)
 	// A gateway ran here once: the journal exists, unowned.
 	r := NewRecorder(st, discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r.Run(ctx)
-	handles := []*store.DB{st}
-	for range 2 {
-		h, err := store.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		handles = append(handles, h)
-	}
+	handles := []*store.DB{st, openDB(t, path), openDB(t, path)}
 	const each = 15
 	errs := make(chan error, len(handles)*2)
 	for _, h := range handles {
@@ -171,20 +162,7 @@ func TestJournalUnownedWritersDoNotCollide(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := len(handles) * 2 * each
-	signer, vkey, err := LoadOrCreateLogKey(filepath.Join(dir, "keys"), "test/audit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := &Checkpointer{Store: st, Signer: signer, Origin: "test/audit", Log: discard()}
-	if _, err := cp.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	v, _ := note.NewVerifier(vkey)
-	rep, err := Verify(context.Background(), st, v, nil)
-	if err != nil || !rep.OK() || rep.Events != int64(want) {
-		t.Fatalf("verify: %+v %v; want %d events", rep, err, want)
-	}
+	checkpointAndVerify(t, st, dir, int64(len(handles)*2*each))
 }
 
 // failingWriter fails its first Append calls, as a busy or full disk would.

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
@@ -125,12 +123,8 @@ func TestRedactArguments(t *testing.T) {
 func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "a.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r := NewRecorder(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	st := openDB(t, filepath.Join(dir, "a.db"))
+	r := NewRecorder(st, discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
@@ -156,17 +150,5 @@ func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
 	}
 	cancel()
 	<-done
-	signer, vkey, err := LoadOrCreateLogKey(filepath.Join(dir, "keys"), "test/audit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := &Checkpointer{Store: st, Signer: signer, Origin: "test/audit", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if _, err := cp.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	v, _ := note.NewVerifier(vkey)
-	rep, err := Verify(context.Background(), st, v, nil)
-	if err != nil || !rep.OK() || rep.Events != 24 {
-		t.Fatalf("verify: %+v %v", rep, err)
-	}
+	checkpointAndVerify(t, st, dir, 24)
 }

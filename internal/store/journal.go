@@ -291,30 +291,31 @@ func readFrame(r io.Reader, left int64, headOnly bool) (JournalFrame, int64, err
 
 // decodeFrameHead decodes the log's state after a frame.
 func decodeFrameHead(p []byte) (LogState, error) {
-	d := decoder{p: p}
-	first := d.uvarint()
-	count := d.uvarint()
+	_, _, next, err := frameHead(&decoder{p: p})
+	return next, err
+}
+
+// frameHead reads a frame payload's header: its first event's number, how
+// many events it holds, and the log's state after them.
+func frameHead(d *decoder) (first, count uint64, next LogState, err error) {
+	first = d.uvarint()
+	count = d.uvarint()
 	rng := d.bytes()
-	if d.err == nil && (first < 1 || first > 1<<62 || count < 1 || count > uint64(len(p))) {
+	if d.err == nil && (first < 1 || first > 1<<62 || count < 1 || count > uint64(len(rng)+len(d.p)+16)) {
 		d.err = errors.New("bad frame header")
 	}
 	if d.err != nil {
-		return LogState{}, fmt.Errorf("audit journal frame: %w", d.err)
+		return 0, 0, LogState{}, fmt.Errorf("audit journal frame: %w", d.err)
 	}
-	return LogState{Size: int64(first + count - 1), Range: slices.Clone(rng)}, nil
+	return first, count, LogState{Size: int64(first + count - 1), Range: slices.Clone(rng)}, nil
 }
 
 // DecodeJournalFrame decodes one frame's payload.
 func DecodeJournalFrame(p []byte) (JournalFrame, error) {
 	d := decoder{p: p}
-	first := d.uvarint()
-	count := d.uvarint()
-	rng := d.bytes()
-	if d.err == nil && (first < 1 || first > 1<<62 || count < 1 || count > uint64(len(p))) {
-		d.err = errors.New("bad frame header")
-	}
-	if d.err != nil {
-		return JournalFrame{}, fmt.Errorf("audit journal frame: %w", d.err)
+	first, count, next, err := frameHead(&d)
+	if err != nil {
+		return JournalFrame{}, err
 	}
 	fr := JournalFrame{Rows: make([]EventRow, 0, count)}
 	for i := uint64(0); i < count && d.err == nil; i++ {
@@ -335,7 +336,7 @@ func DecodeJournalFrame(p []byte) (JournalFrame, error) {
 	if d.err != nil {
 		return JournalFrame{}, fmt.Errorf("audit journal frame: %w", d.err)
 	}
-	fr.Next = LogState{Size: int64(first + count - 1), Range: slices.Clone(rng)}
+	fr.Next = next
 	return fr, nil
 }
 
@@ -357,17 +358,10 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
+// varint decodes binary.AppendVarint's zig-zag encoding.
 func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.p)
-	if n <= 0 {
-		d.err = errors.New("bad varint")
-		return 0
-	}
-	d.p = d.p[n:]
-	return v
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (d *decoder) bytes() []byte {
