@@ -139,21 +139,31 @@ func lockFile(path string, wait time.Duration) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit journal: %w", err)
 	}
+	if err := flockWait(f, wait); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// flockWait takes an exclusive flock on f, trying for up to wait (zero:
+// once); ErrJournalLocked when another holds it past that.
+func flockWait(f *os.File, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
+	pause := 50 * time.Microsecond
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return f, nil
+			return nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("audit journal: lock: %w", err)
+			return fmt.Errorf("audit journal: lock: %w", err)
 		}
 		if !time.Now().Before(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("%w (%s)", ErrJournalLocked, path)
+			return fmt.Errorf("%w (%s)", ErrJournalLocked, f.Name())
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
 	}
 }
 
@@ -402,13 +412,13 @@ func appendField[T string | []byte](b []byte, v T) []byte {
 	return append(b, v...)
 }
 
-// Recover calls fn with every frame the journal holds (see Frames), then
-// removes every segment and starts a new one, then calls then (if set):
-// fn puts the frames' rows in the table, durably. Other processes' appends
-// wait until then returns.
-func (j *Journal) Recover(fn func(JournalFrame) error, then func() error) error {
+// Recover calls recover with the journal's frames (Frames), which puts
+// their rows in the table, durably; then it removes every segment, starts
+// a new one and calls then (if set). Other processes' appends wait until
+// then returns.
+func (j *Journal) Recover(recover func(frames func(func(JournalFrame) error) error) error, then func() error) error {
 	return j.withAppendLock(func() error {
-		if err := j.Frames(fn); err != nil {
+		if err := recover(j.Frames); err != nil {
 			return err
 		}
 		if err := j.reset(); err != nil {
@@ -444,8 +454,11 @@ func (j *Journal) withAppendLock(fn func() error) error {
 	// flock(2) excludes other open files, not this one's other goroutines.
 	j.appendMu.Lock()
 	defer j.appendMu.Unlock()
-	if err := syscall.Flock(int(j.append.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("audit journal: lock: %w", err)
+	// Bounded: another process stopped while holding it (a CLI command
+	// suspended) fails this batch, and its actions are denied, rather than
+	// stalling every call.
+	if err := flockWait(j.append, JournalAppendWait); err != nil {
+		return err
 	}
 	defer syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
 	return fn()

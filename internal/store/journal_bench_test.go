@@ -19,7 +19,7 @@ func benchJournal(b *testing.B, sync bool) {
 		b.Fatal(err)
 	}
 	defer j.Close()
-	if err := j.Recover(func(JournalFrame) error { return nil }, nil); err != nil {
+	if err := j.Recover(func(func(func(JournalFrame) error) error) error { return nil }, nil); err != nil {
 		b.Fatal(err)
 	}
 	row := journalRows(1, 1)[0]

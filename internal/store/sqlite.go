@@ -427,47 +427,76 @@ func (s *DB) RecoverJournal(ctx context.Context, j *Journal, then func() error) 
 		check = *p
 	}
 	// Only the journal's owner, which the caller is, writes the table.
-	st, err := s.tableState(ctx)
+	table, err := s.tableState(ctx)
 	if err != nil {
 		return LogState{}, 0, err
 	}
+	tip := table // the log's state after the last frame taken
+	var pending []EventRow
 	added := 0
-	err = j.Recover(func(fr JournalFrame) error {
-		first := fr.Rows[0].Seq
-		switch {
-		case fr.Next.Size <= st.Size:
-			return s.sameRows(ctx, fr) // in the table already
-		case first != st.Size+1:
-			return fmt.Errorf("audit journal: a frame of events %d-%d does not continue the log of %d events", first, fr.Next.Size, st.Size)
+	// flush puts the frames taken so far in the table, in one transaction.
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
 		}
-		if check != nil {
-			if err := check(st, fr); err != nil {
-				return err
-			}
-		}
+		rows, from := pending, table
 		err := s.appendLog(ctx, func(cur LogState) ([]EventRow, LogState, error) {
-			if cur.Size != st.Size {
+			if cur.Size != from.Size {
 				return nil, LogState{}, ErrLogMoved
 			}
-			return fr.Rows, fr.Next, nil
+			return rows, tip, nil
 		}, false)
 		if err != nil {
-			return fmt.Errorf("audit journal: recover events %d-%d: %w", first, fr.Next.Size, err)
+			return fmt.Errorf("audit journal: recover events %d-%d: %w", rows[0].Seq, tip.Size, err)
 		}
-		st = fr.Next
-		added += len(fr.Rows)
-		if s.normal {
+		table, pending = tip, nil
+		return nil
+	}
+	err = j.Recover(func(frames func(func(JournalFrame) error) error) error {
+		err := frames(func(fr JournalFrame) error {
+			first := fr.Rows[0].Seq
+			switch {
+			case fr.Next.Size <= tip.Size:
+				// In the table already (or the journal repeats itself):
+				// it must be the table's rows.
+				if err := flush(); err != nil {
+					return err
+				}
+				return s.sameRows(ctx, fr)
+			case first != tip.Size+1:
+				return fmt.Errorf("audit journal: a frame of events %d-%d does not continue the log of %d events", first, fr.Next.Size, tip.Size)
+			}
+			if check != nil {
+				if err := check(tip, fr); err != nil {
+					return err
+				}
+			}
+			pending = append(pending, fr.Rows...)
+			tip = fr.Next
+			added += len(fr.Rows)
+			if len(pending) >= recoverBatch {
+				return flush()
+			}
+			return nil
+		})
+		if err == nil {
+			err = flush()
+		}
+		if err == nil && s.normal && added > 0 {
 			// The frames are about to be removed: their rows must be on
 			// disk, which a commit alone is not with synchronous=NORMAL.
-			return syncWAL(s.path + "-wal")
+			err = syncWAL(s.path + "-wal")
 		}
-		return nil
+		return err
 	}, then)
 	if err != nil {
 		return LogState{}, 0, err
 	}
-	return st, added, nil
+	return tip, added, nil
 }
+
+// recoverBatch bounds the rows of one recovery transaction.
+const recoverBatch = 4096
 
 // sameRows checks that the table's rows for fr's events are fr's.
 func (s *DB) sameRows(ctx context.Context, fr JournalFrame) error {
