@@ -41,7 +41,20 @@ const (
 // journaled maps a store to the recorder that owns its journal in this
 // process: Append on that store goes through the recorder, so that the
 // table has one writer.
-var journaled sync.Map // LogStore -> *Recorder
+var journaled sync.Map // *store.DB -> *Recorder
+
+// ownerOf returns the recorder in this process that owns s's journal.
+func ownerOf(s LogStore) (*Recorder, bool) {
+	db, ok := s.(*store.DB)
+	if !ok {
+		return nil, false
+	}
+	r, ok := journaled.Load(db)
+	if !ok {
+		return nil, false
+	}
+	return r.(*Recorder), true
+}
 
 // apply takes frames another process appended: each must continue the
 // log, and goes to the indexer.

@@ -29,11 +29,11 @@ type LogStore interface {
 // one transaction. On error nothing was written and the events' Seq is
 // unspecified.
 func Append(ctx context.Context, s LogStore, events []*Event) error {
-	if r, ok := journaled.Load(s); ok {
+	if r, ok := ownerOf(s); ok {
 		// This process's recorder owns the store's journal: the table has
 		// one writer.
 		for _, e := range events {
-			if err := r.(*Recorder).Record(ctx, e); err != nil {
+			if err := r.Record(ctx, e); err != nil {
 				return err
 			}
 		}

@@ -281,7 +281,9 @@ func (r *Recorder) own(j *store.Journal, st store.LogState) {
 		r.syncMu.Unlock()
 	}
 	r.w.SetReadBarrier(r.ix.barrier)
-	journaled.Store(r.store, r)
+	if db, ok := r.store.(*store.DB); ok {
+		journaled.Store(db, r)
+	}
 	if r.running {
 		r.startIndexer()
 	}
@@ -323,7 +325,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 				// event, then the journal is emptied.
 				close(r.ixStop)
 				<-r.ixDone
-				journaled.CompareAndDelete(r.store, r)
+				if db, ok := r.store.(*store.DB); ok {
+					journaled.CompareAndDelete(db, r)
+				}
 				r.w.SetReadBarrier(nil)
 				r.j.Close()
 			}
