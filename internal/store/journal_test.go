@@ -250,22 +250,29 @@ func TestJournalForeignTornFrameIsCut(t *testing.T) {
 	}
 }
 
-// Frames a writer left in the journal (it died before putting them in
-// the table) are put there by the next reader of the log when no process
-// owns the journal; while one does, readers wait for it.
-func TestJournalRecoveredByReaders(t *testing.T) {
-	// These rows' hashes are not a tree's: the audit package's check (and
-	// its test) is not this test's subject. Not parallel: the check is
-	// restored before parallel tests run.
+// storeWithOwnedJournal opens a store and its journal as the journal's
+// owner would. The rows these tests write have hashes that are not a
+// tree's: the audit package's check (and its test) is not their subject,
+// so it is off until the test ends. Not for parallel tests: the check is
+// restored before parallel tests run.
+func storeWithOwnedJournal(t *testing.T) (*DB, *Journal) {
+	t.Helper()
 	saved := journalCheck.Swap(nil)
-	defer journalCheck.Store(saved)
+	t.Cleanup(func() { journalCheck.Store(saved) })
 	path := filepath.Join(t.TempDir(), "p.db")
 	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	j := openOwned(t, JournalDir(path))
+	t.Cleanup(func() { s.Close() })
+	return s, openOwned(t, JournalDir(path))
+}
+
+// Frames a writer left in the journal (it died before putting them in
+// the table) are put there by the next reader of the log when no process
+// owns the journal; while one does, readers wait for it.
+func TestJournalRecoveredByReaders(t *testing.T) {
+	s, j := storeWithOwnedJournal(t)
 	appendRows(t, j, 1, 3)
 	// While a writer owns it, a reader waits for the table to reach the
 	// journal's end (here it never does: nothing indexes).
@@ -398,15 +405,7 @@ func TestJournalSegmentNearlyFull(t *testing.T) {
 // under load can leave tens of thousands of events), across the batch
 // bound, and every row arrives once, in order.
 func TestJournalRecoveryInBatches(t *testing.T) {
-	saved := journalCheck.Swap(nil) // fake hashes; see TestJournalRecoveredByReaders
-	defer journalCheck.Store(saved)
-	path := filepath.Join(t.TempDir(), "p.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	j := openOwned(t, JournalDir(path))
+	s, j := storeWithOwnedJournal(t)
 	const frames, per = 5, 1000 // more than recoverBatch in all
 	for f := range frames {
 		appendRows(t, j, int64(f*per+1), per)
