@@ -57,13 +57,20 @@ func ownerOf(s LogStore) (*Recorder, bool) {
 }
 
 // apply takes frames another process appended: each must continue the
-// log, and goes to the indexer.
+// log, and goes to the indexer. One that does not stops the recorder
+// (every later event is refused): nothing may be built on it, nor may it
+// be dropped.
 func (r *Recorder) apply(foreign []store.JournalFrame) error {
 	for _, fr := range foreign {
+		var err error
 		if fr.Rows[0].Seq != r.state.Size+1 {
-			return fmt.Errorf("audit journal: another process's frame of events %d-%d does not continue the log of %d", fr.Rows[0].Seq, fr.Next.Size, r.state.Size)
+			err = fmt.Errorf("audit journal: another process's frame of events %d-%d does not continue the log of %d", fr.Rows[0].Seq, fr.Next.Size, r.state.Size)
+		} else {
+			err = continues(r.state, fr)
 		}
-		if err := continues(r.state, fr); err != nil {
+		if err != nil {
+			r.broken = err
+			r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
 			return err
 		}
 		r.state = fr.Next
@@ -72,21 +79,19 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 	return nil
 }
 
-// catchUp reads what other processes appended to the journal. A frame
-// that does not continue the log stops the recorder (every later event is
-// refused): nothing may be built on it, nor may it be dropped.
+// catchUp reads what other processes appended to the journal (apply).
+// Failing to read (the append lock held too long) is tried again at the
+// next catch-up or frame.
 func (r *Recorder) catchUp() {
 	if r.broken != nil {
 		return
 	}
 	foreign, err := r.j.CatchUp()
-	if err == nil {
-		err = r.apply(foreign)
-	}
 	if err != nil {
-		r.broken = err
-		r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
+		r.log.Error("audit journal: reading other processes' events", "err", err)
+		return
 	}
+	r.apply(foreign)
 }
 
 // catchUpNow has Run's goroutine read other processes' frames, for a

@@ -491,8 +491,6 @@ func (r *Recorder) append(events []*Event) error {
 	var fr store.JournalFrame
 	err := r.j.Append(func(foreign []store.JournalFrame) ([]store.EventRow, store.LogState, error) {
 		if err := r.apply(foreign); err != nil {
-			r.broken = err
-			r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
 			return nil, store.LogState{}, err
 		}
 		rows, next, err := buildRows(r.state, events)
