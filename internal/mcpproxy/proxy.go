@@ -2,8 +2,6 @@ package mcpproxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -317,15 +315,6 @@ func (p *Proxy) Left(ctx context.Context, tokenID string, budget int) (int, erro
 	p.taskMu.Lock()
 	defer p.taskMu.Unlock()
 	return budget - p.taskCalls[tokenID], nil
-}
-
-var reqIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-// newRequestID returns a 96-bit random request ID.
-func newRequestID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return reqIDEncoding.EncodeToString(b[:])
 }
 
 // recordBackground queues an event that does not gate an agent's request.

@@ -30,9 +30,7 @@ func traceOf(m *wire.Message, header string) telemetry.TraceContext {
 	if tc, ok := telemetry.ParseTraceContext(header); ok {
 		return tc
 	}
-	var b [16]byte
-	rand.Read(b[:])
-	return telemetry.TraceContext{TraceID: hex.EncodeToString(b[:])}
+	return telemetry.TraceContext{TraceID: newTraceID()}
 }
 
 // childTraceparent is the traceparent the gateway sends downstream: the
