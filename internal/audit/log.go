@@ -1,9 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -52,12 +52,14 @@ func buildRows(st store.LogState, events []*Event) ([]store.EventRow, store.LogS
 		return nil, store.LogState{}, err
 	}
 	rows := make([]store.EventRow, len(events))
+	var scratch []byte
 	for i, e := range events {
 		e.Seq = st.Size + int64(i) + 1
-		body, err := json.Marshal(e)
+		scratch, err = e.appendJSON(scratch[:0])
 		if err != nil {
 			return nil, store.LogState{}, fmt.Errorf("encode event: %w", err)
 		}
+		body := bytes.Clone(scratch)
 		leaf := hasher.HashLeaf(body)
 		if err := r.Append(leaf, nil); err != nil {
 			return nil, store.LogState{}, err
