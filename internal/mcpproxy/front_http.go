@@ -426,7 +426,12 @@ func (x *httpExchange) reply(msg []byte) {
 		x.stream = true
 	}
 	if x.stream {
-		x.event(msg)
+		// The answer ends the exchange and the handler returns right
+		// after it: net/http then writes what is buffered with the end
+		// of the stream (one write, and a Content-Length when nothing was
+		// flushed before), so the answer is not flushed on its own.
+		x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		writeEvent(x.w, msg)
 		return
 	}
 	x.w.Header().Set(transport.HeaderSession, x.sid)
