@@ -84,15 +84,20 @@ type asyncLog interface {
 // Recorder writes events in group commits. One goroutine (Run) appends
 // batches to the Merkle log; a second one makes them durable behind it, so
 // that committing batch n+1 overlaps with syncing batch n and one fsync
-// (or flush) covers every batch committed meanwhile. With SQLite a batch is
+// (or flush) covers every batch committed meanwhile. A caller of Commit
+// that finds nothing being written and nothing queued writes its event
+// itself, under the same lock as Run (commitDirect): a lone agent's
+// decision is committed without two goroutine hand-offs. With SQLite a batch is
 // committed when its frame is in the journal and the events table is filled
 // behind (journal.go); with PostgreSQL each batch is an asynchronous commit.
 type Recorder struct {
 	store LogStore
 	queue chan pending
-	stop  chan struct{} // closed when Run begins to stop
-	done  chan struct{} // closed when Run has drained the queue
-	log   *slog.Logger
+	stop  chan struct{} // closed when Run begins to stop, under stopMu
+	// stopMu orders enqueueing (read) before stopping (write).
+	stopMu sync.RWMutex
+	done   chan struct{} // closed when Run has drained the queue
+	log    *slog.Logger
 	// OnWrite, if set, is called with each committed batch's size (metrics).
 	OnWrite func(n int, err error)
 	// OnSync, if set, is called after each fsync with how many waiting
@@ -111,15 +116,27 @@ type Recorder struct {
 	j  *store.Journal
 	ix *indexer // with j: fills the events table behind it
 
-	running        bool // Run has begun (Run's goroutine)
+	running bool // Run has begun (Run's goroutine)
+	// looping: Run's loop is serving (direct commits may be taken).
+	looping atomic.Bool
+	// unwritten counts events accepted into the queue and not yet
+	// written (taken off the queue is not written): a direct commit
+	// waits its turn behind them.
+	unwritten atomic.Int64
+	// directWrites counts commits written by their caller (tests).
+	directWrites   atomic.Int64
 	ixStop, ixDone chan struct{}
 	catchUpReq     chan chan struct{} // the read barrier's requests to catch up
-	// broken: another process's frame could not be taken (Run's).
+	// broken: another process's frame could not be taken (writeMu's).
 	broken error
 
-	// Owned by Run.
-	w     journalWriter
-	async asyncLog // when the store offers no logWriter but this
+	// writeMu is held by whoever writes the log or changes what it is
+	// written to: Run's goroutine (a batch, a catch-up, a take-over) or a
+	// caller writing its own commit. The fields below and j, ix, state
+	// and broken are its.
+	writeMu sync.Mutex
+	w       journalWriter
+	async   asyncLog // when the store offers no logWriter but this
 	// sync makes committed batches durable (the journal's fsync, async's
 	// flush); nil when every commit is durable, or nothing is fsynced by
 	// choice. Set under syncMu once Run runs.
@@ -172,6 +189,12 @@ func (r *Recorder) Record(ctx context.Context, e *Event) error {
 // Commit writes e and returns once it is committed to the log: readable,
 // and kept if this process dies. The receipt tells when it is durable.
 func (r *Recorder) Commit(ctx context.Context, e *Event) (*Receipt, error) {
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("audit: %w", ctx.Err())
+	}
+	if rc, ok := r.commitDirect(e); ok {
+		return rc, rc.commitErr
+	}
 	rc := newReceipt()
 	if err := r.enqueue(pending{event: e, receipt: rc, early: true}); err != nil {
 		return nil, err
@@ -197,16 +220,57 @@ func (r *Recorder) Commit(ctx context.Context, e *Event) (*Receipt, error) {
 // queue is an error the caller must report, never a silent drop.
 func (r *Recorder) Submit(e *Event) error { return r.enqueue(pending{event: e}) }
 
+// commitDirect writes e from the caller's goroutine when this recorder owns
+// the journal, Run's loop is serving, no event accepted before is still
+// unwritten (events keep the order they were accepted in) and nobody is
+// writing; otherwise it returns false and the caller queues e. The write
+// and what follows it (the receipt handed to the sync loop) are Run's own
+// code, under the same lock; a stopped recorder takes nothing (Run's drain
+// follows any write in progress).
+func (r *Recorder) commitDirect(e *Event) (*Receipt, bool) {
+	if !r.looping.Load() || r.unwritten.Load() > 0 || !r.writeMu.TryLock() {
+		return nil, false
+	}
+	defer r.writeMu.Unlock()
+	select {
+	case <-r.stop:
+		return nil, false
+	default:
+	}
+	if r.j == nil || r.unwritten.Load() > 0 {
+		return nil, false
+	}
+	// A panic while writing leaves the log's state unknown: the process
+	// stops, as it does when Run's goroutine panics, rather than being
+	// recovered by the caller's (a request handler's) and writing on.
+	defer func() {
+		if p := recover(); p != nil {
+			go panic(fmt.Sprintf("audit: writing the log: %v", p))
+			select {}
+		}
+	}()
+	rc := newReceipt()
+	r.write([]pending{{event: e, receipt: rc, early: true}})
+	r.directWrites.Add(1)
+	return rc, true
+}
+
 func (r *Recorder) enqueue(p pending) error {
+	// Under stopMu: an event is either queued before Run stops (and so
+	// drained) or refused, never queued after the drain and lost.
+	r.stopMu.RLock()
+	defer r.stopMu.RUnlock()
 	select {
 	case <-r.stop:
 		return ErrClosed
 	default:
 	}
+	r.unwritten.Add(1) // before it can be taken off the queue
 	select {
 	case r.queue <- p:
 		return nil
 	default:
+		r.unwritten.Add(-1)
 		return ErrOverloaded
 	}
 }
@@ -270,7 +334,7 @@ func (r *Recorder) open(ctx context.Context) error {
 }
 
 // own makes this recorder the journal's owner, the table's one writer.
-// Run's goroutine (or Open, before Run).
+// Run's goroutine with writeMu held (or Open, before Run).
 func (r *Recorder) own(j *store.Journal, st store.LogState) {
 	r.j, r.state = j, st
 	r.ix = newIndexer(r.w, j, st, r.log)
@@ -344,26 +408,35 @@ func (r *Recorder) Run(ctx context.Context) error {
 		catchUp = t.C
 	}
 	batch := make([]pending, 0, MaxBatch)
+	r.looping.Store(true)
 	for {
 		select {
 		case p := <-r.queue:
 			batch = append(batch[:0], p)
 		case <-catchUp:
+			r.writeMu.Lock()
 			if r.j != nil {
 				r.catchUp()
 			} else {
 				r.tryOwn()
 			}
+			r.writeMu.Unlock()
 			continue
 		case done := <-r.catchUpReq:
+			r.writeMu.Lock()
 			if r.j != nil {
 				r.catchUp()
 			}
+			r.writeMu.Unlock()
 			close(done)
 			continue
 		case <-ctx.Done():
+			r.stopMu.Lock()
 			close(r.stop)
+			r.stopMu.Unlock()
+			r.writeMu.Lock() // after any direct commit in progress
 			r.drain()
+			r.writeMu.Unlock()
 			close(syncStop)
 			<-syncDone
 			close(r.done)
@@ -377,7 +450,10 @@ func (r *Recorder) Run(ctx context.Context) error {
 			r.waitSynced()
 			batch = r.fill(batch)
 		}
+		r.writeMu.Lock()
 		r.write(batch)
+		r.unwritten.Add(-int64(len(batch)))
+		r.writeMu.Unlock()
 	}
 }
 
@@ -418,6 +494,7 @@ func (r *Recorder) drain() {
 			return
 		}
 		r.write(batch)
+		r.unwritten.Add(-int64(len(batch)))
 	}
 }
 
