@@ -93,6 +93,15 @@ type Size struct {
 	Bytes                            int
 	Direct, Bare, Gateway            Leg
 	AddedP50Ratio, CPURatio, TPRatio float64 // gateway over bare hop
+	// Stages is the gateway's mean time in each stage of tools/call over
+	// the sequential calls (portcullis_stage_seconds).
+	Stages []Stage
+}
+
+// Stage is a pipeline stage's mean time per call.
+type Stage struct {
+	Name   string
+	MeanUs float64
 }
 
 // Results are what the harness prints.
@@ -183,7 +192,17 @@ func medianSize(runs []Size) Size {
 			AllocPerCallByte: med(func(s *Size) float64 { return get(s).AllocPerCallByte }),
 		}
 	}
+	var stages []Stage
+	for i, st := range runs[0].Stages {
+		stages = append(stages, Stage{st.Name, med(func(s *Size) float64 {
+			if i < len(s.Stages) {
+				return s.Stages[i].MeanUs
+			}
+			return 0
+		})})
+	}
 	return Size{
+		Stages:        stages,
 		Bytes:         runs[0].Bytes,
 		Direct:        legMed(func(s *Size) *Leg { return &s.Direct }),
 		Bare:          legMed(func(s *Size) *Leg { return &s.Bare }),
@@ -232,6 +251,10 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 			}
 		}
 	}
+	before, err := gw.Samples(`portcullis_stage_seconds_`)
+	if err != nil {
+		return res, fmt.Errorf("gateway metrics: %w", err)
+	}
 	lat := make([][]time.Duration, len(legs))
 	for i := 0; i < o.calls; i++ {
 		for j, l := range legs {
@@ -242,6 +265,11 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 			lat[j] = append(lat[j], d)
 		}
 	}
+	after, err := gw.Samples(`portcullis_stage_seconds_`)
+	if err != nil {
+		return res, fmt.Errorf("gateway metrics: %w", err)
+	}
+	res.Stages = stageMeans(before, after, "tools/call")
 	for j := range legs {
 		out[j].P50us, out[j].P99us = benchkit.Pct(lat[j], 50), benchkit.Pct(lat[j], 99)
 		if j > 0 {
@@ -286,6 +314,27 @@ func measureSize(ctx context.Context, o options, size int, upURL string, bare, g
 	res.CPURatio = res.Gateway.CPUPerCallUs / res.Bare.CPUPerCallUs
 	res.TPRatio = res.Gateway.CallsPerS / res.Bare.CallsPerS
 	return res, nil
+}
+
+// stageMeans is each stage's mean time per call of method between two
+// readings of the stage histograms, sorted by stage name.
+func stageMeans(before, after map[string]float64, method string) []Stage {
+	var out []Stage
+	for key, sum := range after {
+		name, ok := strings.CutPrefix(key, `sum{method="`+method+`",stage="`)
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, `"}`)
+		countKey := `count{method="` + method + `",stage="` + name + `"}`
+		n := after[countKey] - before[countKey]
+		if n <= 0 {
+			continue
+		}
+		out = append(out, Stage{name, (sum - before[key]) / n * 1e6})
+	}
+	slices.SortFunc(out, func(a, b Stage) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // openSessions opens N agent sessions through the gateway (each opens its
@@ -379,6 +428,15 @@ func print(r Results) {
 			fmt.Printf("  %-8s %9.0f %9.0f %10.0f %11.0f %12.0f %12.0f\n", x.n, x.l.P50us, x.l.P99us, x.l.AddedP50us, x.l.CallsPerS, x.l.CPUPerCallUs, x.l.AllocPerCallByte)
 		}
 		fmt.Printf("  gateway / bare hop: added p50 %.2fx (aim ≤ 1.5), CPU per call %.2fx (aim ≤ 1.5), throughput %.2fx (aim ≥ 0.85)\n", s.AddedP50Ratio, s.CPURatio, s.TPRatio)
+		if len(s.Stages) > 0 {
+			fmt.Printf("  gateway stages of tools/call, mean µs over the sequential calls (relay includes the upstream's answer):\n   ")
+			total := 0.0
+			for _, st := range s.Stages {
+				fmt.Printf(" %s %.0f,", st.Name, st.MeanUs)
+				total += st.MeanUs
+			}
+			fmt.Printf(" together %.0f\n", total)
+		}
 	}
 	fmt.Printf("\naudit: %.1f events per fsync on average over the run\n", r.EventsPerSync)
 	fmt.Printf("\ngateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per session, with its upstream session)\n",

@@ -89,6 +89,38 @@ func (p *Proc) EventsPerSync() float64 {
 	return sum / n
 }
 
+// Samples reads every sample of /metrics whose line begins with prefix,
+// keyed by the rest of its name and labels.
+func (p *Proc) Samples(prefix string) (map[string]float64, error) {
+	out := map[string]float64{}
+	if p.Metrics == "" {
+		return out, nil
+	}
+	resp, err := http.Get(p.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest[i+1:], 64)
+		if err != nil {
+			return nil, err
+		}
+		out[rest[:i]] = v
+	}
+	return out, sc.Err()
+}
+
 // Metric reads the first sample of /metrics whose line begins with prefix.
 func (p *Proc) Metric(prefix string) (float64, error) {
 	if p.Metrics == "" {
