@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -44,6 +45,10 @@ func Append(ctx context.Context, s LogStore, events []*Event) error {
 	})
 }
 
+// encodeBuffers hold events being encoded (each body is then copied out at
+// its size).
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
 // buildRows numbers events after the end of the log at st, encodes them and
 // returns their rows and the log's next state.
 func buildRows(st store.LogState, events []*Event) ([]store.EventRow, store.LogState, error) {
@@ -52,14 +57,19 @@ func buildRows(st store.LogState, events []*Event) ([]store.EventRow, store.LogS
 		return nil, store.LogState{}, err
 	}
 	rows := make([]store.EventRow, len(events))
-	var scratch []byte
+	sp := encodeBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*sp) <= 64<<10 { // an outsized event's buffer is not kept
+			encodeBuffers.Put(sp)
+		}
+	}()
 	for i, e := range events {
 		e.Seq = st.Size + int64(i) + 1
-		scratch, err = e.appendJSON(scratch[:0])
+		*sp, err = e.appendJSON((*sp)[:0])
 		if err != nil {
 			return nil, store.LogState{}, fmt.Errorf("encode event: %w", err)
 		}
-		body := bytes.Clone(scratch)
+		body := bytes.Clone(*sp)
 		leaf := hasher.HashLeaf(body)
 		if err := r.Append(leaf, nil); err != nil {
 			return nil, store.LogState{}, err
