@@ -154,6 +154,20 @@ func TestCommitThenDurableAndInterleavedWriters(t *testing.T) {
 	checkpointAndVerify(t, st, dir, 24)
 }
 
+// runRecorder runs a recorder on st until cancel (or the test's end) and
+// returns once its loop serves; done is closed when Run has returned.
+func runRecorder(t *testing.T, st *store.DB) (r *Recorder, cancel func(), done chan struct{}) {
+	r = NewRecorder(st, discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done = make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	for !r.looping.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	return r, cancel, done
+}
+
 // A lone caller's Commit is written from its own goroutine (no hand-off to
 // Run's); under concurrency and while the recorder stops, every
 // acknowledged event (recorded, committed, or accepted by Submit) is in the
@@ -162,14 +176,7 @@ func TestCommitsWrittenByTheirCallers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	st := openDB(t, filepath.Join(dir, "a.db"))
-	r := NewRecorder(st, discard())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	for !r.looping.Load() {
-		time.Sleep(time.Millisecond)
-	}
+	r, cancel, done := runRecorder(t, st)
 	const sequential = 50
 	for i := range sequential {
 		e := Decision(TypeDecision, time.Now(), Subject{RequestID: fmt.Sprintf("seq-%d", i)}, "")
@@ -255,14 +262,7 @@ func TestCommitsWrittenByTheirCallers(t *testing.T) {
 func TestEventsKeepTheOrderTheyWereAcceptedIn(t *testing.T) {
 	t.Parallel()
 	st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
-	r := NewRecorder(st, discard())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	for !r.looping.Load() {
-		time.Sleep(time.Millisecond)
-	}
+	r, cancel, done := runRecorder(t, st)
 	event := func(id string, i int) *Event {
 		return Decision(TypeDecision, time.Now(), Subject{RequestID: fmt.Sprintf("%s-%d", id, i)}, "")
 	}
