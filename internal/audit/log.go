@@ -95,8 +95,9 @@ func Root(st store.LogState) ([]byte, error) {
 }
 
 func encodeRange(r *compact.Range) []byte {
-	var b []byte
-	for _, h := range r.Hashes() {
+	hashes := r.Hashes()
+	b := make([]byte, 0, len(hashes)*sha256.Size)
+	for _, h := range hashes {
 		b = append(b, h...)
 	}
 	return b
