@@ -193,10 +193,12 @@ func medianSize(runs []Size) Size {
 		}
 	}
 	var stages []Stage
-	for i, st := range runs[0].Stages {
+	for _, st := range runs[0].Stages {
 		stages = append(stages, Stage{st.Name, med(func(s *Size) float64 {
-			if i < len(s.Stages) {
-				return s.Stages[i].MeanUs
+			for _, o := range s.Stages {
+				if o.Name == st.Name {
+					return o.MeanUs
+				}
 			}
 			return 0
 		})})

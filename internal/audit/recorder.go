@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,7 +227,9 @@ func (r *Recorder) Submit(e *Event) error { return r.enqueue(pending{event: e}) 
 // writing; otherwise it returns false and the caller queues e. The write
 // and what follows it (the receipt handed to the sync loop) are Run's own
 // code, under the same lock; a stopped recorder takes nothing (Run's drain
-// follows any write in progress).
+// follows any write in progress). Like Run's, the write may wait for
+// another process's append lock (store.JournalAppendWait); the caller's
+// context is looked at before, not during it.
 func (r *Recorder) commitDirect(e *Event) (*Receipt, bool) {
 	if !r.looping.Load() || r.unwritten.Load() > 0 || !r.writeMu.TryLock() {
 		return nil, false
@@ -245,7 +248,7 @@ func (r *Recorder) commitDirect(e *Event) (*Receipt, bool) {
 	// recovered by the caller's (a request handler's) and writing on.
 	defer func() {
 		if p := recover(); p != nil {
-			go panic(fmt.Sprintf("audit: writing the log: %v", p))
+			go panic(fmt.Sprintf("audit: writing the log: %v\n%s", p, debug.Stack()))
 			select {}
 		}
 	}()

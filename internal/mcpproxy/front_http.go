@@ -149,6 +149,7 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 		return
 	}
 	var s *Session
+	opened := false // by this request: its end may tear the session down
 	if r.Header.Get(transport.HeaderSession) == "" {
 		if len(msgs) != 1 || msgs[0].Method != "initialize" {
 			writeJSON(w, http.StatusBadRequest, wire.NewError(nil, wire.CodeInvalidRequest, "Bad Request: no session ID; send initialize first", nil))
@@ -160,6 +161,7 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 			writeJSON(w, http.StatusServiceUnavailable, deny(reason.TooManySessions).message(msgs[0].IDBytes(), c.requestID))
 			return
 		}
+		opened = true
 		defer func() {
 			if !s.isOpen() { // initialize refused: the session never existed
 				p.sessions.remove(s)
@@ -180,6 +182,7 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 	}
 	if len(msgs) == 1 {
 		x := newHTTPExchange(w, r, s.id)
+		x.flushAnswer = opened
 		p.handle(r.Context(), s, pr, msgs[0], x, trace)
 		x.finish()
 		return
@@ -377,6 +380,10 @@ type httpExchange struct {
 	// (the upstream answered that way: the agent sees what it would see
 	// direct).
 	streamed bool
+	// flushAnswer: the handler may not return right after the answer (a
+	// refused initialize closes its upstream links first), so the answer
+	// is flushed on its own.
+	flushAnswer bool
 }
 
 // preferStream makes the answer an event stream, as the upstream's was.
@@ -425,11 +432,16 @@ func (x *httpExchange) reply(msg []byte) {
 		x.w.WriteHeader(http.StatusOK)
 		x.stream = true
 	}
+	if x.stream && x.flushAnswer {
+		x.event(msg)
+		return
+	}
 	if x.stream {
 		// The answer ends the exchange and the handler returns right
-		// after it: net/http then writes what is buffered with the end
-		// of the stream (one write, and a Content-Length when nothing was
-		// flushed before), so the answer is not flushed on its own.
+		// after it: net/http then writes what is still buffered with the
+		// end of the stream (for an answer under its 2 KB buffer, in one
+		// write with a Content-Length when nothing was flushed before), so
+		// the answer is not flushed on its own.
 		x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		writeEvent(x.w, msg)
 		return
