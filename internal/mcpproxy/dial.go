@@ -170,6 +170,26 @@ func stderrLogger(log *slog.Logger) io.Writer {
 	return pw
 }
 
+// maxRedirects bounds the redirects followed for one upstream request.
+const maxRedirects = 3
+
+// sameOriginRedirect follows a redirect only within the upstream's origin
+// (scheme, host and port: a server moving /mcp to /mcp/). Go's client
+// forwards configured headers (an API key in `headers`) to wherever a
+// redirect points, dropping only Authorization and cookies across
+// domains: a redirect elsewhere would hand the upstream's credentials to
+// a host the operator never named.
+func sameOriginRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+		return fmt.Errorf("upstream redirected to another origin (%s://%s): not followed", req.URL.Scheme, req.URL.Host)
+	}
+	if len(via) > maxRedirects {
+		return fmt.Errorf("upstream redirected more than %d times", maxRedirects)
+	}
+	return nil
+}
+
 // GrantFunc returns the OAuth grant a new session with an upstream uses
 // (ctx says for which user: LinkUser).
 type GrantFunc func(ctx context.Context) (auth.OAuthHandler, error)
@@ -196,7 +216,7 @@ func HTTPDialer(cfg *config.HTTPServer, baseDir string, secrets Secrets, maxConn
 			base.TLSClientConfig.VerifyConnection = tc.VerifyConnection
 		}
 	}
-	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns)}
+	client := &http.Client{Transport: transport.NewHTTPTransport(base, maxConns), CheckRedirect: sameOriginRedirect}
 	if cfg.OAuth != nil || cfg.Assertion != nil {
 		// Streamable HTTP needs no redirect; following one would carry the
 		// upstream's token elsewhere (Go keeps Authorization for the same
