@@ -81,24 +81,27 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 
 // catchUp reads what other processes appended to the journal (apply).
 // Failing to read (the append lock held too long) is tried again at the
-// next catch-up or frame.
-func (r *Recorder) catchUp() {
+// next catch-up or frame, and returned: a reader waiting on it must not
+// go on as if there were nothing to read. A broken journal (frames that
+// could not be taken) has nothing more to give: nil.
+func (r *Recorder) catchUp() error {
 	if r.broken != nil {
-		return
+		return nil
 	}
 	foreign, err := r.j.CatchUp()
 	if err != nil {
 		r.log.Error("audit journal: reading other processes' events", "err", err)
-		return
+		return err
 	}
 	r.apply(foreign)
+	return nil
 }
 
 // catchUpNow has Run's goroutine read other processes' frames, for a
 // reader in this process (the read barrier); it returns at once if Run is
 // not running.
 func (r *Recorder) catchUpNow(ctx context.Context) error {
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	select {
 	case r.catchUpReq <- done:
 	case <-r.stop:
@@ -107,7 +110,10 @@ func (r *Recorder) catchUpNow(ctx context.Context) error {
 		return fmt.Errorf("audit log: %w", ctx.Err())
 	}
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("audit log: reading other processes' events: %w", err)
+		}
 		return nil
 	case <-r.stop:
 		return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,4 +233,35 @@ func TestIndexerRetriesAfterAFailure(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+// A read in the owner's process whose barrier cannot read other
+// processes' frames (one holds the append lock past the wait: a CLI
+// command suspended mid-write) fails, rather than answering as if there
+// were none; once the lock is free, reads succeed again.
+func TestReadFailsWhenOtherWritersCannotBeRead(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	st := openDB(t, path)
+	r, _, _ := runRecorder(t, st)
+	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err != nil {
+		t.Fatal(err)
+	}
+	// Another open file on append.lock: flock excludes it like another
+	// process.
+	held, err := os.OpenFile(filepath.Join(store.JournalDir(path), "append.lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := syscall.Flock(int(held.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Events(context.Background(), store.EventQuery{}); err == nil {
+		t.Fatal("a read went on without other processes' events")
+	}
+	syscall.Flock(int(held.Fd()), syscall.LOCK_UN)
+	if rows, err := st.Events(context.Background(), store.EventQuery{}); err != nil || len(rows) != 1 {
+		t.Fatalf("after the lock is free: %d rows, %v", len(rows), err)
+	}
 }

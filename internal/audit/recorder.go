@@ -127,7 +127,7 @@ type Recorder struct {
 	// directWrites counts commits written by their caller (tests).
 	directWrites   atomic.Int64
 	ixStop, ixDone chan struct{}
-	catchUpReq     chan chan struct{} // the read barrier's requests to catch up
+	catchUpReq     chan chan error // the read barrier's requests to catch up
 	// broken: another process's frame could not be taken (writeMu's).
 	broken error
 
@@ -158,7 +158,7 @@ type Recorder struct {
 // to return.
 func NewRecorder(s LogStore, log *slog.Logger) *Recorder {
 	r := &Recorder{store: s, queue: make(chan pending, QueueSize), stop: make(chan struct{}), done: make(chan struct{}), log: log,
-		syncKick: make(chan struct{}, 1), catchUpReq: make(chan chan struct{})}
+		syncKick: make(chan struct{}, 1), catchUpReq: make(chan chan error)}
 	r.syncIdle = sync.NewCond(&r.syncMu)
 	return r
 }
@@ -419,19 +419,20 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-catchUp:
 			r.writeMu.Lock()
 			if r.j != nil {
-				r.catchUp()
+				r.catchUp() // failures are logged and tried again
 			} else {
 				r.tryOwn()
 			}
 			r.writeMu.Unlock()
 			continue
 		case done := <-r.catchUpReq:
+			var err error
 			r.writeMu.Lock()
 			if r.j != nil {
-				r.catchUp()
+				err = r.catchUp()
 			}
 			r.writeMu.Unlock()
-			close(done)
+			done <- err
 			continue
 		case <-ctx.Done():
 			r.stopMu.Lock()

@@ -89,36 +89,43 @@ func (p *Proc) EventsPerSync() float64 {
 	return sum / n
 }
 
-// Samples reads every sample of /metrics whose line begins with prefix,
-// keyed by the rest of its name and labels.
-func (p *Proc) Samples(prefix string) (map[string]float64, error) {
-	out := map[string]float64{}
+// lines calls fn with each line of /metrics until it returns false.
+func (p *Proc) lines(fn func(line string) bool) error {
 	if p.Metrics == "" {
-		return out, nil
+		return nil
 	}
 	resp, err := http.Get(p.Metrics)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), prefix)
-		if !ok {
-			continue
-		}
-		i := strings.LastIndexByte(rest, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(rest[i+1:], 64)
-		if err != nil {
-			return nil, err
-		}
-		out[rest[:i]] = v
+	for sc.Scan() && fn(sc.Text()) {
 	}
-	return out, sc.Err()
+	return sc.Err()
+}
+
+// Samples reads every sample of /metrics whose line begins with prefix,
+// keyed by the rest of its name and labels.
+func (p *Proc) Samples(prefix string) (map[string]float64, error) {
+	out := map[string]float64{}
+	var perr error
+	err := p.lines(func(line string) bool {
+		rest, ok := strings.CutPrefix(line, prefix)
+		i := strings.LastIndexByte(rest, ' ')
+		if !ok || i < 0 {
+			return true
+		}
+		var v float64
+		v, perr = strconv.ParseFloat(rest[i+1:], 64)
+		out[rest[:i]] = v
+		return perr == nil
+	})
+	if err := errors.Join(err, perr); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Metric reads the first sample of /metrics whose line begins with prefix.
@@ -126,19 +133,24 @@ func (p *Proc) Metric(prefix string) (float64, error) {
 	if p.Metrics == "" {
 		return 0, nil
 	}
-	resp, err := http.Get(p.Metrics)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			return strconv.ParseFloat(v, 64)
+	var v float64
+	var perr error
+	found := false
+	err := p.lines(func(line string) bool {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if ok {
+			found = true
+			v, perr = strconv.ParseFloat(rest, 64)
 		}
+		return !ok
+	})
+	switch {
+	case err != nil || perr != nil:
+		return 0, errors.Join(err, perr)
+	case !found:
+		return 0, errors.New("no " + prefix)
 	}
-	return 0, errors.New("no " + prefix)
+	return v, nil
 }
 
 // StartBareHop runs bench/barehop's binary in front of upURL.
