@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -20,7 +21,10 @@ func hasFrames(path string) bool {
 	}
 	defer f.Close()
 	var hdr [8]byte
-	n, _ := f.ReadAt(hdr[:], 0)
+	n, err := f.ReadAt(hdr[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return true
+	}
 	return n > 0 && hdr != [8]byte{}
 }
 
@@ -96,7 +100,12 @@ func AppendForeign(dir string, build func(LogState) ([]EventRow, LogState, error
 	// An unfinished frame where this one goes (its writer died) is cleared
 	// first: a shorter frame must not leave its bytes behind it.
 	var hdr [8]byte
-	if n, _ := f.ReadAt(hdr[:], end); n > 0 && hdr != [8]byte{} {
+	n, err := f.ReadAt(hdr[:], end)
+	if err != nil && !errors.Is(err, io.EOF) {
+		// Not knowing what is there, this process must not write over it.
+		return fmt.Errorf("audit journal: %w", err)
+	}
+	if n > 0 && hdr != [8]byte{} {
 		fi, err := f.Stat()
 		if err != nil {
 			return fmt.Errorf("audit journal: %w", err)

@@ -425,3 +425,24 @@ func TestJournalRecoveryInBatches(t *testing.T) {
 		}
 	}
 }
+
+// A segment that cannot be read (here a directory where a segment file
+// should be) counts as holding frames: a reader does not skip recovery
+// or its wait as if the journal were empty.
+func TestUnreadableSegmentCountsAsHoldingFrames(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "1.journal")
+	if err := os.WriteFile(empty, make([]byte, 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if hasFrames(empty) {
+		t.Fatal("a zero-filled segment holds frames")
+	}
+	bad := filepath.Join(dir, "2.journal")
+	if err := os.Mkdir(bad, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if !hasFrames(bad) {
+		t.Fatal("an unreadable segment was taken for an empty one")
+	}
+}
