@@ -3,8 +3,6 @@ package policy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,10 +129,8 @@ type Decision struct {
 // Engine holds the current policy Set.
 type Engine struct {
 	cur atomic.Pointer[Set]
-	// Entities are immutable values; the same agent and target recur on
-	// every call, so they are built once (bounded by maxEntities).
-	entities sync.Map // key -> types.Entity
-	nEnt     atomic.Int64
+	// entities caches the agents and targets requests name (entities.go).
+	entities entityCache
 	// labelRecs caches context.session records by label set.
 	labelRecs  sync.Map // labels joined by NUL -> types.Record
 	nLabelRecs atomic.Int64
@@ -333,26 +329,27 @@ func (e *Engine) Visible(ctx context.Context, in *Input) bool {
 
 var errNoPrincipal = errors.New("build request: no principal")
 
-func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.EntityMap, *scope, error) {
-	ents := make(types.EntityMap, 4)
-	var principal types.EntityUID
+func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.EntityGetter, *scope, error) {
+	var kb [256]byte // the cache keys are built here (no allocation when they fit)
+	ents := &requestEntities{}
 	switch {
 	case in.Principal != nil:
-		k := "A\x00" + in.Principal.Agent + "\x00" + in.Principal.User + "\x00" + in.Principal.Task + "\x00" + strings.Join(in.Principal.Roles, "\x00")
-		principal = e.entity(ents, k, func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
+		ents.principal = e.entities.get(agentKey(kb[:0], in.Principal), func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
 	case in.Upstream != "":
-		principal = types.NewEntityUID("Upstream", types.String(in.Upstream))
-		ents[principal] = types.Entity{UID: principal}
+		ents.principal = e.entities.get(upstreamKey(kb[:0], in.Upstream), func(m types.EntityMap) types.EntityUID {
+			uid := types.NewEntityUID("Upstream", types.String(in.Upstream))
+			m[uid] = types.Entity{UID: uid}
+			return uid
+		})
 	default:
 		return cedar.Request{}, nil, nil, errNoPrincipal
 	}
-	t := in.Target
-	k := fmt.Sprintf("T\x00%s\x00%s\x00%s\x00%v%v%v\x00%s", t.Kind, t.ID, t.Upstream, t.ReadOnly, t.Destructive, t.OpenWorld, strings.Join(t.Classes, ","))
-	resource := e.entity(ents, k, func(m types.EntityMap) types.EntityUID { return targetEntity(m, t) })
+	t := &in.Target
+	ents.resource = e.entities.get(targetKey(kb[:0], t), func(m types.EntityMap) types.EntityUID { return targetEntity(m, *t) })
 	action := types.NewEntityUID("Action", types.String(in.Action))
-	sc := &scope{principal: principal, action: action, resource: resource}
-	sc.pParents = sortedUIDs(ents[principal].Parents)
-	sc.rParents = sortedUIDs(ents[resource].Parents)
+	sc := &scope{principal: ents.principal.uid, action: action, resource: ents.resource.uid,
+		pParents: ents.principal.parents, rParents: ents.resource.parents,
+		pScope: ents.principal.scope, rScope: ents.resource.scope}
 	now := in.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -372,40 +369,11 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		"task":                taskRecord(in),
 	})
 	return cedar.Request{
-		Principal: principal,
+		Principal: sc.principal,
 		Action:    action,
-		Resource:  resource,
+		Resource:  sc.resource,
 		Context:   ctx,
 	}, ents, sc, nil
-}
-
-// entity adds to ents the entities build makes (cached under key) and
-// returns the main one's UID.
-func (e *Engine) entity(ents types.EntityMap, key string, build func(types.EntityMap) types.EntityUID) types.EntityUID {
-	type built struct {
-		uid  types.EntityUID
-		ents []types.Entity
-	}
-	if v, ok := e.entities.Load(key); ok {
-		b := v.(*built)
-		for _, en := range b.ents {
-			ents[en.UID] = en
-		}
-		return b.uid
-	}
-	m := types.EntityMap{}
-	uid := build(m)
-	b := &built{uid: uid}
-	for _, en := range m {
-		b.ents = append(b.ents, en)
-		ents[en.UID] = en
-	}
-	if e.nEnt.Load() < maxEntities {
-		if _, loaded := e.entities.LoadOrStore(key, b); !loaded {
-			e.nEnt.Add(1)
-		}
-	}
-	return uid
 }
 
 func agentEntity(ents types.EntityMap, p *identity.Principal) types.EntityUID {
@@ -472,9 +440,3 @@ func (e *Engine) Version() string { return e.cur.Load().version }
 // ReadsProvenance reports whether the current policies read argument
 // provenance.
 func (e *Engine) ReadsProvenance() bool { return e.cur.Load().provenance }
-
-func sortedUIDs(set types.EntityUIDSet) []types.EntityUID {
-	out := slices.Collect(set.All())
-	slices.SortFunc(out, func(a, b types.EntityUID) int { return strings.Compare(a.String(), b.String()) })
-	return out
-}

@@ -2,9 +2,7 @@ package policy
 
 import (
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -34,8 +32,8 @@ type indexedPolicy struct {
 
 type index struct {
 	policies []indexedPolicy
-	cache    sync.Map // key -> *subset
-	n        atomic.Int64
+	mu       sync.RWMutex
+	cache    map[string]*subset // by scope key; a plain map: a lookup from bytes does not allocate
 }
 
 func (ix *index) add(id cedar.PolicyID, p *cedar.Policy, approval bool) {
@@ -47,26 +45,29 @@ func (ix *index) add(id cedar.PolicyID, p *cedar.Policy, approval bool) {
 type scope struct {
 	principal, action, resource types.EntityUID
 	pParents, rParents          []types.EntityUID
+	// pScope and rScope encode the principal and the resource with their
+	// parents (builtEntity.scope).
+	pScope, rScope string
 }
 
-func (sc *scope) key() string {
-	var b strings.Builder
-	for _, e := range append([]types.EntityUID{sc.principal, sc.action, sc.resource}, append(sc.pParents, sc.rParents...)...) {
-		b.WriteString(string(e.Type))
-		b.WriteByte(0)
-		b.WriteString(string(e.ID))
-		b.WriteByte(1)
-	}
-	b.WriteByte(byte(len(sc.pParents))) // where principal parents end
-	return b.String()
+// key appends sc's subset cache key to k: the principal, the action and
+// the resource, each with its parents, every part length-prefixed.
+func (sc *scope) key(k []byte) []byte {
+	k = appendField(k, sc.pScope)
+	k = appendUID(k, sc.action)
+	return appendField(k, sc.rScope)
 }
 
 func (ix *index) subset(sc *scope) *subset {
-	k := sc.key()
-	if v, ok := ix.cache.Load(k); ok {
-		return v.(*subset)
+	var kb [512]byte
+	k := sc.key(kb[:0])
+	ix.mu.RLock()
+	sub := ix.cache[string(k)]
+	ix.mu.RUnlock()
+	if sub != nil {
+		return sub
 	}
-	sub := &subset{ps: cedar.NewPolicySet(), sans: cedar.NewPolicySet()}
+	sub = &subset{ps: cedar.NewPolicySet(), sans: cedar.NewPolicySet()}
 	for _, ip := range ix.policies {
 		if !principalMatches(ip.ast.Principal, sc.principal, sc.pParents) ||
 			!actionMatches(ip.ast.Action, sc.action) ||
@@ -78,10 +79,16 @@ func (ix *index) subset(sc *scope) *subset {
 			sub.sans.Add(ip.id, ip.p)
 		}
 	}
-	if ix.n.Load() < maxSubsets {
-		if _, loaded := ix.cache.LoadOrStore(k, sub); !loaded {
-			ix.n.Add(1)
-		}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if old := ix.cache[string(k)]; old != nil {
+		return old
+	}
+	if ix.cache == nil {
+		ix.cache = map[string]*subset{}
+	}
+	if len(ix.cache) < maxSubsets {
+		ix.cache[string(k)] = sub
 	}
 	return sub
 }

@@ -249,6 +249,34 @@ when { principal has user && principal.user == User::"alice" && principal has ta
 	}
 }
 
+// TestCachedEntitiesNeverShareAKey: agents and targets whose names differ
+// only in where separators fall are different entities, whichever was
+// decided first: the entity cache and the policy index key every field by
+// its length (with separator-joined keys, an agent with the one role
+// "reader\x00writer" was given the cached entity of one with the roles
+// "reader" and "writer").
+func TestCachedEntitiesNeverShareAKey(t *testing.T) {
+	t.Parallel()
+	e := mustEngine(t, `permit (principal in Role::"writer", action == Action::"call_tool", resource);
+permit (principal == Agent::"b", action == Action::"call_tool", resource) when { resource.upstream == "y" };`)
+	decide := func(p *identity.Principal, tool, upstream string) bool {
+		return e.Decide(&Input{Principal: p, Action: ActionCallTool, Target: Target{Kind: KindTool, ID: tool, Upstream: upstream}}).Allow
+	}
+	if !decide(&identity.Principal{Agent: "a", Roles: []string{"reader", "writer"}}, "u__t", "u") {
+		t.Fatal("a writer is refused")
+	}
+	if decide(&identity.Principal{Agent: "a", Roles: []string{"reader\x00writer"}}, "u__t", "u") {
+		t.Fatal("an agent whose one role holds the other two names was given their roles")
+	}
+	// Tool "x" of upstream "u\x00y", then tool "x\x00u" of upstream "y".
+	if decide(&identity.Principal{Agent: "b"}, "x", "u\x00y") {
+		t.Fatal("a tool of another upstream than y is allowed")
+	}
+	if !decide(&identity.Principal{Agent: "b"}, "x\x00u", "y") {
+		t.Fatal("a tool of upstream y was given another target's cached entity")
+	}
+}
+
 // TestParseErrorsNameTheFile: a Cedar syntax error is placed in its file,
 // line and column.
 func TestParseErrorsNameTheFile(t *testing.T) {
