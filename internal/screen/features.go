@@ -40,6 +40,9 @@ func Segments(s string, fn func(start, end int)) {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if !segmentBytes[c] {
+			continue // nothing below applies to it
+		}
 		cut := false
 		next := i + 1
 		switch c {
@@ -75,6 +78,15 @@ func Segments(s string, fn func(start, end int)) {
 	}
 }
 
+// segmentBytes are the bytes Segments looks at: the cuts, an escape, the
+// sentence ends, and where a long run is cut.
+var segmentBytes = func() (t [256]bool) {
+	for _, c := range []byte("\n\r\"|\t{}[]\\.!?; ,") {
+		t[c] = true
+	}
+	return
+}()
+
 func isFrame(c byte) bool {
 	switch c {
 	case ' ', ',', ':', '-', '*', '#', '>', '(', ')', '\'', '`', '=':
@@ -90,9 +102,6 @@ const (
 )
 
 func fnvByte(h uint32, c byte) uint32 { return (h ^ uint32(c)) * fnvPrime }
-
-// featureSink receives hashed feature indices.
-type featureSink func(idx uint32)
 
 // The feature space has two parts: features of the segment's form (cues,
 // word classes, shape) and features of its words (topic). Training
@@ -126,7 +135,7 @@ func IsFormFeature(i uint32) bool { return i >= topicDim }
 // Character n-grams (inside words, and across word boundaries) were
 // measured and left out: they fit the training sources' vocabulary and
 // did not carry over to a held-out source (docs/model-card-injection.md).
-func segmentFeatures(seg string, emit featureSink) int {
+func segmentFeatures(seg string, v *SegmentVector) int {
 	var words [maxSegTokens]uint32   // hash of each word
 	var classes [maxSegTokens]uint32 // its form token: the word, or its class
 	var kinds [maxSegTokens]byte     // its class
@@ -136,11 +145,15 @@ func segmentFeatures(seg string, emit featureSink) int {
 	var leadIn uint8 // bit k: word k is a lead-in word
 	spaced := 0      // words after the first preceded by a space
 	mail := false    // a word is preceded by '@' (an e-mail address)
-	form := func(x uint32) { emit(topicDim + x%formDim) }
-	topic := func(x uint32) { emit(x % topicDim) }
+	form := func(x uint32) { v.add(topicDim + x%formDim) }
+	topic := func(x uint32) { v.add(x % topicDim) }
 	for i := 0; i < len(seg) && n < maxSegTokens; {
-		r, size := utf8.DecodeRuneInString(seg[i:])
-		if !isWordRune(r) {
+		if c := seg[i]; c < utf8.RuneSelf {
+			if !asciiWord[c] {
+				i++
+				continue
+			}
+		} else if r, size := utf8.DecodeRuneInString(seg[i:]); !isWordRune(r) {
 			i += size
 			continue
 		}
@@ -155,7 +168,17 @@ func segmentFeatures(seg string, emit featureSink) int {
 		// One word, lower-cased into buf (truncated at len(buf)).
 		w := buf[:0]
 		for i < len(seg) {
-			r, size = utf8.DecodeRuneInString(seg[i:])
+			if c := seg[i]; c < utf8.RuneSelf { // ASCII: the same as below, by table
+				if !asciiWord[c] {
+					break
+				}
+				if len(w)+utf8.UTFMax <= cap(w) {
+					w = append(w, asciiLower[c])
+				}
+				i++
+				continue
+			}
+			r, size := utf8.DecodeRuneInString(seg[i:])
 			if !isWordRune(r) {
 				break
 			}
@@ -262,6 +285,16 @@ func mix(a, b uint32, tag byte) uint32 {
 	return uint32((x * 0x9e3779b97f4a7c15) >> 32)
 }
 
+// asciiWord and asciiLower are isWordRune and unicode.ToLower for ASCII
+// bytes (the classifier's word loop, per byte).
+var asciiWord, asciiLower = func() (w [utf8.RuneSelf]bool, l [utf8.RuneSelf]byte) {
+	for c := range utf8.RuneSelf {
+		w[c] = isWordRune(rune(c))
+		l[c] = byte(unicode.ToLower(rune(c)))
+	}
+	return
+}()
+
 func isWordRune(r rune) bool {
 	if r < utf8.RuneSelf {
 		return r == '\'' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
@@ -303,18 +336,21 @@ func Vectorize(seg string, v *SegmentVector) {
 		v.seen = make([]uint64, featureDim/64)
 	}
 	v.Idx = v.Idx[:0]
-	v.Words = segmentFeatures(seg, func(i uint32) {
-		w, b := i/64, uint64(1)<<(i%64)
-		if v.seen[w]&b == 0 {
-			v.seen[w] |= b
-			v.Idx = append(v.Idx, i)
-		}
-	})
+	v.Words = segmentFeatures(seg, v)
 	for _, i := range v.Idx {
 		v.seen[i/64] = 0
 	}
 	v.Value = 0
 	if len(v.Idx) > 0 {
 		v.Value = float32(1 / math.Sqrt(float64(len(v.Idx))))
+	}
+}
+
+// add adds feature i to v unless it has it.
+func (v *SegmentVector) add(i uint32) {
+	w, b := i/64, uint64(1)<<(i%64)
+	if v.seen[w]&b == 0 {
+		v.seen[w] |= b
+		v.Idx = append(v.Idx, i)
 	}
 }
