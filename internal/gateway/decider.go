@@ -20,7 +20,10 @@ var _ mcpproxy.Decider = decider{}
 
 func (d decider) Decide(in *policy.Input) policy.Decision {
 	dec := d.Engine.Decide(in)
-	if g, ok := d.grantFor(in); ok && !dec.Allow && dec.Code == reason.NoPermit {
+	if dec.Allow || dec.Code != reason.NoPermit {
+		return dec // a grant only stands in for a missing permit
+	}
+	if g, ok := d.grantFor(in); ok {
 		dec.Allow, dec.Code = true, ""
 		dec.Policies = append(dec.Policies, "grant:"+g.ID)
 		dec.Reasons = append(dec.Reasons, "just-in-time grant by "+g.GrantedBy+": "+g.Reason)

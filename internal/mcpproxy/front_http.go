@@ -350,20 +350,26 @@ func writeEvent(w io.Writer, msg []byte) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(status)
 	w.Write(body)
 }
 
 func sseHeaders(w http.ResponseWriter, sid string) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = sseType, noCache, noBuffering
 	if sid != "" {
 		h.Set(transport.HeaderSession, sid)
 	}
 }
+
+// Shared response header values (canonical keys; never modified).
+var (
+	sseType     = []string{"text/event-stream"}
+	noCache     = []string{"no-cache"}
+	noBuffering = []string{"no"}
+	jsonType    = []string{"application/json"}
+)
 
 // httpExchange answers one POSTed request: as JSON when the answer comes
 // first, or as an event stream once a related message must go before it.

@@ -52,6 +52,8 @@ type HTTPConn struct {
 	mu        sync.Mutex
 	sessionID string
 	version   string
+	// The same as header values, shared by every request (never modified).
+	sessionHdr, versionHdr []string
 
 	ctx       context.Context // the connection's lifetime
 	cancel    context.CancelFunc
@@ -108,23 +110,32 @@ func (c *HTTPConn) newRequest(ctx context.Context, method string, body []byte) (
 	if h, ok := ctx.Value(headerKey{}).([2]string); ok {
 		req.Header.Set(h[0], h[1])
 	}
+	// Header values are shared slices, not Set's fresh ones: a call's
+	// request is built per relayed message (the keys are canonical).
 	c.mu.Lock()
 	if c.sessionID != "" {
-		req.Header.Set(HeaderSession, c.sessionID)
+		req.Header[HeaderSession] = c.sessionHdr
 	}
 	if c.version != "" {
-		req.Header.Set(HeaderProtocol, c.version)
+		req.Header[HeaderProtocol] = c.versionHdr
 	}
 	c.mu.Unlock()
 	switch method {
 	case http.MethodPost:
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header["Content-Type"] = jsonType
+		req.Header["Accept"] = acceptPost
 	case http.MethodGet:
-		req.Header.Set("Accept", "text/event-stream")
+		req.Header["Accept"] = acceptGet
 	}
 	return req, nil
 }
+
+// Shared request header values (never modified).
+var (
+	jsonType   = []string{"application/json"}
+	acceptPost = []string{"application/json, text/event-stream"}
+	acceptGet  = []string{"text/event-stream"}
+)
 
 func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
 	select {
@@ -153,7 +164,7 @@ func (c *HTTPConn) do(req *http.Request) (*http.Response, error) {
 	}
 	c.mu.Lock()
 	if id := resp.Header.Get(HeaderSession); id != "" && c.sessionID == "" {
-		c.sessionID = id
+		c.sessionID, c.sessionHdr = id, []string{id}
 	}
 	c.mu.Unlock()
 	return resp, nil
@@ -483,7 +494,7 @@ func (c *HTTPConn) listenOnce(fn func(*wire.Message), lastID *string) (ok, stop 
 // Negotiated implements Conn.
 func (c *HTTPConn) Negotiated(version string) {
 	c.mu.Lock()
-	c.version = version
+	c.version, c.versionHdr = version, []string{version}
 	c.mu.Unlock()
 }
 
