@@ -348,8 +348,8 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 	ents.resource = e.entities.get(targetKey(kb[:0], t), func(m types.EntityMap) types.EntityUID { return targetEntity(m, *t) })
 	action := types.NewEntityUID("Action", types.String(in.Action))
 	sc := &scope{principal: ents.principal.uid, action: action, resource: ents.resource.uid,
-		pParents: ents.principal.parents, rParents: ents.resource.parents,
-		pScope: ents.principal.scope, rScope: ents.resource.scope}
+		pParents: ents.principal.parents, pScope: ents.principal.scope}
+	sc.rParents, sc.rScope = ents.resourceParents()
 	now := in.Now
 	if now.IsZero() {
 		now = time.Now()

@@ -35,13 +35,18 @@ func newBuiltEntity(build func(types.EntityMap) types.EntityUID) *builtEntity {
 		b.ents = append(b.ents, en)
 	}
 	b.parents = sortedUIDs(m[b.uid].Parents)
-	k := appendUID(nil, b.uid)
-	k = binary.AppendUvarint(k, uint64(len(b.parents)))
-	for _, p := range b.parents {
+	b.scope = scopeKey(b.uid, b.parents)
+	return b
+}
+
+// scopeKey encodes an entity and its parents for the subset key.
+func scopeKey(uid types.EntityUID, parents []types.EntityUID) string {
+	k := appendUID(nil, uid)
+	k = binary.AppendUvarint(k, uint64(len(parents)))
+	for _, p := range parents {
 		k = appendUID(k, p)
 	}
-	b.scope = string(k)
-	return b
+	return string(k)
 }
 
 // entityCache maps a key (agentKey, targetKey) to its built entity. A
@@ -94,6 +99,25 @@ func (r *requestEntities) Get(uid types.EntityUID) (types.Entity, bool) {
 		}
 	}
 	return types.Entity{}, false
+}
+
+// resourceParents returns the resource's parents and scope key as Cedar
+// sees them: Get finds a UID in the principal's set first, so when that
+// set holds the resource (an agent delegating to itself), the policy
+// index must match the resource's scope against that entity's parents
+// too, or a forbid scoped "resource in Role::..." would be left out of
+// the subset while Cedar would apply it.
+func (r *requestEntities) resourceParents() ([]types.EntityUID, string) {
+	if r.resource.uid == r.principal.uid {
+		return r.principal.parents, r.principal.scope
+	}
+	for i := range r.principal.ents {
+		if en := &r.principal.ents[i]; en.UID == r.resource.uid {
+			parents := sortedUIDs(en.Parents)
+			return parents, scopeKey(en.UID, parents)
+		}
+	}
+	return r.resource.parents, r.resource.scope
 }
 
 // The cache keys: a kind byte, then every field length-prefixed, so that

@@ -277,6 +277,40 @@ permit (principal == Agent::"b", action == Action::"call_tool", resource) when {
 	}
 }
 
+// TestSelfDelegationIsDecidedAsCedarWould: an agent delegating to itself
+// is one entity, principal and resource, with its roles (the fuller of the
+// two entities the request names under that UID); the policy
+// index matches the resource's scope against those roles as Cedar does
+// (a forbid scoped "resource in Role" was left out of the subset while
+// the same forbid written as a condition applied).
+func TestSelfDelegationIsDecidedAsCedarWould(t *testing.T) {
+	t.Parallel()
+	for _, forbid := range []string{
+		// Before e737b1d the target's entity replaced the principal's, whose
+		// roles were then lost: this forbid did not apply.
+		`forbid (principal in Role::"admin", action == Action::"delegate", resource);`,
+		`forbid (principal, action == Action::"delegate", resource in Role::"admin");`,
+		`forbid (principal, action == Action::"delegate", resource) when { resource in Role::"admin" };`,
+	} {
+		e := mustEngine(t, `permit (principal, action == Action::"delegate", resource);`+"\n"+forbid)
+		in := &Input{Principal: &identity.Principal{Agent: "x", Roles: []string{"admin"}}, Action: ActionDelegate,
+			Target: Target{Kind: KindAgent, ID: "x"}}
+		req, ents, _, err := e.request(in, types.Record{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _ := cedar.Authorize(e.Current().ps, ents, req)
+		if got := e.Decide(in); got.Allow || full == cedar.Allow {
+			t.Fatalf("%s: an admin delegating to itself: indexed %+v, full %v", forbid, got, full)
+		}
+		other := *in
+		other.Target.ID = "y"
+		if strings.Contains(forbid, "resource in") && !e.Decide(&other).Allow {
+			t.Fatalf("%s: delegating to another agent is refused", forbid)
+		}
+	}
+}
+
 // TestParseErrorsNameTheFile: a Cedar syntax error is placed in its file,
 // line and column.
 func TestParseErrorsNameTheFile(t *testing.T) {
