@@ -62,7 +62,10 @@ type HTTPConn struct {
 	listening atomic.Bool
 	// slowEnd: the server's last answer stream did not end within
 	// drainWait of its answer (finishStream).
-	slowEnd  atomic.Bool
+	slowEnd atomic.Bool
+	// lateEnds counts answers whose stream had not ended when the answer
+	// was read (finishStream's).
+	lateEnds atomic.Int64
 	streamed atomic.Bool // the last answer came as an event stream
 	// Dropped counts invalid messages the server sent.
 	Dropped atomic.Int64
@@ -311,7 +314,8 @@ func answers(m, req *wire.Message) bool {
 func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire.Message, related func(*wire.Message)) (*wire.Message, error) {
 	lastID, retry := "", defaultRetry
 	for resumes := 0; ; resumes++ {
-		er := wire.NewEventReader(body, c.maxMsg)
+		ended := &endWatch{r: body}
+		er := wire.NewEventReader(ended, c.maxMsg)
 		for {
 			ev, err := er.Next()
 			if err != nil {
@@ -343,6 +347,16 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			}
 			if answers(m, req) {
 				er.Release()
+				if ended.eof {
+					// The stream ended with its answer (most do: the end
+					// arrives in the same read): its connection is
+					// already back in the pool.
+					body.Close()
+					if c.slowEnd.Load() {
+						c.slowEnd.Store(false)
+					}
+					return m, nil
+				}
 				c.finishStream(body)
 				return m, nil
 			}
@@ -377,6 +391,20 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 		}
 		body = resp.Body
 	}
+}
+
+// endWatch notes whether a stream's body has reached its end.
+type endWatch struct {
+	r   io.Reader
+	eof bool
+}
+
+func (w *endWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		w.eof = true
+	}
+	return n, err
 }
 
 // errorBody reads a JSON-RPC error from an HTTP error response, answering
@@ -532,6 +560,7 @@ func mediaType(resp *http.Response) string {
 // in the background, and the body is closed after streamGrace if the
 // server keeps it open.
 func (c *HTTPConn) finishStream(body io.ReadCloser) {
+	c.lateEnds.Add(1)
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {

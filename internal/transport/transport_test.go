@@ -260,6 +260,46 @@ func TestHTTPReusesConnections(t *testing.T) {
 	if opened != 1 {
 		t.Fatalf("%d calls opened %d connections", calls, opened)
 	}
+	if n := c.lateEnds.Load(); n != calls {
+		t.Fatalf("%d of %d streams ended after their answer, want all", n, calls)
+	}
+}
+
+// TestHTTPStreamEndingWithItsAnswerIsNotAwaited: a stream whose end comes
+// with its answer (in one write) is closed at once, on the caller's
+// goroutine, and its connection reused.
+func TestHTTPStreamEndingWithItsAnswerIsNotAwaited(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m, _ := wire.Parse(body, 64)
+		w.Header().Set("Content-Type", "text/event-stream")
+		// Not flushed: net/http writes the event with the stream's end.
+		w.Write(wire.AppendEvent(nil, "", wire.NewResponse(m.IDBytes(), []byte(`{}`))))
+	}))
+	var opened atomic.Int64
+	ts.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	c := NewHTTPConn(ts.URL, &http.Client{Transport: NewHTTPTransport(http.DefaultTransport.(*http.Transport), 4)}, nil, 1<<20, 64, nil)
+	defer c.Close()
+	const calls = 20
+	for i := range calls {
+		res, err := c.RoundTrip(context.Background(), parse(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"x"}}`, i+2)), func(*wire.Message) {})
+		if err != nil || res.Kind != wire.Response {
+			t.Fatalf("call %d: %v %v", i, res, err)
+		}
+	}
+	if n := c.lateEnds.Load(); n != 0 {
+		t.Fatalf("%d of %d streams that ended with their answer were drained after it", n, calls)
+	}
+	if n := opened.Load(); n != 1 {
+		t.Fatalf("%d calls opened %d connections", calls, n)
+	}
 }
 
 // TestHTTPSlowStreamEndIsNotAwaited: a server that keeps an answer's
