@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -317,6 +318,27 @@ func TestJSONSchema(t *testing.T) {
 		}
 		if _, err := Parse([]byte(bad), "."); err == nil {
 			t.Errorf("Parse accepts %s", bad)
+		}
+	}
+}
+
+// TestParseHoursReadsDecimal: every hour and minute, 08 and 09 included
+// (read as octal by fmt.Sscan: "08:05-09:05" was 00:05-00:05, an empty
+// window, and a night role's calls were never off hours).
+func TestParseHoursReadsDecimal(t *testing.T) {
+	t.Parallel()
+	for h := range 24 {
+		for _, m := range []int{0, 8, 9, 59} {
+			s := fmt.Sprintf("%02d:%02d-%02d:%02d", h, m, (h+1)%24, 59-m)
+			from, to, err := ParseHours(s)
+			if err != nil || from != h*60+m || to != (h+1)%24*60+59-m {
+				t.Fatalf("ParseHours(%q) = %d, %d, %v", s, from, to, err)
+			}
+		}
+	}
+	for _, bad := range []string{"8:00-09:00", "24:00-01:00", "07:60-08:00", "07:00 - 08:00", ""} {
+		if _, _, err := ParseHours(bad); err == nil {
+			t.Errorf("ParseHours(%q) accepted", bad)
 		}
 	}
 }

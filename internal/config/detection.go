@@ -5,6 +5,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"time"
 	_ "time/tzdata" // timezones of active hours, whatever the host has
 )
@@ -125,12 +126,12 @@ func ParseHours(s string) (from, to int, err error) {
 	if m == nil {
 		return 0, 0, fmt.Errorf("%q is not HH:MM-HH:MM", s)
 	}
-	var h1, m1, h2, m2 int
-	fmt.Sscan(m[1], &h1)
-	fmt.Sscan(m[2], &m1)
-	fmt.Sscan(m[3], &h2)
-	fmt.Sscan(m[4], &m2)
-	return h1*60 + m1, h2*60 + m2, nil
+	// Decimal: fmt.Sscan would read "08" and "09" as octal (0).
+	var n [4]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(m[i+1]) // two digits, by the pattern
+	}
+	return n[0]*60 + n[1], n[2]*60 + n[3], nil
 }
 
 func (d *Detection) validate(c *Config) []error {
