@@ -82,19 +82,18 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 // catchUp reads what other processes appended to the journal (apply).
 // Failing to read (the append lock held too long) is tried again at the
 // next catch-up or frame, and returned: a reader waiting on it must not
-// go on as if there were nothing to read. A broken journal (frames that
-// could not be taken) has nothing more to give: nil.
+// go on as if there were nothing to read. Nor after frames that could not
+// be taken (a broken journal): the log lacks events the journal holds.
 func (r *Recorder) catchUp() error {
 	if r.broken != nil {
-		return nil
+		return fmt.Errorf("audit log unusable: %w", r.broken)
 	}
 	foreign, err := r.j.CatchUp()
 	if err != nil {
 		r.log.Error("audit journal: reading other processes' events", "err", err)
 		return err
 	}
-	r.apply(foreign)
-	return nil
+	return r.apply(foreign)
 }
 
 // catchUpNow has Run's goroutine read other processes' frames, for a

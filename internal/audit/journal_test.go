@@ -265,3 +265,35 @@ func TestReadFailsWhenOtherWritersCannotBeRead(t *testing.T) {
 		t.Fatalf("after the lock is free: %d rows, %v", len(rows), err)
 	}
 }
+
+// TestReadFailsWhenOtherWritersFramesCannotBeTaken: a frame another
+// process appended that does not continue the log (an edited event) stops
+// the recorder; reads fail too, at once and after, rather than answer
+// from a log that lacks events the journal holds.
+func TestReadFailsWhenOtherWritersFramesCannotBeTaken(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "a.db")
+	st := openDB(t, path)
+	r, _, _ := runRecorder(t, st)
+	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err != nil {
+		t.Fatal(err)
+	}
+	err := store.AppendForeign(store.JournalDir(path), func(from store.LogState) ([]store.EventRow, store.LogState, error) {
+		rows, next, err := buildRows(from, []*Event{New(TypeLifecycle, OutcomeInfo, "", time.Now(), Subject{})})
+		if err == nil {
+			rows[0].Body = append(rows[0].Body[:len(rows[0].Body)-1], ' ', '}') // edited; the leaf hash is not
+		}
+		return rows, next, err
+	}, func() (store.LogState, error) { return store.LogState{}, errors.New("the journal has frames") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := st.Events(context.Background(), store.EventQuery{}); err == nil {
+			t.Fatalf("read %d answered without the frame it could not take", i+1)
+		}
+	}
+	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err == nil {
+		t.Fatal("an event was committed on top of a frame that does not continue the log")
+	}
+}

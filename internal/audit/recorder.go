@@ -419,7 +419,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-catchUp:
 			r.writeMu.Lock()
 			if r.j != nil {
-				r.catchUp() // failures are logged and tried again
+				r.catchUp() // failures are logged; the read barrier reports them
 			} else {
 				r.tryOwn()
 			}
