@@ -2,9 +2,8 @@ package policy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -130,11 +129,10 @@ type Decision struct {
 type Engine struct {
 	cur atomic.Pointer[Set]
 	// entities caches the agents and targets requests name (entities.go).
-	entities entityCache
+	entities keyCache[*builtEntity]
 	// labelRecs caches context.session records by label set.
-	labelRecs  sync.Map // labels joined by NUL -> types.Record
-	nLabelRecs atomic.Int64
-	lastTime   atomic.Pointer[timeRec]
+	labelRecs keyCache[types.Record]
+	lastTime  atomic.Pointer[timeRec]
 }
 
 const maxEntities = 50000
@@ -182,17 +180,14 @@ func (e *Engine) sessionRecord(labels []string) types.Record {
 	if len(labels) == 0 {
 		return noLabels
 	}
-	key := strings.Join(labels, "\x00") // labels never hold NUL (config's label pattern)
-	if r, ok := e.labelRecs.Load(key); ok {
-		return r.(types.Record)
+	var kb [256]byte
+	k := binary.AppendUvarint(kb[:0], uint64(len(labels)))
+	for _, l := range labels {
+		k = appendField(k, l)
 	}
-	r := types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
-	if e.nLabelRecs.Load() < maxLabelRecords {
-		if _, loaded := e.labelRecs.LoadOrStore(key, r); !loaded {
-			e.nLabelRecs.Add(1)
-		}
-	}
-	return r
+	return e.labelRecs.get(k, maxLabelRecords, func() types.Record {
+		return types.NewRecord(types.RecordMap{"labels": stringSet(labels)})
+	})
 }
 
 // RoleNames are the fields of context.roles (provenance.Roles; policy does
@@ -334,9 +329,9 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 	ents := &requestEntities{}
 	switch {
 	case in.Principal != nil:
-		ents.principal = e.entities.get(agentKey(kb[:0], in.Principal), func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
+		ents.principal = e.entity(agentKey(kb[:0], in.Principal), func(m types.EntityMap) types.EntityUID { return agentEntity(m, in.Principal) })
 	case in.Upstream != "":
-		ents.principal = e.entities.get(upstreamKey(kb[:0], in.Upstream), func(m types.EntityMap) types.EntityUID {
+		ents.principal = e.entity(upstreamKey(kb[:0], in.Upstream), func(m types.EntityMap) types.EntityUID {
 			uid := types.NewEntityUID("Upstream", types.String(in.Upstream))
 			m[uid] = types.Entity{UID: uid}
 			return uid
@@ -345,7 +340,7 @@ func (e *Engine) request(in *Input, args types.Record) (cedar.Request, types.Ent
 		return cedar.Request{}, nil, nil, errNoPrincipal
 	}
 	t := &in.Target
-	ents.resource = e.entities.get(targetKey(kb[:0], t), func(m types.EntityMap) types.EntityUID { return targetEntity(m, *t) })
+	ents.resource = e.entity(targetKey(kb[:0], t), func(m types.EntityMap) types.EntityUID { return targetEntity(m, *t) })
 	action := types.NewEntityUID("Action", types.String(in.Action))
 	sc := &scope{principal: ents.principal.uid, action: action, resource: ents.resource.uid,
 		pParents: ents.principal.parents, pScope: ents.principal.scope}

@@ -49,36 +49,42 @@ func scopeKey(uid types.EntityUID, parents []types.EntityUID) string {
 	return string(k)
 }
 
-// entityCache maps a key (agentKey, targetKey) to its built entity. A
-// plain map under a read lock: looking a key up from a byte slice does not
-// allocate.
-type entityCache struct {
+// keyCache maps keys to values built once, up to a bound (past it, values
+// are built per request and not kept). A plain map under a read lock: a
+// key looked up from a byte slice is not allocated.
+type keyCache[V any] struct {
 	mu sync.RWMutex
-	m  map[string]*builtEntity
+	m  map[string]V
 }
 
-// get returns the entity cached under key, building (and caching, while
-// there is room) it if there is none.
-func (c *entityCache) get(key []byte, build func(types.EntityMap) types.EntityUID) *builtEntity {
+// get returns the value cached under key, building (and keeping, while
+// the cache holds fewer than max) it if there is none.
+func (c *keyCache[V]) get(key []byte, max int, build func() V) V {
 	c.mu.RLock()
-	b := c.m[string(key)]
+	v, ok := c.m[string(key)]
 	c.mu.RUnlock()
-	if b != nil {
-		return b
+	if ok {
+		return v
 	}
-	b = newBuiltEntity(build)
+	v = build()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]*builtEntity{}
-	}
-	if old := c.m[string(key)]; old != nil {
+	if old, ok := c.m[string(key)]; ok {
 		return old
 	}
-	if len(c.m) < maxEntities {
-		c.m[string(key)] = b
+	if c.m == nil {
+		c.m = map[string]V{}
 	}
-	return b
+	if len(c.m) < max {
+		c.m[string(key)] = v
+	}
+	return v
+}
+
+// entity returns the entity cached under key (agentKey, targetKey,
+// upstreamKey), built by build if there is none.
+func (e *Engine) entity(key []byte, build func(types.EntityMap) types.EntityUID) *builtEntity {
+	return e.entities.get(key, maxEntities, func() *builtEntity { return newBuiltEntity(build) })
 }
 
 // requestEntities is the entity store of one request (types.EntityGetter):

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"slices"
-	"sync"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -32,8 +31,7 @@ type indexedPolicy struct {
 
 type index struct {
 	policies []indexedPolicy
-	mu       sync.RWMutex
-	cache    map[string]*subset // by scope key; a plain map: a lookup from bytes does not allocate
+	cache    keyCache[*subset] // by scope key
 }
 
 func (ix *index) add(id cedar.PolicyID, p *cedar.Policy, approval bool) {
@@ -60,37 +58,21 @@ func (sc *scope) key(k []byte) []byte {
 
 func (ix *index) subset(sc *scope) *subset {
 	var kb [512]byte
-	k := sc.key(kb[:0])
-	ix.mu.RLock()
-	sub := ix.cache[string(k)]
-	ix.mu.RUnlock()
-	if sub != nil {
+	return ix.cache.get(sc.key(kb[:0]), maxSubsets, func() *subset {
+		sub := &subset{ps: cedar.NewPolicySet(), sans: cedar.NewPolicySet()}
+		for _, ip := range ix.policies {
+			if !principalMatches(ip.ast.Principal, sc.principal, sc.pParents) ||
+				!actionMatches(ip.ast.Action, sc.action) ||
+				!resourceMatches(ip.ast.Resource, sc.resource, sc.rParents) {
+				continue
+			}
+			sub.ps.Add(ip.id, ip.p)
+			if !ip.approval {
+				sub.sans.Add(ip.id, ip.p)
+			}
+		}
 		return sub
-	}
-	sub = &subset{ps: cedar.NewPolicySet(), sans: cedar.NewPolicySet()}
-	for _, ip := range ix.policies {
-		if !principalMatches(ip.ast.Principal, sc.principal, sc.pParents) ||
-			!actionMatches(ip.ast.Action, sc.action) ||
-			!resourceMatches(ip.ast.Resource, sc.resource, sc.rParents) {
-			continue
-		}
-		sub.ps.Add(ip.id, ip.p)
-		if !ip.approval {
-			sub.sans.Add(ip.id, ip.p)
-		}
-	}
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	if old := ix.cache[string(k)]; old != nil {
-		return old
-	}
-	if ix.cache == nil {
-		ix.cache = map[string]*subset{}
-	}
-	if len(ix.cache) < maxSubsets {
-		ix.cache[string(k)] = sub
-	}
-	return sub
+	})
 }
 
 func in(target types.EntityUID, self types.EntityUID, parents []types.EntityUID) bool {
