@@ -241,12 +241,7 @@ func TestIndexerRetriesAfterAFailure(t *testing.T) {
 // were none; once the lock is free, reads succeed again.
 func TestReadFailsWhenOtherWritersCannotBeRead(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "a.db")
-	st := openDB(t, path)
-	r, _, _ := runRecorder(t, st)
-	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err != nil {
-		t.Fatal(err)
-	}
+	_, st, path := ownerWithAnEvent(t)
 	// Another open file on append.lock: flock excludes it like another
 	// process.
 	held, err := os.OpenFile(filepath.Join(store.JournalDir(path), "append.lock"), os.O_RDWR, 0)
@@ -272,12 +267,7 @@ func TestReadFailsWhenOtherWritersCannotBeRead(t *testing.T) {
 // from a log that lacks events the journal holds.
 func TestReadFailsWhenOtherWritersFramesCannotBeTaken(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "a.db")
-	st := openDB(t, path)
-	r, _, _ := runRecorder(t, st)
-	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err != nil {
-		t.Fatal(err)
-	}
+	r, st, path := ownerWithAnEvent(t)
 	err := store.AppendForeign(store.JournalDir(path), func(from store.LogState) ([]store.EventRow, store.LogState, error) {
 		rows, next, err := buildRows(from, []*Event{New(TypeLifecycle, OutcomeInfo, "", time.Now(), Subject{})})
 		if err == nil {
@@ -296,4 +286,17 @@ func TestReadFailsWhenOtherWritersFramesCannotBeTaken(t *testing.T) {
 	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err == nil {
 		t.Fatal("an event was committed on top of a frame that does not continue the log")
 	}
+}
+
+// ownerWithAnEvent runs a recorder owning the journal of a new database
+// at path, with one event committed.
+func ownerWithAnEvent(t *testing.T) (*Recorder, *store.DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "a.db")
+	st := openDB(t, path)
+	r, _, _ := runRecorder(t, st)
+	if _, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{}, "")); err != nil {
+		t.Fatal(err)
+	}
+	return r, st, path
 }
