@@ -603,12 +603,14 @@ func drain(resp *http.Response) {
 }
 
 // NewHTTPTransport is the HTTP transport for one upstream: connections are
-// kept for reuse, as many as the upstream may have calls in flight.
-func NewHTTPTransport(base *http.Transport, maxConns int) *http.Transport {
+// kept for reuse, as many as the upstream may have calls in flight. A
+// plain-HTTP upstream is served on the caller's goroutine
+// (directTransport); https and proxied requests by a copy of base.
+func NewHTTPTransport(base *http.Transport, maxConns int) http.RoundTripper {
 	t := base.Clone()
 	t.MaxIdleConns = max(maxConns, 2) * 2
 	t.MaxIdleConnsPerHost = max(maxConns, 2)
 	t.IdleConnTimeout = 90 * time.Second
 	t.ResponseHeaderTimeout = 0 // calls may run long; the call timeout bounds them
-	return t
+	return newDirectTransport(t, t.MaxIdleConnsPerHost, t.IdleConnTimeout)
 }

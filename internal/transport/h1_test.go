@@ -1,0 +1,474 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingServer is an HTTP server that counts the connections it
+// accepted and the requests it read.
+type countingServer struct {
+	*httptest.Server
+	conns, requests atomic.Int64
+}
+
+func newCountingServer(t *testing.T, h http.HandlerFunc) *countingServer {
+	t.Helper()
+	return newCountingServerIdle(t, 0, h)
+}
+
+// newCountingServerIdle is newCountingServer closing connections idle for
+// idle (0: never).
+func newCountingServerIdle(t *testing.T, idle time.Duration, h http.HandlerFunc) *countingServer {
+	t.Helper()
+	s := &countingServer{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		h(w, r)
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.Config.IdleTimeout = idle
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func direct(maxIdle int) *directTransport {
+	return newDirectTransport(http.DefaultTransport.(*http.Transport).Clone(), maxIdle, time.Minute)
+}
+
+// post sends a POST through rt and returns its body.
+func post(t *testing.T, ctx context.Context, rt http.RoundTripper, url, body string) (string, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Write(b)
+}
+
+func TestDirectReusesAndFramesBodies(t *testing.T) {
+	t.Parallel()
+	chunked := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		for _, c := range b { // flushed byte by byte: chunked encoding
+			w.Write([]byte{c})
+			w.(http.Flusher).Flush()
+		}
+	})
+	sized := newCountingServer(t, echo)
+	rt := direct(4)
+	for _, s := range []*countingServer{chunked, sized} {
+		for i := range 10 {
+			want := fmt.Sprintf("message %d", i)
+			got, err := post(t, context.Background(), rt, s.URL, want)
+			if err != nil || got != want {
+				t.Fatalf("call %d: %q, %v; want %q", i, got, err, want)
+			}
+		}
+		if n := s.conns.Load(); n != 1 {
+			t.Fatalf("10 sequential calls opened %d connections, want 1", n)
+		}
+	}
+}
+
+// TestDirectDropsConnectionsTheServerClosed: a pooled connection the
+// server closed while it was idle (its keep-alive timeout) is not used:
+// the next request goes out on a new one and succeeds.
+func TestDirectDropsConnectionsTheServerClosed(t *testing.T) {
+	t.Parallel()
+	s := newCountingServerIdle(t, 50*time.Millisecond, echo)
+	rt := direct(4)
+	for i := range 3 {
+		if got, err := post(t, context.Background(), rt, s.URL, "x"); err != nil || got != "x" {
+			t.Fatalf("call %d: %q, %v", i, got, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the server closes the idle connection
+	}
+	if n := s.conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3 (one per call)", n)
+	}
+}
+
+// TestDirectClosesWhatCannotBeReused: a body closed before its end, a
+// response read until the connection's end, "Connection: close" and bytes
+// after a response each make the connection unusable; the next request
+// gets a new one and its own answer.
+func TestDirectClosesWhatCannotBeReused(t *testing.T) {
+	t.Parallel()
+	for name, answer := range map[string]string{
+		"until close":      "HTTP/1.1 200 OK\r\n\r\nfirst",
+		"connection close": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst",
+		"bytes after":      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+		"early close":      "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nfirst",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// The first request on the first connection gets the answer; any
+			// other request, on whichever connection, "second". The server
+			// keeps the connection open but for "until close": a client that
+			// reused it would read what it should not, on one connection.
+			addr, conns := rawServer(t, func(n int, c net.Conn, br *bufio.Reader) {
+				for i := 0; ; i++ {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if n == 0 && i == 0 {
+						io.WriteString(c, answer)
+						if name == "until close" {
+							return
+						}
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+				}
+			})
+			rt := direct(4)
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader("a"))
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 5)
+			if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != "first" {
+				t.Fatalf("first answer %q, %v", b, err)
+			}
+			if name != "early close" {
+				io.Copy(io.Discard, resp.Body)
+			}
+			resp.Body.Close()
+			got, err := post(t, context.Background(), rt, "http://"+addr+"/", "b")
+			if err != nil || got != "second" {
+				t.Fatalf("second answer %q, %v", got, err)
+			}
+			if n := conns.Load(); n != 2 {
+				t.Fatalf("%d connections, want 2", n)
+			}
+		})
+	}
+}
+
+// rawServer accepts connections and runs serve for each, numbered from 0.
+func rawServer(t *testing.T, serve func(n int, c net.Conn, br *bufio.Reader)) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := int(conns.Add(1) - 1)
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(n, c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String(), &conns
+}
+
+// TestDirectCancelInterruptsTheRead: cancelling a request whose answer
+// does not come ends it at once with the context's error.
+func TestDirectCancelInterruptsTheRead(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	s := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		echo(w, r)
+	})
+	defer close(release)
+	rt := direct(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := post(t, ctx, rt, s.URL+"/slow", "x")
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled request: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled request was still waiting")
+	}
+	// A body being read is interrupted the same way.
+	stream := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("head"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	ctx, cancel = context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, stream.URL, nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("a cancelled body read to its end")
+	}
+	resp.Body.Close()
+	if got, err := post(t, context.Background(), rt, s.URL, "after"); err != nil || got != "after" {
+		t.Fatalf("after the cancellations: %q, %v", got, err)
+	}
+}
+
+// TestDirectBoundsTheResponseHead: headers without end are refused, not
+// read into memory.
+func TestDirectBoundsTheResponseHead(t *testing.T) {
+	t.Parallel()
+	addr, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
+		for range 4000 { // 4 MB of headers
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	})
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxResponseHeaderBytes = 64 << 10
+	rt := newDirectTransport(base, 4, time.Minute)
+	if _, err := post(t, context.Background(), rt, "http://"+addr+"/", "x"); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("4 MB of headers: %v, want a refusal", err)
+	}
+}
+
+// TestDirectSkipsInformationalAnswers: 103 Early Hints before the answer
+// is not the answer.
+func TestDirectSkipsInformationalAnswers(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte("done"))
+	})
+	req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("x"))
+	resp, err := direct(4).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated || string(b) != "done" {
+		t.Fatalf("got %d %q, want 201 done", resp.StatusCode, b)
+	}
+}
+
+// TestDirectResendsOnlyWhatWasNotSent: a reused connection that fails
+// while the request is written gets the request again on a new one (the
+// server saw it once); one that fails after the request was written does
+// not (the server may have acted on it).
+func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, echo)
+	rt := direct(4)
+	var breakWrites atomic.Bool
+	dial := rt.dial
+	rt.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		return &breakableConn{Conn: c, broken: &breakWrites}, err
+	}
+	if got, err := post(t, context.Background(), rt, s.URL, "one"); err != nil || got != "one" {
+		t.Fatalf("first call: %q, %v", got, err)
+	}
+	breakWrites.Store(true) // the pooled connection's next write fails
+	if got, err := post(t, context.Background(), rt, s.URL, "two"); err != nil || got != "two" {
+		t.Fatalf("call over a broken connection: %q, %v", got, err)
+	}
+	if n := s.requests.Load(); n != 2 {
+		t.Fatalf("the server saw %d requests, want 2", n)
+	}
+
+	// Written, then the connection ends without an answer: an error, once.
+	var seen atomic.Int64
+	addr, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if seen.Add(1) == 2 {
+				return // no answer: the connection closes
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	rt = direct(4)
+	if got, err := post(t, context.Background(), rt, "http://"+addr+"/", "a"); err != nil || got != "ok" {
+		t.Fatalf("first call: %q, %v", got, err)
+	}
+	if _, err := post(t, context.Background(), rt, "http://"+addr+"/", "b"); err == nil {
+		t.Fatal("a call the server never answered succeeded")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("the server saw %d requests, want 2 (the unanswered one not sent again)", n)
+	}
+}
+
+// breakableConn fails its writes while broken is set.
+type breakableConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (c *breakableConn) Write(p []byte) (int, error) {
+	if c.broken.Load() {
+		c.broken.Store(false)
+		c.Conn.Close()
+		return 0, errors.New("broken pipe (test)")
+	}
+	return c.Conn.Write(p)
+}
+
+// TestDirectKeepsAtMostMaxIdle: connections beyond the pool's size are
+// closed when their requests end; the pool's are closed after their idle
+// time.
+func TestDirectKeepsAtMostMaxIdle(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	s := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		<-gate
+		echo(w, r)
+	})
+	rt := newDirectTransport(http.DefaultTransport.(*http.Transport).Clone(), 2, 100*time.Millisecond)
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			post(t, context.Background(), rt, s.URL, "x")
+		}()
+	}
+	for s.requests.Load() < 5 {
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	idle := func() int {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		n := 0
+		for _, p := range rt.idle {
+			n += len(p)
+		}
+		return n
+	}
+	if n := idle(); n != 2 {
+		t.Fatalf("%d idle connections after 5 concurrent calls, want 2", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for idle() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections left past their idle time", idle())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDirectLeavesTLSToNetHTTP: an https upstream is served by net/http's
+// transport (with the TLS configuration given).
+func TestDirectLeavesTLSToNetHTTP(t *testing.T) {
+	t.Parallel()
+	s := httptest.NewTLSServer(http.HandlerFunc(echo))
+	defer s.Close()
+	base := s.Client().Transport.(*http.Transport).Clone()
+	rt := newDirectTransport(base, 4, time.Minute)
+	if got, err := post(t, context.Background(), rt, s.URL, "secure"); err != nil || got != "secure" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if len(rt.idle) != 0 {
+		t.Fatal("an https connection was pooled by the direct transport")
+	}
+}
+
+// TestDirectRefusesInvalidHeaders: a header that would split the request
+// on the wire is refused before anything is sent.
+func TestDirectRefusesInvalidHeaders(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, echo)
+	for name, h := range map[string][2]string{
+		"value with CRLF": {"X-Key", "a\r\nX-Injected: 1"},
+		"name with colon": {"X-Key: 1\r\nX", "b"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("x"))
+		req.Header[h[0]] = []string{h[1]}
+		if _, err := direct(4).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "invalid header") {
+			t.Errorf("%s: %v, want a refusal", name, err)
+		}
+	}
+	if n := s.requests.Load(); n != 0 {
+		t.Fatalf("the server saw %d requests", n)
+	}
+}
