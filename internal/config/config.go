@@ -660,6 +660,9 @@ func checkURL(at, u string) []error {
 	if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 		return []error{fmt.Errorf("%s: %q must be an http(s) URL", at, u)}
 	}
+	if p, err := url.Parse(u); err != nil || p.Hostname() == "" {
+		return []error{fmt.Errorf("%s: %q must name a host", at, u)}
+	}
 	return nil
 }
 

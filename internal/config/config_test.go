@@ -57,6 +57,7 @@ func TestParseRejects(t *testing.T) {
 		"inline auth":             {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', headers: {Authorization: {value: s}}}}]\n", "looks like a secret"},
 		"inline env secret":       {"version: 1\nupstreams: [{name: a, stdio: {command: x, env: {API_KEY: {value: s}}}}]\n", "looks like a secret"},
 		"bad url":                 {"version: 1\nupstreams: [{name: a, http: {url: 'file:///etc/passwd'}}]\n", "http(s)"},
+		"url without host":        {"version: 1\nupstreams: [{name: a, http: {url: 'http:///mcp'}}]\n", "must name a host"},
 		"negative limit":          {"version: 1\nlimits: {max_batch: -1}\n", "positive"},
 		"agent name":              {"version: 1\nagents: [{name: 'a b'}]\n", "must match"},
 		"upstream label":          {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +25,8 @@ import (
 // reading one: two goroutine wake-ups a relayed call, a large part of
 // what the hot path spends in the scheduler (docs/performance.md).
 // Requests it does not take (https, a proxy from the environment, a
-// protocol upgrade) go to net/http's Transport it was made from.
+// protocol upgrade, a body over 64 KiB) go to net/http's Transport it was
+// made from.
 //
 // Connection reuse follows net/http's rules: a connection goes back to
 // the pool only after its response's body was read to its end (framed by
@@ -32,11 +34,11 @@ import (
 // said "Connection: close"; a response read until the connection's end, a
 // body closed early, a cancelled request or an error closes it. A pooled
 // connection is checked before use (the server may have closed it while
-// idle: a keep-alive timeout), and a request that could not be written on
-// a reused connection is sent once more on a new one: the server cannot
-// have acted on a request it did not receive whole. A request written
-// whose answer never came is not sent again (it may have been acted on),
-// as net/http does not for a POST.
+// idle: a keep-alive timeout). A request none of whose bytes could be
+// written on a reused connection is sent once more, on another
+// connection: the server cannot have received it. A request any of whose
+// bytes were written is not sent again (the server may have acted on
+// it), as net/http does not for a POST.
 type directTransport struct {
 	fallback    *http.Transport
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -52,11 +54,24 @@ type directTransport struct {
 // h1conn is one HTTP/1.1 connection: in use by one request at a time.
 type h1conn struct {
 	nc        net.Conn
-	lr        *limitedConn // bounds the response head
+	cw        *countingWriter // what the request's write reached the connection with
+	lr        *limitedConn    // bounds the response head
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	addr      string
 	idleSince time.Time
+}
+
+// countingWriter writes to a connection and counts the bytes it took.
+type countingWriter struct {
+	nc net.Conn
+	n  int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.nc.Write(p)
+	w.n += int64(n)
+	return n, err
 }
 
 // limitedConn reads from a connection and fails past limit bytes (reset
@@ -104,10 +119,21 @@ func newDirectTransport(base *http.Transport, maxIdle int, idleTimeout time.Dura
 	}
 }
 
+// maxDirectBody is the largest request body the direct transport sends.
+// A server may answer before it has read the body (a 401, a 413) and
+// close: net/http's Transport reads that answer while it is still
+// writing; this transport writes first, which is safe only for a body the
+// kernels' socket buffers take whole. Larger bodies (and bodies of unknown
+// length) go to the fallback.
+const maxDirectBody = 64 << 10
+
 // takes reports whether req is for this transport rather than the
 // fallback.
 func (t *directTransport) takes(req *http.Request) bool {
 	if req.URL.Scheme != "http" || req.Method == http.MethodConnect || req.Header.Get("Upgrade") != "" {
+		return false
+	}
+	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength < 0 || req.ContentLength > maxDirectBody) {
 		return false
 	}
 	if t.fallback.Proxy != nil {
@@ -123,17 +149,11 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.takes(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	// As net/http's Transport: a header that would not be one on the wire
-	// is refused, not written.
-	for k, vs := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return nil, fmt.Errorf("upstream request: invalid header field name %q", k)
+	if err := checkRequest(req); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
 		}
-		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return nil, fmt.Errorf("upstream request: invalid header field value for %q", k)
-			}
-		}
+		return nil, err
 	}
 	ctx := req.Context()
 	port := req.URL.Port()
@@ -181,8 +201,40 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// unsentError is a failure to write a request: the server did not
-// receive it whole.
+// checkRequest refuses what net/http's Transport refuses before writing:
+// no host, a method or a header that would not be one on the wire.
+func checkRequest(req *http.Request) error {
+	if req.URL.Host == "" {
+		return errors.New("upstream request: no host in the URL")
+	}
+	if req.Method != "" && !validMethod(req.Method) {
+		return fmt.Errorf("upstream request: invalid method %q", req.Method)
+	}
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("upstream request: invalid header field name %q", k)
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("upstream request: invalid header field value for %q", k)
+			}
+		}
+	}
+	return nil
+}
+
+// validMethod reports whether m is an HTTP token (RFC 9110, 9.1).
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// unsentError is a failure to write a request before any of its bytes
+// reached the connection: the server cannot have received it.
 type unsentError struct{ err error }
 
 func (e *unsentError) Error() string { return e.err.Error() }
@@ -206,11 +258,16 @@ func (t *directTransport) exchange(ctx context.Context, c *h1conn, req *http.Req
 		}
 		return nil, err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(&unsentError{err})
+	c.cw.n = 0
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
-		return fail(&unsentError{err})
+	if err != nil {
+		if c.cw.n == 0 {
+			err = &unsentError{err}
+		}
+		return fail(err)
 	}
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{})
@@ -237,7 +294,8 @@ func (t *directTransport) exchange(ctx context.Context, c *h1conn, req *http.Req
 	}
 	c.lr.left = math.MaxInt64
 	b := &h1body{t: t, c: c, stop: stop, trace: trace,
-		keepAlive: !resp.Close && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)}
+		keepAlive: !resp.Close && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") &&
+			(resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0)}
 	if resp.Body == http.NoBody || resp.Body == nil {
 		b.finish(true)
 		resp.Body = http.NoBody
@@ -258,9 +316,13 @@ type h1body struct {
 	trace     *httptrace.ClientTrace
 	keepAlive bool
 	once      sync.Once
+	closed    atomic.Bool
 }
 
 func (b *h1body) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := b.rc.Read(p)
 	if err != nil {
 		b.finish(err == io.EOF)
@@ -269,6 +331,7 @@ func (b *h1body) Read(p []byte) (int, error) {
 }
 
 func (b *h1body) Close() error {
+	b.closed.Store(true)
 	b.finish(false)
 	return nil
 }
@@ -320,7 +383,8 @@ func (t *directTransport) conn(ctx context.Context, addr string) (c *h1conn, reu
 		return nil, false, err
 	}
 	lr := &limitedConn{Conn: nc}
-	return &h1conn{nc: nc, lr: lr, br: bufio.NewReader(lr), bw: bufio.NewWriter(nc), addr: addr}, false, nil
+	cw := &countingWriter{nc: nc}
+	return &h1conn{nc: nc, cw: cw, lr: lr, br: bufio.NewReader(lr), bw: bufio.NewWriter(cw), addr: addr}, false, nil
 }
 
 // open reports whether an idle connection is still usable: the server

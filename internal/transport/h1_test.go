@@ -274,6 +274,18 @@ func TestDirectCancelInterruptsTheRead(t *testing.T) {
 	if got, err := post(t, context.Background(), rt, s.URL, "after"); err != nil || got != "after" {
 		t.Fatalf("after the cancellations: %q, %v", got, err)
 	}
+	// Neither cancelled connection was used again.
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections to the first server, want 2", n)
+	}
+	req, _ = http.NewRequest(http.MethodGet, stream.URL, nil)
+	if resp, err = rt.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := stream.conns.Load(); n != 2 {
+		t.Fatalf("%d connections to the streaming server, want 2", n)
+	}
 }
 
 // TestDirectBoundsTheResponseHead: headers without end are refused, not
@@ -470,5 +482,105 @@ func TestDirectRefusesInvalidHeaders(t *testing.T) {
 	}
 	if n := s.requests.Load(); n != 0 {
 		t.Fatalf("the server saw %d requests", n)
+	}
+}
+
+// TestDirectLeavesLargeBodiesToNetHTTP: a server that refuses a large
+// body before reading it (a 401) has its answer read, not a broken pipe:
+// bodies over maxDirectBody go to net/http, which reads while it writes.
+func TestDirectLeavesLargeBodiesToNetHTTP(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	rt := direct(4)
+	for _, size := range []int{1 << 10, 4 << 20} {
+		req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(strings.Repeat("a", size)))
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%d bytes: status %d", size, resp.StatusCode)
+		}
+	}
+}
+
+// TestDirectNeverResendsWhatReachedTheServer: a request whose write fails
+// after bytes of it were sent (here, a body longer than its declared
+// length: the declared bytes all go out) is not sent again, even on a
+// reused connection with a body that could be had again.
+func TestDirectNeverResendsWhatReachedTheServer(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, echo)
+	rt := direct(4)
+	if _, err := post(t, context.Background(), rt, s.URL, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	const declared = 50000
+	body := strings.Repeat("p", declared+5)
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/pay", strings.NewReader(body))
+	req.ContentLength = declared
+	if _, err := rt.RoundTrip(req); err == nil {
+		t.Fatal("a body longer than its length was sent without error")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := s.requests.Load(); n != 2 {
+		t.Fatalf("the server saw %d requests, want 2 (the failed one once)", n)
+	}
+}
+
+// TestDirectRefusesRequestsNetHTTPRefuses: no host, a method that is not
+// a token.
+func TestDirectRefusesRequestsNetHTTPRefuses(t *testing.T) {
+	t.Parallel()
+	rt := direct(4)
+	req, _ := http.NewRequest(http.MethodPost, "http:///mcp", strings.NewReader("x"))
+	if _, err := rt.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "no host") {
+		t.Errorf("no host: %v", err)
+	}
+	req, _ = http.NewRequest(http.MethodPost, "http://127.0.0.1:9/", nil)
+	req.Method = "GET /x HTTP/1.1\r\nX:"
+	if _, err := rt.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "invalid method") {
+		t.Errorf("bad method: %v", err)
+	}
+}
+
+// TestDirectDoesNotPoolACancelledConnection: a request cancelled after
+// its answer came, whose body is then read to its end from what was
+// buffered (without the connection, whose deadline the cancellation set),
+// does not give its connection to the pool; the next request gets a new
+// one. A body read after Close fails as net/http's does.
+func TestDirectDoesNotPoolACancelledConnection(t *testing.T) {
+	t.Parallel()
+	s := newCountingServer(t, echo)
+	rt := direct(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, strings.NewReader("abc"))
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "abc" {
+		t.Fatalf("the buffered body: %q, %v", b, err)
+	}
+	rt.mu.Lock()
+	pooled := len(rt.idle)
+	rt.mu.Unlock()
+	if pooled != 0 {
+		t.Fatal("a connection whose request was cancelled went to the pool")
+	}
+	resp.Body.Close()
+	if _, err := resp.Body.Read(make([]byte, 1)); !errors.Is(err, http.ErrBodyReadAfterClose) {
+		t.Fatalf("read after close: %v", err)
+	}
+	if got, err := post(t, context.Background(), rt, s.URL, "next"); err != nil || got != "next" {
+		t.Fatalf("next call: %q, %v", got, err)
+	}
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
 	}
 }
