@@ -44,6 +44,18 @@ func newReceipt() *Receipt {
 	return &Receipt{committed: make(chan struct{}), durable: make(chan struct{})}
 }
 
+// HeldReceipt returns the receipt of an event committed by a writer that
+// wraps or stands in for a Recorder: it is durable once settle is called
+// (with the sync's error, nil for success). settle is called at most once.
+func HeldReceipt() (rc *Receipt, settle func(syncErr error)) {
+	rc = newReceipt()
+	close(rc.committed)
+	return rc, func(syncErr error) {
+		rc.syncErr = syncErr
+		close(rc.durable)
+	}
+}
+
 // Durable waits until the event is on disk, or ctx ends.
 func (r *Receipt) Durable(ctx context.Context) error {
 	select {

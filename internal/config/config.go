@@ -217,9 +217,12 @@ type Audit struct {
 	Export []Export `json:"export,omitempty"`
 	// Sync is when a decision must be on disk: "before_answer" (default:
 	// committed to the log, surviving a crash of the gateway, before the
-	// upstream sees the call; on disk before the agent sees the answer) or
-	// "before_relay" (on disk before the upstream sees the call). With
-	// store.synchronous normal nothing is fsynced and both mean committed.
+	// upstream sees the call; on disk before the agent sees the answer),
+	// "before_relay" (on disk before the upstream sees the call) or
+	// "background" (committed before the upstream sees the call; on disk
+	// within sync_window, the answer not waiting for it; denials are still
+	// on disk before the agent hears of them). With store.synchronous
+	// normal nothing is fsynced and all three mean committed.
 	Sync string `json:"sync,omitempty"`
 	// SyncWindow is the least time between two fsyncs of the log under
 	// load: the calls committed meanwhile share one (default 2ms; 100µs to
@@ -234,6 +237,7 @@ const DefaultSyncWindow = 2 * time.Millisecond
 const (
 	SyncBeforeAnswer = "before_answer"
 	SyncBeforeRelay  = "before_relay"
+	SyncBackground   = "background"
 )
 
 // Export is one destination for audit events. Exactly one of File,
@@ -535,8 +539,8 @@ func (c *Config) Validate() error {
 	if !originRE.MatchString(c.Audit.Origin) {
 		add("audit.origin: %q must be a name like example.com/audit (no spaces or '+')", c.Audit.Origin)
 	}
-	if c.Audit.Sync != SyncBeforeAnswer && c.Audit.Sync != SyncBeforeRelay {
-		add("audit.sync: %q is not %s or %s", c.Audit.Sync, SyncBeforeAnswer, SyncBeforeRelay)
+	if c.Audit.Sync != SyncBeforeAnswer && c.Audit.Sync != SyncBeforeRelay && c.Audit.Sync != SyncBackground {
+		add("audit.sync: %q is not %s, %s or %s", c.Audit.Sync, SyncBeforeAnswer, SyncBeforeRelay, SyncBackground)
 	}
 	if w := c.Audit.SyncWindow.D(); w < 100*time.Microsecond || w > 50*time.Millisecond {
 		add("audit.sync_window: between 100µs and 50ms")

@@ -117,6 +117,7 @@ func TestParseRejects(t *testing.T) {
 		"oauth scope":             {"version: 1\nupstreams: [{name: a, http: {url: 'https://x', oauth: {scopes: ['a b']}}}]\n", "not a scope token"},
 		"oauth per user shared":   {"version: 1\nupstreams: [{name: a, isolation: agent, http: {url: 'https://x', oauth: {per_user: true}}}]\n", "per_user needs isolation user or session"},
 		"sync window":             {"version: 1\naudit: {sync_window: 1s}\n", "audit.sync_window"},
+		"sync mode":               {"version: 1\naudit: {sync: later}\n", "is not before_answer, before_relay or background"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -340,6 +341,25 @@ func TestParseHoursReadsDecimal(t *testing.T) {
 	for _, bad := range []string{"8:00-09:00", "24:00-01:00", "07:60-08:00", "07:00 - 08:00", ""} {
 		if _, _, err := ParseHours(bad); err == nil {
 			t.Errorf("ParseHours(%q) accepted", bad)
+		}
+	}
+}
+
+// TestAuditSyncModes: each durability mode parses as itself; none given is
+// before_answer.
+func TestAuditSyncModes(t *testing.T) {
+	t.Parallel()
+	for yaml, want := range map[string]string{
+		"version: 1\n": SyncBeforeAnswer,
+		"version: 1\naudit: {sync: before_relay}\n": SyncBeforeRelay,
+		"version: 1\naudit: {sync: background}\n":   SyncBackground,
+	} {
+		c, err := Parse([]byte(yaml), ".")
+		if err != nil {
+			t.Fatalf("%q: %v", yaml, err)
+		}
+		if c.Audit.Sync != want {
+			t.Errorf("%q: sync %q, want %q", yaml, c.Audit.Sync, want)
 		}
 	}
 }

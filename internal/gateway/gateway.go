@@ -249,6 +249,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 		Metrics:         g.metrics,
 		Limits:          cfg.Limits,
 		SyncBeforeRelay: cfg.Audit.Sync == config.SyncBeforeRelay,
+		SyncBackground:  cfg.Audit.Sync == config.SyncBackground,
 		AllowedHosts:    cfg.Listen.AllowedHosts,
 		AllowedOrigins:  cfg.Listen.AllowedOrigins,
 		PublicURL:       cfg.Listen.PublicURL,

@@ -126,6 +126,10 @@ type Options struct {
 	// sees the call (audit.sync before_relay); otherwise it is committed to
 	// the log before the relay and on disk before the agent's answer.
 	SyncBeforeRelay bool
+	// SyncBackground answers without waiting for the decision to reach the
+	// disk (audit.sync background): it is committed before the relay and
+	// synced by the recorder within its window. Denials still wait.
+	SyncBackground bool
 	// AllowedHosts and AllowedOrigins guard the HTTP front against DNS
 	// rebinding and cross-site requests (see config.Listen).
 	AllowedHosts   []string

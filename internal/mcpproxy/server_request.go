@@ -161,7 +161,7 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // answer.
 func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 	sc, s := c.server, c.s
-	if c.receipt != nil {
+	if c.receipt != nil && !p.opts.SyncBackground {
 		if err := c.receipt.Durable(ctx); err != nil {
 			return recordedDenial(reason.AuditUnavailable)
 		}

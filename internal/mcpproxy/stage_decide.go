@@ -64,7 +64,8 @@ func decide(p *Proxy, ctx context.Context, c *call) error {
 
 // commit records the decision to allow before anything happens: the call
 // is relayed only once its event is in the log (on disk, too, with
-// audit.sync before_relay; else the reply stage waits for the disk).
+// audit.sync before_relay; else the reply stage waits for the disk, but
+// with background).
 func commit(p *Proxy, ctx context.Context, c *call) error {
 	if c.committed {
 		return nil // held for approval: the approval's outcome is recorded

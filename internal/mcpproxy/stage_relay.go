@@ -192,7 +192,8 @@ func (c *call) related(m *wire.Message) {
 }
 
 // reply answers the agent, once the decision is on disk (audit.sync
-// before_answer) and within the result size limit.
+// before_answer; not awaited with background) and within the result size
+// limit.
 func reply(p *Proxy, ctx context.Context, c *call) error {
 	if c.out == nil && c.resp != nil {
 		c.out = wire.Apply(c.resp.Raw, wire.Replace(c.resp.ID, c.msg.IDBytes()))
@@ -200,7 +201,7 @@ func reply(p *Proxy, ctx context.Context, c *call) error {
 	if len(c.out) > p.opts.Limits.MaxResultBytes+4096 {
 		return unavailable(reason.ResultTooLarge)
 	}
-	if c.receipt != nil {
+	if c.receipt != nil && !p.opts.SyncBackground {
 		if err := c.receipt.Durable(ctx); err != nil {
 			p.opts.Log.Error("audit sync failed; the answer is withheld", "request_id", c.requestID, "err", err)
 			return recordedDenial(reason.AuditUnavailable)
