@@ -37,8 +37,9 @@ import (
 // idle: a keep-alive timeout). A request none of whose bytes could be
 // written on a reused connection is sent once more, on another
 // connection: the server cannot have received it. A request any of whose
-// bytes were written is not sent again (the server may have acted on
-// it), as net/http does not for a POST.
+// bytes were written is not sent again (the server may have acted on it),
+// as net/http does not for a POST, unless its method is idempotent (GET:
+// the standalone event stream) and no answer came.
 type directTransport struct {
 	fallback    *http.Transport
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -181,12 +182,11 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		var unsent *unsentError
-		if !errors.As(err, &unsent) || !reused || attempt > 0 || ctx.Err() != nil {
+		if !reused || attempt > 0 || ctx.Err() != nil || !resendable(req, err) {
 			return nil, err
 		}
-		// The reused connection was dead: send the request again on a new
-		// one, if its body can be had again.
+		// The reused connection was dead: send the request again on
+		// another, if its body can be had again.
 		if req.Body != nil && req.Body != http.NoBody {
 			if req.GetBody == nil {
 				return nil, err
@@ -233,6 +233,33 @@ func validMethod(m string) bool {
 	return true
 }
 
+// resendable reports whether req, which failed with err on a reused
+// connection, may be sent again, as net/http's Transport would: if none of
+// it was written (the server cannot have received it), or if its method is
+// idempotent and the answer's head could not be read (the server closed
+// the connection as it was used: a keep-alive timeout).
+func resendable(req *http.Request, err error) bool {
+	var unsent *unsentError
+	if errors.As(err, &unsent) {
+		return true
+	}
+	var head *headError
+	if !errors.As(err, &head) || errors.Is(err, errHeadTooLarge) {
+		return false
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// headError is a failure to read an answer's head.
+type headError struct{ err error }
+
+func (e *headError) Error() string { return e.err.Error() }
+func (e *headError) Unwrap() error { return e.err }
+
 // unsentError is a failure to write a request before any of its bytes
 // reached the connection: the server cannot have received it.
 type unsentError struct{ err error }
@@ -277,7 +304,7 @@ func (t *directTransport) exchange(ctx context.Context, c *h1conn, req *http.Req
 	for informational := 0; ; informational++ {
 		r, err := http.ReadResponse(c.br, req)
 		if err != nil {
-			return fail(err)
+			return fail(&headError{err})
 		}
 		// 1xx answers (100 Continue, 103 Early Hints) precede the response;
 		// 101 would switch protocols, which no request here asks for.

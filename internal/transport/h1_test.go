@@ -337,7 +337,7 @@ func TestDirectSkipsInformationalAnswers(t *testing.T) {
 // TestDirectResendsOnlyWhatWasNotSent: a reused connection that fails
 // while the request is written gets the request again on a new one (the
 // server saw it once); one that fails after the request was written does
-// not (the server may have acted on it).
+// not (the server may have acted on it), but for an idempotent GET.
 func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
 	t.Parallel()
 	s := newCountingServer(t, echo)
@@ -384,6 +384,29 @@ func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := seen.Load(); n != 2 {
 		t.Fatalf("the server saw %d requests, want 2 (the unanswered one not sent again)", n)
+	}
+
+	// The same for a GET (idempotent): sent again on a new connection.
+	seen.Store(0)
+	rt = direct(4)
+	get := func() (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if got, err := get(); err != nil || got != "ok" {
+		t.Fatalf("first GET: %q, %v", got, err)
+	}
+	if got, err := get(); err != nil || got != "ok" {
+		t.Fatalf("a GET whose connection ended unanswered: %q, %v; want it sent again", got, err)
+	}
+	if n := seen.Load(); n != 3 {
+		t.Fatalf("the server saw %d GETs, want 3", n)
 	}
 }
 
