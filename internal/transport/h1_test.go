@@ -607,3 +607,57 @@ func TestDirectDoesNotPoolACancelledConnection(t *testing.T) {
 		t.Fatalf("%d connections, want 2", n)
 	}
 }
+
+// FuzzDirectNeverMixesAnswers: whatever an upstream sends as its first
+// answer (a malformed head, a body shorter or longer than it says, bytes
+// after it, informational answers, a stream that never ends), the next
+// call gets its own answer or an error, never bytes of the first: a
+// connection is reused only when the first answer ended where its framing
+// says. The server answers every later request "second".
+func FuzzDirectNeverMixesAnswers(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\nX-Trailer: t\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 6\r\n\r\nforged",
+		"HTTP/1.0 200 OK\r\n\r\nfirst",
+		"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nfirst",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nforged",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nfor\r\n0\r\n\r\n",
+		"garbage\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, first []byte) {
+		if len(first) > 64<<10 {
+			return
+		}
+		var answered atomic.Bool
+		addr, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				if req.URL.Path == "/first" && answered.CompareAndSwap(false, true) {
+					c.Write(first)
+					continue
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+			}
+		})
+		rt := direct(4)
+		defer rt.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		post(t, ctx, rt, "http://"+addr+"/first", "1")
+		cancel()
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got, err := post(t, ctx, rt, "http://"+addr+"/second", "2")
+		if err == nil && got != "second" {
+			t.Fatalf("the second call got %q", got)
+		}
+	})
+}
