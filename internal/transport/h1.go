@@ -39,7 +39,7 @@ import (
 // connection: the server cannot have received it. A request any of whose
 // bytes were written is not sent again (the server may have acted on it),
 // as net/http does not for a POST, unless its method is idempotent (GET:
-// the standalone event stream) and no answer came.
+// the standalone event stream) and not a byte of an answer came.
 type directTransport struct {
 	fallback    *http.Transport
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -236,15 +236,15 @@ func validMethod(m string) bool {
 // resendable reports whether req, which failed with err on a reused
 // connection, may be sent again, as net/http's Transport would: if none of
 // it was written (the server cannot have received it), or if its method is
-// idempotent and the answer's head could not be read (the server closed
-// the connection as it was used: a keep-alive timeout).
+// idempotent (GET, HEAD, OPTIONS, TRACE) and not a byte of an answer came
+// (the server closed the connection as it was used: a keep-alive timeout).
 func resendable(req *http.Request, err error) bool {
 	var unsent *unsentError
 	if errors.As(err, &unsent) {
 		return true
 	}
-	var head *headError
-	if !errors.As(err, &head) || errors.Is(err, errHeadTooLarge) {
+	var none *noAnswerError
+	if !errors.As(err, &none) {
 		return false
 	}
 	switch req.Method {
@@ -254,11 +254,12 @@ func resendable(req *http.Request, err error) bool {
 	return false
 }
 
-// headError is a failure to read an answer's head.
-type headError struct{ err error }
+// noAnswerError is a connection that ended (or failed) before any byte of
+// an answer arrived.
+type noAnswerError struct{ err error }
 
-func (e *headError) Error() string { return e.err.Error() }
-func (e *headError) Unwrap() error { return e.err }
+func (e *noAnswerError) Error() string { return e.err.Error() }
+func (e *noAnswerError) Unwrap() error { return e.err }
 
 // unsentError is a failure to write a request before any of its bytes
 // reached the connection: the server cannot have received it.
@@ -304,7 +305,10 @@ func (t *directTransport) exchange(ctx context.Context, c *h1conn, req *http.Req
 	for informational := 0; ; informational++ {
 		r, err := http.ReadResponse(c.br, req)
 		if err != nil {
-			return fail(&headError{err})
+			if informational == 0 && c.lr.left == t.maxHeader {
+				err = &noAnswerError{err} // not a byte of an answer came
+			}
+			return fail(err)
 		}
 		// 1xx answers (100 Continue, 103 Early Hints) precede the response;
 		// 101 would switch protocols, which no request here asks for.

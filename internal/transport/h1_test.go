@@ -361,6 +361,7 @@ func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
 
 	// Written, then the connection ends without an answer: an error, once.
 	var seen atomic.Int64
+	var partial atomic.Bool
 	addr, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
@@ -369,7 +370,10 @@ func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
 			}
 			io.Copy(io.Discard, req.Body)
 			if seen.Add(1) == 2 {
-				return // no answer: the connection closes
+				if partial.Load() {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-")
+				}
+				return // no (whole) answer: the connection closes
 			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
@@ -407,6 +411,21 @@ func TestDirectResendsOnlyWhatWasNotSent(t *testing.T) {
 	}
 	if n := seen.Load(); n != 3 {
 		t.Fatalf("the server saw %d GETs, want 3", n)
+	}
+
+	// But not once part of an answer came (as net/http).
+	seen.Store(0)
+	partial.Store(true)
+	rt = direct(4)
+	if got, err := get(); err != nil || got != "ok" {
+		t.Fatalf("first GET: %q, %v", got, err)
+	}
+	if _, err := get(); err == nil {
+		t.Fatal("a GET whose answer broke off succeeded")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("the server saw %d GETs, want 2 (not sent again after part of an answer)", n)
 	}
 }
 
