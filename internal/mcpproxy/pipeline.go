@@ -179,6 +179,13 @@ func (p *Proxy) refuse(ctx context.Context, c *call, r *refusal) {
 	if r.code != "" {
 		p.opts.Metrics.Refusal(r.code)
 	}
+	if c.committed && c.receipt != nil && !p.opts.SyncBackground {
+		// A call allowed and relayed that fails after (its result too
+		// large, the upstream gone): the agent hears of it, as it would of
+		// the result, once the decision is on disk. The answer is a
+		// refusal either way.
+		c.receipt.Durable(ctx)
+	}
 	c.answer(r.message(c.msg.IDBytes(), c.requestID))
 }
 
