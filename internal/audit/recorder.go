@@ -28,7 +28,11 @@ const (
 var (
 	ErrOverloaded = errors.New("audit: queue full")
 	ErrClosed     = errors.New("audit: recorder stopped")
+	ErrSyncBehind = errors.New("audit: the disk is behind the log")
 )
+
+// DefaultMaxSyncLag is Recorder.MaxSyncLag's default.
+const DefaultMaxSyncLag = 2 * time.Second
 
 // Receipt is an event's place in the write pipeline: committed (in the
 // log, readable, and surviving a crash of the process) and then durable
@@ -120,6 +124,12 @@ type Recorder struct {
 	// that arrive within it share the next one. Zero: every batch is
 	// synced as soon as the last sync ends. Set before Run.
 	SyncWindow time.Duration
+	// MaxSyncLag bounds how far the disk may fall behind the log: while
+	// an event committed longer ago than this is not yet synced (a stalled
+	// or failing disk), the log takes no events (ErrSyncBehind), so that
+	// no call goes on unrecorded on disk past it, whether or not answers
+	// wait for the disk. Zero: DefaultMaxSyncLag. Set before Run.
+	MaxSyncLag time.Duration
 
 	// Set by Open.
 	opened  bool
@@ -161,6 +171,10 @@ type Recorder struct {
 	syncing  bool
 	unsynced []*Receipt
 	syncKick chan struct{}
+	// Since when (UnixNano; 0: none) the oldest event committed and not
+	// yet durable has waited: of those queued for the next sync
+	// (unsyncedSince) and of those being synced (syncingSince). syncMu's.
+	unsyncedSince, syncingSince int64
 	// syncFailed is sticky: after a failed fsync the kernel may have dropped
 	// the pages, and a later fsync succeeding proves nothing about them.
 	syncFailed atomic.Pointer[error]
@@ -545,6 +559,9 @@ func (r *Recorder) write(batch []pending) {
 	}
 	if needSync {
 		r.syncMu.Lock()
+		if len(toSync) > 0 && r.unsyncedSince == 0 {
+			r.unsyncedSince = time.Now().UnixNano()
+		}
 		r.unsynced = append(r.unsynced, toSync...)
 		r.syncMu.Unlock()
 		select {
@@ -558,6 +575,9 @@ func (r *Recorder) append(events []*Event) error {
 	ctx := context.Background()
 	if p := r.syncFailed.Load(); p != nil {
 		return fmt.Errorf("audit log unusable after a failed sync: %w", *p)
+	}
+	if lag := r.syncLag(); lag > r.maxSyncLag() {
+		return fmt.Errorf("%w: an event committed %v ago is not yet synced", ErrSyncBehind, lag.Round(time.Millisecond))
 	}
 	if r.async != nil {
 		// A database that does not answer in time (a lock held by a
@@ -628,6 +648,28 @@ func (r *Recorder) syncLoop(stop chan struct{}) {
 	}
 }
 
+// syncLag is how long the oldest event committed and not yet durable has
+// waited (0: none).
+func (r *Recorder) syncLag() time.Duration {
+	r.syncMu.Lock()
+	since := r.syncingSince
+	if since == 0 || (r.unsyncedSince != 0 && r.unsyncedSince < since) {
+		since = r.unsyncedSince
+	}
+	r.syncMu.Unlock()
+	if since == 0 {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - since)
+}
+
+func (r *Recorder) maxSyncLag() time.Duration {
+	if r.MaxSyncLag > 0 {
+		return r.MaxSyncLag
+	}
+	return DefaultMaxSyncLag
+}
+
 // syncPending syncs what is committed and returns how many receipts it
 // made durable.
 func (r *Recorder) syncPending() int {
@@ -635,6 +677,7 @@ func (r *Recorder) syncPending() int {
 	batch := r.unsynced
 	r.unsynced = nil
 	r.syncing = len(batch) > 0
+	r.syncingSince, r.unsyncedSince = r.unsyncedSince, 0
 	sync := r.sync
 	r.syncMu.Unlock()
 	if len(batch) == 0 {
@@ -643,6 +686,7 @@ func (r *Recorder) syncPending() int {
 	err := sync()
 	r.syncMu.Lock()
 	r.syncing = false
+	r.syncingSince = 0
 	r.syncIdle.Broadcast()
 	r.syncMu.Unlock()
 	if err != nil {
@@ -653,7 +697,7 @@ func (r *Recorder) syncPending() int {
 		if r.async == nil {
 			r.syncFailed.CompareAndSwap(nil, &err)
 		}
-		r.log.Error("audit log sync failed; denying the recorded actions", "events", len(batch), "err", err)
+		r.log.Error("audit log sync failed: these events may not be on disk; actions waiting for them are denied", "events", len(batch), "err", err)
 	}
 	for _, rc := range batch {
 		rc.syncErr = err

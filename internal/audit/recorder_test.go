@@ -300,3 +300,55 @@ func TestEventsKeepTheOrderTheyWereAcceptedIn(t *testing.T) {
 		t.Fatal("no commit was written by its caller")
 	}
 }
+
+// TestCommitsStopWhileTheDiskIsBehind: while an event committed longer
+// ago than MaxSyncLag is not yet synced (a stalled disk), the log takes
+// no events, so no call goes on past that unrecorded on disk (with
+// audit.sync background no answer waits for the disk); once the disk
+// catches up it takes them again.
+func TestCommitsStopWhileTheDiskIsBehind(t *testing.T) {
+	t.Parallel()
+	st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
+	r := NewRecorder(st, discard())
+	r.MaxSyncLag = 50 * time.Millisecond
+	if err := r.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	real := r.sync
+	stalled := make(chan struct{})
+	var unstall sync.Once
+	r.sync = func() error { <-stalled; return real() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { unstall.Do(func() { close(stalled) }); cancel(); <-done }()
+	commit := func() (*Receipt, error) {
+		return r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, ""))
+	}
+	first, err := commit()
+	if err != nil {
+		t.Fatalf("a commit with the disk keeping up: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := commit(); !errors.Is(err, ErrSyncBehind) {
+		t.Fatalf("a commit with the disk 100ms behind: %v, want ErrSyncBehind", err)
+	}
+	// A record (a denial) waits for the disk, and so fails with the
+	// caller's deadline.
+	rctx, rcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer rcancel()
+	if err := r.Record(rctx, Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, "")); err == nil {
+		t.Fatal("a record with the disk stalled succeeded")
+	}
+	unstall.Do(func() { close(stalled) })
+	if err := first.Durable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := commit()
+	if err != nil {
+		t.Fatalf("a commit once the disk caught up: %v", err)
+	}
+	if err := rc.Durable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -220,9 +220,10 @@ type Audit struct {
 	// upstream sees the call; on disk before the agent sees the answer),
 	// "before_relay" (on disk before the upstream sees the call) or
 	// "background" (committed before the upstream sees the call; on disk
-	// within sync_window, the answer not waiting for it; denials are still
-	// on disk before the agent hears of them). With store.synchronous
-	// normal nothing is fsynced and all three mean committed.
+	// with the next fsync, the answer not waiting for it; denials are
+	// still on disk before the agent hears of them; not with
+	// store.postgres). With store.synchronous normal nothing is fsynced
+	// and all three mean committed.
 	Sync string `json:"sync,omitempty"`
 	// SyncWindow is the least time between two fsyncs of the log under
 	// load: the calls committed meanwhile share one (default 2ms; 100µs to
@@ -541,6 +542,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.Sync != SyncBeforeAnswer && c.Audit.Sync != SyncBeforeRelay && c.Audit.Sync != SyncBackground {
 		add("audit.sync: %q is not %s, %s or %s", c.Audit.Sync, SyncBeforeAnswer, SyncBeforeRelay, SyncBackground)
+	}
+	if c.Audit.Sync == SyncBackground && c.Store.Postgres != nil {
+		// A fleet's log is the database's: a flush that fails there is
+		// found by the calls waiting for it, and with background none wait.
+		add("audit.sync: background is for the local audit journal; with store.postgres use before_answer or before_relay")
 	}
 	if w := c.Audit.SyncWindow.D(); w < 100*time.Microsecond || w > 50*time.Millisecond {
 		add("audit.sync_window: between 100µs and 50ms")

@@ -118,6 +118,7 @@ func TestParseRejects(t *testing.T) {
 		"oauth per user shared":   {"version: 1\nupstreams: [{name: a, isolation: agent, http: {url: 'https://x', oauth: {per_user: true}}}]\n", "per_user needs isolation user or session"},
 		"sync window":             {"version: 1\naudit: {sync_window: 1s}\n", "audit.sync_window"},
 		"sync mode":               {"version: 1\naudit: {sync: later}\n", "is not before_answer, before_relay or background"},
+		"background on postgres":  {"version: 1\nstore: {postgres: {from_env: PG}}\naudit: {sync: background}\n", "background is for the local audit journal"},
 	} {
 		_, err := Parse([]byte(tc.yaml), ".")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
