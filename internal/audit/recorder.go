@@ -171,9 +171,9 @@ type Recorder struct {
 	syncing  bool
 	unsynced []*Receipt
 	syncKick chan struct{}
-	// Since when (UnixNano; 0: none) the oldest event committed and not
-	// yet durable has waited: of those queued for the next sync
-	// (unsyncedSince) and of those being synced (syncingSince). syncMu's.
+	// Since when (UnixNano; 0: none) the first event of those being synced
+	// (syncingSince) and of those queued for the next sync (unsyncedSince)
+	// has waited; the former, when set, is the older. syncMu's.
 	unsyncedSince, syncingSince int64
 	// syncFailed is sticky: after a failed fsync the kernel may have dropped
 	// the pages, and a later fsync succeeding proves nothing about them.
@@ -653,7 +653,7 @@ func (r *Recorder) syncLoop(stop chan struct{}) {
 func (r *Recorder) syncLag() time.Duration {
 	r.syncMu.Lock()
 	since := r.syncingSince
-	if since == 0 || (r.unsyncedSince != 0 && r.unsyncedSince < since) {
+	if since == 0 {
 		since = r.unsyncedSince
 	}
 	r.syncMu.Unlock()

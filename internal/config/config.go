@@ -201,82 +201,6 @@ type Store struct {
 	Postgres *Value `json:"postgres,omitempty"`
 }
 
-// Audit configures the tamper-evident audit log.
-type Audit struct {
-	// Origin names the log in its signed checkpoints (and its key).
-	Origin string `json:"origin,omitempty"`
-	// CheckpointInterval is how often a grown log gets a signed checkpoint
-	// (and always at shutdown).
-	CheckpointInterval Duration `json:"checkpoint_interval,omitempty"`
-	// CheckpointCopies are directories (ideally on another host's storage)
-	// where every checkpoint is also written.
-	CheckpointCopies []string `json:"checkpoint_copies,omitempty"`
-	// CheckpointURL, if set, receives every checkpoint as an HTTP POST.
-	CheckpointURL string `json:"checkpoint_url,omitempty"`
-	// Export streams committed events, as OCSF JSON, to SIEMs.
-	Export []Export `json:"export,omitempty"`
-	// Sync is when a decision must be on disk: "before_answer" (default:
-	// committed to the log, surviving a crash of the gateway, before the
-	// upstream sees the call; on disk before the agent sees the answer),
-	// "before_relay" (on disk before the upstream sees the call) or
-	// "background" (committed before the upstream sees the call; on disk
-	// with the next fsync, the answer not waiting for it; denials are
-	// still on disk before the agent hears of them; not with
-	// store.postgres). With store.synchronous normal nothing is fsynced
-	// and all three mean committed.
-	Sync string `json:"sync,omitempty"`
-	// SyncWindow is the least time between two fsyncs of the log under
-	// load: the calls committed meanwhile share one (default 2ms; 100µs to
-	// 50ms). A lone call is synced at once.
-	SyncWindow Duration `json:"sync_window,omitempty"`
-}
-
-// DefaultSyncWindow is audit.sync_window's default.
-const DefaultSyncWindow = 2 * time.Millisecond
-
-// Audit sync modes.
-const (
-	SyncBeforeAnswer = "before_answer"
-	SyncBeforeRelay  = "before_relay"
-	SyncBackground   = "background"
-)
-
-// Export is one destination for audit events. Exactly one of File,
-// Webhook, Syslog and OTLP is set.
-type Export struct {
-	// Name identifies the destination; its progress is kept under it.
-	Name    string         `json:"name"`
-	File    *FileExport    `json:"file,omitempty"`
-	Webhook *WebhookExport `json:"webhook,omitempty"`
-	Syslog  *SyslogExport  `json:"syslog,omitempty"`
-	OTLP    *WebhookExport `json:"otlp,omitempty"`
-}
-
-// FileExport appends JSON lines to a file.
-type FileExport struct {
-	Path string `json:"path"`
-}
-
-// WebhookExport POSTs to a URL (for OTLP: the collector's base URL).
-type WebhookExport struct {
-	URL     string           `json:"url"`
-	Headers map[string]Value `json:"headers,omitempty"`
-}
-
-// SyslogExport sends RFC 5424 messages over TCP, or TLS when TLS is true.
-type SyslogExport struct {
-	Address string `json:"address"`
-	TLS     bool   `json:"tls,omitempty"`
-	// CAFile verifies the receiver's certificate (default: system roots).
-	CAFile string `json:"ca_file,omitempty"`
-}
-
-// Audit defaults.
-const (
-	DefaultAuditOrigin        = "portcullis.local/audit"
-	DefaultCheckpointInterval = 10 * time.Second
-)
-
 // Manifests configures signed server manifests (`portcullis tools sign`).
 type Manifests struct {
 	// RequireSigned: an upstream without a valid manifest is not started,
@@ -316,7 +240,6 @@ var (
 	agentRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	originRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$`)
 	sensitiveN  = regexp.MustCompile(`(?i)(auth|token|secret|passw|key|cookie|credential|session)`)
 )
 
@@ -537,26 +460,7 @@ func (c *Config) Validate() error {
 	if c.Policy.RequireSigned && (c.Policy.Signature == "" || len(c.Policy.TrustedKeys) == 0) {
 		add("policy.require_signed: needs policy.signature and policy.trusted_keys")
 	}
-	if !originRE.MatchString(c.Audit.Origin) {
-		add("audit.origin: %q must be a name like example.com/audit (no spaces or '+')", c.Audit.Origin)
-	}
-	if c.Audit.Sync != SyncBeforeAnswer && c.Audit.Sync != SyncBeforeRelay && c.Audit.Sync != SyncBackground {
-		add("audit.sync: %q is not %s, %s or %s", c.Audit.Sync, SyncBeforeAnswer, SyncBeforeRelay, SyncBackground)
-	}
-	if c.Audit.Sync == SyncBackground && c.Store.Postgres != nil {
-		// A fleet's log is the database's: a flush that fails there is
-		// found by the calls waiting for it, and with background none wait.
-		add("audit.sync: background is for the local audit journal; with store.postgres use before_answer or before_relay")
-	}
-	if w := c.Audit.SyncWindow.D(); w < 100*time.Microsecond || w > 50*time.Millisecond {
-		add("audit.sync_window: between 100µs and 50ms")
-	}
-	if c.Audit.CheckpointInterval.D() < time.Second {
-		add("audit.checkpoint_interval: at least 1s")
-	}
-	if u := c.Audit.CheckpointURL; u != "" {
-		errs = append(errs, checkURL("audit.checkpoint_url", u)...)
-	}
+	errs = append(errs, c.Audit.validate(c)...)
 	if o := c.Telemetry.OTLP; o != nil {
 		errs = append(errs, o.validate("telemetry.otlp")...)
 	}
@@ -597,14 +501,6 @@ func (c *Config) Validate() error {
 	if w := c.Approvals.Webhook; w != nil {
 		errs = append(errs, w.validate("approvals.webhook")...)
 	}
-	names := map[string]bool{}
-	for i, x := range c.Audit.Export {
-		errs = append(errs, x.validate(fmt.Sprintf("audit.export[%d]", i))...)
-		if names[x.Name] {
-			add("audit.export[%d].name: duplicate %q", i, x.Name)
-		}
-		names[x.Name] = true
-	}
 	if c.Store.Synchronous != "full" && c.Store.Synchronous != "normal" {
 		add("store.synchronous: %q is not full or normal", c.Store.Synchronous)
 	}
@@ -622,48 +518,6 @@ func (c *Config) Validate() error {
 		add("log.format: %q is not json or text", c.Log.Format)
 	}
 	return errors.Join(errs...)
-}
-
-func (x *Export) validate(at string) []error {
-	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(at+"."+format, a...)) }
-	if !nameRE.MatchString(x.Name) {
-		add("name: %q must match %s", x.Name, nameRE)
-	}
-	n := 0
-	if x.File != nil {
-		n++
-		if x.File.Path == "" {
-			add("file.path: required")
-		}
-	}
-	for kind, w := range map[string]*WebhookExport{"webhook": x.Webhook, "otlp": x.OTLP} {
-		if w != nil {
-			n++
-			errs = append(errs, w.validate(at+"."+kind)...)
-		}
-	}
-	if x.Syslog != nil {
-		n++
-		if x.Syslog.Address == "" {
-			add("syslog.address: required (host:port)")
-		}
-	}
-	if n != 1 {
-		add("exactly one of file, webhook, syslog, otlp must be set")
-	}
-	return errs
-}
-
-// validate checks a URL and its header values.
-func (w *WebhookExport) validate(at string) []error {
-	errs := checkURL(at+".url", w.URL)
-	for k, v := range w.Headers {
-		if err := v.validate(k); err != nil {
-			errs = append(errs, fmt.Errorf("%s.headers.%s: %w", at, k, err))
-		}
-	}
-	return errs
 }
 
 func checkURL(at, u string) []error {

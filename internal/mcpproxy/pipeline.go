@@ -179,14 +179,25 @@ func (p *Proxy) refuse(ctx context.Context, c *call, r *refusal) {
 	if r.code != "" {
 		p.opts.Metrics.Refusal(r.code)
 	}
-	if c.committed && c.receipt != nil && !p.opts.SyncBackground {
+	if c.committed {
 		// A call allowed and relayed that fails after (its result too
 		// large, the upstream gone): the agent hears of it, as it would of
 		// the result, once the decision is on disk. The answer is a
 		// refusal either way.
-		c.receipt.Durable(ctx)
+		p.onDisk(ctx, c)
 	}
 	c.answer(r.message(c.msg.IDBytes(), c.requestID))
+}
+
+// onDisk waits until c's committed decision is on disk, unless
+// audit.sync background lets what the agent receives go first. nil when
+// there is nothing to wait for (no commit receipt: recorded durably, or
+// not allowed).
+func (p *Proxy) onDisk(ctx context.Context, c *call) error {
+	if c.receipt == nil || p.opts.SyncBackground {
+		return nil
+	}
+	return c.receipt.Durable(ctx)
 }
 
 // record writes c's decision event: durably, or committed to the log

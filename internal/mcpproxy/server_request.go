@@ -161,10 +161,8 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // answer.
 func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 	sc, s := c.server, c.s
-	if c.receipt != nil && !p.opts.SyncBackground {
-		if err := c.receipt.Durable(ctx); err != nil {
-			return recordedDenial(reason.AuditUnavailable)
-		}
+	if err := p.onDisk(ctx, c); err != nil {
+		return recordedDenial(reason.AuditUnavailable)
 	}
 	sc.agentID = []byte(strconv.Quote("pc-" + strconv.FormatInt(s.nextID.Add(1), 10)))
 	if !s.addToAgent(sc) {

@@ -201,11 +201,9 @@ func reply(p *Proxy, ctx context.Context, c *call) error {
 	if len(c.out) > p.opts.Limits.MaxResultBytes+4096 {
 		return unavailable(reason.ResultTooLarge)
 	}
-	if c.receipt != nil && !p.opts.SyncBackground {
-		if err := c.receipt.Durable(ctx); err != nil {
-			p.opts.Log.Error("audit sync failed; the answer is withheld", "request_id", c.requestID, "err", err)
-			return recordedDenial(reason.AuditUnavailable)
-		}
+	if err := p.onDisk(ctx, c); err != nil {
+		p.opts.Log.Error("audit sync failed; the answer is withheld", "request_id", c.requestID, "err", err)
+		return recordedDenial(reason.AuditUnavailable)
 	}
 	c.answer(c.out)
 	return nil

@@ -101,10 +101,9 @@ func (l *limitedConn) Read(p []byte) (int, error) {
 // what it does not take). It keeps up to maxIdle idle connections per
 // host, for idleTimeout each.
 func newDirectTransport(base *http.Transport, maxIdle int, idleTimeout time.Duration) *directTransport {
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	dial := base.DialContext
 	if dial == nil {
-		dial = d.DialContext
+		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	maxHeader := base.MaxResponseHeaderBytes
 	if maxHeader <= 0 {
@@ -302,26 +301,23 @@ func (t *directTransport) exchange(ctx context.Context, c *h1conn, req *http.Req
 	}
 	c.lr.left = t.maxHeader
 	var resp *http.Response
-	for informational := 0; ; informational++ {
+	for informational := 0; resp == nil; informational++ {
 		r, err := http.ReadResponse(c.br, req)
-		if err != nil {
+		switch {
+		case err != nil:
 			if informational == 0 && c.lr.left == t.maxHeader {
 				err = &noAnswerError{err} // not a byte of an answer came
 			}
 			return fail(err)
-		}
+		case r.StatusCode >= 200:
+			resp = r
 		// 1xx answers (100 Continue, 103 Early Hints) precede the response;
 		// 101 would switch protocols, which no request here asks for.
-		if r.StatusCode >= 200 || informational >= 5 {
-			resp = r
-			break
+		case r.StatusCode == http.StatusSwitchingProtocols:
+			return fail(errors.New("upstream switched protocols unasked"))
+		case informational >= 5:
+			return fail(errors.New("upstream sent too many informational responses"))
 		}
-		if r.StatusCode == http.StatusSwitchingProtocols {
-			return fail(fmt.Errorf("upstream switched protocols unasked"))
-		}
-	}
-	if resp.StatusCode < 200 {
-		return fail(fmt.Errorf("upstream sent too many informational responses"))
 	}
 	c.lr.left = math.MaxInt64
 	b := &h1body{t: t, c: c, stop: stop, trace: trace,
