@@ -42,6 +42,9 @@ type Receipt struct {
 	durable   chan struct{}
 	commitErr error // set before committed is closed
 	syncErr   error // set before durable is closed
+	// rec is the recorder whose sync makes it durable, when nobody is
+	// known to wait for that (LazyCommits): Durable tells it someone does.
+	rec *Recorder
 }
 
 func newReceipt() *Receipt {
@@ -62,6 +65,13 @@ func HeldReceipt() (rc *Receipt, settle func(syncErr error)) {
 
 // Durable waits until the event is on disk, or ctx ends.
 func (r *Receipt) Durable(ctx context.Context) error {
+	if r.rec != nil {
+		select {
+		case <-r.durable:
+		default:
+			r.rec.hurry()
+		}
+	}
 	select {
 	case <-r.durable:
 		if r.commitErr != nil {
@@ -124,6 +134,13 @@ type Recorder struct {
 	// that arrive within it share the next one. Zero: every batch is
 	// synced as soon as the last sync ends. Set before Run.
 	SyncWindow time.Duration
+	// LazyCommits says that nobody waits for Commit's events to be on
+	// disk unless it calls their receipt's Durable (audit.sync
+	// background): they are synced when the oldest has waited SyncWindow,
+	// not at once, so that one fsync covers a window's commits however
+	// few; an event someone waits for (Record's, a Durable call) is
+	// synced at once, with every other. Set before Run.
+	LazyCommits bool
 	// MaxSyncLag bounds how far the disk may fall behind the log: while
 	// an event committed longer ago than this is not yet synced (a stalled
 	// or failing disk), the log takes no events (ErrSyncBehind), so that
@@ -170,6 +187,8 @@ type Recorder struct {
 	syncIdle *sync.Cond // signalled when syncing turns false
 	syncing  bool
 	unsynced []*Receipt
+	// waited: someone waits for an event in unsynced (LazyCommits).
+	waited   bool
 	syncKick chan struct{}
 	// Since when (UnixNano; 0: none) the first event of those being synced
 	// (syncingSince) and of those queued for the next sync (unsyncedSince)
@@ -545,13 +564,19 @@ func (r *Recorder) write(batch []pending) {
 	}
 	needSync := err == nil && r.sync != nil
 	var toSync []*Receipt
+	waited := false
 	for _, p := range batch {
 		if p.receipt == nil {
 			continue
 		}
 		p.receipt.commitErr = err
+		lazy := needSync && r.LazyCommits && p.early
+		if lazy {
+			p.receipt.rec = r // before committed: the committer reads it
+		}
 		close(p.receipt.committed)
 		if needSync {
+			waited = waited || !lazy
 			toSync = append(toSync, p.receipt)
 		} else {
 			close(p.receipt.durable)
@@ -563,6 +588,7 @@ func (r *Recorder) write(batch []pending) {
 			r.unsyncedSince = time.Now().UnixNano()
 		}
 		r.unsynced = append(r.unsynced, toSync...)
+		r.waited = r.waited || waited
 		r.syncMu.Unlock()
 		select {
 		case r.syncKick <- struct{}{}:
@@ -623,28 +649,57 @@ func (r *Recorder) append(events []*Event) error {
 func (r *Recorder) syncLoop(stop chan struct{}) {
 	var last time.Time
 	lastCovered := 0
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case <-r.syncKick:
+		case <-timer.C:
 		case <-stop:
+			timer.Stop()
 			r.syncPending() // what the final drain committed
 			return
 		}
-		// Under load (the last fsync covered several commits, or several
-		// wait now), wait out the group-commit window since the last fsync
-		// so that one covers more commits: an fsync costs the kernel far
-		// more than the commits it covers. A lone caller syncs at once.
-		r.syncMu.Lock()
-		waiting := len(r.unsynced)
-		r.syncMu.Unlock()
-		if wait := r.SyncWindow - time.Since(last); wait > 0 && (lastCovered > 1 || waiting > 1) {
-			select {
-			case <-time.After(wait):
-			case <-stop:
-			}
+		if wait := r.syncWait(last, lastCovered); wait > 0 {
+			timer.Reset(wait) // a kick meanwhile (someone waits) looks again
+			continue
 		}
-		lastCovered = r.syncPending()
-		last = time.Now()
+		timer.Stop()
+		if n := r.syncPending(); n > 0 {
+			lastCovered, last = n, time.Now()
+		}
+	}
+}
+
+// syncWait is how long the next fsync should wait. Under load (the last
+// fsync covered several commits, or several wait now) the rest of the
+// group-commit window since the last fsync, so that one covers more
+// commits: an fsync costs the kernel far more than the commits it covers.
+// A lone caller waiting is synced at once. With LazyCommits and nobody
+// waiting, until the oldest event has waited the window.
+func (r *Recorder) syncWait(last time.Time, lastCovered int) time.Duration {
+	r.syncMu.Lock()
+	waiting, waited, since := len(r.unsynced), r.waited, r.unsyncedSince
+	r.syncMu.Unlock()
+	switch {
+	case waiting == 0:
+		return 0
+	case r.LazyCommits && !waited:
+		return r.SyncWindow - time.Duration(time.Now().UnixNano()-since)
+	case lastCovered > 1 || waiting > 1:
+		return r.SyncWindow - time.Since(last)
+	}
+	return 0
+}
+
+// hurry tells the sync loop that someone waits for an unsynced event.
+func (r *Recorder) hurry() {
+	r.syncMu.Lock()
+	r.waited = true
+	r.syncMu.Unlock()
+	select {
+	case r.syncKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -675,7 +730,7 @@ func (r *Recorder) maxSyncLag() time.Duration {
 func (r *Recorder) syncPending() int {
 	r.syncMu.Lock()
 	batch := r.unsynced
-	r.unsynced = nil
+	r.unsynced, r.waited = nil, false
 	r.syncing = len(batch) > 0
 	r.syncingSince, r.unsyncedSince = r.unsyncedSince, 0
 	sync := r.sync

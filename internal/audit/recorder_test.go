@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -350,5 +351,97 @@ func TestCommitsStopWhileTheDiskIsBehind(t *testing.T) {
 	}
 	if err := rc.Durable(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With LazyCommits (audit.sync background) commits nobody waits for are
+// synced together once the oldest has waited the window, however few; an
+// event someone waits for, by Record or by Durable, is synced at once,
+// with every event before it.
+func TestLazyCommitsWaitTheWindowUnlessSomeoneWaits(t *testing.T) {
+	t.Parallel()
+	newLazy := func(window time.Duration) (*Recorder, func(want int) []int) {
+		st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
+		r := NewRecorder(st, discard())
+		r.LazyCommits, r.SyncWindow = true, window
+		var mu sync.Mutex
+		var syncs []int
+		r.OnSync = func(n int, err error) {
+			mu.Lock()
+			syncs = append(syncs, n)
+			mu.Unlock()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		// OnSync runs after the receipts are settled: wait for it.
+		return r, func(want int) []int {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				mu.Lock()
+				got := slices.Clone(syncs)
+				mu.Unlock()
+				if len(got) >= want || time.Now().After(deadline) {
+					return got
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	commit := func(r *Recorder) *Receipt {
+		t.Helper()
+		rc, err := r.Commit(ctx, Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}
+	synced := func(rc *Receipt) bool {
+		select {
+		case <-rc.durable:
+			return true
+		default:
+			return false
+		}
+	}
+
+	r, syncs := newLazy(time.Hour) // only someone waiting makes it sync
+	rcs := []*Receipt{commit(r), commit(r), commit(r)}
+	time.Sleep(50 * time.Millisecond)
+	for i, rc := range rcs {
+		if synced(rc) {
+			t.Fatalf("commit %d synced although nobody waits for it", i)
+		}
+	}
+	if err := rcs[2].Durable(ctx); err != nil {
+		t.Fatalf("waiting for a lazy commit: %v", err)
+	}
+	if !synced(rcs[0]) || !synced(rcs[1]) || !slices.Equal(syncs(1), []int{3}) {
+		t.Fatalf("the three commits were not made durable by one sync: %v", syncs(1))
+	}
+	// A record on a fresh recorder (an earlier sync of several would
+	// make it wait out the window from there, as any group commit).
+	r, syncs = newLazy(time.Hour)
+	before := commit(r)
+	if err := r.Record(ctx, Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, "")); err != nil {
+		t.Fatalf("a record with lazy commits: %v", err)
+	}
+	if !synced(before) || !slices.Equal(syncs(1), []int{2}) {
+		t.Fatalf("a record was not synced at once with the commit before it: %v", syncs(1))
+	}
+
+	r, syncs = newLazy(20 * time.Millisecond)
+	rc := commit(r)
+	for !synced(rc) {
+		if ctx.Err() != nil {
+			t.Fatal("a lazy commit was not synced once it had waited the window")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !slices.Equal(syncs(1), []int{1}) {
+		t.Fatalf("syncs: %v", syncs(1))
 	}
 }

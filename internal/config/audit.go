@@ -32,7 +32,8 @@ type Audit struct {
 	Sync string `json:"sync,omitempty"`
 	// SyncWindow is the least time between two fsyncs of the log under
 	// load: the calls committed meanwhile share one (default 2ms; 100µs to
-	// 50ms). A lone call is synced at once.
+	// 50ms). A lone call whose answer waits for the disk is synced at
+	// once; with "background" a decision waits at most the window.
 	SyncWindow Duration `json:"sync_window,omitempty"`
 }
 

@@ -203,6 +203,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()
+	g.recorder.LazyCommits = cfg.Audit.Sync == config.SyncBackground
 	g.recorder.OnSync = g.metrics.AuditSync
 	if o := cfg.Telemetry.OTLP; o != nil {
 		h, err := headers(cfg, o.Headers, g.openSecret)
