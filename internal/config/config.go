@@ -349,6 +349,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.SyncWindow == 0 {
 		c.Audit.SyncWindow = Duration(DefaultSyncWindow)
+		if c.Audit.Sync == SyncBackground {
+			c.Audit.SyncWindow = Duration(DefaultBackgroundSyncWindow)
+		}
 	}
 }
 

@@ -350,17 +350,22 @@ func TestParseHoursReadsDecimal(t *testing.T) {
 // before_answer.
 func TestAuditSyncModes(t *testing.T) {
 	t.Parallel()
-	for yaml, want := range map[string]string{
-		"version: 1\n": SyncBeforeAnswer,
-		"version: 1\naudit: {sync: before_relay}\n": SyncBeforeRelay,
-		"version: 1\naudit: {sync: background}\n":   SyncBackground,
+	for yaml, want := range map[string]struct {
+		sync   string
+		window time.Duration
+	}{
+		"version: 1\n": {SyncBeforeAnswer, DefaultSyncWindow},
+		"version: 1\naudit: {sync: before_relay}\n":                    {SyncBeforeRelay, DefaultSyncWindow},
+		"version: 1\naudit: {sync: background}\n":                      {SyncBackground, DefaultBackgroundSyncWindow},
+		"version: 1\naudit: {sync: background, sync_window: 500us}\n":  {SyncBackground, 500 * time.Microsecond},
+		"version: 1\naudit: {sync: before_answer, sync_window: 5ms}\n": {SyncBeforeAnswer, 5 * time.Millisecond},
 	} {
 		c, err := Parse([]byte(yaml), ".")
 		if err != nil {
 			t.Fatalf("%q: %v", yaml, err)
 		}
-		if c.Audit.Sync != want {
-			t.Errorf("%q: sync %q, want %q", yaml, c.Audit.Sync, want)
+		if c.Audit.Sync != want.sync || c.Audit.SyncWindow.D() != want.window {
+			t.Errorf("%q: sync %q, window %v, want %q, %v", yaml, c.Audit.Sync, c.Audit.SyncWindow.D(), want.sync, want.window)
 		}
 	}
 }
