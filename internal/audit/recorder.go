@@ -163,10 +163,11 @@ type Recorder struct {
 	// written (taken off the queue is not written): a direct commit
 	// waits its turn behind them.
 	unwritten atomic.Int64
-	// directWrites counts commits written by their caller (tests).
-	directWrites   atomic.Int64
-	ixStop, ixDone chan struct{}
-	catchUpReq     chan chan error // the read barrier's requests to catch up
+	// directWrites counts commits written by their caller, kicks the
+	// sync loop's wake-ups (tests).
+	directWrites, kicks atomic.Int64
+	ixStop, ixDone      chan struct{}
+	catchUpReq          chan chan error // the read barrier's requests to catch up
 	// broken: another process's frame could not be taken (writeMu's).
 	broken error
 
@@ -584,15 +585,17 @@ func (r *Recorder) write(batch []pending) {
 	}
 	if needSync {
 		r.syncMu.Lock()
+		first := len(r.unsynced) == 0
 		if len(toSync) > 0 && r.unsyncedSince == 0 {
 			r.unsyncedSince = time.Now().UnixNano()
 		}
 		r.unsynced = append(r.unsynced, toSync...)
 		r.waited = r.waited || waited
 		r.syncMu.Unlock()
-		select {
-		case r.syncKick <- struct{}{}:
-		default:
+		// Lazy commits behind an earlier one change nothing: the sync
+		// loop's timer for the oldest covers them (no wake-up per call).
+		if first || waited || !r.LazyCommits {
+			r.kick()
 		}
 	}
 }
@@ -697,6 +700,12 @@ func (r *Recorder) hurry() {
 	r.syncMu.Lock()
 	r.waited = true
 	r.syncMu.Unlock()
+	r.kick()
+}
+
+// kick wakes the sync loop.
+func (r *Recorder) kick() {
+	r.kicks.Add(1)
 	select {
 	case r.syncKick <- struct{}{}:
 	default:
