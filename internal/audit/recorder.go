@@ -592,9 +592,11 @@ func (r *Recorder) write(batch []pending) {
 		r.unsynced = append(r.unsynced, toSync...)
 		r.waited = r.waited || waited
 		r.syncMu.Unlock()
-		// Lazy commits behind an earlier one change nothing: the sync
-		// loop's timer for the oldest covers them (no wake-up per call).
-		if first || waited || !r.LazyCommits {
+		// Commits behind an unsynced one change nothing the sync loop has
+		// not been told (its next sync takes them all; its timer runs for
+		// the oldest), unless someone waits for lazy ones (the timer must
+		// be cut short): no wake-up per call under load.
+		if first || r.LazyCommits && waited {
 			r.kick()
 		}
 	}

@@ -448,3 +448,47 @@ func TestLazyCommitsWaitTheWindowUnlessSomeoneWaits(t *testing.T) {
 		t.Fatalf("syncs: %v", syncs(1))
 	}
 }
+
+// While a sync runs, the first commit after it wakes the sync loop and
+// those behind it do not (its next sync takes them all); every one is
+// made durable.
+func TestCommitsBehindAnUnsyncedOneDoNotWakeTheSyncLoop(t *testing.T) {
+	t.Parallel()
+	st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
+	r := NewRecorder(st, discard())
+	if err := r.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	real := r.sync
+	entered, release := make(chan struct{}, 16), make(chan struct{})
+	r.sync = func() error { entered <- struct{}{}; <-release; return real() }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for !r.looping.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	var rcs []*Receipt
+	commit := func() {
+		rc, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rcs = append(rcs, rc)
+	}
+	commit()
+	<-entered // the first commit's sync runs, and holds
+	for range 4 {
+		commit()
+	}
+	if n := r.kicks.Load(); n != 2 {
+		t.Errorf("five commits, four behind a running sync, woke the sync loop %d times, want 2", n)
+	}
+	close(release)
+	for i, rc := range rcs {
+		if err := rc.Durable(context.Background()); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+	}
+}
