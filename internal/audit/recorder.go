@@ -188,7 +188,9 @@ type Recorder struct {
 	syncIdle *sync.Cond // signalled when syncing turns false
 	syncing  bool
 	unsynced []*Receipt
-	// waited: someone waits for an event in unsynced (LazyCommits).
+	// waited (LazyCommits only): someone waits for an event in unsynced,
+	// or did for one the sync in flight took (a hurry come late: the next
+	// sync is then at once, an fsync spent early, nothing lost).
 	waited   bool
 	syncKick chan struct{}
 	// Since when (UnixNano; 0: none) the first event of those being synced
@@ -571,34 +573,45 @@ func (r *Recorder) write(batch []pending) {
 			continue
 		}
 		p.receipt.commitErr = err
-		lazy := needSync && r.LazyCommits && p.early
-		if lazy {
-			p.receipt.rec = r // before committed: the committer reads it
-		}
-		close(p.receipt.committed)
 		if needSync {
-			waited = waited || !lazy
+			if r.LazyCommits && p.early {
+				p.receipt.rec = r // before committed: the committer reads it
+			} else {
+				waited = r.LazyCommits // only lazy mode tells the two apart
+			}
 			toSync = append(toSync, p.receipt)
-		} else {
-			close(p.receipt.durable)
 		}
 	}
+	first := false
 	if needSync {
 		r.syncMu.Lock()
-		first := len(r.unsynced) == 0
+		first = len(r.unsynced) == 0
 		if len(toSync) > 0 && r.unsyncedSince == 0 {
 			r.unsyncedSince = time.Now().UnixNano()
 		}
 		r.unsynced = append(r.unsynced, toSync...)
 		r.waited = r.waited || waited
 		r.syncMu.Unlock()
-		// Commits behind an unsynced one change nothing the sync loop has
-		// not been told (its next sync takes them all; its timer runs for
-		// the oldest), unless someone waits for lazy ones (the timer must
-		// be cut short): no wake-up per call under load.
-		if first || r.LazyCommits && waited {
-			r.kick()
+	}
+	// Committed only once the sync loop holds them: a Durable called as
+	// soon as Commit returns finds its receipt in unsynced, so that the
+	// waited flag hurry sets is for a sync that takes it.
+	for _, p := range batch {
+		if p.receipt == nil {
+			continue
 		}
+		close(p.receipt.committed)
+		if !needSync {
+			close(p.receipt.durable)
+		}
+	}
+	// Commits behind an unsynced one change nothing the sync loop has
+	// not been told (its next sync takes them all, when its timer runs
+	// out: for the oldest with lazy commits, else the window since the
+	// last sync), unless someone waits for lazy ones (the timer must be
+	// cut short): no wake-up per call under load.
+	if needSync && (first || waited) {
+		r.kick()
 	}
 }
 
@@ -680,8 +693,9 @@ func (r *Recorder) syncLoop(stop chan struct{}) {
 // fsync covered several commits, or several wait now) the rest of the
 // group-commit window since the last fsync, so that one covers more
 // commits: an fsync costs the kernel far more than the commits it covers.
-// A lone caller waiting is synced at once. With LazyCommits and nobody
-// waiting, until the oldest event has waited the window.
+// A lone caller waiting is synced at once. With LazyCommits: until the
+// oldest event has waited the window while nobody waits, at once when
+// someone does (a sync in flight groups what arrives meanwhile).
 func (r *Recorder) syncWait(last time.Time, lastCovered int) time.Duration {
 	r.syncMu.Lock()
 	waiting, waited, since := len(r.unsynced), r.waited, r.unsyncedSince
@@ -691,6 +705,11 @@ func (r *Recorder) syncWait(last time.Time, lastCovered int) time.Duration {
 		return 0
 	case r.LazyCommits && !waited:
 		return r.SyncWindow - time.Duration(time.Now().UnixNano()-since)
+	case r.LazyCommits:
+		// Someone waits (a denial's Record, a Durable): at once, with
+		// every other, as LazyCommits says; a sync in flight batches
+		// those that arrive meanwhile.
+		return 0
 	case lastCovered > 1 || waiting > 1:
 		return r.SyncWindow - time.Since(last)
 	}

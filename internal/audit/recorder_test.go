@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -425,15 +427,14 @@ func TestLazyCommitsWaitTheWindowUnlessSomeoneWaits(t *testing.T) {
 	if !synced(rcs[0]) || !synced(rcs[1]) || !slices.Equal(syncs(1), []int{3}) {
 		t.Fatalf("the three commits were not made durable by one sync: %v", syncs(1))
 	}
-	// A record on a fresh recorder (an earlier sync of several would
-	// make it wait out the window from there, as any group commit).
-	r, syncs = newLazy(time.Hour)
+	// A record (a denial) right after that sync of several: at once, not
+	// the window since the last sync as under load with answers waiting.
 	before := commit(r)
 	if err := r.Record(ctx, Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, "")); err != nil {
 		t.Fatalf("a record with lazy commits: %v", err)
 	}
-	if !synced(before) || !slices.Equal(syncs(1), []int{2}) {
-		t.Fatalf("a record was not synced at once with the commit before it: %v", syncs(1))
+	if !synced(before) || !slices.Equal(syncs(2), []int{3, 2}) {
+		t.Fatalf("a record was not synced at once with the commit before it: %v", syncs(2))
 	}
 
 	r, syncs = newLazy(20 * time.Millisecond)
@@ -486,9 +487,165 @@ func TestCommitsBehindAnUnsyncedOneDoNotWakeTheSyncLoop(t *testing.T) {
 		t.Errorf("five commits, four behind a running sync, woke the sync loop %d times, want 2", n)
 	}
 	close(release)
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
 	for i, rc := range rcs {
-		if err := rc.Durable(context.Background()); err != nil {
+		if err := rc.Durable(dctx); err != nil {
 			t.Fatalf("commit %d: %v", i, err)
 		}
+	}
+}
+
+// A Durable called as soon as a queued lazy commit returns (Run's
+// goroutine wrote it, with many others nobody waits for) makes the next
+// sync happen at once: its receipt is in the sync loop's hands before the
+// committer is released, so the hurry is never spent on a sync that does
+// not take it. The window is an hour: a lost hurry is a timeout.
+func TestDurableRightAfterAQueuedLazyCommit(t *testing.T) {
+	t.Parallel()
+	for it := range 20 {
+		st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
+		r := NewRecorder(st, discard())
+		r.LazyCommits, r.SyncWindow = true, time.Hour
+		if err := r.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan error, 1)
+		// Queued first (Run is not running: no direct commit), then
+		// waited for the moment Commit returns.
+		go func() {
+			rc, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{Agent: "w"}, ""))
+			if err != nil {
+				res <- err
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res <- rc.Durable(ctx)
+		}()
+		for r.unwritten.Load() != 1 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		const others = 500 // in the same batch, behind it
+		var wg sync.WaitGroup
+		for range others {
+			wg.Go(func() { r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{Agent: "o"}, "")) })
+		}
+		for r.unwritten.Load() != 1+others {
+			time.Sleep(100 * time.Microsecond)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { r.Run(ctx); close(done) }()
+		if err := <-res; err != nil {
+			t.Errorf("iteration %d: Durable on a lazy commit, called at once: %v (the window is an hour)", it, err)
+		}
+		wg.Wait()
+		stop()
+		<-done
+	}
+}
+
+// Many goroutines commit (waiting with Durable at once, later, or not at
+// all) and record, with lazy commits and without, over windows from none
+// to 50 ms: every receipt becomes durable, none is stranded (5 s), those
+// nobody waits for within the window, and a commit just before the stop
+// with the final sync.
+func TestRecorderUnderMixedLoadStrandsNoReceipt(t *testing.T) {
+	t.Parallel()
+	type mode struct {
+		lazy   bool
+		window time.Duration
+	}
+	for _, m := range []mode{{true, 50 * time.Millisecond}, {true, time.Millisecond}, {true, 100 * time.Microsecond}, {false, 0}, {false, 500 * time.Microsecond}, {false, 2 * time.Millisecond}} {
+		t.Run(fmt.Sprintf("lazy=%v,window=%v", m.lazy, m.window), func(t *testing.T) {
+			st := openDB(t, filepath.Join(t.TempDir(), "a.db"))
+			r := NewRecorder(st, discard())
+			r.LazyCommits, r.SyncWindow = m.lazy, m.window
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { r.Run(ctx); close(done) }()
+			const G, N = 12, 100
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var unwaited []*Receipt
+			var maxWait atomic.Int64
+			note := func(d time.Duration) {
+				for {
+					old := maxWait.Load()
+					if int64(d) <= old || maxWait.CompareAndSwap(old, int64(d)) {
+						return
+					}
+				}
+			}
+			for g := 0; g < G; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < N; i++ {
+						e := Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, "")
+						wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+						switch rand.IntN(4) {
+						case 0:
+							start := time.Now()
+							if err := r.Record(wctx, e); err != nil {
+								t.Errorf("record: %v after %v", err, time.Since(start))
+							}
+							note(time.Since(start))
+						case 1:
+							rc, err := r.Commit(wctx, e)
+							if err != nil {
+								t.Errorf("commit: %v", err)
+								break
+							}
+							mu.Lock()
+							unwaited = append(unwaited, rc)
+							mu.Unlock()
+						default:
+							rc, err := r.Commit(wctx, e)
+							if err != nil {
+								t.Errorf("commit: %v", err)
+								break
+							}
+							if rand.IntN(2) == 0 {
+								time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+							}
+							start := time.Now()
+							if err := rc.Durable(wctx); err != nil {
+								t.Errorf("durable: %v after %v", err, time.Since(start))
+							}
+							note(time.Since(start))
+						}
+						wcancel()
+						if rand.IntN(8) == 0 {
+							time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			// Unwaited lazy receipts: durable within the window (+ slack).
+			deadline := time.After(m.window + 5*time.Second)
+			for _, rc := range unwaited {
+				select {
+				case <-rc.durable:
+				case <-deadline:
+					t.Fatalf("an unwaited receipt is not durable %v after the last commit", m.window+5*time.Second)
+				}
+			}
+			// One more lazy commit, then stop at once: the final sync takes it.
+			rc, err := r.Commit(context.Background(), Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			<-done
+			select {
+			case <-rc.durable:
+			default:
+				t.Fatal("a commit before stop is not durable after Run returned")
+			}
+			t.Logf("longest wait of a waiter: %v; direct commits %d, sync loop wake-ups %d", time.Duration(maxWait.Load()).Round(100*time.Microsecond), r.directWrites.Load(), r.kicks.Load())
+		})
 	}
 }
