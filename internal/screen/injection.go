@@ -52,7 +52,12 @@ var injectionPatterns = []struct {
 // classifier scores highest if it reaches the model's threshold. Findings
 // are in span order.
 func DetectInjection(m *Model, s string) []Finding {
-	out := InjectionPatterns(s)
+	return withClassifier(m, s, InjectionPatterns(s))
+}
+
+// withClassifier adds to the pattern findings out of s the classifier's
+// best segment, if it reaches the threshold, and sorts them by span.
+func withClassifier(m *Model, s string, out []Finding) []Finding {
 	if m != nil {
 		if score, b, e := m.MaxSegment(s); score >= m.Threshold {
 			out = append(out, Finding{Category: CategoryInjection, Rule: RuleClassifier, Score: float64(score), Start: b, End: e})
@@ -66,10 +71,24 @@ func DetectInjection(m *Model, s string) []Finding {
 // descriptions, where imperative text is normal and the classifier trained
 // on tool outputs does not apply).
 func InjectionPatterns(s string) []Finding {
-	var wins [16][]window // per pattern
-	injectionKeywords().scan(s, func(rule, start, end int) {
-		wins[rule] = addWindow(wins[rule], max(0, start-patternReach), min(len(s), end+patternReach))
-	})
+	var ps patternScan
+	injectionKeywords().scan(s, func(rule, start, end int) { ps.hit(s, rule, start, end) })
+	return ps.findings(s)
+}
+
+// patternScan gathers, from keyword hits, the windows of s each injection
+// pattern runs on.
+type patternScan struct {
+	wins [16][]window // per pattern
+}
+
+func (ps *patternScan) hit(s string, rule, start, end int) {
+	ps.wins[rule] = addWindow(ps.wins[rule], max(0, start-patternReach), min(len(s), end+patternReach))
+}
+
+// findings runs each pattern on its windows.
+func (ps *patternScan) findings(s string) []Finding {
+	wins := &ps.wins
 	var out []Finding
 	for i, p := range injectionPatterns {
 		for _, w := range wins[i] {

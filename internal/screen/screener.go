@@ -289,10 +289,22 @@ func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verd
 			found = append(found, Detection{Finding: f, Located: located})
 		}
 	}
-	if need[CategoryInjection] && !prompt {
+	switch {
+	case need[CategoryInjection] && !prompt && need[CategorySecret]:
+		// One keyword pass over the normalised text for both.
+		patterns, secrets := s.secrets.PatternsAndSecrets(n.Text)
+		add(withClassifier(s.model, n.Text, patterns), !changed)
+		raw := secrets
+		if changed {
+			raw = s.secrets.Detect(text)
+		}
+		add(raw, true)
+		if changed {
+			add(unlocated(secrets, n.Text, raw, text), false)
+		}
+	case need[CategoryInjection] && !prompt:
 		add(DetectInjection(s.model, n.Text), !changed)
-	}
-	if need[CategorySecret] {
+	case need[CategorySecret]:
 		raw := s.secrets.Detect(text)
 		add(raw, true)
 		if changed {

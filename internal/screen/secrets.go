@@ -37,6 +37,10 @@ type SecretRules struct {
 	global   []*config.Allowlist
 	keywords *keywordIndex
 	always   []int // rules without keywords: run on the whole text
+	// withPatterns indexes the injection patterns' keywords with these
+	// rules' (rule n+i for rule i, n the number of patterns): one pass
+	// over a text for both (PatternsAndSecrets).
+	withPatterns func() *keywordIndex
 
 	noPrecheck bool // tests: every keyword hit gets the full window, unchecked
 }
@@ -104,7 +108,37 @@ func LoadSecretRules(toml string) (*SecretRules, error) {
 		}
 	}
 	sr.keywords = newKeywordIndex(kw)
+	sr.withPatterns = sync.OnceValue(func() *keywordIndex {
+		both := map[string][]int{}
+		for i, p := range injectionPatterns {
+			for _, w := range p.keywords {
+				both[w] = append(both[w], i)
+			}
+		}
+		for w, rules := range kw {
+			for _, i := range rules {
+				both[w] = append(both[w], len(injectionPatterns)+i)
+			}
+		}
+		return newKeywordIndex(both)
+	})
 	return sr, nil
+}
+
+// PatternsAndSecrets returns what InjectionPatterns(s) and Detect(s)
+// return, reading s once for both sets of keywords rather than twice.
+func (sr *SecretRules) PatternsAndSecrets(s string) (patterns, secrets []Finding) {
+	var ps patternScan
+	sc := sr.newScan(s)
+	n := len(injectionPatterns)
+	sr.withPatterns().scan(s, func(rule, start, end int) {
+		if rule < n {
+			ps.hit(s, rule, start, end)
+		} else {
+			sc.hit(rule-n, start, end)
+		}
+	})
+	return ps.findings(s), sc.findings()
 }
 
 // Len is the number of rules in use.
@@ -113,30 +147,50 @@ func (sr *SecretRules) Len() int { return len(sr.rules) }
 // Detect finds secrets in s. Each finding's span is the secret itself
 // (the rule's secret group), its Rule the gitleaks rule ID.
 func (sr *SecretRules) Detect(s string) []Finding {
-	wins := map[int][]window{}
+	sc := sr.newScan(s)
+	sr.keywords.scan(s, sc.hit)
+	return sc.findings()
+}
+
+// secretScan gathers, from keyword hits in s, where each rule may match.
+type secretScan struct {
+	sr     *SecretRules
+	s      string
+	wins   map[int][]window
+	starts map[int][]int
+}
+
+func (sr *SecretRules) newScan(s string) *secretScan {
+	return &secretScan{sr: sr, s: s, wins: map[int][]window{}, starts: map[int][]int{}}
+}
+
+func (sc *secretScan) hit(rule, start, end int) {
+	sr, s := sc.sr, sc.s
+	if rule == sr.generic && !sr.noPrecheck && !genericPossible(s, end, sr.rules[rule].Entropy) {
+		return
+	}
+	if a := sr.anchored[rule]; a != nil && !sr.noPrecheck {
+		if !a.wordStart || start == 0 || isWordByte(s[start-1]) != isWordByte(s[start]) {
+			sc.starts[rule] = append(sc.starts[rule], start) // a match may begin here
+		}
+		return
+	}
+	before, after := secretReachBefore, secretReachAfter
+	if strings.Contains(sr.rules[rule].RuleID, "private-key") {
+		after = pemReachAfter
+	}
+	lo, hi := start-before, end+after
+	if r := sr.reach[rule]; r >= 0 && r <= before+after && !sr.noPrecheck {
+		lo, hi = end-r, start+r // a bounded match that holds this hit
+	}
+	b, e := boundaryBefore(s, max(0, lo)), boundaryAfter(s, min(len(s), hi))
+	sc.wins[rule] = addWindow(sc.wins[rule], b, e)
+}
+
+// findings runs each rule where the hits say it may match.
+func (sc *secretScan) findings() []Finding {
+	sr, s, wins, starts := sc.sr, sc.s, sc.wins, sc.starts
 	var out []Finding
-	starts := map[int][]int{}
-	sr.keywords.scan(s, func(rule, start, end int) {
-		if rule == sr.generic && !sr.noPrecheck && !genericPossible(s, end, sr.rules[rule].Entropy) {
-			return
-		}
-		if a := sr.anchored[rule]; a != nil && !sr.noPrecheck {
-			if !a.wordStart || start == 0 || isWordByte(s[start-1]) != isWordByte(s[start]) {
-				starts[rule] = append(starts[rule], start) // a match may begin here
-			}
-			return
-		}
-		before, after := secretReachBefore, secretReachAfter
-		if strings.Contains(sr.rules[rule].RuleID, "private-key") {
-			after = pemReachAfter
-		}
-		lo, hi := start-before, end+after
-		if r := sr.reach[rule]; r >= 0 && r <= before+after && !sr.noPrecheck {
-			lo, hi = end-r, start+r // a bounded match that holds this hit
-		}
-		b, e := boundaryBefore(s, max(0, lo)), boundaryAfter(s, min(len(s), hi))
-		wins[rule] = addWindow(wins[rule], b, e)
-	})
 	for i, st := range starts {
 		out = append(out, sr.detectAnchored(i, s, st)...)
 	}
