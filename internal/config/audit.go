@@ -25,7 +25,7 @@ type Audit struct {
 	// upstream sees the call; on disk before the agent sees the answer),
 	// "before_relay" (on disk before the upstream sees the call) or
 	// "background" (committed before the upstream sees the call; on disk
-	// with the next fsync, the answer not waiting for it; denials are
+	// within sync_window, the answer not waiting for it; denials are
 	// still on disk before the agent hears of them; not with
 	// store.postgres). With store.synchronous normal nothing is fsynced
 	// and all three mean committed.

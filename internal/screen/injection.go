@@ -108,15 +108,19 @@ func (ps *patternScan) findings(s string) []Finding {
 // longest pattern spans about 200 bytes.
 const patternReach = 240
 
-var injectionKeywords = sync.OnceValue(func() *keywordIndex {
+var injectionKeywords = sync.OnceValue(func() *keywordIndex { return newKeywordIndex(patternKeywords()) })
+
+// patternKeywords maps each injection pattern's keywords to the patterns
+// (by index) that own them.
+func patternKeywords() map[string][]int {
 	kw := map[string][]int{}
 	for i, p := range injectionPatterns {
 		for _, w := range p.keywords {
 			kw[w] = append(kw[w], i)
 		}
 	}
-	return newKeywordIndex(kw)
-})
+	return kw
+}
 
 // InjectionScore is the document score used for thresholds and
 // evaluation: the highest of the pattern scores and the classifier's best

@@ -289,11 +289,20 @@ func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verd
 			found = append(found, Detection{Finding: f, Located: located})
 		}
 	}
+	injection, secret := need[CategoryInjection] && !prompt, need[CategorySecret]
+	var patterns, secrets []Finding // in the normalised text
 	switch {
-	case need[CategoryInjection] && !prompt && need[CategorySecret]:
-		// One keyword pass over the normalised text for both.
-		patterns, secrets := s.secrets.PatternsAndSecrets(n.Text)
+	case injection && secret:
+		patterns, secrets = s.secrets.PatternsAndSecrets(n.Text) // one keyword pass for both
+	case injection:
+		patterns = InjectionPatterns(n.Text)
+	case secret:
+		secrets = s.secrets.Detect(n.Text)
+	}
+	if injection {
 		add(withClassifier(s.model, n.Text, patterns), !changed)
+	}
+	if secret {
 		raw := secrets
 		if changed {
 			raw = s.secrets.Detect(text)
@@ -301,14 +310,6 @@ func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verd
 		add(raw, true)
 		if changed {
 			add(unlocated(secrets, n.Text, raw, text), false)
-		}
-	case need[CategoryInjection] && !prompt:
-		add(DetectInjection(s.model, n.Text), !changed)
-	case need[CategorySecret]:
-		raw := s.secrets.Detect(text)
-		add(raw, true)
-		if changed {
-			add(unlocated(s.secrets.Detect(n.Text), n.Text, raw, text), false)
 		}
 	}
 	if need[CategoryPersonal] {

@@ -109,12 +109,7 @@ func LoadSecretRules(toml string) (*SecretRules, error) {
 	}
 	sr.keywords = newKeywordIndex(kw)
 	sr.withPatterns = sync.OnceValue(func() *keywordIndex {
-		both := map[string][]int{}
-		for i, p := range injectionPatterns {
-			for _, w := range p.keywords {
-				both[w] = append(both[w], i)
-			}
-		}
+		both := patternKeywords()
 		for w, rules := range kw {
 			for _, i := range rules {
 				both[w] = append(both[w], len(injectionPatterns)+i)
