@@ -18,6 +18,7 @@ import (
 // an argument the tool does not declare is refused, since an agent has no
 // business sending one (and an upstream might act on it).
 type argSchema struct {
+	flat     *flatSchema // nil unless the schema is flat (schema_flat.go)
 	resolved *jsonschema.Resolved
 	props    map[string]bool
 	closed   bool
@@ -53,7 +54,7 @@ func newArgSchema(schema []byte) (*argSchema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("input schema: %w", err)
 	}
-	a := &argSchema{resolved: rs}
+	a := &argSchema{resolved: rs, flat: compileFlat(schema)}
 	if len(s.Properties) > 0 && (s.AdditionalProperties == nil || isFalseSchema(s.AdditionalProperties)) {
 		a.closed = true
 		a.props = make(map[string]bool, len(s.Properties))
@@ -66,6 +67,14 @@ func newArgSchema(schema []byte) (*argSchema, error) {
 
 // check validates raw arguments (absent arguments are an empty object).
 func (a *argSchema) check(raw []byte) error {
+	if a.flat != nil && a.flat.vouch(raw) {
+		return nil
+	}
+	return a.validate(raw)
+}
+
+// validate is check by the full validator, on the arguments decoded.
+func (a *argSchema) validate(raw []byte) error {
 	var v any
 	if len(bytes.TrimSpace(raw)) == 0 {
 		v = map[string]any{}

@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -58,4 +59,153 @@ func TestSchemaErrorsNameTheArgumentNotTheValue(t *testing.T) {
 			t.Errorf("%s: %v; want %q without the value", args, err, want)
 		}
 	}
+}
+
+// The schemas SDKs generate for simple tools are flat; a keyword the flat
+// check does not know makes a schema go to the full validator.
+func TestCompileFlat(t *testing.T) {
+	t.Parallel()
+	for schema, flat := range map[string]bool{
+		`{"type":"object","properties":{"size":{"type":"integer"}}}`:                                                                                    true,
+		`{"type":"object","properties":{"path":{"type":"string","description":"where"}},"required":["path"],"additionalProperties":false}`:              true,
+		`{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":{"a":{"type":"number"},"b":{"type":"boolean"}},"title":"t"}`: true,
+		`{"type":"object","additionalProperties":false}`:                                                                                                true,
+		`{"type":"object"}`:                                                                   false, // open: undeclared values would need judging
+		`{"type":"object","properties":{}}`:                                                   false,
+		`{"properties":{"a":{"type":"string"}}}`:                                              false, // no type
+		`{"type":"array"}`:                                                                    false,
+		`{"type":["object"],"properties":{"a":{"type":"string"}}}`:                            false,
+		`{"type":"object","properties":{"a":{"type":"string","maxLength":3}}}`:                false,
+		`{"type":"object","properties":{"a":{"type":"string","enum":["x"]}}}`:                 false,
+		`{"type":"object","properties":{"a":{"type":["string","null"]}}}`:                     false,
+		`{"type":"object","properties":{"a":{"type":"object"}}}`:                              false,
+		`{"type":"object","properties":{"a":{}}}`:                                             false,
+		`{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":true}`:  false,
+		`{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":{}}`:    false,
+		`{"type":"object","properties":{"a":{"type":"string"}},"minProperties":1}`:            false,
+		`{"type":"object","properties":{"a":{"type":"string"}},"required":"a"}`:               false,
+		`{"type":"object","properties":{"a":{"type":"string"}},"allOf":[{"required":["a"]}]}`: false,
+	} {
+		if got := compileFlat([]byte(schema)) != nil; got != flat {
+			t.Errorf("%s: flat %v, want %v", schema, got, flat)
+		}
+	}
+}
+
+// What the flat check vouches for, the full validator accepts; what it
+// does not, the full validator judges (and may still accept).
+func TestFlatSchemaVouches(t *testing.T) {
+	t.Parallel()
+	schema := `{"type":"object","properties":{"s":{"type":"string"},"i":{"type":"integer"},"n":{"type":"number"},"b":{"type":"boolean"}},"required":["s"]}`
+	a, err := newArgSchema([]byte(schema))
+	if err != nil || a.flat == nil {
+		t.Fatalf("%v, flat %v", err, a.flat)
+	}
+	for args, vouched := range map[string]bool{
+		`{"s":"x"}`:                              true,
+		` {"s":"x","i":-12,"n":1.5,"b":false} `:  true,
+		`{"\u0073":"x"}`:                         true, // the key decoded
+		`{"s":"x","i":123456789012345}`:          true,
+		`{}`:                                     false, // missing required
+		``:                                       false,
+		`{"s":1}`:                                false,
+		`{"s":null}`:                             false,
+		`{"s":"x","i":1.0}`:                      false, // the validator's to judge (it accepts)
+		`{"s":"x","i":1234567890123456}`:         false, // too long to vouch for
+		`{"s":"x","n":1e400}`:                    false, // does not decode
+		`{"s":"x","n":1e2}`:                      false,
+		`{"s":"x","b":"true"}`:                   false,
+		`{"s":"x","z":1}`:                        false, // undeclared
+		`{"s":"x","s":"y"}`:                      false, // a duplicate key
+		`{"s":"x","i":[1]}`:                      false,
+		`["s"]`:                                  false,
+		`{"s":`:                                  false,
+		`{"s":"x"} {}`:                           false,
+		"{\"s\":\"\xff\"}":                       false, // not UTF-8
+		`{"s":"x","n":-0.000000000000000000001}`: true,
+	} {
+		if got := a.flat.vouch([]byte(args)); got != vouched {
+			t.Errorf("%s: vouched %v, want %v", args, got, vouched)
+		}
+		if a.flat.vouch([]byte(args)) && a.validate([]byte(args)) != nil {
+			t.Errorf("%s: vouched for, refused by the validator: %v", args, a.validate([]byte(args)))
+		}
+	}
+	// A violation is still refused, in the validator's words.
+	if err := a.check([]byte(`{"s":1}`)); err == nil || !strings.Contains(err.Error(), `argument "s": has type`) {
+		t.Errorf("a wrong type: %v", err)
+	}
+	if err := a.check([]byte(`{"s":"x","i":1.0}`)); err != nil {
+		t.Errorf("1.0 for an integer, which the validator accepts: %v", err)
+	}
+}
+
+// FuzzFlatSchemaNeverLooser builds a flat schema from spec (per byte: a
+// property's type, whether it is required, and whether the schema says
+// additionalProperties false) and checks that whatever arguments the flat
+// check vouches for, the full validator accepts.
+func FuzzFlatSchemaNeverLooser(f *testing.F) {
+	f.Add([]byte{0x08, 0x01, 0x02, 0x13}, []byte(`{"a":"x","b":1,"c":2.5,"d":true}`))
+	f.Add([]byte{0x09}, []byte(`{"a":12}`))
+	f.Add([]byte{0x0a, 0x00}, []byte(`{"a":-0.5,"b":"\u00e9"}`))
+	f.Add([]byte{0x10}, []byte(`{}`))
+	f.Add([]byte{0x01}, []byte(`{"a":1e5}`))
+	f.Fuzz(func(t *testing.T, spec, args []byte) {
+		if len(spec) == 0 || len(spec) > 8 {
+			return
+		}
+		names := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+		types := []string{"string", "integer", "number", "boolean"}
+		props := map[string]any{}
+		var required []string
+		closed := false
+		for i, c := range spec {
+			props[names[i]] = map[string]any{"type": types[c%4]}
+			if c&0x08 != 0 {
+				required = append(required, names[i])
+			}
+			closed = closed || c&0x10 != 0
+		}
+		s := map[string]any{"type": "object", "properties": props, "required": required}
+		if closed {
+			s["additionalProperties"] = false
+		}
+		schema, _ := json.Marshal(s)
+		a, err := newArgSchema(schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.flat == nil {
+			t.Fatalf("%s: not flat", schema)
+		}
+		if a.flat.vouch(args) {
+			if err := a.validate(args); err != nil {
+				t.Fatalf("schema %s, arguments %q: vouched for, refused by the validator: %v", schema, args, err)
+			}
+		}
+	})
+}
+
+func BenchmarkArgSchemaCheck(b *testing.B) {
+	a, err := newArgSchema([]byte(`{"type":"object","properties":{"path":{"type":"string","description":"where"},"count":{"type":"integer"}},"required":["path"],"additionalProperties":false}`))
+	if err != nil || a.flat == nil {
+		b.Fatal(err)
+	}
+	args := []byte(`{"path":"/srv/data/report.txt","count":3}`)
+	b.Run("flat", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := a.check(args); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("validator", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := a.validate(args); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
