@@ -165,15 +165,19 @@ func segmentFeatures(seg string, v *SegmentVector) int {
 				mail = true
 			}
 		}
-		// One word, lower-cased into buf (truncated at len(buf)).
+		// One word, lower-cased into buf (truncated at len(buf)), and
+		// its hash.
 		w := buf[:0]
+		h := uint32(fnvOffset)
 		for i < len(seg) {
 			if c := seg[i]; c < utf8.RuneSelf { // ASCII: the same as below, by table
 				if !asciiWord[c] {
 					break
 				}
 				if len(w)+utf8.UTFMax <= cap(w) {
-					w = append(w, asciiLower[c])
+					lc := asciiLower[c]
+					w = append(w, lc)
+					h = fnvByte(h, lc)
 				}
 				i++
 				continue
@@ -183,13 +187,13 @@ func segmentFeatures(seg string, v *SegmentVector) int {
 				break
 			}
 			if len(w)+utf8.UTFMax <= cap(w) {
+				from := len(w)
 				w = utf8.AppendRune(w, unicode.ToLower(r))
+				for _, c := range w[from:] {
+					h = fnvByte(h, c)
+				}
 			}
 			i += size
-		}
-		h := uint32(fnvOffset)
-		for _, c := range w {
-			h = fnvByte(h, c)
 		}
 		words[n] = h
 		e, ok := lookup(h, w)

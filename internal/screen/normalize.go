@@ -4,6 +4,7 @@ package screen
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"html"
 	"net/url"
@@ -65,10 +66,14 @@ func Normalize(s string) Normalized {
 }
 
 func (n *Normalized) layer(s string, depth int, budget *int) string {
-	s = n.stripControls(s)
-	if !norm.NFKC.IsNormalString(s) {
-		s = norm.NFKC.String(s)
-		n.step(StepNFKC)
+	// ASCII without ESC has nothing to strip and is NFKC already (no
+	// ASCII character decomposes or combines): most tool output.
+	if !plainASCII(s) {
+		s = n.stripControls(s)
+		if !norm.NFKC.IsNormalString(s) {
+			s = norm.NFKC.String(s)
+			n.step(StepNFKC)
+		}
 	}
 	if strings.Contains(s, "<!--") {
 		s = strings.NewReplacer("<!--", " ", "-->", " ").Replace(s)
@@ -108,14 +113,7 @@ func (n *Normalized) layer(s string, depth int, budget *int) string {
 // stripControls removes ANSI escapes, invisible and bidi characters, and
 // decodes tag characters, in one pass.
 func (n *Normalized) stripControls(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == 0x1b || r >= 0x80 && (invisible(r) || bidi(r) || tag(r)) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if !hasControls(s) {
 		return s
 	}
 	var b strings.Builder
@@ -141,6 +139,53 @@ func (n *Normalized) stripControls(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// plainASCII reports whether s is ASCII without ESC, eight bytes at a
+// time.
+func plainASCII(s string) bool {
+	const (
+		ones = 0x0101010101010101
+		high = 0x8080808080808080
+		esc  = 0x1b * ones
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		// A byte of x at or past 0x80, or a zero byte of x^esc (an ESC):
+		// the classic test for a zero byte, (y-ones) &^ y & high.
+		y := x ^ esc
+		if x&high != 0 || (y-ones)&^y&high != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf || s[i] == 0x1b {
+			return false
+		}
+	}
+	return true
+}
+
+// hasControls reports whether s holds anything stripControls removes or
+// decodes: ESC, or an invisible, bidi or tag character (all outside
+// ASCII, so ASCII text is read byte by byte).
+func hasControls(s string) bool {
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c == 0x1b {
+				return true
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if invisible(r) || bidi(r) || tag(r) {
+			return true
+		}
+		i += size
+	}
+	return false
 }
 
 func invisible(r rune) bool {
@@ -189,25 +234,29 @@ func ansiLen(s string) int {
 // encodedRuns returns the runs of s that may be base64 or hex payloads.
 func encodedRuns(s string) []string {
 	var runs []string
-	start := -1
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) && isB64(s[i]) {
-			if start < 0 {
-				start = i
-			}
-			continue
+	for i := 0; i < len(s); {
+		for i < len(s) && !b64Bytes[s[i]] {
+			i++
 		}
-		if start >= 0 && i-start >= minEncodedRun {
+		start := i
+		for i < len(s) && b64Bytes[s[i]] {
+			i++
+		}
+		if i-start >= minEncodedRun {
 			runs = append(runs, s[start:i])
 		}
-		start = -1
 	}
 	return runs
 }
 
-func isB64(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=' || c == '-' || c == '_'
-}
+// b64Bytes are the bytes of a base64 run, either alphabet, with padding
+// (hex digits among them).
+var b64Bytes = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_") {
+		t[c] = true
+	}
+	return
+}()
 
 // decodeRun decodes run as hex or base64 if that yields readable text.
 func decodeRun(run string) (string, string) {

@@ -89,3 +89,24 @@ func BenchmarkNormalizeJSON(b *testing.B) {
 		Normalize(s)
 	}
 }
+
+// plainASCII reads eight bytes at a time: every byte value at every
+// position of a word and of the tail must be judged as a byte loop would.
+func TestPlainASCII(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= 19; n++ {
+		for pos := 0; pos < n; pos++ {
+			for c := 0; c < 256; c++ {
+				b := []byte(strings.Repeat("a", n))
+				b[pos] = byte(c)
+				want := c < 0x80 && c != 0x1b
+				if got := plainASCII(string(b)); got != want {
+					t.Fatalf("%q: %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
+	if !plainASCII("") {
+		t.Error("the empty text is plain")
+	}
+}
