@@ -1,58 +1,151 @@
 package screen
 
-import (
-	"sync"
-
-	ahocorasick "github.com/BobuSumisu/aho-corasick"
-)
-
 // keywordIndex finds, in one pass, where any of a set of lower-case
 // keywords occurs, and which rules own it. Regular expressions then run
 // only on windows around those places: the prefilter is what keeps
 // pattern and secret screening linear in the input.
+//
+// It is an Aho-Corasick automaton compiled to a complete DFA: one table
+// read per input byte, no failure links to follow while scanning. Bytes
+// are mapped to classes first (the keywords use a few dozen distinct
+// bytes; every other byte is one class), which keeps the table small
+// enough to stay in cache (a state's row is a few hundred bytes, not 2
+// KiB), and the class table folds ASCII upper case, so the text is not
+// copied to be lower-cased.
 type keywordIndex struct {
-	trie   *ahocorasick.Trie
-	owners [][]int // keyword number -> rule indices
+	class  [256]int32 // input byte -> its class (0: no keyword has it)
+	width  int32      // classes: the length of a state's row
+	delta  []int32    // row start of state s (s*width) + class -> row start of the next state (^ it: that state has matches)
+	outAt  []int32    // state s (by row start / width) -> its matches: out[outAt[s]:outAt[s+1]]
+	out    []int32    // keyword numbers, longest first per state
+	lens   []int      // keyword number -> length
+	owners [][]int    // keyword number -> rule indices
 }
 
 func newKeywordIndex(keywords map[string][]int) *keywordIndex {
-	b := ahocorasick.NewTrieBuilder()
 	k := &keywordIndex{}
+	// Classes: 0 for bytes in no keyword, then one per distinct byte. A
+	// text byte is read as its ASCII lower case (a keyword's upper-case
+	// byte then has a class no text byte maps to: it never matches, as
+	// against a lower-cased copy).
+	var classOf [256]int32
+	width := int32(1)
+	var words []string
 	for w, rules := range keywords {
-		b.AddString(w)
+		if w == "" {
+			continue // matches nowhere
+		}
+		words = append(words, w)
 		k.owners = append(k.owners, rules)
+		k.lens = append(k.lens, len(w))
+		for i := 0; i < len(w); i++ {
+			if classOf[w[i]] == 0 {
+				classOf[w[i]] = width
+				width++
+			}
+		}
 	}
-	k.trie = b.Build()
+	for c := range 256 {
+		k.class[c] = classOf[asciiLowerByte(byte(c))]
+	}
+	k.width = width
+
+	// The trie: state 0 is the root; goto_[s*width+class] is the child
+	// (0: none, the root being no one's child).
+	goto_ := make([]int32, width)
+	var own []int32 // state -> keyword number + 1 ending there (0: none)
+	own = append(own, 0)
+	for n, w := range words {
+		s := int32(0)
+		for i := 0; i < len(w); i++ {
+			c := classOf[w[i]]
+			t := goto_[s*width+c]
+			if t == 0 {
+				t = int32(len(own))
+				own = append(own, 0)
+				goto_ = append(goto_, make([]int32, width)...)
+				goto_[s*width+c] = t
+			}
+			s = t
+		}
+		own[s] = int32(n) + 1
+	}
+	states := int32(len(own))
+
+	// Breadth first: each state's failure link (the longest proper
+	// suffix that is a trie state), its matches (its own keyword, then its
+	// failure state's, longest first) and its complete row (a missing
+	// child is the failure state's transition).
+	delta := make([]int32, int(states)*int(width))
+	fail := make([]int32, states)
+	outs := make([][]int32, states)
+	queue := make([]int32, 0, states)
+	for c := range width {
+		if t := goto_[c]; t != 0 {
+			delta[c] = t
+			queue = append(queue, t) // fail[t] = 0
+		}
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		if own[s] != 0 {
+			outs[s] = append(outs[s], own[s]-1)
+		}
+		outs[s] = append(outs[s], outs[fail[s]]...)
+		for c := range width {
+			if t := goto_[s*width+c]; t != 0 {
+				fail[t] = delta[fail[s]*width+c]
+				delta[s*width+c] = t
+				queue = append(queue, t)
+			} else {
+				delta[s*width+c] = delta[fail[s]*width+c]
+			}
+		}
+	}
+	// Rows addressed by their start, so the scan multiplies nothing; a
+	// state with matches as the complement of its row start (negative),
+	// so the scan tests a sign, not a table.
+	for i, t := range delta {
+		delta[i] = t * width
+		if len(outs[t]) > 0 {
+			delta[i] = ^delta[i]
+		}
+	}
+	k.delta = delta
+	k.outAt = make([]int32, states+1)
+	for s := range states {
+		k.out = append(k.out, outs[s]...)
+		k.outAt[s+1] = int32(len(k.out))
+	}
 	return k
 }
 
-// lowerPool holds buffers for the ASCII-lower-cased copy of scanned text.
-var lowerPool = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &b }}
+func asciiLowerByte(c byte) byte {
+	if c-'A' < 26 {
+		return c + 'a' - 'A'
+	}
+	return c
+}
 
 // scan calls fn(rule, start, end) for every keyword occurrence [start, end)
-// in s, matching ASCII case-insensitively.
+// in s, matching ASCII case-insensitively: in text order of the end, and
+// at one end the longer keyword first.
 func (k *keywordIndex) scan(s string, fn func(rule, start, end int)) {
-	bp := lowerPool.Get().(*[]byte)
-	low := *bp
-	if cap(low) < len(s) {
-		low = make([]byte, len(s))
-	}
-	low = low[:len(s)]
+	row := int32(0)
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c-'A' < 26 {
-			c += 'a' - 'A'
+		row = k.delta[row+k.class[s[i]]]
+		if row >= 0 {
+			continue
 		}
-		low[i] = c
+		row = ^row
+		st := row / k.width
+		for _, n := range k.out[k.outAt[st]:k.outAt[st+1]] {
+			for _, r := range k.owners[n] {
+				fn(r, i+1-k.lens[n], i+1)
+			}
+		}
 	}
-	k.trie.Walk(low, func(end, n, pattern int64) bool {
-		for _, r := range k.owners[pattern] {
-			fn(r, int(end-n+1), int(end+1))
-		}
-		return true
-	})
-	*bp = low[:0]
-	lowerPool.Put(bp)
 }
 
 // window is a span of text around keyword hits to run a rule's regex on.

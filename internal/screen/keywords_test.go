@@ -1,0 +1,110 @@
+package screen
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+type keywordHit struct{ rule, start, end int }
+
+// naiveHits is what a keyword index must report: every occurrence of
+// every keyword in the ASCII-lower-cased text, by end, longer first.
+func naiveHits(words []string, text string) []keywordHit {
+	low := strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, text)
+	if len(low) != len(text) { // invalid UTF-8 was replaced: lower bytes instead
+		b := []byte(text)
+		for i, c := range b {
+			b[i] = asciiLowerByte(c)
+		}
+		low = string(b)
+	}
+	var hits []keywordHit
+	for n, w := range words {
+		for i := 0; i+len(w) <= len(low); i++ {
+			if w != "" && low[i:i+len(w)] == w {
+				hits = append(hits, keywordHit{n, i, i + len(w)})
+			}
+		}
+	}
+	slices.SortFunc(hits, func(a, b keywordHit) int {
+		if a.end != b.end {
+			return a.end - b.end
+		}
+		return (b.end - b.start) - (a.end - a.start)
+	})
+	return hits
+}
+
+func indexHits(k *keywordIndex, text string) []keywordHit {
+	var hits []keywordHit
+	k.scan(text, func(rule, start, end int) { hits = append(hits, keywordHit{rule, start, end}) })
+	return hits
+}
+
+func checkKeywordIndex(t *testing.T, words []string, texts []string) {
+	t.Helper()
+	m := map[string][]int{}
+	for n, w := range words {
+		m[w] = []int{n}
+	}
+	k := newKeywordIndex(m)
+	for _, text := range texts {
+		got, want := indexHits(k, text), naiveHits(words, text)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%d keywords, text %.200q:\n got %v\nwant %v", len(words), text, got, want)
+		}
+	}
+}
+
+var overlappingKeywords = []string{"he", "she", "his", "hers", "a", "aa", "aaa", "ab", "bab", "ABC", "key_", "-----begin", "é", "\x00x"}
+
+// The index reports exactly the occurrences a search for each keyword
+// finds, in the order the windows built from them rely on.
+func TestKeywordIndexFindsEveryOccurrence(t *testing.T) {
+	t.Parallel()
+	texts := []string{"", "ushers", "USHERS sHe", "aaaa", "abab bab", "ABC abc", "KEY_ key-", "-----BEGIN-----begin",
+		"caf\xc3\xa9 \xc3\x89", "\x00x\x00X", strings.Repeat("hishers", 50), typicalResult(), keywordDense()}
+	checkKeywordIndex(t, overlappingKeywords, texts)
+
+	// The real keyword sets, over the dev corpora.
+	paths, _ := filepath.Glob("../../../shared/corpora/*/dev.jsonl.gz")
+	for _, p := range paths {
+		recs, err := ReadCorpus(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for i, r := range recs {
+			if i%7 == 0 {
+				texts = append(texts, r.Text)
+			}
+		}
+	}
+	var words []string
+	for w := range patternKeywords() {
+		words = append(words, w)
+	}
+	sr := mustSecretRules(t)
+	for _, r := range sr.rules {
+		for _, w := range r.Keywords {
+			if w = strings.ToLower(w); !slices.Contains(words, w) {
+				words = append(words, w)
+			}
+		}
+	}
+	checkKeywordIndex(t, words, texts)
+}
+
+func FuzzKeywordIndex(f *testing.F) {
+	f.Add("ushers he said, AAAB bab")
+	f.Add("-----BEGIN key_ é")
+	f.Fuzz(func(t *testing.T, text string) {
+		checkKeywordIndex(t, overlappingKeywords, []string{text})
+	})
+}
