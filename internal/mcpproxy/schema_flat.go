@@ -177,7 +177,7 @@ func scalarFits(t scalarType, tok []byte) bool {
 		}
 		return true
 	case scalarNumber:
-		return (tok[0] == '-' || tok[0] >= '0' && tok[0] <= '9') && len(tok) <= 32 && bytes.IndexAny(tok, "eE") < 0
+		return (tok[0] == '-' || tok[0] >= '0' && tok[0] <= '9') && len(tok) <= 32 && !bytes.ContainsAny(tok, "eE")
 	}
 	return false
 }
