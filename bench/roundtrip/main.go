@@ -117,6 +117,10 @@ type Results struct {
 	SessionOpenGatewayUs      float64
 	UpstreamSessionsOpened    int
 	EventsPerSync             float64 // audit events each fsync covered, on average
+	// StealShare is the share of the machine's CPU time the hypervisor
+	// gave other tenants during the measurements (0 where /proc/stat says
+	// nothing).
+	StealShare float64
 }
 
 func run(o options) error {
@@ -144,6 +148,7 @@ func run(o options) error {
 	if res.IdleRSSKiB, err = benchkit.RSS(gw.PID()); err != nil {
 		return err
 	}
+	total0, steal0, statErr := benchkit.MachineCPU()
 	for _, size := range o.sizes {
 		var runs []Size
 		for range max(o.runs, 1) {
@@ -156,6 +161,9 @@ func run(o options) error {
 		res.Sizes = append(res.Sizes, medianSize(runs))
 	}
 	res.EventsPerSync = gw.EventsPerSync()
+	if total1, steal1, err := benchkit.MachineCPU(); statErr == nil && err == nil && total1 > total0 {
+		res.StealShare = float64(steal1-steal0) / float64(total1-total0)
+	}
 	if err := openSessions(ctx, gw, upURL, o, &res); err != nil {
 		return err
 	}
@@ -441,6 +449,7 @@ func print(r Results) {
 		}
 	}
 	fmt.Printf("\naudit: %.1f events per fsync on average over the run\n", r.EventsPerSync)
+	fmt.Printf("machine: %.1f%% of its CPU time went to other tenants (steal) during the measurements\n", 100*r.StealShare)
 	fmt.Printf("\ngateway memory\n  idle             %6d KiB RSS\n  %d sessions   %6d KiB RSS   (%.0f bytes per session, with its upstream session)\n",
 		r.IdleRSSKiB, r.Sessions, r.SessionsRSSKiB, r.PerSessionBytes)
 	fmt.Printf("opening a session (initialize): direct %.0f µs, through the gateway %.0f µs (p50; it opens the upstream session)\n", r.SessionOpenDirectUs, r.SessionOpenGatewayUs)
