@@ -54,13 +54,20 @@ func newArgSchema(schema []byte) (*argSchema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("input schema: %w", err)
 	}
-	a := &argSchema{resolved: rs, flat: compileFlat(schema)}
+	a := &argSchema{resolved: rs}
 	if len(s.Properties) > 0 && (s.AdditionalProperties == nil || isFalseSchema(s.AdditionalProperties)) {
 		a.closed = true
 		a.props = make(map[string]bool, len(s.Properties))
 		for k := range s.Properties {
 			a.props[k] = true
 		}
+	}
+	// The flat check stands in for the validator only where the validator
+	// accepts the flat schema's simplest instance: a validator that refuses
+	// every instance of a schema (one for a JSON Schema draft it does not
+	// implement) stays the judge of it.
+	if f := compileFlat(schema); f != nil && a.validate(f.sample()) == nil {
+		a.flat = f
 	}
 	return a, nil
 }

@@ -118,6 +118,18 @@ func jsonStringIs(v json.RawMessage, want string) bool {
 	return json.Unmarshal(v, &s) == nil && s == want
 }
 
+// sample is the simplest instance of the schema: its required properties,
+// each a zero value of its type.
+func (f *flatSchema) sample() []byte {
+	zero := map[scalarType]any{scalarString: "", scalarInteger: 0, scalarNumber: 0, scalarBoolean: false}
+	m := map[string]any{}
+	for _, r := range f.required {
+		m[r] = zero[f.props[r]] // an undeclared required name: nil, which fails
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
 // maxFlatDepth is the nesting Valid may see in arguments a flat schema
 // vouches for: the object, and scalars in it.
 const maxFlatDepth = 1
@@ -125,13 +137,13 @@ const maxFlatDepth = 1
 // vouch reports whether raw (absent or blank: no arguments) surely
 // satisfies the schema.
 func (f *flatSchema) vouch(raw []byte) bool {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 { // as the validator reads no arguments
 		return len(f.required) == 0
 	}
 	if wire.Valid(raw, maxFlatDepth) != nil {
 		return false // not JSON, not an object of scalars, or a duplicate key
 	}
+	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace only, as Valid allows
 	obj := wire.Span{Start: 0, End: len(raw)}
 	if !wire.IsObject(raw, obj) {
 		return false

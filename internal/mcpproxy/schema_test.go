@@ -122,6 +122,9 @@ func TestFlatSchemaVouches(t *testing.T) {
 		`{"s":`:                                  false,
 		`{"s":"x"} {}`:                           false,
 		"{\"s\":\"\xff\"}":                       false, // not UTF-8
+		"\v{\"s\":\"x\"}":                        false, // not JSON whitespace: the validator refuses it
+		"{\"s\":\"x\"}\u00a0":                    false,
+		"\t{\"s\":\"x\"}\r\n":                    true,
 		`{"s":"x","n":-0.000000000000000000001}`: true,
 	} {
 		if got := a.flat.vouch([]byte(args)); got != vouched {
@@ -138,6 +141,50 @@ func TestFlatSchemaVouches(t *testing.T) {
 	if err := a.check([]byte(`{"s":"x","i":1.0}`)); err != nil {
 		t.Errorf("1.0 for an integer, which the validator accepts: %v", err)
 	}
+}
+
+// A schema the validator refuses whatever the instance (a draft it does
+// not implement) is not checked by the flat check: calls stay refused.
+func TestFlatSchemaOnlyWhereTheValidatorJudges(t *testing.T) {
+	t.Parallel()
+	for _, draft := range []string{"http://json-schema.org/draft-04/schema#", "https://json-schema.org/draft/2019-09/schema", "https://json-schema.org/draft/2020-12/schema#"} {
+		schema := `{"$schema":"` + draft + `","type":"object","properties":{"a":{"type":"string"}}}`
+		if compileFlat([]byte(schema)) == nil {
+			t.Fatalf("%s: not flat in form", draft)
+		}
+		a, err := newArgSchema([]byte(schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.flat != nil || a.check([]byte(`{"a":"x"}`)) == nil {
+			t.Errorf("%s: the flat check stands in for a validator that refuses the schema", draft)
+		}
+	}
+	for _, draft := range []string{"http://json-schema.org/draft-07/schema#", "https://json-schema.org/draft/2020-12/schema"} {
+		a, err := newArgSchema([]byte(`{"$schema":"` + draft + `","type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`))
+		if err != nil || a.flat == nil {
+			t.Errorf("%s: %v, flat %v", draft, err, a.flat)
+		}
+	}
+}
+
+// FuzzFlatSchemaAnySchema: for any schema and any arguments, what the
+// flat check vouches for the validator accepts.
+func FuzzFlatSchemaAnySchema(f *testing.F) {
+	f.Add([]byte(`{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}`), []byte(`{"a":"x"}`))
+	f.Add([]byte(`{"$schema":"http://json-schema.org/draft-04/schema#","type":"object","properties":{"a":{"type":"integer"}}}`), []byte(`{"a":1}`))
+	f.Add([]byte(`{"type":"object","additionalProperties":false,"properties":{"n":{"type":"number","title":"n"}}}`), []byte(` {"n":-1.5} `))
+	f.Fuzz(func(t *testing.T, schema, args []byte) {
+		a, err := newArgSchema(schema)
+		if err != nil || a.flat == nil {
+			return
+		}
+		if a.flat.vouch(args) {
+			if err := a.validate(args); err != nil {
+				t.Fatalf("schema %s, arguments %q: vouched for, refused by the validator: %v", schema, args, err)
+			}
+		}
+	})
 }
 
 // FuzzFlatSchemaNeverLooser builds a flat schema from spec (per byte: a
