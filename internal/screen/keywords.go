@@ -16,12 +16,14 @@ type keywordIndex struct {
 	class  [256]int32 // input byte -> its class (0: no keyword has it)
 	width  int32      // classes: the length of a state's row
 	delta  []int32    // row start of state s (s*width) + class -> row start of the next state (^ it: that state has matches)
-	outAt  []int32    // state s (by row start / width) -> its matches: out[outAt[s]:outAt[s+1]]
-	out    []int32    // keyword numbers, longest first per state
+	own    []int32    // state -> the keyword ending there + 1 (0: none)
+	link   []int32    // state -> the longest proper suffix state with a keyword of its own (0: none)
 	lens   []int      // keyword number -> length
 	owners [][]int    // keyword number -> rule indices
 }
 
+// newKeywordIndex compiles keywords (the built-in sets: a few thousand
+// states; states times classes must stay within int32).
 func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 	k := &keywordIndex{}
 	// Classes: 0 for bytes in no keyword, then one per distinct byte. A
@@ -73,26 +75,29 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 	states := int32(len(own))
 
 	// Breadth first: each state's failure link (the longest proper
-	// suffix that is a trie state), its matches (its own keyword, then its
-	// failure state's, longest first) and its complete row (a missing
-	// child is the failure state's transition).
+	// suffix that is a trie state), its output link (the longest proper
+	// suffix state with a keyword of its own: its matches are its own
+	// keyword and then the output link's, longest first, in space linear
+	// in the states) and its complete row (a missing child is the failure
+	// state's transition).
 	delta := make([]int32, int(states)*int(width))
 	fail := make([]int32, states)
-	outs := make([][]int32, states)
+	link := make([]int32, states)
 	queue := make([]int32, 0, states)
 	for c := range width {
 		if t := goto_[c]; t != 0 {
 			delta[c] = t
-			queue = append(queue, t) // fail[t] = 0
+			queue = append(queue, t) // fail[t] = 0, link[t] = 0
 		}
 	}
 	for len(queue) > 0 {
 		s := queue[0]
 		queue = queue[1:]
-		if own[s] != 0 {
-			outs[s] = append(outs[s], own[s]-1)
+		if f := fail[s]; own[f] != 0 {
+			link[s] = f
+		} else {
+			link[s] = link[f]
 		}
-		outs[s] = append(outs[s], outs[fail[s]]...)
 		for c := range width {
 			if t := goto_[s*width+c]; t != 0 {
 				fail[t] = delta[fail[s]*width+c]
@@ -108,16 +113,11 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 	// so the scan tests a sign, not a table.
 	for i, t := range delta {
 		delta[i] = t * width
-		if len(outs[t]) > 0 {
+		if own[t] != 0 || link[t] != 0 {
 			delta[i] = ^delta[i]
 		}
 	}
-	k.delta = delta
-	k.outAt = make([]int32, states+1)
-	for s := range states {
-		k.out = append(k.out, outs[s]...)
-		k.outAt[s+1] = int32(len(k.out))
-	}
+	k.delta, k.own, k.link = delta, own, link
 	return k
 }
 
@@ -140,7 +140,11 @@ func (k *keywordIndex) scan(s string, fn func(rule, start, end int)) {
 		}
 		row = ^row
 		st := row / k.width
-		for _, n := range k.out[k.outAt[st]:k.outAt[st+1]] {
+		if k.own[st] == 0 {
+			st = k.link[st]
+		}
+		for ; st != 0; st = k.link[st] {
+			n := k.own[st] - 1
 			for _, r := range k.owners[n] {
 				fn(r, i+1-k.lens[n], i+1)
 			}
