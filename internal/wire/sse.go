@@ -178,20 +178,22 @@ func AppendEvent(dst []byte, id string, data []byte) []byte {
 		dst = append(dst, '\n')
 	}
 	dst = append(dst, "event: message\n"...)
+	f := newByteFinder(data, '\n', '\r')
+	line := 0 // where the next line starts
 	for {
-		i := bytes.IndexAny(data, "\r\n")
-		if i < 0 {
+		i := f.next(line)
+		if i >= len(data) {
 			break
 		}
 		dst = append(dst, "data: "...)
-		dst = append(dst, data[:i]...)
+		dst = append(dst, data[line:i]...)
 		dst = append(dst, '\n')
 		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
 			i++
 		}
-		data = data[i+1:]
+		line = i + 1
 	}
 	dst = append(dst, "data: "...)
-	dst = append(dst, data...)
+	dst = append(dst, data[line:]...)
 	return append(dst, "\n\n"...)
 }

@@ -50,17 +50,16 @@ func skip(b []byte, i int) int {
 }
 
 func skipString(b []byte, i int) int {
-	i++
-	for i < len(b) {
-		j := bytes.IndexAny(b[i:], `"\`)
-		if j < 0 {
+	f := newByteFinder(b, '"', '\\')
+	for i++; i < len(b); {
+		j := f.next(i)
+		if j >= len(b) {
 			return len(b)
 		}
-		i += j
-		if b[i] == '"' {
-			return i + 1
+		if b[j] == '"' {
+			return j + 1
 		}
-		i += 2
+		i = j + 2 // an escape: the byte after the backslash is not an end
 	}
 	return len(b)
 }
