@@ -2,6 +2,7 @@ package screen
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,4 +44,28 @@ func TestCheckShape(t *testing.T) {
 			}
 		}
 	}
+}
+
+// devCorpusTexts returns the texts and tool descriptions of the dev
+// corpora's records whose index is a multiple of every (none, logged,
+// where the corpora are not there).
+func devCorpusTexts(t *testing.T, every int) []string {
+	t.Helper()
+	paths, _ := filepath.Glob("../../../shared/corpora/*/dev.jsonl.gz")
+	if len(paths) == 0 {
+		t.Log("corpora not available: the built-in texts only")
+	}
+	var texts []string
+	for _, p := range paths {
+		recs, err := ReadCorpus(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for i, r := range recs {
+			if i%every == 0 {
+				texts = append(texts, r.Text, r.Description)
+			}
+		}
+	}
+	return texts
 }

@@ -1,7 +1,6 @@
 package screen
 
 import (
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -74,21 +73,7 @@ func TestKeywordIndexFindsEveryOccurrence(t *testing.T) {
 	checkKeywordIndex(t, overlappingKeywords, texts)
 
 	// The real keyword sets, over the dev corpora.
-	paths, _ := filepath.Glob("../../../shared/corpora/*/dev.jsonl.gz")
-	for _, p := range paths {
-		recs, err := ReadCorpus(p)
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		for i, r := range recs {
-			if i%7 == 0 {
-				texts = append(texts, r.Text)
-			}
-		}
-	}
-	if len(paths) == 0 {
-		t.Log("corpora not available: the built-in texts only")
-	}
+	texts = append(texts, devCorpusTexts(t, 7)...)
 	var words []string
 	for w := range patternKeywords() {
 		words = append(words, w)
