@@ -19,8 +19,8 @@ func newByteFinder(b []byte, x, y byte) byteFinder {
 	return byteFinder{b: b, x: x, y: y, nx: -1, ny: -1}
 }
 
-// next returns the index of the first x or y at or after from (from
-// never decreasing between calls), or len(b).
+// next returns the index of the first x or y at or after from, or len(b).
+// from must not decrease between calls, nor exceed len(b).
 func (f *byteFinder) next(from int) int {
 	if f.nx < from {
 		f.nx = len(f.b)
