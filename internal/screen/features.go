@@ -289,12 +289,23 @@ func mix(a, b uint32, tag byte) uint32 {
 	return uint32((x * 0x9e3779b97f4a7c15) >> 32)
 }
 
-// asciiWord and asciiLower are isWordRune and unicode.ToLower for ASCII
-// bytes (the classifier's word loop, per byte).
-var asciiWord, asciiLower = func() (w [utf8.RuneSelf]bool, l [utf8.RuneSelf]byte) {
+// asciiWord is isWordRune for ASCII bytes (the classifier's word loop,
+// per byte).
+var asciiWord = func() (w [utf8.RuneSelf]bool) {
 	for c := range utf8.RuneSelf {
 		w[c] = isWordRune(rune(c))
-		l[c] = byte(unicode.ToLower(rune(c)))
+	}
+	return
+}()
+
+// asciiLower lower-cases A-Z (unicode.ToLower for ASCII) and leaves every
+// other byte as it is: the classifier's words, the keyword index's text.
+var asciiLower = func() (l [256]byte) {
+	for c := range 256 {
+		l[c] = byte(c)
+		if c >= 'A' && c <= 'Z' {
+			l[c] += 'a' - 'A'
+		}
 	}
 	return
 }()

@@ -48,7 +48,7 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 		}
 	}
 	for c := range 256 {
-		k.class[c] = classOf[asciiLowerByte(byte(c))]
+		k.class[c] = classOf[asciiLower[c]]
 	}
 	k.width = width
 
@@ -119,13 +119,6 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 	}
 	k.delta, k.own, k.link = delta, own, link
 	return k
-}
-
-func asciiLowerByte(c byte) byte {
-	if c-'A' < 26 {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // scan calls fn(rule, start, end) for every keyword occurrence [start, end)

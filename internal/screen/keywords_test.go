@@ -11,19 +11,13 @@ type keywordHit struct{ rule, start, end int }
 // naiveHits is what a keyword index must report: every occurrence of
 // every keyword in the ASCII-lower-cased text, by end, longer first.
 func naiveHits(words []string, text string) []keywordHit {
-	low := strings.Map(func(r rune) rune {
-		if r >= 'A' && r <= 'Z' {
-			return r + 'a' - 'A'
+	b := []byte(text)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
-		return r
-	}, text)
-	if len(low) != len(text) { // invalid UTF-8 was replaced: lower bytes instead
-		b := []byte(text)
-		for i, c := range b {
-			b[i] = asciiLowerByte(c)
-		}
-		low = string(b)
 	}
+	low := string(b)
 	var hits []keywordHit
 	for n, w := range words {
 		for i := 0; i+len(w) <= len(low); i++ {
