@@ -368,6 +368,133 @@ func TestJournalConcurrentWritersKeepEveryFrame(t *testing.T) {
 	}
 }
 
+// The owner keeps the append lock after a frame (a lease) and releases it
+// when no frame follows; Close releases it too.
+func TestJournalLeaseHeldThenReleased(t *testing.T) {
+	savedLease, savedIdle := journalLease, journalLeaseIdle
+	journalLease, journalLeaseIdle = time.Hour, time.Hour // released only by what the test does
+	defer func() { journalLease, journalLeaseIdle = savedLease, savedIdle }()
+	dir := t.TempDir()
+	j := openOwned(t, dir)
+	appendRows(t, j, 1, 1)
+	if f, err := lockFile(filepath.Join(dir, "append.lock"), 0); !errors.Is(err, ErrJournalLocked) {
+		f.Close()
+		t.Fatalf("append lock after a frame: %v; want it held", err)
+	}
+	// Its timer releases it once the lease is over (run here: the lease
+	// is an hour).
+	j.leaseTimer()
+	if f, err := lockFile(filepath.Join(dir, "append.lock"), 0); !errors.Is(err, ErrJournalLocked) {
+		f.Close()
+		t.Fatalf("append lock before the lease is over: %v; want it held", err)
+	}
+	j.lastFrame = time.Now().Add(-journalLeaseIdle) // no frame since
+	j.leaseTimer()
+	f, err := lockFile(filepath.Join(dir, "append.lock"), 0)
+	if err != nil {
+		t.Fatalf("append lock after the lease ended: %v", err)
+	}
+	// A frame while another process holds the lock waits for it, then
+	// reads what it wrote.
+	done := make(chan error, 1)
+	go func() {
+		done <- j.Append(func(foreign []JournalFrame) ([]EventRow, LogState, error) {
+			if len(foreign) != 0 {
+				t.Errorf("%d foreign frames", len(foreign))
+			}
+			return journalRows(2, 1), stateAt(2), nil
+		})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("appended while another process held the lock: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	f.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Within the gap after a lease, a frame takes no new lease.
+	if f, err := lockFile(filepath.Join(dir, "append.lock"), 0); err != nil {
+		t.Fatalf("append lock in the gap after a lease: %v", err)
+	} else {
+		f.Close()
+	}
+	j.gapEnd = time.Time{}
+	appendRows(t, j, 3, 1)
+	j.Close()
+	f, err = lockFile(filepath.Join(dir, "append.lock"), 0)
+	if err != nil {
+		t.Fatalf("append lock after Close: %v", err)
+	}
+	f.Close()
+	if err := j.Append(func([]JournalFrame) ([]EventRow, LogState, error) { return journalRows(4, 1), stateAt(4), nil }); err == nil {
+		t.Fatal("appended after Close")
+	}
+}
+
+// An owner appending without pause still lets another process's frames
+// in (the gap after each lease), and reads each of them before its own
+// next frame.
+func TestJournalLeaseLetsOtherWritersIn(t *testing.T) {
+	dir := t.TempDir()
+	j := openOwned(t, dir)
+	defer j.Close()
+	const foreignFrames = 5
+	foreign := make(chan error, 1)
+	go func() {
+		for range foreignFrames {
+			err := AppendForeign(dir, func(st LogState) ([]EventRow, LogState, error) {
+				return journalRows(st.Size+1, 1), stateAt(st.Size + 1), nil
+			}, func() (LogState, error) { return LogState{}, nil })
+			if err != nil {
+				foreign <- err
+				return
+			}
+		}
+		foreign <- nil
+	}()
+	var last int64
+	seen := 0
+	appendOne := func() {
+		err := j.Append(func(fs []JournalFrame) ([]EventRow, LogState, error) {
+			for _, f := range fs {
+				if f.Rows[0].Seq != last+1 {
+					t.Errorf("foreign frame %d after %d", f.Rows[0].Seq, last)
+				}
+				last = f.Next.Size
+				seen++
+			}
+			last++
+			return journalRows(last, 1), stateAt(last), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for done := false; !done; {
+		select {
+		case err := <-foreign:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+		appendOne() // after the last foreign frame too: it reads it
+	}
+	if seen != foreignFrames {
+		t.Fatalf("the owner read %d foreign frames, want %d", seen, foreignFrames)
+	}
+	frames, err := readAll(t, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end := frames[len(frames)-1].Next.Size; end != last {
+		t.Fatalf("the journal ends at %d, the owner's log at %d", end, last)
+	}
+}
+
 // A segment whose last frame leaves fewer zero bytes than a header's at
 // its end is whole, not damaged, when the next segment follows.
 func TestJournalSegmentNearlyFull(t *testing.T) {
