@@ -40,11 +40,7 @@ import (
 // "append.lock" is held for each frame written. A process that writes an
 // event while a gateway owns the journal (the CLI) appends a frame of its
 // own under append.lock; the owner reads it before its next frame (and
-// every CatchUpInterval when idle). The owner keeps append.lock across
-// its frames for up to journalLease (two flock calls and a read of the
-// next frame's header fewer per frame), then locks frame by frame for at
-// least journalLeaseGap, in which another process polling for the lock
-// gets it. With no owner, such a process puts
+// every CatchUpInterval when idle). With no owner, such a process puts
 // what the journal holds in the table and writes to the table directly.
 // Segments whose every row is in the table, and the table synced, are
 // removed.
@@ -63,20 +59,6 @@ const (
 	// JournalAppendWait bounds how long a process appending to a journal
 	// another one owns waits for the append lock.
 	JournalAppendWait = 10 * time.Second
-)
-
-// The owner's lease on the append lock: kept across frames for at most
-// journalLease, and no longer than journalLeaseIdle after its last frame;
-// then taken frame by frame for journalLeaseGap. The gap is longer than
-// flockWait's longest pause, so another process waiting for the lock
-// polls at least once while it is free between two frames: it waits at
-// most about a lease and a gap while the owner writes without pause, and
-// at most journalLeaseIdle after the owner's last frame otherwise.
-// Variables for tests.
-var (
-	journalLease     = 4 * time.Millisecond
-	journalLeaseIdle = time.Millisecond
-	journalLeaseGap  = 2 * time.Millisecond
 )
 
 // ErrJournalLocked is returned by OpenJournal when another writer holds the
@@ -104,17 +86,6 @@ type Journal struct {
 	lock     *os.File   // the owner's lock, held until Close
 	append   *os.File   // append.lock
 	appendMu sync.Mutex // held with append.lock: order appendMu, append.lock, syncMu, mu
-
-	// The lease on append.lock (appendMu): leased, the lock is held
-	// between frames until leaseEnd or journalLeaseIdle after lastFrame
-	// (leaseT releases it when no frame comes); no lease is taken before
-	// gapEnd.
-	leased    bool
-	leaseEnd  time.Time
-	lastFrame time.Time
-	gapEnd    time.Time
-	leaseT    *time.Timer
-	closed    bool
 
 	mu       sync.Mutex
 	segments []segment // oldest first; the last is the active one
@@ -270,75 +241,17 @@ func (j *Journal) Reset() error {
 }
 
 func (j *Journal) withAppendLock(fn func() error) error {
-	return j.holdingAppendLock(false, func(bool) error { return fn() })
-}
-
-// holdingAppendLock runs fn holding append.lock. held is true when this
-// journal has held it since its last frame (under a lease), so that no
-// other process can have appended since. lease asks to keep the lock
-// after fn (Append: the next frame is likely soon), which it does unless
-// fn failed or the gap after the last lease has not passed.
-func (j *Journal) holdingAppendLock(lease bool, fn func(held bool) error) error {
 	// flock(2) excludes other open files, not this one's other goroutines.
 	j.appendMu.Lock()
 	defer j.appendMu.Unlock()
-	if j.closed {
-		return errors.New("audit journal: closed")
-	}
-	now := time.Now()
-	if j.leased && (!now.Before(j.leaseEnd) || now.Sub(j.lastFrame) >= journalLeaseIdle) {
-		j.endLease(now) // its timer has not run yet
-	}
-	held := j.leased
 	// Bounded: another process stopped while holding it (a CLI command
 	// suspended) fails this batch, and its actions are denied, rather than
 	// stalling every call.
-	if !held {
-		if err := flockWait(j.append, JournalAppendWait); err != nil {
-			return err
-		}
+	if err := flockWait(j.append, JournalAppendWait); err != nil {
+		return err
 	}
-	err := fn(held)
-	switch {
-	case j.leased && err != nil:
-		j.endLease(now)
-	case j.leased:
-		j.lastFrame = now
-	case err == nil && lease && !now.Before(j.gapEnd):
-		j.leased, j.leaseEnd, j.lastFrame = true, now.Add(journalLease), now
-		if j.leaseT == nil {
-			j.leaseT = time.AfterFunc(journalLeaseIdle, j.leaseTimer)
-		} else {
-			j.leaseT.Reset(journalLeaseIdle)
-		}
-	default:
-		syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
-	}
-	return err
-}
-
-// leaseTimer releases append.lock when the lease is over or no frame came
-// for journalLeaseIdle, else waits for the sooner of the two.
-func (j *Journal) leaseTimer() {
-	j.appendMu.Lock()
-	defer j.appendMu.Unlock()
-	if !j.leased {
-		return
-	}
-	now := time.Now()
-	next := min(j.leaseEnd.Sub(now), j.lastFrame.Add(journalLeaseIdle).Sub(now))
-	if next <= 0 {
-		j.endLease(now)
-		return
-	}
-	j.leaseT.Reset(next)
-}
-
-// endLease releases the leased append.lock; appendMu held.
-func (j *Journal) endLease(now time.Time) {
-	j.leased = false
-	j.gapEnd = now.Add(journalLeaseGap)
-	syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
+	defer syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
+	return fn()
 }
 
 // reset removes every segment and starts a new one. Append lock held.
@@ -399,7 +312,7 @@ func (j *Journal) startSegment(num, need int64) error {
 // after them. It returns once the frame is in the kernel's page cache
 // (kept if this process dies); Sync makes it durable.
 func (j *Journal) Append(build func(foreign []JournalFrame) ([]EventRow, LogState, error)) error {
-	return j.underAppendLock(true, func(foreign []JournalFrame) error {
+	return j.underAppendLock(func(foreign []JournalFrame) error {
 		rows, next, err := build(foreign)
 		if err != nil {
 			return err
@@ -415,15 +328,12 @@ func (j *Journal) Append(build func(foreign []JournalFrame) ([]EventRow, LogStat
 // journal's last frame.
 func (j *Journal) CatchUp() ([]JournalFrame, error) {
 	var got []JournalFrame
-	err := j.underAppendLock(false, func(foreign []JournalFrame) error { got = foreign; return nil })
+	err := j.underAppendLock(func(foreign []JournalFrame) error { got = foreign; return nil })
 	return got, err
 }
 
-func (j *Journal) underAppendLock(lease bool, fn func(foreign []JournalFrame) error) error {
-	return j.holdingAppendLock(lease, func(held bool) error {
-		if held {
-			return fn(nil) // nobody else could append
-		}
+func (j *Journal) underAppendLock(fn func(foreign []JournalFrame) error) error {
+	return j.withAppendLock(func() error {
 		foreign, err := j.readForeign()
 		if err != nil {
 			return err
@@ -597,14 +507,8 @@ func (j *Journal) Segments() int {
 	return len(j.segments)
 }
 
-// Close closes the journal and releases its locks.
+// Close closes the journal and releases its lock.
 func (j *Journal) Close() error {
-	j.appendMu.Lock()
-	j.closed, j.leased = true, false
-	if j.leaseT != nil {
-		j.leaseT.Stop()
-	}
-	j.appendMu.Unlock()
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
