@@ -67,10 +67,19 @@ type Proc struct {
 // PID is the process's id.
 func (p *Proc) PID() int { return p.Cmd.Process.Pid }
 
-// Stop interrupts the process and waits for it.
+// Stop interrupts the process and waits for it, killing it after 10 s:
+// a process started with SIGINT ignored (a background job of a
+// non-interactive shell, and its children) would never stop otherwise.
 func (p *Proc) Stop() {
 	p.Cmd.Process.Signal(os.Interrupt)
-	p.Cmd.Wait()
+	done := make(chan struct{})
+	go func() { p.Cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Cmd.Process.Kill()
+		<-done
+	}
 }
 
 // Allocated is the gateway's total bytes allocated so far (0 without
