@@ -113,3 +113,49 @@ func BenchmarkAppendEvent4K(b *testing.B) {
 		buf = AppendEvent(buf[:0], "", msg)
 	}
 }
+
+// skipPlainBytes is skipPlain one byte at a time.
+func skipPlainBytes(b []byte, i int) int {
+	for i < len(b) && strPlain[b[i]] {
+		i++
+	}
+	return i
+}
+
+// skipPlain finds what the byte loop finds: every byte value at every
+// offset of an eight-byte word, after plain bytes of every kind, from
+// every start.
+func TestSkipPlainMatchesTheByteLoop(t *testing.T) {
+	t.Parallel()
+	var plain []byte
+	for c := range 256 {
+		if strPlain[c] {
+			plain = append(plain, byte(c))
+		}
+	}
+	b := make([]byte, 26)
+	for v := range 256 {
+		for p := range len(b) {
+			for k := range b {
+				b[k] = plain[(k*7+v+p)%len(plain)]
+			}
+			b[p] = byte(v)
+			for start := range 10 {
+				if got, want := skipPlain(b, start), skipPlainBytes(b, start); got != want {
+					t.Fatalf("skipPlain(%q, %d) = %d, want %d", b, start, got, want)
+				}
+			}
+		}
+	}
+}
+
+func FuzzSkipPlain(f *testing.F) {
+	f.Add([]byte(`abcdefgh"ijklmnop`), uint8(0))
+	f.Add([]byte("abcdefg\x1fhij\\k\xc3\xa9"), uint8(3))
+	f.Fuzz(func(t *testing.T, b []byte, start uint8) {
+		i := min(int(start), len(b))
+		if got, want := skipPlain(b, i), skipPlainBytes(b, i); got != want {
+			t.Fatalf("skipPlain(%q, %d) = %d, want %d", b, i, got, want)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"unicode/utf8"
@@ -329,15 +330,36 @@ var strPlain = func() (t [256]bool) {
 	return t
 }()
 
+// skipPlain returns the index of the first byte at or after i that is not
+// strPlain (len(b) if none): eight bytes at a time while none of them
+// needs attention, then byte by byte.
+func skipPlain(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte's high bit is set in m if it is below 0x20, a quote or
+		// a backslash (each test borrows there, and in no byte before
+		// the first such one), or non-ASCII (the last term; the first
+		// two set it too); it may be set for a byte after the first,
+		// which the byte loop below finds.
+		m := (x - 0x20*ones) | ((x ^ '"'*ones) - ones) | ((x ^ '\\'*ones) - ones) | x
+		if m&highs != 0 {
+			break
+		}
+	}
+	for i < len(b) && strPlain[b[i]] {
+		i++
+	}
+	return i
+}
+
 // str validates the string at s.i (at its opening quote) and reports
 // whether it contains escapes.
 func (s *scanner) str() (escaped bool, err error) {
 	b := s.b
 	i := s.i + 1
 	for {
-		for i < len(b) && strPlain[b[i]] {
-			i++
-		}
+		i = skipPlain(b, i)
 		if i >= len(b) {
 			s.i = i
 			return false, s.fail(ErrSyntax, "unterminated string")
