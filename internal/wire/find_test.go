@@ -124,7 +124,7 @@ func skipPlainBytes(b []byte, i int) int {
 
 // skipPlain finds what the byte loop finds: every byte value at every
 // offset of an eight-byte word, after plain bytes of every kind, from
-// every start.
+// starts across a word (FuzzSkipPlain tries any start up to the end).
 func TestSkipPlainMatchesTheByteLoop(t *testing.T) {
 	t.Parallel()
 	var plain []byte

@@ -340,8 +340,8 @@ func skipPlain(b []byte, i int) int {
 		// A byte's high bit is set in m if it is below 0x20, a quote or
 		// a backslash (each test borrows there, and in no byte before
 		// the first such one), or non-ASCII (the last term; the first
-		// two set it too); it may be set for a byte after the first,
-		// which the byte loop below finds.
+		// two together set it too); it may be set for a byte after the
+		// first, which the byte loop below finds.
 		m := (x - 0x20*ones) | ((x ^ '"'*ones) - ones) | ((x ^ '\\'*ones) - ones) | x
 		if m&highs != 0 {
 			break
