@@ -20,7 +20,7 @@ import (
 type argSchema struct {
 	flat     *flatSchema // nil unless the schema is flat (schema_flat.go)
 	resolved *jsonschema.Resolved
-	props    map[string]bool
+	props    map[string]bool // declared properties
 	closed   bool
 }
 
@@ -55,8 +55,8 @@ func newArgSchema(schema []byte) (*argSchema, error) {
 		return nil, fmt.Errorf("input schema: %w", err)
 	}
 	a := &argSchema{resolved: rs}
-	if len(s.Properties) > 0 && (s.AdditionalProperties == nil || isFalseSchema(s.AdditionalProperties)) {
-		a.closed = true
+	if len(s.Properties) > 0 {
+		a.closed = s.AdditionalProperties == nil || isFalseSchema(s.AdditionalProperties)
 		a.props = make(map[string]bool, len(s.Properties))
 		for k := range s.Properties {
 			a.props[k] = true
@@ -92,17 +92,31 @@ func (a *argSchema) validate(raw []byte) error {
 	if !ok {
 		return &schemaError{what: fmt.Sprintf("arguments must be an object, not %s", jsonTypeName(v))}
 	}
-	if a.closed {
-		var unknown []string
-		for k := range m {
-			if !a.props[k] {
-				unknown = append(unknown, truncate(k, 64))
+	var unknown []string
+	for k := range m {
+		if a.props[k] {
+			continue
+		}
+		// An undeclared name that differs from a declared one only in
+		// letter case is refused even where the schema is open: a server
+		// decoding into structs (encoding/json) reads it as the declared
+		// argument, which policy and this check never saw.
+		like := ""
+		for p := range a.props {
+			if strings.EqualFold(k, p) && (like == "" || p < like) {
+				like = p
 			}
 		}
-		if len(unknown) > 0 {
-			sort.Strings(unknown)
-			return &schemaError{what: fmt.Sprintf("the tool declares no arguments %q", unknown)}
+		if like != "" {
+			return &schemaError{where: truncate(k, 64), what: fmt.Sprintf("differs from the declared argument %q only in letter case", truncate(like, 64))}
 		}
+		if a.closed {
+			unknown = append(unknown, truncate(k, 64))
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return &schemaError{what: fmt.Sprintf("the tool declares no arguments %q", unknown)}
 	}
 	if err := a.resolved.Validate(v); err != nil {
 		return describeSchemaError(err.Error())

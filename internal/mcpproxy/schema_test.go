@@ -32,6 +32,16 @@ func TestArgSchema(t *testing.T) {
 	if err := open.check([]byte(`{"b":1}`)); err != nil {
 		t.Errorf("a schema that allows additional properties refused one: %v", err)
 	}
+	// A name that is a declared one but for letter case is refused, open
+	// schema or closed: encoding/json would read it as the declared one.
+	closed, _ := newArgSchema([]byte(`{"type":"object","properties":{"a":{}}}`))
+	for _, a := range []*argSchema{open, closed} {
+		for _, args := range []string{`{"A":1}`, `{"a":1,"A":2}`} {
+			if err := a.check([]byte(args)); err == nil || !strings.Contains(err.Error(), `differs from the declared argument "a" only in letter case`) {
+				t.Errorf("%s (closed %v): %v", args, a.closed, err)
+			}
+		}
+	}
 	if _, err := newArgSchema([]byte(`{"type":"object","$ref":"https://evil.example/schema.json"}`)); err == nil {
 		t.Error("a remote $ref was accepted (it would need fetching)")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -13,7 +14,10 @@ var (
 	ErrSyntax    = errors.New("malformed JSON")
 	ErrDepth     = errors.New("JSON nested too deeply")
 	ErrDuplicate = errors.New("duplicate object key")
-	ErrEncoding  = errors.New("invalid UTF-8 or unpaired surrogate")
+	// ErrKeyCase is a key of the envelope, params, result or _meta that
+	// differs from one the gateway reads only in letter case.
+	ErrKeyCase  = errors.New("key differs from a known key only in letter case")
+	ErrEncoding = errors.New("invalid UTF-8 or unpaired surrogate")
 )
 
 // SyntaxError is a refusal of malformed input, with the byte offset where
@@ -226,7 +230,42 @@ func (s *scanner) array() error {
 
 // dupLinear is how many keys an object may have before duplicates are
 // found through a set instead of by comparison with every earlier key.
+//
+// Keys are duplicates when they are equal under Unicode case folding
+// (bytes.EqualFold), not only when they are equal: encoding/json, and so
+// every Go server that decodes into structs, matches a key to a field
+// case-insensitively (the last match wins), so {"name":"a","Name":"b"}
+// would let the gateway decide on "a" while such a server runs "b".
 const dupLinear = 16
+
+// foldKey is a key's representative under case folding: each rune
+// replaced by the least rune of its unicode.SimpleFold orbit, so that
+// foldKey(a) == foldKey(b) exactly when bytes.EqualFold(a, b).
+func foldKey(k []byte) string {
+	out := make([]byte, 0, len(k))
+	for i := 0; i < len(k); {
+		c := k[i]
+		if c < utf8.RuneSelf {
+			// ASCII letters fold among themselves, except that 'k' and
+			// 's' share their orbits with the Kelvin sign and the long s:
+			// the least rune of those orbits is still 'K' and 'S'.
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			out = append(out, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(k[i:])
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		out = utf8.AppendRune(out, least)
+		i += n
+	}
+	return string(out)
+}
 
 func (s *scanner) object(role objRole) error {
 	if err := s.enter(); err != nil {
@@ -257,22 +296,23 @@ func (s *scanner) object(role objRole) error {
 			key = []byte(unquote(s.b[kStart:s.i]))
 		}
 		if set != nil {
-			if _, dup := set[string(key)]; dup {
-				return s.fail(ErrDuplicate, "a key repeats")
+			f := foldKey(key)
+			if _, dup := set[f]; dup {
+				return s.fail(ErrDuplicate, "a key repeats (letter case aside)")
 			}
-			set[string(key)] = struct{}{}
+			set[f] = struct{}{}
 		} else {
 			for _, k := range s.keys[base:] {
-				if bytes.Equal(k, key) {
-					return s.fail(ErrDuplicate, "a key repeats")
+				if bytes.EqualFold(k, key) {
+					return s.fail(ErrDuplicate, "a key repeats (letter case aside)")
 				}
 			}
 			if len(s.keys)-base >= dupLinear {
 				set = make(map[string]struct{}, 2*dupLinear)
 				for _, k := range s.keys[base:] {
-					set[string(k)] = struct{}{}
+					set[foldKey(k)] = struct{}{}
 				}
-				set[string(key)] = struct{}{}
+				set[foldKey(key)] = struct{}{}
 			}
 		}
 		s.keys = append(s.keys, key)
@@ -285,7 +325,11 @@ func (s *scanner) object(role objRole) error {
 		vStart := s.i
 		name := ""
 		if role != roleNone {
-			name = knownKey(key)
+			if name = knownKey(key); name == "" {
+				if like := caseVariant(key); like != "" {
+					return s.fail(ErrKeyCase, fmt.Sprintf("a key is %q but for letter case", like))
+				}
+			}
 		}
 		if err := s.value(childRole(role, name)); err != nil {
 			return err
@@ -445,98 +489,93 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
+// knownKeys are the keys the gateway reads in the objects whose members it
+// records (the envelope, params, result and their _meta).
+var knownKeys = [...]string{
+	"jsonrpc",
+	"id",
+	"method",
+	"params",
+	"result",
+	"error",
+	"name",
+	"arguments",
+	"_meta",
+	"uri",
+	"cursor",
+	"task",
+	"taskId",
+	"requestId",
+	"progressToken",
+	"progress",
+	"traceparent",
+	"dev.portcullis/intent",
+	"dev.portcullis/caller",
+	"level",
+	"ref",
+	"argument",
+	"protocolVersion",
+	"capabilities",
+	"clientInfo",
+	"serverInfo",
+	"instructions",
+	"content",
+	"isError",
+	"structuredContent",
+	"tools",
+	"prompts",
+	"resources",
+	"resourceTemplates",
+	"nextCursor",
+	"contents",
+	"messages",
+	"reason",
+	"message",
+	"data",
+	"tasks",
+	"status",
+	"completion",
+	"io.modelcontextprotocol/related-task",
+}
+
+var (
+	known       = make(map[string]string, len(knownKeys)) // key -> itself, interned
+	knownFolded = make(map[string]string, len(knownKeys)) // foldKey(key) -> key
+)
+
+func init() {
+	for _, k := range knownKeys {
+		known[k] = k
+		knownFolded[foldKey([]byte(k))] = k
+	}
+}
+
 // knownKey returns the interned name of a key the gateway reads, or "".
 // It does not allocate.
-func knownKey(k []byte) string {
-	switch string(k) {
-	case "jsonrpc":
-		return "jsonrpc"
-	case "id":
-		return "id"
-	case "method":
-		return "method"
-	case "params":
-		return "params"
-	case "result":
-		return "result"
-	case "error":
-		return "error"
-	case "name":
-		return "name"
-	case "arguments":
-		return "arguments"
-	case "_meta":
-		return "_meta"
-	case "uri":
-		return "uri"
-	case "cursor":
-		return "cursor"
-	case "task":
-		return "task"
-	case "taskId":
-		return "taskId"
-	case "requestId":
-		return "requestId"
-	case "progressToken":
-		return "progressToken"
-	case "progress":
-		return "progress"
-	case "traceparent":
-		return "traceparent"
-	case "dev.portcullis/intent":
-		return "dev.portcullis/intent"
-	case "dev.portcullis/caller":
-		return "dev.portcullis/caller"
-	case "level":
-		return "level"
-	case "ref":
-		return "ref"
-	case "argument":
-		return "argument"
-	case "protocolVersion":
-		return "protocolVersion"
-	case "capabilities":
-		return "capabilities"
-	case "clientInfo":
-		return "clientInfo"
-	case "serverInfo":
-		return "serverInfo"
-	case "instructions":
-		return "instructions"
-	case "content":
-		return "content"
-	case "isError":
-		return "isError"
-	case "structuredContent":
-		return "structuredContent"
-	case "tools":
-		return "tools"
-	case "prompts":
-		return "prompts"
-	case "resources":
-		return "resources"
-	case "resourceTemplates":
-		return "resourceTemplates"
-	case "nextCursor":
-		return "nextCursor"
-	case "contents":
-		return "contents"
-	case "messages":
-		return "messages"
-	case "reason":
-		return "reason"
-	case "message":
-		return "message"
-	case "data":
-		return "data"
-	case "tasks":
-		return "tasks"
-	case "status":
-		return "status"
-	case "completion":
-		return "completion"
-	case "io.modelcontextprotocol/related-task":
-		return "io.modelcontextprotocol/related-task"
+func knownKey(k []byte) string { return known[string(k)] }
+
+// caseVariant returns the known key that k equals but for letter case, or
+// "" (k itself known, or like none). A recorded object holding such a key
+// is refused: the gateway would read the member as absent, and a server
+// decoding into structs (encoding/json) as the known one.
+func caseVariant(k []byte) string {
+	var buf [32]byte
+	if len(k) <= len(buf) {
+		n := 0
+		for _, c := range k {
+			if c >= utf8.RuneSelf {
+				n = -1
+				break
+			}
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			buf[n] = c
+			n++
+		}
+		if n >= 0 {
+			return knownFolded[string(buf[:n])] // foldKey of ASCII, without allocating
+		}
 	}
-	return ""
+	return knownFolded[foldKey(k)]
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -45,6 +46,15 @@ func TestParseRefuses(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}`, ErrDuplicate},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","n\u0061me":"y"}}`, ErrDuplicate},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":{"b":1,"b":2}}}}`, ErrDuplicate},
+		// Keys equal but for letter case: encoding/json matches a struct
+		// field to either, the last one winning.
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe_read","Name":"delete_all"}}`, ErrDuplicate},
+		{`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a"},"Method":"tools/call"}`, ErrDuplicate},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"path":"/tmp/a","PATH":"/etc/shadow"}}}`, ErrDuplicate},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{},"argumentſ":{}}}`, ErrDuplicate},
+		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"kind\":1,\"\u212aind\":2}}", ErrDuplicate},
+		{`{"jsonrpc":"2.0","id":1,"method":"x","params":{` + manyKeys(40) + `,"K7":0}}`, ErrDuplicate},
+		{`{"jsonrpc":"2.0","id":1,"method":"x","params":{` + manyKeys(40) + `,"K7":0}}`, ErrDuplicate},
 		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"a\":\"\xff\"}}", ErrEncoding},
 		{`{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"\ud800"}}`, ErrEncoding},
 		{`{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"\udc00\ud800"}}`, ErrEncoding},
@@ -279,6 +289,8 @@ func FuzzParse(f *testing.F) {
 		`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":0.5}}`,
 		`{"jsonrpc":"2.0","id":"x","result":{"content":[{"type":"text","text":"\ud83d\ude00"}]}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"a","params":{"a":1,"A":2}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"a","params":{"name":"x","Name":"y"}}`,
+		`{"jsonrpc":"2.0","id":1,"Method":"a","params":{"argumentſ":{}}}`,
 		`{"jsonrpc":"2.0","id":1,"method":"a","params":{"a":1,"a":2}}`,
 	} {
 		f.Add([]byte(s))
@@ -304,6 +316,24 @@ func FuzzParse(f *testing.F) {
 			if raw, ok := generic["params"]; ok && !bytes.Equal(raw, m.Bytes(m.Params)) {
 				t.Fatalf("params differ")
 			}
+			// A Go server decoding into structs matches keys
+			// case-insensitively: it must read what the gateway read.
+			var folded struct {
+				Method string
+				Params struct {
+					Name      json.RawMessage
+					Arguments json.RawMessage
+				}
+			}
+			if json.Unmarshal(b, &folded) == nil && folded.Method != m.Method {
+				t.Fatalf("method %q, encoding/json into a struct %q", m.Method, folded.Method)
+			}
+			if len(folded.Params.Name) > 0 && !bytes.Equal(folded.Params.Name, m.Bytes(m.Param("name"))) {
+				t.Fatalf("name %s, encoding/json into a struct %s", m.Bytes(m.Param("name")), folded.Params.Name)
+			}
+			if len(folded.Params.Arguments) > 0 && !bytes.Equal(folded.Params.Arguments, m.Bytes(m.Param("arguments"))) {
+				t.Fatalf("arguments differ from encoding/json's into a struct")
+			}
 			if !m.Params.Empty() {
 				var params map[string]json.RawMessage
 				json.Unmarshal(m.Bytes(m.Params), &params)
@@ -313,7 +343,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if stdErr == nil && utf8.Valid(b) && !errors.Is(err, ErrDuplicate) && !errors.Is(err, ErrEncoding) &&
+		if stdErr == nil && utf8.Valid(b) && !errors.Is(err, ErrDuplicate) && !errors.Is(err, ErrKeyCase) && !errors.Is(err, ErrEncoding) &&
 			!errors.Is(err, ErrDepth) && !errors.Is(err, ErrEnvelope) {
 			t.Fatalf("refused what encoding/json accepts: %v: %q", err, b)
 		}
@@ -413,6 +443,78 @@ func BenchmarkParseResult4K(b *testing.B) {
 	for b.Loop() {
 		if _, err := Parse(msg, 64); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// manyKeys is n members "k0":0, "k1":0, ... (past dupLinear: the set).
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:0", fmt.Sprintf("k%d", i))
+	}
+	return b.String()
+}
+
+// TestFoldKeyIsEqualFold checks that keys share a representative exactly
+// when bytes.EqualFold holds, over every rune that folds with another and
+// its neighbours, alone and after an ASCII prefix.
+func TestFoldKeyIsEqualFold(t *testing.T) {
+	t.Parallel()
+	var runes []rune
+	for r := rune(0); r <= 0x1FFFF; r++ {
+		if unicode.SimpleFold(r) != r {
+			runes = append(runes, r)
+		}
+	}
+	runes = append(runes, 'a', '0', 0x80, 0xFFFD)
+	for i, r := range runes {
+		// Each rune against the members of its orbit and a few others.
+		others := []rune{unicode.SimpleFold(r), unicode.SimpleFold(unicode.SimpleFold(r)), runes[(i+1)%len(runes)], runes[(i*7919)%len(runes)]}
+		for _, o := range others {
+			a, b := []byte("x"+string(r)), []byte("X"+string(o))
+			if got, want := foldKey(a) == foldKey(b), bytes.EqualFold(a, b); got != want {
+				t.Fatalf("%q %q: foldKey equal %v, EqualFold %v", a, b, got, want)
+			}
+		}
+	}
+}
+
+// TestAcceptedKeysReadAlikeCaseInsensitively is the differential the case
+// rule closes: whatever Parse accepts, a Go server decoding into structs
+// (encoding/json, case-insensitive keys) reads the same method, name and
+// arguments as the gateway.
+func TestAcceptedKeysReadAlikeCaseInsensitively(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"a","arguments":{"x":1}}}`,
+		`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"a"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Arguments":{"x":1}}}`,
+	} {
+		m, err := Parse([]byte(in), 32)
+		if errors.Is(err, ErrKeyCase) {
+			continue // refused: nothing to disagree about
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		var v struct {
+			Method string
+			Params struct {
+				Name      string
+				Arguments json.RawMessage
+			}
+		}
+		if err := json.Unmarshal([]byte(in), &v); err != nil {
+			t.Fatal(err)
+		}
+		name, _ := m.ParamString("name")
+		args := m.Param("arguments")
+		if v.Method != m.Method || v.Params.Name != name || string(v.Params.Arguments) != string(m.Bytes(args)) {
+			t.Errorf("%s: gateway read %q %q %s, encoding/json %q %q %s", in, m.Method, name, m.Bytes(args), v.Method, v.Params.Name, v.Params.Arguments)
 		}
 	}
 }
