@@ -2,11 +2,13 @@ package mcpproxy
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -111,9 +113,10 @@ func (p *Proxy) agentNotification(ctx context.Context, s *Session, m *wire.Messa
 		if sc := s.toAgentByToken(m.Bytes(m.Param("progressToken"))); sc != nil {
 			sc.progress(ctx, m)
 		}
-	case "notifications/roots/list_changed", "notifications/tasks/status":
+	case "notifications/roots/list_changed":
 		// For the upstreams the agent's session has of its own (a shared
-		// session with an upstream belongs to no single agent's roots).
+		// session with an upstream belongs to no single agent's roots),
+		// as a fixed message: nothing the agent adds to it is relayed.
 		s.mu.Lock()
 		links := make([]*link, 0, len(s.links))
 		for _, l := range s.links {
@@ -124,9 +127,13 @@ func (p *Proxy) agentNotification(ctx context.Context, s *Session, m *wire.Messa
 		s.mu.Unlock()
 		for _, l := range links {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			l.conn.Send(sctx, m.Raw)
+			l.conn.Send(sctx, wire.NewNotification("notifications/roots/list_changed", nil))
 			cancel()
 		}
+	case "notifications/tasks/status":
+		// A task the agent runs for an upstream's request: to that
+		// upstream alone, rebuilt from the fields the status has.
+		p.agentTaskStatus(ctx, s, m)
 	}
 	// notifications/initialized: nothing to do (each upstream session sent
 	// its own when it opened).
@@ -148,4 +155,47 @@ func (p *Proxy) agentAnswer(ctx context.Context, s *Session, m *wire.Message) {
 		return
 	}
 	sc.answered(m)
+}
+
+// taskStatus is a task's status notification as the gateway relays it:
+// the fields MCP defines, nothing else.
+type taskStatus struct {
+	TaskID        string   `json:"taskId"`
+	Status        string   `json:"status"`
+	StatusMessage *string  `json:"statusMessage,omitempty"`
+	CreatedAt     *string  `json:"createdAt,omitempty"`
+	LastUpdatedAt *string  `json:"lastUpdatedAt,omitempty"`
+	TTL           *float64 `json:"ttl"`
+	PollInterval  *float64 `json:"pollInterval,omitempty"`
+}
+
+var taskStatuses = map[string]bool{"working": true, "input_required": true, "completed": true, "failed": true, "cancelled": true}
+
+// agentTaskStatus relays the status of a task the agent runs for an
+// upstream to that upstream: rebuilt from its known fields, its message
+// screened as arguments are (a block drops the notification). A status for
+// a task the gateway did not see created, or that is malformed, is
+// dropped.
+func (p *Proxy) agentTaskStatus(ctx context.Context, s *Session, m *wire.Message) {
+	var st taskStatus
+	if json.Unmarshal(m.Bytes(m.Params), &st) != nil || st.TaskID == "" || !taskStatuses[st.Status] {
+		return
+	}
+	final := st.Status == "completed" || st.Status == "failed" || st.Status == "cancelled"
+	l := s.agentTaskLink(st.TaskID, final)
+	if l == nil {
+		return
+	}
+	params, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	c := &call{s: s, up: l.up, link: l, event: sessionEvent(s)}
+	edits, v := p.screenStrings(screen.DirArguments, l.up.Name, params, wire.Span{Start: 0, End: len(params)}, identifiers)
+	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil || v.Block {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	l.conn.Send(sctx, wire.NewNotification("notifications/tasks/status", wire.Apply(params, edits...)))
 }

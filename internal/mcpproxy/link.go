@@ -72,6 +72,12 @@ type link struct {
 	calls    map[string]*call    // in flight, by the upstream request id
 	tokens   map[string]*call    // rewritten progress tokens
 	tasks    map[string]taskInfo // tasks created through this link
+	// subs are the sessions subscribed to each resource URI, elicits the
+	// session each URL elicitation was relayed to: the notifications about
+	// them (resources/updated, elicitation/complete) go to those sessions
+	// alone, never to every session of a shared link.
+	subs     map[string]map[*Session]bool
+	elicits  map[string]*Session
 	closed   bool
 	fetching map[string]*fetchOnce
 }
@@ -170,6 +176,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
+		subs: map[string]map[*Session]bool{}, elicits: map[string]*Session{},
 	}
 	l.lastUsed.Store(time.Now().UnixNano())
 	params := []byte(`{"protocolVersion":`)
@@ -301,7 +308,78 @@ func (l *link) detach(s *Session) int {
 			delete(l.tasks, id)
 		}
 	}
+	for uri, ss := range l.subs {
+		if delete(ss, s); len(ss) == 0 {
+			delete(l.subs, uri)
+		}
+	}
+	for id, es := range l.elicits {
+		if es == s {
+			delete(l.elicits, id)
+		}
+	}
 	return len(l.sessions)
+}
+
+// Bounds on what a link remembers for routing notifications: past them a
+// subscription or URL elicitation is still relayed, but its notifications
+// are not (the agent can read the resource, or see the elicitation's
+// outcome, by asking).
+const (
+	maxSubscriptions = 4096
+	maxElicitations  = 1024
+)
+
+// subscribed notes that s subscribed to uri (on, else unsubscribed).
+func (l *link) subscribed(s *Session, uri string, on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ss := l.subs[uri]
+	switch {
+	case on && ss == nil && len(l.subs) < maxSubscriptions:
+		l.subs[uri] = map[*Session]bool{s: true}
+	case on && ss != nil:
+		ss[s] = true
+	case !on && ss != nil:
+		if delete(ss, s); len(ss) == 0 {
+			delete(l.subs, uri)
+		}
+	}
+}
+
+// subscribers are the sessions of the link subscribed to uri.
+func (l *link) subscribers(uri string) []*Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*Session
+	for s := range l.subs[uri] {
+		if _, ok := l.sessions[s]; ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// elicited notes that the URL elicitation id was relayed to s.
+func (l *link) elicited(s *Session, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.elicits) < maxElicitations {
+		l.elicits[id] = s
+	}
+}
+
+// elicitationDone returns the session URL elicitation id was relayed to
+// and forgets it (it completes once).
+func (l *link) elicitationDone(id string) *Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.elicits[id]
+	delete(l.elicits, id)
+	if _, ok := l.sessions[s]; !ok {
+		return nil
+	}
+	return s
 }
 
 func (l *link) users() []*Session {

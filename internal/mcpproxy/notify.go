@@ -44,8 +44,16 @@ func (l *link) notification(m *wire.Message, c *call) {
 	case "notifications/resources/list_changed":
 		l.invalidateKind(kindTemplates)
 		l.listChanged(kindResources)
-	case "notifications/resources/updated", "notifications/elicitation/complete":
-		for _, s := range l.users() {
+	case "notifications/resources/updated":
+		// To the sessions subscribed to the resource, only.
+		uri, _ := wire.String(m.Raw, m.Param("uri"))
+		for _, s := range l.subscribers(uri) {
+			s.notify(m.Raw)
+		}
+	case "notifications/elicitation/complete":
+		// To the session the elicitation was relayed to, only.
+		id, _ := wire.String(m.Raw, m.Param("elicitationId"))
+		if s := l.elicitationDone(id); s != nil {
 			s.notify(m.Raw)
 		}
 	case "notifications/message":
@@ -58,14 +66,22 @@ func (l *link) notification(m *wire.Message, c *call) {
 		l.mu.Lock()
 		target := l.tokens[string(m.Bytes(m.Param("progressToken")))]
 		l.mu.Unlock()
+		// Its message is text from the upstream: screened as results are.
+		p := l.up.p
 		switch {
 		case target != nil:
-			target.send(l.restoreToken(m))
+			if msg := p.screenNotification(target, m, l.tokenEdit(m)...); msg != nil {
+				target.send(msg)
+			}
 		case c != nil:
-			c.send(m.Raw)
+			if msg := p.screenNotification(c, m); msg != nil {
+				c.send(msg)
+			}
 		case l.key == "":
 			for _, s := range l.users() {
-				s.notify(m.Raw)
+				if msg := p.screenNotification(&call{s: s, up: l.up, link: l, event: sessionEvent(s)}, m); msg != nil {
+					s.notify(msg)
+				}
 			}
 		}
 	case "notifications/tasks/status":
@@ -134,20 +150,20 @@ func (l *link) soleCaller() *call {
 	return found
 }
 
-// restoreToken gives a progress notification back the agent's own token
-// where the gateway replaced it.
-func (l *link) restoreToken(m *wire.Message) []byte {
+// tokenEdit gives a progress notification back the agent's own token
+// where the gateway replaced it (no edit where it did not).
+func (l *link) tokenEdit(m *wire.Message) []wire.Edit {
 	sp := m.Param("progressToken")
 	if sp.Empty() {
-		return m.Raw
+		return nil
 	}
 	l.mu.Lock()
 	c := l.tokens[string(m.Bytes(sp))]
 	l.mu.Unlock()
 	if c == nil || c.progressToken == nil {
-		return m.Raw
+		return nil
 	}
-	return wire.Apply(m.Raw, wire.Replace(sp, c.progressToken))
+	return []wire.Edit{wire.Replace(sp, c.progressToken)}
 }
 
 // cancelUpstream tells the upstream the gateway gave up on a request.
@@ -173,35 +189,16 @@ func (l *link) probeAfterTimeout() {
 }
 
 // screenNotification screens the text of a notification an upstream sends
-// an agent (log messages, task status): redactions applied, withheld or
-// blocked text replaced; nil when the notification must be dropped (the
-// labels screening gave the session could not be kept).
-func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
-	sc := p.opts.Screener
-	if sc == nil || m.Params.Empty() {
-		return m.Raw
-	}
-	b := m.Raw
-	var edits []wire.Edit
-	var all screen.Verdict
-	wire.Strings(b, m.Params, func(key string, sp wire.Span) {
-		if notText[key] || key == "level" || key == "logger" || key == "progressToken" || key == "taskId" || key == "status" {
-			return
-		}
-		s, _ := wire.String(b, sp)
-		v := sc.Scan(screen.DirResult, c.up.Name, s)
-		if len(v.Detections) == 0 {
-			return
-		}
-		all.Merge(v)
-		out := v.Redacted(s)
-		if v.Block || v.Withhold {
-			out = "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
-		}
-		edits = append(edits, wire.Replace(sp, wire.Quote(out)))
-	})
-	if len(edits) == 0 {
-		return b
+// an agent (log messages and their data, progress messages, task status):
+// redactions applied, withheld or blocked text replaced, then extra edits;
+// nil when the
+// notification must be dropped (the labels screening gave the session
+// could not be kept).
+func (p *Proxy) screenNotification(c *call, m *wire.Message, extra ...wire.Edit) []byte {
+	edits, all := p.screenStrings(screen.DirResult, c.up.Name, m.Raw, m.Params, identifiers)
+	edits = append(edits, extra...)
+	if len(all.Detections) == 0 {
+		return wire.Apply(m.Raw, edits...)
 	}
 	if c.event != nil {
 		if r := p.recordScreening(c, screen.DirResult, &all); r != nil {
@@ -210,7 +207,7 @@ func (p *Proxy) screenNotification(c *call, m *wire.Message) []byte {
 			return nil
 		}
 	}
-	return wire.Apply(b, edits...)
+	return wire.Apply(m.Raw, edits...)
 }
 
 // screenText screens one text from an upstream outside a result (its

@@ -50,8 +50,12 @@ var (
 	// Requests an upstream sends towards its agent.
 	stRoute        = stage{"route", routeToAgent}
 	stDecideServer = stage{"decide", decideServerRequest}
+	stScreenServer = stage{"screen_request", screenServerRequest}
 	stRelayAgent   = stage{"relay", relayToAgent}
+	stScreenAnswer = stage{"screen_answer", screenAgentAnswer}
 	stReplyServer  = stage{"reply", replyToUpstream}
+	stSubscription = stage{"subscription", noteSubscription}
+	stScreenTasks  = stage{"screen_result", screenTaskList}
 )
 
 // pipelines are the stages of each method an agent may call, in order. The
@@ -62,8 +66,8 @@ var pipelines = map[string][]stage{
 	"tools/call":               {stAdmit, stResolveTool, stArguments, stTaskScope, stBudget, stScreenArgs, stDecide, stCommit, stRelay, stScreenResult, stReply},
 	"prompts/get":              {stAdmit, stResolvePrmpt, stPromptArgs, stScreenArgs, stDecide, stCommit, stRelay, stScreenResult, stReply},
 	"resources/read":           {stAdmit, stResolveRes, stDecide, stCommit, stRelay, stScreenResult, stReply},
-	"resources/subscribe":      {stAdmit, stResolveRes, stDecide, stCommit, stRelay, stReply},
-	"resources/unsubscribe":    {stAdmit, stResolveRes, stDecide, stCommit, stRelay, stReply},
+	"resources/subscribe":      {stAdmit, stResolveRes, stDecide, stCommit, stRelay, stSubscription, stReply},
+	"resources/unsubscribe":    {stAdmit, stResolveRes, stDecide, stCommit, stRelay, stSubscription, stReply},
 	"completion/complete":      {stAdmit, stResolveCompl, stDecide, stCommit, stRelay, stScreenResult, stReply},
 	"tasks/get":                {stAdmit, stResolveTask, stCommit, stRelay, stScreenResult, stReply},
 	"tasks/result":             {stAdmit, stResolveTask, stCommit, stRelay, stScreenResult, stReply},
@@ -72,7 +76,7 @@ var pipelines = map[string][]stage{
 	"prompts/list":             {stAdmit, stGather, stFilter, stCommitList, stReply},
 	"resources/list":           {stAdmit, stGather, stFilter, stCommitList, stReply},
 	"resources/templates/list": {stAdmit, stGather, stFilter, stCommitList, stReply},
-	"tasks/list":               {stAdmit, stGatherTasks, stCommitList, stReply},
+	"tasks/list":               {stAdmit, stGatherTasks, stScreenTasks, stCommitList, stReply},
 	"logging/setLevel":         {stAdmit, stBroadcast, stReply},
 	"initialize":               {stOpen, stConnect, stReply},
 	"ping":                     {stPong},
@@ -81,9 +85,9 @@ var pipelines = map[string][]stage{
 // serverPipelines are the stages of each request an upstream may send to
 // its agent.
 var serverPipelines = map[string][]stage{
-	"sampling/createMessage": {stRoute, stDecideServer, stCommit, stRelayAgent, stReplyServer},
-	"elicitation/create":     {stRoute, stDecideServer, stCommit, stRelayAgent, stReplyServer},
-	"roots/list":             {stRoute, stDecideServer, stCommit, stRelayAgent, stReplyServer},
+	"sampling/createMessage": {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
+	"elicitation/create":     {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
+	"roots/list":             {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
 }
 
 // stageTimer observes stage latencies; the observers are looked up once

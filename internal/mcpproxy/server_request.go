@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -37,6 +38,10 @@ type serverCall struct {
 	related *call  // the agent request it came with, if any
 	agentID []byte // the gateway's id for it towards the agent
 	token   []byte // its progress token, if any
+
+	// edits are screening's to the request, answerEdits to the agent's
+	// answer.
+	edits, answerEdits []wire.Edit
 
 	once   sync.Once
 	done   chan struct{}
@@ -156,6 +161,43 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
+// screenServerRequest screens the text an upstream sends the agent with its
+// request (a sampling request's messages and system prompt, an
+// elicitation's message and requested schema) as results are: masked,
+// withheld, labelled; a rule that blocks refuses the request.
+func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
+	edits, v := p.screenStrings(screen.DirResult, c.up.Name, c.msg.Raw, c.msg.Params, identifiers)
+	if r := p.recordScreening(c, screen.DirResult, &v); r != nil {
+		return r
+	}
+	if v.Block {
+		return deny(reason.ScreeningBlocked).withDetail("screening: " + v.Summary())
+	}
+	c.server.edits = edits
+	return nil
+}
+
+// screenAgentAnswer screens what the agent answers the upstream (a
+// completion, an elicitation's content, its roots, or its error) as
+// arguments are, since it leaves for the upstream: masked; a rule that
+// blocks refuses it (the upstream gets an error, the text goes nowhere).
+func screenAgentAnswer(p *Proxy, ctx context.Context, c *call) error {
+	a := c.server.answer
+	scope := a.Result
+	if a.Kind == wire.ErrorReply {
+		scope = a.Error
+	}
+	edits, v := p.screenStrings(screen.DirArguments, c.up.Name, a.Raw, scope, identifiers)
+	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
+		return r
+	}
+	if v.Block {
+		return deny(reason.ScreeningBlocked).withDetail("screening the agent's answer: " + v.Summary())
+	}
+	c.server.answerEdits = edits
+	return nil
+}
+
 // relayToAgent sends the request to the agent under a gateway id (on the
 // stream of the request it came with when that is open) and waits for the
 // answer.
@@ -169,7 +211,16 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 		return unavailable(reason.SessionBusy).withDetail("too many requests waiting for the agent")
 	}
 	defer s.takeToAgent(sc.agentID)
-	msg := wire.Apply(c.msg.Raw, wire.Replace(c.msg.ID, sc.agentID))
+	if c.method == "elicitation/create" {
+		// A URL elicitation completes later: its notification goes to
+		// this session alone.
+		if mode, _ := c.msg.ParamString("mode"); mode == "url" {
+			if id, _ := c.msg.ParamString("elicitationId"); id != "" {
+				c.link.elicited(s, id)
+			}
+		}
+	}
+	msg := wire.Apply(c.msg.Raw, append(sc.edits, wire.Replace(c.msg.ID, sc.agentID))...)
 	if sc.related != nil {
 		sc.related.send(msg)
 	} else {
@@ -197,10 +248,19 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
-// replyToUpstream relays the agent's answer under the upstream's id.
+// replyToUpstream relays the agent's answer under the upstream's id. A
+// task the agent created for the request (a task-augmented request) is
+// noted: its status notifications go to this upstream alone.
 func replyToUpstream(p *Proxy, ctx context.Context, c *call) error {
 	a := c.server.answer
-	c.answer(wire.Apply(a.Raw, wire.Replace(a.ID, c.msg.IDBytes())))
+	if a.Kind == wire.Response {
+		task := a.ResultMember("task")
+		sp, _ := wire.Lookup(a.Raw, task, "taskId")
+		if id, _ := wire.String(a.Raw, sp); id != "" {
+			c.s.agentTask(id, c.link)
+		}
+	}
+	c.answer(wire.Apply(a.Raw, append(c.server.answerEdits, wire.Replace(a.ID, c.msg.IDBytes()))...))
 	return nil
 }
 
@@ -253,4 +313,32 @@ func (s *Session) toAgentByUpstream(l *link, upID []byte) *serverCall {
 		}
 	}
 	return nil
+}
+
+// maxAgentTasks bounds the tasks an agent session runs for upstreams that
+// the gateway remembers (to route their status).
+const maxAgentTasks = 1024
+
+// agentTask notes that the agent runs task id for the upstream on l.
+func (s *Session) agentTask(id string, l *link) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.agentTasks == nil {
+		s.agentTasks = map[string]*link{}
+	}
+	if len(s.agentTasks) < maxAgentTasks {
+		s.agentTasks[id] = l
+	}
+}
+
+// agentTaskLink is the upstream session the agent runs task id for, or
+// nil; the task is forgotten once its status is final.
+func (s *Session) agentTaskLink(id string, final bool) *link {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.agentTasks[id]
+	if final {
+		delete(s.agentTasks, id)
+	}
+	return l
 }

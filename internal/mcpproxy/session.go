@@ -59,6 +59,7 @@ type Session struct {
 	cachedView *sessionView
 	inflight   map[string]*call       // by the agent's request id
 	toAgent    map[string]*serverCall // requests sent to the agent, by the gateway's id
+	agentTasks map[string]*link       // tasks the agent runs for an upstream, by task id
 	closed     bool
 	intents    map[[32]byte]bool // SHA-256 of the intent tokens taken (acceptIntent)
 

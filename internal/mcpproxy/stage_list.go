@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -15,6 +16,7 @@ import (
 type listState struct {
 	kind  string
 	items [][]byte // what the agent will see, as served
+	from  []string // tasks/list: the upstream of each item
 	total int      // what the upstreams offered
 }
 
@@ -160,6 +162,7 @@ func gatherTasks(p *Proxy, ctx context.Context, c *call) error {
 				c.list.total++
 				if mine && t.s == c.s {
 					c.list.items = append(c.list.items, el.In(b))
+					c.list.from = append(c.list.from, l.up.Name)
 				}
 				mu.Unlock()
 				return true
@@ -170,10 +173,40 @@ func gatherTasks(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
+// screenTaskList screens the tasks gathered (their status messages are
+// the upstreams' text) as results are.
+func screenTaskList(p *Proxy, ctx context.Context, c *call) error {
+	var all screen.Verdict
+	for i, it := range c.list.items {
+		// A text a rule blocks is withheld in place (screenStrings): the
+		// rest of the list still serves.
+		edits, v := p.screenStrings(screen.DirResult, c.list.from[i], it, wire.Span{Start: 0, End: len(it)}, identifiers)
+		c.list.items[i] = wire.Apply(it, edits...)
+		all.Merge(v)
+	}
+	if r := p.recordScreening(c, screen.DirResult, &all); r != nil {
+		return r
+	}
+	return nil
+}
+
+// logLevels are the levels logging/setLevel may set (RFC 5424's).
+var logLevels = map[string]bool{
+	"debug": true, "info": true, "notice": true, "warning": true, "error": true, "critical": true, "alert": true, "emergency": true,
+}
+
 // broadcast sends logging/setLevel to every upstream of the session that
-// logs, and answers once they have.
+// logs, and answers once they have. The upstreams get the level alone:
+// nothing else the agent puts in the request reaches them.
 func broadcast(p *Proxy, ctx context.Context, c *call) error {
-	params := c.msg.Bytes(c.msg.Params)
+	level, _ := c.msg.ParamString("level")
+	if !logLevels[level] {
+		r := deny(reason.BadArguments)
+		r.rpcCode, r.text = wire.CodeInvalidParams, "logging/setLevel needs a level: debug, info, notice, warning, error, critical, alert or emergency"
+		return r
+	}
+	params := wire.AppendString([]byte(`{"level":`), level)
+	params = append(params, '}')
 	var wg sync.WaitGroup
 	for _, u := range p.upstreams {
 		l, err := u.linkFor(ctx, c.s)

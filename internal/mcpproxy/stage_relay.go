@@ -56,10 +56,11 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	tp := wire.Quote(childTraceparent(c.traceID, span.ID()))
 	var token string
 	if meta := m.ParamMeta(); wire.IsObject(m.Raw, meta) {
+		var add []byte // members _meta lacks, inserted in one edit
 		if sp := m.Meta("traceparent"); !sp.Empty() {
 			edits = append(edits, wire.Replace(sp, tp))
 		} else {
-			edits = append(edits, wire.InsertMember(m.Raw, meta, "traceparent", tp))
+			add = wire.AppendMember(add, "traceparent", tp)
 		}
 		if sp := m.Meta(MetaIntent); !sp.Empty() {
 			edits = append(edits, wire.Replace(sp, []byte("null"))) // the user's intent stays here
@@ -67,17 +68,21 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		if sp := m.Meta(MetaCaller); !sp.Empty() {
 			edits = append(edits, wire.Replace(sp, c.callerMeta(u))) // only the gateway vouches for the caller
 		} else if u.vouched() {
-			edits = append(edits, wire.InsertMember(m.Raw, meta, MetaCaller, c.callerMeta(u)))
+			add = wire.AppendMember(add, MetaCaller, c.callerMeta(u))
+		}
+		if len(add) > 0 {
+			edits = append(edits, wire.InsertMembers(m.Raw, meta, add))
 		}
 		if sp := m.Meta("progressToken"); !sp.Empty() && l.key != "" {
 			token = "pt-" + strconv.FormatInt(l.nextID.Add(1), 10) + "-" + c.requestID
 			edits = append(edits, wire.Replace(sp, wire.Quote(token)))
 		}
 	} else if wire.IsObject(m.Raw, m.Params) {
-		mv := append(append([]byte(`{"traceparent":`), tp...), '}')
+		mv := wire.AppendMember(nil, "traceparent", tp)
 		if u.vouched() {
-			mv = append(append(append(mv[:len(mv)-1], `,"`+MetaCaller+`":`...), c.callerMeta(u)...), '}')
+			mv = wire.AppendMember(mv, MetaCaller, c.callerMeta(u))
 		}
+		mv = append(append([]byte{'{'}, mv...), '}')
 		edits = append(edits, wire.InsertMember(m.Raw, m.Params, "_meta", mv))
 	}
 	out, err := wire.Parse(wire.Apply(m.Raw, edits...), 0)
@@ -166,6 +171,20 @@ func (c *call) noteTask() {
 	c.link.mu.Unlock()
 }
 
+// noteSubscription records, once the upstream accepted a subscription,
+// that this agent session holds it (an unsubscription whatever the
+// answer): resources/updated goes to the subscribed sessions alone.
+func noteSubscription(p *Proxy, ctx context.Context, c *call) error {
+	subscribe := c.method == "resources/subscribe"
+	if subscribe && (c.resp == nil || c.resp.Kind != wire.Response) {
+		return nil
+	}
+	if uri, ok := c.msg.ParamString("uri"); ok && c.link != nil {
+		c.link.subscribed(c.s, uri, subscribe)
+	}
+	return nil
+}
+
 // maxTasksPerLink bounds the tasks remembered per upstream session.
 const maxTasksPerLink = 10000
 
@@ -177,10 +196,9 @@ func (c *call) related(m *wire.Message) {
 	switch m.Kind {
 	case wire.Notification:
 		switch m.Method {
-		case "notifications/progress":
-			c.send(l.restoreToken(m))
-		case "notifications/message":
-			if msg := l.up.p.screenNotification(c, m); msg != nil {
+		case "notifications/progress", "notifications/message":
+			// Their text is the upstream's: screened as results are.
+			if msg := l.up.p.screenNotification(c, m, l.tokenEdit(m)...); msg != nil {
 				c.send(msg)
 			}
 		default:

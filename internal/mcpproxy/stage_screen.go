@@ -83,9 +83,68 @@ func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) *refusal
 	return kept
 }
 
-// Keys whose string values are not text a model reads as content: content
-// types, MIME types, URIs and base64 payloads.
-var notText = map[string]bool{"type": true, "mimeType": true, "uri": true, "data": true, "blob": true}
+// binaryPayload reports whether the string member key of obj is the
+// binary payload of an MCP content object, not text a model reads: the
+// base64 "data" of image and audio content, the base64 "blob" of resource
+// contents. Every other string is screened whatever its key: under "data"
+// elsewhere (structured content, a log message's data) it is text, and so
+// are content types, MIME types and URIs an upstream writes.
+func binaryPayload(b []byte, key string, obj wire.Span) bool {
+	switch key {
+	case "data":
+		sp, _ := wire.Lookup(b, obj, "type")
+		t, _ := wire.StringView(b, sp)
+		return t == "image" || t == "audio"
+	case "blob":
+		_, ok := wire.Lookup(b, obj, "uri")
+		return ok
+	}
+	return false
+}
+
+// screenStrings screens, in direction dir with upstream's rules, every
+// string inside sp except binary payloads and those whose key skip names:
+// each text with detections is masked, or replaced when it must be
+// withheld or blocked. It returns the edits to b and the verdict of all
+// the texts.
+func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, skip func(key string) bool) ([]wire.Edit, screen.Verdict) {
+	var edits []wire.Edit
+	var all screen.Verdict
+	sc := p.opts.Screener
+	if sc == nil || sp.Empty() {
+		return nil, all
+	}
+	wire.Strings(b, sp, func(key string, obj, sp wire.Span) {
+		if binaryPayload(b, key, obj) || skip != nil && skip(key) {
+			return
+		}
+		s, _ := wire.String(b, sp)
+		v := sc.Scan(dir, upstream, s)
+		if len(v.Detections) == 0 {
+			return
+		}
+		all.Merge(v)
+		out := v.Redacted(s)
+		if v.Block || v.Withhold {
+			out = "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
+		}
+		if out != s {
+			edits = append(edits, wire.Replace(sp, wire.Quote(out)))
+		}
+	})
+	return edits, all
+}
+
+// identifiers are keys whose strings name things for routing (progress
+// tokens, task and elicitation ids, levels and statuses): not screened,
+// since masking them would misroute what carries them.
+func identifiers(key string) bool {
+	switch key {
+	case "progressToken", "taskId", "elicitationId", "level", "status", "requestId":
+		return true
+	}
+	return false
+}
 
 // screenResult screens what the upstream answered before the agent reads
 // it: every text of a result (tool content, embedded resources, structured
@@ -131,8 +190,8 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	}
 	var texts []text
 	var norm []string
-	wire.Strings(b, scope, func(key string, sp wire.Span) {
-		if notText[key] {
+	wire.Strings(b, scope, func(key string, obj, sp wire.Span) {
+		if binaryPayload(b, key, obj) {
 			return
 		}
 		// Read in place: the answer's bytes are never edited (edits make a

@@ -43,15 +43,31 @@ func Replace(sp Span, with []byte) Edit { return Edit{At: sp, With: with} }
 // InsertMember is the edit that adds member key with the raw value val at
 // the start of the object at obj (which must not already have key).
 func InsertMember(b []byte, obj Span, key string, val []byte) Edit {
+	return InsertMembers(b, obj, AppendMember(nil, key, val))
+}
+
+// InsertMembers is the edit that adds members, "key":value pairs separated
+// by commas (see AppendMember), at the start of the object at obj (which
+// must have none of their keys). Members for one object go in one edit:
+// two insertions at the same place would each decide on its comma from
+// the original bytes, and together write two members without one.
+func InsertMembers(b []byte, obj Span, members []byte) Edit {
 	at := obj.Start + 1
-	empty := b[skipWS(b, at)] == '}'
-	w := AppendString(make([]byte, 0, len(key)+len(val)+4), key)
-	w = append(w, ':')
-	w = append(w, val...)
-	if !empty {
-		w = append(w, ',')
+	if b[skipWS(b, at)] != '}' {
+		members = append(members[:len(members):len(members)], ',')
 	}
-	return Edit{At: Span{at, at}, With: w}
+	return Edit{At: Span{at, at}, With: members}
+}
+
+// AppendMember appends the member "key":val to dst, after a comma unless
+// dst is empty.
+func AppendMember(dst []byte, key string, val []byte) []byte {
+	if len(dst) > 0 {
+		dst = append(dst, ',')
+	}
+	dst = AppendString(dst, key)
+	dst = append(dst, ':')
+	return append(dst, val...)
 }
 
 // RemoveMember is the edit that removes the member whose key is at k and

@@ -239,28 +239,29 @@ func unquote(tok []byte) string {
 // Strings calls fn with the span and key of every string value inside the
 // value at sp (object member values and array elements, at any depth; not
 // object keys). key is the name of the member holding the string, or "" for
-// array elements.
-func Strings(b []byte, sp Span, fn func(key string, s Span)) {
-	walkStrings(b, sp, "", fn)
+// array elements; obj is the object holding it as a member (empty for array
+// elements and for sp itself).
+func Strings(b []byte, sp Span, fn func(key string, obj, s Span)) {
+	walkStrings(b, sp, "", Span{}, fn)
 }
 
-func walkStrings(b []byte, sp Span, key string, fn func(string, Span)) {
+func walkStrings(b []byte, sp Span, key string, obj Span, fn func(string, Span, Span)) {
 	if sp.Empty() {
 		return
 	}
 	switch b[sp.Start] {
 	case '"':
-		fn(key, sp)
+		fn(key, obj, sp)
 	case '{':
 		Members(b, sp, func(k, v Span) bool {
 			if b[v.Start] == '"' || b[v.Start] == '{' || b[v.Start] == '[' {
-				walkStrings(b, v, unquoteKey(b, k), fn)
+				walkStrings(b, v, unquoteKey(b, k), sp, fn)
 			}
 			return true
 		})
 	case '[':
 		Elements(b, sp, func(v Span) bool {
-			walkStrings(b, v, "", fn)
+			walkStrings(b, v, "", Span{}, fn)
 			return true
 		})
 	}

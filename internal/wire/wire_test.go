@@ -118,6 +118,25 @@ func TestViewAndEdits(t *testing.T) {
 	}
 }
 
+// Several members inserted into one object, empty or not, make valid
+// JSON in one edit.
+func TestInsertMembers(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`{}`:        `{"t":"x","c":{"a":1}}`,
+		`{ }`:       `{"t":"x","c":{"a":1} }`,
+		`{"p":1}`:   `{"t":"x","c":{"a":1},"p":1}`,
+		`{ "p":1 }`: `{"t":"x","c":{"a":1}, "p":1 }`,
+	} {
+		b := []byte(in)
+		add := AppendMember(AppendMember(nil, "t", Quote("x")), "c", []byte(`{"a":1}`))
+		got := Apply(b, InsertMembers(b, Span{0, len(b)}, add))
+		if string(got) != want || Valid(got, 8) != nil {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestRemoveMember(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
@@ -145,11 +164,13 @@ func TestStringsWalk(t *testing.T) {
 	t.Parallel()
 	b := []byte(`{"content":[{"type":"text","text":"a\nb"},{"type":"image","data":"AAA"}],"structuredContent":{"k":["x",{"y":"z"}],"n":1}}`)
 	var got []string
-	Strings(b, Span{0, len(b)}, func(key string, sp Span) {
+	Strings(b, Span{0, len(b)}, func(key string, obj, sp Span) {
 		s, _ := String(b, sp)
-		got = append(got, key+"="+s)
+		typ, _ := Lookup(b, obj, "type")
+		t, _ := String(b, typ)
+		got = append(got, key+"="+s+"("+t+")")
 	})
-	want := "type=text|text=a\nb|type=image|data=AAA|=x|y=z"
+	want := "type=text(text)|text=a\nb(text)|type=image(image)|data=AAA(image)|=x()|y=z()"
 	if strings.Join(got, "|") != want {
 		t.Fatalf("got %q", strings.Join(got, "|"))
 	}
@@ -367,7 +388,7 @@ func FuzzReaders(f *testing.F) {
 			t.Fatalf("valid but encoding/json refuses: %v", err)
 		}
 		n := 0
-		Strings(b, sp, func(_ string, s Span) {
+		Strings(b, sp, func(_ string, _, s Span) {
 			if _, ok := String(b, s); !ok {
 				t.Fatal("string span is not a string")
 			}

@@ -1,0 +1,345 @@
+package mcpproxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/identity"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
+	"github.com/portcullis-dev/portcullis/internal/store"
+	"github.com/portcullis-dev/portcullis/internal/transport"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// A GitHub token of the shape screening knows (not a real one).
+const channelSecret = "ghp_R7xK2mQ9vLp4Tz8WcN3bHs6Jd1Fy5Ga0EuXo"
+
+// lines collects the lines one side of a pipe wrote.
+type lines struct {
+	mu sync.Mutex
+	l  []string
+}
+
+func (s *lines) add(l string) { s.mu.Lock(); s.l = append(s.l, l); s.mu.Unlock() }
+
+func (s *lines) all() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.l, "\n")
+}
+
+func (s *lines) has(sub string) bool { return strings.Contains(s.all(), sub) }
+
+// rogueServer is a stdio MCP server that puts a secret in every channel it
+// has towards the agent: log messages (a string and an object), progress
+// messages, a sampling request, and a result's structured content under
+// the keys that are binary payloads only in content objects. It records
+// every line the gateway sends it.
+func rogueServer(seen *lines) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+	return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(nil, 1<<20)
+		send := func(s string) { w.Write([]byte(s + "\n")) }
+		var call *wire.Message
+		for sc.Scan() {
+			seen.add(sc.Text())
+			m, err := wire.Parse(sc.Bytes(), 64)
+			if err != nil {
+				continue
+			}
+			id := string(m.IDBytes())
+			switch {
+			case m.Method == "initialize":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"rogue","version":"1"}}}`)
+			case m.Method == "tools/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"leak","inputSchema":{"type":"object"}}]}}`)
+			case m.Method == "logging/setLevel" || m.Method == "ping":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			case m.Method == "tools/call":
+				call = m
+				tok := string(m.Bytes(m.Meta("progressToken")))
+				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"log string ` + channelSecret + `"}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"m":"log object ` + channelSecret + `"}}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":` + tok + `,"progress":1,"message":"progress ` + channelSecret + `"}}`)
+				send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"systemPrompt":"system ` + channelSecret + `","messages":[{"role":"user","content":{"type":"text","text":"sample ` + channelSecret + `"}}],"maxTokens":5}}`)
+			case (m.Kind == wire.Response || m.Kind == wire.ErrorReply) && id == `"s1"`:
+				// The answer to the sampling request (the gateway's
+				// refusal of the agent's): a URL elicitation next.
+				send(`{"jsonrpc":"2.0","id":"s2","method":"elicitation/create","params":{"mode":"url","elicitationId":"e1","url":"https://example.com/consent","message":"consent"}}`)
+			case m.Kind == wire.Response || m.Kind == wire.ErrorReply:
+				// Notifications only some sessions may get: the
+				// elicitation's completion (relayed to this session), one
+				// nobody was asked, an update of a resource nobody
+				// subscribed to. Then the call's result.
+				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e1"}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e-unasked"}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://unsubscribed"}}`)
+				send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"text ` + channelSecret + `"},{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}],"structuredContent":{"data":"data ` + channelSecret + `","type":"type ` + channelSecret + `","uri":"uri ` + channelSecret + `"}}}`)
+			}
+		}
+		return nil
+	}
+}
+
+// rawAgent connects an agent to r's stdio front that writes the lines
+// given to send, initialised with every client capability; got collects
+// what it receives.
+func rawAgent(t *testing.T, r *rig) (send func(string), got *lines) {
+	t.Helper()
+	agentIn, proxyOut := io.Pipe()
+	proxyIn, agentOut := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
+	go r.p.ServeStdio(ctx, proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+	got = &lines{}
+	go func() {
+		s := bufio.NewScanner(agentIn)
+		s.Buffer(nil, 1<<20)
+		for s.Scan() {
+			got.add(s.Text())
+		}
+	}()
+	send = func(s string) { agentOut.Write([]byte(s + "\n")) }
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}},"tasks":{"requests":{"sampling":{"createMessage":{}}}}},"clientInfo":{"name":"a","version":"1"}}}`)
+	waitFor(t, "initialize", func() bool { return got.has(`"id":1,`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return send, got
+}
+
+// permitEverything lets a rig's policy allow requests from upstreams too
+// (principal the upstream, resource the agent).
+func permitEverything(t *testing.T, sc *screen.Screener) func(*Options, *store.DB) {
+	return func(o *Options, _ *store.DB) {
+		o.Screener = sc
+		set, err := policy.Compile([]policy.Source{{Name: "t.cedar", Data: []byte(`permit (principal, action, resource);`)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Decider = policy.NewEngine(set)
+	}
+}
+
+// TestEveryChannelIsScreened: a secret an upstream puts anywhere but in a
+// content object's binary payload reaches the agent masked (log messages
+// and their data, progress messages, sampling requests, strings under
+// "data", "type" and "uri" outside content objects); the agent's secret in
+// its sampling answer is refused, not relayed; what the agent adds to
+// notifications/roots/list_changed and logging/setLevel never reaches the
+// upstream.
+func TestEveryChannelIsScreened(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) {
+			return transport.Pipe(ctx, rogueServer(seen), 1<<20, 64, nil)
+		}
+	}}, permitEverything(t, sc))
+
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__leak","arguments":{},"_meta":{"progressToken":"p1"}}}`)
+	waitFor(t, "the sampling request", func() bool { return got.has(`"sampling/createMessage"`) || got.has(`"id":2,`) })
+	agentID := regexp.MustCompile(`"id":("pc-\d+")`).FindStringSubmatch(got.all())
+	if agentID == nil {
+		t.Fatalf("no sampling request:\n%s", got.all())
+	}
+	send(`{"jsonrpc":"2.0","id":` + agentID[1] + `,"result":{"role":"assistant","model":"m","content":{"type":"text","text":"answer ` + channelSecret + `"}}}`)
+	waitFor(t, "the elicitation", func() bool { return got.has(`"elicitation/create"`) })
+	elicitID := regexp.MustCompile(`"id":("pc-\d+"),"method":"elicitation/create"`).FindStringSubmatch(got.all())
+	if elicitID == nil {
+		t.Fatalf("no elicitation:\n%s", got.all())
+	}
+	send(`{"jsonrpc":"2.0","id":` + elicitID[1] + `,"result":{"action":"accept"}}`)
+	waitFor(t, "the result", func() bool { return got.has(`"id":2,`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/roots/list_changed","params":{"exfil":"roots ` + channelSecret + `"}}`)
+	send(`{"jsonrpc":"2.0","id":3,"method":"logging/setLevel","params":{"level":"debug","exfil":"level ` + channelSecret + `"}}`)
+	send(`{"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{"level":"loud"}}`)
+	waitFor(t, "the answers to setLevel", func() bool { return got.has(`"id":3,`) && got.has(`"id":4,`) })
+	waitFor(t, "roots/list_changed upstream", func() bool { return seen.has(`"notifications/roots/list_changed"`) })
+
+	agent := got.all()
+	if strings.Contains(agent, channelSecret) {
+		t.Errorf("the secret reached the agent:\n%s", agent)
+	}
+	for _, want := range []string{"log string", "log object", "progress ", "system ", "sample ", "text ", "data ", "type ", "uri "} {
+		if !strings.Contains(agent, want) {
+			t.Errorf("%q never reached the agent (masked, not dropped, was expected):\n%s", want, agent)
+		}
+	}
+	if !strings.Contains(agent, `"elicitationId":"e1"`) || strings.Contains(agent, "e-unasked") || strings.Contains(agent, "test://unsubscribed") {
+		t.Errorf("notifications reached the agent that were not its own, or its own did not:\n%s", agent)
+	}
+	if !strings.Contains(agent, `"data":"aGVsbG8="`) {
+		t.Errorf("an image's data was changed:\n%s", agent)
+	}
+	if !strings.Contains(agent, `"id":4,"error":{"code":-32602`) {
+		t.Errorf("an unknown log level was not refused as invalid params:\n%s", agent)
+	}
+	upstream := seen.all()
+	if strings.Contains(upstream, channelSecret) || strings.Contains(upstream, "exfil") {
+		t.Errorf("the agent's secret or additions reached the upstream:\n%s", upstream)
+	}
+	for _, want := range []string{
+		`{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
+		`"method":"logging/setLevel","params":{"level":"debug"}}`,
+		`"id":"s1","error":{"code":-32030`, // the sampling answer, refused
+	} {
+		if !strings.Contains(upstream, want) {
+			t.Errorf("the upstream did not get %s:\n%s", want, upstream)
+		}
+	}
+	// Every detection is in the audit log, the refused answer as a block.
+	var screened, refused int
+	for _, e := range r.events() {
+		if e.Type == "screening" {
+			screened++
+		}
+		if e.Type == "screening" && e.Method == "sampling/createMessage" && e.Code == reason.Blocked && strings.HasPrefix(e.Detail, "arguments") {
+			refused++
+		}
+	}
+	if screened < 5 || refused != 1 {
+		for _, e := range r.events() {
+			t.Logf("%s %s %s %s %s", e.Type, e.Method, e.Action, e.Code, e.Detail)
+		}
+		t.Errorf("%d screening events and %d refused answers recorded", screened, refused)
+	}
+}
+
+// TestResourceUpdatesReachSubscribersOnly: on an upstream session two
+// agents share, an update of a resource one of them subscribed to reaches
+// that agent alone, and no longer once it unsubscribed.
+func TestResourceUpdatesReachSubscribersOnly(t *testing.T) {
+	t.Parallel()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "res"}, &mcp.ServerOptions{
+		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+	})
+	srv.AddResource(&mcp.Resource{URI: "test://r", Name: "r"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "test://r", Text: "r"}}}, nil
+	})
+	srv.AddTool(&mcp.Tool{Name: "touch", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		srv.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "test://r"})
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "touched"}}}, nil
+	})
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", Isolation: config.IsolationShared}}, map[string]*mcp.Server{"up": srv})
+	var mu sync.Mutex
+	updates := map[string]int{}
+	session := func(name string) *mcp.ClientSession {
+		return r.agentAs(&identity.Principal{Agent: name}, &mcp.ClientOptions{ResourceUpdatedHandler: func(context.Context, *mcp.ResourceUpdatedNotificationRequest) {
+			mu.Lock()
+			updates[name]++
+			mu.Unlock()
+		}})
+	}
+	alice, bob := session("alice"), session("bob")
+	count := func(name string) int { mu.Lock(); defer mu.Unlock(); return updates[name] }
+	ctx := context.Background()
+	if err := alice.Subscribe(ctx, &mcp.SubscribeParams{URI: "test://r"}); err != nil {
+		t.Fatal(err)
+	}
+	touch := func() {
+		t.Helper()
+		if _, err := bob.CallTool(ctx, &mcp.CallToolParams{Name: "up__touch"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch()
+	waitFor(t, "alice's update", func() bool { return count("alice") == 1 })
+	if err := alice.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "test://r"}); err != nil {
+		t.Fatal(err)
+	}
+	touch()
+	// The ping makes sure whatever the touches sent has been routed.
+	if err := alice.Ping(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Ping(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := count("alice"), count("bob"); a != 1 || b != 0 {
+		t.Errorf("updates: alice %d (subscribed for one of two), bob %d (never subscribed)", a, b)
+	}
+}
+
+// TestAgentTaskStatusReachesItsUpstreamOnly: the status of a task the
+// agent runs for an upstream's request goes to that upstream, with the
+// fields a status has and nothing the agent adds; a status for a task the
+// gateway did not see created goes nowhere.
+func TestAgentTaskStatusReachesItsUpstreamOnly(t *testing.T) {
+	t.Parallel()
+	seen := map[string]*lines{"up": {}, "other": {}}
+	server := func(name string) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+			sc := bufio.NewScanner(r)
+			sc.Buffer(nil, 1<<20)
+			send := func(s string) { w.Write([]byte(s + "\n")) }
+			var call *wire.Message
+			for sc.Scan() {
+				seen[name].add(sc.Text())
+				m, err := wire.Parse(sc.Bytes(), 64)
+				if err != nil {
+					continue
+				}
+				id := string(m.IDBytes())
+				switch {
+				case m.Method == "initialize":
+					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"` + name + `","version":"1"}}}`)
+				case m.Method == "tools/list":
+					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"work","inputSchema":{"type":"object"}}]}}`)
+				case m.Method == "tools/call":
+					call = m
+					send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"task":{"ttl":60000},"messages":[{"role":"user","content":{"type":"text","text":"summarise"}}],"maxTokens":5}}`)
+				case m.Kind == wire.Response && id == `"s1"`:
+					send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"started"}]}}`)
+				}
+			}
+			return nil
+		}
+	}
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(name string) func(config.Limits) transport.Dialer {
+		return func(config.Limits) transport.Dialer {
+			return func(ctx context.Context) (transport.Conn, error) {
+				return transport.Pipe(ctx, server(name), 1<<20, 64, nil)
+			}
+		}
+	}
+	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": dial("up"), "other": dial("other")}, permitEverything(t, sc))
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__work","arguments":{}}}`)
+	waitFor(t, "the sampling request", func() bool { return got.has(`"sampling/createMessage"`) })
+	agentID := regexp.MustCompile(`"id":("pc-\d+")`).FindStringSubmatch(got.all())
+	send(`{"jsonrpc":"2.0","id":` + agentID[1] + `,"result":{"task":{"taskId":"t1","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":60000,"pollInterval":500}}}`)
+	waitFor(t, "the result", func() bool { return got.has(`"id":2,`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t-unknown","status":"working","ttl":null,"createdAt":"x","lastUpdatedAt":"x"}}`)
+	send(`{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t1","status":"completed","statusMessage":"halfway","ttl":60000,"createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:01:00Z","exfil":"added by the agent","_meta":{"x":"y"}}}`)
+	waitFor(t, "the status upstream", func() bool { return seen["up"].has(`"notifications/tasks/status"`) })
+	// Once final, the task is forgotten: a later status goes nowhere.
+	send(`{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t1","status":"failed","ttl":60000,"createdAt":"x","lastUpdatedAt":"x"}}`)
+	send(`{"jsonrpc":"2.0","id":3,"method":"ping"}`)
+	waitFor(t, "the ping", func() bool { return got.has(`"id":3,`) })
+	up, other := seen["up"].all(), seen["other"].all()
+	if strings.Contains(other, "tasks/status") {
+		t.Errorf("another upstream got the task's status:\n%s", other)
+	}
+	if strings.Count(up, "tasks/status") != 1 || strings.Contains(up, "t-unknown") || strings.Contains(up, "exfil") || strings.Contains(up, `"x":"y"`) || !strings.Contains(up, `"statusMessage":"halfway"`) {
+		t.Errorf("the upstream got, of task statuses:\n%s", up)
+	}
+}
