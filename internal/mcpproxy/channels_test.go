@@ -343,3 +343,50 @@ func TestAgentTaskStatusReachesItsUpstreamOnly(t *testing.T) {
 		t.Errorf("the upstream got, of task statuses:\n%s", up)
 	}
 }
+
+// TestMetaEditsMakeValidJSON: a request whose _meta is empty, to an
+// upstream the gateway vouches for the caller to (two members inserted
+// into one object), reaches the upstream as valid JSON with both.
+func TestMetaEditsMakeValidJSON(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	echo := func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			seen.add(sc.Text())
+			m, err := wire.Parse(sc.Bytes(), 64)
+			if err != nil {
+				continue
+			}
+			id := string(m.IDBytes())
+			switch m.Method {
+			case "initialize":
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"m","version":"1"}}}` + "\n"))
+			case "tools/list":
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"get","inputSchema":{"type":"object"}}]}}` + "\n"))
+			case "tools/call":
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}` + "\n"))
+			}
+		}
+		return nil
+	}
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Builtin: "memory"}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, echo, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{},"_meta":{}}}`)
+	waitFor(t, "the answer", func() bool { return got.has(`"id":2,`) })
+	if !got.has(`"text":"ok"`) {
+		t.Fatalf("the call failed:\n%s", got.all())
+	}
+	for _, l := range strings.Split(seen.all(), "\n") {
+		if !strings.Contains(l, `"tools/call"`) {
+			continue
+		}
+		m, err := wire.Parse([]byte(l), 64)
+		if err != nil || m.Meta("traceparent").Empty() || m.Meta(MetaCaller).Empty() {
+			t.Errorf("the upstream got %s (%v)", l, err)
+		}
+	}
+}
