@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -389,4 +391,62 @@ func TestMetaEditsMakeValidJSON(t *testing.T) {
 			t.Errorf("the upstream got %s (%v)", l, err)
 		}
 	}
+}
+
+// TestHTTPRefusalsAreRecorded: what the HTTP front refuses before any
+// pipeline (a request without a session, an unknown session, a protocol
+// version it does not speak) is answered as the transport specifies and
+// recorded, attributed to the authenticated agent.
+func TestHTTPRefusalsAreRecorded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", nil, map[string]*mcp.Server{"up": upstreamWith("read")})
+	srv := httptest.NewServer(r.p.HTTPHandler(agentHeader{}))
+	t.Cleanup(srv.Close)
+	post := func(session, version string) int {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("X-Agent", "agent")
+		if session != "" {
+			req.Header.Set(transport.HeaderSession, session)
+		}
+		if version != "" {
+			req.Header.Set(transport.HeaderProtocol, version)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	s, err := mcp.NewClient(&mcp.Implementation{Name: "agent"}, nil).Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: srv.URL, HTTPClient: &http.Client{Transport: asAgent{"agent"}}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tc := range []struct {
+		session, version string
+		status           int
+		code             reason.Code
+	}{
+		{"", "", http.StatusBadRequest, reason.NotInitialized},
+		{"no-such-session", "", http.StatusNotFound, reason.SessionNotFound},
+		{s.ID(), "1999-01-01", http.StatusBadRequest, reason.BadProtocol},
+	} {
+		if got := post(tc.session, tc.version); got != tc.status {
+			t.Errorf("%+v: HTTP %d", tc, got)
+		}
+	}
+	waitFor(t, "the refusals recorded", func() bool {
+		n := 0
+		for _, e := range r.events() {
+			if e.Type == "protocol" && e.Agent == "agent" && e.Outcome == "deny" &&
+				(e.Code == reason.NotInitialized || e.Code == reason.SessionNotFound || e.Code == reason.BadProtocol) {
+				n++
+			}
+		}
+		return n == 3
+	})
 }

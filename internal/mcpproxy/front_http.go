@@ -105,7 +105,7 @@ func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity
 		var ref *refusal
 		switch {
 		case errors.Is(err, errNoSuchSession):
-			writeJSON(w, http.StatusNotFound, wire.NewError(nil, wire.CodeInvalidRequest, "session not found", nil))
+			f.refuseHTTP(w, r, pr, http.StatusNotFound, reason.SessionNotFound, "session not found")
 			return nil
 		case errors.As(err, &ref):
 			e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, ref.code, f.p.opts.Now(),
@@ -130,7 +130,7 @@ func (f *httpFront) session(w http.ResponseWriter, r *http.Request, pr *identity
 		return nil
 	}
 	if v := r.Header.Get(transport.HeaderProtocol); v != "" && !supportedVersion(v) {
-		writeJSON(w, http.StatusBadRequest, wire.NewError(nil, wire.CodeInvalidRequest, "unsupported protocol version "+truncate(v, 40), nil))
+		f.refuseHTTP(w, r, pr, http.StatusBadRequest, reason.BadProtocol, "unsupported protocol version "+truncate(v, 40))
 		return nil
 	}
 	return s
@@ -152,7 +152,7 @@ func (f *httpFront) post(w http.ResponseWriter, r *http.Request, pr *identity.Pr
 	opened := false // by this request: its end may tear the session down
 	if r.Header.Get(transport.HeaderSession) == "" {
 		if len(msgs) != 1 || msgs[0].Method != "initialize" {
-			writeJSON(w, http.StatusBadRequest, wire.NewError(nil, wire.CodeInvalidRequest, "Bad Request: no session ID; send initialize first", nil))
+			f.refuseHTTP(w, r, pr, http.StatusBadRequest, reason.NotInitialized, "Bad Request: no session ID; send initialize first")
 			return
 		}
 		if s, err = p.openSessionFor(pr, false); err != nil {
@@ -310,6 +310,19 @@ func (f *httpFront) refuseAuthn(w http.ResponseWriter, r *http.Request, err erro
 // refuseFrame answers a message that failed the framing checks with a
 // JSON-RPC error (echoing the request's id when it could be read) and
 // audits it.
+// refuseHTTP answers an authenticated request the front refuses before
+// any pipeline (no session, an unknown one, a protocol version the gateway
+// does not speak) with an HTTP status and a JSON-RPC error carrying text,
+// as MCP's streamable HTTP transport has it, and records the refusal.
+func (f *httpFront) refuseHTTP(w http.ResponseWriter, r *http.Request, pr *identity.Principal, status int, code reason.Code, text string) {
+	who := audit.Subject{Agent: pr.Agent, User: pr.User, Credential: pr.CredentialID, SessionID: truncate(r.Header.Get(transport.HeaderSession), 100), RequestID: newRequestID(), RemoteAddr: r.RemoteAddr}
+	e := audit.New(audit.TypeProtocol, audit.OutcomeDeny, code, f.p.opts.Now(), who)
+	e.Detail = text
+	f.p.recordBackground(e)
+	f.p.opts.Metrics.Refusal(code)
+	writeJSON(w, status, wire.NewError(nil, wire.CodeInvalidRequest, text, nil))
+}
+
 func (f *httpFront) refuseFrame(w http.ResponseWriter, r *http.Request, pr *identity.Principal, body []byte, cause error) {
 	why, code := frameRefusal(cause)
 	status := http.StatusBadRequest

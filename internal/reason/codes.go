@@ -19,6 +19,8 @@ const (
 	NotInitialized    Code = "session_not_initialized"   // a request before initialize
 	AmbiguousSession  Code = "no_unique_agent_session"   // a server request no single agent session owns
 	SessionEnded      Code = "session_ended"             // the agent ended the session through another gateway
+	SessionNotFound   Code = "session_not_found"         // a session ID no gateway of the fleet holds (HTTP 404)
+	BadProtocol       Code = "unsupported_protocol_version"
 
 	// Framing, before any pipeline.
 	MessageTooLarge  Code = "message_too_large"
@@ -71,6 +73,7 @@ const (
 // AgentVisible lists every code above, for documentation checks.
 var AgentVisible = []Code{
 	Unauthenticated, CredentialExpired, SessionHijack, InvalidIntent, InsufficientScope, SessionBusy, TooManySessions, NotInitialized, AmbiguousSession, SessionEnded,
+	SessionNotFound, BadProtocol,
 	MessageTooLarge, MessageTooDeep, BatchTooLarge, Malformed, MethodNotAllowed, HostNotAllowed,
 	NoPermit, Forbidden, PolicyError, ApprovalRequired, ApprovalDenied, ApprovalTimeout,
 	UnknownTarget, BadArguments, ArgumentsTooLarge, ScreeningBlocked, UnknownTask,
