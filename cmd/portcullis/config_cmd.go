@@ -30,13 +30,11 @@ func configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := gateway.CheckInlineValues(c); err != nil {
-				return err
-			}
+			// Every problem at once: inline values, what the host lacks,
+			// the policies.
+			errs := []error{gateway.CheckInlineValues(c)}
 			if !formOnly {
-				if err := errors.Join(c.CheckFiles(), checkSecretRefs(c)); err != nil {
-					return err
-				}
+				errs = append(errs, c.CheckFiles(), checkSecretRefs(c))
 			}
 			for _, v := range c.Values() {
 				if e := v.Value.FromEnv; e != "" {
@@ -47,7 +45,10 @@ func configCmd() *cobra.Command {
 			}
 			set, _, err := ops.LoadBundle(c)
 			if err != nil {
-				return fmt.Errorf("policy: %w", err)
+				errs = append(errs, fmt.Errorf("policy: %w", err))
+			}
+			if err := errors.Join(errs...); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (version %d, %d agents, %d upstreams, %d policies, policy %s)\n",
 				args[0], c.Version, len(c.Agents), len(c.Upstreams), set.Len(), set.Version())

@@ -276,6 +276,9 @@ func Parse(data []byte, dir string) (*Config, error) {
 	if len(data) > MaxConfigBytes {
 		return nil, fmt.Errorf("parse config: exceeds %d bytes", MaxConfigBytes)
 	}
+	if err := checkKeys(data); err != nil {
+		return nil, err
+	}
 	if len(keys(data)) == 0 {
 		return nil, errors.New("the configuration is empty: it begins with `version: 1` (see examples/full.yaml)")
 	}

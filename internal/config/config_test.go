@@ -243,6 +243,14 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		"version: 1\nzzzzzz: 1\n":                                                         "line 2, column 1: zzzzzz: unknown field",
 		"":                                                                                "the configuration is empty",
 		"# only a comment\n":                                                              "the configuration is empty",
+		// A syntax error says so, with its line (not "empty").
+		"version: 1\nagents:\n  - name: a\n   roles: [x]\n": "not valid YAML: line 2: did not find expected '-' indicator",
+		"version: 1\nagents: [{name: a}\n":                  "not valid YAML: line 1: did not find expected ',' or ']'",
+		"version: 1\nagents:\n\t- name: a\n":                "not valid YAML: line 3",
+		// A duration that does not parse, with where it is.
+		"version: 1\nupstreams: [{name: a, builtin: demo, session_idle: 10 minutes}]\n": `line 2, column 38: upstreams[0].session_idle: "10 minutes" is not a duration`,
+		// Where no kind of upstream is given, the path is the upstream's.
+		"version: 1\nupstreams: [{name: a}]\n": "upstreams[0]: exactly one of stdio, http or builtin must be set",
 		// The same key valid in one place and unknown in another: the
 		// error points at the unknown one.
 		"version: 1\nupstreams:\n  - name: a\n    http: {url: 'https://x'}\n  - name: b\n    stdio: {command: x, url: y}\n": "upstreams[1].stdio.url: unknown field",
@@ -255,6 +263,11 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		if strings.Contains(err.Error(), "Go struct") || strings.Contains(err.Error(), "json:") {
 			t.Errorf("%q: speaks Go: %v", in, err)
 		}
+	}
+	// Every unknown key at once, in file order.
+	if _, err := Parse([]byte("version: 1\npolcy: {}\nagents: []\nagnets: []\n"), "."); err == nil ||
+		!strings.Contains(err.Error(), `line 2, column 1: polcy: unknown field (did you mean "policy"?)`+"\n"+`line 4, column 1: agnets: unknown field (did you mean "agents"?)`) {
+		t.Errorf("two unknown keys: %v", err)
 	}
 	// A header name is free-form: an unknown key there is not reported at
 	// the header, and unknown keys elsewhere still are.

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -24,6 +26,7 @@ var (
 type place struct {
 	path      []string // keys, with [i] for sequence items
 	line, col int
+	value     *yaml.Node
 }
 
 func (p place) String() string {
@@ -62,7 +65,7 @@ func keys(data []byte) []place {
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k := n.Content[i]
 				p := append(append([]string(nil), path...), k.Value)
-				out = append(out, place{path: p, line: k.Line, col: k.Column})
+				out = append(out, place{path: p, line: k.Line, col: k.Column, value: n.Content[i+1]})
 				walk(n.Content[i+1], p, depth+1)
 			}
 		case yaml.SequenceNode:
@@ -130,27 +133,8 @@ func sameFields(path, want []string) bool {
 // knownKeys lists the fields the configuration accepts at path (nil where
 // keys are free-form, or the path leads nowhere known).
 func knownKeys(path []string) []string {
-	t := reflect.TypeOf(Config{})
-	for _, s := range path {
-		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-			t = t.Elem()
-		}
-		if strings.HasPrefix(s, "[") {
-			continue
-		}
-		if t.Kind() != reflect.Struct {
-			return nil
-		}
-		f, ok := fieldByTag(t, s)
-		if !ok {
-			return nil
-		}
-		t = f.Type
-	}
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
+	t, ok := typeAt(path)
+	if !ok || t.Kind() != reflect.Struct {
 		return nil
 	}
 	var out []string
@@ -160,6 +144,76 @@ func knownKeys(path []string) []string {
 		}
 	}
 	return out
+}
+
+// typeAt is the Go type of the value at path in a Config (pointers and
+// slices taken off); false where path leaves the structs (a free-form map)
+// or names no field.
+func typeAt(path []string) (reflect.Type, bool) {
+	t := reflect.TypeOf(Config{})
+	for _, s := range path {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if strings.HasPrefix(s, "[") {
+			continue
+		}
+		if t.Kind() != reflect.Struct {
+			return nil, false
+		}
+		f, ok := fieldByTag(t, s)
+		if !ok {
+			return nil, false
+		}
+		t = f.Type
+	}
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	return t, true
+}
+
+// checkKeys reports what the strict decoder would report one at a time,
+// or without a line: every YAML syntax error first (alone: nothing after
+// it can be read); then every key the configuration does not have, with
+// the closest known one, and every duration that does not parse, all at
+// once, in file order, each with its line, column and path.
+func checkKeys(data []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	durationType := reflect.TypeOf(Duration(0))
+	var errs []error
+	for _, p := range keys(data) {
+		name := p.path[len(p.path)-1]
+		known := knownKeys(p.path[:len(p.path)-1])
+		if known != nil && !slices.Contains(known, name) {
+			hint := ""
+			if s := closest(name, known); s != "" {
+				hint = fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			errs = append(errs, fmt.Errorf("%s: unknown field%s", p, hint))
+			continue
+		}
+		if t, ok := typeAt(p.path); ok && t == durationType && p.value.Kind == yaml.ScalarNode && p.value.Tag != "!!null" {
+			switch d, err := time.ParseDuration(p.value.Value); {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%s: %q is not a duration: write it as 30s, 10m, 1h30m", p, truncateValue(p.value.Value)))
+			case d < 0:
+				errs = append(errs, fmt.Errorf("%s: %q is negative", p, truncateValue(p.value.Value)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// truncateValue shortens a value quoted in an error.
+func truncateValue(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
 }
 
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {

@@ -461,7 +461,7 @@ func (u *Upstream) validate(at string) []error {
 		}
 	}
 	if kinds != 1 {
-		add("exactly one of stdio, http, builtin must be set")
+		errs = append(errs, fmt.Errorf("%s: exactly one of stdio, http or builtin must be set", at))
 	}
 	if u.MaxQueuedCalls < -1 || u.QueueTimeout < 0 {
 		add("max_queued_calls must be -1 (no queue) or positive, queue_timeout must not be negative")

@@ -143,7 +143,7 @@ func (g *Gateway) waitUpstreams(ctx context.Context) error {
 			msgs = append(msgs, c.String())
 		}
 		slices.Sort(msgs)
-		return fmt.Errorf("upstreams collide (give one of each pair a namespace: prefix, or a prefix of its own):\n  %s", strings.Join(msgs, "\n  "))
+		return fmt.Errorf("upstreams collide (which one an agent reaches must never be a guess):\n  %s", strings.Join(msgs, "\n  "))
 	}
 	return nil
 }

@@ -97,6 +97,17 @@ type Problem struct {
 	Detail    string
 }
 
+// collisionRemedy is what resolves a collision of kind.
+func collisionRemedy(kind string) string {
+	switch kind {
+	case "tool", "prompt":
+		return "give one of the upstreams a namespace: prefix, or a prefix of its own"
+	}
+	// Resource URIs are served as the upstream gives them: an agent reads
+	// them back, and they appear in results, links and notifications.
+	return "namespace renames tools and prompts, never resource URIs: serve one of these upstreams from a gateway of its own"
+}
+
 func (p Problem) String() string {
 	return fmt.Sprintf("%s %q of upstream %s: %s", p.Kind, p.Name, strings.Join(p.Upstreams, " and "), p.Detail)
 }
@@ -445,7 +456,7 @@ func (s *Session) view(ctx context.Context, fresh string) *sessionView {
 		for name, ups := range owners {
 			if len(ups) > 1 {
 				drop(name)
-				p.problem(Problem{Upstreams: ups, Kind: kind, Name: name, Detail: "offered by more than one upstream: served by neither (set namespace on one)"})
+				p.problem(Problem{Upstreams: ups, Kind: kind, Name: name, Detail: "offered by more than one upstream: served by neither (" + collisionRemedy(kind) + ")"})
 			}
 		}
 	}
