@@ -109,16 +109,19 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestConfigValidateReportsEverything: a missing directory and a missing
-// policy file are both reported, under the file's name, in one run.
+// TestConfigValidateReportsEverything: a missing directory, a command not
+// on PATH and a missing policy file are all reported, under the file's
+// name, in one run.
 func TestConfigValidateReportsEverything(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.yaml")
-	writeFile(t, cfg, "version: 1\npolicy: {paths: [nope.cedar]}\nupstreams: [{name: a, stdio: {command: x, dir: /no/such/dir}}]\n")
+	writeFile(t, cfg, "version: 1\npolicy: {paths: [nope.cedar]}\nupstreams: [{name: a, stdio: {command: no-such-command-here, dir: /no/such/dir}}]\n")
 	_, stderr, err := portcullis(t, nil, "config", "validate", cfg)
-	if err == nil || !strings.Contains(stderr, cfg+": upstreams[0].stdio.dir: stat /no/such/dir") || !strings.Contains(stderr, "nope.cedar: no such file") {
-		t.Errorf("%v %s", err, stderr)
+	for _, want := range []string{cfg + ": upstreams[0].stdio.dir: stat /no/such/dir", `upstreams[0].stdio.command: exec: "no-such-command-here"`, "nope.cedar: no such file"} {
+		if err == nil || !strings.Contains(stderr, want) {
+			t.Errorf("%v: %s lacks %s", err, stderr, want)
+		}
 	}
 }
 

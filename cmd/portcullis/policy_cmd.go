@@ -283,6 +283,10 @@ func policyKeygenCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "keygen NAME PREFIX",
 		Short: "Create a policy signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub (for policy.trusted_keys)",
+		Long: "Create a policy signing key pair (a C2SP signed-note key). NAME is the key's name,\n" +
+			"which every signature carries and verifiers show (e.g. security-team); PREFIX is\n" +
+			"where the keys are written: PREFIX.key (the secret key, mode 0600) and PREFIX.pub\n" +
+			"(the verifier key, for policy.trusted_keys).",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			skey, vkey, err := note.GenerateKey(rand.Reader, args[0])

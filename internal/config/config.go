@@ -417,8 +417,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Screening.validate(upSeen)...)
 	toolSeen := map[string]bool{}
 	for i, t := range c.Tools {
-		if !strings.Contains(t.Name, NamespaceSeparator) {
+		if up, _, ok := strings.Cut(t.Name, NamespaceSeparator); !ok {
 			add("tools[%d].name: %q must be qualified as <upstream>__<tool>", i, t.Name)
+		} else if !upSeen[up] {
+			// Its settings would never apply: a typo, or an upstream removed.
+			add("tools[%d].name: %q names upstream %q, which is not configured", i, t.Name, up)
 		}
 		if toolSeen[t.Name] {
 			add("tools[%d].name: duplicate %q", i, t.Name)

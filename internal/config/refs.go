@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 )
 
@@ -146,6 +147,16 @@ func (c *Config) CheckFiles() error {
 			errs = append(errs, fmt.Errorf("%s: %s is not a directory", f.Path, f.File))
 		case !f.Dir && st.IsDir():
 			errs = append(errs, fmt.Errorf("%s: %s is a directory, want a file", f.Path, f.File))
+		}
+	}
+	// A stdio server's command, resolved as the gateway will launch it
+	// (serve would otherwise retry a launch that cannot succeed).
+	for i, u := range c.Upstreams {
+		if u.Stdio == nil || u.Stdio.Command == "" {
+			continue
+		}
+		if _, err := exec.LookPath(u.Stdio.Command); err != nil {
+			errs = append(errs, fmt.Errorf("upstreams[%d].stdio.command: %w", i, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -482,6 +482,14 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if ns := u.Namespace; ns != "" && ns != NamespacePrefix && ns != NamespaceNone && !prefixRE.MatchString(ns) {
 		add("namespace: %q is not prefix, none, or a prefix matching %s", ns, prefixRE)
+	} else if ns != "" && ns != NamespacePrefix && ns != NamespaceNone && !strings.ContainsAny(ns[len(ns)-1:], "_.-/") {
+		// A prefix ends in a separator (gh_, fs.): a misspelt keyword
+		// ("nonee") would otherwise be served as a prefix glued to names.
+		hint := ""
+		if s := closest(ns, []string{NamespacePrefix, NamespaceNone}); s != "" {
+			hint = fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		add("namespace: %q is not prefix or none, and a custom prefix ends in _, ., - or /%s", ns, hint)
 	}
 	switch u.Isolation {
 	case "", IsolationSession, IsolationAgent, IsolationUser, IsolationShared:
