@@ -287,7 +287,7 @@ func policyKeygenCmd() *cobra.Command {
 			"which every signature carries and verifiers show (e.g. security-team); PREFIX is\n" +
 			"where the keys are written: PREFIX.key (the secret key, mode 0600) and PREFIX.pub\n" +
 			"(the verifier key, for policy.trusted_keys).",
-		Args:  cobra.ExactArgs(2),
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			skey, vkey, err := note.GenerateKey(rand.Reader, args[0])
 			if err != nil {

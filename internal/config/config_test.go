@@ -266,6 +266,10 @@ func TestErrorsSpeakYAML(t *testing.T) {
 			t.Errorf("%q: speaks Go: %v", in, err)
 		}
 	}
+	// YAML merge keys are YAML, not fields.
+	if _, err := Parse([]byte("version: 1\nupstreams:\n  - &base {name: a, builtin: demo, namespace: none}\n  - <<: *base\n    name: b\n    namespace: b_\n"), "."); err != nil {
+		t.Errorf("a merge key: %v", err)
+	}
 	// Every unknown key at once, in file order.
 	if _, err := Parse([]byte("version: 1\npolcy: {}\nagents: []\nagnets: []\n"), "."); err == nil ||
 		!strings.Contains(err.Error(), `line 2, column 1: polcy: unknown field (did you mean "policy"?)`+"\n"+`line 4, column 1: agnets: unknown field (did you mean "agents"?)`) {

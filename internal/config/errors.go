@@ -187,6 +187,9 @@ func checkKeys(data []byte) error {
 	var errs []error
 	for _, p := range keys(data) {
 		name := p.path[len(p.path)-1]
+		if name == "<<" {
+			continue // a YAML merge key: what it merges is checked where it is defined
+		}
 		known := knownKeys(p.path[:len(p.path)-1])
 		if known != nil && !slices.Contains(known, name) {
 			hint := ""

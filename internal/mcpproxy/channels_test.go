@@ -72,7 +72,7 @@ func rogueServer(seen *lines) func(ctx context.Context, r io.ReadCloser, w io.Wr
 				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"log string ` + channelSecret + `"}}`)
 				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"m":"log object ` + channelSecret + `"}}}`)
 				send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":` + tok + `,"progress":1,"message":"progress ` + channelSecret + `"}}`)
-				send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"systemPrompt":"system ` + channelSecret + `","messages":[{"role":"user","content":{"type":"text","text":"sample ` + channelSecret + `"}}],"maxTokens":5}}`)
+				send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"systemPrompt":"system ` + channelSecret + `","messages":[{"role":"user","content":{"type":"text","text":"sample ` + channelSecret + `"}}],"maxTokens":5,"_meta":{"progressToken":"sp1"}}}`)
 			case (m.Kind == wire.Response || m.Kind == wire.ErrorReply) && id == `"s1"`:
 				// The answer to the sampling request (the gateway's
 				// refusal of the agent's): a URL elicitation next.
@@ -84,7 +84,9 @@ func rogueServer(seen *lines) func(ctx context.Context, r io.ReadCloser, w io.Wr
 				// subscribed to. Then the call's result.
 				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e1"}}`)
 				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e-unasked"}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://unsubscribed"}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://r","extra":"added by the server"}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"status":"status ` + channelSecret + `"}}}`)
+				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"image","data":"not base64: ` + channelSecret + `"}}}`)
 				send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"text ` + channelSecret + `"},{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}],"structuredContent":{"data":"data ` + channelSecret + `","type":"type ` + channelSecret + `","uri":"uri ` + channelSecret + `"}}}`)
 			}
 		}
@@ -158,6 +160,9 @@ func TestEveryChannelIsScreened(t *testing.T) {
 	if agentID == nil {
 		t.Fatalf("no sampling request:\n%s", got.all())
 	}
+	send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"sp1","progress":1,"total":2,"message":"half","exfil":"added by the agent"}}`)
+	send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"sp1","progress":2,"message":"nearly ` + channelSecret + `"}}`)
+	waitFor(t, "the agent's progress upstream", func() bool { return seen.has(`"progress":1`) })
 	send(`{"jsonrpc":"2.0","id":` + agentID[1] + `,"result":{"role":"assistant","model":"m","content":{"type":"text","text":"answer ` + channelSecret + `"}}}`)
 	waitFor(t, "the elicitation", func() bool { return got.has(`"elicitation/create"`) })
 	elicitID := regexp.MustCompile(`"id":("pc-\d+"),"method":"elicitation/create"`).FindStringSubmatch(got.all())
@@ -176,13 +181,21 @@ func TestEveryChannelIsScreened(t *testing.T) {
 	if strings.Contains(agent, channelSecret) {
 		t.Errorf("the secret reached the agent:\n%s", agent)
 	}
-	for _, want := range []string{"log string", "log object", "progress ", "system ", "sample ", "text ", "data ", "type ", "uri "} {
+	for _, want := range []string{"log string", "log object", "progress ", "system ", "sample ", "text ", "data ", "type ", "uri ", "status ", "not base64: "} {
 		if !strings.Contains(agent, want) {
 			t.Errorf("%q never reached the agent (masked, not dropped, was expected):\n%s", want, agent)
 		}
 	}
-	if !strings.Contains(agent, `"elicitationId":"e1"`) || strings.Contains(agent, "e-unasked") || strings.Contains(agent, "test://unsubscribed") {
-		t.Errorf("notifications reached the agent that were not its own, or its own did not:\n%s", agent)
+	for _, want := range []string{
+		`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e1"}}`,
+		`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://r"}}`,
+	} {
+		if !strings.Contains(agent, want) {
+			t.Errorf("the agent did not get %s:\n%s", want, agent)
+		}
+	}
+	if strings.Contains(agent, "e-unasked") || strings.Contains(agent, "added by the server") {
+		t.Errorf("a notification not the agent's, or what a server added to one, reached it:\n%s", agent)
 	}
 	if !strings.Contains(agent, `"data":"aGVsbG8="`) {
 		t.Errorf("an image's data was changed:\n%s", agent)
@@ -198,6 +211,8 @@ func TestEveryChannelIsScreened(t *testing.T) {
 		`{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
 		`"method":"logging/setLevel","params":{"level":"debug"}}`,
 		`"id":"s1","error":{"code":-32030`, // the sampling answer, refused
+		// The agent's progress, rebuilt; the one with a secret dropped.
+		`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"sp1","progress":1,"total":2,"message":"half"}}`,
 	} {
 		if !strings.Contains(upstream, want) {
 			t.Errorf("the upstream did not get %s:\n%s", want, upstream)
@@ -449,4 +464,26 @@ func TestHTTPRefusalsAreRecorded(t *testing.T) {
 		}
 		return n == 3
 	})
+}
+
+// TestWithin: an update of a sub-resource reaches the subscribers of the
+// resource it is part of, not those of a resource whose URI it merely
+// begins with.
+func TestWithin(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		uri, sub string
+		want     bool
+	}{
+		{"file:///a", "file:///a", true},
+		{"file:///a/b.txt", "file:///a", true},
+		{"file:///a/b.txt", "file:///a/", true},
+		{"test://r?page=2", "test://r", true},
+		{"test://r2", "test://r", false},
+		{"test://r", "test://r/x", false},
+	} {
+		if got := within(tc.uri, tc.sub); got != tc.want {
+			t.Errorf("within(%q, %q) = %v", tc.uri, tc.sub, got)
+		}
+	}
 }

@@ -111,7 +111,7 @@ func (p *Proxy) agentNotification(ctx context.Context, s *Session, m *wire.Messa
 	case "notifications/progress":
 		// Progress on a request the gateway relayed to the agent.
 		if sc := s.toAgentByToken(m.Bytes(m.Param("progressToken"))); sc != nil {
-			sc.progress(ctx, m)
+			sc.progress(ctx, p, s, m)
 		}
 	case "notifications/roots/list_changed":
 		// For the upstreams the agent's session has of its own (a shared
@@ -191,7 +191,7 @@ func (p *Proxy) agentTaskStatus(ctx context.Context, s *Session, m *wire.Message
 		return
 	}
 	c := &call{s: s, up: l.up, link: l, event: sessionEvent(s)}
-	edits, v := p.screenStrings(screen.DirArguments, l.up.Name, params, wire.Span{Start: 0, End: len(params)}, identifiers)
+	edits, v := p.screenStrings(screen.DirArguments, l.up.Name, params, wire.Span{Start: 0, End: len(params)}, true)
 	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil || v.Block {
 		return
 	}

@@ -320,7 +320,9 @@ func (f *httpFront) refuseHTTP(w http.ResponseWriter, r *http.Request, pr *ident
 	e.Detail = text
 	f.p.recordBackground(e)
 	f.p.opts.Metrics.Refusal(code)
-	writeJSON(w, status, wire.NewError(nil, wire.CodeInvalidRequest, text, nil))
+	ref := deny(code)
+	ref.rpcCode, ref.text = wire.CodeInvalidRequest, text
+	writeJSON(w, status, ref.message(nil, e.RequestID))
 }
 
 func (f *httpFront) refuseFrame(w http.ResponseWriter, r *http.Request, pr *identity.Principal, body []byte, cause error) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,7 @@ type link struct {
 	// them (resources/updated, elicitation/complete) go to those sessions
 	// alone, never to every session of a shared link.
 	subs     map[string]map[*Session]bool
+	subCount map[*Session]int
 	elicits  map[string]*Session
 	closed   bool
 	fetching map[string]*fetchOnce
@@ -176,7 +178,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
-		subs: map[string]map[*Session]bool{}, elicits: map[string]*Session{},
+		subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{}, elicits: map[string]*Session{},
 	}
 	l.lastUsed.Store(time.Now().UnixNano())
 	params := []byte(`{"protocolVersion":`)
@@ -313,6 +315,7 @@ func (l *link) detach(s *Session) int {
 			delete(l.subs, uri)
 		}
 	}
+	delete(l.subCount, s)
 	for id, es := range l.elicits {
 		if es == s {
 			delete(l.elicits, id)
@@ -326,45 +329,85 @@ func (l *link) detach(s *Session) int {
 // are not (the agent can read the resource, or see the elicitation's
 // outcome, by asking).
 const (
-	maxSubscriptions = 4096
-	maxElicitations  = 1024
+	maxSubscriptions           = 4096
+	maxSubscriptionsPerSession = 256
+	maxElicitations            = 1024
 )
 
 // subscribed notes that s subscribed to uri (on, else unsubscribed).
 func (l *link) subscribed(s *Session, uri string, on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, attached := l.sessions[s]; !attached {
+		return // detached meanwhile: nothing to route to
+	}
 	ss := l.subs[uri]
 	switch {
-	case on && ss == nil && len(l.subs) < maxSubscriptions:
+	case on && ss[s]:
+	case on && (len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession):
+	case on && ss == nil:
 		l.subs[uri] = map[*Session]bool{s: true}
-	case on && ss != nil:
+		l.subCount[s]++
+	case on:
 		ss[s] = true
-	case !on && ss != nil:
-		if delete(ss, s); len(ss) == 0 {
+		l.subCount[s]++
+	case ss[s]:
+		delete(ss, s)
+		if len(ss) == 0 {
 			delete(l.subs, uri)
+		}
+		if l.subCount[s]--; l.subCount[s] <= 0 {
+			delete(l.subCount, s)
 		}
 	}
 }
 
-// subscribers are the sessions of the link subscribed to uri.
+// subscribers are the sessions an update of uri goes to: on an upstream
+// session of one agent session's own, that session (as the server sends
+// it); on a shared one, those subscribed to uri or to a resource it is
+// part of (MCP lets an update name a sub-resource of the one subscribed).
 func (l *link) subscribers(uri string) []*Session {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*Session
-	for s := range l.subs[uri] {
-		if _, ok := l.sessions[s]; ok {
+	if l.key == "" {
+		for s := range l.sessions {
 			out = append(out, s)
+		}
+		return out
+	}
+	seen := map[*Session]bool{}
+	for sub, ss := range l.subs {
+		if !within(uri, sub) {
+			continue
+		}
+		for s := range ss {
+			if _, ok := l.sessions[s]; ok && !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
 		}
 	}
 	return out
+}
+
+// within reports whether uri is sub or a resource under it (sub followed
+// by a path, query or fragment).
+func within(uri, sub string) bool {
+	if !strings.HasPrefix(uri, sub) {
+		return false
+	}
+	if len(uri) == len(sub) || strings.HasSuffix(sub, "/") {
+		return true
+	}
+	return strings.ContainsRune("/?#", rune(uri[len(sub)]))
 }
 
 // elicited notes that the URL elicitation id was relayed to s.
 func (l *link) elicited(s *Session, id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.elicits) < maxElicitations {
+	if _, attached := l.sessions[s]; attached && len(l.elicits) < maxElicitations {
 		l.elicits[id] = s
 	}
 }

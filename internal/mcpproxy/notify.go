@@ -45,16 +45,21 @@ func (l *link) notification(m *wire.Message, c *call) {
 		l.invalidateKind(kindTemplates)
 		l.listChanged(kindResources)
 	case "notifications/resources/updated":
-		// To the sessions subscribed to the resource, only.
-		uri, _ := wire.String(m.Raw, m.Param("uri"))
+		// To the sessions subscribed to the resource (or to one it is
+		// part of), only; rebuilt: the URI is all it says.
+		uri := paramString(m, "uri")
+		if uri == "" {
+			return
+		}
+		msg := wire.NewNotification(m.Method, objectOf("uri", wire.Quote(uri)))
 		for _, s := range l.subscribers(uri) {
-			s.notify(m.Raw)
+			s.notify(msg)
 		}
 	case "notifications/elicitation/complete":
-		// To the session the elicitation was relayed to, only.
-		id, _ := wire.String(m.Raw, m.Param("elicitationId"))
-		if s := l.elicitationDone(id); s != nil {
-			s.notify(m.Raw)
+		// To the session the elicitation was relayed to, only; rebuilt.
+		id := paramString(m, "elicitationId")
+		if s := l.elicitationDone(id); s != nil && id != "" {
+			s.notify(wire.NewNotification(m.Method, objectOf("elicitationId", wire.Quote(id))))
 		}
 	case "notifications/message":
 		for _, s := range l.users() {
@@ -195,7 +200,7 @@ func (l *link) probeAfterTimeout() {
 // notification must be dropped (the labels screening gave the session
 // could not be kept).
 func (p *Proxy) screenNotification(c *call, m *wire.Message, extra ...wire.Edit) []byte {
-	edits, all := p.screenStrings(screen.DirResult, c.up.Name, m.Raw, m.Params, identifiers)
+	edits, all := p.screenStrings(screen.DirResult, c.up.Name, m.Raw, m.Params, true)
 	edits = append(edits, extra...)
 	if len(all.Detections) == 0 {
 		return wire.Apply(m.Raw, edits...)
@@ -239,4 +244,9 @@ func sessionEvent(s *Session) *audit.Event {
 	}
 	who.SessionID = s.id
 	return audit.Decision(audit.TypeDecision, s.p.opts.Now(), who, "notification")
+}
+
+// objectOf is the JSON object {key: val}.
+func objectOf(key string, val []byte) []byte {
+	return append(append([]byte{'{'}, wire.AppendMember(nil, key, val)...), '}')
 }

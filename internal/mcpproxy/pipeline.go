@@ -85,9 +85,9 @@ var pipelines = map[string][]stage{
 // serverPipelines are the stages of each request an upstream may send to
 // its agent.
 var serverPipelines = map[string][]stage{
-	"sampling/createMessage": {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
-	"elicitation/create":     {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
-	"roots/list":             {stRoute, stScreenServer, stDecideServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
+	"sampling/createMessage": {stRoute, stDecideServer, stScreenServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
+	"elicitation/create":     {stRoute, stDecideServer, stScreenServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
+	"roots/list":             {stRoute, stDecideServer, stScreenServer, stCommit, stRelayAgent, stScreenAnswer, stReplyServer},
 }
 
 // stageTimer observes stage latencies; the observers are looked up once

@@ -22,7 +22,7 @@ func TestAttackTrustedFieldSmuggledInBody(t *testing.T) {
 	scope := wire.Span{Start: 0, End: len(b)}
 	var texts []string
 	wire.Strings(b, scope, func(key string, obj, sp wire.Span) {
-		if binaryPayload(b, key, obj) {
+		if binaryPayload(b, key, obj, sp) {
 			return
 		}
 		s, _ := wire.String(b, sp)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
+
+	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
 // argSchema checks a call's arguments against the tool's input schema as
@@ -20,7 +22,8 @@ import (
 type argSchema struct {
 	flat     *flatSchema // nil unless the schema is flat (schema_flat.go)
 	resolved *jsonschema.Resolved
-	props    map[string]bool // declared properties
+	props    map[string]bool   // declared properties
+	folded   map[string]string // wire.FoldKey of each declared property -> the property
 	closed   bool
 }
 
@@ -58,8 +61,12 @@ func newArgSchema(schema []byte) (*argSchema, error) {
 	if len(s.Properties) > 0 {
 		a.closed = s.AdditionalProperties == nil || isFalseSchema(s.AdditionalProperties)
 		a.props = make(map[string]bool, len(s.Properties))
+		a.folded = make(map[string]string, len(s.Properties))
 		for k := range s.Properties {
 			a.props[k] = true
+			if f := wire.FoldKey([]byte(k)); a.folded[f] == "" || k < a.folded[f] {
+				a.folded[f] = k
+			}
 		}
 	}
 	// The flat check stands in for the validator only where the validator
@@ -101,13 +108,9 @@ func (a *argSchema) validate(raw []byte) error {
 		// letter case is refused even where the schema is open: a server
 		// decoding into structs (encoding/json) reads it as the declared
 		// argument, which policy and this check never saw.
-		like := ""
-		for p := range a.props {
-			if strings.EqualFold(k, p) && (like == "" || p < like) {
-				like = p
-			}
-		}
-		if like != "" {
+		// (Top-level arguments: a nested object's keys are the schema's
+		// business where it closes them.)
+		if like := a.folded[wire.FoldKey([]byte(k))]; like != "" {
 			return &schemaError{where: truncate(k, 64), what: fmt.Sprintf("differs from the declared argument %q only in letter case", truncate(like, 64))}
 		}
 		if a.closed {

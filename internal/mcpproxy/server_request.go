@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,11 +58,42 @@ func (sc *serverCall) fail(err error) {
 	sc.once.Do(func() { sc.err = err; close(sc.done) })
 }
 
-// progress relays the agent's progress on the request to the upstream.
-func (sc *serverCall) progress(ctx context.Context, m *wire.Message) {
+// progress relays the agent's progress on the request to the upstream,
+// rebuilt from the fields progress has (nothing else the agent adds
+// reaches the upstream), its message screened as arguments are (a block
+// drops the notification).
+func (sc *serverCall) progress(ctx context.Context, p *Proxy, s *Session, m *wire.Message) {
+	b := m.Raw
+	num := func(key string) []byte {
+		sp, _ := wire.Lookup(b, m.Params, key)
+		if sp.Empty() || !strings.ContainsRune("-0123456789", rune(b[sp.Start])) {
+			return nil
+		}
+		return sp.In(b)
+	}
+	tok, progress := m.Bytes(m.Param("progressToken")), num("progress")
+	if len(tok) == 0 || progress == nil {
+		return
+	}
+	params := wire.AppendMember(nil, "progressToken", tok)
+	params = wire.AppendMember(params, "progress", progress)
+	if total := num("total"); total != nil {
+		params = wire.AppendMember(params, "total", total)
+	}
+	params = append(append([]byte{'{'}, params...), '}')
+	if msg := paramString(m, "message"); msg != "" {
+		withMsg := append(params[:len(params)-1:len(params)-1], `,"message":`...)
+		withMsg = append(wire.AppendString(withMsg, msg), '}')
+		c := &call{s: s, up: sc.link.up, link: sc.link, event: sessionEvent(s)}
+		edits, v := p.screenStrings(screen.DirArguments, sc.link.up.Name, withMsg, wire.Span{Start: 0, End: len(withMsg)}, true)
+		if r := p.recordScreening(c, screen.DirArguments, &v); r != nil || v.Block {
+			return
+		}
+		params = wire.Apply(withMsg, edits...)
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
 	defer cancel()
-	sc.link.conn.Send(ctx, m.Raw)
+	sc.link.conn.Send(ctx, wire.NewNotification("notifications/progress", params))
 }
 
 // serverRequest handles a request from the upstream; c is the agent request
@@ -166,7 +198,7 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // elicitation's message and requested schema) as results are: masked,
 // withheld, labelled; a rule that blocks refuses the request.
 func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
-	edits, v := p.screenStrings(screen.DirResult, c.up.Name, c.msg.Raw, c.msg.Params, identifiers)
+	edits, v := p.screenStrings(screen.DirResult, c.up.Name, c.msg.Raw, c.msg.Params, true)
 	if r := p.recordScreening(c, screen.DirResult, &v); r != nil {
 		return r
 	}
@@ -187,7 +219,7 @@ func screenAgentAnswer(p *Proxy, ctx context.Context, c *call) error {
 	if a.Kind == wire.ErrorReply {
 		scope = a.Error
 	}
-	edits, v := p.screenStrings(screen.DirArguments, c.up.Name, a.Raw, scope, identifiers)
+	edits, v := p.screenStrings(screen.DirArguments, c.up.Name, a.Raw, scope, true)
 	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
 		return r
 	}
@@ -211,13 +243,23 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 		return unavailable(reason.SessionBusy).withDetail("too many requests waiting for the agent")
 	}
 	defer s.takeToAgent(sc.agentID)
-	if c.method == "elicitation/create" {
+	elicitID := ""
+	if c.method == "elicitation/create" && paramString(c.msg, "mode") == "url" {
 		// A URL elicitation completes later: its notification goes to
-		// this session alone.
-		if mode, _ := c.msg.ParamString("mode"); mode == "url" {
-			if id, _ := c.msg.ParamString("elicitationId"); id != "" {
-				c.link.elicited(s, id)
-			}
+		// this session alone (forgotten unless the user accepts).
+		if elicitID = paramString(c.msg, "elicitationId"); elicitID != "" {
+			c.link.elicited(s, elicitID)
+			defer func() {
+				var a *wire.Message
+				select {
+				case <-sc.done: // the answer is set before done closes
+					a = sc.answer
+				default:
+				}
+				if a == nil || a.Kind != wire.Response || paramStringIn(a.Raw, a.Result, "action") != "accept" {
+					c.link.elicitationDone(elicitID)
+				}
+			}()
 		}
 	}
 	msg := wire.Apply(c.msg.Raw, append(sc.edits, wire.Replace(c.msg.ID, sc.agentID))...)
@@ -341,4 +383,15 @@ func (s *Session) agentTaskLink(id string, final bool) *link {
 		delete(s.agentTasks, id)
 	}
 	return l
+}
+
+// paramString is the string member key of m's params, or "" (for keys the
+// parse does not record: wire.Message.ParamString finds only those).
+func paramString(m *wire.Message, key string) string { return paramStringIn(m.Raw, m.Params, key) }
+
+// paramStringIn is the string member key of the object at obj in b, or "".
+func paramStringIn(b []byte, obj wire.Span, key string) string {
+	sp, _ := wire.Lookup(b, obj, key)
+	v, _ := wire.String(b, sp)
+	return v
 }

@@ -180,7 +180,7 @@ func screenTaskList(p *Proxy, ctx context.Context, c *call) error {
 	for i, it := range c.list.items {
 		// A text a rule blocks is withheld in place (screenStrings): the
 		// rest of the list still serves.
-		edits, v := p.screenStrings(screen.DirResult, c.list.from[i], it, wire.Span{Start: 0, End: len(it)}, identifiers)
+		edits, v := p.screenStrings(screen.DirResult, c.list.from[i], it, wire.Span{Start: 0, End: len(it)}, true)
 		c.list.items[i] = wire.Apply(it, edits...)
 		all.Merge(v)
 	}

@@ -83,42 +83,67 @@ func (p *Proxy) recordScreening(c *call, dir string, v *screen.Verdict) *refusal
 	return kept
 }
 
-// binaryPayload reports whether the string member key of obj is the
-// binary payload of an MCP content object, not text a model reads: the
+// binaryPayload reports whether the string member key of obj, at sp, is
+// the binary payload of an MCP content object, not text a model reads: the
 // base64 "data" of image and audio content, the base64 "blob" of resource
 // contents. Every other string is screened whatever its key: under "data"
 // elsewhere (structured content, a log message's data) it is text, and so
-// are content types, MIME types and URIs an upstream writes.
-func binaryPayload(b []byte, key string, obj wire.Span) bool {
+// are content types, MIME types and URIs an upstream writes; and so is a
+// payload that is not base64 (text dressed as an image is still text).
+func binaryPayload(b []byte, key string, obj, sp wire.Span) bool {
 	switch key {
 	case "data":
-		sp, _ := wire.Lookup(b, obj, "type")
-		t, _ := wire.StringView(b, sp)
-		return t == "image" || t == "audio"
+		typ, _ := wire.Lookup(b, obj, "type")
+		t, _ := wire.StringView(b, typ)
+		if t != "image" && t != "audio" {
+			return false
+		}
 	case "blob":
-		_, ok := wire.Lookup(b, obj, "uri")
-		return ok
+		if _, ok := wire.Lookup(b, obj, "uri"); !ok {
+			return false
+		}
+	default:
+		return false
 	}
-	return false
+	return isBase64(sp.In(b))
+}
+
+// isBase64 reports whether the JSON string tok holds standard base64 alone
+// (its alphabet and padding; no spaces, no escapes).
+func isBase64(tok []byte) bool {
+	if len(tok) < 2 {
+		return false
+	}
+	body := tok[1 : len(tok)-1]
+	for i, c := range body {
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+		case c == '=' && i >= len(body)-2:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // screenStrings screens, in direction dir with upstream's rules, every
-// string inside sp except binary payloads and those whose key skip names:
-// each text with detections is masked, or replaced when it must be
-// withheld or blocked. It returns the edits to b and the verdict of all
-// the texts.
-func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, skip func(key string) bool) ([]wire.Edit, screen.Verdict) {
+// string inside sp except binary payloads and, with ids, the identifiers
+// MCP puts in sp itself or its _meta: each text with detections is masked,
+// or replaced when it must be withheld or blocked. It returns the edits to
+// b and the verdict of all the texts.
+func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, ids bool) ([]wire.Edit, screen.Verdict) {
 	var edits []wire.Edit
 	var all screen.Verdict
 	sc := p.opts.Screener
 	if sc == nil || sp.Empty() {
 		return nil, all
 	}
-	wire.Strings(b, sp, func(key string, obj, sp wire.Span) {
-		if binaryPayload(b, key, obj) || skip != nil && skip(key) {
+	meta, _ := wire.Lookup(b, sp, "_meta")
+	wire.Strings(b, sp, func(key string, obj, str wire.Span) {
+		if binaryPayload(b, key, obj, str) || ids && identifier(key) && (obj == sp || obj == meta) {
 			return
 		}
-		s, _ := wire.String(b, sp)
+		s, _ := wire.String(b, str)
 		v := sc.Scan(dir, upstream, s)
 		if len(v.Detections) == 0 {
 			return
@@ -129,16 +154,18 @@ func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, skip
 			out = "[portcullis: text withheld by screening: " + strings.Join(v.Keys(), ", ") + "]"
 		}
 		if out != s {
-			edits = append(edits, wire.Replace(sp, wire.Quote(out)))
+			edits = append(edits, wire.Replace(str, wire.Quote(out)))
 		}
 	})
 	return edits, all
 }
 
-// identifiers are keys whose strings name things for routing (progress
-// tokens, task and elicitation ids, levels and statuses): not screened,
-// since masking them would misroute what carries them.
-func identifiers(key string) bool {
+// identifier reports whether key names, where MCP puts it (a message's
+// params or _meta, a task), a string used for routing (a progress token, a
+// task or elicitation id, a level or status): not screened there, since
+// masking it would misroute what carries it. The same keys anywhere else
+// (log data, an elicitation's answer) are screened.
+func identifier(key string) bool {
 	switch key {
 	case "progressToken", "taskId", "elicitationId", "level", "status", "requestId":
 		return true
@@ -191,7 +218,7 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	var texts []text
 	var norm []string
 	wire.Strings(b, scope, func(key string, obj, sp wire.Span) {
-		if binaryPayload(b, key, obj) {
+		if binaryPayload(b, key, obj, sp) {
 			return
 		}
 		// Read in place: the answer's bytes are never edited (edits make a

@@ -65,6 +65,12 @@ func Parse(b []byte, maxDepth int) (*Message, error) {
 	if err := m.envelope(); err != nil {
 		return nil, err
 	}
+	if m.Kind == Request || m.Kind == Notification {
+		// What it carries is acted on by its receiver (see dupLinear).
+		if err := s.foldDupErr(); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 

@@ -44,8 +44,18 @@ func (s Span) In(b []byte) []byte { return b[s.Start:s.End] }
 // (strict JSON, UTF-8, no duplicate keys, nesting at most maxDepth).
 func Valid(b []byte, maxDepth int) error {
 	s := scanner{b: b, maxDepth: maxDepth}
-	_, err := s.document(nil)
-	return err
+	if _, err := s.document(nil); err != nil {
+		return err
+	}
+	return s.foldDupErr()
+}
+
+// foldDupErr refuses the key foldDup records.
+func (s *scanner) foldDupErr() error {
+	if s.foldDup == 0 {
+		return nil
+	}
+	return &SyntaxError{Offset: s.foldDup - 1, Msg: "a key repeats (letter case aside)", Err: ErrDuplicate}
 }
 
 // objRole names the objects whose members a scan records for the view.
@@ -73,6 +83,11 @@ type scanner struct {
 	depth    int
 	keys     [][]byte // keys of the open objects, innermost last
 	record   *[]member
+	// foldDup is 1 + the offset of the first key equal to another of its
+	// object's but for letter case, in an object no role records (0:
+	// none). Whether it is refused depends on who reads the message: see
+	// Parse.
+	foldDup int
 }
 
 func (s *scanner) fail(err error, msg string) error {
@@ -231,17 +246,21 @@ func (s *scanner) array() error {
 // dupLinear is how many keys an object may have before duplicates are
 // found through a set instead of by comparison with every earlier key.
 //
-// Keys are duplicates when they are equal under Unicode case folding
-// (bytes.EqualFold), not only when they are equal: encoding/json, and so
-// every Go server that decodes into structs, matches a key to a field
+// Keys equal under Unicode case folding (bytes.EqualFold) are duplicates
+// too where a reader may act on them: encoding/json, and so every Go
+// server that decodes into structs, matches a key to a field
 // case-insensitively (the last match wins), so {"name":"a","Name":"b"}
-// would let the gateway decide on "a" while such a server runs "b".
+// would let the gateway decide on "a" while such a server runs "b". They
+// are refused in the objects the gateway reads (the envelope, params,
+// result, _meta) and anywhere in a request or notification (tool
+// arguments); a response's content may hold them (an environment listing
+// with PATH and path), as no decision reads it.
 const dupLinear = 16
 
-// foldKey is a key's representative under case folding: each rune
+// FoldKey is a key's representative under case folding: each rune
 // replaced by the least rune of its unicode.SimpleFold orbit, so that
-// foldKey(a) == foldKey(b) exactly when bytes.EqualFold(a, b).
-func foldKey(k []byte) string {
+// FoldKey(a) == FoldKey(b) exactly when bytes.EqualFold(a, b).
+func FoldKey(k []byte) string {
 	out := make([]byte, 0, len(k))
 	for i := 0; i < len(k); {
 		c := k[i]
@@ -296,23 +315,28 @@ func (s *scanner) object(role objRole) error {
 			key = []byte(unquote(s.b[kStart:s.i]))
 		}
 		if set != nil {
-			f := foldKey(key)
+			f := FoldKey(key)
 			if _, dup := set[f]; dup {
-				return s.fail(ErrDuplicate, "a key repeats (letter case aside)")
+				if err := s.dup(role, s.keys[base:], key, kStart); err != nil {
+					return err
+				}
 			}
 			set[f] = struct{}{}
 		} else {
 			for _, k := range s.keys[base:] {
 				if bytes.EqualFold(k, key) {
-					return s.fail(ErrDuplicate, "a key repeats (letter case aside)")
+					if err := s.dup(role, s.keys[base:], key, kStart); err != nil {
+						return err
+					}
+					break
 				}
 			}
 			if len(s.keys)-base >= dupLinear {
 				set = make(map[string]struct{}, 2*dupLinear)
 				for _, k := range s.keys[base:] {
-					set[foldKey(k)] = struct{}{}
+					set[FoldKey(k)] = struct{}{}
 				}
-				set[foldKey(key)] = struct{}{}
+				set[FoldKey(key)] = struct{}{}
 			}
 		}
 		s.keys = append(s.keys, key)
@@ -352,6 +376,24 @@ func (s *scanner) object(role objRole) error {
 			return s.fail(ErrSyntax, "expected , or }")
 		}
 	}
+}
+
+// dup judges key, equal but for letter case to one of the object's earlier
+// keys: an exact repeat is refused everywhere, and so is a case variant in
+// a recorded object; elsewhere the variant is noted (foldDup) for Parse.
+func (s *scanner) dup(role objRole, earlier [][]byte, key []byte, at int) error {
+	for _, k := range earlier {
+		if bytes.Equal(k, key) {
+			return s.fail(ErrDuplicate, "a key repeats")
+		}
+	}
+	if role != roleNone {
+		return s.fail(ErrDuplicate, "a key repeats (letter case aside)")
+	}
+	if s.foldDup == 0 {
+		s.foldDup = at + 1
+	}
+	return nil
 }
 
 func childRole(parent objRole, key string) objRole {
@@ -540,13 +582,13 @@ var knownKeys = [...]string{
 
 var (
 	known       = make(map[string]string, len(knownKeys)) // key -> itself, interned
-	knownFolded = make(map[string]string, len(knownKeys)) // foldKey(key) -> key
+	knownFolded = make(map[string]string, len(knownKeys)) // FoldKey(key) -> key
 )
 
 func init() {
 	for _, k := range knownKeys {
 		known[k] = k
-		knownFolded[foldKey([]byte(k))] = k
+		knownFolded[FoldKey([]byte(k))] = k
 	}
 }
 
@@ -577,5 +619,5 @@ func caseVariant(k []byte) string {
 			return knownFolded[string(buf[:n])] // foldKey of ASCII, without allocating
 		}
 	}
-	return knownFolded[foldKey(k)]
+	return knownFolded[FoldKey(k)]
 }

@@ -480,6 +480,28 @@ func manyKeys(n int) string {
 	return b.String()
 }
 
+// A response's content may hold keys equal but for letter case (no
+// decision reads it); its recorded objects may not, nor may a request
+// anywhere.
+func TestCaseVariantsInResponses(t *testing.T) {
+	t.Parallel()
+	if _, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"env":{"PATH":"/bin","path":"/usr/bin"}}}}`), 32); err != nil {
+		t.Errorf("an environment listing in a result: %v", err)
+	}
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"Content":[]}}`,
+		`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"PATH":"/bin","path":"/usr/bin"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{"messages":[{"Role":"user","role":"assistant"}]}}`,
+	} {
+		if _, err := Parse([]byte(in), 32); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	if err := Valid([]byte(`{"a":{"b":1,"B":2}}`), 32); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("Valid (arguments) took a case variant: %v", err)
+	}
+}
+
 // TestFoldKeyIsEqualFold checks that keys share a representative exactly
 // when bytes.EqualFold holds, over every rune that folds with another and
 // its neighbours, alone and after an ASCII prefix.
@@ -497,7 +519,7 @@ func TestFoldKeyIsEqualFold(t *testing.T) {
 		others := []rune{unicode.SimpleFold(r), unicode.SimpleFold(unicode.SimpleFold(r)), runes[(i+1)%len(runes)], runes[(i*7919)%len(runes)]}
 		for _, o := range others {
 			a, b := []byte("x"+string(r)), []byte("X"+string(o))
-			if got, want := foldKey(a) == foldKey(b), bytes.EqualFold(a, b); got != want {
+			if got, want := FoldKey(a) == FoldKey(b), bytes.EqualFold(a, b); got != want {
 				t.Fatalf("%q %q: foldKey equal %v, EqualFold %v", a, b, got, want)
 			}
 		}
