@@ -343,6 +343,12 @@ func (c *HTTPConn) readStream(ctx context.Context, body io.ReadCloser, req *wire
 			m, err := wire.Parse(ev.Data, c.maxDepth)
 			if err != nil {
 				c.Dropped.Add(1)
+				if id := unreadableAnswerID(ev.Data); id != nil && bytes.Equal(id, req.IDBytes()) {
+					// The answer, unreadable: fail now, not at the timeout.
+					er.Release()
+					body.Close()
+					return nil, fmt.Errorf("%w: the answer could not be read: %v", ErrProtocol, err)
+				}
 				continue
 			}
 			if answers(m, req) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -272,6 +273,16 @@ func (c *StreamConn) dispatch(line []byte) {
 		if c.log != nil {
 			c.log.Warn("upstream sent an invalid message; dropped", "err", err)
 		}
+		// If it was the answer to a request in flight, that request fails
+		// now instead of waiting out its timeout.
+		if id := unreadableAnswerID(line); id != nil {
+			c.mu.Lock()
+			wt := c.pending[string(id)]
+			c.mu.Unlock()
+			if ans := malformedAnswer(id, err); wt != nil && ans != nil {
+				wt.push(ans, true)
+			}
+		}
 		return
 	}
 	c.mu.Lock()
@@ -310,4 +321,28 @@ func (c *StreamConn) dispatch(line []byte) {
 	}
 	c.mu.Unlock()
 	fn(m)
+}
+
+// unreadableAnswerID is the id of a message the strict parse refused, read
+// leniently, if it looks like an answer: only to fail the request it
+// answers (what it says is never used).
+func unreadableAnswerID(b []byte) []byte {
+	var v struct {
+		ID     json.RawMessage `json:"id"`
+		Method json.RawMessage `json:"method"`
+	}
+	if json.Unmarshal(b, &v) != nil || len(v.ID) == 0 || v.Method != nil {
+		return nil
+	}
+	return v.ID
+}
+
+// malformedAnswer is the error answer to id standing in for an answer the
+// upstream sent that could not be read.
+func malformedAnswer(id []byte, err error) *wire.Message {
+	m, perr := wire.Parse(wire.NewError(id, wire.CodeInternalError, "portcullis: the upstream's answer could not be read ("+err.Error()+")", nil), 0)
+	if perr != nil {
+		return nil
+	}
+	return m
 }

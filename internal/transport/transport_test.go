@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -384,5 +386,31 @@ func TestStreamDropsInvalidAndOversizeLines(t *testing.T) {
 	<-c.Done()
 	if n := c.Dropped.Load(); n != 3 {
 		t.Fatalf("dropped %d, want 3", n)
+	}
+}
+
+// TestStreamFailsACallWhoseAnswerIsUnreadable: an answer the strict parse
+// refuses (here a case-variant key the gateway reads) fails its request at
+// once, as an error answer, instead of leaving it to time out.
+func TestStreamFailsACallWhoseAnswerIsUnreadable(t *testing.T) {
+	t.Parallel()
+	upR, upW := io.Pipe() // what the upstream writes
+	reqR, reqW := io.Pipe()
+	c := NewStreamConn(upR, reqW, 1<<20, 64, nil, nil)
+	defer c.Close()
+	go func() {
+		// Answer the request the gateway writes with a message it
+		// cannot read.
+		line, _ := bufio.NewReader(reqR).ReadBytes('\n')
+		m, _ := wire.Parse(bytes.TrimSpace(line), 64)
+		upW.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.IDBytes()) + `,"result":{"content":[],"Content":[]}}` + "\n"))
+	}()
+	req, _ := wire.Parse([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}`), 64)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// (Waiting out the timeout would end in the context's error.)
+	m, err := c.RoundTrip(ctx, req, nil)
+	if err != nil || m.Kind != wire.ErrorReply || !strings.Contains(string(m.Bytes(m.Error)), "could not be read") {
+		t.Fatalf("%v %v", m, err)
 	}
 }
