@@ -267,7 +267,7 @@ func TestErrorsSpeakYAML(t *testing.T) {
 		}
 	}
 	// YAML merge keys are YAML, not fields.
-	if _, err := Parse([]byte("version: 1\nupstreams:\n  - &base {name: a, builtin: demo, namespace: none}\n  - <<: *base\n    name: b\n    namespace: b_\n"), "."); err != nil {
+	if _, err := Parse([]byte("version: 1\nupstreams:\n  - name: a\n    http: &h {url: 'https://x'}\n  - name: b\n    http:\n      <<: *h\n"), "."); err != nil {
 		t.Errorf("a merge key: %v", err)
 	}
 	// Every unknown key at once, in file order.

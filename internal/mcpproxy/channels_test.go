@@ -236,9 +236,10 @@ func TestEveryChannelIsScreened(t *testing.T) {
 	}
 }
 
-// TestResourceUpdatesReachSubscribersOnly: on an upstream session two
-// agents share, an update of a resource one of them subscribed to reaches
-// that agent alone, and no longer once it unsubscribed.
+// TestResourceUpdatesReachSubscribersOnly: on an upstream session agents
+// share, an update of a resource one of them subscribed to reaches that
+// agent alone, and no longer once it unsubscribed; another agent's
+// unsubscribing does not end the first one's subscription.
 func TestResourceUpdatesReachSubscribersOnly(t *testing.T) {
 	t.Parallel()
 	srv := mcp.NewServer(&mcp.Implementation{Name: "res"}, &mcp.ServerOptions{
@@ -262,10 +263,18 @@ func TestResourceUpdatesReachSubscribersOnly(t *testing.T) {
 			mu.Unlock()
 		}})
 	}
-	alice, bob := session("alice"), session("bob")
+	alice, bob, carol := session("alice"), session("bob"), session("carol")
 	count := func(name string) int { mu.Lock(); defer mu.Unlock(); return updates[name] }
 	ctx := context.Background()
 	if err := alice.Subscribe(ctx, &mcp.SubscribeParams{URI: "test://r"}); err != nil {
+		t.Fatal(err)
+	}
+	// Carol subscribes and unsubscribes: the upstream session's
+	// subscription, which alice still holds, stays.
+	if err := carol.Subscribe(ctx, &mcp.SubscribeParams{URI: "test://r"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := carol.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "test://r"}); err != nil {
 		t.Fatal(err)
 	}
 	touch := func() {
@@ -287,8 +296,11 @@ func TestResourceUpdatesReachSubscribersOnly(t *testing.T) {
 	if err := bob.Ping(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if a, b := count("alice"), count("bob"); a != 1 || b != 0 {
-		t.Errorf("updates: alice %d (subscribed for one of two), bob %d (never subscribed)", a, b)
+	if err := carol.Ping(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, b, c := count("alice"), count("bob"), count("carol"); a != 1 || b != 0 || c != 0 {
+		t.Errorf("updates: alice %d (subscribed for one of two), bob %d (never subscribed), carol %d (unsubscribed before)", a, b, c)
 	}
 }
 

@@ -391,6 +391,19 @@ func (l *link) subscribers(uri string) []*Session {
 	return out
 }
 
+// subscribedElsewhere reports whether a session of the link other than s
+// holds a subscription to uri.
+func (l *link) subscribedElsewhere(s *Session, uri string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for o := range l.subs[uri] {
+		if _, attached := l.sessions[o]; attached && o != s {
+			return true
+		}
+	}
+	return false
+}
+
 // within reports whether uri is sub or a resource under it (sub followed
 // by a path, query or fragment).
 func within(uri, sub string) bool {

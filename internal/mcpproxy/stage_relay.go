@@ -32,6 +32,15 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return err
 	}
 	u, l := c.up, c.link
+	if c.method == "resources/unsubscribe" && l != nil && l.key != "" {
+		// On an upstream session agent sessions share, the subscription
+		// ends upstream only with its last holder: this one's ends at the
+		// subscription stage.
+		if uri, _ := c.msg.ParamString("uri"); l.subscribedElsewhere(c.s, uri) {
+			c.resp, _ = wire.Parse(wire.NewResponse([]byte("0"), []byte("{}")), 0)
+			return nil
+		}
+	}
 	slot, err := u.takeSlot(ctx, c)
 	if err != nil {
 		return err

@@ -262,7 +262,7 @@ func TestRolesAgreeWithConfig(t *testing.T) {
 	}
 	for _, p := range []string{"$", "a", "a.b", "$.a.*.c", "", "a..b", strings.Repeat("a.", 17) + "a", strings.Repeat("x", 300)} {
 		_, err := ParsePath(p)
-		cfg, cerr := config.Parse([]byte("version: 1\ntools: [{name: u__t, classification: [read_only], trusted_fields: [\""+p+"\"]}]\n"), ".")
+		cfg, cerr := config.Parse([]byte("version: 1\nupstreams: [{name: u, builtin: demo}]\ntools: [{name: u__t, classification: [read_only], trusted_fields: [\""+p+"\"]}]\n"), ".")
 		_ = cfg
 		if (err == nil) != (cerr == nil) {
 			t.Errorf("path %q: provenance %v, config %v", p, err, cerr)
