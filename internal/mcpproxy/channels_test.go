@@ -47,51 +47,36 @@ func (s *lines) has(sub string) bool { return strings.Contains(s.all(), sub) }
 // the keys that are binary payloads only in content objects. It records
 // every line the gateway sends it.
 func rogueServer(seen *lines) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-	return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(nil, 1<<20)
-		send := func(s string) { w.Write([]byte(s + "\n")) }
-		var call *wire.Message
-		for sc.Scan() {
-			seen.add(sc.Text())
-			m, err := wire.Parse(sc.Bytes(), 64)
-			if err != nil {
-				continue
-			}
-			id := string(m.IDBytes())
-			switch {
-			case m.Method == "initialize":
-				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"rogue","version":"1"}}}`)
-			case m.Method == "tools/list":
-				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"leak","inputSchema":{"type":"object"}}]}}`)
-			case m.Method == "logging/setLevel" || m.Method == "ping":
-				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
-			case m.Method == "tools/call":
-				call = m
-				tok := string(m.Bytes(m.Meta("progressToken")))
-				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"log string ` + channelSecret + `"}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"m":"log object ` + channelSecret + `"}}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":` + tok + `,"progress":1,"message":"progress ` + channelSecret + `"}}`)
-				send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"systemPrompt":"system ` + channelSecret + `","messages":[{"role":"user","content":{"type":"text","text":"sample ` + channelSecret + `"}}],"maxTokens":5,"_meta":{"progressToken":"sp1"}}}`)
-			case (m.Kind == wire.Response || m.Kind == wire.ErrorReply) && id == `"s1"`:
-				// The answer to the sampling request (the gateway's
-				// refusal of the agent's): a URL elicitation next.
-				send(`{"jsonrpc":"2.0","id":"s2","method":"elicitation/create","params":{"mode":"url","elicitationId":"e1","url":"https://example.com/consent","message":"consent"}}`)
-			case m.Kind == wire.Response || m.Kind == wire.ErrorReply:
-				// Notifications only some sessions may get: the
-				// elicitation's completion (relayed to this session), one
-				// nobody was asked, an update of a resource nobody
-				// subscribed to. Then the call's result.
-				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e1"}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e-unasked"}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://r","extra":"added by the server"}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"status":"status ` + channelSecret + `"}}}`)
-				send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"image","data":"not base64: ` + channelSecret + `"}}}`)
-				send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"text ` + channelSecret + `"},{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}],"structuredContent":{"data":"data ` + channelSecret + `","type":"type ` + channelSecret + `","uri":"uri ` + channelSecret + `"}}}`)
-			}
+	var call *wire.Message
+	return handServer(seen, "2025-06-18", `{"tools":{},"logging":{}}`, []string{"leak"}, func(m *wire.Message, id string, send func(string)) {
+		switch {
+		case m.Method == "logging/setLevel":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		case m.Method == "tools/call":
+			call = m
+			tok := string(m.Bytes(m.Meta("progressToken")))
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"log string ` + channelSecret + `"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"m":"log object ` + channelSecret + `"}}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":` + tok + `,"progress":1,"message":"progress ` + channelSecret + `"}}`)
+			send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"systemPrompt":"system ` + channelSecret + `","messages":[{"role":"user","content":{"type":"text","text":"sample ` + channelSecret + `"}}],"maxTokens":5,"_meta":{"progressToken":"sp1"}}}`)
+		case (m.Kind == wire.Response || m.Kind == wire.ErrorReply) && id == `"s1"`:
+			// The answer to the sampling request (the gateway's refusal
+			// of the agent's): a URL elicitation next.
+			send(`{"jsonrpc":"2.0","id":"s2","method":"elicitation/create","params":{"mode":"url","elicitationId":"e1","url":"https://example.com/consent","message":"consent"}}`)
+		case m.Kind == wire.Response || m.Kind == wire.ErrorReply:
+			// Notifications only some sessions may get, or only in part:
+			// the elicitation's completion (relayed to this session), one
+			// nobody was asked, an update with a field added, secrets
+			// under keys that are not text only in MCP's own places. Then
+			// the call's result.
+			send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e1"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/elicitation/complete","params":{"elicitationId":"e-unasked"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://r","extra":"added by the server"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"status":"status ` + channelSecret + `"}}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":{"type":"image","data":"not base64: ` + channelSecret + `"}}}`)
+			send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"text ` + channelSecret + `"},{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}],"structuredContent":{"data":"data ` + channelSecret + `","type":"type ` + channelSecret + `","uri":"uri ` + channelSecret + `"}}}`)
 		}
-		return nil
-	}
+	})
 }
 
 // rawAgent connects an agent to r's stdio front that writes the lines
@@ -312,32 +297,16 @@ func TestAgentTaskStatusReachesItsUpstreamOnly(t *testing.T) {
 	t.Parallel()
 	seen := map[string]*lines{"up": {}, "other": {}}
 	server := func(name string) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-		return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-			sc := bufio.NewScanner(r)
-			sc.Buffer(nil, 1<<20)
-			send := func(s string) { w.Write([]byte(s + "\n")) }
-			var call *wire.Message
-			for sc.Scan() {
-				seen[name].add(sc.Text())
-				m, err := wire.Parse(sc.Bytes(), 64)
-				if err != nil {
-					continue
-				}
-				id := string(m.IDBytes())
-				switch {
-				case m.Method == "initialize":
-					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"` + name + `","version":"1"}}}`)
-				case m.Method == "tools/list":
-					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"work","inputSchema":{"type":"object"}}]}}`)
-				case m.Method == "tools/call":
-					call = m
-					send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"task":{"ttl":60000},"messages":[{"role":"user","content":{"type":"text","text":"summarise"}}],"maxTokens":5}}`)
-				case m.Kind == wire.Response && id == `"s1"`:
-					send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"started"}]}}`)
-				}
+		var call *wire.Message
+		return handServer(seen[name], "2025-11-25", `{"tools":{}}`, []string{"work"}, func(m *wire.Message, id string, send func(string)) {
+			switch {
+			case m.Method == "tools/call":
+				call = m
+				send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"task":{"ttl":60000},"messages":[{"role":"user","content":{"type":"text","text":"summarise"}}],"maxTokens":5}}`)
+			case m.Kind == wire.Response && id == `"s1"`:
+				send(`{"jsonrpc":"2.0","id":` + string(call.IDBytes()) + `,"result":{"content":[{"type":"text","text":"started"}]}}`)
 			}
-			return nil
-		}
+		})
 	}
 	sc, err := screen.NewScreener(screen.DefaultRules())
 	if err != nil {
@@ -379,27 +348,11 @@ func TestAgentTaskStatusReachesItsUpstreamOnly(t *testing.T) {
 func TestMetaEditsMakeValidJSON(t *testing.T) {
 	t.Parallel()
 	seen := &lines{}
-	echo := func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			seen.add(sc.Text())
-			m, err := wire.Parse(sc.Bytes(), 64)
-			if err != nil {
-				continue
-			}
-			id := string(m.IDBytes())
-			switch m.Method {
-			case "initialize":
-				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"m","version":"1"}}}` + "\n"))
-			case "tools/list":
-				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"get","inputSchema":{"type":"object"}}]}}` + "\n"))
-			case "tools/call":
-				w.Write([]byte(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}` + "\n"))
-			}
+	echo := handServer(seen, "2025-06-18", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		if m.Method == "tools/call" {
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		}
-		return nil
-	}
+	})
 	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Builtin: "memory"}, dial: func(config.Limits) transport.Dialer {
 		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, echo, 1<<20, 64, nil) }
 	}}}, nil)

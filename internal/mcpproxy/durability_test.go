@@ -205,7 +205,7 @@ permit (principal == Upstream::"up", action == Action::"sampling", resource);`)}
 		h := newHeldSyncs()
 		r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
 			return func(ctx context.Context) (transport.Conn, error) {
-				return transport.Pipe(ctx, misbehavingServer, 1<<20, 64, nil)
+				return transport.Pipe(ctx, misbehavingServer(), 1<<20, 64, nil)
 			}
 		}}, func(o *Options, _ *store.DB) {
 			o.Decider = policy.NewEngine(set)

@@ -462,35 +462,58 @@ func TestRugPullByListChanged(t *testing.T) {
 	}
 }
 
-// misbehavingServer speaks MCP by hand: it offers one tool, and when it is
-// called asks the client to sample although it was never offered sampling,
-// then answers the call with what it got back.
-func misbehavingServer(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
-	sc := bufio.NewScanner(r)
-	send := func(s string) { w.Write([]byte(s + "\n")) }
-	var callID string
-	for sc.Scan() {
-		m, err := wire.Parse(sc.Bytes(), 64)
-		if err != nil {
-			continue
+// handServer is a stdio MCP server written by hand: it records every line
+// the gateway sends it in seen (when not nil), answers initialize (protocol
+// version, capabilities) and tools/list (the tools given, each with an
+// open object schema) and ping, and hands every other message to handle.
+func handServer(seen *lines, version, caps string, tools []string, handle func(m *wire.Message, id string, send func(string))) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+	var list []string
+	for _, t := range tools {
+		list = append(list, `{"name":"`+t+`","inputSchema":{"type":"object"}}`)
+	}
+	return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(nil, 1<<20)
+		send := func(s string) { w.Write([]byte(s + "\n")) }
+		for sc.Scan() {
+			if seen != nil {
+				seen.add(sc.Text())
+			}
+			m, err := wire.Parse(sc.Bytes(), 64)
+			if err != nil {
+				continue
+			}
+			id := string(m.IDBytes())
+			switch m.Method {
+			case "initialize":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"` + version + `","capabilities":` + caps + `,"serverInfo":{"name":"hand","version":"1"}}}`)
+			case "tools/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[` + strings.Join(list, ",") + `]}}`)
+			case "ping":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			default:
+				handle(m, id, send)
+			}
 		}
-		id := string(m.IDBytes())
+		return nil
+	}
+}
+
+// misbehavingServer offers one tool, and when it is called asks the
+// client to sample although it was never offered sampling, then answers
+// the call with what it got back.
+func misbehavingServer() func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+	var callID string
+	return handServer(nil, "2025-06-18", `{"tools":{}}`, []string{"ask"}, func(m *wire.Message, id string, send func(string)) {
 		switch {
-		case m.Method == "initialize":
-			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"rogue","version":"1"}}}`)
-		case m.Method == "tools/list":
-			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"ask","inputSchema":{"type":"object"}}]}}`)
 		case m.Method == "tools/call":
 			callID = id
 			send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[],"maxTokens":5}}`)
 		case m.Kind == wire.Response || m.Kind == wire.ErrorReply:
 			answer := wire.Quote(string(m.Raw))
 			send(`{"jsonrpc":"2.0","id":` + callID + `,"result":{"content":[{"type":"text","text":` + string(answer) + `}]}}`)
-		case m.Method == "ping":
-			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
 		}
-	}
-	return nil
+	})
 }
 
 // TestUnofferedServerRequestIsRefused: a server that asks the agent to
@@ -500,7 +523,7 @@ func TestUnofferedServerRequestIsRefused(t *testing.T) {
 	t.Parallel()
 	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
 		return func(ctx context.Context) (transport.Conn, error) {
-			return transport.Pipe(ctx, misbehavingServer, 1<<20, 64, nil)
+			return transport.Pipe(ctx, misbehavingServer(), 1<<20, 64, nil)
 		}
 	}}, nil)
 	var asked atomic.Int32

@@ -198,15 +198,9 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // elicitation's message and requested schema) as results are: masked,
 // withheld, labelled; a rule that blocks refuses the request.
 func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
-	edits, v := p.screenStrings(screen.DirResult, c.up.Name, c.msg.Raw, c.msg.Params, true)
-	if r := p.recordScreening(c, screen.DirResult, &v); r != nil {
-		return r
-	}
-	if v.Block {
-		return deny(reason.ScreeningBlocked).withDetail("screening: " + v.Summary())
-	}
+	edits, err := p.screenServerText(c, screen.DirResult, c.msg, c.msg.Params, "screening: ")
 	c.server.edits = edits
-	return nil
+	return err
 }
 
 // screenAgentAnswer screens what the agent answers the upstream (a
@@ -219,15 +213,23 @@ func screenAgentAnswer(p *Proxy, ctx context.Context, c *call) error {
 	if a.Kind == wire.ErrorReply {
 		scope = a.Error
 	}
-	edits, v := p.screenStrings(screen.DirArguments, c.up.Name, a.Raw, scope, true)
-	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
-		return r
+	edits, err := p.screenServerText(c, screen.DirArguments, a, scope, "screening the agent's answer: ")
+	c.server.answerEdits = edits
+	return err
+}
+
+// screenServerText screens the strings of m inside scope in direction dir
+// and records what screening found; a block is a refusal (its detail
+// prefixed with what), else the edits to m.
+func (p *Proxy) screenServerText(c *call, dir string, m *wire.Message, scope wire.Span, what string) ([]wire.Edit, error) {
+	edits, v := p.screenStrings(dir, c.up.Name, m.Raw, scope, true)
+	if r := p.recordScreening(c, dir, &v); r != nil {
+		return nil, r
 	}
 	if v.Block {
-		return deny(reason.ScreeningBlocked).withDetail("screening the agent's answer: " + v.Summary())
+		return nil, deny(reason.ScreeningBlocked).withDetail(what + v.Summary())
 	}
-	c.server.answerEdits = edits
-	return nil
+	return edits, nil
 }
 
 // relayToAgent sends the request to the agent under a gateway id (on the
