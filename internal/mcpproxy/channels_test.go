@@ -452,3 +452,36 @@ func TestWithin(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskListIsScreened: the tasks an agent session created, listed, come
+// back with the upstream's status messages screened; tasks of other
+// sessions are not listed.
+func TestTaskListIsScreened(t *testing.T) {
+	t.Parallel()
+	server := handServer(nil, "2025-11-25", `{"tools":{},"tasks":{"list":{},"requests":{"tools":{"call":{}}}}}`, []string{"work"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "tools/call":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"task":{"taskId":"t1","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":60000}}}`)
+		case "tasks/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tasks":[` +
+				`{"taskId":"t1","status":"working","statusMessage":"halfway ` + channelSecret + `","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":60000},` +
+				`{"taskId":"t-other","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":60000}]}}`)
+		}
+	})
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, server, 1<<20, 64, nil) }
+	}}, permitEverything(t, sc))
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__work","arguments":{},"task":{"ttl":60000}}}`)
+	waitFor(t, "the task", func() bool { return got.has(`"id":2,`) })
+	send(`{"jsonrpc":"2.0","id":3,"method":"tasks/list"}`)
+	waitFor(t, "the list", func() bool { return got.has(`"id":3,`) })
+	agent := got.all()
+	if strings.Contains(agent, channelSecret) || !strings.Contains(agent, `"taskId":"t1"`) || !strings.Contains(agent, "halfway [redacted") || strings.Contains(agent, "t-other") {
+		t.Errorf("the task list the agent got:\n%s", agent)
+	}
+}
