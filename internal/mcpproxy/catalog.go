@@ -152,6 +152,22 @@ func (l *link) parseItems(kind string, items [][]byte) (out any, problems []Prob
 	bad := func(kind, name, detail string) {
 		problems = append(problems, Problem{Upstreams: []string{u.Name}, Kind: kind, Name: truncate(name, 200), Detail: detail})
 	}
+	// A definition is read by several parsers (the pin's digest decodes it
+	// with encoding/json, which matches keys case-insensitively; agents
+	// read it exactly): keys equal but for letter case, at any depth, would
+	// let them read different tools. Such a definition is not served.
+	kept := items[:0:0]
+	for _, raw := range items {
+		if err := wire.Valid(raw, l.up.p.opts.Limits.MaxJSONDepth); err != nil {
+			w := itemKinds[kind]
+			sp, _ := wire.Lookup(raw, wire.Span{Start: 0, End: len(raw)}, w.key)
+			name, _ := wire.String(raw, sp)
+			bad(w.name, name, "unreadable definition: "+err.Error())
+			continue
+		}
+		kept = append(kept, raw)
+	}
+	items = kept
 	switch kind {
 	case kindTools:
 		var tools []*toolEntry
@@ -210,6 +226,12 @@ func (l *link) parseItems(kind string, items [][]byte) (out any, problems []Prob
 		}
 		return tpls, problems
 	}
+}
+
+// itemKinds names each kind of list item in problems, and its identifying
+// key.
+var itemKinds = map[string]struct{ name, key string }{
+	kindTools: {"tool", "name"}, kindPrompts: {"prompt", "name"}, kindResources: {"resource", "uri"}, kindTemplates: {"template", "uriTemplate"},
 }
 
 var itemNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\-/]{1,128}$`)

@@ -191,7 +191,8 @@ func (p *Proxy) agentTaskStatus(ctx context.Context, s *Session, m *wire.Message
 		return
 	}
 	c := &call{s: s, up: l.up, link: l, event: sessionEvent(s)}
-	edits, v := p.screenStrings(screen.DirArguments, l.up.Name, params, wire.Span{Start: 0, End: len(params)}, true)
+	all := wire.Span{Start: 0, End: len(params)}
+	edits, v := p.screenStrings(screen.DirArguments, l.up.Name, params, all, idSpot{all, taskIDs})
 	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil || v.Block {
 		return
 	}

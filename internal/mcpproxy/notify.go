@@ -200,7 +200,7 @@ func (l *link) probeAfterTimeout() {
 // notification must be dropped (the labels screening gave the session
 // could not be kept).
 func (p *Proxy) screenNotification(c *call, m *wire.Message, extra ...wire.Edit) []byte {
-	edits, all := p.screenStrings(screen.DirResult, c.up.Name, m.Raw, m.Params, true)
+	edits, all := p.screenStrings(screen.DirResult, c.up.Name, m.Raw, m.Params, notificationIDs(m)...)
 	edits = append(edits, extra...)
 	if len(all.Detections) == 0 {
 		return wire.Apply(m.Raw, edits...)

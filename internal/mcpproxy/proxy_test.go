@@ -464,12 +464,16 @@ func TestRugPullByListChanged(t *testing.T) {
 
 // handServer is a stdio MCP server written by hand: it records every line
 // the gateway sends it in seen (when not nil), answers initialize (protocol
-// version, capabilities) and tools/list (the tools given, each with an
-// open object schema) and ping, and hands every other message to handle.
+// version, capabilities) and tools/list (the tools given: a name, offered
+// with an open object schema, or a whole definition in JSON) and ping, and
+// hands every other message to handle.
 func handServer(seen *lines, version, caps string, tools []string, handle func(m *wire.Message, id string, send func(string))) func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
 	var list []string
 	for _, t := range tools {
-		list = append(list, `{"name":"`+t+`","inputSchema":{"type":"object"}}`)
+		if !strings.HasPrefix(t, "{") {
+			t = `{"name":"` + t + `","inputSchema":{"type":"object"}}`
+		}
+		list = append(list, t)
 	}
 	return func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
 		sc := bufio.NewScanner(r)

@@ -39,6 +39,9 @@ type serverCall struct {
 	related *call  // the agent request it came with, if any
 	agentID []byte // the gateway's id for it towards the agent
 	token   []byte // its progress token, if any
+	// agentToken replaces token towards the agent, so that the agent's
+	// progress reaches this upstream whatever tokens other upstreams use.
+	agentToken []byte
 
 	// edits are screening's to the request, answerEdits to the agent's
 	// answer.
@@ -71,7 +74,7 @@ func (sc *serverCall) progress(ctx context.Context, p *Proxy, s *Session, m *wir
 		}
 		return sp.In(b)
 	}
-	tok, progress := m.Bytes(m.Param("progressToken")), num("progress")
+	tok, progress := sc.token, num("progress") // the upstream's own token
 	if len(tok) == 0 || progress == nil {
 		return
 	}
@@ -85,7 +88,8 @@ func (sc *serverCall) progress(ctx context.Context, p *Proxy, s *Session, m *wir
 		withMsg := append(params[:len(params)-1:len(params)-1], `,"message":`...)
 		withMsg = append(wire.AppendString(withMsg, msg), '}')
 		c := &call{s: s, up: sc.link.up, link: sc.link, event: sessionEvent(s)}
-		edits, v := p.screenStrings(screen.DirArguments, sc.link.up.Name, withMsg, wire.Span{Start: 0, End: len(withMsg)}, true)
+		all := wire.Span{Start: 0, End: len(withMsg)}
+		edits, v := p.screenStrings(screen.DirArguments, sc.link.up.Name, withMsg, all, idSpot{all, progressIDs})
 		if r := p.recordScreening(c, screen.DirArguments, &v); r != nil || v.Block {
 			return
 		}
@@ -198,7 +202,8 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // elicitation's message and requested schema) as results are: masked,
 // withheld, labelled; a rule that blocks refuses the request.
 func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
-	edits, err := p.screenServerText(c, screen.DirResult, c.msg, c.msg.Params, "screening: ")
+	ids := []idSpot{{c.msg.Params, []string{"elicitationId"}}, {c.msg.ParamMeta(), progressIDs}}
+	edits, err := p.screenServerText(c, screen.DirResult, c.msg, c.msg.Params, "screening: ", ids...)
 	c.server.edits = edits
 	return err
 }
@@ -213,7 +218,8 @@ func screenAgentAnswer(p *Proxy, ctx context.Context, c *call) error {
 	if a.Kind == wire.ErrorReply {
 		scope = a.Error
 	}
-	edits, err := p.screenServerText(c, screen.DirArguments, a, scope, "screening the agent's answer: ")
+	// A task-augmented request's answer is a task (its id and status).
+	edits, err := p.screenServerText(c, screen.DirArguments, a, scope, "screening the agent's answer: ", idSpot{a.ResultMember("task"), taskIDs})
 	c.server.answerEdits = edits
 	return err
 }
@@ -221,8 +227,8 @@ func screenAgentAnswer(p *Proxy, ctx context.Context, c *call) error {
 // screenServerText screens the strings of m inside scope in direction dir
 // and records what screening found; a block is a refusal (its detail
 // prefixed with what), else the edits to m.
-func (p *Proxy) screenServerText(c *call, dir string, m *wire.Message, scope wire.Span, what string) ([]wire.Edit, error) {
-	edits, v := p.screenStrings(dir, c.up.Name, m.Raw, scope, true)
+func (p *Proxy) screenServerText(c *call, dir string, m *wire.Message, scope wire.Span, what string, ids ...idSpot) ([]wire.Edit, error) {
+	edits, v := p.screenStrings(dir, c.up.Name, m.Raw, scope, ids...)
 	if r := p.recordScreening(c, dir, &v); r != nil {
 		return nil, r
 	}
@@ -264,7 +270,12 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 			}()
 		}
 	}
-	msg := wire.Apply(c.msg.Raw, append(sc.edits, wire.Replace(c.msg.ID, sc.agentID))...)
+	edits := append(sc.edits, wire.Replace(c.msg.ID, sc.agentID))
+	if sp := c.msg.Meta("progressToken"); !sp.Empty() {
+		sc.agentToken = []byte(strconv.Quote("pc-progress-" + strconv.FormatInt(s.nextID.Add(1), 10)))
+		edits = append(edits, wire.Replace(sp, sc.agentToken))
+	}
+	msg := wire.Apply(c.msg.Raw, edits...)
 	if sc.related != nil {
 		sc.related.send(msg)
 	} else {
@@ -341,7 +352,7 @@ func (s *Session) toAgentByToken(tok []byte) *serverCall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sc := range s.toAgent {
-		if string(sc.token) == string(tok) {
+		if sc.agentToken != nil && string(sc.agentToken) == string(tok) {
 			return sc
 		}
 	}

@@ -180,7 +180,8 @@ func screenTaskList(p *Proxy, ctx context.Context, c *call) error {
 	for i, it := range c.list.items {
 		// A text a rule blocks is withheld in place (screenStrings): the
 		// rest of the list still serves.
-		edits, v := p.screenStrings(screen.DirResult, c.list.from[i], it, wire.Span{Start: 0, End: len(it)}, true)
+		item := wire.Span{Start: 0, End: len(it)}
+		edits, v := p.screenStrings(screen.DirResult, c.list.from[i], it, item, idSpot{item, taskIDs})
 		c.list.items[i] = wire.Apply(it, edits...)
 		all.Merge(v)
 	}

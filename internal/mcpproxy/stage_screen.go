@@ -108,17 +108,24 @@ func binaryPayload(b []byte, key string, obj, sp wire.Span) bool {
 	return isBase64(sp.In(b))
 }
 
-// isBase64 reports whether the JSON string tok holds standard base64 alone
-// (its alphabet and padding; no spaces, no escapes).
+// isBase64 reports whether the JSON string tok holds standard base64 alone:
+// whole groups of four of its alphabet, at most two padding characters at
+// the end, no spaces, no escapes (a payload some encoder wrote with \/ is
+// screened as text: the safe way to be wrong).
 func isBase64(tok []byte) bool {
 	if len(tok) < 2 {
 		return false
 	}
 	body := tok[1 : len(tok)-1]
+	if len(body)%4 != 0 {
+		return false
+	}
+	pad := 0
 	for i, c := range body {
 		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+		case pad == 0 && ('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/'):
 		case c == '=' && i >= len(body)-2:
+			pad++
 		default:
 			return false
 		}
@@ -127,20 +134,18 @@ func isBase64(tok []byte) bool {
 }
 
 // screenStrings screens, in direction dir with upstream's rules, every
-// string inside sp except binary payloads and, with ids, the identifiers
-// MCP puts in sp itself or its _meta: each text with detections is masked,
-// or replaced when it must be withheld or blocked. It returns the edits to
-// b and the verdict of all the texts.
-func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, ids bool) ([]wire.Edit, screen.Verdict) {
+// string inside sp except binary payloads and the identifiers in ids: each
+// text with detections is masked, or replaced when it must be withheld or
+// blocked. It returns the edits to b and the verdict of all the texts.
+func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, ids ...idSpot) ([]wire.Edit, screen.Verdict) {
 	var edits []wire.Edit
 	var all screen.Verdict
 	sc := p.opts.Screener
 	if sc == nil || sp.Empty() {
 		return nil, all
 	}
-	meta, _ := wire.Lookup(b, sp, "_meta")
 	wire.Strings(b, sp, func(key string, obj, str wire.Span) {
-		if binaryPayload(b, key, obj, str) || ids && identifier(key) && (obj == sp || obj == meta) {
+		if binaryPayload(b, key, obj, str) || isID(ids, key, obj) {
 			return
 		}
 		s, _ := wire.String(b, str)
@@ -160,17 +165,41 @@ func (p *Proxy) screenStrings(dir, upstream string, b []byte, sp wire.Span, ids 
 	return edits, all
 }
 
-// identifier reports whether key names, where MCP puts it (a message's
-// params or _meta, a task), a string used for routing (a progress token, a
-// task or elicitation id, a level or status): not screened there, since
-// masking it would misroute what carries it. The same keys anywhere else
-// (log data, an elicitation's answer) are screened.
-func identifier(key string) bool {
-	switch key {
-	case "progressToken", "taskId", "elicitationId", "level", "status", "requestId":
-		return true
+// idSpot is an object where MCP puts identifiers (a progress token, a task
+// or elicitation id, a level or status), and their keys: strings there are
+// not screened, since masking them would misroute what carries them. The
+// same keys anywhere else (log data, an answer's content) are screened.
+type idSpot struct {
+	in   wire.Span
+	keys []string
+}
+
+func isID(ids []idSpot, key string, obj wire.Span) bool {
+	for _, id := range ids {
+		if obj == id.in && slices.Contains(id.keys, key) {
+			return true
+		}
 	}
 	return false
+}
+
+// Where MCP puts identifiers in the messages screened whole.
+var (
+	taskIDs     = []string{"taskId", "status"}
+	progressIDs = []string{"progressToken"}
+)
+
+// notificationIDs are the identifiers of notification m.
+func notificationIDs(m *wire.Message) []idSpot {
+	switch m.Method {
+	case "notifications/message":
+		return []idSpot{{m.Params, []string{"level"}}}
+	case "notifications/progress":
+		return []idSpot{{m.Params, progressIDs}}
+	case "notifications/tasks/status":
+		return []idSpot{{m.Params, taskIDs}}
+	}
+	return nil
 }
 
 // screenResult screens what the upstream answered before the agent reads

@@ -293,7 +293,7 @@ func (s *scanner) object(role objRole) error {
 	s.i++ // {
 	base := len(s.keys)
 	defer func() { s.keys = s.keys[:base] }()
-	var set map[string]struct{}
+	var set, exact map[string]struct{} // past dupLinear keys: folded, and as they are
 	s.ws()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
 		s.i++
@@ -317,15 +317,17 @@ func (s *scanner) object(role objRole) error {
 		if set != nil {
 			f := FoldKey(key)
 			if _, dup := set[f]; dup {
-				if err := s.dup(role, s.keys[base:], key, kStart); err != nil {
+				_, same := exact[string(key)]
+				if err := s.dup(role, same, kStart); err != nil {
 					return err
 				}
 			}
 			set[f] = struct{}{}
+			exact[string(key)] = struct{}{}
 		} else {
 			for _, k := range s.keys[base:] {
 				if bytes.EqualFold(k, key) {
-					if err := s.dup(role, s.keys[base:], key, kStart); err != nil {
+					if err := s.dup(role, bytes.Equal(k, key) || s.repeats(base, key), kStart); err != nil {
 						return err
 					}
 					break
@@ -333,10 +335,13 @@ func (s *scanner) object(role objRole) error {
 			}
 			if len(s.keys)-base >= dupLinear {
 				set = make(map[string]struct{}, 2*dupLinear)
+				exact = make(map[string]struct{}, 2*dupLinear)
 				for _, k := range s.keys[base:] {
 					set[FoldKey(k)] = struct{}{}
+					exact[string(k)] = struct{}{}
 				}
 				set[FoldKey(key)] = struct{}{}
+				exact[string(key)] = struct{}{}
 			}
 		}
 		s.keys = append(s.keys, key)
@@ -378,14 +383,24 @@ func (s *scanner) object(role objRole) error {
 	}
 }
 
-// dup judges key, equal but for letter case to one of the object's earlier
-// keys: an exact repeat is refused everywhere, and so is a case variant in
-// a recorded object; elsewhere the variant is noted (foldDup) for Parse.
-func (s *scanner) dup(role objRole, earlier [][]byte, key []byte, at int) error {
-	for _, k := range earlier {
+// repeats reports whether key is exactly one of the open object's earlier
+// keys (at most dupLinear of them: past that a set answers).
+func (s *scanner) repeats(base int, key []byte) bool {
+	for _, k := range s.keys[base:] {
 		if bytes.Equal(k, key) {
-			return s.fail(ErrDuplicate, "a key repeats")
+			return true
 		}
+	}
+	return false
+}
+
+// dup judges a key (at offset at) equal but for letter case to one of the
+// object's earlier keys (same: exactly equal to one): an exact repeat is refused everywhere,
+// and so is a case variant in a recorded object; elsewhere the variant is
+// noted (foldDup) for Parse.
+func (s *scanner) dup(role objRole, same bool, at int) error {
+	if same {
+		return s.fail(ErrDuplicate, "a key repeats")
 	}
 	if role != roleNone {
 		return s.fail(ErrDuplicate, "a key repeats (letter case aside)")

@@ -497,6 +497,25 @@ func TestCaseVariantsInResponses(t *testing.T) {
 			t.Errorf("%s: %v", in, err)
 		}
 	}
+	// Many case variants of one key (past the linear check) are found
+	// through sets, and an exact repeat among them is still refused.
+	var variants []string
+	for i := range 64 {
+		k := []byte("abcdef")
+		for j := range k {
+			if i&(1<<j) != 0 {
+				k[j] -= 'a' - 'A'
+			}
+		}
+		variants = append(variants, `"`+string(k)+`":0`)
+	}
+	content := `{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{` + strings.Join(variants, ",")
+	if _, err := Parse([]byte(content+`}}}`), 32); err != nil {
+		t.Errorf("64 case variants in a result's content: %v", err)
+	}
+	if _, err := Parse([]byte(content+`,"aBcDeF":1}}}`), 32); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("an exact repeat among case variants: %v", err)
+	}
 	if err := Valid([]byte(`{"a":{"b":1,"B":2}}`), 32); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("Valid (arguments) took a case variant: %v", err)
 	}
