@@ -279,9 +279,6 @@ func Parse(data []byte, dir string) (*Config, error) {
 	if err := checkKeys(data); err != nil {
 		return nil, err
 	}
-	if len(keys(data)) == 0 {
-		return nil, errors.New("the configuration is empty: it begins with `version: 1` (see examples/full.yaml)")
-	}
 	var c Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, locate(data, err)

@@ -50,6 +50,11 @@ func keys(data []byte) []place {
 	if yaml.Unmarshal(data, &root) != nil {
 		return nil
 	}
+	return keysOf(&root)
+}
+
+// keysOf lists every mapping key under root with where it is.
+func keysOf(root *yaml.Node) []place {
 	var out []place
 	var walk func(n *yaml.Node, path []string, depth int)
 	walk = func(n *yaml.Node, path []string, depth int) {
@@ -74,7 +79,7 @@ func keys(data []byte) []place {
 			}
 		}
 	}
-	walk(&root, nil, 0)
+	walk(root, nil, 0)
 	return out
 }
 
@@ -175,7 +180,7 @@ func typeAt(path []string) (reflect.Type, bool) {
 
 // checkKeys reports what the strict decoder would report one at a time,
 // or without a line: every YAML syntax error first (alone: nothing after
-// it can be read); then every key the configuration does not have, with
+// it can be read), then an empty document; then every key the configuration does not have, with
 // the closest known one, and every duration that does not parse, all at
 // once, in file order, each with its line, column and path.
 func checkKeys(data []byte) error {
@@ -183,9 +188,13 @@ func checkKeys(data []byte) error {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	places := keysOf(&root)
+	if len(places) == 0 {
+		return errors.New("the configuration is empty: it begins with `version: 1` (see examples/full.yaml)")
+	}
 	durationType := reflect.TypeOf(Duration(0))
 	var errs []error
-	for _, p := range keys(data) {
+	for _, p := range places {
 		name := p.path[len(p.path)-1]
 		if name == "<<" {
 			continue // a YAML merge key: what it merges is checked where it is defined
