@@ -42,10 +42,10 @@ import (
 )
 
 type options struct {
-	binary, barehop, protocol, jsonOut, sync, auditSync, profile string
-	calls, workers, sessions, runs                               int
-	duration                                                     time.Duration
-	sizes                                                        []int
+	binary, barehop, protocol, jsonOut, sync, auditSync, syncWindow, profile string
+	calls, workers, sessions, runs                                           int
+	duration                                                                 time.Duration
+	sizes                                                                    []int
 }
 
 func main() {
@@ -57,6 +57,7 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.sync, "sync", "full", "store.synchronous of the gateway (full or normal)")
 	flag.StringVar(&o.auditSync, "audit-sync", "before_answer", "audit.sync of the gateway (before_answer, before_relay or background)")
+	flag.StringVar(&o.syncWindow, "sync-window", "", "audit.sync_window of the gateway (default: the gateway's)")
 	flag.StringVar(&sizes, "sizes", "64,4096", "result sizes in bytes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")
 	flag.IntVar(&o.calls, "calls", 2000, "sequential calls per leg and size")
@@ -137,7 +138,7 @@ func run(o options) error {
 	defer bare.Stop()
 	gw, err := benchkit.StartGateway(ctx, benchkit.Gateway{
 		Binary: o.binary, UpstreamURL: upURL, Protocol: o.protocol, MaxSessions: o.sessions + 100,
-		Sync: o.sync, AuditSync: o.auditSync, Profile: o.profile,
+		Sync: o.sync, AuditSync: o.auditSync, SyncWindow: o.syncWindow, Profile: o.profile,
 	})
 	if err != nil {
 		return err

@@ -196,6 +196,7 @@ type Gateway struct {
 	MaxSessions int      // agent sessions
 	Sync        string   // store.synchronous
 	AuditSync   string   // audit.sync
+	SyncWindow  string   // audit.sync_window ("": its default)
 	Profile     string   // PORTCULLIS_CPUPROFILE
 	// Upstream is extra YAML for the upstream's entry (indented by four).
 	Upstream string
@@ -204,6 +205,13 @@ type Gateway struct {
 	// before the start (the fleet's shared keys).
 	Postgres string
 	Keys     string
+}
+
+func syncWindow(w string) string {
+	if w == "" {
+		return ""
+	}
+	return fmt.Sprintf(", sync_window: %q", w)
 }
 
 // StartGateway runs the gateway and waits until it is ready.
@@ -231,9 +239,9 @@ agents:
     protocol_version: %q
 %slimits: {max_sessions: %d, agent_calls_per_minute: -1, repeat_call_limit: -1}
 store: {synchronous: %s%s}
-audit: {sync: %s}
+audit: {sync: %s%s}
 log: {level: warn}
-`, filepath.Join(dir, "data"), agentPort, adminPort, agents.String(), o.UpstreamURL, o.Protocol, o.Upstream, o.MaxSessions, o.Sync, storeURL(o.Postgres), o.AuditSync)
+`, filepath.Join(dir, "data"), agentPort, adminPort, agents.String(), o.UpstreamURL, o.Protocol, o.Upstream, o.MaxSessions, o.Sync, storeURL(o.Postgres), o.AuditSync, syncWindow(o.SyncWindow))
 	if o.Keys != "" {
 		if err := os.CopyFS(filepath.Join(dir, "data", "keys"), os.DirFS(o.Keys)); err != nil {
 			return nil, err
