@@ -35,8 +35,10 @@ type SecretRules struct {
 	anchored []*anchoredRule
 	generic  int // index of gitleaks' generic-api-key rule, or -1
 	global   []*config.Allowlist
-	keywords *keywordIndex
-	always   []int // rules without keywords: run on the whole text
+	// stopWords matches each allowlist's stop words (see takeStopWords).
+	stopWords map[*config.Allowlist]*keywordIndex
+	keywords  *keywordIndex
+	always    []int // rules without keywords: run on the whole text
 	// withPatterns indexes the injection patterns' keywords with these
 	// rules' (rule n+i for rule i, n the number of patterns): one pass
 	// over a text for both (PatternsAndSecrets).
@@ -73,11 +75,24 @@ func LoadSecretRules(toml string) (*SecretRules, error) {
 	if err := v.Unmarshal(&vc); err != nil {
 		return nil, fmt.Errorf("screen: gitleaks rules: %w", err)
 	}
+	stops := takeStopWords(&vc)
 	cfg, err := vc.Translate()
 	if err != nil {
 		return nil, fmt.Errorf("screen: gitleaks rules: %w", err)
 	}
-	sr := &SecretRules{global: cfg.Allowlists, generic: -1}
+	sr := &SecretRules{global: cfg.Allowlists, generic: -1, stopWords: map[*config.Allowlist]*keywordIndex{}}
+	lists := slices.Clone(cfg.Allowlists)
+	for _, r := range cfg.Rules {
+		lists = append(lists, r.Allowlists...)
+	}
+	for _, a := range lists {
+		if len(a.StopWords) != 1 {
+			continue
+		}
+		if words, ok := stops[a.StopWords[0]]; ok {
+			sr.stopWords[a] = words
+		}
+	}
 	kw := map[string][]int{}
 	ids := append([]string(nil), cfg.OrderedRules...)
 	sort.Strings(ids)
@@ -338,6 +353,57 @@ func (sr *SecretRules) detectRule(r *config.Rule, s string, w window) []Finding 
 	return out
 }
 
+// takeStopWords replaces the stop words of each allowlist in vc by one
+// placeholder word and returns, by placeholder, an index of the list's
+// words. gitleaks compiles each list into an Aho-Corasick trie of its own:
+// about 10 MB for its default generic-api-key list (1,446 words), most of
+// the gateway's idle heap. A keywordIndex of the same words (a complete
+// DFA over their few dozen byte classes) is about 1 MB and gives the same
+// answer (TestStopWordsMatchAsGitleaks).
+func takeStopWords(vc *config.ViperConfig) map[string]*keywordIndex {
+	stops := map[string]*keywordIndex{}
+	take := func(words *[]string) {
+		if len(*words) == 0 {
+			return
+		}
+		kw := map[string][]int{}
+		for _, w := range *words {
+			kw[strings.ToLower(w)] = []int{0} // as gitleaks' Validate lower-cases them
+		}
+		// Lower case and unique among the lists: gitleaks keeps it as it is.
+		placeholder := fmt.Sprintf("portcullis-stop-words-%d", len(stops))
+		stops[placeholder] = newKeywordIndex(kw)
+		*words = []string{placeholder}
+	}
+	if vc.AllowList != nil {
+		take(&vc.AllowList.StopWords)
+	}
+	for _, a := range vc.Allowlists {
+		take(&a.StopWords)
+	}
+	for i := range vc.Rules {
+		if a := vc.Rules[i].AllowList; a != nil {
+			take(&a.StopWords)
+		}
+		for _, a := range vc.Rules[i].Allowlists {
+			take(&a.StopWords)
+		}
+	}
+	return stops
+}
+
+// containsStopWord is a.ContainsStopWord(s), through a's stop-word index.
+func (sr *SecretRules) containsStopWord(a *config.Allowlist, s string) bool {
+	k, ok := sr.stopWords[a]
+	if !ok {
+		found, _ := a.ContainsStopWord(s)
+		return found
+	}
+	found := false
+	k.scan(strings.ToLower(s), func(int, int, int) { found = true })
+	return found
+}
+
 // decide is gitleaks' decision on the match s[start:end]: take the secret
 // group, test entropy, apply the global and the rule's allowlists.
 func (sr *SecretRules) decide(r *config.Rule, s string, start, end int) (Finding, bool) {
@@ -363,7 +429,7 @@ func (sr *SecretRules) decide(r *config.Rule, s string, start, end int) (Finding
 		return Finding{}, false
 	}
 	line := lineAround(s, mStart, mStart+len(match))
-	if allowed(sr.global, secret, match, line) || allowed(r.Allowlists, secret, match, line) {
+	if sr.allowed(sr.global, secret, match, line) || sr.allowed(r.Allowlists, secret, match, line) {
 		return Finding{}, false
 	}
 	off := strings.Index(match, secret)
@@ -377,7 +443,7 @@ func (sr *SecretRules) decide(r *config.Rule, s string, start, end int) (Finding
 // commit or a path: with the AND condition every configured criterion
 // must hold (a commit or path criterion cannot), with OR a regex or a stop
 // word suffices.
-func allowed(lists []*config.Allowlist, secret, match, line string) bool {
+func (sr *SecretRules) allowed(lists []*config.Allowlist, secret, match, line string) bool {
 	for _, a := range lists {
 		target := secret
 		switch a.RegexTarget {
@@ -387,7 +453,7 @@ func allowed(lists []*config.Allowlist, secret, match, line string) bool {
 			target = line
 		}
 		regexOK := a.RegexAllowed(target)
-		stop, _ := a.ContainsStopWord(secret)
+		stop := sr.containsStopWord(a, secret)
 		if a.MatchCondition == config.AllowlistMatchAnd {
 			if len(a.Commits) > 0 || len(a.Paths) > 0 {
 				continue
