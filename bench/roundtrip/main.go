@@ -42,10 +42,10 @@ import (
 )
 
 type options struct {
-	binary, barehop, protocol, jsonOut, sync, auditSync, syncWindow, profile string
-	calls, workers, sessions, runs                                           int
-	duration                                                                 time.Duration
-	sizes                                                                    []int
+	binary, barehop, protocol, jsonOut, sync, auditSync, syncWindow, profile, memProfile string
+	calls, workers, sessions, runs                                                       int
+	duration                                                                             time.Duration
+	sizes                                                                                []int
 }
 
 func main() {
@@ -60,6 +60,7 @@ func main() {
 	flag.StringVar(&o.syncWindow, "sync-window", "", "audit.sync_window of the gateway (default: the gateway's)")
 	flag.StringVar(&sizes, "sizes", "64,4096", "result sizes in bytes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write the gateway's allocation profile here (when it stops)")
 	flag.IntVar(&o.calls, "calls", 2000, "sequential calls per leg and size")
 	flag.IntVar(&o.workers, "workers", 8, "concurrent clients in the throughput phase")
 	flag.IntVar(&o.runs, "runs", 1, "measure each size this many times and report the medians (ratios: the median of each run's ratio)")
@@ -138,7 +139,7 @@ func run(o options) error {
 	defer bare.Stop()
 	gw, err := benchkit.StartGateway(ctx, benchkit.Gateway{
 		Binary: o.binary, UpstreamURL: upURL, Protocol: o.protocol, MaxSessions: o.sessions + 100,
-		Sync: o.sync, AuditSync: o.auditSync, SyncWindow: o.syncWindow, Profile: o.profile,
+		Sync: o.sync, AuditSync: o.auditSync, SyncWindow: o.syncWindow, Profile: o.profile, MemProfile: o.memProfile,
 	})
 	if err != nil {
 		return err

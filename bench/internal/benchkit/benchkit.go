@@ -198,6 +198,7 @@ type Gateway struct {
 	AuditSync   string   // audit.sync
 	SyncWindow  string   // audit.sync_window ("": its default)
 	Profile     string   // PORTCULLIS_CPUPROFILE
+	MemProfile  string   // PORTCULLIS_MEMPROFILE
 	// Upstream is extra YAML for the upstream's entry (indented by four).
 	Upstream string
 	// Postgres, if set, is the URL of the PostgreSQL store (a fleet's);
@@ -268,6 +269,9 @@ log: {level: warn}
 	cmd := exec.CommandContext(ctx, o.Binary, "serve", "--config", filepath.Join(dir, "gw.yaml"))
 	cmd.Stderr = os.Stderr
 	cmd.Env = env
+	if o.MemProfile != "" {
+		cmd.Env = append(cmd.Env, "PORTCULLIS_MEMPROFILE="+o.MemProfile)
+	}
 	if o.Profile != "" {
 		cmd.Env = append(cmd.Env, "PORTCULLIS_CPUPROFILE="+o.Profile)
 	}
