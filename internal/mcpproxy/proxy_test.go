@@ -665,3 +665,64 @@ func TestUpstreamSessionBoundsAndIdleExpiry(t *testing.T) {
 		t.Errorf("the next call did not open a new upstream session")
 	}
 }
+
+// TestUpstreamSessionLimitIsShared: at an upstream's session limit, the
+// idlest upstream session of the agent holding more than the caller's
+// gives way (one agent's opened and unused sessions cannot keep another
+// out); between agents holding as many, the newcomer is refused as
+// upstream_busy (not told that the tool does not exist). A dead upstream
+// session stops counting at once.
+func TestUpstreamSessionLimitIsShared(t *testing.T) {
+	t.Parallel()
+	var sessions atomic.Int32
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 2}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
+	up := r.p.upstream("up")
+	call := func(s *mcp.ClientSession) error {
+		res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("%v", res.Content)
+		}
+		return err
+	}
+	mallory := &identity.Principal{Agent: "mallory", CredentialID: "m"}
+	m1, m2 := r.agentAs(mallory, nil), r.agentAs(mallory, nil)
+	if up.openLinks() != 2 {
+		t.Fatalf("%d upstream sessions open, want mallory's 2", up.openLinks())
+	}
+	time.Sleep(reclaimAfter + 200*time.Millisecond)
+	alice := r.agentAs(&identity.Principal{Agent: "alice", CredentialID: "a"}, nil)
+	if err := call(alice); err != nil {
+		t.Fatalf("alice kept out by mallory's unused sessions: %v", err)
+	}
+	if up.openLinks() != 2 {
+		t.Fatalf("%d upstream sessions open, want 2", up.openLinks())
+	}
+	// Mallory (one left) and alice hold one each: whichever of mallory's
+	// sessions lost its own is refused, as busy.
+	errs := []error{call(m1), call(m2)}
+	var refused error
+	for _, err := range errs {
+		if err != nil {
+			refused = err
+		}
+	}
+	if refused == nil || !strings.Contains(refused.Error(), string(reason.UpstreamBusy)) {
+		t.Fatalf("mallory's calls: %v; want one refused as %s", errs, reason.UpstreamBusy)
+	}
+	// A dead upstream session is counted off at once.
+	for _, s := range r.p.sessions.all() {
+		if s.agent == "alice" {
+			s.linkTo(up).conn.Close()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for up.openLinks() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := up.openLinks(); n != 1 {
+		t.Fatalf("%d upstream sessions counted after one died, want 1", n)
+	}
+	if err := call(alice); err != nil {
+		t.Fatalf("alice's session after its upstream session died: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package mcpproxy
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -47,6 +48,29 @@ func unknownTarget(c *call, action, name string) error {
 	return deny(reason.UnknownTarget)
 }
 
+// unreachableTool is the refusal for a tool the session is not served
+// because its upstream could not open a session for it (at its session
+// limit, down): what the upstream last listed has the name. The agent is
+// told why (upstream_busy, upstream_unavailable), not that the tool does
+// not exist. reopened says that such an upstream took the session now.
+func unreachableTool(ctx context.Context, c *call, name string) (reopened bool, err error) {
+	for _, u := range c.s.p.upstreams {
+		if l := c.s.linkTo(u); l != nil && l.alive() {
+			continue
+		}
+		snap := u.snapshot.Load()
+		if snap == nil || !slices.ContainsFunc(snap.tools, func(t *toolEntry) bool { return t.served == name }) {
+			continue
+		}
+		if _, err := u.linkFor(ctx, c.s); err != nil {
+			c.event.Action, c.event.Target, c.event.Upstream = policy.ActionCallTool, truncate(name, 200), u.Name
+			return false, upstreamFailure(err)
+		}
+		reopened = true
+	}
+	return reopened, nil
+}
+
 // resolveTool finds the tool the agent named among what its session is
 // served; a name not found is looked up once more against fresh lists (a
 // tool added since the agent last listed).
@@ -60,7 +84,17 @@ func resolveTool(p *Proxy, ctx context.Context, c *call) error {
 	if e == nil {
 		v = c.s.view(ctx, kindTools)
 		if e = v.tools[name]; e == nil {
-			return unknownTarget(c, policy.ActionCallTool, name)
+			reopened, err := unreachableTool(ctx, c, name)
+			if err != nil {
+				return err
+			}
+			if reopened {
+				v = c.s.view(ctx, kindTools)
+				e = v.tools[name]
+			}
+			if e == nil {
+				return unknownTarget(c, policy.ActionCallTool, name)
+			}
 		}
 	}
 	c.view, c.tool = v, e

@@ -271,7 +271,17 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	}
 	if u.open >= u.cfg.SessionLimit() {
 		u.mu.Unlock()
-		return nil, ErrUpstreamSessions
+		// At the limit, the idlest upstream session of an agent holding
+		// more than this one gives way (reclaim): one agent's opened and
+		// unused sessions cannot keep the others out.
+		if !u.reclaim(s) {
+			return nil, ErrUpstreamSessions
+		}
+		u.mu.Lock()
+		if u.open >= u.cfg.SessionLimit() || u.stop {
+			u.mu.Unlock()
+			return nil, ErrUpstreamSessions
+		}
 	}
 	pl := &pendingLink{done: make(chan struct{})}
 	u.opening[wait] = pl
@@ -293,6 +303,9 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		u.shared[key] = pl.l
 	}
 	u.mu.Unlock()
+	if pl.err == nil {
+		go u.releaseWhenDead(pl.l)
+	}
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
@@ -362,6 +375,88 @@ func (u *Upstream) release(l *link, s *Session) {
 	}
 	u.mu.Unlock()
 	u.closeLink(l)
+}
+
+// releaseWhenDead releases l from every session holding it once its
+// connection ends (the server exited, was killed, or stopped reading):
+// a dead upstream session stops counting against max_sessions at once, not
+// at the idle sweep, and the sessions' next requests open new ones.
+func (u *Upstream) releaseWhenDead(l *link) {
+	<-l.conn.Done()
+	u.drop(l)
+}
+
+// drop releases l from every session holding it and closes it.
+func (u *Upstream) drop(l *link) {
+	l.mu.Lock()
+	holders := make([]*Session, 0, len(l.sessions))
+	for s := range l.sessions {
+		holders = append(holders, s)
+	}
+	l.mu.Unlock()
+	for _, s := range holders {
+		s.mu.Lock()
+		if s.links[u] == l {
+			delete(s.links, u)
+		}
+		s.mu.Unlock()
+		u.release(l, s)
+	}
+	// Held by no session (one was still attaching): counted off here.
+	u.mu.Lock()
+	if l.key != "" && u.shared[l.key] == l {
+		delete(u.shared, l.key)
+	}
+	u.mu.Unlock()
+	u.closeLink(l)
+}
+
+// reclaimAfter is how long an upstream session must have been unused
+// before reclaim may close it.
+const reclaimAfter = time.Second
+
+// reclaim closes, for session s that finds u at its session limit, the
+// least recently used of u's upstream sessions that has no call in flight
+// and has been unused for reclaimAfter, among those of the agent holding
+// the most of them, provided that agent holds more than s's agent will
+// once it has one more. The sessions that used it open a new one on their
+// next request, as after idle expiry. It reports whether one was closed.
+func (u *Upstream) reclaim(s *Session) bool {
+	held := map[string]map[*link]bool{} // agent -> its links to u
+	for _, o := range u.p.sessions.all() {
+		if l := o.linkTo(u); l != nil {
+			if held[o.agent] == nil {
+				held[o.agent] = map[*link]bool{}
+			}
+			held[o.agent][l] = true
+		}
+	}
+	most := ""
+	for a, ls := range held {
+		if most == "" || len(ls) > len(held[most]) || len(ls) == len(held[most]) && a < most {
+			most = a
+		}
+	}
+	if most == "" || len(held[most]) <= len(held[s.agent])+1 {
+		return false
+	}
+	var victim *link
+	now := time.Now().UnixNano()
+	for l := range held[most] {
+		used := l.lastUsed.Load()
+		if l.active.Load() > 0 || time.Duration(now-used) < reclaimAfter {
+			continue
+		}
+		if victim == nil || used < victim.lastUsed.Load() {
+			victim = l
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	u.log.Warn("upstream session reclaimed for another agent at the session limit", "upstream", u.Name, "from_agent", most, "for_agent", s.agent, "limit", u.cfg.SessionLimit())
+	u.drop(victim)
+	return true
 }
 
 func (u *Upstream) closeLink(l *link) {

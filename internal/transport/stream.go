@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
@@ -23,13 +24,15 @@ const (
 	maxQueued = 4096
 	// maxBacklog bounds the unrelated messages kept before Listen is called.
 	maxBacklog = 256
+	// maxWriteWait bounds a write whose context has no deadline.
+	maxWriteWait = time.Minute
 )
 
 // StreamConn speaks newline-delimited JSON-RPC over a reader and a writer:
 // a child process's stdout and stdin, or an in-memory pipe.
 type StreamConn struct {
 	w        io.Writer
-	wmu      sync.Mutex
+	wsem     chan struct{} // held while a message is written
 	r        *bufio.Reader
 	maxLine  int
 	maxDepth int
@@ -88,7 +91,7 @@ func (w *waiter) take() ([]*wire.Message, *wire.Message) {
 // writes to w. release is called once on Close or when r ends.
 func NewStreamConn(r io.Reader, w io.Writer, maxLine, maxDepth int, release func() error, log *slog.Logger) *StreamConn {
 	c := &StreamConn{
-		w: w, r: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine, maxDepth: maxDepth, log: log, release: release,
+		w: w, wsem: make(chan struct{}, 1), r: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine, maxDepth: maxDepth, log: log, release: release,
 		pending: map[string]*waiter{}, byToken: map[string]*waiter{}, done: make(chan struct{}),
 	}
 	go c.read()
@@ -130,7 +133,7 @@ func (c *StreamConn) RoundTrip(ctx context.Context, req *wire.Message, related f
 		}
 		c.mu.Unlock()
 	}()
-	if err := c.write(req.Raw); err != nil {
+	if err := c.write(ctx, req.Raw); err != nil {
 		return nil, err
 	}
 	for {
@@ -166,13 +169,21 @@ func (c *StreamConn) Send(ctx context.Context, msg []byte) error {
 		return ErrClosed
 	default:
 	}
-	return c.write(msg)
+	return c.write(ctx, msg)
 }
 
 // write sends one message as one line. Raw line breaks can only be
 // insignificant whitespace in valid JSON (inside strings they are escaped),
 // so they become spaces.
-func (c *StreamConn) write(msg []byte) error {
+//
+// It waits for its turn and for the server to read the line at most until
+// ctx's deadline (maxWriteWait without one). A server that has not read a
+// line by then (stopped, hung, or not reading its input) has its
+// connection closed and its process stopped: a line written in part
+// cannot be taken back, and a writer blocked for good would hold every
+// later caller of the connection, and their call slots, with it. A
+// cancellation alone does not cut a write short.
+func (c *StreamConn) write(ctx context.Context, msg []byte) error {
 	if bytes.ContainsAny(msg, "\r\n") {
 		msg = bytes.Map(func(r rune) rune {
 			if r == '\n' || r == '\r' {
@@ -181,11 +192,33 @@ func (c *StreamConn) write(msg []byte) error {
 			return r
 		}, msg)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	deadline, ok := ctx.Deadline()
+	if !ok || time.Until(deadline) > maxWriteWait {
+		deadline = time.Now().Add(maxWriteWait)
+	}
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
 	buf := make([]byte, 0, len(msg)+1)
 	buf = append(append(buf, msg...), '\n')
-	if _, err := c.w.Write(buf); err != nil {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-c.done:
+		return ErrClosed
+	case <-wctx.Done():
+		return fmt.Errorf("%w: waiting to write to the server: %v", ErrClosed, wctx.Err())
+	}
+	defer func() { <-c.wsem }()
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	late := context.AfterFunc(wctx, c.shutdown)
+	_, err := c.w.Write(buf)
+	if !late() {
+		return fmt.Errorf("%w: the server did not read its input in time; its connection is closed", ErrClosed)
+	}
+	if err != nil {
 		c.shutdown()
 		return fmt.Errorf("%w: write: %v", ErrClosed, err)
 	}

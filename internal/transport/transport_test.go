@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -412,5 +413,52 @@ func TestStreamFailsACallWhoseAnswerIsUnreadable(t *testing.T) {
 	m, err := c.RoundTrip(ctx, req, nil)
 	if err != nil || m.Kind != wire.ErrorReply || !strings.Contains(string(m.Bytes(m.Error)), "could not be read") {
 		t.Fatalf("%v %v", m, err)
+	}
+}
+
+// TestStreamWriteToAServerThatDoesNotReadEnds: a server process that never
+// reads its input (stopped, hung) fails a call whose request does not fit
+// in the pipe within the call's deadline, and its connection is closed (the
+// process stopped) rather than holding the writer, and every later caller,
+// for good. A caller queued behind the blocked write fails within its own
+// deadline too.
+func TestStreamWriteToAServerThatDoesNotReadEnds(t *testing.T) {
+	t.Parallel()
+	c, err := StartProcess(exec.Command("sleep", "600"), 1<<20, 64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big, _ := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":"`+strings.Repeat("x", 1<<20)+`"}}}`), 64)
+	small, _ := wire.Parse([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), 64)
+	errs := make(chan error, 2)
+	for _, m := range []*wire.Message{big, small} {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, err := c.RoundTrip(ctx, m, nil)
+			errs <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // the big one writes first
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Fatal("a call to a server that does not read succeeded")
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a call blocked on writing to a server that does not read")
+		}
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection to a server that does not read stayed open")
+	}
+	// A notification without a deadline is bounded too (maxWriteWait):
+	// here the connection is closed already.
+	if err := c.Send(context.Background(), []byte(`{"jsonrpc":"2.0","method":"notifications/x"}`)); err == nil {
+		t.Fatal("sent on a closed connection")
 	}
 }
