@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/portcullis-dev/portcullis/internal/config"
@@ -84,6 +85,22 @@ func rogueServer(seen *lines) func(ctx context.Context, r io.ReadCloser, w io.Wr
 // what it receives.
 func rawAgent(t *testing.T, r *rig) (send func(string), got *lines) {
 	t.Helper()
+	return rawAgentNamed(t, r, `{"name":"a","version":"1"}`)
+}
+
+// rawAgentNamed is rawAgent with the clientInfo given.
+func rawAgentNamed(t *testing.T, r *rig, info string) (send func(string), got *lines) {
+	t.Helper()
+	send, got = rawAgentNamedNoWait(t, r, info)
+	waitFor(t, "initialize", func() bool { return got.has(`"id":1,`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return send, got
+}
+
+// rawAgentNamedNoWait sends initialize with the clientInfo given and
+// returns without waiting for its answer.
+func rawAgentNamedNoWait(t *testing.T, r *rig, info string) (send func(string), got *lines) {
+	t.Helper()
 	agentIn, proxyOut := io.Pipe()
 	proxyIn, agentOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -99,9 +116,7 @@ func rawAgent(t *testing.T, r *rig) (send func(string), got *lines) {
 		}
 	}()
 	send = func(s string) { agentOut.Write([]byte(s + "\n")) }
-	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}},"tasks":{"requests":{"sampling":{"createMessage":{}}}}},"clientInfo":{"name":"a","version":"1"}}}`)
-	waitFor(t, "initialize", func() bool { return got.has(`"id":1,`) })
-	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}},"tasks":{"requests":{"sampling":{"createMessage":{}}}}},"clientInfo":` + info + `}}`)
 	return send, got
 }
 
@@ -525,6 +540,41 @@ func TestIsBase64(t *testing.T) {
 	} {
 		if got := isBase64([]byte(in)); got != want {
 			t.Errorf("isBase64(%s) = %v", in, got)
+		}
+	}
+}
+
+// TestARefusedClientDoesNotHoldOthersBack: an upstream that refuses one
+// agent's client (its clientInfo) is up: the next agent session opens its
+// own upstream session at once. A clientInfo that is not an MCP
+// Implementation (name and version strings) is refused at the gateway.
+func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
+	t.Parallel()
+	srv := handServer(nil, "2025-11-25", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		if m.Method == "tools/call" {
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	up := r.p.upstream("up")
+	// A raw client names itself as the server refuses.
+	send, got := rawAgentNamed(t, r, `{"name":"refuse-me","version":"1"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+	waitFor(t, "the refused client's call", func() bool { return got.has(`"id":2,`) })
+	if until := up.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		t.Fatal("one refused client marked the upstream down for everyone")
+	}
+	next := r.agent(nil)
+	if res, err := next.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__get"}); err != nil || res.IsError {
+		t.Fatalf("the next session's call: %v %v", res, err)
+	}
+	for _, info := range []string{`{"name":123,"version":"1"}`, `{"name":"a"}`, `{"name":"a","version":"1","title":7}`} {
+		_, got := rawAgentNamedNoWait(t, r, info)
+		waitFor(t, "the answer to "+info, func() bool { return got.has(`"id":1,`) })
+		if !got.has(`"code":-32602`) || !got.has("clientInfo") {
+			t.Errorf("initialize with clientInfo %s: %s", info, got.all())
 		}
 	}
 }

@@ -193,6 +193,12 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		conn.Close()
 		return nil, fmt.Errorf("%w: initialize: %w", ErrUpstreamDown, err)
 	}
+	if res.Kind == wire.ErrorReply {
+		// The server is up and refused this client (its name, version or
+		// capabilities): not a reason to hold every other session back.
+		conn.Close()
+		return nil, fmt.Errorf("initialize: %w", l.initialized(res))
+	}
 	if err := l.initialized(res); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: initialize: %w", ErrUpstreamDown, err)

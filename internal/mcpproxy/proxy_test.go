@@ -490,6 +490,10 @@ func handServer(seen *lines, version, caps string, tools []string, handle func(m
 			id := string(m.IDBytes())
 			switch m.Method {
 			case "initialize":
+				if strings.Contains(sc.Text(), `"name":"refuse-me"`) { // a client the server refuses
+					send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32602,"message":"unknown client"}}`)
+					continue
+				}
 				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"protocolVersion":"` + version + `","capabilities":` + caps + `,"serverInfo":{"name":"hand","version":"1"}}}`)
 			case "tools/list":
 				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[` + strings.Join(list, ",") + `]}}`)

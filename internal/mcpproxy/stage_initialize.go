@@ -15,6 +15,26 @@ import (
 // agent is told its lists changed).
 const connectWait = 20 * time.Second
 
+// validClientInfo reports whether info is an MCP Implementation: a name
+// and a version, strings (what the agent's upstream sessions are opened
+// with: a shape a server refuses would fail them).
+func validClientInfo(b []byte, info wire.Span) bool {
+	for _, k := range []string{"name", "version"} {
+		sp, ok := wire.Lookup(b, info, k)
+		if _, isString := wire.String(b, sp); !ok || !isString {
+			return false
+		}
+	}
+	for _, k := range []string{"title", "websiteUrl"} {
+		if sp, ok := wire.Lookup(b, info, k); ok {
+			if _, isString := wire.String(b, sp); !isString {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // openSession records what the agent said at initialize: its protocol
 // version (the newest the gateway speaks if it asked for another), its
 // capabilities and its name.
@@ -29,6 +49,11 @@ func openSession(p *Proxy, ctx context.Context, c *call) error {
 	if version == "" || !wire.IsObject(b, caps) || !wire.IsObject(b, info) {
 		r := deny(reason.BadArguments)
 		r.rpcCode, r.text = wire.CodeInvalidParams, "initialize needs protocolVersion, capabilities and clientInfo"
+		return r
+	}
+	if !validClientInfo(b, info) {
+		r := deny(reason.BadArguments)
+		r.rpcCode, r.text = wire.CodeInvalidParams, "initialize: clientInfo needs a name and a version (strings)"
 		return r
 	}
 	if !supportedVersion(version) {

@@ -309,8 +309,9 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-		if !errors.Is(pl.err, transport.ErrAuthorization) {
-			// Down, not a matter of one grant's authorization.
+		if errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
+			// Down, not a matter of one grant's authorization or of one
+			// client the server refused.
 			u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
 		}
 		return nil, pl.err
