@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -101,6 +102,13 @@ func rawAgentNamed(t *testing.T, r *rig, info string) (send func(string), got *l
 // returns without waiting for its answer.
 func rawAgentNamedNoWait(t *testing.T, r *rig, info string) (send func(string), got *lines) {
 	t.Helper()
+	return rawAgentInit(t, r, `{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}},"tasks":{"requests":{"sampling":{"createMessage":{}}}}},"clientInfo":`+info+`}`)
+}
+
+// rawAgentInit connects a raw agent that sends initialize with params,
+// without waiting for its answer.
+func rawAgentInit(t *testing.T, r *rig, params string) (send func(string), got *lines) {
+	t.Helper()
 	agentIn, proxyOut := io.Pipe()
 	proxyIn, agentOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -116,7 +124,7 @@ func rawAgentNamedNoWait(t *testing.T, r *rig, info string) (send func(string), 
 		}
 	}()
 	send = func(s string) { agentOut.Write([]byte(s + "\n")) }
-	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}},"tasks":{"requests":{"sampling":{"createMessage":{}}}}},"clientInfo":` + info + `}}`)
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":` + params + `}`)
 	return send, got
 }
 
@@ -576,5 +584,79 @@ func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 		if !got.has(`"code":-32602`) || !got.has("clientInfo") {
 			t.Errorf("initialize with clientInfo %s: %s", info, got.all())
 		}
+	}
+}
+
+// TestEverythingTheAgentWritesIsScreened: a secret anywhere in a request's
+// params that the upstream would receive (a _meta member, a member MCP does
+// not define, a resource URI, a completion's value) is refused as the same
+// secret in the arguments is, and never reaches the upstream.
+func TestEverythingTheAgentWritesIsScreened(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{},"resources":{},"completions":{},"prompts":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "tools/call":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		case "resources/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resources":[]}}`)
+		case "resources/templates/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resourceTemplates":[{"uriTemplate":"test://{x}","name":"t"}]}}`)
+		case "prompts/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"prompts":[{"name":"p","arguments":[{"name":"a"}]}]}}`)
+		default:
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		}
+	})
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}, permitEverything(t, sc))
+	send, got := rawAgent(t, r)
+	requests := []string{
+		`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"up__get","arguments":{},"_meta":{"note":"` + channelSecret + `"}}}`,
+		`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"up__get","arguments":{},"extra":"` + channelSecret + `"}}`,
+		`{"jsonrpc":"2.0","id":12,"method":"resources/read","params":{"uri":"test://` + channelSecret + `"}}`,
+		`{"jsonrpc":"2.0","id":13,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"up__p"},"argument":{"name":"a","value":"` + channelSecret + `"}}}`,
+	}
+	for i, req := range requests {
+		send(req)
+		id := fmt.Sprintf(`"id":%d,`, 10+i)
+		waitFor(t, "the answer to "+req, func() bool { return got.has(id) })
+	}
+	for i := range requests {
+		line := ""
+		for _, l := range strings.Split(got.all(), "\n") {
+			if strings.Contains(l, fmt.Sprintf(`"id":%d,`, 10+i)) {
+				line = l
+			}
+		}
+		if !strings.Contains(line, string(reason.ScreeningBlocked)) {
+			t.Errorf("request %d: %s", 10+i, line)
+		}
+	}
+	// In the agent's name or capabilities (which its upstream sessions
+	// are opened with), it refuses the session.
+	for _, params := range []string{
+		`{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"` + channelSecret + `","version":"1"}}`,
+		`{"protocolVersion":"2025-11-25","capabilities":{"experimental":{"x":"` + channelSecret + `"}},"clientInfo":{"name":"a","version":"1"}}`,
+	} {
+		_, init := rawAgentInit(t, r, params)
+		waitFor(t, "the answer to "+params, func() bool { return init.has(`"id":1,`) })
+		if !init.has(string(reason.ScreeningBlocked)) {
+			t.Errorf("initialize with %s: %s", params, init.all())
+		}
+	}
+	if seen.has(channelSecret) {
+		t.Errorf("the secret reached the upstream:\n%s", seen.all())
+	}
+	// The same requests without the secret are relayed.
+	send(`{"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"up__get","arguments":{},"_meta":{"note":"fine"},"extra":"fine"}}`)
+	waitFor(t, "the clean call", func() bool { return got.has(`"id":20,`) })
+	if !got.has(`"text":"ok"`) {
+		t.Errorf("a clean call was not relayed: %s", got.all())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
 )
 
@@ -55,6 +56,17 @@ func openSession(p *Proxy, ctx context.Context, c *call) error {
 		r := deny(reason.BadArguments)
 		r.rpcCode, r.text = wire.CodeInvalidParams, "initialize: clientInfo needs a name and a version (strings)"
 		return r
+	}
+	// The agent's name and capabilities go to its upstream sessions:
+	// screened as what it writes to them is.
+	if sc := p.opts.Screener; sc != nil {
+		v := sc.Scan(screen.DirArguments, "", string(info.In(b))+"\n"+string(caps.In(b)))
+		if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
+			return r
+		}
+		if v.Block {
+			return deny(reason.ScreeningBlocked).withDetail("screening: initialize: " + v.Summary())
+		}
 	}
 	if !supportedVersion(version) {
 		version = LatestProtocol

@@ -28,20 +28,30 @@ func screeningCode(v *screen.Verdict) reason.Code {
 	}
 }
 
-// screenArguments screens the arguments (their JSON text, as sent): a rule
-// that blocks refuses the call here; other detections go to policy as
-// context.findings. Secrets and personal data found are masked in the
-// decision's audit record.
+// screenArguments screens what the agent wrote that the upstream will
+// receive: the arguments (their JSON text, as sent), and the rest of the
+// request's params (a resource URI, a completion's value, _meta members,
+// members MCP does not define) but the name it was resolved by and the
+// _meta members the gateway overwrites. A rule that blocks refuses the
+// call here; other detections go to policy as context.findings. Secrets
+// and personal data found in the arguments are masked in the decision's
+// audit record.
 func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 	sc := p.opts.Screener
-	if sc == nil || len(c.rawArgs) == 0 {
+	if sc == nil {
 		return nil
 	}
-	v := sc.Scan(screen.DirArguments, c.up.Name, string(c.rawArgs))
-	for _, d := range v.Detections {
-		if d.Located && (d.Category == screen.CategorySecret || d.Category == screen.CategoryPersonal) {
-			c.argMask = append(c.argMask, d.Finding)
+	var v screen.Verdict
+	if len(c.rawArgs) > 0 {
+		v = sc.Scan(screen.DirArguments, c.up.Name, string(c.rawArgs))
+		for _, d := range v.Detections {
+			if d.Located && (d.Category == screen.CategorySecret || d.Category == screen.CategoryPersonal) {
+				c.argMask = append(c.argMask, d.Finding)
+			}
 		}
+	}
+	if rest := otherParams(c.msg); len(rest) > 0 {
+		v.Merge(sc.Scan(screen.DirArguments, c.up.Name, string(rest)))
 	}
 	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
 		return r
@@ -51,6 +61,45 @@ func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 	}
 	c.findings = v.Keys()
 	return nil
+}
+
+// otherParams is the JSON text of m's params other than its arguments,
+// the name it names its target by, and the _meta members the gateway
+// overwrites before relaying (empty when there are none).
+func otherParams(m *wire.Message) []byte {
+	b := m.Raw
+	if !wire.IsObject(b, m.Params) {
+		return nil
+	}
+	var out []byte
+	add := func(k, v wire.Span) {
+		if len(out) > 0 {
+			out = append(out, ',')
+		}
+		out = append(append(append(out, k.In(b)...), ':'), v.In(b)...)
+	}
+	wire.Members(b, m.Params, func(k, v wire.Span) bool {
+		switch key, _ := wire.StringView(b, k); key {
+		case "arguments", "name":
+		case "_meta":
+			if wire.IsObject(b, v) {
+				wire.Members(b, v, func(mk, mv wire.Span) bool {
+					switch key, _ := wire.StringView(b, mk); key {
+					case "traceparent", MetaIntent, MetaCaller:
+					default:
+						add(mk, mv)
+					}
+					return true
+				})
+			} else {
+				add(k, v)
+			}
+		default:
+			add(k, v)
+		}
+		return true
+	})
+	return out
 }
 
 // auditArgs are the arguments as the decision's audit record holds them:
