@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/config"
 	"github.com/portcullis-dev/portcullis/internal/identity"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -658,5 +660,76 @@ func TestEverythingTheAgentWritesIsScreened(t *testing.T) {
 	waitFor(t, "the clean call", func() bool { return got.has(`"id":20,`) })
 	if !got.has(`"text":"ok"`) {
 		t.Errorf("a clean call was not relayed: %s", got.all())
+	}
+}
+
+// TestLogsOnASharedUpstreamSession: on an upstream session agent sessions
+// share, a log message the server sends outside any request it can be
+// matched to (over stdio, every one) reaches nobody while two sessions
+// hold it, and the session holding it alone once the other left; an
+// agent's logging/setLevel is recorded, not relayed to the shared
+// upstream session, and filters what reaches that agent session.
+func TestLogsOnASharedUpstreamSession(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{},"logging":{}}`, []string{"log"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "tools/call":
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"private to the caller"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","data":"an error"}}`)
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		case "logging/setLevel":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	sendA, gotA := rawAgent(t, r)
+	sendB, gotB := rawAgent(t, r)
+	sendA(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "both calls", func() bool { return gotA.has(`"id":2,`) && gotB.has(`"id":2,`) })
+	time.Sleep(100 * time.Millisecond)
+	if gotA.has("private to the caller") || gotB.has("private to the caller") {
+		t.Fatalf("a log message on a shared upstream session reached a session:\nA: %s\nB: %s", gotA.all(), gotB.all())
+	}
+	// setLevel: recorded, answered, not relayed to the shared session.
+	sendA(`{"jsonrpc":"2.0","id":3,"method":"logging/setLevel","params":{"level":"error"}}`)
+	waitFor(t, "setLevel", func() bool { return gotA.has(`"id":3,`) })
+	if seen.has("logging/setLevel") {
+		t.Error("one agent session's setLevel reached the upstream session others share")
+	}
+	recorded := false
+	for _, e := range r.events() {
+		recorded = recorded || e.Action == "set_log_level" && e.Outcome == audit.OutcomeAllow
+	}
+	if !recorded {
+		t.Error("setLevel not recorded")
+	}
+	// B leaves: A holds the upstream session alone and gets its log
+	// messages, from its level up.
+	var sessions []*Session
+	for _, s := range r.p.sessions.all() {
+		if s.linkTo(r.p.upstream("up")) != nil {
+			sessions = append(sessions, s)
+		}
+	}
+	if len(sessions) != 2 {
+		t.Fatalf("%d sessions on the shared upstream session", len(sessions))
+	}
+	// Which is A: the one whose level is set.
+	a, b := sessions[0], sessions[1]
+	if a.logLevel.Load() == 0 {
+		a, b = b, a
+	}
+	r.p.upstream("up").release(b.linkTo(r.p.upstream("up")), b)
+	b.mu.Lock()
+	delete(b.links, r.p.upstream("up"))
+	b.mu.Unlock()
+	sendA(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "A's error log", func() bool { return gotA.has("an error") })
+	if gotA.has("private to the caller") {
+		t.Error("a log message below the session's level was relayed")
 	}
 }

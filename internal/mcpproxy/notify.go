@@ -62,7 +62,19 @@ func (l *link) notification(m *wire.Message, c *call) {
 			s.notify(wire.NewNotification(m.Method, objectOf("elicitationId", wire.Quote(id))))
 		}
 	case "notifications/message":
-		for _, s := range l.users() {
+		// A log message outside any request goes to the agent sessions
+		// of the upstream session, when it is theirs alone: on one that
+		// several share (over stdio, every log message is outside any
+		// request the transport can match) its audience cannot be told,
+		// and it is not relayed.
+		users := l.users()
+		if l.key != "" && len(users) > 1 {
+			return
+		}
+		for _, s := range users {
+			if !s.wantsLog(m) {
+				continue
+			}
 			if msg := l.up.p.screenNotification(&call{s: s, up: l.up, link: l, event: sessionEvent(s)}, m); msg != nil {
 				s.notify(msg)
 			}

@@ -42,6 +42,7 @@ var (
 	stGather       = stage{"gather", gather}
 	stFilter       = stage{"filter", filterList}
 	stCommitList   = stage{"commit", commitList}
+	stCommitLevel  = stage{"commit", commitLevel}
 	stGatherTasks  = stage{"gather", gatherTasks}
 	stBroadcast    = stage{"relay", broadcast}
 	stOpen         = stage{"open", openSession}
@@ -77,7 +78,7 @@ var pipelines = map[string][]stage{
 	"resources/list":           {stAdmit, stGather, stFilter, stCommitList, stReply},
 	"resources/templates/list": {stAdmit, stGather, stFilter, stCommitList, stReply},
 	"tasks/list":               {stAdmit, stGatherTasks, stScreenTasks, stCommitList, stReply},
-	"logging/setLevel":         {stAdmit, stBroadcast, stReply},
+	"logging/setLevel":         {stAdmit, stCommitLevel, stBroadcast, stReply},
 	"initialize":               {stOpen, stConnect, stReply},
 	"ping":                     {stPong},
 }

@@ -43,6 +43,10 @@ type Session struct {
 	stdio     bool
 	principal atomic.Pointer[identity.Principal]
 	lastSeen  atomic.Int64 // unix nanoseconds
+	// logLevel is the least severe log level the agent asked for
+	// (logRank; 0: it did not ask): log messages below it are not
+	// relayed to it.
+	logLevel atomic.Int32
 
 	// What the agent said at initialize.
 	initMu     sync.Mutex
@@ -101,6 +105,17 @@ func (s *Session) bind(pr *identity.Principal) error {
 func (s *Session) notify(msg []byte) { s.out.send(msg) }
 
 // link returns the session's link to u if one is open.
+// wantsLog reports whether log message m (notifications/message) is at
+// or above the level the agent set.
+func (s *Session) wantsLog(m *wire.Message) bool {
+	min := s.logLevel.Load()
+	if min == 0 {
+		return true
+	}
+	level, _ := wire.StringView(m.Raw, m.Param("level"))
+	return logRank[level] >= min
+}
+
 func (s *Session) linkTo(u *Upstream) *link {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -196,22 +196,46 @@ var logLevels = map[string]bool{
 	"debug": true, "info": true, "notice": true, "warning": true, "error": true, "critical": true, "alert": true, "emergency": true,
 }
 
-// broadcast sends logging/setLevel to every upstream of the session that
-// logs, and answers once they have. The upstreams get the level alone:
-// nothing else the agent puts in the request reaches them.
-func broadcast(p *Proxy, ctx context.Context, c *call) error {
+// logRank orders the levels (RFC 5424 severities, least severe first);
+// 0 for a string that is not one.
+var logRank = map[string]int32{
+	"debug": 1, "info": 2, "notice": 3, "warning": 4, "error": 5, "critical": 6, "alert": 7, "emergency": 8,
+}
+
+// commitLevel records the agent's logging/setLevel (a valid level; any
+// other is refused, and the refusal recorded) before it takes effect.
+func commitLevel(p *Proxy, ctx context.Context, c *call) error {
 	level, _ := c.msg.ParamString("level")
+	c.event.Action = "set_log_level"
 	if !logLevels[level] {
 		r := deny(reason.BadArguments)
 		r.rpcCode, r.text = wire.CodeInvalidParams, "logging/setLevel needs a level: debug, info, notice, warning, error, critical, alert or emergency"
 		return r
 	}
+	e := c.event
+	e.Outcome, e.PolicyVersion, e.Detail = audit.OutcomeAllow, p.opts.Decider.Version(), "level "+level
+	if !p.record(ctx, c, true) {
+		return recordedDenial(reason.AuditUnavailable)
+	}
+	return nil
+}
+
+// broadcast sends logging/setLevel to every upstream of the session that
+// logs, and answers once they have. The upstreams get the level alone:
+// nothing else the agent puts in the request reaches them.
+func broadcast(p *Proxy, ctx context.Context, c *call) error {
+	level, _ := c.msg.ParamString("level")
+	// The session's own level: what the gateway relays to it is filtered
+	// by it, whatever its upstream sessions log.
+	c.s.logLevel.Store(logRank[level])
 	params := wire.AppendString([]byte(`{"level":`), level)
 	params = append(params, '}')
 	var wg sync.WaitGroup
 	for _, u := range p.upstreams {
 		l, err := u.linkFor(ctx, c.s)
-		if err != nil || !l.capLogging {
+		if err != nil || !l.capLogging || l.key != "" {
+			// An upstream session other sessions share keeps its level:
+			// one agent session's choice is not imposed on the others.
 			continue
 		}
 		wg.Add(1)

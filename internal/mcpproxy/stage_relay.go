@@ -206,6 +206,9 @@ func (c *call) related(m *wire.Message) {
 	case wire.Notification:
 		switch m.Method {
 		case "notifications/progress", "notifications/message":
+			if m.Method == "notifications/message" && c.s != nil && !c.s.wantsLog(m) {
+				return
+			}
 			// Their text is the upstream's: screened as results are.
 			if msg := l.up.p.screenNotification(c, m, l.tokenEdit(m)...); msg != nil {
 				c.send(msg)
