@@ -733,3 +733,29 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 		t.Error("a log message below the session's level was relayed")
 	}
 }
+
+// TestAListTheUpstreamNeverAnswersEnds: a list request the upstream never
+// answers ends within its call timeout; the agent's request is answered.
+func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {
+	t.Parallel()
+	mute := func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			m, err := wire.Parse(sc.Bytes(), 64)
+			if err == nil && m.Method == "initialize" {
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.IDBytes()) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"mute","version":"1"}}}` + "\n"))
+			}
+		}
+		return nil
+	}
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", CallTimeout: config.Duration(300 * time.Millisecond)}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, mute, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	start := time.Now()
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__x","arguments":{}}}`)
+	waitFor(t, "the answer", func() bool { return got.has(`"id":2,`) })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("answered after %v: the list request was not bounded by the call timeout", d)
+	}
+}

@@ -581,12 +581,28 @@ func (l *link) fetch(ctx context.Context, kind string) ([][]byte, error) {
 	f := &fetchOnce{done: make(chan struct{})}
 	l.fetching[kind] = f
 	l.mu.Unlock()
-	f.items, f.err = l.fetchPages(ctx, kind)
-	l.mu.Lock()
-	delete(l.fetching, kind)
-	l.mu.Unlock()
-	close(f.done)
-	return f.items, f.err
+	// Shared by every caller that asks meanwhile: not bound to this one's
+	// request (its cancellation would fail the others'), bounded by the
+	// upstream's call timeout.
+	wait := listTimeout
+	if t := l.up.timeout; t > 0 && t < wait {
+		wait = t
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
+	go func() {
+		defer cancel()
+		f.items, f.err = l.fetchPages(fctx, kind)
+		l.mu.Lock()
+		delete(l.fetching, kind)
+		l.mu.Unlock()
+		close(f.done)
+	}()
+	select {
+	case <-f.done:
+		return f.items, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (l *link) fetchPages(ctx context.Context, kind string) ([][]byte, error) {
