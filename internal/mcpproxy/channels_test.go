@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -757,5 +758,34 @@ func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {
 	waitFor(t, "the answer", func() bool { return got.has(`"id":2,`) })
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("answered after %v: the list request was not bounded by the call timeout", d)
+	}
+}
+
+// TestEveryStdioRequestIsAnswered: a line over the size limit, an empty
+// batch, a null id and bytes that are not UTF-8 are answered (id null:
+// JSON-RPC's answer to a request whose id cannot be read); a notification
+// that fails the checks is not.
+func TestEveryStdioRequestIsAnswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", func(l *config.Limits) { l.MaxMessageBytes = 4096 }, map[string]*mcp.Server{"up": progressServer(new(atomic.Int32))})
+	send, got := rawAgent(t, r)
+	count := func() int { return strings.Count(got.all(), `"id":null`) }
+	for i, line := range []string{
+		`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"up__work","arguments":{"a":"` + strings.Repeat("x", 8000) + `"}}}`,
+		`[]`,
+		`{"jsonrpc":"2.0","id":null,"method":"ping"}`,
+		"{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":\"\xff\"}",
+	} {
+		send(line)
+		waitFor(t, fmt.Sprintf("the answer to line %d", i), func() bool { return count() == i+1 })
+	}
+	// Readable ids are answered as such, the rest of the line not UTF-8.
+	send("{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"ping\",\"params\":{\"a\":\"\xff\"}}")
+	waitFor(t, "the answer to id 6", func() bool { return got.has(`"id":6,"error"`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/x","method":"notifications/y"}`)
+	send(`{"jsonrpc":"2.0","id":7,"method":"ping"}`)
+	waitFor(t, "the ping", func() bool { return got.has(`"id":7,`) })
+	if n := count(); n != 4 {
+		t.Errorf("%d answers with a null id, want 4 (none to the notification):\n%s", n, got.all())
 	}
 }

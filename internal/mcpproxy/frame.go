@@ -204,3 +204,18 @@ func peekIDMethod(b []byte) (id []byte, method string) {
 	}
 	return id, truncate(method, 100)
 }
+
+// plainNotification reports whether b reads as a notification: a JSON
+// object with a method and no id member at all. Every other message that
+// fails the checks is answered, with its id when peekIDMethod reads one
+// and null otherwise (JSON-RPC 2.0: the id of a request whose id cannot be
+// read is null), so that no request goes unanswered.
+func plainNotification(b []byte) bool {
+	var v map[string]json.RawMessage
+	if len(b) > 1<<20 || json.Unmarshal(b, &v) != nil {
+		return false
+	}
+	_, hasID := v["id"]
+	_, hasMethod := v["method"]
+	return hasMethod && !hasID
+}

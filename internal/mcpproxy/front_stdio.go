@@ -190,10 +190,10 @@ func (p *Proxy) refuseLine(w *lineWriter, pr *identity.Principal, line []byte, c
 	e.Method = method
 	p.recordBackground(e)
 	p.opts.Metrics.Refusal(why)
-	if id == nil {
-		return // a notification, or no readable id: nothing to answer
+	if id == nil && plainNotification(line) {
+		return // nothing to answer
 	}
-	w.write(frameAnswer(id, code, why, e.RequestID))
+	w.write(frameAnswer(id, code, why, e.RequestID)) // id null when it cannot be read
 }
 
 func (p *Proxy) refuseUnauthenticated(w *lineWriter, msgs []*wire.Message, cause error) {
