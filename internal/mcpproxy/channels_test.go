@@ -789,3 +789,27 @@ func TestEveryStdioRequestIsAnswered(t *testing.T) {
 		t.Errorf("%d answers with a null id, want 4 (none to the notification):\n%s", n, got.all())
 	}
 }
+
+// TestElicitationURL: a URL elicitation may send the user to an https page,
+// or an http one on this machine, and nowhere else.
+func TestElicitationURL(t *testing.T) {
+	t.Parallel()
+	for raw, ok := range map[string]bool{
+		"https://example.com/consent?x=1": true,
+		"http://localhost:8080/cb":        true,
+		"http://127.0.0.1/cb":             true,
+		"http://[::1]:9/cb":               true,
+		"http://example.com/consent":      false,
+		"javascript:alert(1)":             false,
+		"file:///etc/passwd":              false,
+		"data:text/html,hi":               false,
+		"https://user:pw@example.com/":    false,
+		"/relative":                       false,
+		"":                                false,
+		"vscode://ext/run":                false,
+	} {
+		if err := elicitationURL(raw); (err == nil) != ok {
+			t.Errorf("%q: %v, want allowed %v", raw, err, ok)
+		}
+	}
+}

@@ -3,6 +3,9 @@ package mcpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,10 +205,38 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // elicitation's message and requested schema) as results are: masked,
 // withheld, labelled; a rule that blocks refuses the request.
 func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
+	if c.method == "elicitation/create" && paramString(c.msg, "mode") == "url" {
+		if err := elicitationURL(paramString(c.msg, "url")); err != nil {
+			return deny(reason.BadArguments).withDetail("elicitation url: " + err.Error())
+		}
+	}
 	ids := []idSpot{{c.msg.Params, []string{"elicitationId"}}, {c.msg.ParamMeta(), progressIDs}}
 	edits, err := p.screenServerText(c, screen.DirResult, c.msg, c.msg.Params, "screening: ", ids...)
 	c.server.edits = edits
 	return err
+}
+
+// elicitationURL checks the URL a URL elicitation asks the user to open:
+// absolute https, or http to this machine (a local server's own page);
+// never a script, a file or another scheme a client might act on.
+func elicitationURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return err
+	case len(raw) > MaxURIBytes:
+		return errors.New("too long")
+	case u.Host == "" || u.User != nil:
+		return errors.New("not an absolute URL with a host and no credentials")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http":
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || ip != nil && ip.IsLoopback() {
+			return nil
+		}
+		return errors.New("http is for this machine only (localhost); use https")
+	}
+	return fmt.Errorf("scheme %q: only https (or http to localhost)", u.Scheme)
 }
 
 // screenAgentAnswer screens what the agent answers the upstream (a

@@ -148,7 +148,32 @@ func (m *Message) envelope() error {
 	if !m.Params.Empty() && !hasMethod {
 		return envelopeErr("params without a method")
 	}
+	if !m.Error.Empty() {
+		// JSON-RPC's error object: what its receiver reads of it.
+		code, okCode := Lookup(m.Raw, m.Error, "code")
+		msg, okMsg := Lookup(m.Raw, m.Error, "message")
+		if !okCode || !isInteger(code.In(m.Raw)) || !okMsg || !IsString(m.Raw, msg) {
+			return envelopeErr("error needs an integer code and a string message")
+		}
+	}
 	return nil
+}
+
+// isInteger reports whether the JSON number tok has no fraction and no
+// exponent.
+func isInteger(tok []byte) bool {
+	if len(tok) > 0 && tok[0] == '-' {
+		tok = tok[1:]
+	}
+	if len(tok) == 0 {
+		return false
+	}
+	for _, c := range tok {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // IDBytes returns the raw id token, or nil.

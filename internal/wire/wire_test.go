@@ -44,6 +44,11 @@ func TestParseRefuses(t *testing.T) {
 		want error
 	}{
 		{`{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}`, ErrDuplicate},
+		// An error object its receiver cannot read as JSON-RPC's.
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":"notnum","message":1}}`, ErrEnvelope},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":-32600.5,"message":"m"}}`, ErrEnvelope},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":1}}`, ErrEnvelope},
+		{`{"jsonrpc":"2.0","id":1,"error":{"message":"m"}}`, ErrEnvelope},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","n\u0061me":"y"}}`, ErrDuplicate},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":{"b":1,"b":2}}}}`, ErrDuplicate},
 		// Keys equal but for letter case: encoding/json matches a struct
