@@ -581,6 +581,15 @@ func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 	if res, err := next.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__get"}); err != nil || res.IsError {
 		t.Fatalf("the next session's call: %v %v", res, err)
 	}
+	// Each session opened is recorded, with the upstream sessions it got.
+	waitFor(t, "the session's record", func() bool {
+		for _, e := range r.events() {
+			if e.Action == "open_session" && e.Code == reason.SessionOpened && strings.Contains(e.Detail, "upstream sessions: up") {
+				return true
+			}
+		}
+		return false
+	})
 	for _, info := range []string{`{"name":123,"version":"1"}`, `{"name":"a"}`, `{"name":"a","version":"1","title":7}`} {
 		_, got := rawAgentNamedNoWait(t, r, info)
 		waitFor(t, "the answer to "+info, func() bool { return got.has(`"id":1,`) })

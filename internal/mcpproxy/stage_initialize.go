@@ -3,9 +3,12 @@ package mcpproxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/portcullis-dev/portcullis/internal/audit"
 	"github.com/portcullis-dev/portcullis/internal/reason"
 	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/wire"
@@ -139,6 +142,24 @@ func connectUpstreams(p *Proxy, ctx context.Context, c *call) error {
 	if err := p.keepSession(ctx, s); err != nil {
 		return err
 	}
+	// The session is recorded as it opens: who, with what client and
+	// protocol, and which upstream sessions it has.
+	var opened []string
+	for i, l := range links {
+		if l != nil {
+			opened = append(opened, p.upstreams[i].Name)
+		}
+	}
+	name, _ := wire.StringView(c.msg.Raw, wire.Span{})
+	if sp, ok := wire.Lookup(c.msg.Raw, c.msg.Param("clientInfo"), "name"); ok {
+		name, _ = wire.StringView(c.msg.Raw, sp)
+	}
+	// In the background: it gates nothing (the upstream sessions are
+	// open; every request on the session is decided and recorded).
+	e := p.followUp(c, audit.TypeDecision, reason.SessionOpened)
+	e.Action, e.Outcome, e.PolicyVersion = "open_session", audit.OutcomeAllow, p.opts.Decider.Version()
+	e.Detail = truncate(fmt.Sprintf("client %q, protocol %s, upstream sessions: %s", name, version, strings.Join(opened, ", ")), 500)
+	p.recordBackground(e)
 	s.initMu.Lock()
 	s.opened = true
 	s.initMu.Unlock()

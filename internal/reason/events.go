@@ -11,7 +11,9 @@ const (
 	IntentAccepted Code = "intent_accepted"
 	// A gateway took up a session that began on another gateway (or
 	// before a restart), with the labels it had (session_label).
-	SessionTakenUp  Code = "session_taken_up"
+	SessionTakenUp Code = "session_taken_up"
+	// An agent session was opened (decision, action open_session).
+	SessionOpened   Code = "session_opened"
 	Restarting      Code = "restarting"
 	OfferingRefused Code = "offering_refused" // a colliding or invalid tool, prompt or resource
 
