@@ -375,8 +375,11 @@ func takeStopWords(vc *config.ViperConfig) map[string]*keywordIndex {
 		stops[placeholder] = newKeywordIndex(kw)
 		*words = []string{placeholder}
 	}
-	if vc.AllowList != nil {
-		take(&vc.AllowList.StopWords)
+	// The deprecated single [allowlist] form is still read by Translate:
+	// its stop words too.
+	//lint:ignore SA1019 gitleaks still translates the old form
+	if old := vc.AllowList; old != nil {
+		take(&old.StopWords)
 	}
 	for _, a := range vc.Allowlists {
 		take(&a.StopWords)
