@@ -822,3 +822,47 @@ func TestElicitationURL(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedUpstreamSessionBoundsPerSession: on an upstream session agent
+// sessions share, one of them filling its share of subscriptions or tasks
+// leaves the others theirs, and a subscription that could not be routed
+// is refused before it is relayed.
+func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
+	t.Parallel()
+	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	a, b := &Session{id: "a"}, &Session{id: "b"}
+	l.attach(a)
+	l.attach(b)
+	for i := range maxSubscriptionsPerSession {
+		uri := fmt.Sprintf("test://%d", i)
+		if !l.canSubscribe(a, uri) {
+			t.Fatalf("subscription %d refused", i)
+		}
+		l.subscribed(a, uri, true)
+	}
+	if l.canSubscribe(a, "test://more") {
+		t.Error("a subscription past the session's share would be relayed unrouted")
+	}
+	if !l.canSubscribe(a, "test://0") || !l.canSubscribe(b, "test://more") {
+		t.Error("a subscription held, or another session's, refused")
+	}
+	task := func(s *Session, id string) {
+		resp, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"`+id+`","status":"working"}}}`), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		(&call{method: "tools/call", link: l, s: s, resp: resp}).noteTask()
+	}
+	for i := range maxTasksPerSession + 10 {
+		task(a, fmt.Sprintf("a-%d", i))
+	}
+	task(b, "b-1")
+	if l.taskCount[a] != maxTasksPerSession || l.tasks["b-1"].s != b {
+		t.Errorf("tasks: a holds %d (cap %d), b's recorded: %v", l.taskCount[a], maxTasksPerSession, l.tasks["b-1"].s == b)
+	}
+	l.detach(a)
+	if l.taskCount[a] != 0 || len(l.tasks) != 1 {
+		t.Errorf("after a left: %d of its tasks counted, %d tasks", l.taskCount[a], len(l.tasks))
+	}
+}

@@ -79,9 +79,11 @@ type link struct {
 	// alone, never to every session of a shared link.
 	subs     map[string]map[*Session]bool
 	subCount map[*Session]int
-	elicits  map[string]*Session
-	closed   bool
-	fetching map[string]*fetchOnce
+	// taskCount counts each session's entries in tasks.
+	taskCount map[*Session]int
+	elicits   map[string]*Session
+	closed    bool
+	fetching  map[string]*fetchOnce
 }
 
 type taskInfo struct {
@@ -178,7 +180,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
-		subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{}, elicits: map[string]*Session{},
+		subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{}, taskCount: map[*Session]int{}, elicits: map[string]*Session{},
 	}
 	l.lastUsed.Store(time.Now().UnixNano())
 	params := []byte(`{"protocolVersion":`)
@@ -322,6 +324,7 @@ func (l *link) detach(s *Session) int {
 		}
 	}
 	delete(l.subCount, s)
+	delete(l.taskCount, s)
 	for id, es := range l.elicits {
 		if es == s {
 			delete(l.elicits, id)
@@ -341,6 +344,20 @@ const (
 )
 
 // subscribed notes that s subscribed to uri (on, else unsubscribed).
+// canSubscribe reports whether a subscription of s to uri can be
+// routed: on an upstream session others share, one that could not be
+// recorded is refused, not relayed (its updates would reach nobody, and
+// another holder's unsubscription would end it upstream).
+func (l *link) canSubscribe(s *Session, uri string) bool {
+	if l.key == "" {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ss := l.subs[uri]
+	return ss[s] || !(len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession)
+}
+
 func (l *link) subscribed(s *Session, uri string, on bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

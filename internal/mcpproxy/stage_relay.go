@@ -41,6 +41,11 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 			return nil
 		}
 	}
+	if c.method == "resources/subscribe" && l != nil {
+		if uri, _ := c.msg.ParamString("uri"); !l.canSubscribe(c.s, uri) {
+			return unavailable(reason.UpstreamBusy).withDetail("too many subscriptions to route on this upstream session")
+		}
+	}
 	slot, err := u.takeSlot(ctx, c)
 	if err != nil {
 		return err
@@ -173,11 +178,13 @@ func (c *call) noteTask() {
 	if !ok || id == "" {
 		return
 	}
-	c.link.mu.Lock()
-	if len(c.link.tasks) < maxTasksPerLink {
-		c.link.tasks[id] = taskInfo{s: c.s, tool: c.tool}
+	l := c.link
+	l.mu.Lock()
+	if _, known := l.tasks[id]; !known && len(l.tasks) < maxTasksPerLink && l.taskCount[c.s] < maxTasksPerSession {
+		l.tasks[id] = taskInfo{s: c.s, tool: c.tool}
+		l.taskCount[c.s]++
 	}
-	c.link.mu.Unlock()
+	l.mu.Unlock()
 }
 
 // noteSubscription records, once the upstream accepted a subscription,
@@ -194,8 +201,13 @@ func noteSubscription(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
-// maxTasksPerLink bounds the tasks remembered per upstream session.
-const maxTasksPerLink = 10000
+// Bounds on the tasks remembered per upstream session, and per agent
+// session on one: one agent session cannot fill what others sharing the
+// upstream session need.
+const (
+	maxTasksPerLink    = 10000
+	maxTasksPerSession = 1000
+)
 
 // related handles what the upstream sends in relation to c before its
 // answer: progress and log messages go to the agent on c's stream (in the
