@@ -633,6 +633,8 @@ func TestEverythingTheAgentWritesIsScreened(t *testing.T) {
 		`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"up__get","arguments":{},"extra":"` + channelSecret + `"}}`,
 		`{"jsonrpc":"2.0","id":12,"method":"resources/read","params":{"uri":"test://` + channelSecret + `"}}`,
 		`{"jsonrpc":"2.0","id":13,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"up__p"},"argument":{"name":"a","value":"` + channelSecret + `"}}}`,
+		// "name" names nothing a read resolves by.
+		`{"jsonrpc":"2.0","id":14,"method":"resources/read","params":{"uri":"test://x","name":"` + channelSecret + `"}}`,
 	}
 	for i, req := range requests {
 		send(req)

@@ -219,3 +219,16 @@ func plainNotification(b []byte) bool {
 	_, hasMethod := v["method"]
 	return hasMethod && !hasID
 }
+
+// plainResponse reports whether b reads as an answer (a result or an
+// error member, no method): JSON-RPC answers no answer.
+func plainResponse(b []byte) bool {
+	var v map[string]json.RawMessage
+	if len(b) > 1<<20 || json.Unmarshal(b, &v) != nil {
+		return false
+	}
+	_, hasMethod := v["method"]
+	_, hasResult := v["result"]
+	_, hasError := v["error"]
+	return !hasMethod && (hasResult || hasError)
+}

@@ -344,6 +344,14 @@ const (
 )
 
 // subscribed notes that s subscribed to uri (on, else unsubscribed).
+// holdsState reports whether the gateway routes something for l beyond
+// calls: a task, a subscription, a URL elicitation.
+func (l *link) holdsState() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.tasks) > 0 || len(l.subs) > 0 || len(l.elicits) > 0
+}
+
 // canSubscribe reports whether a subscription of s to uri can be
 // routed: on an upstream session others share, one that could not be
 // recorded is refused, not relayed (its updates would reach nobody, and

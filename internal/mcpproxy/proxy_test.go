@@ -679,7 +679,7 @@ func TestUpstreamSessionBoundsAndIdleExpiry(t *testing.T) {
 func TestUpstreamSessionLimitIsShared(t *testing.T) {
 	t.Parallel()
 	var sessions atomic.Int32
-	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 2}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 2, SessionIdle: config.Duration(4 * time.Second)}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
 	up := r.p.upstream("up")
 	call := func(s *mcp.ClientSession) error {
 		res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"})
@@ -693,7 +693,7 @@ func TestUpstreamSessionLimitIsShared(t *testing.T) {
 	if up.openLinks() != 2 {
 		t.Fatalf("%d upstream sessions open, want mallory's 2", up.openLinks())
 	}
-	time.Sleep(reclaimAfter + 200*time.Millisecond)
+	time.Sleep(up.reclaimAfter() + 200*time.Millisecond)
 	alice := r.agentAs(&identity.Principal{Agent: "alice", CredentialID: "a"}, nil)
 	if err := call(alice); err != nil {
 		t.Fatalf("alice kept out by mallory's unused sessions: %v", err)

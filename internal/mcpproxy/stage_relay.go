@@ -180,7 +180,7 @@ func (c *call) noteTask() {
 	}
 	l := c.link
 	l.mu.Lock()
-	if _, known := l.tasks[id]; !known && len(l.tasks) < maxTasksPerLink && l.taskCount[c.s] < maxTasksPerSession {
+	if _, known := l.tasks[id]; !known && len(l.tasks) < maxTasksPerLink && (l.key == "" || l.taskCount[c.s] < maxTasksPerSession) {
 		l.tasks[id] = taskInfo{s: c.s, tool: c.tool}
 		l.taskCount[c.s]++
 	}

@@ -50,7 +50,7 @@ func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 			}
 		}
 	}
-	if rest := otherParams(c.msg); len(rest) > 0 {
+	if rest := otherParams(c.msg, c.method == "tools/call" || c.method == "prompts/get"); len(rest) > 0 {
 		v.Merge(sc.Scan(screen.DirArguments, c.up.Name, string(rest)))
 	}
 	if r := p.recordScreening(c, screen.DirArguments, &v); r != nil {
@@ -64,9 +64,10 @@ func screenArguments(p *Proxy, ctx context.Context, c *call) error {
 }
 
 // otherParams is the JSON text of m's params other than its arguments,
-// the name it names its target by, and the _meta members the gateway
+// the name it names its target by (named: a tool's or prompt's, resolved
+// against what the session is served), and the _meta members the gateway
 // overwrites before relaying (empty when there are none).
-func otherParams(m *wire.Message) []byte {
+func otherParams(m *wire.Message, named bool) []byte {
 	b := m.Raw
 	if !wire.IsObject(b, m.Params) {
 		return nil
@@ -79,9 +80,9 @@ func otherParams(m *wire.Message) []byte {
 		out = append(append(append(out, k.In(b)...), ':'), v.In(b)...)
 	}
 	wire.Members(b, m.Params, func(k, v wire.Span) bool {
-		switch key, _ := wire.StringView(b, k); key {
-		case "arguments", "name":
-		case "_meta":
+		switch key, _ := wire.StringView(b, k); {
+		case key == "arguments" || key == "name" && named:
+		case key == "_meta":
 			if wire.IsObject(b, v) {
 				wire.Members(b, v, func(mk, mv wire.Span) bool {
 					switch key, _ := wire.StringView(b, mk); key {

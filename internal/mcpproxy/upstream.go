@@ -413,12 +413,15 @@ func (u *Upstream) drop(l *link) {
 }
 
 // reclaimAfter is how long an upstream session must have been unused
-// before reclaim may close it.
-const reclaimAfter = time.Second
+// before reclaim may close it: a quarter of session_idle, at most 30 s.
+func (u *Upstream) reclaimAfter() time.Duration {
+	return min(u.cfg.IdleTimeout()/4, 30*time.Second)
+}
 
 // reclaim closes, for session s that finds u at its session limit, the
-// least recently used of u's upstream sessions that has no call in flight
-// and has been unused for reclaimAfter, among those of the agent holding
+// least recently used of u's upstream sessions that has no call in flight,
+// no task, subscription or URL elicitation the gateway routes for it, and
+// has been unused for reclaimAfter, among those of the agent holding
 // the most of them, provided that agent holds more than s's agent will
 // once it has one more. The sessions that used it open a new one on their
 // next request, as after idle expiry. It reports whether one was closed.
@@ -445,7 +448,7 @@ func (u *Upstream) reclaim(s *Session) bool {
 	now := time.Now().UnixNano()
 	for l := range held[most] {
 		used := l.lastUsed.Load()
-		if l.active.Load() > 0 || time.Duration(now-used) < reclaimAfter {
+		if l.active.Load() > 0 || time.Duration(now-used) < u.reclaimAfter() || l.holdsState() {
 			continue
 		}
 		if victim == nil || used < victim.lastUsed.Load() {

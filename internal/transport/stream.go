@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,14 +214,34 @@ func (c *StreamConn) write(ctx context.Context, msg []byte) error {
 		return ErrClosed
 	default:
 	}
+	if err := wctx.Err(); err != nil {
+		// Out of time before a byte was written: the stream is intact.
+		return fmt.Errorf("waiting to write to the server: %w", err)
+	}
+	if d, ok := c.w.(interface{ SetWriteDeadline(time.Time) error }); ok && d.SetWriteDeadline(deadline) == nil {
+		// A pipe to a process: the write itself ends at the deadline.
+		_, err := c.w.Write(buf)
+		d.SetWriteDeadline(time.Time{})
+		if err != nil {
+			c.shutdown()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: the server did not read its input in time; its connection is closed", ErrClosed)
+			}
+			return fmt.Errorf("%w: write: %v", ErrClosed, err)
+		}
+		return nil
+	}
+	// Another writer (an in-process pipe): closing the connection at the
+	// deadline ends a write still blocked then.
 	late := context.AfterFunc(wctx, c.shutdown)
 	_, err := c.w.Write(buf)
-	if !late() {
-		return fmt.Errorf("%w: the server did not read its input in time; its connection is closed", ErrClosed)
-	}
+	stopped := late()
 	if err != nil {
 		c.shutdown()
 		return fmt.Errorf("%w: write: %v", ErrClosed, err)
+	}
+	if !stopped {
+		return fmt.Errorf("%w: the server did not read its input in time; its connection is closed", ErrClosed)
 	}
 	return nil
 }
