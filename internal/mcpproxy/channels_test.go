@@ -819,8 +819,12 @@ func TestElicitationURL(t *testing.T) {
 		"":                                false,
 		"vscode://ext/run":                false,
 	} {
-		if err := elicitationURL(raw); (err == nil) != ok {
+		if err := elicitationURL(raw, true); (err == nil) != ok {
 			t.Errorf("%q: %v, want allowed %v", raw, err, ok)
+		}
+		// From a remote server, only https.
+		if err := elicitationURL(raw, false); (err == nil) != (ok && strings.HasPrefix(raw, "https:")) {
+			t.Errorf("%q from a remote server: %v", raw, err)
 		}
 	}
 }
@@ -866,5 +870,33 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	l.detach(a)
 	if l.taskCount[a] != 0 || len(l.tasks) != 1 {
 		t.Errorf("after a left: %d of its tasks counted, %d tasks", l.taskCount[a], len(l.tasks))
+	}
+}
+
+// TestElicitationURLInAnUpstreamError: a URL-elicitation-required error
+// (-32042) whose URL a client must not open is refused, not relayed.
+func TestElicitationURLInAnUpstreamError(t *testing.T) {
+	t.Parallel()
+	srv := handServer(nil, "2025-11-25", `{"tools":{}}`, []string{"bad", "good"}, func(m *wire.Message, id string, send func(string)) {
+		if m.Method == "tools/call" {
+			url := "https://example.com/authorize"
+			if strings.Contains(string(m.Raw), `"bad"`) {
+				url = "javascript:alert(1)"
+			}
+			send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32042,"message":"authorize first","data":{"elicitations":[{"mode":"url","elicitationId":"e1","url":"` + url + `","message":"m"}]}}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__bad","arguments":{}}}`)
+	send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up__good","arguments":{}}}`)
+	waitFor(t, "both answers", func() bool { return got.has(`"id":2,`) && got.has(`"id":3,`) })
+	if got.has("javascript:") || !got.has(string(reason.UpstreamError)) {
+		t.Errorf("a javascript: URL elicitation was relayed, or not refused: %s", got.all())
+	}
+	if !got.has("https://example.com/authorize") {
+		t.Errorf("an https URL elicitation was not relayed: %s", got.all())
 	}
 }

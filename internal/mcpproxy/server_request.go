@@ -206,7 +206,7 @@ func decideServerRequest(p *Proxy, ctx context.Context, c *call) error {
 // withheld, labelled; a rule that blocks refuses the request.
 func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
 	if c.method == "elicitation/create" && paramString(c.msg, "mode") == "url" {
-		if err := elicitationURL(paramString(c.msg, "url")); err != nil {
+		if err := elicitationURL(paramString(c.msg, "url"), c.up.local()); err != nil {
 			return deny(reason.BadArguments).withDetail("elicitation url: " + err.Error())
 		}
 	}
@@ -217,9 +217,11 @@ func screenServerRequest(p *Proxy, ctx context.Context, c *call) error {
 }
 
 // elicitationURL checks the URL a URL elicitation asks the user to open:
-// absolute https, or http to this machine (a local server's own page);
-// never a script, a file or another scheme a client might act on.
-func elicitationURL(raw string) error {
+// absolute https, or (from a server running on this machine, local) http
+// to this machine, its own page; never a script, a file or another scheme
+// a client might act on, and a remote server never sends the user's
+// browser to this machine's services.
+func elicitationURL(raw string, local bool) error {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
@@ -230,13 +232,37 @@ func elicitationURL(raw string) error {
 		return errors.New("not an absolute URL with a host and no credentials")
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http":
+	case u.Scheme == "http" && local:
 		if ip := net.ParseIP(u.Hostname()); u.Hostname() == "localhost" || ip != nil && ip.IsLoopback() {
 			return nil
 		}
 		return errors.New("http is for this machine only (localhost); use https")
 	}
 	return fmt.Errorf("scheme %q: only https (or http to localhost)", u.Scheme)
+}
+
+// local reports whether u runs on this machine (a stdio server, or one
+// built into the gateway).
+func (u *Upstream) local() bool { return u.cfg.Stdio != nil || u.cfg.Builtin != "" }
+
+// elicitationURLsIn checks the URL elicitations an upstream's
+// URL-elicitation-required error (-32042) carries in its data.
+func elicitationURLsIn(m *wire.Message, local bool) error {
+	b := m.Raw
+	code, _ := wire.Lookup(b, m.Error, "code")
+	if string(code.In(b)) != strconv.Itoa(CodeURLElicitation) {
+		return nil
+	}
+	data, _ := wire.Lookup(b, m.Error, "data")
+	list, _ := wire.Lookup(b, data, "elicitations")
+	var err error
+	wire.Elements(b, list, func(el wire.Span) bool {
+		sp, _ := wire.Lookup(b, el, "url")
+		u, _ := wire.StringView(b, sp)
+		err = elicitationURL(u, local)
+		return err == nil
+	})
+	return err
 }
 
 // screenAgentAnswer screens what the agent answers the upstream (a

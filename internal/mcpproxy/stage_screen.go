@@ -282,6 +282,13 @@ func screenResult(p *Proxy, ctx context.Context, c *call) error {
 	scope := resp.Result
 	if resp.Kind == wire.ErrorReply {
 		scope = resp.Error
+		if c.up != nil {
+			if err := elicitationURLsIn(resp, c.up.local()); err != nil {
+				// A URL the agent's client would open: refused as an
+				// elicitation/create carrying it is.
+				return unavailable(reason.UpstreamError).withDetail("elicitation url in the upstream's error: " + err.Error())
+			}
+		}
 	}
 	spot := ""
 	if c.method == "tools/call" || c.method == "resources/read" || c.method == "tasks/result" {
