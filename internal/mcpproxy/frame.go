@@ -205,30 +205,20 @@ func peekIDMethod(b []byte) (id []byte, method string) {
 	return id, truncate(method, 100)
 }
 
-// plainNotification reports whether b reads as a notification: a JSON
-// object with a method and no id member at all. Every other message that
-// fails the checks is answered, with its id when peekIDMethod reads one
-// and null otherwise (JSON-RPC 2.0: the id of a request whose id cannot be
-// read is null), so that no request goes unanswered.
-func plainNotification(b []byte) bool {
+// unanswered reports whether b, which failed the checks, gets no answer:
+// it reads as a notification (a JSON object with a method and no id
+// member at all) or as an answer (a result or an error member and no
+// method). Every other message is answered, with its id when peekIDMethod
+// reads one and null otherwise (JSON-RPC 2.0: the id of a request whose
+// id cannot be read is null), so that no request goes unanswered.
+func unanswered(b []byte) bool {
 	var v map[string]json.RawMessage
 	if len(b) > 1<<20 || json.Unmarshal(b, &v) != nil {
 		return false
 	}
 	_, hasID := v["id"]
 	_, hasMethod := v["method"]
-	return hasMethod && !hasID
-}
-
-// plainResponse reports whether b reads as an answer (a result or an
-// error member, no method): JSON-RPC answers no answer.
-func plainResponse(b []byte) bool {
-	var v map[string]json.RawMessage
-	if len(b) > 1<<20 || json.Unmarshal(b, &v) != nil {
-		return false
-	}
-	_, hasMethod := v["method"]
 	_, hasResult := v["result"]
 	_, hasError := v["error"]
-	return !hasMethod && (hasResult || hasError)
+	return hasMethod && !hasID || !hasMethod && (hasResult || hasError)
 }

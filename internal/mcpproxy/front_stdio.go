@@ -190,7 +190,7 @@ func (p *Proxy) refuseLine(w *lineWriter, pr *identity.Principal, line []byte, c
 	e.Method = method
 	p.recordBackground(e)
 	p.opts.Metrics.Refusal(why)
-	if id == nil && plainNotification(line) || plainResponse(line) {
+	if unanswered(line) {
 		return // nothing to answer
 	}
 	w.write(frameAnswer(id, code, why, e.RequestID)) // id null when it cannot be read
