@@ -389,19 +389,8 @@ func (u *Upstream) releaseWhenDead(l *link) {
 
 // drop releases l from every session holding it and closes it.
 func (u *Upstream) drop(l *link) {
-	l.mu.Lock()
-	holders := make([]*Session, 0, len(l.sessions))
-	for s := range l.sessions {
-		holders = append(holders, s)
-	}
-	l.mu.Unlock()
-	for _, s := range holders {
-		s.mu.Lock()
-		if s.links[u] == l {
-			delete(s.links, u)
-		}
-		s.mu.Unlock()
-		u.release(l, s)
+	for _, s := range l.users() {
+		u.forget(s, l)
 	}
 	// Held by no session (one was still attaching): counted off here.
 	u.mu.Lock()
@@ -488,15 +477,21 @@ func (u *Upstream) sweep(ctx context.Context) {
 				if l == nil || l.active.Load() > 0 || now.Sub(time.Unix(0, l.lastUsed.Load())) < idle {
 					continue
 				}
-				s.mu.Lock()
-				if s.links[u] == l {
-					delete(s.links, u)
-				}
-				s.mu.Unlock()
-				u.release(l, s)
+				u.forget(s, l)
 			}
 		}
 	}
+}
+
+// forget takes l from session s (its next request opens a new one) and
+// releases it.
+func (u *Upstream) forget(s *Session, l *link) {
+	s.mu.Lock()
+	if s.links[u] == l {
+		delete(s.links, u)
+	}
+	s.mu.Unlock()
+	u.release(l, s)
 }
 
 // fillSpares starts stdio processes ahead of need (dialled, not yet

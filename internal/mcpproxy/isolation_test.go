@@ -1,0 +1,208 @@
+package mcpproxy
+
+// Upstream sessions seen from the agents that use them: one agent's
+// client, log level, lists and tables do not reach or hold back the
+// others'.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/transport"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// TestARefusedClientDoesNotHoldOthersBack: an upstream that refuses one
+// agent's client (its clientInfo) is up: the next agent session opens its
+// own upstream session at once. A clientInfo that is not an MCP
+// Implementation (name and version strings) is refused at the gateway.
+func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
+	t.Parallel()
+	srv := handServer(nil, "2025-11-25", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		if m.Method == "tools/call" {
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	up := r.p.upstream("up")
+	// A raw client names itself as the server refuses.
+	send, got := rawAgentNamed(t, r, `{"name":"refuse-me","version":"1"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+	waitFor(t, "the refused client's call", func() bool { return got.has(`"id":2,`) })
+	if until := up.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		t.Fatal("one refused client marked the upstream down for everyone")
+	}
+	next := r.agent(nil)
+	if res, err := next.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__get"}); err != nil || res.IsError {
+		t.Fatalf("the next session's call: %v %v", res, err)
+	}
+	// Each session opened is recorded, with the upstream sessions it got.
+	waitFor(t, "the session's record", func() bool {
+		for _, e := range r.events() {
+			if e.Action == "open_session" && e.Code == reason.SessionOpened && strings.Contains(e.Detail, "upstream sessions: up") {
+				return true
+			}
+		}
+		return false
+	})
+	for _, info := range []string{`{"name":123,"version":"1"}`, `{"name":"a"}`, `{"name":"a","version":"1","title":7}`} {
+		_, got := rawAgentNamedNoWait(t, r, info)
+		waitFor(t, "the answer to "+info, func() bool { return got.has(`"id":1,`) })
+		if !got.has(`"code":-32602`) || !got.has("clientInfo") {
+			t.Errorf("initialize with clientInfo %s: %s", info, got.all())
+		}
+	}
+}
+
+// TestLogsOnASharedUpstreamSession: on an upstream session agent sessions
+// share, a log message the server sends outside any request it can be
+// matched to (over stdio, every one) reaches nobody while two sessions
+// hold it, and the session holding it alone once the other left; an
+// agent's logging/setLevel is recorded, not relayed to the shared
+// upstream session, and filters what reaches that agent session.
+func TestLogsOnASharedUpstreamSession(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{},"logging":{}}`, []string{"log"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "tools/call":
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"private to the caller"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","data":"an error"}}`)
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		case "logging/setLevel":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	sendA, gotA := rawAgent(t, r)
+	sendB, gotB := rawAgent(t, r)
+	sendA(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "both calls", func() bool { return gotA.has(`"id":2,`) && gotB.has(`"id":2,`) })
+	time.Sleep(100 * time.Millisecond)
+	if gotA.has("private to the caller") || gotB.has("private to the caller") {
+		t.Fatalf("a log message on a shared upstream session reached a session:\nA: %s\nB: %s", gotA.all(), gotB.all())
+	}
+	// setLevel: recorded, answered, not relayed to the shared session.
+	sendA(`{"jsonrpc":"2.0","id":3,"method":"logging/setLevel","params":{"level":"error"}}`)
+	waitFor(t, "setLevel", func() bool { return gotA.has(`"id":3,`) })
+	if seen.has("logging/setLevel") {
+		t.Error("one agent session's setLevel reached the upstream session others share")
+	}
+	recorded := false
+	for _, e := range r.events() {
+		recorded = recorded || e.Action == "set_log_level" && e.Outcome == audit.OutcomeAllow
+	}
+	if !recorded {
+		t.Error("setLevel not recorded")
+	}
+	// B leaves: A holds the upstream session alone and gets its log
+	// messages, from its level up.
+	var sessions []*Session
+	for _, s := range r.p.sessions.all() {
+		if s.linkTo(r.p.upstream("up")) != nil {
+			sessions = append(sessions, s)
+		}
+	}
+	if len(sessions) != 2 {
+		t.Fatalf("%d sessions on the shared upstream session", len(sessions))
+	}
+	// Which is A: the one whose level is set.
+	a, b := sessions[0], sessions[1]
+	if a.logLevel.Load() == 0 {
+		a, b = b, a
+	}
+	r.p.upstream("up").release(b.linkTo(r.p.upstream("up")), b)
+	b.mu.Lock()
+	delete(b.links, r.p.upstream("up"))
+	b.mu.Unlock()
+	sendA(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "A's error log", func() bool { return gotA.has("an error") })
+	if gotA.has("private to the caller") {
+		t.Error("a log message below the session's level was relayed")
+	}
+}
+
+// TestAListTheUpstreamNeverAnswersEnds: a list request the upstream never
+// answers ends within its call timeout; the agent's request is answered.
+func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {
+	t.Parallel()
+	mute := func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			m, err := wire.Parse(sc.Bytes(), 64)
+			if err == nil && m.Method == "initialize" {
+				w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(m.IDBytes()) + `,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"mute","version":"1"}}}` + "\n"))
+			}
+		}
+		return nil
+	}
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", CallTimeout: config.Duration(300 * time.Millisecond)}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, mute, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	start := time.Now()
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__x","arguments":{}}}`)
+	waitFor(t, "the answer", func() bool { return got.has(`"id":2,`) })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("answered after %v: the list request was not bounded by the call timeout", d)
+	}
+}
+
+// TestSharedUpstreamSessionBoundsPerSession: on an upstream session agent
+// sessions share, one of them filling its share of subscriptions or tasks
+// leaves the others theirs, and a subscription that could not be routed
+// is refused before it is relayed.
+func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
+	t.Parallel()
+	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	a, b := &Session{id: "a"}, &Session{id: "b"}
+	l.attach(a)
+	l.attach(b)
+	for i := range maxSubscriptionsPerSession {
+		uri := fmt.Sprintf("test://%d", i)
+		if !l.canSubscribe(a, uri) {
+			t.Fatalf("subscription %d refused", i)
+		}
+		l.subscribed(a, uri, true)
+	}
+	if l.canSubscribe(a, "test://more") {
+		t.Error("a subscription past the session's share would be relayed unrouted")
+	}
+	if !l.canSubscribe(a, "test://0") || !l.canSubscribe(b, "test://more") {
+		t.Error("a subscription held, or another session's, refused")
+	}
+	task := func(s *Session, id string) {
+		resp, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"`+id+`","status":"working"}}}`), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		(&call{method: "tools/call", link: l, s: s, resp: resp}).noteTask()
+	}
+	for i := range maxTasksPerSession + 10 {
+		task(a, fmt.Sprintf("a-%d", i))
+	}
+	task(b, "b-1")
+	if l.taskCount[a] != maxTasksPerSession || l.tasks["b-1"].s != b {
+		t.Errorf("tasks: a holds %d (cap %d), b's recorded: %v", l.taskCount[a], maxTasksPerSession, l.tasks["b-1"].s == b)
+	}
+	l.detach(a)
+	if l.taskCount[a] != 0 || len(l.tasks) != 1 {
+		t.Errorf("after a left: %d of its tasks counted, %d tasks", l.taskCount[a], len(l.tasks))
+	}
+}
