@@ -52,7 +52,9 @@ type call struct {
 	tool   *toolEntry
 	prompt *promptEntry
 	task   taskInfo
-	target policy.Target
+	// taskReserved: room was made for the task this call may create.
+	taskReserved bool
+	target       policy.Target
 	// arguments
 	rawArgs    []byte
 	cedarArgs  types.Record

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,44 +167,102 @@ func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {
 
 // TestSharedUpstreamSessionBoundsPerSession: on an upstream session agent
 // sessions share, one of them filling its share of subscriptions or tasks
-// leaves the others theirs, and a subscription that could not be routed
-// is refused before it is relayed.
+// leaves the others theirs; a subscription or task that could not be
+// routed is refused before it is relayed, and ended or expired tasks make
+// room.
 func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	t.Parallel()
 	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
 		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
-	a, b := &Session{id: "a"}, &Session{id: "b"}
+	a, b, c := &Session{id: "a"}, &Session{id: "b"}, &Session{id: "c"}
 	l.attach(a)
 	l.attach(b)
+	l.attach(c)
 	for i := range maxSubscriptionsPerSession {
-		uri := fmt.Sprintf("test://%d", i)
-		if !l.canSubscribe(a, uri) {
+		if _, ok := l.holdSubscription(a, fmt.Sprintf("test://%d", i)); !ok {
 			t.Fatalf("subscription %d refused", i)
 		}
-		l.subscribed(a, uri, true)
 	}
-	if l.canSubscribe(a, "test://more") {
+	if _, ok := l.holdSubscription(a, "test://more"); ok {
 		t.Error("a subscription past the session's share would be relayed unrouted")
 	}
-	if !l.canSubscribe(a, "test://0") || !l.canSubscribe(b, "test://more") {
-		t.Error("a subscription held, or another session's, refused")
+	if had, ok := l.holdSubscription(a, "test://0"); !had || !ok {
+		t.Errorf("a subscription held: had %v, ok %v", had, ok)
 	}
-	task := func(s *Session, id string) {
-		resp, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"`+id+`","status":"working"}}}`), 64)
+	if _, ok := l.holdSubscription(b, "test://more"); !ok {
+		t.Error("another session's subscription refused")
+	}
+	// Concurrent subscriptions of one session: exactly its share is held.
+	var held atomic.Int32
+	var wg sync.WaitGroup
+	for i := range maxSubscriptionsPerSession + 50 {
+		wg.Go(func() {
+			if _, ok := l.holdSubscription(c, fmt.Sprintf("test://c/%d", i)); ok {
+				held.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if held.Load() != maxSubscriptionsPerSession || l.subCount[c] != maxSubscriptionsPerSession {
+		t.Errorf("%d concurrent subscriptions accepted, %d recorded (share %d)", held.Load(), l.subCount[c], maxSubscriptionsPerSession)
+	}
+
+	req, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"task":{"ttl":60000}}}`), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// task relays a task-augmented call of s whose server creates task id
+	// (with a ttl in ms when ttl is set): the error is the refusal before
+	// the relay.
+	task := func(s *Session, id, ttl string) error {
+		c := &call{method: "tools/call", link: l, s: s, msg: req}
+		if err := c.reserveTaskRoom(); err != nil {
+			return err
+		}
+		resp, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"`+id+`","status":"working"`+ttl+`}}}`), 64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		(&call{method: "tools/call", link: l, s: s, resp: resp}).noteTask()
+		c.resp = resp
+		c.noteTask()
+		return nil
 	}
-	for i := range maxTasksPerSession + 10 {
-		task(a, fmt.Sprintf("a-%d", i))
+	for i := range maxTasksPerSession {
+		if err := task(a, fmt.Sprintf("a-%d", i), ""); err != nil {
+			t.Fatalf("task %d: %v", i, err)
+		}
 	}
-	task(b, "b-1")
-	if l.taskCount[a] != maxTasksPerSession || l.tasks["b-1"].s != b {
-		t.Errorf("tasks: a holds %d (cap %d), b's recorded: %v", l.taskCount[a], maxTasksPerSession, l.tasks["b-1"].s == b)
+	if err := task(a, "a-more", ""); err == nil {
+		t.Error("a task past the session's share, none of its tasks ended, was relayed")
+	}
+	if err := task(b, "b-1", `,"ttl":1000`); err != nil || l.tasks["b-1"].s != b {
+		t.Errorf("another session's task: %v", err)
+	}
+	l.taskStatus("a-7", "completed")
+	if err := task(a, "a-more", ""); err != nil {
+		t.Errorf("a task once one of the session's had ended: %v", err)
+	}
+	if _, kept := l.tasks["a-7"]; kept || l.tasks["a-8"].s != a || l.taskCount[a] != maxTasksPerSession {
+		t.Errorf("room made by forgetting the ended task: a-7 kept %v, a holds %d", kept, l.taskCount[a])
+	}
+	// A call that created no task gives its room back.
+	none := &call{method: "tools/call", link: l, s: b, msg: req}
+	if err := none.reserveTaskRoom(); err != nil {
+		t.Fatal(err)
+	}
+	none.noteTask()
+	if l.taskPending != 0 || l.taskCount[b] != 1 {
+		t.Errorf("after a call without a task: %d pending, b holds %d", l.taskPending, l.taskCount[b])
+	}
+	// Once b-1's ttl has passed, it goes when room is next needed.
+	l.mu.Lock()
+	l.forgetTasks(a, time.Now().Add(2*time.Second))
+	l.mu.Unlock()
+	if _, kept := l.tasks["b-1"]; kept {
+		t.Error("a task past its ttl is remembered")
 	}
 	l.detach(a)
-	if l.taskCount[a] != 0 || len(l.tasks) != 1 {
+	if l.taskCount[a] != 0 || len(l.tasks) != 0 {
 		t.Errorf("after a left: %d of its tasks counted, %d tasks", l.taskCount[a], len(l.tasks))
 	}
 }

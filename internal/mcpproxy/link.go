@@ -79,16 +79,13 @@ type link struct {
 	// alone, never to every session of a shared link.
 	subs     map[string]map[*Session]bool
 	subCount map[*Session]int
-	// taskCount counts each session's entries in tasks.
-	taskCount map[*Session]int
-	elicits   map[string]*Session
-	closed    bool
-	fetching  map[string]*fetchOnce
-}
-
-type taskInfo struct {
-	s    *Session
-	tool *toolEntry
+	// taskCount counts each session's entries in tasks and reservations
+	// for tasks its calls in flight may create (taskPending in all).
+	taskCount   map[*Session]int
+	taskPending int
+	elicits     map[string]*Session
+	closed      bool
+	fetching    map[string]*fetchOnce
 }
 
 type fetchOnce struct {
@@ -352,18 +349,36 @@ func (l *link) holdsState() bool {
 	return len(l.tasks) > 0 || len(l.subs) > 0 || len(l.elicits) > 0
 }
 
-// canSubscribe reports whether a subscription of s to uri can be
-// routed: on an upstream session others share, one that could not be
+// holdSubscription records, before it is relayed, a subscription of s
+// to uri on an upstream session others share: one that could not be
 // recorded is refused, not relayed (its updates would reach nobody, and
-// another holder's unsubscription would end it upstream).
-func (l *link) canSubscribe(s *Session, uri string) bool {
-	if l.key == "" {
-		return true
-	}
+// another holder's unsubscription would end it upstream). It reports
+// whether s held it already, and false in ok when there is no room.
+func (l *link) holdSubscription(s *Session, uri string) (had, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, attached := l.sessions[s]; !attached {
+		return false, false
+	}
+	had = l.subs[uri][s]
+	return had, l.subscribe(s, uri)
+}
+
+// subscribe records s's subscription to uri if there is room (l.mu held).
+func (l *link) subscribe(s *Session, uri string) bool {
 	ss := l.subs[uri]
-	return ss[s] || !(len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession)
+	switch {
+	case ss[s]:
+		return true
+	case len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession:
+		return false
+	case ss == nil:
+		l.subs[uri] = map[*Session]bool{s: true}
+	default:
+		ss[s] = true
+	}
+	l.subCount[s]++
+	return true
 }
 
 func (l *link) subscribed(s *Session, uri string, on bool) {
@@ -374,14 +389,8 @@ func (l *link) subscribed(s *Session, uri string, on bool) {
 	}
 	ss := l.subs[uri]
 	switch {
-	case on && ss[s]:
-	case on && (len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession):
-	case on && ss == nil:
-		l.subs[uri] = map[*Session]bool{s: true}
-		l.subCount[s]++
 	case on:
-		ss[s] = true
-		l.subCount[s]++
+		l.subscribe(s, uri)
 	case ss[s]:
 		delete(ss, s)
 		if len(ss) == 0 {

@@ -103,6 +103,8 @@ func (l *link) notification(m *wire.Message, c *call) {
 		}
 	case "notifications/tasks/status":
 		id, _ := wire.String(m.Raw, m.Param("taskId"))
+		status, _ := wire.String(m.Raw, m.Param("status"))
+		l.taskStatus(id, status)
 		l.mu.Lock()
 		t, ok := l.tasks[id]
 		l.mu.Unlock()

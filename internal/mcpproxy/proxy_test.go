@@ -679,7 +679,7 @@ func TestUpstreamSessionBoundsAndIdleExpiry(t *testing.T) {
 func TestUpstreamSessionLimitIsShared(t *testing.T) {
 	t.Parallel()
 	var sessions atomic.Int32
-	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 2, SessionIdle: config.Duration(4 * time.Second)}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
+	r := newRigUpstreams(t, []config.Upstream{{Name: "up", MaxSessions: 3, SessionIdle: config.Duration(4 * time.Second)}}, map[string]*mcp.Server{"up": progressServer(&sessions)})
 	up := r.p.upstream("up")
 	call := func(s *mcp.ClientSession) error {
 		res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__work"})
@@ -689,29 +689,47 @@ func TestUpstreamSessionLimitIsShared(t *testing.T) {
 		return err
 	}
 	mallory := &identity.Principal{Agent: "mallory", CredentialID: "m"}
-	m1, m2 := r.agentAs(mallory, nil), r.agentAs(mallory, nil)
-	if up.openLinks() != 2 {
-		t.Fatalf("%d upstream sessions open, want mallory's 2", up.openLinks())
+	ms := []*mcp.ClientSession{r.agentAs(mallory, nil), r.agentAs(mallory, nil), r.agentAs(mallory, nil)}
+	if up.openLinks() != 3 {
+		t.Fatalf("%d upstream sessions open, want mallory's 3", up.openLinks())
 	}
 	time.Sleep(up.reclaimAfter() + 200*time.Millisecond)
+	// The place a reclaim frees is the newcomer's: still counted, not
+	// given back for whoever asks first.
+	if !up.reclaim(&Session{agent: "carol"}) {
+		t.Fatal("none of mallory's unused sessions reclaimed")
+	}
+	if n := up.openLinks(); n != 3 {
+		t.Fatalf("%d upstream sessions counted after a reclaim, want 3: the freed place was given back to anyone", n)
+	}
+	up.mu.Lock()
+	up.open-- // carol's place given back, for alice's session to open in
+	up.mu.Unlock()
+	// Alice's session opens in it; bob's, at the limit, in the place of
+	// another of mallory's.
 	alice := r.agentAs(&identity.Principal{Agent: "alice", CredentialID: "a"}, nil)
+	bob := r.agentAs(&identity.Principal{Agent: "bob", CredentialID: "b"}, nil)
 	if err := call(alice); err != nil {
-		t.Fatalf("alice kept out by mallory's unused sessions: %v", err)
+		t.Fatalf("alice: %v", err)
 	}
-	if up.openLinks() != 2 {
-		t.Fatalf("%d upstream sessions open, want 2", up.openLinks())
+	if err := call(bob); err != nil {
+		t.Fatalf("bob kept out by mallory's unused sessions: %v", err)
 	}
-	// Mallory (one left) and alice hold one each: whichever of mallory's
-	// sessions lost its own is refused, as busy.
-	errs := []error{call(m1), call(m2)}
+	if up.openLinks() != 3 {
+		t.Fatalf("%d upstream sessions open, want 3", up.openLinks())
+	}
+	// Mallory (one left), alice and bob hold one each: mallory's sessions
+	// that lost their own are refused, as busy.
 	var refused error
-	for _, err := range errs {
-		if err != nil {
+	var errs []error
+	for _, m := range ms {
+		err := call(m)
+		if errs = append(errs, err); err != nil {
 			refused = err
 		}
 	}
 	if refused == nil || !strings.Contains(refused.Error(), string(reason.UpstreamBusy)) {
-		t.Fatalf("mallory's calls: %v; want one refused as %s", errs, reason.UpstreamBusy)
+		t.Fatalf("mallory's calls: %v; want refusals as %s", errs, reason.UpstreamBusy)
 	}
 	// A dead upstream session is counted off at once.
 	for _, s := range r.p.sessions.all() {
@@ -720,11 +738,11 @@ func TestUpstreamSessionLimitIsShared(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for up.openLinks() != 1 && time.Now().Before(deadline) {
+	for up.openLinks() != 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := up.openLinks(); n != 1 {
-		t.Fatalf("%d upstream sessions counted after one died, want 1", n)
+	if n := up.openLinks(); n != 2 {
+		t.Fatalf("%d upstream sessions counted after one died, want 2", n)
 	}
 	if err := call(alice); err != nil {
 		t.Fatalf("alice's session after its upstream session died: %v", err)

@@ -41,11 +41,24 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 			return nil
 		}
 	}
-	if c.method == "resources/subscribe" && l != nil {
-		if uri, _ := c.msg.ParamString("uri"); !l.canSubscribe(c.s, uri) {
+	if c.method == "resources/subscribe" && l != nil && l.key != "" {
+		uri, _ := c.msg.ParamString("uri")
+		had, ok := l.holdSubscription(c.s, uri)
+		if !ok {
 			return unavailable(reason.UpstreamBusy).withDetail("too many subscriptions to route on this upstream session")
 		}
+		if !had {
+			defer func() {
+				if c.resp == nil || c.resp.Kind != wire.Response {
+					l.subscribed(c.s, uri, false) // the upstream did not take it
+				}
+			}()
+		}
 	}
+	if err := c.reserveTaskRoom(); err != nil {
+		return err
+	}
+	defer c.noteTask() // gives back the room if no task came of the call
 	slot, err := u.takeSlot(ctx, c)
 	if err != nil {
 		return err
@@ -128,7 +141,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	switch {
 	case err == nil:
 		c.resp = resp
-		c.noteTask()
+		c.noteTaskAnswer()
 		c.answerLike(l)
 		return nil
 	case c.wasCancelled() || errors.Is(err, context.Canceled):
@@ -162,31 +175,6 @@ func resultLabel(err error) string {
 	return "ok"
 }
 
-// noteTask records a task the upstream created for this call: only this
-// agent session may ask about it.
-func (c *call) noteTask() {
-	if c.method != "tools/call" || c.resp.Kind != wire.Response {
-		return
-	}
-	b := c.resp.Raw
-	task := c.resp.ResultMember("task")
-	if !wire.IsObject(b, task) {
-		return
-	}
-	sp, _ := wire.Lookup(b, task, "taskId")
-	id, ok := wire.String(b, sp)
-	if !ok || id == "" {
-		return
-	}
-	l := c.link
-	l.mu.Lock()
-	if _, known := l.tasks[id]; !known && len(l.tasks) < maxTasksPerLink && (l.key == "" || l.taskCount[c.s] < maxTasksPerSession) {
-		l.tasks[id] = taskInfo{s: c.s, tool: c.tool}
-		l.taskCount[c.s]++
-	}
-	l.mu.Unlock()
-}
-
 // noteSubscription records, once the upstream accepted a subscription,
 // that this agent session holds it (an unsubscription whatever the
 // answer): resources/updated goes to the subscribed sessions alone.
@@ -200,14 +188,6 @@ func noteSubscription(p *Proxy, ctx context.Context, c *call) error {
 	}
 	return nil
 }
-
-// Bounds on the tasks remembered per upstream session, and per agent
-// session on one: one agent session cannot fill what others sharing the
-// upstream session need.
-const (
-	maxTasksPerLink    = 10000
-	maxTasksPerSession = 1000
-)
 
 // related handles what the upstream sends in relation to c before its
 // answer: progress and log messages go to the agent on c's stream (in the

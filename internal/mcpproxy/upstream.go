@@ -269,25 +269,34 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		u.mu.Unlock()
 		return u.awaitOpening(ctx, pl, s, key)
 	}
+	handed := false // a reclaimed session's place is this one's
 	if u.open >= u.cfg.SessionLimit() {
 		u.mu.Unlock()
 		// At the limit, the idlest upstream session of an agent holding
 		// more than this one gives way (reclaim): one agent's opened and
-		// unused sessions cannot keep the others out.
-		if !u.reclaim(s) {
+		// unused sessions cannot keep the others out. Its place is handed
+		// to this session, not given back for anyone to take.
+		if handed = u.reclaim(s); !handed {
 			return nil, ErrUpstreamSessions
 		}
 		u.mu.Lock()
-		if u.open >= u.cfg.SessionLimit() || u.stop {
+		if pl := u.opening[wait]; pl != nil || u.stop {
+			u.open--
 			u.mu.Unlock()
-			return nil, ErrUpstreamSessions
+			u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
+			if pl == nil {
+				return nil, ErrUpstreamDown
+			}
+			return u.awaitOpening(ctx, pl, s, key)
 		}
 	}
 	pl := &pendingLink{done: make(chan struct{})}
 	u.opening[wait] = pl
-	u.open++
+	if !handed {
+		u.open++
+		u.p.opts.Metrics.UpstreamSessions(u.Name, 1)
+	}
 	u.mu.Unlock()
-	u.p.opts.Metrics.UpstreamSessions(u.Name, 1)
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), initTimeout)
 	if iso := u.isolation(); iso == config.IsolationUser || iso == config.IsolationSession {
@@ -413,7 +422,8 @@ func (u *Upstream) reclaimAfter() time.Duration {
 // has been unused for reclaimAfter, among those of the agent holding
 // the most of them, provided that agent holds more than s's agent will
 // once it has one more. The sessions that used it open a new one on their
-// next request, as after idle expiry. It reports whether one was closed.
+// next request, as after idle expiry. It reports whether one was closed:
+// its place in max_sessions is then s's, counted still in u.open.
 func (u *Upstream) reclaim(s *Session) bool {
 	held := map[string]map[*link]bool{} // agent -> its links to u
 	for _, o := range u.p.sessions.all() {
@@ -446,6 +456,11 @@ func (u *Upstream) reclaim(s *Session) bool {
 	}
 	if victim == nil {
 		return false
+	}
+	// Closed here, its place stays counted in u.open for s; the sessions
+	// that held it then forget it (closed already, it is not counted off).
+	if !victim.close() {
+		return false // closed meanwhile (its server ended): its place went back
 	}
 	u.log.Warn("upstream session reclaimed for another agent at the session limit", "upstream", u.Name, "from_agent", most, "for_agent", s.agent, "limit", u.cfg.SessionLimit())
 	u.drop(victim)

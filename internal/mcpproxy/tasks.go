@@ -1,0 +1,212 @@
+package mcpproxy
+
+import (
+	"time"
+
+	"github.com/portcullis-dev/portcullis/internal/reason"
+	"github.com/portcullis-dev/portcullis/internal/wire"
+)
+
+// Tasks (MCP 2025-11-25) outlive the call that created them: the gateway
+// remembers which agent session created each, so that only that session
+// may ask about it and its status notifications reach it alone. What it
+// remembers is bounded per upstream session and, on one agent sessions
+// share, per agent session. A task is forgotten when its session leaves,
+// when the lifetime the server gave it (ttl) has passed, or, when room is
+// needed, once it has ended (completed, failed or cancelled): oldest
+// first. A request for a task past the bound, with nothing to forget, is
+// refused before it is relayed, so that no task runs upstream that its
+// agent could not reach.
+const (
+	maxTasksPerLink    = 10000
+	maxTasksPerSession = 1000
+)
+
+type taskInfo struct {
+	s    *Session
+	tool *toolEntry
+	// seq orders tasks by creation; expires is when the server forgets the
+	// task (its ttl; zero: never); ended is set by a final status.
+	seq     int64
+	expires time.Time
+	ended   bool
+}
+
+// reserveTask makes room, before a task-augmented call is relayed, for
+// the task it may create: false if there is none. Every true must be
+// matched by recordTask or unreserveTask.
+func (l *link) reserveTask(s *Session, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.taskRoom(s) {
+		l.forgetTasks(s, now)
+		if !l.taskRoom(s) {
+			return false
+		}
+	}
+	l.taskCount[s]++
+	l.taskPending++
+	return true
+}
+
+// taskRoom reports whether s may hold one more task on l (l.mu held).
+func (l *link) taskRoom(s *Session) bool {
+	if len(l.tasks)+l.taskPending >= maxTasksPerLink {
+		return false
+	}
+	return l.key == "" || l.taskCount[s] < maxTasksPerSession
+}
+
+// forgetTasks forgets the expired tasks, then ended tasks, oldest first:
+// s's own, and only when the upstream session is full another's, until
+// s has room (l.mu held).
+func (l *link) forgetTasks(s *Session, now time.Time) {
+	for id, t := range l.tasks {
+		if !t.expires.IsZero() && now.After(t.expires) {
+			l.dropTask(id, t)
+		}
+	}
+	for !l.taskRoom(s) {
+		full := len(l.tasks)+l.taskPending >= maxTasksPerLink
+		var oldest string
+		var at int64
+		for id, t := range l.tasks {
+			if t.ended && (t.s == s || full) && (oldest == "" || t.seq < at) {
+				oldest, at = id, t.seq
+			}
+		}
+		if oldest == "" {
+			return
+		}
+		l.dropTask(oldest, l.tasks[oldest])
+	}
+}
+
+func (l *link) dropTask(id string, t taskInfo) {
+	delete(l.tasks, id)
+	if l.taskCount[t.s]--; l.taskCount[t.s] <= 0 {
+		delete(l.taskCount, t.s)
+	}
+}
+
+// unreserveTask gives back a reservation no task came of.
+func (l *link) unreserveTask(s *Session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.taskPending--
+	if l.taskCount[s]--; l.taskCount[s] <= 0 {
+		delete(l.taskCount, s)
+	}
+}
+
+// recordTask remembers the task the upstream created for c, in the room
+// reserved for it (or, for a task the call did not ask for, in room
+// there is): it reports whether the reservation was used.
+func (l *link) recordTask(c *call, id string, ttl time.Duration, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, attached := l.sessions[c.s]; !attached {
+		return false
+	}
+	if _, known := l.tasks[id]; known {
+		return false
+	}
+	if c.taskReserved {
+		l.taskPending--
+	} else if !l.taskRoom(c.s) {
+		return false
+	} else {
+		l.taskCount[c.s]++
+	}
+	t := taskInfo{s: c.s, tool: c.tool, seq: l.nextID.Add(1)}
+	if ttl > 0 {
+		t.expires = now.Add(ttl)
+	}
+	l.tasks[id] = t
+	return true
+}
+
+// taskStatus notes a task's status as the server reported it.
+func (l *link) taskStatus(id, status string) {
+	switch status {
+	case "completed", "failed", "cancelled":
+	default:
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.tasks[id]; ok && !t.ended {
+		t.ended = true
+		l.tasks[id] = t
+	}
+}
+
+// reserveTaskRoom is the relay's first step for a task-augmented
+// tools/call: room for its task, or a refusal before anything is sent.
+func (c *call) reserveTaskRoom() error {
+	if c.method != "tools/call" || !wire.IsObject(c.msg.Raw, c.msg.Param("task")) {
+		return nil
+	}
+	if !c.link.reserveTask(c.s, time.Now()) {
+		return unavailable(reason.UpstreamBusy).withDetail("too many unfinished tasks on this upstream session")
+	}
+	c.taskReserved = true
+	return nil
+}
+
+// noteTask records a task the upstream created for this call: only this
+// agent session may ask about it. It gives back the call's reservation
+// if no task came of it.
+func (c *call) noteTask() {
+	used := false
+	defer func() {
+		if c.taskReserved && !used {
+			c.link.unreserveTask(c.s)
+		}
+		c.taskReserved = false
+	}()
+	if c.method != "tools/call" || c.resp == nil || c.resp.Kind != wire.Response {
+		return
+	}
+	b := c.resp.Raw
+	task := c.resp.ResultMember("task")
+	if !wire.IsObject(b, task) {
+		return
+	}
+	sp, _ := wire.Lookup(b, task, "taskId")
+	id, ok := wire.String(b, sp)
+	if !ok || id == "" {
+		return
+	}
+	var ttl time.Duration
+	if sp, ok := wire.Lookup(b, task, "ttl"); ok {
+		if ms, ok := wire.Int(b, sp); ok && ms > 0 && ms < int64(365*24*time.Hour/time.Millisecond) {
+			ttl = time.Duration(ms) * time.Millisecond
+		}
+	}
+	used = c.link.recordTask(c, id, ttl, time.Now())
+	if st, ok := wire.Lookup(b, task, "status"); ok {
+		status, _ := wire.String(b, st)
+		c.link.taskStatus(id, status)
+	}
+}
+
+// noteTaskAnswer notes what an answer about a task says of its status:
+// tasks/get and tasks/cancel return the task, and tasks/result answers
+// only once the task has ended.
+func (c *call) noteTaskAnswer() {
+	if c.resp == nil || c.resp.Kind != wire.Response || c.link == nil {
+		return
+	}
+	id, ok := c.msg.ParamString("taskId")
+	if !ok {
+		return
+	}
+	switch c.method {
+	case "tasks/result":
+		c.link.taskStatus(id, "completed")
+	case "tasks/get", "tasks/cancel":
+		status, _ := wire.String(c.resp.Raw, c.resp.ResultMember("status"))
+		c.link.taskStatus(id, status)
+	}
+}
