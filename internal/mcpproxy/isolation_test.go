@@ -139,6 +139,49 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 	}
 }
 
+// TestSetLevelOutlivesTheUpstreamSession: the log level an agent session
+// set is asked of its next upstream session of its own too (after the
+// first ended), not only of the one it had then.
+func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{},"logging":{}}`, []string{"log"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "tools/call":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		case "logging/setLevel":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"warning"}}`)
+	waitFor(t, "setLevel", func() bool { return got.has(`"id":2,`) })
+	setLevels := func() int { return strings.Count(seen.all(), `"method":"logging/setLevel","params":{"level":"warning"}`) }
+	if n := setLevels(); n != 1 {
+		t.Fatalf("setLevel reached the upstream session %d times, want once", n)
+	}
+	up := r.p.upstream("up")
+	var s *Session
+	for _, o := range r.p.sessions.all() {
+		if o.linkTo(up) != nil {
+			s = o
+		}
+	}
+	if s == nil {
+		t.Fatal("no upstream session")
+	}
+	s.linkTo(up).conn.Close() // the server exits
+	waitFor(t, "the upstream session's end", func() bool { return s.linkTo(up) == nil })
+	send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "the call", func() bool { return got.has(`"id":3,`) })
+	if n := setLevels(); n != 2 {
+		t.Errorf("setLevel reached the upstream sessions %d times, want twice (once each)", n)
+	}
+}
+
 // TestAListTheUpstreamNeverAnswersEnds: a list request the upstream never
 // answers ends within its call timeout; the agent's request is answered.
 func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {

@@ -191,23 +191,27 @@ func screenTaskList(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
-// logLevels are the levels logging/setLevel may set (RFC 5424's).
-var logLevels = map[string]bool{
-	"debug": true, "info": true, "notice": true, "warning": true, "error": true, "critical": true, "alert": true, "emergency": true,
-}
+// logLevelNames are the levels logging/setLevel may set (RFC 5424
+// severities), least severe first, at their rank.
+var logLevelNames = [...]string{1: "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
 
-// logRank orders the levels (RFC 5424 severities, least severe first);
-// 0 for a string that is not one.
-var logRank = map[string]int32{
-	"debug": 1, "info": 2, "notice": 3, "warning": 4, "error": 5, "critical": 6, "alert": 7, "emergency": 8,
-}
+// logRank is each level's rank; 0 for a string that is not one.
+var logRank = func() map[string]int32 {
+	m := map[string]int32{}
+	for i, name := range logLevelNames {
+		if name != "" {
+			m[name] = int32(i)
+		}
+	}
+	return m
+}()
 
 // commitLevel records the agent's logging/setLevel (a valid level; any
 // other is refused, and the refusal recorded) before it takes effect.
 func commitLevel(p *Proxy, ctx context.Context, c *call) error {
 	level, _ := c.msg.ParamString("level")
 	c.event.Action = "set_log_level"
-	if !logLevels[level] {
+	if logRank[level] == 0 {
 		r := deny(reason.BadArguments)
 		r.rpcCode, r.text = wire.CodeInvalidParams, "logging/setLevel needs a level: debug, info, notice, warning, error, critical, alert or emergency"
 		return r
@@ -228,8 +232,6 @@ func broadcast(p *Proxy, ctx context.Context, c *call) error {
 	// The session's own level: what the gateway relays to it is filtered
 	// by it, whatever its upstream sessions log.
 	c.s.logLevel.Store(logRank[level])
-	params := wire.AppendString([]byte(`{"level":`), level)
-	params = append(params, '}')
 	var wg sync.WaitGroup
 	for _, u := range p.upstreams {
 		l, err := u.linkFor(ctx, c.s)
@@ -241,12 +243,23 @@ func broadcast(p *Proxy, ctx context.Context, c *call) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, u.timeout)
-			defer cancel()
-			l.request(rctx, "logging/setLevel", params, nil)
+			l.setLevel(ctx, logRank[level])
 		}()
 	}
 	wg.Wait()
 	c.out = wire.NewResponse(c.msg.IDBytes(), []byte(`{}`))
 	return nil
+}
+
+// setLevel asks the upstream session for log messages at level rank and
+// above (the level alone; nothing if rank is none or it does not log).
+func (l *link) setLevel(ctx context.Context, rank int32) {
+	if rank <= 0 || int(rank) >= len(logLevelNames) || !l.capLogging {
+		return
+	}
+	params := wire.AppendString([]byte(`{"level":`), logLevelNames[rank])
+	params = append(params, '}')
+	rctx, cancel := context.WithTimeout(ctx, l.up.timeout)
+	defer cancel()
+	l.request(rctx, "logging/setLevel", params, nil)
 }

@@ -303,6 +303,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		cctx = withLinkUser(cctx, userOf(s.principal.Load()))
 	}
 	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
+	if pl.err == nil && key == "" {
+		// A new upstream session of the agent session's own (its first,
+		// or one after the last ended) logs at the level the agent set.
+		pl.l.setLevel(cctx, s.logLevel.Load())
+	}
 	cancel()
 	u.mu.Lock()
 	delete(u.opening, wait)
