@@ -159,7 +159,9 @@ func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"warning"}}`)
 	waitFor(t, "setLevel", func() bool { return got.has(`"id":2,`) })
-	setLevels := func() int { return strings.Count(seen.all(), `"method":"logging/setLevel","params":{"level":"warning"}`) }
+	setLevels := func() int {
+		return strings.Count(seen.all(), `"method":"logging/setLevel","params":{"level":"warning"}`)
+	}
 	if n := setLevels(); n != 1 {
 		t.Fatalf("setLevel reached the upstream session %d times, want once", n)
 	}
