@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,18 +71,21 @@ func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 
 // TestLogsOnASharedUpstreamSession: on an upstream session agent sessions
 // share, a log message the server sends outside any request it can be
-// matched to (over stdio, every one) reaches nobody while two sessions
-// hold it, and the session holding it alone once the other left; an
-// agent's logging/setLevel is recorded, not relayed to the shared
-// upstream session, and filters what reaches that agent session.
+// matched to (over stdio, every one) reaches the session holding it while
+// it is the only one that ever has, at or above its level; nobody once
+// another has held it, even after that one left (what it started may
+// still log). An agent's logging/setLevel is recorded and not relayed to
+// the shared upstream session.
 func TestLogsOnASharedUpstreamSession(t *testing.T) {
 	t.Parallel()
 	seen := &lines{}
+	var n atomic.Int32
 	srv := handServer(seen, "2025-11-25", `{"tools":{},"logging":{}}`, []string{"log"}, func(m *wire.Message, id string, send func(string)) {
 		switch m.Method {
 		case "tools/call":
-			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"private to the caller"}}`)
-			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","data":"an error"}}`)
+			i := strconv.Itoa(int(n.Add(1)))
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"info of call ` + i + `"}}`)
+			send(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","data":"error of call ` + i + `"}}`)
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		case "logging/setLevel":
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
@@ -91,19 +95,16 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
 	}}}, nil)
 	sendA, gotA := rawAgent(t, r)
-	sendB, gotB := rawAgent(t, r)
-	sendA(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
-	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
-	waitFor(t, "both calls", func() bool { return gotA.has(`"id":2,`) && gotB.has(`"id":2,`) })
-	time.Sleep(100 * time.Millisecond)
-	if gotA.has("private to the caller") || gotB.has("private to the caller") {
-		t.Fatalf("a log message on a shared upstream session reached a session:\nA: %s\nB: %s", gotA.all(), gotB.all())
+	// A alone: its log messages, from its level up.
+	sendA(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"error"}}`)
+	waitFor(t, "setLevel", func() bool { return gotA.has(`"id":2,`) })
+	sendA(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "A's error log", func() bool { return gotA.has("error of call 1") })
+	if gotA.has("info of call 1") {
+		t.Error("a log message below the session's level was relayed")
 	}
-	// setLevel: recorded, answered, not relayed to the shared session.
-	sendA(`{"jsonrpc":"2.0","id":3,"method":"logging/setLevel","params":{"level":"error"}}`)
-	waitFor(t, "setLevel", func() bool { return gotA.has(`"id":3,`) })
 	if seen.has("logging/setLevel") {
-		t.Error("one agent session's setLevel reached the upstream session others share")
+		t.Error("one agent session's setLevel reached the upstream session")
 	}
 	recorded := false
 	for _, e := range r.events() {
@@ -112,30 +113,25 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 	if !recorded {
 		t.Error("setLevel not recorded")
 	}
-	// B leaves: A holds the upstream session alone and gets its log
-	// messages, from its level up.
-	var sessions []*Session
+	// B joins: nobody's.
+	sendB, gotB := rawAgent(t, r)
+	sendA(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "both calls", func() bool { return gotA.has(`"id":4,`) && gotB.has(`"id":2,`) })
+	// B leaves: still nobody's.
+	up := r.p.upstream("up")
 	for _, s := range r.p.sessions.all() {
-		if s.linkTo(r.p.upstream("up")) != nil {
-			sessions = append(sessions, s)
+		if l := s.linkTo(up); l != nil && s.logLevel.Load() == 0 {
+			up.forget(s, l)
 		}
 	}
-	if len(sessions) != 2 {
-		t.Fatalf("%d sessions on the shared upstream session", len(sessions))
-	}
-	// Which is A: the one whose level is set.
-	a, b := sessions[0], sessions[1]
-	if a.logLevel.Load() == 0 {
-		a, b = b, a
-	}
-	r.p.upstream("up").release(b.linkTo(r.p.upstream("up")), b)
-	b.mu.Lock()
-	delete(b.links, r.p.upstream("up"))
-	b.mu.Unlock()
-	sendA(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
-	waitFor(t, "A's error log", func() bool { return gotA.has("an error") })
-	if gotA.has("private to the caller") {
-		t.Error("a log message below the session's level was relayed")
+	sendA(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "A's last call", func() bool { return gotA.has(`"id":5,`) })
+	time.Sleep(100 * time.Millisecond)
+	for i := 2; i <= 4; i++ {
+		if c := strconv.Itoa(i); gotA.has("of call "+c) || gotB.has("of call "+c) {
+			t.Fatalf("a log message of a shared upstream session reached a session:\nA: %s\nB: %s", gotA.all(), gotB.all())
+		}
 	}
 }
 

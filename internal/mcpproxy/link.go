@@ -84,8 +84,10 @@ type link struct {
 	taskCount   map[*Session]int
 	taskPending int
 	elicits     map[string]*Session
-	closed      bool
-	fetching    map[string]*fetchOnce
+	// mixed: more than one agent session has held the link.
+	mixed    bool
+	closed   bool
+	fetching map[string]*fetchOnce
 }
 
 type fetchOnce struct {
@@ -301,8 +303,26 @@ func (l *link) alive() bool {
 
 func (l *link) attach(s *Session) {
 	l.mu.Lock()
+	if _, in := l.sessions[s]; !in && len(l.sessions) > 0 {
+		l.mixed = true
+	}
 	l.sessions[s] = struct{}{}
 	l.mu.Unlock()
+}
+
+// soleHolder returns the agent session holding l if it is the only one
+// that ever has: what the upstream session sends outside any request is
+// then that session's, and nobody's else.
+func (l *link) soleHolder() *Session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mixed || len(l.sessions) != 1 {
+		return nil
+	}
+	for s := range l.sessions {
+		return s
+	}
+	return nil
 }
 
 // detach removes s and returns how many sessions still use the link.

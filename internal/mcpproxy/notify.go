@@ -62,14 +62,18 @@ func (l *link) notification(m *wire.Message, c *call) {
 			s.notify(wire.NewNotification(m.Method, objectOf("elicitationId", wire.Quote(id))))
 		}
 	case "notifications/message":
-		// A log message outside any request goes to the agent sessions
-		// of the upstream session, when it is theirs alone: on one that
-		// several share (over stdio, every log message is outside any
-		// request the transport can match) its audience cannot be told,
-		// and it is not relayed.
+		// A log message outside any request goes to the agent session
+		// of the upstream session, when it is that session's alone: on
+		// one that several hold or have held (over stdio, every log
+		// message is outside any request the transport can match; a
+		// session that left may have started what logs) its audience
+		// cannot be told, and it is not relayed.
 		users := l.users()
-		if l.key != "" && len(users) > 1 {
-			return
+		if l.key != "" {
+			users = nil
+			if s := l.soleHolder(); s != nil {
+				users = []*Session{s}
+			}
 		}
 		for _, s := range users {
 			if !s.wantsLog(m) {
