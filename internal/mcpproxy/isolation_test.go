@@ -31,7 +31,8 @@ import (
 // Implementation (name and version strings) is refused at the gateway.
 func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 	t.Parallel()
-	srv := handServer(nil, "2025-11-25", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
 		if m.Method == "tools/call" {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		}
@@ -42,10 +43,17 @@ func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 	up := r.p.upstream("up")
 	// A raw client names itself as the server refuses.
 	send, got := rawAgentNamed(t, r, `{"name":"refuse-me","version":"1"}`)
-	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
-	waitFor(t, "the refused client's call", func() bool { return got.has(`"id":2,`) })
-	if until := up.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+	for i := 2; i <= 4; i++ {
+		send(`{"jsonrpc":"2.0","id":` + strconv.Itoa(i) + `,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+		waitFor(t, "the refused client's call", func() bool { return got.has(`"id":` + strconv.Itoa(i) + `,`) })
+	}
+	if up.downUntil.Load() != 0 {
 		t.Fatal("one refused client marked the upstream down for everyone")
+	}
+	// The refused session backs off: its calls do not start a server
+	// each (the first attempt was at its initialize).
+	if n := strings.Count(seen.all(), `"name":"refuse-me"`); n != 1 {
+		t.Errorf("the refused client was offered to the server %d times, want once", n)
 	}
 	next := r.agent(nil)
 	if res, err := next.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__get"}); err != nil || res.IsError {

@@ -198,7 +198,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		// The server is up and refused this client (its name, version or
 		// capabilities): not a reason to hold every other session back.
 		conn.Close()
-		return nil, fmt.Errorf("initialize: %w", l.initialized(res))
+		return nil, fmt.Errorf("initialize: %w: %w", errClientRefused, l.initialized(res))
 	}
 	if err := l.initialized(res); err != nil {
 		conn.Close()

@@ -65,7 +65,8 @@ type Session struct {
 	toAgent    map[string]*serverCall // requests sent to the agent, by the gateway's id
 	agentTasks map[string]*link       // tasks the agent runs for an upstream, by task id
 	closed     bool
-	intents    map[[32]byte]bool // SHA-256 of the intent tokens taken (acceptIntent)
+	intents    map[[32]byte]bool           // SHA-256 of the intent tokens taken (acceptIntent)
+	refusals   map[*Upstream]clientRefusal // upstreams that refused the session's client
 
 	calls  atomic.Int32 // agent requests being served
 	nextID atomic.Int64 // ids of the gateway's requests to the agent
@@ -362,4 +363,37 @@ func (t *sessionTable) closeAll() {
 // listChanged is the notification that a list changed ("tools", ...).
 func listChanged(kind string) []byte {
 	return wire.NewNotification("notifications/"+kind+"/list_changed", nil)
+}
+
+// clientRefusal is an upstream's refusal of a session's client at initialize:
+// the session does not ask again before until (minBackoff, doubling with
+// each refusal up to maxBackoff).
+type clientRefusal struct {
+	err   error
+	until time.Time
+	wait  time.Duration
+}
+
+// refusedBy returns the refusal of s's client by u while it holds.
+func (s *Session) refusedBy(u *Upstream, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.refusals[u]; ok && now.Before(r.until) {
+		return r.err
+	}
+	return nil
+}
+
+// refused notes that u refused s's client.
+func (s *Session) refused(u *Upstream, err error, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusals == nil {
+		s.refusals = map[*Upstream]clientRefusal{}
+	}
+	wait := minBackoff
+	if r, ok := s.refusals[u]; ok {
+		wait = min(2*r.wait, maxBackoff)
+	}
+	s.refusals[u] = clientRefusal{err: err, until: now.Add(wait), wait: wait}
 }

@@ -18,6 +18,9 @@ import (
 var (
 	ErrUpstreamDown     = errors.New("upstream unavailable")
 	ErrUpstreamSessions = errors.New("upstream at its session limit")
+	// errClientRefused: the server answered initialize with an error
+	// (the agent's client identity, version or capabilities).
+	errClientRefused = errors.New("the upstream refused this client")
 )
 
 // Supervision bounds.
@@ -248,6 +251,9 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	if until := u.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		return nil, ErrUpstreamDown
 	}
+	if err := s.refusedBy(u, time.Now()); err != nil {
+		return nil, err
+	}
 	key := u.isolationKey(s)
 	u.mu.Lock()
 	if u.stop {
@@ -323,7 +329,12 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-		if errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
+		if errors.Is(pl.err, errClientRefused) {
+			// This session's client, not the server: this session backs
+			// off (a refused client cannot make the gateway start a server
+			// process, or open a connection, per request).
+			s.refused(u, pl.err, time.Now())
+		} else if errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
 			// Down, not a matter of one grant's authorization or of one
 			// client the server refused.
 			u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
