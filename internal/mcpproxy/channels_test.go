@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -711,5 +712,66 @@ func TestElicitationURLInAnUpstreamError(t *testing.T) {
 	}
 	if !got.has("https://example.com/authorize") {
 		t.Errorf("an https URL elicitation was not relayed: %s", got.all())
+	}
+}
+
+// TestStdioAgentLeavingEndsItsWaits: when the agent closes wrap's input
+// while a call waits on a request the server sent it (here sampling), the
+// request fails at once, the server is told, and wrap returns: not at the
+// call timeout.
+func TestStdioAgentLeavingEndsItsWaits(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{}}`, []string{"ask"}, func(m *wire.Message, id string, send func(string)) {
+		switch {
+		case m.Method == "tools/call":
+			send(`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"hi"}}],"maxTokens":5}}`)
+			go func() {
+				for !seen.has(`"id":"s1","error"`) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"no answer"}],"isError":true}}`)
+			}()
+		}
+	})
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}, permitEverything(t, sc))
+	agentIn, proxyOut := io.Pipe()
+	proxyIn, agentOut := io.Pipe()
+	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
+	done := make(chan error, 1)
+	go func() {
+		done <- r.p.ServeStdio(context.Background(), proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+	}()
+	got := &lines{}
+	go func() {
+		s := bufio.NewScanner(agentIn)
+		for s.Scan() {
+			got.add(s.Text())
+		}
+	}()
+	send := func(s string) { agentOut.Write([]byte(s + "\n")) }
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"a","version":"1"}}}`)
+	waitFor(t, "initialize", func() bool { return got.has(`"id":1,`) })
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__ask","arguments":{}}}`)
+	waitFor(t, "the sampling request", func() bool { return got.has(`"sampling/createMessage"`) })
+	start := time.Now()
+	agentOut.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("wrap: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("wrap still up %v after its input closed, waiting on the agent", time.Since(start))
+	}
+	if !seen.has(`"id":"s1","error"`) {
+		t.Error("the server was not told its request failed")
 	}
 }

@@ -29,6 +29,11 @@ func (p *Proxy) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, pri
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, 2*p.opts.Limits.MaxCallsPerSession)
 	defer func() {
+		if s != nil {
+			// Calls in flight may still answer; none can wait on the
+			// agent any more.
+			s.hangUp()
+		}
 		wg.Wait()
 		if s != nil {
 			p.sessions.remove(s)

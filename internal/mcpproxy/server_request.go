@@ -29,6 +29,7 @@ var (
 	errCancelledByAgent    = errors.New("cancelled by the agent")
 	errCancelledByUpstream = errors.New("cancelled by the upstream")
 	errContained           = errors.New("the agent's session is contained by the response to an alert")
+	errAgentGone           = errors.New("the agent closed its input")
 )
 
 // maxServerWait bounds how long a request to an agent may wait for its
@@ -304,8 +305,8 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 		return recordedDenial(reason.AuditUnavailable)
 	}
 	sc.agentID = []byte(strconv.Quote("pc-" + strconv.FormatInt(s.nextID.Add(1), 10)))
-	if !s.addToAgent(sc) {
-		return unavailable(reason.SessionBusy).withDetail("too many requests waiting for the agent")
+	if err := s.addToAgent(sc); err != nil {
+		return err
 	}
 	defer s.takeToAgent(sc.agentID)
 	elicitID := ""
@@ -378,14 +379,19 @@ func replyToUpstream(p *Proxy, ctx context.Context, c *call) error {
 
 // Requests relayed to the agent and waiting for its answer.
 
-func (s *Session) addToAgent(sc *serverCall) bool {
+func (s *Session) addToAgent(sc *serverCall) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || len(s.toAgent) >= maxPendingToAgent {
-		return false
+	switch {
+	case s.closed:
+		return unavailable(reason.UpstreamUnavailable).withDetail("the agent session ended")
+	case s.hungUp:
+		return unavailable(reason.UpstreamUnavailable).withDetail(errAgentGone.Error())
+	case len(s.toAgent) >= maxPendingToAgent:
+		return unavailable(reason.SessionBusy).withDetail("too many requests waiting for the agent")
 	}
 	s.toAgent[string(sc.agentID)] = sc
-	return true
+	return nil
 }
 
 func (s *Session) takeToAgent(id []byte) *serverCall {

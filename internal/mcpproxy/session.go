@@ -65,8 +65,11 @@ type Session struct {
 	toAgent    map[string]*serverCall // requests sent to the agent, by the gateway's id
 	agentTasks map[string]*link       // tasks the agent runs for an upstream, by task id
 	closed     bool
-	intents    map[[32]byte]bool           // SHA-256 of the intent tokens taken (acceptIntent)
-	refusals   map[*Upstream]clientRefusal // upstreams that refused the session's client
+	// hungUp: the agent can send nothing more (wrap's input ended), so
+	// requests to it can never be answered.
+	hungUp   bool
+	intents  map[[32]byte]bool           // SHA-256 of the intent tokens taken (acceptIntent)
+	refusals map[*Upstream]clientRefusal // upstreams that refused the session's client
 
 	calls  atomic.Int32 // agent requests being served
 	nextID atomic.Int64 // ids of the gateway's requests to the agent
@@ -185,6 +188,20 @@ func (s *Session) close() {
 	s.out.close()
 	close(s.done)
 	s.p.opts.Metrics.Sessions(-1)
+}
+
+// hangUp notes that the agent can send nothing more: the requests the
+// session has sent it fail at once, and it is sent no more (the calls
+// waiting on them end now, not at their timeout).
+func (s *Session) hangUp() {
+	s.mu.Lock()
+	s.hungUp = true
+	pending := s.toAgent
+	s.toAgent = map[string]*serverCall{}
+	s.mu.Unlock()
+	for _, sc := range pending {
+		sc.fail(errAgentGone)
+	}
 }
 
 // outbox carries messages to an agent outside any request: on the HTTP
