@@ -34,6 +34,8 @@ const (
 type StreamConn struct {
 	w        io.Writer
 	wsem     chan struct{} // held while a message is written
+	// maxWait bounds a write whose context has no deadline (maxWriteWait).
+	maxWait time.Duration
 	r        *bufio.Reader
 	maxLine  int
 	maxDepth int
@@ -92,7 +94,7 @@ func (w *waiter) take() ([]*wire.Message, *wire.Message) {
 // writes to w. release is called once on Close or when r ends.
 func NewStreamConn(r io.Reader, w io.Writer, maxLine, maxDepth int, release func() error, log *slog.Logger) *StreamConn {
 	c := &StreamConn{
-		w: w, wsem: make(chan struct{}, 1), r: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine, maxDepth: maxDepth, log: log, release: release,
+		w: w, wsem: make(chan struct{}, 1), maxWait: maxWriteWait, r: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine, maxDepth: maxDepth, log: log, release: release,
 		pending: map[string]*waiter{}, byToken: map[string]*waiter{}, done: make(chan struct{}),
 	}
 	go c.read()
@@ -194,8 +196,8 @@ func (c *StreamConn) write(ctx context.Context, msg []byte) error {
 		}, msg)
 	}
 	deadline, ok := ctx.Deadline()
-	if !ok || time.Until(deadline) > maxWriteWait {
-		deadline = time.Now().Add(maxWriteWait)
+	if !ok || time.Until(deadline) > c.maxWait {
+		deadline = time.Now().Add(c.maxWait)
 	}
 	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()

@@ -456,9 +456,31 @@ func TestStreamWriteToAServerThatDoesNotReadEnds(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the connection to a server that does not read stayed open")
 	}
-	// A notification without a deadline is bounded too (maxWriteWait):
-	// here the connection is closed already.
 	if err := c.Send(context.Background(), []byte(`{"jsonrpc":"2.0","method":"notifications/x"}`)); err == nil {
 		t.Fatal("sent on a closed connection")
+	}
+
+	// A message sent without a deadline is bounded too (maxWriteWait,
+	// shortened here).
+	c2, err := StartProcess(exec.Command("sleep", "600"), 1<<20, 64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.maxWait = 300 * time.Millisecond
+	sent := make(chan error, 1)
+	go func() { sent <- c2.Send(context.Background(), big.Raw) }()
+	select {
+	case err := <-sent:
+		if err == nil {
+			t.Fatal("a message to a server that does not read was sent")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a write without a deadline blocked on a server that does not read")
+	}
+	select {
+	case <-c2.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection to a server that does not read stayed open")
 	}
 }
