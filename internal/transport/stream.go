@@ -32,10 +32,10 @@ const (
 // StreamConn speaks newline-delimited JSON-RPC over a reader and a writer:
 // a child process's stdout and stdin, or an in-memory pipe.
 type StreamConn struct {
-	w        io.Writer
-	wsem     chan struct{} // held while a message is written
+	w    io.Writer
+	wsem chan struct{} // held while a message is written
 	// maxWait bounds a write whose context has no deadline (maxWriteWait).
-	maxWait time.Duration
+	maxWait  time.Duration
 	r        *bufio.Reader
 	maxLine  int
 	maxDepth int
