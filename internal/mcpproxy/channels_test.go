@@ -111,12 +111,23 @@ func rawAgentNamedNoWait(t *testing.T, r *rig, info string) (send func(string), 
 // without waiting for its answer.
 func rawAgentInit(t *testing.T, r *rig, params string) (send func(string), got *lines) {
 	t.Helper()
+	send, got, _, _ = stdioAgent(t, r, params)
+	return send, got
+}
+
+// stdioAgent is rawAgentInit that also returns a function closing the
+// agent's end of wrap's input, and what ServeStdio returns.
+func stdioAgent(t *testing.T, r *rig, params string) (send func(string), got *lines, closeIn func(), done <-chan error) {
+	t.Helper()
 	agentIn, proxyOut := io.Pipe()
 	proxyIn, agentOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
-	go r.p.ServeStdio(ctx, proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+	served := make(chan error, 1)
+	go func() {
+		served <- r.p.ServeStdio(ctx, proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
+	}()
 	got = &lines{}
 	go func() {
 		s := bufio.NewScanner(agentIn)
@@ -127,7 +138,21 @@ func rawAgentInit(t *testing.T, r *rig, params string) (send func(string), got *
 	}()
 	send = func(s string) { agentOut.Write([]byte(s + "\n")) }
 	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":` + params + `}`)
-	return send, got
+	return send, got, func() { agentOut.Close() }, served
+}
+
+// screenedRig is a rig whose one upstream "up" is the stdio server srv
+// (in process), with the default screening rules and a policy that
+// permits everything, requests from the upstream too.
+func screenedRig(t *testing.T, srv func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error) *rig {
+	t.Helper()
+	sc, err := screen.NewScreener(screen.DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}, permitEverything(t, sc))
 }
 
 // permitEverything lets a rig's policy allow requests from upstreams too
@@ -503,13 +528,7 @@ func TestTaskListIsScreened(t *testing.T) {
 				`{"taskId":"t-other","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":60000}]}}`)
 		}
 	})
-	sc, err := screen.NewScreener(screen.DefaultRules())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, server, 1<<20, 64, nil) }
-	}}, permitEverything(t, sc))
+	r := screenedRig(t, server)
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__work","arguments":{},"task":{"ttl":60000}}}`)
 	waitFor(t, "the task", func() bool { return got.has(`"id":2,`) })
@@ -575,13 +594,7 @@ func TestEverythingTheAgentWritesIsScreened(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
 		}
 	})
-	sc, err := screen.NewScreener(screen.DefaultRules())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}, permitEverything(t, sc))
+	r := screenedRig(t, srv)
 	send, got := rawAgent(t, r)
 	requests := []string{
 		`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"up__get","arguments":{},"_meta":{"note":"` + channelSecret + `"}}}`,
@@ -734,35 +747,14 @@ func TestStdioAgentLeavingEndsItsWaits(t *testing.T) {
 			}()
 		}
 	})
-	sc, err := screen.NewScreener(screen.DefaultRules())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRigDialers(t, "", nil, map[string]func(config.Limits) transport.Dialer{"up": func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}, permitEverything(t, sc))
-	agentIn, proxyOut := io.Pipe()
-	proxyIn, agentOut := io.Pipe()
-	pr := &identity.Principal{Agent: "agent", CredentialID: "cred"}
-	done := make(chan error, 1)
-	go func() {
-		done <- r.p.ServeStdio(context.Background(), proxyIn, proxyOut, func(context.Context) (*identity.Principal, error) { return pr, nil })
-	}()
-	got := &lines{}
-	go func() {
-		s := bufio.NewScanner(agentIn)
-		for s.Scan() {
-			got.add(s.Text())
-		}
-	}()
-	send := func(s string) { agentOut.Write([]byte(s + "\n")) }
-	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"a","version":"1"}}}`)
+	r := screenedRig(t, srv)
+	send, got, closeIn, done := stdioAgent(t, r, `{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"a","version":"1"}}`)
 	waitFor(t, "initialize", func() bool { return got.has(`"id":1,`) })
 	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__ask","arguments":{}}}`)
 	waitFor(t, "the sampling request", func() bool { return got.has(`"sampling/createMessage"`) })
 	start := time.Now()
-	agentOut.Close()
+	closeIn()
 	select {
 	case err := <-done:
 		if err != nil {
