@@ -145,19 +145,23 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 
 // TestSetLevelOutlivesTheUpstreamSession: the log level an agent session
 // set is asked of its next upstream session of its own too (after the
-// first ended), not only of the one it had then.
+// first ended), once, and without holding the session's calls back when
+// the server does not answer it.
 func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
 	t.Parallel()
 	seen := &lines{}
+	var asked atomic.Int32
 	srv := handServer(seen, "2025-11-25", `{"tools":{},"logging":{}}`, []string{"log"}, func(m *wire.Message, id string, send func(string)) {
 		switch m.Method {
 		case "tools/call":
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		case "logging/setLevel":
-			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			if asked.Add(1) != 2 { // the second upstream session's is never answered
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			}
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", CallTimeout: config.Duration(20 * time.Second)}, dial: func(config.Limits) transport.Dialer {
 		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
 	}}}, nil)
 	send, got := rawAgent(t, r)
@@ -181,10 +185,22 @@ func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
 	}
 	s.linkTo(up).conn.Close() // the server exits
 	waitFor(t, "the upstream session's end", func() bool { return s.linkTo(up) == nil })
+	start := time.Now()
 	send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
 	waitFor(t, "the call", func() bool { return got.has(`"id":3,`) })
-	if n := setLevels(); n != 2 {
-		t.Errorf("setLevel reached the upstream sessions %d times, want twice (once each)", n)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the call waited %v for a setLevel the server does not answer", d)
+	}
+	waitFor(t, "setLevel asked of the new upstream session", func() bool { return setLevels() == 2 })
+	// A setLevel that opens the next upstream session asks it once.
+	s.linkTo(up).conn.Close()
+	waitFor(t, "the upstream session's end", func() bool { return s.linkTo(up) == nil })
+	send(`{"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{"level":"warning"}}`)
+	waitFor(t, "setLevel", func() bool { return got.has(`"id":4,`) && setLevels() >= 3 })
+	send(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"up__log","arguments":{}}}`)
+	waitFor(t, "the call", func() bool { return got.has(`"id":5,`) })
+	if n := setLevels(); n != 3 {
+		t.Errorf("setLevel reached the upstream sessions %d times, want 3 (once each)", n)
 	}
 }
 
@@ -228,9 +244,11 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	l.attach(b)
 	l.attach(c)
 	for i := range maxSubscriptionsPerSession {
-		if _, ok := l.holdSubscription(a, fmt.Sprintf("test://%d", i)); !ok {
+		uri := fmt.Sprintf("test://%d", i)
+		if _, ok := l.holdSubscription(a, uri); !ok {
 			t.Fatalf("subscription %d refused", i)
 		}
+		l.settleSubscription(a, uri, true)
 	}
 	if _, ok := l.holdSubscription(a, "test://more"); ok {
 		t.Error("a subscription past the session's share would be relayed unrouted")
@@ -240,6 +258,27 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	}
 	if _, ok := l.holdSubscription(b, "test://more"); !ok {
 		t.Error("another session's subscription refused")
+	}
+	// While b's is pending, a's unsubscription of the same URI is not
+	// relayed; b's refused, it is not recorded.
+	if l.subscribedElsewhere(a, "test://more") != true {
+		t.Error("a pending subscription of another session would be ended upstream")
+	}
+	l.settleSubscription(b, "test://more", false)
+	if l.subs["test://more"] != nil || l.subCount[b] != 0 || len(l.subPending) != 0 {
+		t.Errorf("a refused subscription recorded: %v, b counts %d, %d pending", l.subs["test://more"], l.subCount[b], len(l.subPending))
+	}
+	// Two of one session to the same URI, the first refused after the
+	// second was accepted: it stays recorded.
+	for range 2 {
+		if had, ok := l.holdSubscription(b, "test://twice"); had || !ok {
+			t.Fatalf("hold: had %v ok %v", had, ok)
+		}
+	}
+	l.settleSubscription(b, "test://twice", true)
+	l.settleSubscription(b, "test://twice", false)
+	if !l.subs["test://twice"][b] || l.subCount[b] != 1 {
+		t.Errorf("after an accepted and a refused subscription: held %v, b counts %d", l.subs["test://twice"][b], l.subCount[b])
 	}
 	// Concurrent subscriptions of one session: exactly its share is held.
 	var held atomic.Int32
@@ -313,5 +352,226 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	l.detach(a)
 	if l.taskCount[a] != 0 || len(l.tasks) != 0 {
 		t.Errorf("after a left: %d of its tasks counted, %d tasks", l.taskCount[a], len(l.tasks))
+	}
+}
+
+// TestTasksForgottenForRoom: on a full upstream session, room for a new
+// task is made from the requester's own ended tasks first, then from
+// other sessions' tasks whose result their owner had, only while the
+// requester is within its share; never from a task whose result its owner
+// has not had.
+func TestTasksForgottenForRoom(t *testing.T) {
+	t.Parallel()
+	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	req, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"task":{}}}`), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := func(s *Session, id string) error {
+		c := &call{method: "tools/call", link: l, s: s, msg: req}
+		if err := c.reserveTaskRoom(); err != nil {
+			return err
+		}
+		c.resp, _ = wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"`+id+`","status":"working"}}}`), 64)
+		c.noteTask()
+		return nil
+	}
+	kept := func(id string) bool { _, ok := l.tasks[id]; return ok }
+	victim := &Session{id: "victim"}
+	l.attach(victim)
+	for _, id := range []string{"victim-unfetched", "victim-fetched"} {
+		if err := task(victim, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.taskStatus("victim-unfetched", "completed")
+	l.taskEnded("victim-fetched", true)
+	var fill []*Session
+	for i := range 10 {
+		s := &Session{id: fmt.Sprint("f", i)}
+		l.attach(s)
+		fill = append(fill, s)
+		for j := 0; j < maxTasksPerSession && len(l.tasks) < maxTasksPerLink; j++ {
+			if err := task(s, fmt.Sprintf("f%d-%d", i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(l.tasks) != maxTasksPerLink {
+		t.Fatalf("%d tasks, want the upstream session full", len(l.tasks))
+	}
+	asker := fill[9] // within its share
+	l.taskStatus("f9-0", "completed")
+	if err := task(asker, "new-1"); err != nil || kept("f9-0") || !kept("victim-fetched") {
+		t.Fatalf("first new task: %v; own ended task kept %v, another's fetched task kept %v", err, kept("f9-0"), kept("victim-fetched"))
+	}
+	if err := task(asker, "new-2"); err != nil || kept("victim-fetched") {
+		t.Fatalf("second new task: %v; another's fetched task kept %v", err, kept("victim-fetched"))
+	}
+	if err := task(asker, "new-3"); err == nil {
+		t.Error("a task relayed when room could be made only from a result its owner has not had")
+	}
+	if !kept("victim-unfetched") {
+		t.Error("a task whose result its owner has not had was forgotten for another session")
+	}
+	// At its own share, a session takes nothing from others.
+	l.taskEnded("f1-0", true)
+	if err := task(fill[0], "over-share"); err == nil || !kept("f1-0") {
+		t.Errorf("a session at its share: %v; another's fetched task kept %v", err, kept("f1-0"))
+	}
+}
+
+// TestARefusedSharedClientBacksOff: a refusal of the client a shared
+// upstream session is opened with keeps every session of that key from
+// opening another while it holds, and none from the one that is open.
+func TestARefusedSharedClientBacksOff(t *testing.T) {
+	t.Parallel()
+	seen := &lines{}
+	srv := handServer(seen, "2025-11-25", `{"tools":{}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		if m.Method == "tools/call" {
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	up := r.p.upstream("up")
+	sendA, gotA := rawAgent(t, r)
+	up.refusedKey("*", fmt.Errorf("%w: test", errClientRefused), time.Now())
+	up.mu.Lock()
+	r0 := up.refusals["*"]
+	r0.until = time.Now().Add(time.Minute)
+	up.refusals["*"] = r0
+	up.mu.Unlock()
+	sendB, gotB := rawAgent(t, r)
+	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+	waitFor(t, "B's call", func() bool { return gotB.has(`"id":2,`) })
+	if !gotB.has(`"text":"ok"`) {
+		t.Fatalf("a session kept off the open shared upstream session: %s", gotB.all())
+	}
+	inits := strings.Count(seen.all(), `"method":"initialize"`)
+	for _, s := range r.p.sessions.all() {
+		if l := s.linkTo(up); l != nil {
+			l.conn.Close()
+			break
+		}
+	}
+	waitFor(t, "the shared upstream session's end", func() bool { return up.openLinks() == 0 })
+	sendA(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+	waitFor(t, "A's call", func() bool { return gotA.has(`"id":2,`) })
+	if gotA.has(`"text":"ok"`) || strings.Count(seen.all(), `"method":"initialize"`) != inits {
+		t.Errorf("a shared upstream session opened while its client's refusal holds: %s", gotA.all())
+	}
+}
+
+// TestTaskAndSubscriptionRoomThroughTheRelay: on a shared upstream
+// session, a task-augmented call past the session's share is refused
+// before it reaches the server, a call that creates no task gives its
+// room back, and a subscription the server refuses is not recorded.
+func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
+	t.Parallel()
+	var calls, tasks atomic.Int32
+	srv := handServer(nil, "2025-11-25", `{"tools":{},"resources":{"subscribe":true},"tasks":{"requests":{"tools":{"call":{}}}}}`,
+		[]string{`{"name":"make","inputSchema":{"type":"object"},"execution":{"taskSupport":"optional"}}`, `{"name":"fail","inputSchema":{"type":"object"},"execution":{"taskSupport":"optional"}}`},
+		func(m *wire.Message, id string, send func(string)) {
+			switch m.Method {
+			case "tools/call":
+				calls.Add(1)
+				if name, _ := m.ParamString("name"); name == "fail" {
+					send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32603,"message":"no task today"}}`)
+					return
+				}
+				n := strconv.Itoa(int(tasks.Add(1)))
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"task":{"taskId":"t-` + n + `","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":600000}}}`)
+			case "tasks/cancel":
+				tid, _ := m.ParamString("taskId")
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"taskId":"` + tid + `","status":"cancelled","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":600000}}`)
+			case "resources/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resources":[{"uri":"test://ok","name":"ok"},{"uri":"test://refuse","name":"refuse"}]}}`)
+			case "resources/templates/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resourceTemplates":[]}}`)
+			case "resources/subscribe":
+				if uri, _ := m.ParamString("uri"); uri == "test://refuse" {
+					send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32602,"message":"not that one"}}`)
+					return
+				}
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			}
+		})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	id := 1
+	ask := func(method, params string) string {
+		id++
+		send(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"` + method + `","params":` + params + `}`)
+		prefix := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,`
+		var line string
+		waitFor(t, method, func() bool {
+			for _, l := range strings.Split(got.all(), "\n") {
+				if strings.HasPrefix(l, prefix) {
+					line = l
+					return true
+				}
+			}
+			return false
+		})
+		return line
+	}
+	up := r.p.upstream("up")
+	var l *link
+	for _, s := range r.p.sessions.all() {
+		if l = s.linkTo(up); l != nil {
+			break
+		}
+	}
+	if l == nil {
+		t.Fatal("no upstream session")
+	}
+	counts := func() (pending, held int, subs, subPending int) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, n := range l.taskCount {
+			held += n
+		}
+		for _, n := range l.subCount {
+			subs += n
+		}
+		return l.taskPending, held, len(l.subs), len(l.subPending)
+	}
+	if a := ask("tools/call", `{"name":"up__fail","arguments":{},"task":{}}`); !strings.Contains(a, "error") {
+		t.Fatalf("the failing call: %s", a)
+	}
+	if pending, held, _, _ := counts(); pending != 0 || held != 0 {
+		t.Fatalf("after a call that created no task: %d reserved, %d counted", pending, held)
+	}
+	ask("resources/subscribe", `{"uri":"test://refuse"}`)
+	if _, _, subs, pending := counts(); subs != 0 || pending != 0 {
+		t.Fatalf("a refused subscription: %d counted, %d pending", subs, pending)
+	}
+	if a := ask("resources/subscribe", `{"uri":"test://ok"}`); strings.Contains(a, "error") {
+		t.Fatalf("subscribe: %s", a)
+	}
+	if _, _, subs, _ := counts(); subs != 1 || !l.subs["test://ok"][l.first] {
+		t.Fatalf("an accepted subscription: %d counted", subs)
+	}
+	for i := range maxTasksPerSession {
+		if a := ask("tools/call", `{"name":"up__make","arguments":{},"task":{}}`); !strings.Contains(a, `"taskId"`) {
+			t.Fatalf("task %d: %s", i, a)
+		}
+	}
+	before := calls.Load()
+	a := ask("tools/call", `{"name":"up__make","arguments":{},"task":{}}`)
+	if !strings.Contains(a, string(reason.UpstreamBusy)) || calls.Load() != before {
+		t.Fatalf("a task past the session's share: %s; the server got %d more calls", a, calls.Load()-before)
+	}
+	// One ends (cancelled by its agent): the next has room.
+	if a := ask("tasks/cancel", `{"taskId":"t-1"}`); !strings.Contains(a, `"cancelled"`) {
+		t.Fatalf("tasks/cancel: %s", a)
+	}
+	if a := ask("tools/call", `{"name":"up__make","arguments":{},"task":{}}`); !strings.Contains(a, `"taskId"`) {
+		t.Fatalf("a task once one had ended: %s", a)
 	}
 }

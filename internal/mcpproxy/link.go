@@ -64,6 +64,7 @@ type link struct {
 
 	nextID   atomic.Int64
 	lastUsed atomic.Int64
+	level    atomic.Int32 // the log level last asked of the server (logRank)
 	active   atomic.Int32
 	changed  chan struct{} // a list changed (the probe re-lists)
 
@@ -77,14 +78,19 @@ type link struct {
 	// session each URL elicitation was relayed to: the notifications about
 	// them (resources/updated, elicitation/complete) go to those sessions
 	// alone, never to every session of a shared link.
-	subs     map[string]map[*Session]bool
-	subCount map[*Session]int
+	subs map[string]map[*Session]bool
+	// subPending are subscriptions relayed and not yet answered;
+	// subCount counts each session's subscriptions and those pending.
+	subPending map[string]map[*Session]int
+	subCount   map[*Session]int
 	// taskCount counts each session's entries in tasks and reservations
 	// for tasks its calls in flight may create (taskPending in all).
 	taskCount   map[*Session]int
 	taskPending int
 	elicits     map[string]*Session
-	// mixed: more than one agent session has held the link.
+	// first is the first agent session to hold the link; mixed: another
+	// has held it since.
+	first    *Session
 	mixed    bool
 	closed   bool
 	fetching map[string]*fetchOnce
@@ -179,7 +185,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
-		subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{}, taskCount: map[*Session]int{}, elicits: map[string]*Session{},
+		subs: map[string]map[*Session]bool{}, subPending: map[string]map[*Session]int{}, subCount: map[*Session]int{}, taskCount: map[*Session]int{}, elicits: map[string]*Session{},
 	}
 	l.lastUsed.Store(time.Now().UnixNano())
 	params := []byte(`{"protocolVersion":`)
@@ -303,7 +309,9 @@ func (l *link) alive() bool {
 
 func (l *link) attach(s *Session) {
 	l.mu.Lock()
-	if _, in := l.sessions[s]; !in && len(l.sessions) > 0 {
+	if l.first == nil {
+		l.first = s
+	} else if l.first != s {
 		l.mixed = true
 	}
 	l.sessions[s] = struct{}{}
@@ -340,6 +348,11 @@ func (l *link) detach(s *Session) int {
 			delete(l.subs, uri)
 		}
 	}
+	for uri, ps := range l.subPending {
+		if delete(ps, s); len(ps) == 0 {
+			delete(l.subPending, uri)
+		}
+	}
 	delete(l.subCount, s)
 	delete(l.taskCount, s)
 	for id, es := range l.elicits {
@@ -366,22 +379,65 @@ const (
 func (l *link) holdsState() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.tasks) > 0 || len(l.subs) > 0 || len(l.elicits) > 0
+	return len(l.tasks) > 0 || len(l.subs) > 0 || len(l.subPending) > 0 || len(l.elicits) > 0
 }
 
-// holdSubscription records, before it is relayed, a subscription of s
-// to uri on an upstream session others share: one that could not be
+// holdSubscription takes room, before it is relayed, for a subscription
+// of s to uri on an upstream session others share: one that could not be
 // recorded is refused, not relayed (its updates would reach nobody, and
 // another holder's unsubscription would end it upstream). It reports
-// whether s held it already, and false in ok when there is no room.
+// whether s held it already, and false in ok when there is no room. A
+// room taken (had false, ok true) is settled by settleSubscription once
+// the upstream answered.
 func (l *link) holdSubscription(s *Session, uri string) (had, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, attached := l.sessions[s]; !attached {
 		return false, false
 	}
-	had = l.subs[uri][s]
-	return had, l.subscribe(s, uri)
+	if l.subs[uri][s] {
+		return true, true
+	}
+	if !l.subRoom(s, uri) {
+		return false, false
+	}
+	if l.subPending == nil {
+		l.subPending = map[string]map[*Session]int{}
+	}
+	if l.subPending[uri] == nil {
+		l.subPending[uri] = map[*Session]int{}
+	}
+	l.subPending[uri][s]++
+	l.subCount[s]++
+	return false, true
+}
+
+// settleSubscription ends a hold of holdSubscription: the subscription
+// is recorded if the upstream accepted it.
+func (l *link) settleSubscription(s *Session, uri string, accepted bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ps := l.subPending[uri]; ps[s] > 0 {
+		if ps[s]--; ps[s] == 0 {
+			delete(ps, s)
+		}
+		if len(ps) == 0 {
+			delete(l.subPending, uri)
+		}
+		if l.subCount[s]--; l.subCount[s] <= 0 {
+			delete(l.subCount, s)
+		}
+	}
+	if _, attached := l.sessions[s]; accepted && attached {
+		l.subscribe(s, uri)
+	}
+}
+
+// subRoom reports whether s may hold one more subscription, to uri
+// (l.mu held).
+func (l *link) subRoom(s *Session, uri string) bool {
+	known := l.subs[uri] != nil || l.subPending[uri] != nil
+	return (known || len(l.subs)+len(l.subPending) < maxSubscriptions) && l.subCount[s] < maxSubscriptionsPerSession
 }
 
 // subscribe records s's subscription to uri if there is room (l.mu held).
@@ -390,7 +446,7 @@ func (l *link) subscribe(s *Session, uri string) bool {
 	switch {
 	case ss[s]:
 		return true
-	case len(l.subs) >= maxSubscriptions && ss == nil || l.subCount[s] >= maxSubscriptionsPerSession:
+	case !l.subRoom(s, uri):
 		return false
 	case ss == nil:
 		l.subs[uri] = map[*Session]bool{s: true}
@@ -459,6 +515,11 @@ func (l *link) subscribedElsewhere(s *Session, uri string) bool {
 	for o := range l.subs[uri] {
 		if _, attached := l.sessions[o]; attached && o != s {
 			return true
+		}
+	}
+	for o := range l.subPending[uri] {
+		if _, attached := l.sessions[o]; attached && o != s {
+			return true // subscribing: ending it upstream now could undo that
 		}
 	}
 	return false

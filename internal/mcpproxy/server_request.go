@@ -356,6 +356,9 @@ func relayToAgent(p *Proxy, ctx context.Context, c *call) error {
 			s.notify(wire.NewNotification("notifications/cancelled", append(append([]byte(`{"requestId":`), sc.agentID...), '}')))
 			c.reply = nil
 		}
+		if errors.Is(sc.err, errAgentGone) {
+			return unavailable(reason.UpstreamUnavailable).withDetail(sc.err.Error())
+		}
 		return unavailable(reason.Cancelled).withDetail(sc.err.Error())
 	}
 	return nil

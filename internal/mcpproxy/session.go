@@ -408,9 +408,14 @@ func (s *Session) refused(u *Upstream, err error, now time.Time) {
 	if s.refusals == nil {
 		s.refusals = map[*Upstream]clientRefusal{}
 	}
+	s.refusals[u] = nextRefusal(s.refusals[u], err, now)
+}
+
+// nextRefusal follows prev (zero if none): the wait doubles.
+func nextRefusal(prev clientRefusal, err error, now time.Time) clientRefusal {
 	wait := minBackoff
-	if r, ok := s.refusals[u]; ok {
-		wait = min(2*r.wait, maxBackoff)
+	if prev.wait > 0 {
+		wait = min(2*prev.wait, maxBackoff)
 	}
-	s.refusals[u] = clientRefusal{err: err, until: now.Add(wait), wait: wait}
+	return clientRefusal{err: err, until: now.Add(wait), wait: wait}
 }

@@ -252,9 +252,10 @@ func broadcast(p *Proxy, ctx context.Context, c *call) error {
 }
 
 // setLevel asks the upstream session for log messages at level rank and
-// above (the level alone; nothing if rank is none or it does not log).
+// above (the level alone; nothing if rank is none, it does not log, or it
+// was asked for that level already).
 func (l *link) setLevel(ctx context.Context, rank int32) {
-	if rank <= 0 || int(rank) >= len(logLevelNames) || !l.capLogging {
+	if rank <= 0 || int(rank) >= len(logLevelNames) || !l.capLogging || l.level.Swap(rank) == rank {
 		return
 	}
 	params := wire.AppendString([]byte(`{"level":`), logLevelNames[rank])

@@ -48,11 +48,7 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 			return unavailable(reason.UpstreamBusy).withDetail("too many subscriptions to route on this upstream session")
 		}
 		if !had {
-			defer func() {
-				if c.resp == nil || c.resp.Kind != wire.Response {
-					l.subscribed(c.s, uri, false) // the upstream did not take it
-				}
-			}()
+			defer func() { l.settleSubscription(c.s, uri, c.resp != nil && c.resp.Kind == wire.Response) }()
 		}
 	}
 	if err := c.reserveTaskRoom(); err != nil {

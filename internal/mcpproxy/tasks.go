@@ -13,8 +13,8 @@ import (
 // remembers is bounded per upstream session and, on one agent sessions
 // share, per agent session. A task is forgotten when its session leaves,
 // when the lifetime the server gave it (ttl) has passed, or, when room is
-// needed, once it has ended (completed, failed or cancelled): oldest
-// first. A request for a task past the bound, with nothing to forget, is
+// needed, once it has ended (completed, failed or cancelled; see
+// forgetTasks). A request for a task past the bound, with nothing to forget, is
 // refused before it is relayed, so that no task runs upstream that its
 // agent could not reach.
 const (
@@ -26,10 +26,12 @@ type taskInfo struct {
 	s    *Session
 	tool *toolEntry
 	// seq orders tasks by creation; expires is when the server forgets the
-	// task (its ttl; zero: never); ended is set by a final status.
+	// task (its ttl; zero: never); ended is set by a final status, fetched
+	// once the agent had the task's result (tasks/result answered).
 	seq     int64
 	expires time.Time
 	ended   bool
+	fetched bool
 }
 
 // reserveTask makes room, before a task-augmented call is relayed, for
@@ -57,9 +59,13 @@ func (l *link) taskRoom(s *Session) bool {
 	return l.key == "" || l.taskCount[s] < maxTasksPerSession
 }
 
-// forgetTasks forgets the expired tasks, then ended tasks, oldest first:
-// s's own, and only when the upstream session is full another's, until
-// s has room (l.mu held).
+// forgetTasks makes room for one more task of s (l.mu held). It forgets
+// the tasks past their ttl; then, one at a time until there is room, the
+// oldest of s's own ended tasks (first those whose result s fetched);
+// and, only when the upstream session as a whole is full while s is
+// within its share, the oldest task of another session whose result that
+// session fetched already. A task whose result its owner has not had is
+// never forgotten for another session.
 func (l *link) forgetTasks(s *Session, now time.Time) {
 	for id, t := range l.tasks {
 		if !t.expires.IsZero() && now.After(t.expires) {
@@ -67,19 +73,32 @@ func (l *link) forgetTasks(s *Session, now time.Time) {
 		}
 	}
 	for !l.taskRoom(s) {
-		full := len(l.tasks)+l.taskPending >= maxTasksPerLink
-		var oldest string
-		var at int64
-		for id, t := range l.tasks {
-			if t.ended && (t.s == s || full) && (oldest == "" || t.seq < at) {
-				oldest, at = id, t.seq
-			}
+		withinShare := l.key == "" || l.taskCount[s] < maxTasksPerSession
+		id, ok := l.oldestTask(func(t taskInfo) bool { return t.s == s && t.fetched })
+		if !ok {
+			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s == s && t.ended })
 		}
-		if oldest == "" {
+		if !ok && withinShare {
+			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s != s && t.fetched })
+		}
+		if !ok {
 			return
 		}
-		l.dropTask(oldest, l.tasks[oldest])
+		l.dropTask(id, l.tasks[id])
 	}
+}
+
+// oldestTask returns the oldest task that pick accepts (l.mu held).
+func (l *link) oldestTask(pick func(taskInfo) bool) (string, bool) {
+	var oldest string
+	var at int64
+	found := false
+	for id, t := range l.tasks {
+		if pick(t) && (!found || t.seq < at) {
+			oldest, at, found = id, t.seq, true
+		}
+	}
+	return oldest, found
 }
 
 func (l *link) dropTask(id string, t taskInfo) {
@@ -130,13 +149,17 @@ func (l *link) recordTask(c *call, id string, ttl time.Duration, now time.Time) 
 func (l *link) taskStatus(id, status string) {
 	switch status {
 	case "completed", "failed", "cancelled":
-	default:
-		return
+		l.taskEnded(id, false)
 	}
+}
+
+// taskEnded notes that a task ended, and whether its agent had its result.
+func (l *link) taskEnded(id string, fetched bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t, ok := l.tasks[id]; ok && !t.ended {
+	if t, ok := l.tasks[id]; ok {
 		t.ended = true
+		t.fetched = t.fetched || fetched
 		l.tasks[id] = t
 	}
 }
@@ -204,7 +227,7 @@ func (c *call) noteTaskAnswer() {
 	}
 	switch c.method {
 	case "tasks/result":
-		c.link.taskStatus(id, "completed")
+		c.link.taskEnded(id, true)
 	case "tasks/get", "tasks/cancel":
 		status, _ := wire.String(c.resp.Raw, c.resp.ResultMember("status"))
 		c.link.taskStatus(id, status)

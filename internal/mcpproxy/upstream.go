@@ -62,12 +62,15 @@ type Upstream struct {
 	restarts  atomic.Int64
 	downUntil atomic.Int64 // unix ns: no new links before (a dial just failed)
 
-	mu      sync.Mutex
-	shared  map[string]*link // links shared by several agent sessions, by isolation key
-	opening map[string]*pendingLink
-	open    int
-	spares  []transport.Conn
-	stop    bool
+	mu     sync.Mutex
+	shared map[string]*link // links shared by several agent sessions, by isolation key
+	// refusals are the server's refusals of the client a shared link is
+	// opened with, by isolation key (a session's own: Session.refusals).
+	refusals map[string]clientRefusal
+	opening  map[string]*pendingLink
+	open     int
+	spares   []transport.Conn
+	stop     bool
 }
 
 type pendingLink struct {
@@ -251,21 +254,21 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	if until := u.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		return nil, ErrUpstreamDown
 	}
-	if err := s.refusedBy(u, time.Now()); err != nil {
-		return nil, err
-	}
 	key := u.isolationKey(s)
+	if key == "" {
+		if err := s.refusedBy(u, time.Now()); err != nil {
+			return nil, err
+		}
+	}
 	u.mu.Lock()
 	if u.stop {
 		u.mu.Unlock()
 		return nil, ErrUpstreamDown
 	}
-	if key != "" {
-		if l := u.shared[key]; l != nil && l.alive() {
-			l.attach(s)
-			u.mu.Unlock()
-			return s.adopt(u, l), nil
-		}
+	if l := u.liveShared(key); l != nil {
+		l.attach(s)
+		u.mu.Unlock()
+		return s.adopt(u, l), nil
 	}
 	wait := key
 	if wait == "" {
@@ -274,6 +277,12 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	if pl := u.opening[wait]; pl != nil {
 		u.mu.Unlock()
 		return u.awaitOpening(ctx, pl, s, key)
+	}
+	if r, ok := u.refusals[key]; ok && key != "" && time.Now().Before(r.until) {
+		// The server refused the client a shared upstream session is
+		// opened with: every session using it backs off.
+		u.mu.Unlock()
+		return nil, r.err
 	}
 	handed := false // a reclaimed session's place is this one's
 	if u.open >= u.cfg.SessionLimit() {
@@ -286,14 +295,23 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 			return nil, ErrUpstreamSessions
 		}
 		u.mu.Lock()
-		if pl := u.opening[wait]; pl != nil || u.stop {
+		// Meanwhile another request may have opened (or begun to open)
+		// what this one would: the place goes back, and that is used.
+		l := u.liveShared(key)
+		if pl, stop := u.opening[wait], u.stop; pl != nil || l != nil || stop {
 			u.open--
+			if l != nil {
+				l.attach(s)
+			}
 			u.mu.Unlock()
 			u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-			if pl == nil {
-				return nil, ErrUpstreamDown
+			switch {
+			case l != nil:
+				return s.adopt(u, l), nil
+			case pl != nil && !stop:
+				return u.awaitOpening(ctx, pl, s, key)
 			}
-			return u.awaitOpening(ctx, pl, s, key)
+			return nil, ErrUpstreamDown
 		}
 	}
 	pl := &pendingLink{done: make(chan struct{})}
@@ -309,12 +327,14 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		cctx = withLinkUser(cctx, userOf(s.principal.Load()))
 	}
 	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
-	if pl.err == nil && key == "" {
-		// A new upstream session of the agent session's own (its first,
-		// or one after the last ended) logs at the level the agent set.
-		pl.l.setLevel(cctx, s.logLevel.Load())
-	}
 	cancel()
+	if pl.err == nil && key == "" && s.logLevel.Load() != 0 {
+		// A new upstream session of the agent session's own (its first,
+		// or one after the last ended) logs at the level the agent set:
+		// asked on the side, so that a server slow to answer holds no
+		// call back.
+		go pl.l.setLevel(context.WithoutCancel(ctx), s.logLevel.Load())
+	}
 	u.mu.Lock()
 	delete(u.opening, wait)
 	if pl.err != nil {
@@ -333,7 +353,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 			// This session's client, not the server: this session backs
 			// off (a refused client cannot make the gateway start a server
 			// process, or open a connection, per request).
-			s.refused(u, pl.err, time.Now())
+			if key == "" {
+				s.refused(u, pl.err, time.Now())
+			} else {
+				u.refusedKey(key, pl.err, time.Now())
+			}
 		} else if errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
 			// Down, not a matter of one grant's authorization or of one
 			// client the server refused.
@@ -342,6 +366,18 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		return nil, pl.err
 	}
 	return u.awaitOpening(ctx, pl, s, key)
+}
+
+// liveShared returns the open shared link of key, if any (u.mu held;
+// none once u stops).
+func (u *Upstream) liveShared(key string) *link {
+	if key == "" || u.stop {
+		return nil
+	}
+	if l := u.shared[key]; l != nil && l.alive() {
+		return l
+	}
+	return nil
 }
 
 func (u *Upstream) awaitOpening(ctx context.Context, pl *pendingLink, s *Session, key string) (*link, error) {
@@ -425,6 +461,28 @@ func (u *Upstream) drop(l *link) {
 	u.mu.Unlock()
 	u.closeLink(l)
 }
+
+// refusedKey notes that the server refused the client the shared link
+// of key is opened with.
+func (u *Upstream) refusedKey(key string, err error, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.refusals == nil {
+		u.refusals = map[string]clientRefusal{}
+	}
+	if len(u.refusals) >= maxRefusals {
+		for k, r := range u.refusals {
+			if !now.Before(r.until) {
+				delete(u.refusals, k)
+			}
+		}
+	}
+	u.refusals[key] = nextRefusal(u.refusals[key], err, now)
+}
+
+// maxRefusals bounds the refusals remembered per upstream beyond those
+// still holding.
+const maxRefusals = 1024
 
 // reclaimAfter is how long an upstream session must have been unused
 // before reclaim may close it: a quarter of session_idle, at most 30 s.
