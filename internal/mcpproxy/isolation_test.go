@@ -438,11 +438,12 @@ func TestARefusedSharedClientBacksOff(t *testing.T) {
 	}}}, nil)
 	up := r.p.upstream("up")
 	sendA, gotA := rawAgent(t, r)
-	up.refusedKey("*", fmt.Errorf("%w: test", errClientRefused), time.Now())
+	const rkey = "*\x002025-11-25" // the key, and the version the client speaks
 	up.mu.Lock()
-	r0 := up.refusals["*"]
+	up.noteSharedRefusal(rkey, fmt.Errorf("%w: test", errClientRefused), true, time.Now())
+	r0 := up.refusals[rkey]
 	r0.until = time.Now().Add(time.Minute)
-	up.refusals["*"] = r0
+	up.refusals[rkey] = r0
 	up.mu.Unlock()
 	sendB, gotB := rawAgent(t, r)
 	sendB(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
@@ -462,6 +463,15 @@ func TestARefusedSharedClientBacksOff(t *testing.T) {
 	waitFor(t, "A's call", func() bool { return gotA.has(`"id":2,`) })
 	if gotA.has(`"text":"ok"`) || strings.Count(seen.all(), `"method":"initialize"`) != inits {
 		t.Errorf("a shared upstream session opened while its client's refusal holds: %s", gotA.all())
+	}
+	// A session speaking another version is not held back by that
+	// refusal; its upstream session opening clears nothing of the other.
+	sendC, gotC := rawAgentInit(t, r, `{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}`)
+	waitFor(t, "C's initialize", func() bool { return gotC.has(`"id":1,`) })
+	sendC(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{}}}`)
+	waitFor(t, "C's call", func() bool { return gotC.has(`"id":2,`) })
+	if !gotC.has(`"text":"ok"`) {
+		t.Errorf("a session whose client was never refused kept off: %s", gotC.all())
 	}
 }
 
@@ -484,6 +494,8 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 				}
 				n := strconv.Itoa(int(tasks.Add(1)))
 				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"task":{"taskId":"t-` + n + `","status":"working","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":600000}}}`)
+			case "tasks/result":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"done"}]}}`)
 			case "tasks/cancel":
 				tid, _ := m.ParamString("taskId")
 				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"taskId":"` + tid + `","status":"cancelled","createdAt":"2026-12-02T08:00:00Z","lastUpdatedAt":"2026-12-02T08:00:00Z","ttl":600000}}`)
@@ -554,7 +566,11 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 	if a := ask("resources/subscribe", `{"uri":"test://ok"}`); strings.Contains(a, "error") {
 		t.Fatalf("subscribe: %s", a)
 	}
-	if _, _, subs, _ := counts(); subs != 1 || !l.subs["test://ok"][l.first] {
+	var me *Session
+	for s := range l.sessions {
+		me = s
+	}
+	if _, _, subs, _ := counts(); subs != 1 || !l.subs["test://ok"][me] {
 		t.Fatalf("an accepted subscription: %d counted", subs)
 	}
 	for i := range maxTasksPerSession {
@@ -574,4 +590,119 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 	if a := ask("tools/call", `{"name":"up__make","arguments":{},"task":{}}`); !strings.Contains(a, `"taskId"`) {
 		t.Fatalf("a task once one had ended: %s", a)
 	}
+	// A result that reached the agent marks its task fetched.
+	if a := ask("tasks/result", `{"taskId":"t-2"}`); !strings.Contains(a, `"done"`) {
+		t.Fatalf("tasks/result: %s", a)
+	}
+	l.mu.Lock()
+	t2 := l.tasks["t-2"]
+	l.mu.Unlock()
+	if !t2.ended || !t2.fetched {
+		t.Errorf("after its result reached the agent: ended %v, fetched %v", t2.ended, t2.fetched)
+	}
+}
+
+// TestRefusalsBackOffAndReset: each refusal of a session's client doubles
+// its back-off; an upstream session opened for it forgets them.
+func TestRefusalsBackOffAndReset(t *testing.T) {
+	t.Parallel()
+	s, u := &Session{}, &Upstream{}
+	refusal := fmt.Errorf("%w: test", errClientRefused)
+	t0 := time.Now()
+	s.noteRefusal(u, refusal, true, t0)
+	if s.refusedBy(u, t0.Add(minBackoff-time.Millisecond)) == nil || s.refusedBy(u, t0.Add(minBackoff)) != nil {
+		t.Error("the first refusal does not hold for minBackoff")
+	}
+	t1 := t0.Add(time.Second)
+	s.noteRefusal(u, refusal, true, t1)
+	if s.refusedBy(u, t1.Add(2*minBackoff-time.Millisecond)) == nil {
+		t.Error("the second refusal does not hold twice as long")
+	}
+	s.noteRefusal(u, nil, false, t1)
+	s.noteRefusal(u, refusal, true, t1)
+	if s.refusedBy(u, t1.Add(minBackoff)) != nil {
+		t.Error("an opened upstream session did not reset the back-off")
+	}
+}
+
+// TestTaskRoomAcrossADetach: a reservation taken before its session left
+// the upstream session (idle expiry) and came back is settled against the
+// count the session has then: counts neither drift nor leak.
+func TestTaskRoomAcrossADetach(t *testing.T) {
+	t.Parallel()
+	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	req, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"task":{}}}`), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t1","status":"working"}}}`), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Session{id: "a"}
+	l.attach(a)
+	c := &call{method: "tools/call", link: l, s: a, msg: req}
+	if err := c.reserveTaskRoom(); err != nil {
+		t.Fatal(err)
+	}
+	l.detach(a)
+	l.attach(a)
+	c.resp = resp
+	c.noteTask()
+	if l.taskCount[a] != 1 || len(l.tasks) != 1 || l.taskPending != 0 || len(l.taskPendingBy) != 0 {
+		t.Errorf("came back: a counts %d for %d tasks, %d pending (%d sessions)", l.taskCount[a], len(l.tasks), l.taskPending, len(l.taskPendingBy))
+	}
+	// Gone for good: nothing stays counted.
+	b := &Session{id: "b"}
+	l.attach(b)
+	c = &call{method: "tools/call", link: l, s: b, msg: req, resp: resp}
+	if err := c.reserveTaskRoom(); err != nil {
+		t.Fatal(err)
+	}
+	l.detach(b)
+	c.noteTask()
+	if _, counted := l.taskCount[b]; counted || l.taskPending != 0 || len(l.taskPendingBy) != 0 {
+		t.Errorf("left: b counts %d, %d pending", l.taskCount[b], l.taskPending)
+	}
+}
+
+// TestIdleExpiryKeepsWhatTheAgentWaitsFor: an upstream session idle past
+// session_idle is closed, unless it holds a subscription (or a task) its
+// agent session still waits for.
+func TestIdleExpiryKeepsWhatTheAgentWaitsFor(t *testing.T) {
+	t.Parallel()
+	srv := handServer(nil, "2025-11-25", `{"tools":{},"resources":{"subscribe":true}}`, []string{"get"}, func(m *wire.Message, id string, send func(string)) {
+		switch m.Method {
+		case "resources/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resources":[{"uri":"test://r","name":"r"}]}}`)
+		case "resources/templates/list":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resourceTemplates":[]}}`)
+		case "resources/subscribe", "resources/unsubscribe":
+			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+		}
+	})
+	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", SessionIdle: config.Duration(time.Second)}, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+	send, got := rawAgent(t, r)
+	send(`{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"test://r"}}`)
+	waitFor(t, "subscribe", func() bool { return got.has(`"id":2,`) })
+	up := r.p.upstream("up")
+	var s *Session
+	for _, o := range r.p.sessions.all() {
+		if o.linkTo(up) != nil {
+			s = o
+		}
+	}
+	if s == nil {
+		t.Fatal("no upstream session")
+	}
+	time.Sleep(3 * time.Second) // past session_idle and a sweep
+	if s.linkTo(up) == nil {
+		t.Fatal("an upstream session holding the agent's subscription was closed as idle")
+	}
+	send(`{"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"test://r"}}`)
+	waitFor(t, "unsubscribe", func() bool { return got.has(`"id":3,`) })
+	waitFor(t, "idle expiry", func() bool { return s.linkTo(up) == nil })
 }

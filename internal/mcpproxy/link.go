@@ -64,9 +64,13 @@ type link struct {
 
 	nextID   atomic.Int64
 	lastUsed atomic.Int64
-	level    atomic.Int32 // the log level last asked of the server (logRank)
 	active   atomic.Int32
 	changed  chan struct{} // a list changed (the probe re-lists)
+
+	// levelMu serialises setLevel; level is the log level the server
+	// last accepted (logRank).
+	levelMu sync.Mutex
+	level   int32
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -85,9 +89,10 @@ type link struct {
 	subCount   map[*Session]int
 	// taskCount counts each session's entries in tasks and reservations
 	// for tasks its calls in flight may create (taskPending in all).
-	taskCount   map[*Session]int
-	taskPending int
-	elicits     map[string]*Session
+	taskCount     map[*Session]int
+	taskPending   int
+	taskPendingBy map[*Session]int
+	elicits       map[string]*Session
 	// first is the first agent session to hold the link; mixed: another
 	// has held it since.
 	first    *Session
@@ -354,7 +359,12 @@ func (l *link) detach(s *Session) int {
 		}
 	}
 	delete(l.subCount, s)
-	delete(l.taskCount, s)
+	// What s still counts: the reservations of its calls in flight.
+	if n := l.taskPendingBy[s]; n > 0 {
+		l.taskCount[s] = n
+	} else {
+		delete(l.taskCount, s)
+	}
 	for id, es := range l.elicits {
 		if es == s {
 			delete(l.elicits, id)
@@ -373,13 +383,22 @@ const (
 	maxElicitations            = 1024
 )
 
-// subscribed notes that s subscribed to uri (on, else unsubscribed).
 // holdsState reports whether the gateway routes something for l beyond
-// calls: a task, a subscription, a URL elicitation.
-func (l *link) holdsState() bool {
+// calls that its agent sessions still wait for: a task not yet over (not
+// ended, or its result not yet had, and not past its ttl), a task about
+// to be created, a subscription, a URL elicitation.
+func (l *link) holdsState(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.tasks) > 0 || len(l.subs) > 0 || len(l.subPending) > 0 || len(l.elicits) > 0
+	if l.taskPending > 0 || len(l.subs) > 0 || len(l.subPending) > 0 || len(l.elicits) > 0 {
+		return true
+	}
+	for _, t := range l.tasks {
+		if !(t.ended && t.fetched) && (t.expires.IsZero() || now.Before(t.expires)) {
+			return true
+		}
+	}
+	return false
 }
 
 // holdSubscription takes room, before it is relayed, for a subscription

@@ -401,14 +401,20 @@ func (s *Session) refusedBy(u *Upstream, now time.Time) error {
 	return nil
 }
 
-// refused notes that u refused s's client.
-func (s *Session) refused(u *Upstream, err error, now time.Time) {
+// noteRefusal notes how u answered s's client: a refusal backs s off
+// further, an opened link forgets u's refusals.
+func (s *Session) noteRefusal(u *Upstream, err error, refused bool, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.refusals == nil {
-		s.refusals = map[*Upstream]clientRefusal{}
+	switch {
+	case refused:
+		if s.refusals == nil {
+			s.refusals = map[*Upstream]clientRefusal{}
+		}
+		s.refusals[u] = nextRefusal(s.refusals[u], err, now)
+	case err == nil:
+		delete(s.refusals, u)
 	}
-	s.refusals[u] = nextRefusal(s.refusals[u], err, now)
 }
 
 // nextRefusal follows prev (zero if none): the wait doubles.

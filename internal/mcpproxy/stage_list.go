@@ -243,7 +243,7 @@ func broadcast(p *Proxy, ctx context.Context, c *call) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.setLevel(ctx, logRank[level])
+			l.setLevel(ctx, c.s)
 		}()
 	}
 	wg.Wait()
@@ -251,16 +251,26 @@ func broadcast(p *Proxy, ctx context.Context, c *call) error {
 	return nil
 }
 
-// setLevel asks the upstream session for log messages at level rank and
-// above (the level alone; nothing if rank is none, it does not log, or it
-// was asked for that level already).
-func (l *link) setLevel(ctx context.Context, rank int32) {
-	if rank <= 0 || int(rank) >= len(logLevelNames) || !l.capLogging || l.level.Swap(rank) == rank {
+// setLevel asks an upstream session of s's own for log messages at the
+// level s set and above (the level alone), unless it does not log or was
+// asked for that level already. One ask at a time per upstream session,
+// each for the level set when it begins, so the last level asked is the
+// agent's last; a level counts as asked once the server answered.
+func (l *link) setLevel(ctx context.Context, s *Session) {
+	if !l.capLogging {
+		return
+	}
+	l.levelMu.Lock()
+	defer l.levelMu.Unlock()
+	rank := s.logLevel.Load()
+	if rank <= 0 || int(rank) >= len(logLevelNames) || l.level == rank {
 		return
 	}
 	params := wire.AppendString([]byte(`{"level":`), logLevelNames[rank])
 	params = append(params, '}')
 	rctx, cancel := context.WithTimeout(ctx, l.up.timeout)
 	defer cancel()
-	l.request(rctx, "logging/setLevel", params, nil)
+	if res, err := l.request(rctx, "logging/setLevel", params, nil); err == nil && res.Kind == wire.Response {
+		l.level = rank
+	}
 }

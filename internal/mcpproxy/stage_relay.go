@@ -55,6 +55,10 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return err
 	}
 	defer c.noteTask() // gives back the room if no task came of the call
+	// In use from here, waiting for a slot included: neither idle expiry
+	// nor a reclaim takes the upstream session from under the call.
+	l.active.Add(1)
+	defer l.active.Add(-1)
 	slot, err := u.takeSlot(ctx, c)
 	if err != nil {
 		return err
@@ -114,8 +118,6 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 	}
 	l.track(c, token)
 	defer l.untrack(c, token)
-	l.active.Add(1)
-	defer l.active.Add(-1)
 	l.lastUsed.Store(time.Now().UnixNano())
 	rctx, cancel := context.WithTimeout(transport.WithPrompt(ctx), u.timeout)
 	defer cancel()
@@ -224,6 +226,7 @@ func reply(p *Proxy, ctx context.Context, c *call) error {
 		return recordedDenial(reason.AuditUnavailable)
 	}
 	c.answer(c.out)
+	c.noteTaskFetched()
 	return nil
 }
 

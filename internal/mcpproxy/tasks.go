@@ -48,7 +48,19 @@ func (l *link) reserveTask(s *Session, now time.Time) bool {
 	}
 	l.taskCount[s]++
 	l.taskPending++
+	l.pendingOf(s, 1)
 	return true
+}
+
+// pendingOf adds d to s's reservations (l.mu held). They outlive a detach
+// of s: the call holding one settles it whether or not s came back.
+func (l *link) pendingOf(s *Session, d int) {
+	if l.taskPendingBy == nil {
+		l.taskPendingBy = map[*Session]int{}
+	}
+	if l.taskPendingBy[s] += d; l.taskPendingBy[s] <= 0 {
+		delete(l.taskPendingBy, s)
+	}
 }
 
 // taskRoom reports whether s may hold one more task on l (l.mu held).
@@ -113,6 +125,7 @@ func (l *link) unreserveTask(s *Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.taskPending--
+	l.pendingOf(s, -1)
 	if l.taskCount[s]--; l.taskCount[s] <= 0 {
 		delete(l.taskCount, s)
 	}
@@ -132,6 +145,7 @@ func (l *link) recordTask(c *call, id string, ttl time.Duration, now time.Time) 
 	}
 	if c.taskReserved {
 		l.taskPending--
+		l.pendingOf(c.s, -1)
 	} else if !l.taskRoom(c.s) {
 		return false
 	} else {
@@ -215,21 +229,32 @@ func (c *call) noteTask() {
 }
 
 // noteTaskAnswer notes what an answer about a task says of its status:
-// tasks/get and tasks/cancel return the task, and tasks/result answers
-// only once the task has ended.
+// tasks/get and tasks/cancel return the task; tasks/result answers (with
+// the result, or the error the task ended with) only once it has ended.
 func (c *call) noteTaskAnswer() {
-	if c.resp == nil || c.resp.Kind != wire.Response || c.link == nil {
+	if c.resp == nil || c.link == nil {
 		return
 	}
 	id, ok := c.msg.ParamString("taskId")
 	if !ok {
 		return
 	}
-	switch c.method {
-	case "tasks/result":
-		c.link.taskEnded(id, true)
-	case "tasks/get", "tasks/cancel":
+	switch {
+	case c.method == "tasks/result" && (c.resp.Kind == wire.Response || c.resp.Kind == wire.ErrorReply):
+		c.link.taskEnded(id, false)
+	case (c.method == "tasks/get" || c.method == "tasks/cancel") && c.resp.Kind == wire.Response:
 		status, _ := wire.String(c.resp.Raw, c.resp.ResultMember("status"))
 		c.link.taskStatus(id, status)
+	}
+}
+
+// noteTaskFetched notes, once the answer to tasks/result has gone to the
+// agent, that the agent had the task's result.
+func (c *call) noteTaskFetched() {
+	if c.method != "tasks/result" || c.link == nil || c.resp == nil {
+		return
+	}
+	if id, ok := c.msg.ParamString("taskId"); ok {
+		c.link.taskEnded(id, true)
 	}
 }

@@ -65,7 +65,8 @@ type Upstream struct {
 	mu     sync.Mutex
 	shared map[string]*link // links shared by several agent sessions, by isolation key
 	// refusals are the server's refusals of the client a shared link is
-	// opened with, by isolation key (a session's own: Session.refusals).
+	// opened with, by isolation key and protocol version (a session's
+	// own: Session.refusals).
 	refusals map[string]clientRefusal
 	opening  map[string]*pendingLink
 	open     int
@@ -255,11 +256,15 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		return nil, ErrUpstreamDown
 	}
 	key := u.isolationKey(s)
+	hello := u.clientFor(s, key)
 	if key == "" {
 		if err := s.refusedBy(u, time.Now()); err != nil {
 			return nil, err
 		}
 	}
+	// The refusals of the client a shared link is opened with, by key and
+	// the protocol version the opener speaks (its only part that varies).
+	rkey := key + "\x00" + hello.version
 	u.mu.Lock()
 	if u.stop {
 		u.mu.Unlock()
@@ -278,11 +283,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		u.mu.Unlock()
 		return u.awaitOpening(ctx, pl, s, key)
 	}
-	if r, ok := u.refusals[key]; ok && key != "" && time.Now().Before(r.until) {
+	if err := u.refusedShared(key, rkey); err != nil {
 		// The server refused the client a shared upstream session is
-		// opened with: every session using it backs off.
+		// opened with: every session that would open it so backs off.
 		u.mu.Unlock()
-		return nil, r.err
+		return nil, err
 	}
 	handed := false // a reclaimed session's place is this one's
 	if u.open >= u.cfg.SessionLimit() {
@@ -298,7 +303,8 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		// Meanwhile another request may have opened (or begun to open)
 		// what this one would: the place goes back, and that is used.
 		l := u.liveShared(key)
-		if pl, stop := u.opening[wait], u.stop; pl != nil || l != nil || stop {
+		refused := u.refusedShared(key, rkey)
+		if pl, stop := u.opening[wait], u.stop; pl != nil || l != nil || stop || refused != nil {
 			u.open--
 			if l != nil {
 				l.attach(s)
@@ -308,10 +314,12 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 			switch {
 			case l != nil:
 				return s.adopt(u, l), nil
-			case pl != nil && !stop:
+			case stop:
+				return nil, ErrUpstreamDown
+			case pl != nil:
 				return u.awaitOpening(ctx, pl, s, key)
 			}
-			return nil, ErrUpstreamDown
+			return nil, refused
 		}
 	}
 	pl := &pendingLink{done: make(chan struct{})}
@@ -326,14 +334,18 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	if iso := u.isolation(); iso == config.IsolationUser || iso == config.IsolationSession {
 		cctx = withLinkUser(cctx, userOf(s.principal.Load()))
 	}
-	pl.l, pl.err = u.connect(cctx, u.clientFor(s, key), key)
+	pl.l, pl.err = u.connect(cctx, hello, key)
 	cancel()
 	if pl.err == nil && key == "" && s.logLevel.Load() != 0 {
 		// A new upstream session of the agent session's own (its first,
 		// or one after the last ended) logs at the level the agent set:
 		// asked on the side, so that a server slow to answer holds no
 		// call back.
-		go pl.l.setLevel(context.WithoutCancel(ctx), s.logLevel.Load())
+		go pl.l.setLevel(context.WithoutCancel(ctx), s)
+	}
+	refused := errors.Is(pl.err, errClientRefused)
+	if key == "" {
+		s.noteRefusal(u, pl.err, refused, time.Now())
 	}
 	u.mu.Lock()
 	delete(u.opening, wait)
@@ -342,6 +354,9 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	} else if key != "" {
 		u.shared[key] = pl.l
 	}
+	if key != "" {
+		u.noteSharedRefusal(rkey, pl.err, refused, time.Now())
+	}
 	u.mu.Unlock()
 	if pl.err == nil {
 		go u.releaseWhenDead(pl.l)
@@ -349,18 +364,11 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	close(pl.done)
 	if pl.err != nil {
 		u.p.opts.Metrics.UpstreamSessions(u.Name, -1)
-		if errors.Is(pl.err, errClientRefused) {
-			// This session's client, not the server: this session backs
-			// off (a refused client cannot make the gateway start a server
-			// process, or open a connection, per request).
-			if key == "" {
-				s.refused(u, pl.err, time.Now())
-			} else {
-				u.refusedKey(key, pl.err, time.Now())
-			}
-		} else if errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
+		if !refused && errors.Is(pl.err, ErrUpstreamDown) && !errors.Is(pl.err, transport.ErrAuthorization) {
 			// Down, not a matter of one grant's authorization or of one
-			// client the server refused.
+			// client the server refused (that client backs off alone: a
+			// refused client cannot make the gateway start a server
+			// process, or open a connection, per request).
 			u.downUntil.Store(time.Now().Add(minBackoff).UnixNano())
 		}
 		return nil, pl.err
@@ -462,11 +470,25 @@ func (u *Upstream) drop(l *link) {
 	u.closeLink(l)
 }
 
-// refusedKey notes that the server refused the client the shared link
-// of key is opened with.
-func (u *Upstream) refusedKey(key string, err error, now time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+// refusedShared returns the refusal, while it holds, of the client the
+// shared link of key would be opened with (rkey; u.mu held).
+func (u *Upstream) refusedShared(key, rkey string) error {
+	if r, ok := u.refusals[rkey]; ok && key != "" && time.Now().Before(r.until) {
+		return r.err
+	}
+	return nil
+}
+
+// noteSharedRefusal notes how the server answered the client of rkey: a
+// refusal backs it off further, an opened link forgets its refusals
+// (u.mu held).
+func (u *Upstream) noteSharedRefusal(rkey string, err error, refused bool, now time.Time) {
+	if !refused {
+		if err == nil {
+			delete(u.refusals, rkey)
+		}
+		return
+	}
 	if u.refusals == nil {
 		u.refusals = map[string]clientRefusal{}
 	}
@@ -477,7 +499,7 @@ func (u *Upstream) refusedKey(key string, err error, now time.Time) {
 			}
 		}
 	}
-	u.refusals[key] = nextRefusal(u.refusals[key], err, now)
+	u.refusals[rkey] = nextRefusal(u.refusals[rkey], err, now)
 }
 
 // maxRefusals bounds the refusals remembered per upstream beyond those
@@ -521,7 +543,7 @@ func (u *Upstream) reclaim(s *Session) bool {
 	now := time.Now().UnixNano()
 	for l := range held[most] {
 		used := l.lastUsed.Load()
-		if l.active.Load() > 0 || time.Duration(now-used) < u.reclaimAfter() || l.holdsState() {
+		if l.active.Load() > 0 || time.Duration(now-used) < u.reclaimAfter() || l.holdsState(time.Unix(0, now)) {
 			continue
 		}
 		if victim == nil || used < victim.lastUsed.Load() {
@@ -561,12 +583,22 @@ func (u *Upstream) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
+			held := map[*link]bool{} // holdsState, once per link
 			for _, s := range u.p.sessions.all() {
 				l := s.linkTo(u)
 				if l == nil || l.active.Load() > 0 || now.Sub(time.Unix(0, l.lastUsed.Load())) < idle {
 					continue
 				}
-				u.forget(s, l)
+				// A task, subscription or URL elicitation its sessions
+				// still wait for keeps it (for as long as they are open).
+				h, seen := held[l]
+				if !seen {
+					h = l.holdsState(now)
+					held[l] = h
+				}
+				if !h {
+					u.forget(s, l)
+				}
 			}
 		}
 	}
