@@ -413,9 +413,7 @@ func TestMetaEditsMakeValidJSON(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Builtin: "memory"}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, echo, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", Builtin: "memory"}, echo)
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__get","arguments":{},"_meta":{}}}`)
 	waitFor(t, "the answer", func() bool { return got.has(`"id":2,`) })
@@ -713,9 +711,7 @@ func TestElicitationURLInAnUpstreamError(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32042,"message":"authorize first","data":{"elicitations":[{"mode":"url","elicitationId":"e1","url":"` + url + `","message":"m"}]}}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up"}, srv)
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__bad","arguments":{}}}`)
 	send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"up__good","arguments":{}}}`)

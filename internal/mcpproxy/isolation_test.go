@@ -37,9 +37,7 @@ func TestARefusedClientDoesNotHoldOthersBack(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up"}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up"}, srv)
 	up := r.p.upstream("up")
 	// A raw client names itself as the server refuses.
 	send, got := rawAgentNamed(t, r, `{"name":"refuse-me","version":"1"}`)
@@ -99,9 +97,7 @@ func TestLogsOnASharedUpstreamSession(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", Isolation: config.IsolationShared}, srv)
 	sendA, gotA := rawAgent(t, r)
 	// A alone: its log messages, from its level up.
 	sendA(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"error"}}`)
@@ -161,9 +157,7 @@ func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
 			}
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", CallTimeout: config.Duration(20 * time.Second)}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", CallTimeout: config.Duration(20 * time.Second)}, srv)
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"warning"}}`)
 	waitFor(t, "setLevel", func() bool { return got.has(`"id":2,`) })
@@ -174,15 +168,7 @@ func TestSetLevelOutlivesTheUpstreamSession(t *testing.T) {
 		t.Fatalf("setLevel reached the upstream session %d times, want once", n)
 	}
 	up := r.p.upstream("up")
-	var s *Session
-	for _, o := range r.p.sessions.all() {
-		if o.linkTo(up) != nil {
-			s = o
-		}
-	}
-	if s == nil {
-		t.Fatal("no upstream session")
-	}
+	s := linkHolder(t, r, up)
 	s.linkTo(up).conn.Close() // the server exits
 	waitFor(t, "the upstream session's end", func() bool { return s.linkTo(up) == nil })
 	start := time.Now()
@@ -218,9 +204,7 @@ func TestAListTheUpstreamNeverAnswersEnds(t *testing.T) {
 		}
 		return nil
 	}
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", CallTimeout: config.Duration(300 * time.Millisecond)}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, mute, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", CallTimeout: config.Duration(300 * time.Millisecond)}, mute)
 	send, got := rawAgent(t, r)
 	start := time.Now()
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"up__x","arguments":{}}}`)
@@ -433,9 +417,7 @@ func TestARefusedSharedClientBacksOff(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", Isolation: config.IsolationShared}, srv)
 	up := r.p.upstream("up")
 	sendA, gotA := rawAgent(t, r)
 	const rkey = "*\x002025-11-25" // the key, and the version the client speaks
@@ -511,9 +493,7 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
 			}
 		})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", Isolation: config.IsolationShared}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", Isolation: config.IsolationShared}, srv)
 	send, got := rawAgent(t, r)
 	id := 1
 	ask := func(method, params string) string {
@@ -682,22 +662,12 @@ func TestIdleExpiryKeepsWhatTheAgentWaitsFor(t *testing.T) {
 			send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
 		}
 	})
-	r := newRigFull(t, nil, []rigUpstream{{cfg: config.Upstream{Name: "up", SessionIdle: config.Duration(time.Second)}, dial: func(config.Limits) transport.Dialer {
-		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
-	}}}, nil)
+	r := pipeRig(t, config.Upstream{Name: "up", SessionIdle: config.Duration(time.Second)}, srv)
 	send, got := rawAgent(t, r)
 	send(`{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"test://r"}}`)
 	waitFor(t, "subscribe", func() bool { return got.has(`"id":2,`) })
 	up := r.p.upstream("up")
-	var s *Session
-	for _, o := range r.p.sessions.all() {
-		if o.linkTo(up) != nil {
-			s = o
-		}
-	}
-	if s == nil {
-		t.Fatal("no upstream session")
-	}
+	s := linkHolder(t, r, up)
 	time.Sleep(3 * time.Second) // past session_idle and a sweep
 	if s.linkTo(up) == nil {
 		t.Fatal("an upstream session holding the agent's subscription was closed as idle")
@@ -705,4 +675,25 @@ func TestIdleExpiryKeepsWhatTheAgentWaitsFor(t *testing.T) {
 	send(`{"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"test://r"}}`)
 	waitFor(t, "unsubscribe", func() bool { return got.has(`"id":3,`) })
 	waitFor(t, "idle expiry", func() bool { return s.linkTo(up) == nil })
+}
+
+// pipeRig is a rig whose one upstream, configured by cfg, is the stdio
+// server srv (in process).
+func pipeRig(t *testing.T, cfg config.Upstream, srv func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) error) *rig {
+	t.Helper()
+	return newRigFull(t, nil, []rigUpstream{{cfg: cfg, dial: func(config.Limits) transport.Dialer {
+		return func(ctx context.Context) (transport.Conn, error) { return transport.Pipe(ctx, srv, 1<<20, 64, nil) }
+	}}}, nil)
+}
+
+// linkHolder returns an agent session holding an upstream session of up.
+func linkHolder(t *testing.T, r *rig, up *Upstream) *Session {
+	t.Helper()
+	for _, s := range r.p.sessions.all() {
+		if s.linkTo(up) != nil {
+			return s
+		}
+	}
+	t.Fatal("no upstream session")
+	return nil
 }
