@@ -6,12 +6,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,47 +36,71 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// startServe starts `portcullis serve --config cfg` (with env added) and
+// waits until it serves. It returns the process and the agent and admin
+// URLs it logged (a configuration can listen on port 0); a gateway that
+// stops first (a port taken meanwhile, say) fails the test with what it
+// logged.
+func startServe(t *testing.T, cfg string, env []string) (cmd *exec.Cmd, agents, admin string) {
+	t.Helper()
+	cmd = exec.Command(os.Args[0], "serve", "--config", cfg)
+	cmd.Env = append(append(os.Environ(), "PORTCULLIS_TEST_MAIN=1"), env...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var lines []string
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, "gateway serving") {
+			lines = append(lines, line)
+			continue
+		}
+		go func() {
+			for sc.Scan() {
+			}
+		}()
+		a := regexp.MustCompile(`agents=(\S+)`).FindStringSubmatch(line)
+		ad := regexp.MustCompile(`admin=(\S+)`).FindStringSubmatch(line)
+		if a == nil || ad == nil {
+			t.Fatalf("no agent or admin URL in %q", line)
+		}
+		return cmd, strings.Trim(a[1], `"`), strings.Trim(ad[1], `"`)
+	}
+	cmd.Wait()
+	t.Fatalf("portcullis serve stopped before serving:\n%s", strings.Join(lines, "\n"))
+	return nil, "", ""
+}
+
 // crashConfig is a gateway on the demo upstream with external checkpoint
 // copies and a short checkpoint interval.
-func crashConfig(t *testing.T) (dir, cfg, addr string) {
+func crashConfig(t *testing.T) (dir, cfg string) {
 	dir = t.TempDir()
-	addr = freeAddr(t)
 	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo") when { resource.read_only_hint };`)
 	cfg = filepath.Join(dir, "c.yaml")
-	writeFile(t, cfg, fmt.Sprintf(`version: 1
+	writeFile(t, cfg, `version: 1
 data_dir: data
-listen: {address: %q, admin: %q}
+listen: {address: "127.0.0.1:0", admin: "127.0.0.1:0"}
 policy: {paths: [p.cedar]}
 agents: [{name: loader}]
 upstreams: [{name: demo, builtin: demo}]
 audit: {checkpoint_interval: 1s, checkpoint_copies: [copies]}
 limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
-`, addr, freeAddr(t)))
-	return dir, cfg, addr
+`)
+	return dir, cfg
 }
 
 // TestKill9UnderLoadLosesNoAcknowledgedEvent: every call answered before
 // the gateway is killed has its decision in the log, and the log verifies.
 func TestKill9UnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	t.Parallel()
-	dir, cfg, addr := crashConfig(t)
+	dir, cfg := crashConfig(t)
 	tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "loader", "--ttl", "10m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
-	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
+	cmd, endpoint, _ := startServe(t, cfg, nil)
 	httpc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
 		r = r.Clone(r.Context())
 		r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok))
@@ -86,7 +110,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
 		s, err := mcp.NewClient(&mcp.Implementation{Name: "loader"}, nil).Connect(context.Background(),
-			&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: httpc, MaxRetries: -1}, nil)
+			&mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: httpc, MaxRetries: -1}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,24 +221,11 @@ func TestAuditVerifyProveAndTamper(t *testing.T) {
 func TestAuditTracePullsAChainAcrossAgents(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	writeFile(t, filepath.Join(dir, "p.cedar"), `permit (principal, action == Action::"call_tool", resource in Upstream::"demo");`)
 	cfg := filepath.Join(dir, "c.yaml")
-	writeFile(t, cfg, fmt.Sprintf("version: 1\ndata_dir: data\nlisten: {address: %q, admin: %q}\npolicy: {paths: [p.cedar]}\nagents: [{name: orchestrator}, {name: worker}]\nupstreams: [{name: demo, builtin: demo}]\n", addr, freeAddr(t)))
-	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
-	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, cfg, "version: 1\ndata_dir: data\nlisten: {address: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\npolicy: {paths: [p.cedar]}\nagents: [{name: orchestrator}, {name: worker}]\nupstreams: [{name: demo, builtin: demo}]\n")
+	cmd, endpoint, _ := startServe(t, cfg, nil)
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
 	const traceID = "5b8efff798038103d269b633813fc60c"
 	for _, agent := range []string{"orchestrator", "worker"} {
 		tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", agent)
@@ -227,7 +238,7 @@ func TestAuditTracePullsAChainAcrossAgents(t *testing.T) {
 			return http.DefaultTransport.RoundTrip(r)
 		})}
 		s, err := mcp.NewClient(&mcp.Implementation{Name: agent}, nil).Connect(context.Background(),
-			&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/mcp", HTTPClient: httpc}, nil)
+			&mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: httpc}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,10 +56,9 @@ func TestConformanceSuite(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "allow.cedar"), suiteAllow)
 	cfg := filepath.Join(dir, "portcullis.yaml")
-	gw, admin := freeAddr(t), freeAddr(t)
 	writeFile(t, cfg, fmt.Sprintf(`version: 1
 data_dir: data
-listen: {address: %q, admin: %q}
+listen: {address: "127.0.0.1:0", admin: "127.0.0.1:0"}
 policy: {paths: [allow.cedar]}
 agents: [{name: suite}]
 limits: {agent_calls_per_minute: -1, repeat_call_limit: -1}
@@ -67,15 +66,15 @@ upstreams:
   - name: ref
     namespace: none
     http: {url: %q}
-`, gw, admin, ref))
+`, ref))
 	tok, _, err := portcullis(t, nil, "token", "issue", "--config", cfg, "--agent", "suite", "--ttl", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok = strings.TrimSpace(tok)
 
-	startDaemon(t, cfg, admin)
-	front := credentialProxy(t, "http://"+gw, tok)
+	gw := startDaemon(t, cfg)
+	front := credentialProxy(t, strings.TrimSuffix(gw, "/mcp"), tok)
 	served := runConformance(t, node, suite, front+"/mcp")
 
 	bridge := wrapBridge(t, cfg, tok)
@@ -224,26 +223,21 @@ func conformanceTable(direct, served, wrapped map[string]map[string]string) stri
 
 // startDaemon runs `portcullis serve` until the test ends, once /readyz
 // answers.
-func startDaemon(t *testing.T, cfg, admin string) *exec.Cmd {
+func startDaemon(t *testing.T, cfg string) (agents string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
-	cmd.Env = append(os.Environ(), "PORTCULLIS_TEST_MAIN=1")
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, agents, admin := startServe(t, cfg, nil)
 	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
 	for i := 0; i < 300; i++ {
-		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
+		if resp, err := http.Get(admin + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return cmd
+				return agents
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("serve never became ready")
-	return nil
+	return ""
 }
 
 // credentialProxy forwards to target adding the agent's bearer token (the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -99,25 +98,8 @@ type replica struct {
 
 func startReplica(t *testing.T, r *replica, env []string) {
 	t.Helper()
-	r.cmd = exec.Command(os.Args[0], "serve", "--config", r.cfg)
-	r.cmd.Env = append(append(os.Environ(), "PORTCULLIS_TEST_MAIN=1"), env...)
-	stderr, _ := r.cmd.StderrPipe()
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r.cmd, _, _ = startServe(t, r.cfg, env)
 	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
-	sc := bufio.NewScanner(stderr)
-	var lines []string
-	for sc.Scan() && !strings.Contains(sc.Text(), "gateway serving") {
-		lines = append(lines, sc.Text())
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	if len(lines) > 0 && !strings.Contains(strings.Join(lines, "\n"), "level=") {
-		t.Logf("replica start: %s", strings.Join(lines, "\n"))
-	}
 }
 
 // startFleet starts n `portcullis serve` on one new PostgreSQL database,
