@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -37,10 +38,10 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServe starts `portcullis serve --config cfg` (with env added) and
-// waits until it serves. It returns the process and the agent and admin
-// URLs it logged (a configuration can listen on port 0); a gateway that
-// stops first (a port taken meanwhile, say) fails the test with what it
-// logged.
+// waits until it serves (at most a minute). It returns the process (killed
+// when the test ends) and the agent and admin URLs it logged (a
+// configuration can listen on port 0); a gateway that stops or hangs
+// first (a port taken meanwhile, say) fails the test with what it logged.
 func startServe(t *testing.T, cfg string, env []string) (cmd *exec.Cmd, agents, admin string) {
 	t.Helper()
 	cmd = exec.Command(os.Args[0], "serve", "--config", cfg)
@@ -49,27 +50,42 @@ func startServe(t *testing.T, cfg string, env []string) (cmd *exec.Cmd, agents, 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(stderr)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	serving := make(chan string, 1)
+	var mu sync.Mutex
 	var lines []string
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.Contains(line, "gateway serving") {
-			lines = append(lines, line)
-			continue
-		}
-		go func() {
-			for sc.Scan() {
+	go func() {
+		defer close(serving)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "gateway serving") {
+				serving <- line
+				io.Copy(io.Discard, stderr) // the rest, unread
+				return
 			}
-		}()
+			mu.Lock()
+			lines = append(lines, line)
+			mu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	logged := func() string { mu.Lock(); defer mu.Unlock(); return strings.Join(lines, "\n") }
+	select {
+	case line, ok := <-serving:
+		if !ok {
+			t.Fatalf("portcullis serve stopped before serving:\n%s", logged())
+		}
 		a := regexp.MustCompile(`agents=(\S+)`).FindStringSubmatch(line)
 		ad := regexp.MustCompile(`admin=(\S+)`).FindStringSubmatch(line)
 		if a == nil || ad == nil {
 			t.Fatalf("no agent or admin URL in %q", line)
 		}
 		return cmd, strings.Trim(a[1], `"`), strings.Trim(ad[1], `"`)
+	case <-time.After(time.Minute):
+		t.Fatalf("portcullis serve not serving after a minute:\n%s", logged())
 	}
-	cmd.Wait()
-	t.Fatalf("portcullis serve stopped before serving:\n%s", strings.Join(lines, "\n"))
 	return nil, "", ""
 }
 

@@ -99,7 +99,6 @@ type replica struct {
 func startReplica(t *testing.T, r *replica, env []string) {
 	t.Helper()
 	r.cmd, _, _ = startServe(t, r.cfg, env)
-	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
 }
 
 // startFleet starts n `portcullis serve` on one new PostgreSQL database,

@@ -67,10 +67,10 @@ type link struct {
 	active   atomic.Int32
 	changed  chan struct{} // a list changed (the probe re-lists)
 
-	// levelMu serialises setLevel; level is the log level the server
-	// last accepted (logRank).
-	levelMu sync.Mutex
-	level   int32
+	// levelSem (one slot) serialises setLevel; level is the log level the
+	// server last accepted (logRank).
+	levelSem chan struct{}
+	level    int32
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -95,7 +95,7 @@ type link struct {
 	elicits       map[string]*Session
 	// first is the first agent session to hold the link; mixed: another
 	// has held it since.
-	first    *Session
+	first    string // its id
 	mixed    bool
 	closed   bool
 	fetching map[string]*fetchOnce
@@ -187,7 +187,7 @@ func (u *Upstream) connect(ctx context.Context, hello clientHello, key string) (
 		return nil, fmt.Errorf("%w: %w", ErrUpstreamDown, err)
 	}
 	l := &link{
-		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1),
+		up: u, conn: conn, key: key, probe: key == probeKey, number: u.linkSeq.Add(1), changed: make(chan struct{}, 1), levelSem: make(chan struct{}, 1),
 		sessions: map[*Session]struct{}{}, calls: map[string]*call{}, tokens: map[string]*call{},
 		tasks: map[string]taskInfo{}, fetching: map[string]*fetchOnce{},
 		subs: map[string]map[*Session]bool{}, subPending: map[string]map[*Session]int{}, subCount: map[*Session]int{}, taskCount: map[*Session]int{}, elicits: map[string]*Session{},
@@ -314,9 +314,9 @@ func (l *link) alive() bool {
 
 func (l *link) attach(s *Session) {
 	l.mu.Lock()
-	if l.first == nil {
-		l.first = s
-	} else if l.first != s {
+	if l.first == "" {
+		l.first = s.id
+	} else if l.first != s.id {
 		l.mixed = true
 	}
 	l.sessions[s] = struct{}{}
@@ -455,8 +455,19 @@ func (l *link) settleSubscription(s *Session, uri string, accepted bool) {
 // subRoom reports whether s may hold one more subscription, to uri
 // (l.mu held).
 func (l *link) subRoom(s *Session, uri string) bool {
-	known := l.subs[uri] != nil || l.subPending[uri] != nil
-	return (known || len(l.subs)+len(l.subPending) < maxSubscriptions) && l.subCount[s] < maxSubscriptionsPerSession
+	if l.subCount[s] >= maxSubscriptionsPerSession {
+		return false
+	}
+	if l.subs[uri] != nil || l.subPending[uri] != nil {
+		return true
+	}
+	uris := len(l.subs)
+	for p := range l.subPending {
+		if l.subs[p] == nil {
+			uris++
+		}
+	}
+	return uris < maxSubscriptions
 }
 
 // subscribe records s's subscription to uri if there is room (l.mu held).

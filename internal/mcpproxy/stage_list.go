@@ -260,8 +260,12 @@ func (l *link) setLevel(ctx context.Context, s *Session) {
 	if !l.capLogging {
 		return
 	}
-	l.levelMu.Lock()
-	defer l.levelMu.Unlock()
+	select {
+	case l.levelSem <- struct{}{}:
+		defer func() { <-l.levelSem }()
+	case <-ctx.Done():
+		return
+	}
 	rank := s.logLevel.Load()
 	if rank <= 0 || int(rank) >= len(logLevelNames) || l.level == rank {
 		return

@@ -229,8 +229,9 @@ func (c *call) noteTask() {
 }
 
 // noteTaskAnswer notes what an answer about a task says of its status:
-// tasks/get and tasks/cancel return the task; tasks/result answers (with
-// the result, or the error the task ended with) only once it has ended.
+// tasks/get and tasks/cancel return the task; tasks/result returns a
+// result only once the task has ended (an error answer may be the
+// server's own failure: the task is then taken to go on).
 func (c *call) noteTaskAnswer() {
 	if c.resp == nil || c.link == nil {
 		return
@@ -240,7 +241,7 @@ func (c *call) noteTaskAnswer() {
 		return
 	}
 	switch {
-	case c.method == "tasks/result" && (c.resp.Kind == wire.Response || c.resp.Kind == wire.ErrorReply):
+	case c.method == "tasks/result" && c.resp.Kind == wire.Response:
 		c.link.taskEnded(id, false)
 	case (c.method == "tasks/get" || c.method == "tasks/cancel") && c.resp.Kind == wire.Response:
 		status, _ := wire.String(c.resp.Raw, c.resp.ResultMember("status"))
@@ -251,7 +252,7 @@ func (c *call) noteTaskAnswer() {
 // noteTaskFetched notes, once the answer to tasks/result has gone to the
 // agent, that the agent had the task's result.
 func (c *call) noteTaskFetched() {
-	if c.method != "tasks/result" || c.link == nil || c.resp == nil {
+	if c.method != "tasks/result" || c.link == nil || c.resp == nil || c.resp.Kind != wire.Response {
 		return
 	}
 	if id, ok := c.msg.ParamString("taskId"); ok {

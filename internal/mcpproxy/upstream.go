@@ -502,6 +502,11 @@ func (u *Upstream) noteSharedRefusal(rkey string, err error, refused bool, now t
 	u.refusals[rkey] = nextRefusal(u.refusals[rkey], err, now)
 }
 
+// stateHold is how many times session_idle an unused upstream session is
+// kept when it holds what its agent sessions still wait for (a
+// subscription, a task not over, a URL elicitation).
+const stateHold = 4
+
 // maxRefusals bounds the refusals remembered per upstream beyond those
 // still holding.
 const maxRefusals = 1024
@@ -513,12 +518,13 @@ func (u *Upstream) reclaimAfter() time.Duration {
 }
 
 // reclaim closes, for session s that finds u at its session limit, the
-// least recently used of u's upstream sessions that has no call in flight,
-// no task, subscription or URL elicitation the gateway routes for it, and
-// has been unused for reclaimAfter, among those of the agent holding
+// least recently used of u's upstream sessions that has no call in flight
+// and has been unused for reclaimAfter, among those of the agent holding
 // the most of them, provided that agent holds more than s's agent will
 // once it has one more. The sessions that used it open a new one on their
-// next request, as after idle expiry. It reports whether one was closed:
+// next request, as after idle expiry. A session holding what its agent
+// sessions still wait for (holdsState) may go too once unused for
+// session_idle. It reports whether one was closed:
 // its place in max_sessions is then s's, counted still in u.open.
 func (u *Upstream) reclaim(s *Session) bool {
 	held := map[string]map[*link]bool{} // agent -> its links to u
@@ -543,7 +549,8 @@ func (u *Upstream) reclaim(s *Session) bool {
 	now := time.Now().UnixNano()
 	for l := range held[most] {
 		used := l.lastUsed.Load()
-		if l.active.Load() > 0 || time.Duration(now-used) < u.reclaimAfter() || l.holdsState(time.Unix(0, now)) {
+		unused := time.Duration(now - used)
+		if l.active.Load() > 0 || unused < u.reclaimAfter() || unused < u.cfg.IdleTimeout() && l.holdsState(time.Unix(0, now)) {
 			continue
 		}
 		if victim == nil || used < victim.lastUsed.Load() {
@@ -586,19 +593,28 @@ func (u *Upstream) sweep(ctx context.Context) {
 			held := map[*link]bool{} // holdsState, once per link
 			for _, s := range u.p.sessions.all() {
 				l := s.linkTo(u)
-				if l == nil || l.active.Load() > 0 || now.Sub(time.Unix(0, l.lastUsed.Load())) < idle {
+				if l == nil || l.active.Load() > 0 {
+					continue
+				}
+				unused := now.Sub(time.Unix(0, l.lastUsed.Load()))
+				if unused < idle {
 					continue
 				}
 				// A task, subscription or URL elicitation its sessions
-				// still wait for keeps it (for as long as they are open).
-				h, seen := held[l]
-				if !seen {
-					h = l.holdsState(now)
-					held[l] = h
+				// still wait for keeps it longer, up to stateHold times
+				// session_idle unused: an agent cannot keep an upstream
+				// session (a process) for good by subscribing.
+				if unused < stateHold*idle {
+					h, seen := held[l]
+					if !seen {
+						h = l.holdsState(now)
+						held[l] = h
+					}
+					if h {
+						continue
+					}
 				}
-				if !h {
-					u.forget(s, l)
-				}
+				u.forget(s, l)
 			}
 		}
 	}
