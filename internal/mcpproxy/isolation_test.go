@@ -323,8 +323,8 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	none.noteTask()
-	if l.taskPending != 0 || l.taskCount[b] != 1 {
-		t.Errorf("after a call without a task: %d pending, b holds %d", l.taskPending, l.taskCount[b])
+	if l.pendingTasks() != 0 || l.taskCount[b] != 1 {
+		t.Errorf("after a call without a task: %d pending, b holds %d", l.pendingTasks(), l.taskCount[b])
 	}
 	// Once b-1's ttl has passed, it goes when room is next needed.
 	l.mu.Lock()
@@ -422,7 +422,7 @@ func TestARefusedSharedClientBacksOff(t *testing.T) {
 	sendA, gotA := rawAgent(t, r)
 	const rkey = "*\x002025-11-25" // the key, and the version the client speaks
 	up.mu.Lock()
-	up.noteSharedRefusal(rkey, fmt.Errorf("%w: test", errClientRefused), true, time.Now())
+	up.noteRefusal(rkey, fmt.Errorf("%w: test", errClientRefused), true, time.Now())
 	r0 := up.refusals[rkey]
 	r0.until = time.Now().Add(time.Minute)
 	up.refusals[rkey] = r0
@@ -531,7 +531,7 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 		for _, n := range l.subCount {
 			subs += n
 		}
-		return l.taskPending, held, len(l.subs), len(l.subPending)
+		return l.pendingTasks(), held, len(l.subs), len(l.subPending)
 	}
 	if a := ask("tools/call", `{"name":"up__fail","arguments":{},"task":{}}`); !strings.Contains(a, "error") {
 		t.Fatalf("the failing call: %s", a)
@@ -586,21 +586,22 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 // its back-off; an upstream session opened for it forgets them.
 func TestRefusalsBackOffAndReset(t *testing.T) {
 	t.Parallel()
-	s, u := &Session{}, &Upstream{}
+	u := &Upstream{}
+	const rkey = "s:a\x002025-11-25"
 	refusal := fmt.Errorf("%w: test", errClientRefused)
 	t0 := time.Now()
-	s.noteRefusal(u, refusal, true, t0)
-	if s.refusedBy(u, t0.Add(minBackoff-time.Millisecond)) == nil || s.refusedBy(u, t0.Add(minBackoff)) != nil {
+	u.noteRefusal(rkey, refusal, true, t0)
+	if u.refusedClient(rkey, t0.Add(minBackoff-time.Millisecond)) == nil || u.refusedClient(rkey, t0.Add(minBackoff)) != nil {
 		t.Error("the first refusal does not hold for minBackoff")
 	}
 	t1 := t0.Add(time.Second)
-	s.noteRefusal(u, refusal, true, t1)
-	if s.refusedBy(u, t1.Add(2*minBackoff-time.Millisecond)) == nil {
+	u.noteRefusal(rkey, refusal, true, t1)
+	if u.refusedClient(rkey, t1.Add(2*minBackoff-time.Millisecond)) == nil {
 		t.Error("the second refusal does not hold twice as long")
 	}
-	s.noteRefusal(u, nil, false, t1)
-	s.noteRefusal(u, refusal, true, t1)
-	if s.refusedBy(u, t1.Add(minBackoff)) != nil {
+	u.noteRefusal(rkey, nil, false, t1)
+	u.noteRefusal(rkey, refusal, true, t1)
+	if u.refusedClient(rkey, t1.Add(minBackoff)) != nil {
 		t.Error("an opened upstream session did not reset the back-off")
 	}
 }
@@ -630,8 +631,8 @@ func TestTaskRoomAcrossADetach(t *testing.T) {
 	l.attach(a)
 	c.resp = resp
 	c.noteTask()
-	if l.taskCount[a] != 1 || len(l.tasks) != 1 || l.taskPending != 0 || len(l.taskPendingBy) != 0 {
-		t.Errorf("came back: a counts %d for %d tasks, %d pending (%d sessions)", l.taskCount[a], len(l.tasks), l.taskPending, len(l.taskPendingBy))
+	if l.taskCount[a] != 1 || len(l.tasks) != 1 || l.pendingTasks() != 0 || len(l.taskPending) != 0 {
+		t.Errorf("came back: a counts %d for %d tasks, %d pending (%d sessions)", l.taskCount[a], len(l.tasks), l.pendingTasks(), len(l.taskPending))
 	}
 	// Gone for good: nothing stays counted.
 	b := &Session{id: "b"}
@@ -642,8 +643,8 @@ func TestTaskRoomAcrossADetach(t *testing.T) {
 	}
 	l.detach(b)
 	c.noteTask()
-	if _, counted := l.taskCount[b]; counted || l.taskPending != 0 || len(l.taskPendingBy) != 0 {
-		t.Errorf("left: b counts %d, %d pending", l.taskCount[b], l.taskPending)
+	if _, counted := l.taskCount[b]; counted || l.pendingTasks() != 0 || len(l.taskPending) != 0 {
+		t.Errorf("left: b counts %d, %d pending", l.taskCount[b], l.pendingTasks())
 	}
 }
 

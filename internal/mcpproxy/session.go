@@ -67,9 +67,8 @@ type Session struct {
 	closed     bool
 	// hungUp: the agent can send nothing more (wrap's input ended), so
 	// requests to it can never be answered.
-	hungUp   bool
-	intents  map[[32]byte]bool           // SHA-256 of the intent tokens taken (acceptIntent)
-	refusals map[*Upstream]clientRefusal // upstreams that refused the session's client
+	hungUp  bool
+	intents map[[32]byte]bool // SHA-256 of the intent tokens taken (acceptIntent)
 
 	calls  atomic.Int32 // agent requests being served
 	nextID atomic.Int64 // ids of the gateway's requests to the agent
@@ -108,7 +107,6 @@ func (s *Session) bind(pr *identity.Principal) error {
 // notify sends a message to the agent outside any request.
 func (s *Session) notify(msg []byte) { s.out.send(msg) }
 
-// link returns the session's link to u if one is open.
 // wantsLog reports whether log message m (notifications/message) is at
 // or above the level the agent set.
 func (s *Session) wantsLog(m *wire.Message) bool {
@@ -120,6 +118,7 @@ func (s *Session) wantsLog(m *wire.Message) bool {
 	return logRank[level] >= min
 }
 
+// linkTo returns the session's link to u if one is open.
 func (s *Session) linkTo(u *Upstream) *link {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,48 +379,4 @@ func (t *sessionTable) closeAll() {
 // listChanged is the notification that a list changed ("tools", ...).
 func listChanged(kind string) []byte {
 	return wire.NewNotification("notifications/"+kind+"/list_changed", nil)
-}
-
-// clientRefusal is an upstream's refusal of a session's client at initialize:
-// the session does not ask again before until (minBackoff, doubling with
-// each refusal up to maxBackoff).
-type clientRefusal struct {
-	err   error
-	until time.Time
-	wait  time.Duration
-}
-
-// refusedBy returns the refusal of s's client by u while it holds.
-func (s *Session) refusedBy(u *Upstream, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.refusals[u]; ok && now.Before(r.until) {
-		return r.err
-	}
-	return nil
-}
-
-// noteRefusal notes how u answered s's client: a refusal backs s off
-// further, an opened link forgets u's refusals.
-func (s *Session) noteRefusal(u *Upstream, err error, refused bool, now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case refused:
-		if s.refusals == nil {
-			s.refusals = map[*Upstream]clientRefusal{}
-		}
-		s.refusals[u] = nextRefusal(s.refusals[u], err, now)
-	case err == nil:
-		delete(s.refusals, u)
-	}
-}
-
-// nextRefusal follows prev (zero if none): the wait doubles.
-func nextRefusal(prev clientRefusal, err error, now time.Time) clientRefusal {
-	wait := minBackoff
-	if prev.wait > 0 {
-		wait = min(2*prev.wait, maxBackoff)
-	}
-	return clientRefusal{err: err, until: now.Add(wait), wait: wait}
 }

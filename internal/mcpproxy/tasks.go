@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"strings"
 	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/reason"
@@ -46,29 +47,40 @@ func (l *link) reserveTask(s *Session, now time.Time) bool {
 			return false
 		}
 	}
-	l.taskCount[s]++
-	l.taskPending++
-	l.pendingOf(s, 1)
+	l.reserved(s, 1)
 	return true
 }
 
-// pendingOf adds d to s's reservations (l.mu held). They outlive a detach
+// reserved adds d to s's reservations (l.mu held). They outlive a detach
 // of s: the call holding one settles it whether or not s came back.
-func (l *link) pendingOf(s *Session, d int) {
-	if l.taskPendingBy == nil {
-		l.taskPendingBy = map[*Session]int{}
+func (l *link) reserved(s *Session, d int) {
+	if l.taskPending == nil {
+		l.taskPending = map[*Session]int{}
 	}
-	if l.taskPendingBy[s] += d; l.taskPendingBy[s] <= 0 {
-		delete(l.taskPendingBy, s)
+	if l.taskPending[s] += d; l.taskPending[s] <= 0 {
+		delete(l.taskPending, s)
 	}
 }
 
+// pendingTasks is how many tasks calls in flight may create (l.mu held).
+func (l *link) pendingTasks() int {
+	n := 0
+	for _, r := range l.taskPending {
+		n += r
+	}
+	return n
+}
+
+// heldTasks is what s holds of its share: its tasks and reservations
+// (l.mu held).
+func (l *link) heldTasks(s *Session) int { return l.taskCount[s] + l.taskPending[s] }
+
 // taskRoom reports whether s may hold one more task on l (l.mu held).
 func (l *link) taskRoom(s *Session) bool {
-	if len(l.tasks)+l.taskPending >= maxTasksPerLink {
+	if len(l.tasks)+l.pendingTasks() >= maxTasksPerLink {
 		return false
 	}
-	return l.key == "" || l.taskCount[s] < maxTasksPerSession
+	return l.key == "" || l.heldTasks(s) < maxTasksPerSession
 }
 
 // forgetTasks makes room for one more task of s (l.mu held). It forgets
@@ -85,7 +97,7 @@ func (l *link) forgetTasks(s *Session, now time.Time) {
 		}
 	}
 	for !l.taskRoom(s) {
-		withinShare := l.key == "" || l.taskCount[s] < maxTasksPerSession
+		withinShare := l.key == "" || l.heldTasks(s) < maxTasksPerSession
 		id, ok := l.oldestTask(func(t taskInfo) bool { return t.s == s && t.fetched })
 		if !ok {
 			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s == s && t.ended })
@@ -124,11 +136,7 @@ func (l *link) dropTask(id string, t taskInfo) {
 func (l *link) unreserveTask(s *Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.taskPending--
-	l.pendingOf(s, -1)
-	if l.taskCount[s]--; l.taskCount[s] <= 0 {
-		delete(l.taskCount, s)
-	}
+	l.reserved(s, -1)
 }
 
 // recordTask remembers the task the upstream created for c, in the room
@@ -144,13 +152,11 @@ func (l *link) recordTask(c *call, id string, ttl time.Duration, now time.Time) 
 		return false
 	}
 	if c.taskReserved {
-		l.taskPending--
-		l.pendingOf(c.s, -1)
+		l.reserved(c.s, -1)
 	} else if !l.taskRoom(c.s) {
 		return false
-	} else {
-		l.taskCount[c.s]++
 	}
+	l.taskCount[c.s]++
 	t := taskInfo{s: c.s, tool: c.tool, seq: l.nextID.Add(1)}
 	if ttl > 0 {
 		t.expires = now.Add(ttl)
@@ -233,7 +239,7 @@ func (c *call) noteTask() {
 // result only once the task has ended (an error answer may be the
 // server's own failure: the task is then taken to go on).
 func (c *call) noteTaskAnswer() {
-	if c.resp == nil || c.link == nil {
+	if !strings.HasPrefix(c.method, "tasks/") || c.resp == nil || c.link == nil {
 		return
 	}
 	id, ok := c.msg.ParamString("taskId")

@@ -64,9 +64,9 @@ type Upstream struct {
 
 	mu     sync.Mutex
 	shared map[string]*link // links shared by several agent sessions, by isolation key
-	// refusals are the server's refusals of the client a shared link is
-	// opened with, by isolation key and protocol version (a session's
-	// own: Session.refusals).
+	// refusals are the server's refusals of the client a link is opened
+	// with, by what the link waits on (a session's own, or an isolation
+	// key) and protocol version: see linkFor.
 	refusals map[string]clientRefusal
 	opening  map[string]*pendingLink
 	open     int
@@ -257,14 +257,6 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	}
 	key := u.isolationKey(s)
 	hello := u.clientFor(s, key)
-	if key == "" {
-		if err := s.refusedBy(u, time.Now()); err != nil {
-			return nil, err
-		}
-	}
-	// The refusals of the client a shared link is opened with, by key and
-	// the protocol version the opener speaks (its only part that varies).
-	rkey := key + "\x00" + hello.version
 	u.mu.Lock()
 	if u.stop {
 		u.mu.Unlock()
@@ -283,9 +275,12 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		u.mu.Unlock()
 		return u.awaitOpening(ctx, pl, s, key)
 	}
-	if err := u.refusedShared(key, rkey); err != nil {
-		// The server refused the client a shared upstream session is
-		// opened with: every session that would open it so backs off.
+	// The server's refusals of the client this link would be opened with:
+	// the session's own, or for a shared link the gateway's with the
+	// protocol version of the session opening it (its only part that
+	// varies), which every session that would open it so backs off from.
+	rkey := wait + "\x00" + hello.version
+	if err := u.refusedClient(rkey, time.Now()); err != nil {
 		u.mu.Unlock()
 		return nil, err
 	}
@@ -303,7 +298,7 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		// Meanwhile another request may have opened (or begun to open)
 		// what this one would: the place goes back, and that is used.
 		l := u.liveShared(key)
-		refused := u.refusedShared(key, rkey)
+		refused := u.refusedClient(rkey, time.Now())
 		if pl, stop := u.opening[wait], u.stop; pl != nil || l != nil || stop || refused != nil {
 			u.open--
 			if l != nil {
@@ -344,9 +339,6 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 		go pl.l.setLevel(context.WithoutCancel(ctx), s)
 	}
 	refused := errors.Is(pl.err, errClientRefused)
-	if key == "" {
-		s.noteRefusal(u, pl.err, refused, time.Now())
-	}
 	u.mu.Lock()
 	delete(u.opening, wait)
 	if pl.err != nil {
@@ -354,9 +346,7 @@ func (u *Upstream) linkFor(ctx context.Context, s *Session) (*link, error) {
 	} else if key != "" {
 		u.shared[key] = pl.l
 	}
-	if key != "" {
-		u.noteSharedRefusal(rkey, pl.err, refused, time.Now())
-	}
+	u.noteRefusal(rkey, pl.err, refused, time.Now())
 	u.mu.Unlock()
 	if pl.err == nil {
 		go u.releaseWhenDead(pl.l)
@@ -470,19 +460,19 @@ func (u *Upstream) drop(l *link) {
 	u.closeLink(l)
 }
 
-// refusedShared returns the refusal, while it holds, of the client the
-// shared link of key would be opened with (rkey; u.mu held).
-func (u *Upstream) refusedShared(key, rkey string) error {
-	if r, ok := u.refusals[rkey]; ok && key != "" && time.Now().Before(r.until) {
+// refusedClient returns the refusal, while it holds, of the client of
+// rkey (u.mu held).
+func (u *Upstream) refusedClient(rkey string, now time.Time) error {
+	if r, ok := u.refusals[rkey]; ok && now.Before(r.until) {
 		return r.err
 	}
 	return nil
 }
 
-// noteSharedRefusal notes how the server answered the client of rkey: a
-// refusal backs it off further, an opened link forgets its refusals
-// (u.mu held).
-func (u *Upstream) noteSharedRefusal(rkey string, err error, refused bool, now time.Time) {
+// noteRefusal notes how the server answered the client of rkey: a
+// refusal backs it off further (minBackoff, doubling up to maxBackoff),
+// an opened link forgets its refusals (u.mu held).
+func (u *Upstream) noteRefusal(rkey string, err error, refused bool, now time.Time) {
 	if !refused {
 		if err == nil {
 			delete(u.refusals, rkey)
@@ -499,7 +489,19 @@ func (u *Upstream) noteSharedRefusal(rkey string, err error, refused bool, now t
 			}
 		}
 	}
-	u.refusals[rkey] = nextRefusal(u.refusals[rkey], err, now)
+	wait := minBackoff
+	if prev := u.refusals[rkey]; prev.wait > 0 {
+		wait = min(2*prev.wait, maxBackoff)
+	}
+	u.refusals[rkey] = clientRefusal{err: err, until: now.Add(wait), wait: wait}
+}
+
+// clientRefusal is a server's refusal of a client at initialize: it is
+// not asked again before until.
+type clientRefusal struct {
+	err   error
+	until time.Time
+	wait  time.Duration
 }
 
 // stateHold is how many times session_idle an unused upstream session is
