@@ -705,3 +705,155 @@ func linkHolder(t *testing.T, r *rig, up *Upstream) *Session {
 	t.Fatal("no upstream session")
 	return nil
 }
+
+// TestSubscriptionsOfOneURIGoInTurn: on an upstream session two agent
+// sessions share, one URI's subscriptions and unsubscriptions reach the
+// server one at a time. An unsubscription waits for a subscription still
+// unanswered (refused, it leaves the unsubscription as the last holder's,
+// relayed; judged while it was pending, the unsubscription was dropped and
+// the subscription stayed open upstream, routed to nobody); and a
+// subscription waits for an unsubscription in flight, so the server never
+// ends what it was just asked to start.
+func TestSubscriptionsOfOneURIGoInTurn(t *testing.T) {
+	t.Parallel()
+	const hold = 300 * time.Millisecond
+	var (
+		mu                 sync.Mutex
+		subs               = map[string]int{}
+		unsubs             = map[string]int{}
+		unsubArrived       = make(chan struct{}, 1)
+		subArrived         = make(chan struct{}, 1)
+		unsubAnswered      bool
+		crossed, refusedAt bool
+	)
+	srv := handServer(nil, "2025-11-25", `{"resources":{"subscribe":true}}`, nil,
+		func(m *wire.Message, id string, send func(string)) {
+			uri, _ := m.ParamString("uri")
+			mu.Lock()
+			defer mu.Unlock()
+			switch m.Method {
+			case "resources/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resources":[{"uri":"test://a","name":"a"},{"uri":"test://b","name":"b"}]}}`)
+			case "resources/templates/list":
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{"resourceTemplates":[]}}`)
+			case "resources/subscribe":
+				subs[uri]++
+				switch {
+				case uri == "test://a" && subs[uri] == 2:
+					// The second session's: answered (refused) once an
+					// unsubscription arrives or hold has passed.
+					go func() {
+						select {
+						case <-unsubArrived:
+							mu.Lock()
+							refusedAt = true // an unsubscription came while this was unanswered
+							mu.Unlock()
+						case <-time.After(hold):
+						}
+						send(`{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32603,"message":"not now"}}`)
+					}()
+					return
+				case uri == "test://b" && subs[uri] == 2:
+					crossed = !unsubAnswered
+					select {
+					case subArrived <- struct{}{}:
+					default:
+					}
+				}
+				send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+			case "resources/unsubscribe":
+				unsubs[uri]++
+				if uri == "test://a" {
+					select {
+					case unsubArrived <- struct{}{}:
+					default:
+					}
+					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+					return
+				}
+				// test://b: answered once a subscription arrives or hold
+				// has passed.
+				go func() {
+					select {
+					case <-subArrived:
+					case <-time.After(hold):
+					}
+					mu.Lock()
+					unsubAnswered = true
+					mu.Unlock()
+					send(`{"jsonrpc":"2.0","id":` + id + `,"result":{}}`)
+				}()
+			}
+		})
+	r := pipeRig(t, config.Upstream{Name: "up", Isolation: config.IsolationShared}, srv)
+	sendA, gotA := rawAgent(t, r)
+	sendB, gotB := rawAgentNamed(t, r, `{"name":"b","version":"1"}`)
+	ask := func(send func(string), id int, method, uri string) {
+		send(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"` + method + `","params":{"uri":"` + uri + `"}}`)
+	}
+	answered := func(got *lines, id int) string {
+		prefix := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,`
+		var line string
+		waitFor(t, "answer "+strconv.Itoa(id), func() bool {
+			for _, l := range strings.Split(got.all(), "\n") {
+				if strings.HasPrefix(l, prefix) {
+					line = l
+					return true
+				}
+			}
+			return false
+		})
+		return line
+	}
+	count := func(m map[string]int, uri string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return m[uri]
+	}
+	l := linkHolder(t, r, r.p.upstream("up")).linkTo(r.p.upstream("up"))
+
+	// A subscribes; B's subscription is unanswered when A unsubscribes.
+	ask(sendA, 10, "resources/subscribe", "test://a")
+	if a := answered(gotA, 10); strings.Contains(a, "error") {
+		t.Fatalf("A's subscription: %s", a)
+	}
+	ask(sendB, 10, "resources/subscribe", "test://a")
+	waitFor(t, "B's subscription at the server", func() bool { return count(subs, "test://a") == 2 })
+	ask(sendA, 11, "resources/unsubscribe", "test://a")
+	if a := answered(gotB, 10); !strings.Contains(a, "error") {
+		t.Fatalf("B's subscription was to be refused: %s", a)
+	}
+	if a := answered(gotA, 11); strings.Contains(a, "error") {
+		t.Fatalf("A's unsubscription: %s", a)
+	}
+	if n := count(unsubs, "test://a"); n != 1 {
+		t.Errorf("the server got %d unsubscriptions of test://a: its subscription stays open, routed to nobody", n)
+	}
+	mu.Lock()
+	if refusedAt {
+		t.Error("A's unsubscription reached the server while B's subscription was unanswered")
+	}
+	mu.Unlock()
+
+	// A subscribes and unsubscribes; B subscribes while the server has
+	// not answered the unsubscription.
+	ask(sendA, 12, "resources/subscribe", "test://b")
+	answered(gotA, 12)
+	ask(sendA, 13, "resources/unsubscribe", "test://b")
+	waitFor(t, "A's unsubscription at the server", func() bool { return count(unsubs, "test://b") == 1 })
+	ask(sendB, 11, "resources/subscribe", "test://b")
+	answered(gotA, 13)
+	if a := answered(gotB, 11); strings.Contains(a, "error") {
+		t.Fatalf("B's subscription: %s", a)
+	}
+	mu.Lock()
+	if crossed {
+		t.Error("B's subscription reached the server before it answered A's unsubscription")
+	}
+	mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.subs["test://a"]) != 0 || len(l.subs["test://b"]) != 1 || len(l.subTurns) != 0 {
+		t.Errorf("routing after both: test://a %d holders, test://b %d, %d turns held", len(l.subs["test://a"]), len(l.subs["test://b"]), len(l.subTurns))
+	}
+}

@@ -86,6 +86,9 @@ type link struct {
 	// subCount counts each session's subscriptions and those pending.
 	subPending map[string]map[*Session]int
 	subCount   map[*Session]int
+	// subTurns serialise the subscriptions and unsubscriptions of one URI
+	// on a shared link: each is closed when its holder is done.
+	subTurns map[string]chan struct{}
 	// taskCount counts each session's entries in tasks, taskPending its
 	// reservations for tasks its calls in flight may create.
 	taskCount   map[*Session]int

@@ -32,23 +32,36 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return err
 	}
 	u, l := c.up, c.link
-	if c.method == "resources/unsubscribe" && l != nil && l.key != "" {
-		// On an upstream session agent sessions share, the subscription
-		// ends upstream only with its last holder: this one's ends at the
-		// subscription stage.
-		if uri, _ := c.msg.ParamString("uri"); l.subscribedElsewhere(c.s, uri) {
-			c.resp, _ = wire.Parse(wire.NewResponse([]byte("0"), []byte("{}")), 0)
-			return nil
-		}
-	}
-	if c.method == "resources/subscribe" && l != nil && l.key != "" {
+	if (c.method == "resources/subscribe" || c.method == "resources/unsubscribe") && l != nil && l.key != "" {
+		// On an upstream session agent sessions share, one URI's
+		// subscriptions and unsubscriptions go one at a time, each
+		// recorded before the next is judged.
 		uri, _ := c.msg.ParamString("uri")
-		had, ok := l.holdSubscription(c.s, uri)
-		if !ok {
-			return unavailable(reason.UpstreamBusy).withDetail("too many subscriptions to route on this upstream session")
+		release, err := l.subscriptionTurn(ctx, uri)
+		if err != nil {
+			return unavailable(reason.Cancelled)
 		}
-		if !had {
-			defer func() { l.settleSubscription(c.s, uri, c.resp != nil && c.resp.Kind == wire.Response) }()
+		defer release()
+		if c.method == "resources/unsubscribe" {
+			// The subscription ends upstream only with its last holder.
+			if l.subscribedElsewhere(c.s, uri) {
+				l.subscribed(c.s, uri, false)
+				c.resp, _ = wire.Parse(wire.NewResponse([]byte("0"), []byte("{}")), 0)
+				return nil
+			}
+			defer func() {
+				if c.resp != nil {
+					l.subscribed(c.s, uri, false)
+				}
+			}()
+		} else {
+			had, ok := l.holdSubscription(c.s, uri)
+			if !ok {
+				return unavailable(reason.UpstreamBusy).withDetail("too many subscriptions to route on this upstream session")
+			}
+			if !had {
+				defer func() { l.settleSubscription(c.s, uri, c.resp != nil && c.resp.Kind == wire.Response) }()
+			}
 		}
 	}
 	if err := c.reserveTaskRoom(); err != nil {

@@ -1,6 +1,9 @@
 package mcpproxy
 
-import "strings"
+import (
+	"context"
+	"strings"
+)
 
 // Subscriptions (resources/subscribe) on an upstream session: which agent
 // sessions hold each, so that resources/updated reaches them alone. On an
@@ -8,6 +11,40 @@ import "strings"
 // is taken before it is relayed and settled when the upstream answers
 // (bounded per upstream session and per agent session: maxSubscriptions,
 // maxSubscriptionsPerSession).
+
+// subscriptionTurn waits until no other subscription or unsubscription
+// of uri is in flight on the link, then takes the turn until release is
+// called. On a link agent sessions share, this keeps what the upstream
+// sees in the order the gateway decided: an unsubscription relayed by the
+// last holder cannot cross another session's subscription on the way, and
+// an unsubscription is never judged by a subscription whose answer is
+// still to come. It fails only when ctx ends first.
+func (l *link) subscriptionTurn(ctx context.Context, uri string) (release func(), err error) {
+	for {
+		l.mu.Lock()
+		busy, taken := l.subTurns[uri]
+		if !taken {
+			if l.subTurns == nil {
+				l.subTurns = map[string]chan struct{}{}
+			}
+			mine := make(chan struct{})
+			l.subTurns[uri] = mine
+			l.mu.Unlock()
+			return func() {
+				l.mu.Lock()
+				delete(l.subTurns, uri)
+				l.mu.Unlock()
+				close(mine)
+			}, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
 
 // holdSubscription takes room, before it is relayed, for a subscription
 // of s to uri on an upstream session others share: one that could not be
