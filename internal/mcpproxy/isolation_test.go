@@ -373,7 +373,7 @@ func TestTasksForgottenForRoom(t *testing.T) {
 	l.taskEnded("victim-fetched", true)
 	var fill []*Session
 	for i := range 10 {
-		s := &Session{id: fmt.Sprint("f", i)}
+		s := &Session{id: fmt.Sprint("f", i), agent: fmt.Sprint("f", i)} // ten agents: one's share is a quarter
 		l.attach(s)
 		fill = append(fill, s)
 		for j := 0; j < maxTasksPerSession && len(l.tasks) < maxTasksPerLink; j++ {
@@ -704,6 +704,66 @@ func linkHolder(t *testing.T, r *rig, up *Upstream) *Session {
 	}
 	t.Fatal("no upstream session")
 	return nil
+}
+
+// TestSharedAcrossAgentsBoundsPerAgent: on an upstream session every
+// agent shares (isolation shared), one agent's sessions together hold at
+// most a quarter of what it routes, so that an agent opening many sessions
+// cannot fill it for the others; on one an agent's sessions share alone,
+// they may fill it.
+func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
+	t.Parallel()
+	newLink := func(key string) *link {
+		return &link{key: key, sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+			taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	}
+	fill := func(l *link, agent string, sessions int) (subs, tasks int, last *Session) {
+		for i := range sessions {
+			s := &Session{id: fmt.Sprintf("%s-%d", agent, i), agent: agent}
+			l.attach(s)
+			last = s
+			for j := range maxSubscriptionsPerSession {
+				uri := fmt.Sprintf("test://%s/%d/%d", agent, i, j)
+				if _, ok := l.holdSubscription(s, uri); ok {
+					l.settleSubscription(s, uri, true)
+					subs++
+				}
+			}
+			for range maxTasksPerSession {
+				if l.reserveTask(s, time.Now()) {
+					tasks++
+				}
+			}
+		}
+		return subs, tasks, last
+	}
+	l := newLink(sharedKey)
+	subs, tasks, x := fill(l, "x", 5)
+	if subs != maxSubscriptionsPerAgent || tasks != maxTasksPerAgent {
+		t.Errorf("agent x's five sessions held %d subscriptions and %d tasks (shares %d, %d)", subs, tasks, maxSubscriptionsPerAgent, maxTasksPerAgent)
+	}
+	y := &Session{id: "y", agent: "y"}
+	l.attach(y)
+	if _, ok := l.holdSubscription(y, "test://y"); !ok || !l.reserveTask(y, time.Now()) {
+		t.Error("another agent refused while x held its share")
+	}
+	// x's share is not made of y's: a finished task of y's is not
+	// forgotten for x.
+	l.mu.Lock()
+	l.tasks["y-1"] = taskInfo{s: y, ended: true, fetched: true}
+	l.taskCount[y]++
+	l.mu.Unlock()
+	if l.reserveTask(x, time.Now()) {
+		t.Error("agent x went past its share")
+	}
+	if _, kept := l.tasks["y-1"]; !kept {
+		t.Error("another agent's task was forgotten for an agent past its share")
+	}
+
+	own := newLink("a:x")
+	if subs, tasks, _ := fill(own, "x", 5); subs != 5*maxSubscriptionsPerSession || tasks != 5*maxTasksPerSession {
+		t.Errorf("on an upstream session of x's alone, five sessions held %d subscriptions and %d tasks", subs, tasks)
+	}
 }
 
 // TestSubscriptionsOfOneURIGoInTurn: on an upstream session two agent

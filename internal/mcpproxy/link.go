@@ -376,6 +376,7 @@ func (l *link) detach(s *Session) int {
 const (
 	maxSubscriptions           = 4096
 	maxSubscriptionsPerSession = 256
+	maxSubscriptionsPerAgent   = maxSubscriptions / 4
 	maxElicitations            = 1024
 )
 

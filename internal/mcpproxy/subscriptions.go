@@ -9,8 +9,9 @@ import (
 // sessions hold each, so that resources/updated reaches them alone. On an
 // upstream session several agent sessions share, room for a subscription
 // is taken before it is relayed and settled when the upstream answers
-// (bounded per upstream session and per agent session: maxSubscriptions,
-// maxSubscriptionsPerSession).
+// (bounded per upstream session, per agent session and, when several
+// agents share it, per agent: maxSubscriptions, maxSubscriptionsPerSession,
+// maxSubscriptionsPerAgent).
 
 // subscriptionTurn waits until no other subscription or unsubscription
 // of uri is in flight on the link, then takes the turn until release is
@@ -102,6 +103,17 @@ func (l *link) settleSubscription(s *Session, uri string, accepted bool) {
 func (l *link) subRoom(s *Session, uri string) bool {
 	if l.subCount[s] >= maxSubscriptionsPerSession {
 		return false
+	}
+	if l.acrossAgents() {
+		n := 0
+		for o, c := range l.subCount {
+			if o.agent == s.agent {
+				n += c
+			}
+		}
+		if n >= maxSubscriptionsPerAgent {
+			return false
+		}
 	}
 	if l.subs[uri] != nil || l.subPending[uri] != nil {
 		return true

@@ -12,7 +12,8 @@ import (
 // remembers which agent session created each, so that only that session
 // may ask about it and its status notifications reach it alone. What it
 // remembers is bounded per upstream session and, on one agent sessions
-// share, per agent session. A task is forgotten when its session leaves,
+// share, per agent session and, on one several agents share (isolation
+// shared), per agent. A task is forgotten when its session leaves,
 // when the lifetime the server gave it (ttl) has passed, or, when room is
 // needed, once it has ended (completed, failed or cancelled; see
 // forgetTasks). A request for a task past the bound, with nothing to forget, is
@@ -21,6 +22,7 @@ import (
 const (
 	maxTasksPerLink    = 10000
 	maxTasksPerSession = 1000
+	maxTasksPerAgent   = maxTasksPerLink / 4
 )
 
 type taskInfo struct {
@@ -75,19 +77,48 @@ func (l *link) pendingTasks() int {
 // (l.mu held).
 func (l *link) heldTasks(s *Session) int { return l.taskCount[s] + l.taskPending[s] }
 
+// agentTasks is what s's agent holds of its share: the tasks and
+// reservations of all its sessions (l.mu held).
+func (l *link) agentTasks(s *Session) int {
+	n := 0
+	for o, c := range l.taskCount {
+		if o.agent == s.agent {
+			n += c
+		}
+	}
+	for o, c := range l.taskPending {
+		if o.agent == s.agent {
+			n += c
+		}
+	}
+	return n
+}
+
 // taskRoom reports whether s may hold one more task on l (l.mu held).
 func (l *link) taskRoom(s *Session) bool {
 	if len(l.tasks)+l.pendingTasks() >= maxTasksPerLink {
 		return false
 	}
-	return l.key == "" || l.heldTasks(s) < maxTasksPerSession
+	return l.withinTaskShare(s)
+}
+
+// withinTaskShare reports whether s, and on a link several agents share
+// its agent, may hold one more task (l.mu held).
+func (l *link) withinTaskShare(s *Session) bool {
+	switch {
+	case l.key == "":
+		return true
+	case l.heldTasks(s) >= maxTasksPerSession:
+		return false
+	}
+	return !l.acrossAgents() || l.agentTasks(s) < maxTasksPerAgent
 }
 
 // forgetTasks makes room for one more task of s (l.mu held). It forgets
 // the tasks past their ttl; then, one at a time until there is room, the
 // oldest of s's own ended tasks (first those whose result s fetched);
-// and, only when the upstream session as a whole is full while s is
-// within its share, the oldest task of another session whose result that
+// and, only when the upstream session as a whole is full while s (and
+// its agent) is within its share, the oldest task of another session whose result that
 // session fetched already. A task whose result its owner has not had is
 // never forgotten for another session.
 func (l *link) forgetTasks(s *Session, now time.Time) {
@@ -97,7 +128,7 @@ func (l *link) forgetTasks(s *Session, now time.Time) {
 		}
 	}
 	for !l.taskRoom(s) {
-		withinShare := l.key == "" || l.heldTasks(s) < maxTasksPerSession
+		withinShare := l.withinTaskShare(s)
 		id, ok := l.oldestTask(func(t taskInfo) bool { return t.s == s && t.fetched })
 		if !ok {
 			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s == s && t.ended })

@@ -419,10 +419,18 @@ func (u *Upstream) isolationKey(s *Session) string {
 	case config.IsolationUser:
 		return "u:" + s.agent + "\x00" + userOf(pr).Key
 	case config.IsolationShared:
-		return "*"
+		return sharedKey
 	}
 	return ""
 }
+
+// sharedKey is the key of an upstream's one link all agents share
+// (isolation shared).
+const sharedKey = "*"
+
+// acrossAgents reports whether l may be shared by several agents' sessions
+// (then what it routes is bounded per agent too).
+func (l *link) acrossAgents() bool { return l.key == sharedKey }
 
 // release detaches s from l and closes l when nobody uses it any more.
 func (u *Upstream) release(l *link, s *Session) {
