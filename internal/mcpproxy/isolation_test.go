@@ -499,18 +499,7 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 	ask := func(method, params string) string {
 		id++
 		send(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"` + method + `","params":` + params + `}`)
-		prefix := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,`
-		var line string
-		waitFor(t, method, func() bool {
-			for _, l := range strings.Split(got.all(), "\n") {
-				if strings.HasPrefix(l, prefix) {
-					line = l
-					return true
-				}
-			}
-			return false
-		})
-		return line
+		return answerTo(t, got, id)
 	}
 	up := r.p.upstream("up")
 	var l *link
@@ -851,20 +840,6 @@ func TestSubscriptionsOfOneURIGoInTurn(t *testing.T) {
 	ask := func(send func(string), id int, method, uri string) {
 		send(`{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"` + method + `","params":{"uri":"` + uri + `"}}`)
 	}
-	answered := func(got *lines, id int) string {
-		prefix := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,`
-		var line string
-		waitFor(t, "answer "+strconv.Itoa(id), func() bool {
-			for _, l := range strings.Split(got.all(), "\n") {
-				if strings.HasPrefix(l, prefix) {
-					line = l
-					return true
-				}
-			}
-			return false
-		})
-		return line
-	}
 	count := func(m map[string]int, uri string) int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -874,16 +849,16 @@ func TestSubscriptionsOfOneURIGoInTurn(t *testing.T) {
 
 	// A subscribes; B's subscription is unanswered when A unsubscribes.
 	ask(sendA, 10, "resources/subscribe", "test://a")
-	if a := answered(gotA, 10); strings.Contains(a, "error") {
+	if a := answerTo(t, gotA, 10); strings.Contains(a, "error") {
 		t.Fatalf("A's subscription: %s", a)
 	}
 	ask(sendB, 10, "resources/subscribe", "test://a")
 	waitFor(t, "B's subscription at the server", func() bool { return count(subs, "test://a") == 2 })
 	ask(sendA, 11, "resources/unsubscribe", "test://a")
-	if a := answered(gotB, 10); !strings.Contains(a, "error") {
+	if a := answerTo(t, gotB, 10); !strings.Contains(a, "error") {
 		t.Fatalf("B's subscription was to be refused: %s", a)
 	}
-	if a := answered(gotA, 11); strings.Contains(a, "error") {
+	if a := answerTo(t, gotA, 11); strings.Contains(a, "error") {
 		t.Fatalf("A's unsubscription: %s", a)
 	}
 	if n := count(unsubs, "test://a"); n != 1 {
@@ -898,12 +873,12 @@ func TestSubscriptionsOfOneURIGoInTurn(t *testing.T) {
 	// A subscribes and unsubscribes; B subscribes while the server has
 	// not answered the unsubscription.
 	ask(sendA, 12, "resources/subscribe", "test://b")
-	answered(gotA, 12)
+	answerTo(t, gotA, 12)
 	ask(sendA, 13, "resources/unsubscribe", "test://b")
 	waitFor(t, "A's unsubscription at the server", func() bool { return count(unsubs, "test://b") == 1 })
 	ask(sendB, 11, "resources/subscribe", "test://b")
-	answered(gotA, 13)
-	if a := answered(gotB, 11); strings.Contains(a, "error") {
+	answerTo(t, gotA, 13)
+	if a := answerTo(t, gotB, 11); strings.Contains(a, "error") {
 		t.Fatalf("B's subscription: %s", a)
 	}
 	mu.Lock()
@@ -916,4 +891,21 @@ func TestSubscriptionsOfOneURIGoInTurn(t *testing.T) {
 	if len(l.subs["test://a"]) != 0 || len(l.subs["test://b"]) != 1 || len(l.subTurns) != 0 {
 		t.Errorf("routing after both: test://a %d holders, test://b %d, %d turns held", len(l.subs["test://a"]), len(l.subs["test://b"]), len(l.subTurns))
 	}
+}
+
+// answerTo waits for the agent's answer to its request id and returns it.
+func answerTo(t *testing.T, got *lines, id int) string {
+	t.Helper()
+	prefix := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,`
+	var line string
+	waitFor(t, "the answer to request "+strconv.Itoa(id), func() bool {
+		for _, l := range strings.Split(got.all(), "\n") {
+			if strings.HasPrefix(l, prefix) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	return line
 }
