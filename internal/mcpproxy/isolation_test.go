@@ -7,8 +7,11 @@ package mcpproxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -740,7 +743,7 @@ func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 	// forgotten for x.
 	l.mu.Lock()
 	l.tasks["y-1"] = taskInfo{s: y, ended: true, fetched: true}
-	l.taskCount[y]++
+	l.countTasks(y, 1)
 	l.mu.Unlock()
 	if l.reserveTask(x, time.Now()) {
 		t.Error("agent x went past its share")
@@ -748,10 +751,45 @@ func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 	if _, kept := l.tasks["y-1"]; !kept {
 		t.Error("another agent's task was forgotten for an agent past its share")
 	}
+	// What the agents hold is counted back to nothing as they leave.
+	for s := range maps.Clone(l.sessions) {
+		l.detach(s)
+		for l.taskPending[s] > 0 {
+			l.unreserveTask(s)
+		}
+	}
+	if len(l.agentTasks) != 0 || len(l.agentSubs) != 0 {
+		t.Errorf("every session gone, agents still hold tasks %v, subscriptions %v", l.agentTasks, l.agentSubs)
+	}
 
 	own := newLink("a:x")
 	if subs, tasks, _ := fill(own, "x", 5); subs != 5*maxSubscriptionsPerSession || tasks != 5*maxTasksPerSession {
 		t.Errorf("on an upstream session of x's alone, five sessions held %d subscriptions and %d tasks", subs, tasks)
+	}
+
+	// The agent's share full of its sessions' ended tasks: a new session
+	// of the agent gets room from a task whose result was fetched, never
+	// from one whose result was not.
+	for _, fetched := range []bool{true, false} {
+		l := newLink(sharedKey)
+		for i, n := range []int{1000, 1000, 500} {
+			s := &Session{id: fmt.Sprint("x", i), agent: "x"}
+			l.attach(s)
+			for j := range n {
+				l.tasks[fmt.Sprintf("x%d-%d", i, j)] = taskInfo{s: s, seq: int64(i*1000 + j), ended: true, fetched: fetched}
+				l.countTasks(s, 1)
+			}
+		}
+		late := &Session{id: "x-late", agent: "x"}
+		l.attach(late)
+		_, oldestKept := l.tasks["x0-0"]
+		if got := l.reserveTask(late, time.Now()); got != fetched {
+			t.Errorf("results fetched %v: a new session of the agent got room %v", fetched, got)
+		} else if _, kept := l.tasks["x0-0"]; fetched && kept {
+			t.Error("room made, but not by forgetting the oldest fetched task")
+		} else if !fetched && !(kept && oldestKept) {
+			t.Error("a task whose result was not fetched was forgotten")
+		}
 	}
 }
 
@@ -908,4 +946,87 @@ func answerTo(t *testing.T, got *lines, id int) string {
 		return false
 	})
 	return line
+}
+
+// TestSubscriptionTurnsInOrder: a URI's turn goes to its waiters in the
+// order they came; a waiter gives up at its timeout or when its context
+// ends, and leaves the queue.
+func TestSubscriptionTurnsInOrder(t *testing.T) {
+	t.Parallel()
+	l := &link{key: sharedKey}
+	ctx := context.Background()
+	release, err := l.subscriptionTurn(ctx, "test://u", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiters := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.subTurns["test://u"].waiters)
+	}
+	if _, err := l.subscriptionTurn(ctx, "test://u", 20*time.Millisecond); !errors.Is(err, errQueueTimeout) || waiters() != 0 {
+		t.Fatalf("a wait past its timeout: %v, %d left waiting", err, waiters())
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := l.subscriptionTurn(cctx, "test://u", time.Minute)
+		gaveUp <- err
+	}()
+	waitFor(t, "the waiter to queue", func() bool { return waiters() == 1 })
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) || waiters() != 0 {
+		t.Fatalf("a cancelled wait: %v, %d left waiting", err, waiters())
+	}
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			rel, err := l.subscriptionTurn(ctx, "test://u", time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			rel()
+		})
+		waitFor(t, "the waiter to queue", func() bool { return waiters() == i+1 })
+	}
+	release()
+	wg.Wait()
+	if !slices.Equal(order, []int{0, 1, 2, 3, 4}) {
+		t.Errorf("turns taken in the order %v", order)
+	}
+	if len(l.subTurns) != 0 {
+		t.Errorf("%d turns held after every holder released", len(l.subTurns))
+	}
+}
+
+// TestSubscriptionStageLeavesSharedLinksToTheRelay: on a shared upstream
+// session the relay stage records a subscription or unsubscription in the
+// URI's turn; the subscription stage, after the turn, changes nothing (an
+// unsubscription noted there could undo the subscription the next in turn
+// made).
+func TestSubscriptionStageLeavesSharedLinksToTheRelay(t *testing.T) {
+	t.Parallel()
+	l := &link{key: sharedKey, sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{}}
+	a := &Session{id: "a", agent: "x"}
+	l.attach(a)
+	l.mu.Lock()
+	l.subscribe(a, "test://u") // a's subscription, made after its unsubscription's turn
+	l.mu.Unlock()
+	msg, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":"test://u"}}`), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`), 64)
+	if err := noteSubscription(nil, context.Background(), &call{method: "resources/unsubscribe", link: l, s: a, msg: msg, resp: resp}); err != nil {
+		t.Fatal(err)
+	}
+	if !l.subs["test://u"][a] || l.subCount[a] != 1 {
+		t.Errorf("the subscription stage undid a later subscription: held %v, counted %d", l.subs["test://u"][a], l.subCount[a])
+	}
 }

@@ -87,8 +87,12 @@ type link struct {
 	subPending map[string]map[*Session]int
 	subCount   map[*Session]int
 	// subTurns serialise the subscriptions and unsubscriptions of one URI
-	// on a shared link: each is closed when its holder is done.
-	subTurns map[string]chan struct{}
+	// on a shared link (present while one holds the turn).
+	subTurns map[string]*subTurn
+	// agentTasks and agentSubs are taskCount plus taskPending, and
+	// subCount, summed per agent (the bounds of a link all agents share).
+	agentTasks map[string]int
+	agentSubs  map[string]int
 	// taskCount counts each session's entries in tasks, taskPending its
 	// reservations for tasks its calls in flight may create.
 	taskCount   map[*Session]int
@@ -359,8 +363,8 @@ func (l *link) detach(s *Session) int {
 			delete(l.subPending, uri)
 		}
 	}
-	delete(l.subCount, s)
-	delete(l.taskCount, s) // its reservations are settled by their calls
+	l.countSubs(s, -l.subCount[s])
+	l.countTasks(s, -l.taskCount[s]) // its reservations are settled by their calls
 	for id, es := range l.elicits {
 		if es == s {
 			delete(l.elicits, id)

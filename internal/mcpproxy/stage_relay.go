@@ -37,8 +37,13 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		// subscriptions and unsubscriptions go one at a time, each
 		// recorded before the next is judged.
 		uri, _ := c.msg.ParamString("uri")
-		release, err := l.subscriptionTurn(ctx, uri)
-		if err != nil {
+		release, err := l.subscriptionTurn(ctx, uri, u.queueTimeout)
+		switch {
+		case errors.Is(err, errQueueTimeout):
+			r := unavailable(reason.UpstreamBusy).withDetail("another request about this resource's subscription was in flight for " + u.queueTimeout.String())
+			r.retryAfter = u.slots.retryAfter()
+			return r
+		case err != nil:
 			return unavailable(reason.Cancelled)
 		}
 		defer release()
@@ -188,8 +193,14 @@ func resultLabel(err error) string {
 
 // noteSubscription records, once the upstream accepted a subscription,
 // that this agent session holds it (an unsubscription whatever the
-// answer): resources/updated goes to the subscribed sessions alone.
+// answer): resources/updated goes to the subscribed sessions alone. On a
+// link agent sessions share, the relay stage recorded it already, in the
+// URI's turn (recorded here, after the turn, it could undo what the next
+// in turn did).
 func noteSubscription(p *Proxy, ctx context.Context, c *call) error {
+	if c.link != nil && c.link.key != "" {
+		return nil
+	}
 	subscribe := c.method == "resources/subscribe"
 	if subscribe && (c.resp == nil || c.resp.Kind != wire.Response) {
 		return nil

@@ -2,7 +2,9 @@ package mcpproxy
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"time"
 )
 
 // Subscriptions (resources/subscribe) on an upstream session: which agent
@@ -13,37 +15,79 @@ import (
 // agents share it, per agent: maxSubscriptions, maxSubscriptionsPerSession,
 // maxSubscriptionsPerAgent).
 
+// subTurn is a URI's turn: held while it is in l.subTurns, handed on to
+// the waiters in the order they came.
+type subTurn struct{ waiters []chan struct{} }
+
 // subscriptionTurn waits until no other subscription or unsubscription
 // of uri is in flight on the link, then takes the turn until release is
-// called. On a link agent sessions share, this keeps what the upstream
-// sees in the order the gateway decided: an unsubscription relayed by the
-// last holder cannot cross another session's subscription on the way, and
-// an unsubscription is never judged by a subscription whose answer is
-// still to come. It fails only when ctx ends first.
-func (l *link) subscriptionTurn(ctx context.Context, uri string) (release func(), err error) {
-	for {
-		l.mu.Lock()
-		busy, taken := l.subTurns[uri]
-		if !taken {
-			if l.subTurns == nil {
-				l.subTurns = map[string]chan struct{}{}
-			}
-			mine := make(chan struct{})
-			l.subTurns[uri] = mine
-			l.mu.Unlock()
-			return func() {
-				l.mu.Lock()
-				delete(l.subTurns, uri)
-				l.mu.Unlock()
-				close(mine)
-			}, nil
+// called (once). On a link agent sessions share, this keeps what the
+// upstream sees in the order the gateway decided: an unsubscription
+// relayed by the last holder cannot cross another session's subscription
+// on the way, and an unsubscription is never judged by a subscription
+// whose answer is still to come. Waiters are served first come, first
+// served; one fails when ctx ends or it has waited timeout
+// (errQueueTimeout).
+func (l *link) subscriptionTurn(ctx context.Context, uri string, timeout time.Duration) (release func(), err error) {
+	release = func() { l.passTurn(uri) }
+	l.mu.Lock()
+	t, held := l.subTurns[uri]
+	if !held {
+		if l.subTurns == nil {
+			l.subTurns = map[string]*subTurn{}
 		}
+		l.subTurns[uri] = &subTurn{}
 		l.mu.Unlock()
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return release, nil
+	}
+	mine := make(chan struct{})
+	t.waiters = append(t.waiters, mine)
+	l.mu.Unlock()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-mine:
+		return release, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = errQueueTimeout
+	}
+	l.mu.Lock()
+	if i := slices.Index(t.waiters, mine); i >= 0 {
+		t.waiters = slices.Delete(t.waiters, i, i+1)
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.mu.Unlock()
+	release() // handed the turn as the wait ended: on to the next
+	return nil, err
+}
+
+// passTurn ends the holder's turn at uri: the first waiter takes it.
+func (l *link) passTurn(uri string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.subTurns[uri]
+	if len(t.waiters) == 0 {
+		delete(l.subTurns, uri)
+		return
+	}
+	next := t.waiters[0]
+	t.waiters = slices.Delete(t.waiters, 0, 1)
+	close(next)
+}
+
+// countSubs adds d to s's subscriptions, held and pending (l.mu held).
+func (l *link) countSubs(s *Session, d int) {
+	if l.subCount[s] += d; l.subCount[s] <= 0 {
+		delete(l.subCount, s)
+	}
+	if l.agentSubs == nil {
+		l.agentSubs = map[string]int{}
+	}
+	if l.agentSubs[s.agent] += d; l.agentSubs[s.agent] <= 0 {
+		delete(l.agentSubs, s.agent)
 	}
 }
 
@@ -73,7 +117,7 @@ func (l *link) holdSubscription(s *Session, uri string) (had, ok bool) {
 		l.subPending[uri] = map[*Session]int{}
 	}
 	l.subPending[uri][s]++
-	l.subCount[s]++
+	l.countSubs(s, 1)
 	return false, true
 }
 
@@ -89,9 +133,7 @@ func (l *link) settleSubscription(s *Session, uri string, accepted bool) {
 		if len(ps) == 0 {
 			delete(l.subPending, uri)
 		}
-		if l.subCount[s]--; l.subCount[s] <= 0 {
-			delete(l.subCount, s)
-		}
+		l.countSubs(s, -1)
 	}
 	if _, attached := l.sessions[s]; accepted && attached {
 		l.subscribe(s, uri)
@@ -104,16 +146,8 @@ func (l *link) subRoom(s *Session, uri string) bool {
 	if l.subCount[s] >= maxSubscriptionsPerSession {
 		return false
 	}
-	if l.acrossAgents() {
-		n := 0
-		for o, c := range l.subCount {
-			if o.agent == s.agent {
-				n += c
-			}
-		}
-		if n >= maxSubscriptionsPerAgent {
-			return false
-		}
+	if l.acrossAgents() && l.agentSubs[s.agent] >= maxSubscriptionsPerAgent {
+		return false
 	}
 	if l.subs[uri] != nil || l.subPending[uri] != nil {
 		return true
@@ -140,7 +174,7 @@ func (l *link) subscribe(s *Session, uri string) bool {
 	default:
 		ss[s] = true
 	}
-	l.subCount[s]++
+	l.countSubs(s, 1)
 	return true
 }
 
@@ -161,9 +195,7 @@ func (l *link) subscribed(s *Session, uri string, on bool) {
 		if len(ss) == 0 {
 			delete(l.subs, uri)
 		}
-		if l.subCount[s]--; l.subCount[s] <= 0 {
-			delete(l.subCount, s)
-		}
+		l.countSubs(s, -1)
 	}
 }
 

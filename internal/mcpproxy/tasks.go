@@ -62,6 +62,25 @@ func (l *link) reserved(s *Session, d int) {
 	if l.taskPending[s] += d; l.taskPending[s] <= 0 {
 		delete(l.taskPending, s)
 	}
+	l.countAgentTasks(s, d)
+}
+
+// countTasks adds d to s's recorded tasks (l.mu held).
+func (l *link) countTasks(s *Session, d int) {
+	if l.taskCount[s] += d; l.taskCount[s] <= 0 {
+		delete(l.taskCount, s)
+	}
+	l.countAgentTasks(s, d)
+}
+
+// countAgentTasks adds d to what s's agent holds (l.mu held).
+func (l *link) countAgentTasks(s *Session, d int) {
+	if l.agentTasks == nil {
+		l.agentTasks = map[string]int{}
+	}
+	if l.agentTasks[s.agent] += d; l.agentTasks[s.agent] <= 0 {
+		delete(l.agentTasks, s.agent)
+	}
 }
 
 // pendingTasks is how many tasks calls in flight may create (l.mu held).
@@ -76,23 +95,6 @@ func (l *link) pendingTasks() int {
 // heldTasks is what s holds of its share: its tasks and reservations
 // (l.mu held).
 func (l *link) heldTasks(s *Session) int { return l.taskCount[s] + l.taskPending[s] }
-
-// agentTasks is what s's agent holds of its share: the tasks and
-// reservations of all its sessions (l.mu held).
-func (l *link) agentTasks(s *Session) int {
-	n := 0
-	for o, c := range l.taskCount {
-		if o.agent == s.agent {
-			n += c
-		}
-	}
-	for o, c := range l.taskPending {
-		if o.agent == s.agent {
-			n += c
-		}
-	}
-	return n
-}
 
 // taskRoom reports whether s may hold one more task on l (l.mu held).
 func (l *link) taskRoom(s *Session) bool {
@@ -111,16 +113,18 @@ func (l *link) withinTaskShare(s *Session) bool {
 	case l.heldTasks(s) >= maxTasksPerSession:
 		return false
 	}
-	return !l.acrossAgents() || l.agentTasks(s) < maxTasksPerAgent
+	return !l.acrossAgents() || l.agentTasks[s.agent] < maxTasksPerAgent
 }
 
 // forgetTasks makes room for one more task of s (l.mu held). It forgets
 // the tasks past their ttl; then, one at a time until there is room, the
 // oldest of s's own ended tasks (first those whose result s fetched);
-// and, only when the upstream session as a whole is full while s (and
-// its agent) is within its share, the oldest task of another session whose result that
-// session fetched already. A task whose result its owner has not had is
-// never forgotten for another session.
+// when s is within its share but its agent is not (on a link all agents
+// share), the oldest task of another session of the agent whose result
+// that session fetched; and, only when the upstream session as a whole is
+// full while s and its agent are within their shares, the oldest task of
+// another session whose result that session fetched already. A task whose
+// result its owner has not had is never forgotten for another session.
 func (l *link) forgetTasks(s *Session, now time.Time) {
 	for id, t := range l.tasks {
 		if !t.expires.IsZero() && now.After(t.expires) {
@@ -132,6 +136,11 @@ func (l *link) forgetTasks(s *Session, now time.Time) {
 		id, ok := l.oldestTask(func(t taskInfo) bool { return t.s == s && t.fetched })
 		if !ok {
 			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s == s && t.ended })
+		}
+		if !ok && !withinShare && l.acrossAgents() && l.heldTasks(s) < maxTasksPerSession {
+			// Only the agent's share is full: a task of another of its
+			// sessions whose result that session fetched.
+			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s != s && t.s.agent == s.agent && t.fetched })
 		}
 		if !ok && withinShare {
 			id, ok = l.oldestTask(func(t taskInfo) bool { return t.s != s && t.fetched })
@@ -158,9 +167,7 @@ func (l *link) oldestTask(pick func(taskInfo) bool) (string, bool) {
 
 func (l *link) dropTask(id string, t taskInfo) {
 	delete(l.tasks, id)
-	if l.taskCount[t.s]--; l.taskCount[t.s] <= 0 {
-		delete(l.taskCount, t.s)
-	}
+	l.countTasks(t.s, -1)
 }
 
 // unreserveTask gives back a reservation no task came of.
@@ -187,7 +194,7 @@ func (l *link) recordTask(c *call, id string, ttl time.Duration, now time.Time) 
 	} else if !l.taskRoom(c.s) {
 		return false
 	}
-	l.taskCount[c.s]++
+	l.countTasks(c.s, 1)
 	t := taskInfo{s: c.s, tool: c.tool, seq: l.nextID.Add(1)}
 	if ttl > 0 {
 		t.expires = now.Add(ttl)
