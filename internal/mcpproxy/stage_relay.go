@@ -48,17 +48,16 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		}
 		defer release()
 		if c.method == "resources/unsubscribe" {
-			// The subscription ends upstream only with its last holder.
-			if l.subscribedElsewhere(c.s, uri) {
-				l.subscribed(c.s, uri, false)
-				c.resp, _ = wire.Parse(wire.NewResponse([]byte("0"), []byte("{}")), 0)
-				return nil
-			}
 			defer func() {
 				if c.resp != nil {
 					l.subscribed(c.s, uri, false)
 				}
 			}()
+			// The subscription ends upstream only with its last holder.
+			if l.subscribedElsewhere(c.s, uri) {
+				c.resp, _ = wire.Parse(wire.NewResponse([]byte("0"), []byte("{}")), 0)
+				return nil
+			}
 		} else {
 			had, ok := l.holdSubscription(c.s, uri)
 			if !ok {
