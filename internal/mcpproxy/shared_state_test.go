@@ -29,8 +29,7 @@ import (
 // room.
 func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 	t.Parallel()
-	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
-		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	l := testLink(sharedKey)
 	a, b, c := &Session{id: "a"}, &Session{id: "b"}, &Session{id: "c"}
 	l.attach(a)
 	l.attach(b)
@@ -154,8 +153,7 @@ func TestSharedUpstreamSessionBoundsPerSession(t *testing.T) {
 // has not had.
 func TestTasksForgottenForRoom(t *testing.T) {
 	t.Parallel()
-	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
-		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	l := testLink(sharedKey)
 	req, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"task":{}}}`), 64)
 	if err != nil {
 		t.Fatal(err)
@@ -333,8 +331,7 @@ func TestTaskAndSubscriptionRoomThroughTheRelay(t *testing.T) {
 // count the session has then: counts neither drift nor leak.
 func TestTaskRoomAcrossADetach(t *testing.T) {
 	t.Parallel()
-	l := &link{key: "*", sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
-		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
+	l := testLink(sharedKey)
 	req, err := wire.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{},"task":{}}}`), 64)
 	if err != nil {
 		t.Fatal(err)
@@ -377,10 +374,6 @@ func TestTaskRoomAcrossADetach(t *testing.T) {
 // they may fill it.
 func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 	t.Parallel()
-	newLink := func(key string) *link {
-		return &link{key: key, sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
-			taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
-	}
 	fill := func(l *link, agent string, sessions int) (subs, tasks int, last *Session) {
 		for i := range sessions {
 			s := &Session{id: fmt.Sprintf("%s-%d", agent, i), agent: agent}
@@ -401,7 +394,7 @@ func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 		}
 		return subs, tasks, last
 	}
-	l := newLink(sharedKey)
+	l := testLink(sharedKey)
 	subs, tasks, x := fill(l, "x", 5)
 	if subs != maxSubscriptionsPerAgent || tasks != maxTasksPerAgent {
 		t.Errorf("agent x's five sessions held %d subscriptions and %d tasks (shares %d, %d)", subs, tasks, maxSubscriptionsPerAgent, maxTasksPerAgent)
@@ -434,7 +427,7 @@ func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 		t.Errorf("every session gone, agents still hold tasks %v, subscriptions %v", l.agentTasks, l.agentSubs)
 	}
 
-	own := newLink("a:x")
+	own := testLink("a:x")
 	if subs, tasks, _ := fill(own, "x", 5); subs != 5*maxSubscriptionsPerSession || tasks != 5*maxTasksPerSession {
 		t.Errorf("on an upstream session of x's alone, five sessions held %d subscriptions and %d tasks", subs, tasks)
 	}
@@ -443,7 +436,7 @@ func TestSharedAcrossAgentsBoundsPerAgent(t *testing.T) {
 	// of the agent gets room from a task whose result was fetched, never
 	// from one whose result was not.
 	for _, fetched := range []bool{true, false} {
-		l := newLink(sharedKey)
+		l := testLink(sharedKey)
 		for i, n := range []int{1000, 1000, 500} {
 			s := &Session{id: fmt.Sprint("x", i), agent: "x"}
 			l.attach(s)
@@ -701,4 +694,11 @@ func TestSubscriptionStageLeavesSharedLinksToTheRelay(t *testing.T) {
 	if !l.subs["test://u"][a] || l.subCount[a] != 1 {
 		t.Errorf("the subscription stage undid a later subscription: held %v, counted %d", l.subs["test://u"][a], l.subCount[a])
 	}
+}
+
+// testLink is an upstream session of key with no connection, for the
+// bookkeeping alone.
+func testLink(key string) *link {
+	return &link{key: key, sessions: map[*Session]struct{}{}, subs: map[string]map[*Session]bool{}, subCount: map[*Session]int{},
+		taskCount: map[*Session]int{}, tasks: map[string]taskInfo{}}
 }
