@@ -135,6 +135,7 @@ func (g *Gateway) watchPolicy(ctx context.Context) error {
 	tick := time.NewTicker(g.cfg.Policy.ReloadInterval.D())
 	defer tick.Stop()
 	last := g.policyFingerprint()
+	seen := last // the files as the last tick found them
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,15 +143,20 @@ func (g *Gateway) watchPolicy(ctx context.Context) error {
 		case <-hup:
 			g.ReloadPolicy(ctx)
 			last = g.policyFingerprint()
+			seen = last
 			continue
 		case <-tick.C:
 		case <-g.policyKick: // a fleet's change feed: a pointer moved
 		}
 		// The files changed, or an operator rolled back (or released): one
 		// small query a tick.
+		// Changed files are loaded once they held still for a tick: a file
+		// being written (truncated, half written) is not a bundle to serve.
 		fp := g.policyFingerprint()
+		settled := fp != last && fp == seen
+		seen = fp
 		rb, pinned, _ := g.store.PolicyPointer(ctx, store.PolicyRollback)
-		if fp != last || pinned && rb.Version != g.engine.Version() || !pinned && g.rolledBack.Load() {
+		if settled || pinned && rb.Version != g.engine.Version() || !pinned && g.rolledBack.Load() {
 			last = fp
 			g.rolledBack.Store(pinned)
 			g.ReloadPolicy(ctx)
