@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,4 +183,51 @@ func TestGreedyAgentCannotKeepAnotherFromBeingServed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the other agent's call waited behind the greedy agent's queue")
 	}
+}
+
+// TestContainmentDuringTheQueueWaitHoldsTheCallBack: a call that was
+// allowed and then waited for a slot is refused, not relayed, when the
+// response to an alert contains its agent while it waits; the refusal is
+// a decision event of its own.
+func TestContainmentDuringTheQueueWaitHoldsTheCallBack(t *testing.T) {
+	t.Parallel()
+	var started atomic.Int32
+	open := make(chan struct{})
+	r := newRig(t, "", func(l *config.Limits) { l.MaxCallsPerUpstream = 1 },
+		map[string]*mcp.Server{"up": gatedUpstream(open, &started)})
+	s := r.agent(nil)
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__gate"})
+		first <- err
+	}()
+	waitFor(t, "the first call to start", func() bool { return started.Load() == 1 })
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "up__gate"})
+		done <- err
+	}()
+	u := r.p.upstream("up")
+	waitFor(t, "the second call to queue", func() bool { _, _, q, _ := u.Load(); return q == 1 })
+	r.p.Contain("", "agent", ReadOnly)
+	close(open)
+	if err := <-first; err != nil {
+		t.Fatalf("the call relayed before the containment: %v", err)
+	}
+	err := <-done
+	var we *jsonrpc.Error
+	if !errors.As(err, &we) || !strings.Contains(string(we.Data), string(reason.Contained)) {
+		t.Fatalf("the queued call after the containment: %v, want a refusal for %s", err, reason.Contained)
+	}
+	if n := started.Load(); n != 1 {
+		t.Errorf("the upstream ran %d calls, want only the one relayed before the containment", n)
+	}
+	waitFor(t, "the refusal's decision event", func() bool {
+		for _, e := range r.events() {
+			if e.Type == audit.TypeDecision && e.Code == reason.Contained && e.Outcome == audit.OutcomeDeny {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -81,6 +81,12 @@ func relay(p *Proxy, ctx context.Context, c *call) (err error) {
 		return err
 	}
 	defer slot.release()
+	// A wait for the slot (or for a subscription's turn) may have lasted
+	// up to queue_timeout: a containment that began meanwhile holds the
+	// call back too (one atomic load when nothing is contained).
+	if err := p.containAtRelay(ctx, c); err != nil {
+		return err
+	}
 	ctx, span := p.opts.Tracer.Start(ctx, "upstream "+u.Name, telemetry.KindClient, c.traceID)
 	defer func() { span.Finish(err) }()
 
