@@ -56,7 +56,7 @@ func main() {
 	flag.StringVar(&o.protocol, "protocol", "2025-11-25", "MCP protocol version on both legs")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.sync, "sync", "full", "store.synchronous of the gateway (full or normal)")
-	flag.StringVar(&o.auditSync, "audit-sync", "before_answer", "audit.sync of the gateway (before_answer, before_relay or background)")
+	flag.StringVar(&o.auditSync, "audit-sync", "background", "audit.sync of the gateway (background, its default with the local store; before_answer or before_relay)")
 	flag.StringVar(&o.syncWindow, "sync-window", "", "audit.sync_window of the gateway (default: the gateway's)")
 	flag.StringVar(&sizes, "sizes", "64,4096", "result sizes in bytes")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the gateway's CPU profile here")

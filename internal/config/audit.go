@@ -20,15 +20,16 @@ type Audit struct {
 	CheckpointURL string `json:"checkpoint_url,omitempty"`
 	// Export streams committed events, as OCSF JSON, to SIEMs.
 	Export []Export `json:"export,omitempty"`
-	// Sync is when a decision must be on disk: "before_answer" (default:
-	// committed to the log, surviving a crash of the gateway, before the
-	// upstream sees the call; on disk before the agent sees the answer),
-	// "before_relay" (on disk before the upstream sees the call) or
-	// "background" (committed before the upstream sees the call; on disk
-	// within sync_window, the answer not waiting for it; denials are
-	// still on disk before the agent hears of them; not with
-	// store.postgres). With store.synchronous normal nothing is fsynced
-	// and all three mean committed.
+	// Sync is when a decision must be on disk: "background" (default with
+	// the local store: committed to the log, surviving a crash or kill of
+	// the gateway, before the upstream sees the call; on disk within
+	// sync_window, the answer not waiting for it; denials are still on
+	// disk before the agent hears of them; not with store.postgres),
+	// "before_answer" (default with store.postgres: committed before the
+	// upstream sees the call, on disk before the agent sees the answer) or
+	// "before_relay" (on disk before the upstream sees the call). With
+	// store.synchronous normal nothing is fsynced and all three mean
+	// committed.
 	Sync string `json:"sync,omitempty"`
 	// SyncWindow is the least time between two fsyncs of the log under
 	// load: the calls committed meanwhile share one (default 2ms, 10ms

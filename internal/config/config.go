@@ -345,7 +345,14 @@ func (c *Config) applyDefaults() {
 		c.Store.Synchronous = "full"
 	}
 	if c.Audit.Sync == "" {
-		c.Audit.Sync = SyncBeforeAnswer
+		// The local journal's decisions are committed before the relay and
+		// fsynced within the window behind it (see Audit.Sync); a fleet's
+		// log is the database's, whose flush only a waiting call finds
+		// failing, so there the answer waits for it.
+		c.Audit.Sync = SyncBackground
+		if c.Store.Postgres != nil {
+			c.Audit.Sync = SyncBeforeAnswer
+		}
 	}
 	if c.Audit.SyncWindow == 0 {
 		c.Audit.SyncWindow = Duration(DefaultSyncWindow)

@@ -366,14 +366,15 @@ func TestParseHoursReadsDecimal(t *testing.T) {
 }
 
 // TestAuditSyncModes: each durability mode parses as itself; none given is
-// before_answer.
+// background with the local store and before_answer with PostgreSQL.
 func TestAuditSyncModes(t *testing.T) {
 	t.Parallel()
 	for yaml, want := range map[string]struct {
 		sync   string
 		window time.Duration
 	}{
-		"version: 1\n": {SyncBeforeAnswer, DefaultSyncWindow},
+		"version: 1\n": {SyncBackground, DefaultBackgroundSyncWindow},
+		"version: 1\nstore: {postgres: {from_env: PG}}\n":              {SyncBeforeAnswer, DefaultSyncWindow},
 		"version: 1\naudit: {sync: before_relay}\n":                    {SyncBeforeRelay, DefaultSyncWindow},
 		"version: 1\naudit: {sync: background}\n":                      {SyncBackground, DefaultBackgroundSyncWindow},
 		"version: 1\naudit: {sync: background, sync_window: 500us}\n":  {SyncBackground, 500 * time.Microsecond},
