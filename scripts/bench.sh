@@ -32,7 +32,7 @@ echo "== round trips: direct, a bare reverse-proxy hop and the gateway, interlea
 go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -runs "${RUNS:-5}" -json bench/results/roundtrip-full.json "$@"
 echo
 echo "== the same with audit.sync=before_answer (every answer waits for its decision's fsync)"
-go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -audit-sync before_answer -runs "${RUNS:-5}" -sessions 0 -json bench/results/roundtrip-before-answer.json "$@"
+go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync full -runs "${RUNS:-5}" -sessions 0 -json bench/results/roundtrip-before-answer.json "$@" -audit-sync before_answer
 echo
 echo "== the same with store.synchronous=normal (no fsync)"
 go run ./bench/roundtrip -portcullis bench/results/portcullis -barehop bench/results/barehop -sync normal -sessions 0 -json bench/results/roundtrip-normal.json "$@"

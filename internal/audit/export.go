@@ -31,7 +31,7 @@ const (
 )
 
 // Exporter streams the committed log to sinks. It reads from the durable
-// log (on PostgreSQL, up to what it has just flushed: durableSize) and
+// log (up to what it has just made durable: durableSize) and
 // advances a sink's cursor only after the sink accepted a batch, so
 // a slow or failing sink makes its export lag, never lose an event: the
 // backpressure lands on the export, not on agents' calls. A sink that keeps
@@ -42,6 +42,10 @@ type Exporter struct {
 	Log   *slog.Logger
 	// OnLag, if set, is called with each sink's lag (events not yet sent).
 	OnLag func(sink string, lag int64)
+	// Durable, if set, makes the log durable so far and returns its size
+	// then, or -1 to leave it to the store (Recorder.DurableSize: the
+	// local journal's events may be readable before they are on disk).
+	Durable func(ctx context.Context) (int64, error)
 }
 
 // Run exports until ctx ends.
@@ -119,12 +123,18 @@ func (x *Exporter) Step(ctx context.Context, s Sink) (int, error) {
 	return len(rows), nil
 }
 
-// durableSize is how much of the log is known to be on disk, on a store
-// whose commits may come before their flush (PostgreSQL: the log's size
-// read, then a flush that covers it); -1 where every commit is durable
-// when it is readable. A sink never receives an event a crash of the
-// database could take back (and whose number it could give another).
+// durableSize is how much of the log is known to be on disk, where
+// events may be readable before their flush (the local journal's, by
+// Durable; PostgreSQL's: the log's size read, then a flush that covers
+// it); -1 where every commit is durable when it is readable. A sink never
+// receives an event a crash could take back (and whose number it could
+// give another).
 func (x *Exporter) durableSize(ctx context.Context) (int64, error) {
+	if x.Durable != nil {
+		if n, err := x.Durable(ctx); err != nil || n >= 0 {
+			return n, err
+		}
+	}
 	a, ok := x.Store.(interface {
 		AsyncLog() bool
 		State(ctx context.Context) (store.LogState, error)

@@ -716,6 +716,40 @@ func (r *Recorder) syncWait(last time.Time, lastCovered int) time.Duration {
 	return 0
 }
 
+// DurableSize makes every event the log holds so far durable (one fsync,
+// shared with any other in flight) and returns the log's size then: what
+// may be sent to a sink, which must never receive an event a crash of the
+// machine could take back and give its number to another (with
+// LazyCommits an answered call's decision may wait sync_window for its
+// fsync). -1 when the log is not this recorder's journal (a store that
+// flushes for itself, PostgreSQL's, is asked by the exporter) or nothing
+// is fsynced by choice (store.synchronous normal): everything readable
+// may be sent.
+func (r *Recorder) DurableSize(ctx context.Context) (int64, error) {
+	r.writeMu.Lock()
+	size, journal := r.state.Size, r.j != nil && r.async == nil
+	r.writeMu.Unlock()
+	r.syncMu.Lock()
+	if !journal || r.sync == nil {
+		r.syncMu.Unlock()
+		return -1, nil
+	}
+	// A receipt of its own, taken by the next fsync: that one begins after
+	// every frame counted in size was written.
+	rc := newReceipt()
+	close(rc.committed)
+	rc.rec = r
+	if r.unsyncedSince == 0 {
+		r.unsyncedSince = time.Now().UnixNano()
+	}
+	r.unsynced = append(r.unsynced, rc)
+	r.syncMu.Unlock()
+	if err := rc.Durable(ctx); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
 // hurry tells the sync loop that someone waits for an unsynced event.
 func (r *Recorder) hurry() {
 	r.syncMu.Lock()

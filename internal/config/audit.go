@@ -32,10 +32,11 @@ type Audit struct {
 	// committed.
 	Sync string `json:"sync,omitempty"`
 	// SyncWindow is the least time between two fsyncs of the log under
-	// load: the calls committed meanwhile share one (default 2ms, 10ms
-	// with "background"; 100µs to 50ms). A lone call whose answer waits
-	// for the disk is synced at once; with "background", where no answer
-	// waits, a decision waits at most the window.
+	// load: the calls committed meanwhile share one (default 10ms with
+	// "background", the local store's default, 2ms otherwise; 100µs to
+	// 50ms). A lone call whose answer waits for the disk is synced at
+	// once; with "background", where no answer waits, a decision's fsync
+	// starts at most the window after it, while the disk keeps up.
 	SyncWindow Duration `json:"sync_window,omitempty"`
 }
 

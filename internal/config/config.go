@@ -189,8 +189,8 @@ type Value struct {
 // Store configures the embedded store.
 type Store struct {
 	// Synchronous is SQLite's durability level for every write: "full"
-	// (default: an acknowledged event survives power loss; one fsync per
-	// group-committed batch) or "normal" (it survives a crash of the
+	// (default: fsynced, one fsync per group-committed batch, so an event
+	// survives power loss once durable, when audit.sync says) or "normal" (it survives a crash of the
 	// process, not of the machine; no fsync on the request path).
 	Synchronous string `json:"synchronous,omitempty"`
 	// Postgres, if set, is the URL of a PostgreSQL database (postgres://...)

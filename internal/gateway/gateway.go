@@ -201,6 +201,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	}
 	g.authn = authn.New(authn.Options{Key: g.key, Auth: cfg.Auth, Agents: cfg.Agents, Trust: g.trust, Revocations: g.revs, ExternalSecrets: extSecrets, LocalKeys: localKeys, PublicURL: cfg.Listen.PublicURL})
 	g.recorder = audit.NewRecorder(g.store, g.log.With("component", "audit"))
+	g.exporter.Durable = g.recorder.DurableSize // a sink gets only what is on disk
 	g.recorder.OnWrite = g.metrics.AuditWrite
 	g.recorder.SyncWindow = cfg.Audit.SyncWindow.D()
 	g.recorder.LazyCommits = cfg.Audit.Sync == config.SyncBackground

@@ -96,7 +96,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- serve(s.srv, s.ln) }()
 	}
-	g.log.Info("gateway serving", "agents", g.AgentURL(), "admin", "http://"+g.AdminAddr(), "policy", g.engine.Version())
+	g.log.Info("gateway serving", "agents", g.AgentURL(), "admin", "http://"+g.AdminAddr(), "policy", g.engine.Version(), "audit_sync", g.cfg.Audit.Sync)
 
 	var runErr error
 	select {

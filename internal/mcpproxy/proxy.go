@@ -124,7 +124,8 @@ type Options struct {
 	Screener *screen.Screener
 	// SyncBeforeRelay makes a decision reach the disk before the upstream
 	// sees the call (audit.sync before_relay); otherwise it is committed to
-	// the log before the relay and on disk before the agent's answer.
+	// the log before the relay and, unless SyncBackground, on disk before
+	// the agent's answer.
 	SyncBeforeRelay bool
 	// SyncBackground answers without waiting for the decision to reach the
 	// disk (audit.sync background): it is committed before the relay and
