@@ -88,6 +88,21 @@ func TestExportSendsOnlyDurableEvents(t *testing.T) {
 		t.Errorf("no fsync reported before the export")
 	}
 
+	// Asked again with nothing written since, no fsync.
+	mu.Lock()
+	before := synced
+	mu.Unlock()
+	if n, err := r.DurableSize(ctx); err != nil || n != 3 {
+		t.Fatalf("DurableSize of an idle log: %d, %v; want 3", n, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	after := synced
+	mu.Unlock()
+	if after != before {
+		t.Errorf("an idle log was fsynced again for the exporter (%d receipts synced, then %d)", before, after)
+	}
+
 	// A size short of what the table holds bounds what is sent.
 	rc, err := r.Commit(ctx, Decision(TypeDecision, time.Now(), Subject{Agent: "a"}, ""))
 	if err != nil {

@@ -197,6 +197,8 @@ type Recorder struct {
 	// (syncingSince) and of those queued for the next sync (unsyncedSince)
 	// has waited; the former, when set, is the older. syncMu's.
 	unsyncedSince, syncingSince int64
+	// knownDurable: the log's size DurableSize last saw on disk.
+	knownDurable int64
 	// syncFailed is sticky: after a failed fsync the kernel may have dropped
 	// the pages, and a later fsync succeeding proves nothing about them.
 	syncFailed atomic.Pointer[error]
@@ -734,6 +736,11 @@ func (r *Recorder) DurableSize(ctx context.Context) (int64, error) {
 		r.syncMu.Unlock()
 		return -1, nil
 	}
+	if size <= r.knownDurable {
+		// Nothing written since the last time: no fsync for an idle log.
+		r.syncMu.Unlock()
+		return size, nil
+	}
 	// A receipt of its own, taken by the next fsync: that one begins after
 	// every frame counted in size was written.
 	rc := newReceipt()
@@ -747,6 +754,9 @@ func (r *Recorder) DurableSize(ctx context.Context) (int64, error) {
 	if err := rc.Durable(ctx); err != nil {
 		return 0, err
 	}
+	r.syncMu.Lock()
+	r.knownDurable = max(r.knownDurable, size)
+	r.syncMu.Unlock()
 	return size, nil
 }
 
