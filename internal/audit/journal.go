@@ -74,6 +74,7 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 			return err
 		}
 		r.state = fr.Next
+		r.written.Store(r.state.Size)
 		r.ix.add(fr)
 	}
 	return nil

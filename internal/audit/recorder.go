@@ -197,8 +197,15 @@ type Recorder struct {
 	// (syncingSince) and of those queued for the next sync (unsyncedSince)
 	// has waited; the former, when set, is the older. syncMu's.
 	unsyncedSince, syncingSince int64
-	// knownDurable: the log's size DurableSize last saw on disk.
-	knownDurable int64
+	// syncedSize is the log's size the last successful fsync covered;
+	// journalSync: the fsyncs are this recorder's journal's (it owns it,
+	// and store.synchronous is full); appendsThrough: another process owns
+	// the journal this one appends through.
+	syncedSize                  int64
+	journalSync, appendsThrough bool
+	// written is the log's size in the journal (r.state's, set once the
+	// frame is written), read without writeMu.
+	written atomic.Int64
 	// syncFailed is sticky: after a failed fsync the kernel may have dropped
 	// the pages, and a later fsync succeeding proves nothing about them.
 	syncFailed atomic.Pointer[error]
@@ -375,6 +382,9 @@ func (r *Recorder) open(ctx context.Context) error {
 		// journal: this one appends through it, each batch synced, and
 		// takes it over when that one stops.
 		r.w = w
+		r.syncMu.Lock()
+		r.appendsThrough = true
+		r.syncMu.Unlock()
 		r.log.Info("audit journal owned by another process on this data directory: appending through it")
 		return nil
 	case err != nil:
@@ -390,13 +400,17 @@ func (r *Recorder) open(ctx context.Context) error {
 // Run's goroutine with writeMu held (or Open, before Run).
 func (r *Recorder) own(j *store.Journal, st store.LogState) {
 	r.j, r.state = j, st
+	r.written.Store(st.Size)
 	r.ix = newIndexer(r.w, j, st, r.log)
 	r.ix.catchUp = r.catchUpNow
+	r.syncMu.Lock()
+	r.appendsThrough = false
 	if r.w.Durable() {
-		r.syncMu.Lock()
-		r.sync = j.Sync
-		r.syncMu.Unlock()
+		r.sync, r.journalSync = j.Sync, true
+		// Recovery made what the journal held durable in the table.
+		r.syncedSize = max(r.syncedSize, st.Size)
 	}
+	r.syncMu.Unlock()
 	r.w.SetReadBarrier(r.ix.barrier)
 	if db, ok := r.store.(*store.DB); ok {
 		journaled.Store(db, r)
@@ -660,6 +674,7 @@ func (r *Recorder) append(events []*Event) error {
 		return err
 	}
 	r.state = fr.Next
+	r.written.Store(r.state.Size)
 	r.ix.add(fr)
 	return nil
 }
@@ -718,45 +733,45 @@ func (r *Recorder) syncWait(last time.Time, lastCovered int) time.Duration {
 	return 0
 }
 
-// DurableSize makes every event the log holds so far durable (one fsync,
-// shared with any other in flight) and returns the log's size then: what
-// may be sent to a sink, which must never receive an event a crash of the
-// machine could take back and give its number to another (with
-// LazyCommits an answered call's decision may wait sync_window for its
-// fsync). -1 when the log is not this recorder's journal (a store that
-// flushes for itself, PostgreSQL's, is asked by the exporter) or nothing
-// is fsynced by choice (store.synchronous normal): everything readable
-// may be sent.
+// DurableSize returns the log's size once every event it counts is on
+// disk: what may be sent to a sink, which must never receive an event a
+// crash of the machine could take back and give its number to another
+// (with LazyCommits an answered call's decision may wait sync_window for
+// its fsync). It waits for the sync loop's next fsync (within the window;
+// it does not hurry it, so that an exporter under load adds no fsyncs)
+// unless the last one covered the log already. 0 while another process
+// owns the journal (its owner exports: this one cannot fsync what the
+// owner wrote). -1 when the log is not a journal (a store that flushes for
+// itself, PostgreSQL's, is asked by the exporter) or nothing is fsynced by
+// choice (store.synchronous normal): everything readable may be sent.
 func (r *Recorder) DurableSize(ctx context.Context) (int64, error) {
-	r.writeMu.Lock()
-	size, journal := r.state.Size, r.j != nil && r.async == nil
-	r.writeMu.Unlock()
 	r.syncMu.Lock()
-	if !journal || r.sync == nil {
+	switch {
+	case r.appendsThrough:
+		r.syncMu.Unlock()
+		return 0, nil
+	case !r.journalSync:
 		r.syncMu.Unlock()
 		return -1, nil
 	}
-	if size <= r.knownDurable {
-		// Nothing written since the last time: no fsync for an idle log.
+	size := r.written.Load()
+	if size <= r.syncedSize {
 		r.syncMu.Unlock()
 		return size, nil
 	}
-	// A receipt of its own, taken by the next fsync: that one begins after
-	// every frame counted in size was written.
+	// A receipt of its own, taken by the next fsync: that one begins
+	// after every frame counted in size was written.
 	rc := newReceipt()
 	close(rc.committed)
-	rc.rec = r
 	if r.unsyncedSince == 0 {
 		r.unsyncedSince = time.Now().UnixNano()
 	}
 	r.unsynced = append(r.unsynced, rc)
 	r.syncMu.Unlock()
+	r.kick()
 	if err := rc.Durable(ctx); err != nil {
 		return 0, err
 	}
-	r.syncMu.Lock()
-	r.knownDurable = max(r.knownDurable, size)
-	r.syncMu.Unlock()
 	return size, nil
 }
 
@@ -808,12 +823,16 @@ func (r *Recorder) syncPending() int {
 	r.syncing = len(batch) > 0
 	r.syncingSince, r.unsyncedSince = r.unsyncedSince, 0
 	sync := r.sync
+	covers := r.written.Load() // written before the fsync begins
 	r.syncMu.Unlock()
 	if len(batch) == 0 {
 		return 0
 	}
 	err := sync()
 	r.syncMu.Lock()
+	if err == nil {
+		r.syncedSize = max(r.syncedSize, covers)
+	}
 	r.syncing = false
 	r.syncingSince = 0
 	r.syncIdle.Broadcast()

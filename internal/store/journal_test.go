@@ -446,3 +446,41 @@ func TestUnreadableSegmentCountsAsHoldingFrames(t *testing.T) {
 		t.Fatal("an unreadable segment was taken for an empty one")
 	}
 }
+
+// A recovered journal is emptied only once the table that holds its rows
+// is on disk, also when every frame was in the table already: the stopped
+// owner's indexer put them there with commits that are not fsynced, and
+// the journal was their only copy on disk. (Not parallel: it counts the
+// calls of a package variable.)
+func TestRecoveryMakesTheTableDurableBeforeEmptyingTheJournal(t *testing.T) {
+	ctx := context.Background()
+	s, j := storeWithOwnedJournal(t)
+	appendRows(t, j, 1, 3)
+	// Indexed, as the owner's indexer does, then the owner dies.
+	w, err := s.LogWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Append(ctx, LogState{}, journalRows(1, 3), stateAt(3)); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	saved := recoverSync
+	defer func() { recoverSync = saved }()
+	synced := 0
+	recoverSync = func(path string) error { synced++; return saved(path) }
+	if st, err := s.State(ctx); err != nil || st.Size != 3 {
+		t.Fatalf("state after recovery: %+v, %v", st, err)
+	}
+	if synced == 0 {
+		t.Error("the journal was emptied without the table being synced")
+	}
+	if segs, _ := filepath.Glob(filepath.Join(JournalDir(s.path), "*.journal")); len(segs) > 0 {
+		for _, seg := range segs {
+			if b, _ := os.ReadFile(seg); len(bytes.Trim(b, "\x00")) > 0 {
+				t.Errorf("journal segment %s still holds frames after recovery", seg)
+			}
+		}
+	}
+}
