@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -123,5 +124,18 @@ func TestExportSendsOnlyDurableEvents(t *testing.T) {
 	}
 	if n, err := r2.DurableSize(ctx); err != nil || n != 0 {
 		t.Errorf("DurableSize beside the journal's owner: %d, %v; want 0", n, err)
+	}
+
+	// Stopped, the recorder answers at once (ErrClosed), not when the
+	// caller's context ends.
+	stop()
+	<-done
+	sctx, cancelS := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelS()
+	r.syncMu.Lock()
+	r.syncedSize = 0 // as if a frame were written after the last fsync
+	r.syncMu.Unlock()
+	if _, err := r.DurableSize(sctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("DurableSize of a stopped recorder: %v, want ErrClosed", err)
 	}
 }

@@ -769,8 +769,19 @@ func (r *Recorder) DurableSize(ctx context.Context) (int64, error) {
 	r.unsynced = append(r.unsynced, rc)
 	r.syncMu.Unlock()
 	r.kick()
-	if err := rc.Durable(ctx); err != nil {
-		return 0, err
+	select {
+	case <-rc.durable:
+	case <-r.done: // the recorder stopped: its last sync may not have taken rc
+		select {
+		case <-rc.durable:
+		default:
+			return 0, ErrClosed
+		}
+	case <-ctx.Done():
+		return 0, fmt.Errorf("audit: %w", ctx.Err())
+	}
+	if rc.syncErr != nil {
+		return 0, rc.syncErr
 	}
 	return size, nil
 }
