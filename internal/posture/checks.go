@@ -273,10 +273,11 @@ var checks = []check{
 	// D3 Action logging.
 	{"action_logging", Foundation, "every-action", "every tool call, data access and external communication logged with agent, action and request context",
 		func(f *Facts) (bool, string) {
+			onDisk := durability(f.Config)
 			if f.Metrics == nil || f.Metrics.Events == 0 {
-				return true, "every decision is an audit event before it takes effect (none recorded yet)"
+				return true, "every decision is an audit event before it takes effect (none recorded yet); " + onDisk
 			}
-			return true, fmt.Sprintf("%d audit events; every decision recorded before it takes effect, with agent, user, task, request and policy version", f.Metrics.Events)
+			return true, fmt.Sprintf("%d audit events; every decision recorded before it takes effect, with agent, user, task, request and policy version; %s", f.Metrics.Events, onDisk)
 		}},
 	{"action_logging", Enterprise, "tamper-evident", "append-only log with cryptographic integrity verification",
 		func(f *Facts) (bool, string) {
@@ -651,4 +652,23 @@ func pct(n, of int) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
+}
+
+// durability says when an allowed call's decision is on disk, as
+// audit.sync and store.synchronous set it: an auditor's question.
+func durability(c *config.Config) string {
+	if c == nil {
+		return "durability not known"
+	}
+	switch {
+	case c.Store.Postgres == nil && c.Store.Synchronous == "normal":
+		return "not fsynced (store.synchronous normal: a crash of the machine may lose events)"
+	case c.Audit.Sync == config.SyncBeforeRelay:
+		return "on disk before the upstream sees the call (audit.sync before_relay)"
+	case c.Audit.Sync == config.SyncBeforeAnswer:
+		return "on disk before the agent sees the answer (audit.sync before_answer)"
+	case c.Audit.Sync == config.SyncBackground:
+		return fmt.Sprintf("fsynced within %v of its commit, the answer not waiting (audit.sync background: a crash of the machine may lose that window's allowed calls, never a denial)", c.Audit.SyncWindow.D())
+	}
+	return "durability not known (audit.sync " + c.Audit.Sync + ")"
 }

@@ -249,3 +249,29 @@ func TestChecksAreDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestActionLoggingSaysWhenDecisionsAreOnDisk: the evidence of every
+// action logged tells an auditor what a crash of the machine may lose, as
+// audit.sync and store.synchronous configure it.
+func TestActionLoggingSaysWhenDecisionsAreOnDisk(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		edit func(*config.Config)
+		want string
+	}{
+		"default":       {nil, "within 10ms of its commit, the answer not waiting (audit.sync background"},
+		"before_answer": {func(c *config.Config) { c.Audit.Sync = config.SyncBeforeAnswer }, "on disk before the agent sees the answer"},
+		"before_relay":  {func(c *config.Config) { c.Audit.Sync = config.SyncBeforeRelay }, "on disk before the upstream sees the call"},
+		"normal":        {func(c *config.Config) { c.Store.Synchronous = "normal" }, "not fsynced"},
+	} {
+		var evidence string
+		for _, ch := range tierOf(t, assessWith(t, baseConfig, basePolicy, c.edit), "action_logging").Checks {
+			if ch.ID == "every-action" {
+				evidence = ch.Evidence
+			}
+		}
+		if !strings.Contains(evidence, c.want) {
+			t.Errorf("%s: every-action evidence %q, want it to say %q", name, evidence, c.want)
+		}
+	}
+}
