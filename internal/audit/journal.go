@@ -73,8 +73,7 @@ func (r *Recorder) apply(foreign []store.JournalFrame) error {
 			r.log.Error("audit journal: another process's events cannot be taken; refusing every event until restart", "err", err)
 			return err
 		}
-		r.state = fr.Next
-		r.written.Store(r.state.Size)
+		r.advance(fr.Next)
 		r.ix.add(fr)
 	}
 	return nil

@@ -190,8 +190,9 @@ type Value struct {
 type Store struct {
 	// Synchronous is SQLite's durability level for every write: "full"
 	// (default: fsynced, one fsync per group-committed batch, so an event
-	// survives power loss once durable, when audit.sync says) or "normal" (it survives a crash of the
-	// process, not of the machine; no fsync on the request path).
+	// survives power loss once durable, when audit.sync says) or "normal"
+	// (it survives a crash of the process, not of the machine; no fsync
+	// on the request path).
 	Synchronous string `json:"synchronous,omitempty"`
 	// Postgres, if set, is the URL of a PostgreSQL database (postgres://...)
 	// that holds the store instead of the data directory's SQLite file:
