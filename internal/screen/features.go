@@ -147,54 +147,20 @@ func segmentFeatures(seg string, v *SegmentVector) int {
 	mail := false    // a word is preceded by '@' (an e-mail address)
 	form := func(x uint32) { v.add(topicDim + x%formDim) }
 	topic := func(x uint32) { v.add(x % topicDim) }
-	for i := 0; i < len(seg) && n < maxSegTokens; {
-		if c := seg[i]; c < utf8.RuneSelf {
-			if !asciiWord[c] {
-				i++
-				continue
-			}
-		} else if r, size := utf8.DecodeRuneInString(seg[i:]); !isWordRune(r) {
-			i += size
-			continue
+	for i := 0; n < maxSegTokens; {
+		start, w, h, end := nextWord(seg, i, &buf)
+		if start == len(seg) {
+			break
 		}
-		if i > 0 && n > 0 {
-			switch seg[i-1] {
+		if start > 0 && n > 0 {
+			switch seg[start-1] {
 			case ' ':
 				spaced++
 			case '@':
 				mail = true
 			}
 		}
-		// One word, lower-cased into buf (truncated at len(buf)), and
-		// its hash.
-		w := buf[:0]
-		h := uint32(fnvOffset)
-		for i < len(seg) {
-			if c := seg[i]; c < utf8.RuneSelf { // ASCII: the same as below, by table
-				if !asciiWord[c] {
-					break
-				}
-				if len(w)+utf8.UTFMax <= cap(w) {
-					lc := asciiLower[c]
-					w = append(w, lc)
-					h = fnvByte(h, lc)
-				}
-				i++
-				continue
-			}
-			r, size := utf8.DecodeRuneInString(seg[i:])
-			if !isWordRune(r) {
-				break
-			}
-			if len(w)+utf8.UTFMax <= cap(w) {
-				from := len(w)
-				w = utf8.AppendRune(w, unicode.ToLower(r))
-				for _, c := range w[from:] {
-					h = fnvByte(h, c)
-				}
-			}
-			i += size
-		}
+		i = end
 		words[n] = h
 		e, ok := lookup(h, w)
 		kind := classOther
@@ -268,6 +234,56 @@ func segmentFeatures(seg string, v *SegmentVector) int {
 	}
 	form(fnvByte(fnvByte(fnvOffset, 'l'), byte('0'+min(n/4, 9))))
 	return n
+}
+
+// nextWord finds the first word of seg at or after i. It returns where
+// the word starts (len(seg) if there is none), the word lower-cased into
+// buf (truncated at len(buf)), its hash, and where it ends.
+func nextWord(seg string, i int, buf *[64]byte) (start int, w []byte, h uint32, end int) {
+	for i < len(seg) {
+		if c := seg[i]; c < utf8.RuneSelf {
+			if asciiWord[c] {
+				break
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(seg[i:])
+		if isWordRune(r) {
+			break
+		}
+		i += size
+	}
+	start = i
+	w = buf[:0]
+	h = uint32(fnvOffset)
+	for i < len(seg) {
+		if c := seg[i]; c < utf8.RuneSelf { // ASCII: the same as below, by table
+			if !asciiWord[c] {
+				break
+			}
+			if len(w)+utf8.UTFMax <= cap(w) {
+				lc := asciiLower[c]
+				w = append(w, lc)
+				h = fnvByte(h, lc)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(seg[i:])
+		if !isWordRune(r) {
+			break
+		}
+		if len(w)+utf8.UTFMax <= cap(w) {
+			from := len(w)
+			w = utf8.AppendRune(w, unicode.ToLower(r))
+			for _, c := range w[from:] {
+				h = fnvByte(h, c)
+			}
+		}
+		i += size
+	}
+	return start, w, h, i
 }
 
 // cuePairs are pairs of cues that together mark a request: an action

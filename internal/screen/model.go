@@ -135,8 +135,8 @@ func EmbeddedModel() (*Model, error) { return embedded() }
 // vectorPool holds segment vectors (and their 32 KB seen-sets) for reuse.
 var vectorPool = sync.Pool{New: func() any { return &SegmentVector{} }}
 
-// MaxSegment scores every segment of text with at least minSegWords words
-// and returns the highest calibrated score and that segment's span. A
+// MaxSegment scores the segments of text that the classifier judges
+// (EachSegment) and returns the highest calibrated score and that segment's span. A
 // text with no such segment scores 0.
 func (m *Model) MaxSegment(text string) (score float32, start, end int) {
 	best, found := float32(0), false
@@ -153,12 +153,13 @@ func (m *Model) MaxSegment(text string) (score float32, start, end int) {
 }
 
 // EachSegment calls fn with the span and margin of every segment of text
-// that the classifier judges (at least minSegWords words).
+// that the classifier judges: at least minSegWords words, and pointed to
+// by the lexicon (gate.go).
 func (m *Model) EachSegment(text string, fn func(start, end int, margin float32)) {
 	v := vectorPool.Get().(*SegmentVector)
 	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
-		if !atLeastWords(text[b:e], minSegWords) {
+		if !atLeastWords(text[b:e], minSegWords) || !pointed(text[b:e]) {
 			return
 		}
 		Vectorize(text[b:e], v)
