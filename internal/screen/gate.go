@@ -1,27 +1,33 @@
 package screen
 
+import "unicode/utf8"
+
 // The classifier scores only the segments that the lexicon points to.
 // An instruction aimed at the model has a shape the lexicon sees without
 // any weights: it asks (please), speaks to the reader (you, your, the
 // AI, its reply) or about the speaker (my, me), overrides (ignore,
 // instead), presses (must, now), sends something somewhere (an action
-// verb with a destination), opens with a verb (an imperative, also after
-// a label: "TODO: delete ...", "- forward ...") or asks a question.
-// Most text in tool results has none of these (records, logs, code, prose
-// in the third person), and the classifier's cost is in hashing the
-// features and reading their weights, so the gate, one pass over the
-// words with the lexicon, saves most of it. The technique patterns still
-// read every segment.
+// verb with a destination: a noun such as "email" or "account", an
+// e-mail address, a URL), opens with a verb (an imperative, also after a
+// label or a list mark: "TODO: delete ...", "- forward ..."), has an
+// action verb among its first words or after a comma ("Hi team, forward
+// ...") or asks a question. Most text in tool results has none of these
+// (records, logs, code, prose in the third person); for those the gate,
+// one pass over the words with the lexicon, replaces hashing the
+// features and reading their weights. The technique patterns still read
+// every segment.
 //
-// What the gate may miss is an instruction with none of these marks, for
-// example an imperative whose verb is not in the lexicon and that follows
-// no label ("Draft an introduction ..."). docs/model-card-injection.md
-// gives what it keeps and loses on the corpora, measured with every
-// source left out in turn.
+// The rule is public, so an attacker can write around it: an instruction
+// with none of these marks (a verb outside the lexicon that follows no
+// label, "Draft an introduction ...", or one written wholly in the third
+// person) is not scored. Such text is also what the classifier scored
+// lowest before the gate; docs/model-card-injection.md gives what the
+// gate keeps and loses on the corpora, with every source left out in
+// turn.
 
 // pointCues are the cues that alone point the classifier at a segment:
-// all but an action verb (which needs a destination or to open a
-// clause), a destination alone and a lead-in word.
+// all but an action verb (which needs a destination or a place where a
+// command starts), a destination alone and a lead-in word.
 const pointCues = cuePolite | cueFirstPerson | cueSecondPerson | cueOverride | cueModal | cueReader | cueReply
 
 // pointed reports whether the classifier should score seg: whether it has
@@ -42,21 +48,25 @@ func pointed(seg string) bool {
 		if start == len(seg) {
 			return false
 		}
-		clause := start >= 2 && seg[start-1] == ' ' && clauseMark[seg[start-2]]
 		i = end
 		if n == 0 && questionWord(w) {
 			return true
 		}
 		e, ok := lookup(h, w)
-		if !ok {
-			leadRun = false
-			continue
+		if start > 0 && seg[start-1] == '@' || !ok && isWebWord(w) {
+			e.c |= cueDestination // an e-mail address or a URL
 		}
 		if e.c&pointCues != 0 {
 			return true
 		}
-		if e.class == classVerb && (leadRun && n < 3 || clause) {
-			return true // an imperative
+		if e.class == classVerb || e.c&cueAction != 0 {
+			mark := markBefore(seg, start)
+			if e.class == classVerb && (leadRun && n < 3 || clauseMark(mark)) {
+				return true // an imperative
+			}
+			if e.c&cueAction != 0 && (n < 3 || mark == ',') {
+				return true // "Hi team, forward ..."
+			}
 		}
 		if seen |= e.c; seen&(cueAction|cueDestination) == cueAction|cueDestination {
 			return true
@@ -66,15 +76,43 @@ func pointed(seg string) bool {
 	return false
 }
 
-// clauseMark are the bytes that, followed by a space, may open a clause
-// with an imperative after a label or in a list: "TODO: ", "1) ",
-// "> ", "- ", "* ".
-var clauseMark = [256]bool{':': true, ')': true, '>': true, '-': true, '*': true}
+// markBefore returns the character before the word at start, past
+// spaces, or 0 when the word opens seg.
+func markBefore(seg string, start int) rune {
+	i := start
+	for i > 0 && seg[i-1] == ' ' {
+		i--
+	}
+	if i == 0 {
+		return 0
+	}
+	r, _ := utf8.DecodeLastRuneInString(seg[:i])
+	return r
+}
+
+// clauseMark reports whether a command may start after r: a label
+// ("TODO:", "1)"), a quote or list mark ("> ", "- ", "* ") or a dash.
+func clauseMark(r rune) bool {
+	switch r {
+	case ':', ')', '>', '-', '*', '–', '—':
+		return true
+	}
+	return false
+}
 
 // questionWord reports whether the lower-cased word w opens a question.
 func questionWord(w []byte) bool {
 	switch string(w) {
 	case "what", "which", "who", "whom", "whose", "why", "how", "where", "when":
+		return true
+	}
+	return false
+}
+
+// isWebWord reports whether the lower-cased word w opens a URL.
+func isWebWord(w []byte) bool {
+	switch string(w) {
+	case "http", "https", "www":
 		return true
 	}
 	return false

@@ -136,8 +136,8 @@ func EmbeddedModel() (*Model, error) { return embedded() }
 var vectorPool = sync.Pool{New: func() any { return &SegmentVector{} }}
 
 // MaxSegment scores the segments of text that the classifier judges
-// (EachSegment) and returns the highest calibrated score and that segment's span. A
-// text with no such segment scores 0.
+// (EachSegment) and returns the highest calibrated score and that
+// segment's span. A text with no such segment scores 0.
 func (m *Model) MaxSegment(text string) (score float32, start, end int) {
 	best, found := float32(0), false
 	m.EachSegment(text, func(b, e int, z float32) {

@@ -15,7 +15,7 @@ type judged struct {
 	scored  bool      // the text has a segment the classifier judges
 	margin  float32   // the best segment's margin
 	pattern float64   // the best technique pattern score (0: none)
-	segs    []float32 // margins of every segment of a benign document
+	segs    []float32 // margins of the segments judged in a benign document
 	best    string    // the best segment (for -errors)
 }
 
@@ -44,8 +44,8 @@ func outOfFold(docs []doc, fold []int, k int) []judged {
 	return out
 }
 
-// judge scores a document as the gateway would: normalised, every
-// segment by the classifier, and the technique patterns.
+// judge scores a document as the gateway would: normalised, the segments
+// the gate points the classifier to, and the technique patterns.
 func judge(m *screen.Model, d *doc) judged {
 	j := judged{d: d}
 	text := screen.Normalize(d.text).Text
