@@ -78,6 +78,7 @@ func TestParseRejects(t *testing.T) {
 		"screening pii type":      {"version: 1\nscreening: {rules: [{category: personal_data, types: [names], action: flag}]}\n", "personal-data type"},
 		"screening label":         {"version: 1\nscreening: {rules: [{category: prompt_injection, action: label}]}\n", "needs labels"},
 		"screening unknown":       {"version: 1\nscreening: {rules: [{category: secret, action: flag, severity: high}]}\n", "unknown field"},
+		"screening classifier":    {"version: 1\nscreening: {classifier: all}\n", "screening.classifier"},
 		"same prefix":             {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: x_}, {name: b, builtin: demo, namespace: x_}]\n", "both serve names with prefix"},
 		"prefix begins prefix":    {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: gh_}, {name: b, builtin: demo, namespace: gh_x_}]\n", "begins prefix"},
 		"misspelt none":           {"version: 1\nupstreams: [{name: a, builtin: demo, namespace: nonee}]\n", `a custom prefix ends in _, ., - or / (did you mean "none"?)`},
@@ -180,6 +181,11 @@ func TestScreeningRulesOrder(t *testing.T) {
 	c, err = Parse([]byte("version: 1\nscreening: {rules: []}\n"), ".")
 	if rules, defaults := c.ScreeningRules(); err != nil || len(rules) != 0 || defaults {
 		t.Errorf("explicit empty rules: %v %+v %v", err, rules, defaults)
+	}
+	for _, v := range []string{ClassifierGated, ClassifierEvery} {
+		if c, err = Parse([]byte("version: 1\nscreening: {classifier: "+v+"}\n"), "."); err != nil || c.Screening.Classifier != v {
+			t.Errorf("classifier %s: %v", v, err)
+		}
 	}
 }
 

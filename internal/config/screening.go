@@ -13,7 +13,19 @@ type Screening struct {
 	// decides. Nil: the default rules. An empty list: detect nothing
 	// (upstreams' redact settings still apply).
 	Rules *[]ScreeningRule `json:"rules,omitempty"`
+	// Classifier says which segments of a text the prompt-injection
+	// classifier scores: "gated" (the default), those its lexicon points
+	// to; "every_segment", all of four words or more, at about twice the
+	// classifier's cost on prose, so that no phrasing escapes it by
+	// avoiding the gate's marks (docs/model-card-injection.md).
+	Classifier string `json:"classifier,omitempty"`
 }
+
+// Classifier settings.
+const (
+	ClassifierGated = "gated"
+	ClassifierEvery = "every_segment"
+)
 
 // ScreeningRule maps detections to an action. It is configuration's form
 // of the screening engine's rule (the gateway converts it, and the engine
@@ -72,10 +84,13 @@ func (c *Config) ScreeningRules() (rules []ScreeningRule, defaults bool) {
 }
 
 func (s *Screening) validate(upstreams map[string]bool) []error {
-	if s.Rules == nil {
-		return nil
-	}
 	var errs []error
+	if s.Classifier != "" && s.Classifier != ClassifierGated && s.Classifier != ClassifierEvery {
+		errs = append(errs, fmt.Errorf("screening.classifier: %q is not %q or %q", s.Classifier, ClassifierGated, ClassifierEvery))
+	}
+	if s.Rules == nil {
+		return errs
+	}
 	for i, r := range *s.Rules {
 		errs = append(errs, r.validate(fmt.Sprintf("screening.rules[%d]", i), upstreams)...)
 	}

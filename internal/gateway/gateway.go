@@ -238,6 +238,7 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("screening: %w", err)
 	}
+	screener.SetEverySegment(cfg.Screening.Classifier == config.ClassifierEvery)
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,

@@ -29,6 +29,7 @@ func newMemory(g *Gateway) (*memory.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	sc.SetEverySegment(g.cfg.Screening.Classifier == config.ClassifierEvery)
 	ttl := g.cfg.Memory.TTL
 	untrusted := ttl.Untrusted.D()
 	if untrusted == 0 {

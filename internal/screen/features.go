@@ -26,13 +26,20 @@ const (
 func Segments(s string, fn func(start, end int)) {
 	start := 0
 	emit := func(end int) {
-		// Trim spaces and punctuation that only frame the segment.
-		b, e := start, end
-		for b < e && isFrame(s[b]) {
-			b++
-		}
-		for e > b && isFrame(s[e-1]) {
-			e--
+		b, e := trimFrame(s, start, end)
+		// A segment longer than the classifier reads (maxSegTokens
+		// words) is cut after that many words, so that padding cannot
+		// push an instruction past what is read. Fewer bytes than this
+		// cannot hold that many words.
+		for e-b >= 2*maxSegTokens-1 {
+			cut := b + wordCut(s[b:e], maxSegTokens)
+			if cut >= e {
+				break
+			}
+			if pb, pe := trimFrame(s, b, cut); pe > pb {
+				fn(pb, pe)
+			}
+			b, e = trimFrame(s, cut, e)
 		}
 		if e > b {
 			fn(b, e)
@@ -75,6 +82,31 @@ func Segments(s string, fn func(start, end int)) {
 	}
 	if start < len(s) {
 		emit(len(s))
+	}
+}
+
+// trimFrame trims from s[b:e] the spaces and punctuation that only frame
+// a segment.
+func trimFrame(s string, b, e int) (int, int) {
+	for b < e && isFrame(s[b]) {
+		b++
+	}
+	for e > b && isFrame(s[e-1]) {
+		e--
+	}
+	return b, e
+}
+
+// wordCut returns where word n+1 of seg starts (words as the features
+// read them), or len(seg) if seg has n words or fewer.
+func wordCut(seg string, n int) int {
+	var buf [64]byte
+	for i, k := 0, 0; ; k++ {
+		start, _, _, end := nextWord(seg, i, &buf)
+		if start == len(seg) || k == n {
+			return start
+		}
+		i = end
 	}
 }
 

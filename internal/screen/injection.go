@@ -52,14 +52,15 @@ var injectionPatterns = []struct {
 // classifier scores highest if it reaches the model's threshold. Findings
 // are in span order.
 func DetectInjection(m *Model, s string) []Finding {
-	return withClassifier(m, s, InjectionPatterns(s))
+	return withClassifier(m, false, s, InjectionPatterns(s))
 }
 
 // withClassifier adds to the pattern findings out of s the classifier's
-// best segment, if it reaches the threshold, and sorts them by span.
-func withClassifier(m *Model, s string, out []Finding) []Finding {
+// best segment (of those the gate points to, or of every segment), if it
+// reaches the threshold, and sorts them by span.
+func withClassifier(m *Model, every bool, s string, out []Finding) []Finding {
 	if m != nil {
-		if score, b, e := m.MaxSegment(s); score >= m.Threshold {
+		if score, b, e := m.maxSegment(s, every); score >= m.Threshold {
 			out = append(out, Finding{Category: CategoryInjection, Rule: RuleClassifier, Score: float64(score), Start: b, End: e})
 		}
 	}

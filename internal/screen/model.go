@@ -139,8 +139,14 @@ var vectorPool = sync.Pool{New: func() any { return &SegmentVector{} }}
 // (EachSegment) and returns the highest calibrated score and that
 // segment's span. A text with no such segment scores 0.
 func (m *Model) MaxSegment(text string) (score float32, start, end int) {
+	return m.maxSegment(text, false)
+}
+
+// maxSegment is MaxSegment, or with every true the same over every segment
+// of at least minSegWords words, the gate's or not.
+func (m *Model) maxSegment(text string, every bool) (score float32, start, end int) {
 	best, found := float32(0), false
-	m.EachSegment(text, func(b, e int, z float32) {
+	m.eachSegment(text, every, func(b, e int, z float32) {
 		if !found || z > best {
 			best, start, end, found = z, b, e, true
 		}
@@ -156,10 +162,14 @@ func (m *Model) MaxSegment(text string) (score float32, start, end int) {
 // that the classifier judges: at least minSegWords words, and pointed to
 // by the lexicon (gate.go).
 func (m *Model) EachSegment(text string, fn func(start, end int, margin float32)) {
+	m.eachSegment(text, false, fn)
+}
+
+func (m *Model) eachSegment(text string, every bool, fn func(start, end int, margin float32)) {
 	v := vectorPool.Get().(*SegmentVector)
 	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
-		if !atLeastWords(text[b:e], minSegWords) || !pointed(text[b:e]) {
+		if !atLeastWords(text[b:e], minSegWords) || !every && !pointed(text[b:e]) {
 			return
 		}
 		Vectorize(text[b:e], v)

@@ -115,7 +115,16 @@ type Screener struct {
 	// need[dir] says which categories any non-allow rule can act on in
 	// that direction: detectors nobody listens to do not run.
 	need map[string]map[string]bool
+	// every: the classifier scores every segment, not only those its
+	// gate points to (SetEverySegment).
+	every bool
 }
+
+// SetEverySegment makes the injection classifier score every segment of
+// four words or more, not only those the lexicon points to (gate.go): no
+// phrasing escapes it by avoiding the gate's marks, at about the
+// classifier's cost before the gate. Set it before the screener is used.
+func (s *Screener) SetEverySegment(on bool) { s.every = on }
 
 // NewScreener compiles rules with the embedded classifier and gitleaks'
 // default rules. It fails if either cannot be loaded: screening does not
@@ -300,7 +309,7 @@ func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verd
 		secrets = s.secrets.Detect(n.Text)
 	}
 	if injection {
-		add(withClassifier(s.model, n.Text, patterns), !changed)
+		add(withClassifier(s.model, s.every, n.Text, patterns), !changed)
 	}
 	if secret {
 		raw := secrets
