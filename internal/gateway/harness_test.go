@@ -39,8 +39,8 @@ type harness struct {
 	stop func()
 }
 
-// startGateway writes configYAML (with DATA and DIR replaced by the test's
-// directories) and the given policy files, then starts a gateway and waits
+// startGateway writes configYAML (with DIR/ replaced by the test's
+// directory) and the given policy files, then starts a gateway and waits
 // until its upstreams are connected.
 func startGateway(t testing.TB, configYAML string, policies map[string]string) *harness {
 	t.Helper()
@@ -61,7 +61,9 @@ func startGatewayWith(t testing.TB, configYAML string, policies map[string]strin
 			t.Fatal(err)
 		}
 	}
-	configYAML = strings.ReplaceAll(configYAML, "DIR", dir)
+	// "DIR/" only: a bare DIR also occurs in random identifiers (an
+	// OAuth client ID registered at a test IdP), which it would corrupt.
+	configYAML = strings.ReplaceAll(configYAML, "DIR/", dir+"/")
 	path := filepath.Join(dir, "portcullis.yaml")
 	if err := os.WriteFile(path, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
