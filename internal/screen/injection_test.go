@@ -177,6 +177,9 @@ func FuzzDetectInjection(f *testing.F) {
 			if b < 0 || e > len(s) || b >= e {
 				t.Fatalf("segment %d-%d outside %d bytes", b, e, len(s))
 			}
+			if wordCut(s[b:e], maxSegTokens) != e-b {
+				t.Fatalf("segment %d-%d has more words than the classifier reads", b, e)
+			}
 		})
 	})
 }
