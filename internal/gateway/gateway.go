@@ -31,7 +31,6 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/outbound"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/reason"
-	"github.com/portcullis-dev/portcullis/internal/screen"
 	"github.com/portcullis-dev/portcullis/internal/secret"
 	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/telemetry"
@@ -234,11 +233,10 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 			return nil, err
 		}
 	}
-	screener, err := screen.NewScreener(screeningRules(cfg))
+	screener, err := newScreener(cfg, screeningRules(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("screening: %w", err)
 	}
-	screener.SetEverySegment(cfg.Screening.Classifier == config.ClassifierEvery)
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,

@@ -25,11 +25,10 @@ func newMemory(g *Gateway) (*memory.Service, error) {
 		{Category: screen.CategorySecret, Action: screen.ActionFlag},
 		{Category: screen.CategoryPersonal, Action: screen.ActionFlag},
 	}
-	sc, err := screen.NewScreener(rules)
+	sc, err := newScreener(g.cfg, rules)
 	if err != nil {
 		return nil, err
 	}
-	sc.SetEverySegment(g.cfg.Screening.Classifier == config.ClassifierEvery)
 	ttl := g.cfg.Memory.TTL
 	untrusted := ttl.Untrusted.D()
 	if untrusted == 0 {

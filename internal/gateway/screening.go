@@ -5,6 +5,18 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
+// newScreener compiles rules with configuration's choice of where the
+// injection classifier looks (screening.classifier): the gateway's
+// screener and memory's share it.
+func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, error) {
+	s, err := screen.NewScreener(rules)
+	if err != nil {
+		return nil, err
+	}
+	s.SetEverySegment(cfg.Screening.Classifier == config.ClassifierEvery)
+	return s, nil
+}
+
 // screeningRules turns configuration's screening rules into the engine's:
 // the upstreams' redact rules and the configured rules, or the engine's
 // defaults when configuration names none.
