@@ -63,6 +63,7 @@ func TestParseRejects(t *testing.T) {
 		"upstream label":          {"version: 1\nupstreams: [{name: a, builtin: demo, labels: [Untrusted]}]\n", "label"},
 		"tool label":              {"version: 1\ntools: [{name: a__b, labels: ['x y']}]\n", "label"},
 		"spotlight mode":          {"version: 1\nupstreams: [{name: a, builtin: demo, spotlight: bold}]\n", "delimit or datamark"},
+		"upstream classifier":     {"version: 1\nupstreams: [{name: a, builtin: demo, classifier: every}]\n", "upstreams[0].classifier: \"every\" is not"},
 		"redact category":         {"version: 1\nupstreams: [{name: a, builtin: demo, redact: [names]}]\n", "redact"},
 		"empty tool":              {"version: 1\ntools: [{name: a__b}]\n", "needs classification, labels"},
 		"unknown role":            {"version: 1\ntools: [{name: a__b, arguments: {to: sender}}]\n", "tools[0].arguments.to: role \"sender\""},
@@ -185,6 +186,9 @@ func TestScreeningRulesOrder(t *testing.T) {
 	for _, v := range []string{ClassifierGated, ClassifierEvery} {
 		if c, err = Parse([]byte("version: 1\nscreening: {classifier: "+v+"}\n"), "."); err != nil || c.Screening.Classifier != v {
 			t.Errorf("classifier %s: %v", v, err)
+		}
+		if c, err = Parse([]byte("version: 1\nupstreams: [{name: a, builtin: demo, classifier: "+v+"}]\n"), "."); err != nil || c.Upstreams[0].Classifier != v {
+			t.Errorf("upstream classifier %s: %v", v, err)
 		}
 	}
 }

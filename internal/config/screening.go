@@ -27,6 +27,11 @@ const (
 	ClassifierEvery = "every_segment"
 )
 
+// validClassifier reports whether c is a classifier setting, or empty.
+func validClassifier(c string) bool {
+	return c == "" || c == ClassifierGated || c == ClassifierEvery
+}
+
 // ScreeningRule maps detections to an action. It is configuration's form
 // of the screening engine's rule (the gateway converts it, and the engine
 // checks it again): configuration has its own type so that loading it
@@ -85,7 +90,7 @@ func (c *Config) ScreeningRules() (rules []ScreeningRule, defaults bool) {
 
 func (s *Screening) validate(upstreams map[string]bool) []error {
 	var errs []error
-	if s.Classifier != "" && s.Classifier != ClassifierGated && s.Classifier != ClassifierEvery {
+	if !validClassifier(s.Classifier) {
 		errs = append(errs, fmt.Errorf("screening.classifier: %q is not %q or %q", s.Classifier, ClassifierGated, ClassifierEvery))
 	}
 	if s.Rules == nil {

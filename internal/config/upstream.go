@@ -113,6 +113,13 @@ type Upstream struct {
 	// Redact names the personal-data categories masked in this upstream's
 	// tool results and resources before the agent reads them.
 	Redact []string `json:"redact,omitempty"`
+	// Classifier replaces screening.classifier for the content of this
+	// upstream: "every_segment" for one whose results carry text anyone
+	// can write (web pages, mail, tickets), so that no phrasing escapes
+	// the injection classifier there, while the others keep the gate;
+	// "gated" for one whose text is the system's own. Empty:
+	// screening.classifier.
+	Classifier string `json:"classifier,omitempty"`
 	// Namespace is how this upstream's tool and prompt names are served:
 	// "prefix" (default: "<upstream>__<name>"), "none" (as the server names
 	// them), or a custom prefix such as "gh_" (served as "gh_<name>").
@@ -479,6 +486,9 @@ func (u *Upstream) validate(at string) []error {
 	}
 	if s := u.Spotlight; s != "" && s != "delimit" && s != "datamark" {
 		add("spotlight: %q is not delimit or datamark", s)
+	}
+	if !validClassifier(u.Classifier) {
+		add("classifier: %q is not %q or %q", u.Classifier, ClassifierGated, ClassifierEvery)
 	}
 	if ns := u.Namespace; ns != "" && ns != NamespacePrefix && ns != NamespaceNone && !prefixRE.MatchString(ns) {
 		add("namespace: %q is not prefix, none, or a prefix matching %s", ns, prefixRE)

@@ -6,14 +6,20 @@ import (
 )
 
 // newScreener compiles rules with configuration's choice of where the
-// injection classifier looks (screening.classifier): the gateway's
-// screener and memory's share it.
+// injection classifier looks (screening.classifier, and an upstream's
+// classifier for its content): the gateway's screener and memory's share
+// it.
 func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, error) {
 	s, err := screen.NewScreener(rules)
 	if err != nil {
 		return nil, err
 	}
 	s.SetEverySegment(cfg.Screening.Classifier == config.ClassifierEvery)
+	for _, u := range cfg.Upstreams {
+		if u.Classifier != "" {
+			s.SetUpstreamEverySegment(u.Name, u.Classifier == config.ClassifierEvery)
+		}
+	}
 	return s, nil
 }
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/portcullis-dev/portcullis/internal/approval"
 	"github.com/portcullis-dev/portcullis/internal/audit"
+	"github.com/portcullis-dev/portcullis/internal/config"
+	"github.com/portcullis-dev/portcullis/internal/screen"
 )
 
 // testSecret is a GitHub token shaped value, built at run time so that no
@@ -170,5 +172,45 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 	sc := waitEvent(h, func(e *audit.Event) bool { return e.Type == audit.TypeScreening && e.Code == "labelled" })
 	if sc == nil || !strings.HasPrefix(sc.Detail, "result: prompt_injection/") {
 		t.Fatalf("screening event = %+v", sc)
+	}
+}
+
+// TestUpstreamClassifierSetting checks that an upstream's classifier
+// setting reaches the screener for that upstream's content alone, over
+// screening.classifier: a segment the gate passes over (a line of planted
+// code the model scores high) is scored where every_segment applies.
+func TestUpstreamClassifierSetting(t *testing.T) {
+	t.Parallel()
+	const text = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s"
+	cfg, err := config.Parse([]byte(`
+version: 1
+screening: {classifier: gated}
+upstreams:
+  - {name: web, builtin: demo, classifier: every_segment}
+  - {name: db, builtin: demo}
+  - {name: wiki, builtin: demo, classifier: gated}
+`), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scored := func(cfg *config.Config, upstream string) bool {
+		t.Helper()
+		s, err := newScreener(cfg, screeningRules(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range s.Scan(screen.DirResult, upstream, text).Detections {
+			if d.Rule == screen.RuleClassifier {
+				return true
+			}
+		}
+		return false
+	}
+	if !scored(cfg, "web") || scored(cfg, "db") || scored(cfg, "wiki") {
+		t.Errorf("gated but for web: web %v, db %v, wiki %v", scored(cfg, "web"), scored(cfg, "db"), scored(cfg, "wiki"))
+	}
+	cfg.Screening.Classifier = config.ClassifierEvery
+	if !scored(cfg, "web") || !scored(cfg, "db") || scored(cfg, "wiki") {
+		t.Errorf("every segment but for wiki: web %v, db %v, wiki %v", scored(cfg, "web"), scored(cfg, "db"), scored(cfg, "wiki"))
 	}
 }

@@ -28,7 +28,8 @@ import (
 // scored. On the corpora the segments the gate passes over were not where
 // the held-out detections came from; text written to evade it is not
 // measured. screening.classifier: every_segment turns the gate off
-// (Screener.SetEverySegment); docs/model-card-injection.md gives what the
+// (Screener.SetEverySegment), an upstream's classifier: every_segment for
+// its content (SetUpstreamEverySegment); docs/model-card-injection.md gives what the
 // gate keeps and loses, with every source left out in turn.
 
 // pointCues are the cues that alone point the classifier at a segment:

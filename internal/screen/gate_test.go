@@ -174,8 +174,9 @@ func TestPaddingDoesNotHideAnInstruction(t *testing.T) {
 	}
 }
 
-// TestEverySegment checks screening.classifier: every_segment: the
-// classifier then scores a segment its gate passes over. The segment is a
+// TestEverySegment checks screening.classifier: every_segment, and an
+// upstream's classifier setting: the classifier then scores a segment its
+// gate passes over. The segment is a
 // line of BIPIA's planted code, which the model scores high by its
 // vocabulary.
 func TestEverySegment(t *testing.T) {
@@ -183,8 +184,8 @@ func TestEverySegment(t *testing.T) {
 	if pointed(text) {
 		t.Fatal("the gate points to the test's segment")
 	}
-	classifier := func(s *Screener) bool {
-		for _, d := range s.Scan(DirResult, "u", text).Detections {
+	classifier := func(s *Screener, upstream string) bool {
+		for _, d := range s.Scan(DirResult, upstream, text).Detections {
 			if d.Rule == RuleClassifier {
 				return true
 			}
@@ -192,11 +193,21 @@ func TestEverySegment(t *testing.T) {
 		return false
 	}
 	s := mustScreener(t, DefaultRules())
-	if classifier(s) {
+	if classifier(s, "u") {
 		t.Fatal("gated: the classifier scored a segment its gate passes over")
 	}
 	s.SetEverySegment(true)
-	if !classifier(s) {
+	if !classifier(s, "u") {
 		t.Fatal("every segment: no classifier finding")
+	}
+	// An upstream's setting replaces the screener's, either way.
+	s.SetUpstreamEverySegment("db", false)
+	if classifier(s, "db") || !classifier(s, "u") {
+		t.Error("every segment but for db: db's segment scored, or u's not")
+	}
+	s = mustScreener(t, DefaultRules())
+	s.SetUpstreamEverySegment("web", true)
+	if !classifier(s, "web") || classifier(s, "u") {
+		t.Error("gated but for web: web's segment not scored, or u's scored")
 	}
 }

@@ -116,8 +116,10 @@ type Screener struct {
 	// that direction: detectors nobody listens to do not run.
 	need map[string]map[string]bool
 	// every: the classifier scores every segment, not only those its
-	// gate points to (SetEverySegment).
-	every bool
+	// gate points to (SetEverySegment); everyFor replaces it for the
+	// upstreams it names (SetUpstreamEverySegment).
+	every    bool
+	everyFor map[string]bool
 }
 
 // SetEverySegment makes the injection classifier score every segment of
@@ -125,6 +127,17 @@ type Screener struct {
 // phrasing escapes it by avoiding the gate's marks, at about the
 // classifier's cost before the gate. Set it before the screener is used.
 func (s *Screener) SetEverySegment(on bool) { s.every = on }
+
+// SetUpstreamEverySegment is SetEverySegment for the content of one
+// upstream, whatever SetEverySegment says: the operator scores every
+// segment where anyone can write the text and keeps the gate elsewhere.
+// Set it before the screener is used.
+func (s *Screener) SetUpstreamEverySegment(upstream string, on bool) {
+	if s.everyFor == nil {
+		s.everyFor = map[string]bool{}
+	}
+	s.everyFor[upstream] = on
+}
 
 // NewScreener compiles rules with the embedded classifier and gitleaks'
 // default rules. It fails if either cannot be loaded: screening does not
@@ -309,7 +322,11 @@ func (s *Screener) ScanNormalized(dir, upstream, text string, n Normalized) Verd
 		secrets = s.secrets.Detect(n.Text)
 	}
 	if injection {
-		add(withClassifier(s.model, s.every, n.Text, patterns), !changed)
+		every, set := s.everyFor[upstream]
+		if !set {
+			every = s.every
+		}
+		add(withClassifier(s.model, every, n.Text, patterns), !changed)
 	}
 	if secret {
 		raw := secrets
