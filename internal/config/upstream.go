@@ -117,8 +117,9 @@ type Upstream struct {
 	// upstream: "every_segment" for one whose results carry text anyone
 	// can write (web pages, mail, tickets), so that no phrasing escapes
 	// the injection classifier there, while the others keep the gate;
-	// "gated" for one whose text is the system's own. Empty:
-	// screening.classifier.
+	// "gated" for one whose text only the system writes. On a builtin
+	// memory upstream it also applies to what is written to memory.
+	// Empty: screening.classifier.
 	Classifier string `json:"classifier,omitempty"`
 	// Namespace is how this upstream's tool and prompt names are served:
 	// "prefix" (default: "<upstream>__<name>"), "none" (as the server names

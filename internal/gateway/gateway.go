@@ -237,6 +237,9 @@ func New(cfg *config.Config, opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("screening: %w", err)
 	}
+	if names := classifierExceptions(cfg); len(names) > 0 {
+		g.log.Warn("screening.classifier is every_segment, but these upstreams' content is scored only where the classifier's gate points (their classifier: gated)", "upstreams", names)
+	}
 	g.detector = newDetector(cfg.Detection)
 	g.proxy = mcpproxy.New(mcpproxy.Options{
 		Now:             opts.Now,

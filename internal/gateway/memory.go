@@ -25,7 +25,7 @@ func newMemory(g *Gateway) (*memory.Service, error) {
 		{Category: screen.CategorySecret, Action: screen.ActionFlag},
 		{Category: screen.CategoryPersonal, Action: screen.ActionFlag},
 	}
-	sc, err := newScreener(g.cfg, rules)
+	sc, err := newMemoryScreener(g.cfg, rules)
 	if err != nil {
 		return nil, err
 	}

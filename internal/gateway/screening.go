@@ -6,9 +6,8 @@ import (
 )
 
 // newScreener compiles rules with configuration's choice of where the
-// injection classifier looks (screening.classifier, and an upstream's
-// classifier for its content): the gateway's screener and memory's share
-// it.
+// injection classifier looks: screening.classifier, replaced for an
+// upstream's content by that upstream's classifier.
 func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, error) {
 	s, err := screen.NewScreener(rules)
 	if err != nil {
@@ -21,6 +20,49 @@ func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, err
 		}
 	}
 	return s, nil
+}
+
+// newMemoryScreener compiles the built-in memory's rules for the text
+// written to it. One memory serves every builtin: memory upstream, so its
+// writes are scored on every segment if any of those upstreams' settings
+// (its own classifier, else screening.classifier) says so; other
+// upstreams' settings do not apply, whatever their names.
+func newMemoryScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, error) {
+	s, err := screen.NewScreener(rules)
+	if err != nil {
+		return nil, err
+	}
+	global := cfg.Screening.Classifier == config.ClassifierEvery
+	every, served := false, false
+	for _, u := range cfg.Upstreams {
+		if u.Builtin != "memory" {
+			continue
+		}
+		served = true
+		if u.Classifier == "" {
+			every = every || global
+		} else {
+			every = every || u.Classifier == config.ClassifierEvery
+		}
+	}
+	s.SetEverySegment(every || !served && global)
+	return s, nil
+}
+
+// classifierExceptions are the upstreams whose classifier setting lowers
+// screening.classifier's every_segment to the gate: a choice to log at
+// start, since it weakens screening there.
+func classifierExceptions(cfg *config.Config) []string {
+	if cfg.Screening.Classifier != config.ClassifierEvery {
+		return nil
+	}
+	var names []string
+	for _, u := range cfg.Upstreams {
+		if u.Classifier == config.ClassifierGated {
+			names = append(names, u.Name)
+		}
+	}
+	return names
 }
 
 // screeningRules turns configuration's screening rules into the engine's:

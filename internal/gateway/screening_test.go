@@ -178,24 +178,23 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 // TestUpstreamClassifierSetting checks that an upstream's classifier
 // setting reaches the screener for that upstream's content alone, over
 // screening.classifier: a segment the gate passes over (a line of planted
-// code the model scores high) is scored where every_segment applies.
+// code the model scores high) is scored where every_segment applies. The
+// built-in memory takes the setting of its own upstreams, not of an
+// upstream that happens to be called "memory".
 func TestUpstreamClassifierSetting(t *testing.T) {
 	t.Parallel()
 	const text = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s"
-	cfg, err := config.Parse([]byte(`
-version: 1
-screening: {classifier: gated}
-upstreams:
-  - {name: web, builtin: demo, classifier: every_segment}
-  - {name: db, builtin: demo}
-  - {name: wiki, builtin: demo, classifier: gated}
-`), ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scored := func(cfg *config.Config, upstream string) bool {
+	parse := func(global, upstreams string) *config.Config {
 		t.Helper()
-		s, err := newScreener(cfg, screeningRules(cfg))
+		cfg, err := config.Parse([]byte("version: 1\nscreening: {classifier: "+global+"}\nupstreams:\n"+upstreams), ".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	scores := func(build func(*config.Config, []screen.Rule) (*screen.Screener, error), cfg *config.Config, upstream string) bool {
+		t.Helper()
+		s, err := build(cfg, screeningRules(cfg))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,11 +205,47 @@ upstreams:
 		}
 		return false
 	}
-	if !scored(cfg, "web") || scored(cfg, "db") || scored(cfg, "wiki") {
-		t.Errorf("gated but for web: web %v, db %v, wiki %v", scored(cfg, "web"), scored(cfg, "db"), scored(cfg, "wiki"))
+	const three = `
+  - {name: web, builtin: demo, classifier: every_segment}
+  - {name: db, builtin: demo}
+  - {name: wiki, builtin: demo, classifier: gated}
+`
+	for _, c := range []struct {
+		global string
+		want   map[string]bool
+	}{
+		{"gated", map[string]bool{"web": true, "db": false, "wiki": false}},
+		{"every_segment", map[string]bool{"web": true, "db": true, "wiki": false}},
+	} {
+		cfg := parse(c.global, three)
+		for up, want := range c.want {
+			if got := scores(newScreener, cfg, up); got != want {
+				t.Errorf("screening.classifier %s: %s's content scored %v, want %v", c.global, up, got, want)
+			}
+		}
+		var exceptions []string // logged at start: gated under a global every_segment
+		if c.global == config.ClassifierEvery {
+			exceptions = []string{"wiki"}
+		}
+		if got := classifierExceptions(cfg); !slices.Equal(got, exceptions) {
+			t.Errorf("screening.classifier %s: exceptions %v, want %v", c.global, got, exceptions)
+		}
 	}
-	cfg.Screening.Classifier = config.ClassifierEvery
-	if !scored(cfg, "web") || !scored(cfg, "db") || scored(cfg, "wiki") {
-		t.Errorf("every segment but for wiki: web %v, db %v, wiki %v", scored(cfg, "web"), scored(cfg, "db"), scored(cfg, "wiki"))
+
+	// Memory: its upstreams' settings, the strictest of them; not those
+	// of an upstream named "memory" that is not the built-in memory.
+	for _, c := range []struct {
+		global, upstreams string
+		want              bool
+	}{
+		{"gated", "  - {name: mem, builtin: memory, classifier: every_segment}\n  - {name: memory, builtin: demo}\n", true},
+		{"every_segment", "  - {name: mem, builtin: memory, classifier: gated}\n", false},
+		{"every_segment", "  - {name: mem, builtin: memory, classifier: gated}\n  - {name: mem2, builtin: memory}\n", true},
+		{"every_segment", "  - {name: mem, builtin: memory}\n  - {name: memory, builtin: demo, classifier: gated}\n", true},
+		{"gated", "  - {name: memory, builtin: demo, classifier: every_segment}\n", false},
+	} {
+		if got := scores(newMemoryScreener, parse(c.global, c.upstreams), "memory"); got != c.want {
+			t.Errorf("screening.classifier %s, upstreams\n%s: memory's writes scored %v, want %v", c.global, c.upstreams, got, c.want)
+		}
 	}
 }
