@@ -249,3 +249,52 @@ func TestUpstreamClassifierSetting(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamClassifierThroughTheGateway reads one file through an
+// upstream set to every_segment and through one that keeps the gate: the
+// first result is scored (a screening event names the classifier), the
+// second passes unscored. (Two gateways: two demo upstreams in one would
+// offer the same resource template, which configuration refuses.)
+func TestUpstreamClassifierThroughTheGateway(t *testing.T) {
+	t.Parallel()
+	const line = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s\n"
+	for _, c := range []struct {
+		setting string
+		scored  bool
+	}{{"every_segment", true}, {"gated", false}} {
+		h := startGateway(t, `
+version: 1
+data_dir: DIR/data
+policy: {paths: [DIR/policy.cedar]}
+agents:
+  - {name: reader, roles: [readers]}
+upstreams:
+  - {name: demo, builtin: demo, classifier: `+c.setting+`}
+`, map[string]string{"policy.cedar": `permit (principal in Role::"readers", action == Action::"call_tool", resource);`})
+		if err := os.WriteFile(filepath.Join(h.g.dataDir, DemoDir, "socket.txt"), []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := h.mustConnect("reader")
+		for _, call := range []mcp.CallToolParams{
+			{Name: "demo__read_file", Arguments: map[string]any{"path": "socket.txt"}},
+			{Name: "demo__list_files", Arguments: map[string]any{}}, // a decision logged after
+		} {
+			if r, err := s.CallTool(context.Background(), &call); err != nil || r.IsError {
+				t.Fatalf("%s: %v %+v", call.Name, err, r)
+			}
+		}
+		// Events keep the order they were accepted in: once the second
+		// call's decision is in the log, so is any screening event of the
+		// first call's result.
+		if waitEvent(h, func(e *audit.Event) bool { return e.Type == audit.TypeDecision && e.Target == "demo__list_files" }) == nil {
+			t.Fatal("the second call's decision is not in the log")
+		}
+		scored := false
+		for _, e := range h.events() {
+			scored = scored || e.Type == audit.TypeScreening && e.Target == "demo__read_file" && strings.Contains(e.Detail, "prompt_injection/classifier")
+		}
+		if scored != c.scored {
+			t.Errorf("classifier: %s: the result scored %v, want %v", c.setting, scored, c.scored)
+		}
+	}
+}
