@@ -98,6 +98,14 @@ type Size struct {
 	// Stages is the gateway's mean time in each stage of tools/call over
 	// the sequential calls (portcullis_stage_seconds).
 	Stages []Stage
+	// Runs are each run's ratios, in run order, when the figures above
+	// are medians of several: how far a verdict is from the aims' lines.
+	Runs []Ratios `json:",omitempty"`
+}
+
+// Ratios are one run's gateway over bare hop ratios.
+type Ratios struct {
+	AddedP50, CPU, Throughput float64
 }
 
 // Stage is a pipeline stage's mean time per call.
@@ -213,7 +221,14 @@ func medianSize(runs []Size) Size {
 			return 0
 		})})
 	}
+	var each []Ratios
+	if len(runs) > 1 {
+		for _, r := range runs {
+			each = append(each, Ratios{r.AddedP50Ratio, r.CPURatio, r.TPRatio})
+		}
+	}
 	return Size{
+		Runs:          each,
 		Stages:        stages,
 		Bytes:         runs[0].Bytes,
 		Direct:        legMed(func(s *Size) *Leg { return &s.Direct }),
@@ -440,6 +455,15 @@ func print(r Results) {
 			fmt.Printf("  %-8s %9.0f %9.0f %10.0f %11.0f %12.0f %12.0f\n", x.n, x.l.P50us, x.l.P99us, x.l.AddedP50us, x.l.CallsPerS, x.l.CPUPerCallUs, x.l.AllocPerCallByte)
 		}
 		fmt.Printf("  gateway / bare hop: added p50 %.2fx (aim ≤ 1.5), CPU per call %.2fx (aim ≤ 1.5), throughput %.2fx (aim ≥ 0.85)\n", s.AddedP50Ratio, s.CPURatio, s.TPRatio)
+		if len(s.Runs) > 0 {
+			var p50, cpu, tp []string
+			for _, r := range s.Runs {
+				p50 = append(p50, fmt.Sprintf("%.2f", r.AddedP50))
+				cpu = append(cpu, fmt.Sprintf("%.2f", r.CPU))
+				tp = append(tp, fmt.Sprintf("%.2f", r.Throughput))
+			}
+			fmt.Printf("  each run: added p50 %s, CPU per call %s, throughput %s\n", strings.Join(p50, " "), strings.Join(cpu, " "), strings.Join(tp, " "))
+		}
 		if len(s.Stages) > 0 {
 			fmt.Printf("  gateway stages of tools/call, mean µs over the sequential calls (relay includes the upstream's answer):\n   ")
 			total := 0.0
