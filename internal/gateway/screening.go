@@ -16,7 +16,7 @@ func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, err
 	s.SetEverySegment(cfg.Screening.Classifier == config.ClassifierEvery)
 	for _, u := range cfg.Upstreams {
 		if u.Classifier != "" {
-			s.SetUpstreamEverySegment(u.Name, u.Classifier == config.ClassifierEvery)
+			s.SetUpstreamEverySegment(u.Name, everySegment(cfg, u))
 		}
 	}
 	return s, nil
@@ -25,28 +25,31 @@ func newScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, err
 // newMemoryScreener compiles the built-in memory's rules for the text
 // written to it. One memory serves every builtin: memory upstream, so its
 // writes are scored on every segment if any of those upstreams' settings
-// (its own classifier, else screening.classifier) says so; other
-// upstreams' settings do not apply, whatever their names.
+// says so; other upstreams' settings do not apply, whatever their names.
 func newMemoryScreener(cfg *config.Config, rules []screen.Rule) (*screen.Screener, error) {
 	s, err := screen.NewScreener(rules)
 	if err != nil {
 		return nil, err
 	}
-	global := cfg.Screening.Classifier == config.ClassifierEvery
 	every, served := false, false
 	for _, u := range cfg.Upstreams {
-		if u.Builtin != "memory" {
-			continue
-		}
-		served = true
-		if u.Classifier == "" {
-			every = every || global
-		} else {
-			every = every || u.Classifier == config.ClassifierEvery
+		if u.Builtin == "memory" {
+			served = true
+			every = every || everySegment(cfg, u)
 		}
 	}
-	s.SetEverySegment(every || !served && global)
+	s.SetEverySegment(every || !served && cfg.Screening.Classifier == config.ClassifierEvery)
 	return s, nil
+}
+
+// everySegment reports whether the classifier scores every segment of
+// u's content: u's classifier, else screening.classifier.
+func everySegment(cfg *config.Config, u config.Upstream) bool {
+	c := u.Classifier
+	if c == "" {
+		c = cfg.Screening.Classifier
+	}
+	return c == config.ClassifierEvery
 }
 
 // classifierExceptions are the upstreams whose classifier setting lowers
@@ -58,7 +61,7 @@ func classifierExceptions(cfg *config.Config) []string {
 	}
 	var names []string
 	for _, u := range cfg.Upstreams {
-		if u.Classifier == config.ClassifierGated {
+		if !everySegment(cfg, u) {
 			names = append(names, u.Name)
 		}
 	}

@@ -175,6 +175,11 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 	}
 }
 
+// plantedCode is a line of BIPIA's planted code: the model scores it
+// above its threshold by its vocabulary, and the classifier's gate passes
+// over it (no request word, no verb where a command starts).
+const plantedCode = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s"
+
 // TestUpstreamClassifierSetting checks that an upstream's classifier
 // setting reaches the screener for that upstream's content alone, over
 // screening.classifier: a segment the gate passes over (a line of planted
@@ -183,7 +188,6 @@ func TestInjectedToolResultLabelsSessionAndHoldsTheNextSend(t *testing.T) {
 // upstream that happens to be called "memory".
 func TestUpstreamClassifierSetting(t *testing.T) {
 	t.Parallel()
-	const text = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s"
 	parse := func(global, upstreams string) *config.Config {
 		t.Helper()
 		cfg, err := config.Parse([]byte("version: 1\nscreening: {classifier: "+global+"}\nupstreams:\n"+upstreams), ".")
@@ -198,7 +202,7 @@ func TestUpstreamClassifierSetting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, d := range s.Scan(screen.DirResult, upstream, text).Detections {
+		for _, d := range s.Scan(screen.DirResult, upstream, plantedCode).Detections {
 			if d.Rule == screen.RuleClassifier {
 				return true
 			}
@@ -257,7 +261,6 @@ func TestUpstreamClassifierSetting(t *testing.T) {
 // offer the same resource template, which configuration refuses.)
 func TestUpstreamClassifierThroughTheGateway(t *testing.T) {
 	t.Parallel()
-	const line = "with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s\n"
 	for _, c := range []struct {
 		setting string
 		scored  bool
@@ -271,7 +274,7 @@ agents:
 upstreams:
   - {name: demo, builtin: demo, classifier: `+c.setting+`}
 `, map[string]string{"policy.cedar": `permit (principal in Role::"readers", action == Action::"call_tool", resource);`})
-		if err := os.WriteFile(filepath.Join(h.g.dataDir, DemoDir, "socket.txt"), []byte(line), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(h.g.dataDir, DemoDir, "socket.txt"), []byte(plantedCode+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		s := h.mustConnect("reader")
