@@ -20,6 +20,7 @@ type keywordIndex struct {
 	link   []int32    // state -> the longest proper suffix state with a keyword of its own (0: none)
 	lens   []int      // keyword number -> length
 	owners [][]int    // keyword number -> rule indices
+	maxLen int        // the longest keyword's length
 }
 
 // newKeywordIndex compiles keywords (the built-in sets: a few thousand
@@ -40,6 +41,7 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 		words = append(words, w)
 		k.owners = append(k.owners, rules)
 		k.lens = append(k.lens, len(w))
+		k.maxLen = max(k.maxLen, len(w))
 		for i := 0; i < len(w); i++ {
 			if classOf[w[i]] == 0 {
 				classOf[w[i]] = width
@@ -121,26 +123,87 @@ func newKeywordIndex(keywords map[string][]int) *keywordIndex {
 	return k
 }
 
+// splitScan is the length from which scan reads a text as two halves at
+// once: two chains of table reads that do not wait on each other, where
+// one chain waits on every read (each read's address is the last one's
+// result).
+const splitScan = 512
+
 // scan calls fn(rule, start, end) for every keyword occurrence [start, end)
 // in s, matching ASCII case-insensitively: in text order of the end, and
 // at one end the longer keyword first.
+//
+// A long text is read from its start and, at the same time, from before
+// its middle: the second reading starts maxLen-1 bytes before the middle,
+// so that it sees whole every keyword ending past the middle, and reports
+// only those (the first reports the others). Its hits wait in a fixed
+// array until the first reading is done, which keeps the order; when the
+// array is full (a text dense with keywords), the second reading stops
+// there and goes on alone afterwards, reporting as it goes.
 func (k *keywordIndex) scan(s string, fn func(rule, start, end int)) {
-	row := int32(0)
-	for i := 0; i < len(s); i++ {
+	if k.maxLen == 0 {
+		return // no keywords
+	}
+	mid := len(s) / 2
+	from := mid - k.maxLen + 1
+	if len(s) < splitScan || from <= 0 {
+		k.scanFrom(s, 0, 0, fn)
+		return
+	}
+	type hit struct {
+		row int32
+		end int
+	}
+	var kept [32]hit
+	n := 0
+	a, b := int32(0), int32(0)
+	i, j := 0, from
+	for ; i < mid && n < len(kept); i, j = i+1, j+1 {
+		a = k.delta[a+k.class[s[i]]]
+		b = k.delta[b+k.class[s[j]]]
+		if a < 0 {
+			a = ^a
+			k.report(a, i+1, fn)
+		}
+		if b < 0 {
+			b = ^b
+			if j >= mid {
+				kept[n] = hit{b, j + 1}
+				n++
+			}
+		}
+	}
+	k.scanFrom(s[:mid], i, a, fn)
+	for _, h := range kept[:n] {
+		k.report(h.row, h.end, fn)
+	}
+	k.scanFrom(s, j, b, fn) // j > mid here: every hit is past the middle
+}
+
+// scanFrom reads s from s[i] in state row (a row start), reporting as it
+// goes.
+func (k *keywordIndex) scanFrom(s string, i int, row int32, fn func(rule, start, end int)) {
+	for ; i < len(s); i++ {
 		row = k.delta[row+k.class[s[i]]]
 		if row >= 0 {
 			continue
 		}
 		row = ^row
-		st := row / k.width
-		if k.own[st] == 0 {
-			st = k.link[st]
-		}
-		for ; st != 0; st = k.link[st] {
-			n := k.own[st] - 1
-			for _, r := range k.owners[n] {
-				fn(r, i+1-k.lens[n], i+1)
-			}
+		k.report(row, i+1, fn)
+	}
+}
+
+// report calls fn for the keywords ending at end that the state whose row
+// starts at row matches: its own, then its output links', longer first.
+func (k *keywordIndex) report(row int32, end int, fn func(rule, start, end int)) {
+	st := row / k.width
+	if k.own[st] == 0 {
+		st = k.link[st]
+	}
+	for ; st != 0; st = k.link[st] {
+		n := k.own[st] - 1
+		for _, r := range k.owners[n] {
+			fn(r, end-k.lens[n], end)
 		}
 	}
 }

@@ -83,6 +83,30 @@ func TestKeywordIndexFindsEveryOccurrence(t *testing.T) {
 	checkKeywordIndex(t, words, texts)
 }
 
+// A long text is read in two halves at once (scan): keywords ending on
+// either side of the middle, across it, and exactly at it are each
+// reported once and in order, and a text with more hits past the middle
+// than the second reading keeps goes on in order too.
+func TestKeywordIndexSplitReading(t *testing.T) {
+	t.Parallel()
+	words := append(slices.Clone(overlappingKeywords), "a-keyword-longer-than-the-rest")
+	var texts []string
+	for _, n := range []int{splitScan, splitScan + 1, 777, 2048} {
+		mid := n / 2
+		for _, w := range []string{"hers", "aaa", "a-keyword-longer-than-the-rest", "-----BEGIN"} {
+			for at := mid - len(w) - 2; at <= mid+2; at++ {
+				b := []byte(strings.Repeat("x", n))
+				copy(b[at:], w)
+				texts = append(texts, string(b))
+			}
+		}
+		// Dense past the middle: hits keep coming after the kept ones.
+		texts = append(texts, strings.Repeat("x", mid-3)+strings.Repeat("ushers", (n-mid+3)/6+1))
+		texts = append(texts, strings.Repeat("a", n))
+	}
+	checkKeywordIndex(t, words, texts)
+}
+
 // FuzzKeywordIndex checks the index against the plain search for any
 // keyword set ("|"-separated) and any text.
 func FuzzKeywordIndex(f *testing.F) {
@@ -98,6 +122,10 @@ func FuzzKeywordIndex(f *testing.F) {
 		if len(words) > 64 {
 			return
 		}
-		checkKeywordIndex(t, words, []string{text})
+		texts := []string{text}
+		if text != "" && len(text) < splitScan {
+			texts = append(texts, strings.Repeat(text, splitScan/len(text)+1)) // read in two halves
+		}
+		checkKeywordIndex(t, words, texts)
 	})
 }
