@@ -37,11 +37,10 @@ import (
 // Two locks (flock(2), so they hold between processes and between handles
 // of one process): "lock" is held by the journal's owner (the gateway's
 // recorder) for as long as it runs, and only the owner fills the table;
-// "append.lock" is held for each frame written (by the gateway's recorder,
-// across a run of frames: HoldAppendLock). A process that writes an event
-// while a gateway owns the journal (the CLI) appends a frame of its own
-// under append.lock; the owner reads it before its next frame (and every
-// CatchUpInterval when idle). With no owner, such a process puts
+// "append.lock" is held for each frame written. A process that writes an
+// event while a gateway owns the journal (the CLI) appends a frame of its
+// own under append.lock; the owner reads it before its next frame (and
+// every CatchUpInterval when idle). With no owner, such a process puts
 // what the journal holds in the table and writes to the table directly.
 // Segments whose every row is in the table, and the table synced, are
 // removed.
@@ -71,12 +70,12 @@ const (
 var (
 	// appendHoldIdle: the lock is released once no frame was written for
 	// this long.
-	appendHoldIdle = 2 * time.Millisecond
+	appendHoldIdle = 5 * time.Millisecond
 	// appendHoldMax: it is released at the latest after being held this
 	// long, and then taken per frame for appendYield, which gives a
 	// process trying for it several tries.
-	appendHoldMax = 10 * time.Millisecond
-	appendYield   = 3 * time.Millisecond
+	appendHoldMax = 50 * time.Millisecond
+	appendYield   = 5 * time.Millisecond
 	// appendCalm: once another process's frames are found, the lock is
 	// taken per frame for this long (a CLI command or another gateway
 	// writing is not made to wait again soon).
