@@ -400,10 +400,6 @@ func (r *Recorder) open(ctx context.Context) error {
 // Run's goroutine with writeMu held (or Open, before Run).
 func (r *Recorder) own(j *store.Journal, st store.LogState) {
 	r.j = j
-	// The recorder writes most of the journal's frames: it keeps the
-	// append lock across a run of them (store: within bounds that let
-	// another process's frame in).
-	j.HoldAppendLock(true)
 	r.advance(st)
 	r.ix = newIndexer(r.w, j, st, r.log)
 	r.ix.catchUp = r.catchUpNow

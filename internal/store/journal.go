@@ -61,27 +61,6 @@ const (
 	JournalAppendWait = 10 * time.Second
 )
 
-// Holding append.lock between frames (Journal.HoldAppendLock): the
-// owner then takes it, and reads what others appended, once for a run of
-// frames rather than once per frame (three system calls fewer per frame).
-// Another process waits for it for at most appendHoldMax (plus the pause
-// between its tries, at most a millisecond: flockWait), never for
-// JournalAppendWait.
-var (
-	// appendHoldIdle: the lock is released once no frame was written for
-	// this long.
-	appendHoldIdle = 5 * time.Millisecond
-	// appendHoldMax: it is released at the latest after being held this
-	// long, and then taken per frame for appendYield, which gives a
-	// process trying for it several tries.
-	appendHoldMax = 50 * time.Millisecond
-	appendYield   = 5 * time.Millisecond
-	// appendCalm: once another process's frames are found, the lock is
-	// taken per frame for this long (a CLI command or another gateway
-	// writing is not made to wait again soon).
-	appendCalm = time.Minute
-)
-
 // ErrJournalLocked is returned by OpenJournal when another writer holds the
 // journal past the wait.
 var ErrJournalLocked = errors.New("audit journal: held by another writer")
@@ -107,15 +86,6 @@ type Journal struct {
 	lock     *os.File   // the owner's lock, held until Close
 	append   *os.File   // append.lock
 	appendMu sync.Mutex // held with append.lock: order appendMu, append.lock, syncMu, mu
-
-	// Under appendMu: holding append.lock between frames.
-	hold      bool        // HoldAppendLock: it may be held between frames
-	held      bool        // it is held between frames now
-	heldSince time.Time   // since when
-	lastFrame time.Time   // the last frame written while held
-	perFrame  time.Time   // until then it is taken per frame
-	foreign   bool        // readForeign found frames of another process
-	idle      *time.Timer // releases it when no frame came for appendHoldIdle
 
 	mu       sync.Mutex
 	segments []segment // oldest first; the last is the active one
@@ -237,7 +207,7 @@ func (j *Journal) Frames(fn func(JournalFrame) error) error {
 // a new one and calls then (if set). Other processes' appends wait until
 // then returns.
 func (j *Journal) Recover(recover func(frames func(func(JournalFrame) error) error) error, then func() error) error {
-	return j.withAppendLock(func(bool) error {
+	return j.withAppendLock(func() error {
 		if err := recover(j.Frames); err != nil {
 			return err
 		}
@@ -258,7 +228,7 @@ var ErrForeignFrames = errors.New("audit journal: frames of another process not 
 // Reset empties the journal (the caller has put every row of its own in
 // the table and synced it) unless another process appended meanwhile.
 func (j *Journal) Reset() error {
-	return j.withAppendLock(func(bool) error {
+	return j.withAppendLock(func() error {
 		foreign, err := j.readForeign()
 		if err != nil {
 			return err
@@ -270,89 +240,18 @@ func (j *Journal) Reset() error {
 	})
 }
 
-// withAppendLock runs fn under append.lock. fresh is whether the lock was
-// taken for this call (other processes may have appended since this
-// journal's last frame) rather than held since its last frame.
-func (j *Journal) withAppendLock(fn func(fresh bool) error) error {
+func (j *Journal) withAppendLock(fn func() error) error {
 	// flock(2) excludes other open files, not this one's other goroutines.
 	j.appendMu.Lock()
 	defer j.appendMu.Unlock()
-	fresh := !j.held
 	// Bounded: another process stopped while holding it (a CLI command
 	// suspended) fails this batch, and its actions are denied, rather than
 	// stalling every call.
-	if fresh {
-		if err := flockWait(j.append, JournalAppendWait); err != nil {
-			return err
-		}
+	if err := flockWait(j.append, JournalAppendWait); err != nil {
+		return err
 	}
-	err := fn(fresh)
-	if err == nil && j.keepHolding() {
-		return nil
-	}
-	j.releaseAppend()
-	return err
-}
-
-// HoldAppendLock lets the journal keep append.lock between frames (the
-// gateway's recorder, which writes most of them), within the bounds above.
-func (j *Journal) HoldAppendLock(on bool) {
-	j.appendMu.Lock()
-	defer j.appendMu.Unlock()
-	j.hold = on
-	if !on {
-		j.releaseAppend()
-	}
-}
-
-// keepHolding reports whether append.lock stays held after a frame (or
-// another use of it), starting the hold if it was not. appendMu held.
-func (j *Journal) keepHolding() bool {
-	if !j.hold {
-		return false
-	}
-	now := time.Now()
-	switch {
-	case j.foreign:
-		j.foreign = false
-		j.perFrame = now.Add(appendCalm)
-		return false
-	case now.Before(j.perFrame):
-		return false
-	case !j.held:
-		j.held, j.heldSince = true, now
-		if j.idle == nil {
-			j.idle = time.AfterFunc(appendHoldIdle, j.releaseIdle)
-		} else {
-			j.idle.Reset(appendHoldIdle)
-		}
-	case now.Sub(j.heldSince) >= appendHoldMax:
-		j.perFrame = now.Add(appendYield)
-		return false
-	}
-	j.lastFrame = now
-	return true
-}
-
-// releaseIdle releases append.lock if no frame came for appendHoldIdle,
-// and otherwise looks again when that much time will have passed.
-func (j *Journal) releaseIdle() {
-	j.appendMu.Lock()
-	defer j.appendMu.Unlock()
-	if !j.held {
-		return
-	}
-	if wait := appendHoldIdle - time.Since(j.lastFrame); wait > 0 {
-		j.idle.Reset(wait)
-		return
-	}
-	j.releaseAppend()
-}
-
-// releaseAppend releases append.lock. appendMu held.
-func (j *Journal) releaseAppend() {
-	j.held = false
-	syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
+	defer syscall.Flock(int(j.append.Fd()), syscall.LOCK_UN)
+	return fn()
 }
 
 // reset removes every segment and starts a new one. Append lock held.
@@ -434,10 +333,7 @@ func (j *Journal) CatchUp() ([]JournalFrame, error) {
 }
 
 func (j *Journal) underAppendLock(fn func(foreign []JournalFrame) error) error {
-	return j.withAppendLock(func(fresh bool) error {
-		if !fresh {
-			return fn(nil) // held since this journal's last frame: nobody else wrote
-		}
+	return j.withAppendLock(func() error {
 		foreign, err := j.readForeign()
 		if err != nil {
 			return err
@@ -491,7 +387,6 @@ func (j *Journal) readForeign() ([]JournalFrame, error) {
 		frames = append(frames, fr)
 		j.segments[len(j.segments)-1].lastSeq = fr.Next.Size
 	}
-	j.foreign = j.foreign || len(frames) > 0
 	return frames, nil
 }
 
@@ -580,7 +475,7 @@ func (j *Journal) syncLocked() error {
 // Release removes the segments, other than the active one, whose rows are
 // all at or below seq: the caller has put them in the table and synced it.
 func (j *Journal) Release(seq int64) error {
-	return j.withAppendLock(func(bool) error { return j.release(seq) })
+	return j.withAppendLock(func() error { return j.release(seq) })
 }
 
 func (j *Journal) release(seq int64) error {
@@ -614,12 +509,6 @@ func (j *Journal) Segments() int {
 
 // Close closes the journal and releases its lock.
 func (j *Journal) Close() error {
-	j.appendMu.Lock()
-	if j.idle != nil {
-		j.idle.Stop()
-	}
-	j.hold, j.held = false, false // closing the file releases the lock
-	j.appendMu.Unlock()
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	j.mu.Lock()

@@ -7,16 +7,13 @@ import (
 
 // BenchmarkJournalAppend: one frame of one 1 KB event written (no sync),
 // the recorder's commit.
-func BenchmarkJournalAppend(b *testing.B) {
-	b.Run("lock_per_frame", func(b *testing.B) { benchJournal(b, false, false) })
-	b.Run("lock_held", func(b *testing.B) { benchJournal(b, false, true) })
-}
+func BenchmarkJournalAppend(b *testing.B) { benchJournal(b, false) }
 
 // BenchmarkJournalAppendSync: one frame written and fdatasynced, a lone
 // caller's durable commit.
-func BenchmarkJournalAppendSync(b *testing.B) { benchJournal(b, true, false) }
+func BenchmarkJournalAppendSync(b *testing.B) { benchJournal(b, true) }
 
-func benchJournal(b *testing.B, sync, hold bool) {
+func benchJournal(b *testing.B, sync bool) {
 	j, err := OpenJournal(b.TempDir(), time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -25,7 +22,6 @@ func benchJournal(b *testing.B, sync, hold bool) {
 	if err := j.Recover(func(func(func(JournalFrame) error) error) error { return nil }, nil); err != nil {
 		b.Fatal(err)
 	}
-	j.HoldAppendLock(hold)
 	row := journalRows(1, 1)[0]
 	row.Body = make([]byte, 1024)
 	next := stateAt(1)

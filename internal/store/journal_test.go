@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -307,16 +306,9 @@ func TestJournalRecoveredByReaders(t *testing.T) {
 // process's writer, all at once: every frame each was told is written is
 // in the journal, in order, once.
 func TestJournalConcurrentWritersKeepEveryFrame(t *testing.T) {
-	for _, hold := range []bool{false, true} {
-		t.Run(fmt.Sprintf("hold=%v", hold), func(t *testing.T) { concurrentWriters(t, hold) })
-	}
-}
-
-func concurrentWriters(t *testing.T, hold bool) {
 	dir := t.TempDir()
 	j := openOwned(t, dir)
 	defer j.Close()
-	j.HoldAppendLock(hold)
 	const each = 200
 	var last int64 // the owner's view of the log's size
 	stop := make(chan struct{})
@@ -368,105 +360,6 @@ func concurrentWriters(t *testing.T, hold bool) {
 	frames, err := readAll(t, j)
 	if err != nil || len(frames) != 2*each {
 		t.Fatalf("%d frames, %v; want %d", len(frames), err, 2*each)
-	}
-	for i, f := range frames {
-		if f.Rows[0].Seq != int64(i+1) {
-			t.Fatalf("frame %d holds event %d", i, f.Rows[0].Seq)
-		}
-	}
-}
-
-// appendLockFree reports whether another open file (another process) could
-// take the journal's append lock now.
-func appendLockFree(t *testing.T, dir string) bool {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dir, "append.lock"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil // Close releases it
-}
-
-// An owner holding the append lock between frames (HoldAppendLock) lets
-// it go when idle, lets another process in while it keeps writing (after
-// appendHoldMax, long before JournalAppendWait), reads that process's
-// frame and then takes the lock per frame.
-func TestJournalHoldsAppendLockWithinBounds(t *testing.T) {
-	idle, most, yield := appendHoldIdle, appendHoldMax, appendYield
-	defer func() { appendHoldIdle, appendHoldMax, appendYield = idle, most, yield }()
-	appendHoldIdle, appendHoldMax, appendYield = 30*time.Millisecond, 150*time.Millisecond, 30*time.Millisecond
-
-	dir := t.TempDir()
-	j := openOwned(t, dir)
-	defer j.Close()
-	appendRows(t, j, 1, 1)
-	if !appendLockFree(t, dir) {
-		t.Fatal("the append lock is held after a frame without HoldAppendLock")
-	}
-	j.HoldAppendLock(true)
-	appendRows(t, j, 2, 1)
-	if appendLockFree(t, dir) {
-		t.Fatal("the append lock was released right after a frame while holding it")
-	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for end := time.Now().Add(5 * time.Second); !ok(); time.Sleep(2 * time.Millisecond) {
-			if time.Now().After(end) {
-				t.Fatalf("%s: not within 5 s", what)
-			}
-		}
-	}
-	waitFor("released when idle", func() bool { return appendLockFree(t, dir) })
-
-	// The owner writes a frame every millisecond (never idle); another
-	// process appends meanwhile.
-	appendRows(t, j, 3, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- AppendForeign(dir, func(st LogState) ([]EventRow, LogState, error) {
-			return journalRows(st.Size+1, 1), stateAt(st.Size + 1), nil
-		}, func() (LogState, error) { return LogState{}, nil })
-	}()
-	last, sawForeign, foreignDone := int64(3), false, false
-	for end := time.Now().Add(5 * time.Second); !sawForeign; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("the owner did not read the other process's frame within 5 s (written: %v)", foreignDone)
-		}
-		if !foreignDone {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-				foreignDone = true
-			default:
-			}
-		}
-		err := j.Append(func(fs []JournalFrame) ([]EventRow, LogState, error) {
-			for _, f := range fs {
-				if f.Rows[0].Seq != last+1 {
-					t.Errorf("foreign frame %d after %d", f.Rows[0].Seq, last)
-				}
-				last, sawForeign = f.Next.Size, true
-			}
-			last++
-			return journalRows(last, 1), stateAt(last), nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Another process wrote: the lock is now taken per frame (past the
-	// yield that follows appendHoldMax, which also takes it per frame).
-	time.Sleep(appendYield + 10*time.Millisecond)
-	appendRows(t, j, last+1, 1)
-	if !appendLockFree(t, dir) {
-		t.Fatal("the append lock is held between frames right after another process wrote")
-	}
-	frames, err := readAll(t, j)
-	if err != nil {
-		t.Fatal(err)
 	}
 	for i, f := range frames {
 		if f.Rows[0].Seq != int64(i+1) {
