@@ -105,6 +105,18 @@ func TestKeywordIndexSplitReading(t *testing.T) {
 		texts = append(texts, strings.Repeat("a", n))
 	}
 	checkKeywordIndex(t, words, texts)
+
+	// One-byte keywords (the second reading runs to the text's last byte),
+	// on odd lengths too, and the kept array filling on the last byte.
+	texts = nil
+	for _, n := range []int{splitScan, splitScan + 1, splitScan + 3} {
+		texts = append(texts, strings.Repeat("x", n-1)+"a", strings.Repeat("ab", n/2)+"b"[:n%2],
+			strings.Repeat("x", n-32)+strings.Repeat("a", 32), strings.Repeat("x", n-33)+strings.Repeat("a", 33))
+	}
+	checkKeywordIndex(t, []string{"a", "b"}, texts)
+	// A keyword longer than half the text: read in one.
+	long := strings.Repeat("k", splitScan/2+10)
+	checkKeywordIndex(t, []string{long, "k"}, []string{strings.Repeat("x", 100) + long + strings.Repeat("x", 200)})
 }
 
 // FuzzKeywordIndex checks the index against the plain search for any
