@@ -98,8 +98,10 @@ func (p *Proxy) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, pri
 				p.handle(ctx, s, pr, m, discard{}, "")
 				continue
 			}
-			if m.Method == "initialize" {
-				// In line: what follows is served by an initialised session.
+			if m.Method == "initialize" || !s.isOpen() {
+				// In line: what follows initialize is served by an
+				// initialised session, and a request read before it is
+				// refused as such (run apart, it could be served after).
 				p.handle(ctx, s, pr, m, &lineExchange{w: w}, "")
 				continue
 			}
