@@ -38,6 +38,7 @@ func (g *Gateway) Listen() error {
 	if g.agentLn, err = net.Listen("tcp", g.cfg.Listen.Address); err != nil {
 		return fmt.Errorf("listen for agents: %w", err)
 	}
+	g.agentLn = mcpproxy.HoldingListener(g.agentLn)
 	if g.cfg.Listen.TLS.Enabled {
 		tc, err := g.agentTLS()
 		if err != nil {
@@ -85,7 +86,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.adminLn.Close()
 		return errors.Join(err, bg.stop())
 	}
-	agentSrv := &http.Server{Handler: g.agentMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	agentSrv := &http.Server{Handler: g.agentMux(), ReadHeaderTimeout: 10 * time.Second, ConnContext: mcpproxy.ConnContext, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 	adminSrv := &http.Server{Handler: g.adminMux(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -405,6 +406,9 @@ type httpExchange struct {
 	// refused initialize closes its upstream links first), so the answer
 	// is flushed on its own.
 	flushAnswer bool
+	// held is the agent's connection when it can hold an answer's writes
+	// (HTTP/1 on the agent listener).
+	held *heldConn
 }
 
 // preferStream makes the answer an event stream, as the upstream's was.
@@ -416,7 +420,11 @@ func (x *httpExchange) preferStream() {
 
 func newHTTPExchange(w http.ResponseWriter, r *http.Request, sid string) *httpExchange {
 	a := r.Header.Get("Accept")
-	return &httpExchange{w: w, rc: http.NewResponseController(w), sid: sid, sse: a == "" || strings.Contains(a, "text/event-stream") || strings.Contains(a, "*/*")}
+	x := &httpExchange{w: w, rc: http.NewResponseController(w), sid: sid, sse: a == "" || strings.Contains(a, "text/event-stream") || strings.Contains(a, "*/*")}
+	if r.ProtoMajor == 1 {
+		x.held = heldConnOf(r.Context())
+	}
+	return x
 }
 
 func (x *httpExchange) send(msg []byte) error {
@@ -448,6 +456,19 @@ func (x *httpExchange) reply(msg []byte) {
 		return
 	}
 	x.done = true
+	if !x.stream && x.streamed && x.sse && !x.flushAnswer {
+		// The answer is the whole stream: one event, with its length.
+		sseHeaders(x.w, x.sid)
+		x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		bp := eventBuffers.Get().(*[]byte)
+		b := wire.AppendEvent((*bp)[:0], "", msg)
+		x.answerWhole(b)
+		if cap(b) <= maxKeptEvent {
+			*bp = b
+			eventBuffers.Put(bp)
+		}
+		return
+	}
 	if !x.stream && x.streamed && x.sse {
 		sseHeaders(x.w, x.sid)
 		x.w.WriteHeader(http.StatusOK)
@@ -468,8 +489,32 @@ func (x *httpExchange) reply(msg []byte) {
 		return
 	}
 	x.w.Header().Set(transport.HeaderSession, x.sid)
-	writeJSON(x.w, http.StatusOK, msg)
+	x.w.Header()["Content-Type"] = jsonType
+	x.answerWhole(msg)
 }
+
+// answerWhole answers with body b, the whole response, headers not yet
+// sent: with its Content-Length (net/http would otherwise chunk a body
+// over its 2 KB buffer and end it in a write of its own after the
+// handler), and, when the connection can hold writes and b is larger
+// than net/http's 4 KB connection buffer, in one write (front_conn.go).
+func (x *httpExchange) answerWhole(b []byte) {
+	x.w.Header()["Content-Length"] = []string{strconv.Itoa(len(b))}
+	if x.held == nil || len(b) < holdFrom || len(b) > maxHeld {
+		x.w.WriteHeader(http.StatusOK)
+		x.w.Write(b)
+		return
+	}
+	x.held.hold()
+	x.w.WriteHeader(http.StatusOK)
+	x.w.Write(b)
+	x.rc.Flush()
+	x.held.release()
+}
+
+// holdFrom is the smallest answer a connection holds writes for: net/http
+// writes a smaller one (with its headers) in one write already.
+const holdFrom = 2 << 10
 
 // finish ends an exchange that was not answered (the agent cancelled it).
 func (x *httpExchange) finish() {
