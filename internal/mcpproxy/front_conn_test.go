@@ -215,3 +215,44 @@ func TestLargeAnswerLeavesInOneWrite(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// BenchmarkLargeAnswer: round trips over loopback HTTP/1.1 to a handler
+// answering a 4 KB result as one event, written as answerWhole writes it
+// on a holding connection (one write) and as net/http writes it alone
+// (chunked: the first 4 KB, then the rest and the end).
+func BenchmarkLargeAnswer(b *testing.B) {
+	msg := wire.NewResponse([]byte("1"), []byte(`{"content":[{"type":"text","text":"`+strings.Repeat("x", 4096)+`"}]}`))
+	for _, held := range []bool{false, true} {
+		name := "net/http"
+		if held {
+			name = "held"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				x := newHTTPExchange(w, r, "sid")
+				if !held {
+					x.held = nil
+					sseHeaders(w, "sid")
+					writeEvent(w, msg)
+					return
+				}
+				x.preferStream()
+				x.reply(msg)
+			}))
+			srv.Listener = HoldingListener(srv.Listener)
+			srv.Config.ConnContext = ConnContext
+			srv.Start()
+			defer srv.Close()
+			client := srv.Client()
+			for b.Loop() {
+				resp, err := client.Post(srv.URL, "application/json", strings.NewReader(`{}`))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
