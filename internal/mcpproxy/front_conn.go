@@ -58,23 +58,28 @@ var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); retur
 
 // heldConn is an agent connection whose writes can be held and then sent
 // in one. Only an HTTP/1 exchange holds it (one request at a time is
-// served on the connection, on one goroutine); the lock keeps a write from
-// elsewhere (net/http's own, such as a 100 Continue) in order.
+// served on the connection, on one goroutine). Every write goes under the
+// lock, the held ones' too: a write from elsewhere (net/http's own, such as
+// a 100 Continue, or crypto/tls answering a key update from the reading
+// goroutine) waits for a release in progress, and so stays in order.
 type heldConn struct {
 	net.Conn
 
 	mu   sync.Mutex
 	held *[]byte // non-nil while writes are held
+	err  error   // a release's write failed: the connection is closed
 }
 
 func (c *heldConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.held != nil {
+	defer c.mu.Unlock()
+	switch {
+	case c.err != nil:
+		return 0, c.err
+	case c.held != nil:
 		*c.held = append(*c.held, p...)
-		c.mu.Unlock()
 		return len(p), nil
 	}
-	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
@@ -90,23 +95,33 @@ func (c *heldConn) hold() {
 }
 
 // release sends what was held, in one write, and stops holding. The
-// connection's write deadline applies to that write.
+// connection's write deadline applies to that write. net/http was told
+// the held writes succeeded: when this one fails (a deadline passed, the
+// agent went away), part of the answer may have left and nothing may
+// follow it, so the connection is closed (the agent reads its end rather
+// than wait for the rest) and every later write fails.
 func (c *heldConn) release() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	b := c.held
-	c.held = nil
-	c.mu.Unlock()
 	if b == nil {
 		return nil
 	}
-	var err error
-	if len(*b) > 0 {
-		_, err = c.Conn.Write(*b)
+	c.held = nil
+	defer func() {
+		if cap(*b) <= maxHeld+(16<<10) {
+			heldBuffers.Put(b)
+		}
+	}()
+	if len(*b) == 0 {
+		return nil
 	}
-	if cap(*b) <= maxHeld+(16<<10) {
-		heldBuffers.Put(b)
+	if _, err := c.Conn.Write(*b); err != nil {
+		c.err = err
+		c.Conn.Close()
+		return err
 	}
-	return err
+	return nil
 }
 
 // CloseWrite half-closes the connection, as net/http does before closing

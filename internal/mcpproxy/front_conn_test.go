@@ -69,6 +69,12 @@ type recordingConn struct {
 	net.Conn
 	writes [][]byte
 	err    error
+	closed bool
+}
+
+func (c *recordingConn) Close() error {
+	c.closed = true
+	return nil
 }
 
 func (c *recordingConn) Write(p []byte) (int, error) {
@@ -110,8 +116,20 @@ func TestHeldConnWritesOnce(t *testing.T) {
 	rc.err = io.ErrClosedPipe
 	c.hold()
 	c.Write([]byte("lost"))
+	if rc.closed {
+		t.Fatal("closed before the release")
+	}
 	if err := c.release(); err != io.ErrClosedPipe {
 		t.Fatalf("release on a broken connection: %v", err)
+	}
+	// net/http was told the held writes went: the connection must end
+	// rather than carry on with part of an answer.
+	if !rc.closed {
+		t.Fatal("a failed release left the connection open")
+	}
+	rc.err = nil
+	if n, err := c.Write([]byte("more")); err != io.ErrClosedPipe || n != 0 || len(rc.writes) != 4 {
+		t.Fatalf("a write after a failed release: %d, %v (%d writes)", n, err, len(rc.writes))
 	}
 }
 
@@ -138,11 +156,13 @@ func TestLargeAnswerLeavesInOneWrite(t *testing.T) {
 		return d
 	}}, nil)
 
-	for _, tlsOn := range []bool{false, true} {
+	for _, mode := range []string{"http", "tls", "h2"} {
+		tlsOn := mode != "http"
 		writes := &writeLog{}
 		srv := httptest.NewUnstartedServer(r.p.HTTPHandler(agentHeader{}))
 		srv.Listener = HoldingListener(countingListener{srv.Listener, writes})
 		srv.Config.ConnContext = ConnContext
+		srv.EnableHTTP2 = mode == "h2"
 		if tlsOn {
 			srv.StartTLS()
 		} else {
@@ -172,13 +192,13 @@ func TestLargeAnswerLeavesInOneWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != big {
-			t.Fatalf("tls %v: the event-stream answer came back altered", tlsOn)
+			t.Fatalf("%s: the event-stream answer came back altered", mode)
 		}
-		if n := writes.largest(); n < len(big) {
-			t.Errorf("tls %v: the event-stream answer left in writes of at most %d bytes (%d to send)", tlsOn, n, len(big))
+		if n := writes.largest(); n < len(big) && mode != "h2" { // h2: never held (other streams share the connection)
+			t.Errorf("%s: the event-stream answer left in writes of at most %d bytes (%d to send)", mode, n, len(big))
 		}
 		if _, ok := lengths.Load("text/event-stream"); !ok {
-			t.Errorf("tls %v: the event-stream answer had no Content-Length", tlsOn)
+			t.Errorf("%s: the event-stream answer had no Content-Length", mode)
 		}
 
 		// As JSON, the only form the agent accepts.
@@ -192,6 +212,9 @@ func TestLargeAnswerLeavesInOneWrite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if (mode == "h2") != (resp.ProtoMajor == 2) {
+			t.Fatalf("%s: answered over %s", mode, resp.Proto)
+		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
@@ -199,13 +222,13 @@ func TestLargeAnswerLeavesInOneWrite(t *testing.T) {
 		}
 		m, err := wire.Parse(body, 0)
 		if err != nil || m.Kind != wire.Response || !strings.Contains(string(body), big) || resp.Header.Get("Content-Type") != "application/json" {
-			t.Fatalf("tls %v: the JSON answer: %v, %s", tlsOn, err, body[:min(len(body), 200)])
+			t.Fatalf("%s: the JSON answer: %v, %s", mode, err, body[:min(len(body), 200)])
 		}
 		if resp.ContentLength != int64(len(body)) {
-			t.Errorf("tls %v: the JSON answer's Content-Length is %d for %d bytes", tlsOn, resp.ContentLength, len(body))
+			t.Errorf("%s: the JSON answer's Content-Length is %d for %d bytes", mode, resp.ContentLength, len(body))
 		}
-		if n := writes.largest(); n < len(body) {
-			t.Errorf("tls %v: the JSON answer left in writes of at most %d bytes (%d to send)", tlsOn, n, len(body))
+		if n := writes.largest(); n < len(body) && mode != "h2" {
+			t.Errorf("%s: the JSON answer left in writes of at most %d bytes (%d to send)", mode, n, len(body))
 		}
 		s.Close()
 		srv.Close()

@@ -506,10 +506,10 @@ func (x *httpExchange) answerWhole(b []byte) {
 		return
 	}
 	x.held.hold()
+	defer x.held.release() // a failed write closes the connection
 	x.w.WriteHeader(http.StatusOK)
 	x.w.Write(b)
 	x.rc.Flush()
-	x.held.release()
 }
 
 // holdFrom is the smallest answer a connection holds writes for: net/http
