@@ -354,15 +354,21 @@ var eventBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); retur
 const maxKeptEvent = 64 << 10
 
 // writeEvent writes msg to w as one server-sent event.
-func writeEvent(w io.Writer, msg []byte) error {
+func writeEvent(w io.Writer, msg []byte) (err error) {
+	withEvent(msg, func(b []byte) { _, err = w.Write(b) })
+	return err
+}
+
+// withEvent calls write with msg framed as one server-sent event, in a
+// recycled buffer that write must not keep.
+func withEvent(msg []byte, write func([]byte)) {
 	bp := eventBuffers.Get().(*[]byte)
 	b := wire.AppendEvent((*bp)[:0], "", msg)
-	_, err := w.Write(b)
+	write(b)
 	if cap(b) <= maxKeptEvent {
 		*bp = b
 		eventBuffers.Put(bp)
 	}
-	return err
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
@@ -456,21 +462,14 @@ func (x *httpExchange) reply(msg []byte) {
 		return
 	}
 	x.done = true
-	if !x.stream && x.streamed && x.sse && !x.flushAnswer {
-		// The answer is the whole stream: one event, with its length.
-		sseHeaders(x.w, x.sid)
-		x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-		bp := eventBuffers.Get().(*[]byte)
-		b := wire.AppendEvent((*bp)[:0], "", msg)
-		x.answerWhole(b)
-		if cap(b) <= maxKeptEvent {
-			*bp = b
-			eventBuffers.Put(bp)
-		}
-		return
-	}
 	if !x.stream && x.streamed && x.sse {
 		sseHeaders(x.w, x.sid)
+		if !x.flushAnswer {
+			// The answer is the whole stream: one event, with its length.
+			x.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			withEvent(msg, x.answerWhole)
+			return
+		}
 		x.w.WriteHeader(http.StatusOK)
 		x.stream = true
 	}
