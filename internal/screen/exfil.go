@@ -33,11 +33,10 @@ const (
 func DetectExfiltration(s string) []Finding {
 	var out []Finding
 	for i := 0; i < len(s); {
-		j := indexFold(s[i:], "http")
-		if j < 0 {
+		start := nextScheme(s, i)
+		if start < 0 {
 			break
 		}
-		start := i + j
 		end, ok := urlEnd(s, start)
 		if !ok {
 			i = start + 4
@@ -198,17 +197,23 @@ func isPayload(v string) bool {
 	return shannonEntropy(v) > 4.2
 }
 
-// indexFold is strings.Index, ASCII case-insensitive, for a lower-case
-// needle.
-func indexFold(s, needle string) int {
-	for i := 0; i+len(needle) <= len(s); i++ {
-		c := s[i] | 0x20
-		if c != needle[0] {
-			continue
+// nextScheme returns where the first "http://" or "https://" of s at or
+// after i starts (ASCII case-insensitive), or -1. It looks for "://",
+// which strings.Index finds many bytes at a time, and then at the scheme
+// before it: text is read at that speed until it holds a URL.
+func nextScheme(s string, i int) int {
+	for {
+		k := strings.Index(s[i:], "://")
+		if k < 0 {
+			return -1
 		}
-		if strings.EqualFold(s[i:i+len(needle)], needle) {
-			return i
+		k += i
+		if k-5 >= i && strings.EqualFold(s[k-5:k], "https") {
+			return k - 5
 		}
+		if k-4 >= i && strings.EqualFold(s[k-4:k], "http") {
+			return k - 4
+		}
+		i = k + 3
 	}
-	return -1
 }

@@ -1,6 +1,9 @@
 package screen
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestDetectExfiltration(t *testing.T) {
 	cases := []struct {
@@ -42,11 +45,46 @@ func TestDetectExfiltration(t *testing.T) {
 func FuzzDetectExfiltration(f *testing.F) {
 	f.Add("![a](https://x.example/?q={d})")
 	f.Add("<img src=http://[::1]:80/?a=b>")
+	f.Add("xhttps://a.example/?q={d} HTTP://b.example/{e}")
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, x := range DetectExfiltration(s) {
 			if x.Start < 0 || x.End > len(s) || x.Start >= x.End {
 				t.Fatalf("span %d-%d outside %d bytes", x.Start, x.End, len(s))
 			}
+			// A URL found starts with its scheme, in either case (an
+			// image's span starts at its markup).
+			u := strings.ToLower(s[x.Start:x.End])
+			if x.Rule != RuleMarkdownImage && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				t.Fatalf("finding %q does not start with a scheme", u)
+			}
 		}
 	})
+}
+
+// TestNextScheme checks the search for a URL's scheme through "://":
+// either case, https before http, nothing before the search's start, and
+// a "://" with no scheme before it passed over.
+func TestNextScheme(t *testing.T) {
+	cases := []struct {
+		s    string
+		from int
+		want int
+	}{
+		{"see https://a.example", 0, 4},
+		{"see HTTP://a.example", 0, 4},
+		{"hTtPs://a.example", 0, 0},
+		{"ftp://a then http://b", 0, 13},
+		{"://", 0, -1},
+		{"xhttps://a", 0, 1},
+		{"https://a", 1, -1}, // the scheme starts before the search
+		{"https://a", 2, -1},
+		{"ttps://a http://b", 0, 9},
+		{"the http protocol", 0, -1},
+		{"a://b://https://c", 0, 8},
+	}
+	for _, c := range cases {
+		if got := nextScheme(c.s, c.from); got != c.want {
+			t.Errorf("nextScheme(%q, %d) = %d, want %d", c.s, c.from, got, c.want)
+		}
+	}
 }

@@ -48,7 +48,13 @@ func Segments(s string, fn func(start, end int)) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !segmentBytes[c] {
-			continue // nothing below applies to it
+			if i-start < maxSegment || c != ' ' && c != ',' {
+				continue // nothing below applies to it
+			}
+			// A run this long is cut at a space or a comma.
+			emit(i)
+			start = i + 1
+			continue
 		}
 		cut := false
 		next := i + 1
@@ -70,9 +76,6 @@ func Segments(s string, fn func(start, end int)) {
 					next = len(s)
 				}
 			}
-		}
-		if !cut && i-start >= maxSegment && (c == ' ' || c == ',') {
-			cut = true
 		}
 		if cut {
 			emit(min(i, len(s)))
@@ -110,10 +113,11 @@ func wordCut(seg string, n int) int {
 	}
 }
 
-// segmentBytes are the bytes Segments looks at: the cuts, an escape, the
-// sentence ends, and where a long run is cut.
+// segmentBytes are the bytes Segments looks at in any segment: the cuts,
+// an escape and the sentence ends (a long run's cuts, spaces and commas,
+// are looked at only in a long run).
 var segmentBytes = func() (t [256]bool) {
-	for _, c := range []byte("\n\r\"|\t{}[]\\.!?; ,") {
+	for _, c := range []byte("\n\r\"|\t{}[]\\.!?;") {
 		t[c] = true
 	}
 	return

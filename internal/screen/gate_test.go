@@ -3,6 +3,7 @@ package screen
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -209,5 +210,30 @@ func TestEverySegment(t *testing.T) {
 	s.SetUpstreamEverySegment("web", true)
 	if !classifier(s, "web") || classifier(s, "u") {
 		t.Error("gated but for web: web's segment not scored, or u's scored")
+	}
+}
+
+// TestSegmentsCutLongRuns checks that a run with no segment boundary is
+// cut at the first space or comma maxSegment bytes or more from its
+// start.
+func TestSegmentsCutLongRuns(t *testing.T) {
+	for _, sep := range []string{" ", ","} {
+		// A separator at maxSegment bytes exactly, and 60 words a cut:
+		// under maxSegTokens.
+		text := "a" + strings.Repeat("abcdefghi"+sep, 200)
+		var want [][2]int
+		start := 0
+		for i := range len(text) {
+			if i-start >= maxSegment && text[i] == sep[0] {
+				want = append(want, [2]int{start, i})
+				start = i + 1
+			}
+		}
+		want = append(want, [2]int{start, len(text) - 1}) // the last separator is trimmed
+		var got [][2]int
+		Segments(text, func(b, e int) { got = append(got, [2]int{b, e}) })
+		if !slices.Equal(got, want) {
+			t.Errorf("separator %q: segments %v, want %v", sep, got, want)
+		}
 	}
 }

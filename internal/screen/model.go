@@ -169,7 +169,9 @@ func (m *Model) eachSegment(text string, every bool, fn func(start, end int, mar
 	v := vectorPool.Get().(*SegmentVector)
 	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
-		if !atLeastWords(text[b:e], minSegWords) || !every && !pointed(text[b:e]) {
+		// The gate first: most segments it passes over would have the
+		// words, and the count is only a cheap test before Vectorize's.
+		if !every && !pointed(text[b:e]) || !atLeastWords(text[b:e], minSegWords) {
 			return
 		}
 		Vectorize(text[b:e], v)

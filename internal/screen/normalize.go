@@ -231,20 +231,34 @@ func ansiLen(s string) int {
 	return 2
 }
 
-// encodedRuns returns the runs of s that may be base64 or hex payloads.
+// encodedRuns returns the runs of s that may be base64 or hex payloads:
+// those of minEncodedRun run bytes or more.
+//
+// A run that long starting at or after i holds the byte at
+// i+minEncodedRun-1, so that byte is read first: when it is not a run
+// byte, no such run starts before it and the scan moves past it; when it
+// is, its run is read out both ways. Prose, whose words are shorter, is
+// read a third of its bytes or fewer.
 func encodedRuns(s string) []string {
 	var runs []string
-	for i := 0; i < len(s); {
-		for i < len(s) && !b64Bytes[s[i]] {
-			i++
+	// i is 0 or follows a byte outside every run.
+	for i := 0; i+minEncodedRun <= len(s); {
+		p := i + minEncodedRun - 1
+		if !b64Bytes[s[p]] {
+			i = p + 1
+			continue
 		}
-		start := i
-		for i < len(s) && b64Bytes[s[i]] {
-			i++
+		start, end := p, p+1
+		for start > i && b64Bytes[s[start-1]] {
+			start--
 		}
-		if i-start >= minEncodedRun {
-			runs = append(runs, s[start:i])
+		for end < len(s) && b64Bytes[s[end]] {
+			end++
 		}
+		if end-start >= minEncodedRun {
+			runs = append(runs, s[start:end])
+		}
+		i = end + 1
 	}
 	return runs
 }

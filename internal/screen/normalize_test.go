@@ -3,6 +3,7 @@ package screen
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -109,4 +110,30 @@ func TestPlainASCII(t *testing.T) {
 	if !plainASCII("") {
 		t.Error("the empty text is plain")
 	}
+}
+
+// encodedRunRE is encodedRuns' definition, as a regular expression: the
+// reference the skipping scan is checked against.
+var encodedRunRE = regexp.MustCompile(`[A-Za-z0-9+/=_-]{16,}`)
+
+func TestEncodedRuns(t *testing.T) {
+	run := "QUJDREVGR0hJSktM" // 16 bytes
+	for _, s := range []string{
+		"", run, run[:15], " " + run, run + " ", run[:15] + " " + run,
+		run + "." + run, "ab " + run[:15] + "!" + run + run,
+		strings.Repeat("word ", 40), strings.Repeat("a", 31) + " " + strings.Repeat("b", 17),
+	} {
+		if got, want := encodedRuns(s), encodedRunRE.FindAllString(s, -1); !slices.Equal(got, want) {
+			t.Errorf("encodedRuns(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+func FuzzEncodedRuns(f *testing.F) {
+	f.Add("see QUJDREVGR0hJSktMTU5PUFFS and 0123456789abcdef.")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := encodedRuns(s), encodedRunRE.FindAllString(s, -1); !slices.Equal(got, want) {
+			t.Fatalf("encodedRuns(%q) = %q, want %q", s, got, want)
+		}
+	})
 }
