@@ -51,16 +51,28 @@ func pointed(seg string) bool {
 	var seen cue
 	leadRun := true // the words so far are all lead-in words
 	for i, n := 0, 0; n < maxSegTokens; n++ {
-		start, w, h, end := nextWord(seg, i, &buf)
-		if start == len(seg) {
-			return false
+		start, end, key := shortWord(seg, i)
+		var e lexEntry
+		if key != 0 {
+			e = lookupShort(key)
+		} else {
+			// Longer, or not ASCII: read as the features read it.
+			var w []byte
+			var h uint32
+			start, w, h, end = nextWord(seg, start, &buf)
+			if start == len(seg) {
+				return false
+			}
+			e, _ = lookup(h, w)
+			if len(w) <= 8 {
+				key = packWord(w) // the words tested below are ASCII
+			}
 		}
 		i = end
-		if n == 0 && questionWord(w) {
+		if n == 0 && questionKey(key) {
 			return true
 		}
-		e, _ := lookup(h, w)
-		if start > 0 && seg[start-1] == '@' || isWebWord(w) {
+		if start > 0 && seg[start-1] == '@' || webKey(key) {
 			e.c |= cueDestination // an e-mail address or a URL
 		}
 		if e.c&pointCues != 0 {
@@ -112,20 +124,108 @@ func clauseMark(r rune, alone bool) bool {
 	return alone && unicode.Is(unicode.Pd, r)
 }
 
-// questionWord reports whether the lower-cased word w opens a question.
-func questionWord(w []byte) bool {
-	switch string(w) {
-	case "what", "which", "who", "whom", "whose", "why", "how", "where", "when":
+// questionKey reports whether the word packed in key opens a question.
+func questionKey(key uint64) bool {
+	switch key {
+	case keyWhat, keyWhich, keyWho, keyWhom, keyWhose, keyWhy, keyHow, keyWhere, keyWhen:
 		return true
 	}
 	return false
 }
 
-// isWebWord reports whether the lower-cased word w opens a URL.
-func isWebWord(w []byte) bool {
-	switch string(w) {
-	case "http", "https", "www":
-		return true
+// webKey reports whether the word packed in key opens a URL.
+func webKey(key uint64) bool { return key == keyHTTP || key == keyHTTPS || key == keyWWW }
+
+// shortWord reads the word of seg at or after i, as nextWord does, when
+// it is ASCII of at most 8 bytes: where it starts and ends, and its bytes
+// lower-cased and packed into key, the first lowest. The gate reads most
+// words this way, with one multiply a word to look one up (lookupShort)
+// where nextWord's hash takes one a byte. Otherwise key is 0 and start
+// is where nextWord must read from: there is no word before it.
+func shortWord(seg string, i int) (start, end int, key uint64) {
+	for i < len(seg) {
+		c := seg[i]
+		if c >= utf8.RuneSelf {
+			return i, i, 0
+		}
+		if asciiWord[c] {
+			break
+		}
+		i++
 	}
-	return false
+	start = i
+	if i == len(seg) {
+		return i, i, 0 // no word: nextWord says so
+	}
+	for shift := 0; i < len(seg); i, shift = i+1, shift+8 {
+		c := seg[i]
+		if c >= utf8.RuneSelf || shift == 64 && asciiWord[c] {
+			return start, start, 0 // the word goes on past ASCII or 8 bytes
+		}
+		if !asciiWord[c] {
+			break
+		}
+		key |= uint64(asciiLower[c]) << shift
+	}
+	return start, i, key
+}
+
+// packWord is shortWord's key of a lower-cased word of at most 8 bytes.
+func packWord[S string | []byte](w S) uint64 {
+	var key uint64
+	for i := len(w) - 1; i >= 0; i-- {
+		key = key<<8 | uint64(w[i])
+	}
+	return key
+}
+
+// The words the gate tests by name, packed.
+var (
+	keyWhat, keyWhich, keyWho, keyWhom, keyWhose = packWord("what"), packWord("which"), packWord("who"), packWord("whom"), packWord("whose")
+	keyWhy, keyHow, keyWhere, keyWhen            = packWord("why"), packWord("how"), packWord("where"), packWord("when")
+	keyHTTP, keyHTTPS, keyWWW                    = packWord("http"), packWord("https"), packWord("www")
+)
+
+// shortSize is the size of the open-addressing table of the lexicon's
+// short words (a power of two, at least twice their number).
+const (
+	shortBits = 12
+	shortSize = 1 << shortBits
+)
+
+type shortEntry struct {
+	key uint64 // 0: an empty slot (no word packs to 0)
+	e   lexEntry
+}
+
+// shortTable is the lexicon's words of at most 8 bytes by packed key.
+var shortTable = func() *[shortSize]shortEntry {
+	var t [shortSize]shortEntry
+	for w, e := range lexicon {
+		if len(w) > 8 {
+			continue
+		}
+		e.word = w
+		key := packWord(w)
+		for k := shortSlot(key); ; k = (k + 1) % shortSize {
+			if t[k].key == 0 {
+				t[k] = shortEntry{key, e}
+				break
+			}
+		}
+	}
+	return &t
+}()
+
+func shortSlot(key uint64) uint64 { return key * 0x9e3779b97f4a7c15 >> (64 - shortBits) }
+
+// lookupShort returns the lexicon entry of the word packed in key (none:
+// the zero entry).
+func lookupShort(key uint64) lexEntry {
+	for k := shortSlot(key); shortTable[k].key != 0; k = (k + 1) % shortSize {
+		if shortTable[k].key == key {
+			return shortTable[k].e
+		}
+	}
+	return lexEntry{}
 }

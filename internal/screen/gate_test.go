@@ -237,3 +237,74 @@ func TestSegmentsCutLongRuns(t *testing.T) {
 		}
 	}
 }
+
+// checkShortWord checks that shortWord reads s from i as nextWord does:
+// the same word, packed, when it gives a key; and when it does not, that
+// nextWord from where it stopped finds what nextWord from i finds, a word
+// it could not pack.
+func checkShortWord(t *testing.T, s string, i int) {
+	t.Helper()
+	var buf [64]byte
+	wantStart, w, _, wantEnd := nextWord(s, i, &buf)
+	start, end, key := shortWord(s, i)
+	if key != 0 {
+		if start != wantStart || end != wantEnd || len(w) > 8 || key != packWord(string(w)) {
+			t.Fatalf("shortWord(%q, %d) = %d, %d, %x; nextWord reads %q at %d-%d", s, i, start, end, key, w, wantStart, wantEnd)
+		}
+		return
+	}
+	again, w2, _, end2 := nextWord(s, start, &buf)
+	if again != wantStart || end2 != wantEnd || string(w2) != string(w) {
+		t.Fatalf("shortWord(%q, %d) stopped at %d: nextWord from there reads %q at %d, from %d %q at %d", s, i, start, w2, again, i, w, wantStart)
+	}
+	// It may give up at any byte past ASCII, in the word, before it or
+	// just after it; not otherwise.
+	if wantStart < len(s) && len(w) <= 8 && isASCII(s[i:min(wantEnd+1, len(s))]) {
+		t.Fatalf("shortWord(%q, %d) did not pack the ASCII word %q", s, i, w)
+	}
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestShortWord(t *testing.T) {
+	for _, s := range []string{
+		"", " ", "Send it", "  WHAT's up?", "abcdefgh abcdefghi", "café au lait", "— forward",
+		"x\u00e9y", "naïve", "one,two;three", "12 345678901", "it’s", "\u00a0word",
+	} {
+		for i := range len(s) + 1 {
+			checkShortWord(t, s, i)
+		}
+	}
+	if e := lookupShort(packWord("please")); e.c&cuePolite == 0 {
+		t.Errorf("please: %+v", e)
+	}
+	if e := lookupShort(packWord("quarterl")); e != (lexEntry{}) {
+		t.Errorf("quarterl: %+v", e)
+	}
+	// Every short word of the lexicon is found by its key, as by its hash.
+	for w := range lexicon {
+		if len(w) <= 8 {
+			want, _ := lookup(fnvString(w), []byte(w))
+			if got := lookupShort(packWord(w)); got != want {
+				t.Errorf("%q: %+v, want %+v", w, got, want)
+			}
+		}
+	}
+}
+
+func FuzzShortWord(f *testing.F) {
+	f.Add("Please WHAT abcdefghi café", 3)
+	f.Fuzz(func(t *testing.T, s string, i int) {
+		if i < 0 || i > len(s) {
+			return
+		}
+		checkShortWord(t, s, i)
+	})
+}
