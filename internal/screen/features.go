@@ -24,8 +24,7 @@ const (
 
 // Segments calls fn with the byte span of each segment of s.
 func Segments(s string, fn func(start, end int)) {
-	start := 0
-	emit := func(end int) {
+	emit := func(start, end int) {
 		b, e := trimFrame(s, start, end)
 		// A segment longer than the classifier reads (maxSegTokens
 		// words) is cut after that many words, so that padding cannot
@@ -45,6 +44,7 @@ func Segments(s string, fn func(start, end int)) {
 			fn(b, e)
 		}
 	}
+	start := 0 // not seen by emit: a register through the loop
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !segmentBytes[c] {
@@ -52,7 +52,7 @@ func Segments(s string, fn func(start, end int)) {
 				continue // nothing below applies to it
 			}
 			// A run this long is cut at a space or a comma.
-			emit(i)
+			emit(start, i)
 			start = i + 1
 			continue
 		}
@@ -78,13 +78,13 @@ func Segments(s string, fn func(start, end int)) {
 			}
 		}
 		if cut {
-			emit(min(i, len(s)))
+			emit(start, min(i, len(s)))
 			start = next
 			i = next - 1
 		}
 	}
 	if start < len(s) {
-		emit(len(s))
+		emit(start, len(s))
 	}
 }
 

@@ -122,9 +122,8 @@ const goldenFeatures = 0x719ae9ab5cad3b7f
 // typical JSON result (half its segments open with a verb).
 func BenchmarkClassifierGate(b *testing.B) {
 	m := mustModel(b)
-	const prose = "The quarterly review covers shipping, support and the roadmap; each team reports progress, risks and next steps. "
 	texts := map[string]string{
-		"prose": strings.Repeat(prose, 4096/len(prose)+1)[:4096],
+		"prose": harnessProse(),
 		"json":  typicalResult(),
 	}
 	for name, text := range texts {

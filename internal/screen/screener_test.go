@@ -128,6 +128,25 @@ func BenchmarkScreenResultJSON(b *testing.B) {
 	}
 }
 
+// BenchmarkScreenResultProse is the default screening of 4 KB of
+// third-person prose (the round-trip harness's result): what a tool
+// returning a document costs.
+func BenchmarkScreenResultProse(b *testing.B) {
+	s := mustScreener(b, DefaultRules())
+	text := harnessProse()
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Scan(DirResult, "u", text)
+	}
+}
+
+// harnessProse is 4 KB of the round-trip harness's result text.
+func harnessProse() string {
+	const prose = "The quarterly review covers shipping, support and the roadmap; each team reports progress, risks and next steps. "
+	return strings.Repeat(prose, 4096/len(prose)+1)[:4096]
+}
+
 // BenchmarkDecodeBaselineJSON decodes the same 4 KB result into Go values,
 // work every result already costs the gateway: scripts/bench.sh prints
 // screening's cost as a ratio to it, measured in the same run.
