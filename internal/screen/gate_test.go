@@ -291,6 +291,7 @@ func TestShortWord(t *testing.T) {
 	for w := range lexicon {
 		if len(w) <= 8 {
 			want, _ := lookup(fnvString(w), []byte(w))
+			want.word = "" // not kept in the short words' table
 			if got := lookupShort(packWord(w)); got != want {
 				t.Errorf("%q: %+v, want %+v", w, got, want)
 			}
