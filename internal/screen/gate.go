@@ -65,7 +65,9 @@ func pointed(seg string) bool {
 			}
 			e, _ = lookup(h, w)
 			if len(w) <= 8 {
-				key = packWord(w) // the words tested below are ASCII
+				// A question or web word shortWord did not pack, for the
+				// character past ASCII after it ("What’s"): its key.
+				key = packWord(w)
 			}
 		}
 		i = end

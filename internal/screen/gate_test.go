@@ -30,6 +30,11 @@ func TestClassifierGate(t *testing.T) {
 		"question word":          "How do solar panels turn light into power",
 		"other question word":    "Why the board met on Tuesday afternoon again",
 		"after non-ASCII words":  "Zürich büro forward the figures",
+		// A question or web word followed by a character past ASCII:
+		// read as nextWord reads it, not packed.
+		"question word, curly apostrophe": "What’s the plan for Friday",
+		"question word, ellipsis":         "How… the figures arrived",
+		"web word, curly quote":           "the clerk will forward the figures, see www’s page",
 	}
 	for _, mark := range []string{":", ")", ">", "-", "*", "–", "—", "‐", "‒", "―", "•", "◦"} {
 		pointedTo["verb after "+mark] = "the notes for today " + mark + " describe the figures to the board"

@@ -169,8 +169,9 @@ func (m *Model) eachSegment(text string, every bool, fn func(start, end int, mar
 	v := vectorPool.Get().(*SegmentVector)
 	defer vectorPool.Put(v)
 	Segments(text, func(b, e int) {
-		// The gate first: most segments it passes over would have the
-		// words, and the count is only a cheap test before Vectorize's.
+		// Both must hold; the gate is tested first because it passes
+		// over most segments of a document, which the count of words
+		// would have let through.
 		if !every && !pointed(text[b:e]) || !atLeastWords(text[b:e], minSegWords) {
 			return
 		}

@@ -234,11 +234,11 @@ func ansiLen(s string) int {
 // encodedRuns returns the runs of s that may be base64 or hex payloads:
 // those of minEncodedRun run bytes or more.
 //
-// A run that long starting at or after i holds the byte at
-// i+minEncodedRun-1, so that byte is read first: when it is not a run
-// byte, no such run starts before it and the scan moves past it; when it
-// is, its run is read out both ways. Prose, whose words are shorter, is
-// read a third of its bytes or fewer.
+// A run that long starting anywhere from i to i+minEncodedRun-1 holds
+// the byte at i+minEncodedRun-1, so that byte is read first: when it is
+// not a run byte, no such run starts at or before it and the scan moves
+// past it; when it is, its run is read out both ways. Words shorter than
+// a run are read in part (the harness's prose, a quarter of its bytes).
 func encodedRuns(s string) []string {
 	var runs []string
 	// i is 0 or follows a byte outside every run.
