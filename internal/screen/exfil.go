@@ -53,17 +53,8 @@ func DetectExfiltration(s string) []Finding {
 
 // urlEnd returns the end of an http(s) URL starting at i.
 func urlEnd(s string, i int) (int, bool) {
-	rest := s[i:]
-	var n int
-	switch {
-	case len(rest) >= 8 && strings.EqualFold(rest[:8], "https://"):
-		n = 8
-	case len(rest) >= 7 && strings.EqualFold(rest[:7], "http://"):
-		n = 7
-	default:
-		return 0, false
-	}
-	if i > 0 && isAlnumB(s[i-1]) {
+	n, ok := schemeLen(s, i)
+	if !ok {
 		return 0, false
 	}
 	// A template placeholder may hold '>', ']' or ')': the URL goes on
@@ -97,6 +88,25 @@ func urlEnd(s string, i int) (int, bool) {
 		e++
 	}
 	return e, e > i+n
+}
+
+// schemeLen returns the length of the "http://" or "https://" at s[i]
+// (either case), which must not follow a letter or digit.
+func schemeLen(s string, i int) (int, bool) {
+	rest := s[i:]
+	var n int
+	switch {
+	case len(rest) >= 8 && strings.EqualFold(rest[:8], "https://"):
+		n = 8
+	case len(rest) >= 7 && strings.EqualFold(rest[:7], "http://"):
+		n = 7
+	default:
+		return 0, false
+	}
+	if i > 0 && isAlnumB(s[i-1]) {
+		return 0, false
+	}
+	return n, true
 }
 
 func judgeURL(s string, start, end int, raw string) (Finding, bool) {

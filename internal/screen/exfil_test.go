@@ -122,17 +122,8 @@ func TestNextScheme(t *testing.T) {
 // placeholder's marks over the whole URL at each closing mark: the
 // reference the running counts are checked against.
 func urlEndQuadratic(s string, i int) (int, bool) {
-	rest := s[i:]
-	var n int
-	switch {
-	case len(rest) >= 8 && strings.EqualFold(rest[:8], "https://"):
-		n = 8
-	case len(rest) >= 7 && strings.EqualFold(rest[:7], "http://"):
-		n = 7
-	default:
-		return 0, false
-	}
-	if i > 0 && isAlnumB(s[i-1]) {
+	n, ok := schemeLen(s, i)
+	if !ok {
 		return 0, false
 	}
 	open := func(u string) bool {
