@@ -495,20 +495,17 @@ func (x *httpExchange) reply(msg []byte) {
 // answerWhole answers with body b, the whole response, headers not yet
 // sent: with its Content-Length (net/http would otherwise chunk a body
 // over its 2 KB buffer and end it in a write of its own after the
-// handler), and, when the connection can hold writes and b is larger
-// than net/http's 4 KB connection buffer, in one write (front_conn.go).
+// handler), and, when the connection can hold writes and b is from
+// holdFrom to maxHeld bytes, in one write (front_conn.go).
 func (x *httpExchange) answerWhole(b []byte) {
 	x.w.Header()["Content-Length"] = []string{strconv.Itoa(len(b))}
-	if x.held == nil || len(b) < holdFrom || len(b) > maxHeld {
-		x.w.WriteHeader(http.StatusOK)
-		x.w.Write(b)
-		return
+	if x.held != nil && len(b) >= holdFrom && len(b) <= maxHeld {
+		x.held.hold()
+		defer x.held.release() // after the flush; a failed write closes the connection
+		defer x.rc.Flush()
 	}
-	x.held.hold()
-	defer x.held.release() // a failed write closes the connection
 	x.w.WriteHeader(http.StatusOK)
 	x.w.Write(b)
-	x.rc.Flush()
 }
 
 // holdFrom is the smallest answer a connection holds writes for: net/http

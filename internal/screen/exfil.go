@@ -59,8 +59,7 @@ func urlEnd(s string, i int) (int, bool) {
 	}
 	// A template placeholder may hold '>', ']' or ')': the URL goes on
 	// past one while it has more '<' than '>' (or '[' than ']', '(' than
-	// ')'), counted as it is read (counting them again at each closing
-	// mark took time quadratic in the URL's length).
+	// ')'), counted as it is read, so that the scan stays linear.
 	var angle, square, round int // opening marks less closing ones so far
 	e := i + n
 	for e < len(s) && e-i < maxURL {
